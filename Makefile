@@ -1,0 +1,65 @@
+# The one entry point for people and CI. Every target installs what it needs.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+POSTGRES_URL ?= postgres://postgres@127.0.0.1:5432/crypto_exchange
+# Tests and benchmarks ignore a developer's .env: only what they set counts.
+NO_ENV_FILE := ENV_FILE=/dev/null
+
+.PHONY: run install dev test test-sqlite test-postgres lint format bench s3 setup-minio check
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed: requirements.txt | $(BIN)/python
+	$(BIN)/pip install --quiet -r requirements.txt
+	touch $@
+
+$(VENV)/.installed-dev: requirements.txt requirements-dev.txt | $(BIN)/python
+	$(BIN)/pip install --quiet -r requirements-dev.txt
+	touch $@ $(VENV)/.installed
+
+install: $(VENV)/.installed
+dev: $(VENV)/.installed-dev
+
+## run: the app on SQLite and media/, with demo data, at http://127.0.0.1:8000
+run: install
+	DEBUG=true $(BIN)/python manage.py migrate --noinput
+	DEBUG=true $(BIN)/python manage.py seed_demo
+	DEBUG=true $(BIN)/python manage.py runserver 127.0.0.1:8000
+
+## test: the whole suite, on SQLite and on PostgreSQL (127.0.0.1:5432)
+test: test-sqlite test-postgres
+
+test-sqlite: dev
+	$(NO_ENV_FILE) $(BIN)/pytest
+
+test-postgres: dev
+	$(NO_ENV_FILE) DATABASE_URL=$(POSTGRES_URL) $(BIN)/pytest
+
+lint: dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: dev
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+## bench: storage and image benchmarks, written to docs/PERFORMANCE.md
+bench: dev
+	$(NO_ENV_FILE) $(BIN)/python -m bench.run
+
+## s3: a local S3 server (SeaweedFS) on 127.0.0.1:9000, keys minioadmin/minioadmin
+s3: dev
+	$(BIN)/python scripts/s3_server.py --port 9000
+
+## setup-minio: check and bootstrap the bucket named in the environment / .env
+setup-minio: install
+	$(BIN)/python scripts/setup_minio.py
+
+## check: system checks, no missing migration, static files collected as in production
+check: install
+	$(BIN)/python manage.py check
+	$(BIN)/python manage.py makemigrations --check --dry-run
+	$(BIN)/python manage.py collectstatic --noinput --verbosity 0

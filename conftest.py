@@ -1,0 +1,164 @@
+"""Shared fixtures: the real S3 server of the run, and storage switches.
+
+One SeaweedFS server (``weed mini``, loopback only) serves the whole run: it
+listens on about a dozen ports, so it is started once, lazily, by the first
+test that needs it, and stopped at the end.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from scripts import s3_server as s3_server_module
+
+S3_ACCESS_KEY = "test-access-key"
+S3_SECRET_KEY = "test-secret-key-0123456789"
+
+
+def storages_setting(default: dict) -> dict:
+    # Tests do not run collectstatic, so static files use the plain storage;
+    # the manifest storage of production is exercised by `make check`.
+    return {
+        "default": default,
+        "staticfiles": {
+            "BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"
+        },
+    }
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    server = s3_server_module.start(
+        access_key=S3_ACCESS_KEY,
+        secret_key=S3_SECRET_KEY,
+        data_dir=tmp_path_factory.mktemp("seaweedfs"),
+    )
+    yield server
+    server.stop()
+
+
+@pytest.fixture(autouse=True)
+def media_root(settings, tmp_path):
+    """Every test gets an empty local media folder; nothing touches media/."""
+    root = tmp_path / "media"
+    root.mkdir()
+    settings.MEDIA_ROOT = root
+    settings.USE_MINIO = False
+    settings.STORAGES = storages_setting(
+        {
+            "BACKEND": "django.core.files.storage.FileSystemStorage",
+            "OPTIONS": {"location": root, "base_url": "/media/"},
+        }
+    )
+    return root
+
+
+@pytest.fixture
+def bucket_name() -> str:
+    return f"test-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def minio_options(s3_server, bucket_name) -> dict:
+    return {
+        "endpoint": s3_server.endpoint,
+        "access_key": S3_ACCESS_KEY,
+        "secret_key": S3_SECRET_KEY,
+        "bucket_name": bucket_name,
+        "use_ssl": False,
+        "region": "us-east-1",
+        "url_mode": "public",
+    }
+
+
+@pytest.fixture
+def use_minio(settings, minio_options):
+    """Make MinIOStorage (on a fresh bucket of the test server) the default."""
+    settings.USE_MINIO = True
+    settings.MINIO_ENDPOINT = minio_options["endpoint"]
+    settings.MINIO_ACCESS_KEY = S3_ACCESS_KEY
+    settings.MINIO_SECRET_KEY = S3_SECRET_KEY
+    settings.MINIO_BUCKET_NAME = minio_options["bucket_name"]
+    settings.STORAGES = storages_setting(
+        {"BACKEND": "storage.backends.MinIOStorage", "OPTIONS": minio_options}
+    )
+    from django.core.files.storage import default_storage
+
+    return default_storage
+
+
+@pytest.fixture(params=["local", "minio"])
+def any_storage(request):
+    """The default storage, once as the file system and once as MinIOStorage."""
+    if request.param == "minio":
+        request.getfixturevalue("use_minio")
+    from django.core.files.storage import default_storage
+
+    return default_storage
+
+
+@pytest.fixture
+def put_exact():
+    """Store bytes under exactly this name, as setup_minio and media/ do for
+    default_avatar.jpg (Storage.save would make the name unique)."""
+    from django.core.files.base import ContentFile
+
+    def put(storage, name: str, payload: bytes) -> None:
+        storage._save(name, ContentFile(payload))
+
+    return put
+
+
+@pytest.fixture
+def stored_names():
+    """Every name stored under a folder (recursively), on any storage."""
+
+    def names(storage, folder: str = "") -> list[str]:
+        found = []
+        try:
+            folders, files = storage.listdir(folder)
+        except FileNotFoundError:
+            return []
+        prefix = f"{folder}/" if folder else ""
+        found += [prefix + name for name in files]
+        for sub in folders:
+            found += names(storage, prefix + sub)
+        return sorted(found)
+
+    return names
+
+
+@pytest.fixture
+def run_python():
+    """Run a Python command of the project in a clean environment.
+
+    Only what the test passes is set: no .env file, no variable of the
+    developer's shell, so that defaults are really the defaults.
+    """
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent
+
+    def run(args: list[str], env: dict[str, str] | None = None, timeout: float = 60):
+        clean = {
+            "PATH": os.environ.get("PATH", ""),
+            "HOME": os.environ.get("HOME", str(root)),
+            "ENV_FILE": str(root / "no-such.env"),
+            "PYTHONPATH": str(root),
+            **(env or {}),
+        }
+        return subprocess.run(
+            [sys.executable, *args],
+            cwd=root,
+            env=clean,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+    return run

@@ -1,0 +1,221 @@
+"""Settings of the crypto exchange, all read from the environment.
+
+Every variable is listed with a comment in ``.env.example``; a ``.env`` file
+beside ``manage.py`` is read when present (real environment variables win).
+Production differs from development only by these values.
+"""
+
+from pathlib import Path
+
+import environ
+from django.core.exceptions import ImproperlyConfigured
+
+from storage import config as storage_config
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+env = environ.Env()
+# Variables already in the environment win over the file. ENV_FILE points
+# elsewhere (tests point it at nothing, so a developer's .env cannot leak in).
+environ.Env.read_env(
+    env.str("ENV_FILE", default=str(BASE_DIR / ".env")), overwrite=False
+)
+
+
+def _env_or_improperly_configured(read, name, **kwargs):
+    # django-environ raises a bare ValueError for malformed values; name the
+    # variable so that a typo in .env is found at once.
+    try:
+        return read(name, **kwargs)
+    except (ValueError, TypeError) as exc:
+        raise ImproperlyConfigured(f"{name} has an invalid value: {exc}") from exc
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def _bool(name: str, *, default: bool) -> bool:
+    # Stricter than env.bool, which reads any unknown word as False: a typo
+    # such as USE_MINIO=ture must not silently mean "off".
+    raw = env.str(name, default=str(default)).strip().lower()
+    if raw in _TRUE:
+        return True
+    if raw in _FALSE:
+        return False
+    raise ImproperlyConfigured(f"{name} must be true or false (got {raw!r}).")
+
+
+# On by default so that a fresh checkout runs with `manage.py runserver` alone;
+# the Docker image sets DEBUG=false, and then a real SECRET_KEY is required.
+DEBUG = _bool("DEBUG", default=True)
+_DEVELOPMENT_SECRET_KEY = "django-insecure-development-only-never-use-in-production"
+SECRET_KEY = env.str("SECRET_KEY", default=_DEVELOPMENT_SECRET_KEY)
+if not DEBUG and SECRET_KEY in ("", _DEVELOPMENT_SECRET_KEY, "change-me"):
+    raise ImproperlyConfigured(
+        "SECRET_KEY must be set to a long random value when DEBUG=false, e.g. "
+        'python -c "import secrets; print(secrets.token_urlsafe(50))"'
+    )
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "storage",
+    "accounts",
+    "tokens",
+    # Last, as its documentation asks: it deletes replaced and orphaned files
+    # only after the transaction commits, and never a field's default file.
+    "django_cleanup.apps.CleanupConfig",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "crypto_exchange.urls"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+WSGI_APPLICATION = "crypto_exchange.wsgi.application"
+ASGI_APPLICATION = "crypto_exchange.asgi.application"
+
+DATABASES = {
+    "default": _env_or_improperly_configured(
+        env.db_url, "DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}"
+    )
+}
+DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=0)
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": f"django.contrib.auth.password_validation.{name}"}
+    for name in (
+        "UserAttributeSimilarityValidator",
+        "MinimumLengthValidator",
+        "CommonPasswordValidator",
+        "NumericPasswordValidator",
+    )
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+
+MEDIA_URL = "/media/"
+MEDIA_ROOT = Path(env.str("MEDIA_ROOT", default=str(BASE_DIR / "media")))
+
+# Uploads: the largest file accepted, and the largest image in pixels (checked
+# from the header before any decoding, against decompression bombs).
+MAX_UPLOAD_SIZE = _env_or_improperly_configured(
+    env.int, "MAX_UPLOAD_SIZE", default=10 * 1024 * 1024
+)
+MAX_IMAGE_PIXELS = _env_or_improperly_configured(
+    env.int, "MAX_IMAGE_PIXELS", default=40_000_000
+)
+# Django refuses a request body larger than this before any view runs; leave
+# room for the other form fields around the file.
+DATA_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
+FILE_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
+
+# --- Object storage --------------------------------------------------------
+
+USE_MINIO = _bool("USE_MINIO", default=False)
+MINIO_ENDPOINT = env.str("MINIO_ENDPOINT", default="localhost:9000")
+MINIO_ACCESS_KEY = env.str("MINIO_ACCESS_KEY", default="minioadmin")
+MINIO_SECRET_KEY = env.str("MINIO_SECRET_KEY", default="minioadmin")
+MINIO_BUCKET_NAME = env.str("MINIO_BUCKET_NAME", default="crypto-exchange")
+MINIO_USE_SSL = _bool("MINIO_USE_SSL", default=False)
+MINIO_REGION = env.str("MINIO_REGION", default="us-east-1")
+MINIO_PUBLIC_URL = env.str("MINIO_PUBLIC_URL", default="")
+MINIO_MEDIA_URL_MODE = env.str("MINIO_MEDIA_URL_MODE", default="public")
+MINIO_PRESIGNED_EXPIRY = _env_or_improperly_configured(
+    env.int, "MINIO_PRESIGNED_EXPIRY", default=3600
+)
+MINIO_CONNECT_TIMEOUT = _env_or_improperly_configured(
+    env.float, "MINIO_CONNECT_TIMEOUT", default=3.0
+)
+MINIO_READ_TIMEOUT = _env_or_improperly_configured(
+    env.float, "MINIO_READ_TIMEOUT", default=20.0
+)
+MINIO_MAX_RETRIES = _env_or_improperly_configured(
+    env.int, "MINIO_MAX_RETRIES", default=2
+)
+
+if USE_MINIO:
+    storage_config.validate_endpoint(MINIO_ENDPOINT)
+    storage_config.validate_credentials(MINIO_ACCESS_KEY, MINIO_SECRET_KEY)
+    storage_config.validate_bucket_name(MINIO_BUCKET_NAME)
+    storage_config.validate_url_mode(MINIO_MEDIA_URL_MODE)
+    MINIO_PUBLIC_URL = storage_config.validate_public_url(
+        MINIO_PUBLIC_URL, url_mode=MINIO_MEDIA_URL_MODE
+    )
+    if not MINIO_REGION:
+        raise ImproperlyConfigured("MINIO_REGION must not be empty.")
+    if MINIO_PRESIGNED_EXPIRY < 1 or MINIO_PRESIGNED_EXPIRY > 7 * 24 * 3600:
+        raise ImproperlyConfigured(
+            "MINIO_PRESIGNED_EXPIRY must be between 1 and 604800 seconds (7 days)."
+        )
+    _default_storage = {"BACKEND": "storage.backends.MinIOStorage"}
+else:
+    _default_storage = {
+        "BACKEND": "django.core.files.storage.FileSystemStorage",
+        "OPTIONS": {"location": MEDIA_ROOT, "base_url": MEDIA_URL},
+    }
+
+STORAGES = {
+    "default": _default_storage,
+    "staticfiles": {
+        "BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage",
+    },
+}
+
+# Django serves /media/ itself (through storage.views) when nothing else does:
+# in development, and in the MinIO ``proxy`` URL mode.
+MEDIA_SERVE = _bool(
+    "MEDIA_SERVE", default=DEBUG or (USE_MINIO and MINIO_MEDIA_URL_MODE == "proxy")
+)
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+    # urllib3 logs every retry of the object-store client; the storage logs
+    # the outcome once, with what to check.
+    "loggers": {"urllib3": {"level": "ERROR"}},
+}

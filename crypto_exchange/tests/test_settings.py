@@ -1,0 +1,161 @@
+"""Settings come from the environment; a bad MinIO setting stops start-up."""
+
+import json
+import time
+
+import pytest
+
+PRINT_SETTINGS = (
+    "import django, json; django.setup(); from django.conf import settings as s; "
+    "print(json.dumps({k: str(getattr(s, k)) for k in ["
+    "'DEBUG', 'USE_MINIO', 'MINIO_ENDPOINT', 'MINIO_ACCESS_KEY', 'MINIO_SECRET_KEY', "
+    "'MINIO_BUCKET_NAME', 'MINIO_USE_SSL', 'MINIO_REGION', 'MINIO_MEDIA_URL_MODE', "
+    "'MAX_UPLOAD_SIZE']} | {'default': s.STORAGES['default']['BACKEND'], "
+    "'static': s.STORAGES['staticfiles']['BACKEND'], "
+    "'engine': s.DATABASES['default']['ENGINE']}))"
+)
+SETTINGS_ENV = {"DJANGO_SETTINGS_MODULE": "crypto_exchange.settings"}
+
+
+def test_defaults_are_local_storage_and_sqlite(run_python):
+    result = run_python(["-c", PRINT_SETTINGS], SETTINGS_ENV)
+
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {
+        "DEBUG": "True",
+        "USE_MINIO": "False",
+        "MINIO_ENDPOINT": "localhost:9000",
+        "MINIO_ACCESS_KEY": "minioadmin",
+        "MINIO_SECRET_KEY": "minioadmin",
+        "MINIO_BUCKET_NAME": "crypto-exchange",
+        "MINIO_USE_SSL": "False",
+        "MINIO_REGION": "us-east-1",
+        "MINIO_MEDIA_URL_MODE": "public",
+        "MAX_UPLOAD_SIZE": str(10 * 1024 * 1024),
+        "default": "django.core.files.storage.FileSystemStorage",
+        "static": "whitenoise.storage.CompressedManifestStaticFilesStorage",
+        "engine": "django.db.backends.sqlite3",
+    }
+
+
+def test_use_minio_switches_the_default_storage(run_python):
+    env = {
+        **SETTINGS_ENV,
+        "USE_MINIO": "true",
+        "MINIO_ENDPOINT": "minio:9000",
+        "MINIO_BUCKET_NAME": "media-bucket",
+        "MINIO_USE_SSL": "true",
+        "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/x",
+    }
+    result = run_python(["-c", PRINT_SETTINGS], env)
+
+    assert result.returncode == 0, result.stderr
+    values = json.loads(result.stdout)
+    assert values["default"] == "storage.backends.MinIOStorage"
+    assert values["MINIO_ENDPOINT"] == "minio:9000"
+    assert values["MINIO_BUCKET_NAME"] == "media-bucket"
+    assert values["MINIO_USE_SSL"] == "True"
+    assert values["engine"] == "django.db.backends.postgresql"
+
+
+def test_dot_env_file_is_read_and_the_environment_wins(run_python, tmp_path):
+    env_file = tmp_path / ".env"
+    env_file.write_text(
+        "USE_MINIO=true\nMINIO_BUCKET_NAME=from-file\nMINIO_REGION=eu-west-1\n"
+    )
+    env = {**SETTINGS_ENV, "ENV_FILE": str(env_file), "MINIO_REGION": "ap-south-1"}
+
+    result = run_python(["-c", PRINT_SETTINGS], env)
+
+    values = json.loads(result.stdout)
+    assert values["USE_MINIO"] == "True"
+    assert values["MINIO_BUCKET_NAME"] == "from-file"
+    assert values["MINIO_REGION"] == "ap-south-1"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("MINIO_ENDPOINT", "http://localhost:9000"),
+        ("MINIO_ENDPOINT", ""),
+        ("MINIO_ACCESS_KEY", ""),
+        ("MINIO_SECRET_KEY", ""),
+        ("MINIO_BUCKET_NAME", "Not_A_Bucket"),
+        ("MINIO_USE_SSL", "maybe"),
+        ("MINIO_MEDIA_URL_MODE", "cdn"),
+        ("MINIO_PUBLIC_URL", "media.example.com"),
+        ("MAX_UPLOAD_SIZE", "ten"),
+    ],
+)
+def test_a_bad_minio_setting_stops_start_up_naming_the_variable(
+    run_python, variable, value
+):
+    env = {**SETTINGS_ENV, "USE_MINIO": "true", variable: value}
+
+    result = run_python(["manage.py", "check"], env)
+
+    assert result.returncode != 0
+    assert "ImproperlyConfigured" in result.stderr
+    assert variable in result.stderr
+
+
+def test_start_up_never_contacts_the_object_store(run_python):
+    # Nothing listens on port 9 of loopback: any request would fail or hang.
+    env = {**SETTINGS_ENV, "USE_MINIO": "true", "MINIO_ENDPOINT": "127.0.0.1:9"}
+
+    started = time.monotonic()
+    result = run_python(
+        [
+            "-c",
+            "import crypto_exchange.wsgi; from django.core.files.storage import "
+            "default_storage as d; print(d.url('profile_pics/a.jpg'))",
+        ],
+        env,
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert (
+        result.stdout.strip() == "http://127.0.0.1:9/crypto-exchange/profile_pics/a.jpg"
+    )
+    assert time.monotonic() - started < 30
+
+
+def test_env_example_lists_every_variable_the_settings_read():
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    source = (root / "crypto_exchange" / "settings.py").read_text()
+    read = set(
+        re.findall(
+            r"(?:env\.\w+|_bool|_env_or_improperly_configured)\(\s*"
+            r'(?:env\.\w+,\s*)?"([A-Z_]+)"',
+            source,
+        )
+    )
+    listed = set(
+        re.findall(r"^#?\s?([A-Z_]+)=", (root / ".env.example").read_text(), re.M)
+    )
+
+    assert read, "the pattern found no variable in settings.py"
+    assert read - listed == set()
+
+
+@pytest.mark.parametrize("secret", [None, "change-me"])
+def test_production_mode_requires_a_real_secret_key(run_python, secret):
+    env = {**SETTINGS_ENV, "DEBUG": "false"}
+    if secret is not None:
+        env["SECRET_KEY"] = secret
+
+    result = run_python(["manage.py", "check"], env)
+
+    assert result.returncode != 0
+    assert "SECRET_KEY must be set" in result.stderr
+
+
+def test_production_mode_starts_with_a_secret_key(run_python):
+    env = {**SETTINGS_ENV, "DEBUG": "false", "SECRET_KEY": "x" * 50}
+
+    result = run_python(["manage.py", "check"], env)
+
+    assert result.returncode == 0, result.stderr

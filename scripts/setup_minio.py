@@ -1,0 +1,37 @@
+#!/usr/bin/env python
+"""Check and bootstrap the MinIO (S3) bucket of the crypto exchange.
+
+Reads the same environment and .env as the app (MINIO_ENDPOINT,
+MINIO_ACCESS_KEY, MINIO_SECRET_KEY, MINIO_BUCKET_NAME, MINIO_USE_SSL,
+MINIO_MEDIA_URL_MODE, ...), then: checks the connection and the credentials,
+creates the bucket if missing, grants anonymous read on the media prefixes in
+``public`` URL mode (nothing in ``presigned`` or ``proxy`` mode), uploads
+default_avatar.jpg if missing, and prints a short report. Idempotent; exits
+non-zero with what to fix when something is wrong.
+
+Same as ``python manage.py setup_minio``.
+"""
+
+import os
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def main() -> None:
+    sys.path.insert(0, str(ROOT))
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "crypto_exchange.settings")
+    from django.conf import settings
+    from django.core.exceptions import ImproperlyConfigured
+    from django.core.management import execute_from_command_line
+
+    try:
+        settings.INSTALLED_APPS  # noqa: B018 - loads the settings, which validate
+    except ImproperlyConfigured as exc:
+        sys.exit(f"Configuration error: {exc}")
+    execute_from_command_line(["manage.py", "setup_minio", *sys.argv[1:]])
+
+
+if __name__ == "__main__":
+    main()

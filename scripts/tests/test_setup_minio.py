@@ -1,0 +1,134 @@
+"""scripts/setup_minio.py as an operator runs it, against the real S3 server."""
+
+import json
+import socket
+import urllib.error
+import urllib.request
+
+import pytest
+from minio import Minio
+from minio.error import S3Error
+
+from conftest import S3_ACCESS_KEY, S3_SECRET_KEY
+
+
+@pytest.fixture
+def env(s3_server, bucket_name):
+    return {
+        "USE_MINIO": "true",
+        "MINIO_ENDPOINT": s3_server.endpoint,
+        "MINIO_ACCESS_KEY": S3_ACCESS_KEY,
+        "MINIO_SECRET_KEY": S3_SECRET_KEY,
+        "MINIO_BUCKET_NAME": bucket_name,
+        "MINIO_USE_SSL": "false",
+    }
+
+
+@pytest.fixture
+def client(s3_server):
+    return Minio(
+        endpoint=s3_server.endpoint,
+        access_key=S3_ACCESS_KEY,
+        secret_key=S3_SECRET_KEY,
+        secure=False,
+        region="us-east-1",
+    )
+
+
+def setup_minio(run_python, env):
+    return run_python(["scripts/setup_minio.py"], env)
+
+
+def test_first_run_creates_the_bucket_policy_and_default_avatar(
+    run_python, env, client, bucket_name, s3_server
+):
+    result = setup_minio(run_python, env)
+
+    assert result.returncode == 0, result.stderr
+    assert f"{bucket_name} created" in result.stdout
+    assert "default_avatar.jpg uploaded" in result.stdout
+    assert client.bucket_exists(bucket_name=bucket_name)
+    policy = json.loads(client.get_bucket_policy(bucket_name=bucket_name))
+    assert policy["Statement"][0]["Action"] in ("s3:GetObject", ["s3:GetObject"])
+
+    base = f"http://{s3_server.endpoint}/{bucket_name}"
+    with urllib.request.urlopen(f"{base}/default_avatar.jpg") as response:
+        assert response.headers["Content-Type"] == "image/jpeg"
+    with pytest.raises(urllib.error.HTTPError) as listing:
+        urllib.request.urlopen(f"{base}/")
+    assert listing.value.code == 403
+
+
+def test_second_run_changes_nothing_and_says_so(run_python, env, client, bucket_name):
+    assert setup_minio(run_python, env).returncode == 0
+    avatar = client.stat_object(
+        bucket_name=bucket_name, object_name="default_avatar.jpg"
+    )
+
+    result = setup_minio(run_python, env)
+
+    assert result.returncode == 0, result.stderr
+    assert f"{bucket_name} exists" in result.stdout
+    assert "default_avatar.jpg present" in result.stdout
+    again = client.stat_object(
+        bucket_name=bucket_name, object_name="default_avatar.jpg"
+    )
+    assert again.last_modified == avatar.last_modified
+    keys = [
+        o.object_name
+        for o in client.list_objects(bucket_name=bucket_name, recursive=True)
+    ]
+    assert keys == ["default_avatar.jpg"]
+
+
+def test_presigned_mode_grants_no_anonymous_access(
+    run_python, env, client, bucket_name
+):
+    assert setup_minio(run_python, env).returncode == 0
+
+    result = setup_minio(run_python, {**env, "MINIO_MEDIA_URL_MODE": "presigned"})
+
+    assert result.returncode == 0, result.stderr
+    assert "private" in result.stdout
+    with pytest.raises(S3Error) as no_policy:
+        client.get_bucket_policy(bucket_name=bucket_name)
+    assert no_policy.value.code == "NoSuchBucketPolicy"
+
+
+def test_wrong_credentials_exit_non_zero_naming_the_keys(
+    run_python, env, client, bucket_name
+):
+    result = setup_minio(run_python, {**env, "MINIO_SECRET_KEY": "wrong-secret"})
+
+    assert result.returncode != 0
+    assert "MINIO_ACCESS_KEY and MINIO_SECRET_KEY" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not client.bucket_exists(bucket_name=bucket_name)
+
+
+def test_unreachable_endpoint_exits_non_zero_naming_the_endpoint(run_python, env):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+
+    result = setup_minio(run_python, {**env, "MINIO_ENDPOINT": f"127.0.0.1:{port}"})
+
+    assert result.returncode != 0
+    assert "cannot connect" in result.stderr
+    assert "MINIO_ENDPOINT" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_malformed_setting_exits_with_the_variable_and_no_traceback(run_python, env):
+    result = setup_minio(run_python, {**env, "MINIO_ENDPOINT": "http://x:9000"})
+
+    assert result.returncode != 0
+    assert "MINIO_ENDPOINT" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_the_management_command_does_the_same(run_python, env, bucket_name):
+    result = run_python(["manage.py", "setup_minio"], env)
+
+    assert result.returncode == 0, result.stderr
+    assert f"{bucket_name} created" in result.stdout

@@ -1,0 +1,93 @@
+"""Validation of the object-store settings, shared by settings.py and the backend.
+
+This module imports nothing from Django's app registry so that
+``crypto_exchange/settings.py`` can call it while settings are being loaded.
+"""
+
+import re
+from urllib.parse import urlsplit
+
+from django.core.exceptions import ImproperlyConfigured
+
+URL_MODES = ("public", "presigned", "proxy")
+
+# The prefixes that hold media shown to browsers. In ``public`` mode these (and
+# nothing else) are readable anonymously; the proxy view serves only these.
+PUBLIC_MEDIA_PREFIXES = ("profile_pics/", "token_logo/")
+PUBLIC_MEDIA_FILES = ("default_avatar.jpg",)
+
+# S3 bucket naming rules (lower case, digits, dots, hyphens; 3-63 characters;
+# no IP-address shapes); the strictest common subset of S3, MinIO and SeaweedFS.
+_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_IP_RE = re.compile(r"^\d+\.\d+\.\d+\.\d+$")
+_HOST_PORT_RE = re.compile(r"^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+)(:(\d{1,5}))?$")
+
+
+def is_public_media_key(key: str) -> bool:
+    return key in PUBLIC_MEDIA_FILES or key.startswith(PUBLIC_MEDIA_PREFIXES)
+
+
+def validate_endpoint(value: str, *, variable: str = "MINIO_ENDPOINT") -> str:
+    """Return ``host[:port]``; refuse URLs with a scheme or a path."""
+    if not value:
+        raise ImproperlyConfigured(f"{variable} is required when USE_MINIO=true.")
+    if "://" in value or "/" in value:
+        raise ImproperlyConfigured(
+            f"{variable} must be host[:port] without scheme or path, e.g. "
+            f"'localhost:9000' (got {value!r}); use MINIO_USE_SSL for https."
+        )
+    match = _HOST_PORT_RE.match(value)
+    if not match or (match.group(3) and not 0 < int(match.group(3)) < 65536):
+        raise ImproperlyConfigured(
+            f"{variable} must be host[:port], e.g. 'localhost:9000' (got {value!r})."
+        )
+    return value
+
+
+def validate_bucket_name(value: str, *, variable: str = "MINIO_BUCKET_NAME") -> str:
+    if not value or not _BUCKET_RE.match(value) or _IP_RE.match(value) or ".." in value:
+        raise ImproperlyConfigured(
+            f"{variable} must be a valid S3 bucket name: 3-63 lower-case letters, "
+            f"digits, dots or hyphens, starting and ending with a letter or digit "
+            f"(got {value!r})."
+        )
+    return value
+
+
+def validate_public_url(
+    value: str, *, url_mode: str, variable: str = "MINIO_PUBLIC_URL"
+) -> str:
+    """Return the public base URL without a trailing slash ('' when unset)."""
+    if not value:
+        return ""
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ImproperlyConfigured(
+            f"{variable} must be an absolute http(s) URL such as "
+            f"'https://media.example.com' (got {value!r})."
+        )
+    if parts.query or parts.fragment:
+        raise ImproperlyConfigured(f"{variable} must not have a query or fragment.")
+    if url_mode == "presigned" and parts.path.strip("/"):
+        # A signature covers the path, and the minio client signs for a host
+        # only: a path prefix added afterwards would invalidate every URL.
+        raise ImproperlyConfigured(
+            f"{variable} cannot have a path in presigned mode (got {value!r}); "
+            "use a host of its own for the object store."
+        )
+    return value.rstrip("/")
+
+
+def validate_url_mode(value: str, *, variable: str = "MINIO_MEDIA_URL_MODE") -> str:
+    if value not in URL_MODES:
+        raise ImproperlyConfigured(
+            f"{variable} must be one of {', '.join(URL_MODES)} (got {value!r})."
+        )
+    return value
+
+
+def validate_credentials(access_key: str, secret_key: str) -> None:
+    if not access_key:
+        raise ImproperlyConfigured("MINIO_ACCESS_KEY is required when USE_MINIO=true.")
+    if not secret_key:
+        raise ImproperlyConfigured("MINIO_SECRET_KEY is required when USE_MINIO=true.")

@@ -1,0 +1,131 @@
+"""Operations on the object store as a whole (bootstrap and checks)."""
+
+from __future__ import annotations
+
+import io
+import logging
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from django.core.files.base import File
+from django.db import transaction
+from django.db.models import Model
+from minio.error import S3Error
+
+from storage.backends import MinIOStorage
+from storage.bucket import bucket_ensure, bucket_policy_apply
+from storage.config import PUBLIC_MEDIA_FILES
+from storage.exceptions import StorageUnavailable
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_AVATAR_NAME = PUBLIC_MEDIA_FILES[0]
+# The default avatar keeps its name for ever, so browsers may cache it only
+# for a while: replacing the file must show within a day.
+DEFAULT_AVATAR_CACHE_CONTROL = "public, max-age=86400"
+
+
+@dataclass
+class BucketReport:
+    lines: list[str] = field(default_factory=list)
+
+    def add(self, check: str, outcome: str) -> None:
+        self.lines.append(f"{check:<14} {outcome}")
+
+
+def bucket_setup(*, storage: MinIOStorage, default_avatar: Path) -> BucketReport:
+    """Check the connection, credentials and bucket; create what is missing.
+
+    Idempotent. Raises StorageUnavailable with an actionable message when the
+    server is unreachable, refuses the credentials or cannot make the bucket.
+    """
+    report = BucketReport()
+    client = storage.client
+    bucket = storage.bucket_name
+    report.add(
+        "endpoint", f"{storage.endpoint} (ssl {'on' if storage.use_ssl else 'off'})"
+    )
+
+    with storage._errors("check the bucket"):
+        existed = client.bucket_exists(bucket_name=bucket)
+    report.add("connection", "ok, credentials accepted")
+    if existed:
+        report.add("bucket", f"{bucket} exists")
+    else:
+        with storage._errors("create the bucket"):
+            created = bucket_ensure(
+                client=client, bucket_name=bucket, url_mode=storage.url_mode
+            )
+        report.add("bucket", f"{bucket} {'created' if created else 'exists'}")
+
+    with storage._errors("set the bucket policy"):
+        policy = bucket_policy_apply(
+            client=client, bucket_name=bucket, url_mode=storage.url_mode
+        )
+    report.add("access", f"{storage.url_mode} URLs; {policy}")
+
+    probe = f".setup-check/{secrets.token_hex(8)}"
+    with storage._errors("write a test object"):
+        client.put_object(
+            bucket_name=bucket, object_name=probe, data=io.BytesIO(b"ok"), length=2
+        )
+        client.remove_object(bucket_name=bucket, object_name=probe)
+    report.add("write", "ok (test object written and removed)")
+
+    report.add("default avatar", _default_avatar_upload(storage, default_avatar))
+    return report
+
+
+def _default_avatar_upload(storage: MinIOStorage, source: Path) -> str:
+    client = storage.client
+    try:
+        with storage._errors("look up", DEFAULT_AVATAR_NAME):
+            client.stat_object(
+                bucket_name=storage.bucket_name, object_name=DEFAULT_AVATAR_NAME
+            )
+        return f"{DEFAULT_AVATAR_NAME} present"
+    except S3Error:
+        pass
+    if not source.is_file():
+        return f"{DEFAULT_AVATAR_NAME} missing, and {source} not found to upload"
+    with storage._errors("upload", DEFAULT_AVATAR_NAME), source.open("rb") as avatar:
+        client.put_object(
+            bucket_name=storage.bucket_name,
+            object_name=DEFAULT_AVATAR_NAME,
+            data=avatar,
+            length=source.stat().st_size,
+            content_type="image/jpeg",
+            metadata={"Cache-Control": DEFAULT_AVATAR_CACHE_CONTROL},
+        )
+    return f"{DEFAULT_AVATAR_NAME} uploaded"
+
+
+def field_file_store(
+    *,
+    instance: Model,
+    field_name: str,
+    content: File,
+    update_fields: list[str] | None = None,
+) -> None:
+    """Upload ``content`` to ``instance.<field_name>`` and save the row.
+
+    The object is written first (one PUT): if the store is down the row is
+    untouched. If the row then cannot be saved, the new object would be an
+    orphan, so it is deleted and the instance put back as it was. The replaced
+    file is deleted by django-cleanup once the transaction commits.
+    """
+    field_file = getattr(instance, field_name)
+    previous = field_file.name
+    field_file.save(content.name, content, save=False)
+    stored = field_file.name
+    try:
+        with transaction.atomic():
+            instance.save(update_fields=update_fields)
+    except BaseException:
+        try:
+            field_file.storage.delete(stored)
+        except StorageUnavailable:
+            logger.exception("could not remove %s after a failed save", stored)
+        setattr(instance, field_name, previous)
+        raise

@@ -1,0 +1,442 @@
+"""MinIOStorage against the real S3 server of the test run.
+
+Faults that a running server cannot be made to produce on demand (a port
+that refuses connections, a server that never answers, one that answers
+503) are real sockets opened here, not mocks of the client.
+"""
+
+import http.server
+import io
+import socket
+import threading
+import time
+import urllib.error
+import urllib.request
+from urllib.parse import urlsplit
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+from django.core.files.base import ContentFile, File
+from minio import Minio
+from PIL import Image
+
+from conftest import S3_ACCESS_KEY, S3_SECRET_KEY
+from storage.backends import MinIOStorage, normalize_key
+from storage.exceptions import StorageUnavailable
+
+
+@pytest.fixture
+def storage(minio_options):
+    return MinIOStorage(**minio_options)
+
+
+@pytest.fixture
+def raw_client(s3_server):
+    return Minio(
+        endpoint=s3_server.endpoint,
+        access_key=S3_ACCESS_KEY,
+        secret_key=S3_SECRET_KEY,
+        secure=False,
+        region="us-east-1",
+    )
+
+
+class RequestLog(list):
+    def methods(self) -> list[str]:
+        return [method for method, _ in self]
+
+
+@pytest.fixture
+def requests_of(monkeypatch):
+    """Record every HTTP request a storage's client sends (they still go out)."""
+
+    def spy(storage: MinIOStorage) -> RequestLog:
+        log = RequestLog()
+        http = storage.client._http
+        real_urlopen = http.urlopen
+
+        def urlopen(method, url, *args, **kwargs):
+            log.append((method, url))
+            return real_urlopen(method, url, *args, **kwargs)
+
+        monkeypatch.setattr(http, "urlopen", urlopen)
+        return log
+
+    return spy
+
+
+def png_bytes(size=(8, 8)) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, (10, 20, 30)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+# --- construction and configuration -------------------------------------------
+
+
+def test_constructing_and_url_contact_nothing(requests_of):
+    storage = MinIOStorage(
+        endpoint="127.0.0.1:1", access_key="a", secret_key="b", bucket_name="nowhere"
+    )
+    log = requests_of(storage)
+
+    assert storage.url("profile_pics/x.jpg") == (
+        "http://127.0.0.1:1/nowhere/profile_pics/x.jpg"
+    )
+    assert log == []
+
+
+def test_storage_deconstructs_to_its_import_path_and_options(minio_options):
+    path, args, kwargs = MinIOStorage(**minio_options).deconstruct()
+
+    assert path == "storage.backends.MinIOStorage"
+    assert args == ()
+    assert kwargs == minio_options
+
+
+@pytest.mark.parametrize(
+    ("options", "named"),
+    [
+        ({"endpoint": "http://localhost:9000"}, "endpoint"),
+        ({"bucket_name": "Bad_Bucket"}, "bucket_name"),
+        ({"url_mode": "cdn"}, "url_mode"),
+        ({"public_url": "media.example.com"}, "public_url"),
+        (
+            {"url_mode": "presigned", "public_url": "https://cdn.example.com/sub"},
+            "public_url",
+        ),
+    ],
+)
+def test_malformed_options_are_refused_naming_the_option(minio_options, options, named):
+    with pytest.raises(ImproperlyConfigured, match=named):
+        MinIOStorage(**{**minio_options, **options})
+
+
+def test_missing_setting_is_refused_naming_the_variable(settings):
+    settings.MINIO_ACCESS_KEY = ""
+
+    with pytest.raises(ImproperlyConfigured, match="MINIO_ACCESS_KEY"):
+        MinIOStorage()
+
+
+def test_one_client_per_process_for_the_same_configuration(minio_options):
+    assert MinIOStorage(**minio_options).client is MinIOStorage(**minio_options).client
+
+
+# --- requests per operation -----------------------------------------------------
+
+
+def test_save_is_exactly_one_put(storage, requests_of):
+    storage.save("profile_pics/warm.txt", ContentFile(b"creates the bucket"))
+    log = requests_of(storage)
+
+    storage.save("profile_pics/one.txt", ContentFile(b"x" * 20_000))
+
+    assert log.methods() == ["PUT"]
+
+
+def test_open_and_read_is_one_get_and_exists_one_head(storage, requests_of):
+    name = storage.save("profile_pics/r.txt", ContentFile(b"payload"))
+    log = requests_of(storage)
+
+    with storage.open(name) as stored:
+        assert stored.read() == b"payload"
+    assert log.methods() == ["GET"]
+
+    log.clear()
+    assert storage.exists(name)
+    assert log.methods() == ["HEAD"]
+
+
+def test_url_makes_no_request_in_any_mode(minio_options, requests_of):
+    for mode in ("public", "presigned", "proxy"):
+        storage = MinIOStorage(**{**minio_options, "url_mode": mode})
+        log = requests_of(storage)
+        storage.url("profile_pics/a.jpg")
+        assert log == [], mode
+
+
+def test_large_file_is_uploaded_in_parts(storage, requests_of):
+    storage.save("profile_pics/warm.txt", ContentFile(b"creates the bucket"))
+    payload = bytes(range(256)) * (12 * 1024 * 4)  # 12 MiB
+    log = requests_of(storage)
+
+    name = storage.save("token_logo/big.bin", ContentFile(payload))
+
+    # initiate, two or more part PUTs, complete
+    assert log.methods()[0] == "POST" and log.methods()[-1] == "POST"
+    assert log.methods().count("PUT") >= 2
+    assert storage.size(name) == len(payload)
+    assert storage.open(name).read() == payload
+
+
+# --- objects as stored --------------------------------------------------------
+
+
+def test_content_type_follows_the_content_not_the_name(storage, raw_client):
+    name = storage.save("token_logo/looks-like.jpg", ContentFile(png_bytes()))
+    stat = raw_client.stat_object(bucket_name=storage.bucket_name, object_name=name)
+
+    assert stat.content_type == "image/png"
+    assert stat.metadata["Cache-Control"] == "public, max-age=31536000, immutable"
+
+
+def test_a_non_image_named_jpg_is_not_stored_as_an_image(storage, raw_client):
+    name = storage.save("profile_pics/fake.jpg", ContentFile(b"just text"))
+    stat = raw_client.stat_object(bucket_name=storage.bucket_name, object_name=name)
+
+    assert stat.content_type == "binary/octet-stream"
+
+
+def test_keys_are_the_media_relative_paths(storage, raw_client):
+    name = storage.save("profile_pics\\win\\pic.txt", ContentFile(b"x"))
+
+    assert name.startswith("profile_pics/win/pic")
+    keys = [
+        obj.object_name
+        for obj in raw_client.list_objects(
+            bucket_name=storage.bucket_name, recursive=True
+        )
+    ]
+    assert keys == [name]
+
+
+@pytest.mark.parametrize(
+    ("name", "key"),
+    [
+        ("/profile_pics/a.jpg", "profile_pics/a.jpg"),
+        ("profile_pics//./a.jpg", "profile_pics/a.jpg"),
+        ("token_logo\\b.png", "token_logo/b.png"),
+    ],
+)
+def test_keys_are_normalised(name, key):
+    assert normalize_key(name) == key
+
+
+def test_open_streams_without_reading_the_whole_object(storage):
+    name = storage.save("token_logo/stream.bin", ContentFile(b"a" * 3_000_000))
+
+    stored = storage.open(name)
+    try:
+        assert stored.read(10) == b"a" * 10
+        # Most of the body is still on the wire, not in a buffer of ours.
+        assert stored.file.tell() == 10
+        assert not stored.content_type.startswith("image/")
+        assert stored.etag
+    finally:
+        stored.close()
+
+
+# --- bucket creation and concurrency ----------------------------------------------
+
+
+def test_first_save_creates_the_missing_bucket(storage, raw_client):
+    assert not raw_client.bucket_exists(bucket_name=storage.bucket_name)
+
+    storage.save("profile_pics/first.txt", ContentFile(b"x"))
+
+    assert raw_client.bucket_exists(bucket_name=storage.bucket_name)
+
+
+def test_concurrent_first_saves_all_succeed_and_never_collide(minio_options):
+    # Eight "app servers" (separate storage objects) save the same name into
+    # a bucket that does not exist yet, released together.
+    storages = [MinIOStorage(**minio_options) for _ in range(8)]
+    barrier = threading.Barrier(len(storages))
+    names, errors = [], []
+
+    def upload(storage, index):
+        barrier.wait()
+        try:
+            names.append(
+                storage.save("profile_pics/avatar.jpg", ContentFile(b"%d" % index))
+            )
+        except Exception as exc:
+            errors.append(exc)
+
+    threads = [
+        threading.Thread(target=upload, args=(s, i)) for i, s in enumerate(storages)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert errors == []
+    assert len(set(names)) == 8
+    contents = {storages[0].open(name).read() for name in names}
+    assert contents == {b"%d" % i for i in range(8)}
+
+
+def test_public_bucket_created_by_the_storage_serves_media_anonymously(storage):
+    name = storage.save("token_logo/pub.png", ContentFile(png_bytes()))
+
+    with urllib.request.urlopen(storage.url(name)) as response:
+        assert response.status == 200
+        assert response.headers["Content-Type"] == "image/png"
+    with pytest.raises(urllib.error.HTTPError) as listing:
+        urllib.request.urlopen(f"{storage.public_url}/{storage.bucket_name}/")
+    assert listing.value.code == 403
+
+
+# --- URLs -------------------------------------------------------------------------
+
+
+def test_public_url_uses_the_public_base(minio_options):
+    storage = MinIOStorage(**minio_options, public_url="https://media.example.com/")
+
+    assert storage.url("profile_pics/a b.jpg") == (
+        f"https://media.example.com/{storage.bucket_name}/profile_pics/a%20b.jpg"
+    )
+
+
+def test_presigned_url_is_signed_for_the_public_host(minio_options, s3_server):
+    # The app reaches the server as 127.0.0.1, browsers as localhost: both
+    # are the same real server, so the signature can be checked for real.
+    port = s3_server.endpoint.rsplit(":", 1)[1]
+    storage = MinIOStorage(
+        **{**minio_options, "url_mode": "presigned"},
+        public_url=f"http://localhost:{port}",
+    )
+    name = storage.save("profile_pics/private.png", ContentFile(png_bytes()))
+
+    url = storage.url(name)
+    assert urlsplit(url).netloc == f"localhost:{port}"
+    with urllib.request.urlopen(url) as response:
+        assert response.read() == png_bytes()
+
+    wrong_host = url.replace(f"localhost:{port}", s3_server.endpoint)
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(wrong_host)
+    assert refused.value.code == 403
+
+
+def test_presigned_urls_are_stable_for_a_while_for_browser_caching(minio_options):
+    storage = MinIOStorage(**{**minio_options, "url_mode": "presigned"})
+
+    assert storage.url("profile_pics/a.jpg") == storage.url("profile_pics/a.jpg")
+
+
+def test_presigned_bucket_is_private(minio_options):
+    storage = MinIOStorage(**{**minio_options, "url_mode": "presigned"})
+    name = storage.save("profile_pics/secret.png", ContentFile(png_bytes()))
+
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(f"{storage.public_url}/{storage.bucket_name}/{name}")
+    assert refused.value.code == 403
+
+
+def test_proxy_url_is_under_media_url(minio_options):
+    storage = MinIOStorage(**{**minio_options, "url_mode": "proxy"})
+
+    assert storage.url("token_logo/a.png") == "/media/token_logo/a.png"
+
+
+# --- failures -----------------------------------------------------------------
+
+
+def _unused_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_refused_connection_is_storage_unavailable_naming_what_to_check(minio_options):
+    storage = MinIOStorage(
+        **{**minio_options, "endpoint": f"127.0.0.1:{_unused_port()}"}
+    )
+
+    with pytest.raises(StorageUnavailable) as failure:
+        storage.save("profile_pics/x.txt", ContentFile(b"x"))
+
+    message = str(failure.value)
+    assert "cannot connect" in message
+    assert "MINIO_ENDPOINT" in message
+    assert failure.value.operation == "save"
+
+
+def test_wrong_credentials_are_storage_unavailable_naming_the_keys(minio_options):
+    storage = MinIOStorage(**{**minio_options, "secret_key": "not-the-secret"})
+
+    with pytest.raises(StorageUnavailable, match="MINIO_SECRET_KEY"):
+        storage.exists("profile_pics/x.txt")
+
+
+@pytest.fixture
+def silent_server():
+    """A server that accepts connections and never answers."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    yield f"127.0.0.1:{listener.getsockname()[1]}"
+    listener.close()
+
+
+def test_a_server_that_never_answers_fails_fast(minio_options, silent_server):
+    storage = MinIOStorage(
+        **{**minio_options, "endpoint": silent_server},
+        read_timeout=0.3,
+        max_retries=1,
+    )
+
+    started = time.monotonic()
+    with pytest.raises(StorageUnavailable):
+        storage.exists("profile_pics/x.txt")
+    # Bounded by timeout x attempts, not the client's default of minutes.
+    assert time.monotonic() - started < 10
+
+
+class _Always503(http.server.BaseHTTPRequestHandler):
+    def _answer(self):
+        self.send_response(503)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    do_GET = do_PUT = do_HEAD = do_POST = do_DELETE = _answer
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def failing_server():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Always503)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_server_errors_are_storage_unavailable_after_bounded_retries(
+    minio_options, failing_server
+):
+    storage = MinIOStorage(
+        **{**minio_options, "endpoint": failing_server}, max_retries=2
+    )
+
+    with pytest.raises(StorageUnavailable, match="5xx"):
+        storage.save("profile_pics/x.txt", ContentFile(b"x"))
+
+
+def test_exists_raises_on_failures_instead_of_answering_false(minio_options):
+    storage = MinIOStorage(
+        **{**minio_options, "endpoint": f"127.0.0.1:{_unused_port()}"}
+    )
+
+    with pytest.raises(StorageUnavailable):
+        storage.exists("profile_pics/x.txt")
+
+
+def test_opening_for_writing_is_refused(storage):
+    with pytest.raises(ValueError, match="reading only"):
+        storage.open("profile_pics/x.txt", "wb")
+
+
+def test_a_file_object_saved_twice_is_rewound(storage):
+    content = File(io.BytesIO(b"rewind me"), name="r.txt")
+    content.read()
+
+    name = storage.save("profile_pics/r.txt", content)
+
+    assert storage.open(name).read() == b"rewind me"

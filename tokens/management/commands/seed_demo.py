@@ -1,0 +1,125 @@
+"""Demo data for development: users, tokens and their pictures.
+
+Idempotent: running it again adds only what is missing. Logos and avatars are
+drawn here (no network) and stored through the same services as uploads, so
+they land in whichever storage is configured, resized like any upload.
+"""
+
+import io
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.core.management.base import BaseCommand, CommandError
+from PIL import Image, ImageDraw, ImageFont
+
+from accounts.services import avatar_replace
+from storage.exceptions import StorageUnavailable
+from tokens.models import Token
+from tokens.services import token_create, token_logo_replace
+
+# Published on purpose: for development databases only (see --force).
+DEMO_USERS = [
+    {"username": "demo", "password": "demo-pass-2026", "is_staff": False},
+    {"username": "admin", "password": "admin-pass-2026", "is_staff": True},
+]
+
+DEMO_TOKENS = [
+    ("BTC", "Bitcoin", 8, (247, 147, 26)),
+    ("ETH", "Ether", 18, (98, 126, 234)),
+    ("USDT", "Tether USD", 6, (38, 161, 123)),
+    ("SOL", "Solana", 9, (153, 69, 255)),
+    ("BNB", "BNB", 18, (243, 186, 47)),
+    ("XRP", "XRP", 6, (35, 41, 47)),
+    ("ADA", "Cardano", 6, (0, 51, 173)),
+    ("DOGE", "Dogecoin", 8, (194, 166, 51)),
+    ("DOT", "Polkadot", 10, (230, 0, 122)),
+    ("LTC", "Litecoin", 8, (52, 93, 157)),
+    ("LINK", "Chainlink", 18, (42, 90, 218)),
+    ("USDC", "USD Coin", 6, (39, 117, 202)),
+]
+
+
+def draw_logo(symbol: str, colour: tuple[int, int, int]) -> bytes:
+    """A round badge with the symbol, on a transparent background (PNG)."""
+    size = 512
+    image = Image.new("RGBA", (size, size), (0, 0, 0, 0))
+    draw = ImageDraw.Draw(image)
+    draw.ellipse((8, 8, size - 8, size - 8), fill=(*colour, 255))
+    font = ImageFont.load_default(size=190 if len(symbol) <= 3 else 140)
+    draw.text((size / 2, size / 2), symbol, fill="white", font=font, anchor="mm")
+    return _png(image)
+
+
+def draw_avatar(initial: str, colour: tuple[int, int, int]) -> bytes:
+    image = Image.new("RGB", (600, 600), colour)
+    draw = ImageDraw.Draw(image)
+    font = ImageFont.load_default(size=320)
+    draw.text((300, 300), initial.upper(), fill="white", font=font, anchor="mm")
+    return _png(image)
+
+
+def _png(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+class Command(BaseCommand):
+    help = "Create demo users and tokens with logos (development only; idempotent)."
+
+    def add_arguments(self, parser):
+        parser.add_argument(
+            "--force",
+            action="store_true",
+            help="Run even with DEBUG=false (the demo passwords are public).",
+        )
+
+    def handle(self, *args, force: bool = False, **options) -> None:
+        if not settings.DEBUG and not force:
+            raise CommandError(
+                "seed_demo creates users whose passwords are published; it runs "
+                "only with DEBUG=true (or --force on a database of your own)."
+            )
+        try:
+            self._users()
+            self._tokens()
+        except StorageUnavailable as exc:
+            raise CommandError(str(exc)) from exc
+
+    def _users(self) -> None:
+        User = get_user_model()
+        for index, spec in enumerate(DEMO_USERS):
+            user, created = User.objects.get_or_create(
+                username=spec["username"],
+                defaults={
+                    "is_staff": spec["is_staff"],
+                    "is_superuser": spec["is_staff"],
+                },
+            )
+            if created:
+                user.set_password(spec["password"])
+                user.save(update_fields=["password"])
+                self.stdout.write(
+                    f"user {user.username} / {spec['password']}"
+                    + (" (staff)" if spec["is_staff"] else "")
+                )
+            if not user.profile.has_custom_avatar:
+                colour = DEMO_TOKENS[index * 3][3]
+                picture = draw_avatar(user.username[0], colour)
+                avatar_replace(
+                    profile=user.profile,
+                    upload=SimpleUploadedFile(f"{user.username}.png", picture),
+                )
+
+    def _tokens(self) -> None:
+        for symbol, name, decimals, colour in DEMO_TOKENS:
+            logo = SimpleUploadedFile(
+                f"{symbol.lower()}.png", draw_logo(symbol, colour)
+            )
+            token = Token.objects.filter(symbol=symbol).first()
+            if token is None:
+                token_create(name=name, symbol=symbol, decimals=decimals, logo=logo)
+                self.stdout.write(f"token {symbol}")
+            elif not token.logo:
+                token_logo_replace(token=token, upload=logo)

@@ -1,0 +1,43 @@
+from django.core.validators import MaxValueValidator, RegexValidator
+from django.db import models
+from django.db.models.functions import Upper
+
+from storage.fields import ProcessedImageField
+
+MAX_DECIMALS = 18
+
+symbol_validator = RegexValidator(
+    r"^[A-Z0-9]{2,12}$",
+    "A symbol is 2 to 12 capital letters or digits, like BTC or USDT.",
+)
+
+
+class Token(models.Model):
+    name = models.CharField(max_length=100)
+    symbol = models.CharField(max_length=12, unique=True, validators=[symbol_validator])
+    decimals = models.PositiveSmallIntegerField(
+        default=MAX_DECIMALS, validators=[MaxValueValidator(MAX_DECIMALS)]
+    )
+    description = models.TextField(blank=True)
+    logo = ProcessedImageField(
+        upload_to="token_logo/", size=200, keep_alpha=True, blank=True, max_length=255
+    )
+    is_active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["symbol"]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(decimals__lte=MAX_DECIMALS),
+                name="token_decimals_at_most_18",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(symbol=Upper("symbol")),
+                name="token_symbol_upper_case",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.symbol} ({self.name})"
