@@ -49,7 +49,7 @@ def _bool(name: str, *, default: bool) -> bool:
 # On by default so that a fresh checkout runs with `manage.py runserver` alone;
 # the Docker image sets DEBUG=false, and then a real SECRET_KEY is required.
 DEBUG = _bool("DEBUG", default=True)
-_DEVELOPMENT_SECRET_KEY = "django-insecure-development-only-never-use-in-production"
+_DEVELOPMENT_SECRET_KEY = "django-insecure-development-only-never-use-in-production"  # noqa: S105
 SECRET_KEY = env.str("SECRET_KEY", default=_DEVELOPMENT_SECRET_KEY)
 if not DEBUG and SECRET_KEY in ("", _DEVELOPMENT_SECRET_KEY, "change-me"):
     raise ImproperlyConfigured(
