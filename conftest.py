@@ -74,6 +74,20 @@ def minio_options(s3_server, bucket_name) -> dict:
 
 
 @pytest.fixture
+def s3_client(s3_server):
+    """A raw minio client on the test server, to look behind the storage."""
+    from minio import Minio
+
+    return Minio(
+        endpoint=s3_server.endpoint,
+        access_key=S3_ACCESS_KEY,
+        secret_key=S3_SECRET_KEY,
+        secure=False,
+        region="us-east-1",
+    )
+
+
+@pytest.fixture
 def use_minio(settings, minio_options):
     """Make MinIOStorage (on a fresh bucket of the test server) the default."""
     settings.USE_MINIO = True

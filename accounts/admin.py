@@ -1,7 +1,7 @@
 from django.contrib import admin
-from django.utils.html import format_html
 
 from accounts.models import Profile
+from storage.html import image_tag
 
 
 @admin.register(Profile)
@@ -15,16 +15,8 @@ class ProfileAdmin(admin.ModelAdmin):
 
     @admin.display(description="Avatar")
     def avatar_thumbnail(self, profile: Profile) -> str:
-        return format_html(
-            '<img src="{}" alt="Avatar of {}" width="32" height="32">',
-            profile.avatar.url,
-            profile.user,
-        )
+        return image_tag(profile.avatar.url, alt=f"Avatar of {profile.user}", size=32)
 
     @admin.display(description="Current avatar")
     def avatar_preview(self, profile: Profile) -> str:
-        return format_html(
-            '<img src="{}" alt="Avatar of {}" width="100" height="100">',
-            profile.avatar.url,
-            profile.user,
-        )
+        return image_tag(profile.avatar.url, alt=f"Avatar of {profile.user}", size=100)

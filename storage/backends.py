@@ -372,22 +372,17 @@ class MinIOStorage(Storage):
             )
 
     def _get(self, name: str) -> urllib3.BaseHTTPResponse:
-        key = normalize_key(name)
-        try:
-            with self._errors("read", key):
-                return self.client.get_object(
-                    bucket_name=self.bucket_name, object_name=key
-                )
-        except S3Error as exc:
-            raise FileNotFoundError(f"No such object: '{key}'") from exc
+        return self._object_call(self.client.get_object, "read", name)
 
     def _stat(self, name: str):
+        return self._object_call(self.client.stat_object, "look up", name)
+
+    def _object_call(self, call, operation: str, name: str):
+        """Call the client on one object; a missing one is FileNotFoundError."""
         key = normalize_key(name)
         try:
-            with self._errors("look up", key):
-                return self.client.stat_object(
-                    bucket_name=self.bucket_name, object_name=key
-                )
+            with self._errors(operation, key):
+                return call(bucket_name=self.bucket_name, object_name=key)
         except S3Error as exc:
             raise FileNotFoundError(f"No such object: '{key}'") from exc
 

@@ -1,6 +1,6 @@
 from django.contrib import admin
-from django.utils.html import format_html
 
+from storage.html import image_tag
 from tokens.models import Token
 
 
@@ -28,18 +28,10 @@ class TokenAdmin(admin.ModelAdmin):
         if not token.logo:
             return "—"
         # url() is built locally by every storage: no request per row.
-        return format_html(
-            '<img src="{}" alt="{} logo" width="32" height="32">',
-            token.logo.url,
-            token.symbol,
-        )
+        return image_tag(token.logo.url, alt=f"{token.symbol} logo", size=32)
 
     @admin.display(description="Current logo")
     def logo_preview(self, token: Token) -> str:
         if not token.logo:
             return "No logo yet."
-        return format_html(
-            '<img src="{}" alt="{} logo" width="100" height="100">',
-            token.logo.url,
-            token.symbol,
-        )
+        return image_tag(token.logo.url, alt=f"{token.symbol} logo", size=100)

@@ -6,7 +6,6 @@ import urllib.error
 import urllib.request
 
 import pytest
-from minio import Minio
 from minio.error import S3Error
 
 from conftest import S3_ACCESS_KEY, S3_SECRET_KEY
@@ -24,31 +23,20 @@ def env(s3_server, bucket_name):
     }
 
 
-@pytest.fixture
-def client(s3_server):
-    return Minio(
-        endpoint=s3_server.endpoint,
-        access_key=S3_ACCESS_KEY,
-        secret_key=S3_SECRET_KEY,
-        secure=False,
-        region="us-east-1",
-    )
-
-
 def setup_minio(run_python, env):
     return run_python(["scripts/setup_minio.py"], env)
 
 
 def test_first_run_creates_the_bucket_policy_and_default_avatar(
-    run_python, env, client, bucket_name, s3_server
+    run_python, env, s3_client, bucket_name, s3_server
 ):
     result = setup_minio(run_python, env)
 
     assert result.returncode == 0, result.stderr
     assert f"{bucket_name} created" in result.stdout
     assert "default_avatar.jpg uploaded" in result.stdout
-    assert client.bucket_exists(bucket_name=bucket_name)
-    policy = json.loads(client.get_bucket_policy(bucket_name=bucket_name))
+    assert s3_client.bucket_exists(bucket_name=bucket_name)
+    policy = json.loads(s3_client.get_bucket_policy(bucket_name=bucket_name))
     assert policy["Statement"][0]["Action"] in ("s3:GetObject", ["s3:GetObject"])
 
     base = f"http://{s3_server.endpoint}/{bucket_name}"
@@ -59,9 +47,11 @@ def test_first_run_creates_the_bucket_policy_and_default_avatar(
     assert listing.value.code == 403
 
 
-def test_second_run_changes_nothing_and_says_so(run_python, env, client, bucket_name):
+def test_second_run_changes_nothing_and_says_so(
+    run_python, env, s3_client, bucket_name
+):
     assert setup_minio(run_python, env).returncode == 0
-    avatar = client.stat_object(
+    avatar = s3_client.stat_object(
         bucket_name=bucket_name, object_name="default_avatar.jpg"
     )
 
@@ -70,19 +60,19 @@ def test_second_run_changes_nothing_and_says_so(run_python, env, client, bucket_
     assert result.returncode == 0, result.stderr
     assert f"{bucket_name} exists" in result.stdout
     assert "default_avatar.jpg present" in result.stdout
-    again = client.stat_object(
+    again = s3_client.stat_object(
         bucket_name=bucket_name, object_name="default_avatar.jpg"
     )
     assert again.last_modified == avatar.last_modified
     keys = [
         o.object_name
-        for o in client.list_objects(bucket_name=bucket_name, recursive=True)
+        for o in s3_client.list_objects(bucket_name=bucket_name, recursive=True)
     ]
     assert keys == ["default_avatar.jpg"]
 
 
 def test_presigned_mode_grants_no_anonymous_access(
-    run_python, env, client, bucket_name
+    run_python, env, s3_client, bucket_name
 ):
     assert setup_minio(run_python, env).returncode == 0
 
@@ -91,19 +81,19 @@ def test_presigned_mode_grants_no_anonymous_access(
     assert result.returncode == 0, result.stderr
     assert "private" in result.stdout
     with pytest.raises(S3Error) as no_policy:
-        client.get_bucket_policy(bucket_name=bucket_name)
+        s3_client.get_bucket_policy(bucket_name=bucket_name)
     assert no_policy.value.code == "NoSuchBucketPolicy"
 
 
 def test_wrong_credentials_exit_non_zero_naming_the_keys(
-    run_python, env, client, bucket_name
+    run_python, env, s3_client, bucket_name
 ):
     result = setup_minio(run_python, {**env, "MINIO_SECRET_KEY": "wrong-secret"})
 
     assert result.returncode != 0
     assert "MINIO_ACCESS_KEY and MINIO_SECRET_KEY" in result.stderr
     assert "Traceback" not in result.stderr
-    assert not client.bucket_exists(bucket_name=bucket_name)
+    assert not s3_client.bucket_exists(bucket_name=bucket_name)
 
 
 def test_unreachable_endpoint_exits_non_zero_naming_the_endpoint(run_python, env):

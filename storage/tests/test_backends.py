@@ -17,10 +17,8 @@ from urllib.parse import urlsplit
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 from django.core.files.base import ContentFile, File
-from minio import Minio
 from PIL import Image
 
-from conftest import S3_ACCESS_KEY, S3_SECRET_KEY
 from storage.backends import MinIOStorage, normalize_key
 from storage.exceptions import StorageUnavailable
 
@@ -28,17 +26,6 @@ from storage.exceptions import StorageUnavailable
 @pytest.fixture
 def storage(minio_options):
     return MinIOStorage(**minio_options)
-
-
-@pytest.fixture
-def raw_client(s3_server):
-    return Minio(
-        endpoint=s3_server.endpoint,
-        access_key=S3_ACCESS_KEY,
-        secret_key=S3_SECRET_KEY,
-        secure=False,
-        region="us-east-1",
-    )
 
 
 class RequestLog(list):
@@ -173,28 +160,28 @@ def test_large_file_is_uploaded_in_parts(storage, requests_of):
 # --- objects as stored --------------------------------------------------------
 
 
-def test_content_type_follows_the_content_not_the_name(storage, raw_client):
+def test_content_type_follows_the_content_not_the_name(storage, s3_client):
     name = storage.save("token_logo/looks-like.jpg", ContentFile(png_bytes()))
-    stat = raw_client.stat_object(bucket_name=storage.bucket_name, object_name=name)
+    stat = s3_client.stat_object(bucket_name=storage.bucket_name, object_name=name)
 
     assert stat.content_type == "image/png"
     assert stat.metadata["Cache-Control"] == "public, max-age=31536000, immutable"
 
 
-def test_a_non_image_named_jpg_is_not_stored_as_an_image(storage, raw_client):
+def test_a_non_image_named_jpg_is_not_stored_as_an_image(storage, s3_client):
     name = storage.save("profile_pics/fake.jpg", ContentFile(b"just text"))
-    stat = raw_client.stat_object(bucket_name=storage.bucket_name, object_name=name)
+    stat = s3_client.stat_object(bucket_name=storage.bucket_name, object_name=name)
 
     assert stat.content_type == "binary/octet-stream"
 
 
-def test_keys_are_the_media_relative_paths(storage, raw_client):
+def test_keys_are_the_media_relative_paths(storage, s3_client):
     name = storage.save("profile_pics\\win\\pic.txt", ContentFile(b"x"))
 
     assert name.startswith("profile_pics/win/pic")
     keys = [
         obj.object_name
-        for obj in raw_client.list_objects(
+        for obj in s3_client.list_objects(
             bucket_name=storage.bucket_name, recursive=True
         )
     ]
@@ -230,12 +217,12 @@ def test_open_streams_without_reading_the_whole_object(storage):
 # --- bucket creation and concurrency ----------------------------------------------
 
 
-def test_first_save_creates_the_missing_bucket(storage, raw_client):
-    assert not raw_client.bucket_exists(bucket_name=storage.bucket_name)
+def test_first_save_creates_the_missing_bucket(storage, s3_client):
+    assert not s3_client.bucket_exists(bucket_name=storage.bucket_name)
 
     storage.save("profile_pics/first.txt", ContentFile(b"x"))
 
-    assert raw_client.bucket_exists(bucket_name=storage.bucket_name)
+    assert s3_client.bucket_exists(bucket_name=storage.bucket_name)
 
 
 def test_concurrent_first_saves_all_succeed_and_never_collide(minio_options):

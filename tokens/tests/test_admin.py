@@ -1,0 +1,70 @@
+import io
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.core.files.uploadedfile import SimpleUploadedFile
+from PIL import Image
+
+from tokens.models import Token
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def staff_client(client):
+    user = get_user_model().objects.create_superuser("root", password="x-secret-1")
+    client.force_login(user)
+    return client
+
+
+def png_upload(size=(2400, 1600)) -> SimpleUploadedFile:
+    buffer = io.BytesIO()
+    Image.new("RGBA", size, (20, 200, 120, 180)).save(buffer, "PNG")
+    return SimpleUploadedFile("big-logo.png", buffer.getvalue(), "image/png")
+
+
+def test_adding_a_token_in_the_admin_stores_a_200_square_logo(
+    staff_client, any_storage
+):
+    response = staff_client.post(
+        "/admin/tokens/token/add/",
+        {
+            "symbol": "ARB",
+            "name": "Arbitrum",
+            "decimals": 18,
+            "description": "",
+            "logo": png_upload(),
+            "is_active": "on",
+        },
+    )
+
+    assert response.status_code == 302, response.content[:2000]
+    token = Token.objects.get(symbol="ARB")
+    with any_storage.open(token.logo.name) as stored:
+        image = Image.open(io.BytesIO(stored.read()))
+    assert (image.format, image.size) == ("PNG", (200, 200))
+
+
+def test_an_svg_logo_is_refused_in_the_admin_with_a_message(staff_client, any_storage):
+    svg = SimpleUploadedFile("logo.png", b"<svg xmlns='http://www.w3.org/2000/svg'/>")
+
+    response = staff_client.post(
+        "/admin/tokens/token/add/",
+        {"symbol": "BAD", "name": "Bad", "decimals": 18, "logo": svg},
+    )
+
+    assert response.status_code == 200
+    assert b"SVG images are not allowed" in response.content
+    assert not Token.objects.exists()
+
+
+def test_the_token_list_shows_logo_thumbnails(staff_client, any_storage):
+    from tokens.services import token_create
+
+    token = token_create(name="Bitcoin", symbol="BTC", logo=png_upload((300, 300)))
+
+    response = staff_client.get("/admin/tokens/token/")
+
+    assert response.status_code == 200
+    assert token.logo.url.encode() in response.content
+    assert b'alt="BTC logo"' in response.content
