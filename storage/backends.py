@@ -16,8 +16,8 @@ import logging
 import mimetypes
 import posixpath
 import secrets
-import string
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -53,8 +53,6 @@ _CREDENTIAL_CODES = frozenset(
         "AuthorizationHeaderMalformed",
     }
 )
-_SUFFIX_ALPHABET = string.ascii_letters + string.digits
-_SUFFIX_LENGTH = 10
 # put_object's multipart threshold and part size for streams of unknown length.
 _PART_SIZE = 10 * 1024 * 1024
 
@@ -93,6 +91,15 @@ def normalize_key(name: str) -> str:
     """
     if name is None:
         raise SuspiciousFileOperation("A file name is required.")
+    if (
+        name
+        and name[0] not in "/."
+        and name[-1] != "/"
+        and "\\" not in name
+        and "//" not in name
+        and "/." not in name
+    ):
+        return name  # the common case, on every url(): already a clean key
     parts = [
         part for part in name.replace("\\", "/").split("/") if part not in ("", ".")
     ]
@@ -101,6 +108,13 @@ def normalize_key(name: str) -> str:
     if not parts:
         raise SuspiciousFileOperation(f"Could not derive an object key from '{name}'")
     return "/".join(parts)
+
+
+@functools.lru_cache(maxsize=8192)
+def _quoted_key(name: str) -> str:
+    # Pages render the same avatars and logos over and over: url() is on the
+    # hot path of every list, so the checked, quoted key is remembered.
+    return quote(normalize_key(name))
 
 
 @functools.cache
@@ -274,6 +288,11 @@ class MinIOStorage(Storage):
         self.read_timeout = float(pick(read_timeout, "MINIO_READ_TIMEOUT", 20.0))
         self.max_retries = int(pick(max_retries, "MINIO_MAX_RETRIES", 2))
         self.media_url = pick(media_url, "MEDIA_URL", "/media/")
+        self._url_prefix = (
+            self.media_url
+            if self.url_mode == "proxy"
+            else f"{self.public_url}/{self.bucket_name}/"
+        )
         self._bucket_lock = threading.Lock()
 
     # --- plumbing ----------------------------------------------------------
@@ -448,9 +467,7 @@ class MinIOStorage(Storage):
         stem, ext = posixpath.splitext(file_name)
         if ext and len(ext) > 16:
             stem, ext = file_name, ""
-        suffix = "_" + "".join(
-            secrets.choice(_SUFFIX_ALPHABET) for _ in range(_SUFFIX_LENGTH)
-        )
+        suffix = "_" + secrets.token_urlsafe(8)  # 11 characters, 64 random bits
         prefix = f"{dir_name}/" if dir_name else ""
         if max_length is not None:
             room = max_length - len(prefix) - len(suffix) - len(ext)
@@ -514,19 +531,17 @@ class MinIOStorage(Storage):
         return directories, files
 
     def url(self, name: str) -> str:
-        key = normalize_key(name)
         if self.url_mode == "presigned":
-            return self._presigned_url(key)
-        if self.url_mode == "proxy":
-            return f"{self.media_url}{quote(key)}"
-        return f"{self.public_url}/{self.bucket_name}/{quote(key)}"
+            return self._presigned_url(normalize_key(name))
+        # public and proxy: a fixed prefix and the quoted key.
+        return self._url_prefix + _quoted_key(name)
 
     def _presigned_url(self, key: str) -> str:
         # Round the signing time down to half the expiry: the same URL is
         # handed out for a while, so browsers can cache the image, and each
         # URL still stays valid for at least half the expiry after it is given.
         window = max(self.presigned_expiry // 2, 1)
-        now = int(timezone.now().timestamp())
+        now = int(time.time())
         signed_at = datetime.fromtimestamp(now - now % window, tz=UTC)
         return _signer(
             self.public_url, self.access_key, self.secret_key, self.region

@@ -15,7 +15,7 @@ import urllib.request
 from urllib.parse import urlsplit
 
 import pytest
-from django.core.exceptions import ImproperlyConfigured
+from django.core.exceptions import ImproperlyConfigured, SuspiciousFileOperation
 from django.core.files.base import ContentFile, File
 from PIL import Image
 
@@ -427,3 +427,12 @@ def test_a_file_object_saved_twice_is_rewound(storage):
     name = storage.save("profile_pics/r.txt", content)
 
     assert storage.open(name).read() == b"rewind me"
+
+
+@pytest.mark.parametrize("mode", ["public", "proxy", "presigned"])
+def test_url_refuses_traversal_every_time(minio_options, mode):
+    storage = MinIOStorage(**{**minio_options, "url_mode": mode})
+
+    for _ in range(2):  # the second call must not come from a cache
+        with pytest.raises(SuspiciousFileOperation):
+            storage.url("profile_pics/../../secret")
