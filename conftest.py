@@ -17,6 +17,26 @@ S3_ACCESS_KEY = "test-access-key"
 S3_SECRET_KEY = "test-secret-key-0123456789"
 
 
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers",
+        "postgres: needs PostgreSQL (row locks, real concurrency); deselected on "
+        "SQLite, run by the PostgreSQL pass of `make test`",
+    )
+
+
+def pytest_collection_modifyitems(config, items):
+    from django.db import connection
+
+    if connection.vendor == "postgresql":
+        return
+    kept = [item for item in items if item.get_closest_marker("postgres") is None]
+    dropped = [item for item in items if item.get_closest_marker("postgres")]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
+
+
 def storages_setting(default: dict) -> dict:
     # Tests do not run collectstatic, so static files use the plain storage;
     # the manifest storage of production is exercised by `make check`.

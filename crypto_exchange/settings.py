@@ -69,6 +69,7 @@ INSTALLED_APPS = [
     "storage",
     "accounts",
     "tokens",
+    "trading",
     # Last, as its documentation asks: it deletes replaced and orphaned files
     # only after the transaction commits, and never a field's default file.
     "django_cleanup.apps.CleanupConfig",
