@@ -5,6 +5,9 @@ BIN := $(VENV)/bin
 POSTGRES_URL ?= postgres://postgres@127.0.0.1:5432/crypto_exchange
 # Tests and benchmarks ignore a developer's .env: only what they set counts.
 NO_ENV_FILE := ENV_FILE=/dev/null
+# Browser tests drive Debian's Chromium (never a downloaded browser).
+CHROMIUM := /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: run install dev test test-sqlite test-postgres lint format bench s3 setup-minio check
 
@@ -23,6 +26,10 @@ $(VENV)/.installed-dev: requirements.txt requirements-dev.txt | $(BIN)/python
 install: $(VENV)/.installed
 dev: $(VENV)/.installed-dev
 
+$(CHROMIUM):
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium
+
 ## run: the app on SQLite and media/, with demo data, at http://127.0.0.1:8000
 run: install
 	DEBUG=true $(BIN)/python manage.py migrate --noinput
@@ -32,10 +39,10 @@ run: install
 ## test: the whole suite, on SQLite and on PostgreSQL (127.0.0.1:5432)
 test: test-sqlite test-postgres
 
-test-sqlite: dev
+test-sqlite: dev $(CHROMIUM)
 	$(NO_ENV_FILE) $(BIN)/pytest
 
-test-postgres: dev
+test-postgres: dev $(CHROMIUM)
 	$(NO_ENV_FILE) DATABASE_URL=$(POSTGRES_URL) $(BIN)/pytest
 
 lint: dev

@@ -7,7 +7,9 @@ test that needs it, and stopped at the end.
 
 from __future__ import annotations
 
+import re
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -123,6 +125,18 @@ def use_minio(settings, minio_options):
     return default_storage
 
 
+@pytest.fixture
+def dead_storage(settings, minio_options):
+    """MinIOStorage configured on a loopback port where nothing listens."""
+    settings.USE_MINIO = True
+    settings.STORAGES = storages_setting(
+        {
+            "BACKEND": "storage.backends.MinIOStorage",
+            "OPTIONS": {**minio_options, "endpoint": "127.0.0.1:9", "max_retries": 0},
+        }
+    )
+
+
 @pytest.fixture(params=["local", "minio"])
 def any_storage(request):
     """The default storage, once as the file system and once as MinIOStorage."""
@@ -196,3 +210,83 @@ def run_python():
         )
 
     return run
+
+
+# --- Browser tests ------------------------------------------------------------
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
+ARTIFACTS = Path(__file__).resolve().parent / "test-artifacts"
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Debian's Chromium driven by Playwright; never a downloaded browser."""
+    import os
+
+    from playwright.sync_api import sync_playwright
+
+    # Playwright's sync API runs an event loop in the test thread, which makes
+    # Django refuse ORM calls there; the tests use the ORM between page steps.
+    os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: `make test` installs Debian's chromium.")
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+        )
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser, request):
+    """A fresh browser tab; a screenshot of it is kept in test-artifacts/."""
+    context = browser.new_context(viewport={"width": 1200, "height": 900})
+    tab = context.new_page()
+    tab.set_default_timeout(15_000)
+    shots = []
+
+    def screenshot(step: str) -> None:
+        ARTIFACTS.mkdir(exist_ok=True)
+        test = re.sub(r"[^A-Za-z0-9_.-]+", "_", request.node.name).strip("_")
+        name = f"{test}-{len(shots):02d}-{step}.png"
+        tab.screenshot(path=str(ARTIFACTS / name), full_page=True)
+        shots.append(name)
+
+    tab.screenshot_step = screenshot
+    yield tab
+    context.close()
+
+
+@pytest.fixture(params=["local", "public", "presigned", "proxy"])
+def site_storage(request, settings, tmp_path):
+    """The site's media on local disk, or on MinIO in each URL mode, ready as
+    after setup: the default avatar in place, the bucket's policy set."""
+    from django.core.files.storage import storages
+
+    from storage.services import bucket_setup
+
+    default_avatar = Path(__file__).resolve().parent / "media" / "default_avatar.jpg"
+    settings.MEDIA_SERVE = request.param in ("local", "proxy")
+    if request.param == "local":
+        media = settings.MEDIA_ROOT
+        (media / "default_avatar.jpg").write_bytes(default_avatar.read_bytes())
+    else:
+        options = request.getfixturevalue("minio_options")
+        settings.USE_MINIO = True
+        settings.STORAGES = storages_setting(
+            {
+                "BACKEND": "storage.backends.MinIOStorage",
+                "OPTIONS": {**options, "url_mode": request.param},
+            }
+        )
+        bucket_setup(storage=storages["default"], default_avatar=default_avatar)
+    return request.param

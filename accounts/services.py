@@ -6,7 +6,7 @@ from django.core.files.base import File
 from django.db import transaction
 
 from accounts.models import DEFAULT_AVATAR, Profile
-from storage.images import AVATAR, image_process
+from storage.images import AVATAR, image_ensure_processed
 from storage.services import field_file_store
 
 
@@ -18,7 +18,7 @@ def avatar_replace(*, profile: Profile, upload: File) -> Profile:
     untouched. The old picture is deleted only after the transaction commits,
     the default avatar never.
     """
-    processed = image_process(upload, spec=AVATAR)
+    processed = image_ensure_processed(upload, spec=AVATAR)
     field_file_store(
         instance=profile,
         field_name="avatar",

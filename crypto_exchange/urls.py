@@ -1,7 +1,16 @@
 from django.contrib import admin
 from django.urls import include, path
 
+from tokens.views import home
+
+admin.site.site_header = "Crypto Exchange administration"
+admin.site.site_title = "Crypto Exchange admin"
+admin.site.index_title = "Exchange data"
+
 urlpatterns = [
+    path("", home, name="home"),
+    path("accounts/", include("accounts.urls")),
+    path("tokens/", include("tokens.urls")),
     path("admin/", admin.site.urls),
     # Answers only when settings.MEDIA_SERVE is on (development, MinIO proxy).
     path("media/", include("storage.urls")),

@@ -131,6 +131,15 @@ def image_process(
     return _encode(image, spec=spec, original_name=original_name)
 
 
+def image_ensure_processed(
+    upload: File | IO[bytes], *, spec: ImageSpec
+) -> ProcessedImage:
+    """`upload` itself when a form already processed it for `spec`, else processed."""
+    if isinstance(upload, ProcessedImage) and upload.spec == spec:
+        return upload
+    return image_process(upload, spec=spec)
+
+
 def image_filename(original_name: str | None, *, extension: str) -> str:
     """Build a safe file name: the slugified stem of the original plus `extension`.
 

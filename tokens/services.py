@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.core.files.base import File
 
-from storage.images import TOKEN_LOGO, image_process
+from storage.images import TOKEN_LOGO, image_ensure_processed
 from storage.services import field_file_store
 from tokens.models import Token
 
@@ -30,7 +30,7 @@ def token_create(
     if logo is None:
         token.save()
         return token
-    processed = image_process(logo, spec=TOKEN_LOGO)
+    processed = image_ensure_processed(logo, spec=TOKEN_LOGO)
     field_file_store(instance=token, field_name="logo", content=processed)
     return token
 
@@ -41,7 +41,7 @@ def token_logo_replace(*, token: Token, upload: File) -> Token:
     Same guarantees as ``accounts.services.avatar_replace``: nothing is
     written for a refused image, the old logo goes only after commit.
     """
-    processed = image_process(upload, spec=TOKEN_LOGO)
+    processed = image_ensure_processed(upload, spec=TOKEN_LOGO)
     field_file_store(
         instance=token,
         field_name="logo",

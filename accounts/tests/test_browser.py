@@ -1,0 +1,110 @@
+"""Sign-up and profile pictures in a real browser, on every storage.
+
+Each test runs four times: media on local disk, and on MinIO (the test run's
+SeaweedFS) in the public, presigned and proxy URL modes.
+"""
+
+import io
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.core.files.storage import default_storage
+from PIL import Image
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+PASSWORD = "correct-horse-battery-9"
+
+
+def photo_with_exif(path):
+    """A 4000x3000 camera-like JPEG carrying EXIF (with GPS) and a comment."""
+    image = Image.linear_gradient("L").resize((4000, 3000)).convert("RGB")
+    exif = Image.Exif()
+    exif[0x010F] = "PhoneMaker"  # Make
+    exif[0x0112] = 1  # orientation
+    exif.get_ifd(0x8825)[2] = (52.0, 22.0, 1.0)  # GPS latitude
+    image.save(path, "JPEG", quality=90, exif=exif.tobytes(), comment=b"secret")
+    return path
+
+
+def sign_up(page, live_server, username):
+    page.goto(f"{live_server.url}/accounts/signup/")
+    page.get_by_label("Username").fill(username)
+    page.get_by_label("Password", exact=True).fill(PASSWORD)
+    page.get_by_label("Password confirmation").fill(PASSWORD)
+    page.get_by_role("button", name="Sign up").click()
+    page.wait_for_url("**/accounts/profile/")
+
+
+def all_images_loaded(page) -> bool:
+    """Every <img> with a source has loaded (a broken one has no natural width)."""
+    page.wait_for_load_state("load")
+    return page.evaluate(
+        """Array.from(document.images)
+             .filter(i => i.getAttribute("src"))
+             .every(i => i.complete && i.naturalWidth > 0)"""
+    )
+
+
+def test_sign_up_and_replace_the_avatar_with_a_big_photo(
+    page, live_server, site_storage, tmp_path
+):
+    sign_up(page, live_server, "alice")
+    page.screenshot_step("profile-default")
+    assert all_images_loaded(page)
+    before = page.locator("#avatar-current").get_attribute("src")
+
+    page.get_by_label("New picture").set_input_files(
+        photo_with_exif(tmp_path / "me.jpg")
+    )
+    page.locator("#avatar-preview").wait_for(state="visible")
+    page.screenshot_step("preview")
+    page.get_by_role("button", name="Upload picture").click()
+    page.get_by_text("Your profile picture was updated.").wait_for()
+    page.screenshot_step("uploaded")
+
+    after = page.locator("#avatar-current").get_attribute("src")
+    assert after != before
+    page.reload()
+    assert all_images_loaded(page)
+    shown = page.locator("#avatar-current").get_attribute("src")
+    response = page.request.get(shown if "://" in shown else live_server.url + shown)
+    assert response.status == 200
+    assert response.headers["content-type"] == "image/jpeg"
+    picture = Image.open(io.BytesIO(response.body()))
+    assert (picture.format, picture.size) == ("JPEG", (300, 300))
+    assert not picture.getexif()
+    assert "comment" not in picture.info and "exif" not in picture.info
+
+
+@pytest.mark.parametrize(
+    ("filename", "content", "message"),
+    [
+        ("notes.jpg", b"this is just text, not a picture", "not an image"),
+        (
+            "drawing.svg",
+            b'<svg xmlns="http://www.w3.org/2000/svg"><script>alert(1)</script></svg>',
+            "SVG images are not allowed",
+        ),
+    ],
+    ids=["text-named-jpg", "svg"],
+)
+def test_a_file_that_is_not_an_allowed_image_is_refused_with_a_message(
+    page, live_server, site_storage, stored_names, tmp_path, filename, content, message
+):
+    sign_up(page, live_server, "bob")
+    before = page.locator("#avatar-current").get_attribute("src")
+    upload = tmp_path / filename
+    upload.write_bytes(content)
+
+    page.get_by_label("New picture").set_input_files(upload)
+    page.get_by_role("button", name="Upload picture").click()
+    error = page.locator(".field ul.errors")
+    error.wait_for()
+    page.screenshot_step("refused")
+
+    assert message in error.inner_text()
+    assert page.locator("#avatar-current").get_attribute("src") == before
+    profile = get_user_model().objects.get(username="bob").profile
+    assert profile.avatar.name == "default_avatar.jpg"
+    assert stored_names(default_storage, "profile_pics") == []

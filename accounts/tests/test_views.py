@@ -1,0 +1,172 @@
+import io
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from PIL import Image
+
+from accounts.models import DEFAULT_AVATAR
+
+pytestmark = pytest.mark.django_db
+
+
+def jpeg(size=(800, 600), name="me.jpg") -> SimpleUploadedFile:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, (30, 60, 90)).save(buffer, "JPEG")
+    return SimpleUploadedFile(name, buffer.getvalue(), "image/jpeg")
+
+
+@pytest.fixture
+def user():
+    return get_user_model().objects.create_user("alice", password="x-secret-1")
+
+
+@pytest.fixture
+def alice(client, user):
+    client.force_login(user)
+    return client
+
+
+def test_sign_up_creates_the_account_and_logs_in(client):
+    response = client.post(
+        "/accounts/signup/",
+        {
+            "username": "newbie",
+            "password1": "a-long-pass-2026",
+            "password2": "a-long-pass-2026",
+        },
+    )
+
+    assert response.status_code == 302
+    assert response["Location"] == "/accounts/profile/"
+    assert client.get("/accounts/profile/").status_code == 200
+
+
+def test_sign_up_refuses_a_weak_password_with_the_reason(client):
+    response = client.post(
+        "/accounts/signup/", {"username": "x", "password1": "123", "password2": "123"}
+    )
+
+    assert response.status_code == 200
+    assert b"This password is too short" in response.content
+    assert not get_user_model().objects.filter(username="x").exists()
+
+
+def test_log_out_is_a_post(alice):
+    assert alice.get("/accounts/logout/").status_code == 405
+    assert alice.post("/accounts/logout/").status_code == 302
+    assert alice.get("/accounts/profile/").status_code == 302
+
+
+def test_the_profile_needs_a_login(client):
+    response = client.get("/accounts/profile/")
+
+    assert response.status_code == 302
+    assert response["Location"].startswith("/accounts/login/")
+
+
+def test_uploading_a_picture_replaces_the_avatar(alice, user):
+    response = alice.post("/accounts/profile/", {"avatar": jpeg()})
+
+    assert response.status_code == 302
+    user.profile.refresh_from_db()
+    assert user.profile.avatar.name.startswith("profile_pics/")
+    page = alice.get("/accounts/profile/").content.decode()
+    assert user.profile.avatar.url in page
+    assert "Your profile picture was updated." in page
+
+
+def test_the_upload_script_gets_json(alice, user):
+    response = alice.post(
+        "/accounts/profile/",
+        {"avatar": jpeg()},
+        headers={"x-requested-with": "XMLHttpRequest"},
+    )
+
+    assert response.status_code == 200
+    user.profile.refresh_from_db()
+    assert response.json() == {"avatar_url": user.profile.avatar.url}
+
+
+@pytest.mark.parametrize(
+    ("upload", "code", "words"),
+    [
+        (SimpleUploadedFile("a.jpg", b"plain text"), "not_an_image", "not an image"),
+        (
+            SimpleUploadedFile("a.svg", b"<svg xmlns='http://www.w3.org/2000/svg'/>"),
+            "format_not_allowed",
+            "SVG images are not allowed",
+        ),
+    ],
+)
+def test_refusals_come_back_as_field_errors(alice, user, upload, code, words):
+    page = alice.post("/accounts/profile/", {"avatar": upload})
+    upload.seek(0)
+    script = alice.post(
+        "/accounts/profile/",
+        {"avatar": upload},
+        headers={"x-requested-with": "XMLHttpRequest"},
+    )
+
+    assert page.status_code == 400
+    assert words in page.content.decode()
+    assert script.status_code == 400
+    assert script.json()["errors"]["avatar"][0]["code"] == code
+    user.profile.refresh_from_db()
+    assert user.profile.avatar.name == DEFAULT_AVATAR
+
+
+def test_a_file_over_the_size_limit_is_refused_in_words(alice, settings):
+    settings.MAX_UPLOAD_SIZE = 10_000
+
+    response = alice.post("/accounts/profile/", {"avatar": jpeg((2000, 2000))})
+
+    assert response.status_code == 400
+    assert "The file is too large" in response.content.decode()
+
+
+def test_an_image_with_too_many_pixels_is_refused_in_words(alice, settings):
+    settings.MAX_IMAGE_PIXELS = 100_000
+
+    response = alice.post("/accounts/profile/", {"avatar": jpeg((1000, 1000))})
+
+    assert "The image is too large: 1000x1000 pixels" in response.content.decode()
+
+
+def test_removing_the_picture_goes_back_to_the_default(alice, user):
+    alice.post("/accounts/profile/", {"avatar": jpeg()})
+
+    response = alice.post("/accounts/profile/avatar/remove/")
+
+    assert response.status_code == 302
+    user.profile.refresh_from_db()
+    assert user.profile.avatar.name == DEFAULT_AVATAR
+
+
+def test_a_storage_outage_during_upload_is_a_message_not_an_error_page(
+    alice, user, dead_storage
+):
+    response = alice.post("/accounts/profile/", {"avatar": jpeg()})
+
+    assert response.status_code == 400
+    assert "file storage is unavailable" in response.content.decode()
+    user.profile.refresh_from_db()
+    assert user.profile.avatar.name == DEFAULT_AVATAR
+
+
+def test_pages_render_while_the_store_is_down(alice, dead_storage):
+    # URLs are built locally: rendering never asks the object store.
+    for url in ("/", "/tokens/", "/accounts/profile/"):
+        assert alice.get(url).status_code == 200, url
+
+
+def test_the_profile_page_costs_a_constant_number_of_queries(alice, user):
+    with CaptureQueriesContext(connection) as first:
+        alice.get("/accounts/profile/")
+    alice.post("/accounts/profile/", {"avatar": jpeg()})
+    with CaptureQueriesContext(connection) as second:
+        alice.get("/accounts/profile/")
+
+    assert len(first) == len(second) <= 5

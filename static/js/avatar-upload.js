@@ -1,0 +1,111 @@
+// Profile picture upload: preview before sending, progress while sending,
+// errors next to the field. Without this script the form posts normally.
+(function () {
+  "use strict";
+  var form = document.getElementById("avatar-form");
+  if (!form || !window.FormData || !window.XMLHttpRequest) return;
+
+  var input = form.querySelector('input[type="file"]');
+  var preview = document.getElementById("avatar-preview");
+  var previewImage = document.getElementById("avatar-preview-image");
+  var progress = document.getElementById("avatar-progress");
+  var bar = document.getElementById("avatar-progress-bar");
+  var submit = document.getElementById("avatar-submit");
+  var current = document.getElementById("avatar-current");
+  var formErrors = document.getElementById("avatar-form-errors");
+  var field = input.closest(".field");
+  var previewUrl = null;
+
+  function clearErrors() {
+    formErrors.innerHTML = "";
+    field.classList.remove("field-invalid");
+    input.removeAttribute("aria-invalid");
+    var list = field.querySelector("ul.errors");
+    if (list) list.remove();
+  }
+
+  function showErrors(errors) {
+    clearErrors();
+    var fieldErrors = errors.avatar || [];
+    if (fieldErrors.length) {
+      var list = document.createElement("ul");
+      list.className = "errors";
+      list.id = input.id + "_errors";
+      fieldErrors.forEach(function (error) {
+        var item = document.createElement("li");
+        item.textContent = error.message;
+        list.appendChild(item);
+      });
+      field.appendChild(list);
+      field.classList.add("field-invalid");
+      input.setAttribute("aria-invalid", "true");
+      input.focus();
+    }
+    (errors.__all__ || []).forEach(function (error) {
+      var alert = document.createElement("div");
+      alert.className = "alert";
+      alert.setAttribute("role", "alert");
+      alert.textContent = error.message;
+      formErrors.appendChild(alert);
+    });
+  }
+
+  input.addEventListener("change", function () {
+    clearErrors();
+    if (previewUrl) URL.revokeObjectURL(previewUrl);
+    var file = input.files && input.files[0];
+    if (!file) {
+      preview.hidden = true;
+      return;
+    }
+    previewUrl = URL.createObjectURL(file);
+    previewImage.src = previewUrl;
+    preview.hidden = false;
+  });
+  // A file the browser cannot show (not an image) hides the preview; the
+  // server still gives the reason when the form is sent.
+  previewImage.addEventListener("error", function () { preview.hidden = true; });
+
+  form.addEventListener("submit", function (event) {
+    event.preventDefault();
+    clearErrors();
+    var request = new XMLHttpRequest();
+    request.open("POST", form.action || window.location.href);
+    request.setRequestHeader("X-Requested-With", "XMLHttpRequest");
+    request.responseType = "json";
+    request.upload.addEventListener("progress", function (e) {
+      if (e.lengthComputable) bar.value = Math.round((e.loaded / e.total) * 100);
+    });
+    request.addEventListener("load", function () {
+      progress.hidden = true;
+      submit.disabled = false;
+      var body = request.response || {};
+      if (request.status === 200 && body.avatar_url) {
+        current.src = body.avatar_url;
+        document.querySelectorAll("img.avatar-sm").forEach(function (img) {
+          img.src = body.avatar_url;
+        });
+        preview.hidden = true;
+        form.reset();
+        var done = document.createElement("p");
+        done.className = "message message-success";
+        done.setAttribute("role", "status");
+        done.textContent = "Your profile picture was updated.";
+        formErrors.appendChild(done);
+      } else if (body.errors) {
+        showErrors(body.errors);
+      } else {
+        showErrors({ __all__: [{ message: "The upload failed (error " + request.status + "). Please try again." }] });
+      }
+    });
+    request.addEventListener("error", function () {
+      progress.hidden = true;
+      submit.disabled = false;
+      showErrors({ __all__: [{ message: "The connection was lost during the upload. Please try again." }] });
+    });
+    bar.value = 0;
+    progress.hidden = false;
+    submit.disabled = true;
+    request.send(new FormData(form));
+  });
+})();

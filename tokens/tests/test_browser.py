@@ -1,0 +1,83 @@
+"""Staff add a token with its logo in the admin; the token list shows it."""
+
+import io
+
+import pytest
+from django.contrib.auth import get_user_model
+from PIL import Image, ImageDraw
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def big_transparent_png(path):
+    """A round logo on a transparent 3000x2000 canvas: its corners stay clear."""
+    image = Image.new("RGBA", (3000, 2000), (0, 0, 0, 0))
+    ImageDraw.Draw(image).ellipse((600, 100, 2400, 1900), fill=(98, 126, 234, 255))
+    image.save(path, "PNG")
+    return path
+
+
+def test_staff_add_a_token_with_a_large_logo_and_the_list_shows_it_at_200(
+    page, live_server, site_storage, tmp_path
+):
+    get_user_model().objects.create_superuser("staff", password="staff-pass-2026")
+    page.goto(f"{live_server.url}/admin/login/?next=/admin/tokens/token/add/")
+    page.get_by_label("Username").fill("staff")
+    page.get_by_label("Password").fill("staff-pass-2026")
+    page.get_by_role("button", name="Log in").click()
+    page.wait_for_url("**/admin/tokens/token/add/")
+
+    page.locator("#id_symbol").fill("ETH")
+    page.locator("#id_name").fill("Ether")
+    page.locator("#id_logo").set_input_files(
+        big_transparent_png(tmp_path / "ether-logo.png")
+    )
+    page.screenshot_step("admin-add")
+    page.get_by_role("button", name="Save", exact=True).click()
+    page.get_by_text("was added successfully").wait_for()
+    page.screenshot_step("admin-list")
+
+    page.goto(f"{live_server.url}/tokens/")
+    logo = page.get_by_role("img", name="Ether logo")
+    logo.wait_for()
+    page.wait_for_load_state("load")
+    page.screenshot_step("token-list")
+    assert logo.evaluate("img => img.complete && img.naturalWidth") == 200
+    src = logo.get_attribute("src")
+    response = page.request.get(src if "://" in src else live_server.url + src)
+    assert response.status == 200
+    assert response.headers["content-type"] == "image/png"
+    stored = Image.open(io.BytesIO(response.body()))
+    assert (stored.format, stored.size, stored.mode) == ("PNG", (200, 200), "RGBA")
+    assert stored.getpixel((0, 0))[3] == 0  # a corner is still transparent
+
+
+def test_every_image_on_every_page_loads_with_an_image_type(
+    page, live_server, site_storage, settings
+):
+    from django.core.management import call_command
+
+    settings.DEBUG = True  # seed_demo refuses to run otherwise
+    call_command("seed_demo", stdout=io.StringIO())
+    settings.DEBUG = False
+    page.goto(f"{live_server.url}/accounts/login/")
+    page.get_by_label("Username").fill("demo")
+    page.get_by_label("Password").fill("demo-pass-2026")
+    page.get_by_role("button", name="Log in").click()
+    page.wait_for_url("**/accounts/profile/")
+
+    for path in ("/", "/tokens/", "/tokens/BTC/", "/accounts/profile/"):
+        page.goto(live_server.url + path)
+        page.wait_for_load_state("load")
+        page.screenshot_step(path.strip("/").replace("/", "-") or "home")
+        sources = page.evaluate(
+            """Array.from(document.images)
+                 .filter(i => i.getAttribute("src"))
+                 .map(i => [i.currentSrc, i.naturalWidth])"""
+        )
+        assert sources, path
+        for source, width in sources:
+            assert width > 0, (path, source)
+            response = page.request.get(source)
+            assert response.status == 200, (path, source)
+            assert response.headers["content-type"].startswith("image/"), source

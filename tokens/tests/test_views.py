@@ -1,0 +1,97 @@
+import io
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from PIL import Image
+
+from tokens.models import Token
+from tokens.services import token_create
+
+pytestmark = pytest.mark.django_db
+
+
+def png() -> SimpleUploadedFile:
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 64), (200, 100, 0)).save(buffer, "PNG")
+    return SimpleUploadedFile("logo.png", buffer.getvalue(), "image/png")
+
+
+def make_tokens(count: int, *, start: int = 0) -> None:
+    for number in range(start, start + count):
+        token_create(name=f"Token {number}", symbol=f"T{number:03d}", logo=png())
+
+
+def test_the_token_list_shows_every_active_token_with_its_logo(client):
+    make_tokens(3)
+    Token.objects.filter(symbol="T002").update(is_active=False)
+
+    page = client.get("/tokens/").content.decode()
+
+    assert "T000" in page and "T001" in page
+    assert "T002" not in page
+    assert page.count('alt="Token 0 logo"') == 1
+
+
+def test_search_matches_symbol_or_name_case_insensitively(client):
+    token_create(name="Bitcoin", symbol="BTC")
+    token_create(name="Ether", symbol="ETH")
+
+    by_symbol = client.get("/tokens/", {"q": "btc"}).content.decode()
+    by_name = client.get("/tokens/", {"q": "ethe"}).content.decode()
+    nothing = client.get("/tokens/", {"q": "doge"}).content.decode()
+
+    assert "Bitcoin" in by_symbol and "Ether" not in by_symbol
+    assert "Ether" in by_name and "Bitcoin" not in by_name
+    assert "No token matches" in nothing
+
+
+def test_a_token_has_its_own_page(client):
+    token_create(name="Bitcoin", symbol="BTC", description="Digital gold.")
+
+    response = client.get("/tokens/btc/")
+
+    assert response.status_code == 200
+    assert "Digital gold." in response.content.decode()
+
+
+def test_an_unknown_token_gets_the_site_404_page(client):
+    response = client.get("/tokens/NOPE/")
+
+    assert response.status_code == 404
+    assert "Page not found" in response.content.decode()
+
+
+@pytest.mark.parametrize("url", ["/", "/tokens/"])
+def test_token_pages_cost_the_same_queries_for_10_or_60_tokens(client, url):
+    make_tokens(10)
+    with CaptureQueriesContext(connection) as few:
+        client.get(url)
+    make_tokens(50, start=10)
+    with CaptureQueriesContext(connection) as many:
+        client.get(url)
+
+    assert len(few) == len(many)
+
+
+def test_a_storage_outage_in_the_admin_is_a_503_page(client, dead_storage):
+    client.force_login(get_user_model().objects.create_superuser("root", password="x"))
+
+    response = client.post(
+        "/admin/tokens/token/add/",
+        {"symbol": "ARB", "name": "Arbitrum", "decimals": 18, "logo": png()},
+    )
+
+    assert response.status_code == 503
+    assert "Temporarily unavailable" in response.content.decode()
+    assert not Token.objects.filter(symbol="ARB").exists()
+
+
+def test_error_pages_use_the_site_look(client):
+    from django.template.loader import render_to_string
+
+    for code in ("403", "404", "500", "503"):
+        html = render_to_string(f"{code}.html")
+        assert "Crypto Exchange" in html and f">{code}<" in html
