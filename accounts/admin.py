@@ -1,7 +1,11 @@
 from django.contrib import admin
+from django.contrib.auth import get_user_model
+from django.contrib.auth.admin import UserAdmin
 
 from accounts.models import Profile
 from storage.html import image_tag
+
+User = get_user_model()
 
 
 @admin.register(Profile)
@@ -20,3 +24,33 @@ class ProfileAdmin(admin.ModelAdmin):
     @admin.display(description="Current avatar")
     def avatar_preview(self, profile: Profile) -> str:
         return image_tag(profile.avatar.url, alt=f"Avatar of {profile.user}", size=100)
+
+
+class ProfileInline(admin.StackedInline):
+    model = Profile
+    can_delete = False
+    fields = ["avatar_preview", "avatar"]
+    readonly_fields = ["avatar_preview"]
+
+    @admin.display(description="Current avatar")
+    def avatar_preview(self, profile: Profile) -> str:
+        return image_tag(profile.avatar.url, alt=f"Avatar of {profile.user}", size=100)
+
+
+admin.site.unregister(User)
+
+
+@admin.register(User)
+class UserWithAvatarAdmin(UserAdmin):
+    inlines = [ProfileInline]
+    list_display = ["avatar_thumbnail", *UserAdmin.list_display]
+    list_display_links = ["avatar_thumbnail", "username"]
+    list_select_related = ["profile"]
+
+    @admin.display(description="Avatar")
+    def avatar_thumbnail(self, user) -> str:
+        try:
+            url = user.profile.avatar.url
+        except Profile.DoesNotExist:
+            return "—"
+        return image_tag(url, alt=f"Avatar of {user}", size=32)

@@ -170,3 +170,17 @@ def test_the_profile_page_costs_a_constant_number_of_queries(alice, user):
         alice.get("/accounts/profile/")
 
     assert len(first) == len(second) <= 5
+
+
+def test_the_users_admin_shows_avatars_without_a_query_per_user(client):
+    root = get_user_model().objects.create_superuser("root", password="x-secret-1")
+    client.force_login(root)
+    with CaptureQueriesContext(connection) as few:
+        client.get("/admin/auth/user/")
+    for number in range(20):
+        get_user_model().objects.create_user(f"user{number}", password="x-secret-1")
+    with CaptureQueriesContext(connection) as many:
+        page = client.get("/admin/auth/user/").content.decode()
+
+    assert page.count('alt="Avatar of user') == 20
+    assert len(few) == len(many)
