@@ -1,0 +1,467 @@
+"""Balances, markets, orders, trades and the double-entry ledger.
+
+Every amount is a ``DecimalField(**AMOUNT)``; nothing here is ever a float.
+Rows are written only by ``trading.services``.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import models
+from django.db.models import F, Q
+
+from tokens.models import Token
+from trading.money import exact, plain, unit
+
+AMOUNT = {"max_digits": 36, "decimal_places": 18}
+FEE_RATE = {"max_digits": 7, "decimal_places": 6}
+
+
+class Balance(models.Model):
+    """What a user holds of a token: free to use, and reserved.
+
+    A cached projection of the ledger (``user_available`` and ``user_locked``
+    entries), locked and written only through ``trading.locks`` and the
+    services' journal.
+    """
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="balances"
+    )
+    token = models.ForeignKey(Token, on_delete=models.PROTECT, related_name="+")
+    available = models.DecimalField(**AMOUNT, default=Decimal(0))
+    locked = models.DecimalField(**AMOUNT, default=Decimal(0))
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["user", "token"], name="balance_one_per_user_and_token"
+            ),
+            models.CheckConstraint(
+                condition=Q(available__gte=0), name="balance_available_not_negative"
+            ),
+            models.CheckConstraint(
+                condition=Q(locked__gte=0), name="balance_locked_not_negative"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} {self.token.symbol}: {self.available} + {self.locked}"
+
+    @property
+    def total(self) -> Decimal:
+        return self.available + self.locked
+
+
+class Market(models.Model):
+    class Status(models.TextChoices):
+        OPEN = "open", "Open"
+        HALTED = "halted", "Halted (cancels only)"
+
+    base = models.ForeignKey(
+        Token, on_delete=models.PROTECT, related_name="markets_as_base"
+    )
+    quote = models.ForeignKey(
+        Token, on_delete=models.PROTECT, related_name="markets_as_quote"
+    )
+    symbol = models.CharField(max_length=25, unique=True, editable=False)
+    price_step = models.DecimalField(
+        **AMOUNT, help_text="Prices are whole multiples of this (in quote)."
+    )
+    amount_step = models.DecimalField(
+        **AMOUNT, help_text="Quantities are whole multiples of this (in base)."
+    )
+    min_notional = models.DecimalField(
+        **AMOUNT,
+        default=Decimal(0),
+        help_text="Smallest order value, price x quantity, in quote.",
+    )
+    maker_fee = models.DecimalField(
+        **FEE_RATE, default=Decimal(0), help_text="Rate, e.g. 0.001 for 0.1 %."
+    )
+    taker_fee = models.DecimalField(
+        **FEE_RATE, default=Decimal(0), help_text="Rate, e.g. 0.002 for 0.2 %."
+    )
+    status = models.CharField(
+        max_length=10, choices=Status.choices, default=Status.OPEN
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["symbol"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["base", "quote"], name="market_one_per_token_pair"
+            ),
+            models.CheckConstraint(
+                condition=~Q(base=F("quote")), name="market_base_is_not_quote"
+            ),
+            models.CheckConstraint(
+                condition=Q(price_step__gt=0, amount_step__gt=0, min_notional__gte=0),
+                name="market_steps_positive",
+            ),
+            models.CheckConstraint(
+                condition=Q(maker_fee__gte=0, maker_fee__lt=1)
+                & Q(taker_fee__gte=0, taker_fee__lt=1),
+                name="market_fee_rates_in_range",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.symbol
+
+    @staticmethod
+    def symbol_for(base: Token, quote: Token) -> str:
+        return f"{base.symbol}-{quote.symbol}"
+
+    @exact
+    def clean(self) -> None:
+        # Every notional (price x quantity) must be a whole number of quote
+        # units, so that what the buyer pays is exactly what the seller gets:
+        # only fees are ever rounded.
+        if not (self.base_id and self.quote_id):
+            return
+        errors = {}
+        if self.base_id == self.quote_id:
+            errors["quote"] = "The quote token must differ from the base token."
+        base_unit, quote_unit = unit(self.base.decimals), unit(self.quote.decimals)
+        if self.amount_step is not None and self.amount_step % base_unit:
+            errors["amount_step"] = (
+                f"Must be a whole number of {self.base.symbol} units "
+                f"({plain(base_unit)})."
+            )
+        if (
+            self.price_step is not None
+            and self.amount_step is not None
+            and (self.price_step * self.amount_step) % quote_unit
+        ):
+            errors["price_step"] = (
+                f"Price step x amount step must be a whole number of "
+                f"{self.quote.symbol} units ({plain(quote_unit)})."
+            )
+        if self.min_notional is not None and self.min_notional % quote_unit:
+            errors["min_notional"] = (
+                f"Must be a whole number of {self.quote.symbol} units."
+            )
+        if errors:
+            raise ValidationError(errors)
+
+
+class Order(models.Model):
+    class Side(models.TextChoices):
+        BUY = "buy", "Buy"
+        SELL = "sell", "Sell"
+
+    class Type(models.TextChoices):
+        LIMIT = "limit", "Limit"
+        MARKET = "market", "Market"
+
+    class TimeInForce(models.TextChoices):
+        GTC = "GTC", "Good till cancelled"
+        IOC = "IOC", "Immediate or cancel"
+        FOK = "FOK", "Fill or kill"
+
+    class Status(models.TextChoices):
+        OPEN = "open", "Open"
+        FILLED = "filled", "Filled"
+        CANCELLED = "cancelled", "Cancelled"
+
+    class CancelReason(models.TextChoices):
+        NONE = "", "—"
+        USER = "user", "Cancelled by the user"
+        UNFILLED = "unfilled", "Remainder of an immediate order"
+        SELF_TRADE = "self_trade", "Would have traded with the user's own order"
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="orders"
+    )
+    market = models.ForeignKey(Market, on_delete=models.PROTECT, related_name="orders")
+    side = models.CharField(max_length=4, choices=Side.choices)
+    type = models.CharField(max_length=6, choices=Type.choices)
+    time_in_force = models.CharField(max_length=3, choices=TimeInForce.choices)
+    post_only = models.BooleanField(default=False)
+    client_order_id = models.CharField(max_length=64, blank=True, default="")
+    price = models.DecimalField(**AMOUNT, null=True, blank=True)
+    quantity = models.DecimalField(**AMOUNT, help_text="In base.")
+    filled_quantity = models.DecimalField(**AMOUNT, default=Decimal(0))
+    executed_value = models.DecimalField(
+        **AMOUNT, default=Decimal(0), help_text="Quote traded, before fees."
+    )
+    fee = models.DecimalField(
+        **AMOUNT, default=Decimal(0), help_text="Paid in the token received."
+    )
+    locked = models.DecimalField(
+        **AMOUNT,
+        default=Decimal(0),
+        help_text="Still reserved: quote for a buy, base for a sell.",
+    )
+    status = models.CharField(max_length=9, choices=Status.choices, default=Status.OPEN)
+    cancel_reason = models.CharField(
+        max_length=10, choices=CancelReason.choices, default="", blank=True
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(quantity__gt=0), name="order_quantity_positive"
+            ),
+            models.CheckConstraint(
+                condition=Q(filled_quantity__gte=0)
+                & Q(filled_quantity__lte=F("quantity")),
+                name="order_filled_within_quantity",
+            ),
+            models.CheckConstraint(
+                condition=Q(locked__gte=0, executed_value__gte=0, fee__gte=0),
+                name="order_amounts_not_negative",
+            ),
+            models.CheckConstraint(
+                condition=Q(type="limit", price__gt=0)
+                | Q(type="market", price__isnull=True),
+                name="order_limit_has_price_market_has_none",
+            ),
+            models.CheckConstraint(
+                condition=Q(status="open") | Q(locked=0),
+                name="order_closed_reserves_nothing",
+            ),
+            models.CheckConstraint(
+                condition=~Q(status="filled") | Q(filled_quantity=F("quantity")),
+                name="order_filled_means_all_filled",
+            ),
+            models.CheckConstraint(
+                condition=Q(type="limit", time_in_force="GTC") | ~Q(status="open"),
+                name="order_only_gtc_limit_rests",
+            ),
+            models.CheckConstraint(
+                condition=Q(post_only=False) | Q(type="limit", time_in_force="GTC"),
+                name="order_post_only_is_gtc_limit",
+            ),
+            models.UniqueConstraint(
+                fields=["user", "client_order_id"],
+                condition=Q(status="open") & ~Q(client_order_id=""),
+                name="order_client_id_unique_among_open",
+            ),
+        ]
+        indexes = [
+            # The two sides of the book, each in matching priority order.
+            models.Index(
+                fields=["market", "-price", "id"],
+                condition=Q(status="open", side="buy"),
+                name="order_book_bids",
+            ),
+            models.Index(
+                fields=["market", "price", "id"],
+                condition=Q(status="open", side="sell"),
+                name="order_book_asks",
+            ),
+            models.Index(fields=["user", "status"], name="order_user_status"),
+            models.Index(fields=["user", "client_order_id"], name="order_client_id"),
+        ]
+
+    def __str__(self) -> str:
+        price = f" @ {plain(self.price)}" if self.price is not None else ""
+        return f"#{self.pk} {self.side} {plain(self.quantity)} {self.market}{price}"
+
+    @property
+    def remaining(self) -> Decimal:
+        return self.quantity - self.filled_quantity
+
+    @property
+    def is_open(self) -> bool:
+        return self.status == self.Status.OPEN
+
+
+class Trade(models.Model):
+    """One match: ``quantity`` base at the maker's ``price``.
+
+    Each side pays its fee in the token it receives: the buyer in base, the
+    seller in quote.
+    """
+
+    market = models.ForeignKey(Market, on_delete=models.PROTECT, related_name="trades")
+    maker_order = models.ForeignKey(
+        Order, on_delete=models.PROTECT, related_name="maker_trades"
+    )
+    taker_order = models.ForeignKey(
+        Order, on_delete=models.PROTECT, related_name="taker_trades"
+    )
+    taker_side = models.CharField(max_length=4, choices=Order.Side.choices)
+    price = models.DecimalField(**AMOUNT)
+    quantity = models.DecimalField(**AMOUNT)
+    quote_amount = models.DecimalField(**AMOUNT, help_text="price x quantity")
+    maker_fee = models.DecimalField(**AMOUNT)
+    taker_fee = models.DecimalField(**AMOUNT)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(price__gt=0, quantity__gt=0, quote_amount__gt=0),
+                name="trade_amounts_positive",
+            ),
+            models.CheckConstraint(
+                condition=Q(maker_fee__gte=0, taker_fee__gte=0),
+                name="trade_fees_not_negative",
+            ),
+            models.CheckConstraint(
+                condition=~Q(maker_order=F("taker_order")),
+                name="trade_between_two_orders",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["market", "id"], name="trade_market_id"),
+            models.Index(fields=["market", "created_at"], name="trade_market_time"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.market} {plain(self.quantity)} @ {plain(self.price)}"
+
+
+class Deposit(models.Model):
+    """Coins received outside the application, credited by staff."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="deposits"
+    )
+    token = models.ForeignKey(Token, on_delete=models.PROTECT, related_name="+")
+    amount = models.DecimalField(**AMOUNT)
+    reference = models.CharField(
+        max_length=100, unique=True, help_text="External id, e.g. the tx hash."
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(amount__gt=0), name="deposit_amount_positive"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"Deposit {self.reference}: {plain(self.amount)} {self.token.symbol}"
+
+
+class Withdrawal(models.Model):
+    """A user's request to send coins out; its funds stay locked until decided."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        APPROVED = "approved", "Approved"
+        REJECTED = "rejected", "Rejected"
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="withdrawals"
+    )
+    token = models.ForeignKey(Token, on_delete=models.PROTECT, related_name="+")
+    amount = models.DecimalField(**AMOUNT)
+    address = models.CharField(max_length=255)
+    reference = models.CharField(
+        max_length=100, help_text="The user's idempotency key for the request."
+    )
+    status = models.CharField(
+        max_length=8, choices=Status.choices, default=Status.PENDING
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    decided_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["user", "reference"], name="withdrawal_reference_per_user"
+            ),
+            models.CheckConstraint(
+                condition=Q(amount__gt=0), name="withdrawal_amount_positive"
+            ),
+            models.CheckConstraint(
+                condition=Q(status="pending", decided_at__isnull=True)
+                | (~Q(status="pending") & Q(decided_at__isnull=False)),
+                name="withdrawal_decided_has_time",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"Withdrawal {self.reference}: {plain(self.amount)} {self.token.symbol}"
+
+
+class LedgerTransaction(models.Model):
+    """One service call's worth of ledger entries; they sum to zero per token."""
+
+    class Kind(models.TextChoices):
+        DEPOSIT = "deposit", "Deposit"
+        WITHDRAWAL_REQUEST = "withdrawal_request", "Withdrawal requested"
+        WITHDRAWAL_APPROVE = "withdrawal_approve", "Withdrawal approved"
+        WITHDRAWAL_REJECT = "withdrawal_reject", "Withdrawal rejected"
+        ORDER_PLACE = "order_place", "Order placed"
+        ORDER_CANCEL = "order_cancel", "Order cancelled"
+
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    order = models.ForeignKey(
+        Order, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    deposit = models.ForeignKey(
+        Deposit, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    withdrawal = models.ForeignKey(
+        Withdrawal, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"#{self.pk} {self.get_kind_display()}"
+
+
+class LedgerEntry(models.Model):
+    """A signed change of one account's holding of one token.
+
+    User accounts (``user_available``, ``user_locked``) belong to a user and
+    add up to that user's ``Balance`` row. ``fees`` collects every fee.
+    ``custody`` mirrors the coins held outside the application: a deposit
+    moves from it, an approved withdrawal back to it, so its balance is minus
+    (deposits - withdrawals).
+    """
+
+    class Account(models.TextChoices):
+        USER_AVAILABLE = "user_available", "User available"
+        USER_LOCKED = "user_locked", "User locked"
+        FEES = "fees", "Fees"
+        CUSTODY = "custody", "Custody"
+
+    USER_ACCOUNTS = (Account.USER_AVAILABLE, Account.USER_LOCKED)
+
+    transaction = models.ForeignKey(
+        LedgerTransaction, on_delete=models.PROTECT, related_name="entries"
+    )
+    token = models.ForeignKey(Token, on_delete=models.PROTECT, related_name="+")
+    account = models.CharField(max_length=14, choices=Account.choices)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="ledger_entries",
+    )
+    amount = models.DecimalField(**AMOUNT)
+
+    class Meta:
+        verbose_name_plural = "ledger entries"
+        constraints = [
+            models.CheckConstraint(
+                condition=~Q(amount=0), name="ledger_entry_amount_not_zero"
+            ),
+            models.CheckConstraint(
+                condition=Q(
+                    account__in=["user_available", "user_locked"], user__isnull=False
+                )
+                | Q(account__in=["fees", "custody"], user__isnull=True),
+                name="ledger_entry_user_iff_user_account",
+            ),
+        ]
+        indexes = [models.Index(fields=["user", "token"], name="ledger_user_token")]
+
+    def __str__(self) -> str:
+        return f"{self.account} {self.amount} {self.token_id}"

@@ -1,0 +1,287 @@
+"""Staff tools: markets, deposits credited, withdrawals decided, orders cancelled.
+
+Money moves only through ``trading.services``. Those own a durable
+transaction, so they are called from admin actions and from the deposit
+credit view, never from ``save_model`` (the admin's change form runs inside
+its own transaction). Balances, orders, trades and the ledger are read-only.
+"""
+
+from __future__ import annotations
+
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.admin.widgets import ForeignKeyRawIdWidget
+from django.contrib.auth import get_user_model
+from django.core.exceptions import PermissionDenied
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect
+from django.template.response import TemplateResponse
+
+from tokens.models import Token
+from trading.exceptions import TradingError
+from trading.models import (
+    AMOUNT,
+    Balance,
+    Deposit,
+    LedgerEntry,
+    LedgerTransaction,
+    Market,
+    Order,
+    Trade,
+    Withdrawal,
+)
+from trading.services import (
+    deposit_credit,
+    market_create,
+    order_cancel,
+    withdrawal_approve,
+    withdrawal_reject,
+)
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(Market)
+class MarketAdmin(admin.ModelAdmin):
+    list_display = [
+        "symbol",
+        "status",
+        "price_step",
+        "amount_step",
+        "min_notional",
+        "maker_fee",
+        "taker_fee",
+    ]
+    list_filter = ["status"]
+    search_fields = ["symbol"]
+    fields = [
+        "base",
+        "quote",
+        "symbol",
+        "price_step",
+        "amount_step",
+        "min_notional",
+        "maker_fee",
+        "taker_fee",
+        "status",
+    ]
+
+    def get_readonly_fields(self, request, obj=None):
+        # The pair and its steps define what open orders hold; they are fixed
+        # once the market exists.
+        if obj is None:
+            return ["symbol"]
+        return ["base", "quote", "symbol", "price_step", "amount_step"]
+
+    def save_model(self, request, obj, form, change):
+        if change:
+            super().save_model(request, obj, form, change)
+            return
+        created = market_create(
+            **{
+                name: form.cleaned_data[name]
+                for name in [
+                    "base",
+                    "quote",
+                    "price_step",
+                    "amount_step",
+                    "min_notional",
+                    "maker_fee",
+                    "taker_fee",
+                    "status",
+                ]
+            }
+        )
+        obj.pk, obj.symbol = created.pk, created.symbol
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(Balance)
+class BalanceAdmin(ReadOnlyAdmin):
+    list_display = ["user", "token", "available", "locked", "updated_at"]
+    list_select_related = ["user", "token"]
+    list_filter = ["token"]
+    search_fields = ["user__username", "token__symbol"]
+
+
+@admin.register(Order)
+class OrderAdmin(ReadOnlyAdmin):
+    list_display = [
+        "pk",
+        "user",
+        "market",
+        "side",
+        "type",
+        "price",
+        "quantity",
+        "filled_quantity",
+        "status",
+        "created_at",
+    ]
+    list_select_related = ["user", "market"]
+    list_filter = ["status", "side", "type", "market"]
+    search_fields = ["user__username", "client_order_id"]
+    actions = ["cancel_orders"]
+
+    def has_cancel_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("trading.change_order")
+
+    @admin.action(description="Cancel the selected open orders", permissions=["cancel"])
+    def cancel_orders(self, request: HttpRequest, queryset: QuerySet[Order]) -> None:
+        _run_each(
+            self,
+            request,
+            queryset.select_related("user"),
+            lambda order: order_cancel(user=order.user, order=order),
+            done="cancelled",
+        )
+
+
+@admin.register(Trade)
+class TradeAdmin(ReadOnlyAdmin):
+    list_display = [
+        "pk",
+        "market",
+        "price",
+        "quantity",
+        "taker_side",
+        "maker_order",
+        "taker_order",
+        "created_at",
+    ]
+    list_select_related = ["market"]
+    list_filter = ["market"]
+
+
+class DepositCreditForm(forms.Form):
+    user = forms.ModelChoiceField(queryset=get_user_model().objects.all())
+    token = forms.ModelChoiceField(queryset=Token.objects.all())
+    amount = forms.DecimalField(**AMOUNT, min_value=0)
+    reference = forms.CharField(
+        max_length=100, help_text="The external id of the transfer, e.g. its hash."
+    )
+
+    def __init__(self, *args, admin_site, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["user"].widget = ForeignKeyRawIdWidget(
+            Deposit._meta.get_field("user").remote_field, admin_site
+        )
+
+
+@admin.register(Deposit)
+class DepositAdmin(ReadOnlyAdmin):
+    list_display = ["reference", "user", "token", "amount", "created_at"]
+    list_select_related = ["user", "token"]
+    list_filter = ["token"]
+    search_fields = ["reference", "user__username"]
+
+    def has_add_permission(self, request, obj=None):
+        return request.user.has_perm("trading.add_deposit")
+
+    def add_view(self, request, form_url="", extra_context=None) -> HttpResponse:
+        """Credit a deposit through ``deposit_credit`` (idempotent on reference)."""
+        if not self.has_add_permission(request):
+            raise PermissionDenied
+        form = DepositCreditForm(request.POST or None, admin_site=self.admin_site)
+        if request.method == "POST" and form.is_valid():
+            try:
+                deposit = deposit_credit(**form.cleaned_data)
+            except TradingError as error:
+                form.add_error(None, error.message)
+            else:
+                self.log_addition(request, deposit, [{"added": {}}])
+                self.message_user(request, f"{deposit} is credited.", messages.SUCCESS)
+                return redirect("admin:trading_deposit_changelist")
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Credit a deposit",
+            "opts": self.opts,
+            "form": form,
+            "media": self.media + form.media,
+        }
+        return TemplateResponse(request, "admin/trading/deposit/credit.html", context)
+
+
+@admin.register(Withdrawal)
+class WithdrawalAdmin(ReadOnlyAdmin):
+    list_display = [
+        "reference",
+        "user",
+        "token",
+        "amount",
+        "address",
+        "status",
+        "created_at",
+        "decided_at",
+    ]
+    list_select_related = ["user", "token"]
+    list_filter = ["status", "token"]
+    search_fields = ["reference", "user__username", "address"]
+    actions = ["approve", "reject"]
+
+    def has_decide_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("trading.change_withdrawal")
+
+    @admin.action(description="Approve: the coins were sent", permissions=["decide"])
+    def approve(self, request: HttpRequest, queryset: QuerySet[Withdrawal]) -> None:
+        _run_each(
+            self,
+            request,
+            queryset,
+            lambda withdrawal: withdrawal_approve(withdrawal=withdrawal),
+            done="approved",
+        )
+
+    @admin.action(
+        description="Reject: release the funds to the user", permissions=["decide"]
+    )
+    def reject(self, request: HttpRequest, queryset: QuerySet[Withdrawal]) -> None:
+        _run_each(
+            self,
+            request,
+            queryset,
+            lambda withdrawal: withdrawal_reject(withdrawal=withdrawal),
+            done="rejected",
+        )
+
+
+def _run_each(model_admin, request, queryset, call, *, done: str) -> None:
+    """Call a service for each selected row, each in its own transaction;
+    report what was done and what was refused, and why."""
+    succeeded = 0
+    for obj in queryset.order_by("pk"):
+        try:
+            call(obj)
+        except TradingError as error:
+            model_admin.message_user(request, f"{obj}: {error.message}", messages.ERROR)
+        else:
+            model_admin.log_change(request, obj, done)
+            succeeded += 1
+    if succeeded:
+        model_admin.message_user(request, f"{succeeded} {done}.", messages.SUCCESS)
+
+
+@admin.register(LedgerTransaction)
+class LedgerTransactionAdmin(ReadOnlyAdmin):
+    list_display = ["pk", "kind", "order", "deposit", "withdrawal", "created_at"]
+    list_filter = ["kind"]
+
+
+@admin.register(LedgerEntry)
+class LedgerEntryAdmin(ReadOnlyAdmin):
+    list_display = ["pk", "transaction", "token", "account", "user", "amount"]
+    list_select_related = ["transaction", "token", "user"]
+    list_filter = ["account", "token"]
+    search_fields = ["user__username"]

@@ -1,0 +1,91 @@
+"""Refusals of the trading services, each with a stable ``code``.
+
+Views, the admin and the API turn them into messages or JSON errors; the code
+never changes once published, the message may be reworded.
+"""
+
+from __future__ import annotations
+
+
+class TradingError(Exception):
+    code = "trading_error"
+    default_message = "The request was refused."
+
+    def __init__(self, message: str | None = None) -> None:
+        self.message = message or self.default_message
+        super().__init__(self.message)
+
+
+class InvalidAmount(TradingError):
+    code = "invalid_amount"
+    default_message = "The amount must be a positive Decimal."
+
+
+class PrecisionTooHigh(TradingError):
+    code = "precision_too_high"
+    default_message = "The value has more precision than allowed."
+
+
+class BelowMinNotional(TradingError):
+    code = "below_min_notional"
+    default_message = "The order is smaller than the market's minimum value."
+
+
+class InsufficientBalance(TradingError):
+    code = "insufficient_balance"
+    default_message = "The available balance is too low."
+
+
+class InvalidOrder(TradingError):
+    code = "invalid_order"
+    default_message = "The order's options do not go together."
+
+
+class MarketClosed(TradingError):
+    code = "market_closed"
+    default_message = "The market does not accept new orders."
+
+
+class PostOnlyWouldTake(TradingError):
+    code = "post_only_would_take"
+    default_message = "The post-only order would trade at once; it was not placed."
+
+
+class FillOrKillNotFilled(TradingError):
+    code = "fill_or_kill_not_filled"
+    default_message = "The fill-or-kill order cannot be filled entirely at once."
+
+
+class OrderNotOpen(TradingError):
+    code = "order_not_open"
+    default_message = "The order is no longer open."
+
+
+class OrderNotFound(TradingError):
+    code = "order_not_found"
+    default_message = "No such order."
+
+
+class DuplicateReference(TradingError):
+    code = "duplicate_reference"
+    default_message = "This reference is already used by a different request."
+
+
+class DuplicateClientOrderId(TradingError):
+    code = "duplicate_client_order_id"
+    default_message = "An open order already uses this client order id."
+
+
+class InvalidReference(TradingError):
+    code = "invalid_reference"
+    default_message = "A reference of 1 to 100 characters is required."
+
+
+class InvalidAddress(TradingError):
+    code = "invalid_address"
+    default_message = "A withdrawal address of 1 to 255 characters is required."
+
+
+class WithdrawalNotPending(TradingError):
+    code = "withdrawal_not_pending"
+    default_message = "The withdrawal has already been decided."

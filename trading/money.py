@@ -1,0 +1,70 @@
+"""Exact decimal arithmetic for amounts.
+
+Python's default decimal context keeps 28 digits, fewer than an amount field
+holds (36), so a sum could round silently. Money code runs under ``EXACT``:
+80 digits (enough for the product of two amounts) and every rounding trapped,
+so arithmetic is exact or raises. The one place that rounds on purpose, the
+fee, says how.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from decimal import (
+    ROUND_CEILING,
+    Context,
+    Decimal,
+    DivisionByZero,
+    Inexact,
+    InvalidOperation,
+    Overflow,
+    localcontext,
+)
+from typing import ParamSpec, TypeVar
+
+EXACT = Context(prec=80, traps=[InvalidOperation, DivisionByZero, Overflow, Inexact])
+_ROUNDING = Context(prec=80, traps=[InvalidOperation, DivisionByZero, Overflow])
+
+# Amount fields hold 36 digits, 18 of them decimals: every amount is below this.
+AMOUNT_LIMIT = Decimal(10) ** 18
+ZERO = Decimal(0)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def exact(func: Callable[P, R]) -> Callable[P, R]:
+    """Run ``func`` with the exact decimal context."""
+
+    @functools.wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        with localcontext(EXACT):
+            return func(*args, **kwargs)
+
+    return wrapper
+
+
+def unit(decimals: int) -> Decimal:
+    """The smallest amount of a token with ``decimals`` decimals (1E-8 for 8)."""
+    return Decimal(1).scaleb(-decimals)
+
+
+def fee_for(amount: Decimal, *, rate: Decimal, token_unit: Decimal) -> Decimal:
+    """The fee on ``amount`` received, rounded *up* to a whole token unit.
+
+    Rounding the fee up is what rounds the user's credit (amount - fee) down,
+    and it means a positive fee smaller than one unit is charged as one unit
+    instead of vanishing. A zero rate gives a zero fee. ``amount`` is a whole
+    number of units, so the fee never exceeds it.
+    """
+    raw = _ROUNDING.multiply(amount, rate)
+    return raw.quantize(token_unit, rounding=ROUND_CEILING, context=_ROUNDING)
+
+
+def plain(value: Decimal) -> str:
+    """A decimal for messages: no exponent, no trailing zeros (``0.01``, ``10``)."""
+    text = f"{value:f}"
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return text

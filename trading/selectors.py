@@ -1,0 +1,134 @@
+"""Reads of the trading app used by more than one caller.
+
+Each selector runs a fixed number of queries, whatever the size of the result.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+from django.contrib.auth.base_user import AbstractBaseUser
+from django.db.models import DecimalField, ExpressionWrapper, F, QuerySet, Sum
+from django.utils import timezone
+
+from trading.models import AMOUNT, Balance, Market, Order, Trade
+from trading.money import exact
+
+
+@dataclass(frozen=True)
+class PriceLevel:
+    price: Decimal
+    quantity: Decimal
+
+
+@dataclass(frozen=True)
+class OrderBook:
+    bids: list[PriceLevel]  # best (highest) first
+    asks: list[PriceLevel]  # best (lowest) first
+
+
+@dataclass(frozen=True)
+class Candle:
+    start: datetime
+    open: Decimal
+    high: Decimal
+    low: Decimal
+    close: Decimal
+    volume: Decimal  # base traded
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+CANDLE_INTERVALS = {
+    "1m": timedelta(minutes=1),
+    "5m": timedelta(minutes=5),
+    "1h": timedelta(hours=1),
+    "1d": timedelta(days=1),
+}
+
+
+def market_get(*, symbol: str) -> Market:
+    """The market named like ``BTC-USDT``; raises ``Market.DoesNotExist``."""
+    return Market.objects.select_related("base", "quote").get(symbol=symbol.upper())
+
+
+def order_book(*, market: Market, depth: int = 50) -> OrderBook:
+    """The open orders' remaining quantity summed per price, ``depth`` levels a
+    side (two queries)."""
+    remaining = ExpressionWrapper(
+        F("quantity") - F("filled_quantity"), output_field=DecimalField(**AMOUNT)
+    )
+    levels = (
+        Order.objects.filter(market=market, status=Order.Status.OPEN)
+        .values("price")
+        .annotate(quantity=Sum(remaining))
+    )
+    bids = levels.filter(side=Order.Side.BUY).order_by("-price")[:depth]
+    asks = levels.filter(side=Order.Side.SELL).order_by("price")[:depth]
+    return OrderBook(
+        bids=[PriceLevel(row["price"], row["quantity"]) for row in bids],
+        asks=[PriceLevel(row["price"], row["quantity"]) for row in asks],
+    )
+
+
+def trades_recent(*, market: Market, limit: int = 50) -> list[Trade]:
+    """The market's latest trades, newest first (one query)."""
+    return list(Trade.objects.filter(market=market).order_by("-pk")[:limit])
+
+
+def orders_open(
+    *, user: AbstractBaseUser, market: Market | None = None
+) -> QuerySet[Order]:
+    """The user's open orders, newest first, with their markets."""
+    orders = Order.objects.filter(user=user, status=Order.Status.OPEN)
+    if market is not None:
+        orders = orders.filter(market=market)
+    return orders.select_related("market__base", "market__quote").order_by("-pk")
+
+
+def balances_for_user(*, user: AbstractBaseUser) -> list[Balance]:
+    """The user's balances with their tokens, by token symbol (one query)."""
+    return list(
+        Balance.objects.filter(user=user)
+        .select_related("token")
+        .order_by("token__symbol")
+    )
+
+
+@exact
+def candles(
+    *,
+    market: Market,
+    interval: str = "1m",
+    limit: int = 100,
+    now: datetime | None = None,
+) -> list[Candle]:
+    """OHLCV candles of the last ``limit`` intervals that had trades, oldest
+    first, built from the trades in one query. Intervals start at multiples
+    of their length since the Unix epoch (UTC); empty intervals are left out.
+    """
+    length = CANDLE_INTERVALS[interval]
+    now = now or timezone.now()
+    seconds = int(length.total_seconds())
+    window_start = _EPOCH + timedelta(
+        seconds=(int((now - _EPOCH).total_seconds()) // seconds - limit + 1) * seconds
+    )
+    rows = (
+        Trade.objects.filter(market=market, created_at__gte=window_start)
+        .order_by("pk")
+        .values_list("created_at", "price", "quantity")
+    )
+    buckets: dict[datetime, list[Decimal]] = {}
+    for created_at, price, quantity in rows:
+        offset = int((created_at - _EPOCH).total_seconds()) // seconds * seconds
+        start = _EPOCH + timedelta(seconds=offset)
+        bucket = buckets.get(start)
+        if bucket is None:
+            buckets[start] = [price, price, price, price, quantity]
+        else:
+            bucket[1] = max(bucket[1], price)
+            bucket[2] = min(bucket[2], price)
+            bucket[3] = price
+            bucket[4] += quantity
+    return [Candle(start, *values) for start, values in sorted(buckets.items())]

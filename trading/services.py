@@ -1,0 +1,835 @@
+"""Writes of the trading app: the one way money moves.
+
+Every function here is keyword-only, owns its transaction
+(``transaction.atomic(durable=True)``), takes its row locks through
+``trading.locks`` in the global order, and records each balance change as
+ledger entries that sum to zero per token. Refusals raise
+``trading.exceptions.TradingError`` subclasses and change nothing.
+
+Rules
+-----
+Amounts
+    Every amount is a ``Decimal``; a float, NaN, zero or negative amount is
+    refused (``InvalidAmount``), and so is one with more precision than
+    allowed (``PrecisionTooHigh``): a price must be a multiple of the
+    market's ``price_step``, a quantity of its ``amount_step``, a deposit or
+    withdrawal of the token's smallest unit. Nothing is rounded silently.
+Fees
+    Each side pays its fee in the token it receives: the buyer in base, the
+    seller in quote, at the market's maker or taker rate. The fee is rounded
+    *up* to the token's smallest unit, so credits are rounded down and a
+    positive fee below one unit is charged as one unit (a zero rate charges
+    nothing). Markets are configured so that every notional (price x
+    quantity) is a whole number of quote units, so the buyer pays exactly what
+    the seller is credited before fees; fees are the only rounding.
+Matching
+    Price-time priority; a trade happens at the resting (maker) order's price.
+    A limit buy locks price x quantity of quote and gets back what price
+    improvement saves; a sell locks its quantity of base.
+Market orders
+    Market orders are specified by base quantity and never rest: they are
+    immediate-or-cancel (the default ``GTC`` and ``IOC`` mean the same for
+    them) or fill-or-kill. At placement, under the market lock, the book is
+    walked to find what the order will trade; a market buy locks exactly the
+    quote that fill costs (no fee is due in quote, the buyer's fee is taken
+    from the base received) and is refused whole (``InsufficientBalance``) if
+    the available quote does not cover it. The market's ``min_notional``
+    applies to the value that walk would trade. Whatever the book cannot fill
+    is cancelled.
+Self-trade prevention
+    "Cancel newest": an order never trades with a resting order of the same
+    user. When the next resting order in priority is the user's own, the
+    incoming order's remainder is cancelled (reason ``self_trade``) and the
+    resting order is left alone; fills before it stand.
+Post-only, IOC, FOK
+    A post-only order (GTC limit only) is refused whole if any resting order
+    crosses its price. An IOC order's unfilled remainder is cancelled. A FOK
+    order is refused whole unless it fills entirely at once (self-trade
+    prevention counts as not filled).
+Client order ids
+    Unique per user among open orders. A create that repeats the user's
+    latest order with that id (same market, side, type, quantity, price and
+    options) returns that order, whatever its status, and places nothing; a
+    different order under an id still open is refused
+    (``DuplicateClientOrderId``); once that order is closed the id may be
+    reused for a different order.
+Checks run in this order: the order's options, the amounts, the market's
+status, steps and precision, limit ``min_notional``, the client order id,
+post-only, fill-or-kill, market ``min_notional``, then the balance.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+
+from django.contrib.auth.base_user import AbstractBaseUser
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from tokens.models import Token
+from trading.exceptions import (
+    BelowMinNotional,
+    DuplicateClientOrderId,
+    DuplicateReference,
+    FillOrKillNotFilled,
+    InsufficientBalance,
+    InvalidAddress,
+    InvalidAmount,
+    InvalidOrder,
+    InvalidReference,
+    MarketClosed,
+    OrderNotFound,
+    OrderNotOpen,
+    PostOnlyWouldTake,
+    PrecisionTooHigh,
+    WithdrawalNotPending,
+)
+from trading.locks import balances_lock, market_lock, withdrawal_lock
+from trading.models import (
+    AMOUNT,
+    Balance,
+    Deposit,
+    LedgerEntry,
+    LedgerTransaction,
+    Market,
+    Order,
+    Trade,
+    Withdrawal,
+)
+from trading.money import AMOUNT_LIMIT, ZERO, exact, fee_for, plain, unit
+
+Side, OrderType, TimeInForce = Order.Side, Order.Type, Order.TimeInForce
+Account = LedgerEntry.Account
+
+
+# -- Ledger journal ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Account:
+    kind: str
+    user_id: int | None = None
+
+
+_FEES = _Account(Account.FEES)
+_CUSTODY = _Account(Account.CUSTODY)
+
+
+def _available(user_id: int) -> _Account:
+    return _Account(Account.USER_AVAILABLE, user_id)
+
+
+def _locked(user_id: int) -> _Account:
+    return _Account(Account.USER_LOCKED, user_id)
+
+
+class _Journal:
+    """Collects the moves of one service call, then writes them at once.
+
+    Each move is two ledger entries (minus from one account, plus to another)
+    and, for user accounts, a change of the locked balance row. Balance rows
+    are written with absolute values computed here: they are locked, and it
+    keeps SQLite's floating-point arithmetic away from money.
+    """
+
+    def __init__(self, *, balances: dict[tuple[int, int], Balance]) -> None:
+        self.balances = balances
+        self.entries: list[LedgerEntry] = []
+        self.touched: dict[int, Balance] = {}
+
+    def move(
+        self, *, token_id: int, amount: Decimal, source: _Account, target: _Account
+    ) -> None:
+        if amount == 0:
+            return
+        if amount < 0:
+            raise ValueError(f"A move is positive, got {amount}.")
+        self._post(source, token_id, -amount)
+        self._post(target, token_id, amount)
+
+    def _post(self, account: _Account, token_id: int, amount: Decimal) -> None:
+        if account.kind in LedgerEntry.USER_ACCOUNTS:
+            balance = self.balances[(account.user_id, token_id)]
+            if account.kind == Account.USER_AVAILABLE:
+                balance.available += amount
+            else:
+                balance.locked += amount
+            if balance.available < 0 or balance.locked < 0:
+                # Callers check what a user can spend before moving it; this
+                # is a bug, and the transaction must not commit.
+                raise RuntimeError(f"Balance {balance.pk} would go negative.")
+            self.touched[balance.pk] = balance
+        self.entries.append(
+            LedgerEntry(
+                token_id=token_id,
+                account=account.kind,
+                user_id=account.user_id,
+                amount=amount,
+            )
+        )
+
+    def write(self, *, kind: str, **links: object) -> LedgerTransaction | None:
+        if not self.entries:  # e.g. a market order that met an empty book
+            return None
+        record = LedgerTransaction.objects.create(kind=kind, **links)
+        for entry in self.entries:
+            entry.transaction = record
+        LedgerEntry.objects.bulk_create(self.entries)
+        now = timezone.now()
+        for balance in self.touched.values():
+            balance.updated_at = now
+        Balance.objects.bulk_update(
+            list(self.touched.values()), ["available", "locked", "updated_at"]
+        )
+        return record
+
+
+# -- Input checks -----------------------------------------------------------
+
+
+def _positive_check(value: object, *, name: str) -> Decimal:
+    if not isinstance(value, Decimal):
+        raise InvalidAmount(
+            f"The {name} must be a Decimal, not {type(value).__name__}."
+        )
+    if not value.is_finite() or value <= 0:
+        raise InvalidAmount(f"The {name} must be a positive number.")
+    if value >= AMOUNT_LIMIT:
+        raise InvalidAmount(f"The {name} is too large.")
+    if _decimal_places(value) > AMOUNT["decimal_places"]:
+        raise PrecisionTooHigh(
+            f"The {name} has more than {AMOUNT['decimal_places']} decimals."
+        )
+    return value
+
+
+def _decimal_places(value: Decimal) -> int:
+    """How many decimals ``value`` really has (trailing zeros do not count)."""
+    _, digits, exponent = value.as_tuple()
+    significant = "".join(map(str, digits)).rstrip("0")
+    return max(0, -(exponent + len(digits) - len(significant)))
+
+
+def _step_check(value: Decimal, *, name: str, step: Decimal) -> None:
+    if value % step:
+        raise PrecisionTooHigh(
+            f"The {name} {plain(value)} has too much precision: "
+            f"it must be a multiple of {plain(step)}."
+        )
+
+
+def _amount_check(value: object, *, name: str, step: Decimal) -> Decimal:
+    amount = _positive_check(value, name=name)
+    _step_check(amount, name=name, step=step)
+    return amount
+
+
+def _reference_check(reference: object) -> str:
+    if not isinstance(reference, str) or not 0 < len(reference.strip()) <= 100:
+        raise InvalidReference()
+    return reference.strip()
+
+
+def _balance_require(balance: Balance, amount: Decimal, token: Token) -> None:
+    if balance.available < amount:
+        raise InsufficientBalance(
+            f"This needs {plain(amount)} {token.symbol}; "
+            f"{plain(balance.available)} is available."
+        )
+
+
+# -- Deposits and withdrawals -----------------------------------------------
+
+
+def _deposit_same_or_raise(
+    deposit: Deposit, *, user: AbstractBaseUser, token: Token, amount: Decimal
+) -> Deposit:
+    if (deposit.user_id, deposit.token_id, deposit.amount) == (
+        user.pk,
+        token.pk,
+        amount,
+    ):
+        return deposit
+    raise DuplicateReference(
+        f"Deposit reference {deposit.reference!r} was already credited with "
+        "different details."
+    )
+
+
+@exact
+def deposit_credit(
+    *, user: AbstractBaseUser, token: Token, amount: Decimal, reference: str
+) -> Deposit:
+    """Credit coins received outside the application (a staff action).
+
+    Idempotent on ``reference``: repeating an identical credit returns the
+    first deposit and credits nothing; a different credit under a used
+    reference raises ``DuplicateReference``.
+    """
+    amount = _amount_check(amount, name="amount", step=unit(token.decimals))
+    reference = _reference_check(reference)
+    try:
+        with transaction.atomic(durable=True):
+            existing = Deposit.objects.filter(reference=reference).first()
+            if existing is not None:
+                return _deposit_same_or_raise(
+                    existing, user=user, token=token, amount=amount
+                )
+            deposit = Deposit.objects.create(
+                user=user, token=token, amount=amount, reference=reference
+            )
+            journal = _Journal(
+                balances=balances_lock(user_ids=[user.pk], token_ids=[token.pk])
+            )
+            journal.move(
+                token_id=token.pk,
+                amount=amount,
+                source=_CUSTODY,
+                target=_available(user.pk),
+            )
+            journal.write(kind=LedgerTransaction.Kind.DEPOSIT, deposit=deposit)
+            return deposit
+    except IntegrityError:
+        # A concurrent credit with the same reference committed first.
+        existing = Deposit.objects.filter(reference=reference).first()
+        if existing is None:
+            raise
+        return _deposit_same_or_raise(existing, user=user, token=token, amount=amount)
+
+
+def _withdrawal_same_or_raise(
+    withdrawal: Withdrawal, *, token: Token, amount: Decimal, address: str
+) -> Withdrawal:
+    if (withdrawal.token_id, withdrawal.amount, withdrawal.address) == (
+        token.pk,
+        amount,
+        address,
+    ):
+        return withdrawal
+    raise DuplicateReference(
+        f"Withdrawal reference {withdrawal.reference!r} is already used by a "
+        "different request."
+    )
+
+
+@exact
+def withdrawal_request(
+    *,
+    user: AbstractBaseUser,
+    token: Token,
+    amount: Decimal,
+    address: str,
+    reference: str,
+) -> Withdrawal:
+    """Ask to send coins out; the amount stays locked until staff decide.
+
+    ``reference`` is the user's idempotency key, unique per user: an identical
+    repeat returns the first request, a different one raises
+    ``DuplicateReference``.
+    """
+    amount = _amount_check(amount, name="amount", step=unit(token.decimals))
+    reference = _reference_check(reference)
+    if not isinstance(address, str) or not 0 < len(address.strip()) <= 255:
+        raise InvalidAddress()
+    address = address.strip()
+    try:
+        with transaction.atomic(durable=True):
+            existing = Withdrawal.objects.filter(user=user, reference=reference)
+            if (found := existing.first()) is not None:
+                return _withdrawal_same_or_raise(
+                    found, token=token, amount=amount, address=address
+                )
+            balances = balances_lock(user_ids=[user.pk], token_ids=[token.pk])
+            _balance_require(balances[(user.pk, token.pk)], amount, token)
+            withdrawal = Withdrawal.objects.create(
+                user=user,
+                token=token,
+                amount=amount,
+                address=address,
+                reference=reference,
+            )
+            journal = _Journal(balances=balances)
+            journal.move(
+                token_id=token.pk,
+                amount=amount,
+                source=_available(user.pk),
+                target=_locked(user.pk),
+            )
+            journal.write(
+                kind=LedgerTransaction.Kind.WITHDRAWAL_REQUEST, withdrawal=withdrawal
+            )
+            return withdrawal
+    except IntegrityError:
+        found = Withdrawal.objects.filter(user=user, reference=reference).first()
+        if found is None:
+            raise
+        return _withdrawal_same_or_raise(
+            found, token=token, amount=amount, address=address
+        )
+
+
+def _withdrawal_decide(*, withdrawal: Withdrawal, approve: bool) -> Withdrawal:
+    with transaction.atomic(durable=True):
+        withdrawal = withdrawal_lock(withdrawal_id=withdrawal.pk)
+        if withdrawal.status != Withdrawal.Status.PENDING:
+            raise WithdrawalNotPending(
+                f"Withdrawal {withdrawal.reference!r} is already "
+                f"{withdrawal.get_status_display().lower()}."
+            )
+        user_id, token_id = withdrawal.user_id, withdrawal.token_id
+        journal = _Journal(
+            balances=balances_lock(user_ids=[user_id], token_ids=[token_id])
+        )
+        journal.move(
+            token_id=token_id,
+            amount=withdrawal.amount,
+            source=_locked(user_id),
+            target=_CUSTODY if approve else _available(user_id),
+        )
+        withdrawal.status = (
+            Withdrawal.Status.APPROVED if approve else Withdrawal.Status.REJECTED
+        )
+        withdrawal.decided_at = timezone.now()
+        withdrawal.save(update_fields=["status", "decided_at"])
+        journal.write(
+            kind=LedgerTransaction.Kind.WITHDRAWAL_APPROVE
+            if approve
+            else LedgerTransaction.Kind.WITHDRAWAL_REJECT,
+            withdrawal=withdrawal,
+        )
+        return withdrawal
+
+
+@exact
+def withdrawal_approve(*, withdrawal: Withdrawal) -> Withdrawal:
+    """The coins were sent: the locked amount leaves the user's balance."""
+    return _withdrawal_decide(withdrawal=withdrawal, approve=True)
+
+
+@exact
+def withdrawal_reject(*, withdrawal: Withdrawal) -> Withdrawal:
+    """Refuse the request: the locked amount becomes available again."""
+    return _withdrawal_decide(withdrawal=withdrawal, approve=False)
+
+
+# -- Markets ----------------------------------------------------------------
+
+
+def market_create(
+    *,
+    base: Token,
+    quote: Token,
+    price_step: Decimal,
+    amount_step: Decimal,
+    min_notional: Decimal = ZERO,
+    maker_fee: Decimal = ZERO,
+    taker_fee: Decimal = ZERO,
+    status: str = Market.Status.OPEN,
+) -> Market:
+    """List a market; raises ``ValidationError`` for steps the tokens cannot hold."""
+    market = Market(
+        base=base,
+        quote=quote,
+        symbol=Market.symbol_for(base, quote),
+        price_step=price_step,
+        amount_step=amount_step,
+        min_notional=min_notional,
+        maker_fee=maker_fee,
+        taker_fee=taker_fee,
+        status=status,
+    )
+    market.full_clean()
+    market.save()
+    return market
+
+
+# -- Orders -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _OrderRequest:
+    market_id: int
+    side: str
+    type: str
+    quantity: Decimal
+    price: Decimal | None
+    time_in_force: str
+    post_only: bool
+
+    def matches(self, order: Order) -> bool:
+        return (
+            order.market_id == self.market_id
+            and order.side == self.side
+            and order.type == self.type
+            and order.quantity == self.quantity
+            and order.price == self.price
+            and order.time_in_force == self.time_in_force
+            and order.post_only == self.post_only
+        )
+
+
+def _options_check(
+    *, side: str, type: str, price: object, time_in_force: str, post_only: bool
+) -> str:
+    """Check the order's options; return the time in force it will have."""
+    if side not in Side.values:
+        raise InvalidOrder(f"The side must be buy or sell, not {side!r}.")
+    if type not in OrderType.values:
+        raise InvalidOrder(f"The type must be limit or market, not {type!r}.")
+    if time_in_force not in TimeInForce.values:
+        raise InvalidOrder(
+            f"The time in force must be GTC, IOC or FOK, not {time_in_force!r}."
+        )
+    if type == OrderType.LIMIT and price is None:
+        raise InvalidOrder("A limit order needs a price.")
+    if type == OrderType.MARKET:
+        if price is not None:
+            raise InvalidOrder("A market order takes no price.")
+        if post_only:
+            raise InvalidOrder("A market order cannot be post-only.")
+        return TimeInForce.FOK if time_in_force == TimeInForce.FOK else TimeInForce.IOC
+    if post_only and time_in_force != TimeInForce.GTC:
+        raise InvalidOrder("A post-only order must be good till cancelled.")
+    return time_in_force
+
+
+def _book_opposite(*, market: Market, side: str, price: Decimal | None):
+    """The resting orders an incoming order on ``side`` may trade with, in
+    matching priority (best price first, then oldest)."""
+    book = Order.objects.filter(market=market, status=Order.Status.OPEN)
+    if side == Side.BUY:
+        book = book.filter(side=Side.SELL).order_by("price", "pk")
+        return book if price is None else book.filter(price__lte=price)
+    book = book.filter(side=Side.BUY).order_by("-price", "pk")
+    return book if price is None else book.filter(price__gte=price)
+
+
+@dataclass
+class _Plan:
+    fills: list[tuple[Order, Decimal]]
+    self_trade: bool
+    filled: Decimal
+    notional: Decimal
+
+
+def _plan(*, market: Market, user_id: int, request: _OrderRequest) -> _Plan:
+    """Walk the book as matching will, without writing anything.
+
+    The market row is locked, so the book cannot change before the plan is
+    carried out.
+    """
+    fills: list[tuple[Order, Decimal]] = []
+    remaining, notional, self_trade = request.quantity, ZERO, False
+    book = _book_opposite(market=market, side=request.side, price=request.price)
+    for maker in book.iterator(chunk_size=100):
+        if maker.user_id == user_id:
+            self_trade = True
+            break
+        quantity = min(remaining, maker.remaining)
+        fills.append((maker, quantity))
+        remaining -= quantity
+        notional += maker.price * quantity
+        if remaining == 0:
+            break
+    return _Plan(
+        fills=fills,
+        self_trade=self_trade,
+        filled=request.quantity - remaining,
+        notional=notional,
+    )
+
+
+def _client_order_existing(
+    *, user: AbstractBaseUser, client_order_id: str, request: _OrderRequest
+) -> Order | None:
+    """The order an identical repeat returns; raises for a clash with an open one."""
+    latest = (
+        Order.objects.filter(user=user, client_order_id=client_order_id)
+        .order_by("-pk")
+        .first()
+    )
+    if latest is None:
+        return None
+    if request.matches(latest):
+        return latest
+    if latest.is_open:
+        raise DuplicateClientOrderId(
+            f"Open order #{latest.pk} already uses client order id {client_order_id!r}."
+        )
+    return None
+
+
+@exact
+def order_place(
+    *,
+    user: AbstractBaseUser,
+    market: Market,
+    side: str,
+    type: str,
+    quantity: Decimal,
+    price: Decimal | None = None,
+    time_in_force: str = "GTC",
+    post_only: bool = False,
+    client_order_id: str | None = None,
+) -> Order:
+    """Place an order and match it at once; return it as it stands afterwards.
+
+    See the module docstring for the rules (market orders, fees, self-trade
+    prevention, client order ids).
+    """
+    time_in_force = _options_check(
+        side=side,
+        type=type,
+        price=price,
+        time_in_force=time_in_force,
+        post_only=post_only,
+    )
+    if client_order_id is not None and not (
+        isinstance(client_order_id, str) and 0 < len(client_order_id) <= 64
+    ):
+        raise InvalidOrder("A client order id has 1 to 64 characters.")
+    quantity = _positive_check(quantity, name="quantity")
+    if price is not None:
+        price = _positive_check(price, name="price")
+        if price * quantity >= AMOUNT_LIMIT:
+            raise InvalidAmount("The order's value is too large.")
+    request = _OrderRequest(
+        market_id=market.pk,
+        side=side,
+        type=type,
+        quantity=quantity,
+        price=price,
+        time_in_force=time_in_force,
+        post_only=post_only,
+    )
+    try:
+        with transaction.atomic(durable=True):
+            return _order_place_locked(
+                user=user, request=request, client_order_id=client_order_id
+            )
+    except IntegrityError:
+        # The same client order id was placed concurrently on another market.
+        if client_order_id is None:
+            raise
+        existing = _client_order_existing(
+            user=user, client_order_id=client_order_id, request=request
+        )
+        if existing is None:
+            raise
+        return existing
+
+
+def _order_place_locked(
+    *, user: AbstractBaseUser, request: _OrderRequest, client_order_id: str | None
+) -> Order:
+    # Steps are read from the locked row: staff may change them at any time.
+    market = market_lock(market_id=request.market_id)
+    if market.status != Market.Status.OPEN or not (
+        market.base.is_active and market.quote.is_active
+    ):
+        raise MarketClosed(f"The {market.symbol} market does not accept orders now.")
+    quantity, price = request.quantity, request.price
+    if price is not None:
+        _step_check(price, name="price", step=market.price_step)
+    _step_check(quantity, name="quantity", step=market.amount_step)
+    if price is not None and price * quantity < market.min_notional:
+        raise BelowMinNotional(
+            f"The order is worth {plain(price * quantity)} "
+            f"{market.quote.symbol}; the minimum is {plain(market.min_notional)}."
+        )
+    if client_order_id is not None:
+        existing = _client_order_existing(
+            user=user, client_order_id=client_order_id, request=request
+        )
+        if existing is not None:
+            return existing
+    if (
+        request.post_only
+        and _book_opposite(market=market, side=request.side, price=price).exists()
+    ):
+        raise PostOnlyWouldTake(
+            f"A resting order crosses {plain(price)}; the post-only order "
+            "would trade at once."
+        )
+    plan = _plan(market=market, user_id=user.pk, request=request)
+    if request.time_in_force == TimeInForce.FOK and plan.filled < quantity:
+        raise FillOrKillNotFilled(
+            f"Only {plain(plan.filled)} of {plain(quantity)} "
+            f"{market.base.symbol} can be filled at once."
+        )
+    if request.type == OrderType.MARKET and plan.notional < market.min_notional:
+        raise BelowMinNotional(
+            f"The order would trade {plain(plan.notional)} "
+            f"{market.quote.symbol}; the minimum is {plain(market.min_notional)}."
+        )
+    buying = request.side == Side.BUY
+    if not buying:
+        lock_token, to_lock = market.base, quantity
+    elif price is not None:
+        lock_token, to_lock = market.quote, price * quantity
+    else:
+        lock_token, to_lock = market.quote, plan.notional
+
+    user_ids = {user.pk} | {maker.user_id for maker, _ in plan.fills}
+    balances = balances_lock(
+        user_ids=user_ids, token_ids=[market.base_id, market.quote_id]
+    )
+    _balance_require(balances[(user.pk, lock_token.pk)], to_lock, lock_token)
+
+    # Saved once its outcome is known: only a resting order may be open.
+    order = Order(
+        user=user,
+        market=market,
+        side=request.side,
+        type=request.type,
+        time_in_force=request.time_in_force,
+        post_only=request.post_only,
+        client_order_id=client_order_id or "",
+        price=price,
+        quantity=quantity,
+        locked=to_lock,
+    )
+    journal = _Journal(balances=balances)
+    journal.move(
+        token_id=lock_token.pk,
+        amount=to_lock,
+        source=_available(user.pk),
+        target=_locked(user.pk),
+    )
+    trades = [
+        _fill(journal=journal, market=market, taker=order, maker=maker, quantity=q)
+        for maker, q in plan.fills
+    ]
+
+    if order.remaining == 0:
+        order.status = Order.Status.FILLED
+        keep = ZERO
+    elif plan.self_trade or request.time_in_force != TimeInForce.GTC:
+        order.status = Order.Status.CANCELLED
+        order.cancel_reason = (
+            Order.CancelReason.SELF_TRADE
+            if plan.self_trade
+            else Order.CancelReason.UNFILLED
+        )
+        keep = ZERO
+    else:
+        keep = price * order.remaining if buying else order.remaining
+    # A buy that traded below its limit price gets the difference back now.
+    journal.move(
+        token_id=lock_token.pk,
+        amount=order.locked - keep,
+        source=_locked(user.pk),
+        target=_available(user.pk),
+    )
+    order.locked = keep
+    order.save(force_insert=True)
+    makers = [maker for maker, _ in plan.fills]
+    if makers:
+        now = timezone.now()
+        for maker in makers:
+            maker.updated_at = now
+        Order.objects.bulk_update(
+            makers,
+            [
+                "filled_quantity",
+                "executed_value",
+                "fee",
+                "locked",
+                "status",
+                "updated_at",
+            ],
+        )
+        Trade.objects.bulk_create(trades)
+    journal.write(kind=LedgerTransaction.Kind.ORDER_PLACE, order=order)
+    return order
+
+
+def _fill(
+    *, journal: _Journal, market: Market, taker: Order, maker: Order, quantity: Decimal
+) -> Trade:
+    """Exchange ``quantity`` base between the two orders at the maker's price."""
+    price = maker.price
+    quote_amount = price * quantity
+    buyer, seller = (taker, maker) if taker.side == Side.BUY else (maker, taker)
+    taker_rate, maker_rate = market.taker_fee, market.maker_fee
+    buyer_rate = taker_rate if buyer is taker else maker_rate
+    seller_rate = taker_rate if seller is taker else maker_rate
+    base_unit, quote_unit = unit(market.base.decimals), unit(market.quote.decimals)
+    buyer_fee = fee_for(quantity, rate=buyer_rate, token_unit=base_unit)
+    seller_fee = fee_for(quote_amount, rate=seller_rate, token_unit=quote_unit)
+
+    base_id, quote_id = market.base_id, market.quote_id
+    journal.move(
+        token_id=base_id,
+        amount=quantity - buyer_fee,
+        source=_locked(seller.user_id),
+        target=_available(buyer.user_id),
+    )
+    journal.move(
+        token_id=base_id,
+        amount=buyer_fee,
+        source=_locked(seller.user_id),
+        target=_FEES,
+    )
+    journal.move(
+        token_id=quote_id,
+        amount=quote_amount - seller_fee,
+        source=_locked(buyer.user_id),
+        target=_available(seller.user_id),
+    )
+    journal.move(
+        token_id=quote_id,
+        amount=seller_fee,
+        source=_locked(buyer.user_id),
+        target=_FEES,
+    )
+    for order, fee in ((buyer, buyer_fee), (seller, seller_fee)):
+        order.filled_quantity += quantity
+        order.executed_value += quote_amount
+        order.fee += fee
+        order.locked -= quote_amount if order is buyer else quantity
+    if maker.remaining == 0:
+        maker.status = Order.Status.FILLED
+    return Trade(
+        market=market,
+        maker_order=maker,
+        taker_order=taker,
+        taker_side=taker.side,
+        price=price,
+        quantity=quantity,
+        quote_amount=quote_amount,
+        maker_fee=buyer_fee if maker is buyer else seller_fee,
+        taker_fee=buyer_fee if taker is buyer else seller_fee,
+    )
+
+
+@exact
+def order_cancel(*, user: AbstractBaseUser, order: Order) -> Order:
+    """Cancel an open order of ``user`` and release exactly what it still locks.
+
+    Allowed on a halted market too: users can always take their funds back.
+    """
+    with transaction.atomic(durable=True):
+        market = market_lock(market_id=order.market_id)
+        order = Order.objects.filter(pk=order.pk, user_id=user.pk).first()
+        if order is None:
+            raise OrderNotFound()
+        if not order.is_open:
+            raise OrderNotOpen(f"Order #{order.pk} is already {order.status}.")
+        token_id = market.quote_id if order.side == Side.BUY else market.base_id
+        journal = _Journal(
+            balances=balances_lock(user_ids=[user.pk], token_ids=[token_id])
+        )
+        journal.move(
+            token_id=token_id,
+            amount=order.locked,
+            source=_locked(user.pk),
+            target=_available(user.pk),
+        )
+        order.status = Order.Status.CANCELLED
+        order.cancel_reason = Order.CancelReason.USER
+        order.locked = ZERO
+        order.save(update_fields=["status", "cancel_reason", "locked", "updated_at"])
+        journal.write(kind=LedgerTransaction.Kind.ORDER_CANCEL, order=order)
+        return order

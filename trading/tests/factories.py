@@ -1,0 +1,81 @@
+"""Small helpers that build test data through the real services."""
+
+from __future__ import annotations
+
+import itertools
+from decimal import Decimal
+
+from django.contrib.auth import get_user_model
+
+from tokens.models import Token
+from tokens.services import token_create
+from trading.models import Balance, LedgerEntry, Market, Order
+from trading.services import deposit_credit, market_create, order_place
+
+_references = itertools.count(1)
+
+
+def user_make(username: str):
+    # No password: hashing one costs a quarter of a second per user.
+    return get_user_model().objects.create_user(username)
+
+
+def token_make(symbol: str, *, decimals: int = 8) -> Token:
+    return token_create(name=f"{symbol} token", symbol=symbol, decimals=decimals)
+
+
+def market_make(base: Token, quote: Token, **options) -> Market:
+    settings = {
+        "price_step": Decimal("0.01"),
+        "amount_step": Decimal("0.0001"),
+        "min_notional": Decimal("1"),
+        "maker_fee": Decimal("0.001"),
+        "taker_fee": Decimal("0.002"),
+        **options,
+    }
+    return market_create(base=base, quote=quote, **settings)
+
+
+def fund(user, token: Token, amount: str | Decimal):
+    return deposit_credit(
+        user=user,
+        token=token,
+        amount=Decimal(amount),
+        reference=f"test-deposit-{next(_references)}",
+    )
+
+
+def balance(user, token: Token) -> tuple[Decimal, Decimal]:
+    """(available, locked); zero for a user who never held the token."""
+    row = Balance.objects.filter(user=user, token=token).first()
+    if row is None:
+        return Decimal(0), Decimal(0)
+    return row.available, row.locked
+
+
+def fees(token: Token) -> Decimal:
+    """The fee account's balance, summed from the ledger."""
+    amounts = LedgerEntry.objects.filter(
+        token=token, account=LedgerEntry.Account.FEES
+    ).values_list("amount", flat=True)
+    return sum(amounts, Decimal(0))
+
+
+def buy(user, market: Market, quantity: str, price: str | None = None, **options):
+    return _place(user, market, Order.Side.BUY, quantity, price, **options)
+
+
+def sell(user, market: Market, quantity: str, price: str | None = None, **options):
+    return _place(user, market, Order.Side.SELL, quantity, price, **options)
+
+
+def _place(user, market, side, quantity, price, **options) -> Order:
+    return order_place(
+        user=user,
+        market=market,
+        side=side,
+        type=Order.Type.LIMIT if price is not None else Order.Type.MARKET,
+        quantity=Decimal(quantity),
+        price=Decimal(price) if price is not None else None,
+        **options,
+    )

@@ -1,0 +1,264 @@
+"""Several app servers at once: real threads on PostgreSQL, released together.
+
+Each thread has its own database connection, as each app server would; they
+start at the same instant from a barrier. Afterwards the ledger invariants are
+checked (also by the autouse fixture).
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from decimal import Decimal as D
+
+import pytest
+from django.db import connection
+
+from trading.exceptions import (
+    InsufficientBalance,
+    OrderNotOpen,
+    TradingError,
+)
+from trading.invariants import ledger_problems
+from trading.models import Deposit, Order, Trade, Withdrawal
+from trading.services import (
+    deposit_credit,
+    order_cancel,
+    order_place,
+    withdrawal_request,
+)
+from trading.tests.factories import (
+    balance,
+    buy,
+    fees,
+    fund,
+    market_make,
+    sell,
+    token_make,
+    user_make,
+)
+
+pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
+
+
+def run_together(*calls) -> list[tuple[str, object]]:
+    """Run each call in its own thread, all released at once by a barrier.
+
+    Returns ("ok", result) or ("error", exception) per call, in order.
+    """
+    barrier = threading.Barrier(len(calls))
+    results: list[tuple[str, object] | None] = [None] * len(calls)
+
+    def work(index: int, call) -> None:
+        try:
+            barrier.wait(timeout=30)
+            results[index] = ("ok", call())
+        except Exception as error:  # reported to the test, which fails on it
+            results[index] = ("error", error)
+        finally:
+            connection.close()
+
+    threads = [
+        threading.Thread(target=work, args=(index, call))
+        for index, call in enumerate(calls)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not any(thread.is_alive() for thread in threads), "a thread hung"
+    return results
+
+
+def test_many_traders_on_two_markets_never_deadlock_and_keep_the_books_exact():
+    usdt = token_make("USDT", decimals=6)
+    markets = [
+        market_make(token_make("BTC", decimals=8), usdt),
+        market_make(token_make("ETH", decimals=8), usdt),
+    ]
+    traders = [user_make(f"trader{i}") for i in range(12)]
+    base_holders = {market.pk: traders[i % 2 :: 2] for i, market in enumerate(markets)}
+    for trader in traders:
+        fund(trader, usdt, "100000")
+    for market in markets:
+        # The others get their balance rows of this base when they first buy,
+        # while other threads trade: rows are created under concurrency too.
+        for trader in base_holders[market.pk]:
+            fund(trader, market.base, "100")
+
+    def session(trader, seed: int) -> list[str]:
+        rng = random.Random(seed)  # noqa: S311 - reproducible, not secret
+        mine: list[Order] = []
+        refusals = []
+        for _ in range(40):
+            market = rng.choice(markets)
+            try:
+                if mine and rng.random() < 0.2:
+                    order_cancel(user=trader, order=mine.pop(rng.randrange(len(mine))))
+                    continue
+                market_order = rng.random() < 0.15
+                order = order_place(
+                    user=trader,
+                    market=market,
+                    side=rng.choice(["buy", "sell"]),
+                    type="market" if market_order else "limit",
+                    quantity=D(rng.randint(1, 200)) / 100,
+                    price=None if market_order else D(rng.randint(95, 105)),
+                    time_in_force=rng.choice(["GTC", "GTC", "IOC"]),
+                )
+                if order.is_open:
+                    mine.append(order)
+            except TradingError as refused:
+                # Losing a race is fine (the order filled before its cancel);
+                # anything else, a deadlock above all, fails the test.
+                refusals.append(refused.code)
+        return refusals
+
+    results = run_together(
+        *[
+            (lambda trader=trader, seed=seed: session(trader, seed))
+            for seed, trader in enumerate(traders)
+        ]
+    )
+
+    errors = [value for status, value in results if status == "error"]
+    assert errors == []
+    refusals = {code for _, codes in results for code in codes}
+    assert refusals <= {"order_not_open", "insufficient_balance", "below_min_notional"}
+    assert Trade.objects.count() > 50
+    assert ledger_problems() == []
+    for market in markets:
+        bids = Order.objects.filter(market=market, status="open", side="buy")
+        asks = Order.objects.filter(market=market, status="open", side="sell")
+        best_bid = max(bids.values_list("price", flat=True), default=D(0))
+        best_ask = min(asks.values_list("price", flat=True), default=D(10**9))
+        assert best_bid < best_ask
+    # Nothing was created or lost: every coin is with a trader or in fees.
+    total_usdt = sum(sum(balance(trader, usdt)) for trader in traders) + fees(usdt)
+    assert total_usdt == D("100000") * len(traders)
+    for market in markets:
+        held = sum(sum(balance(trader, market.base)) for trader in traders)
+        assert held + fees(market.base) == D("100") * len(base_holders[market.pk])
+
+
+def test_concurrent_withdrawals_of_the_full_balance_let_exactly_one_through():
+    btc = token_make("BTC", decimals=8)
+    alice = user_make("alice")
+    fund(alice, btc, "1.5")
+
+    results = run_together(
+        *[
+            (
+                lambda n=n: withdrawal_request(
+                    user=alice,
+                    token=btc,
+                    amount=D("1.5"),
+                    address="bc1q-address",
+                    reference=f"w-{n}",
+                )
+            )
+            for n in range(10)
+        ]
+    )
+
+    succeeded = [value for status, value in results if status == "ok"]
+    refused = [value for status, value in results if status == "error"]
+    assert len(succeeded) == 1
+    assert len(refused) == 9
+    assert all(isinstance(error, InsufficientBalance) for error in refused)
+    assert Withdrawal.objects.count() == 1
+    assert balance(alice, btc) == (D("0"), D("1.5"))
+
+
+def test_concurrent_credits_of_one_deposit_reference_count_once():
+    btc = token_make("BTC", decimals=8)
+    alice = user_make("alice")
+
+    results = run_together(
+        *[
+            (
+                lambda: deposit_credit(
+                    user=alice, token=btc, amount=D("2"), reference="tx-abc"
+                )
+            )
+            for _ in range(8)
+        ]
+    )
+
+    assert [status for status, _ in results] == ["ok"] * 8
+    assert len({deposit.pk for _, deposit in results}) == 1
+    assert Deposit.objects.count() == 1
+    assert balance(alice, btc) == (D("2"), D("0"))
+
+
+def test_concurrent_repeats_of_a_client_order_id_place_one_order():
+    btc, usdt = token_make("BTC", decimals=8), token_make("USDT", decimals=6)
+    markets = [market_make(btc, usdt), market_make(token_make("ETH"), usdt)]
+    alice = user_make("alice")
+    fund(alice, usdt, "1000")
+
+    results = run_together(
+        *[
+            (
+                lambda market=market: buy(
+                    alice, market, "1", "100", client_order_id="bot-7"
+                )
+            )
+            for market in markets * 4
+        ]
+    )
+
+    placed = [value for status, value in results if status == "ok"]
+    assert Order.objects.count() == 1
+    # The repeats on the same market return it; those on the other market
+    # clash with it while it is open.
+    assert {order.pk for order in placed} == {Order.objects.get().pk}
+    for status, value in results:
+        assert status == "ok" or value.code == "duplicate_client_order_id"
+    assert balance(alice, usdt) == (D("900"), D("100"))
+
+
+def test_a_cancel_racing_a_fill_ends_cancelled_or_filled_never_both():
+    btc, usdt = token_make("BTC", decimals=8), token_make("USDT", decimals=6)
+    market = market_make(btc, usdt)
+    maker, taker = user_make("maker"), user_make("taker")
+    rounds = 12
+    fund(maker, btc, str(rounds))
+    fund(taker, usdt, str(100 * rounds))
+
+    for _ in range(rounds):
+        resting = sell(maker, market, "1", "100")
+        maker_before = balance(maker, btc), balance(maker, usdt)
+        taker_before = balance(taker, btc), balance(taker, usdt)
+
+        cancelled, taken = run_together(
+            lambda resting=resting: order_cancel(user=maker, order=resting),
+            lambda: buy(taker, market, "1", "100", time_in_force="IOC"),
+        )
+
+        resting.refresh_from_db()
+        taker_order = taken[1]
+        assert taken[0] == "ok"
+        fills = Trade.objects.filter(maker_order=resting).count()
+        if resting.status == Order.Status.FILLED:
+            assert fills == 1
+            assert cancelled[0] == "error"
+            assert isinstance(cancelled[1], OrderNotOpen)
+            assert taker_order.status == Order.Status.FILLED
+            # The maker sold 1 BTC for 100 USDT less 0.1 %; the taker bought
+            # it for 100 USDT and received 1 BTC less 0.2 %.
+            assert balance(maker, btc) == (maker_before[0][0], D("0"))
+            assert balance(maker, usdt)[0] == maker_before[1][0] + D("99.9")
+            assert balance(taker, btc)[0] == taker_before[0][0] + D("0.998")
+            assert balance(taker, usdt)[0] == taker_before[1][0] - D("100")
+        else:
+            assert resting.status == Order.Status.CANCELLED
+            assert fills == 0
+            assert cancelled[0] == "ok"
+            assert (taker_order.status, taker_order.filled_quantity) == (
+                Order.Status.CANCELLED,
+                D("0"),
+            )
+            assert balance(maker, btc) == (maker_before[0][0] + D("1"), D("0"))
+            assert balance(taker, usdt) == taker_before[1]
+        assert ledger_problems() == []

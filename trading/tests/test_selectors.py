@@ -1,0 +1,173 @@
+"""Reads: the book by price level, trades, open orders, balances, candles."""
+
+from datetime import UTC, datetime
+from decimal import Decimal as D
+
+import pytest
+
+from trading.models import Market, Order, Trade
+from trading.selectors import (
+    balances_for_user,
+    candles,
+    market_get,
+    order_book,
+    orders_open,
+    trades_recent,
+)
+from trading.services import order_cancel
+from trading.tests.factories import buy, sell
+
+pytestmark = pytest.mark.django_db
+
+
+def test_a_market_is_found_by_its_symbol(market):
+    assert market.symbol == "BTC-USDT"
+    assert market_get(symbol="btc-usdt") == market
+    with pytest.raises(Market.DoesNotExist):
+        market_get(symbol="USDT-BTC")
+
+
+def test_the_book_sums_remaining_quantities_per_price_best_first(
+    market, alice, bob, carol, funded, django_assert_num_queries
+):
+    buy(alice, market, "1", "99")
+    buy(bob, market, "2", "99")
+    buy(alice, market, "0.5", "98.5")
+    cancelled = buy(carol, market, "7", "99")
+    order_cancel(user=carol, order=cancelled)
+    sell(alice, market, "1", "101")
+    sell(bob, market, "0.4", "100.5")
+    sell(carol, market, "3", "99")  # takes 1 + 2 at 99; nothing of it rests
+
+    with django_assert_num_queries(2):
+        book = order_book(market=market)
+
+    assert [(level.price, level.quantity) for level in book.bids] == [
+        (D("98.5"), D("0.5"))
+    ]
+    assert [(level.price, level.quantity) for level in book.asks] == [
+        (D("100.5"), D("0.4")),
+        (D("101"), D("1")),
+    ]
+
+
+def test_the_book_shows_partly_filled_orders_by_their_remainder(
+    market, alice, bob, funded
+):
+    buy(alice, market, "1", "99")
+    buy(alice, market, "1", "98")
+    sell(bob, market, "0.3", "99")
+
+    book = order_book(market=market, depth=1)
+
+    assert [(level.price, level.quantity) for level in book.bids] == [
+        (D("99"), D("0.7"))
+    ]
+    assert book.asks == []
+
+
+def test_recent_trades_come_newest_first(
+    market, alice, bob, funded, django_assert_num_queries
+):
+    for price in ["100", "101", "102"]:
+        sell(alice, market, "0.1", price)
+        buy(bob, market, "0.1", price)
+
+    with django_assert_num_queries(1):
+        latest = trades_recent(market=market, limit=2)
+
+    assert [trade.price for trade in latest] == [D("102"), D("101")]
+
+
+def test_open_orders_are_the_users_own_resting_ones(
+    market, btc, alice, bob, funded, django_assert_num_queries
+):
+    mine = buy(alice, market, "1", "99")
+    done = buy(alice, market, "1", "98")
+    order_cancel(user=alice, order=done)
+    buy(bob, market, "1", "97")
+
+    with django_assert_num_queries(1):
+        orders = [(o.pk, o.market.base.symbol) for o in orders_open(user=alice)]
+
+    assert orders == [(mine.pk, "BTC")]
+    assert list(orders_open(user=alice, market=market)) == [mine]
+
+
+def test_balances_come_with_their_tokens_in_one_query(
+    alice, btc, usdt, funded, django_assert_num_queries
+):
+    with django_assert_num_queries(1):
+        rows = [(b.token.symbol, b.available) for b in balances_for_user(user=alice)]
+
+    assert rows == [("BTC", D("10")), ("USDT", D("10000"))]
+
+
+@pytest.fixture
+def four_trades(market, alice, bob, funded):
+    """Trades at 10:00:10, 10:00:50, 10:01:30 and 10:07:00 UTC."""
+    times = ["10:00:10", "10:00:50", "10:01:30", "10:07:00"]
+    for (price, quantity), time in zip(
+        [("100", "0.1"), ("102", "0.2"), ("99", "0.3"), ("101", "0.4")],
+        times,
+        strict=True,
+    ):
+        sell(alice, market, quantity, price)
+        taker = buy(bob, market, quantity, price)
+        hour, minute, second = map(int, time.split(":"))
+        Trade.objects.filter(taker_order=taker).update(
+            created_at=datetime(2026, 1, 5, hour, minute, second, tzinfo=UTC)
+        )
+    assert not Order.objects.filter(status="open").exists()
+
+
+NOW = datetime(2026, 1, 5, 10, 8, tzinfo=UTC)
+
+
+def ohlcv(candle) -> tuple:
+    return (
+        candle.start.strftime("%H:%M"),
+        candle.open,
+        candle.high,
+        candle.low,
+        candle.close,
+        candle.volume,
+    )
+
+
+@pytest.mark.parametrize(
+    ("interval", "expected"),
+    [
+        (
+            "1m",
+            [
+                ("10:00", D(100), D(102), D(100), D(102), D("0.3")),
+                ("10:01", D(99), D(99), D(99), D(99), D("0.3")),
+                ("10:07", D(101), D(101), D(101), D(101), D("0.4")),
+            ],
+        ),
+        (
+            "5m",
+            [
+                ("10:00", D(100), D(102), D(99), D(99), D("0.6")),
+                ("10:05", D(101), D(101), D(101), D(101), D("0.4")),
+            ],
+        ),
+        ("1h", [("10:00", D(100), D(102), D(99), D(101), D("1.0"))]),
+        ("1d", [("00:00", D(100), D(102), D(99), D(101), D("1.0"))]),
+    ],
+)
+def test_candles_are_built_from_trades(
+    market, four_trades, interval, expected, django_assert_num_queries
+):
+    with django_assert_num_queries(1):
+        built = candles(market=market, interval=interval, now=NOW)
+
+    assert [ohlcv(candle) for candle in built] == expected
+
+
+def test_candles_cover_only_the_last_intervals_asked_for(market, four_trades):
+    built = candles(market=market, interval="1m", limit=3, now=NOW)
+
+    # 10:06 to 10:08: only the trade at 10:07.
+    assert [ohlcv(candle)[0] for candle in built] == ["10:07"]
