@@ -53,9 +53,10 @@ format: dev
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-## bench: storage and image benchmarks, written to docs/PERFORMANCE.md
+## bench: storage, image and page benchmarks, written to docs/PERFORMANCE.md
 bench: dev
 	$(NO_ENV_FILE) $(BIN)/python -m bench.run
+	$(NO_ENV_FILE) $(BIN)/python -m bench.pages
 
 ## s3: a local S3 server (SeaweedFS) on 127.0.0.1:9000, keys minioadmin/minioadmin
 s3: dev

@@ -78,8 +78,34 @@ def media_root(settings, tmp_path):
 
 
 @pytest.fixture
-def bucket_name() -> str:
-    return f"test-{uuid.uuid4().hex[:12]}"
+def bucket_name(s3_server) -> str:
+    name = f"test-{uuid.uuid4().hex[:12]}"
+    yield name
+    _bucket_remove(s3_server, name)
+
+
+def _bucket_remove(server, name: str) -> None:
+    """Drop a test's bucket and its objects, so the server's volumes are freed."""
+    from minio import Minio
+    from minio.deleteobjects import DeleteObject
+
+    client = Minio(
+        endpoint=server.endpoint,
+        access_key=S3_ACCESS_KEY,
+        secret_key=S3_SECRET_KEY,
+        secure=False,
+        region="us-east-1",
+    )
+    if not client.bucket_exists(bucket_name=name):
+        return
+    objects = client.list_objects(bucket_name=name, recursive=True)
+    errors = client.remove_objects(
+        bucket_name=name,
+        delete_object_list=(DeleteObject(obj.object_name) for obj in objects),
+    )
+    for error in errors:
+        raise AssertionError(f"could not delete {error}")
+    client.remove_bucket(bucket_name=name)
 
 
 @pytest.fixture

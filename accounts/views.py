@@ -9,6 +9,8 @@ from accounts.forms import AvatarForm, SignUpForm
 from accounts.selectors import profile_for_user
 from accounts.services import avatar_remove, avatar_replace
 from storage.exceptions import StorageUnavailable
+from trading.api.forms import ApiKeyCreateForm
+from trading.api_keys import api_keys_for_user
 
 STORAGE_DOWN_MESSAGE = (
     "Your picture could not be saved because file storage is unavailable right "
@@ -58,7 +60,12 @@ def profile(request: HttpRequest) -> HttpResponse:
     return render(
         request,
         "accounts/profile.html",
-        {"profile": user_profile, "form": form},
+        {
+            "profile": user_profile,
+            "form": form,
+            "api_keys": api_keys_for_user(user=request.user),
+            "api_key_form": ApiKeyCreateForm(),
+        },
         status=status,
     )
 

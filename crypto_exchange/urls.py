@@ -11,6 +11,8 @@ urlpatterns = [
     path("", home, name="home"),
     path("accounts/", include("accounts.urls")),
     path("tokens/", include("tokens.urls")),
+    path("api/", include("trading.api.urls")),
+    path("", include("trading.urls")),
     path("admin/", admin.site.urls),
     # Answers only when settings.MEDIA_SERVE is on (development, MinIO proxy).
     path("media/", include("storage.urls")),

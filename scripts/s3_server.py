@@ -141,6 +141,9 @@ def start(
         # Like MinIO and AWS, refuse writes to a missing bucket instead of
         # creating it on the fly, so the storage's own bucket creation is tested.
         "-s3.autoCreateBucket=false",
+        # Every bucket is a collection with volumes of its own; small volumes
+        # let a test run create hundreds of buckets on an ordinary disk.
+        "-master.volumeSizeLimitMB=64",
         "-admin.ui=false",
         "-s3.port.iceberg=0",
         "-s3.port.lance=0",

@@ -3,6 +3,7 @@ from django.shortcuts import get_object_or_404, render
 
 from tokens.models import Token
 from tokens.selectors import token_list
+from trading.selectors import market_summaries
 
 HOME_TOKENS = 12
 
@@ -12,7 +13,11 @@ def home(request: HttpRequest) -> HttpResponse:
     return render(
         request,
         "home.html",
-        {"tokens": tokens[:HOME_TOKENS], "more_tokens": len(tokens) > HOME_TOKENS},
+        {
+            "tokens": tokens[:HOME_TOKENS],
+            "more_tokens": len(tokens) > HOME_TOKENS,
+            "summaries": market_summaries(),
+        },
     )
 
 

@@ -465,3 +465,53 @@ class LedgerEntry(models.Model):
 
     def __str__(self) -> str:
         return f"{self.account} {self.amount} {self.token_id}"
+
+
+class ApiKey(models.Model):
+    """A credential a program sends instead of the user's session.
+
+    The full key is ``<prefix>.<secret>``: ``prefix`` finds the row, and only a
+    SHA-256 digest of ``secret`` is stored (see ``trading.api_keys``).
+    ``scopes`` is a space-separated list as in OAuth 2.0: ``read`` reads the
+    user's balances, orders, fills and withdrawals; ``trade`` also places and
+    cancels orders and requests withdrawals, and always comes with ``read``.
+    """
+
+    class Scope(models.TextChoices):
+        READ = "read", "Read"
+        TRADE = "trade", "Trade"
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_keys"
+    )
+    name = models.CharField(max_length=100)
+    prefix = models.CharField(max_length=16, unique=True, editable=False)
+    secret_hash = models.CharField(max_length=64, editable=False)
+    scopes = models.CharField(max_length=20, default="read")
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+    revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    class Meta:
+        verbose_name = "API key"
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(scopes__in=["read", "read trade"]),
+                name="api_key_scopes_known",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix})"
+
+    @property
+    def scope_list(self) -> list[str]:
+        return self.scopes.split()
+
+    @property
+    def can_trade(self) -> bool:
+        return self.Scope.TRADE in self.scope_list
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None

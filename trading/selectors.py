@@ -10,7 +10,15 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from django.contrib.auth.base_user import AbstractBaseUser
-from django.db.models import DecimalField, ExpressionWrapper, F, QuerySet, Sum
+from django.db.models import (
+    DecimalField,
+    ExpressionWrapper,
+    F,
+    OuterRef,
+    QuerySet,
+    Subquery,
+    Sum,
+)
 from django.utils import timezone
 
 from trading.models import AMOUNT, Balance, Market, Order, Trade
@@ -132,3 +140,48 @@ def candles(
             bucket[3] = price
             bucket[4] += quantity
     return [Candle(start, *values) for start, values in sorted(buckets.items())]
+
+
+@dataclass(frozen=True)
+class MarketSummary:
+    market: Market
+    last_price: Decimal | None
+    change_24h: Decimal | None  # percent, from the first trade of the last 24 h
+    volume_24h: Decimal  # base traded in the last 24 h
+
+
+def market_summaries(*, now: datetime | None = None) -> list[MarketSummary]:
+    """Open markets with last price, 24 h change and volume (one query)."""
+    since = (now or timezone.now()) - timedelta(hours=24)
+    trades = Trade.objects.filter(market=OuterRef("pk"))
+    recent = trades.filter(created_at__gte=since)
+    volume = (
+        recent.order_by()
+        .values("market")
+        .annotate(total=Sum("quantity"))
+        .values("total")
+    )
+    rows = (
+        Market.objects.filter(status=Market.Status.OPEN)
+        .select_related("base", "quote")
+        .annotate(
+            last_price=Subquery(trades.order_by("-pk").values("price")[:1]),
+            first_price_24h=Subquery(recent.order_by("pk").values("price")[:1]),
+            volume_24h=Subquery(volume, output_field=DecimalField(**AMOUNT)),
+        )
+        .order_by("symbol")
+    )
+    summaries = []
+    for market in rows:
+        change = None
+        if market.first_price_24h and market.last_price is not None:
+            change = (market.last_price / market.first_price_24h - 1) * 100
+        summaries.append(
+            MarketSummary(
+                market=market,
+                last_price=market.last_price,
+                change_24h=change,
+                volume_24h=market.volume_24h or Decimal(0),
+            )
+        )
+    return summaries

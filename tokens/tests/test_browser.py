@@ -68,7 +68,13 @@ def test_every_image_on_every_page_loads_with_an_image_type(
 
     for path in ("/", "/tokens/", "/tokens/BTC/", "/accounts/profile/"):
         page.goto(live_server.url + path)
-        page.wait_for_load_state("load")
+        # Lazy images load once scrolled into view: bring them all in.
+        page.evaluate("window.scrollTo(0, document.body.scrollHeight)")
+        page.wait_for_function(
+            """Array.from(document.images)
+                 .filter(i => i.getAttribute("src"))
+                 .every(i => i.complete && i.naturalWidth > 0)"""
+        )
         page.screenshot_step(path.strip("/").replace("/", "-") or "home")
         sources = page.evaluate(
             """Array.from(document.images)

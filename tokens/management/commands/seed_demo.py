@@ -6,6 +6,7 @@ they land in whichever storage is configured, resized like any upload.
 """
 
 import io
+from decimal import Decimal
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -17,6 +18,8 @@ from accounts.services import avatar_replace
 from storage.exceptions import StorageUnavailable
 from tokens.models import Token
 from tokens.services import token_create, token_logo_replace
+from trading.models import Market
+from trading.services import deposit_credit, market_create, order_place
 
 # Published on purpose: for development databases only (see --force).
 DEMO_USERS = [
@@ -37,6 +40,13 @@ DEMO_TOKENS = [
     ("LTC", "Litecoin", 8, (52, 93, 157)),
     ("LINK", "Chainlink", 18, (42, 90, 218)),
     ("USDC", "USD Coin", 6, (39, 117, 202)),
+]
+
+
+DEMO_MARKETS = [
+    ("BTC", Decimal("64000")),
+    ("ETH", Decimal("3200")),
+    ("SOL", Decimal("150")),
 ]
 
 
@@ -86,6 +96,7 @@ class Command(BaseCommand):
             self._tokens()
         except StorageUnavailable as exc:
             raise CommandError(str(exc)) from exc
+        self._markets()
 
     def _users(self) -> None:
         User = get_user_model()
@@ -123,3 +134,53 @@ class Command(BaseCommand):
                 self.stdout.write(f"token {symbol}")
             elif not token.logo:
                 token_logo_replace(token=token, upload=logo)
+
+    def _markets(self) -> None:
+        """Markets with a little history: funds, a resting book and some trades."""
+        User = get_user_model()
+        demo, admin = (User.objects.get(username=u["username"]) for u in DEMO_USERS)
+        usdt = Token.objects.get(symbol="USDT")
+        for symbol, price in DEMO_MARKETS:
+            base = Token.objects.get(symbol=symbol)
+            market = Market.objects.filter(base=base, quote=usdt).first()
+            if market is None:
+                market = market_create(
+                    base=base,
+                    quote=usdt,
+                    price_step=Decimal("0.01"),
+                    amount_step=Decimal("0.0001"),
+                    min_notional=Decimal("1"),
+                    maker_fee=Decimal("0.001"),
+                    taker_fee=Decimal("0.002"),
+                )
+                self.stdout.write(f"market {market.symbol}")
+            if market.orders.exists():
+                continue
+            for user in (demo, admin):
+                for token, amount in ((base, Decimal(1000)), (usdt, price * 1000)):
+                    deposit_credit(
+                        user=user,
+                        token=token,
+                        amount=amount,
+                        reference=f"seed-demo-{market.symbol}-{user.username}-{token.symbol}",
+                    )
+            # The staff user makes the market; the demo user trades against it.
+            for step in range(1, 6):
+                spread = price * Decimal(step) / 200
+                for side, level in (("sell", price + spread), ("buy", price - spread)):
+                    order_place(
+                        user=admin,
+                        market=market,
+                        side=side,
+                        type="limit",
+                        quantity=Decimal(step),
+                        price=level.quantize(Decimal("0.01")),
+                    )
+            for side in ("buy", "sell", "buy"):
+                order_place(
+                    user=demo,
+                    market=market,
+                    side=side,
+                    type="market",
+                    quantity=Decimal("0.5"),
+                )

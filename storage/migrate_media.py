@@ -1,0 +1,442 @@
+"""Copy a local media folder into the bucket, keeping its layout as the keys.
+
+This is the ``mc cp --recursive media/ <bucket>/`` step of the move to object
+storage, done through the app's own settings and client. Each file is hashed
+(streaming, MD5) and looked up in the bucket; an object of the same size and
+checksum is left alone, anything else is uploaded and then checked again.
+
+Resuming needs no state file: a second run finds the objects the first one
+finished identical and skips them. An object is never half-written under its
+final key, because S3 makes a PUT visible only once its whole body has
+arrived, and a multipart upload only when it is completed (an interrupted one
+is aborted by the client, or left invisible until the server expires it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import stat
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import BinaryIO
+
+from django.core.exceptions import SuspiciousFileOperation
+from minio.datatypes import Object
+from minio.error import S3Error
+from minio.helpers import MAX_MULTIPART_COUNT, MIN_PART_SIZE
+
+from storage.backends import MinIOStorage, normalize_key, sniff_content_type
+from storage.bucket import bucket_ensure
+from storage.exceptions import StorageUnavailable
+from storage.services import DEFAULT_AVATAR_CACHE_CONTROL, DEFAULT_AVATAR_NAME
+
+# Stored with every upload: the ETag of a multipart object is not the MD5 of
+# its content, so this is what later runs compare such objects against.
+MD5_METADATA = "x-amz-meta-md5"
+MAX_KEY_BYTES = 1024  # S3's limit on an object key
+_READ_CHUNK = 1024 * 1024
+
+HIDDEN = "hidden"
+
+
+class Outcome(StrEnum):
+    COPIED = "copied"  # in a dry run: would be copied
+    IDENTICAL = "identical"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class MediaFile:
+    key: str
+    path: Path  # the real path, links inside the source resolved
+    size: int
+
+
+@dataclass(frozen=True)
+class FileResult:
+    key: str
+    size: int
+    outcome: Outcome
+    reason: str = ""
+
+
+@dataclass
+class MigrationReport:
+    source: Path
+    endpoint: str
+    bucket: str
+    dry_run: bool
+    files: list[MediaFile] = field(default_factory=list)
+    # (path relative to the source, why it is not copied); not failures.
+    ignored: list[tuple[str, str]] = field(default_factory=list)
+    results: list[FileResult] = field(default_factory=list)
+    bucket_missing: bool = False
+    bucket_created: bool = False
+    stopped: str = ""  # why the run ended early, if it did
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(file.size for file in self.files)
+
+    def with_outcome(self, outcome: Outcome) -> list[FileResult]:
+        return sorted(
+            (result for result in self.results if result.outcome == outcome),
+            key=lambda result: result.key,
+        )
+
+    @property
+    def bytes_copied(self) -> int:
+        return sum(result.size for result in self.with_outcome(Outcome.COPIED))
+
+    @property
+    def not_reached(self) -> int:
+        done = {result.key for result in self.results}
+        return sum(1 for file in self.files if file.key not in done)
+
+
+@dataclass(frozen=True)
+class _Digest:
+    size: int
+    md5: str
+    etag: str  # what S3 answers for this content uploaded in part_size parts
+    part_size: int
+    head: bytes  # the first bytes, to tell the content type
+
+
+class _SourceChanged(Exception):
+    """The local file changed between hashing and uploading."""
+
+
+class _LocalReadError(Exception):
+    """Reading the local file failed while the client was uploading it.
+
+    Not an OSError, so that the storage's error translation does not take it
+    for a network failure.
+    """
+
+
+def media_scan(*, source: Path) -> MigrationReport:
+    """List the files under ``source`` that become objects, and what is left out.
+
+    Hidden files and folders, links that lead out of ``source`` and names that
+    cannot be object keys are left out; a folder that cannot be listed is a
+    failure, since its files would silently be missing from the bucket.
+    """
+    root = source.resolve(strict=True)
+    report = MigrationReport(source=root, endpoint="", bucket="", dry_run=False)
+
+    def unreadable(error: OSError) -> None:
+        relative = Path(error.filename).relative_to(root).as_posix()
+        report.results.append(
+            FileResult(f"{relative}/", 0, Outcome.FAILED, _read_error(error))
+        )
+
+    for directory, folders, names in os.walk(
+        root, onerror=unreadable, followlinks=True
+    ):
+        here = Path(directory)
+        real_here = Path(os.path.realpath(here))
+        kept = []
+        for name in sorted(folders):
+            relative = (here / name).relative_to(root).as_posix()
+            real = Path(os.path.realpath(here / name))
+            if name.startswith("."):
+                report.ignored.append((f"{relative}/", HIDDEN))
+            elif not real.is_relative_to(root):
+                report.ignored.append(
+                    (f"{relative}/", f"a link to {real}, outside the source")
+                )
+            elif real_here.is_relative_to(real):
+                report.ignored.append(
+                    (f"{relative}/", "a link to a folder above it (a loop)")
+                )
+            else:
+                kept.append(name)
+        folders[:] = kept  # os.walk descends only into these
+
+        for name in sorted(names):
+            path = here / name
+            relative = path.relative_to(root).as_posix()
+            real = Path(os.path.realpath(path))
+            problem = _key_problem(relative)
+            if name.startswith("."):
+                problem = HIDDEN
+            elif not real.is_relative_to(root):
+                problem = f"a link to {real}, outside the source"
+            if problem:
+                report.ignored.append((relative, problem))
+                continue
+            try:
+                info = real.stat()
+            except OSError:
+                # A dangling link or a file deleted meanwhile: copying it
+                # fails and says why.
+                report.files.append(MediaFile(relative, real, 0))
+                continue
+            if not stat.S_ISREG(info.st_mode):
+                report.ignored.append((relative, "not a regular file"))
+                continue
+            report.files.append(MediaFile(relative, real, info.st_size))
+    return report
+
+
+def media_migrate(
+    *,
+    storage: MinIOStorage,
+    source: Path,
+    dry_run: bool = False,
+    workers: int = 4,
+    on_result: Callable[[FileResult, MigrationReport], None] | None = None,
+) -> MigrationReport:
+    """Copy every file under ``source`` to ``storage``'s bucket, same keys.
+
+    Objects already identical (size and MD5) are skipped; every upload is
+    checked afterwards. ``on_result`` is called in the calling thread, in
+    completion order. The run stops early, keeping what is done, on Ctrl+C or
+    when the store itself fails (``report.stopped`` says why); a failure of
+    one file (unreadable, changed meanwhile, verification) is recorded and the
+    run goes on. Raises StorageUnavailable if the bucket cannot be reached.
+    """
+    report = media_scan(source=source)
+    report.endpoint, report.bucket = storage.endpoint, storage.bucket_name
+    report.dry_run = dry_run
+
+    with storage._errors("check the bucket"):
+        exists = storage.client.bucket_exists(bucket_name=storage.bucket_name)
+    report.bucket_missing = not exists
+    if not exists and not dry_run and report.files:
+        with storage._errors("create the bucket"):
+            report.bucket_created = bucket_ensure(
+                client=storage.client,
+                bucket_name=storage.bucket_name,
+                url_mode=storage.url_mode,
+            )
+
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="media-copy")
+    futures: dict[Future, MediaFile] = {}
+    recorded: set[Future] = set()
+
+    def record(future: Future) -> FileResult:
+        recorded.add(future)
+        file = futures[future]
+        try:
+            result = future.result()
+        except StorageUnavailable as exc:
+            result = FileResult(file.key, file.size, Outcome.FAILED, str(exc))
+            report.stopped = report.stopped or str(exc)
+        report.results.append(result)
+        return result
+
+    try:
+        for file in report.files:
+            future = pool.submit(
+                _file_copy,
+                storage=storage,
+                file=file,
+                dry_run=dry_run,
+                bucket_missing=report.bucket_missing,
+            )
+            futures[future] = file
+        for future in as_completed(futures):
+            result = record(future)
+            if report.stopped:
+                break
+            if on_result is not None:
+                on_result(result, report)
+    except KeyboardInterrupt:
+        report.stopped = "interrupted"
+    finally:
+        # Files being copied finish (each upload is all or nothing); the
+        # queued ones are dropped, for the next run to pick up.
+        pool.shutdown(wait=True, cancel_futures=True)
+    for future in futures:
+        if future not in recorded and future.done() and not future.cancelled():
+            record(future)
+    return report
+
+
+def _file_copy(
+    *, storage: MinIOStorage, file: MediaFile, dry_run: bool, bucket_missing: bool
+) -> FileResult:
+    key = file.key
+
+    def failed(reason: str) -> FileResult:
+        return FileResult(key, file.size, Outcome.FAILED, reason)
+
+    try:
+        with file.path.open("rb") as handle:
+            before = os.fstat(handle.fileno())
+            if not stat.S_ISREG(before.st_mode):
+                return failed("not a regular file")
+            digest = _digest(handle, before.st_size)
+            stored = None if bucket_missing else _stat(storage, key)
+            if stored is not None and not _difference(stored, digest):
+                return FileResult(key, digest.size, Outcome.IDENTICAL)
+            if dry_run:
+                return FileResult(key, digest.size, Outcome.COPIED)
+            handle.seek(0)
+            reader = _HashingReader(handle, digest.size)
+            _upload(storage, key, reader, digest)
+            after = os.fstat(handle.fileno())
+            if reader.md5.hexdigest() != digest.md5 or (
+                after.st_size,
+                after.st_mtime_ns,
+            ) != (before.st_size, before.st_mtime_ns):
+                raise _SourceChanged
+    except _SourceChanged:
+        return failed(
+            "the file changed while it was being copied; run again to copy "
+            "its current content"
+        )
+    except _LocalReadError as exc:
+        return failed(_read_error(exc.__cause__))
+    except OSError as exc:
+        return failed(_read_error(exc))
+
+    stored = _stat(storage, key)
+    if stored is None:
+        return failed("verification failed: the object is missing after the upload")
+    if problem := _difference(stored, digest):
+        return failed(f"verification failed: {problem}")
+    return FileResult(key, digest.size, Outcome.COPIED)
+
+
+def _upload(storage: MinIOStorage, key: str, data: BinaryIO, digest: _Digest) -> None:
+    cache_control = (
+        DEFAULT_AVATAR_CACHE_CONTROL
+        if key == DEFAULT_AVATAR_NAME
+        else storage.cache_control
+    )
+    with storage._errors("upload", key):
+        storage.client.put_object(
+            bucket_name=storage.bucket_name,
+            object_name=key,
+            data=data,
+            length=digest.size,
+            content_type=sniff_content_type(digest.head, key),
+            metadata={"Cache-Control": cache_control, MD5_METADATA: digest.md5},
+            # The part size fixes the multipart ETag computed in _digest.
+            part_size=digest.part_size,
+            # Files are copied in parallel already; one part in memory per
+            # worker, and no more connections than workers.
+            num_parallel_uploads=1,
+        )
+
+
+def _stat(storage: MinIOStorage, key: str) -> Object | None:
+    try:
+        with storage._errors("look up", key):
+            return storage.client.stat_object(
+                bucket_name=storage.bucket_name, object_name=key
+            )
+    except S3Error:  # no such key or bucket; other codes became StorageUnavailable
+        return None
+
+
+def _difference(stored: Object, digest: _Digest) -> str:
+    """Why the object is not a copy of the file ('' when it is)."""
+    if stored.size != digest.size:
+        return f"{stored.size} bytes in the bucket, {digest.size} here"
+    etag = (stored.etag or "").strip('"')
+    if etag == digest.etag:
+        return ""
+    if "-" not in etag:
+        return "different content (the ETag is not this file's MD5)"
+    # A multipart object uploaded with other part sizes (by mc, say): only
+    # the MD5 this command stored can tell.
+    recorded = (stored.metadata or {}).get(MD5_METADATA)
+    if recorded is None:
+        return "multipart object without an MD5 to compare"
+    return "" if recorded == digest.md5 else "different content (MD5 differs)"
+
+
+def _part_size(size: int) -> int:
+    # What the minio client picks for a known length, given explicitly so that
+    # the multipart ETag can be computed before uploading.
+    per_part = math.ceil(size / MAX_MULTIPART_COUNT)
+    return max(math.ceil(per_part / MIN_PART_SIZE), 1) * MIN_PART_SIZE
+
+
+def _digest(handle: BinaryIO, size: int) -> _Digest:
+    """MD5 and S3 ETag of the file, in one streaming pass."""
+    part_size = _part_size(size)
+    multipart = size > part_size
+    whole = hashlib.md5(usedforsecurity=False)
+    part = hashlib.md5(usedforsecurity=False)
+    part_digests: list[bytes] = []
+    in_part = read = 0
+    head = b""
+    while chunk := handle.read(_READ_CHUNK):
+        if len(head) < 16:
+            head += chunk[: 16 - len(head)]
+        read += len(chunk)
+        whole.update(chunk)
+        if not multipart:
+            continue
+        view = memoryview(chunk)
+        while view:
+            take = min(len(view), part_size - in_part)
+            part.update(view[:take])
+            in_part += take
+            view = view[take:]
+            if in_part == part_size:
+                part_digests.append(part.digest())
+                part = hashlib.md5(usedforsecurity=False)
+                in_part = 0
+    if read != size:
+        raise _SourceChanged
+    md5 = whole.hexdigest()
+    etag = md5
+    if multipart:
+        if in_part:
+            part_digests.append(part.digest())
+        combined = hashlib.md5(b"".join(part_digests), usedforsecurity=False)
+        etag = f"{combined.hexdigest()}-{len(part_digests)}"
+    return _Digest(size=size, md5=md5, etag=etag, part_size=part_size, head=head)
+
+
+class _HashingReader:
+    """The file as put_object reads it, hashing exactly the bytes sent."""
+
+    def __init__(self, handle: BinaryIO, size: int) -> None:
+        self._handle = handle
+        self._size = size
+        self._read = 0
+        self.md5 = hashlib.md5(usedforsecurity=False)
+
+    def read(self, size: int = -1) -> bytes:
+        try:
+            data = self._handle.read(size)
+        except OSError as exc:
+            raise _LocalReadError from exc
+        if not data and self._read < self._size:
+            raise _SourceChanged  # shorter than when it was hashed
+        self._read += len(data)
+        self.md5.update(data)
+        return data
+
+
+def _key_problem(relative: str) -> str:
+    try:
+        encoded = relative.encode("utf-8")
+    except UnicodeEncodeError:
+        return "the name is not valid UTF-8"
+    if len(encoded) > MAX_KEY_BYTES:
+        return f"the key would be longer than {MAX_KEY_BYTES} bytes"
+    try:
+        if normalize_key(relative) == relative:
+            return ""
+    except SuspiciousFileOperation:
+        pass
+    return "the name cannot be an object key (backslash or dots)"
+
+
+def _read_error(exc: BaseException | None) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"cannot read: {exc.strerror}"
+    return f"cannot read: {exc}"

@@ -1,0 +1,604 @@
+"""media_to_bucket: media/ copied into the real S3 server of the test run."""
+
+import hashlib
+import io
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.core.files.base import ContentFile
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.core.management import CommandError, call_command
+from minio.error import S3Error
+from minio.helpers import MIN_PART_SIZE
+from PIL import Image
+from urllib3.exceptions import MaxRetryError, NewConnectionError
+
+from accounts.models import Profile
+from accounts.services import avatar_replace
+from conftest import S3_ACCESS_KEY, S3_SECRET_KEY
+from storage.backends import IMMUTABLE_CACHE_CONTROL, MinIOStorage
+from storage.migrate_media import MD5_METADATA, Outcome, media_migrate
+from storage.services import DEFAULT_AVATAR_CACHE_CONTROL
+from tokens.models import Token
+from tokens.services import token_create
+
+REPO_DEFAULT_AVATAR = Path(__file__).resolve().parents[2] / "media/default_avatar.jpg"
+BIG = "token_logo/big.png"
+UNICODE = "profile_pics/my avatar é.jpg"
+OTHER_PART_SIZE = MIN_PART_SIZE + 1024 * 1024  # as another tool (mc) may split
+
+
+def md5_hex(content: bytes) -> str:
+    return hashlib.md5(content, usedforsecurity=False).hexdigest()
+
+
+def jpeg_bytes(colour=(200, 40, 40)) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 64), colour).save(buffer, "JPEG")
+    return buffer.getvalue()
+
+
+def png_bytes(size=(32, 32), noise=False) -> bytes:
+    if noise:  # random pixels do not compress: a PNG of about 3 bytes a pixel
+        image = Image.frombytes("RGB", size, os.urandom(size[0] * size[1] * 3))
+    else:
+        image = Image.new("RGBA", size, (247, 147, 26, 128))
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def storage(minio_options):
+    return MinIOStorage(**minio_options)
+
+
+@pytest.fixture
+def tree(media_root) -> dict[str, bytes]:
+    """A media/ as the app lays it out: key -> content."""
+    files = {
+        "default_avatar.jpg": REPO_DEFAULT_AVATAR.read_bytes(),
+        "profile_pics/alice_k3J9x.jpg": jpeg_bytes(),
+        "profile_pics/2024/06/bob.png": png_bytes(),
+        UNICODE: jpeg_bytes((1, 2, 3)),
+        "token_logo/btc.png": png_bytes((48, 48)),
+        BIG: png_bytes((1600, 1600), noise=True),
+    }
+    # Uploaded in parts; and in other parts by OTHER_PART_SIZE.
+    assert len(files[BIG]) > OTHER_PART_SIZE > MIN_PART_SIZE
+    for key, content in files.items():
+        path = media_root / key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content)
+    return files
+
+
+def flipped(content: bytes) -> bytes:
+    """The same size, one byte different."""
+    changed = bytearray(content)
+    changed[len(changed) // 2] ^= 0xFF
+    return bytes(changed)
+
+
+def bucket_keys(s3_client, bucket_name) -> list[str]:
+    try:
+        found = s3_client.list_objects(bucket_name=bucket_name, recursive=True)
+        return sorted(obj.object_name for obj in found)
+    except S3Error as exc:
+        if exc.code == "NoSuchBucket":
+            return []
+        raise
+
+
+def bucket_content(s3_client, bucket_name, key) -> bytes:
+    response = s3_client.get_object(bucket_name=bucket_name, object_name=key)
+    try:
+        return response.read()
+    finally:
+        response.close()
+        response.release_conn()
+
+
+def keys(report, outcome) -> list[str]:
+    return [result.key for result in report.with_outcome(outcome)]
+
+
+# --- the copy --------------------------------------------------------------------
+
+
+def test_every_file_is_copied_under_its_relative_key_with_type_and_caching(
+    storage, tree, media_root, s3_client, bucket_name
+):
+    report = media_migrate(storage=storage, source=media_root)
+
+    assert keys(report, Outcome.COPIED) == sorted(tree)
+    assert report.bytes_copied == sum(len(content) for content in tree.values())
+    assert bucket_keys(s3_client, bucket_name) == sorted(tree)
+    for key, content in tree.items():
+        stored = s3_client.stat_object(bucket_name=bucket_name, object_name=key)
+        assert bucket_content(s3_client, bucket_name, key) == content
+        assert stored.content_type == (
+            "image/png" if key.endswith(".png") else "image/jpeg"
+        )
+        assert stored.metadata["Cache-Control"] == (
+            DEFAULT_AVATAR_CACHE_CONTROL
+            if key == "default_avatar.jpg"
+            else IMMUTABLE_CACHE_CONTROL
+        )
+        assert stored.metadata[MD5_METADATA] == md5_hex(content)
+    big = s3_client.stat_object(bucket_name=bucket_name, object_name=BIG)
+    assert big.etag.endswith("-2")  # really a multipart object
+
+
+def test_a_second_run_finds_everything_identical_and_writes_nothing(
+    storage, tree, media_root, s3_client, bucket_name
+):
+    media_migrate(storage=storage, source=media_root)
+    before = {
+        key: s3_client.stat_object(bucket_name=bucket_name, object_name=key)
+        for key in tree
+    }
+
+    report = media_migrate(storage=storage, source=media_root)
+
+    assert keys(report, Outcome.IDENTICAL) == sorted(tree)
+    assert keys(report, Outcome.COPIED) == []
+    for key, stat in before.items():
+        again = s3_client.stat_object(bucket_name=bucket_name, object_name=key)
+        assert (again.etag, again.last_modified) == (stat.etag, stat.last_modified)
+
+
+def test_objects_the_app_stored_itself_count_as_identical(storage, tree, media_root):
+    # MinIOStorage stores no MD5 metadata: the multipart ETag is matched by
+    # computing it locally with the client's part size.
+    for key in (BIG, "token_logo/btc.png"):
+        storage._save(key, ContentFile(tree[key]))
+
+    report = media_migrate(storage=storage, source=media_root)
+
+    assert keys(report, Outcome.IDENTICAL) == [BIG, "token_logo/btc.png"]
+    assert len(keys(report, Outcome.COPIED)) == len(tree) - 2
+
+
+@pytest.mark.parametrize(
+    ("with_md5", "outcome"), [(True, "identical"), (False, "copied")]
+)
+def test_a_multipart_object_split_otherwise_is_compared_by_its_md5_metadata(
+    storage, tree, media_root, s3_client, bucket_name, with_md5, outcome
+):
+    storage._ensure_bucket()
+    s3_client.put_object(  # the same bytes in other parts: another ETag
+        bucket_name=bucket_name,
+        object_name=BIG,
+        data=io.BytesIO(tree[BIG]),
+        length=len(tree[BIG]),
+        content_type="image/png",
+        metadata={MD5_METADATA: md5_hex(tree[BIG])} if with_md5 else None,
+        part_size=OTHER_PART_SIZE,
+    )
+
+    report = media_migrate(storage=storage, source=media_root)
+
+    assert BIG in keys(report, Outcome(outcome))
+
+
+def test_dry_run_writes_nothing_not_even_the_bucket(
+    storage, tree, media_root, s3_client, bucket_name
+):
+    report = media_migrate(storage=storage, source=media_root, dry_run=True)
+
+    assert keys(report, Outcome.COPIED) == sorted(tree)
+    assert report.bucket_missing
+    assert not s3_client.bucket_exists(bucket_name=bucket_name)
+
+
+def test_dry_run_lists_only_what_changed(
+    storage, tree, media_root, s3_client, bucket_name
+):
+    media_migrate(storage=storage, source=media_root)
+    (media_root / "token_logo/btc.png").write_bytes(png_bytes((40, 40)))
+    (media_root / BIG).write_bytes(flipped(tree[BIG]))  # same size
+
+    report = media_migrate(storage=storage, source=media_root, dry_run=True)
+
+    assert keys(report, Outcome.COPIED) == [BIG, "token_logo/btc.png"]
+    for key in (BIG, "token_logo/btc.png"):
+        assert bucket_content(s3_client, bucket_name, key) == tree[key]
+
+
+# --- resuming ----------------------------------------------------------------------
+
+
+def test_a_rerun_copies_only_a_deleted_and_a_corrupted_object(
+    storage, tree, media_root, s3_client, bucket_name
+):
+    media_migrate(storage=storage, source=media_root)
+    s3_client.remove_object(bucket_name=bucket_name, object_name=UNICODE)
+    corrupt = flipped(tree[BIG])  # overwritten by another tool, same size
+    s3_client.put_object(
+        bucket_name=bucket_name,
+        object_name=BIG,
+        data=io.BytesIO(corrupt),
+        length=len(corrupt),
+        content_type="image/png",
+        part_size=OTHER_PART_SIZE,
+    )
+
+    report = media_migrate(storage=storage, source=media_root)
+
+    assert keys(report, Outcome.COPIED) == sorted([UNICODE, BIG])
+    assert len(keys(report, Outcome.IDENTICAL)) == len(tree) - 2
+    for key in (UNICODE, BIG):
+        assert bucket_content(s3_client, bucket_name, key) == tree[key]
+
+
+def test_an_interrupted_run_leaves_only_whole_objects_and_the_next_one_finishes(
+    storage, tree, media_root, s3_client, bucket_name
+):
+    seen = []
+
+    def interrupt(result, report):
+        seen.append(result)
+        if len(seen) == 2:
+            raise KeyboardInterrupt  # Ctrl+C reaches the main thread here
+
+    first = media_migrate(
+        storage=storage, source=media_root, workers=2, on_result=interrupt
+    )
+
+    assert first.stopped == "interrupted"
+    copied_first = keys(first, Outcome.COPIED)
+    assert 2 <= len(copied_first) < len(tree)
+    assert bucket_keys(s3_client, bucket_name) == copied_first
+    for key in copied_first:
+        assert bucket_content(s3_client, bucket_name, key) == tree[key]
+
+    second = media_migrate(storage=storage, source=media_root)
+
+    assert keys(second, Outcome.IDENTICAL) == copied_first
+    assert sorted(keys(second, Outcome.COPIED) + copied_first) == sorted(tree)
+    assert bucket_keys(s3_client, bucket_name) == sorted(tree)
+
+
+def test_a_multipart_upload_is_invisible_under_its_key_until_complete(
+    storage, tree, media_root, s3_client, bucket_name, monkeypatch
+):
+    client = storage.client
+    complete = client._complete_multipart_upload
+    completed, visible_before_completion = [], []
+
+    def completing(bucket, key, *args, **kwargs):
+        completed.append(key)
+        try:
+            s3_client.stat_object(bucket_name=bucket, object_name=key)
+            visible_before_completion.append(key)
+        except S3Error:
+            pass
+        return complete(bucket, key, *args, **kwargs)
+
+    monkeypatch.setattr(client, "_complete_multipart_upload", completing)
+
+    report = media_migrate(storage=storage, source=media_root)
+
+    assert BIG in keys(report, Outcome.COPIED)
+    assert completed == [BIG]
+    assert visible_before_completion == []
+
+
+# --- what fails, what is left out ----------------------------------------------
+
+
+@pytest.mark.parametrize("new_content", [png_bytes((50, 50)), b"short"])
+def test_a_file_changed_during_its_upload_fails_and_the_next_run_copies_it(
+    storage, tree, media_root, s3_client, bucket_name, monkeypatch, new_content
+):
+    client = storage.client
+    put_object = client.put_object
+    changed = media_root / "token_logo/btc.png"
+
+    def put_while_the_file_changes(**kwargs):
+        if kwargs["object_name"] == "token_logo/btc.png":
+            changed.write_bytes(new_content)  # a new logo, meanwhile
+        return put_object(**kwargs)
+
+    monkeypatch.setattr(client, "put_object", put_while_the_file_changes)
+    report = media_migrate(storage=storage, source=media_root)
+    monkeypatch.undo()
+
+    [failure] = report.with_outcome(Outcome.FAILED)
+    assert failure.key == "token_logo/btc.png"
+    assert "changed while it was being copied" in failure.reason
+    assert len(keys(report, Outcome.COPIED)) == len(tree) - 1
+    assert not report.stopped
+
+    again = media_migrate(storage=storage, source=media_root)
+
+    assert keys(again, Outcome.COPIED) == ["token_logo/btc.png"]
+    stored = bucket_content(s3_client, bucket_name, "token_logo/btc.png")
+    assert stored == new_content
+
+
+def test_the_server_going_away_mid_run_stops_it_with_what_to_check(
+    use_minio, tree, monkeypatch
+):
+    client = use_minio.client
+    put_object = client.put_object
+    puts = []
+
+    def put_until_the_server_dies(**kwargs):
+        puts.append(kwargs["object_name"])
+        if len(puts) == 3:
+            refused = NewConnectionError(None, "[Errno 111] Connection refused")
+            raise MaxRetryError(None, "/", refused)
+        return put_object(**kwargs)
+
+    monkeypatch.setattr(client, "put_object", put_until_the_server_dies)
+    out = io.StringIO()
+
+    with pytest.raises(CommandError, match="Run the command again") as stopped:
+        call_command("media_to_bucket", "--workers", "1", stdout=out)
+
+    assert "cannot connect" in str(stopped.value)
+    report = out.getvalue()
+    assert "Failed:     1\n  profile_pics/my avatar é.jpg: " in report
+    copied = int(re.search(r"Copied: +(\d+) files", report).group(1))
+    remaining = int(re.search(r"Remaining: +(\d+)", report).group(1))
+    # The file being copied when the failure came in still finishes.
+    assert copied in (2, 3)
+    assert copied + 1 + remaining == len(tree)
+    assert len(puts) == copied + 1  # nothing queued was tried after
+
+
+def test_a_vanished_file_fails_with_its_reason_and_the_rest_is_copied(
+    storage, tree, media_root, s3_client, bucket_name
+):
+    (media_root / "profile_pics/gone.jpg").symlink_to("deleted_meanwhile.jpg")
+
+    report = media_migrate(storage=storage, source=media_root)
+
+    [failure] = report.with_outcome(Outcome.FAILED)
+    assert failure.key == "profile_pics/gone.jpg"
+    assert "No such file" in failure.reason
+    assert bucket_keys(s3_client, bucket_name) == sorted(tree)
+
+
+def test_hidden_files_links_out_of_the_source_and_odd_names_are_left_out(
+    storage, media_root, tmp_path, s3_client, bucket_name
+):
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (outside / "secret.jpg").write_bytes(jpeg_bytes())
+    (media_root / "profile_pics").mkdir()
+    (media_root / "profile_pics/ok.jpg").write_bytes(jpeg_bytes())
+    (media_root / "profile_pics/alias.jpg").symlink_to("ok.jpg")  # inside: copied
+    (media_root / "profile_pics/leak.jpg").symlink_to(outside / "secret.jpg")
+    (media_root / "token_logo").symlink_to(outside)
+    (media_root / "profile_pics/loop").symlink_to(media_root)
+    (media_root / ".DS_Store").write_bytes(b"finder")
+    (media_root / ".cache").mkdir()
+    (media_root / ".cache/x.jpg").write_bytes(jpeg_bytes())
+    (media_root / "back\\slash.jpg").write_bytes(jpeg_bytes())
+    os.mkfifo(media_root / "pipe")
+
+    report = media_migrate(storage=storage, source=media_root)
+
+    assert bucket_keys(s3_client, bucket_name) == [
+        "profile_pics/alias.jpg",
+        "profile_pics/ok.jpg",
+    ]
+    assert report.with_outcome(Outcome.FAILED) == []
+    ignored = dict(report.ignored)
+    assert set(ignored) == {
+        ".DS_Store",
+        ".cache/",
+        "back\\slash.jpg",
+        "pipe",
+        "profile_pics/leak.jpg",
+        "profile_pics/loop/",
+        "token_logo/",
+    }
+    assert "outside the source" in ignored["profile_pics/leak.jpg"]
+    assert "outside the source" in ignored["token_logo/"]
+
+
+# --- the command, as an operator runs it ---------------------------------------
+
+
+@pytest.fixture
+def env(s3_server, bucket_name, media_root):
+    """media/ still on disk (USE_MINIO=false), the bucket in MINIO_*."""
+    return {
+        "USE_MINIO": "false",
+        "MEDIA_ROOT": str(media_root),
+        "MINIO_ENDPOINT": s3_server.endpoint,
+        "MINIO_ACCESS_KEY": S3_ACCESS_KEY,
+        "MINIO_SECRET_KEY": S3_SECRET_KEY,
+        "MINIO_BUCKET_NAME": bucket_name,
+    }
+
+
+def media_to_bucket(run_python, env, *args):
+    return run_python(["manage.py", "media_to_bucket", *args], env, timeout=120)
+
+
+def test_command_copies_reports_and_a_second_run_copies_nothing(
+    run_python, env, tree, s3_client, bucket_name
+):
+    result = media_to_bucket(run_python, env)
+
+    assert result.returncode == 0, result.stderr
+    assert f"Found:      {len(tree)} files" in result.stdout
+    assert f"Copied:     {len(tree)} files" in result.stdout
+    assert "Failed:     0" in result.stdout
+    assert "100%" in result.stderr  # progress, on stderr
+    assert bucket_keys(s3_client, bucket_name) == sorted(tree)
+
+    again = media_to_bucket(run_python, env, "--workers", "1")
+
+    assert again.returncode == 0, again.stderr
+    assert "Copied:     0 files" in again.stdout
+    assert f"Identical:  {len(tree)}" in again.stdout
+
+
+def test_command_dry_run_says_what_it_would_copy_and_writes_nothing(
+    run_python, env, tree, s3_client, bucket_name
+):
+    result = media_to_bucket(run_python, env, "--dry-run")
+
+    assert result.returncode == 0, result.stderr
+    assert f"Would copy: {len(tree)} files" in result.stdout
+    assert "nothing was written" in result.stdout
+    assert not s3_client.bucket_exists(bucket_name=bucket_name)
+
+
+def test_command_exits_1_naming_each_failed_file_after_copying_the_rest(
+    run_python, env, tree, media_root, s3_client, bucket_name
+):
+    (media_root / "profile_pics/gone.jpg").symlink_to("deleted_meanwhile.jpg")
+
+    result = media_to_bucket(run_python, env, "-v", "2")
+
+    assert result.returncode == 1
+    assert "profile_pics/gone.jpg: cannot read: No such file" in result.stdout
+    assert f"1 of {len(tree) + 1} files failed" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert bucket_keys(s3_client, bucket_name) == sorted(tree)
+
+
+def test_command_on_an_unreachable_endpoint_names_what_to_check(run_python, env, tree):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+
+    result = media_to_bucket(run_python, {**env, "MINIO_ENDPOINT": f"127.0.0.1:{port}"})
+
+    assert result.returncode == 1
+    assert "cannot connect" in result.stderr
+    assert "MINIO_ENDPOINT" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_command_with_wrong_credentials_names_the_keys(
+    run_python, env, tree, s3_client, bucket_name
+):
+    result = media_to_bucket(run_python, {**env, "MINIO_SECRET_KEY": "wrong-secret"})
+
+    assert result.returncode == 1
+    assert "MINIO_ACCESS_KEY and MINIO_SECRET_KEY" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not s3_client.bucket_exists(bucket_name=bucket_name)
+
+
+def test_command_interrupted_by_ctrl_c_exits_1_and_the_next_run_finishes(
+    env, media_root, s3_client, bucket_name
+):
+    (media_root / "profile_pics").mkdir()
+    for number in range(400):
+        path = media_root / f"profile_pics/{number:03d}.jpg"
+        path.write_bytes(b"\xff\xd8\xff" + os.urandom(50_000))
+    clean = {"PATH": os.environ["PATH"], "ENV_FILE": "/dev/null", **env}
+    command = [sys.executable, "manage.py", "media_to_bucket"]
+    root = Path(__file__).resolve().parents[2]
+    with subprocess.Popen(
+        command, cwd=root, env=clean, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    ) as process:
+        assert b"files processed" in process.stderr.readline()  # 10% done
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=60)
+
+    assert process.returncode == 1
+    assert b"Stopped before the end (interrupted)" in err
+    assert b"Traceback" not in err
+    copied = int(re.search(rb"Copied: +(\d+) files", out).group(1))
+    assert 40 <= copied < 400
+    assert len(bucket_keys(s3_client, bucket_name)) == copied
+
+    again = subprocess.run(command, cwd=root, env=clean, capture_output=True)
+
+    assert again.returncode == 0, again.stderr
+    assert f"Identical:  {copied} ".encode() in again.stdout
+    assert f"Copied:     {400 - copied} files".encode() in again.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--source", "/no/such/folder"], "is not a folder"),
+        (["--workers", "0"], "--workers must be between 1 and 32"),
+    ],
+)
+def test_command_refuses_bad_arguments(run_python, env, args, message):
+    result = media_to_bucket(run_python, env, *args)
+
+    assert result.returncode == 1
+    assert message in result.stderr
+
+
+def test_progress_on_a_terminal_is_one_rewritten_line(use_minio, tree):
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    stderr = Terminal()
+
+    call_command("media_to_bucket", stdout=io.StringIO(), stderr=stderr)
+
+    text = stderr.getvalue()
+    assert text.startswith("\r[")
+    assert text.endswith("\n") and text.count("\n") == 1
+    assert f"{len(tree)}/{len(tree)} files" in text.rsplit("\r", 1)[-1]
+
+
+# --- acceptance: switching USE_MINIO=true afterwards shows every image -----------
+
+
+def image_upload(name: str, fmt: str, mode: str) -> SimpleUploadedFile:
+    buffer = io.BytesIO()
+    Image.new(mode, (400, 400), (30, 120, 200, 255)[: len(mode)]).save(buffer, fmt)
+    return SimpleUploadedFile(name, buffer.getvalue())
+
+
+@pytest.mark.django_db
+def test_after_the_copy_every_avatar_and_logo_url_serves_the_image(
+    run_python, env, media_root, request
+):
+    # The app fills media/ itself, as it does with USE_MINIO=false.
+    shutil.copy(REPO_DEFAULT_AVATAR, media_root / "default_avatar.jpg")
+    users = get_user_model().objects
+    for name in ("alice", "bob", "carol"):
+        profile = users.create_user(name, password="x-secret-1").profile
+        if name != "carol":  # carol keeps the default avatar
+            avatar_replace(profile=profile, upload=image_upload("me.png", "PNG", "RGB"))
+    token_create(
+        name="Bitcoin", symbol="BTC", logo=image_upload("b.png", "PNG", "RGBA")
+    )
+    token_create(name="Ether", symbol="ETH", logo=image_upload("e.png", "PNG", "RGB"))
+
+    result = media_to_bucket(run_python, env)
+    assert result.returncode == 0, result.stderr
+
+    request.getfixturevalue("use_minio")  # USE_MINIO=true, public URLs
+    images = [profile.avatar for profile in Profile.objects.all()]
+    images += [token.logo for token in Token.objects.all()]
+    assert {image.name.split("/")[0] for image in images} == {
+        "default_avatar.jpg",
+        "profile_pics",
+        "token_logo",
+    }
+    for image in images:
+        assert image.url.startswith("http://")
+        with urllib.request.urlopen(image.url) as response:
+            assert response.status == 200
+            assert response.headers["Content-Type"] == (
+                "image/png" if image.name.endswith(".png") else "image/jpeg"
+            )
+            assert response.read() == (media_root / image.name).read_bytes()

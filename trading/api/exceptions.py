@@ -1,0 +1,113 @@
+"""Every API error as ``{"error": {"code": ..., "message": ...}}``.
+
+``code`` is stable and meant for programs; ``message`` is for people and may
+be reworded. Validation errors add ``fields``: each field's messages.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from django.core.exceptions import ObjectDoesNotExist
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import InterfaceError, OperationalError
+from django.http import Http404
+from rest_framework import exceptions, status
+from rest_framework.response import Response
+from rest_framework.serializers import as_serializer_error
+from rest_framework.settings import api_settings
+from rest_framework.views import exception_handler as drf_exception_handler
+
+from trading import exceptions as trading
+
+logger = logging.getLogger(__name__)
+
+# Malformed input is 400, a clash with the current state of something 409, a
+# well-formed request the exchange's rules refuse 422 (the default).
+TRADING_STATUS = {
+    trading.InvalidAmount: status.HTTP_400_BAD_REQUEST,
+    trading.PrecisionTooHigh: status.HTTP_400_BAD_REQUEST,
+    trading.InvalidOrder: status.HTTP_400_BAD_REQUEST,
+    trading.InvalidReference: status.HTTP_400_BAD_REQUEST,
+    trading.InvalidAddress: status.HTTP_400_BAD_REQUEST,
+    trading.OrderNotFound: status.HTTP_404_NOT_FOUND,
+    trading.MarketClosed: status.HTTP_409_CONFLICT,
+    trading.OrderNotOpen: status.HTTP_409_CONFLICT,
+    trading.DuplicateReference: status.HTTP_409_CONFLICT,
+    trading.DuplicateClientOrderId: status.HTTP_409_CONFLICT,
+    trading.WithdrawalNotPending: status.HTTP_409_CONFLICT,
+}
+
+
+def trading_status(error: trading.TradingError) -> int:
+    for cls in type(error).__mro__:
+        if cls in TRADING_STATUS:
+            return TRADING_STATUS[cls]
+    return status.HTTP_422_UNPROCESSABLE_ENTITY
+
+
+def error_body(code: str, message: str, **extra: object) -> dict:
+    return {"error": {"code": code, "message": message, **extra}}
+
+
+def exception_handler(exc: Exception, context: dict) -> Response | None:
+    """DRF's handler, with trading refusals added and one error shape."""
+    if isinstance(exc, trading.TradingError):
+        return Response(error_body(exc.code, exc.message), status=trading_status(exc))
+    if isinstance(exc, OperationalError | InterfaceError):
+        logger.exception("Database unavailable during an API request")
+        return Response(
+            error_body(
+                "unavailable",
+                "The exchange cannot be reached right now; nothing was changed. "
+                "Please try again in a moment.",
+            ),
+            status=status.HTTP_503_SERVICE_UNAVAILABLE,
+        )
+    if isinstance(exc, DjangoValidationError):
+        exc = exceptions.ValidationError(as_serializer_error(exc))
+    elif isinstance(exc, Http404 | ObjectDoesNotExist):
+        exc = exceptions.NotFound()
+    elif isinstance(exc, DjangoPermissionDenied):
+        exc = exceptions.PermissionDenied()
+    response = drf_exception_handler(exc, context)
+    if response is None:
+        return None
+    if isinstance(exc, exceptions.ValidationError):
+        fields = _fields(response.data)
+        response.data = error_body("invalid", _summary(fields), fields=fields)
+    else:
+        codes = exc.get_codes() if isinstance(exc, exceptions.APIException) else None
+        code = codes if isinstance(codes, str) else "error"
+        detail = (
+            response.data.get("detail", "") if isinstance(response.data, dict) else ""
+        )
+        response.data = error_body(code, str(detail))
+    return response
+
+
+def _fields(detail: object, prefix: str = "") -> dict[str, list[str]]:
+    """Flatten DRF's nested error detail to ``{"field.sub": [messages]}``."""
+    key = prefix or api_settings.NON_FIELD_ERRORS_KEY
+    found: dict[str, list[str]] = {}
+    if isinstance(detail, dict):
+        for name, value in detail.items():
+            found.update(_fields(value, f"{prefix}.{name}" if prefix else str(name)))
+    elif isinstance(detail, list) and any(isinstance(i, dict | list) for i in detail):
+        for index, item in enumerate(detail):
+            found.update(_fields(item, f"{key}.{index}"))
+    elif isinstance(detail, list):
+        found[key] = [str(item) for item in detail]
+    else:
+        found[key] = [str(detail)]
+    return found
+
+
+def _summary(fields: dict[str, list[str]]) -> str:
+    for field, messages in fields.items():
+        if messages:
+            if field == api_settings.NON_FIELD_ERRORS_KEY:
+                return messages[0]
+            return f"{field}: {messages[0]}"
+    return "The request is not valid."

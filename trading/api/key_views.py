@@ -1,0 +1,56 @@
+"""The profile page's API-key buttons: create (the secret is shown once, on
+the page this returns) and revoke."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import ValidationError
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_POST
+
+from trading.api.forms import ApiKeyCreateForm
+from trading.api_keys import api_key_create, api_key_revoke
+from trading.models import ApiKey
+
+
+def _first_error(errors: dict[str, list[str]]) -> str:
+    for messages_ in errors.values():
+        if messages_:
+            return messages_[0]
+    return "The API key could not be created."
+
+
+@never_cache  # the page holds the secret: no cache may keep it
+@login_required
+@require_POST
+def api_key_create_view(request: HttpRequest) -> HttpResponse:
+    form = ApiKeyCreateForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, f"API key not created: {_first_error(form.errors)}")
+        return redirect("accounts:profile")
+    try:
+        api_key, secret = api_key_create(
+            user=request.user,
+            name=form.cleaned_data["name"],
+            scopes=form.cleaned_data["scopes"],
+        )
+    except ValidationError as error:
+        messages.error(request, f"API key not created: {error.messages[0]}")
+        return redirect("accounts:profile")
+    return render(
+        request,
+        "trading/api_key_created.html",
+        {"api_key": api_key, "secret": secret},
+    )
+
+
+@login_required
+@require_POST
+def api_key_revoke_view(request: HttpRequest, pk: int) -> HttpResponse:
+    api_key = get_object_or_404(ApiKey, pk=pk, user=request.user)
+    api_key_revoke(user=request.user, api_key=api_key)
+    messages.success(request, f"The API key “{api_key.name}” was revoked.")
+    return redirect("accounts:profile")

@@ -1,0 +1,270 @@
+"""The API's shapes. Amounts travel as decimal strings both ways, never as
+JSON numbers, so no value is ever rounded through a float."""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal
+
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from trading.models import Market, Order, Withdrawal
+from trading.money import plain
+from trading.selectors import CANDLE_INTERVALS
+
+AMOUNT_SCHEMA = {
+    "type": "string",
+    "format": "decimal",
+    "pattern": r"^[0-9]+(\.[0-9]+)?$",
+    "example": "0.25",
+}
+
+
+@extend_schema_field(AMOUNT_SCHEMA)
+class AmountField(serializers.Field):
+    """A decimal as a plain string: ``"0.25"`` in, ``"0.25"`` out.
+
+    Input is a string (or a JSON integer) in plain notation; a JSON float is
+    refused, as it may already have lost digits. Range and precision are
+    left to the services, which know the market's steps.
+    """
+
+    default_error_messages = {
+        "invalid": 'A decimal number written as a string is required, like "0.25".',
+    }
+    _PLAIN = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)$")
+    _MAX_LENGTH = 80
+
+    def to_internal_value(self, data: object) -> Decimal:
+        if isinstance(data, bool) or not isinstance(data, str | int):
+            self.fail("invalid")
+        text = str(data).strip()
+        if len(text) > self._MAX_LENGTH or not self._PLAIN.match(text):
+            self.fail("invalid")
+        return Decimal(text)
+
+    def to_representation(self, value: Decimal) -> str:
+        return plain(value)
+
+
+@extend_schema_field({**AMOUNT_SCHEMA, "pattern": r"^-?[0-9]+(\.[0-9]+)?$"})
+class SignedAmountField(AmountField):
+    pass
+
+
+@extend_schema_field(
+    {**AMOUNT_SCHEMA, "pattern": r"^-?[0-9]+\.[0-9]{2}$", "example": "-1.25"}
+)
+class PercentField(AmountField):
+    """A percentage with exactly two decimals, like ``"10.00"``."""
+
+    def to_representation(self, value: Decimal) -> str:
+        return f"{value:f}"
+
+
+class ErrorDetailSerializer(serializers.Serializer):
+    code = serializers.CharField(help_text="Stable, for programs.")
+    message = serializers.CharField(help_text="For people; may be reworded.")
+    fields = serializers.DictField(
+        child=serializers.ListField(child=serializers.CharField()),
+        required=False,
+        help_text="Validation errors only: each field's messages.",
+    )
+
+
+class ErrorSerializer(serializers.Serializer):
+    error = ErrorDetailSerializer()
+
+
+# -- Public -----------------------------------------------------------------
+
+
+class MarketSerializer(serializers.Serializer):
+    symbol = serializers.CharField()
+    base = serializers.CharField(source="base.symbol")
+    quote = serializers.CharField(source="quote.symbol")
+    price_step = AmountField(help_text="Prices are multiples of this (quote).")
+    amount_step = AmountField(help_text="Quantities are multiples of this (base).")
+    min_notional = AmountField(help_text="Smallest price x quantity (quote).")
+    maker_fee = AmountField(help_text="Rate, e.g. 0.001 for 0.1 %.")
+    taker_fee = AmountField(help_text="Rate, e.g. 0.002 for 0.2 %.")
+    status = serializers.ChoiceField(
+        choices=Market.Status.choices,
+        help_text="A halted market accepts cancels only.",
+    )
+
+
+class TickerSerializer(serializers.Serializer):
+    market = serializers.CharField(source="market.symbol")
+    last_price = AmountField(allow_null=True)
+    open_price = AmountField(
+        allow_null=True, help_text="The first trade of the last 24 hours."
+    )
+    high_price = AmountField(allow_null=True)
+    low_price = AmountField(allow_null=True)
+    change = SignedAmountField(allow_null=True, help_text="last - open.")
+    change_percent = PercentField(
+        allow_null=True, help_text="(last - open) / open x 100, two decimals."
+    )
+    base_volume = AmountField(help_text="Base traded in the last 24 hours.")
+    quote_volume = AmountField(help_text="Quote traded in the last 24 hours.")
+    best_bid = AmountField(allow_null=True)
+    best_ask = AmountField(allow_null=True)
+
+
+class PriceLevelSerializer(serializers.Serializer):
+    price = AmountField()
+    quantity = AmountField(help_text="Open quantity at this price (base).")
+
+
+class DepthSerializer(serializers.Serializer):
+    market = serializers.CharField()
+    bids = PriceLevelSerializer(many=True, help_text="Best (highest) first.")
+    asks = PriceLevelSerializer(many=True, help_text="Best (lowest) first.")
+
+
+class TradeSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    price = AmountField()
+    quantity = AmountField()
+    quote_amount = AmountField()
+    taker_side = serializers.ChoiceField(
+        choices=[("buy", "The taker bought"), ("sell", "The taker sold")]
+    )
+    created_at = serializers.DateTimeField()
+
+
+class CandleSerializer(serializers.Serializer):
+    open_time = serializers.DateTimeField(source="start")
+    open = AmountField()
+    high = AmountField()
+    low = AmountField()
+    close = AmountField()
+    volume = AmountField(help_text="Base traded.")
+
+
+class LimitQuerySerializer(serializers.Serializer):
+    limit = serializers.IntegerField(min_value=1, max_value=500, default=50)
+
+
+class CandleQuerySerializer(serializers.Serializer):
+    interval = serializers.ChoiceField(choices=list(CANDLE_INTERVALS), default="1m")
+    limit = serializers.IntegerField(min_value=1, max_value=1000, default=100)
+
+
+# -- Private ----------------------------------------------------------------
+
+
+class BalanceSerializer(serializers.Serializer):
+    token = serializers.CharField(source="token.symbol")
+    available = AmountField()
+    locked = AmountField(help_text="Reserved by open orders and withdrawals.")
+
+
+class OrderSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    market = serializers.CharField(source="market.symbol")
+    side = serializers.ChoiceField(choices=Order.Side.choices)
+    type = serializers.ChoiceField(choices=Order.Type.choices)
+    time_in_force = serializers.ChoiceField(choices=Order.TimeInForce.choices)
+    post_only = serializers.BooleanField()
+    client_order_id = serializers.SerializerMethodField()
+    price = AmountField(allow_null=True, help_text="null for a market order.")
+    quantity = AmountField()
+    filled_quantity = AmountField()
+    remaining = AmountField()
+    executed_value = AmountField(help_text="Quote traded, before fees.")
+    fee = AmountField()
+    fee_token = serializers.SerializerMethodField()
+    locked = AmountField(help_text="Still reserved: quote to buy, base to sell.")
+    status = serializers.ChoiceField(choices=Order.Status.choices)
+    cancel_reason = serializers.SerializerMethodField()
+    created_at = serializers.DateTimeField()
+    updated_at = serializers.DateTimeField()
+
+    def get_client_order_id(self, order: Order) -> str | None:
+        return order.client_order_id or None
+
+    def get_fee_token(self, order: Order) -> str:
+        """The token received, in which the fee is paid."""
+        market = order.market
+        return (market.base if order.side == Order.Side.BUY else market.quote).symbol
+
+    @extend_schema_field(
+        serializers.ChoiceField(
+            choices=[c for c in Order.CancelReason.values if c], allow_null=True
+        )
+    )
+    def get_cancel_reason(self, order: Order) -> str | None:
+        return order.cancel_reason or None
+
+
+class OrderCreateSerializer(serializers.Serializer):
+    market = serializers.CharField(max_length=25, help_text="Like BTC-USDT.")
+    side = serializers.ChoiceField(choices=Order.Side.choices)
+    type = serializers.ChoiceField(choices=Order.Type.choices)
+    quantity = AmountField(help_text="In base; a multiple of the amount step.")
+    price = AmountField(
+        required=False,
+        allow_null=True,
+        help_text="Limit orders only; a multiple of the price step.",
+    )
+    time_in_force = serializers.ChoiceField(
+        choices=Order.TimeInForce.choices, default="GTC"
+    )
+    post_only = serializers.BooleanField(default=False)
+    client_order_id = serializers.CharField(
+        required=False,
+        min_length=1,
+        max_length=64,
+        help_text="Your id: repeating an order with it returns the first one.",
+    )
+
+
+class OrderQuerySerializer(serializers.Serializer):
+    status = serializers.ChoiceField(
+        choices=["open", "closed"],
+        required=False,
+        help_text="closed: filled or cancelled.",
+    )
+    market = serializers.CharField(required=False, max_length=25)
+
+
+class MarketQuerySerializer(serializers.Serializer):
+    market = serializers.CharField(required=False, max_length=25)
+
+
+class FillSerializer(serializers.Serializer):
+    id = serializers.IntegerField(help_text="The trade's id.")
+    order_id = serializers.IntegerField()
+    market = serializers.CharField(source="market.symbol")
+    side = serializers.ChoiceField(choices=Order.Side.choices)
+    liquidity = serializers.ChoiceField(choices=["maker", "taker"])
+    price = AmountField()
+    quantity = AmountField()
+    quote_amount = AmountField()
+    fee = AmountField()
+    fee_token = serializers.CharField()
+    created_at = serializers.DateTimeField()
+
+
+class WithdrawalSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    token = serializers.CharField(source="token.symbol")
+    amount = AmountField()
+    address = serializers.CharField()
+    reference = serializers.CharField()
+    status = serializers.ChoiceField(choices=Withdrawal.Status.choices)
+    created_at = serializers.DateTimeField()
+    decided_at = serializers.DateTimeField(allow_null=True)
+
+
+class WithdrawalCreateSerializer(serializers.Serializer):
+    token = serializers.CharField(max_length=12, help_text="Like BTC.")
+    amount = AmountField()
+    address = serializers.CharField(max_length=255)
+    reference = serializers.CharField(
+        max_length=100,
+        help_text="Your idempotency key: repeating a request returns the first.",
+    )

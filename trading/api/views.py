@@ -1,0 +1,388 @@
+"""The JSON API, version 1: public market data, and the private account of the
+signed-in user or API key. Views parse input, call one selector or service and
+serialize; refusals become JSON errors in ``trading.api.exceptions``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import exceptions, serializers, status
+from rest_framework.generics import GenericAPIView
+from rest_framework.parsers import JSONParser
+from rest_framework.permissions import AllowAny
+from rest_framework.renderers import JSONRenderer
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from tokens.models import Token
+from trading.api import serializers as api
+from trading.api.authentication import ApiKeyAuthentication, CsrfSessionAuthentication
+from trading.api.exceptions import exception_handler
+from trading.api.pagination import NewestFirstPagination
+from trading.api.permissions import ScopeAllows
+from trading.api.selectors import (
+    fill_of,
+    orders_for_user,
+    ticker_for,
+    trades_for_user,
+    withdrawals_for_user,
+)
+from trading.models import Market, Order, Withdrawal
+from trading.selectors import (
+    balances_for_user,
+    candles,
+    market_get,
+    order_book,
+    trades_recent,
+)
+from trading.services import order_cancel, order_place, withdrawal_request
+
+_ERROR_DESCRIPTIONS = {
+    400: "Invalid input: code `invalid` with `fields`, or a refused amount "
+    "(`invalid_amount`, `precision_too_high`, `invalid_order`, ...).",
+    401: "No credentials, or a bad API key (`not_authenticated`, "
+    "`invalid_api_key`, `api_key_revoked`).",
+    403: "`csrf_failed` for a session without the CSRF header; "
+    "`insufficient_scope` for a read-only API key.",
+    404: "`not_found`.",
+    409: "Conflicts with the current state (`order_not_open`, "
+    "`duplicate_client_order_id`, `duplicate_reference`, `market_closed`).",
+    422: "Refused by the exchange's rules (`insufficient_balance`, "
+    "`below_min_notional`, `post_only_would_take`, `fill_or_kill_not_filled`).",
+}
+
+
+def _errors(*codes: int) -> dict[int, OpenApiResponse]:
+    return {
+        code: OpenApiResponse(
+            api.ErrorSerializer, description=_ERROR_DESCRIPTIONS[code]
+        )
+        for code in codes
+    }
+
+
+def _valid(serializer_class: type[serializers.Serializer], data: Any) -> dict:
+    serializer = serializer_class(data=data)
+    serializer.is_valid(raise_exception=True)
+    return serializer.validated_data
+
+
+def _market_or_404(symbol: str) -> Market:
+    try:
+        return market_get(symbol=symbol)
+    except Market.DoesNotExist:
+        raise exceptions.NotFound(f"There is no market {symbol!r}.") from None
+
+
+def _market_field(symbol: str | None) -> Market | None:
+    """The market a body or query field names; unknown ones are invalid input."""
+    if symbol is None:
+        return None
+    try:
+        return market_get(symbol=symbol)
+    except Market.DoesNotExist:
+        raise exceptions.ValidationError(
+            {"market": [f"There is no market {symbol!r}."]}
+        ) from None
+
+
+class ApiView(GenericAPIView):
+    renderer_classes = (JSONRenderer,)
+    parser_classes = (JSONParser,)
+    pagination_class = None
+
+    def get_exception_handler(self):
+        # Also set as REST_FRAMEWORK["EXCEPTION_HANDLER"]; this keeps the API's
+        # error shape whatever the settings say.
+        return exception_handler
+
+
+class PublicView(ApiView):
+    authentication_classes = ()
+    permission_classes = (AllowAny,)
+
+
+class PrivateView(ApiView):
+    authentication_classes = (ApiKeyAuthentication, CsrfSessionAuthentication)
+    permission_classes = (ScopeAllows,)
+
+
+# -- Public -----------------------------------------------------------------
+
+
+class MarketListView(PublicView):
+    @extend_schema(
+        tags=["market data"],
+        summary="Markets",
+        description="Every listed market with its steps, fees and status.",
+        responses={200: api.MarketSerializer(many=True)},
+    )
+    def get(self, request: Request) -> Response:
+        markets = Market.objects.select_related("base", "quote").order_by("symbol")
+        return Response(api.MarketSerializer(markets, many=True).data)
+
+
+class TickerView(PublicView):
+    @extend_schema(
+        tags=["market data"],
+        summary="Ticker",
+        description="Last price, 24-hour change and volumes, best bid and ask.",
+        responses={200: api.TickerSerializer, **_errors(404)},
+    )
+    def get(self, request: Request, symbol: str) -> Response:
+        market = _market_or_404(symbol)
+        return Response(api.TickerSerializer(ticker_for(market=market)).data)
+
+
+class DepthView(PublicView):
+    @extend_schema(
+        tags=["market data"],
+        summary="Order book",
+        description="Open quantity summed per price, `limit` levels a side.",
+        parameters=[api.LimitQuerySerializer],
+        responses={200: api.DepthSerializer, **_errors(400, 404)},
+    )
+    def get(self, request: Request, symbol: str) -> Response:
+        market = _market_or_404(symbol)
+        query = _valid(api.LimitQuerySerializer, request.query_params)
+        book = order_book(market=market, depth=query["limit"])
+        data = {"market": market.symbol, "bids": book.bids, "asks": book.asks}
+        return Response(api.DepthSerializer(data).data)
+
+
+class TradeListView(PublicView):
+    @extend_schema(
+        tags=["market data"],
+        summary="Recent trades",
+        description="The market's latest trades, newest first.",
+        parameters=[api.LimitQuerySerializer],
+        responses={200: api.TradeSerializer(many=True), **_errors(400, 404)},
+    )
+    def get(self, request: Request, symbol: str) -> Response:
+        market = _market_or_404(symbol)
+        query = _valid(api.LimitQuerySerializer, request.query_params)
+        trades = trades_recent(market=market, limit=query["limit"])
+        return Response(api.TradeSerializer(trades, many=True).data)
+
+
+class CandleListView(PublicView):
+    @extend_schema(
+        tags=["market data"],
+        summary="Candles",
+        description="OHLCV of the last `limit` intervals that had trades, oldest "
+        "first; intervals start at multiples of their length since the Unix "
+        "epoch (UTC).",
+        parameters=[api.CandleQuerySerializer],
+        responses={200: api.CandleSerializer(many=True), **_errors(400, 404)},
+    )
+    def get(self, request: Request, symbol: str) -> Response:
+        market = _market_or_404(symbol)
+        query = _valid(api.CandleQuerySerializer, request.query_params)
+        rows = candles(market=market, interval=query["interval"], limit=query["limit"])
+        return Response(api.CandleSerializer(rows, many=True).data)
+
+
+# -- Private ----------------------------------------------------------------
+
+
+class BalanceListView(PrivateView):
+    @extend_schema(
+        tags=["account"],
+        summary="Balances",
+        responses={200: api.BalanceSerializer(many=True), **_errors(401, 403)},
+    )
+    def get(self, request: Request) -> Response:
+        balances = balances_for_user(user=request.user)
+        return Response(api.BalanceSerializer(balances, many=True).data)
+
+
+class OrderListView(PrivateView):
+    pagination_class = NewestFirstPagination
+
+    @extend_schema(
+        tags=["orders"],
+        summary="Your orders",
+        description="Newest first, 100 a page; follow `next` for older ones.",
+        parameters=[api.OrderQuerySerializer],
+        responses={200: api.OrderSerializer(many=True), **_errors(400, 401, 403)},
+    )
+    def get(self, request: Request) -> Response:
+        query = _valid(api.OrderQuerySerializer, request.query_params)
+        orders = orders_for_user(
+            user=request.user,
+            status=query.get("status"),
+            market=_market_field(query.get("market")),
+        )
+        page = self.paginate_queryset(orders)
+        return self.get_paginated_response(api.OrderSerializer(page, many=True).data)
+
+    @extend_schema(
+        tags=["orders"],
+        summary="Place an order",
+        description="The order is matched at once; the response shows it "
+        "afterwards. Repeating an order with the same `client_order_id` "
+        "returns the first one (200) and places nothing.",
+        request=api.OrderCreateSerializer,
+        responses={
+            201: api.OrderSerializer,
+            200: OpenApiResponse(
+                api.OrderSerializer, description="An identical repeat: the order."
+            ),
+            **_errors(400, 401, 403, 409, 422),
+        },
+    )
+    def post(self, request: Request) -> Response:
+        data = _valid(api.OrderCreateSerializer, request.data)
+        market = _market_field(data["market"])
+        client_order_id = data.get("client_order_id")
+        # An identical repeat returns the earlier order: answer it with 200.
+        # Two identical requests racing may both see no earlier order and
+        # both answer 201; they still carry the same order.
+        earlier = None
+        if client_order_id is not None:
+            earlier = (
+                Order.objects.filter(user=request.user, client_order_id=client_order_id)
+                .order_by("-pk")
+                .values_list("pk", flat=True)
+                .first()
+            )
+        placed = order_place(
+            user=request.user,
+            market=market,
+            side=data["side"],
+            type=data["type"],
+            quantity=data["quantity"],
+            price=data.get("price"),
+            time_in_force=data["time_in_force"],
+            post_only=data["post_only"],
+            client_order_id=client_order_id,
+        )
+        order = Order.objects.select_related("market__base", "market__quote").get(
+            pk=placed.pk
+        )
+        return Response(
+            api.OrderSerializer(order).data,
+            status=status.HTTP_200_OK
+            if order.pk == earlier
+            else status.HTTP_201_CREATED,
+        )
+
+
+class OrderDetailView(PrivateView):
+    def _own_order(self, request: Request, pk: int) -> Order:
+        order = (
+            Order.objects.select_related("market__base", "market__quote")
+            .filter(pk=pk, user=request.user)
+            .first()
+        )
+        if order is None:
+            raise exceptions.NotFound("You have no order with this id.")
+        return order
+
+    @extend_schema(
+        tags=["orders"],
+        summary="One of your orders",
+        responses={200: api.OrderSerializer, **_errors(401, 403, 404)},
+    )
+    def get(self, request: Request, pk: int) -> Response:
+        return Response(api.OrderSerializer(self._own_order(request, pk)).data)
+
+    @extend_schema(
+        tags=["orders"],
+        summary="Cancel an order",
+        description="Releases what the order still reserves; returns the order.",
+        responses={200: api.OrderSerializer, **_errors(401, 403, 404, 409)},
+    )
+    def delete(self, request: Request, pk: int) -> Response:
+        order = order_cancel(user=request.user, order=self._own_order(request, pk))
+        order = Order.objects.select_related("market__base", "market__quote").get(
+            pk=order.pk
+        )
+        return Response(api.OrderSerializer(order).data)
+
+
+class FillListView(PrivateView):
+    pagination_class = NewestFirstPagination
+
+    @extend_schema(
+        tags=["orders"],
+        summary="Your fills",
+        description="Your side of each trade of your orders, newest first.",
+        parameters=[api.MarketQuerySerializer],
+        responses={200: api.FillSerializer(many=True), **_errors(400, 401, 403)},
+    )
+    def get(self, request: Request) -> Response:
+        query = _valid(api.MarketQuerySerializer, request.query_params)
+        trades = trades_for_user(
+            user=request.user, market=_market_field(query.get("market"))
+        )
+        page = self.paginate_queryset(trades)
+        fills = [fill_of(trade, user=request.user) for trade in page]
+        return self.get_paginated_response(api.FillSerializer(fills, many=True).data)
+
+
+class WithdrawalListView(PrivateView):
+    pagination_class = NewestFirstPagination
+
+    @extend_schema(
+        tags=["withdrawals"],
+        summary="Your withdrawal requests",
+        responses={200: api.WithdrawalSerializer(many=True), **_errors(401, 403)},
+    )
+    def get(self, request: Request) -> Response:
+        page = self.paginate_queryset(withdrawals_for_user(user=request.user))
+        return self.get_paginated_response(
+            api.WithdrawalSerializer(page, many=True).data
+        )
+
+    @extend_schema(
+        tags=["withdrawals"],
+        summary="Request a withdrawal",
+        description="The amount stays locked until staff approve or reject the "
+        "request. Repeating a request with the same `reference` returns the "
+        "first one (200).",
+        request=api.WithdrawalCreateSerializer,
+        responses={
+            201: api.WithdrawalSerializer,
+            200: OpenApiResponse(
+                api.WithdrawalSerializer, description="An identical repeat."
+            ),
+            **_errors(400, 401, 403, 409, 422),
+        },
+    )
+    def post(self, request: Request) -> Response:
+        data = _valid(api.WithdrawalCreateSerializer, request.data)
+        token = Token.objects.filter(symbol=data["token"].upper()).first()
+        if token is None:
+            raise exceptions.ValidationError(
+                {"token": [f"There is no token {data['token']!r}."]}
+            )
+        earlier = (
+            Withdrawal.objects.filter(user=request.user, reference=data["reference"])
+            .values_list("pk", flat=True)
+            .first()
+        )
+        withdrawal = withdrawal_request(
+            user=request.user,
+            token=token,
+            amount=data["amount"],
+            address=data["address"],
+            reference=data["reference"],
+        )
+        return Response(
+            api.WithdrawalSerializer(withdrawal).data,
+            status=status.HTTP_200_OK
+            if withdrawal.pk == earlier
+            else status.HTTP_201_CREATED,
+        )
+
+
+@extend_schema(exclude=True)
+class NotFoundView(PublicView):
+    """Any other path under the API answers a JSON 404."""
+
+    def _not_found(self, request: Request, *args: object, **kwargs: object):
+        raise exceptions.NotFound("There is no such API endpoint.")
+
+    get = post = put = patch = delete = _not_found

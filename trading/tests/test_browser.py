@@ -1,0 +1,70 @@
+"""Trading in a real browser: the order form, cancel, and the page refreshing."""
+
+from decimal import Decimal
+
+import pytest
+
+from trading.models import Order
+from trading.tests.factories import (
+    balance,
+    fund,
+    market_make,
+    sell,
+    token_make,
+    user_make,
+)
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def market():
+    return market_make(token_make("BTC"), token_make("USDT", decimals=6))
+
+
+def log_in(page, live_server, username):
+    from django.contrib.auth import get_user_model
+
+    user = get_user_model().objects.get(username=username)
+    user.set_password("trade-pass-2026")
+    user.save()
+    page.goto(f"{live_server.url}/accounts/login/")
+    page.get_by_label("Username").fill(username)
+    page.get_by_label("Password").fill("trade-pass-2026")
+    page.get_by_role("button", name="Log in").click()
+    page.wait_for_url("**/accounts/profile/")
+
+
+def test_place_and_cancel_an_order_and_see_the_book_refresh(page, live_server, market):
+    trader = user_make("trader")
+    fund(trader, market.quote, "10000")
+    log_in(page, live_server, "trader")
+
+    page.goto(f"{live_server.url}/markets/{market.symbol}/")
+    page.get_by_label("Buy").check()
+    page.get_by_label("Limit").check()
+    page.get_by_role("textbox", name="Price").fill("100.00")
+    page.get_by_role("textbox", name="Amount").fill("3")
+    page.get_by_role("button", name="Place order").click()
+    page.get_by_text("placed (0 filled so far)").wait_for()
+    page.screenshot_step("order-placed")
+    order = Order.objects.get(user=trader)
+    assert balance(trader, market.quote) == (Decimal("9700"), Decimal("300"))
+
+    # Another user sells into the order while the page is open: the page
+    # shows the trade without a reload.
+    seller = user_make("seller")
+    fund(seller, market.base, "1")
+    sell(seller, market, "1", "100.00")
+    page.locator("#market-live").get_by_text("You have not traded").wait_for(
+        state="detached", timeout=10_000
+    )
+    page.screenshot_step("refreshed")
+
+    page.get_by_role("button", name=f"Cancel order {order.pk}").click()
+    page.get_by_text("Order cancelled").wait_for()
+    page.screenshot_step("cancelled")
+    order.refresh_from_db()
+    assert order.status == Order.Status.CANCELLED
+    assert order.filled_quantity == Decimal("1")
+    assert balance(trader, market.quote)[1] == Decimal("0")
