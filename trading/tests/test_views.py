@@ -215,4 +215,6 @@ def test_api_keys_are_made_and_revoked_from_the_profile_page(client):
     client.post(f"/api/keys/{key.pk}/revoke/")
     key.refresh_from_db()
     assert key.revoked_at is not None
-    assert "my bot" not in client.get("/accounts/profile/").content.decode()
+    after = client.get("/accounts/profile/").content.decode()
+    assert "“my bot” was revoked" in after
+    assert f"{key.prefix}.…" not in after
