@@ -62,6 +62,17 @@ def s3_server(tmp_path_factory):
 
 
 @pytest.fixture(autouse=True)
+def empty_cache():
+    """Each test starts with an empty cache: nothing rendered for another
+    test's database can be served."""
+    from django.core.cache import cache
+
+    cache.clear()
+    yield
+    cache.clear()
+
+
+@pytest.fixture(autouse=True)
 def media_root(settings, tmp_path):
     """Every test gets an empty local media folder; nothing touches media/."""
     root = tmp_path / "media"

@@ -342,7 +342,6 @@ def environment(directory: Path) -> dict[str, str]:
             "MEDIA_ROOT": str(directory / "media"),
             "MEDIA_SERVE": "false",
             "USE_MINIO": "false",
-            "CONN_MAX_AGE": "0",
             "LOG_LEVEL": "WARNING",
         }
     )
@@ -649,15 +648,6 @@ def findings(results: list[PageResult], components: dict[str, float]) -> list[st
             "target relative to a floor that renders `base.html` for a signed-in "
             "user would measure what the page itself adds.",
         )
-    lines.append(
-        "- **Database connections.** With the default `CONN_MAX_AGE=0` each "
-        "request that queries opens a new SQLite connection, and SQLite reads "
-        "the schema again on its first statement: "
-        f"{milliseconds(components['new_connection'])} more per request under "
-        "gunicorn than the in-process times above, which keep one connection. "
-        "`CONN_MAX_AGE=60` (`.env.example` and production) saves it on every "
-        "page that queries; with PostgreSQL a new connection costs more still.",
-    )
     return lines
 
 
@@ -728,8 +718,7 @@ def section(
         "and the ratio shows what a page adds to it.",
         "- Production settings from the environment, in a temporary directory: "
         "`DEBUG=false`, a random `SECRET_KEY`, a SQLite database file "
-        "(`CONN_MAX_AGE=0`, the default: a new connection for each request that "
-        "queries), "
+        "(`CONN_MAX_AGE=60`, the default: each worker keeps its connection), "
         "media on local disk with `MEDIA_SERVE=false`, static files collected "
         "(WhiteNoise manifest storage). Data made through the services: "
         f"{TOKENS} tokens with PNG logos (`token_create`) and one user with a "

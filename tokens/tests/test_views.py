@@ -95,3 +95,26 @@ def test_error_pages_use_the_site_look(client):
     for code in ("403", "404", "500", "503"):
         html = render_to_string(f"{code}.html")
         assert "Crypto Exchange" in html and f">{code}<" in html
+
+
+def test_visitors_get_the_token_list_from_the_cache_until_a_token_changes(client):
+    make_tokens(3)
+    first = client.get("/tokens/").content
+    with CaptureQueriesContext(connection) as queries:
+        again = client.get("/tokens/").content
+    token_create(name="Newcomer", symbol="NEW")
+    after_change = client.get("/tokens/").content.decode()
+
+    assert again == first
+    assert len(queries) == 0
+    assert "Newcomer" in after_change
+
+
+def test_signed_in_users_never_get_the_visitors_cached_list(client):
+    make_tokens(2)
+    client.get("/tokens/")
+    client.force_login(get_user_model().objects.create_user("eve", password="x"))
+
+    page = client.get("/tokens/").content.decode()
+
+    assert "eve" in page and "Log out" in page
