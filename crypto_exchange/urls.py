@@ -1,6 +1,7 @@
 from django.contrib import admin
 from django.urls import include, path
 
+from storage.health import Readiness, liveness
 from tokens.views import home
 
 admin.site.site_header = "Crypto Exchange administration"
@@ -14,6 +15,8 @@ urlpatterns = [
     path("api/", include("trading.api.urls")),
     path("", include("trading.urls")),
     path("admin/", admin.site.urls),
+    path("healthz/", liveness, name="healthz"),
+    path("readyz/", Readiness.as_view(), name="readyz"),
     # Answers only when settings.MEDIA_SERVE is on (development, MinIO proxy).
     path("media/", include("storage.urls")),
 ]

@@ -159,3 +159,34 @@ def test_production_mode_starts_with_a_secret_key(run_python):
     result = run_python(["manage.py", "check"], env)
 
     assert result.returncode == 0, result.stderr
+
+
+def test_redis_url_gives_a_cache_shared_by_every_instance(run_python):
+    import uuid
+
+    key = f"shared-{uuid.uuid4().hex}"
+    env = {**SETTINGS_ENV, "REDIS_URL": "redis://127.0.0.1:6379/15"}
+    code = "import django; django.setup(); from django.core.cache import cache; "
+
+    writer = run_python(["-c", code + f"cache.set('{key}', 'from one', 30)"], env)
+    reader = run_python(["-c", code + f"print(cache.get('{key}'))"], env)
+
+    assert writer.returncode == 0, writer.stderr
+    assert reader.stdout.strip() == "from one"
+
+
+def test_production_settings_pass_the_deploy_check_but_for_hsts_preload(run_python):
+    env = {
+        **SETTINGS_ENV,
+        "DEBUG": "false",
+        "SECRET_KEY": "k" * 20 + "-production-secret-" + "x" * 20,
+        "ALLOWED_HOSTS": "exchange.example.com",
+        "SECURE_SSL_REDIRECT": "true",
+        "SECURE_HSTS_SECONDS": "31536000",
+        "SECURE_HSTS_INCLUDE_SUBDOMAINS": "true",
+    }
+
+    result = run_python(["manage.py", "check", "--deploy"], env)
+
+    assert "security.W021" in result.stderr  # HSTS preload: the operator's call
+    assert result.stderr.count("(security.") == 1, result.stderr

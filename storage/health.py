@@ -1,0 +1,76 @@
+"""Liveness and readiness endpoints for load balancers and orchestrators.
+
+``/healthz/`` answers as long as the process serves requests and touches
+nothing. ``/readyz/`` checks what a request needs (database, cache, object
+store) with django-health-check and answers 503 with a JSON body naming what
+failed, so a load balancer takes the instance out until it recovers.
+"""
+
+import dataclasses
+
+from django.core.files.storage import storages
+from django.http import HttpRequest, JsonResponse
+from django.views.decorators.cache import never_cache
+from health_check.base import HealthCheck
+from health_check.exceptions import ServiceUnavailable
+from health_check.views import HealthCheckView
+
+from storage.backends import MinIOStorage
+from storage.exceptions import StorageUnavailable
+
+
+@never_cache
+def liveness(request: HttpRequest) -> JsonResponse:
+    return JsonResponse({"status": "ok"})
+
+
+@dataclasses.dataclass
+class ObjectStore(HealthCheck):
+    """The bucket answers a HEAD (one request; nothing written)."""
+
+    def run(self) -> None:
+        storage = storages["default"]
+        if not isinstance(storage, MinIOStorage):
+            return  # files on local disk: nothing remote to reach
+        try:
+            with storage._errors("check the bucket"):
+                exists = storage.client.bucket_exists(bucket_name=storage.bucket_name)
+        except StorageUnavailable as exc:
+            raise ServiceUnavailable(str(exc)) from exc
+        if not exists:
+            raise ServiceUnavailable(
+                f"bucket '{storage.bucket_name}' does not exist: run setup_minio"
+            )
+
+    label = "object_store"
+
+
+class Readiness(HealthCheckView):
+    checks = (
+        ("health_check.checks.Database", {}),
+        ("health_check.checks.Cache", {}),
+        ObjectStore,
+    )
+
+    def render_to_response_json(self, status):
+        # django-health-check answers 500 when a check fails; a failed
+        # dependency is "unavailable", which load balancers understand.
+        checks = {
+            _label(result.check): str(result.error) if result.error else "ok"
+            for result in self.results
+        }
+        failed = any(result.error for result in self.results)
+        return JsonResponse(
+            {"status": "unavailable" if failed else "ok", "checks": checks},
+            status=503 if failed else 200,
+        )
+
+    async def get(self, request, *args, **kwargs):
+        # Always JSON, whatever the Accept header.
+        request.GET = request.GET.copy()
+        request.GET["format"] = "json"
+        return await super().get(request, *args, **kwargs)
+
+
+def _label(check: HealthCheck) -> str:
+    return getattr(check, "label", type(check).__name__.lower())
