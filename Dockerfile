@@ -1,26 +1,59 @@
-# The app under gunicorn, static files served by whitenoise; any number of
-# identical containers can run behind a load balancer when USE_MINIO=true.
-# (Production hardening — multi-stage build, health check, gunicorn.conf.py —
-# is tracked separately.)
-FROM python:3.12-slim
+# The app under gunicorn (gunicorn.conf.py), static files served by whitenoise.
+# With USE_MINIO=true no file lives in the container, so any number of identical
+# replicas can run behind a load balancer (docker-compose.yml, docs/DEPLOYMENT.md).
+#
+#   docker build -t crypto-exchange .
+#   docker run --env-file .env -p 127.0.0.1:8000:8000 crypto-exchange
 
-ENV PYTHONDONTWRITEBYTECODE=1 \
+# --- builder: wheels, then a virtual environment made from them only ----------
+FROM python:3.12.12-slim-bookworm AS builder
+
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PYTHONDONTWRITEBYTECODE=1
+
+WORKDIR /build
+COPY requirements.txt .
+# Every pinned requirement has a manylinux wheel for CPython 3.12, so this
+# stage needs no compiler; the venv is installed from /wheels alone.
+RUN pip wheel --no-cache-dir --wheel-dir /wheels -r requirements.txt \
+    && python -m venv /opt/venv \
+    && /opt/venv/bin/pip install --no-cache-dir --no-index --find-links /wheels \
+        -r requirements.txt
+
+# --- runtime ------------------------------------------------------------------
+FROM python:3.12.12-slim-bookworm
+
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
-    PIP_NO_CACHE_DIR=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    DEBUG=false
+    DEBUG=false \
+    PORT=8000
+
+RUN groupadd --gid 10001 app \
+    && useradd --uid 10001 --gid 10001 --no-log-init --no-create-home \
+        --home-dir /nonexistent --shell /usr/sbin/nologin app
+
+COPY --from=builder /opt/venv /opt/venv
 
 WORKDIR /app
-
-COPY requirements.txt .
-RUN pip install -r requirements.txt
-
 COPY . .
 
-# Build-only values: collectstatic needs settings, not secrets.
-RUN SECRET_KEY=collectstatic-build-only python manage.py collectstatic --noinput \
-    && useradd --uid 10001 --no-create-home --shell /usr/sbin/nologin app
+# collectstatic needs settings, not secrets: the key below is a placeholder set
+# for this one command (no ENV, no file), and every container gets its real
+# SECRET_KEY at run time. media/ is the app user's, so a volume mounted there
+# is writable with USE_MINIO=false.
+RUN SECRET_KEY=build-only-collectstatic-not-a-secret DEBUG=false USE_MINIO=false \
+        python manage.py collectstatic --noinput --verbosity 0 \
+    && mkdir -p media \
+    && chown -R 10001:10001 media
 
-USER 10001
+USER 10001:10001
 EXPOSE 8000
-CMD ["gunicorn", "crypto_exchange.wsgi:application", "--bind", "0.0.0.0:8000", "--workers", "3", "--access-logfile", "-"]
+
+# Liveness only (/healthz/ touches no dependency). The Host header is the first
+# ALLOWED_HOSTS entry so that Django accepts the request whatever hosts are
+# configured; X-Forwarded-Proto keeps SECURE_SSL_REDIRECT from redirecting it.
+HEALTHCHECK --interval=15s --timeout=5s --start-period=20s --retries=3 \
+    CMD ["python", "-c", "import os, urllib.request as u; h = os.environ.get('ALLOWED_HOSTS', '').split(',')[0].strip().lstrip('.'); h = 'localhost' if h in ('', '*') else h; u.urlopen(u.Request('http://127.0.0.1:%s/healthz/' % os.environ.get('PORT', '8000'), headers={'Host': h, 'X-Forwarded-Proto': 'https'}), timeout=4)"]
+
+CMD ["gunicorn", "--config", "gunicorn.conf.py", "crypto_exchange.wsgi:application"]

@@ -9,7 +9,7 @@ NO_ENV_FILE := ENV_FILE=/dev/null
 CHROMIUM := /usr/bin/chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run install dev test test-sqlite test-postgres lint format bench s3 setup-minio check
+.PHONY: run install dev test test-sqlite test-postgres lint format bench s3 setup-minio check check-containers
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -71,3 +71,7 @@ check: install
 	$(BIN)/python manage.py check
 	$(BIN)/python manage.py makemigrations --check --dry-run
 	$(BIN)/python manage.py collectstatic --noinput --verbosity 0
+
+## check-containers: hadolint and `docker compose config`, no Docker engine needed
+check-containers: dev
+	BIN=$(BIN) bash scripts/check_containers.sh

@@ -1,0 +1,77 @@
+"""Gunicorn settings of the Docker image, read from the environment.
+
+    gunicorn --config gunicorn.conf.py crypto_exchange.wsgi:application
+
+PORT (default 8000) and WEB_CONCURRENCY (default 2 x CPUs + 1, at most 8) are
+the usual platform variables; FORWARDED_ALLOW_IPS lists the proxies whose
+X-Forwarded-Proto gunicorn believes. Any other setting can be overridden
+without a new image through GUNICORN_CMD_ARGS, e.g. "--timeout 60".
+"""
+
+import os
+
+
+def _int_env(name: str, default: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SystemExit(f"{name} must be a whole number (got {raw!r}).") from None
+    if value < 1:
+        raise SystemExit(f"{name} must be at least 1 (got {value}).")
+    return value
+
+
+def _default_workers() -> int:
+    # sched_getaffinity sees a container's cpuset; os.cpu_count() sees the host.
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+    # Every worker keeps a database connection (CONN_MAX_AGE): capped so that
+    # replicas x workers stays well under PostgreSQL's max_connections (100).
+    return min(2 * cpus + 1, 8)
+
+
+# Inside a container the published port decides who reaches us; 0.0.0.0 is
+# the container's own interfaces only.
+bind = [f"0.0.0.0:{_int_env('PORT', 8000)}"]
+workers = _int_env("WEB_CONCURRENCY", _default_workers())
+# The master imports the app once and forks: less memory per worker, and a bad
+# setting (ImproperlyConfigured) stops the container at once instead of making
+# every worker crash in turn. Safe because nothing opens a connection at import
+# time: database connections, the cache client and the MinIO client are all
+# created lazily, inside each worker.
+preload_app = True
+
+# A request that takes longer than this is a bug or a hung dependency (the
+# object store's own timeouts are 3 s to connect and 20 s to read).
+timeout = 30
+# On SIGTERM (docker stop) workers finish their requests within this; compose
+# gives the container 30 s (stop_grace_period) before it kills.
+graceful_timeout = 25
+# Recycle workers now and then (memory held by image decoding); the jitter
+# keeps them from restarting together.
+max_requests = 1000
+max_requests_jitter = 100
+# The heartbeat file on tmpfs: on a disk-backed overlay filesystem the
+# heartbeat's fchmod can block a worker. Gunicorn creates the files unlinked,
+# with random names, so a shared directory is safe here.
+worker_tmp_dir = "/dev/shm"  # noqa: S108
+
+forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "").strip() or "127.0.0.1"
+
+# The control socket (gunicorn 25.1+) is a management interface nobody uses in
+# a container, and its default path under $HOME does not exist for the app user.
+control_socket_disable = True
+
+# Logs go to the container's output. One line per request, key=value so that
+# `grep status=5` or `grep rid=<id>` finds it; duration in milliseconds; rid is
+# the X-Request-ID nginx sets and logs too.
+accesslog = "-"
+errorlog = "-"
+loglevel = "info"
+access_log_format = (
+    'remote=%(h)s forwarded_for="%({x-forwarded-for}i)s" method=%(m)s '
+    'path="%(U)s" query="%(q)s" status=%(s)s bytes=%(B)s duration_ms=%(M)s '
+    'rid=%({x-request-id}i)s pid=%(p)s user_agent="%(a)s"'
+)

