@@ -53,10 +53,11 @@ format: dev
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-## bench: storage, image and page benchmarks, written to docs/PERFORMANCE.md
+## bench: storage, image, page and trading benchmarks, written to docs/PERFORMANCE.md
 bench: dev
 	$(NO_ENV_FILE) $(BIN)/python -m bench.run
 	$(NO_ENV_FILE) $(BIN)/python -m bench.pages
+	$(NO_ENV_FILE) $(BIN)/python -m bench.trading
 
 ## s3: a local S3 server (SeaweedFS) on 127.0.0.1:9000, keys minioadmin/minioadmin
 s3: dev

@@ -17,7 +17,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import django_setup, image_bench, pages, storage_bench
+from bench import django_setup, image_bench, pages, storage_bench, trading
 from bench.storage_bench import Measurement, StorageResults, format_seconds
 
 REPORT_PATH = Path(__file__).resolve().parent.parent / "docs" / "PERFORMANCE.md"
@@ -346,6 +346,7 @@ def main() -> int:
     images = image_bench.run(log=log)
     text = report(storage, images, started=started, elapsed=time.monotonic() - clock)
     text = pages.section_keep(text)
+    text = trading.section_keep(text)
     REPORT_PATH.parent.mkdir(parents=True, exist_ok=True)
     REPORT_PATH.write_text(text, encoding="utf-8")
     print(text)
