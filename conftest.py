@@ -1,6 +1,7 @@
 """Shared fixtures: the real S3 server of the run, and storage switches.
 
-One SeaweedFS server (``weed mini``, loopback only) serves the whole run: it
+One SeaweedFS server (``weed mini`` via scripts/s3_server.py, with -ip=127.0.0.1
+-ip.bind=127.0.0.1 -master.telemetry=false: loopback only) serves the whole run: it
 listens on about a dozen ports, so it is started once, lazily, by the first
 test that needs it, and stopped at the end.
 """

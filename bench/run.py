@@ -260,7 +260,8 @@ def report(
         "",
         "Storage (`bench/storage_bench.py`):",
         "",
-        "- One SeaweedFS server (`scripts/s3_server.py`, `weed mini` on loopback) "
+        "- One SeaweedFS server (`scripts/s3_server.py`: `weed mini` with "
+        "-ip=127.0.0.1 -ip.bind=127.0.0.1 -master.telemetry=false, loopback only) "
         "for the whole run, one bucket per backend, all created before timing.",
         "- Backends: the raw `minio` client (`put_object` / `get_object` + "
         "`read` + `close` / `stat_object` / `remove_object` / string build or "
