@@ -75,3 +75,23 @@ access_log_format = (
     'path="%(U)s" query="%(q)s" status=%(s)s bytes=%(B)s duration_ms=%(M)s '
     'rid=%({x-request-id}i)s pid=%(p)s user_agent="%(a)s"'
 )
+
+
+def pre_request(worker, req):
+    """Tag the app's own log lines of this request (settings.LOGGING) with the
+    request id that the access log line carries, so one grep finds both."""
+    import structlog
+
+    structlog.contextvars.clear_contextvars()
+    request_id = next(
+        (value for name, value in req.headers if name == "X-REQUEST-ID"), ""
+    )
+    structlog.contextvars.bind_contextvars(
+        rid=request_id or "-", method=req.method, path=req.path
+    )
+
+
+def post_request(worker, req, environ, resp):
+    import structlog
+
+    structlog.contextvars.clear_contextvars()

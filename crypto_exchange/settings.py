@@ -8,6 +8,7 @@ Production differs from development only by these values.
 from pathlib import Path
 
 import environ
+import structlog
 from django.core.exceptions import ImproperlyConfigured
 
 from storage import config as storage_config
@@ -265,13 +266,34 @@ MEDIA_SERVE = _bool(
     "MEDIA_SERVE", default=DEBUG or (USE_MINIO and MINIO_MEDIA_URL_MODE == "proxy")
 )
 
+# One line per event, key=value (logfmt) like gunicorn's access log, so that
+# `grep 'event="storage failure"'` or `grep rid=<id>` finds it; a traceback
+# stays on its line as exception="...". Extra fields a call passes
+# (``logger.warning("storage failure", extra={...})``) become keys, and under
+# gunicorn every line carries the request's rid (gunicorn.conf.py binds it).
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {
-        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "logfmt": {
+            "()": structlog.stdlib.ProcessorFormatter,
+            "foreign_pre_chain": [
+                structlog.contextvars.merge_contextvars,
+                structlog.processors.TimeStamper(fmt="iso", utc=True, key="ts"),
+                structlog.stdlib.add_log_level,
+                structlog.stdlib.add_logger_name,
+                structlog.stdlib.ExtraAdder(),
+                structlog.processors.format_exc_info,
+            ],
+            "processors": [
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.LogfmtRenderer(
+                    key_order=["ts", "level", "logger", "event"]
+                ),
+            ],
+        },
     },
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "logfmt"}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
     # urllib3 logs every retry of the object-store client; the storage logs
     # the outcome once, with what to check.

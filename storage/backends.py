@@ -318,6 +318,8 @@ class MinIOStorage(Storage):
             operation=operation,
             endpoint=self.endpoint,
             bucket=self.bucket_name,
+            key=name,
+            reason=reason,
         )
 
     @contextmanager
@@ -379,7 +381,19 @@ class MinIOStorage(Storage):
             )
         else:
             return
-        logger.warning("storage failure: %s", error)
+        # One greppable line per failure (settings.LOGGING renders the extra
+        # fields as key=value). Credentials never reach it: the reasons are
+        # built from error codes and endpoints, not from the client's config.
+        logger.warning(
+            "storage failure",
+            extra={
+                "operation": error.operation,
+                "key": error.key,
+                "bucket": error.bucket,
+                "endpoint": error.endpoint,
+                "reason": error.reason,
+            },
+        )
         raise error from None
 
     def _ensure_bucket(self) -> None:

@@ -14,9 +14,18 @@ class StorageUnavailable(Exception):
     code = "storage_unavailable"
 
     def __init__(
-        self, message: str, *, operation: str = "", endpoint: str = "", bucket: str = ""
+        self,
+        message: str,
+        *,
+        operation: str = "",
+        endpoint: str = "",
+        bucket: str = "",
+        key: str = "",
+        reason: str = "",
     ) -> None:
         super().__init__(message)
         self.operation = operation
         self.endpoint = endpoint
         self.bucket = bucket
+        self.key = key
+        self.reason = reason
