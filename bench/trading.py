@@ -18,11 +18,11 @@ must find nothing.
 
 Short diagnosis runs on one market follow, outside the measured numbers: SQL
 statements timed through an ``execute_wrapper`` (with the market lock's wait
-and hold), ``cProfile`` of one client, and the fixes the report suggests,
-sketched into the client processes (``sketches_apply``; ``trading/`` itself
-is not changed). Then ``pgbench`` (TPC-B-like, the same client counts)
-measures what this PostgreSQL server does on this machine, and the report
-gives the ratio.
+and hold), ``cProfile`` of one client, and the next step the report
+suggests, sketched into the client processes (``sketches_apply``: prepared
+statements; the project's settings are not changed). Then ``pgbench``
+(TPC-B-like, the same client counts) measures what this PostgreSQL server
+does on this machine, and the report gives the ratio.
 
 Writes the section ``## Trading on PostgreSQL`` of ``docs/PERFORMANCE.md``
 and leaves the rest of the file as it is. Missing the target is a result;
@@ -180,7 +180,7 @@ class ClientSpec:
     market_ids: tuple[int, ...]
     seconds: float
     # "plain", "sql" (statements timed), "profile" (cProfile) or "sketch"
-    # (the suggested fixes patched in, see ``sketches_apply``)
+    # (prepared statements, see ``sketches_apply``)
     mode: str = "plain"
 
 
@@ -264,70 +264,26 @@ def client_main(spec: ClientSpec, barrier, results) -> None:
         results.put((spec.index, None, traceback.format_exc()))
 
 
-# Sketches of the fixes suggested in the findings, patched into a client process
-# so that the report can say what they would save; trading/ is not changed.
+# A sketch of the next step the findings suggest, patched into a client process
+# so that the report can say what it would save; the settings are not changed.
 
 
 def sketches_apply() -> None:
-    """Three changes to the hot path, each keeping its statement's meaning.
-
-    1. ``bulk_update`` as one ``UPDATE ... FROM (VALUES ...)`` instead of
-       Django's ``CASE WHEN pk = ... THEN ...`` per field and row.
-    2. ``balances_lock``: lock the rows with one statement and insert only
-       when one is missing, instead of reading them first.
-    3. ``_plan``'s ``iterator()`` without a server-side cursor (``DECLARE``,
-       ``FETCH``, ``CLOSE``): ``DISABLE_SERVER_SIDE_CURSORS``.
+    """Prepared statements: psycopg binds parameters on the server and
+    prepares a statement the second time it is sent, so PostgreSQL parses and
+    plans each of the hot statements once per connection instead of once per
+    call. Django leaves both off by default (connection poolers in
+    transaction mode break prepared statements); ``DATABASES["default"]
+    ["OPTIONS"]`` turns them on.
     """
     from django.db import connection
-    from django.db.models import QuerySet
 
-    from trading import locks, services
-    from trading.models import Balance
-
-    def bulk_update(self, objs, fields, batch_size=None):
-        objs = list(objs)
-        if not objs:
-            return 0
-        meta = self.model._meta
-        fields = [meta.get_field(name) for name in fields]
-        casts = [field.db_type(connection) for field in fields]
-        rows, params = [], []
-        for obj in objs:
-            rows.append("(%s, " + ", ".join(f"%s::{cast}" for cast in casts) + ")")
-            params.append(obj.pk)
-            params += [
-                field.get_db_prep_save(getattr(obj, field.attname), connection)
-                for field in fields
-            ]
-        columns = [connection.ops.quote_name(field.column) for field in fields]
-        # Identifiers come from the model's metadata; values are parameters.
-        sql = (
-            f"UPDATE {connection.ops.quote_name(meta.db_table)} AS t SET "  # noqa: S608
-            + ", ".join(f"{column} = v.{column}" for column in columns)
-            + f" FROM (VALUES {', '.join(rows)}) AS v(pk, {', '.join(columns)})"
-            + f" WHERE t.{connection.ops.quote_name(meta.pk.column)} = v.pk"
-        )
-        with connection.cursor() as cursor:
-            cursor.execute(sql, params)
-            return cursor.rowcount
-
-    original_lock = locks.balances_lock
-
-    def balances_lock(*, user_ids, token_ids):
-        user_ids, token_ids = sorted(set(user_ids)), sorted(set(token_ids))
-        rows = (
-            Balance.objects.filter(user_id__in=user_ids, token_id__in=token_ids)
-            .select_for_update()
-            .order_by("pk")
-        )
-        found = {(row.user_id, row.token_id): row for row in rows}
-        if len(found) == len(user_ids) * len(token_ids):
-            return found
-        return original_lock(user_ids=user_ids, token_ids=token_ids)
-
-    QuerySet.bulk_update = bulk_update
-    services.balances_lock = balances_lock
-    connection.settings_dict["DISABLE_SERVER_SIDE_CURSORS"] = True
+    connection.close()
+    connection.settings_dict["OPTIONS"] = {
+        **connection.settings_dict.get("OPTIONS", {}),
+        "server_side_binding": True,
+        "prepare_threshold": 2,
+    }
 
 
 def client_run(spec: ClientSpec, barrier) -> ClientResult:
@@ -871,8 +827,8 @@ class Diagnosis:
     single: RunResult  # 1 client, 1 market, statements timed
     crowded: RunResult  # 8 clients, 1 market, statements timed
     profiled: RunResult  # 1 client, 1 market, cProfile
-    sketch_single: RunResult  # 1 client, 1 market, the fixes sketched
-    sketch_crowded: RunResult  # 8 clients, 1 market, the fixes sketched
+    sketch_single: RunResult  # 1 client, 1 market, prepared statements
+    sketch_crowded: RunResult  # 8 clients, 1 market, prepared statements
     book_plan: dict[str, str]
 
     def runs(self) -> list[RunResult]:
@@ -934,7 +890,8 @@ PROFILED_FUNCTIONS = (
     "market_lock",
     "_plan",
     "balances_lock",
-    "bulk_update",
+    "_order_place_locked",
+    "rows_update",
     "bulk_create",
     "write",
 )
@@ -966,6 +923,7 @@ def findings(
     runs: list[RunResult], pgbench: dict[int, PgbenchResult], diagnosis: Diagnosis
 ) -> list[str]:
     from trading import locks, services
+    from trading.bulk import rows_update
 
     def run_of(clients: int, markets: int) -> RunResult:
         return next(r for r in runs if (r.clients, r.markets) == (clients, markets))
@@ -1011,41 +969,42 @@ def findings(
         f"({milliseconds(target.client_cpu_per_operation)} + "
         f"{milliseconds(target.backend_cpu_per_operation)}: context switches, "
         f"{cores()} cores shared). A placement makes {placing['queries']:.1f} "
-        f"statements, {milliseconds(placing['sql'])} inside `execute()`. In the "
-        "profile of one client (cProfile inflates Python): `bulk_update` takes "
-        f"{profile_share(profiled, 'bulk_update'):.0%} of the time, called at "
-        f"{line_of(services._Journal.write, 'bulk_update(')} for the balances "
-        "(every operation) and at "
-        f"{line_of(services._order_place_locked, 'bulk_update(')} for the "
-        "makers; Django builds a `CASE WHEN pk = ... THEN ...` per field with a "
-        "branch per row, resolving and compiling every expression. `_plan` "
-        f"({profile_share(profiled, '_plan'):.0%}) walks the book with "
-        f"`iterator(chunk_size=100)` ({line_of(services._plan, 'iterator(')}), "
-        "which on PostgreSQL opens a server-side cursor: `DECLARE`, `FETCH` and "
-        "`CLOSE`, three round trips where one query with a `LIMIT` would do. "
-        f"`balances_lock` ({profile_share(profiled, 'balances_lock'):.0%}) "
-        f"reads the rows ({line_of(locks.balances_lock, 'values_list')}) "
-        "before it locks them with a second statement. On the server side, "
-        "Django sends every statement as text with its values, so PostgreSQL "
-        "parses and plans each one anew: the book query plans in "
-        f"{plan.get('Planning Time', '?')} and "
+        f"statements, {milliseconds(placing['sql'])} inside `execute()`, and "
+        "those are already few: rows are written with one statement per table "
+        f"(`rows_update`, {where(rows_update)}, instead of Django's "
+        "`bulk_update`, which built a `CASE WHEN` per field and row), the "
+        f"book is read a page at a time ({where(services._book_walk)}, a "
+        "`LIMIT`ed query where `iterator()` opened a server-side cursor), and "
+        "`balances_lock` locks every row in one statement (the rows exist: "
+        f"`balances_ensure`, {where(locks.balances_ensure)}, creates them "
+        "before the market's lock). In the profile of one client (cProfile "
+        "inflates Python) `_order_place_locked` takes "
+        f"{profile_share(profiled, '_order_place_locked'):.0%} of the time, "
+        f"`market_lock` {profile_share(profiled, 'market_lock'):.0%}, "
+        f"`balances_lock` {profile_share(profiled, 'balances_lock'):.0%}, "
+        f"`_plan` {profile_share(profiled, '_plan'):.0%} and the journal's "
+        f"`write` {profile_share(profiled, 'write'):.0%}: most of it Django "
+        "compiling each query and building model instances, then waiting for "
+        "the server. On the server side, Django sends every statement as text "
+        "with its values, so PostgreSQL parses and plans each one anew: the "
+        f"book query plans in {plan.get('Planning Time', '?')} and "
         f"runs in {plan.get('Execution Time', '?')} (`EXPLAIN ANALYZE`, "
         f"`{plan['scan']}`).",
-        "- **The three fixes above, sketched and measured (not applied).** "
-        "Patched into the client processes (`sketches_apply` in this file: one "
-        "`UPDATE ... FROM (VALUES ...)` for `bulk_update`, `balances_lock` in "
-        "one statement when every row exists, `DISABLE_SERVER_SIDE_CURSORS` "
-        f"for the walk): 1 client {alone.orders_per_second:,.0f} → "
-        f"{sketch_one.orders_per_second:,.0f} orders/s (client CPU "
-        f"{milliseconds(alone.client_cpu_per_operation)} → "
-        f"{milliseconds(sketch_one.client_cpu_per_operation)} per operation); "
+        "- **Prepared statements, sketched and measured (not applied).** "
+        "Patched into the client processes (`sketches_apply` in this file: "
+        "`server_side_binding` and `prepare_threshold` in the database "
+        f"`OPTIONS`): 1 client {alone.orders_per_second:,.0f} → "
+        f"{sketch_one.orders_per_second:,.0f} orders/s (PostgreSQL CPU "
+        f"{milliseconds(alone.backend_cpu_per_operation)} → "
+        f"{milliseconds(sketch_one.backend_cpu_per_operation)} per operation); "
         f"{TARGET_CLIENTS} clients on one market "
         f"{target.orders_per_second:,.0f} → "
         f"{sketch_eight.orders_per_second:,.0f} orders/s, p99 "
         f"{milliseconds(percentile(target.placement_latencies, 0.99))} → "
         f"{milliseconds(percentile(sketch_eight.placement_latencies, 0.99))}; "
-        "the invariants hold after both. Worth doing (a `LIMIT`ed query in a "
-        "loop is the better form of the third), but it is not the 3x needed.",
+        "the invariants hold after both. They save the server's planning but "
+        "not the client's Python, and a pooler in transaction mode "
+        "(PgBouncer) would have to support them, so they stay off.",
         "- **What it takes.** The critical section has to become a few "
         "statements with little Python in between, which ORM tuning alone "
         f"cannot reach on {cores()} cores: either write an order's rows with one "
@@ -1193,7 +1152,7 @@ def section(
         "takes it, and holds it from the end of that statement to the end of "
         "the service call); one client under `cProfile`, which slows Python "
         "down and so overstates its share; 1 and "
-        f"{TARGET_CLIENTS} clients with the fixes below sketched in.",
+        f"{TARGET_CLIENTS} clients with prepared statements sketched in.",
         "",
         "Statements of one client alone on one market, per operation "
         "(placements and cancels):",

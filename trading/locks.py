@@ -35,27 +35,48 @@ def withdrawal_lock(*, withdrawal_id: int) -> Withdrawal:
     )
 
 
+def balances_ensure(*, user_id: int, token_ids: Iterable[int]) -> None:
+    """Create the user's missing balance rows for these tokens, locking nothing.
+
+    Called by ``order_place`` before it takes the market's lock, for both
+    tokens of the market: every user with an order in a market then has both
+    rows, so matching finds every row it needs and locks them in one statement.
+    It waits only for a concurrent insert of the same row, and holds no lock
+    while it does, so it cannot be part of a deadlock.
+    """
+    Balance.objects.bulk_create(
+        [Balance(user_id=user_id, token_id=token_id) for token_id in sorted(token_ids)],
+        ignore_conflicts=True,
+    )
+
+
 def balances_lock(
     *, user_ids: Iterable[int], token_ids: Iterable[int]
 ) -> dict[tuple[int, int], Balance]:
     """Lock the balance row of every (user, token) pair, creating missing rows.
 
-    Returns the rows keyed by ``(user_id, token_id)``. Missing rows are
-    inserted first, in key order and ignoring conflicts: a concurrent insert of
-    the same row makes this one wait for it, and inserting in one order keeps
-    those waits from forming a cycle. Then all rows are locked in a single
-    statement ordered by primary key.
+    Returns the rows keyed by ``(user_id, token_id)``, locked in a single
+    statement ordered by primary key. Rows missing from it (a first deposit of
+    a token) are then inserted in key order, ignoring conflicts, and locked.
+    Inserting may wait for a concurrent insert of the same row while this
+    transaction holds the rows it found; only deposits and withdrawals, which
+    lock one row, meet a missing one, since ``balances_ensure`` creates both
+    rows of a market before an order is placed.
     """
     user_ids, token_ids = sorted(set(user_ids)), sorted(set(token_ids))
     wanted = Balance.objects.filter(user_id__in=user_ids, token_id__in=token_ids)
-    existing = set(wanted.values_list("user_id", "token_id"))
-    missing = [
-        Balance(user_id=user_id, token_id=token_id)
-        for user_id in user_ids
-        for token_id in token_ids
-        if (user_id, token_id) not in existing
-    ]
-    if missing:
-        Balance.objects.bulk_create(missing, ignore_conflicts=True)
+    rows = wanted.select_for_update().order_by("pk")
+    locked = {(row.user_id, row.token_id): row for row in rows}
+    if len(locked) == len(user_ids) * len(token_ids):
+        return locked  # the usual case: one statement
+    Balance.objects.bulk_create(
+        [
+            Balance(user_id=user_id, token_id=token_id)
+            for user_id in user_ids
+            for token_id in token_ids
+            if (user_id, token_id) not in locked
+        ],
+        ignore_conflicts=True,
+    )
     rows = wanted.select_for_update().order_by("pk")
     return {(row.user_id, row.token_id): row for row in rows}

@@ -60,6 +60,7 @@ post-only, fill-or-kill, market ``min_notional``, then the balance.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -68,6 +69,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from tokens.models import Token
+from trading.bulk import rows_update
 from trading.exceptions import (
     BelowMinNotional,
     DuplicateClientOrderId,
@@ -85,7 +87,7 @@ from trading.exceptions import (
     PrecisionTooHigh,
     WithdrawalNotPending,
 )
-from trading.locks import balances_lock, market_lock, withdrawal_lock
+from trading.locks import balances_ensure, balances_lock, market_lock, withdrawal_lock
 from trading.models import (
     AMOUNT,
     Balance,
@@ -179,9 +181,7 @@ class _Journal:
         now = timezone.now()
         for balance in self.touched.values():
             balance.updated_at = now
-        Balance.objects.bulk_update(
-            list(self.touched.values()), ["available", "locked", "updated_at"]
-        )
+        rows_update(list(self.touched.values()), ["available", "locked", "updated_at"])
         return record
 
 
@@ -505,6 +505,22 @@ def _book_opposite(*, market: Market, side: str, price: Decimal | None):
     return book if price is None else book.filter(price__gte=price)
 
 
+def _book_walk(book) -> Iterator[Order]:
+    """The orders of ``book`` in its order, read a page at a time.
+
+    Most orders trade with the first few; a page of ``LIMIT``/``OFFSET`` is
+    one round trip where ``iterator()`` would open a server-side cursor
+    (three). Offsets are stable because the market's lock holds the book still.
+    """
+    start, size = 0, 16
+    while True:
+        page = list(book[start : start + size])
+        yield from page
+        if len(page) < size:
+            return
+        start, size = start + size, size * 4
+
+
 @dataclass
 class _Plan:
     fills: list[tuple[Order, Decimal]]
@@ -522,7 +538,7 @@ def _plan(*, market: Market, user_id: int, request: _OrderRequest) -> _Plan:
     fills: list[tuple[Order, Decimal]] = []
     remaining, notional, self_trade = request.quantity, ZERO, False
     book = _book_opposite(market=market, side=request.side, price=request.price)
-    for maker in book.iterator(chunk_size=100):
+    for maker in _book_walk(book):
         if maker.user_id == user_id:
             self_trade = True
             break
@@ -605,6 +621,9 @@ def order_place(
     )
     try:
         with transaction.atomic(durable=True):
+            balances_ensure(
+                user_id=user.pk, token_ids=[market.base_id, market.quote_id]
+            )
             return _order_place_locked(
                 user=user, request=request, client_order_id=client_order_id
             )
@@ -729,7 +748,7 @@ def _order_place_locked(
         now = timezone.now()
         for maker in makers:
             maker.updated_at = now
-        Order.objects.bulk_update(
+        rows_update(
             makers,
             [
                 "filled_quantity",
