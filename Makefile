@@ -7,9 +7,11 @@ POSTGRES_URL ?= postgres://postgres@127.0.0.1:5432/crypto_exchange
 NO_ENV_FILE := ENV_FILE=/dev/null
 # Browser tests drive Debian's Chromium (never a downloaded browser).
 CHROMIUM := /usr/bin/chromium
+# scripts/topology.py runs Debian's nginx with a config of its own, on loopback.
+NGINX := /usr/sbin/nginx
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run install dev test test-sqlite test-postgres lint format bench s3 setup-minio check check-containers
+.PHONY: run install dev test test-sqlite test-postgres lint format bench bench-load topology s3 setup-minio check check-containers
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +32,12 @@ $(CHROMIUM):
 	$(SUDO) apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium
 
+# The package's own service must not stay up: it listens on 0.0.0.0:80.
+$(NGINX):
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq nginx
+	$(SUDO) $(NGINX) -s quit 2>/dev/null || true
+
 ## run: the app on SQLite and media/, with demo data, at http://127.0.0.1:8000
 run: install
 	DEBUG=true $(BIN)/python manage.py migrate --noinput
@@ -42,7 +50,7 @@ test: test-sqlite test-postgres
 test-sqlite: dev $(CHROMIUM)
 	$(NO_ENV_FILE) $(BIN)/pytest
 
-test-postgres: dev $(CHROMIUM)
+test-postgres: dev $(CHROMIUM) $(NGINX)
 	$(NO_ENV_FILE) DATABASE_URL=$(POSTGRES_URL) $(BIN)/pytest
 
 lint: dev
@@ -53,11 +61,20 @@ format: dev
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-## bench: storage, image, page and trading benchmarks, written to docs/PERFORMANCE.md
-bench: dev
+## bench: storage, image, page, trading and load benchmarks, written to docs/PERFORMANCE.md
+bench: dev $(NGINX)
 	$(NO_ENV_FILE) $(BIN)/python -m bench.run
 	$(NO_ENV_FILE) $(BIN)/python -m bench.pages
 	$(NO_ENV_FILE) $(BIN)/python -m bench.trading
+	$(NO_ENV_FILE) POSTGRES_URL=$(POSTGRES_URL) $(BIN)/python -m bench.load
+
+## bench-load: locust through nginx, one instance then three, written to docs/PERFORMANCE.md
+bench-load: dev $(NGINX)
+	$(NO_ENV_FILE) POSTGRES_URL=$(POSTGRES_URL) $(BIN)/python -m bench.load
+
+## topology: nginx over 3 gunicorn instances on loopback (PostgreSQL, Redis, S3), a scenario, its report
+topology: dev $(NGINX)
+	$(NO_ENV_FILE) POSTGRES_URL=$(POSTGRES_URL) $(BIN)/python scripts/topology.py
 
 ## s3: a local S3 server (SeaweedFS) on 127.0.0.1:9000, keys minioadmin/minioadmin
 s3: dev
