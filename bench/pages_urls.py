@@ -1,7 +1,7 @@
-"""The project's URLs plus a minimal view, the floor ``bench.pages`` compares with.
+"""The project's URLs plus minimal views, the floors ``bench.pages`` compares with.
 
-Used only by ``bench/pages_wsgi.py``: the floor answers in the same gunicorn
-workers, through the same middleware, as the pages it is compared with.
+Used only by ``bench/pages_wsgi.py``: the floors answer in the same gunicorn
+workers, through the same middleware, as the pages they are compared with.
 """
 
 from django.http import HttpRequest, HttpResponse
@@ -14,6 +14,18 @@ def floor(request: HttpRequest) -> HttpResponse:
     return HttpResponse(b"ok", content_type="text/plain")
 
 
-# First, so that the floor pays no more URL resolving than it must: the
+def floor_signed_in(request: HttpRequest) -> HttpResponse:
+    """The floor plus who is signed in: the session and the user row, read and
+    checked by Django as for any signed-in page."""
+    if not request.user.is_authenticated:
+        return HttpResponse(b"signed out", content_type="text/plain", status=403)
+    return HttpResponse(b"ok", content_type="text/plain")
+
+
+# First, so that the floors pay no more URL resolving than they must: the
 # framework's own cost per request, and nothing of the project's.
-urlpatterns = [path("bench/floor/", floor), *project_urlpatterns]
+urlpatterns = [
+    path("bench/floor/", floor),
+    path("bench/floor/signed-in/", floor_signed_in),
+    *project_urlpatterns,
+]

@@ -1,9 +1,9 @@
-"""WSGI entry point of ``bench.pages``: the project, plus ``/bench/floor/``.
+"""WSGI entry point of ``bench.pages``: the project, plus the floors.
 
     gunicorn bench.pages_wsgi:application
 
 Settings come from the environment as in production; only ``ROOT_URLCONF`` is
-changed, before the application is built, to add the floor view.
+changed, before the application is built, to add the floor views.
 """
 
 import os

@@ -17,10 +17,16 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import django_setup, image_bench, pages, storage_bench, trading
+from bench import (
+    django_setup,
+    image_bench,
+    load,
+    pages,
+    storage_bench,
+    trading,
+)
+from bench.report import REPORT_PATH, section_keep
 from bench.storage_bench import Measurement, StorageResults, format_seconds
-
-REPORT_PATH = Path(__file__).resolve().parent.parent / "docs" / "PERFORMANCE.md"
 
 MAX_RATIO_TO_RAW = 1.1
 REQUESTS_PER_CALL = {"save": 1, "open+read": 1, "url": 0, "url (presigned)": 0}
@@ -346,8 +352,8 @@ def main() -> int:
     storage = storage_bench.run(log=log)
     images = image_bench.run(log=log)
     text = report(storage, images, started=started, elapsed=time.monotonic() - clock)
-    text = pages.section_keep(text)
-    text = trading.section_keep(text)
+    for other in (pages, trading, load):
+        text = section_keep(text, heading=other.SECTION_HEADING)
     REPORT_PATH.parent.mkdir(parents=True, exist_ok=True)
     REPORT_PATH.write_text(text, encoding="utf-8")
     print(text)

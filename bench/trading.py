@@ -56,8 +56,9 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
+from bench import report
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
-REPORT_PATH = REPO_ROOT / "docs" / "PERFORMANCE.md"
 SECTION_HEADING = "## Trading on PostgreSQL"
 PYTHON = Path(sys.executable)
 
@@ -1166,48 +1167,6 @@ def section(
     return "\n".join(lines) + "\n"
 
 
-def _section_bounds(lines: list[str]) -> tuple[int, int] | None:
-    for start, line in enumerate(lines):
-        if line.rstrip() == SECTION_HEADING:
-            end = next(
-                (i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")),
-                len(lines),
-            )
-            return start, end
-    return None
-
-
-def section_replace(text: str, new_section: str) -> str:
-    """``text`` with the trading section replaced by ``new_section``, or appended."""
-    lines = text.splitlines(keepends=True)
-    bounds = _section_bounds(lines)
-    if bounds is None:
-        return f"{text.rstrip()}\n\n{new_section}" if text.strip() else new_section
-    start, end = bounds
-    following = "".join(lines[end:])
-    return (
-        "".join(lines[:start]) + new_section + ("\n" + following if following else "")
-    )
-
-
-def section_keep(text: str, path: Path = REPORT_PATH) -> str:
-    """``text`` with the trading section carried over from the report at ``path``.
-
-    For ``bench.run``, which writes the rest of the report from scratch.
-    """
-    if not path.exists():
-        return text
-    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
-    bounds = _section_bounds(lines)
-    if bounds is None:
-        return text
-    kept = "".join(lines[bounds[0] : bounds[1]]).rstrip("\n") + "\n"
-    return section_replace(text, kept)
-
-
-# -- Main ------------------------------------------------------------------------
-
-
 def load_average() -> str:
     return Path("/proc/loadavg").read_text().split()[0]
 
@@ -1306,13 +1265,9 @@ def main(argv: list[str] | None = None) -> int:
         elapsed=time.monotonic() - clock,
         seconds=args.seconds,
     )
-    old = REPORT_PATH.read_text(encoding="utf-8") if REPORT_PATH.exists() else ""
-    REPORT_PATH.parent.mkdir(parents=True, exist_ok=True)
-    REPORT_PATH.write_text(
-        section_replace(old or "# Performance\n", text), encoding="utf-8"
-    )
+    report.section_write(text, heading=SECTION_HEADING)
     print(text)
-    log(f"wrote the section {SECTION_HEADING!r} of {REPORT_PATH}")
+    log(f"wrote the section {SECTION_HEADING!r} of {report.REPORT_PATH}")
     if any(result.problems for result in runs):
         print("bench.trading: invariants broke, see above", file=sys.stderr)
         return 1
