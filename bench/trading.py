@@ -233,6 +233,8 @@ class SqlTimer:
 def statement_label(sql: str) -> str:
     """``SELECT trading_order`` and the like: what a statement does, to what."""
     verb = sql.lstrip().split(None, 1)[0].upper()
+    if verb == "WITH" and (update := re.search(r"\) UPDATE \"(\w+)\"", sql)):
+        return f"UPDATE {update.group(1)} (rows_update)"
     pattern = {"INSERT": r"INTO \"(\w+)\"", "UPDATE": r"UPDATE \"(\w+)\""}.get(
         verb, r"FROM \"(\w+)\""
     )

@@ -4,6 +4,7 @@ The market of most tests is BTC-USDT (8 and 6 decimals): price step 0.01,
 amount step 0.0001, minimum order 1 USDT, maker fee 0.1 %, taker fee 0.2 %.
 """
 
+import importlib
 from decimal import Decimal as D
 
 import pytest
@@ -688,3 +689,35 @@ def test_matching_queries_grow_with_pages_of_the_book_not_with_fills(
     two = sweep(2)
     assert sweep(15) == two
     assert sweep(20) == two + 1
+
+
+def test_placing_an_order_creates_both_balance_rows_of_the_market(
+    market, btc, usdt, alice
+):
+    fund(alice, usdt, "100")
+    assert not Balance.objects.filter(user=alice, token=btc).exists()
+
+    buy(alice, market, "0.1", "100")
+
+    assert Balance.objects.filter(user=alice, token=btc).exists()
+
+
+def test_the_migration_gives_makers_of_older_orders_both_balance_rows(
+    market, btc, usdt, alice, bob
+):
+    from django.apps import apps
+
+    migration = importlib.import_module(
+        "trading.migrations.0003_balance_rows_for_open_orders"
+    )
+    fund(alice, usdt, "100")
+    fund(bob, btc, "1")
+    buy(alice, market, "0.1", "100")
+    # As before balances_ensure: the maker has only the row it locked.
+    Balance.objects.filter(user=alice, token=btc).delete()
+
+    migration.balance_rows_create(apps, None)
+
+    assert Balance.objects.filter(user=alice, token=btc).exists()
+    sell(bob, market, "0.1", "100")
+    assert balance(alice, btc) == (D("0.0999"), D("0"))
