@@ -43,6 +43,7 @@ class S3Server:
     data_dir: Path
     log_path: Path
     _owned_dir: tempfile.TemporaryDirectory | None = field(default=None, repr=False)
+    _ports: tuple[int, ...] = field(default=(), repr=False)
 
     @property
     def url(self) -> str:
@@ -59,6 +60,11 @@ class S3Server:
                 self.process.wait(timeout=5)
         if self._owned_dir is not None:
             self._owned_dir.cleanup()
+        # weed puts some gRPC sockets in /tmp whatever the flags say, and
+        # leaves them behind: remove those of this server's ports.
+        for port in self._ports:
+            for stale in Path("/tmp").glob(f"seaweedfs-*-{port}.sock"):  # noqa: S108
+                stale.unlink(missing_ok=True)
 
 
 def weed_binary() -> str:
@@ -132,8 +138,13 @@ def start(
     ports = _ports(port)
     command = [
         weed_binary(),
+        # weed's own log files and local sockets default to /tmp and stay
+        # there after it stops: keep them in the data directory instead.
+        f"-logdir={data_dir}",
         "mini",
         f"-dir={data_dir}",
+        f"-filer.localSocket={data_dir / 'filer.sock'}",
+        f"-s3.localSocket={data_dir / 's3.sock'}",
         f"-ip={LOOPBACK}",
         f"-ip.bind={LOOPBACK}",
         "-master.telemetry=false",
@@ -172,6 +183,7 @@ def start(
         data_dir=data_dir,
         log_path=log_path,
         _owned_dir=owned,
+        _ports=tuple(sorted({*ports.values(), *(p + 10000 for p in ports.values())})),
     )
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
