@@ -15,8 +15,9 @@ def floor(request: HttpRequest) -> HttpResponse:
 
 
 def floor_signed_in(request: HttpRequest) -> HttpResponse:
-    """The floor plus who is signed in: the session and the user row, read and
-    checked by Django as for any signed-in page."""
+    """The floor plus who is signed in: the session and the user row, read
+    (``accounts.sessions``, ``accounts.backends``) and checked as for any
+    signed-in page."""
     if not request.user.is_authenticated:
         return HttpResponse(b"signed out", content_type="text/plain", status=403)
     return HttpResponse(b"ok", content_type="text/plain")

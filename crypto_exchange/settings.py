@@ -150,7 +150,14 @@ if REDIS_URL:
     }
     # Sessions live in the database (shared by every instance) and are read
     # through the shared cache.
-    SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
+    SESSION_ENGINE = "accounts.sessions_cached"
+else:
+    SESSION_ENGINE = "accounts.sessions"
+
+# Django's ModelBackend and database sessions, with the session and the user
+# of each signed-in request read in precomputed SQL instead of the ORM (see
+# accounts/rows.py for why).
+AUTHENTICATION_BACKENDS = ["accounts.backends.SqlModelBackend"]
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": f"django.contrib.auth.password_validation.{name}"}
