@@ -134,6 +134,10 @@ DATABASES = {
 # Persistent connections: opening one costs more than a simple page.
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+# The order path's statements (trading/sql.py) are prepared on PostgreSQL.
+# Behind PgBouncer in transaction mode this needs PgBouncer 1.21 or later with
+# max_prepared_statements set; turn it off for an older pooler.
+DATABASE_PREPARED_STATEMENTS = _bool("DATABASE_PREPARED_STATEMENTS", default=True)
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

@@ -69,7 +69,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from tokens.models import Token
-from trading.bulk import rows_update
+from trading import sql
 from trading.exceptions import (
     BelowMinNotional,
     DuplicateClientOrderId,
@@ -87,7 +87,13 @@ from trading.exceptions import (
     PrecisionTooHigh,
     WithdrawalNotPending,
 )
-from trading.locks import balances_ensure, balances_lock, market_lock, withdrawal_lock
+from trading.locks import (
+    balances_ensure,
+    balances_lock,
+    balances_lock_later,
+    market_lock_later,
+    withdrawal_lock,
+)
 from trading.models import (
     AMOUNT,
     Balance,
@@ -137,7 +143,8 @@ class _Journal:
 
     def __init__(self, *, balances: dict[tuple[int, int], Balance]) -> None:
         self.balances = balances
-        self.entries: list[LedgerEntry] = []
+        # (token_id, account, user_id, amount) of each LedgerEntry to write
+        self.entries: list[tuple[int, str, int | None, Decimal]] = []
         self.touched: dict[int, Balance] = {}
 
     def move(
@@ -162,27 +169,28 @@ class _Journal:
                 # is a bug, and the transaction must not commit.
                 raise RuntimeError(f"Balance {balance.pk} would go negative.")
             self.touched[balance.pk] = balance
-        self.entries.append(
-            LedgerEntry(
-                token_id=token_id,
-                account=account.kind,
-                user_id=account.user_id,
-                amount=amount,
-            )
-        )
+        self.entries.append((token_id, account.kind, account.user_id, amount))
 
     def write(self, *, kind: str, **links: object) -> LedgerTransaction | None:
         if not self.entries:  # e.g. a market order that met an empty book
             return None
-        record = LedgerTransaction.objects.create(kind=kind, **links)
-        for entry in self.entries:
-            entry.transaction = record
-        LedgerEntry.objects.bulk_create(self.entries)
-        now = timezone.now()
-        for balance in self.touched.values():
-            balance.updated_at = now
-        rows_update(list(self.touched.values()), ["available", "locked", "updated_at"])
+        record = LedgerTransaction(kind=kind, **links)
+        sql.rows_insert([record])
+        self.write_into(record)
         return record
+
+    def write_into(self, record: LedgerTransaction) -> None:
+        """Write the entries into ``record``, a transaction already saved,
+        and the balance rows; nothing is read back, so both statements can
+        be queued in a ``sql.pipeline()``."""
+        sql.values_insert(
+            LedgerEntry,
+            ("transaction_id", "token_id", "account", "user_id", "amount"),
+            [(record.pk, *entry) for entry in self.entries],
+        )
+        sql.rows_update(
+            list(self.touched.values()), ["available", "locked", "updated_at"]
+        )
 
 
 # -- Input checks -----------------------------------------------------------
@@ -450,6 +458,8 @@ def market_create(
 @dataclass(frozen=True)
 class _OrderRequest:
     market_id: int
+    base_id: int
+    quote_id: int
     side: str
     type: str
     quantity: Decimal
@@ -494,31 +504,65 @@ def _options_check(
     return time_in_force
 
 
-def _book_opposite(*, market: Market, side: str, price: Decimal | None):
+_BOOK_PAGE = 4  # a crossing order most often meets one or two
+
+
+def _book_query(
+    *, market_id: int, side: str, price: Decimal | None
+) -> tuple[dict[str, object], tuple[str, str]]:
+    """The resting orders an incoming order on ``side`` may trade with: the
+    conditions and the matching priority (best price first, then oldest)."""
+    where: dict[str, object] = {
+        "market": market_id,
+        # In the statement, so that the book's partial indexes serve it.
+        "status": sql.Choice(Order.Status.OPEN),
+        "side": sql.Choice(Side.SELL if side == Side.BUY else Side.BUY),
+    }
+    if price is not None:
+        where["price__lte" if side == Side.BUY else "price__gte"] = price
+    order_by = ("price", "id") if side == Side.BUY else ("-price", "id")
+    return where, order_by
+
+
+def _book_page_later(
+    *, market_id: int, side: str, price: Decimal | None, offset: int = 0, size: int
+):
+    """A page of ``_book_query``, read when the result is called."""
+    where, order_by = _book_query(market_id=market_id, side=side, price=price)
+    return sql.rows_select_later(
+        Order, where=where, order_by=order_by, limit=size, offset=offset
+    )
+
+
+def _book_opposite(
+    *,
+    market_id: int,
+    side: str,
+    price: Decimal | None,
+    first_page: list[Order],
+    first_page_only: bool = False,
+) -> Iterator[Order]:
     """The resting orders an incoming order on ``side`` may trade with, in
-    matching priority (best price first, then oldest)."""
-    book = Order.objects.filter(market=market, status=Order.Status.OPEN)
-    if side == Side.BUY:
-        book = book.filter(side=Side.SELL).order_by("price", "pk")
-        return book if price is None else book.filter(price__lte=price)
-    book = book.filter(side=Side.BUY).order_by("-price", "pk")
-    return book if price is None else book.filter(price__gte=price)
-
-
-def _book_walk(book) -> Iterator[Order]:
-    """The orders of ``book`` in its order, read a page at a time.
+    matching priority (best price first, then oldest), read a page at a time.
 
     Most orders trade with the first few; a page of ``LIMIT``/``OFFSET`` is
     one round trip where ``iterator()`` would open a server-side cursor
-    (three). Offsets are stable because the market's lock holds the book still.
+    (three). ``first_page`` (``_BOOK_PAGE`` orders) was read with the market's
+    lock. Offsets are stable because the market's lock holds the book still.
+    The book's partial indexes (``order_book_asks``, ``order_book_bids``) serve
+    both orders.
     """
-    start, size = 0, 16
+    page, start, size = first_page, 0, _BOOK_PAGE
     while True:
-        page = list(book[start : start + size])
         yield from page
         if len(page) < size:
             return
+        if first_page_only:
+            raise _GuessedWrong()
         start, size = start + size, size * 4
+        page = _book_page_later(
+            market_id=market_id, side=side, price=price, offset=start, size=size
+        )()
 
 
 @dataclass
@@ -529,7 +573,13 @@ class _Plan:
     notional: Decimal
 
 
-def _plan(*, market: Market, user_id: int, request: _OrderRequest) -> _Plan:
+def _plan(
+    *,
+    user_id: int,
+    request: _OrderRequest,
+    first_page: list[Order],
+    first_page_only: bool,
+) -> _Plan:
     """Walk the book as matching will, without writing anything.
 
     The market row is locked, so the book cannot change before the plan is
@@ -537,8 +587,14 @@ def _plan(*, market: Market, user_id: int, request: _OrderRequest) -> _Plan:
     """
     fills: list[tuple[Order, Decimal]] = []
     remaining, notional, self_trade = request.quantity, ZERO, False
-    book = _book_opposite(market=market, side=request.side, price=request.price)
-    for maker in _book_walk(book):
+    book = _book_opposite(
+        market_id=request.market_id,
+        side=request.side,
+        price=request.price,
+        first_page=first_page,
+        first_page_only=first_page_only,
+    )
+    for maker in book:
         if maker.user_id == user_id:
             self_trade = True
             break
@@ -557,14 +613,18 @@ def _plan(*, market: Market, user_id: int, request: _OrderRequest) -> _Plan:
 
 
 def _client_order_existing(
-    *, user: AbstractBaseUser, client_order_id: str, request: _OrderRequest
+    *,
+    user: AbstractBaseUser,
+    client_order_id: str,
+    request: _OrderRequest,
+    placing: Order | None = None,
 ) -> Order | None:
-    """The order an identical repeat returns; raises for a clash with an open one."""
-    latest = (
-        Order.objects.filter(user=user, client_order_id=client_order_id)
-        .order_by("-pk")
-        .first()
-    )
+    """The order an identical repeat returns; raises for a clash with an open
+    one. ``placing`` is the placeholder of the order being placed."""
+    earlier = Order.objects.filter(user=user, client_order_id=client_order_id)
+    if placing is not None:
+        earlier = earlier.exclude(pk=placing.pk)
+    latest = earlier.order_by("-pk").first()
     if latest is None:
         return None
     if request.matches(latest):
@@ -612,6 +672,8 @@ def order_place(
             raise InvalidAmount("The order's value is too large.")
     request = _OrderRequest(
         market_id=market.pk,
+        base_id=market.base_id,
+        quote_id=market.quote_id,
         side=side,
         type=type,
         quantity=quantity,
@@ -620,13 +682,26 @@ def order_place(
         post_only=post_only,
     )
     try:
-        with transaction.atomic(durable=True):
-            balances_ensure(
-                user_id=user.pk, token_ids=[market.base_id, market.quote_id]
+        try:
+            return _order_place_once(
+                user=user,
+                market=market,
+                request=request,
+                client_order_id=client_order_id,
+                guess_balances=True,
             )
-            return _order_place_locked(
-                user=user, request=request, client_order_id=client_order_id
+        except _GuessedWrong:
+            # Rare: the order trades beyond the book's first page, or it is
+            # the user's first in this market (a balance row is missing).
+            return _order_place_once(
+                user=user,
+                market=market,
+                request=request,
+                client_order_id=client_order_id,
+                guess_balances=False,
             )
+    except _Repeated as repeated:
+        return repeated.order
     except IntegrityError:
         # The same client order id was placed concurrently on another market.
         if client_order_id is None:
@@ -639,11 +714,99 @@ def order_place(
         return existing
 
 
+def _order_place_once(
+    *,
+    user: AbstractBaseUser,
+    market: Market,
+    request: _OrderRequest,
+    client_order_id: str | None,
+    guess_balances: bool,
+) -> Order:
+    # In one pipeline, so that the database is waited for only where a result
+    # is needed: the order's key, the market's lock with the book's first
+    # page and the balance rows, then the commit with every write.
+    with sql.pipeline(), transaction.atomic(durable=True):
+        # Before the market's lock, so that other orders of the market can go
+        # on meanwhile: the order's row, which only the commit makes visible
+        # (as a closed placeholder until its outcome is known), and, unless
+        # they are expected to exist (the user has ordered in this market
+        # before), the user's balance rows.
+        if not guess_balances:
+            balances_ensure(
+                user_id=user.pk, token_ids=[market.base_id, market.quote_id]
+            )
+        order = Order(
+            user=user,
+            market=market,
+            side=request.side,
+            type=request.type,
+            time_in_force=request.time_in_force,
+            post_only=request.post_only,
+            client_order_id=client_order_id or "",
+            price=request.price,
+            quantity=request.quantity,
+            status=Order.Status.CANCELLED,
+        )
+        sql.rows_insert([order])
+        return _order_place_locked(
+            user=user, order=order, request=request, guess_balances=guess_balances
+        )
+
+
+class _Repeated(Exception):
+    """Raised to roll back an order's placeholder rows when the create repeats
+    an earlier order, which ``order_place`` then returns."""
+
+    def __init__(self, order: Order) -> None:
+        super().__init__(order.pk)
+        self.order = order
+
+
+class _GuessedWrong(Exception):
+    """The balance rows locked with the market (the user's, and those of the
+    owners of the book's first page) are not all that matching needs."""
+
+
 def _order_place_locked(
-    *, user: AbstractBaseUser, request: _OrderRequest, client_order_id: str | None
+    *,
+    user: AbstractBaseUser,
+    order: Order,
+    request: _OrderRequest,
+    guess_balances: bool,
 ) -> Order:
     # Steps are read from the locked row: staff may change them at any time.
-    market = market_lock(market_id=request.market_id)
+    # The ledger transaction, the book's first page and the balance rows the
+    # order will most likely need (the user's and those of the page's owners)
+    # go with the market's lock, in one round trip. If matching needs others,
+    # the whole attempt is rolled back and made again locking the rows after
+    # matching: adding rows to those held would break the one global order of
+    # balance locks.
+    record = LedgerTransaction(kind=LedgerTransaction.Kind.ORDER_PLACE)
+    record.order = order
+    record_saved = sql.rows_insert_later([record])
+    market_locked = market_lock_later(market_id=request.market_id)
+    first_page = _book_page_later(
+        market_id=request.market_id,
+        side=request.side,
+        price=request.price,
+        size=_BOOK_PAGE,
+    )
+    where, order_by = _book_query(
+        market_id=request.market_id, side=request.side, price=request.price
+    )
+    tokens = [request.base_id, request.quote_id]
+    likely_balances = None
+    if guess_balances:
+        likely_balances = balances_lock_later(
+            user_ids=[user.pk],
+            token_ids=tokens,
+            owners=sql.column_of(
+                Order, "user", where=where, order_by=order_by, limit=_BOOK_PAGE
+            ),
+        )
+    market, first_page = market_locked(), first_page()
+    record_saved()
+    order.market = market
     if market.status != Market.Status.OPEN or not (
         market.base.is_active and market.quote.is_active
     ):
@@ -657,21 +820,26 @@ def _order_place_locked(
             f"The order is worth {plain(price * quantity)} "
             f"{market.quote.symbol}; the minimum is {plain(market.min_notional)}."
         )
-    if client_order_id is not None:
+    if order.client_order_id:
         existing = _client_order_existing(
-            user=user, client_order_id=client_order_id, request=request
+            user=user,
+            client_order_id=order.client_order_id,
+            request=request,
+            placing=order,
         )
         if existing is not None:
-            return existing
-    if (
-        request.post_only
-        and _book_opposite(market=market, side=request.side, price=price).exists()
-    ):
+            raise _Repeated(existing)
+    if request.post_only and first_page:  # the page is of crossing orders
         raise PostOnlyWouldTake(
             f"A resting order crosses {plain(price)}; the post-only order "
             "would trade at once."
         )
-    plan = _plan(market=market, user_id=user.pk, request=request)
+    plan = _plan(
+        user_id=user.pk,
+        request=request,
+        first_page=first_page,
+        first_page_only=guess_balances,
+    )
     if request.time_in_force == TimeInForce.FOK and plan.filled < quantity:
         raise FillOrKillNotFilled(
             f"Only {plain(plan.filled)} of {plain(quantity)} "
@@ -691,24 +859,21 @@ def _order_place_locked(
         lock_token, to_lock = market.quote, plan.notional
 
     user_ids = {user.pk} | {maker.user_id for maker, _ in plan.fills}
-    balances = balances_lock(
-        user_ids=user_ids, token_ids=[market.base_id, market.quote_id]
-    )
+    if likely_balances is None:
+        balances = balances_lock(
+            user_ids=user_ids, token_ids=[market.base_id, market.quote_id]
+        )
+    else:
+        balances = likely_balances()
+        if tokens != [market.base_id, market.quote_id] or any(
+            (user_id, token_id) not in balances
+            for user_id in user_ids
+            for token_id in tokens
+        ):
+            raise _GuessedWrong()
     _balance_require(balances[(user.pk, lock_token.pk)], to_lock, lock_token)
 
-    # Saved once its outcome is known: only a resting order may be open.
-    order = Order(
-        user=user,
-        market=market,
-        side=request.side,
-        type=request.type,
-        time_in_force=request.time_in_force,
-        post_only=request.post_only,
-        client_order_id=client_order_id or "",
-        price=price,
-        quantity=quantity,
-        locked=to_lock,
-    )
+    order.locked = to_lock
     journal = _Journal(balances=balances)
     journal.move(
         token_id=lock_token.pk,
@@ -733,6 +898,7 @@ def _order_place_locked(
         )
         keep = ZERO
     else:
+        order.status = Order.Status.OPEN
         keep = price * order.remaining if buying else order.remaining
     # A buy that traded below its limit price gets the difference back now.
     journal.move(
@@ -742,26 +908,27 @@ def _order_place_locked(
         target=_available(user.pk),
     )
     order.locked = keep
-    order.save(force_insert=True)
     makers = [maker for maker, _ in plan.fills]
-    if makers:
-        now = timezone.now()
-        for maker in makers:
-            maker.updated_at = now
-        rows_update(
-            makers,
-            [
-                "filled_quantity",
-                "executed_value",
-                "fee",
-                "locked",
-                "status",
-                "updated_at",
-            ],
-        )
-        Trade.objects.bulk_create(trades)
-    journal.write(kind=LedgerTransaction.Kind.ORDER_PLACE, order=order)
+    # Nothing is read back: on PostgreSQL these go with the commit.
+    sql.rows_update([order, *makers], _ORDER_OUTCOME)
+    sql.rows_insert(trades, returning=False)
+    if journal.entries:
+        journal.write_into(record)
+    else:  # a market order that met an empty book moved nothing
+        sql.rows_delete([record])
     return order
+
+
+# What matching changes in an order (a maker's cancel reason stays empty).
+_ORDER_OUTCOME = (
+    "filled_quantity",
+    "executed_value",
+    "fee",
+    "locked",
+    "status",
+    "cancel_reason",
+    "updated_at",
+)
 
 
 def _fill(
@@ -829,17 +996,47 @@ def order_cancel(*, user: AbstractBaseUser, order: Order) -> Order:
 
     Allowed on a halted market too: users can always take their funds back.
     """
-    with transaction.atomic(durable=True):
-        market = market_lock(market_id=order.market_id)
-        order = Order.objects.filter(pk=order.pk, user_id=user.pk).first()
-        if order is None:
+    # The balance row to release into follows from the order's side and
+    # market, which never change: when the caller's copy has its market, the
+    # row is locked with the market, in one round trip.
+    known = Order._meta.get_field("market").is_cached(order)
+    try:
+        return _order_cancel_once(user=user, order=order, guess_balance=known)
+    except _GuessedWrong:  # a copy that was not this order's
+        return _order_cancel_once(user=user, order=order, guess_balance=False)
+
+
+def _order_cancel_once(
+    *, user: AbstractBaseUser, order: Order, guess_balance: bool
+) -> Order:
+    # One pipeline, as in order_place: the lock with the order, the ledger
+    # transaction and the balance row, then the commit with the writes.
+    with sql.pipeline(), transaction.atomic(durable=True):
+        record = LedgerTransaction(kind=LedgerTransaction.Kind.ORDER_CANCEL)
+        record.order_id = order.pk
+        record_saved = sql.rows_insert_later([record])
+        market_locked = market_lock_later(market_id=order.market_id)
+        found = sql.rows_select_later(Order, where={"id": order.pk, "user": user.pk})
+        guessed = None
+        if guess_balance:
+            guessed_token_id = _reserved_token_id(order.market, order.side)
+            guessed = balances_lock_later(
+                user_ids=[user.pk], token_ids=[guessed_token_id]
+            )
+        market, found = market_locked(), found()
+        record_saved()
+        if not found:
             raise OrderNotFound()
+        order = found[0]
         if not order.is_open:
             raise OrderNotOpen(f"Order #{order.pk} is already {order.status}.")
-        token_id = market.quote_id if order.side == Side.BUY else market.base_id
-        journal = _Journal(
-            balances=balances_lock(user_ids=[user.pk], token_ids=[token_id])
-        )
+        token_id = _reserved_token_id(market, order.side)
+        balances = guessed() if guessed is not None else {}
+        if guessed is not None and guessed_token_id != token_id:
+            raise _GuessedWrong()
+        if (user.pk, token_id) not in balances:  # not guessed, or a missing row
+            balances = balances_lock(user_ids=[user.pk], token_ids=[token_id])
+        journal = _Journal(balances=balances)
         journal.move(
             token_id=token_id,
             amount=order.locked,
@@ -849,6 +1046,11 @@ def order_cancel(*, user: AbstractBaseUser, order: Order) -> Order:
         order.status = Order.Status.CANCELLED
         order.cancel_reason = Order.CancelReason.USER
         order.locked = ZERO
-        order.save(update_fields=["status", "cancel_reason", "locked", "updated_at"])
-        journal.write(kind=LedgerTransaction.Kind.ORDER_CANCEL, order=order)
+        sql.rows_update([order], ["status", "cancel_reason", "locked", "updated_at"])
+        journal.write_into(record)
         return order
+
+
+def _reserved_token_id(market: Market, side: str) -> int:
+    """What an open order on ``side`` reserves: quote for a buy, base for a sell."""
+    return market.quote_id if side == Side.BUY else market.base_id
