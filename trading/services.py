@@ -24,8 +24,10 @@ Fees
     the seller is credited before fees; fees are the only rounding.
 Matching
     Price-time priority; a trade happens at the resting (maker) order's price.
-    A limit buy locks price x quantity of quote and gets back what price
-    improvement saves; a sell locks its quantity of base.
+    An order's time is its arrival: its key is taken when it is received,
+    before it waits for the market's lock, and resting orders of one price
+    trade in key order. A limit buy locks price x quantity of quote and gets
+    back what price improvement saves; a sell locks its quantity of base.
 Market orders
     Market orders are specified by base quantity and never rest: they are
     immediate-or-cancel (the default ``GTC`` and ``IOC`` mean the same for

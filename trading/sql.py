@@ -206,18 +206,14 @@ def _fetch_later(
     return rows
 
 
-def _fetch(sql: str, params: Sequence[Any], *models: type[Model]) -> list[list[Model]]:
-    return _fetch_later(sql, params, *models)()
-
-
 def _for_update(of: type[Model], *, strength: str = "NO KEY UPDATE") -> str:
     """The row-lock clause for ``of``'s rows (not those of joined tables), or
     nothing where the database has no row locks (SQLite runs one writer at a
     time).
 
     A market is locked in ``NO KEY UPDATE`` strength: it conflicts with every
-    other lock for update of the
-    row, but not with the ``KEY SHARE`` lock a foreign-key check takes. The
+    other lock for update of the row, but not with the ``KEY SHARE`` lock a
+    foreign-key check takes. The
     services insert an order's row (a foreign key to its market) before they
     wait for the market; Django's foreign keys are checked at commit, so that
     takes no lock now, and with this strength it could not deadlock even if
@@ -384,8 +380,9 @@ def rows_select(
     """Rows of ``model`` matching every condition of ``where``.
 
     Keys are ``field`` (equal), ``field__lte``, ``field__gte`` or ``field__in``
-    (a list, never empty); values are Python values, prepared for the database
-    by the field as the ORM would.
+    (a list, never empty, or an ``AnyOf``); values are Python values, prepared
+    for the database by the field as the ORM would, or a ``Choice`` written
+    into the statement.
     """
     return rows_select_later(
         model,
