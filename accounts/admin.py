@@ -1,8 +1,9 @@
 from django.contrib import admin
 from django.contrib.auth import get_user_model
 from django.contrib.auth.admin import UserAdmin
+from django.http import HttpRequest
 
-from accounts.models import Profile
+from accounts.models import Profile, SecurityEvent
 from storage.html import image_tag
 
 User = get_user_model()
@@ -54,3 +55,29 @@ class UserWithAvatarAdmin(UserAdmin):
         except Profile.DoesNotExist:
             return "—"
         return image_tag(url, alt=f"Avatar of {user}", size=32)
+
+
+@admin.register(SecurityEvent)
+class SecurityEventAdmin(admin.ModelAdmin):
+    """The security log: read-only, filtered by kind and date, searched by
+    user, address or browser."""
+
+    list_display = ["created_at", "user", "kind", "ip_address", "detail"]
+    list_select_related = ["user"]
+    list_filter = ["kind", ("created_at", admin.DateFieldListFilter)]
+    search_fields = ["user__username", "user__email", "ip_address", "user_agent"]
+    date_hierarchy = "created_at"
+    readonly_fields = [
+        "user",
+        "kind",
+        "ip_address",
+        "user_agent",
+        "detail",
+        "created_at",
+    ]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False

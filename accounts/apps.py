@@ -6,25 +6,28 @@ class AccountsConfig(AppConfig):
     verbose_name = "Accounts"
 
     def ready(self) -> None:
+        from allauth.account import signals as account_signals
+        from allauth.mfa import signals as mfa_signals
         from django.contrib.auth import get_user_model
-        from django.core.signals import setting_changed
+        from django.contrib.auth import signals as auth_signals
         from django.db.models.signals import post_save
-        from django.utils.autoreload import file_changed
 
-        from accounts.page_cache import profile_pages_clear
-        from accounts.signals import profile_create_for_new_user
+        from accounts import signals
 
         post_save.connect(
-            profile_create_for_new_user,
+            signals.profile_create_for_new_user,
             sender=get_user_model(),
             dispatch_uid="accounts.profile_create_for_new_user",
         )
-        # Stored pages were rendered with the templates and settings of their
-        # time: tests change settings, and in development templates are
-        # edited while the server runs.
-        setting_changed.connect(
-            profile_pages_clear, dispatch_uid="accounts.profile_pages_clear.settings"
-        )
-        file_changed.connect(
-            profile_pages_clear, dispatch_uid="accounts.profile_pages_clear.files"
-        )
+        for signal, receiver in [
+            (auth_signals.user_logged_in, signals.on_user_logged_in),
+            (auth_signals.user_logged_out, signals.on_user_logged_out),
+            (account_signals.password_changed, signals.on_password_changed),
+            (account_signals.password_set, signals.on_password_changed),
+            (account_signals.password_reset, signals.on_password_reset),
+            (account_signals.email_changed, signals.on_email_changed),
+            (mfa_signals.authenticator_added, signals.on_authenticator_added),
+            (mfa_signals.authenticator_removed, signals.on_authenticator_removed),
+            (mfa_signals.authenticator_reset, signals.on_authenticator_reset),
+        ]:
+            signal.connect(receiver, dispatch_uid=f"accounts.{receiver.__name__}")

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+from allauth.account.adapter import get_adapter
+from allauth.usersessions.adapter import get_adapter as get_usersessions_adapter
+from allauth.usersessions.models import UserSession
+from django.contrib.auth import get_user_model
+from django.contrib.auth.base_user import AbstractBaseUser
 from django.core.files.base import File
 from django.db import transaction
+from django.db.models import Q
+from django.http import HttpRequest
 
-from accounts.models import DEFAULT_AVATAR, Profile
+from accounts.devices import device_describe
+from accounts.models import DEFAULT_AVATAR, Profile, SecurityEvent
 from storage.images import AVATAR, image_ensure_processed
 from storage.services import field_file_store
 
@@ -36,3 +44,127 @@ def avatar_remove(*, profile: Profile) -> Profile:
         profile.avatar = DEFAULT_AVATAR
         profile.save(update_fields=["avatar", "updated_at"])
     return profile
+
+
+# --- Security log and notifications ------------------------------------------
+
+USER_AGENT_MAX_LENGTH = SecurityEvent._meta.get_field("user_agent").max_length
+
+
+def _client(request: HttpRequest | None) -> tuple[str | None, str]:
+    if request is None:
+        return None, ""
+    adapter = get_adapter(request)
+    user_agent = adapter.get_http_user_agent(request)[:USER_AGENT_MAX_LENGTH]
+    return adapter.get_client_ip(request), user_agent
+
+
+def security_event_record(
+    *,
+    user: AbstractBaseUser,
+    kind: SecurityEvent.Kind,
+    request: HttpRequest | None = None,
+    detail: str = "",
+) -> SecurityEvent:
+    """One line of the user's security log, with the request's address and
+    browser when there is a request."""
+    ip_address, user_agent = _client(request)
+    return SecurityEvent.objects.create(
+        user=user,
+        kind=kind,
+        ip_address=ip_address,
+        user_agent=user_agent,
+        detail=detail[:200],
+    )
+
+
+def security_event_sign_in_failed(*, request: HttpRequest, login: str) -> None:
+    """Log a failed sign-in against the account it named, if there is one."""
+    login = login.strip()
+    if not login:
+        return
+    User = get_user_model()
+    user = (
+        User._default_manager.filter(
+            Q(**{f"{User.USERNAME_FIELD}__iexact": login}) | Q(email__iexact=login)
+        )
+        .order_by("pk")
+        .first()
+    )
+    if user is not None:
+        security_event_record(
+            user=user, kind=SecurityEvent.Kind.SIGN_IN_FAILED, request=request
+        )
+
+
+def sign_in_record(*, request: HttpRequest, user: AbstractBaseUser) -> None:
+    """Log a sign-in; mail the user when it comes from a browser never seen
+    signing in to this account before (not for the very first sign-in)."""
+    _, user_agent = _client(request)
+    earlier = SecurityEvent.objects.filter(user=user, kind=SecurityEvent.Kind.SIGN_IN)
+    known_device = earlier.filter(user_agent=user_agent).exists()
+    first_sign_in = not earlier.exists()
+    security_event_record(user=user, kind=SecurityEvent.Kind.SIGN_IN, request=request)
+    if not known_device and not first_sign_in:
+        account_notify(
+            request=request,
+            user=user,
+            template="accounts/email/new_sign_in",
+            context={"device": device_describe(user_agent)},
+        )
+
+
+def account_notify(
+    *,
+    request: HttpRequest | None,
+    user: AbstractBaseUser,
+    template: str,
+    context: dict | None = None,
+) -> None:
+    """Mail the user a security notification (``<template>_subject.txt`` and
+    ``_message.txt``), after the current transaction commits."""
+
+    def send() -> None:
+        get_adapter(request).send_notification_mail(template, user, context)
+
+    transaction.on_commit(send)
+
+
+def session_end_one(*, request: HttpRequest, session: UserSession) -> None:
+    """End one session of the user (signed out there), and log it."""
+    device = device_describe(session.user_agent)
+    get_usersessions_adapter().end_sessions([session])
+    security_event_record(
+        user=request.user,
+        kind=SecurityEvent.Kind.SESSIONS_ENDED,
+        request=request,
+        detail=f"{device}, {session.ip}",
+    )
+
+
+def sessions_end_others(*, request: HttpRequest, user: AbstractBaseUser) -> None:
+    """End every session of the user but the request's own (all of them when
+    the request is not signed in as that user)."""
+    others = [
+        session
+        for session in UserSession.objects.filter(user_id=user.pk)
+        if not (request.user.pk == user.pk and session.is_current())
+    ]
+    get_usersessions_adapter().end_sessions(others)
+
+
+def security_notice(
+    *,
+    request: HttpRequest | None,
+    user: AbstractBaseUser,
+    kind: SecurityEvent.Kind,
+    template: str,
+    context: dict,
+    detail: str,
+) -> None:
+    """Log an event and mail the user about it, once per (kind, detail): a
+    request repeated with the same idempotency key is not announced twice."""
+    if SecurityEvent.objects.filter(user=user, kind=kind, detail=detail).exists():
+        return
+    security_event_record(user=user, kind=kind, request=request, detail=detail)
+    account_notify(request=request, user=user, template=template, context=context)

@@ -1,4 +1,15 @@
-from accounts.models import Profile
+"""Side concerns of the accounts app, connected in ``AccountsConfig.ready``:
+a profile for every user, and the security log, its e-mails and the ending of
+other sessions after a credential changes."""
+
+from accounts.models import Profile, SecurityEvent
+from accounts.services import (
+    security_event_record,
+    sessions_end_others,
+    sign_in_record,
+)
+
+Kind = SecurityEvent.Kind
 
 
 def profile_create_for_new_user(sender, instance, created: bool, raw: bool, **kwargs):
@@ -6,3 +17,52 @@ def profile_create_for_new_user(sender, instance, created: bool, raw: bool, **kw
     # createsuperuser, a script); fixtures (raw) bring their own rows.
     if created and not raw:
         Profile.objects.get_or_create(user=instance)
+
+
+def on_user_logged_in(sender, request, user, **kwargs) -> None:
+    if request is not None:
+        sign_in_record(request=request, user=user)
+
+
+def on_user_logged_out(sender, request, user, **kwargs) -> None:
+    if user is not None:
+        security_event_record(user=user, kind=Kind.SIGN_OUT, request=request)
+
+
+def on_password_changed(sender, request, user, **kwargs) -> None:
+    security_event_record(user=user, kind=Kind.PASSWORD_CHANGED, request=request)
+    sessions_end_others(request=request, user=user)
+
+
+def on_password_reset(sender, request, user, **kwargs) -> None:
+    security_event_record(user=user, kind=Kind.PASSWORD_RESET, request=request)
+    sessions_end_others(request=request, user=user)
+
+
+def on_email_changed(sender, request, user, from_email_address, to_email_address, **kw):
+    old = from_email_address.email if from_email_address else "none"
+    security_event_record(
+        user=user,
+        kind=Kind.EMAIL_CHANGED,
+        request=request,
+        detail=f"{old} → {to_email_address.email}",
+    )
+
+
+def on_authenticator_added(sender, request, user, authenticator, **kwargs) -> None:
+    if authenticator.type == authenticator.Type.TOTP:
+        security_event_record(user=user, kind=Kind.MFA_ENABLED, request=request)
+        sessions_end_others(request=request, user=user)
+
+
+def on_authenticator_removed(sender, request, user, authenticator, **kwargs) -> None:
+    if authenticator.type == authenticator.Type.TOTP:
+        security_event_record(user=user, kind=Kind.MFA_DISABLED, request=request)
+        sessions_end_others(request=request, user=user)
+
+
+def on_authenticator_reset(sender, request, user, authenticator, **kwargs) -> None:
+    if authenticator.type == authenticator.Type.RECOVERY_CODES:
+        security_event_record(
+            user=user, kind=Kind.RECOVERY_CODES_REGENERATED, request=request
+        )

@@ -1,23 +1,26 @@
+from allauth.usersessions.models import UserSession
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.middleware.csrf import get_token
-from django.shortcuts import redirect, render
+from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.cache import cache_control
 from django.views.decorators.http import require_http_methods, require_POST
 
 from accounts.forms import AvatarForm, SignUpForm
-from accounts.page_cache import (
-    profile_page_cached,
-    profile_page_key,
-    profile_page_store,
+from accounts.models import Profile, SecurityEvent
+from accounts.selectors import profile_for_user, security_overview
+from accounts.services import (
+    avatar_remove,
+    avatar_replace,
+    security_event_record,
+    session_end_one,
+    sessions_end_others,
 )
-from accounts.selectors import ProfilePageData, profile_for_user, profile_page_data
-from accounts.services import avatar_remove, avatar_replace
 from storage.exceptions import StorageUnavailable
 from trading.api.forms import ApiKeyCreateForm
+from trading.api_keys import api_keys_for_user
 
 STORAGE_DOWN_MESSAGE = (
     "Your picture could not be saved because file storage is unavailable right "
@@ -46,59 +49,46 @@ def profile(request: HttpRequest) -> HttpResponse:
 
     The page's script posts with XMLHttpRequest to show upload progress and
     gets JSON back; without script the same form posts and the page reloads.
-    A view of the page is served from `accounts.page_cache` while nothing it
-    shows has changed.
     """
-    data = profile_page_data(user=request.user)
+    user_profile = profile_for_user(user=request.user)
     if request.method == "GET":
-        key = profile_page_key(request, data=data)
-        cached = profile_page_cached(request, key) if key else None
-        if cached is not None:
-            return cached
-        return _profile_render(request, data=data, form=AvatarForm(), cache_key=key)
+        return _profile_render(request, profile=user_profile, form=AvatarForm())
     wants_json = request.headers.get("x-requested-with") == "XMLHttpRequest"
     form = AvatarForm(request.POST, request.FILES)
     if form.is_valid():
         try:
-            avatar_replace(profile=data.profile, upload=form.cleaned_data["avatar"])
+            avatar_replace(profile=user_profile, upload=form.cleaned_data["avatar"])
         except StorageUnavailable:
             form.add_error(None, STORAGE_DOWN_MESSAGE)
         else:
             if wants_json:
-                return JsonResponse({"avatar_url": data.profile.avatar.url})
+                return JsonResponse({"avatar_url": user_profile.avatar.url})
             messages.success(request, "Your profile picture was updated.")
             return redirect("accounts:profile")
     if wants_json:
         return JsonResponse({"errors": form.errors.get_json_data()}, status=400)
-    return _profile_render(request, data=data, form=form, status=400)
+    return _profile_render(request, profile=user_profile, form=form, status=400)
 
 
 def _profile_render(
-    request: HttpRequest,
-    *,
-    data: ProfilePageData,
-    form: AvatarForm,
-    status: int = 200,
-    cache_key: str | None = None,
+    request: HttpRequest, *, profile: Profile, form: AvatarForm, status: int = 200
 ) -> HttpResponse:
-    # Every form on the page carries this one token, so that the cache can
-    # swap it for a new one on each view.
-    csrf_token = get_token(request)
-    response = render(
+    security = security_overview(user=request.user)
+    return render(
         request,
         "accounts/profile.html",
         {
-            "profile": data.profile,
+            "profile": profile,
             "form": form,
-            "api_keys": data.api_keys,
+            "api_keys": api_keys_for_user(user=request.user),
             "api_key_form": ApiKeyCreateForm(),
-            "csrf_token": csrf_token,
+            "email_verified": security.email_verified,
+            "mfa_enabled": security.mfa_enabled,
+            "sessions": security.sessions,
+            "security_events": security.events,
         },
         status=status,
     )
-    if cache_key:
-        profile_page_store(cache_key, response, csrf_token=csrf_token)
-    return response
 
 
 @login_required
@@ -108,4 +98,28 @@ def avatar_delete(request: HttpRequest) -> HttpResponse:
     if user_profile.has_custom_avatar:
         avatar_remove(profile=user_profile)
         messages.success(request, "Your profile picture was removed.")
+    return redirect("accounts:profile")
+
+
+@login_required
+@require_POST
+def session_end(request: HttpRequest, pk: int) -> HttpResponse:
+    """End one of the user's other sessions (the browser is signed out there)."""
+    session = get_object_or_404(UserSession, pk=pk, user_id=request.user.pk)
+    if session.is_current():
+        messages.error(request, "Use “Log out” to end this browser's session.")
+    else:
+        session_end_one(request=request, session=session)
+        messages.success(request, "That session was ended.")
+    return redirect("accounts:profile")
+
+
+@login_required
+@require_POST
+def sessions_end_others_view(request: HttpRequest) -> HttpResponse:
+    sessions_end_others(request=request, user=request.user)
+    security_event_record(
+        user=request.user, kind=SecurityEvent.Kind.SESSIONS_ENDED, request=request
+    )
+    messages.success(request, "Every other session was ended.")
     return redirect("accounts:profile")

@@ -74,16 +74,21 @@ SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    "accounts.admin_config.SecureAdminConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
     "django.contrib.messages",
+    "django.contrib.humanize",
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "rest_framework",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    "allauth",
+    "allauth.account",
+    "allauth.mfa",
+    "allauth.usersessions",
     "storage",
     "accounts",
     "tokens",
@@ -101,6 +106,8 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
+    "allauth.account.middleware.AccountMiddleware",
+    "allauth.usersessions.middleware.UserSessionsMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "storage.middleware.StorageUnavailableMiddleware",
 ]
@@ -142,7 +149,8 @@ DATABASE_PREPARED_STATEMENTS = _bool("DATABASE_PREPARED_STATEMENTS", default=Tru
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # One cache per process by default; REDIS_URL gives one shared by every
-# instance (cached pages invalidated everywhere at once, sessions read from it).
+# instance: cached pages invalidated everywhere at once, sessions read from it,
+# and the log-in throttles counted once for all instances.
 REDIS_URL = env.str("REDIS_URL", default="")
 if REDIS_URL:
     CACHES = {
@@ -152,16 +160,16 @@ if REDIS_URL:
             "KEY_PREFIX": "crypto-exchange",
         }
     }
-    # Sessions live in the database (shared by every instance) and are read
-    # through the shared cache.
-    SESSION_ENGINE = "accounts.sessions_cached"
+    SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
 else:
-    SESSION_ENGINE = "accounts.sessions"
+    SESSION_ENGINE = "django.contrib.sessions.backends.db"
 
-# Django's ModelBackend and database sessions, with the session and the user
-# of each signed-in request read in precomputed SQL instead of the ORM (see
-# accounts/rows.py for why).
-AUTHENTICATION_BACKENDS = ["accounts.backends.SqlModelBackend"]
+AUTHENTICATION_BACKENDS = [
+    "django.contrib.auth.backends.ModelBackend",
+    "allauth.account.auth_backends.AuthenticationBackend",
+    # Only reads sessions signed in before 2026-12-05; see its docstring.
+    "accounts.backends.SqlModelBackend",
+]
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": f"django.contrib.auth.password_validation.{name}"}
@@ -199,9 +207,72 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
 }
 
-LOGIN_URL = "accounts:login"
+# --- Accounts (django-allauth) ----------------------------------------------
+LOGIN_URL = "account_login"
 LOGIN_REDIRECT_URL = "accounts:profile"
-LOGOUT_REDIRECT_URL = "home"
+ACCOUNT_LOGOUT_REDIRECT_URL = "home"
+ACCOUNT_ADAPTER = "accounts.adapter.AccountAdapter"
+ACCOUNT_LOGIN_METHODS = {"username", "email"}
+ACCOUNT_SIGNUP_FIELDS = ["username*", "email*", "password1*", "password2*"]
+# Browsing and the profile work unverified; the first order or withdrawal
+# needs a verified address (trading.services).
+ACCOUNT_EMAIL_VERIFICATION = "optional"
+ACCOUNT_UNIQUE_EMAIL = True
+# One address per account; a new one replaces it once it is verified.
+ACCOUNT_CHANGE_EMAIL = True
+ACCOUNT_EMAIL_NOTIFICATIONS = True
+# Changing the password or e-mail, or turning 2FA off, asks for the password
+# (or a code) again when the last sign-in is older than this.
+ACCOUNT_REAUTHENTICATION_REQUIRED = True
+ACCOUNT_REAUTHENTICATION_TIMEOUT = 300
+ACCOUNT_EMAIL_SUBJECT_PREFIX = "[Crypto Exchange] "
+ACCOUNT_DEFAULT_HTTP_PROTOCOL = "http" if DEBUG else "https"
+ACCOUNT_PASSWORD_RESET_BY_CODE_ENABLED = False
+# Throttles, shared by every instance through the cache (Redis with REDIS_URL).
+# A failed log-in counts against the account and the address; after the limit
+# even the right password is refused until the window has passed. Sign-up is
+# throttled harder than log-in, so that probing it for taken usernames is no
+# faster than guessing on the log-in form, and every throttle stops a request
+# before any password is hashed.
+LOGIN_FAILURES_PER_ACCOUNT = _env_or_improperly_configured(
+    env.int, "LOGIN_FAILURES_PER_ACCOUNT", default=5
+)
+LOGIN_FAILURE_WINDOW_MINUTES = _env_or_improperly_configured(
+    env.int, "LOGIN_FAILURE_WINDOW_MINUTES", default=15
+)
+ACCOUNT_RATE_LIMITS = {
+    "login": "10/m/ip,100/h/ip",
+    "login_failed": (
+        f"{2 * LOGIN_FAILURES_PER_ACCOUNT}/{LOGIN_FAILURE_WINDOW_MINUTES}m/ip,"
+        f"{LOGIN_FAILURES_PER_ACCOUNT}/{LOGIN_FAILURE_WINDOW_MINUTES}m/key"
+    ),
+    "signup": "5/m/ip,20/h/ip",
+    "reset_password": "5/m/ip,3/15m/key",
+    "reset_password_from_key": "10/m/ip",
+    "reauthenticate": "5/m/user",
+    "change_password": "5/m/user",
+    "manage_email": "5/m/user",
+    "confirm_email": "1/3m/key",
+}
+# How many proxies (nginx, a load balancer) stand in front of the app and add
+# to X-Forwarded-For: the client's address is read from that many places from
+# the right. 0: the connection's address, and X-Forwarded-For is ignored.
+ALLAUTH_TRUSTED_PROXY_COUNT = _env_or_improperly_configured(
+    env.int, "TRUSTED_PROXY_COUNT", default=0
+)
+MFA_SUPPORTED_TYPES = ["totp", "recovery_codes"]
+MFA_TOTP_ISSUER = "Crypto Exchange"
+USERSESSIONS_TRACK_ACTIVITY = True
+
+# E-mail: printed on the console by default (development); SMTP in
+# production, e.g. EMAIL_URL=smtp+tls://user:password@smtp.example.com:587
+vars().update(
+    _env_or_improperly_configured(env.email_url, "EMAIL_URL", default="consolemail://")
+)
+DEFAULT_FROM_EMAIL = env.str(
+    "DEFAULT_FROM_EMAIL", default="Crypto Exchange <no-reply@localhost>"
+)
+SERVER_EMAIL = DEFAULT_FROM_EMAIL
 
 MEDIA_URL = "/media/"
 MEDIA_ROOT = Path(env.str("MEDIA_ROOT", default=str(BASE_DIR / "media")))

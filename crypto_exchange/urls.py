@@ -4,13 +4,13 @@ from django.urls import include, path
 from storage.health import Readiness, liveness
 from tokens.views import home
 
-admin.site.site_header = "Crypto Exchange administration"
-admin.site.site_title = "Crypto Exchange admin"
-admin.site.index_title = "Exchange data"
+# admin.site is accounts.admin_site.SecureAdminSite: the site's own log-in,
+# and staff need a second factor.
 
 urlpatterns = [
     path("", home, name="home"),
     path("accounts/", include("accounts.urls")),
+    path("accounts/", include("allauth.urls")),
     path("tokens/", include("tokens.urls")),
     path("api/", include("trading.api.urls")),
     path("", include("trading.urls")),

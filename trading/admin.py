@@ -31,6 +31,7 @@ from trading.models import (
     Trade,
     Withdrawal,
 )
+from trading.notices import withdrawal_decided_notice
 from trading.services import (
     deposit_credit,
     market_create,
@@ -240,7 +241,9 @@ class WithdrawalAdmin(ReadOnlyAdmin):
             self,
             request,
             queryset,
-            lambda withdrawal: withdrawal_approve(withdrawal=withdrawal),
+            lambda withdrawal: _decided(
+                request, withdrawal_approve(withdrawal=withdrawal)
+            ),
             done="approved",
         )
 
@@ -252,9 +255,15 @@ class WithdrawalAdmin(ReadOnlyAdmin):
             self,
             request,
             queryset,
-            lambda withdrawal: withdrawal_reject(withdrawal=withdrawal),
+            lambda withdrawal: _decided(
+                request, withdrawal_reject(withdrawal=withdrawal)
+            ),
             done="rejected",
         )
+
+
+def _decided(request: HttpRequest, withdrawal: Withdrawal) -> None:
+    withdrawal_decided_notice(request=request, withdrawal=withdrawal)
 
 
 def _run_each(model_admin, request, queryset, call, *, done: str) -> None:

@@ -89,3 +89,11 @@ class InvalidAddress(TradingError):
 class WithdrawalNotPending(TradingError):
     code = "withdrawal_not_pending"
     default_message = "The withdrawal has already been decided."
+
+
+class EmailNotVerified(TradingError):
+    code = "email_unverified"
+    default_message = (
+        "Verify your e-mail address before you trade or withdraw: open the link "
+        "we sent you, or send a new one from your profile."
+    )

@@ -1,5 +1,6 @@
 import uuid
 
+from allauth.account.decorators import reauthentication_required
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.db.models import Q
@@ -7,11 +8,13 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
+from accounts.selectors import email_verified
 from trading.charts import candle_chart
-from trading.exceptions import TradingError
+from trading.exceptions import EmailNotVerified, TradingError
 from trading.forms import OrderForm, WithdrawalForm
 from trading.models import Deposit, Market, Order, Trade, Withdrawal
 from trading.money import plain
+from trading.notices import withdrawal_requested_notice
 from trading.selectors import (
     CANDLE_INTERVALS,
     balances_for_user,
@@ -112,6 +115,7 @@ def order_create(request: HttpRequest, symbol: str) -> HttpResponse:
         return redirect("trading:market", symbol=market.symbol)
     data = form.cleaned_data
     try:
+        _email_verified_require(request)
         order = order_place(
             user=request.user,
             market=market,
@@ -127,6 +131,11 @@ def order_create(request: HttpRequest, symbol: str) -> HttpResponse:
     else:
         messages.success(request, _order_outcome(order))
     return redirect("trading:market", symbol=market.symbol)
+
+
+def _email_verified_require(request: HttpRequest) -> None:
+    if not email_verified(user=request.user):
+        raise EmailNotVerified()
 
 
 def _order_outcome(order: Order) -> str:
@@ -155,12 +164,16 @@ def order_cancel_view(request: HttpRequest, symbol: str, order_id: int) -> HttpR
 
 
 @login_required
+# A withdrawal request asks for the password (or a second-factor code) again
+# when the last sign-in is not recent; the request is sent on afterwards.
+@reauthentication_required(allow_get=True)
 def wallet(request: HttpRequest) -> HttpResponse:
     form = WithdrawalForm(request.POST or None, initial={"reference": uuid.uuid4().hex})
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
         try:
-            withdrawal_request(
+            _email_verified_require(request)
+            withdrawal = withdrawal_request(
                 user=request.user,
                 token=data["token"],
                 amount=data["amount"],
@@ -170,6 +183,7 @@ def wallet(request: HttpRequest) -> HttpResponse:
         except TradingError as refusal:
             form.add_error(None, refusal.message)
         else:
+            withdrawal_requested_notice(request=request, withdrawal=withdrawal)
             messages.success(
                 request,
                 "Withdrawal requested: the funds are locked until staff decide.",

@@ -3,6 +3,7 @@ the page this returns) and revoke."""
 
 from __future__ import annotations
 
+from allauth.account.decorators import reauthentication_required
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
@@ -14,6 +15,7 @@ from django.views.decorators.http import require_POST
 from trading.api.forms import ApiKeyCreateForm
 from trading.api_keys import api_key_create, api_key_revoke
 from trading.models import ApiKey
+from trading.notices import api_key_created_notice, api_key_revoked_notice
 
 
 def _first_error(errors: dict[str, list[str]]) -> str:
@@ -26,6 +28,9 @@ def _first_error(errors: dict[str, list[str]]) -> str:
 @never_cache  # the page holds the secret: no cache may keep it
 @login_required
 @require_POST
+# Asks for the password (or a second-factor code) again when the last sign-in
+# is not recent; the form is sent on afterwards.
+@reauthentication_required
 def api_key_create_view(request: HttpRequest) -> HttpResponse:
     form = ApiKeyCreateForm(request.POST)
     if not form.is_valid():
@@ -40,6 +45,7 @@ def api_key_create_view(request: HttpRequest) -> HttpResponse:
     except ValidationError as error:
         messages.error(request, f"API key not created: {error.messages[0]}")
         return redirect("accounts:profile")
+    api_key_created_notice(request=request, api_key=api_key)
     return render(
         request,
         "trading/api_key_created.html",
@@ -52,5 +58,6 @@ def api_key_create_view(request: HttpRequest) -> HttpResponse:
 def api_key_revoke_view(request: HttpRequest, pk: int) -> HttpResponse:
     api_key = get_object_or_404(ApiKey, pk=pk, user=request.user)
     api_key_revoke(user=request.user, api_key=api_key)
+    api_key_revoked_notice(request=request, api_key=api_key)
     messages.success(request, f"The API key “{api_key.name}” was revoked.")
     return redirect("accounts:profile")

@@ -15,7 +15,9 @@ from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from accounts.selectors import email_verified
 from tokens.models import Token
+from trading import exceptions as trading_errors
 from trading.api import serializers as api
 from trading.api.authentication import ApiKeyAuthentication, CsrfSessionAuthentication
 from trading.api.exceptions import exception_handler
@@ -29,6 +31,7 @@ from trading.api.selectors import (
     withdrawals_for_user,
 )
 from trading.models import Market, Order, Withdrawal
+from trading.notices import withdrawal_requested_notice
 from trading.selectors import (
     balances_for_user,
     candles,
@@ -44,7 +47,8 @@ _ERROR_DESCRIPTIONS = {
     401: "No credentials, or a bad API key (`not_authenticated`, "
     "`invalid_api_key`, `api_key_revoked`).",
     403: "`csrf_failed` for a session without the CSRF header; "
-    "`insufficient_scope` for a read-only API key.",
+    "`insufficient_scope` for a read-only API key; `email_unverified` before "
+    "the account's e-mail address is verified.",
     404: "`not_found`.",
     409: "Conflicts with the current state (`order_not_open`, "
     "`duplicate_client_order_id`, `duplicate_reference`, `market_closed`).",
@@ -66,6 +70,11 @@ def _valid(serializer_class: type[serializers.Serializer], data: Any) -> dict:
     serializer = serializer_class(data=data)
     serializer.is_valid(raise_exception=True)
     return serializer.validated_data
+
+
+def _email_verified_require(request: Request) -> None:
+    if not email_verified(user=request.user):
+        raise trading_errors.EmailNotVerified()
 
 
 def _market_or_404(symbol: str) -> Market:
@@ -233,6 +242,7 @@ class OrderListView(PrivateView):
         },
     )
     def post(self, request: Request) -> Response:
+        _email_verified_require(request)
         data = _valid(api.OrderCreateSerializer, request.data)
         market = _market_field(data["market"])
         client_order_id = data.get("client_order_id")
@@ -352,6 +362,7 @@ class WithdrawalListView(PrivateView):
         },
     )
     def post(self, request: Request) -> Response:
+        _email_verified_require(request)
         data = _valid(api.WithdrawalCreateSerializer, request.data)
         token = Token.objects.filter(symbol=data["token"].upper()).first()
         if token is None:
@@ -370,6 +381,8 @@ class WithdrawalListView(PrivateView):
             address=data["address"],
             reference=data["reference"],
         )
+        if withdrawal.pk != earlier:
+            withdrawal_requested_notice(request=request, withdrawal=withdrawal)
         return Response(
             api.WithdrawalSerializer(withdrawal).data,
             status=status.HTTP_200_OK

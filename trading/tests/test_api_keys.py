@@ -220,7 +220,7 @@ def test_the_key_buttons_accept_only_post_from_a_signed_in_user(client, alice):
 
     anonymous = client.post(reverse("api:key_create"), {"name": "x", "scopes": "read"})
     assert anonymous.status_code == 302
-    assert anonymous.url.startswith(reverse("accounts:login"))
+    assert anonymous.url.startswith(reverse("account_login"))
     assert client.post(revoke).status_code == 302
     client.force_login(alice)
     assert client.get(reverse("api:key_create")).status_code == 405

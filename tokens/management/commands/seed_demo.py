@@ -8,6 +8,7 @@ they land in whichever storage is configured, resized like any upload.
 import io
 from decimal import Decimal
 
+from allauth.account.models import EmailAddress
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.files.uploadedfile import SimpleUploadedFile
@@ -110,7 +111,12 @@ class Command(BaseCommand):
             )
             if created:
                 user.set_password(spec["password"])
-                user.save(update_fields=["password"])
+                user.email = f"{user.username}@example.com"
+                user.save(update_fields=["password", "email"])
+                # Verified, so that the demo users can trade at once.
+                EmailAddress.objects.create(
+                    user=user, email=user.email, primary=True, verified=True
+                )
                 self.stdout.write(
                     f"user {user.username} / {spec['password']}"
                     + (" (staff)" if spec["is_staff"] else "")

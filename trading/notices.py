@@ -1,0 +1,70 @@
+"""What the user is told, by e-mail and in the security log, about their API
+keys and withdrawals (the mails are in templates/accounts/email/)."""
+
+from __future__ import annotations
+
+from django.http import HttpRequest
+
+from accounts.models import SecurityEvent
+from accounts.services import account_notify, security_event_record, security_notice
+from trading.models import ApiKey, Withdrawal
+from trading.money import plain
+
+
+def _withdrawal_context(withdrawal: Withdrawal) -> dict:
+    return {
+        "amount": plain(withdrawal.amount),
+        "token": withdrawal.token.symbol,
+        "address": withdrawal.address,
+        "reference": withdrawal.reference,
+    }
+
+
+def withdrawal_requested_notice(
+    *, request: HttpRequest, withdrawal: Withdrawal
+) -> None:
+    security_notice(
+        request=request,
+        user=withdrawal.user,
+        kind=SecurityEvent.Kind.WITHDRAWAL_REQUESTED,
+        template="accounts/email/withdrawal_requested",
+        context=_withdrawal_context(withdrawal),
+        detail=f"{plain(withdrawal.amount)} {withdrawal.token.symbol} "
+        f"(reference {withdrawal.reference})",
+    )
+
+
+def withdrawal_decided_notice(*, request: HttpRequest, withdrawal: Withdrawal) -> None:
+    account_notify(
+        request=request,
+        user=withdrawal.user,
+        template="accounts/email/withdrawal_decided",
+        context={
+            **_withdrawal_context(withdrawal),
+            "decision": withdrawal.get_status_display().lower(),
+        },
+    )
+
+
+def api_key_created_notice(*, request: HttpRequest, api_key: ApiKey) -> None:
+    security_notice(
+        request=request,
+        user=api_key.user,
+        kind=SecurityEvent.Kind.API_KEY_CREATED,
+        template="accounts/email/api_key_created",
+        context={
+            "key_name": api_key.name,
+            "key_prefix": api_key.prefix,
+            "scopes": api_key.scopes,
+        },
+        detail=f"{api_key.name} ({api_key.prefix})",
+    )
+
+
+def api_key_revoked_notice(*, request: HttpRequest, api_key: ApiKey) -> None:
+    security_event_record(
+        user=api_key.user,
+        kind=SecurityEvent.Kind.API_KEY_REVOKED,
+        request=request,
+        detail=f"{api_key.name} ({api_key.prefix})",
+    )
