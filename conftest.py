@@ -52,6 +52,21 @@ def storages_setting(default: dict) -> dict:
 
 
 @pytest.fixture(scope="session")
+def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix):
+    """A PostgreSQL test database of this run's own: two runs on one server
+    (a developer's and CI's, or two checkouts) must not drop each other's."""
+    import os
+
+    from django.db import connections
+
+    for connection in connections.all():
+        if connection.vendor == "postgresql":
+            base = connection.settings_dict["NAME"]
+            test = connection.settings_dict.setdefault("TEST", {})
+            test["NAME"] = f"test_{base}_{os.getpid()}"
+
+
+@pytest.fixture(scope="session")
 def s3_server(tmp_path_factory):
     server = s3_server_module.start(
         access_key=S3_ACCESS_KEY,
