@@ -78,6 +78,44 @@ def s3_server(tmp_path_factory):
 
 
 @pytest.fixture(autouse=True)
+def fast_password_hasher(settings):
+    """Passwords hashed in microseconds: the real hasher is slow on purpose."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture
+def reauthenticate():
+    """Confirm the password of a signed-in test client, as allauth asks before
+    sensitive actions (API keys, withdrawals, e-mail and password changes)."""
+
+    def confirm(client, password: str) -> None:
+        response = client.post("/accounts/reauthenticate/", {"password": password})
+        assert response.status_code == 302, response.content.decode()[:500]
+
+    return confirm
+
+
+@pytest.fixture
+def mfa_enable():
+    """Give a user an authenticator app (TOTP) and return its base32 secret,
+    as turning it on from the profile does; staff need one for the admin."""
+    import base64
+    import secrets
+
+    from allauth.mfa.models import Authenticator
+    from allauth.mfa.utils import encrypt
+
+    def enable(user) -> str:
+        secret = base64.b32encode(secrets.token_bytes(20)).decode()
+        Authenticator.objects.create(
+            user=user, type=Authenticator.Type.TOTP, data={"secret": encrypt(secret)}
+        )
+        return secret
+
+    return enable
+
+
+@pytest.fixture(autouse=True)
 def empty_cache():
     """Each test starts with an empty cache: nothing rendered for another
     test's database can be served."""
@@ -343,3 +381,96 @@ def site_storage(request, settings, tmp_path):
         )
         bucket_setup(storage=storages["default"], default_avatar=default_avatar)
     return request.param
+
+
+# --- A real SMTP server on loopback -------------------------------------------
+
+
+class ReceivedMail:
+    """One message as the SMTP server got it, parsed with the email package."""
+
+    def __init__(self, envelope) -> None:
+        from email import message_from_bytes
+        from email.policy import default
+
+        message = message_from_bytes(envelope.original_content, policy=default)
+        self.envelope_to = list(envelope.rcpt_tos)
+        self.subject = str(message["Subject"] or "")
+        self.to = str(message["To"] or "")
+        plain = message.get_body(preferencelist=("plain",))
+        html = message.get_body(preferencelist=("html",))
+        self.text = plain.get_content() if plain is not None else ""
+        self.html = html.get_content() if html is not None else ""
+
+    def __repr__(self) -> str:
+        return f"<ReceivedMail to={self.to!r} subject={self.subject!r}>"
+
+
+class SmtpServer:
+    """What the SMTP server received, in order; ``wait_for`` waits for a mail
+    (the app sends some after its transaction commits, the server runs in a
+    thread of its own)."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.messages: list[ReceivedMail] = []
+        self._arrived = threading.Condition()
+
+    async def handle_DATA(self, server, session, envelope) -> str:
+        mail = ReceivedMail(envelope)
+        with self._arrived:
+            self.messages.append(mail)
+            self._arrived.notify_all()
+        return "250 Message accepted for delivery"
+
+    def wait_for(self, subject: str, *, to: str = "", timeout: float = 10):
+        """The first mail whose subject contains ``subject`` (and whose To
+        contains ``to``); fails the test when none arrives in time."""
+
+        def found():
+            return next(
+                (
+                    mail
+                    for mail in self.messages
+                    if subject in mail.subject and to in mail.to
+                ),
+                None,
+            )
+
+        with self._arrived:
+            if self._arrived.wait_for(found, timeout=timeout) is None:
+                pytest.fail(
+                    f"no mail with {subject!r} in the subject arrived; "
+                    f"got {self.messages}"
+                )
+            return found()
+
+
+def _free_loopback_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture
+def smtp_server(settings):
+    """An aiosmtpd server on 127.0.0.1 that Django sends every mail to, in
+    plain SMTP (no TLS, no login), for this test."""
+    from aiosmtpd.controller import Controller
+
+    server = SmtpServer()
+    controller = Controller(server, hostname="127.0.0.1", port=_free_loopback_port())
+    controller.start()
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_HOST = "127.0.0.1"
+    settings.EMAIL_PORT = controller.port
+    settings.EMAIL_HOST_USER = ""
+    settings.EMAIL_HOST_PASSWORD = ""
+    settings.EMAIL_USE_TLS = False
+    settings.EMAIL_USE_SSL = False
+    settings.EMAIL_TIMEOUT = 10
+    yield server
+    controller.stop()

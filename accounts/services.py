@@ -7,6 +7,7 @@ from allauth.usersessions.adapter import get_adapter as get_usersessions_adapter
 from allauth.usersessions.models import UserSession
 from django.contrib.auth import get_user_model
 from django.contrib.auth.base_user import AbstractBaseUser
+from django.core.exceptions import PermissionDenied
 from django.core.files.base import File
 from django.db import transaction
 from django.db.models import Q
@@ -56,7 +57,11 @@ def _client(request: HttpRequest | None) -> tuple[str | None, str]:
         return None, ""
     adapter = get_adapter(request)
     user_agent = adapter.get_http_user_agent(request)[:USER_AGENT_MAX_LENGTH]
-    return adapter.get_client_ip(request), user_agent
+    try:
+        ip_address = adapter.get_client_ip(request)
+    except PermissionDenied:  # no address at all: a request made in code
+        ip_address = None
+    return ip_address, user_agent
 
 
 def security_event_record(

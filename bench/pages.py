@@ -1,26 +1,28 @@
-"""Requests per second of real pages under gunicorn, against Django's own floor.
+"""Requests per second of real pages under gunicorn, each against its floor.
 
     python -m bench.pages
 
-Sets up a throwaway site in a temporary directory (SQLite database, media
-files, production settings: ``DEBUG=false``), with 100 tokens that have logos
-and one user with a custom avatar, then starts one gunicorn
-(``bench/pages_wsgi.py``) for the whole run. That gunicorn serves the project
-plus ``/bench/floor/``, a view that returns two bytes: the same workers and the
-same middleware, so the floor is what Django itself costs per request. A second
-reference, ``/bench/floor/signed-in/``, returns the same two bytes after
-Django has read the session and the user, as for any signed-in page. ``wrk``
-loads each URL in turn, the URLs interleaved round by round so that drift of
-the machine hits them all alike; every response must be a 200.
+The question: how much does each page cost on top of the cheapest request of
+its kind? Anonymous pages are compared with the anonymous floor
+(``/bench/floor/``, a view that returns two bytes), signed-in pages with the
+signed-in floor (``/bench/floor/signed-in/``, the same two bytes once the
+signed-in user is loaded). The floors are served by the same gunicorn workers,
+through the same middleware, settings and session engine as the pages
+(``bench/pages_urls.py``), and measured in the same run.
 
-Before gunicorn starts, each page is also timed in-process (Django's test
-client, no HTTP), with its template rendering time and its queries, so that a
-missed target comes with where the time goes; the profile page also on a miss
-of its page cache, as on the first view after a change.
+Method: a throwaway site in a temporary directory (SQLite, media on disk,
+production settings with ``DEBUG=false``) holds 100 tokens with logos and one
+user with a custom avatar, signed in with ``Client.force_login``. One gunicorn
+(``bench/pages_wsgi.py``) serves the whole run; ``wrk`` loads each URL in turn,
+each page right after its floor, in rounds, so that drift of the machine hits
+them all alike; the ratio is the page's median requests per second over its
+floor's. Every response must be a 200 and every page must show what it should,
+or the run fails. Before gunicorn starts each URL is also timed in-process
+(Django's test client, no HTTP) with its template time and its queries, to
+show where a page's time goes. There is no target.
 
 Writes the section ``## Pages under gunicorn`` of ``docs/PERFORMANCE.md`` and
-leaves the rest of the file as it is. Missing the target is a result: the exit
-code is non-zero only when the benchmark could not run or a page was wrong.
+leaves the rest of the file as it is.
 """
 
 from __future__ import annotations
@@ -45,7 +47,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from importlib import import_module
 from pathlib import Path
 
 from bench import report
@@ -54,7 +55,6 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 SECTION_HEADING = "## Pages under gunicorn"
 PYTHON = Path(sys.executable)
 
-TARGET_RATIO = 0.5  # of the floor's requests per second
 TOKENS = 100
 USERNAME = "bench-user"
 WORKERS = 2
@@ -65,8 +65,6 @@ ROUND_SECONDS = 4
 ROUNDS = 5
 READY_TIMEOUT = 30.0
 IN_PROCESS_WARMUP = 20
-COMPONENT_REPEAT = 30
-READ_REPEAT = 300  # for the reads and the CSRF token, tens of microseconds each
 
 # Counts every status wrk sees: its own "Non-2xx or 3xx" line would take a
 # redirect to the login page for a success.
@@ -96,20 +94,15 @@ class Page:
     path: str
     signed_in: bool
     in_process_requests: int  # about a second of in-process timing each
-    target: bool = True  # False for the references
+    floor: Page | None = None  # what it is reported against; None for a floor
 
 
-FLOOR = Page("floor: minimal view", "/bench/floor/", False, 1000, target=False)
-SIGNED_IN_FLOOR = Page(
-    "floor, signed in: minimal view after reading the user",
-    "/bench/floor/signed-in/",
-    True,
-    1000,
-    target=False,
-)
-TOKEN_LIST = Page(f"token list, {TOKENS} tokens with logos", "/tokens/", False, 100)
-PROFILE = Page("profile, signed in", "/accounts/profile/", True, 300)
-PAGES = (FLOOR, SIGNED_IN_FLOOR, TOKEN_LIST, PROFILE)
+FLOOR = Page("anonymous floor", "/bench/floor/", False, 1000)
+TOKEN_LIST = Page(f"token list, {TOKENS} tokens", "/tokens/", False, 100, FLOOR)
+SIGNED_IN_FLOOR = Page("signed-in floor", "/bench/floor/signed-in/", True, 1000)
+PROFILE = Page("profile", "/accounts/profile/", True, 100, SIGNED_IN_FLOOR)
+# Each page right after its floor, so that the two are measured close in time.
+PAGES = (FLOOR, TOKEN_LIST, SIGNED_IN_FLOOR, PROFILE)
 
 
 @dataclass(frozen=True)
@@ -117,8 +110,6 @@ class WrkRun:
     requests_per_second: float
     p50: float  # seconds
     p99: float
-    requests: int
-    socket_errors: str
 
 
 @dataclass(frozen=True)
@@ -154,8 +145,9 @@ class PageResult:
 @dataclass(frozen=True)
 class Prepared:
     cookie: str
+    session_engine: str
+    backends: list[str]
     in_process: dict[str, InProcess]
-    components: dict[str, float]  # seconds for all the tokens of the list
 
 
 class BenchError(RuntimeError):
@@ -188,7 +180,7 @@ def _avatar_jpeg() -> bytes:
 
 
 class _RenderTimer:
-    """Time spent in the outermost template render (form widgets nest inside)."""
+    """Time spent in the outermost template render (includes nest inside)."""
 
     def __init__(self) -> None:
         self.depth = 0
@@ -213,24 +205,13 @@ class _RenderTimer:
         Template.render = render
 
 
-def _median_seconds(function: Callable[[], object], repeat: int) -> float:
-    samples = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        function()
-        samples.append(time.perf_counter() - start)
-    return statistics.median(samples)
-
-
 def prepare() -> None:
-    """Create the data through the services, then time the pages in-process.
+    """Create the data through the services, sign the user in, time the pages.
 
     Runs in the benchmark's environment (``python -c``), so the session is
-    signed with that SECRET_KEY and stored in the database gunicorn uses.
-    Prints one line of JSON: the session cookie; for each page the time Django
-    alone takes (test client, no HTTP), its rendering time and its queries,
-    and the same for a view of the profile that misses its page cache; and
-    what the token list's per-token pieces cost.
+    signed with that SECRET_KEY and stored where gunicorn will read it. Prints
+    one line of JSON: the cookies wrk sends for signed-in pages, the session
+    engine and authentication backends in use, and each page in-process.
     """
     from django.conf import settings
 
@@ -238,21 +219,14 @@ def prepare() -> None:
     from bench import django_setup
 
     django_setup()
-    from django.contrib.auth import get_user_model, load_backend
-    from django.contrib.sessions.models import Session
+    from django.contrib.auth import get_user_model
     from django.core.files.base import ContentFile
     from django.db import connection
-    from django.http import HttpRequest
-    from django.middleware.csrf import get_token
     from django.test import Client
     from django.test.utils import CaptureQueriesContext
-    from django.urls import reverse
-    from django.utils import timezone
 
-    from accounts.page_cache import profile_pages_clear
-    from accounts.selectors import profile_for_user, profile_page_data
+    from accounts.selectors import profile_for_user
     from accounts.services import avatar_replace
-    from tokens.selectors import token_list
     from tokens.services import token_create
 
     for number in range(TOKENS):
@@ -270,33 +244,29 @@ def prepare() -> None:
     )
     signed_in = Client(SERVER_NAME="127.0.0.1")
     signed_in.force_login(user)
+    # A signed-in browser has the CSRF cookie (logging in sets it), so each
+    # view only masks that secret; one view gives it, as the log-in would.
+    signed_in.get(PROFILE.path)
     cookie = signed_in.cookies[settings.SESSION_COOKIE_NAME]
-    # A signed-in browser has the CSRF cookie: logging in rotates the token
-    # and sets it. One view gives it, as the login's answer would.
-    signed_in.get("/accounts/profile/")
     csrf_cookie = signed_in.cookies[settings.CSRF_COOKIE_NAME]
 
     timer = _RenderTimer()
     timer.install()
 
-    def timed(
-        client: Client, path: str, requests: int, before: Callable[[], object]
-    ) -> dict[str, float | int]:
+    def timed(page: Page) -> dict[str, float | int]:
+        client = signed_in if page.signed_in else Client(SERVER_NAME="127.0.0.1")
         for _ in range(IN_PROCESS_WARMUP):
-            before()
-            if client.get(path).status_code != 200:
-                raise BenchError(f"{path} is not a 200 in-process")
+            if client.get(page.path).status_code != 200:
+                raise BenchError(f"{page.path} is not a 200 in-process")
         elapsed, rendering = [], []
-        for _ in range(requests):
-            before()
+        for _ in range(page.in_process_requests):
             timer.seconds = 0.0
             start = time.perf_counter()
-            client.get(path)
+            client.get(page.path)
             elapsed.append(time.perf_counter() - start)
             rendering.append(timer.seconds)
-        before()
         with CaptureQueriesContext(connection) as queries:
-            client.get(path)
+            client.get(page.path)
         statements = [query["sql"] for query in queries.captured_queries]
         return {
             "seconds": statistics.median(elapsed),
@@ -305,88 +275,20 @@ def prepare() -> None:
             "repeated": len(statements) - len(set(statements)),
         }
 
-    in_process = {
-        page.path: timed(
-            signed_in if page.signed_in else Client(SERVER_NAME="127.0.0.1"),
-            page.path,
-            page.in_process_requests,
-            before=lambda: None,
-        )
-        for page in PAGES
-    }
-    # Every view a first one: as after any change to what the page shows.
-    profile_miss = timed(signed_in, PROFILE.path, 100, before=profile_pages_clear)
-    tokens = list(token_list())
-    session_store = import_module(settings.SESSION_ENGINE).SessionStore
-
-    def csrf_cookie_request() -> HttpRequest:
-        request = HttpRequest()
-        request.META["CSRF_COOKIE"] = "c" * 32
-        return request
-
-    def query_on_new_connection() -> None:
-        connection.close()
-        list(token_list()[:1])
-
-    components = {
-        "new_connection": _median_seconds(query_on_new_connection, COMPONENT_REPEAT)
-        - _median_seconds(lambda: list(token_list()[:1]), COMPONENT_REPEAT),
-        "rows": _median_seconds(lambda: list(token_list()), COMPONENT_REPEAT),
-        "reverse": _median_seconds(
-            lambda: [reverse("tokens:detail", args=[t.symbol]) for t in tokens],
-            COMPONENT_REPEAT,
-        ),
-        "logo_url": _median_seconds(
-            lambda: [t.logo.url for t in tokens], COMPONENT_REPEAT
-        ),
-        # The two reads of every signed-in request, through the ORM as Django
-        # makes them and through the project's session store and backend.
-        "user_query": _median_seconds(
-            lambda: get_user_model().objects.get(pk=user.pk), READ_REPEAT
-        ),
-        "user_query_sql": _median_seconds(
-            lambda: load_backend(settings.AUTHENTICATION_BACKENDS[0]).get_user(user.pk),
-            READ_REPEAT,
-        ),
-        "session_query": _median_seconds(
-            lambda: Session.objects.get(
-                session_key=cookie.value, expire_date__gt=timezone.now()
-            ),
-            READ_REPEAT,
-        ),
-        "session_query_sql": _median_seconds(
-            lambda: session_store(cookie.value)._get_session_from_db(), READ_REPEAT
-        ),
-        # Django's CSRF token for a browser without the cookie (a new secret,
-        # then its mask), as wrk is, and with it (the mask alone).
-        "csrf_new": _median_seconds(lambda: get_token(HttpRequest()), READ_REPEAT),
-        "csrf_mask": _median_seconds(
-            lambda: get_token(csrf_cookie_request()), READ_REPEAT
-        ),
-        "profile_page_data": _median_seconds(
-            lambda: profile_page_data(user=user), COMPONENT_REPEAT
-        ),
-        "profile_miss": profile_miss["seconds"],
-        "profile_miss_rendering": profile_miss["rendering"],
-        "profile_miss_queries": profile_miss["queries"],
-    }
-    cookie_header = (
-        f"{cookie.key}={cookie.value}; {csrf_cookie.key}={csrf_cookie.value}"
-    )
     print(
         json.dumps(
             {
-                "cookie": cookie_header,
-                "in_process": in_process,
-                "components": components,
+                "cookie": f"{cookie.key}={cookie.value}; "
+                f"{csrf_cookie.key}={csrf_cookie.value}",
+                "session_engine": settings.SESSION_ENGINE,
+                "backends": settings.AUTHENTICATION_BACKENDS,
+                "in_process": {page.path: timed(page) for page in PAGES},
             }
         )
     )
 
 
 # --- The run -----------------------------------------------------------------
-
-
 def wrk_ensure(log: Callable[[str], None]) -> str:
     """The path of wrk, installed from Debian's packages if missing."""
     found = shutil.which("wrk")
@@ -407,6 +309,12 @@ def wrk_ensure(log: Callable[[str], None]) -> str:
     return found
 
 
+# Every signed-in request writes (allauth's usersessions records its activity):
+# with SQLite's default deferred transactions, two workers writing at once fail
+# with "database is locked". Served by several processes, SQLite needs these.
+SQLITE_OPTIONS = "transaction_mode=IMMEDIATE&init_command=PRAGMA%20journal_mode%3DWAL"
+
+
 def environment(directory: Path) -> dict[str, str]:
     env = dict(os.environ)
     env.update(
@@ -416,7 +324,7 @@ def environment(directory: Path) -> dict[str, str]:
             "DEBUG": "false",
             "SECRET_KEY": secrets.token_urlsafe(64)[:50],
             "ALLOWED_HOSTS": "127.0.0.1",
-            "DATABASE_URL": f"sqlite:///{directory / 'db.sqlite3'}",
+            "DATABASE_URL": f"sqlite:///{directory / 'db.sqlite3'}?{SQLITE_OPTIONS}",
             "MEDIA_ROOT": str(directory / "media"),
             "MEDIA_SERVE": "false",
             "USE_MINIO": "false",
@@ -446,10 +354,11 @@ def prepared_read(output: str) -> Prepared:
     data = json.loads(output.strip().splitlines()[-1])
     return Prepared(
         cookie=data["cookie"],
+        session_engine=data["session_engine"],
+        backends=data["backends"],
         in_process={
             path: InProcess(**values) for path, values in data["in_process"].items()
         },
-        components=data["components"],
     )
 
 
@@ -524,10 +433,11 @@ def pages_check(port: int, cookie: str) -> dict[str, int]:
         if status != 200:
             raise BenchError(f"{page.path} answered {status}, not 200")
         bodies[page.path] = body
-    logos = re.findall(rb'<img class="token-logo" src="([^"]+)"', bodies["/tokens/"])
+    logo = rb'<img class="token-logo" src="([^"]+)"'
+    logos = re.findall(logo, bodies[TOKEN_LIST.path])
     if len(logos) != TOKENS or len(set(logos)) != TOKENS:
         raise BenchError(
-            f"/tokens/ shows {len(logos)} logos ({len(set(logos))} distinct), "
+            f"{TOKEN_LIST.path} shows {len(logos)} logos ({len(set(logos))} distinct), "
             f"not {TOKENS}"
         )
     if bodies[SIGNED_IN_FLOOR.path] != b"ok":
@@ -567,13 +477,12 @@ def wrk_parse(output: str) -> WrkRun:
             f"{statuses[1]} responses were 200, {statuses[2]} were not "
             f"(one was {statuses[3]}):\n{output}"
         )
-    errors = re.search(r"^\s*Socket errors: (.*)$", output, re.MULTILINE)
+    if re.search(r"^\s*Socket errors:", output, re.MULTILINE):
+        raise BenchError(f"wrk saw socket errors:\n{output}")
     return WrkRun(
         requests_per_second=float(find(r"^Requests/sec:\s+([\d.]+)")),
         p50=seconds(find(r"^\s+50%\s+(\S+)")),
         p99=seconds(find(r"^\s+99%\s+(\S+)")),
-        requests=int(find(r"^\s+(\d+) requests in")),
-        socket_errors=errors[1].strip() if errors else "",
     )
 
 
@@ -596,11 +505,8 @@ def wrk(
         command, capture_output=True, text=True, check=False, timeout=duration + 30
     )
     if result.returncode != 0:
-        raise BenchError(f"wrk failed:\n{result.stdout}{result.stderr}")
-    run = wrk_parse(result.stdout)
-    if run.socket_errors:
-        raise BenchError(f"wrk saw socket errors on {page.path}: {run.socket_errors}")
-    return run
+        raise BenchError(f"wrk failed on {page.path}:\n{result.stdout}{result.stderr}")
+    return wrk_parse(result.stdout)
 
 
 def measure(
@@ -628,14 +534,6 @@ def milliseconds(value: float) -> str:
     return f"{value * 1e3:.2f} ms" if value < 0.01 else f"{value * 1e3:.1f} ms"
 
 
-def microseconds(value: float) -> str:
-    return f"{value * 1e6:.0f} µs"
-
-
-def verdict(passed: bool) -> str:
-    return "**PASS**" if passed else "**FAIL**"
-
-
 def load_average() -> str:
     return Path("/proc/loadavg").read_text().split()[0]
 
@@ -646,284 +544,109 @@ def machine_summary(wrk_binary: str) -> str:
         if line.startswith("model name"):
             cpu = line.split(":", 1)[1].strip()
             break
-    nproc_binary = shutil.which("nproc")
-    nproc = (
-        subprocess.run(
-            [nproc_binary], capture_output=True, text=True, check=True
-        ).stdout.strip()
-        if nproc_binary
-        else str(len(os.sched_getaffinity(0)))
-    )
     wrk_version = subprocess.run(
         [wrk_binary, "--version"], capture_output=True, text=True, check=False
     ).stdout.split(" Copyright")[0]
     versions = ", ".join(
         f"{name} {importlib.metadata.version(name)}"
-        for name in ("Django", "gunicorn", "whitenoise")
+        for name in ("Django", "django-allauth", "gunicorn", "whitenoise")
     )
     return (
-        f"{cpu}, `nproc` {nproc}; {platform.platform()}; "
+        f"{cpu}, {len(os.sched_getaffinity(0))} cores; {platform.platform()}; "
         f"Python {platform.python_version()}, {versions}; {wrk_version.strip()}"
     )
 
 
-def core_time(result: PageResult) -> float:
-    """CPU seconds per request: the cores over the rate (wrk's share included)."""
-    return len(os.sched_getaffinity(0)) / result.requests_per_second
-
-
-def findings(results: list[PageResult], components: dict[str, float]) -> list[str]:
-    floor, signed_in, tokens, profile = results
-    budget = core_time(floor) / TARGET_RATIO
-    lines = [
-        f"- **Budget.** The floor costs {milliseconds(core_time(floor))} of CPU "
-        f"per request under load (cores / requests per second, wrk's share "
-        f"included); Django alone takes {milliseconds(floor.in_process.seconds)} "
-        "of it, the rest is gunicorn, a new TCP connection per request (the sync "
-        "worker closes each one) and wrk. At "
-        f"{TARGET_RATIO} a page may cost {milliseconds(budget)} in all, that is "
-        f"at most {milliseconds(budget - core_time(floor))} more than a view "
-        "that returns two bytes.",
+def ratio_cell(result: PageResult, floor: PageResult | None) -> str:
+    if floor is None:
+        return "(floor)"
+    per_round = [
+        run.requests_per_second / base.requests_per_second
+        for run, base in zip(result.runs, floor.runs, strict=True)
     ]
-    signed_in_extra = core_time(signed_in) - core_time(floor)
-    signed_in_ratio = signed_in.requests_per_second / floor.requests_per_second
-    page_budget = budget - core_time(floor)
-    if signed_in_ratio < TARGET_RATIO:
-        reach = (
-            "more than the whole budget, so no page that knows who is signed in "
-            "can meet the target in this setup, however little it adds, and the "
-            "profile is better judged against the signed-in floor"
-        )
-    else:
-        reach = (
-            f"{signed_in_extra / page_budget:.0%} of the "
-            f"{milliseconds(page_budget)} a page may add, which leaves "
-            f"{milliseconds(page_budget - signed_in_extra)} to what a signed-in "
-            "page does itself"
-        )
-    lines.append(
-        f"- **Signed in.** The signed-in floor serves {signed_in_ratio:.2f} of the "
-        "floor. Knowing who is signed in costs two queries before any view "
-        "runs, the session row (`SessionMiddleware`) and the user row "
-        "(`AuthenticationMiddleware`, which also checks the session against the "
-        "password hash): "
-        f"{milliseconds(signed_in.in_process.seconds - floor.in_process.seconds)}"
-        f" more than the floor in Django alone, {milliseconds(signed_in_extra)} "
-        f"more under load, {reach}. Through the ORM these reads are mostly "
-        "query compilation, not the database's work, so both are read with a "
-        "statement built once from the models' metadata (`accounts.rows`): the "
-        "session row by the session store `accounts.sessions` (Django's "
-        "database store otherwise, `accounts.sessions_cached` for `cached_db`) "
-        f"in {microseconds(components['session_query_sql'])} instead of "
-        f"{microseconds(components['session_query'])} through the ORM, the user "
-        "row by `accounts.backends.SqlModelBackend` (Django's `ModelBackend` "
-        f"otherwise) in {microseconds(components['user_query_sql'])} instead of "
-        f"{microseconds(components['user_query'])}. Only the reads changed: "
-        "decoding and checking the session's signature, refusing inactive users "
-        "and checking the password hash are still Django's code.",
-    )
-    if tokens.requests_per_second < TARGET_RATIO * floor.requests_per_second:
-        timing = tokens.in_process
-        lines.append(
-            f"- **Token list: missed.** Django alone takes "
-            f"{milliseconds(timing.seconds)} per request, "
-            f"{milliseconds(timing.rendering)} of it rendering the template, for "
-            f"{timing.queries} query. The time grows with the number of tokens: "
-            f"each of the {TOKENS} cards is an `{{% include %}}` of "
-            "`partials/token_card.html` (a new context, node by node) with "
-            "`{% url 'tokens:detail' token.symbol %}` "
-            f"({milliseconds(components['reverse'])} for all {TOKENS} reverses), "
-            f"`token.logo.url` ({milliseconds(components['logo_url'])} for "
-            f"{TOKENS}) and four escaped variables; the query builds {TOKENS} "
-            "full `Token` instances, `description` included "
-            f"({milliseconds(components['rows'])}). No tuning of a per-request "
-            f"render of {TOKENS} cards fits in the budget. Fix: do not render the "
-            "grid per request. Cache it: a `{% cache %}` fragment around the grid "
-            "keyed on a version that `token_create` / `token_logo_replace` bump "
-            "through `transaction.on_commit` (or on `Max(updated_at)` and "
-            "`Count`), which leaves little more than `base.html`; or the "
-            "whole page for anonymous visitors (only `?q=` and the sign-in state "
-            "change it), the only variant that gets near the floor. For cache "
-            "misses and searches, render cheaper: the card inline instead of an "
-            "include, the detail URL from one `reverse` prefix (a "
-            "`Token.get_absolute_url`), `token_list().only('symbol', 'name', "
-            "'logo')`.",
-        )
-    timing = profile.in_process
-    met = profile.requests_per_second >= TARGET_RATIO * floor.requests_per_second
-    lines.append(
-        f"- **Profile: {'met' if met else 'missed'}.** It serves "
-        f"{profile.requests_per_second / signed_in.requests_per_second:.2f} of the "
-        "signed-in floor. Each view reads the session and the user as above, "
-        "then the profile and the active API keys in one statement "
-        f"(`accounts.selectors.profile_page_data`; {timing.queries} queries in "
-        "all), and looks the page up in `accounts.page_cache`; when it is there "
-        "the view only puts a new CSRF token into it, with no template: "
-        f"{milliseconds(timing.seconds)} in Django alone "
-        f"({milliseconds(timing.rendering)} of it rendering), "
-        f"{milliseconds(timing.seconds - signed_in.in_process.seconds)} more than "
-        "the signed-in floor. Of that, Django's CSRF token takes "
-        f"{microseconds(components['csrf_mask'])} (its mask, 32 characters each "
-        "drawn with an `os.urandom` call of its own; a browser without the "
-        "CSRF cookie would also cost a new secret: "
-        f"{microseconds(components['csrf_new'])} for the secret and the mask). "
-        "The page's "
-        "own statement takes "
-        f"{microseconds(components['profile_page_data'])}, then the cache key "
-        "and the lookup. "
-        + (
-            ""
-            if met
-            else "To meet the target the page would have to cost "
-            f"{milliseconds(core_time(profile) - budget)} less per request under "
-            "load. "
-        )
-        + "The run views the same page for the same session "
-        "over and over, so these rows measure that path. A view that misses the "
-        "cache, the first after any change, or in another worker, renders the "
-        f"template: {milliseconds(components['profile_miss'])} in Django alone, "
-        f"{milliseconds(components['profile_miss_rendering'])} of it rendering, "
-        f"{components['profile_miss_queries']:.0f} queries (the navigation's "
-        "avatar comes from the same profile).",
-    )
-    lines.append(
-        "- **What is cached, and why nothing needs invalidating.** A rendered "
-        "page is kept in local memory, per gunicorn worker (up to 1,000 pages, "
-        "10 minutes), under a digest of everything it shows and of who it is "
-        "for: the session key, every column of the user row as "
-        "`AuthenticationMiddleware` loaded it for this request, the profile row "
-        "and the active API key rows just read, and the avatar's URL. A change "
-        "of any kind (new or removed picture, key created, revoked or used, "
-        "username or e-mail edited in the admin, password changed) makes a new "
-        "digest on the next view, so that view renders; no write has to know "
-        "about the cache, and a page is served only while everything it was "
-        "rendered from is unchanged, and only to the session it was rendered "
-        "for. The CSRF token "
-        "is stored as a placeholder and replaced on every view by a newly "
-        "masked token of that browser's secret, as a render would; a view with "
-        "messages pending is rendered and not stored; only GETs use it; "
-        "responses say `Cache-Control: private, no-store` and `Vary: Cookie`.",
-    )
-    return lines
+    ratio = result.requests_per_second / floor.requests_per_second
+    return f"{ratio:.2f} ({min(per_round):.2f} to {max(per_round):.2f})"
 
 
 def section(
     results: list[PageResult],
-    components: dict[str, float],
+    prepared: Prepared,
     *,
     machine: str,
     load: tuple[str, str],
     started: datetime,
     elapsed: float,
 ) -> str:
-    floor = results[0]
-    targeted = [result for result in results if result.page.target]
-    met = [
-        result
-        for result in targeted
-        if result.requests_per_second >= TARGET_RATIO * floor.requests_per_second
-    ]
+    by_path = {result.page.path: result for result in results}
     lines = [
         SECTION_HEADING,
         "",
         f"Generated by `python -m bench.pages` on {started:%Y-%m-%d %H:%M} UTC in "
-        f"{elapsed:.0f} s; do not edit by hand, run it again. Target: each page "
-        f"serves at least {TARGET_RATIO} of the floor's requests per second. "
-        f"{len(met)} of {len(targeted)} pages meet it.",
+        f"{elapsed:.0f} s; do not edit by hand, run it again. Each page is "
+        "compared with the floor of its kind, measured in the same run: "
+        "anonymous pages with the anonymous floor, signed-in pages with the "
+        "signed-in floor. There is no target.",
         "",
         f"Machine: {machine}. Load average (1 min) at the start and the end of "
-        f"the run: {load[0]} and {load[1]}; other work on the machine lowers "
-        "every number and widens the per-round ranges; the interleaving spreads "
-        "it over all URLs.",
+        f"the run: {load[0]} and {load[1]}.",
         "",
-        "| URL | Requests/s | x floor (per round) | p50 | p99 | Response "
-        "| Django alone | of which template | Queries | Target |",
-        "|---|--:|--:|--:|--:|--:|--:|--:|--:|---|",
+        "| URL | Requests/s | x its floor (per round) | p50 | p99 | Response "
+        "| Django alone | of which template | Queries |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for result in results:
-        timing = result.in_process
-        if result is floor:
-            ratio_cell, target = "1.00", "(floor)"
-        else:
-            ratio = result.requests_per_second / floor.requests_per_second
-            per_round = [
-                run.requests_per_second / base.requests_per_second
-                for run, base in zip(result.runs, floor.runs, strict=True)
-            ]
-            ratio_cell = f"{ratio:.2f} ({min(per_round):.2f} to {max(per_round):.2f})"
-            target = (
-                verdict(ratio >= TARGET_RATIO) if result.page.target else "(reference)"
-            )
+        page, timing = result.page, result.in_process
+        floor = by_path[page.floor.path] if page.floor else None
         queries = f"{timing.queries}"
         if timing.repeated:
             queries += f" ({timing.repeated} repeated)"
         lines.append(
-            f"| `{result.page.path}` ({result.page.label}) "
-            f"| {result.requests_per_second:,.0f} | {ratio_cell} "
+            f"| `{page.path}` ({page.label}) "
+            f"| {result.requests_per_second:,.0f} | {ratio_cell(result, floor)} "
             f"| {milliseconds(result.p50)} | {milliseconds(result.p99)} "
             f"| {result.response_bytes:,} B | {milliseconds(timing.seconds)} "
-            f"| {milliseconds(timing.rendering)} | {queries} | {target} |"
+            f"| {milliseconds(timing.rendering)} | {queries} |"
         )
-    cores = len(os.sched_getaffinity(0))
+    backends = ", ".join(f"`{backend}`" for backend in prepared.backends)
     lines += [
         "",
         "Method:",
         "",
         "- One gunicorn for the whole run: `gunicorn bench.pages_wsgi:application "
-        f"--workers {WORKERS} --worker-class sync`, bound to 127.0.0.1, with an "
-        "empty `--config` so that the Docker image's `gunicorn.conf.py` (access "
-        "log, workers recycled every ~1,000 requests) does not apply. It serves "
-        "the project's URLs plus `/bench/floor/`, a view returning "
-        '`HttpResponse(b"ok")` (`bench/pages_urls.py`): the same processes and '
-        "the same middleware, so the floor is the framework's own cost per request "
-        "and the ratio shows what a page adds to it. `/bench/floor/signed-in/` "
-        "returns the same two bytes once `request.user` is loaded, with the "
-        "user's cookie: what knowing who is signed in costs, for reference.",
-        "- Production settings from the environment, in a temporary directory: "
-        "`DEBUG=false`, a random `SECRET_KEY`, a SQLite database file "
-        "(`CONN_MAX_AGE=60`, the default: each worker keeps its connection), "
-        "media on local disk with `MEDIA_SERVE=false`, static files collected "
-        "(WhiteNoise manifest storage). No `REDIS_URL`: sessions in the database "
-        "(`accounts.sessions`) and Django's default cache, "
-        "local memory per process, which the token list uses; the profile's "
-        "page cache is per process in any configuration. Data made through the "
-        f"services: {TOKENS} tokens with PNG logos (`token_create`) and one user "
-        "with a custom avatar (`avatar_replace`), signed in with a database "
-        "session (`Client.force_login`) whose cookie wrk sends with the CSRF "
-        "cookie a signed-in browser has (logging in sets it), so each view "
-        "masks that secret as for a returning browser. The floor and the token "
-        "list are requested without a cookie.",
-        f"- Load: `wrk -t{WRK_THREADS} -c{WRK_CONNECTIONS} --latency`. "
-        f"{WRK_CONNECTIONS} connections keep both sync workers busy (each serves "
-        "one request at a time and the others wait in the listen backlog, so p50 "
-        f"and p99 include that queueing, about {WRK_CONNECTIONS // WORKERS} "
-        "service times); one wrk thread is enough for these rates and leaves the "
-        f"rest of the CPU to gunicorn. wrk and gunicorn share the {cores} cores, "
-        "as a load generator on the same host must; that costs the floor most in "
-        "proportion, so it flatters the ratios rather than hurting them.",
-        f"- {WARMUP_SECONDS} s warm-up per URL, then {ROUNDS} rounds of "
-        f"{ROUND_SECONDS} s per URL, interleaved (floor, signed-in floor, token "
-        "list, profile, floor, …) so that drift hits all URLs alike. "
+        f"--workers {WORKERS} --worker-class sync` on 127.0.0.1, with an empty "
+        "`--config` so that the Docker image's `gunicorn.conf.py` does not apply. "
+        "It serves the project's URLs plus the two floors (`bench/pages_urls.py`): "
+        '`/bench/floor/` returns `HttpResponse(b"ok")`, `/bench/floor/signed-in/` '
+        "the same once `request.user` is loaded from the session. Same workers, "
+        "middleware, settings and session engine as the pages, so a page's ratio "
+        "is what it adds to the cheapest request of its kind.",
+        "- Production settings in a temporary directory: `DEBUG=false`, a SQLite "
+        "database file (`CONN_MAX_AGE=60`; WAL and `transaction_mode=IMMEDIATE`, "
+        "as SQLite served by several processes needs: every signed-in request "
+        "writes, allauth's usersessions recording its activity), media on local "
+        "disk, static files collected. "
+        f"Sessions: `{prepared.session_engine}`; authentication "
+        f"backends: {backends}. {TOKENS} tokens with PNG logos and one user with "
+        "a custom avatar, made through the services. The user is signed in with "
+        "`Client.force_login`; wrk sends that session cookie and the CSRF cookie "
+        "a signed-in browser has to the signed-in URLs, and no cookie to the "
+        "others.",
+        f"- Load: `wrk -t{WRK_THREADS} -c{WRK_CONNECTIONS} --latency`, on the "
+        f"same {len(os.sched_getaffinity(0))} cores as gunicorn; p50 and p99 "
+        "include the wait in the listen backlog. "
+        f"{WARMUP_SECONDS} s warm-up per URL, then {ROUNDS} rounds of "
+        f"{ROUND_SECONDS} s per URL, each page right after its floor. "
         "Requests/s, p50 and p99 are medians over the rounds; the ratio is the "
-        "page's median over the floor's, with the range of the per-round ratios "
-        "beside it.",
-        "- Checked, or the run fails: every response wrk received was a 200 "
-        "(counted by a wrk Lua script, as wrk's own count takes a redirect to "
-        f"the login page for a success), `/tokens/` shows {TOKENS} distinct "
-        '`<img class="token-logo">`, the signed-in floor sees the user, and the '
-        "profile page is the user's, each of its forms with a CSRF token (before "
-        "the load and after it, when it comes from the page cache).",
-        "- **Django alone**: the same page through Django's test client in one "
-        "process (middleware, view, template; no HTTP, no gunicorn, no new "
-        "database connection), median of about a second of requests before "
-        "gunicorn starts; **of which template** is the time inside the outermost "
-        "template render. Queries are counted on one request. The profile is "
-        "also timed with its page cache emptied before every request (below).",
-        "",
-        "Findings:",
-        "",
+        "page's median over its floor's, with the range of the per-round ratios.",
+        "- Checked, or the run fails: every response was a 200 (counted by a wrk "
+        f"Lua script), `/tokens/` shows {TOKENS} distinct logos, the signed-in "
+        "floor sees the user, the profile is the user's with a valid CSRF token "
+        "in each form (before and after the load).",
+        "- **Django alone**: the same URL through Django's test client in one "
+        "process (no HTTP, no gunicorn), median of about a second of requests "
+        "before gunicorn starts; **of which template** is the time inside the "
+        "outermost template render. Queries are counted on one request.",
     ]
-    lines += findings(results, components)
     return "\n".join(lines) + "\n"
 
 
@@ -972,7 +695,7 @@ def main() -> int:
     ]
     text = section(
         results,
-        prepared.components,
+        prepared,
         machine=machine_summary(wrk_binary),
         load=(load_start, load_average()),
         started=started,

@@ -1,4 +1,4 @@
-"""The project's URLs plus minimal views, the floors ``bench.pages`` compares with.
+"""The project's URLs plus the floors ``bench.pages`` compares pages with.
 
 Used only by ``bench/pages_wsgi.py``: the floors answer in the same gunicorn
 workers, through the same middleware, as the pages they are compared with.
@@ -15,9 +15,8 @@ def floor(request: HttpRequest) -> HttpResponse:
 
 
 def floor_signed_in(request: HttpRequest) -> HttpResponse:
-    """The floor plus who is signed in: the session and the user row, read
-    (``accounts.sessions``, ``accounts.backends``) and checked as for any
-    signed-in page."""
+    """The floor once the signed-in user is loaded, by the session engine and
+    authentication backends in the settings, as for any signed-in page."""
     if not request.user.is_authenticated:
         return HttpResponse(b"signed out", content_type="text/plain", status=403)
     return HttpResponse(b"ok", content_type="text/plain")

@@ -15,7 +15,8 @@ Every port is chosen free; everything is stopped and removed on exit, also on
 an error, Ctrl-C or SIGTERM.
 
 Then, through nginx as a browser would (forms with their CSRF token): users
-sign up and log in, and every session is served by every instance; avatars
+sign up and log in, and every session is served by every instance; a staff
+user turns on an authenticator app (TOTP) and signs in with its code; avatars
 (profile form, plain and XMLHttpRequest) and token logos (admin, as staff)
 are uploaded until every instance has handled some; every stored image is
 read back through every instance directly (the page that shows it, then the
@@ -26,6 +27,12 @@ more. The report: uploads attempted and stored, readable from each instance,
 duplicate object keys, what the bucket and the database disagree on, and the
 requests that failed after the stop. The exit code is 1 when an invariant
 does not hold.
+
+The instances trust two proxies (``TRUSTED_PROXY_COUNT=2``), as if a load
+balancer stood in front of nginx: each simulated client sends the
+X-Forwarded-For that load balancer would, with a loopback address of its own
+(127.0.X.Y, never 127.0.0.1), so the log-in and sign-up throttles count
+clients apart as they would in production.
 
 A POST that nginx has already sent to an instance is never sent again
 (``proxy_next_upstream error timeout``, without ``non_idempotent``): an
@@ -42,9 +49,12 @@ The test (``scripts/tests/test_topology.py``) and the load benchmark
 from __future__ import annotations
 
 import argparse
+import base64
 import colorsys
 import contextlib
 import ctypes
+import hashlib
+import hmac
 import html
 import http.client
 import io
@@ -56,6 +66,7 @@ import secrets
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -91,6 +102,9 @@ READY_TIMEOUT = 90.0
 STOP_TIMEOUT = 40.0  # gunicorn's graceful_timeout is 25 s
 REQUEST_TIMEOUT = 60.0
 AVATAR_SIZE, LOGO_SIZE = 300, 200
+# django-allauth's pages for a second factor (allauth.mfa).
+TOTP_ACTIVATE_PATH = "/accounts/2fa/totp/activate/"
+TOTP_AUTHENTICATE_PATH = "/accounts/2fa/authenticate/"
 COLOUR_TOLERANCE = 12  # per channel, after JPEG re-encoding
 
 
@@ -488,6 +502,10 @@ class Topology:
             "STATIC_ROOT": str(self.static_root),
             "WEB_CONCURRENCY": str(self.workers),
             "LOG_LEVEL": "INFO",
+            # A load balancer in front of nginx, as in production: the client
+            # is the second address from the right of X-Forwarded-For, which
+            # every Browser with a client address sends.
+            "TRUSTED_PROXY_COUNT": "2",
         }
 
     def _bucket_remove(self) -> None:
@@ -704,10 +722,17 @@ class Response:
 
 class Browser:
     """Keeps cookies (per host, any port, as browsers do) and posts forms with
-    the CSRF token of the page, the Origin header and the cookie."""
+    the CSRF token of the page, the Origin header and the cookie.
 
-    def __init__(self, port: int) -> None:
+    ``client_address``: where the browser is, as the load balancer in front of
+    nginx (``port``) would say in X-Forwarded-For; a request straight to an
+    instance (``port=``) carries the header as nginx would have passed it on.
+    Without one, no header: the instances see the connection's address.
+    """
+
+    def __init__(self, port: int, *, client_address: str | None = None) -> None:
         self.port = port
+        self.client_address = client_address
         self.cookies: dict[str, str] = {}
 
     def get(self, path: str, *, port: int | None = None, **headers) -> Response:
@@ -742,6 +767,13 @@ class Browser:
         body: bytes | None = None,
     ) -> Response:
         headers = {key.replace("_", "-"): value for key, value in headers.items()}
+        if self.client_address:
+            headers["X-Forwarded-For"] = (
+                self.client_address
+                if port in (None, self.port)
+                # nginx appends the address it was connected from (deploy/nginx.conf).
+                else f"{self.client_address}, {LOOPBACK}"
+            )
         if self.cookies:
             headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
         connection = http.client.HTTPConnection(
@@ -796,11 +828,41 @@ def multipart_body(
     return b"".join(parts), f"multipart/form-data; boundary={boundary}"
 
 
+def client_address(number: int) -> str:
+    """A loopback address per simulated client: 127.0.1.1, 127.0.1.2, ...
+
+    Never 127.0.0.X, where the load balancer and nginx themselves would be.
+    """
+    if not 0 <= number < 255 * 254:
+        raise ValueError(f"no loopback client address number {number}")
+    return f"127.0.{number // 254 + 1}.{number % 254 + 1}"
+
+
+def totp_code(secret: str, *, at: float | None = None) -> str:
+    """What an authenticator app shows for a base32 secret (RFC 6238: HMAC-SHA1,
+    30 s steps, 6 digits)."""
+    key = base64.b32decode(secret + "=" * (-len(secret) % 8), casefold=True)
+    step = int((time.time() if at is None else at) // 30)
+    digest = hmac.new(key, struct.pack(">Q", step), hashlib.sha1).digest()
+    offset = digest[-1] & 0x0F
+    value = struct.unpack(">I", digest[offset : offset + 4])[0] & 0x7FFFFFFF
+    return f"{value % 1_000_000:06d}"
+
+
 def csrf_token(page: Response) -> str:
     found = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.text)
     if not found:
         raise ScenarioError(f"no CSRF token in {page.describe()}")
     return found[1]
+
+
+def input_value(page: Response, marker: str) -> str | None:
+    """The value of the first <input> whose attributes contain ``marker``."""
+    for tag in re.findall(r"<input\s[^>]*>", page.text):
+        if marker in tag:
+            found = re.search(r'\svalue="([^"]*)"', tag)
+            return html.unescape(found[1]) if found else None
+    return None
 
 
 def img_src(page: Response, marker: str) -> str | None:
@@ -898,6 +960,7 @@ class User:
     username: str
     password: str
     browser: Browser
+    totp_secret: str = ""  # once an authenticator app is turned on
 
 
 @dataclass
@@ -1097,6 +1160,7 @@ class Scenario:
             url_mode=topology.url_mode,
         )
         self._colours = 0
+        self._client_numbers = itertools.count()
         self._lock = threading.Lock()
 
     def _next_colour(self) -> tuple[int, int, int]:
@@ -1107,6 +1171,11 @@ class Scenario:
     def _upload_record(self, upload: Upload) -> None:
         with self._lock:
             self.report.uploads.append(upload)
+
+    def _browser(self) -> Browser:
+        """A browser through nginx, from a client address of its own."""
+        number = next(self._client_numbers)
+        return Browser(self.topology.nginx_port, client_address=client_address(number))
 
     # -- Steps --
 
@@ -1143,14 +1212,36 @@ class Scenario:
                 "DJANGO_SUPERUSER_EMAIL": f"{username}@example.com",
             },
         )
-        staff = User(username, password, Browser(self.topology.nginx_port))
+        staff = User(username, password, self._browser())
+        # The admin wants a second factor: staff turn one on, then sign in
+        # with it as they will from then on.
+        self._log_in(staff)
+        self._totp_activate(staff)
+        self._log_out(staff)
         self._log_in(staff)
         return staff
 
-    def _sign_up(self, username: str) -> User:
-        user = User(
-            username, secrets.token_urlsafe(18), Browser(self.topology.nginx_port)
+    def _totp_activate(self, user: User) -> None:
+        """Turn on an authenticator app as a person does: the secret the page
+        shows, then the code the app computes from it."""
+        page = _expect(user.browser.get(TOTP_ACTIVATE_PATH), 200)
+        user.totp_secret = input_value(page, 'id="authenticator_secret"') or ""
+        if not re.fullmatch(r"[A-Z2-7]+=*", user.totp_secret):
+            raise ScenarioError(f"no authenticator secret in {page.describe()}")
+        self.topology.secret_values.append(user.totp_secret)
+        _expect(
+            user.browser.post(
+                TOTP_ACTIVATE_PATH,
+                {
+                    "csrfmiddlewaretoken": csrf_token(page),
+                    "code": totp_code(user.totp_secret),
+                },
+            ),
+            302,
         )
+
+    def _sign_up(self, username: str) -> User:
+        user = User(username, secrets.token_urlsafe(18), self._browser())
         self.topology.secret_values.append(user.password)
         browser = user.browser
         form = _expect(browser.get("/accounts/signup/"), 200)
@@ -1168,31 +1259,50 @@ class Scenario:
             302,
             location="/accounts/profile/",
         )
-        profile = _expect(browser.get("/accounts/profile/"), 200)
+        self._log_out(user)
+        self._log_in(user)
+        return user
+
+    def _log_out(self, user: User) -> None:
+        profile = _expect(user.browser.get("/accounts/profile/"), 200)
         _expect(
-            browser.post(
+            user.browser.post(
                 "/accounts/logout/", {"csrfmiddlewaretoken": csrf_token(profile)}
             ),
             302,
         )
-        if "sessionid" in browser.cookies:
-            raise ScenarioError(f"{username} still has a session after logging out")
-        self._log_in(user)
-        return user
+        if "sessionid" in user.browser.cookies:
+            raise ScenarioError(
+                f"{user.username} still has a session after logging out"
+            )
 
     def _log_in(self, user: User) -> None:
-        form = _expect(user.browser.get("/accounts/login/"), 200)
+        browser = user.browser
+        form = _expect(browser.get("/accounts/login/"), 200)
         _expect(
-            user.browser.post(
+            browser.post(
                 "/accounts/login/",
                 {
                     "csrfmiddlewaretoken": csrf_token(form),
-                    "username": user.username,
+                    "login": user.username,
                     "password": user.password,
                 },
             ),
             302,
+            location=TOTP_AUTHENTICATE_PATH if user.totp_secret else None,
         )
+        if user.totp_secret:
+            form = _expect(browser.get(TOTP_AUTHENTICATE_PATH), 200)
+            _expect(
+                browser.post(
+                    TOTP_AUTHENTICATE_PATH,
+                    {
+                        "csrfmiddlewaretoken": csrf_token(form),
+                        "code": totp_code(user.totp_secret),
+                    },
+                ),
+                302,
+            )
 
     def _sessions_check(self) -> None:
         """Every session is accepted by every instance, through nginx or not."""

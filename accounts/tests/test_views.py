@@ -172,8 +172,9 @@ def test_the_profile_page_costs_a_constant_number_of_queries(alice, user):
     assert len(first) == len(second) <= 5
 
 
-def test_the_users_admin_shows_avatars_without_a_query_per_user(client):
+def test_the_users_admin_shows_avatars_without_a_query_per_user(client, mfa_enable):
     root = get_user_model().objects.create_superuser("root", password="x-secret-1")
+    mfa_enable(root)
     client.force_login(root)
     with CaptureQueriesContext(connection) as few:
         client.get("/admin/auth/user/")

@@ -21,7 +21,14 @@ import pytest
 import redis
 
 from scripts import topology as topology_module
-from scripts.topology import Report, Topology, parse_key_values, scenario_run
+from scripts.topology import (
+    Report,
+    Topology,
+    client_address,
+    parse_key_values,
+    scenario_run,
+    totp_code,
+)
 
 pytestmark = pytest.mark.postgres
 
@@ -130,6 +137,39 @@ def test_the_load_balancer_uses_the_proxy_settings_of_deploy(run):
     assert upstreams == run.instances
 
 
+def test_totp_codes_are_those_of_rfc_6238():
+    # RFC 6238, appendix B (SHA1): the last 6 of its 8 digits.
+    secret = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ"  # b"12345678901234567890"
+    assert totp_code(secret, at=59) == "287082"
+    assert totp_code(secret, at=1111111109) == "081804"
+    assert totp_code(secret, at=20000000000) == "353130"
+
+
+def test_simulated_clients_have_distinct_loopback_addresses():
+    addresses = [client_address(number) for number in range(255 * 254)]
+    assert len(set(addresses)) == len(addresses)
+    assert all(
+        address.startswith("127.0.") and not address.startswith("127.0.0.")
+        for address in addresses
+    )
+
+
+def test_the_throttles_see_each_simulated_user_as_a_client_of_its_own(run):
+    # TRUSTED_PROXY_COUNT=2: the client is the second address from the right
+    # of X-Forwarded-For (the load balancer's view, then nginx's).
+    clients = set()
+    for text in run.instance_logs.values():
+        for line in text.splitlines():
+            record = parse_key_values(line) if line.startswith("remote=") else {}
+            if record.get("method") == "POST" and record["path"] in (
+                "/accounts/login/",
+                "/accounts/signup/",
+            ):
+                clients.add(record["forwarded_for"].split(", ")[-2])
+    assert len(clients) == 1 + 6  # staff, users
+    assert all(address.startswith("127.0.") for address in clients)
+
+
 def test_every_session_is_served_by_every_instance(run):
     assert run.report.users == 6
     assert len(run.report.session_instances) == 6
@@ -207,7 +247,8 @@ def test_instance_access_logs_are_key_value_with_nginx_request_ids(run):
 
 
 def test_no_secret_appears_in_any_log(run):
-    assert len(run.secrets) == 2 + 1 + 6  # SECRET_KEY, S3 key, staff, users
+    # SECRET_KEY, S3 key, staff (password, authenticator secret), users
+    assert len(run.secrets) == 2 + 2 + 6
     for name, text in run.logs.items():
         for secret in run.secrets:
             assert secret not in text, f"a secret is in {name}"

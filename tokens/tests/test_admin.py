@@ -11,8 +11,9 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def staff_client(client):
+def staff_client(client, mfa_enable):
     user = get_user_model().objects.create_superuser("root", password="x-secret-1")
+    mfa_enable(user)
     client.force_login(user)
     return client
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 from decimal import Decimal
 
+from allauth.account.models import EmailAddress
 from django.contrib.auth import get_user_model
 
 from tokens.models import Token
@@ -15,9 +16,18 @@ from trading.services import deposit_credit, market_create, order_place
 _references = itertools.count(1)
 
 
-def user_make(username: str):
-    # No password: hashing one costs a quarter of a second per user.
-    return get_user_model().objects.create_user(username)
+PASSWORD = "a-test-pass-2026"
+
+
+def user_make(username: str, *, verified: bool = True):
+    """A user with PASSWORD and, unless asked otherwise, a verified e-mail
+    address (needed to trade and withdraw)."""
+    email = f"{username}@example.com"
+    user = get_user_model().objects.create_user(
+        username, email=email, password=PASSWORD
+    )
+    EmailAddress.objects.create(user=user, email=email, primary=True, verified=verified)
+    return user
 
 
 def token_make(symbol: str, *, decimals: int = 8) -> Token:

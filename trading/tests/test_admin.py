@@ -15,8 +15,9 @@ CREDIT_URL = "/admin/trading/deposit/add/"
 
 
 @pytest.fixture
-def staff_client(client):
+def staff_client(client, mfa_enable):
     user = get_user_model().objects.create_superuser("root", password="x-secret-1")
+    mfa_enable(user)
     client.force_login(user)
     return client
 
@@ -67,10 +68,11 @@ def test_a_credit_finer_than_the_token_is_refused_not_rounded(staff_client, alic
     assert not Deposit.objects.exists()
 
 
-def test_staff_without_the_permission_cannot_credit(client, alice, btc):
+def test_staff_without_the_permission_cannot_credit(client, alice, btc, mfa_enable):
     clerk = get_user_model().objects.create_user(
         "clerk", password="x-secret-1", is_staff=True
     )
+    mfa_enable(clerk)
     client.force_login(clerk)
 
     response = credit(client, alice, btc, "1")

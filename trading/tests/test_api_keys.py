@@ -23,6 +23,7 @@ from trading.api_keys import (
     api_keys_for_user,
 )
 from trading.models import ApiKey
+from trading.tests.factories import PASSWORD
 
 pytestmark = pytest.mark.django_db
 
@@ -168,8 +169,9 @@ def test_the_key_list_shows_active_keys_newest_first(alice, bob):
 
 
 @pytest.fixture
-def alice_client(client, alice):
+def alice_client(client, alice, reauthenticate):
     client.force_login(alice)
+    reauthenticate(client, PASSWORD)
     return client
 
 

@@ -10,6 +10,7 @@ from trading.charts import candle_chart
 from trading.models import Order, Withdrawal
 from trading.selectors import Candle, market_summaries
 from trading.tests.factories import (
+    PASSWORD,
     balance,
     buy,
     fund,
@@ -28,11 +29,12 @@ def market():
 
 
 @pytest.fixture
-def trader(client, market):
+def trader(client, market, reauthenticate):
     user = user_make("trader")
     fund(user, market.quote, "100000")
     fund(user, market.base, "10")
     client.force_login(user)
+    reauthenticate(client, PASSWORD)
     return user
 
 
@@ -197,10 +199,11 @@ def test_the_candle_chart_keeps_every_candle_inside_the_picture():
         assert 0 <= shape.wick_top <= shape.body_top <= shape.wick_bottom <= 200
 
 
-def test_api_keys_are_made_and_revoked_from_the_profile_page(client):
+def test_api_keys_are_made_and_revoked_from_the_profile_page(client, reauthenticate):
     from trading.models import ApiKey
 
     client.force_login(user_make("coder"))
+    reauthenticate(client, PASSWORD)
 
     created = client.post(
         "/api/keys/create/", {"name": "my bot", "scopes": ["read", "trade"]}

@@ -1,0 +1,339 @@
+"""Bad input to the account flows: expired or reused verification and reset
+links, wrong or reused second-factor codes. Each is answered with a message a
+person understands, and nothing changes."""
+
+from __future__ import annotations
+
+import re
+import time
+from datetime import datetime, timedelta
+from types import SimpleNamespace
+from unittest import mock
+from urllib.parse import urlsplit
+
+import pytest
+from allauth.account import app_settings as account_settings
+from allauth.account.forms import default_token_generator
+from allauth.account.models import EmailAddress
+from allauth.mfa.models import Authenticator
+from allauth.mfa.recovery_codes.internal.auth import RecoveryCodes
+from allauth.mfa.totp.internal.auth import TOTP, generate_totp_secret
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core import signing
+
+from accounts.models import SecurityEvent
+from accounts.tests.test_browser_security import TOTP_STEP, totp_code
+
+pytestmark = pytest.mark.django_db
+
+PASSWORD = "correct-horse-battery-9"
+NEW_PASSWORD = "purple-monkey-dishwasher-4"
+LINK_REFUSED = "This email confirmation link expired or is invalid."
+RESET_REFUSED = "The password reset link was invalid"
+INCORRECT_CODE = "Incorrect code."
+
+
+def page_text(response) -> str:
+    """The page's words, tags stripped and spaces collapsed."""
+    text = re.sub(r"<[^>]+>", " ", response.content.decode())
+    return " ".join(text.split())
+
+
+def link_path(mail, pattern: str) -> str:
+    """The path of the link in a mail (links are absolute, https outside DEBUG)."""
+    found = re.search(rf"https?://\S+{pattern}", mail.body)
+    assert found, mail.body
+    return urlsplit(found.group(0)).path
+
+
+def signed_in(client) -> bool:
+    return "_auth_user_id" in client.session
+
+
+@pytest.fixture
+def signed_up(client, mailoutbox, django_capture_on_commit_callbacks):
+    """Someone who signed up with an address (not verified yet), and the
+    verification link of the mail."""
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(
+            "/accounts/signup/",
+            {
+                "username": "alice",
+                "email": "alice@example.com",
+                "password1": PASSWORD,
+                "password2": PASSWORD,
+            },
+        )
+    assert response.status_code == 302, page_text(response)
+    (mail,) = [m for m in mailoutbox if "Confirm Your Email Address" in m.subject]
+    user = get_user_model().objects.get(username="alice")
+    return SimpleNamespace(
+        user=user,
+        address=EmailAddress.objects.get(user=user),
+        link=link_path(mail, r"/accounts/confirm-email/[^/\s]+/"),
+    )
+
+
+def shifted_signing_clock(seconds: float):
+    """Django's signing (allauth's HMAC confirmation keys) sees a later time."""
+    return mock.patch.object(
+        signing, "time", SimpleNamespace(time=lambda: time.time() + seconds)
+    )
+
+
+def test_the_rfc_6238_helper_gives_the_rfcs_and_allauths_codes():
+    # RFC 6238 appendix B, SHA-1 at T=59 s: 94287082 (8 digits).
+    rfc_secret = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ"  # base32("12345678901234567890")
+    assert totp_code(rfc_secret, at=59, digits=8) == "94287082"
+    from allauth.mfa.totp.internal.auth import format_hotp_value, hotp_value
+
+    secret = generate_totp_secret()
+    at = 1_800_000_000
+    assert totp_code(secret, at=at) == format_hotp_value(
+        hotp_value(secret, at // TOTP_STEP)
+    )
+
+
+# --- E-mail verification links ------------------------------------------------
+
+
+def test_an_expired_verification_link_is_refused_and_the_address_stays_unverified(
+    client, signed_up, mailoutbox
+):
+    # allauth's keys are HMAC-signed (ACCOUNT_EMAIL_CONFIRMATION_HMAC): they
+    # carry their time and expire after EMAIL_CONFIRMATION_EXPIRE_DAYS.
+    assert account_settings.EMAIL_CONFIRMATION_HMAC
+    days = account_settings.EMAIL_CONFIRMATION_EXPIRE_DAYS
+    events_before = SecurityEvent.objects.filter(user=signed_up.user).count()
+    mails_before = len(mailoutbox)
+
+    with shifted_signing_clock(days * 86400 + 60):
+        opened = client.get(signed_up.link)
+        confirmed = client.post(signed_up.link)
+
+    assert opened.status_code == 200
+    assert LINK_REFUSED in page_text(opened)
+    assert "issue a new email confirmation request" in page_text(opened)
+    # The confirmation form sent after the link expired (opened in time, sent
+    # too late) is refused too; allauth answers it with a 404 page.
+    assert confirmed.status_code != 302
+    signed_up.address.refresh_from_db()
+    assert not signed_up.address.verified
+    assert SecurityEvent.objects.filter(user=signed_up.user).count() == events_before
+    assert len(mailoutbox) == mails_before
+
+
+def test_a_verification_link_still_works_just_before_it_expires(client, signed_up):
+    days = account_settings.EMAIL_CONFIRMATION_EXPIRE_DAYS
+    with shifted_signing_clock(days * 86400 - 60):
+        response = client.post(signed_up.link)
+    assert response.status_code == 302
+    signed_up.address.refresh_from_db()
+    assert signed_up.address.verified
+
+
+def test_a_verification_link_used_twice_is_refused_the_second_time(
+    client, signed_up, mailoutbox, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        assert client.post(signed_up.link).status_code == 302
+    signed_up.address.refresh_from_db()
+    assert signed_up.address.verified
+    events_before = list(
+        SecurityEvent.objects.filter(user=signed_up.user).values_list("pk", flat=True)
+    )
+    mails_before = len(mailoutbox)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        again = client.get(signed_up.link)
+    assert again.status_code == 200
+    assert LINK_REFUSED in page_text(again)
+    signed_up.address.refresh_from_db()
+    assert signed_up.address.verified
+    assert signed_up.address.email == "alice@example.com"
+    after = SecurityEvent.objects.filter(user=signed_up.user).values_list(
+        "pk", flat=True
+    )
+    assert list(after) == events_before
+    assert len(mailoutbox) == mails_before
+
+
+# --- Password reset links -----------------------------------------------------
+
+
+@pytest.fixture
+def member(django_user_model):
+    user = django_user_model.objects.create_user(
+        "bob", email="bob@example.com", password=PASSWORD
+    )
+    EmailAddress.objects.create(
+        user=user, email="bob@example.com", verified=True, primary=True
+    )
+    return user
+
+
+@pytest.fixture
+def reset_link(client, member, mailoutbox, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post("/accounts/password/reset/", {"email": member.email})
+    assert response.status_code == 302, page_text(response)
+    (mail,) = [m for m in mailoutbox if "Password Reset" in m.subject]
+    return link_path(mail, r"/accounts/password/reset/key/[^/\s]+/")
+
+
+def reset_password(client, link: str, password: str):
+    """Open the link as a person does (allauth moves the key into the session
+    and redirects to the form) and send the new password."""
+    opened = client.get(link)
+    if opened.status_code != 302:
+        return opened
+    return client.post(
+        opened["Location"], {"password1": password, "password2": password}
+    )
+
+
+def password_is(user, password: str) -> bool:
+    user.refresh_from_db()
+    return user.check_password(password)
+
+
+def test_a_reset_link_works_once_and_is_refused_when_used_again(
+    client, member, reset_link, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        done = reset_password(client, reset_link, NEW_PASSWORD)
+    assert done.status_code == 302
+    assert password_is(member, NEW_PASSWORD)
+
+    client.logout()
+    with django_capture_on_commit_callbacks(execute=True):
+        again = reset_password(client, reset_link, "another-new-password-77")
+    assert again.status_code == 200
+    assert RESET_REFUSED in page_text(again)
+    assert "possibly because it has already been used" in page_text(again)
+    refused = client.post(
+        reset_link,
+        {
+            "password1": "another-new-password-77",
+            "password2": "another-new-password-77",
+        },
+    )
+    assert RESET_REFUSED in page_text(refused)
+    assert password_is(member, NEW_PASSWORD)
+    assert not signed_in(client)
+
+
+def test_a_tampered_reset_link_is_refused_and_the_password_stays(
+    client, member, reset_link
+):
+    last = reset_link[-2]  # the last character of the key, before the slash
+    tampered = f"{reset_link[:-2]}{'1' if last == '0' else '0'}/"
+    response = reset_password(client, tampered, NEW_PASSWORD)
+    assert response.status_code == 200
+    assert RESET_REFUSED in page_text(response)
+    assert password_is(member, PASSWORD)
+    assert not signed_in(client)
+
+
+def test_an_expired_reset_link_is_refused_and_the_password_stays(
+    client, member, reset_link
+):
+    later = datetime.now() + timedelta(seconds=settings.PASSWORD_RESET_TIMEOUT + 60)
+    with mock.patch.object(default_token_generator, "_now", return_value=later):
+        response = reset_password(client, reset_link, NEW_PASSWORD)
+    assert response.status_code == 200
+    assert RESET_REFUSED in page_text(response)
+    assert password_is(member, PASSWORD)
+    assert not signed_in(client)
+
+
+# --- Second factor at log-in ---------------------------------------------------
+
+
+@pytest.fixture
+def secret(member) -> str:
+    """The member's authenticator app secret (TOTP on, with recovery codes)."""
+    value = generate_totp_secret()
+    TOTP.activate(member, value)
+    RecoveryCodes.activate(member)
+    return value
+
+
+def current_code(secret: str) -> str:
+    """The code of the current step, with a few seconds of it left to use
+    (allauth accepts the current step only)."""
+    left = TOTP_STEP - time.time() % TOTP_STEP
+    if left < 5:
+        time.sleep(left + 0.05)
+    return totp_code(secret)
+
+
+def password_step(client, member):
+    response = client.post(
+        "/accounts/login/", {"login": member.username, "password": PASSWORD}
+    )
+    assert response.status_code == 302
+    assert response["Location"] == "/accounts/2fa/authenticate/"
+    assert not signed_in(client)
+
+
+def code_step(client, code: str):
+    return client.post("/accounts/2fa/authenticate/", {"code": code})
+
+
+def unused_recovery_codes(member) -> list[str]:
+    authenticator = Authenticator.objects.get(
+        user=member, type=Authenticator.Type.RECOVERY_CODES
+    )
+    return RecoveryCodes(authenticator).get_unused_codes()
+
+
+def test_a_wrong_code_at_log_in_is_refused_and_nobody_is_signed_in(
+    client, member, secret
+):
+    right = current_code(secret)
+    wrong = f"{(int(right) + 1) % 10**6:06d}"
+    password_step(client, member)
+
+    response = code_step(client, wrong)
+
+    assert response.status_code == 200
+    assert INCORRECT_CODE in page_text(response)
+    assert not signed_in(client)
+    assert client.get("/accounts/profile/").status_code == 302
+    assert len(unused_recovery_codes(member)) == 10
+
+
+def test_a_code_used_once_is_refused_the_second_time(client, member, secret):
+    code = current_code(secret)
+    password_step(client, member)
+    assert code_step(client, code).status_code == 302
+    assert signed_in(client)
+    client.post("/accounts/logout/")
+    assert not signed_in(client)
+
+    password_step(client, member)
+    response = code_step(client, code)
+
+    assert INCORRECT_CODE in page_text(response)
+    assert not signed_in(client)
+    # Still the current code: refused because it was used, not because it aged.
+    assert totp_code(secret) == code
+
+
+def test_a_recovery_code_works_once(client, member, secret):
+    first = unused_recovery_codes(member)[0]
+    password_step(client, member)
+    assert code_step(client, first).status_code == 302
+    assert signed_in(client)
+    client.post("/accounts/logout/")
+    left = unused_recovery_codes(member)
+    assert first not in left and len(left) == 9
+
+    password_step(client, member)
+    response = code_step(client, first)
+
+    assert INCORRECT_CODE in page_text(response)
+    assert not signed_in(client)
+    assert unused_recovery_codes(member) == left
