@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from allauth.account.adapter import get_adapter
+from allauth.core.context import request_context
 from allauth.usersessions.adapter import get_adapter as get_usersessions_adapter
 from allauth.usersessions.models import UserSession
 from django.contrib.auth import get_user_model
@@ -130,7 +131,10 @@ def account_notify(
     ``_message.txt``), after the current transaction commits."""
 
     def send() -> None:
-        get_adapter(request).send_notification_mail(template, user, context)
+        # allauth's adapter reads the request from its context, which is gone
+        # when the commit comes after the request (a job, a test).
+        with request_context(request):
+            get_adapter().send_notification_mail(template, user, context)
 
     transaction.on_commit(send)
 

@@ -29,37 +29,6 @@ def alice(client, user):
     return client
 
 
-def test_sign_up_creates_the_account_and_logs_in(client):
-    response = client.post(
-        "/accounts/signup/",
-        {
-            "username": "newbie",
-            "password1": "a-long-pass-2026",
-            "password2": "a-long-pass-2026",
-        },
-    )
-
-    assert response.status_code == 302
-    assert response["Location"] == "/accounts/profile/"
-    assert client.get("/accounts/profile/").status_code == 200
-
-
-def test_sign_up_refuses_a_weak_password_with_the_reason(client):
-    response = client.post(
-        "/accounts/signup/", {"username": "x", "password1": "123", "password2": "123"}
-    )
-
-    assert response.status_code == 200
-    assert b"This password is too short" in response.content
-    assert not get_user_model().objects.filter(username="x").exists()
-
-
-def test_log_out_is_a_post(alice):
-    assert alice.get("/accounts/logout/").status_code == 405
-    assert alice.post("/accounts/logout/").status_code == 302
-    assert alice.get("/accounts/profile/").status_code == 302
-
-
 def test_the_profile_needs_a_login(client):
     response = client.get("/accounts/profile/")
 

@@ -1,0 +1,530 @@
+"""Accounts on django-allauth: sign-up, log-in, verification before money
+moves, re-authentication, the security log and its e-mails, sessions, and the
+admin's second factor. Browser flows and the real SMTP server are in
+test_browser_security.py; throttles across instances in test_throttling.py."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+from allauth.account.models import EmailAddress
+from django.contrib.auth import get_user_model
+from django.contrib.sessions.backends.db import SessionStore
+from django.test import Client
+
+from accounts.models import SecurityEvent
+from trading.models import ApiKey, Order, Withdrawal
+from trading.tests.factories import (
+    PASSWORD,
+    fund,
+    market_make,
+    token_make,
+    user_make,
+)
+
+pytestmark = pytest.mark.django_db
+
+Kind = SecurityEvent.Kind
+FIREFOX = "Mozilla/5.0 (X11; Linux x86_64; rv:140.0) Gecko/20100101 Firefox/140.0"
+SAFARI = (
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 18_0 like Mac OS X) AppleWebKit/605.1.15 "
+    "(KHTML, like Gecko) Version/18.0 Mobile/15E148 Safari/604.1"
+)
+
+
+def log_in(login: str, password: str = PASSWORD, *, user_agent: str = FIREFOX):
+    client = Client(HTTP_USER_AGENT=user_agent)
+    response = client.post("/accounts/login/", {"login": login, "password": password})
+    return client, response
+
+
+def signed_in(client: Client) -> bool:
+    return client.get("/accounts/profile/").status_code == 200
+
+
+# -- Sign-up and log-in ---------------------------------------------------------
+
+
+def test_sign_up_signs_in_and_mails_a_verification_link(client, mailoutbox):
+    response = client.post(
+        "/accounts/signup/",
+        {
+            "username": "newbie",
+            "email": "newbie@example.com",
+            "password1": "a-long-pass-2026",
+            "password2": "a-long-pass-2026",
+        },
+    )
+
+    assert response.status_code == 302
+    assert signed_in(client)
+    address = EmailAddress.objects.get(user__username="newbie")
+    assert (address.email, address.verified) == ("newbie@example.com", False)
+    [mail] = mailoutbox
+    assert mail.to == ["newbie@example.com"]
+    assert "/accounts/confirm-email/" in mail.body
+    # Every mail has an HTML part in the site's look too.
+    html, kind = mail.alternatives[0]
+    assert kind == "text/html" and "Crypto Exchange" in html
+    profile = client.get("/accounts/profile/").content.decode()
+    assert "not verified" in profile and "Send the link again" in profile
+
+
+def test_sign_up_refuses_a_weak_password_with_the_reason(client):
+    response = client.post(
+        "/accounts/signup/",
+        {
+            "username": "x",
+            "email": "x@example.com",
+            "password1": "123",
+            "password2": "123",
+        },
+    )
+
+    assert response.status_code == 200
+    assert b"This password is too short" in response.content
+    assert not get_user_model().objects.filter(username="x").exists()
+
+
+def test_sign_up_with_a_taken_address_is_refused_and_creates_nothing(client):
+    # Sign-up says so, as it must for a username; its throttle (stricter than
+    # the log-in form's) is what keeps this from being a fast way to probe.
+    user_make("alice")
+
+    response = client.post(
+        "/accounts/signup/",
+        {
+            "username": "mallory",
+            "email": "alice@example.com",
+            "password1": "a-long-pass-2026",
+            "password2": "a-long-pass-2026",
+        },
+    )
+
+    assert response.status_code == 200
+    assert b"already registered with this email address" in response.content
+    assert not get_user_model().objects.filter(username="mallory").exists()
+
+
+@pytest.mark.parametrize("login", ["alice", "alice@example.com", "ALICE@example.com"])
+def test_log_in_by_username_or_email(login):
+    user_make("alice")
+
+    client, response = log_in(login)
+
+    assert response.status_code == 302
+    assert signed_in(client)
+
+
+def test_a_wrong_password_does_not_sign_in_and_is_logged_for_the_account():
+    alice = user_make("alice")
+
+    client, response = log_in("alice", "wrong-password")
+
+    assert response.status_code == 200
+    assert b"not correct" in response.content
+    assert not signed_in(client)
+    event = SecurityEvent.objects.get(user=alice)
+    assert (event.kind, event.ip_address) == (Kind.SIGN_IN_FAILED, "127.0.0.1")
+
+
+def test_after_too_many_failures_the_right_password_is_refused_with_when(settings):
+    user_make("alice")
+    for _ in range(settings.LOGIN_FAILURES_PER_ACCOUNT):
+        log_in("alice", "wrong-password")
+
+    client, response = log_in("alice")
+
+    assert response.status_code == 200
+    assert b"Try again in 15 minutes" in response.content
+    assert not signed_in(client)
+
+
+def test_log_out_asks_then_signs_out_on_post():
+    user_make("alice")
+    client, _ = log_in("alice")
+
+    assert client.get("/accounts/logout/").status_code == 200
+    assert signed_in(client)
+    assert client.post("/accounts/logout/").status_code == 302
+    assert not signed_in(client)
+
+
+def test_the_old_log_in_and_admin_forms_lead_to_the_one_log_in(client):
+    response = client.get("/admin/login/")
+
+    assert response.status_code == 302
+    assert response["Location"].startswith("/accounts/login/?next=")
+
+
+# -- A verified address before money moves --------------------------------------
+
+
+@pytest.fixture
+def market():
+    return market_make(token_make("BTC"), token_make("USDT", decimals=6))
+
+
+@pytest.fixture
+def unverified(client, market, reauthenticate):
+    user = user_make("newbie", verified=False)
+    fund(user, market.quote, "1000")
+    client.force_login(user)
+    reauthenticate(client, PASSWORD)
+    return user
+
+
+ORDER = {"side": "buy", "type": "limit", "quantity": "0.01", "price": "100"}
+
+
+def test_an_unverified_account_cannot_order_from_the_page(client, market, unverified):
+    response = client.post(
+        f"/markets/{market.symbol}/orders/",
+        {**ORDER, "time_in_force": "GTC"},
+        follow=True,
+    )
+
+    assert b"Verify your e-mail address before you trade" in response.content
+    assert not Order.objects.filter(user=unverified).exists()
+
+
+def test_an_unverified_account_gets_403_from_the_api(client, market, unverified):
+    response = client.post(
+        "/api/v1/orders/",
+        {**ORDER, "market": market.symbol},
+        content_type="application/json",
+        HTTP_X_CSRFTOKEN="x",
+    )
+    withdrawal = client.post(
+        "/api/v1/withdrawals/",
+        {"token": "USDT", "amount": "1", "address": "a", "reference": "r1"},
+        content_type="application/json",
+    )
+
+    for answer in (response, withdrawal):
+        assert answer.status_code in (403,)
+    assert withdrawal.json()["error"]["code"] == "email_unverified"
+    assert not Order.objects.filter(user=unverified).exists()
+    assert not Withdrawal.objects.filter(user=unverified).exists()
+
+
+def test_an_unverified_account_cannot_withdraw_from_the_wallet(
+    client, market, unverified
+):
+    response = client.post(
+        "/wallet/",
+        {"token": "USDT", "amount": "1", "address": "addr", "reference": "ref-1"},
+    )
+
+    assert response.status_code == 400
+    assert b"Verify your e-mail address" in response.content
+    assert not Withdrawal.objects.filter(user=unverified).exists()
+
+
+def test_once_verified_the_same_account_can_order(client, market, unverified):
+    EmailAddress.objects.filter(user=unverified).update(verified=True)
+
+    client.post(f"/markets/{market.symbol}/orders/", {**ORDER, "time_in_force": "GTC"})
+
+    assert Order.objects.filter(user=unverified).count() == 1
+
+
+def test_browsing_and_the_profile_work_unverified(client, market, unverified):
+    for path in ("/", "/markets/", f"/markets/{market.symbol}/", "/accounts/profile/"):
+        assert client.get(path).status_code == 200, path
+
+
+# -- Re-authentication before sensitive actions ---------------------------------
+
+
+@pytest.fixture
+def alice_client():
+    user_make("alice")
+    client, _ = log_in("alice")
+    return client
+
+
+def test_creating_an_api_key_asks_for_the_password_then_goes_on(alice_client):
+    response = alice_client.post(
+        "/api/keys/create/", {"name": "bot", "scopes": ["read"]}
+    )
+
+    assert response.status_code == 302
+    assert response["Location"].startswith("/accounts/reauthenticate/")
+    assert not ApiKey.objects.exists()
+
+    resumed = alice_client.post(
+        response["Location"], {"password": PASSWORD}, follow=True
+    )
+
+    assert ApiKey.objects.get().name == "bot"
+    assert b"only time it is shown" in resumed.content
+
+
+def test_a_wrong_password_at_reauthentication_creates_nothing(alice_client):
+    response = alice_client.post(
+        "/api/keys/create/", {"name": "bot", "scopes": ["read"]}
+    )
+
+    refused = alice_client.post(response["Location"], {"password": "wrong"})
+
+    assert refused.status_code == 200
+    assert b"password" in refused.content.lower()
+    assert not ApiKey.objects.exists()
+
+
+def test_a_withdrawal_request_asks_for_the_password_first(alice_client, market):
+    fund(get_user_model().objects.get(username="alice"), market.quote, "100")
+
+    response = alice_client.post(
+        "/wallet/",
+        {"token": "USDT", "amount": "1", "address": "addr", "reference": "ref-1"},
+    )
+
+    assert response["Location"].startswith("/accounts/reauthenticate/")
+    assert not Withdrawal.objects.exists()
+    alice_client.post(response["Location"], {"password": PASSWORD})
+    assert Withdrawal.objects.get().amount == Decimal("1")
+
+
+# -- The security log and its e-mails ------------------------------------------
+
+
+def test_sign_ins_are_logged_and_a_new_device_is_mailed(
+    mailoutbox, django_capture_on_commit_callbacks
+):
+    alice = user_make("alice")
+
+    with django_capture_on_commit_callbacks(execute=True):
+        log_in("alice", user_agent=FIREFOX)
+        log_in("alice", user_agent=FIREFOX)
+    assert mailoutbox == []  # the first sign-in, then a known browser
+
+    with django_capture_on_commit_callbacks(execute=True):
+        log_in("alice", user_agent=SAFARI)
+
+    [mail] = mailoutbox
+    assert mail.to == ["alice@example.com"]
+    assert "Safari on iOS" in mail.subject and "127.0.0.1" in mail.body
+    kinds = list(
+        SecurityEvent.objects.filter(user=alice).values_list("kind", flat=True)
+    )
+    assert kinds == [Kind.SIGN_IN] * 3
+
+
+def test_a_password_change_is_logged_mailed_and_ends_the_other_sessions(mailoutbox):
+    alice = user_make("alice")
+    elsewhere, _ = log_in("alice", user_agent=SAFARI)
+    here, _ = log_in("alice")
+    mailoutbox.clear()
+
+    response = here.post(
+        "/accounts/password/change/",
+        {
+            "oldpassword": PASSWORD,
+            "password1": "a-new-pass-2026",
+            "password2": "a-new-pass-2026",
+        },
+    )
+
+    assert response.status_code == 302
+    assert signed_in(here) and not signed_in(elsewhere)
+    assert SecurityEvent.objects.filter(user=alice, kind=Kind.PASSWORD_CHANGED).exists()
+    assert [mail.subject for mail in mailoutbox] == [
+        "[Crypto Exchange] Password Changed"
+    ]
+
+
+def test_the_profile_shows_the_log_and_the_sessions(alice_client):
+    log_in("alice", "wrong-password")
+
+    page = alice_client.get("/accounts/profile/").content.decode()
+
+    assert "Recent security activity" in page
+    assert "Failed sign-in" in page and "Signed in" in page
+    assert "Firefox on Linux" in page and "This browser" in page
+
+
+def test_api_key_and_withdrawal_notices_are_logged_and_mailed_once(
+    client, market, reauthenticate, mailoutbox, django_capture_on_commit_callbacks
+):
+    alice = user_make("alice")
+    fund(alice, market.quote, "100")
+    client.force_login(alice)
+    reauthenticate(client, PASSWORD)
+
+    withdrawal = {"token": "USDT", "amount": "2", "address": "a1", "reference": "r-1"}
+    with django_capture_on_commit_callbacks(execute=True):
+        client.post("/api/keys/create/", {"name": "bot", "scopes": ["read"]})
+        client.post("/wallet/", withdrawal)
+        client.post("/wallet/", withdrawal)  # the same form sent twice
+
+    assert [mail.subject for mail in mailoutbox] == [
+        '[Crypto Exchange] API key "bot" created',
+        "[Crypto Exchange] Withdrawal of 2 USDT requested",
+    ]
+    assert set(
+        SecurityEvent.objects.filter(user=alice).values_list("kind", flat=True)
+    ) == {Kind.SIGN_IN, Kind.API_KEY_CREATED, Kind.WITHDRAWAL_REQUESTED}
+
+
+# -- Sessions ------------------------------------------------------------------
+
+
+def test_ending_another_session_signs_it_out_and_keeps_this_one(alice_client):
+    elsewhere, _ = log_in("alice", user_agent=SAFARI)
+    page = alice_client.get("/accounts/profile/").content.decode()
+    assert "Safari on iOS" in page
+
+    from allauth.usersessions.models import UserSession
+
+    other = UserSession.objects.get(user_agent=SAFARI)
+    response = alice_client.post(f"/accounts/profile/sessions/{other.pk}/end/")
+
+    assert response.status_code == 302
+    assert not signed_in(elsewhere) and signed_in(alice_client)
+    assert SecurityEvent.objects.filter(kind=Kind.SESSIONS_ENDED).exists()
+
+
+def test_a_session_of_another_user_cannot_be_ended(alice_client):
+    user_make("bob")
+    bob, _ = log_in("bob")
+    from allauth.usersessions.models import UserSession
+
+    bobs = UserSession.objects.get(user__username="bob")
+
+    response = alice_client.post(f"/accounts/profile/sessions/{bobs.pk}/end/")
+
+    assert response.status_code == 404
+    assert signed_in(bob)
+
+
+def test_end_all_other_sessions(alice_client):
+    one, _ = log_in("alice", user_agent=SAFARI)
+    two, _ = log_in("alice", user_agent="curl/8.0")
+
+    alice_client.post("/accounts/profile/sessions/end-others/")
+
+    assert not signed_in(one) and not signed_in(two)
+    assert signed_in(alice_client)
+
+
+def test_a_session_signed_in_by_the_old_backend_stays_signed_in(client):
+    alice = user_make("alice")
+    store = SessionStore()
+    store["_auth_user_id"] = str(alice.pk)
+    store["_auth_user_backend"] = "accounts.backends.SqlModelBackend"
+    store["_auth_user_hash"] = alice.get_session_auth_hash()
+    store.create()
+    client.cookies["sessionid"] = store.session_key
+
+    assert signed_in(client)
+
+
+def test_the_old_backend_authenticates_nobody():
+    from accounts.backends import SqlModelBackend
+
+    user_make("alice")
+
+    assert (
+        SqlModelBackend().authenticate(None, username="alice", password=PASSWORD)
+        is None
+    )
+
+
+@pytest.mark.parametrize(
+    ("redis_url", "engine"),
+    [
+        ("", "django.contrib.sessions.backends.db"),
+        ("redis://127.0.0.1:6379/9", "django.contrib.sessions.backends.cached_db"),
+    ],
+)
+def test_sessions_are_djangos_own_stores(run_python, redis_url, engine):
+    result = run_python(
+        [
+            "-c",
+            "import django; django.setup(); from django.conf import settings; "
+            "print(settings.SESSION_ENGINE, *settings.AUTHENTICATION_BACKENDS)",
+        ],
+        env={
+            "DJANGO_SETTINGS_MODULE": "crypto_exchange.settings",
+            "REDIS_URL": redis_url,
+        },
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == [
+        engine,
+        "django.contrib.auth.backends.ModelBackend",
+        "allauth.account.auth_backends.AuthenticationBackend",
+        "accounts.backends.SqlModelBackend",
+    ]
+
+
+# -- The admin: the site's log-in and a second factor ------------------------
+
+
+@pytest.fixture
+def staff():
+    return get_user_model().objects.create_superuser(
+        "root", email="root@example.com", password=PASSWORD
+    )
+
+
+def test_staff_without_a_second_factor_are_refused_the_admin(client, staff):
+    client.force_login(staff)
+
+    response = client.get("/admin/", follow=True)
+
+    assert response.status_code == 403
+    assert b"Turn on two-factor authentication first" in response.content
+
+
+def test_staff_with_a_second_factor_use_the_admin(client, staff, mfa_enable):
+    mfa_enable(staff)
+    client.force_login(staff)
+
+    assert client.get("/admin/").status_code == 200
+
+
+def test_people_who_are_not_staff_are_refused_the_admin(client):
+    client.force_login(user_make("alice"))
+
+    assert client.get("/admin/", follow=True).status_code == 403
+
+
+def test_staff_see_and_filter_the_security_log(client, staff, mfa_enable):
+    mfa_enable(staff)
+    log_in("root", "wrong-password")
+    client.force_login(staff)
+
+    page = client.get("/admin/accounts/securityevent/?kind=sign_in_failed")
+
+    assert page.status_code == 200
+    assert b"Failed sign-in" in page.content
+    assert client.get("/admin/accounts/securityevent/add/").status_code == 403
+
+
+def test_a_decided_withdrawal_is_mailed_to_its_owner(
+    client, staff, mfa_enable, market, mailoutbox, django_capture_on_commit_callbacks
+):
+    from trading.services import withdrawal_request
+
+    mfa_enable(staff)
+    alice = user_make("alice")
+    fund(alice, market.quote, "10")
+    withdrawal = withdrawal_request(
+        user=alice, token=market.quote, amount=Decimal("3"), address="a", reference="r"
+    )
+    client.force_login(staff)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        client.post(
+            "/admin/trading/withdrawal/",
+            {"action": "reject", "_selected_action": [withdrawal.pk]},
+        )
+
+    [mail] = mailoutbox
+    assert mail.to == ["alice@example.com"]
+    assert mail.subject == "[Crypto Exchange] Withdrawal of 3 USDT rejected"
