@@ -29,5 +29,9 @@ class AccountsConfig(AppConfig):
             (mfa_signals.authenticator_added, signals.on_authenticator_added),
             (mfa_signals.authenticator_removed, signals.on_authenticator_removed),
             (mfa_signals.authenticator_reset, signals.on_authenticator_reset),
+            (
+                mfa_signals.authentication_failed,
+                signals.on_mfa_authentication_failed,
+            ),
         ]:
             signal.connect(receiver, dispatch_uid=f"accounts.{receiver.__name__}")

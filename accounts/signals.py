@@ -40,12 +40,15 @@ def on_password_reset(sender, request, user, **kwargs) -> None:
 
 
 def on_email_changed(sender, request, user, from_email_address, to_email_address, **kw):
-    old = from_email_address.email if from_email_address else "none"
+    # allauth also sends this when the sign-up address is first verified:
+    # that is no change.
+    if from_email_address is None or from_email_address.email == to_email_address.email:
+        return
     security_event_record(
         user=user,
         kind=Kind.EMAIL_CHANGED,
         request=request,
-        detail=f"{old} → {to_email_address.email}",
+        detail=f"{from_email_address.email} → {to_email_address.email}",
     )
 
 
@@ -59,6 +62,15 @@ def on_authenticator_removed(sender, request, user, authenticator, **kwargs) -> 
     if authenticator.type == authenticator.Type.TOTP:
         security_event_record(user=user, kind=Kind.MFA_DISABLED, request=request)
         sessions_end_others(request=request, user=user)
+
+
+def on_mfa_authentication_failed(sender, request, user, authenticator, **kwargs):
+    security_event_record(
+        user=user,
+        kind=Kind.SIGN_IN_FAILED,
+        request=request,
+        detail="wrong two-factor code",
+    )
 
 
 def on_authenticator_reset(sender, request, user, authenticator, **kwargs) -> None:

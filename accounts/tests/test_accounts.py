@@ -528,3 +528,30 @@ def test_a_decided_withdrawal_is_mailed_to_its_owner(
     [mail] = mailoutbox
     assert mail.to == ["alice@example.com"]
     assert mail.subject == "[Crypto Exchange] Withdrawal of 3 USDT rejected"
+
+
+def test_a_new_address_replaces_the_old_only_once_verified(
+    client, reauthenticate, mailoutbox, django_capture_on_commit_callbacks
+):
+    alice = user_make("alice")
+    client.force_login(alice)
+    reauthenticate(client, PASSWORD)
+
+    client.post("/accounts/email/", {"email": "new@example.com", "action_add": ""})
+
+    alice.refresh_from_db()
+    assert alice.email == "alice@example.com"  # not before the link is opened
+    [mail] = mailoutbox
+    assert mail.to == ["new@example.com"]
+    link = next(w for w in mail.body.split() if "/accounts/confirm-email/" in w)
+    path = link[link.index("/accounts/") :]
+    with django_capture_on_commit_callbacks(execute=True):
+        client.post(path)
+
+    alice.refresh_from_db()
+    assert alice.email == "new@example.com"
+    assert list(
+        EmailAddress.objects.filter(user=alice).values_list("email", flat=True)
+    ) == ["new@example.com"]
+    event = SecurityEvent.objects.get(user=alice, kind=Kind.EMAIL_CHANGED)
+    assert event.detail == "alice@example.com → new@example.com"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 
+from allauth.core.exceptions import ReauthenticationRequired
 from django.core.exceptions import ObjectDoesNotExist
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
@@ -56,6 +57,16 @@ def exception_handler(exc: Exception, context: dict) -> Response | None:
     """DRF's handler, with trading refusals added and one error shape."""
     if isinstance(exc, trading.TradingError):
         return Response(error_body(exc.code, exc.message), status=trading_status(exc))
+    if isinstance(exc, ReauthenticationRequired):
+        return Response(
+            error_body(
+                "reauthentication_required",
+                "Confirm your password (or a two-factor code) at "
+                "/accounts/reauthenticate/ first, then send the request again; "
+                "nothing was changed.",
+            ),
+            status=status.HTTP_403_FORBIDDEN,
+        )
     if isinstance(exc, OperationalError | InterfaceError):
         logger.exception("Database unavailable during an API request")
         return Response(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from allauth.account.decorators import reauthentication_required
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import exceptions, serializers, status
 from rest_framework.generics import GenericAPIView
@@ -48,7 +49,8 @@ _ERROR_DESCRIPTIONS = {
     "`invalid_api_key`, `api_key_revoked`).",
     403: "`csrf_failed` for a session without the CSRF header; "
     "`insufficient_scope` for a read-only API key; `email_unverified` before "
-    "the account's e-mail address is verified.",
+    "the account's e-mail address is verified; `reauthentication_required` for a "
+    "browser session's withdrawal without a recent password confirmation.",
     404: "`not_found`.",
     409: "Conflicts with the current state (`order_not_open`, "
     "`duplicate_client_order_id`, `duplicate_reference`, `market_closed`).",
@@ -70,6 +72,12 @@ def _valid(serializer_class: type[serializers.Serializer], data: Any) -> dict:
     serializer = serializer_class(data=data)
     serializer.is_valid(raise_exception=True)
     return serializer.validated_data
+
+
+@reauthentication_required
+def _session_reauthenticated(request: Request) -> None:
+    """Raises ReauthenticationRequired (a 403 with its code) unless the signed-in
+    browser confirmed the password recently, as the wallet page asks."""
 
 
 def _email_verified_require(request: Request) -> None:
@@ -363,6 +371,8 @@ class WithdrawalListView(PrivateView):
     )
     def post(self, request: Request) -> Response:
         _email_verified_require(request)
+        if request.auth is None:  # a browser's session, not an API key
+            _session_reauthenticated(request)
         data = _valid(api.WithdrawalCreateSerializer, request.data)
         token = Token.objects.filter(symbol=data["token"].upper()).first()
         if token is None:

@@ -20,6 +20,7 @@ from rest_framework.test import APIClient
 from trading.api_keys import api_key_create, api_key_revoke
 from trading.models import ApiKey, Market, Order, Trade, Withdrawal
 from trading.tests.factories import (
+    PASSWORD,
     balance,
     buy,
     fund,
@@ -40,16 +41,18 @@ def anonymous():
 
 
 @pytest.fixture
-def as_alice(alice):
+def as_alice(alice, reauthenticate):
     client = APIClient()
     client.force_login(alice)
+    reauthenticate(client, PASSWORD)
     return client
 
 
 @pytest.fixture
-def as_bob(bob):
+def as_bob(bob, reauthenticate):
     client = APIClient()
     client.force_login(bob)
+    reauthenticate(client, PASSWORD)
     return client
 
 
@@ -797,6 +800,19 @@ def test_a_withdrawal_request_locks_the_amount(as_alice, alice, btc, funded):
     assert balance(alice, btc) == (D("8.5"), D("1.5"))
     listed = as_alice.get(f"{V1}/withdrawals/").json()["results"]
     assert [w["id"] for w in listed] == [body["id"]]
+
+
+def test_a_browser_session_withdraws_only_after_confirming_the_password(
+    alice, btc, funded
+):
+    client = APIClient()
+    client.force_login(alice)
+
+    response = client.post(f"{V1}/withdrawals/", withdrawal(), format="json")
+
+    assert response.status_code == 403
+    assert response.json()["error"]["code"] == "reauthentication_required"
+    assert balance(alice, btc) == (D("10"), D("0"))
 
 
 def test_repeating_a_withdrawal_reference_returns_the_first_with_200(
