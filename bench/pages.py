@@ -309,9 +309,10 @@ def wrk_ensure(log: Callable[[str], None]) -> str:
     return found
 
 
-# Every signed-in request writes (allauth's usersessions records its activity):
-# with SQLite's default deferred transactions, two workers writing at once fail
-# with "database is locked". Served by several processes, SQLite needs these.
+# Signed-in requests write (allauth's usersessions records a session's activity,
+# once a minute per session and worker): with SQLite's default deferred
+# transactions two workers writing at once fail with "database is locked".
+# Served by several processes, SQLite needs these.
 SQLITE_OPTIONS = "transaction_mode=IMMEDIATE&init_command=PRAGMA%20journal_mode%3DWAL"
 
 
@@ -622,9 +623,9 @@ def section(
         "is what it adds to the cheapest request of its kind.",
         "- Production settings in a temporary directory: `DEBUG=false`, a SQLite "
         "database file (`CONN_MAX_AGE=60`; WAL and `transaction_mode=IMMEDIATE`, "
-        "as SQLite served by several processes needs: every signed-in request "
-        "writes, allauth's usersessions recording its activity), media on local "
-        "disk, static files collected. "
+        "as SQLite served by several processes needs, since signed-in requests "
+        "write: allauth's usersessions records a session's activity), media on "
+        "local disk, static files collected. "
         f"Sessions: `{prepared.session_engine}`; authentication "
         f"backends: {backends}. {TOKENS} tokens with PNG logos and one user with "
         "a custom avatar, made through the services. The user is signed in with "
