@@ -50,6 +50,7 @@ from scripts.topology import (
     ScenarioError,
     Topology,
     TopologyError,
+    client_address,
     csrf_token,
     parse_key_values,
 )
@@ -218,22 +219,29 @@ class Stand:
 
 
 def sessions_create(topology: Topology, usernames: list[str], password: str) -> list:
-    """Each member logs in through nginx with the login form, as a browser."""
+    """Each member logs in through nginx with the login form, as a browser, from
+    a client address of its own (the log-in throttle counts per address)."""
     sessions = []
-    for username in usernames:
-        browser = Browser(topology.nginx_port)
+    for number, username in enumerate(usernames):
+        browser = Browser(topology.nginx_port, client_address=client_address(number))
         form = browser.get("/accounts/login/")
         answer = browser.post(
             "/accounts/login/",
             {
                 "csrfmiddlewaretoken": csrf_token(form),
-                "username": username,
+                "login": username,
                 "password": password,
             },
         )
         if answer.status != 302 or "sessionid" not in browser.cookies:
             raise BenchError(f"{username} could not log in: {answer.describe()}")
-        sessions.append({"username": username, "cookies": dict(browser.cookies)})
+        sessions.append(
+            {
+                "username": username,
+                "cookies": dict(browser.cookies),
+                "address": browser.client_address,
+            }
+        )
     return sessions
 
 
@@ -242,9 +250,9 @@ def warm_up(topology: Topology, symbols: list[str], session: dict) -> None:
 
     Each answer must be a 200; the token list also fills the shared cache.
     """
-    member = Browser(topology.nginx_port)
+    member = Browser(topology.nginx_port, client_address=session["address"])
     member.cookies = dict(session["cookies"])
-    visitor = Browser(topology.nginx_port)
+    visitor = Browser(topology.nginx_port, client_address=client_address(MEMBERS))
     pages = [
         (visitor, "/"),
         (visitor, "/tokens/"),
@@ -667,7 +675,10 @@ def section(results: list[Result], *, started: datetime, elapsed: float) -> str:
         f"- Data made through the services in each: {TOKENS} tokens with logos, "
         f"{MARKETS} markets, {MEMBERS} members with avatars. Each member logs in "
         "through nginx with the login form; locust's members carry those "
-        f"session cookies. Warm-up: every page {WARMUP_ROUNDS} times per worker "
+        "session cookies. Every client sends X-Forwarded-For with a loopback "
+        "address of its own, as a load balancer in front of nginx would "
+        "(`TRUSTED_PROXY_COUNT=2`), so the throttles see distinct clients. "
+        f"Warm-up: every page {WARMUP_ROUNDS} times per worker "
         "through nginx (all answers 200), so no worker's first request is timed.",
         f"- Load: `locust --headless --users {USERS} --spawn-rate {USERS} "
         f"--run-time {ROUND_SECONDS}s` (`bench/load_locustfile.py`, "

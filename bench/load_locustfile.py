@@ -5,7 +5,9 @@ page and the markets. Members are signed in (a session made through the login
 form before the run, passed in ``LOAD_SESSIONS``): mostly their profile page,
 sometimes a new avatar, sent as the page's script sends it. No think time:
 each user sends its next request as soon as the last one is answered, so the
-rate is what the stack sustains for that many concurrent users.
+rate is what the stack sustains for that many concurrent users. Each user
+sends X-Forwarded-For with a loopback address of its own (a member, the one
+it logged in from), as the load balancer in front of nginx would.
 
 Importing locust patches the standard library for gevent, so nothing but
 locust imports this module.
@@ -23,13 +25,14 @@ from pathlib import Path
 
 from locust import FastHttpUser, constant, task
 
-from scripts.topology import colour, image_bytes, multipart_body
+from scripts.topology import client_address, colour, image_bytes, multipart_body
 
 SESSIONS = json.loads(Path(os.environ["LOAD_SESSIONS"]).read_text())
 SYMBOLS = os.environ["LOAD_SYMBOLS"].split(",")
 CSRF = re.compile(r'name="csrfmiddlewaretoken" value="([^"]+)"')
 AVATARS = [image_bytes(colour(number), kind="avatar") for number in range(8)]
 _sessions = itertools.count()
+_visitors = itertools.count(len(SESSIONS))  # after the members' addresses
 
 
 def _cookie(name: str, value: str, host: str) -> Cookie:
@@ -57,6 +60,11 @@ class Visitor(FastHttpUser):
     weight = 3
     wait_time = constant(0)
 
+    def __init__(self, environment) -> None:
+        # Read when the client is made, for every request it sends.
+        self.default_headers = {"X-Forwarded-For": client_address(next(_visitors))}
+        super().__init__(environment)
+
     @task(3)
     def home(self) -> None:
         self.client.get("/")
@@ -78,11 +86,15 @@ class Member(FastHttpUser):
     weight = 2
     wait_time = constant(0)
 
+    def __init__(self, environment) -> None:
+        self.session = SESSIONS[next(_sessions) % len(SESSIONS)]
+        self.default_headers = {"X-Forwarded-For": self.session["address"]}
+        super().__init__(environment)
+
     def on_start(self) -> None:
-        session = SESSIONS[next(_sessions) % len(SESSIONS)]
-        self.username = session["username"]
+        self.username = self.session["username"]
         host = self.host.split("://", 1)[1].split(":")[0]
-        for name, value in session["cookies"].items():
+        for name, value in self.session["cookies"].items():
             self.client.cookiejar.set_cookie(_cookie(name, value, host))
         self.csrf_token = ""
 

@@ -103,6 +103,7 @@ STOP_TIMEOUT = 40.0  # gunicorn's graceful_timeout is 25 s
 REQUEST_TIMEOUT = 60.0
 AVATAR_SIZE, LOGO_SIZE = 300, 200
 # django-allauth's pages for a second factor (allauth.mfa).
+REAUTHENTICATE_PATH = "/accounts/reauthenticate/"
 TOTP_ACTIVATE_PATH = "/accounts/2fa/totp/activate/"
 TOTP_AUTHENTICATE_PATH = "/accounts/2fa/authenticate/"
 COLOUR_TOLERANCE = 12  # per channel, after JPEG re-encoding
@@ -1224,13 +1225,30 @@ class Scenario:
     def _totp_activate(self, user: User) -> None:
         """Turn on an authenticator app as a person does: the secret the page
         shows, then the code the app computes from it."""
-        page = _expect(user.browser.get(TOTP_ACTIVATE_PATH), 200)
+        browser = user.browser
+        # Turning a factor on asks for the password again, however recent the
+        # sign-in.
+        asked = _expect(browser.get(TOTP_ACTIVATE_PATH), 302)
+        form = _expect(browser.get(asked.headers["location"]), 200)
+        _expect(
+            browser.post(
+                REAUTHENTICATE_PATH,
+                {
+                    "csrfmiddlewaretoken": csrf_token(form),
+                    "password": user.password,
+                    "next": TOTP_ACTIVATE_PATH,
+                },
+            ),
+            302,
+            location=TOTP_ACTIVATE_PATH,
+        )
+        page = _expect(browser.get(TOTP_ACTIVATE_PATH), 200)
         user.totp_secret = input_value(page, 'id="authenticator_secret"') or ""
         if not re.fullmatch(r"[A-Z2-7]+=*", user.totp_secret):
             raise ScenarioError(f"no authenticator secret in {page.describe()}")
         self.topology.secret_values.append(user.totp_secret)
         _expect(
-            user.browser.post(
+            browser.post(
                 TOTP_ACTIVATE_PATH,
                 {
                     "csrfmiddlewaretoken": csrf_token(page),
