@@ -555,3 +555,23 @@ def test_a_new_address_replaces_the_old_only_once_verified(
     ) == ["new@example.com"]
     event = SecurityEvent.objects.get(user=alice, kind=Kind.EMAIL_CHANGED)
     assert event.detail == "alice@example.com → new@example.com"
+
+
+@pytest.mark.parametrize(
+    ("forwarded_for", "counted"),
+    [
+        ("127.0.7.9, 127.0.0.1", "127.0.7.9"),  # balancer, then nginx
+        ("127.0.8.7, 127.0.7.9, 127.0.0.1", "127.0.7.9"),  # forged first
+        ("127.0.0.1", "127.0.0.1"),  # came to nginx without the balancer
+    ],
+)
+def test_the_client_address_is_read_behind_the_trusted_proxies(
+    settings, forwarded_for, counted
+):
+    settings.ALLAUTH_TRUSTED_PROXY_COUNT = 2
+    alice = user_make("alice")
+    client = Client(HTTP_X_FORWARDED_FOR=forwarded_for)
+
+    client.post("/accounts/login/", {"login": "alice", "password": "wrong"})
+
+    assert SecurityEvent.objects.get(user=alice).ip_address == counted
