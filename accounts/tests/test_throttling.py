@@ -22,22 +22,24 @@ from __future__ import annotations
 import ctypes
 import html
 import http.client
+import json
 import os
 import re
 import secrets
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import time
 import urllib.parse
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from http.cookies import SimpleCookie
 from pathlib import Path
 
 import pytest
 from allauth.core.internal.ratelimit import parse_rates
-from django.conf import settings
 
 pytestmark = pytest.mark.postgres
 
@@ -45,7 +47,7 @@ ROOT = Path(__file__).resolve().parents[2]
 GUNICORN = Path(sys.executable).parent / "gunicorn"
 LOOPBACK = "127.0.0.1"
 OTHER_ADDRESS = "127.0.0.2"  # also loopback: a second client address
-REDIS_SERVER = os.environ.get("THROTTLING_REDIS_SERVER", "redis://127.0.0.1:6379")
+REDIS_SERVER = "redis://127.0.0.1:6379"
 # scripts/topology.py claims a Redis database number with this key; honouring it
 # keeps the two from flushing each other's database.
 REDIS_CLAIM_KEY = "topology:claimed-by"
@@ -56,18 +58,16 @@ WINDOW_MINUTES = 1
 WINDOW_SECONDS = 60 * WINDOW_MINUTES
 START_TIMEOUT = 60.0
 REQUEST_TIMEOUT = 30.0
+PRINT_RATE_LIMITS = (
+    "import json, django; django.setup(); from django.conf import settings; "
+    "print(json.dumps(settings.ACCOUNT_RATE_LIMITS))"
+)
 
 PASSWORD = "a-long-pass-2026"
 MISMATCH = "The username and/or password you specified are not correct."
 LOCKED = "Too many failed log-in attempts for this account or from your address."
 LOCKED_WAIT = f"Try again in {WINDOW_MINUTES} minute"
 USERNAME_TAKEN = "A user with that username already exists."
-
-
-def per_address_limit(action: str) -> int:
-    """The most requests of ``action`` one address may make in a minute."""
-    rates = parse_rates(settings.ACCOUNT_RATE_LIMITS[action])
-    return min(rate.amount for rate in rates if rate.per == "ip")
 
 
 # --- Two instances behind one address -----------------------------------------
@@ -106,6 +106,12 @@ class Instance:
 class Instances:
     port: int
     members: list[Instance]
+    rate_limits: dict[str, str]  # their ACCOUNT_RATE_LIMITS
+
+    def per_address_limit(self, action: str) -> int:
+        """The fewest requests of ``action`` one address may make in a window."""
+        rates = parse_rates(self.rate_limits[action])
+        return min(rate.amount for rate in rates if rate.per == "ip")
 
     def which(self, rid: str, timeout: float = 5.0) -> Instance:
         """The instance that logged the request (it logs after answering)."""
@@ -148,13 +154,14 @@ def redis_url():
     # 15 is left to crypto_exchange/tests/test_settings.py, 0 to development.
     for number in range(14, 0, -1):
         client = redis.Redis.from_url(f"{REDIS_SERVER}/{number}")
-        if client.dbsize() == 0 and client.set(REDIS_CLAIM_KEY, token, nx=True):
+        # Empty, so flushed before; the claim expires should this run be killed.
+        if client.dbsize() == 0 and client.set(
+            REDIS_CLAIM_KEY, token, nx=True, ex=3600
+        ):
             break
         client.close()
     else:
         pytest.fail(f"no empty Redis database number on {REDIS_SERVER}")
-    client.flushdb()
-    client.set(REDIS_CLAIM_KEY, token, ex=3600)
     yield f"{REDIS_SERVER}/{number}"
     client.flushdb()
     client.close()
@@ -245,11 +252,24 @@ def instances(django_db_setup, redis_url, tmp_path_factory):
                 # Not thread-safe in general; no thread runs at this point.
                 preexec_fn=_die_with_parent,
             )
-        yield Instances(port=port, members=members)
+        settings_read = subprocess.run(
+            [sys.executable, "-c", PRINT_RATE_LIMITS],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=START_TIMEOUT,
+            check=False,
+        )
+        assert settings_read.returncode == 0, settings_read.stderr
+        yield Instances(
+            port=port, members=members, rate_limits=json.loads(settings_read.stdout)
+        )
     finally:
         for instance in members:
             if instance.process and instance.process.poll() is None:
-                instance.process.terminate()
+                # SIGINT: a quick stop; no request is in flight any more.
+                instance.process.send_signal(signal.SIGINT)
         for instance in members:
             if instance.process is None:
                 continue
@@ -266,7 +286,6 @@ def instances(django_db_setup, redis_url, tmp_path_factory):
 @dataclass
 class Answer:
     status: int
-    headers: dict[str, str]
     text: str
     rid: str
     set_cookies: list[str]
@@ -290,7 +309,6 @@ class Line:
         response = self.connection.getresponse()
         answer = Answer(
             status=response.status,
-            headers={key.lower(): value for key, value in response.getheaders()},
             text=response.read().decode(errors="replace"),
             rid=rid,
             set_cookies=response.msg.get_all("Set-Cookie") or [],
@@ -366,9 +384,13 @@ def other_lines(instances, fresh_counters):
 
 @dataclass
 class Browser:
-    """Keeps its cookies and posts forms with their CSRF token, on any line."""
+    """Keeps its cookies and posts forms with their CSRF token, on any line.
+
+    ``host``: the Host header it sends (``127.0.0.1:<port>`` otherwise).
+    """
 
     cookies: dict[str, str] = field(default_factory=dict)
+    host: str | None = None
 
     def get(self, line: Line, path: str) -> Answer:
         return self._send(line, "GET", path)
@@ -388,7 +410,7 @@ class Browser:
             body=body,
             headers={
                 "Content-Type": "application/x-www-form-urlencoded",
-                "Origin": f"http://{LOOPBACK}:{line.instances.port}",
+                "Origin": f"http://{self.host or f'{LOOPBACK}:{line.instances.port}'}",
             },
         )
 
@@ -412,6 +434,8 @@ class Browser:
         headers: dict[str, str] | None = None,
     ) -> Answer:
         headers = dict(headers or {})
+        if self.host:
+            headers["Host"] = self.host
         if self.cookies:
             headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
         answer = line.send(method, path, headers, body)
@@ -472,17 +496,34 @@ def refused(answer: Answer) -> bool:
     return answer.status == 429 or locked_out(answer)
 
 
+def spread(lines: list[Line], count: int, send) -> list[Answer]:
+    """``send(number, line, browser)`` for numbers 0 to count - 1, round-robin
+    over the instances and at the same time on each, one browser per instance;
+    the answers in number order."""
+
+    def run(start: int, line: Line) -> list[tuple[int, Answer]]:
+        browser = Browser()
+        numbers = range(start, count, len(lines))
+        return [(number, send(number, line, browser)) for number in numbers]
+
+    with ThreadPoolExecutor(max_workers=len(lines)) as pool:
+        runs = [pool.submit(run, start, line) for start, line in enumerate(lines)]
+        numbered = [pair for done in runs for pair in done.result()]
+    return [answer for _, answer in sorted(numbered, key=lambda pair: pair[0])]
+
+
 def test_the_right_password_is_refused_on_both_instances_until_the_window_passes(
-    accounts, lines, other_lines
+    accounts, instances, lines, other_lines
 ):
-    attacker = Browser()
+    def guess(number: int, line: Line, browser: Browser) -> Answer:
+        return browser.log_in(line, "alice", f"wrong-guess-{number}")
+
     first_attempt = time.monotonic()
-    for attempt in range(FAILURES_PER_ACCOUNT):
-        line = lines[attempt % 2]
-        answer = attacker.log_in(line, "alice", f"wrong-guess-{attempt}")
-        assert answer.status == 200, answer.status
-        assert errors(answer) == [MISMATCH], f"instance {line.instance.name}"
+    failures = spread(lines, FAILURES_PER_ACCOUNT, guess)
     last_failure = time.monotonic()
+    assert [errors(answer) for answer in failures] == [[MISMATCH]] * len(failures)
+    # Spread over both instances, as their access logs show.
+    assert {instances.which(a.rid).name for a in failures} == {"one", "two"}
 
     owner = Browser()
     for line in lines:
@@ -500,7 +541,9 @@ def test_the_right_password_is_refused_on_both_instances_until_the_window_passes
 
     # Just before the first failure leaves the window, and from another
     # address: the account is still closed.
-    time.sleep(max(0.0, first_attempt + WINDOW_SECONDS - 5 - time.monotonic()))
+    late = first_attempt + WINDOW_SECONDS - 5
+    assert time.monotonic() < late, "too slow to look before the window ends"
+    time.sleep(max(0.0, late - time.monotonic()))
     elsewhere = Browser()
     for line in other_lines:
         answer = elsewhere.log_in(line, "alice", PASSWORD)
@@ -513,3 +556,95 @@ def test_the_right_password_is_refused_on_both_instances_until_the_window_passes
     answer = owner.log_in(lines[1], "alice", PASSWORD)
     assert answer.status == 302, errors(answer)
     assert owner.signed_in(lines[0])
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="allauth keys the per-account count on f'{host}:{login}' "
+    "(DefaultAccountAdapter._get_login_attempts_cache_key): the Host header as "
+    "sent (port and case; django.contrib.sites is not installed, and "
+    "deploy/nginx.conf passes $http_host) and the login as typed (username or "
+    "e-mail) each get a count of their own",
+)
+def test_the_account_limit_holds_whatever_host_or_login_name_is_sent(
+    accounts, instances, lines, other_lines
+):
+    def guess(number: int, line: Line, browser: Browser) -> Answer:
+        return browser.log_in(line, "alice", f"wrong-guess-{number}")
+
+    failures = spread(lines, FAILURES_PER_ACCOUNT, guess)
+    assert [errors(answer) for answer in failures] == [[MISMATCH]] * len(failures)
+
+    let_in = []
+    for host, login in [
+        (f"LOCALHOST:{instances.port}", "alice"),
+        (f"{LOOPBACK}:{instances.port + 1}", "alice"),
+        (None, "alice@example.com"),
+    ]:
+        answer = Browser(host=host).log_in(other_lines[0], login, PASSWORD)
+        if not locked_out(answer):
+            let_in.append((host, login, answer.status))
+    assert let_in == []
+
+
+def test_a_burst_of_log_ins_for_unknown_users_stops_being_hashed_at_the_address_limit(
+    accounts, instances, lines, other_lines
+):
+    limit = min(
+        instances.per_address_limit("login"),
+        instances.per_address_limit("login_failed"),
+    )
+
+    def unknown(number: int, line: Line, browser: Browser) -> Answer:
+        return browser.log_in(line, f"nobody-{number}", "any-password-2026")
+
+    answers = spread(lines, limit + 6, unknown)
+
+    checked = [a for a in answers if a.status == 200 and errors(a) == [MISMATCH]]
+    stopped = [a for a in answers if refused(a)]
+    assert len(checked) + len(stopped) == len(answers), [
+        (a.status, errors(a)) for a in answers
+    ]
+    assert 0 < len(checked) <= limit
+    # A refusal comes before any password is hashed: it costs a fraction of
+    # an answer that hashed one.
+    milliseconds = {a.rid: int(instances.record(a.rid)["ms"]) for a in answers}
+    checking = statistics.median(milliseconds[a.rid] for a in checked)
+    refusing = statistics.median(milliseconds[a.rid] for a in stopped)
+    assert refusing < checking / 4, (refusing, checking)
+
+    # Other addresses are served as before.
+    answer = Browser().log_in(other_lines[0], "alice", PASSWORD)
+    assert answer.status == 302, errors(answer)
+
+
+def test_sign_up_reveals_taken_usernames_no_faster_than_log_in_guessing(
+    accounts, instances, lines
+):
+    attempts = instances.per_address_limit("login") + 4
+
+    def sign_up(number: int, line: Line, browser: Browser) -> Answer:
+        fields = {
+            "username": accounts[number % len(accounts)],
+            "email": f"probe-{number}@example.net",
+            "password1": PASSWORD,
+            "password2": PASSWORD,
+        }
+        return browser.post_form(line, "/accounts/signup/", fields)
+
+    def log_in(number: int, line: Line, browser: Browser) -> Answer:
+        name = accounts[number % len(accounts)]
+        return browser.log_in(line, name, f"guess-{number}")
+
+    def answered(answers: list[Answer], reveals: str) -> int:
+        assert all(refused(a) or reveals in errors(a) for a in answers), [
+            (a.status, errors(a)) for a in answers
+        ]
+        assert any(refused(a) for a in answers), f"{len(answers)}, none refused"
+        return sum(not refused(a) for a in answers)
+
+    by_sign_up = answered(spread(lines, attempts, sign_up), USERNAME_TAKEN)
+    by_log_in = answered(spread(lines, attempts, log_in), MISMATCH)
+
+    assert 0 < by_sign_up <= by_log_in
