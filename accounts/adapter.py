@@ -7,11 +7,23 @@ import ipaddress
 from typing import Any
 
 from allauth.account.adapter import DefaultAccountAdapter
+from allauth.core import ratelimit
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured, ValidationError
 from django.core.mail import EmailMessage, EmailMultiAlternatives
 from django.template.loader import render_to_string
 from django.utils.html import urlize
+from django.utils.safestring import mark_safe
+
+from accounts.selectors import user_for_login
+
+
+def _account_key(user) -> str:
+    return f"user:{user.pk}"
+
+
+def _minutes(count: int) -> str:
+    return f"{count} minute" if count == 1 else f"{count} minutes"
 
 
 class AccountAdapter(DefaultAccountAdapter):
@@ -19,19 +31,38 @@ class AccountAdapter(DefaultAccountAdapter):
         **DefaultAccountAdapter.error_messages,
         "too_many_login_attempts": (
             "Too many failed log-in attempts for this account or from your "
-            "address. Try again in {minutes} minutes."
+            "address. Try again in {minutes}."
         ),
     }
 
     def pre_authenticate(self, request, **credentials: Any) -> None:
+        """Refuse the attempt before any password is hashed when the address
+        (allauth's ``login_failed`` limit) or the account
+        (``login_failed_account``) has failed too often.
+
+        The account is counted by its row, not by the name typed: allauth
+        would count "alice", "ALICE" and alice's e-mail address, or the same
+        name under another Host header, separately. Only failures count
+        (``authentication_failed``), so signing in often never locks anyone.
+        """
+        self._login_account = user_for_login(
+            login=credentials.get("email") or credentials.get("username") or ""
+        )
         try:
             super().pre_authenticate(request, **credentials)
+            if self._login_account is not None and not ratelimit.consume(
+                request,
+                action="login_failed_account",
+                key=_account_key(self._login_account),
+                dry_run=True,
+            ):
+                raise self.validation_error("too_many_login_attempts")
         except ValidationError as error:
             if error.code != "too_many_login_attempts":
                 raise
             raise ValidationError(
                 self.error_messages["too_many_login_attempts"].format(
-                    minutes=settings.LOGIN_FAILURE_WINDOW_MINUTES
+                    minutes=_minutes(settings.LOGIN_FAILURE_WINDOW_MINUTES)
                 ),
                 code="too_many_login_attempts",
             ) from None
@@ -52,12 +83,17 @@ class AccountAdapter(DefaultAccountAdapter):
                 return request.META["REMOTE_ADDR"]
 
     def authentication_failed(self, request, **credentials: Any) -> None:
-        from accounts.services import security_event_sign_in_failed
+        from accounts.models import SecurityEvent
+        from accounts.services import security_event_record
 
-        security_event_sign_in_failed(
-            request=request,
-            login=credentials.get("email") or credentials.get("username") or "",
-        )
+        account = getattr(self, "_login_account", None)
+        if account is not None:
+            ratelimit.consume(
+                request, action="login_failed_account", key=_account_key(account)
+            )
+            security_event_record(
+                user=account, kind=SecurityEvent.Kind.SIGN_IN_FAILED, request=request
+            )
 
     def render_mail(
         self,
@@ -78,7 +114,7 @@ class AccountAdapter(DefaultAccountAdapter):
                 {
                     "subject": message.subject,
                     "paragraphs": [
-                        urlize(paragraph, autoescape=True)
+                        mark_safe(urlize(paragraph, autoescape=True))  # noqa: S308
                         for paragraph in message.body.split("\n\n")
                         if paragraph.strip()
                     ],

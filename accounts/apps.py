@@ -19,6 +19,20 @@ class AccountsConfig(AppConfig):
             sender=get_user_model(),
             dispatch_uid="accounts.profile_create_for_new_user",
         )
+        from allauth.account.models import EmailAddress
+        from allauth.mfa.models import Authenticator
+        from allauth.usersessions.models import UserSession
+        from django.db.models.signals import post_delete
+
+        from accounts.models import SecurityEvent
+
+        for model in (SecurityEvent, UserSession, Authenticator, EmailAddress):
+            for signal in (post_save, post_delete):
+                signal.connect(
+                    signals.on_security_data_changed,
+                    sender=model,
+                    dispatch_uid=f"accounts.security_changed.{model.__name__}",
+                )
         for signal, receiver in [
             (auth_signals.user_logged_in, signals.on_user_logged_in),
             (auth_signals.user_logged_out, signals.on_user_logged_out),

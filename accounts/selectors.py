@@ -1,11 +1,16 @@
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 
 from allauth.account.models import EmailAddress
 from allauth.mfa.utils import is_mfa_enabled
 from allauth.usersessions.models import UserSession
+from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
+from django.core.cache import cache
+from django.db import transaction
+from django.db.models import Q
 
 from accounts.devices import device_describe
 from accounts.models import Profile, SecurityEvent
@@ -39,10 +44,43 @@ class SecurityOverview:
     events: list[SecurityEvent]
 
 
+# The overview is read from the cache until something it shows changes
+# (accounts.signals bumps the version); sessions that merely expire leave it
+# within this many seconds.
+SECURITY_OVERVIEW_SECONDS = 300
+
+
 def security_overview(*, user: AbstractBaseUser, events: int = 20) -> SecurityOverview:
     """What the profile shows about the account's security: the e-mail and
     second-factor state, the live sessions (oldest first, each with a
-    ``device`` name) and the latest entries of the security log."""
+    ``device`` name) and the latest entries of the security log.
+
+    Listing live sessions costs a few queries per session, so the result is
+    cached per user under a version that every change to what it shows
+    replaces (``security_overview_changed``).
+    """
+    version = cache.get_or_set(_version_key(user.pk), lambda: uuid.uuid4().hex, None)
+    key = f"accounts:security:{user.pk}:{events}:{version}"
+    overview = cache.get(key)
+    if overview is None:
+        overview = _security_overview_read(user=user, events=events)
+        cache.set(key, overview, SECURITY_OVERVIEW_SECONDS)
+    return overview
+
+
+def security_overview_changed(*, user_id: int) -> None:
+    """Drop the user's cached overview, now and again after the current
+    transaction commits (a read in between would cache what was there
+    before the commit)."""
+    cache.delete(_version_key(user_id))
+    transaction.on_commit(lambda: cache.delete(_version_key(user_id)))
+
+
+def _version_key(user_id: int) -> str:
+    return f"accounts:security-version:{user_id}"
+
+
+def _security_overview_read(*, user: AbstractBaseUser, events: int) -> SecurityOverview:
     sessions = sorted(
         UserSession.objects.purge_and_list(user), key=lambda s: s.created_at
     )
@@ -54,4 +92,20 @@ def security_overview(*, user: AbstractBaseUser, events: int = 20) -> SecurityOv
         mfa_enabled=is_mfa_enabled(user),
         sessions=sessions,
         events=latest,
+    )
+
+
+def user_for_login(*, login: str) -> AbstractBaseUser | None:
+    """The account a log-in form names, by username or e-mail address (any
+    case), or None."""
+    login = login.strip()
+    if not login:
+        return None
+    User = get_user_model()
+    return (
+        User._default_manager.filter(
+            Q(**{f"{User.USERNAME_FIELD}__iexact": login}) | Q(email__iexact=login)
+        )
+        .order_by("pk")
+        .first()
     )

@@ -6,12 +6,10 @@ from allauth.account.adapter import get_adapter
 from allauth.core.context import request_context
 from allauth.usersessions.adapter import get_adapter as get_usersessions_adapter
 from allauth.usersessions.models import UserSession
-from django.contrib.auth import get_user_model
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.core.exceptions import PermissionDenied
 from django.core.files.base import File
 from django.db import transaction
-from django.db.models import Q
 from django.http import HttpRequest
 
 from accounts.devices import device_describe
@@ -82,25 +80,6 @@ def security_event_record(
         user_agent=user_agent,
         detail=detail[:200],
     )
-
-
-def security_event_sign_in_failed(*, request: HttpRequest, login: str) -> None:
-    """Log a failed sign-in against the account it named, if there is one."""
-    login = login.strip()
-    if not login:
-        return
-    User = get_user_model()
-    user = (
-        User._default_manager.filter(
-            Q(**{f"{User.USERNAME_FIELD}__iexact": login}) | Q(email__iexact=login)
-        )
-        .order_by("pk")
-        .first()
-    )
-    if user is not None:
-        security_event_record(
-            user=user, kind=SecurityEvent.Kind.SIGN_IN_FAILED, request=request
-        )
 
 
 def sign_in_record(*, request: HttpRequest, user: AbstractBaseUser) -> None:

@@ -2,7 +2,10 @@
 a profile for every user, and the security log, its e-mails and the ending of
 other sessions after a credential changes."""
 
+from allauth.core import ratelimit
+
 from accounts.models import Profile, SecurityEvent
+from accounts.selectors import security_overview_changed
 from accounts.services import (
     security_event_record,
     sessions_end_others,
@@ -37,6 +40,9 @@ def on_password_changed(sender, request, user, **kwargs) -> None:
 def on_password_reset(sender, request, user, **kwargs) -> None:
     security_event_record(user=user, kind=Kind.PASSWORD_RESET, request=request)
     sessions_end_others(request=request, user=user)
+    # The owner proved it by e-mail: lift the account's log-in lock, as
+    # allauth lifts its own.
+    ratelimit.clear(request, action="login_failed_account", key=f"user:{user.pk}")
 
 
 def on_email_changed(sender, request, user, from_email_address, to_email_address, **kw):
@@ -78,3 +84,8 @@ def on_authenticator_reset(sender, request, user, authenticator, **kwargs) -> No
         security_event_record(
             user=user, kind=Kind.RECOVERY_CODES_REGENERATED, request=request
         )
+
+
+def on_security_data_changed(sender, instance, **kwargs) -> None:
+    """A row the profile's security overview shows was written or deleted."""
+    security_overview_changed(user_id=instance.user_id)

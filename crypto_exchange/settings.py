@@ -165,7 +165,8 @@ else:
     SESSION_ENGINE = "django.contrib.sessions.backends.db"
 
 AUTHENTICATION_BACKENDS = [
-    "django.contrib.auth.backends.ModelBackend",
+    # Django's ModelBackend, extended by allauth to log in by e-mail too; not
+    # listed twice, or every failed log-in would hash the password twice.
     "allauth.account.auth_backends.AuthenticationBackend",
     # Only reads sessions signed in before 2026-12-05; see its docstring.
     "accounts.backends.SqlModelBackend",
@@ -243,7 +244,11 @@ LOGIN_FAILURE_WINDOW_MINUTES = _env_or_improperly_configured(
 ACCOUNT_RATE_LIMITS = {
     "login": "10/m/ip,100/h/ip",
     "login_failed": (
-        f"{2 * LOGIN_FAILURES_PER_ACCOUNT}/{LOGIN_FAILURE_WINDOW_MINUTES}m/ip,"
+        f"{2 * LOGIN_FAILURES_PER_ACCOUNT}/{LOGIN_FAILURE_WINDOW_MINUTES}m/ip"
+    ),
+    # Counted by the account's row, whatever name or Host header was sent
+    # (accounts.adapter); allauth's own per-name count is left out.
+    "login_failed_account": (
         f"{LOGIN_FAILURES_PER_ACCOUNT}/{LOGIN_FAILURE_WINDOW_MINUTES}m/key"
     ),
     "signup": "5/m/ip,20/h/ip",

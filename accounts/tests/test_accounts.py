@@ -141,6 +141,38 @@ def test_after_too_many_failures_the_right_password_is_refused_with_when(setting
     assert not signed_in(client)
 
 
+@pytest.mark.parametrize("login", ["ALICE", "alice@example.com"])
+def test_the_account_lock_holds_whatever_name_or_host_is_sent(settings, login):
+    user_make("alice")
+    for _ in range(settings.LOGIN_FAILURES_PER_ACCOUNT):
+        log_in("alice", "wrong-password")
+
+    client = Client(HTTP_HOST="LOCALHOST")
+    response = client.post("/accounts/login/", {"login": login, "password": PASSWORD})
+
+    assert b"Try again in 15 minutes" in response.content
+    assert not signed_in(client)
+
+
+def test_a_password_reset_by_e_mail_lifts_the_account_lock(
+    client, settings, mailoutbox
+):
+    user_make("alice")
+    for _ in range(settings.LOGIN_FAILURES_PER_ACCOUNT):
+        log_in("alice", "wrong-password")
+
+    client.post("/accounts/password/reset/", {"email": "alice@example.com"})
+    link = next(w for w in mailoutbox[0].body.split() if "/password/reset/key/" in w)
+    form = client.get(link[link.index("/accounts/") :], follow=True)
+    client.post(
+        form.redirect_chain[-1][0],
+        {"password1": "a-fresh-pass-2026", "password2": "a-fresh-pass-2026"},
+    )
+
+    again, _ = log_in("alice", "a-fresh-pass-2026")
+    assert signed_in(again)
+
+
 def test_log_out_asks_then_signs_out_on_post():
     user_make("alice")
     client, _ = log_in("alice")
@@ -456,7 +488,6 @@ def test_sessions_are_djangos_own_stores(run_python, redis_url, engine):
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == [
         engine,
-        "django.contrib.auth.backends.ModelBackend",
         "allauth.account.auth_backends.AuthenticationBackend",
         "accounts.backends.SqlModelBackend",
     ]

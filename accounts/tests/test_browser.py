@@ -30,9 +30,10 @@ def photo_with_exif(path):
 def sign_up(page, live_server, username):
     page.goto(f"{live_server.url}/accounts/signup/")
     page.get_by_label("Username").fill(username)
-    page.get_by_label("Password", exact=True).fill(PASSWORD)
-    page.get_by_label("Password confirmation").fill(PASSWORD)
-    page.get_by_role("button", name="Sign up").click()
+    page.get_by_label("Email").fill(f"{username}@example.com")
+    page.locator('input[name="password1"]').fill(PASSWORD)
+    page.locator('input[name="password2"]').fill(PASSWORD)
+    page.get_by_role("button", name="Sign Up").click()
     page.wait_for_url("**/accounts/profile/")
 
 

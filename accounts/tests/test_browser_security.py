@@ -9,12 +9,7 @@ headings, not by the site's CSS.
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import re
-import struct
-import time
 from urllib.parse import urlsplit
 
 import pytest
@@ -25,6 +20,8 @@ from allauth.usersessions.models import UserSession
 from django.contrib.auth import get_user_model
 from playwright.sync_api import expect
 
+from accounts.tests.totp import AuthenticatorApp
+
 pytestmark = pytest.mark.django_db(transaction=True)
 
 USERNAME = "satoshi"
@@ -33,39 +30,6 @@ PASSWORD = "correct-horse-battery-9"
 FIREFOX_ON_WINDOWS = (
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:128.0) Gecko/20100101 Firefox/128.0"
 )
-TOTP_STEP = 30
-
-
-def totp_code(secret: str, *, at: float | None = None, digits: int = 6) -> str:
-    """The RFC 6238 code of a base32 secret: HMAC-SHA1 over the number of
-    30-second steps since the epoch, dynamically truncated (RFC 4226)."""
-    key = base64.b32decode(secret.upper() + "=" * (-len(secret) % 8))
-    counter = int((time.time() if at is None else at) // TOTP_STEP)
-    digest = hmac.new(key, struct.pack(">Q", counter), hashlib.sha1).digest()
-    offset = digest[-1] & 0x0F
-    value = struct.unpack(">I", digest[offset : offset + 4])[0] & 0x7FFFFFFF
-    return f"{value % 10**digits:0{digits}d}"
-
-
-class AuthenticatorApp:
-    """An authenticator app on the test's side: codes of one secret, never the
-    same one twice. allauth remembers a code it accepted and refuses it again
-    within its window, so a second code waits for the next 30-second step."""
-
-    def __init__(self, secret: str) -> None:
-        self.secret = secret
-        self.used_steps: set[int] = set()
-
-    def code(self) -> str:
-        while True:
-            now = time.time()
-            step = int(now // TOTP_STEP)
-            # allauth takes only the current step (MFA_TOTP_TOLERANCE is 0): a
-            # code typed in the last seconds of its step could arrive too late.
-            if step not in self.used_steps and (step + 1) * TOTP_STEP - now > 3:
-                self.used_steps.add(step)
-                return totp_code(self.secret, at=step * TOTP_STEP)
-            time.sleep((step + 1) * TOTP_STEP - now + 0.05)
 
 
 def sign_in(page, live_server, *, second_factor: str) -> None:

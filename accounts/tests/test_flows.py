@@ -23,7 +23,7 @@ from django.contrib.auth import get_user_model
 from django.core import signing
 
 from accounts.models import SecurityEvent
-from accounts.tests.test_browser_security import TOTP_STEP, totp_code
+from accounts.tests.totp import TOTP_STEP, totp_code
 
 pytestmark = pytest.mark.django_db
 

@@ -6,6 +6,8 @@ import pytest
 from django.contrib.auth import get_user_model
 from PIL import Image, ImageDraw
 
+from accounts.tests.totp import AuthenticatorApp
+
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
@@ -18,13 +20,19 @@ def big_transparent_png(path):
 
 
 def test_staff_add_a_token_with_a_large_logo_and_the_list_shows_it_at_200(
-    page, live_server, site_storage, tmp_path
+    page, live_server, site_storage, tmp_path, mfa_enable
 ):
-    get_user_model().objects.create_superuser("staff", password="staff-pass-2026")
-    page.goto(f"{live_server.url}/admin/login/?next=/admin/tokens/token/add/")
-    page.get_by_label("Username").fill("staff")
-    page.get_by_label("Password").fill("staff-pass-2026")
-    page.get_by_role("button", name="Log in").click()
+    staff = get_user_model().objects.create_superuser(
+        "staff", password="staff-pass-2026"
+    )
+    app = AuthenticatorApp(mfa_enable(staff))
+    # The admin sends staff to the site's log-in, which asks for the code.
+    page.goto(f"{live_server.url}/admin/tokens/token/add/")
+    page.locator('input[name="login"]').fill("staff")
+    page.locator('input[name="password"]').fill("staff-pass-2026")
+    page.get_by_role("button", name="Sign In").click()
+    page.locator('input[name="code"]').fill(app.code())
+    page.get_by_role("button", name="Sign In").click()
     page.wait_for_url("**/admin/tokens/token/add/")
 
     page.locator("#id_symbol").fill("ETH")
@@ -61,9 +69,9 @@ def test_every_image_on_every_page_loads_with_an_image_type(
     call_command("seed_demo", stdout=io.StringIO())
     settings.DEBUG = False
     page.goto(f"{live_server.url}/accounts/login/")
-    page.get_by_label("Username").fill("demo")
-    page.get_by_label("Password").fill("demo-pass-2026")
-    page.get_by_role("button", name="Log in").click()
+    page.locator('input[name="login"]').fill("demo")
+    page.locator('input[name="password"]').fill("demo-pass-2026")
+    page.get_by_role("button", name="Sign In").click()
     page.wait_for_url("**/accounts/profile/")
 
     for path in ("/", "/tokens/", "/tokens/BTC/", "/accounts/profile/"):

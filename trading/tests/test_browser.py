@@ -29,9 +29,9 @@ def log_in(page, live_server, username):
     user.set_password("trade-pass-2026")
     user.save()
     page.goto(f"{live_server.url}/accounts/login/")
-    page.get_by_label("Username").fill(username)
-    page.get_by_label("Password").fill("trade-pass-2026")
-    page.get_by_role("button", name="Log in").click()
+    page.locator('input[name="login"]').fill(username)
+    page.locator('input[name="password"]').fill("trade-pass-2026")
+    page.get_by_role("button", name="Sign In").click()
     page.wait_for_url("**/accounts/profile/")
 
 
