@@ -133,12 +133,10 @@ def session_end_one(*, request: HttpRequest, session: UserSession) -> None:
 def sessions_end_others(*, request: HttpRequest, user: AbstractBaseUser) -> None:
     """End every session of the user but the request's own (all of them when
     the request is not signed in as that user)."""
-    others = [
-        session
-        for session in UserSession.objects.filter(user_id=user.pk)
-        if not (request.user.pk == user.pk and session.is_current())
-    ]
-    get_usersessions_adapter().end_sessions(others)
+    sessions = UserSession.objects.filter(user_id=user.pk)
+    if request.user.pk == user.pk:
+        sessions = sessions.exclude(session_key=request.session.session_key)
+    get_usersessions_adapter().end_sessions(list(sessions))
 
 
 def security_notice(

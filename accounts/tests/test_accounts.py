@@ -14,6 +14,7 @@ from django.contrib.sessions.backends.db import SessionStore
 from django.test import Client
 
 from accounts.models import SecurityEvent
+from accounts.tests.totp import totp_code
 from trading.models import ApiKey, Order, Withdrawal
 from trading.tests.factories import (
     PASSWORD,
@@ -606,3 +607,25 @@ def test_the_client_address_is_read_behind_the_trusted_proxies(
     client.post("/accounts/login/", {"login": "alice", "password": "wrong"})
 
     assert SecurityEvent.objects.get(user=alice).ip_address == counted
+
+
+@pytest.mark.django_db(transaction=True)  # allauth's notices run on commit
+def test_turning_two_factor_on_or_off_ends_the_other_sessions(reauthenticate):
+    alice = user_make("alice")
+    here, _ = log_in("alice")
+    elsewhere, _ = log_in("alice", user_agent=SAFARI)
+    reauthenticate(here, PASSWORD)
+
+    form = here.get("/accounts/2fa/totp/activate/").context["form"]
+    here.post("/accounts/2fa/totp/activate/", {"code": totp_code(form.secret)})
+
+    assert SecurityEvent.objects.filter(user=alice, kind=Kind.MFA_ENABLED).exists()
+    assert signed_in(here) and not signed_in(elsewhere)
+
+    again, _ = log_in("alice", user_agent=SAFARI)  # password, then the code
+    again.post("/accounts/2fa/authenticate/", {"code": totp_code(form.secret)})
+    assert signed_in(again)
+    here.post("/accounts/2fa/totp/deactivate/")
+
+    assert SecurityEvent.objects.filter(user=alice, kind=Kind.MFA_DISABLED).exists()
+    assert signed_in(here) and not signed_in(again)

@@ -558,15 +558,6 @@ def test_the_right_password_is_refused_on_both_instances_until_the_window_passes
     assert owner.signed_in(lines[0])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="allauth keys the per-account count on f'{host}:{login}' "
-    "(DefaultAccountAdapter._get_login_attempts_cache_key): the Host header as "
-    "sent (port and case; django.contrib.sites is not installed, and "
-    "deploy/nginx.conf passes $http_host) and the login as typed (username or "
-    "e-mail) each get a count of their own",
-)
 def test_the_account_limit_holds_whatever_host_or_login_name_is_sent(
     accounts, instances, lines, other_lines
 ):
