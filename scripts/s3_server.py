@@ -129,7 +129,42 @@ def start(
     port: int | None = None,
     timeout: float = 60.0,
 ) -> S3Server:
-    """Start ``weed mini`` and return once its S3 API answers."""
+    """Start ``weed mini`` and return once its S3 API answers.
+
+    The ports are chosen free just before weed binds them, so another process
+    can take one in between (an outgoing connection's ephemeral port, say):
+    weed then exits at once saying so, and it is started again on new ports.
+    """
+    for attempt in range(1, PORT_ATTEMPTS + 1):
+        try:
+            return _start_once(
+                access_key=access_key,
+                secret_key=secret_key,
+                data_dir=data_dir,
+                port=port,
+                timeout=timeout,
+            )
+        except _PortTaken:
+            if attempt == PORT_ATTEMPTS or port is not None:
+                raise
+    raise AssertionError("unreachable")
+
+
+PORT_ATTEMPTS = 3
+
+
+class _PortTaken(RuntimeError):
+    pass
+
+
+def _start_once(
+    *,
+    access_key: str,
+    secret_key: str,
+    data_dir: Path | None,
+    port: int | None,
+    timeout: float,
+) -> S3Server:
     owned = None
     if data_dir is None:
         owned = tempfile.TemporaryDirectory(prefix="seaweedfs-")
@@ -188,10 +223,11 @@ def start(
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
+            log_tail = log_path.read_text(errors="replace")[-4000:]
             server.stop()
-            raise RuntimeError(
-                f"weed mini exited with {process.returncode}; its log:\n"
-                + log_path.read_text(errors="replace")[-4000:]
+            error = _PortTaken if "Port allocation failed" in log_tail else RuntimeError
+            raise error(
+                f"weed mini exited with {process.returncode}; its log:\n{log_tail}"
             )
         if _answers(server.url):
             return server
