@@ -337,10 +337,78 @@ def browser():
         chromium.close()
 
 
+# Reports every Content-Security-Policy violation of every page to the test.
+CSP_VIOLATION_LISTENER = """
+document.addEventListener("securitypolicyviolation", (event) => {
+  window.__cspViolation(
+    `${event.effectiveDirective} blocked ${event.blockedURI || "inline code"} ` +
+    `on ${event.documentURI} (${event.sourceFile}:${event.lineNumber})`
+  );
+});
+"""
+# A page that offers to sign out (the site's navigation, the admin's) is a
+# signed-in user's page.
+SIGNED_IN_PAGE = re.compile(r'<form[^>]*action="[^"]*/logout/"')
+
+
+class HeaderWatch:
+    """What browser contexts load, checked when the test ends: every HTML page
+    carries the site's Content-Security-Policy and nothing on it breaks the
+    policy; every signed-in user's page says Cache-Control: private, no-store."""
+
+    def __init__(self) -> None:
+        self.problems: list[str] = []
+        self.pages: list[str] = []
+
+    def attach(self, context) -> None:
+        context.expose_binding(
+            "__cspViolation", lambda source, text: self.problems.append(text)
+        )
+        context.add_init_script(CSP_VIOLATION_LISTENER)
+        context.on("requestfinished", self._finished)
+
+    def _finished(self, request) -> None:
+        response = request.response()
+        if request.resource_type != "document" or response is None:
+            return
+        headers = response.all_headers()
+        if 300 <= response.status < 400 or not headers.get(
+            "content-type", ""
+        ).startswith("text/html"):
+            return
+        self.pages.append(response.url)
+        policy = headers.get("content-security-policy", "")
+        if "script-src 'self'" not in policy or "unsafe-inline" in policy:
+            self.problems.append(f"{response.url}: Content-Security-Policy {policy!r}")
+        if SIGNED_IN_PAGE.search(response.text()):
+            cache_control = headers.get("cache-control", "")
+            directives = {part.strip() for part in cache_control.split(",")}
+            if not {"private", "no-store"} <= directives:
+                self.problems.append(
+                    f"{response.url}: signed in, Cache-Control {cache_control!r}"
+                )
+
+    def check(self) -> None:
+        if self.problems:
+            pytest.fail("\n".join(["Headers and policy:", *self.problems]))
+
+
 @pytest.fixture
-def page(browser, request):
-    """A fresh browser tab; a screenshot of it is kept in test-artifacts/."""
+def watch_headers():
+    """Attach a browser context to the header and CSP checks of this test (the
+    ``page`` fixture attaches its own); problems fail the test at its end."""
+    watch = HeaderWatch()
+    yield watch.attach
+    watch.check()
+
+
+@pytest.fixture
+def page(browser, request, watch_headers):
+    """A fresh browser tab; a screenshot of it is kept in test-artifacts/.
+    Every page it loads is checked for the Content-Security-Policy, for
+    ``no-store`` when signed in, and for violations of the policy."""
     context = browser.new_context(viewport={"width": 1200, "height": 900})
+    watch_headers(context)
     tab = context.new_page()
     tab.set_default_timeout(15_000)
     shots = []

@@ -18,6 +18,14 @@ from django.utils.safestring import mark_safe
 from accounts.selectors import user_for_login
 
 
+def client_address(request) -> str | None:
+    """The client's address as the throttles and API key allow-lists see it:
+    behind ``TRUSTED_PROXY_COUNT`` proxies, from X-Forwarded-For."""
+    from allauth.account.adapter import get_adapter
+
+    return get_adapter(request).get_client_ip(request)
+
+
 def _account_key(user) -> str:
     return f"user:{user.pk}"
 
@@ -66,6 +74,14 @@ class AccountAdapter(DefaultAccountAdapter):
                 ),
                 code="too_many_login_attempts",
             ) from None
+
+    def get_reauthentication_methods(self, user) -> list[dict]:
+        """With a second factor on, confirming who you are before a sensitive
+        action (an API key, a withdrawal, changing e-mail or password) takes
+        a code from it, never the password alone."""
+        methods = super().get_reauthentication_methods(user)
+        second_factor = [m for m in methods if m["id"].startswith("mfa_")]
+        return second_factor or methods
 
     def get_client_ip(self, request) -> str:
         """The client's address, as allauth reads it with TRUSTED_PROXY_COUNT,

@@ -46,6 +46,12 @@ class SecurityEvent(models.Model):
         API_KEY_CREATED = "api_key_created", "API key created"
         API_KEY_REVOKED = "api_key_revoked", "API key revoked"
         WITHDRAWAL_REQUESTED = "withdrawal_requested", "Withdrawal requested"
+        ADDRESS_SAVED = "address_saved", "Withdrawal address saved"
+        ADDRESS_REMOVED = "address_removed", "Saved withdrawal address removed"
+        WITHDRAWAL_POLICY_CHANGED = (
+            "withdrawal_policy_changed",
+            "Withdrawal address setting changed",
+        )
 
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL,

@@ -1,4 +1,5 @@
 from allauth.usersessions.models import UserSession
+from csp.decorators import csp_update
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import login
@@ -44,6 +45,8 @@ def signup(request: HttpRequest) -> HttpResponse:
 @login_required
 @require_http_methods(["GET", "POST"])
 @cache_control(private=True, no_store=True)
+# The picture chosen for upload is previewed from a blob: URL of the page's own.
+@csp_update({"img-src": ["blob:"]})
 def profile(request: HttpRequest) -> HttpResponse:
     """Show the profile; POST uploads a new picture (as a form or from script).
 

@@ -323,6 +323,8 @@ def environment(directory: Path) -> dict[str, str]:
             "DJANGO_SETTINGS_MODULE": "crypto_exchange.settings",
             "ENV_FILE": "/dev/null",
             "DEBUG": "false",
+            # gunicorn on loopback over plain HTTP: no HTTPS redirect, no HSTS.
+            "PLAIN_HTTP": "true",
             "SECRET_KEY": secrets.token_urlsafe(64)[:50],
             "ALLOWED_HOSTS": "127.0.0.1",
             "DATABASE_URL": f"sqlite:///{directory / 'db.sqlite3'}?{SQLITE_OPTIONS}",

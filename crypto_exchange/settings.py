@@ -9,6 +9,7 @@ from pathlib import Path
 
 import environ
 import structlog
+from csp.constants import NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
 
 from storage import config as storage_config
@@ -65,13 +66,41 @@ ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[:
 if _bool("TRUST_X_FORWARDED_PROTO", default=False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
-SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = _bool("SECURE_COOKIES", default=not DEBUG)
-SECURE_SSL_REDIRECT = _bool("SECURE_SSL_REDIRECT", default=False)
-SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0)
-SECURE_HSTS_INCLUDE_SUBDOMAINS = _bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=False)
+# HTTPS only unless PLAIN_HTTP says otherwise: on by default with DEBUG, and
+# for local runs of the production settings (the loopback topology, the
+# benchmarks); each setting below can still be chosen on its own.
+PLAIN_HTTP = _bool("PLAIN_HTTP", default=DEBUG)
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = _bool(
+    "SECURE_COOKIES", default=not PLAIN_HTTP
+)
+SECURE_SSL_REDIRECT = _bool("SECURE_SSL_REDIRECT", default=not PLAIN_HTTP)
+# A load balancer's health checks come over plain HTTP and must get an answer.
+SECURE_REDIRECT_EXEMPT = [r"^healthz/$", r"^readyz/$"]
+SECURE_HSTS_SECONDS = _env_or_improperly_configured(
+    env.int, "SECURE_HSTS_SECONDS", default=0 if PLAIN_HTTP else 365 * 24 * 3600
+)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = _bool(
+    "SECURE_HSTS_INCLUDE_SUBDOMAINS", default=not PLAIN_HTTP
+)
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
+# Content-Security-Policy (django-csp) on every page: scripts, styles, images
+# and requests from this origin only, nothing inline, no third party. The
+# object store's origin is added to img-src when browsers load media from it
+# (storage.middleware); the API docs page adds data: images for Swagger UI.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF],
+        "style-src": [SELF],
+        "img-src": [SELF],
+        "object-src": [NONE],
+        "base-uri": [NONE],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+    }
+}
 
 INSTALLED_APPS = [
     "accounts.admin_config.SecureAdminConfig",
@@ -85,6 +114,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    "csp",
     "allauth",
     "allauth.account",
     "allauth.mfa",
@@ -101,10 +131,12 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    "storage.middleware.MediaOriginCSPMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "accounts.middleware.PrivateResponseMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "allauth.account.middleware.AccountMiddleware",
     "accounts.middleware.SessionActivityMiddleware",
@@ -191,6 +223,18 @@ STATIC_URL = "static/"
 STATIC_ROOT = Path(env.str("STATIC_ROOT", default=str(BASE_DIR / "staticfiles")))
 STATICFILES_DIRS = [BASE_DIR / "static"]
 
+# A newly saved withdrawal address, and turning "withdraw only to saved
+# addresses" off, take effect only after this many hours (trading.services).
+WITHDRAWAL_ADDRESS_DELAY_HOURS = _env_or_improperly_configured(
+    env.int, "WITHDRAWAL_ADDRESS_DELAY_HOURS", default=24
+)
+
+# A signed API request is accepted this many seconds either side of its
+# timestamp, and a copy of it is refused (trading.api_keys).
+API_SIGNATURE_WINDOW_SECONDS = _env_or_improperly_configured(
+    env.int, "API_SIGNATURE_WINDOW_SECONDS", default=5
+)
+
 REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     # Amounts travel as strings, never floats.
@@ -199,8 +243,7 @@ REST_FRAMEWORK = {
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Crypto Exchange API",
-    "DESCRIPTION": "Markets, order book, trades and candles; balances, orders, "
-    "fills and withdrawals of the signed-in user or API key.",
+    "DESCRIPTION": (BASE_DIR / "trading" / "api" / "description.md").read_text(),
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
     "SWAGGER_UI_DIST": "SIDECAR",
@@ -227,7 +270,7 @@ ACCOUNT_EMAIL_NOTIFICATIONS = True
 ACCOUNT_REAUTHENTICATION_REQUIRED = True
 ACCOUNT_REAUTHENTICATION_TIMEOUT = 300
 ACCOUNT_EMAIL_SUBJECT_PREFIX = "[Crypto Exchange] "
-ACCOUNT_DEFAULT_HTTP_PROTOCOL = "http" if DEBUG else "https"
+ACCOUNT_DEFAULT_HTTP_PROTOCOL = "http" if PLAIN_HTTP else "https"
 ACCOUNT_PASSWORD_RESET_BY_CODE_ENABLED = False
 # Throttles, shared by every instance through the cache (Redis with REDIS_URL).
 # A failed log-in counts against the account and the address; after the limit

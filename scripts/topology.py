@@ -485,8 +485,9 @@ class Topology:
             "DEBUG": "false",
             "SECRET_KEY": self.secret_key,
             "ALLOWED_HOSTS": f"{LOOPBACK},localhost",
-            # Plain HTTP on loopback: a Secure cookie would never come back.
-            "SECURE_COOKIES": "false",
+            # Plain HTTP on loopback: no HTTPS redirect or HSTS, and no Secure
+            # cookie, which would never come back.
+            "PLAIN_HTTP": "true",
             "DATABASE_URL": self.database_url,
             "REDIS_URL": self.redis_url,
             "USE_MINIO": "true",

@@ -19,6 +19,7 @@ class TokenAdmin(admin.ModelAdmin):
         "logo_preview",
         "logo",
         "is_active",
+        "withdrawal_daily_limit",
         "created_at",
         "updated_at",
     ]

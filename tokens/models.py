@@ -23,6 +23,14 @@ class Token(models.Model):
         upload_to="token_logo/", size=200, keep_alpha=True, blank=True, max_length=255
     )
     is_active = models.BooleanField(default=True)
+    withdrawal_daily_limit = models.DecimalField(
+        max_digits=36,
+        decimal_places=18,
+        null=True,
+        blank=True,
+        help_text="Most a user may withdraw of this token per UTC day (pending "
+        "and approved requests count). Empty: no limit; 0: no withdrawals.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -36,6 +44,11 @@ class Token(models.Model):
             models.CheckConstraint(
                 condition=models.Q(symbol=Upper("symbol")),
                 name="token_symbol_upper_case",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(withdrawal_daily_limit__gte=0)
+                | models.Q(withdrawal_daily_limit__isnull=True),
+                name="token_withdrawal_daily_limit_not_negative",
             ),
         ]
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin import helpers
 from django.contrib.admin.widgets import ForeignKeyRawIdWidget
 from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied
@@ -19,15 +20,18 @@ from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 
 from tokens.models import Token
+from trading.addresses import address_canonical
 from trading.exceptions import TradingError
 from trading.models import (
     AMOUNT,
+    AddressFormat,
     Balance,
     Deposit,
     LedgerEntry,
     LedgerTransaction,
     Market,
     Order,
+    SavedAddress,
     Trade,
     Withdrawal,
 )
@@ -226,40 +230,101 @@ class WithdrawalAdmin(ReadOnlyAdmin):
         "status",
         "created_at",
         "decided_at",
+        "decided_by",
     ]
-    list_select_related = ["user", "token"]
+    list_select_related = ["user", "token", "decided_by"]
     list_filter = ["status", "token"]
     search_fields = ["reference", "user__username", "address"]
+    fields = readonly_fields = [
+        "user",
+        "token",
+        "amount",
+        "address",
+        "reference",
+        "status",
+        "created_at",
+        "decided_at",
+        "decided_by",
+        "reason",
+    ]
     actions = ["approve", "reject"]
 
     def has_decide_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("trading.change_withdrawal")
 
     @admin.action(description="Approve: the coins were sent", permissions=["decide"])
-    def approve(self, request: HttpRequest, queryset: QuerySet[Withdrawal]) -> None:
-        _run_each(
-            self,
-            request,
-            queryset,
-            lambda withdrawal: _decided(
-                request, withdrawal_approve(withdrawal=withdrawal)
-            ),
-            done="approved",
-        )
+    def approve(
+        self, request: HttpRequest, queryset: QuerySet[Withdrawal]
+    ) -> HttpResponse | None:
+        return self._decide(request, queryset, approve=True)
 
     @admin.action(
         description="Reject: release the funds to the user", permissions=["decide"]
     )
-    def reject(self, request: HttpRequest, queryset: QuerySet[Withdrawal]) -> None:
-        _run_each(
-            self,
-            request,
-            queryset,
-            lambda withdrawal: _decided(
-                request, withdrawal_reject(withdrawal=withdrawal)
-            ),
-            done="rejected",
+    def reject(
+        self, request: HttpRequest, queryset: QuerySet[Withdrawal]
+    ) -> HttpResponse | None:
+        return self._decide(request, queryset, approve=False)
+
+    def _decide(
+        self, request: HttpRequest, queryset: QuerySet[Withdrawal], *, approve: bool
+    ) -> HttpResponse | None:
+        """Show the selected withdrawals and ask to confirm (and, to reject,
+        for the reason the user is told); the confirmation posts the action
+        again with ``post=yes``, as Django's "delete selected" does."""
+        confirmed = request.POST.get("post") == "yes"
+        form = WithdrawalDecisionForm(
+            request.POST if confirmed else None, approve=approve
         )
+        if confirmed and form.is_valid():
+            reason = form.cleaned_data.get("reason", "")
+
+            def decide(withdrawal: Withdrawal) -> None:
+                if approve:
+                    decided = withdrawal_approve(
+                        withdrawal=withdrawal, staff=request.user
+                    )
+                else:
+                    decided = withdrawal_reject(
+                        withdrawal=withdrawal, staff=request.user, reason=reason
+                    )
+                _decided(request, decided)
+
+            _run_each(
+                self,
+                request,
+                queryset,
+                decide,
+                done="approved" if approve else "rejected",
+            )
+            return None
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Approve withdrawals" if approve else "Reject withdrawals",
+            "opts": self.opts,
+            "action": "approve" if approve else "reject",
+            "approve": approve,
+            "withdrawals": queryset.select_related("user", "token").order_by("pk"),
+            "form": form,
+            "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+            "media": self.media,
+        }
+        return TemplateResponse(
+            request, "admin/trading/withdrawal/decide_confirmation.html", context
+        )
+
+
+class WithdrawalDecisionForm(forms.Form):
+    reason = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 3, "cols": 60}),
+        max_length=500,
+        help_text="Shown to the user in the wallet and in the mail.",
+    )
+
+    def __init__(self, *args, approve: bool, **kwargs):
+        super().__init__(*args, **kwargs)
+        if approve:
+            del self.fields["reason"]
 
 
 def _decided(request: HttpRequest, withdrawal: Withdrawal) -> None:
@@ -294,3 +359,70 @@ class LedgerEntryAdmin(ReadOnlyAdmin):
     list_select_related = ["transaction", "token", "user"]
     list_filter = ["account", "token"]
     search_fields = ["user__username"]
+
+
+class AddressFormatForm(forms.ModelForm):
+    example = forms.CharField(
+        required=False,
+        max_length=255,
+        help_text="Optional: a real address of this network. Saving checks that "
+        "it fits the pattern and the checksum; it is not stored.",
+    )
+
+    class Meta:
+        model = AddressFormat
+        fields = ["token", "network", "pattern", "checksum", "description"]
+
+    def clean(self):
+        data = super().clean()
+        example = data.get("example")
+        if example and not self.errors:
+            candidate = AddressFormat(
+                token=data["token"],
+                network=data["network"],
+                pattern=data["pattern"],
+                checksum=data["checksum"],
+                description=data["description"],
+            )
+            try:
+                address_canonical(
+                    token=data["token"], address=example, formats=[candidate]
+                )
+            except TradingError as refusal:
+                self.add_error("example", refusal.message)
+        return data
+
+
+@admin.register(AddressFormat)
+class AddressFormatAdmin(admin.ModelAdmin):
+    form = AddressFormatForm
+    list_display = ["token", "network", "pattern", "checksum"]
+    list_select_related = ["token"]
+    list_filter = ["checksum", "token"]
+    search_fields = ["token__symbol", "network"]
+    fieldsets = [
+        (
+            None,
+            {
+                "description": "A withdrawal or saved address must fit one of "
+                "its token's formats. A token with no format accepts any "
+                "address, as before formats existed.",
+                "fields": [
+                    "token",
+                    "network",
+                    "pattern",
+                    "checksum",
+                    "description",
+                    "example",
+                ],
+            },
+        )
+    ]
+
+
+@admin.register(SavedAddress)
+class SavedAddressAdmin(ReadOnlyAdmin):
+    list_display = ["user", "token", "label", "address", "created_at", "usable_from"]
+    list_select_related = ["user", "token"]
+    list_filter = ["token"]
+    search_fields = ["user__username", "address", "label"]

@@ -12,17 +12,33 @@ random bits cannot be guessed whatever the hash's speed, and SHA-256 is
 preimage-resistant, so a leaked table of digests gives nobody a usable key.
 It is not keyed with ``SECRET_KEY`` either, so rotating that setting does not
 silently invalidate every key. Digests are compared in constant time.
+
+A key may be made to sign its requests instead of sending its secret: the
+request carries the prefix, a timestamp and an HMAC-SHA256 of the request
+made with the secret (``request_signature``), so that a leaked log line or a
+proxy sees nothing it could reuse. The server needs the secret to check a
+signature, so such a key keeps it encrypted with a key derived from
+``SECRET_KEY`` (and ``SECRET_KEY_FALLBACKS``, so that rotating it keeps them
+working while the old value is listed there).
+
+A key may be tied to addresses or CIDR ranges (``allowed_ips``), must be for
+the ``withdraw`` scope, and may expire.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
+import ipaddress
 import secrets
 from collections.abc import Iterable
-from datetime import timedelta
+from datetime import datetime, timedelta
 
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+from django.conf import settings
 from django.contrib.auth.base_user import AbstractBaseUser
+from django.core.cache import cache
 from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 from django.utils import timezone
@@ -32,16 +48,20 @@ from trading.models import ApiKey
 PREFIX_BYTES = 8
 SECRET_BYTES = 32
 MAX_ACTIVE_KEYS = 20
+MAX_ALLOWED_NETWORKS = 20
 # ``last_used_at`` is written at most this often per key, not on every request.
 LAST_USED_RESOLUTION = timedelta(minutes=1)
+EXPIRY_CHOICES_DAYS = (30, 90, 365)
 
 
 class ApiKeyRefused(Exception):
-    """The presented key does not authenticate anyone; ``code`` says why."""
+    """The presented key does not authenticate anyone, or not from here;
+    ``code`` says why, ``status`` is the HTTP status to answer."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, *, status: int = 401) -> None:
         self.code = code
         self.message = message
+        self.status = status
         super().__init__(message)
 
 
@@ -49,31 +69,96 @@ def _digest(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
+def _fernet() -> MultiFernet:
+    keys = [settings.SECRET_KEY, *getattr(settings, "SECRET_KEY_FALLBACKS", [])]
+    return MultiFernet(
+        [
+            Fernet(
+                base64.urlsafe_b64encode(
+                    hashlib.sha256(f"api-key-signing:{key}".encode()).digest()
+                )
+            )
+            for key in keys
+        ]
+    )
+
+
 def _scopes_normalize(scopes: Iterable[str]) -> str:
     chosen = set(scopes)
     unknown = chosen - set(ApiKey.Scope.values)
     if unknown:
         raise ValidationError(
-            {"scopes": f"Unknown scope {sorted(unknown)[0]!r}: use read or trade."}
+            {
+                "scopes": f"Unknown scope {sorted(unknown)[0]!r}: use read, "
+                "trade or withdraw."
+            }
         )
     if not chosen:
         raise ValidationError({"scopes": "Choose at least one scope."})
-    # Trading without reading makes no sense: trade always includes read.
-    return "read trade" if ApiKey.Scope.TRADE in chosen else "read"
+    # Every key reads; withdraw is never implied by trade, nor trade by it.
+    return " ".join(
+        scope
+        for scope in ("read", "trade", "withdraw")
+        if scope == "read" or scope in chosen
+    )
+
+
+def allowed_ips_normalize(text: str) -> str:
+    """Addresses or CIDR ranges, separated by commas, spaces or lines, as the
+    stored text (one network per line); raises ``ValidationError`` naming the
+    first entry that is neither."""
+    networks: list[str] = []
+    for entry in (text or "").replace(",", " ").split():
+        try:
+            network = str(ipaddress.ip_network(entry, strict=False))
+        except ValueError:
+            raise ValidationError(
+                {
+                    "allowed_ips": f"“{entry[:50]}” is not an IP address or a "
+                    "CIDR range such as 203.0.113.0/24."
+                }
+            ) from None
+        if network not in networks:
+            networks.append(network)
+    if len(networks) > MAX_ALLOWED_NETWORKS:
+        raise ValidationError(
+            {"allowed_ips": f"At most {MAX_ALLOWED_NETWORKS} addresses or ranges."}
+        )
+    return "\n".join(networks)
 
 
 def api_key_create(
-    *, user: AbstractBaseUser, name: str, scopes: Iterable[str]
+    *,
+    user: AbstractBaseUser,
+    name: str,
+    scopes: Iterable[str],
+    allowed_ips: str = "",
+    expires_in_days: int | None = None,
+    require_signature: bool = False,
 ) -> tuple[ApiKey, str]:
-    """Create a key; return it and the full key string, which is never stored.
+    """Create a key; return it and the full key string, which is never stored
+    (only encrypted, when the key must sign its requests).
 
-    ``scopes`` holds ``read`` and/or ``trade``; raises ``ValidationError``
-    for a blank or too long name, unknown or no scopes, or too many keys.
+    Raises ``ValidationError`` for a blank or too long name, unknown or no
+    scopes, a malformed allow-list, ``withdraw`` without an allow-list, an
+    expiry other than ``EXPIRY_CHOICES_DAYS``, or too many keys.
     """
     name = (name or "").strip()
     if not 0 < len(name) <= 100:
         raise ValidationError({"name": "A name of 1 to 100 characters is required."})
     scope_text = _scopes_normalize(scopes)
+    networks = allowed_ips_normalize(allowed_ips)
+    if ApiKey.Scope.WITHDRAW in scope_text.split() and not networks:
+        raise ValidationError(
+            {
+                "allowed_ips": "A key that can withdraw must be tied to the "
+                "addresses it is used from: list them."
+            }
+        )
+    if expires_in_days is not None and expires_in_days not in EXPIRY_CHOICES_DAYS:
+        raise ValidationError(
+            {"expires_in_days": "A key expires after 30, 90 or 365 days, or never."}
+        )
     active = ApiKey.objects.filter(user=user, revoked_at__isnull=True).count()
     if active >= MAX_ACTIVE_KEYS:
         raise ValidationError(
@@ -87,6 +172,15 @@ def api_key_create(
         prefix=prefix,
         secret_hash=_digest(secret),
         scopes=scope_text,
+        allowed_ips=networks,
+        signing_secret=(
+            _fernet().encrypt(secret.encode()).decode() if require_signature else ""
+        ),
+        expires_at=(
+            timezone.now() + timedelta(days=expires_in_days)
+            if expires_in_days
+            else None
+        ),
     )
     return api_key, f"{prefix}.{secret}"
 
@@ -104,33 +198,159 @@ def api_key_revoke(*, user: AbstractBaseUser, api_key: ApiKey) -> ApiKey:
     return api_key
 
 
-def api_key_authenticate(*, key: str) -> ApiKey:
+def api_keys_revoke_all(*, user: AbstractBaseUser) -> int:
+    """Revoke every active key of ``user``; return how many were."""
+    return ApiKey.objects.filter(user=user, revoked_at__isnull=True).update(
+        revoked_at=timezone.now()
+    )
+
+
+def api_key_authenticate(*, key: str, client_ip: str | None = None) -> ApiKey:
     """The active key ``<prefix>.<secret>`` names, with its user loaded.
 
-    Raises ``ApiKeyRefused`` for a malformed, unknown, wrong or revoked key
-    or an inactive user. Revocation is only revealed to who holds the secret.
+    Raises ``ApiKeyRefused`` for a malformed, unknown, wrong, revoked or
+    expired key, an inactive user, a key that must sign its requests, or a
+    client address outside the key's allow-list. Revocation and expiry are
+    only revealed to who holds the secret.
     """
     prefix, dot, secret = key.partition(".")
     if not (dot and prefix and secret):
         raise ApiKeyRefused("invalid_api_key", "An API key reads <prefix>.<secret>.")
-    api_key = ApiKey.objects.select_related("user").filter(prefix=prefix).first()
+    api_key = _key_for(prefix)
     if api_key is None or not hmac.compare_digest(api_key.secret_hash, _digest(secret)):
         raise ApiKeyRefused("invalid_api_key", "The API key is not valid.")
-    if api_key.revoked_at is not None:
-        raise ApiKeyRefused("api_key_revoked", "This API key has been revoked.")
-    if not api_key.user.is_active:
-        raise ApiKeyRefused("user_inactive", "The key's account is disabled.")
-    _last_used_touch(api_key)
+    _usable_check(api_key, client_ip)
+    if api_key.requires_signature:
+        raise ApiKeyRefused(
+            "signature_required",
+            "This API key only accepts signed requests; see the API docs.",
+        )
+    _last_used_touch(api_key, client_ip)
     return api_key
 
 
-def _last_used_touch(api_key: ApiKey) -> None:
-    now = timezone.now()
-    if api_key.last_used_at is None or (
-        now - api_key.last_used_at >= LAST_USED_RESOLUTION
+def request_signature(
+    *, secret: str, timestamp: str, method: str, path: str, query: str, body: bytes
+) -> str:
+    """The hex HMAC-SHA256, keyed with the key's secret, of
+    ``timestamp \\n METHOD \\n path \\n query \\n body`` (query as sent, without
+    the ``?``; body as sent). Clients compute the same."""
+    message = f"{timestamp}\n{method.upper()}\n{path}\n{query}\n".encode() + body
+    return hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
+
+
+def api_key_authenticate_signed(
+    *,
+    prefix: str,
+    timestamp: str,
+    signature: str,
+    method: str,
+    path: str,
+    query: str,
+    body: bytes,
+    client_ip: str | None,
+    now: datetime | None = None,
+) -> ApiKey:
+    """The key ``prefix`` names, if ``signature`` signs this request with its
+    secret, ``timestamp`` (milliseconds since 1970) is within
+    ``API_SIGNATURE_WINDOW_SECONDS`` of now, and the same signature was never
+    accepted before (a replay). Raises ``ApiKeyRefused`` otherwise, and for
+    the reasons ``api_key_authenticate`` gives."""
+    api_key = _key_for(prefix)
+    if api_key is None or not api_key.requires_signature:
+        raise ApiKeyRefused(
+            "invalid_api_key",
+            "No API key that signs its requests has this prefix.",
+        )
+    try:
+        sent_at = int(timestamp) / 1000
+    except ValueError:
+        raise ApiKeyRefused(
+            "signature_invalid",
+            "X-Api-Timestamp is the time in milliseconds since 1970.",
+        ) from None
+    window = settings.API_SIGNATURE_WINDOW_SECONDS
+    if abs((now or timezone.now()).timestamp() - sent_at) > window:
+        raise ApiKeyRefused(
+            "signature_expired",
+            f"The request was signed more than {window} seconds from now: "
+            "check the client's clock.",
+        )
+    try:
+        secret = _fernet().decrypt(api_key.signing_secret.encode()).decode()
+    except InvalidToken:
+        raise ApiKeyRefused(
+            "invalid_api_key",
+            "This key cannot be checked any more (the server's SECRET_KEY "
+            "changed): create a new one.",
+        ) from None
+    expected = request_signature(
+        secret=secret,
+        timestamp=timestamp,
+        method=method,
+        path=path,
+        query=query,
+        body=body,
+    )
+    if not hmac.compare_digest(expected, signature.lower()):
+        raise ApiKeyRefused(
+            "signature_invalid",
+            "The signature does not match this request (method, path, query, "
+            "body and timestamp are signed).",
+        )
+    _usable_check(api_key, client_ip)
+    # Seen once: a copy of the same request is refused for as long as its
+    # timestamp would be accepted.
+    if not cache.add(f"api-signature:{api_key.pk}:{expected}", 1, 2 * window + 1):
+        raise ApiKeyRefused(
+            "signature_replayed", "This signed request was already received."
+        )
+    _last_used_touch(api_key, client_ip)
+    return api_key
+
+
+def _key_for(prefix: str) -> ApiKey | None:
+    return ApiKey.objects.select_related("user").filter(prefix=prefix).first()
+
+
+def _usable_check(api_key: ApiKey, client_ip: str | None) -> None:
+    if api_key.revoked_at is not None:
+        raise ApiKeyRefused("api_key_revoked", "This API key has been revoked.")
+    if api_key.expires_at is not None and api_key.expires_at <= timezone.now():
+        raise ApiKeyRefused("api_key_expired", "This API key has expired.")
+    if not api_key.user.is_active:
+        raise ApiKeyRefused("user_inactive", "The key's account is disabled.")
+    if api_key.allowed_networks and not address_allowed(
+        client_ip, api_key.allowed_networks
     ):
-        ApiKey.objects.filter(pk=api_key.pk).update(last_used_at=now)
-        api_key.last_used_at = now
+        raise ApiKeyRefused(
+            "ip_not_allowed",
+            f"This API key may not be used from {client_ip or 'this address'}.",
+            status=403,
+        )
+
+
+def address_allowed(address: str | None, networks: Iterable[str]) -> bool:
+    if not address:
+        return False
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in ipaddress.ip_network(network) for network in networks)
+
+
+def _last_used_touch(api_key: ApiKey, client_ip: str | None) -> None:
+    now = timezone.now()
+    if (
+        api_key.last_used_at is None
+        or now - api_key.last_used_at >= LAST_USED_RESOLUTION
+        or api_key.last_used_ip != client_ip
+    ):
+        ApiKey.objects.filter(pk=api_key.pk).update(
+            last_used_at=now, last_used_ip=client_ip
+        )
+        api_key.last_used_at, api_key.last_used_ip = now, client_ip
 
 
 def api_keys_for_user(

@@ -86,9 +86,32 @@ class InvalidAddress(TradingError):
     default_message = "A withdrawal address of 1 to 255 characters is required."
 
 
+class AddressNotAllowed(TradingError):
+    code = "address_not_allowed"
+    default_message = (
+        "You allow withdrawals only to saved addresses, and this one is not "
+        "saved or not usable yet."
+    )
+
+
+class AddressAlreadySaved(TradingError):
+    code = "address_already_saved"
+    default_message = "This address is already in your address book."
+
+
 class WithdrawalNotPending(TradingError):
     code = "withdrawal_not_pending"
     default_message = "The withdrawal has already been decided."
+
+
+class WithdrawalNotFound(TradingError):
+    code = "withdrawal_not_found"
+    default_message = "No such withdrawal."
+
+
+class WithdrawalLimitExceeded(TradingError):
+    code = "withdrawal_limit_exceeded"
+    default_message = "The withdrawal is over the token's daily limit."
 
 
 class EmailNotVerified(TradingError):

@@ -43,6 +43,37 @@ class WithdrawalForm(forms.Form):
         queryset=Token.objects.filter(is_active=True), to_field_name="symbol"
     )
     amount = _amount_field("Amount")
-    address = forms.CharField(label="Destination address", max_length=255)
+    address = forms.CharField(
+        label="Destination address",
+        max_length=255,
+        # The wallet page lists the saved addresses in this datalist.
+        widget=forms.TextInput(
+            attrs={
+                "list": "saved-addresses",
+                "autocomplete": "off",
+                "spellcheck": "false",
+            }
+        ),
+    )
     # One per form shown: submitting the same form twice withdraws once.
     reference = forms.CharField(widget=forms.HiddenInput, max_length=64)
+
+
+class SavedAddressForm(forms.Form):
+    prefix = "book"
+
+    label = forms.CharField(label="Label", max_length=60)
+    token = forms.ModelChoiceField(
+        queryset=Token.objects.filter(is_active=True), to_field_name="symbol"
+    )
+    address = forms.CharField(
+        label="Address",
+        max_length=255,
+        widget=forms.TextInput(attrs={"autocomplete": "off", "spellcheck": "false"}),
+    )
+
+
+class WithdrawalAddressPolicyForm(forms.Form):
+    saved_only = forms.BooleanField(
+        label="Withdraw only to saved addresses", required=False
+    )

@@ -4,7 +4,7 @@ Every money operation locks what it needs in this order, and only once per
 transaction, so two operations can wait for each other but never deadlock:
 
 1. the market row (serialises everything that reads or changes its book);
-2. the withdrawal row being decided;
+2. the withdrawal row being approved, rejected or cancelled;
 3. balance rows, all at once, in primary-key order.
 
 Order rows are never locked: every write to an order holds its market's lock,

@@ -14,6 +14,7 @@ from django.db import models
 from django.db.models import F, Q
 
 from tokens.models import Token
+from trading.addresses import address_pattern_validate
 from trading.money import exact, plain, unit
 
 AMOUNT = {"max_digits": 36, "decimal_places": 18}
@@ -347,12 +348,18 @@ class Deposit(models.Model):
 
 
 class Withdrawal(models.Model):
-    """A user's request to send coins out; its funds stay locked until decided."""
+    """A user's request to send coins out; its funds stay locked until decided.
+
+    Staff approve it (the coins were sent) or reject it; its owner may cancel
+    it while it is pending. ``decided_by`` is who did (the owner for a
+    cancel), ``reason`` what staff told the owner.
+    """
 
     class Status(models.TextChoices):
         PENDING = "pending", "Pending"
         APPROVED = "approved", "Approved"
         REJECTED = "rejected", "Rejected"
+        CANCELLED = "cancelled", "Cancelled"
 
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="withdrawals"
@@ -364,10 +371,22 @@ class Withdrawal(models.Model):
         max_length=100, help_text="The user's idempotency key for the request."
     )
     status = models.CharField(
-        max_length=8, choices=Status.choices, default=Status.PENDING
+        max_length=9, choices=Status.choices, default=Status.PENDING
     )
     created_at = models.DateTimeField(auto_now_add=True)
     decided_at = models.DateTimeField(null=True, blank=True)
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+        help_text="The staff member who approved or rejected it, or its owner "
+        "who cancelled it.",
+    )
+    reason = models.TextField(
+        blank=True, help_text="Why it was rejected, as the owner is told."
+    )
 
     class Meta:
         constraints = [
@@ -381,6 +400,16 @@ class Withdrawal(models.Model):
                 condition=Q(status="pending", decided_at__isnull=True)
                 | (~Q(status="pending") & Q(decided_at__isnull=False)),
                 name="withdrawal_decided_has_time",
+            ),
+            models.CheckConstraint(
+                condition=~Q(status="pending") | Q(decided_by__isnull=True),
+                name="withdrawal_pending_has_no_decider",
+            ),
+        ]
+        indexes = [
+            # The daily limit sums a user's withdrawals of a token since midnight.
+            models.Index(
+                fields=["user", "token", "created_at"], name="withdrawal_user_day"
             ),
         ]
 
@@ -396,6 +425,7 @@ class LedgerTransaction(models.Model):
         WITHDRAWAL_REQUEST = "withdrawal_request", "Withdrawal requested"
         WITHDRAWAL_APPROVE = "withdrawal_approve", "Withdrawal approved"
         WITHDRAWAL_REJECT = "withdrawal_reject", "Withdrawal rejected"
+        WITHDRAWAL_CANCEL = "withdrawal_cancel", "Withdrawal cancelled"
         ORDER_PLACE = "order_place", "Order placed"
         ORDER_CANCEL = "order_cancel", "Order cancelled"
 
@@ -471,15 +501,19 @@ class ApiKey(models.Model):
     """A credential a program sends instead of the user's session.
 
     The full key is ``<prefix>.<secret>``: ``prefix`` finds the row, and only a
-    SHA-256 digest of ``secret`` is stored (see ``trading.api_keys``).
-    ``scopes`` is a space-separated list as in OAuth 2.0: ``read`` reads the
-    user's balances, orders, fills and withdrawals; ``trade`` also places and
-    cancels orders and requests withdrawals, and always comes with ``read``.
+    SHA-256 digest of ``secret`` is stored (see ``trading.api_keys``), except
+    for a key that signs its requests, whose secret is kept encrypted so that
+    signatures can be checked. ``scopes`` is a space-separated list as in
+    OAuth 2.0: ``read`` reads the user's balances, orders, fills and
+    withdrawals; ``trade`` also places and cancels orders; ``withdraw`` also
+    requests and cancels withdrawals. Every key reads; ``withdraw`` is never
+    implied by another scope and needs an address allow-list.
     """
 
     class Scope(models.TextChoices):
         READ = "read", "Read"
         TRADE = "trade", "Trade"
+        WITHDRAW = "withdraw", "Withdraw"
 
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_keys"
@@ -488,16 +522,33 @@ class ApiKey(models.Model):
     prefix = models.CharField(max_length=16, unique=True, editable=False)
     secret_hash = models.CharField(max_length=64, editable=False)
     scopes = models.CharField(max_length=20, default="read")
+    # Addresses or CIDR ranges, one per line, normalised; empty: anywhere.
+    allowed_ips = models.TextField(blank=True, default="")
+    # Fernet token of the secret, for keys that must sign their requests.
+    signing_secret = models.TextField(blank=True, default="", editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
     last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+    last_used_ip = models.GenericIPAddressField(null=True, blank=True, editable=False)
     revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     class Meta:
         verbose_name = "API key"
         constraints = [
             models.CheckConstraint(
-                condition=Q(scopes__in=["read", "read trade"]),
+                condition=Q(
+                    scopes__in=[
+                        "read",
+                        "read trade",
+                        "read withdraw",
+                        "read trade withdraw",
+                    ]
+                ),
                 name="api_key_scopes_known",
+            ),
+            models.CheckConstraint(
+                condition=~Q(scopes__contains="withdraw") | ~Q(allowed_ips=""),
+                name="api_key_withdraw_needs_allowed_ips",
             ),
         ]
 
@@ -513,5 +564,132 @@ class ApiKey(models.Model):
         return self.Scope.TRADE in self.scope_list
 
     @property
+    def can_withdraw(self) -> bool:
+        return self.Scope.WITHDRAW in self.scope_list
+
+    @property
+    def requires_signature(self) -> bool:
+        return bool(self.signing_secret)
+
+    @property
+    def allowed_networks(self) -> list[str]:
+        return self.allowed_ips.split()
+
+    @property
     def is_active(self) -> bool:
         return self.revoked_at is None
+
+
+class AddressFormat(models.Model):
+    """What a destination address of a token looks like on one network.
+
+    A withdrawal address (or a saved one) must fit one of its token's formats:
+    ``pattern`` matches the whole address, and ``checksum``, when set, is then
+    verified (see ``trading.addresses``). A token without formats accepts any
+    address.
+    """
+
+    class Checksum(models.TextChoices):
+        NONE = "", "None (the pattern alone)"
+        SEGWIT = "segwit", "SegWit Bech32/Bech32m (BIP-173, BIP-350)"
+        BECH32 = "bech32", "Bech32, any length (Cardano)"
+        BASE58CHECK = "base58check", "Base58Check (Bitcoin, Litecoin, Dogecoin)"
+        BASE58CHECK_XRP = "base58check_xrp", "Base58Check, XRP alphabet"
+        SS58 = "ss58", "SS58 (Polkadot)"
+        EIP55 = "eip55", "EIP-55 mixed case (Ethereum and EVM chains)"
+
+    token = models.ForeignKey(
+        Token, on_delete=models.CASCADE, related_name="address_formats"
+    )
+    network = models.CharField(
+        max_length=60, help_text="Shown to users, e.g. Bitcoin (SegWit)."
+    )
+    pattern = models.CharField(
+        max_length=500,
+        validators=[address_pattern_validate],
+        help_text="A Python regular expression the whole address must match "
+        r"(no ^ or $ needed), e.g. 0x[0-9a-fA-F]{40}. (?i) at the start ignores "
+        "case. Addresses have at most 255 characters.",
+    )
+    checksum = models.CharField(
+        max_length=16, choices=Checksum.choices, blank=True, default=""
+    )
+    description = models.CharField(
+        max_length=150,
+        help_text="How the address looks, completing “it should be …” in the "
+        "message a wrong address gets, e.g. 0x followed by 40 hex digits.",
+    )
+
+    class Meta:
+        ordering = ["token__symbol", "pk"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["token", "network"], name="address_format_network_per_token"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.token.symbol} on {self.network}"
+
+
+class SavedAddress(models.Model):
+    """An entry of a user's address book; withdrawals to it are allowed from
+    ``usable_from`` on when the user allows only saved addresses."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        related_name="saved_addresses",
+    )
+    token = models.ForeignKey(Token, on_delete=models.PROTECT, related_name="+")
+    address = models.CharField(max_length=255)
+    label = models.CharField(max_length=60)
+    created_at = models.DateTimeField(auto_now_add=True)
+    usable_from = models.DateTimeField()
+
+    class Meta:
+        verbose_name_plural = "saved addresses"
+        ordering = ["token__symbol", "label", "pk"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["user", "token", "address"], name="saved_address_unique"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.label}: {self.token.symbol} {self.address}"
+
+
+class WithdrawalAddressPolicy(models.Model):
+    """A user's choice to withdraw only to saved addresses.
+
+    Turning it on takes effect at once; turning it off only after the
+    address delay (``saved_only_ends_at``), so that someone who took over the
+    session cannot switch the protection off and withdraw at once.
+    """
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        related_name="withdrawal_address_policy",
+    )
+    saved_only = models.BooleanField(default=False)
+    saved_only_ends_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name_plural = "withdrawal address policies"
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(saved_only=True) | Q(saved_only_ends_at__isnull=True),
+                name="withdrawal_policy_ends_only_when_on",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user}: {'saved only' if self.saved_only else 'any address'}"
+
+    def saved_only_at(self, moment) -> bool:
+        return self.saved_only and (
+            self.saved_only_ends_at is None or moment < self.saved_only_ends_at
+        )

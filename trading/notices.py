@@ -7,7 +7,7 @@ from django.http import HttpRequest
 
 from accounts.models import SecurityEvent
 from accounts.services import account_notify, security_event_record, security_notice
-from trading.models import ApiKey, Withdrawal
+from trading.models import ApiKey, SavedAddress, Withdrawal, WithdrawalAddressPolicy
 from trading.money import plain
 
 
@@ -42,6 +42,7 @@ def withdrawal_decided_notice(*, request: HttpRequest, withdrawal: Withdrawal) -
         context={
             **_withdrawal_context(withdrawal),
             "decision": withdrawal.get_status_display().lower(),
+            "reason": withdrawal.reason,
         },
     )
 
@@ -67,4 +68,34 @@ def api_key_revoked_notice(*, request: HttpRequest, api_key: ApiKey) -> None:
         kind=SecurityEvent.Kind.API_KEY_REVOKED,
         request=request,
         detail=f"{api_key.name} ({api_key.prefix})",
+    )
+
+
+def saved_address_notice(
+    *, request: HttpRequest, saved_address: SavedAddress, added: bool
+) -> None:
+    security_event_record(
+        user=saved_address.user,
+        kind=SecurityEvent.Kind.ADDRESS_SAVED
+        if added
+        else SecurityEvent.Kind.ADDRESS_REMOVED,
+        request=request,
+        detail=f"{saved_address.token.symbol} {saved_address.label}: "
+        f"{saved_address.address}",
+    )
+
+
+def withdrawal_address_policy_notice(
+    *, request: HttpRequest, policy: WithdrawalAddressPolicy
+) -> None:
+    if policy.saved_only_ends_at is not None:
+        ends = policy.saved_only_ends_at
+        detail = f"saved addresses only, until {ends:%Y-%m-%d %H:%M} UTC"
+    else:
+        detail = "saved addresses only" if policy.saved_only else "any address"
+    security_event_record(
+        user=policy.user,
+        kind=SecurityEvent.Kind.WITHDRAWAL_POLICY_CHANGED,
+        request=request,
+        detail=detail,
     )

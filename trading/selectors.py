@@ -21,7 +21,15 @@ from django.db.models import (
 )
 from django.utils import timezone
 
-from trading.models import AMOUNT, Balance, Market, Order, Trade
+from trading.models import (
+    AMOUNT,
+    Balance,
+    Market,
+    Order,
+    SavedAddress,
+    Trade,
+    WithdrawalAddressPolicy,
+)
 from trading.money import exact
 
 
@@ -185,3 +193,13 @@ def market_summaries(*, now: datetime | None = None) -> list[MarketSummary]:
             )
         )
     return summaries
+
+
+def saved_addresses_for_user(*, user: AbstractBaseUser) -> QuerySet[SavedAddress]:
+    return SavedAddress.objects.filter(user=user).select_related("token")
+
+
+def withdrawal_address_policy_get(*, user: AbstractBaseUser) -> WithdrawalAddressPolicy:
+    """The user's policy; an unsaved default (any address) when never set."""
+    policy = WithdrawalAddressPolicy.objects.filter(user=user).first()
+    return policy or WithdrawalAddressPolicy(user=user)

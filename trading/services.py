@@ -64,21 +64,26 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
+from django.conf import settings
 from django.contrib.auth.base_user import AbstractBaseUser
+from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from tokens.models import Token
 from trading import sql
+from trading.addresses import address_canonical
 from trading.exceptions import (
+    AddressAlreadySaved,
+    AddressNotAllowed,
     BelowMinNotional,
     DuplicateClientOrderId,
     DuplicateReference,
     FillOrKillNotFilled,
     InsufficientBalance,
-    InvalidAddress,
     InvalidAmount,
     InvalidOrder,
     InvalidReference,
@@ -87,6 +92,8 @@ from trading.exceptions import (
     OrderNotOpen,
     PostOnlyWouldTake,
     PrecisionTooHigh,
+    WithdrawalLimitExceeded,
+    WithdrawalNotFound,
     WithdrawalNotPending,
 )
 from trading.locks import (
@@ -98,14 +105,17 @@ from trading.locks import (
 )
 from trading.models import (
     AMOUNT,
+    AddressFormat,
     Balance,
     Deposit,
     LedgerEntry,
     LedgerTransaction,
     Market,
     Order,
+    SavedAddress,
     Trade,
     Withdrawal,
+    WithdrawalAddressPolicy,
 )
 from trading.money import AMOUNT_LIMIT, ZERO, exact, fee_for, plain, unit
 
@@ -336,13 +346,12 @@ def withdrawal_request(
 
     ``reference`` is the user's idempotency key, unique per user: an identical
     repeat returns the first request, a different one raises
-    ``DuplicateReference``.
+    ``DuplicateReference``. A request that would take the user past the
+    token's daily limit raises ``WithdrawalLimitExceeded``.
     """
     amount = _amount_check(amount, name="amount", step=unit(token.decimals))
     reference = _reference_check(reference)
-    if not isinstance(address, str) or not 0 < len(address.strip()) <= 255:
-        raise InvalidAddress()
-    address = address.strip()
+    address = address_canonical(token=token, address=address)
     try:
         with transaction.atomic(durable=True):
             existing = Withdrawal.objects.filter(user=user, reference=reference)
@@ -350,7 +359,9 @@ def withdrawal_request(
                 return _withdrawal_same_or_raise(
                     found, token=token, amount=amount, address=address
                 )
+            _withdrawal_address_allowed_check(user=user, token=token, address=address)
             balances = balances_lock(user_ids=[user.pk], token_ids=[token.pk])
+            _withdrawal_daily_limit_check(user=user, token=token, amount=amount)
             _balance_require(balances[(user.pk, token.pk)], amount, token)
             withdrawal = Withdrawal.objects.create(
                 user=user,
@@ -379,9 +390,76 @@ def withdrawal_request(
         )
 
 
-def _withdrawal_decide(*, withdrawal: Withdrawal, approve: bool) -> Withdrawal:
+def _utc_day_start(moment: datetime) -> datetime:
+    return moment.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def _withdrawal_daily_limit_check(
+    *, user: AbstractBaseUser, token: Token, amount: Decimal
+) -> None:
+    """Refuse a withdrawal that would take the user's pending and approved
+    withdrawals of ``token`` requested since 00:00 UTC past the token's limit.
+
+    The caller holds the user's balance row of the token, so requests of one
+    user and token pass here one at a time, each seeing every earlier one
+    committed: concurrent requests never pass the limit together. A request
+    made just before midnight and saved just after counts for the new day,
+    which only makes the check stricter.
+    """
+    # Read now, not from the caller's copy: staff may change it at any time.
+    limit = Token.objects.values_list("withdrawal_daily_limit", flat=True).get(
+        pk=token.pk
+    )
+    if limit is None:
+        return
+    day_start = _utc_day_start(timezone.now())
+    amounts = Withdrawal.objects.filter(
+        user=user,
+        token=token,
+        created_at__gte=day_start,
+        status__in=[Withdrawal.Status.PENDING, Withdrawal.Status.APPROVED],
+    ).values_list("amount", flat=True)
+    used = sum(amounts, ZERO)  # in Python: SQLite would sum in floating point
+    if used + amount > limit:
+        left = max(limit - used, ZERO)
+        resets = day_start + timedelta(days=1)
+        raise WithdrawalLimitExceeded(
+            f"You may withdraw at most {plain(limit)} {token.symbol} a day; "
+            f"{plain(left)} {token.symbol} is left today. The limit resets at "
+            f"{resets:%Y-%m-%d %H:%M} UTC."
+        )
+
+
+# How each end of a pending withdrawal is written in the ledger.
+_WITHDRAWAL_ENDS = {
+    Withdrawal.Status.APPROVED: LedgerTransaction.Kind.WITHDRAWAL_APPROVE,
+    Withdrawal.Status.REJECTED: LedgerTransaction.Kind.WITHDRAWAL_REJECT,
+    Withdrawal.Status.CANCELLED: LedgerTransaction.Kind.WITHDRAWAL_CANCEL,
+}
+
+
+def _withdrawal_end(
+    *,
+    withdrawal: Withdrawal,
+    status: str,
+    by: AbstractBaseUser,
+    reason: str = "",
+    owner: AbstractBaseUser | None = None,
+) -> Withdrawal:
+    """End a pending withdrawal: approved, its locked amount goes to custody;
+    rejected or cancelled, back to the owner's available balance.
+
+    Every end locks the withdrawal's row first, then its balance row (the
+    order of ``trading.locks``): of an approval, a rejection and a cancel
+    racing, the first to lock the row decides and the others find it ended.
+    With ``owner``, someone else's withdrawal is not found.
+    """
     with transaction.atomic(durable=True):
         withdrawal = withdrawal_lock(withdrawal_id=withdrawal.pk)
+        if owner is not None and withdrawal.user_id != owner.pk:
+            raise WithdrawalNotFound()
+        if withdrawal.status == status == Withdrawal.Status.CANCELLED:
+            return withdrawal  # a repeated cancel releases nothing again
         if withdrawal.status != Withdrawal.Status.PENDING:
             raise WithdrawalNotPending(
                 f"Withdrawal {withdrawal.reference!r} is already "
@@ -395,32 +473,189 @@ def _withdrawal_decide(*, withdrawal: Withdrawal, approve: bool) -> Withdrawal:
             token_id=token_id,
             amount=withdrawal.amount,
             source=_locked(user_id),
-            target=_CUSTODY if approve else _available(user_id),
+            target=_CUSTODY
+            if status == Withdrawal.Status.APPROVED
+            else _available(user_id),
         )
-        withdrawal.status = (
-            Withdrawal.Status.APPROVED if approve else Withdrawal.Status.REJECTED
-        )
+        withdrawal.status = status
         withdrawal.decided_at = timezone.now()
-        withdrawal.save(update_fields=["status", "decided_at"])
-        journal.write(
-            kind=LedgerTransaction.Kind.WITHDRAWAL_APPROVE
-            if approve
-            else LedgerTransaction.Kind.WITHDRAWAL_REJECT,
-            withdrawal=withdrawal,
-        )
+        withdrawal.decided_by = by
+        withdrawal.reason = reason
+        withdrawal.save(update_fields=["status", "decided_at", "decided_by", "reason"])
+        journal.write(kind=_WITHDRAWAL_ENDS[status], withdrawal=withdrawal)
         return withdrawal
 
 
 @exact
-def withdrawal_approve(*, withdrawal: Withdrawal) -> Withdrawal:
+def withdrawal_approve(
+    *, withdrawal: Withdrawal, staff: AbstractBaseUser
+) -> Withdrawal:
     """The coins were sent: the locked amount leaves the user's balance."""
-    return _withdrawal_decide(withdrawal=withdrawal, approve=True)
+    return _withdrawal_end(
+        withdrawal=withdrawal, status=Withdrawal.Status.APPROVED, by=staff
+    )
 
 
 @exact
-def withdrawal_reject(*, withdrawal: Withdrawal) -> Withdrawal:
-    """Refuse the request: the locked amount becomes available again."""
-    return _withdrawal_decide(withdrawal=withdrawal, approve=False)
+def withdrawal_reject(
+    *, withdrawal: Withdrawal, staff: AbstractBaseUser, reason: str = ""
+) -> Withdrawal:
+    """Refuse the request: the locked amount becomes available again.
+
+    ``reason`` is shown to the owner in the wallet and the mail.
+    """
+    return _withdrawal_end(
+        withdrawal=withdrawal,
+        status=Withdrawal.Status.REJECTED,
+        by=staff,
+        reason=reason.strip(),
+    )
+
+
+@exact
+def withdrawal_cancel(*, user: AbstractBaseUser, withdrawal: Withdrawal) -> Withdrawal:
+    """The owner takes back a pending request: the locked amount becomes
+    available again.
+
+    Idempotent: cancelling a cancelled withdrawal returns it and releases
+    nothing. One that staff approved or rejected raises
+    ``WithdrawalNotPending``; another user's, ``WithdrawalNotFound``.
+    """
+    return _withdrawal_end(
+        withdrawal=withdrawal,
+        status=Withdrawal.Status.CANCELLED,
+        by=user,
+        owner=user,
+    )
+
+
+# -- Address formats and the address book ----------------------------------
+
+MAX_SAVED_ADDRESSES = 200
+
+
+def address_format_ensure(
+    *,
+    token: Token,
+    network: str,
+    pattern: str,
+    checksum: str = "",
+    description: str,
+) -> tuple[AddressFormat, bool]:
+    """The token's format for ``network``, created (validated like the admin
+    does) if missing; an existing one is left as staff may have edited it."""
+    existing = AddressFormat.objects.filter(token=token, network=network).first()
+    if existing is not None:
+        return existing, False
+    address_format = AddressFormat(
+        token=token,
+        network=network,
+        pattern=pattern,
+        checksum=checksum,
+        description=description,
+    )
+    address_format.full_clean()
+    address_format.save()
+    return address_format, True
+
+
+def _address_delay() -> timedelta:
+    return timedelta(hours=settings.WITHDRAWAL_ADDRESS_DELAY_HOURS)
+
+
+def _moment(value: datetime) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _withdrawal_address_allowed_check(
+    *, user: AbstractBaseUser, token: Token, address: str
+) -> None:
+    """When the user allows only saved addresses: the address must be in the
+    book for this token and past its delay."""
+    now = timezone.now()
+    policy = WithdrawalAddressPolicy.objects.filter(user=user).first()
+    if policy is None or not policy.saved_only_at(now):
+        return
+    saved = SavedAddress.objects.filter(user=user, token=token, address=address)
+    if (entry := saved.first()) is None:
+        raise AddressNotAllowed(
+            f"You allow withdrawals only to saved addresses, and this "
+            f"{token.symbol} address is not in your address book. Save it "
+            f"first: it can be used {settings.WITHDRAWAL_ADDRESS_DELAY_HOURS} "
+            "hours later."
+        )
+    if entry.usable_from > now:
+        raise AddressNotAllowed(
+            f"The saved address “{entry.label}” can be used from "
+            f"{_moment(entry.usable_from)}: a newly saved address waits "
+            f"{settings.WITHDRAWAL_ADDRESS_DELAY_HOURS} hours."
+        )
+
+
+def saved_address_add(
+    *, user: AbstractBaseUser, token: Token, address: str, label: str
+) -> SavedAddress:
+    """Save a destination in the user's address book; it is usable for
+    withdrawals ``WITHDRAWAL_ADDRESS_DELAY_HOURS`` later. The address must fit
+    the token's formats (``InvalidAddress``) and not be saved already
+    (``AddressAlreadySaved``)."""
+    label = label.strip() if isinstance(label, str) else ""
+    if not 0 < len(label) <= 60:
+        raise ValidationError(
+            {"label": "Give the address a label of 1 to 60 characters."}
+        )
+    address = address_canonical(token=token, address=address)
+    try:
+        with transaction.atomic(durable=True):
+            if SavedAddress.objects.filter(user=user).count() >= MAX_SAVED_ADDRESSES:
+                raise AddressNotAllowed(
+                    f"An address book holds at most {MAX_SAVED_ADDRESSES} "
+                    "addresses; remove one first."
+                )
+            return SavedAddress.objects.create(
+                user=user,
+                token=token,
+                address=address,
+                label=label,
+                usable_from=timezone.now() + _address_delay(),
+            )
+    except IntegrityError:
+        saved = SavedAddress.objects.filter(user=user, token=token, address=address)
+        if (entry := saved.first()) is None:
+            raise
+        raise AddressAlreadySaved(
+            f"This {token.symbol} address is already in your address book as "
+            f"“{entry.label}”."
+        ) from None
+
+
+def saved_address_remove(
+    *, user: AbstractBaseUser, saved_address: SavedAddress
+) -> None:
+    """Delete an entry of the user's own address book."""
+    with transaction.atomic(durable=True):
+        SavedAddress.objects.filter(pk=saved_address.pk, user=user).delete()
+
+
+def withdrawal_address_policy_set(
+    *, user: AbstractBaseUser, saved_only: bool
+) -> WithdrawalAddressPolicy:
+    """Allow withdrawals only to saved addresses, at once; or stop doing so,
+    ``WITHDRAWAL_ADDRESS_DELAY_HOURS`` from now (asking again does not push
+    that moment back; turning it on again cancels it)."""
+    with transaction.atomic(durable=True):
+        policy, _ = WithdrawalAddressPolicy.objects.select_for_update().get_or_create(
+            user=user
+        )
+        now = timezone.now()
+        if saved_only:
+            policy.saved_only, policy.saved_only_ends_at = True, None
+        elif not policy.saved_only_at(now):
+            policy.saved_only, policy.saved_only_ends_at = False, None
+        elif policy.saved_only_ends_at is None:
+            policy.saved_only_ends_at = now + _address_delay()
+        policy.save()
+        return policy
 
 
 # -- Markets ----------------------------------------------------------------

@@ -15,4 +15,20 @@ urlpatterns = [
         name="order_cancel",
     ),
     path("wallet/", views.wallet, name="wallet"),
+    path("wallet/addresses/", views.saved_address_create, name="address_create"),
+    path(
+        "wallet/addresses/<int:saved_address_id>/delete/",
+        views.saved_address_delete,
+        name="address_delete",
+    ),
+    path(
+        "wallet/addresses/setting/",
+        views.withdrawal_address_policy_update,
+        name="address_policy",
+    ),
+    path(
+        "wallet/withdrawals/<int:withdrawal_id>/cancel/",
+        views.withdrawal_cancel_view,
+        name="withdrawal_cancel",
+    ),
 ]

@@ -1,20 +1,39 @@
 import uuid
 
 from allauth.account.decorators import reauthentication_required
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import ValidationError
 from django.db.models import Q
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from accounts.selectors import email_verified
 from trading.charts import candle_chart
-from trading.exceptions import EmailNotVerified, TradingError
-from trading.forms import OrderForm, WithdrawalForm
-from trading.models import Deposit, Market, Order, Trade, Withdrawal
+from trading.exceptions import (
+    AddressNotAllowed,
+    EmailNotVerified,
+    InvalidAddress,
+    TradingError,
+)
+from trading.forms import (
+    OrderForm,
+    SavedAddressForm,
+    WithdrawalAddressPolicyForm,
+    WithdrawalForm,
+)
+from trading.models import Deposit, Market, Order, SavedAddress, Trade, Withdrawal
 from trading.money import plain
-from trading.notices import withdrawal_requested_notice
+from trading.notices import (
+    saved_address_notice,
+    withdrawal_address_policy_notice,
+    withdrawal_decided_notice,
+    withdrawal_requested_notice,
+)
 from trading.selectors import (
     CANDLE_INTERVALS,
     balances_for_user,
@@ -23,9 +42,19 @@ from trading.selectors import (
     market_summaries,
     order_book,
     orders_open,
+    saved_addresses_for_user,
     trades_recent,
+    withdrawal_address_policy_get,
 )
-from trading.services import order_cancel, order_place, withdrawal_request
+from trading.services import (
+    order_cancel,
+    order_place,
+    saved_address_add,
+    saved_address_remove,
+    withdrawal_address_policy_set,
+    withdrawal_cancel,
+    withdrawal_request,
+)
 
 BOOK_DEPTH = 15
 RECENT_TRADES = 30
@@ -180,6 +209,8 @@ def wallet(request: HttpRequest) -> HttpResponse:
                 address=data["address"],
                 reference=data["reference"],
             )
+        except (InvalidAddress, AddressNotAllowed) as refusal:
+            form.add_error("address", refusal.message)
         except TradingError as refusal:
             form.add_error(None, refusal.message)
         else:
@@ -189,6 +220,18 @@ def wallet(request: HttpRequest) -> HttpResponse:
                 "Withdrawal requested: the funds are locked until staff decide.",
             )
             return redirect("trading:wallet")
+    return _wallet_render(request, form=form)
+
+
+def _wallet_render(
+    request: HttpRequest,
+    *,
+    form: WithdrawalForm | None = None,
+    address_form: SavedAddressForm | None = None,
+) -> HttpResponse:
+    form = form or WithdrawalForm(initial={"reference": uuid.uuid4().hex})
+    address_form = address_form or SavedAddressForm()
+    policy = withdrawal_address_policy_get(user=request.user)
     context = {
         "balances": balances_for_user(user=request.user),
         "deposits": Deposit.objects.filter(user=request.user)
@@ -198,7 +241,115 @@ def wallet(request: HttpRequest) -> HttpResponse:
         .select_related("token")
         .order_by("-pk")[:50],
         "form": form,
+        "saved_addresses": saved_addresses_for_user(user=request.user),
+        "address_form": address_form,
+        "address_policy": policy,
+        "saved_only": policy.saved_only_at(timezone.now()),
+        "address_delay_hours": settings.WITHDRAWAL_ADDRESS_DELAY_HOURS,
+        "now": timezone.now(),
     }
+    invalid = form.errors or address_form.errors
     return render(
-        request, "trading/wallet.html", context, status=400 if form.errors else 200
+        request, "trading/wallet.html", context, status=400 if invalid else 200
     )
+
+
+def _wallet_redirect(anchor: str = "") -> HttpResponse:
+    return redirect(reverse("trading:wallet") + (f"#{anchor}" if anchor else ""))
+
+
+# The address book and its setting guard withdrawals: changing them asks for
+# the password again, like a withdrawal does.
+@login_required
+@require_POST
+@reauthentication_required
+def saved_address_create(request: HttpRequest) -> HttpResponse:
+    address_form = SavedAddressForm(request.POST)
+    if address_form.is_valid():
+        data = address_form.cleaned_data
+        try:
+            saved = saved_address_add(
+                user=request.user,
+                token=data["token"],
+                address=data["address"],
+                label=data["label"],
+            )
+        except TradingError as refusal:
+            address_form.add_error("address", refusal.message)
+        except ValidationError as error:
+            address_form.add_error(None, error)
+        else:
+            saved_address_notice(request=request, saved_address=saved, added=True)
+            messages.success(
+                request,
+                f"Address “{saved.label}” saved; withdrawals to it are "
+                f"possible from {saved.usable_from:%Y-%m-%d %H:%M} UTC.",
+            )
+            return _wallet_redirect("address-book")
+    return _wallet_render(request, address_form=address_form)
+
+
+@login_required
+@require_POST
+@reauthentication_required
+def saved_address_delete(request: HttpRequest, saved_address_id: int) -> HttpResponse:
+    saved = get_object_or_404(
+        SavedAddress.objects.select_related("token"),
+        pk=saved_address_id,
+        user=request.user,
+    )
+    saved_address_remove(user=request.user, saved_address=saved)
+    saved_address_notice(request=request, saved_address=saved, added=False)
+    messages.success(request, f"Address “{saved.label}” removed.")
+    return _wallet_redirect("address-book")
+
+
+@login_required
+@require_POST
+@reauthentication_required
+def withdrawal_address_policy_update(request: HttpRequest) -> HttpResponse:
+    policy_form = WithdrawalAddressPolicyForm(request.POST)
+    policy_form.is_valid()  # a checkbox: absent means off
+    saved_only = policy_form.cleaned_data.get("saved_only", False)
+    policy = withdrawal_address_policy_set(user=request.user, saved_only=saved_only)
+    withdrawal_address_policy_notice(request=request, policy=policy)
+    if policy.saved_only_ends_at is not None:
+        message = (
+            "Withdrawals may go to any address again from "
+            f"{policy.saved_only_ends_at:%Y-%m-%d %H:%M} UTC; until then only "
+            "to saved addresses. Turn the setting on again to stay protected."
+        )
+    elif policy.saved_only:
+        message = "Withdrawals now go only to saved addresses."
+    else:
+        message = "Withdrawals may go to any address."
+    messages.success(request, message)
+    return _wallet_redirect("address-book")
+
+
+@login_required
+def withdrawal_cancel_view(request: HttpRequest, withdrawal_id: int) -> HttpResponse:
+    """Ask to confirm (GET), then cancel (POST) a pending withdrawal of the
+    signed-in user; its amount becomes available again."""
+    withdrawal = get_object_or_404(
+        Withdrawal.objects.select_related("token"), pk=withdrawal_id, user=request.user
+    )
+    if request.method == "POST":
+        # Two cancels racing may both see it pending and both mail; the
+        # funds are released once all the same.
+        was_pending = withdrawal.status == Withdrawal.Status.PENDING
+        try:
+            withdrawal = withdrawal_cancel(user=request.user, withdrawal=withdrawal)
+        except TradingError as refusal:
+            messages.error(request, refusal.message)
+        else:
+            if was_pending:
+                withdrawal_decided_notice(request=request, withdrawal=withdrawal)
+            messages.success(
+                request,
+                f"Withdrawal of {plain(withdrawal.amount)} "
+                f"{withdrawal.token.symbol} cancelled; the amount is available "
+                "again.",
+            )
+        return redirect("trading:wallet")
+    return render(request, "trading/withdrawal_cancel.html", {"withdrawal": withdrawal})

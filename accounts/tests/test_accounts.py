@@ -554,12 +554,18 @@ def test_a_decided_withdrawal_is_mailed_to_its_owner(
     with django_capture_on_commit_callbacks(execute=True):
         client.post(
             "/admin/trading/withdrawal/",
-            {"action": "reject", "_selected_action": [withdrawal.pk]},
+            {
+                "action": "reject",
+                "_selected_action": [withdrawal.pk],
+                "post": "yes",
+                "reason": "The address is on a sanctions list.",
+            },
         )
 
     [mail] = mailoutbox
     assert mail.to == ["alice@example.com"]
     assert mail.subject == "[Crypto Exchange] Withdrawal of 3 USDT rejected"
+    assert "Reason: The address is on a sanctions list." in mail.body
 
 
 def test_a_new_address_replaces_the_old_only_once_verified(
@@ -629,3 +635,18 @@ def test_turning_two_factor_on_or_off_ends_the_other_sessions(reauthenticate):
 
     assert SecurityEvent.objects.filter(user=alice, kind=Kind.MFA_DISABLED).exists()
     assert signed_in(here) and not signed_in(again)
+
+
+def test_with_two_factor_on_a_sensitive_action_asks_for_a_code(client, mfa_enable):
+    alice = user_make("alice")
+    secret = mfa_enable(alice)
+    client.force_login(alice)
+
+    asked = client.post("/api/keys/create/", {"name": "bot", "scopes": ["read"]})
+
+    assert asked["Location"].startswith("/accounts/2fa/reauthenticate/")
+    password_only = client.post("/accounts/reauthenticate/", {"password": PASSWORD})
+    assert password_only["Location"].startswith("/accounts/2fa/reauthenticate/")
+    assert not ApiKey.objects.filter(user=alice).exists()
+    client.post(asked["Location"], {"code": totp_code(secret)})
+    assert ApiKey.objects.filter(user=alice, name="bot").exists()

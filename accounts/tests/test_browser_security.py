@@ -49,7 +49,7 @@ def sign_out(page, live_server) -> None:
 
 
 def test_sign_up_verify_turn_on_2fa_sign_in_with_codes_and_end_another_session(
-    browser, page, live_server, smtp_server
+    browser, page, live_server, smtp_server, watch_headers
 ):
     # Sign up: the address is not verified yet, the link comes by mail.
     page.goto(f"{live_server.url}/accounts/signup/")
@@ -120,6 +120,7 @@ def test_sign_up_verify_turn_on_2fa_sign_in_with_codes_and_end_another_session(
     second_context = browser.new_context(
         user_agent=FIREFOX_ON_WINDOWS, viewport={"width": 1200, "height": 900}
     )
+    watch_headers(second_context)
     try:
         second = second_context.new_page()
         second.set_default_timeout(15_000)

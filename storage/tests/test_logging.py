@@ -124,6 +124,7 @@ def test_under_gunicorn_a_request_and_its_storage_failure_share_the_request_id(
         "ENV_FILE": "/dev/null",
         "PYTHONPATH": str(ROOT),
         "DEBUG": "false",
+        "PLAIN_HTTP": "true",
         "ALLOWED_HOSTS": "127.0.0.1",
         "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
         "WEB_CONCURRENCY": "1",

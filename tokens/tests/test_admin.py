@@ -69,3 +69,19 @@ def test_the_token_list_shows_logo_thumbnails(staff_client, any_storage):
     assert response.status_code == 200
     assert token.logo.url.encode() in response.content
     assert b'alt="BTC logo"' in response.content
+
+
+def test_staff_set_a_tokens_daily_withdrawal_limit_in_the_admin(staff_client):
+    token = Token.objects.create(symbol="BTC", name="Bitcoin", decimals=8)
+    form = {"symbol": "BTC", "name": "Bitcoin", "decimals": 8, "is_active": "on"}
+    url = f"/admin/tokens/token/{token.pk}/change/"
+
+    assert b"withdrawal_daily_limit" in staff_client.get(url).content
+    staff_client.post(url, {**form, "withdrawal_daily_limit": "2.5"})
+    token.refresh_from_db()
+    assert str(token.withdrawal_daily_limit).rstrip("0") == "2.5"
+    refused = staff_client.post(url, {**form, "withdrawal_daily_limit": "-1"})
+    assert refused.status_code == 200
+    token.refresh_from_db()
+    assert token.withdrawal_daily_limit is not None
+    assert token.withdrawal_daily_limit > 0

@@ -78,8 +78,10 @@ def test_every_image_on_every_page_loads_with_an_image_type(
         page.goto(live_server.url + path)
         # Lazy images load once scrolled into view: bring them all in.
         page.evaluate("window.scrollTo(0, document.body.scrollHeight)")
+        # A function, not an expression: Playwright would eval() an expression,
+        # which the page's Content-Security-Policy forbids.
         page.wait_for_function(
-            """Array.from(document.images)
+            """() => Array.from(document.images)
                  .filter(i => i.getAttribute("src"))
                  .every(i => i.complete && i.naturalWidth > 0)"""
         )

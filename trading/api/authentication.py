@@ -13,34 +13,62 @@ from rest_framework.authentication import (
 )
 from rest_framework.request import Request
 
-from trading.api_keys import ApiKeyRefused, api_key_authenticate
+from accounts.adapter import client_address
+from trading.api_keys import (
+    ApiKeyRefused,
+    api_key_authenticate,
+    api_key_authenticate_signed,
+)
 from trading.models import ApiKey
 
 KEYWORD = "Api-Key"
+SIGNED_KEYWORD = "Api-Key-HMAC"
 
 
 class ApiKeyAuthentication(BaseAuthentication):
-    """``Authorization: Api-Key <prefix>.<secret>``; ``request.auth`` is the
-    ``ApiKey``. Requests without that header are left to the next class."""
+    """``Authorization: Api-Key <prefix>.<secret>``, or for a key that signs
+    its requests ``Authorization: Api-Key-HMAC <prefix>`` with the headers
+    ``X-Api-Timestamp`` and ``X-Api-Signature`` (``trading.api_keys``).
+    ``request.auth`` is the ``ApiKey``. Requests without either are left to
+    the next class."""
 
     def authenticate(self, request: Request) -> tuple[object, ApiKey] | None:
         words = get_authorization_header(request).split()
-        if not words or words[0].lower() != KEYWORD.lower().encode():
+        scheme = words[0].lower() if words else b""
+        if scheme not in (KEYWORD.lower().encode(), SIGNED_KEYWORD.lower().encode()):
             return None
         if len(words) != 2:
             raise exceptions.AuthenticationFailed(
-                f"The header reads: Authorization: {KEYWORD} <prefix>.<secret>",
+                f"The header reads: Authorization: {KEYWORD} <prefix>.<secret>, "
+                f"or {SIGNED_KEYWORD} <prefix> for a signed request.",
                 code="invalid_api_key",
             )
         try:
-            key = words[1].decode("ascii")
+            credential = words[1].decode("ascii")
         except UnicodeDecodeError:
             raise exceptions.AuthenticationFailed(
                 "The API key is not valid.", code="invalid_api_key"
             ) from None
+        client_ip = client_address(request)
         try:
-            api_key = api_key_authenticate(key=key)
+            if scheme == KEYWORD.lower().encode():
+                api_key = api_key_authenticate(key=credential, client_ip=client_ip)
+            else:
+                api_key = api_key_authenticate_signed(
+                    prefix=credential,
+                    timestamp=request.headers.get("X-Api-Timestamp", ""),
+                    signature=request.headers.get("X-Api-Signature", ""),
+                    method=request.method,
+                    path=request.path,
+                    query=request.META.get("QUERY_STRING", ""),
+                    body=request.body,
+                    client_ip=client_ip,
+                )
         except ApiKeyRefused as refusal:
+            if refusal.status == 403:
+                raise exceptions.PermissionDenied(
+                    refusal.message, code=refusal.code
+                ) from None
             raise exceptions.AuthenticationFailed(
                 refusal.message, code=refusal.code
             ) from None
@@ -76,8 +104,11 @@ class ApiKeyScheme(OpenApiAuthenticationExtension):
             "name": "Authorization",
             "description": (
                 f"`{KEYWORD} <prefix>.<secret>`, a key created on the profile "
-                "page. Scope `read` allows GET; `trade` also allows placing "
-                "and cancelling orders and requesting withdrawals."
+                "page; or, for a key that signs its requests, "
+                f"`{SIGNED_KEYWORD} <prefix>` with `X-Api-Timestamp` and "
+                "`X-Api-Signature` (see the description above). Scope `read` "
+                "allows GET; `trade` also placing and cancelling orders; "
+                "`withdraw` also requesting and cancelling withdrawals."
             ),
         }
 

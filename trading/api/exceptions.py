@@ -33,12 +33,14 @@ TRADING_STATUS = {
     trading.InvalidReference: status.HTTP_400_BAD_REQUEST,
     trading.InvalidAddress: status.HTTP_400_BAD_REQUEST,
     trading.OrderNotFound: status.HTTP_404_NOT_FOUND,
+    trading.WithdrawalNotFound: status.HTTP_404_NOT_FOUND,
     trading.EmailNotVerified: status.HTTP_403_FORBIDDEN,
     trading.MarketClosed: status.HTTP_409_CONFLICT,
     trading.OrderNotOpen: status.HTTP_409_CONFLICT,
     trading.DuplicateReference: status.HTTP_409_CONFLICT,
     trading.DuplicateClientOrderId: status.HTTP_409_CONFLICT,
     trading.WithdrawalNotPending: status.HTTP_409_CONFLICT,
+    trading.AddressAlreadySaved: status.HTTP_409_CONFLICT,
 }
 
 

@@ -1,5 +1,5 @@
 """The profile page's API-key buttons: create (the secret is shown once, on
-the page this returns) and revoke."""
+the page this returns), revoke one, revoke all (each after a confirmation)."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.cache import never_cache
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_http_methods, require_POST
 
 from trading.api.forms import ApiKeyCreateForm
-from trading.api_keys import api_key_create, api_key_revoke
+from trading.api_keys import api_key_create, api_key_revoke, api_keys_revoke_all
 from trading.models import ApiKey
 from trading.notices import api_key_created_notice, api_key_revoked_notice
 
@@ -40,7 +40,10 @@ def api_key_create_view(request: HttpRequest) -> HttpResponse:
         api_key, secret = api_key_create(
             user=request.user,
             name=form.cleaned_data["name"],
-            scopes=form.cleaned_data["scopes"],
+            scopes=form.scope_list(),
+            allowed_ips=form.cleaned_data["allowed_ips"],
+            expires_in_days=form.cleaned_data["expires_in_days"],
+            require_signature=form.cleaned_data["require_signature"],
         )
     except ValidationError as error:
         messages.error(request, f"API key not created: {error.messages[0]}")
@@ -53,11 +56,35 @@ def api_key_create_view(request: HttpRequest) -> HttpResponse:
     )
 
 
+@never_cache
 @login_required
-@require_POST
+@require_http_methods(["GET", "POST"])
 def api_key_revoke_view(request: HttpRequest, pk: int) -> HttpResponse:
+    """GET asks for confirmation; POST revokes."""
     api_key = get_object_or_404(ApiKey, pk=pk, user=request.user)
+    if request.method == "GET":
+        return render(request, "trading/api_key_revoke.html", {"api_key": api_key})
     api_key_revoke(user=request.user, api_key=api_key)
     api_key_revoked_notice(request=request, api_key=api_key)
     messages.success(request, f"The API key “{api_key.name}” was revoked.")
+    return redirect("accounts:profile")
+
+
+@never_cache
+@login_required
+@require_http_methods(["GET", "POST"])
+def api_keys_revoke_all_view(request: HttpRequest) -> HttpResponse:
+    """GET asks for confirmation; POST revokes every active key."""
+    active = ApiKey.objects.filter(user=request.user, revoked_at__isnull=True)
+    if request.method == "GET":
+        return render(
+            request, "trading/api_keys_revoke_all.html", {"api_keys": list(active)}
+        )
+    revoked = list(active)
+    count = api_keys_revoke_all(user=request.user)
+    for api_key in revoked:
+        api_key_revoked_notice(request=request, api_key=api_key)
+    messages.success(
+        request, f"{count} API key{'s were' if count != 1 else ' was'} revoked."
+    )
     return redirect("accounts:profile")

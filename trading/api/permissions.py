@@ -8,14 +8,16 @@ from trading.models import ApiKey
 
 class ScopeAllows(BasePermission):
     """A signed-in user may do everything; an API key what its scopes allow:
-    ``read`` the safe methods, ``trade`` also the others."""
+    ``read`` the safe methods; the others the scope the view names in
+    ``write_scope`` (``trade`` unless it says ``withdraw``)."""
 
-    message = "This API key has only the read scope; trading needs the trade scope."
     code = "insufficient_scope"
 
     def has_permission(self, request: Request, view: object) -> bool:
         if not (request.user and request.user.is_authenticated):
             return False
         if isinstance(request.auth, ApiKey) and request.method not in SAFE_METHODS:
-            return request.auth.can_trade
+            needed = getattr(view, "write_scope", ApiKey.Scope.TRADE)
+            self.message = f"This API key does not have the {needed} scope needed here."
+            return needed in request.auth.scope_list
         return True

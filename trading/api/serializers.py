@@ -257,7 +257,10 @@ class WithdrawalSerializer(serializers.Serializer):
     reference = serializers.CharField()
     status = serializers.ChoiceField(choices=Withdrawal.Status.choices)
     created_at = serializers.DateTimeField()
-    decided_at = serializers.DateTimeField(allow_null=True)
+    decided_at = serializers.DateTimeField(
+        allow_null=True, help_text="When it was approved, rejected or cancelled."
+    )
+    reason = serializers.CharField(help_text="Why staff rejected it; empty otherwise.")
 
 
 class WithdrawalCreateSerializer(serializers.Serializer):
@@ -268,3 +271,21 @@ class WithdrawalCreateSerializer(serializers.Serializer):
         max_length=100,
         help_text="Your idempotency key: repeating a request returns the first.",
     )
+
+
+class SavedAddressSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    token = serializers.CharField(source="token.symbol")
+    address = serializers.CharField()
+    label = serializers.CharField()
+    created_at = serializers.DateTimeField()
+    usable_from = serializers.DateTimeField(
+        help_text="From then on withdrawals to it pass the saved-addresses-only "
+        "setting."
+    )
+
+
+class SavedAddressCreateSerializer(serializers.Serializer):
+    token = serializers.CharField(max_length=12, help_text="Like BTC.")
+    address = serializers.CharField(max_length=255)
+    label = serializers.CharField(max_length=60)

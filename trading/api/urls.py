@@ -1,7 +1,8 @@
+from csp.decorators import csp_update
 from django.urls import include, path, re_path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
-from trading.api import key_views, views
+from trading.api import address_views, key_views, views
 
 app_name = "api"
 
@@ -20,13 +21,38 @@ v1 = [
     path("orders/<int:pk>/", views.OrderDetailView.as_view(), name="order"),
     path("fills/", views.FillListView.as_view(), name="fills"),
     path("withdrawals/", views.WithdrawalListView.as_view(), name="withdrawals"),
+    path(
+        "withdrawals/<int:pk>/",
+        views.WithdrawalDetailView.as_view(),
+        name="withdrawal",
+    ),
+    path("addresses/", address_views.SavedAddressListView.as_view(), name="addresses"),
+    path(
+        "addresses/<int:pk>/",
+        address_views.SavedAddressDetailView.as_view(),
+        name="address",
+    ),
     re_path(r"^.*$", views.NotFoundView.as_view()),
 ]
 
 urlpatterns = [
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
-    path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="docs"),
+    # Swagger UI under the site's Content-Security-Policy: its start-up script
+    # is fetched from docs/?script (the split view), its inline style moved to
+    # a file (our template); its stylesheet draws icons from data: URLs.
+    path(
+        "docs/",
+        csp_update({"img-src": ["data:"]})(
+            SpectacularSwaggerSplitView.as_view(
+                url_name="api:schema", template_name="trading/api_docs.html"
+            )
+        ),
+        name="docs",
+    ),
     path("v1/", include(v1)),
     path("keys/create/", key_views.api_key_create_view, name="key_create"),
     path("keys/<int:pk>/revoke/", key_views.api_key_revoke_view, name="key_revoke"),
+    path(
+        "keys/revoke-all/", key_views.api_keys_revoke_all_view, name="keys_revoke_all"
+    ),
 ]

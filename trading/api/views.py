@@ -31,8 +31,8 @@ from trading.api.selectors import (
     trades_for_user,
     withdrawals_for_user,
 )
-from trading.models import Market, Order, Withdrawal
-from trading.notices import withdrawal_requested_notice
+from trading.models import ApiKey, Market, Order, Withdrawal
+from trading.notices import withdrawal_decided_notice, withdrawal_requested_notice
 from trading.selectors import (
     balances_for_user,
     candles,
@@ -40,7 +40,12 @@ from trading.selectors import (
     order_book,
     trades_recent,
 )
-from trading.services import order_cancel, order_place, withdrawal_request
+from trading.services import (
+    order_cancel,
+    order_place,
+    withdrawal_cancel,
+    withdrawal_request,
+)
 
 _ERROR_DESCRIPTIONS = {
     400: "Invalid input: code `invalid` with `fields`, or a refused amount "
@@ -48,14 +53,18 @@ _ERROR_DESCRIPTIONS = {
     401: "No credentials, or a bad API key (`not_authenticated`, "
     "`invalid_api_key`, `api_key_revoked`).",
     403: "`csrf_failed` for a session without the CSRF header; "
-    "`insufficient_scope` for a read-only API key; `email_unverified` before "
+    "`insufficient_scope` for an API key without the scope (`trade` for orders, "
+    "`withdraw` for withdrawals); `ip_not_allowed` for an API key used from an "
+    "address outside its allow-list; `email_unverified` before "
     "the account's e-mail address is verified; `reauthentication_required` for a "
     "browser session's withdrawal without a recent password confirmation.",
     404: "`not_found`.",
     409: "Conflicts with the current state (`order_not_open`, "
-    "`duplicate_client_order_id`, `duplicate_reference`, `market_closed`).",
+    "`duplicate_client_order_id`, `duplicate_reference`, `market_closed`, "
+    "`withdrawal_not_pending`).",
     422: "Refused by the exchange's rules (`insufficient_balance`, "
-    "`below_min_notional`, `post_only_would_take`, `fill_or_kill_not_filled`).",
+    "`below_min_notional`, `post_only_would_take`, `fill_or_kill_not_filled`, "
+    "`withdrawal_limit_exceeded`).",
 }
 
 
@@ -342,6 +351,7 @@ class FillListView(PrivateView):
 
 class WithdrawalListView(PrivateView):
     pagination_class = NewestFirstPagination
+    write_scope = ApiKey.Scope.WITHDRAW
 
     @extend_schema(
         tags=["withdrawals"],
@@ -358,8 +368,10 @@ class WithdrawalListView(PrivateView):
         tags=["withdrawals"],
         summary="Request a withdrawal",
         description="The amount stays locked until staff approve or reject the "
-        "request. Repeating a request with the same `reference` returns the "
-        "first one (200).",
+        "request, or you cancel it. Repeating a request with the same "
+        "`reference` returns the first one (200). Each token may have a daily "
+        "limit per user: pending and approved requests since 00:00 UTC count, "
+        "and a request over it is refused with `withdrawal_limit_exceeded`.",
         request=api.WithdrawalCreateSerializer,
         responses={
             201: api.WithdrawalSerializer,
@@ -399,6 +411,45 @@ class WithdrawalListView(PrivateView):
             if withdrawal.pk == earlier
             else status.HTTP_201_CREATED,
         )
+
+
+class WithdrawalDetailView(PrivateView):
+    write_scope = ApiKey.Scope.WITHDRAW
+
+    def _own_withdrawal(self, request: Request, pk: int) -> Withdrawal:
+        withdrawal = withdrawals_for_user(user=request.user).filter(pk=pk).first()
+        if withdrawal is None:
+            raise exceptions.NotFound("You have no withdrawal with this id.")
+        return withdrawal
+
+    @extend_schema(
+        tags=["withdrawals"],
+        summary="One of your withdrawal requests",
+        responses={200: api.WithdrawalSerializer, **_errors(401, 403, 404)},
+    )
+    def get(self, request: Request, pk: int) -> Response:
+        return Response(
+            api.WithdrawalSerializer(self._own_withdrawal(request, pk)).data
+        )
+
+    @extend_schema(
+        tags=["withdrawals"],
+        summary="Cancel a withdrawal request",
+        description="Only while it is pending: the amount becomes available "
+        "again; returns the withdrawal. Cancelling a cancelled request returns "
+        "it again and changes nothing; one staff approved or rejected is "
+        "refused with `withdrawal_not_pending`.",
+        responses={200: api.WithdrawalSerializer, **_errors(401, 403, 404, 409)},
+    )
+    def delete(self, request: Request, pk: int) -> Response:
+        withdrawal = self._own_withdrawal(request, pk)
+        # Two cancels racing may both see it pending and both mail; the
+        # funds are released once all the same.
+        was_pending = withdrawal.status == Withdrawal.Status.PENDING
+        withdrawal = withdrawal_cancel(user=request.user, withdrawal=withdrawal)
+        if was_pending:
+            withdrawal_decided_notice(request=request, withdrawal=withdrawal)
+        return Response(api.WithdrawalSerializer(withdrawal).data)
 
 
 @extend_schema(exclude=True)

@@ -60,3 +60,12 @@ def funded(alice, bob, carol, btc, usdt):
     for user in (alice, bob, carol):
         fund(user, btc, "10")
         fund(user, usdt, "10000")
+
+
+@pytest.fixture
+def staff():
+    """A staff member who may decide withdrawals (no second factor: only the
+    admin asks for one)."""
+    from django.contrib.auth import get_user_model
+
+    return get_user_model().objects.create_superuser("root", password="x-secret-1")

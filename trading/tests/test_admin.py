@@ -4,6 +4,7 @@ from decimal import Decimal as D
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Permission
 
 from trading.models import Deposit, LedgerEntry, Market, Order, Withdrawal
 from trading.services import withdrawal_request
@@ -15,10 +16,9 @@ CREDIT_URL = "/admin/trading/deposit/add/"
 
 
 @pytest.fixture
-def staff_client(client, mfa_enable):
-    user = get_user_model().objects.create_superuser("root", password="x-secret-1")
-    mfa_enable(user)
-    client.force_login(user)
+def staff_client(client, staff, mfa_enable):
+    mfa_enable(staff)
+    client.force_login(staff)
     return client
 
 
@@ -89,38 +89,125 @@ def pending(alice, btc):
     )
 
 
-def run_action(staff_client, model: str, action: str, pks: list[int]):
+def run_action(staff_client, model: str, action: str, pks: list[int], **confirm):
+    """Choose an action for the rows; ``confirm`` (``post="yes"`` and the
+    confirmation form's fields) answers its confirmation page."""
     return staff_client.post(
         f"/admin/trading/{model}/",
-        {"action": action, "_selected_action": pks},
+        {"action": action, "_selected_action": pks, **confirm},
         follow=True,
     )
 
 
-def test_staff_approve_a_withdrawal_with_an_action(staff_client, pending, alice, btc):
-    response = run_action(staff_client, "withdrawal", "approve", [pending.pk])
+REASON = "The address belongs to a sanctioned exchange."
+
+
+def decide(staff_client, action: str, pks: list[int], reason: str = REASON):
+    confirm = {"post": "yes"}
+    if action == "reject":
+        confirm["reason"] = reason
+    return run_action(staff_client, "withdrawal", action, pks, **confirm)
+
+
+@pytest.mark.parametrize("action", ["approve", "reject"])
+def test_deciding_asks_to_confirm_showing_what_is_decided(
+    staff_client, pending, action
+):
+    response = run_action(staff_client, "withdrawal", action, [pending.pk])
+
+    page = response.content.decode()
+    assert response.templates[0].name == (
+        "admin/trading/withdrawal/decide_confirmation.html"
+    )
+    for shown in ("alice", "2 ", "BTC", "bc1q", "w-1"):
+        assert shown in page
+    assert 'name="post" value="yes"' in page
+    assert f'name="_selected_action" value="{pending.pk}"' in page
+    assert ('name="reason"' in page) == (action == "reject")
+    pending.refresh_from_db()
+    assert pending.status == Withdrawal.Status.PENDING
+
+
+def test_staff_approve_a_withdrawal_once_confirmed(
+    staff_client, staff, pending, alice, btc
+):
+    response = decide(staff_client, "approve", [pending.pk])
 
     assert b"1 approved" in response.content
     pending.refresh_from_db()
-    assert pending.status == Withdrawal.Status.APPROVED
+    assert (pending.status, pending.decided_by) == (Withdrawal.Status.APPROVED, staff)
     assert balance(alice, btc) == (D("1"), D("0"))
 
 
-def test_staff_reject_a_withdrawal_with_an_action(staff_client, pending, alice, btc):
-    run_action(staff_client, "withdrawal", "reject", [pending.pk])
+def test_staff_reject_a_withdrawal_with_a_reason_once_confirmed(
+    staff_client, staff, pending, alice, btc
+):
+    decide(staff_client, "reject", [pending.pk])
 
     pending.refresh_from_db()
-    assert pending.status == Withdrawal.Status.REJECTED
+    assert (pending.status, pending.decided_by, pending.reason) == (
+        Withdrawal.Status.REJECTED,
+        staff,
+        REASON,
+    )
     assert balance(alice, btc) == (D("3"), D("0"))
+
+
+def test_a_rejection_without_a_reason_asks_again_and_changes_nothing(
+    staff_client, pending, alice, btc
+):
+    response = decide(staff_client, "reject", [pending.pk], reason="  ")
+
+    assert b"This field is required" in response.content
+    assert b'name="reason"' in response.content
+    pending.refresh_from_db()
+    assert pending.status == Withdrawal.Status.PENDING
+    assert balance(alice, btc) == (D("1"), D("2"))
+
+
+def test_the_decider_and_reason_are_shown_in_the_list_and_the_detail(
+    staff_client, pending
+):
+    decide(staff_client, "reject", [pending.pk])
+
+    listing = staff_client.get("/admin/trading/withdrawal/").content.decode()
+    detail = staff_client.get(
+        f"/admin/trading/withdrawal/{pending.pk}/change/"
+    ).content.decode()
+
+    assert "Decided by" in listing and ">root<" in listing
+    assert "root" in detail and REASON in detail
+
+
+def test_staff_without_the_permission_cannot_decide(client, pending, mfa_enable):
+    clerk = get_user_model().objects.create_user(
+        "clerk", password="x-secret-1", is_staff=True
+    )
+    clerk.user_permissions.add(Permission.objects.get(codename="view_withdrawal"))
+    mfa_enable(clerk)
+    client.force_login(clerk)
+
+    for action in ("approve", "reject"):
+        asked = run_action(client, "withdrawal", action, [pending.pk])
+        confirmed = decide(client, action, [pending.pk])
+        for response in (asked, confirmed):
+            assert response.status_code == 200
+            assert response.templates[0].name == "admin/change_list.html"
+            assert f'value="{action}"'.encode() not in response.content
+
+    pending.refresh_from_db()
+    assert pending.status == Withdrawal.Status.PENDING
 
 
 def test_deciding_a_decided_withdrawal_again_is_refused_with_a_message(
     staff_client, pending, alice, btc
 ):
-    run_action(staff_client, "withdrawal", "approve", [pending.pk])
+    decide(staff_client, "approve", [pending.pk])
+    asked = run_action(staff_client, "withdrawal", "reject", [pending.pk])
 
-    response = run_action(staff_client, "withdrawal", "reject", [pending.pk])
+    response = decide(staff_client, "reject", [pending.pk])
 
+    assert b"Already approved: will be skipped" in asked.content
     assert b"already approved" in response.content
     pending.refresh_from_db()
     assert pending.status == Withdrawal.Status.APPROVED

@@ -56,8 +56,12 @@ def as_bob(bob, reauthenticate):
     return client
 
 
-def key_client(user, *scopes: str, enforce_csrf_checks: bool = False) -> APIClient:
-    _, key = api_key_create(user=user, name="bot", scopes=scopes or ["read"])
+def key_client(
+    user, *scopes: str, enforce_csrf_checks: bool = False, allowed_ips: str = ""
+) -> APIClient:
+    _, key = api_key_create(
+        user=user, name="bot", scopes=scopes or ["read"], allowed_ips=allowed_ips
+    )
     client = APIClient(enforce_csrf_checks=enforce_csrf_checks)
     client.credentials(HTTP_AUTHORIZATION=f"Api-Key {key}")
     return client
@@ -796,6 +800,7 @@ def test_a_withdrawal_request_locks_the_amount(as_alice, alice, btc, funded):
         "reference": "w-1",
         "status": "pending",
         "decided_at": None,
+        "reason": "",
     }
     assert balance(alice, btc) == (D("8.5"), D("1.5"))
     listed = as_alice.get(f"{V1}/withdrawals/").json()["results"]
@@ -850,13 +855,74 @@ def test_refused_withdrawals_answer_a_code(
 
 
 def test_withdrawals_list_only_the_users_own(as_alice, bob, btc, funded):
-    bob_client = key_client(bob, "trade")
+    bob_client = key_client(bob, "withdraw", allowed_ips="127.0.0.1")
     assert (
         bob_client.post(f"{V1}/withdrawals/", withdrawal(), format="json").status_code
         == 201
     )
 
     assert as_alice.get(f"{V1}/withdrawals/").json()["results"] == []
+
+
+def test_the_owner_cancels_a_pending_withdrawal_once(
+    as_alice, alice, btc, funded, mailoutbox, django_capture_on_commit_callbacks
+):
+    created = as_alice.post(f"{V1}/withdrawals/", withdrawal(), format="json").json()
+    url = f"{V1}/withdrawals/{created['id']}/"
+
+    with django_capture_on_commit_callbacks(execute=True):
+        cancelled = as_alice.delete(url)
+        again = as_alice.delete(url)
+
+    assert (cancelled.status_code, again.status_code) == (200, 200)
+    assert cancelled.json()["status"] == again.json()["status"] == "cancelled"
+    assert cancelled.json()["decided_at"] == again.json()["decided_at"] is not None
+    assert as_alice.get(url).json()["status"] == "cancelled"
+    assert balance(alice, btc) == (D("10"), D("0"))
+    cancel_mails = [m for m in mailoutbox if "cancelled" in m.subject]
+    assert [m.subject for m in cancel_mails] == [
+        "[Crypto Exchange] Withdrawal of 1.5 BTC cancelled"
+    ]
+
+
+def test_a_decided_withdrawal_cannot_be_cancelled_409(as_alice, alice, btc, funded):
+    from trading.services import withdrawal_approve
+
+    created = as_alice.post(f"{V1}/withdrawals/", withdrawal(), format="json").json()
+    staff = user_make("staffer")
+    withdrawal_approve(withdrawal=Withdrawal.objects.get(), staff=staff)
+
+    response = as_alice.delete(f"{V1}/withdrawals/{created['id']}/")
+
+    assert error_of(response) == (409, "withdrawal_not_pending")
+    assert "already approved" in response.json()["error"]["message"]
+    assert balance(alice, btc) == (D("8.5"), D("0"))
+
+
+def test_another_users_withdrawal_is_not_found(as_alice, as_bob, alice, btc, funded):
+    created = as_alice.post(f"{V1}/withdrawals/", withdrawal(), format="json").json()
+    url = f"{V1}/withdrawals/{created['id']}/"
+
+    assert error_of(as_bob.get(url)) == (404, "not_found")
+    assert error_of(as_bob.delete(url)) == (404, "not_found")
+    assert error_of(APIClient().delete(url))[0] in (401, 403)
+    assert Withdrawal.objects.get().status == Withdrawal.Status.PENDING
+    assert balance(alice, btc) == (D("8.5"), D("1.5"))
+
+
+def test_a_request_over_the_daily_limit_answers_422_with_what_is_left(
+    as_alice, btc, funded
+):
+    btc.withdrawal_daily_limit = D("2")
+    btc.save()
+    as_alice.post(f"{V1}/withdrawals/", withdrawal(), format="json")
+
+    response = as_alice.post(
+        f"{V1}/withdrawals/", withdrawal(reference="w-2", amount="1"), format="json"
+    )
+
+    assert error_of(response) == (422, "withdrawal_limit_exceeded")
+    assert "0.5 BTC is left today" in response.json()["error"]["message"]
 
 
 # -- Errors, schema and docs ---------------------------------------------------
@@ -892,8 +958,12 @@ def test_the_schema_is_valid_openapi_3_with_every_endpoint(anonymous):
         "/api/v1/orders/{id}/",
         "/api/v1/fills/",
         "/api/v1/withdrawals/",
+        "/api/v1/withdrawals/{id}/",
+        "/api/v1/addresses/",
+        "/api/v1/addresses/{id}/",
     }
     assert set(schema["paths"]["/api/v1/orders/{id}/"]) >= {"get", "delete"}
+    assert set(schema["paths"]["/api/v1/withdrawals/{id}/"]) >= {"get", "delete"}
     assert set(schema["components"]["securitySchemes"]) == {
         "apiKeyAuth",
         "cookieAuth",
@@ -920,7 +990,9 @@ def test_the_docs_page_loads_everything_from_this_site(anonymous):
     assert response.status_code == 200
     html = response.content.decode()
     assert "swagger-ui" in html
-    assert "/api/schema/" in html
+    # The start-up script comes from a URL of its own (no inline script).
+    script = anonymous.get("/api/docs/?script").content.decode()
+    assert "/api/schema/" in script
     # No absolute or protocol-relative URL anywhere: no CDN, no third party.
     assert not re.search(r"https?:|[\"'(=]//", html), html
     assets = re.findall(r"(?:src|href)=\"/static/([^\"]+)\"", html)
@@ -990,7 +1062,7 @@ def test_concurrent_repeats_of_one_withdrawal_reference_lock_the_amount_once():
     btc = token_make("BTC", decimals=8)
     alice = user_make("alice")
     fund(alice, btc, "10")
-    clients = [key_client(alice, "trade") for _ in range(6)]
+    clients = [key_client(alice, "withdraw", allowed_ips="127.0.0.1") for _ in range(6)]
     request = {"token": "BTC", "amount": "3", "address": "bc1q", "reference": "r"}
 
     responses = run_together(

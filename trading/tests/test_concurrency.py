@@ -7,12 +7,15 @@ checked (also by the autouse fixture).
 
 from __future__ import annotations
 
+import copy
 import random
 import threading
+import time
 from decimal import Decimal as D
 
 import pytest
 from django.db import connection
+from rest_framework.test import APIClient
 
 from trading.exceptions import (
     InsufficientBalance,
@@ -28,6 +31,7 @@ from trading.services import (
     withdrawal_request,
 )
 from trading.tests.factories import (
+    PASSWORD,
     balance,
     buy,
     fees,
@@ -262,3 +266,120 @@ def test_a_cancel_racing_a_fill_ends_cancelled_or_filled_never_both():
             assert balance(maker, btc) == (maker_before[0][0] + D("1"), D("0"))
             assert balance(taker, usdt) == taker_before[1]
         assert ledger_problems() == []
+
+
+# -- Withdrawals through real requests: the API, the admin ---------------------
+
+
+def _browser(user, reauthenticate=None):
+    """A signed-in API client of ``user``, as a browser's session."""
+    client = APIClient()
+    client.force_login(user)
+    if reauthenticate is not None:
+        reauthenticate(client, PASSWORD)
+    return client
+
+
+def test_a_cancel_racing_an_approval_ends_in_exactly_one_of_them(mfa_enable):
+    from django.contrib.auth import get_user_model
+
+    from trading.models import LedgerTransaction
+
+    btc = token_make("BTC", decimals=8)
+    alice = user_make("alice")
+    staff = get_user_model().objects.create_superuser("root", password="x-secret-1")
+    mfa_enable(staff)
+    rounds = 15
+    fund(alice, btc, str(rounds))
+    owner, admin = _browser(alice), _browser(staff)
+
+    for n in range(rounds):
+        withdrawal = withdrawal_request(
+            user=alice, token=btc, amount=D(1), address="bc1q", reference=f"w-{n}"
+        )
+        available_before = balance(alice, btc)[0]
+
+        # The admin's request does more before it reaches the service than
+        # the API's: the cancel starts up to 60 ms later, so that across the
+        # rounds each side gets there first, and they meet in between.
+        delay = (n % 7) * 0.01
+
+        def cancel(pk=withdrawal.pk, delay=delay):
+            time.sleep(delay)
+            return owner.delete(f"/api/v1/withdrawals/{pk}/")
+
+        cancelled, approved = run_together(
+            cancel,
+            lambda pk=withdrawal.pk: admin.post(
+                "/admin/trading/withdrawal/",
+                {"action": "approve", "_selected_action": [pk], "post": "yes"},
+            ),
+        )
+
+        assert cancelled[0] == approved[0] == "ok", (cancelled, approved)
+        assert approved[1].status_code == 302
+        withdrawal.refresh_from_db()
+        kinds = set(
+            LedgerTransaction.objects.filter(withdrawal=withdrawal).values_list(
+                "kind", flat=True
+            )
+        )
+        if withdrawal.status == Withdrawal.Status.CANCELLED:
+            assert cancelled[1].status_code == 200
+            assert withdrawal.decided_by == alice
+            assert kinds == {"withdrawal_request", "withdrawal_cancel"}
+            assert balance(alice, btc) == (available_before + 1, D(0))
+        else:
+            assert withdrawal.status == Withdrawal.Status.APPROVED
+            assert cancelled[1].status_code == 409
+            assert cancelled[1].json()["error"]["code"] == "withdrawal_not_pending"
+            assert withdrawal.decided_by == staff
+            assert kinds == {"withdrawal_request", "withdrawal_approve"}
+            assert balance(alice, btc) == (available_before, D(0))
+        assert ledger_problems() == []
+
+
+def test_twenty_concurrent_requests_over_the_daily_limit_let_only_those_that_fit(
+    reauthenticate,
+):
+    btc = token_make("BTC", decimals=8)
+    btc.withdrawal_daily_limit = D("7.5")
+    btc.save()
+    alice = user_make("alice")
+    fund(alice, btc, "100")
+    first = _browser(alice, reauthenticate)
+    clients = []
+    for _ in range(20):  # one signed-in browser, twenty tabs
+        tab = APIClient()
+        tab.cookies = copy.deepcopy(first.cookies)
+        clients.append(tab)
+
+    results = run_together(
+        *[
+            (
+                lambda client=client, n=n: client.post(
+                    "/api/v1/withdrawals/",
+                    {
+                        "token": "BTC",
+                        "amount": "1",
+                        "address": "bc1q",
+                        "reference": f"w-{n}",
+                    },
+                    format="json",
+                )
+            )
+            for n, client in enumerate(clients)
+        ]
+    )
+
+    assert all(status == "ok" for status, _ in results), results
+    responses = [response for _, response in results]
+    accepted = [r for r in responses if r.status_code == 201]
+    refused = [r for r in responses if r.status_code != 201]
+    assert len(accepted) == 7
+    assert {r.status_code for r in refused} == {422}
+    assert {r.json()["error"]["code"] for r in refused} == {"withdrawal_limit_exceeded"}
+    assert all("0.5 BTC is left today" in r.json()["error"]["message"] for r in refused)
+    assert Withdrawal.objects.filter(user=alice).count() == 7
+    assert balance(alice, btc) == (D("93"), D("7"))
+    assert ledger_problems() == []

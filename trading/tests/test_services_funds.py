@@ -182,13 +182,13 @@ def test_a_withdrawal_needs_an_address(alice, btc, address):
     assert balance(alice, btc) == (D(1), D(0))
 
 
-def test_approving_a_withdrawal_sends_the_locked_amount_to_custody(alice, btc):
+def test_approving_a_withdrawal_sends_the_locked_amount_to_custody(alice, btc, staff):
     fund(alice, btc, "5")
     withdrawal = withdrawal_request(
         user=alice, token=btc, amount=D(2), address="a", reference="w"
     )
 
-    approved = withdrawal_approve(withdrawal=withdrawal)
+    approved = withdrawal_approve(withdrawal=withdrawal, staff=staff)
 
     assert approved.status == Withdrawal.Status.APPROVED
     assert approved.decided_at is not None
@@ -201,13 +201,13 @@ def test_approving_a_withdrawal_sends_the_locked_amount_to_custody(alice, btc):
     ) == [("custody", None, D(2)), ("user_locked", alice.pk, D(-2))]
 
 
-def test_rejecting_a_withdrawal_releases_the_funds(alice, btc):
+def test_rejecting_a_withdrawal_releases_the_funds(alice, btc, staff):
     fund(alice, btc, "5")
     withdrawal = withdrawal_request(
         user=alice, token=btc, amount=D(2), address="a", reference="w"
     )
 
-    rejected = withdrawal_reject(withdrawal=withdrawal)
+    rejected = withdrawal_reject(withdrawal=withdrawal, staff=staff)
 
     assert rejected.status == Withdrawal.Status.REJECTED
     assert balance(alice, btc) == (D(5), D(0))
@@ -222,15 +222,15 @@ def test_rejecting_a_withdrawal_releases_the_funds(alice, btc):
         (withdrawal_reject, withdrawal_reject),
     ],
 )
-def test_a_withdrawal_is_decided_only_once(alice, btc, first, second):
+def test_a_withdrawal_is_decided_only_once(alice, btc, staff, first, second):
     fund(alice, btc, "5")
     withdrawal = withdrawal_request(
         user=alice, token=btc, amount=D(2), address="a", reference="w"
     )
-    first(withdrawal=withdrawal)
+    first(withdrawal=withdrawal, staff=staff)
     after_first = balance(alice, btc)
 
     with pytest.raises(WithdrawalNotPending):
-        second(withdrawal=withdrawal)
+        second(withdrawal=withdrawal, staff=staff)
 
     assert balance(alice, btc) == after_first

@@ -172,6 +172,100 @@ def test_a_withdrawal_over_the_balance_is_refused_in_words(client, trader):
     assert "balance" in response.content.decode().lower()
 
 
+def _pending_withdrawal(user, token, amount="250", reference="w-1"):
+    from trading.services import withdrawal_request
+
+    return withdrawal_request(
+        user=user,
+        token=token,
+        amount=Decimal(amount),
+        address="T-addr-1",
+        reference=reference,
+    )
+
+
+def test_the_wallet_offers_to_cancel_only_pending_withdrawals(client, trader, market):
+    from trading.services import withdrawal_cancel
+
+    pending = _pending_withdrawal(trader, market.quote)
+    ended = _pending_withdrawal(trader, market.quote, reference="w-2")
+    withdrawal_cancel(user=trader, withdrawal=ended)
+
+    page = client.get("/wallet/").content.decode()
+
+    assert f'href="/wallet/withdrawals/{pending.pk}/cancel/"' in page
+    assert f"/wallet/withdrawals/{ended.pk}/cancel/" not in page
+    assert "Cancelled" in page
+
+
+def test_cancelling_from_the_wallet_asks_to_confirm_then_releases_the_amount(
+    client, trader, market, mailoutbox, django_capture_on_commit_callbacks
+):
+    pending = _pending_withdrawal(trader, market.quote)
+    url = f"/wallet/withdrawals/{pending.pk}/cancel/"
+
+    asked = client.get(url)
+    assert balance(trader, market.quote) == (Decimal("99750"), Decimal("250"))
+    with django_capture_on_commit_callbacks(execute=True):
+        done = client.post(url, follow=True)
+
+    assert "Cancel this withdrawal?" in asked.content.decode()
+    assert "T-addr-1" in asked.content.decode()
+    assert '<form method="post">' in asked.content.decode()
+    assert "cancelled; the amount is available again" in done.content.decode()
+    pending.refresh_from_db()
+    assert pending.status == Withdrawal.Status.CANCELLED
+    assert balance(trader, market.quote) == (Decimal("100000"), Decimal("0"))
+    assert [m.subject for m in mailoutbox if "cancelled" in m.subject] == [
+        "[Crypto Exchange] Withdrawal of 250 USDT cancelled"
+    ]
+
+
+def test_a_decided_withdrawal_is_not_cancelled_and_the_wallet_says_why(
+    client, trader, market
+):
+    from trading.services import withdrawal_reject
+
+    pending = _pending_withdrawal(trader, market.quote)
+    staff = user_make("staffer")
+    withdrawal_reject(withdrawal=pending, staff=staff, reason="Address not allowed.")
+
+    response = client.post(f"/wallet/withdrawals/{pending.pk}/cancel/", follow=True)
+
+    page = response.content.decode()
+    assert "already rejected" in page
+    assert "Address not allowed." in page  # the reason, in the history
+    assert balance(trader, market.quote) == (Decimal("100000"), Decimal("0"))
+
+
+def test_someone_elses_withdrawal_cannot_be_cancelled(client, trader, market):
+    other = user_make("other")
+    fund(other, market.quote, "10")
+    theirs = _pending_withdrawal(other, market.quote, amount="10")
+
+    for method in (client.get, client.post):
+        assert method(f"/wallet/withdrawals/{theirs.pk}/cancel/").status_code == 404
+
+    theirs.refresh_from_db()
+    assert theirs.status == Withdrawal.Status.PENDING
+
+
+def test_a_withdrawal_over_the_daily_limit_is_refused_in_words(client, trader, market):
+    market.quote.withdrawal_daily_limit = Decimal("300")
+    market.quote.save()
+    _pending_withdrawal(trader, market.quote)
+
+    response = client.post(
+        "/wallet/",
+        {"token": "USDT", "amount": "100", "address": "x", "reference": "r-2"},
+    )
+
+    assert response.status_code == 400
+    page = response.content.decode()
+    assert "at most 300 USDT a day; 50 USDT is left today" in page
+    assert "00:00 UTC" in page
+
+
 def test_pages_need_a_login_to_trade(client, market):
     assert client.get("/wallet/").status_code == 302
     assert client.post(f"/markets/{market.symbol}/orders/", {}).status_code == 302

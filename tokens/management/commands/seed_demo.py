@@ -20,7 +20,12 @@ from storage.exceptions import StorageUnavailable
 from tokens.models import Token
 from tokens.services import token_create, token_logo_replace
 from trading.models import Market
-from trading.services import deposit_credit, market_create, order_place
+from trading.services import (
+    address_format_ensure,
+    deposit_credit,
+    market_create,
+    order_place,
+)
 
 # Published on purpose: for development databases only (see --force).
 DEMO_USERS = [
@@ -42,6 +47,79 @@ DEMO_TOKENS = [
     ("LINK", "Chainlink", 18, (42, 90, 218)),
     ("USDC", "USD Coin", 6, (39, 117, 202)),
 ]
+
+# Address formats of the networks the demo tokens are withdrawn on.
+_B58 = "[1-9A-HJ-NP-Za-km-z]"  # base58: no 0, O, I or l
+_BECH32 = "[02-9ac-hj-np-z]"  # Bech32's data characters: no 1, b, i or o
+_EVM = (r"0x[0-9a-fA-F]{40}", "eip55", "0x followed by 40 hex digits")
+DEMO_ADDRESS_FORMATS = {
+    "BTC": [
+        (
+            "Bitcoin, SegWit",
+            rf"(?i)bc1{_BECH32}{{8,87}}",
+            "segwit",
+            "bc1 followed by letters and digits",
+        ),
+        (
+            "Bitcoin, legacy",
+            rf"[13]{_B58}{{25,34}}",
+            "base58check",
+            "1 or 3 followed by 25 to 34 letters and digits",
+        ),
+    ],
+    "ETH": [("Ethereum", *_EVM)],
+    "USDT": [("Ethereum, ERC-20", *_EVM)],
+    "USDC": [("Ethereum, ERC-20", *_EVM)],
+    "LINK": [("Ethereum, ERC-20", *_EVM)],
+    "BNB": [("BNB Smart Chain, BEP-20", *_EVM)],
+    "SOL": [("Solana", rf"{_B58}{{32,44}}", "", "32 to 44 letters and digits")],
+    "XRP": [
+        (
+            "XRP Ledger",
+            rf"r{_B58}{{24,34}}",
+            "base58check_xrp",
+            "r followed by 24 to 34 letters and digits",
+        )
+    ],
+    "ADA": [
+        (
+            "Cardano, Shelley",
+            rf"(?i)addr1{_BECH32}{{50,200}}",
+            "bech32",
+            "addr1 followed by letters and digits",
+        )
+    ],
+    "DOGE": [
+        (
+            "Dogecoin",
+            rf"[DA9]{_B58}{{25,34}}",
+            "base58check",
+            "D, A or 9 followed by 25 to 34 letters and digits",
+        )
+    ],
+    "DOT": [
+        (
+            "Polkadot",
+            rf"1{_B58}{{46,47}}",
+            "ss58",
+            "1 followed by 46 or 47 letters and digits",
+        )
+    ],
+    "LTC": [
+        (
+            "Litecoin, SegWit",
+            rf"(?i)ltc1{_BECH32}{{8,87}}",
+            "segwit",
+            "ltc1 followed by letters and digits",
+        ),
+        (
+            "Litecoin, legacy",
+            rf"[LM]{_B58}{{25,34}}",
+            "base58check",
+            "L or M followed by 25 to 34 letters and digits",
+        ),
+    ],
+}
 
 
 DEMO_MARKETS = [
@@ -97,6 +175,7 @@ class Command(BaseCommand):
             self._tokens()
         except StorageUnavailable as exc:
             raise CommandError(str(exc)) from exc
+        self._address_formats()
         self._markets()
 
     def _users(self) -> None:
@@ -140,6 +219,20 @@ class Command(BaseCommand):
                 self.stdout.write(f"token {symbol}")
             elif not token.logo:
                 token_logo_replace(token=token, upload=logo)
+
+    def _address_formats(self) -> None:
+        for symbol, formats in DEMO_ADDRESS_FORMATS.items():
+            token = Token.objects.get(symbol=symbol)
+            for network, pattern, checksum, description in formats:
+                _, created = address_format_ensure(
+                    token=token,
+                    network=network,
+                    pattern=pattern,
+                    checksum=checksum,
+                    description=description,
+                )
+                if created:
+                    self.stdout.write(f"address format {symbol} on {network}")
 
     def _markets(self) -> None:
         """Markets with a little history: funds, a resting book and some trades."""

@@ -1,0 +1,353 @@
+"""Destination addresses: the checksums of the networks the exchange sends to.
+
+A token's ``AddressFormat`` rows say what its addresses look like: a regular
+expression that must match the whole address, and optionally one of the
+checksums below. ``address_canonical`` accepts an address that fits one of
+them and returns it in its canonical spelling (Bech32 in lower case, EIP-55
+addresses with their checksum case), or raises ``InvalidAddress`` saying what
+is wrong. A token without formats accepts any address.
+
+The checksums, each after its specification:
+
+``segwit``
+    BIP-173 / BIP-350: a Bech32 string whose data is a witness version and
+    program; version 0 uses the Bech32 constant, versions 1 to 16 Bech32m.
+``bech32``
+    The Bech32 checksum alone, without the 90-character limit (Cardano's
+    Shelley addresses, CIP-19).
+``base58check``
+    Base58 with a double-SHA-256 checksum over a version byte and a 20-byte
+    hash (Bitcoin's P2PKH and P2SH, Litecoin, Dogecoin).
+``base58check_xrp``
+    The same with the XRP Ledger's alphabet (classic ``r`` addresses).
+``ss58``
+    Substrate's SS58 (Polkadot): a one-byte network prefix, a 32-byte account
+    and two bytes of BLAKE2b-512 over ``"SS58PRE"`` and both.
+``eip55``
+    Ethereum's mixed-case checksum (EIP-55, Keccak-256). An address in all
+    lower or all upper case carries no checksum and is accepted as it is.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from Crypto.Hash import keccak
+from django.core.exceptions import ValidationError
+
+from trading.exceptions import InvalidAddress
+
+if TYPE_CHECKING:
+    from tokens.models import Token
+    from trading.models import AddressFormat
+
+ADDRESS_MAX_LENGTH = 255
+PATTERN_MAX_LENGTH = 500
+
+
+class ChecksumMismatch(ValueError):
+    """The address fits the pattern but not the checksum; the text says why."""
+
+
+# -- Bech32 and Bech32m (BIP-173, BIP-350) ----------------------------------
+
+BECH32_CHARSET = "qpzry9x8gf2tvdw0s3jn54khce6mua7l"
+_BECH32_CONST = 1
+_BECH32M_CONST = 0x2BC830A3
+
+
+def _bech32_polymod(values: Iterable[int]) -> int:
+    generator = (0x3B6A57B2, 0x26508E6D, 0x1EA119FA, 0x3D4233DD, 0x2A1462B3)
+    checksum = 1
+    for value in values:
+        top = checksum >> 25
+        checksum = (checksum & 0x1FFFFFF) << 5 ^ value
+        for index in range(5):
+            checksum ^= generator[index] if (top >> index) & 1 else 0
+    return checksum
+
+
+def _bech32_hrp_expand(hrp: str) -> list[int]:
+    return [ord(c) >> 5 for c in hrp] + [0] + [ord(c) & 31 for c in hrp]
+
+
+def bech32_decode(
+    address: str, *, max_length: int | None = 90
+) -> tuple[str, list[int], int]:
+    """Split a Bech32 or Bech32m string into its human-readable part, its data
+    (5-bit values, checksum removed) and the checksum constant it verifies
+    with; raises ``ChecksumMismatch`` saying what is wrong."""
+    if address.lower() != address and address.upper() != address:
+        raise ChecksumMismatch("it mixes upper- and lower-case letters")
+    if max_length is not None and len(address) > max_length:
+        raise ChecksumMismatch(f"it is longer than {max_length} characters")
+    address = address.lower()
+    hrp, separator, data_part = address.rpartition("1")
+    if not separator or not hrp or len(data_part) < 6:
+        raise ChecksumMismatch("it has no Bech32 separator and checksum")
+    if any(not 33 <= ord(c) <= 126 for c in hrp):
+        raise ChecksumMismatch("its prefix has characters Bech32 does not allow")
+    wrong = sorted({c for c in data_part if c not in BECH32_CHARSET})
+    if wrong:
+        raise ChecksumMismatch(
+            f"it contains {', '.join(repr(c) for c in wrong)}, which Bech32 "
+            "addresses never use (b, i, o and 1 after the prefix)"
+        )
+    data = [BECH32_CHARSET.index(c) for c in data_part]
+    constant = _bech32_polymod(_bech32_hrp_expand(hrp) + data)
+    if constant not in (_BECH32_CONST, _BECH32M_CONST):
+        raise ChecksumMismatch("its checksum does not match (a typo?)")
+    return hrp, data[:-6], constant
+
+
+def _convert_bits(data: list[int], from_bits: int, to_bits: int) -> list[int] | None:
+    """Regroup bits without padding (as BIP-173 decoding requires)."""
+    accumulator, bits, result = 0, 0, []
+    for value in data:
+        accumulator = accumulator << from_bits | value
+        bits += from_bits
+        while bits >= to_bits:
+            bits -= to_bits
+            result.append(accumulator >> bits & (1 << to_bits) - 1)
+    if bits >= from_bits or accumulator << (to_bits - bits) & (1 << to_bits) - 1:
+        return None
+    return result
+
+
+def segwit_check(address: str) -> None:
+    """A segregated-witness address (BIP-173 for version 0, BIP-350 after)."""
+    _, data, constant = bech32_decode(address)
+    if not data:
+        raise ChecksumMismatch("it has no witness version")
+    version, program = data[0], _convert_bits(data[1:], 5, 8)
+    if version > 16:
+        raise ChecksumMismatch(f"its witness version {version} does not exist")
+    if program is None or not 2 <= len(program) <= 40:
+        raise ChecksumMismatch("its witness program has an invalid length")
+    if version == 0 and len(program) not in (20, 32):
+        raise ChecksumMismatch("a version 0 witness program is 20 or 32 bytes")
+    expected = _BECH32_CONST if version == 0 else _BECH32M_CONST
+    if constant != expected:
+        # A v0 address with a Bech32m checksum or the reverse: a BIP-350 rule
+        # that catches the insertion/deletion weakness of plain Bech32.
+        raise ChecksumMismatch("its checksum does not match (a typo?)")
+
+
+def bech32_check(address: str) -> None:
+    """The Bech32 checksum alone, any length (Cardano)."""
+    _, _, constant = bech32_decode(address, max_length=None)
+    if constant != _BECH32_CONST:
+        raise ChecksumMismatch("its checksum does not match (a typo?)")
+
+
+# -- Base58Check and SS58 ---------------------------------------------------
+
+BITCOIN_ALPHABET = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
+XRP_ALPHABET = "rpshnaf39wBUDNEGHJKLM4PQRST7VWXYZ2bcdeCg65jkm8oFqi1tuvAxyz"
+
+
+def base58_decode(text: str, *, alphabet: str = BITCOIN_ALPHABET) -> bytes:
+    wrong = sorted({c for c in text if c not in alphabet})
+    if wrong:
+        raise ChecksumMismatch(
+            f"it contains {', '.join(repr(c) for c in wrong)}, which base58 "
+            "addresses never use (0, O, I and l are left out as look-alikes)"
+        )
+    number = 0
+    for char in text:
+        number = number * 58 + alphabet.index(char)
+    body = number.to_bytes((number.bit_length() + 7) // 8, "big")
+    leading_zeros = len(text) - len(text.lstrip(alphabet[0]))
+    return b"\0" * leading_zeros + body
+
+
+def _double_sha256(data: bytes) -> bytes:
+    return hashlib.sha256(hashlib.sha256(data).digest()).digest()
+
+
+def _base58check(address: str, *, alphabet: str) -> None:
+    raw = base58_decode(address, alphabet=alphabet)
+    if len(raw) != 25:
+        raise ChecksumMismatch("it is too short or too long")
+    if _double_sha256(raw[:-4])[:4] != raw[-4:]:
+        raise ChecksumMismatch("its checksum does not match (a typo?)")
+
+
+def base58check_check(address: str) -> None:
+    _base58check(address, alphabet=BITCOIN_ALPHABET)
+
+
+def base58check_xrp_check(address: str) -> None:
+    _base58check(address, alphabet=XRP_ALPHABET)
+
+
+def ss58_check(address: str) -> None:
+    """An SS58 address of a 32-byte account with a one-byte network prefix."""
+    raw = base58_decode(address)
+    if len(raw) != 35:
+        raise ChecksumMismatch("it is too short or too long")
+    digest = hashlib.blake2b(b"SS58PRE" + raw[:-2], digest_size=64).digest()
+    if digest[:2] != raw[-2:]:
+        raise ChecksumMismatch("its checksum does not match (a typo?)")
+
+
+# -- EIP-55 -----------------------------------------------------------------
+
+
+def keccak256(data: bytes) -> bytes:
+    """Keccak-256 as Ethereum uses it (not the standardised SHA3-256)."""
+    return keccak.new(data=data, digest_bits=256).digest()
+
+
+def eip55_checksummed(address: str) -> str:
+    """``0x`` and 40 hex digits, each letter upper case where the Keccak-256
+    of the lower-case hex has a nibble of 8 or more."""
+    digits = address[2:].lower()
+    digest = keccak256(digits.encode("ascii")).hex()
+    return "0x" + "".join(
+        char.upper() if int(digest[index], 16) >= 8 else char
+        for index, char in enumerate(digits)
+    )
+
+
+def eip55_check(address: str) -> None:
+    if not re.fullmatch(r"0[xX][0-9a-fA-F]{40}", address):
+        raise ChecksumMismatch("it is not 0x followed by 40 hex digits")
+    digits = address[2:]
+    if digits.lower() == digits or digits.upper() == digits:
+        return
+    if eip55_checksummed(address) != "0x" + digits:
+        raise ChecksumMismatch(
+            "its mix of upper- and lower-case letters does not match its EIP-55 "
+            "checksum (a typo?)"
+        )
+
+
+# -- Formats ----------------------------------------------------------------
+
+CHECKS = {
+    "segwit": segwit_check,
+    "bech32": bech32_check,
+    "base58check": base58check_check,
+    "base58check_xrp": base58check_xrp_check,
+    "ss58": ss58_check,
+    "eip55": eip55_check,
+}
+
+
+def _canonical(address: str, checksum: str) -> str:
+    if checksum in ("segwit", "bech32"):
+        return address.lower()
+    if checksum == "eip55":
+        return eip55_checksummed(address)
+    return address
+
+
+def _pattern_nests_repeats(tree: object, inside_repeat: bool = False) -> bool:
+    """Whether a parsed pattern repeats something that itself repeats without
+    bound, like ``(a+)+``: such patterns can take exponential time."""
+    from re import _constants, _parser  # what re.compile uses
+
+    repeats = (_constants.MAX_REPEAT, _constants.MIN_REPEAT)
+    for op, argument in tree:
+        if op in repeats:
+            _, high, sub = argument
+            unbounded = high == _constants.MAXREPEAT or high > 1000
+            if inside_repeat and unbounded:
+                return True
+            if _pattern_nests_repeats(sub, inside_repeat or high > 1):
+                return True
+        elif op == _constants.SUBPATTERN:
+            if _pattern_nests_repeats(argument[-1], inside_repeat):
+                return True
+        elif op == _constants.BRANCH:
+            if any(_pattern_nests_repeats(b, inside_repeat) for b in argument[1]):
+                return True
+        elif op in (_constants.ASSERT, _constants.ASSERT_NOT):
+            if _pattern_nests_repeats(argument[1], inside_repeat):
+                return True
+        elif isinstance(argument, _parser.SubPattern) and _pattern_nests_repeats(
+            argument, inside_repeat
+        ):
+            return True
+    return False
+
+
+def address_pattern_validate(pattern: str) -> None:
+    """The validator of ``AddressFormat.pattern``: a regular expression Python
+    compiles, without nested unbounded repetition."""
+    from re import _parser
+
+    try:
+        re.compile(pattern)
+    except re.error as error:
+        raise ValidationError(
+            "This is not a valid regular expression: %(error)s.",
+            params={"error": error},
+            code="invalid_pattern",
+        ) from None
+    if _pattern_nests_repeats(_parser.parse(pattern)):
+        raise ValidationError(
+            "This pattern repeats a part that itself repeats without limit, "
+            "like (a+)+: matching it can take exponential time. Write the "
+            "inner part with a fixed count, like [0-9a-f]{40}.",
+            code="nested_repetition",
+        )
+
+
+def _format_problem(address: str, address_format: AddressFormat) -> str | None:
+    """None if the address fits, else what is wrong with it (checksum only:
+    a pattern mismatch is reported for all the token's formats at once)."""
+    check = CHECKS.get(address_format.checksum)
+    if check is None:
+        return None
+    try:
+        check(address)
+    except ChecksumMismatch as mismatch:
+        return str(mismatch)
+    return None
+
+
+def address_canonical(
+    *, token: Token, address: object, formats: Iterable[AddressFormat] | None = None
+) -> str:
+    """The address as the token's network spells it canonically, or
+    ``InvalidAddress`` saying what is wrong. ``formats`` defaults to the
+    token's ``AddressFormat`` rows; none means any address is accepted."""
+    if not isinstance(address, str) or not address.strip():
+        raise InvalidAddress("Enter the destination address.")
+    address = address.strip()
+    if len(address) > ADDRESS_MAX_LENGTH:
+        raise InvalidAddress(
+            f"An address has at most {ADDRESS_MAX_LENGTH} characters; this one "
+            f"has {len(address)}."
+        )
+    if formats is None:
+        formats = token.address_formats.all()
+    formats = list(formats)
+    if not formats:
+        return address
+    if any(char.isspace() for char in address):
+        raise InvalidAddress(
+            f"This is not a {token.symbol} address: it contains a space or a "
+            "line break. Copy it again, in one piece."
+        )
+    matching = [f for f in formats if re.fullmatch(f.pattern, address)]
+    if not matching:
+        expected = "; or ".join(f"{f.description} ({f.network})" for f in formats)
+        raise InvalidAddress(
+            f"This is not a {token.symbol} address: it should be {expected}."
+        )
+    problems = []
+    for address_format in matching:
+        problem = _format_problem(address, address_format)
+        if problem is None:
+            return _canonical(address, address_format.checksum)
+        problems.append(problem)
+    raise InvalidAddress(
+        f"This is not a valid {token.symbol} address: {problems[0]}. Copy it "
+        "again from where it comes from."
+    )

@@ -1,0 +1,303 @@
+"""What an API key may do, from where and until when, and signed requests."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+from django.core.exceptions import ValidationError
+from django.utils import timezone
+from rest_framework.test import APIClient
+
+from trading.api_keys import api_key_create, request_signature
+from trading.models import ApiKey, Withdrawal
+from trading.tests.factories import PASSWORD, balance
+
+pytestmark = pytest.mark.django_db
+
+V1 = "/api/v1"
+
+
+def withdrawal(reference: str = "w-1") -> dict:
+    return {
+        "token": "BTC",
+        "amount": "1",
+        "address": "bc1qar0srrr7xfkvy5l643lydnw9re59gtzzwf5mdq",
+        "reference": reference,
+    }
+
+
+def key_client(user, *scopes: str, **options) -> tuple[APIClient, ApiKey]:
+    api_key, key = api_key_create(user=user, name="bot", scopes=scopes, **options)
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Api-Key {key}")
+    return client, api_key
+
+
+def code_of(response) -> tuple[int, str]:
+    return response.status_code, response.json()["error"]["code"]
+
+
+# -- Scopes -------------------------------------------------------------------
+
+
+def test_a_trade_key_cannot_withdraw(alice, funded, btc):
+    client, _ = key_client(alice, "trade")
+
+    response = client.post(f"{V1}/withdrawals/", withdrawal(), format="json")
+
+    assert code_of(response) == (403, "insufficient_scope")
+    assert "withdraw scope" in response.json()["error"]["message"]
+    assert not Withdrawal.objects.exists()
+    assert balance(alice, btc) == (Decimal(10), Decimal(0))
+
+
+def test_withdraw_is_never_implied_and_always_needs_an_allow_list(alice):
+    api_key, _ = api_key_create(user=alice, name="bot", scopes=["trade"])
+    assert api_key.scope_list == ["read", "trade"]
+
+    with pytest.raises(ValidationError) as refused:
+        api_key_create(user=alice, name="bot", scopes=["withdraw"])
+
+    assert "tied to the addresses" in str(refused.value)
+
+
+def test_a_malformed_allow_list_is_refused_naming_the_entry(alice):
+    with pytest.raises(ValidationError) as refused:
+        api_key_create(
+            user=alice, name="bot", scopes=["read"], allowed_ips="10.0.0.0/8, nope"
+        )
+
+    assert "“nope” is not an IP address" in str(refused.value)
+
+
+# -- Allow-lists --------------------------------------------------------------
+
+
+def test_a_withdraw_key_works_from_inside_its_allow_list_only(alice, funded):
+    inside, _ = key_client(alice, "withdraw", allowed_ips="127.0.0.0/30")
+    outside, _ = key_client(alice, "withdraw", allowed_ips="127.0.0.2")
+
+    refused = outside.post(f"{V1}/withdrawals/", withdrawal("w-1"), format="json")
+    accepted = inside.post(f"{V1}/withdrawals/", withdrawal("w-2"), format="json")
+
+    assert code_of(refused) == (403, "ip_not_allowed")
+    assert accepted.status_code == 201
+    assert list(Withdrawal.objects.values_list("reference", flat=True)) == ["w-2"]
+
+
+def test_a_forged_forwarded_for_counts_only_behind_a_trusted_proxy(alice, settings):
+    client, api_key = key_client(alice, "read", allowed_ips="127.0.9.9")
+
+    settings.ALLAUTH_TRUSTED_PROXY_COUNT = 0
+    forged = client.get(f"{V1}/balances/", HTTP_X_FORWARDED_FOR="127.0.9.9")
+    settings.ALLAUTH_TRUSTED_PROXY_COUNT = 1
+    proxied = client.get(f"{V1}/balances/", HTTP_X_FORWARDED_FOR="127.0.9.9")
+
+    assert code_of(forged) == (403, "ip_not_allowed")
+    assert proxied.status_code == 200
+    api_key.refresh_from_db()
+    assert api_key.last_used_ip == "127.0.9.9"
+
+
+# -- Expiry and last use ------------------------------------------------------
+
+
+def test_an_expired_key_is_refused(alice):
+    client, api_key = key_client(alice, "read", expires_in_days=30)
+    ApiKey.objects.filter(pk=api_key.pk).update(
+        expires_at=timezone.now() - timedelta(seconds=1)
+    )
+
+    assert code_of(client.get(f"{V1}/balances/")) == (401, "api_key_expired")
+
+
+def test_the_profile_shows_expiry_allow_list_and_last_use(client, alice):
+    api_client, _ = key_client(
+        alice, "read", allowed_ips="127.0.0.1", expires_in_days=90
+    )
+    api_client.get(f"{V1}/balances/")
+    client.force_login(alice)
+
+    page = client.get("/accounts/profile/").content.decode()
+
+    expires = (timezone.now() + timedelta(days=90)).strftime("%-d %b %Y")
+    assert "<code>127.0.0.1/32</code>" in page
+    assert expires in page
+    assert "from 127.0.0.1" in page
+
+
+# -- Revocation ---------------------------------------------------------------
+
+
+def test_revoking_asks_first_then_revokes(client, alice):
+    _, api_key = key_client(alice, "read")
+    client.force_login(alice)
+
+    asked = client.get(f"/api/keys/{api_key.pk}/revoke/")
+    api_key.refresh_from_db()
+    assert b"Revoke the API key" in asked.content and api_key.revoked_at is None
+
+    client.post(f"/api/keys/{api_key.pk}/revoke/")
+    api_key.refresh_from_db()
+    assert api_key.revoked_at is not None
+
+
+def test_a_password_change_offers_to_revoke_every_key(client, alice):
+    key_client(alice, "read")
+    key_client(alice, "trade")
+    client.force_login(alice)
+
+    changed = client.post(
+        "/accounts/password/change/",
+        {
+            "oldpassword": PASSWORD,
+            "password1": "a-new-pass-2026",
+            "password2": "a-new-pass-2026",
+        },
+        follow=True,
+    )
+
+    assert b'href="/api/keys/revoke-all/">revoke all 2 keys</a>' in changed.content
+    client.post("/api/keys/revoke-all/")
+    assert not ApiKey.objects.filter(revoked_at__isnull=True).exists()
+
+
+# -- Signed requests ----------------------------------------------------------
+
+
+def signed(client, key: str, method: str, path: str, body: bytes = b"", **options):
+    prefix, _, secret = key.partition(".")
+    timestamp = str(options.pop("timestamp", int(time.time() * 1000)))
+    query = path.partition("?")[2]
+    signature = request_signature(
+        secret=secret,
+        timestamp=timestamp,
+        method=method,
+        path=path.partition("?")[0],
+        query=query,
+        body=options.pop("signed_body", body),
+    )
+    return client.generic(
+        method,
+        path,
+        body,
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Api-Key-HMAC {prefix}",
+        HTTP_X_API_TIMESTAMP=timestamp,
+        HTTP_X_API_SIGNATURE=signature,
+    )
+
+
+@pytest.fixture
+def signing_key(alice):
+    _, key = api_key_create(
+        user=alice,
+        name="signer",
+        scopes=["withdraw"],
+        allowed_ips="127.0.0.1",
+        require_signature=True,
+    )
+    return key
+
+
+def test_a_signed_request_is_accepted_once(alice, funded, signing_key):
+    client = APIClient()
+    body = json.dumps(withdrawal()).encode()
+    timestamp = int(time.time() * 1000)
+
+    first = signed(
+        client, signing_key, "POST", f"{V1}/withdrawals/", body, timestamp=timestamp
+    )
+    replay = signed(
+        client, signing_key, "POST", f"{V1}/withdrawals/", body, timestamp=timestamp
+    )
+
+    assert first.status_code == 201
+    assert code_of(replay) == (401, "signature_replayed")
+    assert Withdrawal.objects.count() == 1
+
+
+def test_a_signed_query_is_part_of_the_signature(alice, signing_key):
+    client = APIClient()
+
+    response = signed(client, signing_key, "GET", f"{V1}/withdrawals/?limit=5")
+
+    assert response.status_code == 200
+
+
+def test_a_stale_timestamp_is_refused(alice, funded, signing_key, settings):
+    stale = int((time.time() - settings.API_SIGNATURE_WINDOW_SECONDS - 1) * 1000)
+    body = json.dumps(withdrawal()).encode()
+
+    response = signed(
+        APIClient(), signing_key, "POST", f"{V1}/withdrawals/", body, timestamp=stale
+    )
+
+    assert code_of(response) == (401, "signature_expired")
+    assert not Withdrawal.objects.exists()
+
+
+def test_a_changed_body_is_refused(alice, funded, signing_key):
+    signed_for = json.dumps(withdrawal()).encode()
+    sent = json.dumps({**withdrawal(), "amount": "5"}).encode()
+
+    response = signed(
+        APIClient(),
+        signing_key,
+        "POST",
+        f"{V1}/withdrawals/",
+        sent,
+        signed_body=signed_for,
+    )
+
+    assert code_of(response) == (401, "signature_invalid")
+    assert not Withdrawal.objects.exists()
+
+
+def test_a_key_that_must_sign_refuses_its_bare_secret(alice, signing_key):
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Api-Key {signing_key}")
+
+    assert code_of(client.get(f"{V1}/balances/")) == (401, "signature_required")
+
+
+def test_only_the_digest_of_a_plain_key_is_stored(alice):
+    api_key, key = api_key_create(user=alice, name="bot", scopes=["read"])
+    secret = key.partition(".")[2]
+
+    assert api_key.signing_secret == ""
+    assert secret not in str(ApiKey.objects.filter(pk=api_key.pk).values().get())
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_python_example_of_the_api_docs_signs_requests_that_work(
+    live_server, capsys
+):
+    from pathlib import Path
+
+    from trading.tests.factories import fund, token_make, user_make
+
+    alice = user_make("alice")
+    fund(alice, token_make("BTC"), "1")
+    _, key = api_key_create(
+        user=alice,
+        name="signer",
+        scopes=["withdraw"],
+        allowed_ips="127.0.0.1",
+        require_signature=True,
+    )
+    docs = (Path(__file__).parents[1] / "api" / "description.md").read_text()
+    example = docs.split("```python\n")[1].split("```")[0]
+    example = example.replace("0123456789abcdef.your-secret", key).replace(
+        "https://exchange.example.com", live_server.url
+    )
+
+    exec(compile(example, "description.md", "exec"), {})  # noqa: S102
+
+    printed = capsys.readouterr().out
+    assert "'available': '1'" in printed or "'available': '1.00000000'" in printed
+    assert Withdrawal.objects.get().amount == Decimal("0.01")

@@ -1,0 +1,271 @@
+"""Withdrawals ended by their owner or by staff, and the daily limit per token."""
+
+from datetime import UTC, timedelta
+from decimal import Decimal as D
+
+import pytest
+from django.utils import timezone
+
+from trading.exceptions import (
+    InsufficientBalance,
+    WithdrawalLimitExceeded,
+    WithdrawalNotFound,
+    WithdrawalNotPending,
+)
+from trading.models import LedgerEntry, LedgerTransaction, Withdrawal
+from trading.services import (
+    withdrawal_approve,
+    withdrawal_cancel,
+    withdrawal_reject,
+    withdrawal_request,
+)
+from trading.tests.factories import balance, fund
+
+pytestmark = pytest.mark.django_db
+
+Kind = LedgerTransaction.Kind
+
+
+def request(user, token, amount: str, reference: str = "w") -> Withdrawal:
+    return withdrawal_request(
+        user=user, token=token, amount=D(amount), address="bc1q", reference=reference
+    )
+
+
+def limit(token, amount: str | None) -> None:
+    token.withdrawal_daily_limit = None if amount is None else D(amount)
+    token.save(update_fields=["withdrawal_daily_limit"])
+
+
+def ledger_kinds(withdrawal) -> list[str]:
+    return list(
+        LedgerTransaction.objects.filter(withdrawal=withdrawal)
+        .order_by("pk")
+        .values_list("kind", flat=True)
+    )
+
+
+# -- Cancel ---------------------------------------------------------------------
+
+
+def test_cancelling_releases_the_locked_amount_through_the_ledger(alice, btc):
+    fund(alice, btc, "5")
+    withdrawal = request(alice, btc, "2")
+
+    cancelled = withdrawal_cancel(user=alice, withdrawal=withdrawal)
+
+    assert cancelled.status == Withdrawal.Status.CANCELLED
+    assert cancelled.decided_at is not None
+    assert cancelled.decided_by == alice
+    assert balance(alice, btc) == (D(5), D(0))
+    assert ledger_kinds(withdrawal) == [Kind.WITHDRAWAL_REQUEST, Kind.WITHDRAWAL_CANCEL]
+    assert sorted(
+        LedgerEntry.objects.filter(
+            transaction__withdrawal=withdrawal,
+            transaction__kind=Kind.WITHDRAWAL_CANCEL,
+        ).values_list("account", "user_id", "amount")
+    ) == [("user_available", alice.pk, D(2)), ("user_locked", alice.pk, D(-2))]
+
+
+def test_cancelling_twice_returns_the_cancelled_withdrawal_and_releases_once(
+    alice, btc
+):
+    fund(alice, btc, "5")
+    withdrawal = request(alice, btc, "2")
+    request(alice, btc, "1", reference="other")  # stays locked
+    first = withdrawal_cancel(user=alice, withdrawal=withdrawal)
+
+    again = withdrawal_cancel(user=alice, withdrawal=withdrawal)
+
+    assert again.pk == first.pk
+    assert (again.status, again.decided_at) == (first.status, first.decided_at)
+    assert balance(alice, btc) == (D(4), D(1))
+    assert ledger_kinds(withdrawal).count(Kind.WITHDRAWAL_CANCEL) == 1
+
+
+@pytest.mark.parametrize("decide", [withdrawal_approve, withdrawal_reject])
+def test_a_decided_withdrawal_cannot_be_cancelled(alice, btc, staff, decide):
+    fund(alice, btc, "5")
+    withdrawal = request(alice, btc, "2")
+    decide(withdrawal=withdrawal, staff=staff)
+    after_decision = balance(alice, btc)
+
+    with pytest.raises(WithdrawalNotPending, match="already"):
+        withdrawal_cancel(user=alice, withdrawal=withdrawal)
+
+    withdrawal.refresh_from_db()
+    assert withdrawal.decided_by == staff
+    assert balance(alice, btc) == after_decision
+
+
+@pytest.mark.parametrize("decide", [withdrawal_approve, withdrawal_reject])
+def test_staff_cannot_decide_a_cancelled_withdrawal(alice, btc, staff, decide):
+    fund(alice, btc, "5")
+    withdrawal = request(alice, btc, "2")
+    withdrawal_cancel(user=alice, withdrawal=withdrawal)
+
+    with pytest.raises(WithdrawalNotPending, match="already cancelled"):
+        decide(withdrawal=withdrawal, staff=staff)
+
+    assert balance(alice, btc) == (D(5), D(0))
+
+
+def test_only_the_owner_can_cancel(alice, bob, btc):
+    fund(alice, btc, "5")
+    withdrawal = request(alice, btc, "2")
+
+    with pytest.raises(WithdrawalNotFound):
+        withdrawal_cancel(user=bob, withdrawal=withdrawal)
+
+    withdrawal.refresh_from_db()
+    assert withdrawal.status == Withdrawal.Status.PENDING
+    assert balance(alice, btc) == (D(3), D(2))
+
+
+# -- Decisions record who made them ---------------------------------------------
+
+
+def test_a_rejection_records_the_staff_member_and_the_reason(alice, btc, staff):
+    fund(alice, btc, "5")
+    withdrawal = request(alice, btc, "2")
+
+    rejected = withdrawal_reject(
+        withdrawal=withdrawal, staff=staff, reason="  Address is sanctioned. "
+    )
+
+    rejected.refresh_from_db()
+    assert (rejected.status, rejected.decided_by, rejected.reason) == (
+        Withdrawal.Status.REJECTED,
+        staff,
+        "Address is sanctioned.",
+    )
+
+
+def test_an_approval_records_the_staff_member(alice, btc, staff):
+    fund(alice, btc, "5")
+
+    approved = withdrawal_approve(withdrawal=request(alice, btc, "2"), staff=staff)
+
+    approved.refresh_from_db()
+    assert (approved.status, approved.decided_by) == (
+        Withdrawal.Status.APPROVED,
+        staff,
+    )
+
+
+# -- Daily limit ----------------------------------------------------------------
+
+
+def test_without_a_limit_any_amount_the_balance_covers_goes(alice, btc):
+    fund(alice, btc, "1000")
+
+    request(alice, btc, "999")
+
+    assert balance(alice, btc) == (D(1), D(999))
+
+
+def test_requests_up_to_the_daily_limit_go_and_the_next_is_refused_in_words(alice, btc):
+    limit(btc, "5")
+    fund(alice, btc, "100")
+    request(alice, btc, "2", reference="a")
+    request(alice, btc, "3", reference="b")  # exactly the limit
+
+    with pytest.raises(WithdrawalLimitExceeded) as refused:
+        request(alice, btc, "0.00000001", reference="c")
+
+    tomorrow = (timezone.now() + timedelta(days=1)).astimezone(UTC)
+    assert refused.value.code == "withdrawal_limit_exceeded"
+    assert refused.value.message == (
+        "You may withdraw at most 5 BTC a day; 0 BTC is left today. The limit "
+        f"resets at {tomorrow:%Y-%m-%d} 00:00 UTC."
+    )
+    assert balance(alice, btc) == (D(95), D(5))
+    assert Withdrawal.objects.count() == 2
+
+
+def test_the_refusal_says_what_is_left_today(alice, btc):
+    limit(btc, "5")
+    fund(alice, btc, "100")
+    request(alice, btc, "3.5", reference="a")
+
+    with pytest.raises(WithdrawalLimitExceeded, match=r"1\.5 BTC is left today"):
+        request(alice, btc, "2", reference="b")
+
+
+def test_rejected_and_cancelled_withdrawals_do_not_count_approved_ones_do(
+    alice, btc, staff
+):
+    limit(btc, "5")
+    fund(alice, btc, "100")
+    withdrawal_reject(withdrawal=request(alice, btc, "5", reference="a"), staff=staff)
+    withdrawal_cancel(user=alice, withdrawal=request(alice, btc, "5", reference="b"))
+    withdrawal_approve(withdrawal=request(alice, btc, "4", reference="c"), staff=staff)
+
+    request(alice, btc, "1", reference="d")
+    with pytest.raises(WithdrawalLimitExceeded):
+        request(alice, btc, "0.1", reference="e")
+
+
+def test_the_limit_is_per_utc_day(alice, btc):
+    limit(btc, "5")
+    fund(alice, btc, "100")
+    yesterday = request(alice, btc, "5", reference="a")
+    midnight = (
+        timezone.now()
+        .astimezone(UTC)
+        .replace(hour=0, minute=0, second=0, microsecond=0)
+    )
+    Withdrawal.objects.filter(pk=yesterday.pk).update(
+        created_at=midnight - timedelta(microseconds=1)
+    )
+
+    request(alice, btc, "5", reference="b")
+
+    assert balance(alice, btc) == (D(90), D(10))
+
+
+def test_the_limit_is_per_user_and_per_token(alice, bob, btc, usdt):
+    limit(btc, "1")
+    for user in (alice, bob):
+        fund(user, btc, "10")
+        fund(user, usdt, "10")
+
+    request(alice, btc, "1", reference="a")
+    request(bob, btc, "1", reference="a")
+    request(alice, usdt, "10", reference="b")
+
+    assert Withdrawal.objects.count() == 3
+
+
+def test_a_zero_limit_stops_withdrawals_of_the_token(alice, btc):
+    limit(btc, "0")
+    fund(alice, btc, "1")
+
+    with pytest.raises(WithdrawalLimitExceeded, match="at most 0 BTC"):
+        request(alice, btc, "1")
+
+
+def test_a_repeated_request_is_returned_even_when_the_limit_is_used_up(alice, btc):
+    limit(btc, "2")
+    fund(alice, btc, "10")
+    first = request(alice, btc, "2", reference="same")
+
+    assert request(alice, btc, "2", reference="same").pk == first.pk
+    assert balance(alice, btc) == (D(8), D(2))
+
+
+def test_the_limit_read_is_the_current_one_not_the_callers_copy(alice, btc):
+    fund(alice, btc, "10")
+    stale = type(btc).objects.get(pk=btc.pk)
+    limit(btc, "1")
+
+    with pytest.raises(WithdrawalLimitExceeded):
+        request(alice, stale, "2")
+
+
+def test_the_balance_still_applies_under_the_limit(alice, btc):
+    limit(btc, "100")
+    fund(alice, btc, "1")
+
+    with pytest.raises(InsufficientBalance):
+        request(alice, btc, "2")
