@@ -43,8 +43,8 @@ workers = _int_env("WEB_CONCURRENCY", _default_workers())
 # created lazily, inside each worker.
 preload_app = True
 
-# A request that takes longer than this is a bug or a hung dependency (the
-# object store's own timeouts are 3 s to connect and 20 s to read).
+# A request that takes longer than this is a bug or a hung dependency (every
+# request to the object store ends within MINIO_DEADLINE, 10 s by default).
 timeout = 30
 # On SIGTERM (docker stop) workers finish their requests within this; compose
 # gives the container 30 s (stop_grace_period) before it kills.

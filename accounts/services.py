@@ -15,7 +15,7 @@ from django.http import HttpRequest
 from accounts.devices import device_describe
 from accounts.models import DEFAULT_AVATAR, Profile, SecurityEvent
 from storage.images import AVATAR, image_ensure_processed
-from storage.services import field_file_store
+from storage.services import field_file_set, field_file_store
 
 
 def avatar_replace(*, profile: Profile, upload: File) -> Profile:
@@ -41,8 +41,12 @@ def avatar_remove(*, profile: Profile) -> Profile:
     if profile.avatar.name == DEFAULT_AVATAR:
         return profile
     with transaction.atomic():
-        profile.avatar = DEFAULT_AVATAR
-        profile.save(update_fields=["avatar", "updated_at"])
+        field_file_set(
+            instance=profile,
+            field_name="avatar",
+            name=DEFAULT_AVATAR,
+            update_fields=["avatar", "updated_at"],
+        )
     return profile
 
 

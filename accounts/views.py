@@ -19,7 +19,8 @@ from accounts.services import (
     session_end_one,
     sessions_end_others,
 )
-from storage.exceptions import StorageUnavailable
+from storage.exceptions import StorageUnavailable, UploadThrottled
+from storage.throttle import image_upload_throttle
 from trading.api.forms import ApiKeyCreateForm
 from trading.api_keys import api_keys_for_user
 
@@ -57,6 +58,15 @@ def profile(request: HttpRequest) -> HttpResponse:
     if request.method == "GET":
         return _profile_render(request, profile=user_profile, form=AvatarForm())
     wants_json = request.headers.get("x-requested-with") == "XMLHttpRequest"
+    if request.FILES:
+        # Counted before the form decodes anything: a refused upload costs
+        # the same CPU as an accepted one.
+        try:
+            image_upload_throttle(user_id=request.user.pk)
+        except UploadThrottled as throttled:
+            return _upload_throttled(
+                request, profile=user_profile, throttled=throttled, json=wants_json
+            )
     form = AvatarForm(request.POST, request.FILES)
     if form.is_valid():
         try:
@@ -71,6 +81,23 @@ def profile(request: HttpRequest) -> HttpResponse:
     if wants_json:
         return JsonResponse({"errors": form.errors.get_json_data()}, status=400)
     return _profile_render(request, profile=user_profile, form=form, status=400)
+
+
+def _upload_throttled(
+    request: HttpRequest, *, profile: Profile, throttled: UploadThrottled, json: bool
+) -> HttpResponse:
+    if json:
+        error = {"message": str(throttled), "code": throttled.code}
+        response: HttpResponse = JsonResponse(
+            {"errors": {"avatar": [error]}, "retry_after": throttled.retry_after},
+            status=429,
+        )
+    else:
+        messages.error(request, str(throttled))
+        response = _profile_render(request, profile=profile, form=AvatarForm())
+        response.status_code = 429
+    response["Retry-After"] = str(throttled.retry_after)
+    return response
 
 
 def _profile_render(

@@ -123,6 +123,7 @@ INSTALLED_APPS = [
     "accounts",
     "tokens",
     "trading",
+    "verification",
     # Last, as its documentation asks: it deletes replaced and orphaned files
     # only after the transaction commits, and never a field's default file.
     "django_cleanup.apps.CleanupConfig",
@@ -333,6 +334,31 @@ MAX_UPLOAD_SIZE = _env_or_improperly_configured(
 MAX_IMAGE_PIXELS = _env_or_improperly_configured(
     env.int, "MAX_IMAGE_PIXELS", default=40_000_000
 )
+# Bytes of decoded pixels one image may cost (storage.images counts them by
+# format and bit depth, after JPEG's reduced decoding): bounds each upload's
+# memory and CPU. And image uploads per user in a window, shared by every
+# instance through the cache, so no account can keep the workers decoding.
+MAX_IMAGE_DECODE_BYTES = _env_or_improperly_configured(
+    env.int, "MAX_IMAGE_DECODE_BYTES", default=64 * 1024 * 1024
+)
+IMAGE_UPLOADS_PER_USER = _env_or_improperly_configured(
+    env.int, "IMAGE_UPLOADS_PER_USER", default=6
+)
+IMAGE_UPLOAD_WINDOW_MINUTES = _env_or_improperly_configured(
+    env.int, "IMAGE_UPLOAD_WINDOW_MINUTES", default=10
+)
+# Identity documents (verification): the largest file accepted, and how long
+# the presigned URL staff get to open one lives (S3 in public/presigned mode).
+IDENTITY_DOCUMENT_MAX_SIZE = _env_or_improperly_configured(
+    env.int, "IDENTITY_DOCUMENT_MAX_SIZE", default=8 * 1024 * 1024
+)
+IDENTITY_DOCUMENT_URL_EXPIRY = _env_or_improperly_configured(
+    env.int, "IDENTITY_DOCUMENT_URL_EXPIRY", default=60
+)
+if not 1 <= IDENTITY_DOCUMENT_URL_EXPIRY <= 3600:
+    raise ImproperlyConfigured(
+        "IDENTITY_DOCUMENT_URL_EXPIRY must be between 1 and 3600 seconds."
+    )
 # Django refuses a request body larger than this before any view runs; leave
 # room for the other form fields around the file.
 DATA_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
@@ -356,10 +382,17 @@ MINIO_CONNECT_TIMEOUT = _env_or_improperly_configured(
     env.float, "MINIO_CONNECT_TIMEOUT", default=3.0
 )
 MINIO_READ_TIMEOUT = _env_or_improperly_configured(
-    env.float, "MINIO_READ_TIMEOUT", default=20.0
+    env.float, "MINIO_READ_TIMEOUT", default=10.0
 )
 MINIO_MAX_RETRIES = _env_or_improperly_configured(
     env.int, "MINIO_MAX_RETRIES", default=2
+)
+# One request to the store, retries included, ends within this (a hung store
+# must not hold a worker until gunicorn's 30 s timeout kills it).
+MINIO_DEADLINE = storage_config.validate_deadline(
+    _env_or_improperly_configured(
+        env.float, "MINIO_DEADLINE", default=storage_config.DEFAULT_DEADLINE
+    )
 )
 
 if USE_MINIO:

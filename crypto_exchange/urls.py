@@ -11,6 +11,7 @@ urlpatterns = [
     path("", home, name="home"),
     path("accounts/", include("accounts.urls")),
     path("accounts/", include("allauth.urls")),
+    path("accounts/verification/", include("verification.urls")),
     path("tokens/", include("tokens.urls")),
     path("api/", include("trading.api.urls")),
     path("", include("trading.urls")),

@@ -4,16 +4,22 @@ It speaks plain S3, so it works against MinIO, SeaweedFS or any S3-compatible
 server. Object keys are the relative paths that ``media/`` would use
 (``profile_pics/...``, ``token_logo/...``, ``default_avatar.jpg``).
 
-Network calls per operation: ``save`` one PUT (multipart above 5 MiB),
-``open`` one GET whose body is streamed, ``exists``/``size``/
-``get_modified_time`` one HEAD, ``delete`` one DELETE, ``url`` none.
+Network calls per operation: ``save`` one PUT (multipart above 5 MiB, or
+above 10 MiB for content of unknown length), ``open`` one GET whose body is
+streamed (a seek back beyond the first 256 KiB adds a Range GET),
+``exists``/``size``/``get_modified_time`` one HEAD, ``delete`` one DELETE,
+``url`` none. Files open for reading only: see ``refuse_writing``.
 """
 
 from __future__ import annotations
 
+import codecs
 import functools
+import io
 import logging
 import mimetypes
+import os
+import pathlib
 import posixpath
 import secrets
 import threading
@@ -30,6 +36,7 @@ from django.conf import settings
 from django.core.exceptions import SuspiciousFileOperation
 from django.core.files.base import File
 from django.core.files.storage import Storage
+from django.core.signals import setting_changed
 from django.utils import timezone
 from django.utils.deconstruct import deconstructible
 from minio import Minio
@@ -55,6 +62,16 @@ _CREDENTIAL_CODES = frozenset(
 )
 # put_object's multipart threshold and part size for streams of unknown length.
 _PART_SIZE = 10 * 1024 * 1024
+# The limits of S3 (and of MinIO and SeaweedFS): a key of at most 1024 bytes of
+# UTF-8, each of its path segments at most 255 bytes.
+KEY_MAX_BYTES = 1024
+KEY_SEGMENT_MAX_BYTES = 255
+# An opened object keeps its first bytes, so that going back to them (to the
+# start, to a header) costs no request; see ObjectReader.
+_REWIND_BYTES = 256 * 1024
+# Seeking ahead by at most this much reads on instead of asking for a Range.
+_SKIP_BYTES = 256 * 1024
+_WRITE_FLAGS = frozenset("wax+")
 
 # (header bytes, MIME type) checked against the first bytes of what is saved,
 # so that the stored Content-Type follows the content, not the file name.
@@ -91,6 +108,12 @@ def normalize_key(name: str) -> str:
     """
     if name is None:
         raise SuspiciousFileOperation("A file name is required.")
+    if not isinstance(name, str):
+        if not isinstance(name, os.PathLike):
+            raise TypeError(
+                f"A file name must be a str or a path, not {type(name).__name__}."
+            )
+        name = pathlib.PurePath(name).as_posix()
     if (
         name
         and name[0] not in "/."
@@ -114,7 +137,109 @@ def normalize_key(name: str) -> str:
 def _quoted_key(name: str) -> str:
     # Pages render the same avatars and logos over and over: url() is on the
     # hot path of every list, so the checked, quoted key is remembered.
-    return quote(normalize_key(name))
+    # Quoted as Django's filepath_to_uri() does (encodeURIComponent's set).
+    return quote(normalize_key(name), safe="/~!*()'")
+
+
+def check_key_length(key: str) -> None:
+    """Refuse a key the server would refuse, before any request is sent."""
+    if len(key) <= KEY_SEGMENT_MAX_BYTES and key.isascii():
+        return  # the common case, one byte a character
+    encoded = key.encode()
+    longest = max(len(segment) for segment in encoded.split(b"/"))
+    if len(encoded) > KEY_MAX_BYTES or longest > KEY_SEGMENT_MAX_BYTES:
+        raise SuspiciousFileOperation(
+            f"The file name '{key[:60]}...' is too long for object storage: "
+            f"{len(encoded)} bytes, a folder or file name up to {longest}; the "
+            f"limits are {KEY_MAX_BYTES} bytes in all and {KEY_SEGMENT_MAX_BYTES} "
+            "for each part. Give the file field a max_length, or a shorter name."
+        )
+
+
+class _DeadlineTimeout(urllib3.Timeout):
+    """Connect and read waits that all end by one deadline (monotonic clock).
+
+    urllib3 clones the timeout for every attempt, retries included: each clone
+    gets only the time left, so attempts and backoff together never outlast
+    the deadline.
+    """
+
+    def __init__(self, *, connect: float, read: float, deadline: float) -> None:
+        left = max(deadline - time.monotonic(), 0.001)
+        super().__init__(connect=min(connect, left), read=min(read, left), total=left)
+        self.deadline = deadline
+
+    def clone(self) -> _DeadlineTimeout:
+        return _DeadlineTimeout(
+            connect=self._connect, read=self._read, deadline=self.deadline
+        )
+
+
+# A retry starts only with at least this many seconds of the deadline left.
+_LEAST_ATTEMPT = 0.25
+
+
+class _StoreRetry(urllib3.Retry):
+    """Retries that stop at the call's deadline and never follow a read timeout.
+
+    A store that accepted the request and then went quiet (paused, swamped)
+    is not helped by being asked again: each retry would only add another full
+    wait. Connection errors (nothing was sent) and 5xx answers are retried.
+    """
+
+    def __init__(self, *args: Any, deadline: float | None = None, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.deadline = deadline
+
+    def new(self, **kwargs: Any) -> _StoreRetry:
+        retry = super().new(**kwargs)
+        retry.deadline = self.deadline
+        return retry
+
+    def increment(self, method=None, url=None, response=None, error=None, **kwargs):
+        if isinstance(error, urllib3.exceptions.ReadTimeoutError):
+            raise error
+        return super().increment(method, url, response, error, **kwargs)
+
+    def is_exhausted(self) -> bool:
+        # No retry that would start too late to get an answer: it would only
+        # turn the store's real failure into a timeout of its own.
+        return super().is_exhausted() or (
+            self.deadline is not None
+            and time.monotonic() + self.get_backoff_time() + _LEAST_ATTEMPT
+            >= self.deadline
+        )
+
+
+class _DeadlinePoolManager(urllib3.PoolManager):
+    """A pool whose every request, retries and backoff included, ends within
+    ``deadline`` seconds of being sent."""
+
+    def __init__(
+        self,
+        *,
+        deadline: float,
+        connect_timeout: float,
+        read_timeout: float,
+        retries: _StoreRetry,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(retries=retries, **kwargs)
+        self.deadline = deadline
+        self.connect_timeout = connect_timeout
+        self.read_timeout = read_timeout
+        self.store_retries = retries
+
+    def urlopen(self, method, url, redirect=True, **kwargs):
+        # A redirect comes back here with its call's retries: same deadline.
+        if not isinstance(kwargs.get("retries"), _StoreRetry):
+            ends = time.monotonic() + self.deadline
+            kwargs["timeout"] = _DeadlineTimeout(
+                connect=self.connect_timeout, read=self.read_timeout, deadline=ends
+            )
+            kwargs["retries"] = self.store_retries.new()
+            kwargs["retries"].deadline = ends
+        return super().urlopen(method, url, redirect=redirect, **kwargs)
 
 
 @functools.cache
@@ -127,20 +252,29 @@ def _client(
     connect_timeout: float,
     read_timeout: float,
     max_retries: int,
+    deadline: float,
 ) -> Minio:
     # One client (and so one connection pool) per process and configuration.
     # The client's defaults wait five minutes and retry five times; a page
-    # must fail fast instead, so the timeouts and retries are short.
-    http_client = urllib3.PoolManager(
-        timeout=urllib3.Timeout(connect=connect_timeout, read=read_timeout),
+    # must fail fast instead: short timeouts, few retries, and one deadline per
+    # request well below gunicorn's worker timeout (gunicorn.conf.py).
+    http_client = _DeadlinePoolManager(
+        deadline=deadline,
+        connect_timeout=connect_timeout,
+        read_timeout=read_timeout,
         maxsize=32,
         cert_reqs="CERT_REQUIRED",
         ca_certs=certifi.where(),
-        retries=urllib3.Retry(
+        retries=_StoreRetry(
             total=max_retries,
             backoff_factor=0.1,
+            backoff_max=1.0,
             status_forcelist=[500, 502, 503, 504],
-            allowed_methods=None,
+            # Idempotent requests only (GET, HEAD, PUT, DELETE): a multipart
+            # POST is not sent twice. A Retry-After of the store is not obeyed,
+            # the deadline decides.
+            allowed_methods=urllib3.Retry.DEFAULT_ALLOWED_METHODS,
+            respect_retry_after_header=False,
         ),
     )
     # The region is always given so that the client never asks the server
@@ -172,17 +306,152 @@ def _signer(public_url: str, access_key: str, secret_key: str, region: str) -> M
     )
 
 
-class MinIOFile(File):
-    """A read-only file whose content streams from one GET response.
+def refuse_writing(mode: str) -> None:
+    if _WRITE_FLAGS.intersection(mode):
+        raise ValueError(
+            f"MinIOStorage opens files for reading only (mode {mode!r}): stored "
+            "objects never change, since they are served with an immutable "
+            "Cache-Control. Use save(), which stores new content under a new name."
+        )
 
-    ``content_type``, ``etag`` and ``last_modified`` come from the response
-    headers, so callers (the media proxy view) need no extra request.
+
+class ObjectReader(io.BufferedIOBase):
+    """A seekable, read-only binary stream over one object.
+
+    Sequential reads come straight from one GET response as it arrives, so a
+    large object is never held in memory or on disk. The first
+    ``_REWIND_BYTES`` read are kept: going back into them (``File.open()``,
+    ``chunks()`` after a ``read()``, Pillow and content sniffing reading a
+    header and returning to the start) costs nothing, and a small object is
+    fetched once however often it is re-read. A seek back beyond them, or far
+    ahead, drops the response and the next read asks for the rest with one
+    Range request; a short seek ahead reads on and discards the gap. Seeking
+    itself never sends a request (``FileResponse`` measures a file by seeking
+    to its end and back).
+
+    Spooling the whole body to a temporary file was the alternative: it would
+    write every byte of the common sequential read (the media proxy, copies)
+    to disk for nothing. Objects are never rewritten (every save gets a new
+    name), so the parts fetched by Range requests belong to the same object.
     """
 
-    def __init__(self, response: urllib3.BaseHTTPResponse, name: str, storage) -> None:
-        super().__init__(response, name)
+    def __init__(self, storage: MinIOStorage, key: str, response, size: int) -> None:
+        super().__init__()
         self._storage = storage
+        self._key = key
+        self._response = response
+        self._response_at = 0
+        self._position = 0
+        self._size = size
+        self._head = bytearray()
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        self._check_open()
+        return self._position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        self._check_open()
+        if whence == io.SEEK_SET:
+            target = offset
+        elif whence == io.SEEK_CUR:
+            target = self._position + offset
+        elif whence == io.SEEK_END:
+            target = self._size + offset
+        else:
+            raise ValueError(f"invalid whence ({whence})")
+        if target < 0:
+            raise ValueError(f"negative seek position {target}")
+        self._position = target
+        return target
+
+    def read(self, size: int | None = -1) -> bytes:
+        self._check_open()
+        if size is None or size < 0:
+            size = self._size
+        end = min(self._position + size, self._size)
+        parts = []
+        if self._position < min(len(self._head), end):
+            kept = bytes(self._head[self._position : end])
+            parts.append(kept)
+            self._position += len(kept)
+        if self._position < end:
+            parts.append(self._read_body(end - self._position))
+        return b"".join(parts)
+
+    def read1(self, size: int = -1) -> bytes:
+        return self.read(size if size >= 0 else io.DEFAULT_BUFFER_SIZE)
+
+    def readinto(self, buffer) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        self._release()
+        super().close()
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise ValueError("I/O operation on closed file.")
+
+    def _read_body(self, count: int) -> bytes:
+        if self._response is not None and self._response_at != self._position:
+            gap = self._position - self._response_at
+            if 0 < gap <= _SKIP_BYTES:
+                self._read_response(gap)
+            else:
+                self._release()
+        if self._response is None:
+            self._response = self._storage._get(self._key, offset=self._position)
+            self._response_at = self._position
+        data = self._read_response(count)
+        self._position += len(data)
+        return data
+
+    def _read_response(self, count: int) -> bytes:
+        with self._storage._errors("read", self._key):
+            data = self._response.read(count)
+        room = _REWIND_BYTES - len(self._head)
+        if room > 0 and self._response_at == len(self._head):
+            self._head += data[:room]
+        self._response_at += len(data)
+        return data
+
+    def _release(self) -> None:
+        response, self._response = self._response, None
+        if response is not None:
+            try:
+                response.close()
+            finally:
+                response.release_conn()
+
+
+class MinIOFile(File):
+    """A read-only file over one object, as ``open()`` returns it.
+
+    Binary modes read an :class:`ObjectReader`; text modes (``"r"``) decode
+    it as UTF-8 with universal newlines, as a local file opened in text mode.
+    ``content_type``, ``etag`` and ``last_modified`` come from the headers of
+    the one GET, so callers (the media proxy view) need no extra request.
+    """
+
+    def __init__(
+        self, response, name: str, storage: MinIOStorage, mode: str = "rb"
+    ) -> None:
+        self._storage = storage
+        self._describe(response)
+        self._stream = ObjectReader(storage, name, response, self._size)
+        super().__init__(self._stream, name)
         self.mode = "rb"
+        self._set_mode(mode)
+
+    def _describe(self, response) -> None:
         headers = response.headers
         self.content_type = headers.get("Content-Type", "application/octet-stream")
         self.etag = headers.get("ETag", "")
@@ -190,35 +459,150 @@ class MinIOFile(File):
         self.cache_control = headers.get("Cache-Control", "")
         self._size = int(headers.get("Content-Length", 0))
 
+    def _set_mode(self, mode: str) -> None:
+        if isinstance(self.file, io.TextIOWrapper):
+            self.file.detach()  # keeps the stream open for the new wrapper
+        self.file = (
+            self._stream
+            if "b" in mode
+            else io.TextIOWrapper(self._stream, encoding="utf-8", newline=None)
+        )
+        self.mode = mode
+
     @property
     def size(self) -> int:
         return self._size
 
-    def chunks(self, chunk_size: int | None = None) -> Iterator[bytes]:
-        # The body is a network stream: it cannot seek back to the start, so
-        # File.chunks()'s rewind is skipped and the stream read in order.
-        chunk_size = chunk_size or self.DEFAULT_CHUNK_SIZE
-        with self._storage._errors("read", self.name):
-            yield from self.file.stream(chunk_size)
-
-    def read(self, *args: Any) -> bytes:
-        with self._storage._errors("read", self.name):
-            return self.file.read(*args)
-
     def open(self, mode: str | None = None) -> MinIOFile:
-        if self.closed:
-            self.file = self._storage._get(self.name)
+        """Rewind an open file; fetch a closed one again, in ``mode`` if
+        given (File.open() ignores the mode of a file still open, too)."""
+        if not self.closed:
+            self.seek(0)
+            return self
+        mode = mode or self.mode
+        refuse_writing(mode)
+        response = self._storage._get(self.name)
+        self._describe(response)
+        self._stream = ObjectReader(self._storage, self.name, response, self._size)
+        self.file = self._stream
+        self._set_mode(mode)
         return self
 
     def close(self) -> None:
-        try:
-            self.file.close()
-        finally:
-            self.file.release_conn()
+        self.file.close()
 
     @property
     def closed(self) -> bool:
         return not self.file or self.file.closed
+
+
+class _ContentError(Exception):
+    """An error of the content being saved, carried through the client so that
+    it surfaces as itself, never as the storage being unavailable."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+class _UploadStream:
+    """What put_object reads: the content to save, as bytes from its start.
+
+    Text (``ContentFile("...")``, ``StringIO``, a file opened in text mode) is
+    encoded as UTF-8, as FileSystemStorage writes it. ``length`` is known only
+    for seekable binary content with a size; otherwise it is -1 and the client
+    streams it (one PUT when it fits in one part, a multipart upload
+    otherwise). Content that cannot seek is read once; the bytes of its first
+    part are kept, so that the upload can start again after the first save
+    creates the bucket.
+    """
+
+    def __init__(self, content: Any) -> None:
+        read = getattr(content, "read", None)
+        if not callable(read):
+            raise TypeError(
+                "The content to save must be a File or a file-like object with "
+                f"read(), not {type(getattr(content, 'file', content)).__name__}; "
+                "wrap bytes or str in ContentFile."
+            )
+        self._content = content
+        self._seekable = _is_seekable(content)
+        self._encoder = None
+        self._pending = bytearray()
+        self._replay: bytearray | None = None if self._seekable else bytearray()
+        self._rewind_source()
+        first = self._source(content.read, 16)
+        self._encoder = (
+            codecs.getincrementalencoder("utf-8")() if isinstance(first, str) else None
+        )
+        self._take(first)
+        self.head = bytes(self._pending)
+        self.length = -1
+        if self._seekable and self._encoder is None:
+            size = self._source(lambda: getattr(content, "size", None))
+            if isinstance(size, int) and size >= 0:
+                self.length = size
+
+    def rewind(self) -> None:
+        if self._seekable:
+            self._rewind_source()
+            self._pending = bytearray()
+            if self._encoder is not None:
+                self._encoder.reset()
+        elif self._replay is not None:
+            self._pending = bytearray(self._replay)
+        else:
+            raise ValueError("The content cannot seek and was read already.")
+
+    def read(self, size: int = -1) -> bytes:
+        while size < 0 or len(self._pending) < size:
+            wanted = _PART_SIZE if size < 0 else max(size - len(self._pending), 8192)
+            chunk = self._source(self._content.read, wanted)
+            if not chunk:
+                break
+            self._take(chunk)
+        if size < 0:
+            size = len(self._pending)
+        data = bytes(self._pending[:size])
+        del self._pending[:size]
+        return data
+
+    def _take(self, chunk) -> None:
+        if isinstance(chunk, str):
+            if self._encoder is None:
+                raise TypeError("The content's read() mixed str and bytes.")
+            chunk = self._encoder.encode(chunk)
+        elif not isinstance(chunk, bytes | bytearray | memoryview):
+            raise TypeError(
+                f"The content's read() returned {type(chunk).__name__}, not bytes "
+                "or str."
+            )
+        self._pending += chunk
+        if self._replay is not None:
+            self._replay += chunk
+            if len(self._replay) > _PART_SIZE + 1:
+                self._replay = None  # the first request went through already
+
+    def _rewind_source(self) -> None:
+        if self._seekable:
+            self._source(self._content.seek, 0)
+
+    @staticmethod
+    def _source(call, *args):
+        try:
+            return call(*args)
+        except Exception as exc:
+            raise _ContentError(exc) from exc
+
+
+def _is_seekable(content: Any) -> bool:
+    try:
+        return bool(content.seekable())
+    except (AttributeError, ValueError, OSError):
+        # Not a file object of io's kind: seekable if it can seek at all.
+        return callable(getattr(content, "seek", None)) and callable(
+            getattr(content, "tell", None)
+        )
 
 
 @deconstructible(path="storage.backends.MinIOStorage")
@@ -246,6 +630,7 @@ class MinIOStorage(Storage):
         connect_timeout: float | None = None,
         read_timeout: float | None = None,
         max_retries: int | None = None,
+        deadline: float | None = None,
         media_url: str | None = None,
     ) -> None:
         def pick(value, setting, default=None):
@@ -285,15 +670,40 @@ class MinIOStorage(Storage):
         self.connect_timeout = float(
             pick(connect_timeout, "MINIO_CONNECT_TIMEOUT", 3.0)
         )
-        self.read_timeout = float(pick(read_timeout, "MINIO_READ_TIMEOUT", 20.0))
+        self.read_timeout = float(pick(read_timeout, "MINIO_READ_TIMEOUT", 10.0))
         self.max_retries = int(pick(max_retries, "MINIO_MAX_RETRIES", 2))
+        self.deadline = config.validate_deadline(
+            float(pick(deadline, "MINIO_DEADLINE", config.DEFAULT_DEADLINE)),
+            variable=source(deadline, "MINIO_DEADLINE", "deadline"),
+        )
         self.media_url = pick(media_url, "MEDIA_URL", "/media/")
+        if self.media_url and not self.media_url.endswith("/"):
+            self.media_url += "/"
         self._url_prefix = (
             self.media_url
             if self.url_mode == "proxy"
             else f"{self.public_url}/{self.bucket_name}/"
         )
         self._bucket_lock = threading.Lock()
+        setting_changed.connect(self._setting_changed)
+
+    def _setting_changed(self, *, setting: str, **kwargs: Any) -> None:
+        # Options not given explicitly follow the settings, as
+        # FileSystemStorage follows MEDIA_ROOT and MEDIA_URL (override_settings).
+        if setting == "MEDIA_URL" or setting.startswith("MINIO_"):
+            args, options = self._constructor_args
+            self.__init__(*args, **options)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Django caches model instances, and with them what they reference.
+        state = self.__dict__.copy()
+        del state["_bucket_lock"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._bucket_lock = threading.Lock()
+        setting_changed.connect(self._setting_changed)
 
     # --- plumbing ----------------------------------------------------------
 
@@ -308,6 +718,7 @@ class MinIOStorage(Storage):
             self.connect_timeout,
             self.read_timeout,
             self.max_retries,
+            self.deadline,
         )
 
     def _unavailable(self, operation: str, name: str, reason: str, hint: str):
@@ -370,6 +781,14 @@ class MinIOStorage(Storage):
                     "is running and reachable from this host.",
                 )
             error = self._unavailable(operation, name, text, hint)
+        except urllib3.exceptions.ReadTimeoutError:
+            error = self._unavailable(
+                operation,
+                name,
+                "the server did not answer in time",
+                "It accepts connections but does not answer: check that it is "
+                "not paused or overloaded, and its logs.",
+            )
         except (urllib3.exceptions.HTTPError, MinioException, OSError) as exc:
             if isinstance(exc, FileNotFoundError):
                 raise
@@ -404,70 +823,70 @@ class MinIOStorage(Storage):
                 client=self.client, bucket_name=self.bucket_name, url_mode=self.url_mode
             )
 
-    def _get(self, name: str) -> urllib3.BaseHTTPResponse:
-        return self._object_call(self.client.get_object, "read", name)
+    def _get(self, name: str, offset: int = 0) -> urllib3.BaseHTTPResponse:
+        return self._object_call(self.client.get_object, "read", name, offset=offset)
 
     def _stat(self, name: str):
         return self._object_call(self.client.stat_object, "look up", name)
 
-    def _object_call(self, call, operation: str, name: str):
+    def _object_call(self, call, operation: str, name: str, **options: Any):
         """Call the client on one object; a missing one is FileNotFoundError."""
         key = normalize_key(name)
         try:
+            check_key_length(key)
+        except SuspiciousFileOperation:
+            # No object can have such a name: the server would answer 400.
+            raise FileNotFoundError(f"No such object: '{key}'") from None
+        try:
             with self._errors(operation, key):
-                return call(bucket_name=self.bucket_name, object_name=key)
+                return call(bucket_name=self.bucket_name, object_name=key, **options)
         except S3Error as exc:
             raise FileNotFoundError(f"No such object: '{key}'") from exc
 
     # --- Django's storage API ------------------------------------------------
 
     def _open(self, name: str, mode: str = "rb") -> MinIOFile:
-        if any(flag in mode for flag in "wa+x"):
-            raise ValueError("MinIOStorage opens files for reading only; use save().")
-        return MinIOFile(self._get(name), normalize_key(name), self)
+        refuse_writing(mode)
+        key = normalize_key(name)
+        return MinIOFile(self._get(key), key, self, mode)
 
     def _save(self, name: str, content: File) -> str:
         key = normalize_key(name)
-        if hasattr(content, "seek") and getattr(content, "seekable", lambda: True)():
-            content.seek(0)
-            head = content.read(16)
-            content.seek(0)
-        else:
-            head = b""
-        content_type = sniff_content_type(head, key)
+        check_key_length(key)
         try:
-            length = content.size
-        except (AttributeError, OSError, TypeError):
-            length = None
-        if length is None:
-            length = -1
+            body = _UploadStream(content)
+            # The stored type follows the content, never the upload's own
+            # content_type: a browser's claim could make an avatar HTML.
+            content_type = sniff_content_type(body.head, key)
 
-        def put():
-            if hasattr(content, "seek"):
-                content.seek(0)
-            return self.client.put_object(
-                bucket_name=self.bucket_name,
-                object_name=key,
-                data=content,
-                length=length,
-                content_type=content_type,
-                metadata={"Cache-Control": self.cache_control},
-                part_size=_PART_SIZE if length < 0 else 0,
-            )
+            def put():
+                body.rewind()
+                return self.client.put_object(
+                    bucket_name=self.bucket_name,
+                    object_name=key,
+                    data=body,
+                    length=body.length,
+                    content_type=content_type,
+                    metadata={"Cache-Control": self.cache_control},
+                    part_size=_PART_SIZE if body.length < 0 else 0,
+                )
 
-        try:
-            with self._errors("save", key):
-                put()
-        except S3Error as exc:
-            if exc.code != "NoSuchBucket":
-                raise self._unavailable(
-                    "save", key, exc.code, "Check the bucket."
-                ) from exc
-            # First write to a bucket that does not exist yet: create it once,
-            # then write. Checking before every write would cost a request.
-            self._ensure_bucket()
-            with self._errors("save", key):
-                put()
+            try:
+                with self._errors("save", key):
+                    put()
+            except S3Error as exc:
+                if exc.code != "NoSuchBucket":
+                    raise self._unavailable(
+                        "save", key, exc.code, "Check the bucket."
+                    ) from exc
+                # First write to a bucket that does not exist yet: create it
+                # once, then write. Checking before every write would cost a
+                # request.
+                self._ensure_bucket()
+                with self._errors("save", key):
+                    put()
+        except _ContentError as exc:
+            raise exc.error from None
         return key
 
     def get_available_name(self, name: str, max_length: int | None = None) -> str:
@@ -475,12 +894,17 @@ class MinIOStorage(Storage):
 
         Several app servers may save the same name at the same moment: with a
         random suffix they cannot collide, and no HEAD-then-PUT race exists.
+        The suffix goes before all the extensions (``x_<random>.tar.gz``), as
+        Django's does, as long as they are short enough to be extensions.
         """
         key = normalize_key(name)
         dir_name, file_name = posixpath.split(key)
-        stem, ext = posixpath.splitext(file_name)
-        if ext and len(ext) > 16:
-            stem, ext = file_name, ""
+        ext = ""
+        for suffix in reversed(pathlib.PurePosixPath(file_name).suffixes):
+            if len(suffix + ext) > 16:
+                break
+            ext = suffix + ext
+        stem = file_name.removesuffix(ext)
         suffix = "_" + secrets.token_urlsafe(8)  # 11 characters, 64 random bits
         prefix = f"{dir_name}/" if dir_name else ""
         if max_length is not None:
@@ -524,6 +948,8 @@ class MinIOStorage(Storage):
         return timezone.make_naive(modified)
 
     def listdir(self, path: str) -> tuple[list[str], list[str]]:
+        if isinstance(path, os.PathLike):
+            path = pathlib.PurePath(path).as_posix()
         prefix = normalize_key(path) + "/" if path.strip("/\\.") else ""
         directories, files = [], []
         try:
@@ -544,7 +970,9 @@ class MinIOStorage(Storage):
             raise
         return directories, files
 
-    def url(self, name: str) -> str:
+    def url(self, name: str | None) -> str:
+        if name is None or name == "":
+            return self._url_prefix  # the base, as FileSystemStorage.url(None)
         if self.url_mode == "presigned":
             return self._presigned_url(normalize_key(name))
         # public and proxy: a fixed prefix and the quoted key.

@@ -91,3 +91,19 @@ def validate_credentials(access_key: str, secret_key: str) -> None:
         raise ImproperlyConfigured("MINIO_ACCESS_KEY is required when USE_MINIO=true.")
     if not secret_key:
         raise ImproperlyConfigured("MINIO_SECRET_KEY is required when USE_MINIO=true.")
+
+
+# Seconds one request to the object store may take, retries included. gunicorn
+# kills a worker after 30 s (gunicorn.conf.py); an upload makes two or three
+# requests (save, delete of the replaced file), so each gets well under that.
+DEFAULT_DEADLINE = 10.0
+MAX_DEADLINE = 20.0
+
+
+def validate_deadline(value: float, *, variable: str = "MINIO_DEADLINE") -> float:
+    if not 0 < value <= MAX_DEADLINE:
+        raise ImproperlyConfigured(
+            f"{variable} must be more than 0 and at most {MAX_DEADLINE:g} seconds, "
+            f"well below gunicorn's 30 s worker timeout (got {value!r})."
+        )
+    return value

@@ -29,3 +29,21 @@ class StorageUnavailable(Exception):
         self.bucket = bucket
         self.key = key
         self.reason = reason
+
+
+class UploadThrottled(Exception):
+    """The user has made as many image uploads as the window allows.
+
+    Raised before the upload is decoded; ``retry_after`` is the number of
+    seconds until the next one is accepted.
+    """
+
+    code = "upload_throttled"
+
+    def __init__(self, *, retry_after: int) -> None:
+        minutes = max(1, -(-retry_after // 60))
+        super().__init__(
+            "You have uploaded too many pictures in a short time. "
+            f"Please try again in {minutes} minute{'s' if minutes != 1 else ''}."
+        )
+        self.retry_after = retry_after

@@ -11,6 +11,7 @@ from pathlib import Path
 from django.core.files.base import File
 from django.db import transaction
 from django.db.models import Model
+from django_cleanup import cleanup
 from minio.error import S3Error
 
 from storage.backends import MinIOStorage
@@ -110,22 +111,66 @@ def field_file_store(
 ) -> None:
     """Upload ``content`` to ``instance.<field_name>`` and save the row.
 
-    The object is written first (one PUT): if the store is down the row is
-    untouched. If the row then cannot be saved, the new object would be an
-    orphan, so it is deleted and the instance put back as it was. The replaced
-    file is deleted by django-cleanup once the transaction commits.
+    The object is written first (one PUT, no lock held): if the store is down
+    the row is untouched. The row is then locked and re-read, so that of two
+    uploads at once each replaces what the other committed, and django-cleanup
+    deletes exactly that after commit (a deletion the store refuses is queued).
+    If the row cannot be saved, the new object would be an orphan, so it is
+    deleted and the instance put back as it was.
     """
+    from storage.orphans import (
+        pending_deletion_add,
+        pending_deletions_retry_after_write,
+    )
+
     field_file = getattr(instance, field_name)
     previous = field_file.name
     field_file.save(content.name, content, save=False)
     stored = field_file.name
     try:
         with transaction.atomic():
-            instance.save(update_fields=update_fields)
+            if instance.pk is None:
+                instance.save(update_fields=update_fields)
+            else:
+                field_file_set(
+                    instance=instance,
+                    field_name=field_name,
+                    name=stored,
+                    update_fields=update_fields,
+                )
+            transaction.on_commit(pending_deletions_retry_after_write)
     except BaseException:
         try:
             field_file.storage.delete(stored)
-        except StorageUnavailable:
+        except StorageUnavailable as error:
             logger.exception("could not remove %s after a failed save", stored)
+            pending_deletion_add(name=stored, error=error)
         setattr(instance, field_name, previous)
         raise
+
+
+def field_file_set(
+    *,
+    instance: Model,
+    field_name: str,
+    name: str,
+    update_fields: list[str] | None = None,
+) -> None:
+    """Point the saved row's ``<field_name>`` at ``name``, an object stored.
+
+    The row is locked and re-read first, and saved through that copy: the
+    file django-cleanup deletes after commit is the one really replaced, not
+    the one ``instance`` was loaded with (another upload may have replaced
+    that meanwhile). ``instance`` then shows the saved values. Call it inside
+    a transaction.
+    """
+    locked = type(instance)._default_manager.select_for_update().get(pk=instance.pk)
+    setattr(locked, field_name, name)
+    fields = update_fields or [field_name]
+    locked.save(update_fields=fields)
+    for saved in fields:
+        attname = instance._meta.get_field(saved).attname
+        setattr(instance, attname, getattr(locked, attname))
+    setattr(instance, field_name, name)
+    # What the row now holds is what a later save of ``instance`` replaces.
+    cleanup.refresh(instance)

@@ -7,38 +7,50 @@ store per request, the body never held in memory.
 
 import logging
 import mimetypes
+import posixpath
 
 from django.conf import settings
 from django.core.exceptions import SuspiciousFileOperation
 from django.core.files.storage import default_storage
 from django.http import FileResponse, Http404, HttpResponse
-from django.utils.cache import get_conditional_response, patch_cache_control
+from django.utils.cache import get_conditional_response
 from django.utils.http import http_date, parse_http_date_safe, quote_etag
 from django.views.decorators.http import require_safe
 
-from storage.config import is_public_media_key
+from storage.config import PUBLIC_MEDIA_FILES, is_public_media_key
 from storage.exceptions import StorageUnavailable
+from storage.services import DEFAULT_AVATAR_CACHE_CONTROL
 
 logger = logging.getLogger(__name__)
 
 # Image types may render inline; anything else is offered as a download so
 # that an unexpected HTML or SVG object can never run as a page of this site.
 _INLINE_TYPES = frozenset({"image/jpeg", "image/png", "image/webp", "image/gif"})
+# No stored name is longer (the file fields' max_length); a longer path names
+# nothing, and a file system refuses components over 255 bytes with an error.
+MEDIA_KEY_MAX_LENGTH = 255
 
 
 @require_safe
 def media_serve(request, path: str):
-    if not settings.MEDIA_SERVE or not is_public_media_key(path):
+    key = _media_key(path)
+    if not settings.MEDIA_SERVE or key is None or not is_public_media_key(key):
         raise Http404("Not a media file.")
+    path = key
     try:
         media = default_storage.open(path, "rb")
     except (FileNotFoundError, IsADirectoryError, SuspiciousFileOperation):
         raise Http404("No such media file.") from None
     except StorageUnavailable:
-        # Logged by the storage; a media request must not become a 500.
-        return HttpResponse(
+        # Logged by the storage; a media request must not become a 500. It
+        # came within MINIO_DEADLINE; the browser may ask again a little later,
+        # and nobody (nginx, a CDN, the browser) keeps the error.
+        unavailable = HttpResponse(
             "Media storage is unavailable.", status=503, content_type="text/plain"
         )
+        unavailable["Retry-After"] = "10"
+        unavailable["Cache-Control"] = "no-store"
+        return unavailable
 
     etag, last_modified, content_type = _validators(media, path)
     not_modified = get_conditional_response(
@@ -46,7 +58,7 @@ def media_serve(request, path: str):
     )
     if not_modified is not None:
         media.close()
-        not_modified.headers["Cache-Control"] = "public, max-age=31536000, immutable"
+        not_modified.headers["Cache-Control"] = _cache_control(path)
         return not_modified
 
     response = FileResponse(media, content_type=content_type)
@@ -58,8 +70,32 @@ def media_serve(request, path: str):
     response["X-Content-Type-Options"] = "nosniff"
     if content_type not in _INLINE_TYPES:
         response["Content-Disposition"] = "attachment"
-    patch_cache_control(response, public=True, max_age=31536000, immutable=True)
+    response["Cache-Control"] = _cache_control(path)
     return response
+
+
+def _media_key(path: str) -> str | None:
+    """The storage key a media path names, or None for a path never served.
+
+    The path is normalised before the allowed prefixes are checked, so that
+    ``profile_pics/../secret.txt`` is judged as ``secret.txt``. A NUL byte or a
+    name longer than any stored one never reaches the storage: the file system
+    would raise ValueError or OSError, the object store a failure to log.
+    """
+    if "\x00" in path or len(path.encode()) > MEDIA_KEY_MAX_LENGTH:
+        return None
+    key = posixpath.normpath(path)
+    if key.startswith(("/", "../")) or key in (".", ".."):
+        return None
+    return key
+
+
+def _cache_control(key: str) -> str:
+    # Uploaded media get a fresh random name whenever they change; the default
+    # avatar keeps its name for ever, so it may be cached only for a while.
+    if key in PUBLIC_MEDIA_FILES:
+        return DEFAULT_AVATAR_CACHE_CONTROL
+    return "public, max-age=31536000, immutable"
 
 
 def _validators(media, path: str) -> tuple[str | None, int | None, str]:

@@ -7,7 +7,6 @@ from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.core.files.storage import storages
 from django.core.files.uploadedfile import SimpleUploadedFile
-from django.db import DatabaseError
 from PIL import Image
 
 from accounts.models import DEFAULT_AVATAR, Profile
@@ -96,11 +95,11 @@ def test_a_refused_upload_leaves_the_row_and_the_storage_as_they_were(
 
 def test_a_failed_row_update_removes_the_new_object(profile, any_storage, stored_names):
     # The row disappears between loading and saving (another request deleted
-    # the user): the UPDATE matches nothing and the upload must not linger.
+    # the user): locking it finds nothing and the upload must not linger.
     stale = Profile.objects.get(pk=profile.pk)
     Profile.objects.filter(pk=profile.pk).delete()
 
-    with pytest.raises(DatabaseError):
+    with pytest.raises(Profile.DoesNotExist):
         avatar_replace(profile=stale, upload=jpeg_upload())
 
     assert stale.avatar.name == DEFAULT_AVATAR

@@ -155,3 +155,83 @@ def test_the_users_admin_shows_avatars_without_a_query_per_user(client, mfa_enab
 
     assert page.count('alt="Avatar of user') == 20
     assert len(few) == len(many)
+
+
+# --- Upload throttling ------------------------------------------------------
+
+
+@pytest.fixture
+def decodes(monkeypatch):
+    """Counts the images the avatar form decodes."""
+    import storage.fields
+
+    calls = []
+    real = storage.fields.image_process
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(storage.fields, "image_process", counting)
+    return calls
+
+
+def test_uploads_past_the_limit_are_refused_before_decoding(
+    alice, user, settings, decodes
+):
+    settings.IMAGE_UPLOADS_PER_USER = 3
+    settings.IMAGE_UPLOAD_WINDOW_MINUTES = 10
+    for _ in range(3):
+        assert alice.post("/accounts/profile/", {"avatar": jpeg()}).status_code == 302
+    kept = get_user_model().objects.get(pk=user.pk).profile.avatar.name
+
+    script = alice.post(
+        "/accounts/profile/",
+        {"avatar": jpeg()},
+        headers={"x-requested-with": "XMLHttpRequest"},
+    )
+    page = alice.post("/accounts/profile/", {"avatar": jpeg()})
+
+    assert script.status_code == 429
+    assert 0 < int(script["Retry-After"]) <= 600
+    assert script.json()["retry_after"] == int(script["Retry-After"])
+    error = script.json()["errors"]["avatar"][0]
+    assert error["code"] == "upload_throttled"
+    assert "try again in" in error["message"]
+    assert page.status_code == 429
+    assert "too many pictures" in page.content.decode()
+    assert len(decodes) == 3
+    assert get_user_model().objects.get(pk=user.pk).profile.avatar.name == kept
+
+
+def test_refused_uploads_count_against_the_limit(alice, settings, decodes):
+    settings.IMAGE_UPLOADS_PER_USER = 2
+    not_an_image = SimpleUploadedFile("me.jpg", b"hello", "image/jpeg")
+    for _ in range(2):
+        assert (
+            alice.post("/accounts/profile/", {"avatar": not_an_image}).status_code
+            == 400
+        )
+
+    assert alice.post("/accounts/profile/", {"avatar": jpeg()}).status_code == 429
+
+
+def test_the_limit_is_per_user_and_ends_with_its_window(
+    alice, client, settings, monkeypatch
+):
+    import storage.throttle
+
+    settings.IMAGE_UPLOADS_PER_USER = 1
+    settings.IMAGE_UPLOAD_WINDOW_MINUTES = 10
+    start = 1_800_000_000.0
+    monkeypatch.setattr(storage.throttle.time, "time", lambda: start)
+    assert alice.post("/accounts/profile/", {"avatar": jpeg()}).status_code == 302
+    assert alice.post("/accounts/profile/", {"avatar": jpeg()}).status_code == 429
+
+    bob = get_user_model().objects.create_user("bob", password="x-secret-1")
+    other = type(client)()
+    other.force_login(bob)
+    assert other.post("/accounts/profile/", {"avatar": jpeg()}).status_code == 302
+
+    monkeypatch.setattr(storage.throttle.time, "time", lambda: start + 600)
+    assert alice.post("/accounts/profile/", {"avatar": jpeg()}).status_code == 302

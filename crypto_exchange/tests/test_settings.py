@@ -84,6 +84,9 @@ def test_dot_env_file_is_read_and_the_environment_wins(run_python, tmp_path):
         ("MINIO_USE_SSL", "maybe"),
         ("MINIO_MEDIA_URL_MODE", "cdn"),
         ("MINIO_PUBLIC_URL", "media.example.com"),
+        ("MINIO_DEADLINE", "0"),
+        ("MINIO_DEADLINE", "30"),
+        ("MINIO_DEADLINE", "soon"),
         ("MAX_UPLOAD_SIZE", "ten"),
     ],
 )

@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 import pytest
 from django.core.exceptions import ImproperlyConfigured, SuspiciousFileOperation
 from django.core.files.base import ContentFile, File
+from django.core.files.uploadedfile import SimpleUploadedFile
 from PIL import Image
 
 from storage.backends import MinIOStorage, normalize_key
@@ -88,6 +89,8 @@ def test_storage_deconstructs_to_its_import_path_and_options(minio_options):
         ({"bucket_name": "Bad_Bucket"}, "bucket_name"),
         ({"url_mode": "cdn"}, "url_mode"),
         ({"public_url": "media.example.com"}, "public_url"),
+        ({"deadline": 0}, "deadline"),
+        ({"deadline": 25}, "deadline"),
         (
             {"url_mode": "presigned", "public_url": "https://cdn.example.com/sub"},
             "public_url",
@@ -406,6 +409,18 @@ def test_server_errors_are_storage_unavailable_after_bounded_retries(
         storage.save("profile_pics/x.txt", ContentFile(b"x"))
 
 
+def test_retries_stop_at_the_deadline(minio_options, failing_server):
+    # Fifty retries with backoff would take most of a minute.
+    storage = MinIOStorage(
+        **{**minio_options, "endpoint": failing_server}, max_retries=50, deadline=1
+    )
+
+    started = time.monotonic()
+    with pytest.raises(StorageUnavailable, match="5xx"):
+        storage.exists("profile_pics/x.txt")
+    assert time.monotonic() - started < 5
+
+
 def test_exists_raises_on_failures_instead_of_answering_false(minio_options):
     storage = MinIOStorage(
         **{**minio_options, "endpoint": f"127.0.0.1:{_unused_port()}"}
@@ -415,9 +430,189 @@ def test_exists_raises_on_failures_instead_of_answering_false(minio_options):
         storage.exists("profile_pics/x.txt")
 
 
-def test_opening_for_writing_is_refused(storage):
+@pytest.mark.parametrize("mode", ["w", "wb", "ab", "r+", "rb+", "x"])
+def test_opening_for_writing_is_refused_before_any_request(storage, requests_of, mode):
+    log = requests_of(storage)
+
+    with pytest.raises(ValueError, match=r"reading only.*Use save\(\)"):
+        storage.open("profile_pics/x.txt", mode)
+    assert log == []
+
+
+def test_a_closed_file_cannot_be_reopened_for_writing(storage):
+    name = storage.save("profile_pics/w.txt", ContentFile(b"x"))
+    opened = storage.open(name)
+    opened.close()
+
     with pytest.raises(ValueError, match="reading only"):
-        storage.open("profile_pics/x.txt", "wb")
+        opened.open("wb")
+
+
+# --- reading: one GET, seeking without requests ------------------------------
+
+
+def test_rereading_a_small_file_sends_no_second_request(storage, requests_of):
+    name = storage.save("profile_pics/small.txt", ContentFile(b"0123456789" * 100))
+    log = requests_of(storage)
+
+    with storage.open(name) as opened:
+        assert opened.read() == b"0123456789" * 100
+        opened.seek(0)
+        assert next(opened.chunks(chunk_size=300)) == b"0123456789" * 30
+        with opened.open() as again:
+            assert again.read(5) == b"01234"
+
+    assert log.methods() == ["GET"]
+
+
+def test_measuring_by_seeking_to_the_end_sends_no_request(storage, requests_of):
+    # What FileResponse does before streaming a file.
+    name = storage.save("profile_pics/measure.txt", ContentFile(b"x" * 1000))
+    log = requests_of(storage)
+
+    with storage.open(name) as opened:
+        opened.seek(0, 2)
+        assert opened.tell() == 1000
+        opened.seek(0)
+        assert opened.read() == b"x" * 1000
+
+    assert log.methods() == ["GET"]
+
+
+def test_seeking_back_far_in_a_large_file_asks_for_a_range(storage, requests_of):
+    payload = bytes(range(256)) * 4096  # 1 MiB, more than is kept for rewinding
+    name = storage.save("token_logo/large.bin", ContentFile(payload))
+    log = requests_of(storage)
+
+    with storage.open(name) as opened:
+        assert opened.read() == payload
+        opened.seek(600_000)
+        assert opened.read(100) == payload[600_000:600_100]
+        opened.seek(10)
+        assert opened.read(10) == payload[10:20]  # kept: no request
+
+    assert log.methods() == ["GET", "GET"]
+
+
+# --- saving: one PUT whatever the content -------------------------------------
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        lambda: ContentFile("text, encoded on the way"),
+        lambda: io.BufferedReader(io.BytesIO(b"a stream")),
+        lambda: File(urllib.request.urlopen("data:,unknown%20length")),
+    ],
+    ids=["text", "buffered", "unknown length"],
+)
+def test_save_of_any_small_content_is_one_put(storage, requests_of, content):
+    storage.save("profile_pics/warm.txt", ContentFile(b"creates the bucket"))
+    log = requests_of(storage)
+
+    storage.save("profile_pics/one.txt", content())
+
+    assert log.methods() == ["PUT"]
+
+
+def test_a_long_stream_of_unknown_length_is_uploaded_in_parts(storage, requests_of):
+    storage.save("profile_pics/warm.txt", ContentFile(b"creates the bucket"))
+    payload = bytes(range(256)) * (11 * 4096)
+
+    class ForwardOnly(io.RawIOBase):
+        def __init__(self):
+            self.rest = memoryview(payload)
+
+        def readable(self):
+            return True
+
+        def readinto(self, buffer):
+            count = min(len(buffer), len(self.rest))
+            buffer[:count] = self.rest[:count]
+            self.rest = self.rest[count:]
+            return count
+
+    log = requests_of(storage)
+    name = storage.save("token_logo/long.bin", ForwardOnly())
+
+    assert log.methods() == ["POST", "PUT", "PUT", "POST"]
+    assert storage.open(name).read() == payload
+
+
+def test_an_uploads_own_content_type_is_not_used(storage, s3_client):
+    declared_html = SimpleUploadedFile("a.txt", b"<script>", content_type="text/html")
+    declared_jpeg = SimpleUploadedFile("b.png", png_bytes(), content_type="image/jpeg")
+
+    types = [
+        s3_client.stat_object(
+            bucket_name=storage.bucket_name, object_name=storage.save(name, upload)
+        ).content_type
+        for name, upload in [
+            ("profile_pics/a.txt", declared_html),
+            ("profile_pics/b.png", declared_jpeg),
+        ]
+    ]
+
+    assert types == ["text/plain", "image/png"]
+
+
+@pytest.mark.parametrize("content", [b"raw bytes", "a str", 42])
+def test_content_that_is_not_a_file_is_a_type_error(storage, requests_of, content):
+    log = requests_of(storage)
+
+    with pytest.raises(TypeError, match="ContentFile"):
+        storage.save("profile_pics/x.txt", content)
+    assert log == []
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "profile_pics/" + "a" * 256,
+        "/".join(["d" * 200] * 6) + "/x.txt",
+        "profile_pics/" + "é" * 128,
+    ],
+)
+def test_a_name_too_long_for_the_store_is_refused_before_any_request(
+    storage, requests_of, name
+):
+    log = requests_of(storage)
+
+    with pytest.raises(SuspiciousFileOperation, match="too long for object storage"):
+        storage._save(name, ContentFile(b"x"))
+    assert storage.exists(name) is False
+    with pytest.raises(FileNotFoundError):
+        storage.open(name)
+    assert log == []
+
+
+def test_the_longest_names_the_store_takes_are_saved(storage):
+    for name in [
+        "profile_pics/" + "a" * 255,
+        "/".join(["d" * 200] * 5) + "/" + "x" * 19,
+    ]:
+        assert len(name.encode()) <= 1024
+        storage._save(name, ContentFile(b"x"))
+        assert storage.open(name).read() == b"x"
+
+
+# --- settings -----------------------------------------------------------------
+
+
+def test_options_from_settings_follow_a_settings_change(settings, minio_options):
+    settings.MINIO_ENDPOINT = minio_options["endpoint"]
+    settings.MINIO_ACCESS_KEY = minio_options["access_key"]
+    settings.MINIO_SECRET_KEY = minio_options["secret_key"]
+    settings.MINIO_BUCKET_NAME = "first-bucket"
+    follows = MinIOStorage()
+    explicit = MinIOStorage(bucket_name="explicit-bucket")
+
+    settings.MINIO_BUCKET_NAME = "second-bucket"
+    settings.MINIO_MEDIA_URL_MODE = "proxy"
+
+    assert follows.bucket_name == "second-bucket"
+    assert follows.url("a.png") == "/media/a.png"
+    assert explicit.bucket_name == "explicit-bucket"
 
 
 def test_a_file_object_saved_twice_is_rewound(storage):

@@ -606,6 +606,128 @@ def test_limits_fall_back_to_defaults_without_settings(settings):
     assert error.messages[0].endswith("The maximum is 40 megapixels.")
 
 
+# --- Decoding cost ----------------------------------------------------------
+
+
+def png_raw(width: int, height: int, *, depth: int, color_type: int) -> bytes:
+    """A PNG of black pixels written by hand: Pillow cannot save 16-bit RGBA."""
+    channels = {0: 1, 2: 3, 4: 2, 6: 4}[color_type]
+    row = bytes(1 + width * channels * depth // 8)
+    header = struct.pack(">IIBBBBB", width, height, depth, color_type, 0, 0, 0)
+
+    def chunk(kind: bytes, payload: bytes) -> bytes:
+        crc = zlib.crc32(kind + payload)
+        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", crc)
+
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(row * height, 9))
+        + chunk(b"IEND", b"")
+    )
+
+
+def png_header_only(width: int, height: int, *, depth: int, color_type: int) -> bytes:
+    """A PNG that declares a size and bit depth and holds one pixel's data:
+    decoding it would fail as truncated, so a refusal for its size shows the
+    header alone decided."""
+    data = bytearray(png_raw(1, 1, depth=depth, color_type=color_type))
+    data[16:24] = struct.pack(">II", width, height)
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
+    return bytes(data)
+
+
+def test_the_issues_16_bit_rgba_bomb_is_refused_from_its_header():
+    # 6320x6320 is under the 40 megapixel limit, but 16-bit RGBA pixels cost 8
+    # bytes each to decode: 320 MB and seconds of CPU for a 310 KB file.
+    error = refusal(png_header_only(6320, 6320, depth=16, color_type=6))
+
+    assert error.code == "too_many_pixels"
+    assert error.messages == [
+        "The image is too large: 6320x6320 pixels. "
+        "A 16-bit PNG image may have at most 8.4 megapixels."
+    ]
+
+
+def test_sixteen_bits_per_channel_get_half_the_pixels_of_eight():
+    budget = 6_000_000  # 1000x1000 RGBA: 4 MB at 8 bits, 8 MB at 16
+
+    eight_bit = image_process(
+        ContentFile(png_raw(1000, 1000, depth=8, color_type=6)),
+        spec=AVATAR,
+        max_decode_bytes=budget,
+    )
+    error = refusal(
+        png_raw(1000, 1000, depth=16, color_type=6), max_decode_bytes=budget
+    )
+
+    assert eight_bit.width == AVATAR.size
+    assert error.code == "too_many_pixels"
+    assert "16-bit PNG" in error.messages[0]
+
+
+def test_sixteen_bit_greyscale_is_counted_at_its_conversion_cost():
+    error = refusal(
+        png_raw(1000, 1000, depth=16, color_type=0), max_decode_bytes=6_000_000
+    )
+
+    assert error.code == "too_many_pixels"
+    assert "16-bit PNG" in error.messages[0]
+
+
+def test_a_large_baseline_jpeg_fits_the_budget_through_reduced_decoding():
+    photo = encode(Image.new("RGB", (4800, 4800), (9, 99, 199)), "JPEG")
+
+    # Decoded at 1/8 scale: 600x600 pixels, about 1.4 MB.
+    processed = image_process(ContentFile(photo), spec=AVATAR, max_decode_bytes=2**21)
+
+    assert processed.width == AVATAR.size
+
+
+def test_a_progressive_jpeg_counts_the_coefficients_of_the_full_image():
+    image = Image.new("RGB", (4800, 4800), (9, 99, 199))
+    baseline = encode(image, "JPEG")
+    progressive = encode(image, "JPEG", progressive=True)
+    budget = 32 * 1024 * 1024  # under the ~35 MB a 4:2:0 progressive one buffers
+
+    assert image_process(ContentFile(baseline), spec=AVATAR, max_decode_bytes=budget)
+    error = refusal(progressive, max_decode_bytes=budget)
+
+    assert error.code == "too_many_pixels"
+    assert "progressive JPEG" in error.messages[0]
+
+
+def test_webp_is_counted_at_its_decoders_higher_cost():
+    image = Image.new("RGB", (1000, 1000), (9, 99, 199))
+    budget = 8_000_000
+
+    assert image_process(
+        ContentFile(encode(image, "PNG")), spec=AVATAR, max_decode_bytes=budget
+    )
+    error = refusal(encode(image, "WEBP"), max_decode_bytes=budget)
+
+    assert error.code == "too_many_pixels"
+    assert "WebP" in error.messages[0]
+
+
+def test_the_decoding_budget_comes_from_settings(settings):
+    settings.MAX_IMAGE_DECODE_BYTES = 3_000_000
+
+    error = refusal(png_raw(1000, 1000, depth=8, color_type=6))
+
+    assert error.code == "too_many_pixels"
+    assert image_validate_header(ContentFile(png_raw(500, 500, depth=8, color_type=6)))
+
+
+def test_the_header_check_applies_the_same_budget():
+    with pytest.raises(ValidationError) as caught:
+        image_validate_header(
+            ContentFile(png_header_only(6320, 6320, depth=16, color_type=6))
+        )
+
+    assert caught.value.code == "too_many_pixels"
+
+
 # --- Resources --------------------------------------------------------------
 
 PEAK_MEMORY_SCRIPT = textwrap.dedent(

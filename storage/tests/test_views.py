@@ -1,6 +1,7 @@
 """The media view: /media/ served by Django (development, MinIO proxy mode)."""
 
 import io
+import logging
 
 import pytest
 from django.core.files.base import ContentFile
@@ -113,3 +114,67 @@ def test_nothing_is_served_when_media_serving_is_off(settings, served_storage):
     settings.MEDIA_SERVE = False
 
     assert Client().get(f"/media/{name}").status_code == 404
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/media/profile_pics/../secret.txt",
+        "/media/profile_pics/%2e%2e/secret.txt",
+        "/media/profile_pics/%2E%2E/%2e%2e/secret.txt",
+        "/media/token_logo/./../secret.txt",
+    ],
+)
+def test_a_path_leaving_the_media_folders_is_404(media_client, served_storage, path):
+    served_storage.save("secret.txt", ContentFile(b"secret"))
+
+    response = media_client.get(path)
+
+    assert response.status_code == 404
+    assert b"secret" not in response.content
+
+
+def test_a_path_is_normalised_before_it_is_served(media_client, served_storage):
+    name = served_storage.save("token_logo/logo.png", ContentFile(png_bytes()))
+
+    response = media_client.get(f"/media/token_logo/x/../{name.split('/')[-1]}")
+
+    assert response.status_code == 200
+    assert b"".join(response.streaming_content) == png_bytes()
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/media/profile_pics/a%00.jpg",
+        "/media/profile_pics/%00",
+        "/media/profile_pics/" + "a" * 300 + ".jpg",
+        "/media/profile_pics/" + "/".join(["a" * 200] * 3),
+    ],
+)
+def test_hostile_names_are_404_without_a_storage_failure(
+    media_client, served_storage, path, caplog
+):
+    with caplog.at_level(logging.INFO):
+        response = media_client.get(path)
+
+    assert response.status_code == 404
+    assert not [r for r in caplog.records if r.getMessage() == "storage failure"]
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+def test_the_default_avatar_is_cached_for_a_day_never_immutable(
+    media_client, served_storage, put_exact
+):
+    put_exact(served_storage, "default_avatar.jpg", png_bytes())
+
+    response = media_client.get("/media/default_avatar.jpg")
+    revalidated = media_client.get(
+        "/media/default_avatar.jpg", headers={"if-none-match": response["ETag"]}
+    )
+
+    assert response.status_code == 200
+    assert revalidated.status_code == 304
+    for answer in (response, revalidated):
+        assert "immutable" not in answer["Cache-Control"]
+        assert "max-age=86400" in answer["Cache-Control"]

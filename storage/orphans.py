@@ -1,0 +1,187 @@
+"""Media objects that no row references, and deletions the store refused.
+
+An upload writes its object before the row that references it commits, so a
+young unreferenced object may be an upload in flight: objects younger than the
+grace period are never touched. Deletions that fail while the store is down
+are queued as `PendingDeletion` rows and finished when it answers again.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from django.apps import apps
+from django.core.files.storage import Storage, default_storage
+from django.db import models
+from django.utils import timezone
+
+from storage.backends import MinIOStorage
+from storage.config import PUBLIC_MEDIA_PREFIXES
+from storage.exceptions import StorageUnavailable
+from storage.models import PendingDeletion
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_GRACE_MINUTES = 60
+_RETRIES_AFTER_A_WRITE = 20
+
+
+def _file_fields() -> Iterator[tuple[type[models.Model], str]]:
+    for model in apps.get_models():
+        for model_field in model._meta.concrete_fields:
+            if isinstance(model_field, models.FileField):
+                yield model, model_field.name
+
+
+def referenced_names() -> set[str]:
+    """Every file name a row of any model references."""
+    names: set[str] = set()
+    for model, field_name in _file_fields():
+        names.update(
+            model._default_manager.exclude(**{field_name: ""})
+            .values_list(field_name, flat=True)
+            .iterator()
+        )
+    return names
+
+
+def is_referenced(name: str) -> bool:
+    return any(
+        model._default_manager.filter(**{field_name: name}).exists()
+        for model, field_name in _file_fields()
+    )
+
+
+def pending_deletion_add(*, name: str, error: BaseException | str) -> None:
+    """Queue a file whose deletion failed, to be retried later."""
+    pending, _ = PendingDeletion.objects.get_or_create(name=name)
+    PendingDeletion.objects.filter(pk=pending.pk).update(
+        attempts=models.F("attempts") + 1, last_error=str(error)[:300]
+    )
+    logger.warning("deletion queued", extra={"key": name})
+
+
+def pending_deletions_retry(
+    *, storage: Storage | None = None, limit: int | None = None
+) -> tuple[int, int]:
+    """Delete queued files again; return (finished, still pending).
+
+    Stops at the first failure: the store is down again, and every other
+    attempt would only wait for its timeout.
+    """
+    storage = storage or default_storage
+    finished = 0
+    queue = PendingDeletion.objects.order_by("created_at", "pk")
+    for pending in queue[:limit] if limit else queue:
+        if not is_referenced(pending.name):
+            try:
+                storage.delete(pending.name)
+            except (StorageUnavailable, OSError) as error:
+                PendingDeletion.objects.filter(pk=pending.pk).update(
+                    attempts=models.F("attempts") + 1, last_error=str(error)[:300]
+                )
+                break
+        pending.delete()
+        finished += 1
+    return finished, PendingDeletion.objects.count()
+
+
+def pending_deletions_retry_after_write() -> None:
+    """After a write succeeded the store is up: finish a few queued deletions.
+
+    Run from `transaction.on_commit`; a failure here must not touch the
+    request that wrote.
+    """
+    if not PendingDeletion.objects.exists():
+        return
+    try:
+        pending_deletions_retry(limit=_RETRIES_AFTER_A_WRITE)
+    except Exception:
+        logger.exception("retrying queued deletions failed")
+
+
+@dataclass
+class OrphanReport:
+    scanned: int = 0
+    referenced: int = 0
+    recent: int = 0
+    orphans: list[str] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    pending_finished: int = 0
+    pending_left: int = 0
+
+
+def media_orphans_collect(
+    *,
+    delete: bool,
+    grace_minutes: int = DEFAULT_GRACE_MINUTES,
+    storage: Storage | None = None,
+) -> OrphanReport:
+    """Find (and with ``delete``, remove) media objects no row references.
+
+    Only the media folders are looked at; objects younger than
+    ``grace_minutes`` are counted as recent and left alone, and every name is
+    checked again just before it is deleted.
+    """
+    storage = storage or default_storage
+    report = OrphanReport()
+    if delete:
+        report.pending_finished, report.pending_left = pending_deletions_retry(
+            storage=storage
+        )
+    cutoff = timezone.now() - timedelta(minutes=grace_minutes)
+    referenced = referenced_names()
+    for name, modified in _media_objects(storage):
+        report.scanned += 1
+        if name in referenced:
+            report.referenced += 1
+        elif modified > cutoff:
+            report.recent += 1
+        else:
+            report.orphans.append(name)
+    if not delete:
+        return report
+    for name in report.orphans:
+        if is_referenced(name):
+            continue
+        try:
+            storage.delete(name)
+        except (StorageUnavailable, OSError) as error:
+            report.failed.append(name)
+            pending_deletion_add(name=name, error=error)
+        else:
+            report.deleted.append(name)
+    return report
+
+
+def _media_objects(storage: Storage) -> Iterator[tuple[str, datetime]]:
+    """(name, last modified) of every object under the media folders."""
+    for prefix in PUBLIC_MEDIA_PREFIXES:
+        if isinstance(storage, MinIOStorage):
+            with storage._errors("list", prefix):
+                for obj in storage.client.list_objects(
+                    bucket_name=storage.bucket_name, prefix=prefix, recursive=True
+                ):
+                    if not obj.is_dir:
+                        yield obj.object_name, obj.last_modified
+        else:
+            yield from _walk(storage, prefix.rstrip("/"))
+
+
+def _walk(storage: Storage, folder: str) -> Iterator[tuple[str, datetime]]:
+    try:
+        directories, files = storage.listdir(folder)
+    except FileNotFoundError:
+        return
+    for name in files:
+        path = f"{folder}/{name}"
+        modified = storage.get_modified_time(path)
+        if timezone.is_naive(modified):
+            modified = timezone.make_aware(modified)
+        yield path, modified
+    for directory in directories:
+        yield from _walk(storage, f"{folder}/{directory}")

@@ -1,0 +1,183 @@
+"""The storage contract for names, URLs and the storage object itself, after
+Django's tests/file_storage, on both storages (local media/ and MinIOStorage
+on the real S3 server of the run).
+"""
+
+import pickle
+import re
+
+import pytest
+from django.core.exceptions import SuspiciousFileOperation
+from django.core.files.base import ContentFile
+from django.core.files.storage import FileSystemStorage, storages
+
+from storage.backends import MinIOStorage
+
+SUFFIX = r"_[A-Za-z0-9_-]{7,11}"
+
+
+@pytest.fixture(params=["local", "minio"])
+def make_storage(request, tmp_path):
+    """Build a storage of each kind; ``base_url`` is the URL prefix of local
+    files (FileSystemStorage's option, MinIOStorage's ``media_url`` in the
+    proxy mode, the one where it serves under MEDIA_URL)."""
+
+    def make(**options):
+        base_url = options.pop("base_url", None)
+        if request.param == "local":
+            return FileSystemStorage(location=tmp_path / "made", base_url=base_url)
+        minio_options = request.getfixturevalue("minio_options")
+        return MinIOStorage(
+            **{**minio_options, "url_mode": "proxy"}, media_url=base_url
+        )
+
+    return make
+
+
+def test_url_of_no_name_is_the_base(make_storage):
+    storage = make_storage(base_url="/test_media_url/")
+
+    assert storage.url(None) == "/test_media_url/"
+    assert storage.url("") == "/test_media_url/"
+
+
+def test_url_quotes_as_encode_uri_component(make_storage):
+    storage = make_storage(base_url="/test_media_url/")
+
+    assert storage.url("test.file") == "/test_media_url/test.file"
+    assert (
+        storage.url(r"~!*()'@#$%^&*abc`+ =.file")
+        == "/test_media_url/~!*()'%40%23%24%25%5E%26*abc%60%2B%20%3D.file"
+    )
+    assert storage.url("a/b\\c.file") == "/test_media_url/a/b/c.file"
+
+
+@pytest.mark.parametrize("name", ["/evil.com", r"\evil.com", "///evil.com"])
+def test_url_drops_leading_slashes(make_storage, name):
+    storage = make_storage(base_url="/test_media_url/")
+
+    assert storage.url(name) == "/test_media_url/evil.com"
+
+
+def test_base_url_without_a_trailing_slash_gets_one(make_storage):
+    storage = make_storage(base_url="/no_ending_slash")
+
+    assert storage.url("test.file") == "/no_ending_slash/test.file"
+
+
+def test_url_follows_media_url_changed_after_the_storage_was_made(
+    make_storage, settings
+):
+    follows = make_storage()
+    explicit = make_storage(base_url="/explicit/")
+
+    settings.MEDIA_URL = "/overridden_media_url/"
+
+    assert follows.url("a.txt") == "/overridden_media_url/a.txt"
+    assert explicit.url("a.txt") == "/explicit/a.txt"
+
+
+def test_the_storage_pickles_and_the_copy_works(any_storage):
+    name = any_storage.save("profile_pics/pickled.txt", ContentFile(b"cached"))
+    storage = storages["default"]
+
+    copy = pickle.loads(pickle.dumps(storage))  # noqa: S301 (our own bytes)
+
+    assert copy.url(name) == storage.url(name)
+    assert copy.deconstruct() == storage.deconstruct()
+    with copy.open(name) as opened:
+        assert opened.read() == b"cached"
+    again = copy.save("profile_pics/pickled.txt", ContentFile(b"again"))
+    assert storage.open(again).read() == b"again"
+
+
+def test_a_model_instance_with_a_stored_file_pickles(any_storage):
+    from accounts.models import Profile
+
+    name = any_storage.save("profile_pics/avatar.txt", ContentFile(b"avatar"))
+    profile = pickle.loads(pickle.dumps(Profile(avatar=name)))  # noqa: S301
+
+    assert profile.avatar.name == name
+    with profile.avatar.open() as avatar:
+        assert avatar.read() == b"avatar"
+
+
+def test_deconstruct_gives_a_storage_with_the_same_options(any_storage):
+    storage = storages["default"]
+    path, args, kwargs = storage.deconstruct()
+
+    assert path in (
+        "django.core.files.storage.FileSystemStorage",
+        "storage.backends.MinIOStorage",
+    )
+    rebuilt = type(storage)(*args, **kwargs)
+    assert rebuilt.url("a/b.txt") == storage.url("a/b.txt")
+
+
+@pytest.mark.parametrize(
+    ("name", "pattern"),
+    [
+        ("tests/multiple_files.txt", rf"tests/multiple_files{SUFFIX}\.txt"),
+        ("tests/archive.tar.gz", rf"tests/archive{SUFFIX}\.tar\.gz"),
+        ("dotted.path/test", rf"dotted\.path/test{SUFFIX}"),
+        ("dotted.path/.test", rf"dotted\.path/\.test{SUFFIX}"),
+    ],
+)
+def test_a_taken_name_gets_a_random_part_before_its_extensions(
+    any_storage, name, pattern
+):
+    first = any_storage.save(name, ContentFile(b"1"))
+    second = any_storage.save(name, ContentFile(b"2"))
+
+    assert second != first
+    assert re.fullmatch(pattern, second), second
+    assert any_storage.open(first).read() == b"1"
+    assert any_storage.open(second).read() == b"2"
+
+
+def test_a_name_is_truncated_to_max_length_keeping_its_extension(any_storage):
+    for _ in range(2):
+        name = any_storage.save(
+            "tests/a_rather_long_file_name.txt", ContentFile(b"x"), max_length=30
+        )
+        assert len(name) <= 30
+        assert name.startswith("tests/a_") and name.endswith(".txt")
+
+
+def test_a_max_length_with_no_room_for_the_name_is_refused(any_storage):
+    with pytest.raises(
+        SuspiciousFileOperation, match="Storage can not find an available filename"
+    ):
+        for _ in range(2):
+            any_storage.save("file_name.longext", ContentFile(b"x"), max_length=5)
+
+
+def test_a_name_too_long_for_the_store_is_refused(any_storage):
+    # A file system refuses it with OSError (ENAMETOOLONG), MinIOStorage before
+    # sending anything; neither reports an outage, and nothing is stored.
+    with pytest.raises((OSError, SuspiciousFileOperation)) as refused:
+        any_storage.save("profile_pics/" + "a" * 300 + ".txt", ContentFile(b"x"))
+
+    assert "StorageUnavailable" not in type(refused.value).__name__
+    assert any_storage.exists("profile_pics/" + "a" * 300 + ".txt") is False
+
+
+@pytest.mark.parametrize("name", ["..", "../x.txt", "a/../../x.txt"])
+def test_traversal_is_refused_by_every_method(any_storage, name):
+    for method in (any_storage.exists, any_storage.open, any_storage.size):
+        with pytest.raises(SuspiciousFileOperation):
+            method(name)
+
+
+def test_delete_without_a_name_is_refused(any_storage):
+    for name in (None, ""):
+        with pytest.raises(ValueError, match=r"The name must be given to delete\(\)"):
+            any_storage.delete(name)
+
+
+def test_names_keep_their_case(any_storage):
+    name = any_storage.save("CaSe/CaSe_SeNsItIvE.txt", ContentFile(b"x"))
+
+    assert name.startswith("CaSe/CaSe_SeNsItIvE")
+    _folders, files = any_storage.listdir("CaSe")
+    assert files == [name.split("/")[1]]

@@ -1,0 +1,224 @@
+"""No orphans: concurrent uploads, removals during an outage, media_orphans."""
+
+import io
+import threading
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.core.files.base import ContentFile
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.core.management import CommandError, call_command
+from django.db import connection
+from PIL import Image
+
+from accounts.models import DEFAULT_AVATAR, Profile
+from accounts.services import avatar_remove, avatar_replace
+from conftest import storages_setting
+from storage.models import PendingDeletion
+
+pytestmark = pytest.mark.django_db
+
+
+def jpeg_upload(name: str = "me.jpg") -> SimpleUploadedFile:
+    buffer = io.BytesIO()
+    Image.new("RGB", (400, 300), (200, 40, 40)).save(buffer, "JPEG")
+    return SimpleUploadedFile(name, buffer.getvalue(), content_type="image/jpeg")
+
+
+@pytest.fixture
+def profile(any_storage, put_exact):
+    put_exact(any_storage, DEFAULT_AVATAR, b"default")
+    return get_user_model().objects.create_user("alice", password="x").profile
+
+
+def run_together(calls) -> list[BaseException | None]:
+    barrier = threading.Barrier(len(calls))
+    errors: list[BaseException | None] = [None] * len(calls)
+
+    def work(index: int, call) -> None:
+        try:
+            barrier.wait(timeout=30)
+            call()
+        except BaseException as error:  # reported to the test, which fails on it
+            errors[index] = error
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=work, args=item) for item in enumerate(calls)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not any(thread.is_alive() for thread in threads), "a thread hung"
+    return errors
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_uploads_by_one_user_leave_exactly_the_referenced_object(
+    profile, any_storage, stored_names
+):
+    # Each request loaded the profile before any of them saved, as ten
+    # requests of one user arriving together do.
+    stale = [Profile.objects.get(pk=profile.pk) for _ in range(10)]
+
+    def upload(instance: Profile):
+        return lambda: avatar_replace(profile=instance, upload=jpeg_upload())
+
+    errors = run_together([upload(instance) for instance in stale])
+
+    assert errors == [None] * 10
+    profile.refresh_from_db()
+    assert profile.avatar.name.startswith("profile_pics/")
+    assert stored_names(any_storage, "profile_pics") == [profile.avatar.name]
+    assert not PendingDeletion.objects.exists()
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_uploads_and_a_removal_leave_no_unreferenced_object(
+    profile, any_storage, stored_names
+):
+    stale = [Profile.objects.get(pk=profile.pk) for _ in range(6)]
+    calls = [
+        (lambda p=p: avatar_replace(profile=p, upload=jpeg_upload())) for p in stale
+    ]
+    calls.append(lambda: avatar_remove(profile=Profile.objects.get(pk=profile.pk)))
+
+    assert run_together(calls) == [None] * 7
+
+    profile.refresh_from_db()
+    expected = [] if profile.avatar.name == DEFAULT_AVATAR else [profile.avatar.name]
+    assert stored_names(any_storage, "profile_pics") == expected
+
+
+def test_a_removal_during_an_outage_is_finished_when_the_store_returns(
+    settings, use_minio, put_exact, stored_names, django_capture_on_commit_callbacks
+):
+    put_exact(use_minio, DEFAULT_AVATAR, b"default")
+    profile = get_user_model().objects.create_user("bob", password="x").profile
+    with django_capture_on_commit_callbacks(execute=True):
+        avatar_replace(profile=profile, upload=jpeg_upload())
+    replaced = profile.avatar.name
+    working = settings.STORAGES
+    settings.STORAGES = storages_setting(
+        {
+            "BACKEND": "storage.backends.MinIOStorage",
+            "OPTIONS": {
+                **working["default"]["OPTIONS"],
+                "endpoint": "127.0.0.1:9",
+                "max_retries": 0,
+            },
+        }
+    )
+
+    with django_capture_on_commit_callbacks(execute=True):
+        avatar_remove(profile=profile)
+
+    assert list(PendingDeletion.objects.values_list("name", flat=True)) == [replaced]
+    settings.STORAGES = working
+    assert stored_names(use_minio, "profile_pics") == [replaced]
+
+    # The next successful write, whoever makes it, finishes the deletion.
+    other = get_user_model().objects.create_user("carol", password="x").profile
+    with django_capture_on_commit_callbacks(execute=True):
+        avatar_replace(profile=other, upload=jpeg_upload())
+
+    assert stored_names(use_minio, "profile_pics") == [other.avatar.name]
+    assert not PendingDeletion.objects.exists()
+
+
+def test_a_queued_deletion_is_finished_by_the_command(any_storage, stored_names):
+    name = any_storage.save("profile_pics/old.jpg", ContentFile(b"x"))
+    PendingDeletion.objects.create(name=name, attempts=1)
+
+    call_command("media_orphans", "--delete", stdout=io.StringIO())
+
+    assert stored_names(any_storage, "profile_pics") == []
+    assert not PendingDeletion.objects.exists()
+
+
+def test_a_queued_name_that_a_row_references_again_is_kept(
+    profile, any_storage, stored_names, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        avatar_replace(profile=profile, upload=jpeg_upload())
+    PendingDeletion.objects.create(name=profile.avatar.name)
+
+    call_command("media_orphans", "--delete", stdout=io.StringIO())
+
+    assert stored_names(any_storage, "profile_pics") == [profile.avatar.name]
+    assert not PendingDeletion.objects.exists()
+
+
+def orphans(*args: str) -> str:
+    out = io.StringIO()
+    call_command("media_orphans", *args, stdout=out)
+    return out.getvalue()
+
+
+@pytest.fixture
+def media(profile, any_storage, django_capture_on_commit_callbacks):
+    """One referenced avatar, one orphan in each media folder, one private file."""
+    with django_capture_on_commit_callbacks(execute=True):
+        avatar_replace(profile=profile, upload=jpeg_upload())
+    return {
+        "referenced": profile.avatar.name,
+        "orphans": [
+            any_storage.save("profile_pics/lost.jpg", ContentFile(b"x")),
+            any_storage.save("token_logo/nested/lost.png", ContentFile(b"x")),
+        ],
+        "private": any_storage.save("private/notes.txt", ContentFile(b"x")),
+    }
+
+
+def test_the_command_lists_unreferenced_objects_and_deletes_nothing(media, any_storage):
+    report = orphans("--grace-minutes", "0")
+
+    for name in media["orphans"]:
+        assert f"unreferenced    {name}" in report
+    assert media["referenced"] not in report
+    assert "scanned 3, referenced 1, younger than 0 min 0, unreferenced 2" in report
+    assert "Nothing was deleted" in report
+    assert all(any_storage.exists(name) for name in media["orphans"])
+
+
+def test_delete_removes_only_old_unreferenced_media(media, any_storage):
+    dry = orphans("--delete", "--dry-run", "--grace-minutes", "0")
+    assert all(any_storage.exists(name) for name in media["orphans"])
+    assert "deleted 0" in dry
+
+    report = orphans("--delete", "--grace-minutes", "0")
+
+    assert "deleted 2, failed 0" in report
+    assert not any(any_storage.exists(name) for name in media["orphans"])
+    assert any_storage.exists(media["referenced"])
+    assert any_storage.exists(media["private"])
+    assert any_storage.exists(DEFAULT_AVATAR)
+
+
+def test_objects_younger_than_the_grace_period_are_left_alone(media, any_storage):
+    # An upload writes its object before its row commits: a young unreferenced
+    # object may be one in flight.
+    report = orphans("--delete")
+
+    assert "younger than 60 min 2, unreferenced 0, deleted 0" in report
+    assert all(any_storage.exists(name) for name in media["orphans"])
+
+
+def test_a_failed_deletion_is_queued_and_the_command_fails(
+    media, monkeypatch, any_storage
+):
+    from storage.exceptions import StorageUnavailable
+
+    def refuse(name):
+        raise StorageUnavailable("down")
+
+    monkeypatch.setattr(type(any_storage._wrapped), "delete", lambda self, n: refuse(n))
+
+    with pytest.raises(CommandError, match="queued"):
+        orphans("--delete", "--grace-minutes", "0")
+
+    assert sorted(PendingDeletion.objects.values_list("name", flat=True)) == sorted(
+        media["orphans"]
+    )

@@ -1,0 +1,221 @@
+"""Writes of identity verification: submitting documents, deciding, opening them."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+from urllib.parse import quote, urlsplit
+
+from allauth.account.adapter import get_adapter
+from django.conf import settings
+from django.contrib.auth.base_user import AbstractBaseUser
+from django.core.exceptions import PermissionDenied
+from django.db import IntegrityError, transaction
+from django.http import HttpRequest
+from django.utils import timezone
+from minio import Minio
+
+from storage.backends import MinIOStorage
+from storage.exceptions import StorageUnavailable
+from verification.documents import ProcessedDocument
+from verification.exceptions import VerificationError
+from verification.models import (
+    IdentityDocument,
+    IdentityDocumentAccess,
+    IdentityVerification,
+)
+
+logger = logging.getLogger(__name__)
+
+VIEW_DOCUMENT_PERMISSION = "verification.view_identity_document"
+REQUIRED_KINDS = (IdentityDocument.Kind.FRONT, IdentityDocument.Kind.SELFIE)
+
+
+def verification_submit(
+    *, user: AbstractBaseUser, documents: dict[str, ProcessedDocument]
+) -> IdentityVerification:
+    """Store the documents and open a verification under review.
+
+    The objects are written first, outside any transaction; if the rows then
+    cannot be written (another submission won, the database is down) the
+    objects are deleted again, so nothing is left that no row names.
+    """
+    missing = [kind.label for kind in REQUIRED_KINDS if kind not in documents]
+    if missing:
+        raise VerificationError(f"Missing: {', '.join(missing)}.")
+    if IdentityVerification.objects.filter(
+        user=user, state__in=["pending", "approved"]
+    ).exists():
+        raise VerificationError(_already_open_message(user))
+    verification = IdentityVerification(user=user)
+    rows: list[IdentityDocument] = []
+    try:
+        for kind, content in documents.items():
+            row = IdentityDocument(
+                verification=verification,
+                kind=kind,
+                content_type=content.content_type,
+                size=content.size,
+            )
+            row.file.save(content.name, content, save=False)
+            rows.append(row)
+        with transaction.atomic():
+            verification.save()
+            for row in rows:
+                row.verification = verification
+                row.save()
+    except BaseException as error:
+        for row in rows:
+            _object_delete(row.file.storage, row.file.name)
+        if isinstance(error, IntegrityError):
+            raise VerificationError(_already_open_message(user)) from None
+        raise
+    return verification
+
+
+def _already_open_message(user: AbstractBaseUser) -> str:
+    approved = IdentityVerification.objects.filter(user=user, state="approved")
+    if approved.exists():
+        return "Your identity is already verified."
+    return "Your documents are already under review."
+
+
+def _object_delete(storage, name: str) -> None:
+    try:
+        storage.delete(name)
+    except StorageUnavailable:
+        logger.exception("could not remove %s after a failed submission", name)
+
+
+def verification_approve(
+    *, verification: IdentityVerification, staff: AbstractBaseUser
+) -> IdentityVerification:
+    return _decide(verification=verification, staff=staff, approve=True, reason="")
+
+
+def verification_reject(
+    *, verification: IdentityVerification, staff: AbstractBaseUser, reason: str
+) -> IdentityVerification:
+    """Reject with a reason the user sees; the documents are deleted (their
+    objects once the transaction commits, by django-cleanup)."""
+    reason = reason.strip()
+    if not reason:
+        raise VerificationError("A rejection needs a reason for the user.")
+    return _decide(verification=verification, staff=staff, approve=False, reason=reason)
+
+
+def _decide(
+    *,
+    verification: IdentityVerification,
+    staff: AbstractBaseUser,
+    approve: bool,
+    reason: str,
+) -> IdentityVerification:
+    with transaction.atomic():
+        locked = IdentityVerification.objects.select_for_update().get(
+            pk=verification.pk
+        )
+        if not locked.is_pending:
+            raise VerificationError(f"It was already {locked.get_state_display()}.")
+        locked.state = (
+            IdentityVerification.State.APPROVED
+            if approve
+            else IdentityVerification.State.REJECTED
+        )
+        locked.decided_by = staff
+        locked.decided_at = timezone.now()
+        locked.reason = reason
+        locked.save(update_fields=["state", "decided_by", "decided_at", "reason"])
+        if not approve:
+            # One by one, so that post_delete (django-cleanup) sees each file.
+            for document in locked.documents.all():
+                document.delete()
+    return locked
+
+
+@dataclass(frozen=True)
+class DocumentDelivery:
+    """How staff get the bytes: a redirect to a short-lived presigned URL, or
+    the file streamed by the app (local storage, or the bucket in proxy mode,
+    which browsers cannot reach)."""
+
+    access: IdentityDocumentAccess
+    presigned_url: str = ""
+
+
+def document_open(
+    *, request: HttpRequest, document: IdentityDocument
+) -> DocumentDelivery:
+    """Record that ``request.user`` opens ``document`` and say how to deliver it.
+
+    Refuses anyone without the ``view_identity_document`` permission.
+    """
+    staff = request.user
+    if not (
+        staff.is_active and staff.is_staff and staff.has_perm(VIEW_DOCUMENT_PERMISSION)
+    ):
+        raise PermissionDenied("Opening identity documents needs a permission.")
+    storage = document.file.storage
+    presign = isinstance(storage, MinIOStorage) and storage.url_mode != "proxy"
+    access = IdentityDocumentAccess.objects.create(
+        staff=staff,
+        staff_username=staff.get_username(),
+        document=document,
+        document_description=f"{document} (verification #{document.verification_id})",
+        object_key=document.file.name,
+        ip_address=_client_ip(request),
+        delivery=(
+            IdentityDocumentAccess.Delivery.PRESIGNED
+            if presign
+            else IdentityDocumentAccess.Delivery.STREAM
+        ),
+    )
+    if not presign:
+        return DocumentDelivery(access=access)
+    return DocumentDelivery(
+        access=access,
+        presigned_url=document_presigned_url(
+            storage=storage,
+            key=document.file.name,
+            expiry=settings.IDENTITY_DOCUMENT_URL_EXPIRY,
+            attachment=document.content_type == "application/pdf",
+        ),
+    )
+
+
+def document_presigned_url(
+    *, storage: MinIOStorage, key: str, expiry: int, attachment: bool = False
+) -> str:
+    """A GET URL for ``key`` that stops working after ``expiry`` seconds.
+
+    Signed now (not rounded like media URLs, which are meant to be cached),
+    for the host browsers reach; the answer says ``no-store`` whatever the
+    object's own Cache-Control. Signing is local: no request is made.
+    """
+    parts = urlsplit(storage.public_url)
+    signer = Minio(
+        endpoint=parts.netloc,
+        access_key=storage.access_key,
+        secret_key=storage.secret_key,
+        secure=parts.scheme == "https",
+        region=storage.region,
+    )
+    response_headers = {"response-cache-control": "private, no-store"}
+    if attachment:
+        response_headers["response-content-disposition"] = (
+            f"attachment; filename*=UTF-8''{quote(key.rsplit('/', 1)[-1])}"
+        )
+    return signer.presigned_get_object(
+        bucket_name=storage.bucket_name,
+        object_name=key,
+        expires=timedelta(seconds=expiry),
+        response_headers=response_headers,
+    )
+
+
+def _client_ip(request: HttpRequest) -> str | None:
+    try:
+        return get_adapter(request).get_client_ip(request)
+    except PermissionDenied:
+        return None

@@ -1,0 +1,243 @@
+import json
+import time
+
+import pytest
+import urllib3
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Permission
+from django.core.files.storage import default_storage
+from django.test import Client
+
+from storage.bucket import public_read_policy
+from storage.config import is_public_media_key
+from verification.models import IdentityDocumentAccess, IdentityVerification
+from verification.services import document_presigned_url
+from verification.tests.samples import full_set, jpeg_with_gps, upload
+
+pytestmark = pytest.mark.django_db
+
+http = urllib3.PoolManager(retries=False, timeout=10)
+
+
+@pytest.fixture
+def alice():
+    return get_user_model().objects.create_user("alice", password="pw-alice-2026")
+
+
+@pytest.fixture
+def alice_client(alice):
+    client = Client()
+    client.force_login(alice)
+    return client
+
+
+def staff_client(mfa_enable, *, may_open: bool) -> Client:
+    staff = get_user_model().objects.create_user(
+        "reviewer" if may_open else "helper", password="pw-staff-2026", is_staff=True
+    )
+    staff.user_permissions.add(
+        Permission.objects.get(codename="view_identityverification"),
+        Permission.objects.get(codename="change_identityverification"),
+    )
+    if may_open:
+        staff.user_permissions.add(
+            Permission.objects.get(codename="view_identity_document")
+        )
+    mfa_enable(staff)
+    client = Client()
+    client.force_login(staff)
+    return client
+
+
+def submit(client) -> IdentityVerification:
+    response = client.post("/accounts/verification/", full_set())
+    assert response.status_code == 302, response.content.decode()[:2000]
+    return IdentityVerification.objects.get()
+
+
+def open_url(document) -> str:
+    return f"/admin/verification/identityverification/document/{document.pk}/"
+
+
+def test_the_page_asks_for_documents_then_shows_the_state(alice_client):
+    page = alice_client.get("/accounts/verification/")
+    assert page.status_code == 200
+    assert 'accept="image/jpeg,image/png,application/pdf"' in page.content.decode()
+    assert "no-store" in page["Cache-Control"]
+    submit(alice_client)
+    page = alice_client.get("/accounts/verification/").content.decode()
+    assert "under review" in page
+    assert 'name="front"' not in page  # no second submission while pending
+    profile = alice_client.get("/accounts/profile/").content.decode()
+    assert "under review" in profile and "/accounts/verification/" in profile
+
+
+def test_refusals_are_form_errors_in_words(alice_client):
+    response = alice_client.post(
+        "/accounts/verification/",
+        {
+            "front": upload("id.svg", b"<svg xmlns='http://www.w3.org/2000/svg'/>"),
+            "selfie": upload("me.jpg", jpeg_with_gps(100, 100)),
+        },
+    )
+    assert response.status_code == 400
+    assert "not a JPEG, PNG or PDF" in response.content.decode()
+    assert not IdentityVerification.objects.exists()
+
+
+def test_a_rejection_shows_its_reason_and_allows_new_documents(
+    alice_client, alice, mfa_enable
+):
+    verification = submit(alice_client)
+    staff = staff_client(mfa_enable, may_open=False)
+    action = {"action": "reject", "_selected_action": [verification.pk]}
+    confirm = staff.post("/admin/verification/identityverification/", action)
+    assert confirm.status_code == 200
+    assert "Yes, reject 1" in confirm.content.decode()
+    assert IdentityVerification.objects.get().state == "pending"
+    done = staff.post(
+        "/admin/verification/identityverification/",
+        {**action, "post": "yes", "reason": "The photo is too dark."},
+    )
+    assert done.status_code == 302
+    verification.refresh_from_db()
+    assert (verification.state, verification.reason) == (
+        "rejected",
+        "The photo is too dark.",
+    )
+    assert verification.decided_by.username == "helper"
+    page = alice_client.get("/accounts/verification/").content.decode()
+    assert "rejected" in page and "The photo is too dark." in page
+    assert 'name="front"' in page
+
+
+def test_approval_goes_through_a_confirmation(alice_client, mfa_enable):
+    verification = submit(alice_client)
+    staff = staff_client(mfa_enable, may_open=False)
+    action = {"action": "approve", "_selected_action": [verification.pk]}
+    assert (
+        b"Yes, approve 1"
+        in staff.post("/admin/verification/identityverification/", action).content
+    )
+    staff.post("/admin/verification/identityverification/", {**action, "post": "yes"})
+    assert IdentityVerification.objects.get().state == "approved"
+    assert "verified" in alice_client.get("/accounts/profile/").content.decode()
+
+
+def test_the_public_bucket_policy_never_covers_the_private_prefix():
+    resources = public_read_policy("bucket")["Statement"][0]["Resource"]
+    assert resources == [
+        "arn:aws:s3:::bucket/profile_pics/*",
+        "arn:aws:s3:::bucket/token_logo/*",
+        "arn:aws:s3:::bucket/default_avatar.jpg",
+    ]
+    assert not is_public_media_key("private/identity/1/x.jpg")
+
+
+def test_an_anonymous_request_for_the_key_is_refused_in_every_url_mode(
+    site_storage, alice_client, s3_client
+):
+    verification = submit(alice_client)
+    keys = [document.file.name for document in verification.documents.all()]
+    anonymous = Client()
+    for key in keys:
+        assert anonymous.get(f"/media/{key}").status_code == 404
+        assert alice_client.get(f"/media/{key}").status_code == 404
+    if site_storage == "local":
+        return
+    storage = default_storage
+    for key in keys:
+        direct = http.request(
+            "GET", f"{storage.public_url}/{storage.bucket_name}/{key}"
+        )
+        assert direct.status in (403, 404), key
+        assert b"%PDF" not in direct.data and b"JFIF" not in direct.data
+    if site_storage == "public":
+        policy = json.loads(
+            s3_client.get_bucket_policy(bucket_name=storage.bucket_name)
+        )
+        resources = policy["Statement"][0]["Resource"]
+        assert not any("private" in resource for resource in resources)
+
+
+def test_staff_open_a_document_and_each_opening_is_recorded(
+    site_storage, alice_client, mfa_enable
+):
+    verification = submit(alice_client)
+    document = verification.documents.get(kind="selfie")  # the PDF
+    staff = staff_client(mfa_enable, may_open=True)
+    change = staff.get(
+        f"/admin/verification/identityverification/{verification.pk}/change/"
+    ).content.decode()
+    assert open_url(document) in change
+    assert "private/identity" not in change  # no key, no storage URL
+
+    response = staff.get(open_url(document))
+    if site_storage in ("public", "presigned"):
+        assert response.status_code == 302
+        assert "X-Amz-Signature" in response["Location"]
+        assert "X-Amz-Expires=60&" in response["Location"]
+        fetched = http.request("GET", response["Location"])
+        assert fetched.status == 200
+        body = fetched.data
+        assert fetched.headers["Cache-Control"] == "private, no-store"
+        assert fetched.headers["Content-Disposition"].startswith("attachment")
+    else:
+        assert response.status_code == 200
+        body = b"".join(response.streaming_content)
+        assert response["Content-Disposition"].startswith("attachment")
+        assert response["X-Content-Type-Options"] == "nosniff"
+        assert response["Content-Security-Policy"].startswith("sandbox;")
+    assert body.startswith(b"%PDF-")
+    assert "no-store" in response["Cache-Control"]
+    access = IdentityDocumentAccess.objects.get()
+    assert (access.staff_username, access.document) == ("reviewer", document)
+    assert access.delivery == (
+        "presigned" if site_storage in ("public", "presigned") else "stream"
+    )
+
+
+def test_staff_without_the_permission_are_refused_and_see_no_link(
+    alice_client, mfa_enable
+):
+    verification = submit(alice_client)
+    document = verification.documents.first()
+    staff = staff_client(mfa_enable, may_open=False)
+    change = staff.get(
+        f"/admin/verification/identityverification/{verification.pk}/change/"
+    ).content.decode()
+    assert open_url(document) not in change
+    assert "Can open identity documents" in change
+    assert staff.get(open_url(document)).status_code == 403
+    assert alice_client.get(open_url(document)).status_code == 302  # to log-in
+    assert Client().get(open_url(document)).status_code == 302
+    assert not IdentityDocumentAccess.objects.exists()
+
+
+def test_the_access_log_is_read_only_in_the_admin(alice_client, mfa_enable):
+    verification = submit(alice_client)
+    staff = staff_client(mfa_enable, may_open=True)
+    staff.get(open_url(verification.documents.first()))
+    superuser = get_user_model().objects.create_superuser("root", password="pw-root")
+    mfa_enable(superuser)
+    client = Client()
+    client.force_login(superuser)
+    listing = client.get("/admin/verification/identitydocumentaccess/")
+    assert listing.status_code == 200 and "reviewer" in listing.content.decode()
+    access = IdentityDocumentAccess.objects.get()
+    delete = f"/admin/verification/identitydocumentaccess/{access.pk}/delete/"
+    assert client.post(delete, {"post": "yes"}).status_code == 403
+    assert (
+        client.get("/admin/verification/identitydocumentaccess/add/").status_code == 403
+    )
+
+
+def test_a_presigned_link_stops_working_after_it_expires(use_minio, alice_client):
+    verification = submit(alice_client)
+    document = verification.documents.get(kind="front")
+    url = document_presigned_url(storage=use_minio, key=document.file.name, expiry=1)
+    assert http.request("GET", url).status == 200
+    time.sleep(2.5)
+    expired = http.request("GET", url)
+    assert expired.status == 403
+    assert b"JFIF" not in expired.data

@@ -1,0 +1,91 @@
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.cache import cache_control, never_cache
+from django.views.decorators.http import require_http_methods, require_safe
+
+from storage.exceptions import StorageUnavailable
+from verification.exceptions import VerificationError
+from verification.forms import IdentityDocumentsForm
+from verification.models import IdentityDocument
+from verification.selectors import verification_can_submit, verification_latest
+from verification.services import document_open, verification_submit
+
+DOCUMENT_POLICY = (
+    "sandbox; default-src 'none'; img-src 'self'; style-src 'unsafe-inline'; "
+    "frame-ancestors 'none'"
+)
+STORAGE_DOWN_MESSAGE = (
+    "Your documents could not be saved because file storage is unavailable "
+    "right now. Nothing was changed; please try again in a few minutes."
+)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+@cache_control(private=True, no_store=True)
+def verification_page(request: HttpRequest) -> HttpResponse:
+    """The user's verification state; while they may submit, the upload form."""
+    latest = verification_latest(user=request.user)
+    can_submit = verification_can_submit(latest=latest)
+    form = IdentityDocumentsForm()
+    status = 200
+    if request.method == "POST" and can_submit:
+        form = IdentityDocumentsForm(request.POST, request.FILES)
+        if form.is_valid():
+            try:
+                verification_submit(user=request.user, documents=form.documents())
+            except VerificationError as error:
+                form.add_error(None, error.message)
+            except StorageUnavailable:
+                form.add_error(None, STORAGE_DOWN_MESSAGE)
+            else:
+                messages.success(
+                    request, "Thank you: your documents were sent for review."
+                )
+                return redirect("verification:page")
+        status = 400
+    return render(
+        request,
+        "verification/verification.html",
+        {"verification": latest, "can_submit": can_submit, "form": form},
+        status=status,
+    )
+
+
+@require_safe
+@never_cache
+def document_staff_view(request: HttpRequest, pk: int) -> HttpResponse:
+    """Staff only (mounted in the admin): record the opening, then redirect to
+    a short-lived presigned URL or stream the file."""
+    document = get_object_or_404(
+        IdentityDocument.objects.select_related("verification__user"), pk=pk
+    )
+    delivery = document_open(request=request, document=document)
+    if delivery.presigned_url:
+        response = redirect(delivery.presigned_url)
+    else:
+        try:
+            content = document.file.storage.open(document.file.name, "rb")
+        except FileNotFoundError:
+            raise Http404("The document's file is missing.") from None
+        except StorageUnavailable:
+            return HttpResponse(
+                "File storage is unavailable.", status=503, content_type="text/plain"
+            )
+        response = FileResponse(
+            content,
+            content_type=document.content_type,
+            as_attachment=document.content_type == "application/pdf",
+            filename=document.file.name.rsplit("/", 1)[-1],
+        )
+        response["Content-Length"] = str(content.size)
+        response["X-Content-Type-Options"] = "nosniff"
+        # The browser shows an image in a page of its own that styles it
+        # inline; nothing in it may run or load anything else.
+        response["Content-Security-Policy"] = DOCUMENT_POLICY
+    response["Cache-Control"] = "private, no-store"
+    return response
