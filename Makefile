@@ -65,6 +65,7 @@ format: dev
 bench: dev $(NGINX)
 	$(NO_ENV_FILE) $(BIN)/python -m bench.run
 	$(NO_ENV_FILE) $(BIN)/python -m bench.pages
+	$(NO_ENV_FILE) $(BIN)/python -m bench.uploads
 	$(NO_ENV_FILE) $(BIN)/python -m bench.trading
 	$(NO_ENV_FILE) POSTGRES_URL=$(POSTGRES_URL) $(BIN)/python -m bench.load
 

@@ -58,9 +58,9 @@ def profile(request: HttpRequest) -> HttpResponse:
     if request.method == "GET":
         return _profile_render(request, profile=user_profile, form=AvatarForm())
     wants_json = request.headers.get("x-requested-with") == "XMLHttpRequest"
-    if request.FILES:
-        # Counted before the form decodes anything: a refused upload costs
-        # the same CPU as an accepted one.
+    if request.method == "POST":
+        # Counted before the upload is parsed or decoded: a refused upload
+        # costs the same CPU as an accepted one.
         try:
             image_upload_throttle(user_id=request.user.pk)
         except UploadThrottled as throttled:

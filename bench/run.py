@@ -24,6 +24,7 @@ from bench import (
     pages,
     storage_bench,
     trading,
+    uploads,
 )
 from bench.report import REPORT_PATH, section_keep
 from bench.storage_bench import Measurement, StorageResults, format_seconds
@@ -352,7 +353,7 @@ def main() -> int:
     storage = storage_bench.run(log=log)
     images = image_bench.run(log=log)
     text = report(storage, images, started=started, elapsed=time.monotonic() - clock)
-    for other in (pages, trading, load):
+    for other in (pages, trading, load, uploads):
         text = section_keep(text, heading=other.SECTION_HEADING)
     REPORT_PATH.parent.mkdir(parents=True, exist_ok=True)
     REPORT_PATH.write_text(text, encoding="utf-8")

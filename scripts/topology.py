@@ -488,6 +488,9 @@ class Topology:
             # Plain HTTP on loopback: no HTTPS redirect or HSTS, and no Secure
             # cookie, which would never come back.
             "PLAIN_HTTP": "true",
+            # The scenario and the load benchmark upload many avatars per
+            # user on purpose; the per-user throttle is tested on its own.
+            "IMAGE_UPLOADS_PER_USER": "100000",
             "DATABASE_URL": self.database_url,
             "REDIS_URL": self.redis_url,
             "USE_MINIO": "true",
