@@ -304,7 +304,7 @@ class WithdrawalAdmin(ReadOnlyAdmin):
             "opts": self.opts,
             "action": "approve" if approve else "reject",
             "approve": approve,
-            "withdrawals": queryset.select_related("user", "token").order_by("pk"),
+            "objects": queryset.select_related("user", "token").order_by("pk"),
             "form": form,
             "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
             "media": self.media,

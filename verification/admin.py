@@ -126,7 +126,7 @@ class IdentityVerificationAdmin(admin.ModelAdmin):
             "opts": self.opts,
             "action": "approve" if approve else "reject",
             "approve": approve,
-            "verifications": queryset.select_related("user").order_by("pk"),
+            "objects": queryset.select_related("user").order_by("pk"),
             "form": form,
             "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
             "media": self.media,
