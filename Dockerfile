@@ -40,12 +40,12 @@ COPY . .
 
 # collectstatic needs settings, not secrets: the key below is a placeholder set
 # for this one command (no ENV, no file), and every container gets its real
-# SECRET_KEY at run time. media/ is the app user's, so a volume mounted there
-# is writable with USE_MINIO=false.
+# SECRET_KEY at run time. media/ and private_media/ (identity documents) are
+# the app user's, so volumes mounted there are writable with USE_MINIO=false.
 RUN SECRET_KEY=build-only-collectstatic-not-a-secret DEBUG=false USE_MINIO=false \
         python manage.py collectstatic --noinput --verbosity 0 \
-    && mkdir -p media \
-    && chown -R 10001:10001 media
+    && mkdir -p media private_media \
+    && chown -R 10001:10001 media private_media
 
 USER 10001:10001
 EXPOSE 8000

@@ -11,7 +11,7 @@ CHROMIUM := /usr/bin/chromium
 NGINX := /usr/sbin/nginx
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run install dev test test-sqlite test-postgres lint format bench bench-load topology s3 setup-minio check check-containers
+.PHONY: run install dev test test-sqlite test-postgres lint format bench bench-load topology s3 setup-minio check check-containers audit
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -38,11 +38,11 @@ $(NGINX):
 	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq nginx
 	$(SUDO) $(NGINX) -s quit 2>/dev/null || true
 
-## run: the app on SQLite and media/, with demo data, at http://127.0.0.1:8000
+## run: the app on SQLite and media/, with demo data, at http://127.0.0.1:8000 (web and matcher, Procfile)
 run: install
 	DEBUG=true $(BIN)/python manage.py migrate --noinput
 	DEBUG=true $(BIN)/python manage.py seed_demo
-	DEBUG=true $(BIN)/python manage.py runserver 127.0.0.1:8000
+	PATH="$(abspath $(BIN)):$$PATH" DEBUG=true $(BIN)/honcho start
 
 ## test: the whole suite, on SQLite and on PostgreSQL (127.0.0.1:5432)
 test: test-sqlite test-postgres
@@ -90,6 +90,12 @@ check: install
 	$(BIN)/python manage.py check
 	$(BIN)/python manage.py makemigrations --check --dry-run
 	$(BIN)/python manage.py collectstatic --noinput --verbosity 0
+
+## audit: the pinned requirements, and what they pull in, against PyPI's advisory data
+# --strict: a package the service cannot look up fails the audit instead of
+# passing unaudited. Not in .ci/run: CI's machines cannot reach the service.
+audit: dev
+	$(BIN)/pip-audit --strict --progress-spinner off -r requirements-dev.txt
 
 ## check-containers: hadolint and `docker compose config`, no Docker engine needed
 check-containers: dev

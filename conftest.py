@@ -40,11 +40,23 @@ def pytest_collection_modifyitems(config, items):
         items[:] = kept
 
 
-def storages_setting(default: dict) -> dict:
+def storages_setting(default: dict, private: dict | None = None) -> dict:
+    """STORAGES as settings.py builds it. ``private`` defaults, as there, to
+    the default's bucket on MinIO, else to a folder at PRIVATE_MEDIA_ROOT."""
+    if private is None and default["BACKEND"] == "storage.backends.MinIOStorage":
+        private = default
+    elif private is None:
+        from django.conf import settings
+
+        private = {
+            "BACKEND": "storage.filesystem.FileSystemStorage",
+            "OPTIONS": {"location": settings.PRIVATE_MEDIA_ROOT, "base_url": None},
+        }
     # Tests do not run collectstatic, so static files use the plain storage;
     # the manifest storage of production is exercised by `make check`.
     return {
         "default": default,
+        "private": private,
         "staticfiles": {
             "BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"
         },
@@ -75,6 +87,15 @@ def s3_server(tmp_path_factory):
     )
     yield server
     server.stop()
+
+
+@pytest.fixture(autouse=True)
+def order_match_inline(settings):
+    """Requests that place, cancel or amend an order run the market's matcher
+    in the test's own process (trading.matcher.drain) instead of waiting for
+    a run_matcher process: results are immediate and deterministic. Tests of
+    the real processes turn it off."""
+    settings.ORDER_MATCH_INLINE = True
 
 
 @pytest.fixture(autouse=True)
@@ -128,18 +149,93 @@ def empty_cache():
 
 @pytest.fixture(autouse=True)
 def media_root(settings, tmp_path):
-    """Every test gets an empty local media folder; nothing touches media/."""
+    """Every test gets an empty local media folder, and a private one beside
+    it (``private_media_root``); nothing touches media/ or private_media/."""
     root = tmp_path / "media"
     root.mkdir()
     settings.MEDIA_ROOT = root
+    settings.PRIVATE_MEDIA_ROOT = tmp_path / "private_media"
     settings.USE_MINIO = False
     settings.STORAGES = storages_setting(
         {
-            "BACKEND": "django.core.files.storage.FileSystemStorage",
+            "BACKEND": "storage.filesystem.FileSystemStorage",
             "OPTIONS": {"location": root, "base_url": "/media/"},
         }
     )
     return root
+
+
+@pytest.fixture
+def private_media_root(settings, media_root) -> Path:
+    """The folder of the private storage in local mode (not created)."""
+    return settings.PRIVATE_MEDIA_ROOT
+
+
+@pytest.fixture(autouse=True)
+def image_decode_slots_dir(settings, tmp_path):
+    """Decode slots of the test's own: another run on this machine holding the
+    host's slots must not refuse this one's uploads, nor the reverse."""
+    settings.IMAGE_DECODE_SLOTS_DIR = tmp_path / "decode-slots"
+    return settings.IMAGE_DECODE_SLOTS_DIR
+
+
+# Takes `count` slots through storage.decode_slots, as that many workers
+# decoding at once would, and keeps them until its stdin closes.
+_SLOTS_HOLDER = """
+import contextlib, sys
+from django.conf import settings
+directory, count = sys.argv[1], int(sys.argv[2])
+settings.configure(IMAGE_DECODE_SLOTS_DIR=directory, IMAGE_DECODE_SLOTS=count)
+from storage.decode_slots import image_decode_slot
+with contextlib.ExitStack() as slots:
+    for _ in range(count):
+        slots.enter_context(image_decode_slot())
+    print("held", flush=True)
+    sys.stdin.read()
+"""
+
+
+class SlotsHolder:
+    """Another real process holding decode slots of the test's folder."""
+
+    def __init__(self, directory: Path, count: int) -> None:
+        import subprocess
+        import sys
+
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", _SLOTS_HOLDER, str(directory), str(count)],
+            cwd=Path(__file__).resolve().parent,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        line = self.process.stdout.readline()
+        assert line == "held\n", f"the holder did not take its slots: {line!r}"
+
+    def release(self) -> None:
+        """The holder finishes normally, closing its slots."""
+        self.process.stdin.close()
+        self.process.wait(timeout=10)
+
+    def kill(self) -> None:
+        """SIGKILL: no chance to release anything; the kernel drops the locks."""
+        self.process.kill()
+        self.process.wait(timeout=10)
+
+
+@pytest.fixture
+def decode_slots_holder(image_decode_slots_dir):
+    """``decode_slots_holder(count)``: a process holding ``count`` slots."""
+    holders: list[SlotsHolder] = []
+
+    def start(count: int) -> SlotsHolder:
+        holders.append(SlotsHolder(image_decode_slots_dir, count))
+        return holders[-1]
+
+    yield start
+    for holder in holders:
+        if holder.process.poll() is None:
+            holder.kill()
 
 
 @pytest.fixture
@@ -236,6 +332,15 @@ def any_storage(request):
     from django.core.files.storage import default_storage
 
     return default_storage
+
+
+@pytest.fixture
+def any_private_storage(any_storage):
+    """The private storage in the mode ``any_storage`` chose: a folder outside
+    the media folder on local disk, the same bucket on MinIO."""
+    from storage.private import private_storage
+
+    return private_storage()
 
 
 @pytest.fixture

@@ -9,6 +9,12 @@ without a new image through GUNICORN_CMD_ARGS, e.g. "--timeout 60".
 """
 
 import os
+import re
+
+from gunicorn import glogging
+from gunicorn.http import wsgi
+
+from core.logs import access_log_value
 
 
 def _int_env(name: str, default: int) -> int:
@@ -66,7 +72,8 @@ control_socket_disable = True
 
 # Logs go to the container's output. One line per request, key=value so that
 # `grep status=5` or `grep rid=<id>` finds it; duration in milliseconds; rid is
-# the X-Request-ID nginx sets and logs too.
+# the X-Request-ID nginx sets and logs too. What a client sends is escaped
+# (EscapingLogger), so no request can write a line or a field of its own.
 accesslog = "-"
 errorlog = "-"
 loglevel = "info"
@@ -75,6 +82,42 @@ access_log_format = (
     'path="%(U)s" query="%(q)s" status=%(s)s bytes=%(B)s duration_ms=%(M)s '
     'rid=%({x-request-id}i)s pid=%(p)s user_agent="%(a)s"'
 )
+# A value the format writes without quotes: a space in it would start a field.
+_UNQUOTED_ATOM = re.compile(r'(?<!")%\(([^)]+)\)s')
+
+
+class EscapingLogger(glogging.Logger):
+    """Gunicorn's logger, with the access log's values escaped: a path of
+    ``/x%0Aremote=6.6.6.6`` is logged as ``path="/x\\nremote=6.6.6.6"``, on
+    the request's own line (core.logs)."""
+
+    def atoms(self, resp, req, environ, request_time):
+        atoms = super().atoms(resp, req, environ, request_time)
+        unquoted = set(_UNQUOTED_ATOM.findall(self.cfg.access_log_format))
+        for name, value in atoms.items():
+            if isinstance(value, str):
+                value = access_log_value(value)
+                atoms[name] = value.replace(" ", "\\x20") if name in unquoted else value
+        return atoms
+
+
+logger_class = EscapingLogger
+
+# Gunicorn has no setting for its "Server: gunicorn" header (benoitc/gunicorn
+# issues 825 and 3006): drop it from the headers every response starts with.
+# Behind nginx the client sees nginx's header anyway (server_tokens off).
+_default_headers = wsgi.Response.default_headers
+
+
+def _default_headers_without_server(response):
+    return [
+        line
+        for line in _default_headers(response)
+        if not line.lower().startswith("server:")
+    ]
+
+
+wsgi.Response.default_headers = _default_headers_without_server
 
 
 def pre_request(worker, req):

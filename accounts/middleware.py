@@ -29,8 +29,10 @@ class PrivateResponseMiddleware:
     sees carries something of theirs (the navigation's name, balances, orders,
     allauth's e-mail, 2FA and session pages), and a view added later is
     covered without anyone remembering to. Answers that declare themselves
-    ``public`` (the immutable media files) keep their caching. Anonymous
-    pages are left cacheable, as before.
+    ``public`` (the immutable media files) keep their caching, and so do
+    media handed to nginx (``X-Accel-Redirect``): the object store's answer
+    carries their Cache-Control, and nginx would keep this one beside it.
+    Anonymous pages are left cacheable, as before.
     """
 
     def __init__(self, get_response):
@@ -38,7 +40,11 @@ class PrivateResponseMiddleware:
 
     def __call__(self, request: HttpRequest):
         response = self.get_response(request)
-        if "public" not in response.get("Cache-Control", "") and _signed_in(request):
+        if (
+            "public" not in response.get("Cache-Control", "")
+            and "X-Accel-Redirect" not in response
+            and _signed_in(request)
+        ):
             patch_cache_control(response, private=True, no_store=True)
         return response
 

@@ -19,7 +19,12 @@ from accounts.services import (
     session_end_one,
     sessions_end_others,
 )
-from storage.exceptions import StorageUnavailable, UploadThrottled
+from storage.exceptions import (
+    ImageDecodersBusy,
+    StorageFull,
+    StorageUnavailable,
+    UploadThrottled,
+)
 from storage.throttle import image_upload_throttle
 from trading.api.forms import ApiKeyCreateForm
 from trading.api_keys import api_keys_for_user
@@ -27,6 +32,10 @@ from trading.api_keys import api_keys_for_user
 STORAGE_DOWN_MESSAGE = (
     "Your picture could not be saved because file storage is unavailable right "
     "now. Nothing was changed; please try again in a few minutes."
+)
+STORAGE_FULL_MESSAGE = (
+    "Your picture could not be saved: the server's disk is full. Nothing was "
+    "changed; please try again later."
 )
 
 
@@ -71,6 +80,8 @@ def profile(request: HttpRequest) -> HttpResponse:
     if form.is_valid():
         try:
             avatar_replace(profile=user_profile, upload=form.cleaned_data["avatar"])
+        except StorageFull:
+            form.add_error(None, STORAGE_FULL_MESSAGE)
         except StorageUnavailable:
             form.add_error(None, STORAGE_DOWN_MESSAGE)
         else:
@@ -78,9 +89,20 @@ def profile(request: HttpRequest) -> HttpResponse:
                 return JsonResponse({"avatar_url": user_profile.avatar.url})
             messages.success(request, "Your profile picture was updated.")
             return redirect("accounts:profile")
+    # Every decode slot of the host was taken: nothing wrong with the picture.
+    busy = form.has_error("avatar", ImageDecodersBusy.code)
+    status = 503 if busy else 400
     if wants_json:
-        return JsonResponse({"errors": form.errors.get_json_data()}, status=400)
-    return _profile_render(request, profile=user_profile, form=form, status=400)
+        response: HttpResponse = JsonResponse(
+            {"errors": form.errors.get_json_data()}, status=status
+        )
+    else:
+        response = _profile_render(
+            request, profile=user_profile, form=form, status=status
+        )
+    if busy:
+        response["Retry-After"] = str(ImageDecodersBusy.retry_after)
+    return response
 
 
 def _upload_throttled(

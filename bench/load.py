@@ -46,6 +46,7 @@ from scripts import s3_server
 from scripts.topology import (
     DEFAULT_POSTGRES_URL,
     NGINX,
+    SCENARIO_UPLOAD_RATE,
     Browser,
     ScenarioError,
     Topology,
@@ -282,6 +283,7 @@ def stand(
             s3=server,
             postgres_url=os.environ.get("POSTGRES_URL", DEFAULT_POSTGRES_URL),
             static_root=static_root,
+            upload_rate=SCENARIO_UPLOAD_RATE,
             log=log,
         ) as topology,
         tempfile.TemporaryDirectory(prefix="bench-load-") as temporary,

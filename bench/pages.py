@@ -371,8 +371,12 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def get(port: int, path: str, cookie: str | None = None) -> tuple[int, bytes]:
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+def get(
+    port: int, path: str, cookie: str | None = None, *, source: str = "127.0.0.1"
+) -> tuple[int, bytes]:
+    connection = http.client.HTTPConnection(
+        "127.0.0.1", port, timeout=10, source_address=(source, 0)
+    )
     try:
         connection.request("GET", path, headers={"Cookie": cookie} if cookie else {})
         response = connection.getresponse()

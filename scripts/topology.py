@@ -10,9 +10,11 @@ database number of its own on ``--redis-url``, three gunicorn instances of this
 checkout (``gunicorn -c gunicorn.conf.py crypto_exchange.wsgi:application``
 with ``--bind 127.0.0.1:PORT``) with production settings from the environment,
 and Debian's nginx (``/usr/sbin/nginx``, ``make /usr/sbin/nginx`` installs it)
-round-robin in front of them, with the proxy settings of ``deploy/nginx.conf``.
-Every port is chosen free; everything is stopped and removed on exit, also on
-an error, Ctrl-C or SIGTERM.
+round-robin in front of them, with the proxy settings of ``deploy/nginx.conf``
+and its per-client limit on upload POSTs (the scenario, which uploads as fast
+as it can, raises its rate to ``SCENARIO_UPLOAD_RATE``). Every port is chosen
+free; everything is stopped and removed on exit, also on an error, Ctrl-C or
+SIGTERM.
 
 Then, through nginx as a browser would (forms with their CSRF token): users
 sign up and log in, and every session is served by every instance; a staff
@@ -74,7 +76,7 @@ import threading
 import time
 import urllib.parse
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from http.cookies import SimpleCookie
@@ -107,6 +109,10 @@ REAUTHENTICATE_PATH = "/accounts/reauthenticate/"
 TOTP_ACTIVATE_PATH = "/accounts/2fa/totp/activate/"
 TOTP_AUTHENTICATE_PATH = "/accounts/2fa/authenticate/"
 COLOUR_TOLERANCE = 12  # per channel, after JPEG re-encoding
+# The scenario and the load benchmark upload many avatars per client on
+# purpose, as fast as they can; deploy/nginx.conf's per-client limit (6 a
+# minute) is tested on its own.
+SCENARIO_UPLOAD_RATE = "100r/s"
 
 
 class TopologyError(RuntimeError):
@@ -214,36 +220,120 @@ def _strip_comments(text: str) -> str:
     return re.sub(r"#[^\n]*", "", text)
 
 
+# The store's address in deploy/nginx.conf's internal media location.
+_MEDIA_STORE_ADDRESS = re.compile(r"(\bset \$media_store )\S+;")
+
+
 def deploy_proxy_settings(text: str) -> dict[str, list[str]]:
     """The parts of deploy/nginx.conf the loopback load balancer reuses verbatim.
 
     ``maps`` and ``log_format`` from its http block; ``server``: the proxy
-    directives and the body size limit of its server block (not
-    ``proxy_pass``, whose upstream differs). Everything Docker-specific
-    (resolver, service names, ports) is left out.
+    directives and the body size limit of its server block (not those of its
+    locations, nor ``proxy_pass``, whose upstream differs); ``media_store``:
+    the ``internal`` location media are handed to (X-Accel-Redirect) and the
+    named locations of its error pages, whole (the store's address is
+    replaced). Everything Docker-specific (resolver, service names, ports) is
+    left out.
     """
     text = _strip_comments(text)
     maps = re.findall(r"^\s*(map\s[^{]*\{[^}]*\})", text, re.MULTILINE)
     log_format = re.findall(r"^\s*(log_format\s[^;]*;)", text, re.MULTILINE)
+    location = re.compile(r"^[ \t]*(location\s+(\S+)\s*\{[^}]*\})", re.MULTILINE)
+    blocks = {path: block for block, path in location.findall(text)}
+    internal = [
+        block
+        for block in blocks.values()
+        if _MEDIA_STORE_ADDRESS.search(block)
+        and re.search(r"^\s*internal;", block, re.MULTILINE)
+    ]
+    error_pages = {
+        name for block in internal for name in re.findall(r"\s(@\w+);", block)
+    }
+    media_store = [
+        "\n".join(line for line in block.splitlines() if line.strip())
+        for block in internal + [blocks[name] for name in sorted(error_pages)]
+    ]
     server = re.findall(
         r"^\s*((?:proxy_(?!pass\b)\w+|client_max_body_size)\s[^;]*;)",
+        location.sub("", text),
+        re.MULTILINE,
+    )
+    return {
+        "maps": maps,
+        "log_format": log_format,
+        "server": server,
+        "media_store": media_store,
+    }
+
+
+def media_accel_prefix(deploy_text: str) -> str:
+    """The internal location of deploy/nginx.conf that MEDIA_ACCEL_REDIRECT
+    names: the app's X-Accel-Redirect goes there."""
+    for block in deploy_proxy_settings(deploy_text)["media_store"]:
+        if _MEDIA_STORE_ADDRESS.search(block):
+            return block.split()[1]
+    raise TopologyError(f"{DEPLOY_NGINX_CONF} has no internal media store location")
+
+
+def deploy_upload_limits(text: str, *, rate: str | None = None) -> dict[str, list[str]]:
+    """deploy/nginx.conf's per-client limit on upload POSTs, verbatim.
+
+    ``zones``: its ``limit_req_zone``/``limit_conn_zone`` (http block);
+    ``server``: its ``limit_req``/``limit_conn`` directives and the
+    ``error_page 429`` of its server block; ``locations``: the named location
+    that 429 goes to. ``rate`` replaces the zones' rate when given.
+    """
+    text = _strip_comments(text)
+    zones = re.findall(r"^\s*(limit_(?:req|conn)_zone\s[^;]*;)", text, re.MULTILINE)
+    if rate is not None:
+        zones = [re.sub(r"\brate=[^\s;]+", f"rate={rate}", zone) for zone in zones]
+    server = re.findall(
+        r"^\s*((?:limit_(?:req|conn)(?:_status|_log_level)?|error_page\s+429)\s[^;]*;)",
         text,
         re.MULTILINE,
     )
-    return {"maps": maps, "log_format": log_format, "server": server}
+    names = re.findall(r"^\s*error_page\s+429\s+(@\w+);", text, re.MULTILINE)
+    locations = [
+        "\n".join(line for line in block.splitlines() if line.strip())
+        for name in names
+        for block in re.findall(
+            rf"^[ \t]*(location\s+{name}\s*\{{[^}}]*\}})", text, re.MULTILINE
+        )
+    ]
+    return {"zones": zones, "server": server, "locations": locations}
 
 
 def nginx_config(
-    *, directory: Path, port: int, upstreams: Iterable[str], deploy_text: str
+    *,
+    directory: Path,
+    port: int,
+    upstreams: Iterable[str],
+    deploy_text: str,
+    media_store: str,
+    upload_rate: str | None = None,
 ) -> str:
+    """``media_store``: host:port of the S3 server, for the location media
+    are handed to (the signed host: the instances' MINIO_ENDPOINT).
+    ``upload_rate``: instead of deploy's rate of upload POSTs per client."""
     reused = deploy_proxy_settings(deploy_text)
     if not reused["log_format"] or not any(
         line.startswith("proxy_next_upstream") for line in reused["server"]
     ):
         raise TopologyError(f"{DEPLOY_NGINX_CONF} has no log_format or proxy settings")
+    media_accel_prefix(deploy_text)  # the location is there
+    limits = deploy_upload_limits(deploy_text, rate=upload_rate)
+    if not limits["zones"] or not limits["server"] or not limits["locations"]:
+        raise TopologyError(f"{DEPLOY_NGINX_CONF} has no per-client upload limit")
+    zones = "\n    ".join(limits["zones"])
+    limit_directives = "\n".join(f"        {line}" for line in limits["server"])
+    limit_locations = "\n\n".join(f"        {block}" for block in limits["locations"])
     maps = "\n    ".join(reused["maps"])
     servers = "\n".join(f"        server {address};" for address in upstreams)
     proxy = "\n".join(f"        {line}" for line in reused["server"])
+    media_locations = "\n\n".join(
+        "        " + _MEDIA_STORE_ADDRESS.sub(rf"\g<1>{media_store};", block)
+        for block in reused["media_store"]
+    )
     user = "user nobody nogroup;\n" if os.geteuid() == 0 else ""
     return f"""# Generated by scripts/topology.py; the proxy settings are those of
 # deploy/nginx.conf. Loopback only; nginx is a child process of the script.
@@ -269,6 +359,8 @@ http {{
 
     {maps}
 
+    {zones}
+
     {reused["log_format"][0]}
     access_log {directory}/access.log main;
 
@@ -283,6 +375,8 @@ http {{
 
 {proxy}
 
+{limit_directives}
+
         # Which instance answered (several when nginx went on to the next
         # one), and the request id both sides log.
         add_header X-Upstream $upstream_addr always;
@@ -291,9 +385,38 @@ http {{
         location / {{
             proxy_pass http://app;
         }}
+
+{limit_locations}
+
+{media_locations}
     }}
 }}
 """
+
+
+@contextlib.contextmanager
+def nginx_running(
+    directory: Path, *, port: int, env: dict[str, str]
+) -> Iterator[subprocess.Popen]:
+    """nginx on ``directory``/nginx.conf (``nginx_config``'s), once ``/healthz/``
+    answers 200 on ``port``; stopped with SIGQUIT (the requests in progress
+    are finished) when the block ends. Its output goes to output.log there,
+    its errors to error.log."""
+    error_log, output = directory / "error.log", directory / "output.log"
+    command = [NGINX, "-p", str(directory), "-c", str(directory / "nginx.conf")]
+    command += ["-e", str(error_log)]
+    process = _spawn(command, env=env, log_path=output, cwd=directory)
+    try:
+        deadline = time.monotonic() + READY_TIMEOUT
+        while _status(port, "/healthz/") != 200:
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise TopologyError(
+                    "nginx did not start:\n" + _log_tail(output) + _log_tail(error_log)
+                )
+            time.sleep(0.1)
+        yield process
+    finally:
+        _terminate(process, signal.SIGQUIT, STOP_TIMEOUT)
 
 
 # --- The topology ------------------------------------------------------------
@@ -312,6 +435,11 @@ class Topology:
     created and removed); without it, one is started. ``static_root``: a
     folder for collected static files shared by the topologies of one process
     (collected by the first); by default one in the temporary folder.
+    ``media_accel``: the instances hand media to nginx (MEDIA_ACCEL_REDIRECT),
+    which fetches them from the S3 server; media are then readable through
+    nginx only (an instance alone answers with an empty body).
+    ``upload_rate``: nginx's rate of upload POSTs per client, instead of
+    deploy/nginx.conf's (``SCENARIO_UPLOAD_RATE`` for the scenario).
     """
 
     def __init__(
@@ -323,6 +451,8 @@ class Topology:
         postgres_url: str = DEFAULT_POSTGRES_URL,
         redis_url: str = DEFAULT_REDIS_URL,
         url_mode: str = "proxy",
+        media_accel: bool = False,
+        upload_rate: str | None = None,
         static_root: Path | None = None,
         log: Callable[[str], None] = lambda message: None,
     ) -> None:
@@ -333,6 +463,8 @@ class Topology:
         self.instance_count = instances
         self.workers = workers
         self.url_mode = url_mode
+        self.media_accel = media_accel
+        self.upload_rate = upload_rate
         self._static_root = static_root
         self.log = log
         self._s3_given = s3
@@ -386,6 +518,17 @@ class Topology:
                 _static_collected.add(self.static_root)
         self.manage("setup_minio")
         self.log(f"database migrated, static collected, bucket {self.bucket} set up")
+        # The order matcher of every market, as docker-compose's `matcher`.
+        self.matcher_log_path = self.directory / "matcher.log"
+        self.matcher_process = _spawn(
+            [str(PYTHON), "manage.py", "run_matcher"],
+            env=self.env,
+            log_path=self.matcher_log_path,
+            cwd=ROOT,
+        )
+        self._stack.callback(
+            _terminate, self.matcher_process, signal.SIGTERM, STOP_TIMEOUT
+        )
         ports = _free_ports(self.instance_count + 1)
         self.nginx_port = ports.pop()
         for number, port in enumerate(ports, start=1):
@@ -491,6 +634,9 @@ class Topology:
             # The scenario and the load benchmark upload many avatars per
             # user on purpose; the per-user throttle is tested on its own.
             "IMAGE_UPLOADS_PER_USER": "100000",
+            # One host: every instance shares the decode slots, and no other
+            # run on this machine does.
+            "IMAGE_DECODE_SLOTS_DIR": str(self.directory / "decode-slots"),
             "DATABASE_URL": self.database_url,
             "REDIS_URL": self.redis_url,
             "USE_MINIO": "true",
@@ -501,6 +647,11 @@ class Topology:
             "MINIO_USE_SSL": "false",
             "MINIO_REGION": S3_REGION,
             "MINIO_MEDIA_URL_MODE": self.url_mode,
+            "MEDIA_ACCEL_REDIRECT": (
+                media_accel_prefix(DEPLOY_NGINX_CONF.read_text())
+                if self.media_accel
+                else ""
+            ),
             # Used once settings.py reads STATIC_ROOT from the environment;
             # until then collectstatic fills the checkout's staticfiles/, as
             # `make check` does, every time.
@@ -586,26 +737,13 @@ class Topology:
                 port=self.nginx_port,
                 upstreams=[instance.address for instance in self.instances],
                 deploy_text=DEPLOY_NGINX_CONF.read_text(),
+                media_store=self.s3_endpoint,
+                upload_rate=self.upload_rate,
             )
         )
-        command = [NGINX, "-p", str(directory), "-c", str(self.nginx_conf)]
-        command += ["-e", str(self.nginx_error_log)]
-        self.nginx_process = _spawn(
-            command, env=self.env, log_path=self.nginx_output, cwd=directory
+        self.nginx_process = self._stack.enter_context(
+            nginx_running(directory, port=self.nginx_port, env=self.env)
         )
-        # SIGQUIT: nginx finishes the requests in progress, then exits.
-        self._stack.callback(
-            lambda: _terminate(self.nginx_process, signal.SIGQUIT, STOP_TIMEOUT)
-        )
-        deadline = time.monotonic() + READY_TIMEOUT
-        while _status(self.nginx_port, "/healthz/") != 200:
-            if self.nginx_process.poll() is not None or time.monotonic() > deadline:
-                raise TopologyError(
-                    "nginx did not start:\n"
-                    + _log_tail(self.nginx_output)
-                    + _log_tail(self.nginx_error_log)
-                )
-            time.sleep(0.1)
 
     # -- For callers --
 
@@ -1664,6 +1802,7 @@ def main(argv: list[str] | None = None) -> int:
             postgres_url=args.postgres_url,
             redis_url=args.redis_url,
             url_mode=args.url_mode,
+            upload_rate=SCENARIO_UPLOAD_RATE,
             log=log,
         ) as topology:
             try:

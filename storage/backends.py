@@ -8,7 +8,8 @@ Network calls per operation: ``save`` one PUT (multipart above 5 MiB, or
 above 10 MiB for content of unknown length), ``open`` one GET whose body is
 streamed (a seek back beyond the first 256 KiB adds a Range GET),
 ``exists``/``size``/``get_modified_time`` one HEAD, ``delete`` one DELETE,
-``url`` none. Files open for reading only: see ``refuse_writing``.
+``url`` and ``endpoint_url`` none. Files open for reading only: see
+``refuse_writing``.
 """
 
 from __future__ import annotations
@@ -131,6 +132,21 @@ def normalize_key(name: str) -> str:
     if not parts:
         raise SuspiciousFileOperation(f"Could not derive an object key from '{name}'")
     return "/".join(parts)
+
+
+def object_key(name: str) -> str:
+    """The key of an object to read, write or delete: ``normalize_key`` of a
+    relative name. An absolute name is refused, as ``FileSystemStorage``
+    refuses a path outside its location; only ``url()`` drops leading slashes.
+    """
+    if isinstance(name, os.PathLike):
+        name = pathlib.PurePath(name).as_posix()
+    if isinstance(name, str) and name.startswith("/"):
+        raise SuspiciousFileOperation(
+            f"The name '{name[:60]}' is absolute; storage names are relative "
+            "to the storage's root."
+        )
+    return normalize_key(name)
 
 
 @functools.lru_cache(maxsize=8192)
@@ -831,7 +847,7 @@ class MinIOStorage(Storage):
 
     def _object_call(self, call, operation: str, name: str, **options: Any):
         """Call the client on one object; a missing one is FileNotFoundError."""
-        key = normalize_key(name)
+        key = object_key(name)
         try:
             check_key_length(key)
         except SuspiciousFileOperation:
@@ -847,11 +863,11 @@ class MinIOStorage(Storage):
 
     def _open(self, name: str, mode: str = "rb") -> MinIOFile:
         refuse_writing(mode)
-        key = normalize_key(name)
+        key = object_key(name)
         return MinIOFile(self._get(key), key, self, mode)
 
     def _save(self, name: str, content: File) -> str:
-        key = normalize_key(name)
+        key = object_key(name)
         check_key_length(key)
         try:
             body = _UploadStream(content)
@@ -897,7 +913,7 @@ class MinIOStorage(Storage):
         The suffix goes before all the extensions (``x_<random>.tar.gz``), as
         Django's does, as long as they are short enough to be extensions.
         """
-        key = normalize_key(name)
+        key = object_key(name)
         dir_name, file_name = posixpath.split(key)
         ext = ""
         for suffix in reversed(pathlib.PurePosixPath(file_name).suffixes):
@@ -919,7 +935,7 @@ class MinIOStorage(Storage):
         return f"{prefix}{stem or 'file'}{suffix}{ext}"
 
     def generate_filename(self, filename: str) -> str:
-        return normalize_key(super().generate_filename(filename))
+        return object_key(super().generate_filename(filename))
 
     def exists(self, name: str) -> bool:
         try:
@@ -931,7 +947,7 @@ class MinIOStorage(Storage):
     def delete(self, name: str) -> None:
         if not name:
             raise ValueError("The name must be given to delete().")
-        key = normalize_key(name)
+        key = object_key(name)
         try:
             with self._errors("delete", key):
                 self.client.remove_object(bucket_name=self.bucket_name, object_name=key)
@@ -950,6 +966,8 @@ class MinIOStorage(Storage):
     def listdir(self, path: str) -> tuple[list[str], list[str]]:
         if isinstance(path, os.PathLike):
             path = pathlib.PurePath(path).as_posix()
+        if path.startswith("/"):
+            object_key(path)  # refused, as an absolute name is everywhere
         prefix = normalize_key(path) + "/" if path.strip("/\\.") else ""
         directories, files = [], []
         try:
@@ -992,6 +1010,34 @@ class MinIOStorage(Storage):
             object_name=key,
             expires=timedelta(seconds=self.presigned_expiry),
             request_date=signed_at,
+        )
+
+    def endpoint_url(
+        self,
+        name: str,
+        *,
+        expires: int,
+        method: str = "GET",
+        response_headers: dict[str, str] | None = None,
+    ) -> str:
+        """A presigned URL for ``MINIO_ENDPOINT`` itself, not the public host:
+        for a proxy beside the app that fetches objects on its behalf (nginx
+        with MEDIA_ACCEL_REDIRECT). Valid for ``method`` only, for ``expires``
+        seconds from now; ``response_headers`` (``response-cache-control``...)
+        are signed in, and the store answers with them. Signed locally: no
+        request is made.
+        """
+        key = normalize_key(name)
+        check_key_length(key)
+        scheme = "https" if self.use_ssl else "http"
+        return _signer(
+            f"{scheme}://{self.endpoint}", self.access_key, self.secret_key, self.region
+        ).get_presigned_url(
+            method,
+            bucket_name=self.bucket_name,
+            object_name=key,
+            expires=timedelta(seconds=expires),
+            response_headers=response_headers,
         )
 
 

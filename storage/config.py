@@ -4,7 +4,9 @@ This module imports nothing from Django's app registry so that
 ``crypto_exchange/settings.py`` can call it while settings are being loaded.
 """
 
+import os
 import re
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
@@ -15,6 +17,14 @@ URL_MODES = ("public", "presigned", "proxy")
 # nothing else) are readable anonymously; the proxy view serves only these.
 PUBLIC_MEDIA_PREFIXES = ("profile_pics/", "token_logo/")
 PUBLIC_MEDIA_FILES = ("default_avatar.jpg",)
+# Private files (identity documents) have keys under this prefix and live in
+# a storage of their own, STORAGES["private"] (storage.private): on local disk
+# PRIVATE_MEDIA_ROOT, outside MEDIA_ROOT; on S3 the default bucket, where no
+# policy covers the prefix. No view serves it.
+PRIVATE_MEDIA_PREFIX = "private/"
+# The private folders whose rows say which files are still needed; the
+# orphan scan (storage.orphans) looks at these and at the public ones only.
+PRIVATE_MEDIA_PREFIXES = ("private/identity/",)
 
 # S3 bucket naming rules (lower case, digits, dots, hyphens; 3-63 characters;
 # no IP-address shapes); the strictest common subset of S3, MinIO and SeaweedFS.
@@ -78,6 +88,28 @@ def validate_public_url(
     return value.rstrip("/")
 
 
+def validate_private_media_root(value: Path, *, media_root: Path) -> Path:
+    """Refuse a PRIVATE_MEDIA_ROOT that is MEDIA_ROOT, inside it or around it.
+
+    A web server is told to serve MEDIA_ROOT as /media/: private files there,
+    or in a folder that holds MEDIA_ROOT, would be one forgotten rule away
+    from the Internet. Links are followed before comparing.
+    """
+    private = Path(os.path.realpath(value))
+    media = Path(os.path.realpath(media_root))
+    if (
+        private == media
+        or private.is_relative_to(media)
+        or media.is_relative_to(private)
+    ):
+        raise ImproperlyConfigured(
+            f"PRIVATE_MEDIA_ROOT ({value}) must be a folder outside MEDIA_ROOT "
+            f"({media_root}) that does not contain it either: a web server "
+            "serving MEDIA_ROOT as /media/ would serve identity documents."
+        )
+    return value
+
+
 def validate_url_mode(value: str, *, variable: str = "MINIO_MEDIA_URL_MODE") -> str:
     if value not in URL_MODES:
         raise ImproperlyConfigured(
@@ -105,5 +137,34 @@ def validate_deadline(value: float, *, variable: str = "MINIO_DEADLINE") -> floa
         raise ImproperlyConfigured(
             f"{variable} must be more than 0 and at most {MAX_DEADLINE:g} seconds, "
             f"well below gunicorn's 30 s worker timeout (got {value!r})."
+        )
+    return value
+
+
+# An nginx location prefix: path segments of URL-safe characters (none starting
+# with a dot, so no '..'), slashes around them; nothing that needs quoting.
+_ACCEL_PREFIX_RE = re.compile(r"^/(?:[A-Za-z0-9_~-][A-Za-z0-9._~-]*/)+$")
+
+
+def validate_accel_redirect(
+    value: str, *, media_url: str, variable: str = "MEDIA_ACCEL_REDIRECT"
+) -> str:
+    """Return the internal nginx location media are handed to ('' when off).
+
+    It must be a prefix of its own: under MEDIA_URL the redirect would come
+    back to the app, and a location that is not ``internal`` in nginx would
+    let anyone fetch any object, private ones included.
+    """
+    if not value:
+        return ""
+    if not _ACCEL_PREFIX_RE.match(value):
+        raise ImproperlyConfigured(
+            f"{variable} must be a location path with a slash at both ends, such "
+            f"as '/_media_store/', or empty to turn it off (got {value!r})."
+        )
+    if value.startswith(media_url) or media_url.startswith(value):
+        raise ImproperlyConfigured(
+            f"{variable} must not overlap MEDIA_URL ({media_url}): nginx would "
+            f"send the redirect back to the app (got {value!r})."
         )
     return value

@@ -4,9 +4,10 @@ class StorageUnavailable(Exception):
     Raised by :class:`storage.backends.MinIOStorage` for every failure that is
     not the caller's fault: the server refused the connection or timed out,
     answered with a 5xx, rejected the credentials, or the bucket could not be
-    created. The message says what to check. A missing object is not this
-    error: reading one raises ``FileNotFoundError``, as the file-system
-    storage does.
+    created; and, as ``StorageFull``, by
+    :class:`storage.filesystem.FileSystemStorage` when its disk is full. The
+    message says what to check. A missing object is not this error: reading one
+    raises ``FileNotFoundError``, as the file-system storage does.
 
     Views catch it and answer with a message or a 503, never a traceback.
     """
@@ -31,6 +32,18 @@ class StorageUnavailable(Exception):
         self.reason = reason
 
 
+class StorageFull(StorageUnavailable):
+    """The local disk has no room left for the file (ENOSPC, or a quota).
+
+    Raised by :class:`storage.filesystem.FileSystemStorage` (MEDIA_ROOT,
+    PRIVATE_MEDIA_ROOT) once what was written of the file is removed again.
+    Views tell the user the server's disk is full; anything else that catches
+    ``StorageUnavailable`` handles it as an outage of the store.
+    """
+
+    code = "storage_full"
+
+
 class UploadThrottled(Exception):
     """The user has made as many image uploads as the window allows.
 
@@ -47,3 +60,21 @@ class UploadThrottled(Exception):
             f"Please try again in {minutes} minute{'s' if minutes != 1 else ''}."
         )
         self.retry_after = retry_after
+
+
+class ImageDecodersBusy(Exception):
+    """Every image decode slot of this host is taken (``IMAGE_DECODE_SLOTS``).
+
+    Raised before the upload is decoded, so nothing was written. The upload
+    form fields show the message on the field; the upload views answer 503
+    with Retry-After.
+    """
+
+    code = "image_decoders_busy"
+    retry_after = 5
+
+    def __init__(self) -> None:
+        super().__init__(
+            "Many images are being processed right now; "
+            "please try again in a few seconds."
+        )

@@ -15,6 +15,7 @@ from django.core.files.base import File
 from django.db import models
 from django.db.models.fields.files import FieldFile
 
+from storage.exceptions import ImageDecodersBusy
 from storage.images import (
     ACCEPTED_CONTENT_TYPES,
     ImageSpec,
@@ -60,7 +61,12 @@ class ProcessedImageFormField(forms.FileField):
             raise ValidationError(self.error_messages["invalid"], code="invalid")
         if not self.allow_empty_file and not file_size:
             raise ValidationError(self.error_messages["empty"], code="empty")
-        processed = image_process(data, spec=self.spec)
+        try:
+            processed = image_process(data, spec=self.spec)
+        except ImageDecodersBusy as busy:
+            # Shown on the field like any refusal (the admin shows it so);
+            # the upload views answer this code with 503 and Retry-After.
+            raise ValidationError(str(busy), code=busy.code) from None
         # Checked on the stored name: the uploaded one is replaced and may be long.
         if self.max_length is not None and len(processed.name) > self.max_length:
             raise ValidationError(

@@ -2,11 +2,14 @@
 
 ``/healthz/`` answers as long as the process serves requests and touches
 nothing. ``/readyz/`` checks what a request needs (database, cache, object
-store) with django-health-check and answers 503 with a JSON body naming what
-failed, so a load balancer takes the instance out until it recovers.
+store) with django-health-check and answers 503 with a JSON body saying which
+check fails, so a load balancer takes the instance out until it recovers. The
+body is all anyone may see ("ok" or "failing" per check); why a check fails
+(an endpoint, a bucket, what to run) goes to the log only.
 """
 
 import dataclasses
+import logging
 
 from django.core.files.storage import storages
 from django.http import HttpRequest, JsonResponse
@@ -17,6 +20,9 @@ from health_check.views import HealthCheckView
 
 from storage.backends import MinIOStorage
 from storage.exceptions import StorageUnavailable
+from trading.health import MatcherQueues
+
+logger = logging.getLogger(__name__)
 
 
 @never_cache
@@ -50,20 +56,28 @@ class Readiness(HealthCheckView):
         ("health_check.checks.Database", {}),
         ("health_check.checks.Cache", {}),
         ObjectStore,
+        MatcherQueues,
     )
 
     def render_to_response_json(self, status):
         # django-health-check answers 500 when a check fails; a failed
         # dependency is "unavailable", which load balancers understand.
-        checks = {
-            _label(result.check): str(result.error) if result.error else "ok"
-            for result in self.results
-        }
+        checks = {}
+        for result in self.results:
+            label = _label(result.check)
+            checks[label] = "failing" if result.error else "ok"
+            if result.error:
+                logger.warning(
+                    "readiness check failing",
+                    extra={"check": label, "reason": str(result.error)},
+                )
         failed = any(result.error for result in self.results)
-        return JsonResponse(
-            {"status": "unavailable" if failed else "ok", "checks": checks},
-            status=503 if failed else 200,
-        )
+        body = {"status": "unavailable" if failed else "ok", "checks": checks}
+        # What a check measured, never why it fails: the age of each market's
+        # oldest queued order command (trading.health), when one is queued.
+        for result in self.results:
+            body.update(getattr(result.check, "measured", {}))
+        return JsonResponse(body, status=503 if failed else 200)
 
     async def get(self, request, *args, **kwargs):
         # Always JSON, whatever the Accept header.

@@ -25,6 +25,8 @@ from django.utils.text import slugify
 from django.utils.translation import gettext as _
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
+from storage.decode_slots import image_decode_slot
+
 ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF")
 ACCEPTED_CONTENT_TYPES = "image/jpeg,image/png,image/webp,image/gif"
 DEFAULT_MAX_UPLOAD_SIZE = 10 * 1024 * 1024
@@ -145,15 +147,21 @@ def image_process(
     keeps alpha and the image has transparent pixels, otherwise a JPEG (RGB)
     with any transparency composited onto white. Raises `ValidationError` with
     codes file_too_large, not_an_image, format_not_allowed, too_many_pixels or
-    truncated.
+    truncated, and `ImageDecodersBusy` when every decode slot of the host is
+    taken (`storage.decode_slots`).
     """
     stream = _readable_stream(upload, max_bytes=max_bytes)
-    with _opened_image(
-        stream,
-        max_pixels=max_pixels,
-        max_decode_bytes=max_decode_bytes,
-        size=spec.size,
-    ) as img:
+    # The slot is taken once the header has passed: a refused image never
+    # holds one, an accepted one holds it while it is decoded.
+    with (
+        _opened_image(
+            stream,
+            max_pixels=max_pixels,
+            max_decode_bytes=max_decode_bytes,
+            size=spec.size,
+        ) as img,
+        image_decode_slot(),
+    ):
         square, icc_profile = _decode_square(img, spec=spec)
     image = _pixels_only(_to_srgb(square, icc_profile))
     original_name = name if name is not None else getattr(upload, "name", None)

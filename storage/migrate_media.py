@@ -10,6 +10,10 @@ finished identical and skips them. An object is never half-written under its
 final key, because S3 makes a PUT visible only once its whole body has
 arrived, and a multipart upload only when it is completed (an interrupted one
 is aborted by the client, or left invisible until the server expires it).
+
+Private files (identity documents) are copied too, from PRIVATE_MEDIA_ROOT:
+their keys there are the same (``private/...``) as in the bucket, where no
+policy covers them.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from minio.helpers import MAX_MULTIPART_COUNT, MIN_PART_SIZE
 
 from storage.backends import MinIOStorage, normalize_key, sniff_content_type
 from storage.bucket import bucket_ensure
+from storage.config import PRIVATE_MEDIA_PREFIX
 from storage.exceptions import StorageUnavailable
 from storage.services import DEFAULT_AVATAR_CACHE_CONTROL, DEFAULT_AVATAR_NAME
 
@@ -78,6 +83,7 @@ class MigrationReport:
     bucket_missing: bool = False
     bucket_created: bool = False
     stopped: str = ""  # why the run ended early, if it did
+    private_source: Path | None = None  # where private files came from
 
     @property
     def total_bytes(self) -> int:
@@ -120,15 +126,46 @@ class _LocalReadError(Exception):
     """
 
 
-def media_scan(*, source: Path) -> MigrationReport:
+def media_scan(*, source: Path, private_source: Path | None = None) -> MigrationReport:
     """List the files under ``source`` that become objects, and what is left out.
 
     Hidden files and folders, links that lead out of ``source`` and names that
     cannot be object keys are left out; a folder that cannot be listed is a
     failure, since its files would silently be missing from the bucket.
+
+    With ``private_source`` (PRIVATE_MEDIA_ROOT) its files under ``private/``
+    are listed too, under the same keys; nothing else of it is copied, so no
+    stray file there can become, say, a public ``profile_pics/`` object. A key
+    found in both folders is copied from ``private_source``.
     """
     root = source.resolve(strict=True)
     report = MigrationReport(source=root, endpoint="", bucket="", dry_run=False)
+    _scan(report, root)
+    if private_source is None:
+        return report
+    private = MigrationReport(
+        source=private_source.resolve(strict=True),
+        endpoint="",
+        bucket="",
+        dry_run=False,
+    )
+    _scan(private, private.source, only=PRIVATE_MEDIA_PREFIX)
+    private_keys = {file.key for file in private.files}
+    report.ignored += [
+        (file.key, "also in the private folder, copied from there")
+        for file in report.files
+        if file.key in private_keys
+    ]
+    report.files = [file for file in report.files if file.key not in private_keys]
+    report.files += private.files
+    report.ignored += private.ignored
+    report.results += private.results
+    report.private_source = private.source
+    return report
+
+
+def _scan(report: MigrationReport, root: Path, *, only: str = "") -> None:
+    """Add the files under ``root`` (keys starting with ``only``) to ``report``."""
 
     def unreadable(error: OSError) -> None:
         relative = Path(error.filename).relative_to(root).as_posix()
@@ -155,6 +192,8 @@ def media_scan(*, source: Path) -> MigrationReport:
                 report.ignored.append(
                     (f"{relative}/", "a link to a folder above it (a loop)")
                 )
+            elif not _may_hold(f"{relative}/", only):
+                report.ignored.append((f"{relative}/", _outside(only)))
             else:
                 kept.append(name)
         folders[:] = kept  # os.walk descends only into these
@@ -168,6 +207,8 @@ def media_scan(*, source: Path) -> MigrationReport:
                 problem = HIDDEN
             elif not real.is_relative_to(root):
                 problem = f"a link to {real}, outside the source"
+            elif not relative.startswith(only):
+                problem = _outside(only)
             if problem:
                 report.ignored.append((relative, problem))
                 continue
@@ -182,18 +223,28 @@ def media_scan(*, source: Path) -> MigrationReport:
                 report.ignored.append((relative, "not a regular file"))
                 continue
             report.files.append(MediaFile(relative, real, info.st_size))
-    return report
+
+
+def _may_hold(folder: str, prefix: str) -> bool:
+    """Whether keys under ``folder`` (ending in /) may start with ``prefix``."""
+    return prefix.startswith(folder) or folder.startswith(prefix)
+
+
+def _outside(prefix: str) -> str:
+    return f"not under {prefix}: only private files are copied from there"
 
 
 def media_migrate(
     *,
     storage: MinIOStorage,
     source: Path,
+    private_source: Path | None = None,
     dry_run: bool = False,
     workers: int = 4,
     on_result: Callable[[FileResult, MigrationReport], None] | None = None,
 ) -> MigrationReport:
-    """Copy every file under ``source`` to ``storage``'s bucket, same keys.
+    """Copy every file under ``source`` to ``storage``'s bucket, same keys,
+    and the private files under ``private_source`` (see ``media_scan``).
 
     Objects already identical (size and MD5) are skipped; every upload is
     checked afterwards. ``on_result`` is called in the calling thread, in
@@ -202,7 +253,7 @@ def media_migrate(
     one file (unreadable, changed meanwhile, verification) is recorded and the
     run goes on. Raises StorageUnavailable if the bucket cannot be reached.
     """
-    report = media_scan(source=source)
+    report = media_scan(source=source, private_source=private_source)
     report.endpoint, report.bucket = storage.endpoint, storage.bucket_name
     report.dry_run = dry_run
 

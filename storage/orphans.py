@@ -1,5 +1,9 @@
 """Media objects that no row references, and deletions the store refused.
 
+Public media are looked for in the default storage, private files (identity
+documents) in the private one (`storage.private`), each under the folders the
+app writes; a queued deletion goes to the storage its name belongs to.
+
 An upload writes its object before the row that references it commits, so a
 young unreferenced object may be an upload in flight: objects younger than the
 grace period are never touched. Deletions that fail while the store is down
@@ -19,9 +23,14 @@ from django.db import models
 from django.utils import timezone
 
 from storage.backends import MinIOStorage
-from storage.config import PUBLIC_MEDIA_PREFIXES
+from storage.config import (
+    PRIVATE_MEDIA_PREFIX,
+    PRIVATE_MEDIA_PREFIXES,
+    PUBLIC_MEDIA_PREFIXES,
+)
 from storage.exceptions import StorageUnavailable
 from storage.models import PendingDeletion
+from storage.private import private_storage
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +64,11 @@ def is_referenced(name: str) -> bool:
     )
 
 
+def _storage_of(name: str, default: Storage) -> Storage:
+    """The storage a stored name lives in: the private one for private keys."""
+    return private_storage() if name.startswith(PRIVATE_MEDIA_PREFIX) else default
+
+
 def pending_deletion_add(*, name: str, error: BaseException | str) -> None:
     """Queue a file whose deletion failed, to be retried later."""
     pending, _ = PendingDeletion.objects.get_or_create(name=name)
@@ -69,8 +83,9 @@ def pending_deletions_retry(
 ) -> tuple[int, int]:
     """Delete queued files again; return (finished, still pending).
 
-    Stops at the first failure: the store is down again, and every other
-    attempt would only wait for its timeout.
+    ``storage`` stands for the default storage; private names are deleted
+    from the private one. Stops at the first failure: the store is down
+    again, and every other attempt would only wait for its timeout.
     """
     storage = storage or default_storage
     finished = 0
@@ -78,7 +93,7 @@ def pending_deletions_retry(
     for pending in queue[:limit] if limit else queue:
         if not is_referenced(pending.name):
             try:
-                storage.delete(pending.name)
+                _storage_of(pending.name, storage).delete(pending.name)
             except (StorageUnavailable, OSError) as error:
                 PendingDeletion.objects.filter(pk=pending.pk).update(
                     attempts=models.F("attempts") + 1, last_error=str(error)[:300]
@@ -123,7 +138,9 @@ def media_orphans_collect(
 ) -> OrphanReport:
     """Find (and with ``delete``, remove) media objects no row references.
 
-    Only the media folders are looked at; objects younger than
+    Only the media folders and the private folders are looked at (public
+    ones in ``storage``, the default storage; private ones in the private
+    storage); objects younger than
     ``grace_minutes`` are counted as recent and left alone, and every name is
     checked again just before it is deleted.
     """
@@ -149,7 +166,7 @@ def media_orphans_collect(
         if is_referenced(name):
             continue
         try:
-            storage.delete(name)
+            _storage_of(name, storage).delete(name)
         except (StorageUnavailable, OSError) as error:
             report.failed.append(name)
             pending_deletion_add(name=name, error=error)
@@ -159,8 +176,16 @@ def media_orphans_collect(
 
 
 def _media_objects(storage: Storage) -> Iterator[tuple[str, datetime]]:
-    """(name, last modified) of every object under the media folders."""
-    for prefix in PUBLIC_MEDIA_PREFIXES:
+    """(name, last modified) of every object under the media folders of
+    ``storage`` and the private folders of the private storage."""
+    yield from _objects_under(storage, PUBLIC_MEDIA_PREFIXES)
+    yield from _objects_under(private_storage(), PRIVATE_MEDIA_PREFIXES)
+
+
+def _objects_under(
+    storage: Storage, prefixes: tuple[str, ...]
+) -> Iterator[tuple[str, datetime]]:
+    for prefix in prefixes:
         if isinstance(storage, MinIOStorage):
             with storage._errors("list", prefix):
                 for obj in storage.client.list_objects(

@@ -2,12 +2,16 @@
 
 Used in development (local ``media/``) and in the MinIO ``proxy`` URL mode,
 where the bucket stays private and Django streams each object: one GET to the
-store per request, the body never held in memory.
+store per request, the body never held in memory. With MEDIA_ACCEL_REDIRECT
+the view only checks the path and signs a short-lived GET for the store's own
+endpoint; nginx fetches the object with it (``X-Accel-Redirect``), so no worker
+waits on the store or on the browser.
 """
 
 import logging
 import mimetypes
 import posixpath
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core.exceptions import SuspiciousFileOperation
@@ -17,6 +21,7 @@ from django.utils.cache import get_conditional_response
 from django.utils.http import http_date, parse_http_date_safe, quote_etag
 from django.views.decorators.http import require_safe
 
+from storage.backends import MinIOStorage
 from storage.config import PUBLIC_MEDIA_FILES, is_public_media_key
 from storage.exceptions import StorageUnavailable
 from storage.services import DEFAULT_AVATAR_CACHE_CONTROL
@@ -29,6 +34,9 @@ _INLINE_TYPES = frozenset({"image/jpeg", "image/png", "image/webp", "image/gif"}
 # No stored name is longer (the file fields' max_length); a longer path names
 # nothing, and a file system refuses components over 255 bytes with an error.
 MEDIA_KEY_MAX_LENGTH = 255
+# Seconds the URL handed to nginx stays valid. nginx uses it at once: it only
+# has to outlast a difference between the clocks of the app and the store.
+ACCEL_URL_EXPIRY = 60
 
 
 @require_safe
@@ -36,6 +44,8 @@ def media_serve(request, path: str):
     key = _media_key(path)
     if not settings.MEDIA_SERVE or key is None or not is_public_media_key(key):
         raise Http404("Not a media file.")
+    if settings.MEDIA_ACCEL_REDIRECT and _proxied_store():
+        return _accel_redirect(request, key)
     path = key
     try:
         media = default_storage.open(path, "rb")
@@ -58,6 +68,9 @@ def media_serve(request, path: str):
     )
     if not_modified is not None:
         media.close()
+        # A 304 carries the validators a 200 would (RFC 9110, 15.4.5).
+        if etag:
+            not_modified.headers["ETag"] = etag
         not_modified.headers["Cache-Control"] = _cache_control(path)
         return not_modified
 
@@ -71,6 +84,42 @@ def media_serve(request, path: str):
     if content_type not in _INLINE_TYPES:
         response["Content-Disposition"] = "attachment"
     response["Cache-Control"] = _cache_control(path)
+    return response
+
+
+def _proxied_store() -> bool:
+    storage = default_storage
+    return isinstance(storage, MinIOStorage) and storage.url_mode == "proxy"
+
+
+def _accel_redirect(request, key: str) -> HttpResponse:
+    """An empty answer telling nginx to fetch ``key`` from the store itself.
+
+    nginx carries Content-Type, Cache-Control, Content-Disposition and
+    Set-Cookie of this answer over the redirect, onto its own error pages too
+    (a 503 while the store is down would be cached for a year): none of them
+    is sent. The Cache-Control is signed into the URL instead, and the store
+    answers with it, on success only; Content-Type, Content-Length, ETag and
+    Last-Modified come from the store's answer, which also handles
+    If-None-Match and Range; nginx adds nosniff and, for anything but an
+    image, Content-Disposition: attachment (deploy/nginx.conf).
+    """
+    try:
+        url = default_storage.endpoint_url(
+            key,
+            expires=ACCEL_URL_EXPIRY,
+            # HEAD stays HEAD through the redirect, and the signature covers it.
+            method=request.method,
+            response_headers={"response-cache-control": _cache_control(key)},
+        )
+    except SuspiciousFileOperation:
+        raise Http404("No such media file.") from None
+    signed = urlsplit(url)
+    response = HttpResponse()
+    del response["Content-Type"]
+    response["X-Accel-Redirect"] = (
+        f"{settings.MEDIA_ACCEL_REDIRECT}{signed.path.lstrip('/')}?{signed.query}"
+    )
     return response
 
 

@@ -1,9 +1,9 @@
 """Staff tools: markets, deposits credited, withdrawals decided, orders cancelled.
 
-Money moves only through ``trading.services``. Those own a durable
-transaction, so they are called from admin actions and from the deposit
-credit view, never from ``save_model`` (the admin's change form runs inside
-its own transaction). Balances, orders, trades and the ledger are read-only.
+Money moves only through ``trading.services`` and ``trading.orders``. Those
+own a durable transaction, so they are called from admin actions and from the
+deposit credit view, never from ``save_model`` (the admin's change form runs
+inside its own transaction). Balances, orders, trades and the ledger are read-only.
 """
 
 from __future__ import annotations
@@ -36,10 +36,10 @@ from trading.models import (
     Withdrawal,
 )
 from trading.notices import withdrawal_decided_notice
+from trading.orders import command_refusal, command_wait, order_cancel
 from trading.services import (
     deposit_credit,
     market_create,
-    order_cancel,
     withdrawal_approve,
     withdrawal_reject,
 )
@@ -145,13 +145,21 @@ class OrderAdmin(ReadOnlyAdmin):
 
     @admin.action(description="Cancel the selected open orders", permissions=["cancel"])
     def cancel_orders(self, request: HttpRequest, queryset: QuerySet[Order]) -> None:
+        # Queued for the matcher, like the owner's cancels: an order that
+        # fills first stays filled.
         _run_each(
             self,
             request,
             queryset.select_related("user"),
-            lambda order: order_cancel(user=order.user, order=order),
-            done="cancelled",
+            _order_cancel_and_wait,
+            done="cancel requested",
         )
+
+
+def _order_cancel_and_wait(order: Order) -> None:
+    command = order_cancel(user=order.user, order=order)
+    if command_wait(command=command) and (refusal := command_refusal(command)):
+        raise refusal
 
 
 @admin.register(Trade)

@@ -120,3 +120,11 @@ class EmailNotVerified(TradingError):
         "Verify your e-mail address before you trade or withdraw: open the link "
         "we sent you, or send a new one from your profile."
     )
+
+
+class CommandFailed(TradingError):
+    code = "matcher_error"
+    default_message = (
+        "The matcher could not apply this request; nothing was changed and its "
+        "funds are available again. Please try again."
+    )

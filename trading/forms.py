@@ -21,7 +21,10 @@ class OrderForm(forms.Form):
         choices=Order.Type.choices, initial=Order.Type.LIMIT, widget=forms.RadioSelect
     )
     price = _amount_field("Price", required=False)
-    quantity = _amount_field("Amount")
+    stop_price = _amount_field("Trigger at (stop orders)", required=False)
+    quantity = _amount_field("Amount", required=False)
+    quote_amount = _amount_field("Or spend (market)", required=False)
+    protection_price = _amount_field("Pay at most per unit (market)", required=False)
     time_in_force = forms.ChoiceField(
         label="Time in force",
         choices=Order.TimeInForce.choices,
@@ -31,10 +34,32 @@ class OrderForm(forms.Form):
 
     def clean(self):
         data = super().clean()
-        if data.get("type") == Order.Type.LIMIT and data.get("price") is None:
-            self.add_error("price", "A limit order needs a price.")
-        if data.get("type") == Order.Type.MARKET:
+        kind = data.get("type")
+        if kind in (Order.Type.LIMIT, Order.Type.STOP_LIMIT):
+            if data.get("price") is None:
+                self.add_error("price", "A limit order needs a price.")
+            data["quote_amount"] = data["protection_price"] = None
+        if kind != Order.Type.STOP_LIMIT:
+            data["stop_price"] = None
+        elif data.get("stop_price") is None:
+            self.add_error("stop_price", "A stop-limit order needs a stop price.")
+        if kind == Order.Type.MARKET:
             data["price"] = None
+            if data.get("side") == Order.Side.SELL:
+                data["quote_amount"] = None
+            if data.get("quote_amount") is not None:
+                # A market buy by the amount to spend; no quantity, no cap.
+                data["quantity"] = data["protection_price"] = None
+            elif data.get("side") == Order.Side.BUY and (
+                data.get("protection_price") is None
+            ):
+                self.add_error(
+                    "protection_price",
+                    "A market buy by amount needs the highest price you accept "
+                    "(or give the quote amount to spend instead).",
+                )
+        if data.get("quantity") is None and data.get("quote_amount") is None:
+            self.add_error("quantity", "Give the amount to trade.")
         return data
 
 

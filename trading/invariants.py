@@ -20,6 +20,7 @@ from trading.models import (
     Deposit,
     LedgerEntry,
     Order,
+    OrderCommand,
     Trade,
     Withdrawal,
 )
@@ -43,8 +44,10 @@ def ledger_problems() -> list[str]:
        locked separately).
     4. Per token, users' available + locked + fees == deposits - approved
        withdrawals, and the custody account mirrors it; fees are not negative.
-    5. Each locked balance is exactly what the user's open orders and pending
-       withdrawals reserve, and each open order reserves what it should.
+    5. Each locked balance is exactly what the user's live orders, queued
+       amends and pending withdrawals reserve, and each live order reserves
+       what it should (an accepted one what its request reserved, an open or
+       waiting one what it still needs).
     6. Each order's filled quantity and traded value equal its trades.
     7. No market's book is crossed.
 
@@ -161,41 +164,90 @@ def _custody_problems(symbols, balances, per_account) -> list[str]:
     return problems
 
 
+def _order_reserve_should(
+    status, side, price, quantity, filled, quote_amount, executed, protection
+) -> Decimal:
+    """What a live order must hold: an accepted one what its request
+    reserved, an open or waiting one what it still needs (trading.engine)."""
+    buying = side == Order.Side.BUY
+    if status == Order.Status.ACCEPTED:
+        if not buying:
+            return quantity
+        if quote_amount is not None:
+            return quote_amount
+        return (price if price is not None else protection) * quantity
+    if not buying:
+        return quantity - filled
+    if quote_amount is not None:
+        return quote_amount - executed
+    return price * (quantity - filled)
+
+
 def _reserve_problems(symbols, balances) -> list[str]:
     problems = []
     reserved: dict[tuple[int, int], Decimal] = defaultdict(lambda: ZERO)
     pending = Withdrawal.objects.filter(status=Withdrawal.Status.PENDING)
     for user_id, token_id, amount in _stream(pending, "user_id", "token_id", "amount"):
         reserved[(user_id, token_id)] += amount
-    open_orders = Order.objects.filter(status=Order.Status.OPEN)
+    # What queued amends reserved is the user's, locked, but no order's yet.
+    amends = OrderCommand.objects.filter(reserved__gt=0)
+    for user_id, side, base_id, quote_id, amount in _stream(
+        amends,
+        "user_id",
+        "order__side",
+        "market__base_id",
+        "market__quote_id",
+        "reserved",
+    ):
+        token_id = quote_id if side == Order.Side.BUY else base_id
+        reserved[(user_id, token_id)] += amount
+    live_orders = Order.objects.filter(status__in=Order.LIVE)
     for (
         pk,
         user_id,
+        status,
         side,
         price,
         quantity,
         filled,
+        quote_amount,
+        executed,
+        protection,
         locked,
         base_id,
         quote_id,
     ) in _stream(
-        open_orders,
+        live_orders,
         "pk",
         "user_id",
+        "status",
         "side",
         "price",
         "quantity",
         "filled_quantity",
+        "quote_amount",
+        "executed_value",
+        "protection_price",
         "locked",
         "market__base_id",
         "market__quote_id",
     ):
         buying = side == Order.Side.BUY
         reserved[(user_id, quote_id if buying else base_id)] += locked
-        should = price * (quantity - filled) if buying else quantity - filled
+        should = _order_reserve_should(
+            status,
+            side,
+            price,
+            quantity,
+            filled,
+            quote_amount,
+            executed,
+            protection,
+        )
         if locked != should:
             problems.append(
-                f"Open order #{pk} reserves {plain(locked)}, expected {plain(should)}."
+                f"{status.capitalize()} order #{pk} reserves {plain(locked)}, "
+                f"expected {plain(should)}."
             )
     for key in sorted(set(reserved) | set(balances)):
         user_id, token_id = key
@@ -203,7 +255,8 @@ def _reserve_problems(symbols, balances) -> list[str]:
         if locked != reserved[key]:
             problems.append(
                 f"{symbols[token_id]}: user {user_id} has {plain(locked)} locked, but "
-                f"open orders and pending withdrawals reserve {plain(reserved[key])}."
+                "live orders, queued amends and pending withdrawals reserve "
+                f"{plain(reserved[key])}."
             )
     return problems
 

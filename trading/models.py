@@ -1,7 +1,8 @@
 """Balances, markets, orders, trades and the double-entry ledger.
 
 Every amount is a ``DecimalField(**AMOUNT)``; nothing here is ever a float.
-Rows are written only by ``trading.services``.
+Rows are written only by ``trading.services``, ``trading.orders`` (the
+request side of orders) and ``trading.batch`` (the matcher's writes).
 """
 
 from __future__ import annotations
@@ -153,6 +154,10 @@ class Market(models.Model):
 
 
 class Order(models.Model):
+    """An order as the matcher last wrote it (see ``trading.orders`` for its
+    states). The request side inserts it ``accepted`` with its reservation in
+    ``locked``; from then on only the market's matcher changes it."""
+
     class Side(models.TextChoices):
         BUY = "buy", "Buy"
         SELL = "sell", "Sell"
@@ -160,6 +165,7 @@ class Order(models.Model):
     class Type(models.TextChoices):
         LIMIT = "limit", "Limit"
         MARKET = "market", "Market"
+        STOP_LIMIT = "stop_limit", "Stop-limit"
 
     class TimeInForce(models.TextChoices):
         GTC = "GTC", "Good till cancelled"
@@ -167,9 +173,15 @@ class Order(models.Model):
         FOK = "FOK", "Fill or kill"
 
     class Status(models.TextChoices):
+        ACCEPTED = "accepted", "Accepted (waiting for the matcher)"
+        WAITING = "waiting", "Waiting for its stop price"
         OPEN = "open", "Open"
         FILLED = "filled", "Filled"
         CANCELLED = "cancelled", "Cancelled"
+        REJECTED = "rejected", "Rejected"
+
+    # Statuses that still reserve funds and may still change.
+    LIVE = (Status.ACCEPTED, Status.WAITING, Status.OPEN)
 
     class CancelReason(models.TextChoices):
         NONE = "", "—"
@@ -177,17 +189,73 @@ class Order(models.Model):
         UNFILLED = "unfilled", "Remainder of an immediate order"
         SELF_TRADE = "self_trade", "Would have traded with the user's own order"
 
+    class RejectReason(models.TextChoices):
+        """Why the matcher refused a placement (the engine's ``Reject``
+        codes, and ``matcher_error`` for a command it could not apply)."""
+
+        NONE = "", "—"
+        INVALID_ORDER = "invalid_order", "Options that do not go together"
+        INVALID_AMOUNT = "invalid_amount", "An amount that is not valid"
+        PRECISION_TOO_HIGH = "precision_too_high", "Off the market's steps"
+        BELOW_MIN_NOTIONAL = "below_min_notional", "Below the minimum value"
+        RESERVATION_MISMATCH = "reservation_mismatch", "Wrong reservation"
+        INSUFFICIENT_RESERVATION = "insufficient_reservation", "Too little reserved"
+        POST_ONLY_WOULD_TAKE = "post_only_would_take", "Post-only would trade"
+        FILL_OR_KILL_NOT_FILLED = "fill_or_kill_not_filled", "Could not fill at once"
+        ORDER_NOT_FOUND = "order_not_found", "No such order"
+        ORDER_NOT_OPEN = "order_not_open", "Not open"
+        MATCHER_ERROR = "matcher_error", "The matcher could not apply it"
+
+    class SelfTrade(models.TextChoices):
+        CANCEL_NEWEST = "cancel_newest", "Cancel the incoming order"
+        CANCEL_OLDEST = "cancel_oldest", "Cancel the resting order"
+        CANCEL_BOTH = "cancel_both", "Cancel both"
+        DECREMENT_AND_CANCEL = "decrement_and_cancel", "Decrement and cancel"
+
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="orders"
     )
     market = models.ForeignKey(Market, on_delete=models.PROTECT, related_name="orders")
     side = models.CharField(max_length=4, choices=Side.choices)
-    type = models.CharField(max_length=6, choices=Type.choices)
+    type = models.CharField(max_length=10, choices=Type.choices)
     time_in_force = models.CharField(max_length=3, choices=TimeInForce.choices)
     post_only = models.BooleanField(default=False)
+    self_trade = models.CharField(
+        max_length=20,
+        choices=SelfTrade.choices,
+        default=SelfTrade.CANCEL_NEWEST,
+        help_text="What happens when it meets a resting order of the same user.",
+    )
     client_order_id = models.CharField(max_length=64, blank=True, default="")
-    price = models.DecimalField(**AMOUNT, null=True, blank=True)
-    quantity = models.DecimalField(**AMOUNT, help_text="In base.")
+    price = models.DecimalField(
+        **AMOUNT, null=True, blank=True, help_text="Limit price (limit, stop-limit)."
+    )
+    quantity = models.DecimalField(
+        **AMOUNT,
+        null=True,
+        blank=True,
+        help_text="In base; empty for a market buy by quote amount.",
+    )
+    quote_amount = models.DecimalField(
+        **AMOUNT,
+        null=True,
+        blank=True,
+        help_text="A market buy by quote amount: the quote to spend.",
+    )
+    protection_price = models.DecimalField(
+        **AMOUNT,
+        null=True,
+        blank=True,
+        help_text="A market order never trades beyond it (required for a "
+        "market buy by quantity).",
+    )
+    stop_price = models.DecimalField(
+        **AMOUNT,
+        null=True,
+        blank=True,
+        help_text="A stop-limit order enters the book when the last trade "
+        "price reaches it.",
+    )
     filled_quantity = models.DecimalField(**AMOUNT, default=Decimal(0))
     executed_value = models.DecimalField(
         **AMOUNT, default=Decimal(0), help_text="Quote traded, before fees."
@@ -200,56 +268,111 @@ class Order(models.Model):
         default=Decimal(0),
         help_text="Still reserved: quote for a buy, base for a sell.",
     )
-    status = models.CharField(max_length=9, choices=Status.choices, default=Status.OPEN)
+    status = models.CharField(
+        max_length=9, choices=Status.choices, default=Status.ACCEPTED
+    )
     cancel_reason = models.CharField(
         max_length=10, choices=CancelReason.choices, default="", blank=True
     )
+    reject_reason = models.CharField(
+        max_length=24, choices=RejectReason.choices, default="", blank=True
+    )
+    # Time priority, (sequence, rank), assigned by the matcher: the sequence
+    # of the command that queued the order at its place (see trading.engine).
+    priority_sequence = models.BigIntegerField(null=True, blank=True, editable=False)
+    priority_rank = models.IntegerField(default=0, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         constraints = [
             models.CheckConstraint(
-                condition=Q(quantity__gt=0), name="order_quantity_positive"
+                condition=Q(quantity__gt=0, quote_amount__isnull=True)
+                | Q(
+                    quantity__isnull=True,
+                    quote_amount__gt=0,
+                    type="market",
+                    side="buy",
+                ),
+                name="order_sized_by_quantity_or_quote_amount",
             ),
             models.CheckConstraint(
                 condition=Q(filled_quantity__gte=0)
-                & Q(filled_quantity__lte=F("quantity")),
+                & (Q(quantity__isnull=True) | Q(filled_quantity__lte=F("quantity"))),
                 name="order_filled_within_quantity",
+            ),
+            models.CheckConstraint(
+                condition=Q(quote_amount__isnull=True)
+                | Q(executed_value__lte=F("quote_amount")),
+                name="order_spent_within_quote_amount",
             ),
             models.CheckConstraint(
                 condition=Q(locked__gte=0, executed_value__gte=0, fee__gte=0),
                 name="order_amounts_not_negative",
             ),
             models.CheckConstraint(
-                condition=Q(type="limit", price__gt=0)
-                | Q(type="market", price__isnull=True),
-                name="order_limit_has_price_market_has_none",
+                condition=Q(type="limit", price__gt=0, stop_price__isnull=True)
+                | Q(type="stop_limit", price__gt=0, stop_price__gt=0)
+                | Q(type="market", price__isnull=True, stop_price__isnull=True),
+                name="order_prices_fit_its_type",
             ),
             models.CheckConstraint(
-                condition=Q(status="open") | Q(locked=0),
+                condition=Q(protection_price__isnull=True)
+                | Q(type="market", protection_price__gt=0),
+                name="order_protection_price_is_for_market_orders",
+            ),
+            models.CheckConstraint(
+                condition=~Q(
+                    status="accepted",
+                    type="market",
+                    side="buy",
+                    quote_amount__isnull=True,
+                )
+                | Q(protection_price__isnull=False),
+                name="order_market_buy_by_quantity_is_protected",
+            ),
+            models.CheckConstraint(
+                condition=Q(status__in=["accepted", "waiting", "open"]) | Q(locked=0),
                 name="order_closed_reserves_nothing",
             ),
             models.CheckConstraint(
-                condition=~Q(status="filled") | Q(filled_quantity=F("quantity")),
+                condition=~Q(status="filled")
+                | Q(quantity__isnull=True)
+                | Q(filled_quantity=F("quantity")),
                 name="order_filled_means_all_filled",
             ),
             models.CheckConstraint(
-                condition=Q(type="limit", time_in_force="GTC") | ~Q(status="open"),
+                condition=~Q(status="open")
+                | Q(type__in=["limit", "stop_limit"], time_in_force="GTC"),
                 name="order_only_gtc_limit_rests",
+            ),
+            models.CheckConstraint(
+                condition=~Q(status="waiting") | Q(type="stop_limit"),
+                name="order_only_stops_wait",
+            ),
+            models.CheckConstraint(
+                condition=~Q(status__in=["waiting", "open"])
+                | Q(priority_sequence__isnull=False),
+                name="order_in_the_book_has_a_priority",
             ),
             models.CheckConstraint(
                 condition=Q(post_only=False) | Q(type="limit", time_in_force="GTC"),
                 name="order_post_only_is_gtc_limit",
             ),
+            models.CheckConstraint(
+                condition=Q(status="rejected", reject_reason__gt="")
+                | (~Q(status="rejected") & Q(reject_reason="")),
+                name="order_rejected_has_a_reason",
+            ),
             models.UniqueConstraint(
                 fields=["user", "client_order_id"],
-                condition=Q(status="open") & ~Q(client_order_id=""),
-                name="order_client_id_unique_among_open",
+                condition=Q(status__in=["accepted", "waiting", "open"])
+                & ~Q(client_order_id=""),
+                name="order_client_id_unique_among_live",
             ),
         ]
         indexes = [
-            # The two sides of the book, each in matching priority order.
+            # The two sides of the book, each in price order.
             models.Index(
                 fields=["market", "-price", "id"],
                 condition=Q(status="open", side="buy"),
@@ -260,21 +383,125 @@ class Order(models.Model):
                 condition=Q(status="open", side="sell"),
                 name="order_book_asks",
             ),
+            # What a matcher rebuilds its book from, in priority order.
+            models.Index(
+                fields=["market", "priority_sequence", "priority_rank"],
+                condition=Q(status__in=["waiting", "open"]),
+                name="order_held_by_matcher",
+            ),
             models.Index(fields=["user", "status"], name="order_user_status"),
             models.Index(fields=["user", "client_order_id"], name="order_client_id"),
         ]
 
     def __str__(self) -> str:
         price = f" @ {plain(self.price)}" if self.price is not None else ""
-        return f"#{self.pk} {self.side} {plain(self.quantity)} {self.market}{price}"
+        size = (
+            plain(self.quantity)
+            if self.quantity is not None
+            else f"for {plain(self.quote_amount)}"
+        )
+        return f"#{self.pk} {self.side} {size} {self.market}{price}"
 
     @property
-    def remaining(self) -> Decimal:
+    def remaining(self) -> Decimal | None:
+        """Base still to trade; None for a market buy by quote amount."""
+        if self.quantity is None:
+            return None
         return self.quantity - self.filled_quantity
 
     @property
     def is_open(self) -> bool:
         return self.status == self.Status.OPEN
+
+    @property
+    def is_live(self) -> bool:
+        """Accepted, waiting or open: it may still trade or be cancelled."""
+        return self.status in self.LIVE
+
+
+class OrderCommand(models.Model):
+    """An accepted request waiting for its market's matcher: a placement, a
+    cancel, an amend or a cancel-all. The matcher takes them in id order,
+    gives each its sequence, and deletes them in the transaction that writes
+    their results; the table stays small. ``reserved`` is what an amend's
+    request reserved beyond what the order held."""
+
+    class Kind(models.TextChoices):
+        PLACE = "place", "Place"
+        CANCEL = "cancel", "Cancel"
+        AMEND = "amend", "Amend"
+        CANCEL_ALL = "cancel_all", "Cancel all"
+
+    market = models.ForeignKey(Market, on_delete=models.PROTECT, related_name="+")
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
+    )
+    order = models.ForeignKey(
+        Order, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    price = models.DecimalField(**AMOUNT, null=True, blank=True)
+    quantity = models.DecimalField(**AMOUNT, null=True, blank=True)
+    reserved = models.DecimalField(**AMOUNT, default=Decimal(0))
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(kind="cancel_all", order__isnull=True)
+                | (~Q(kind="cancel_all") & Q(order__isnull=False)),
+                name="order_command_names_its_order",
+            ),
+            models.CheckConstraint(
+                condition=Q(reserved__gte=0) & (Q(kind="amend") | Q(reserved=0)),
+                name="order_command_reserves_only_for_amends",
+            ),
+        ]
+        indexes = [models.Index(fields=["market", "id"], name="order_command_queue")]
+
+    def __str__(self) -> str:
+        return f"{self.kind} #{self.pk} on {self.market_id}"
+
+
+class CommandRefusal(models.Model):
+    """A cancel or an amend the matcher refused (``code`` is the engine's
+    ``Reject``): its request, which waits for the command's row to go,
+    reads its answer here. A refused placement is its order, rejected."""
+
+    command_id = models.BigIntegerField(unique=True)
+    kind = models.CharField(max_length=10, choices=OrderCommand.Kind.choices)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
+    )
+    order = models.ForeignKey(
+        Order, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    code = models.CharField(max_length=24, choices=Order.RejectReason.choices)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"{self.kind} #{self.command_id}: {self.code}"
+
+
+class MatcherState(models.Model):
+    """What a market's matcher carries from one batch to the next: the
+    sequence of the last command applied, the last book level update's
+    number (gapless, for the events) and the last trade price (stops
+    trigger on it). Written in each batch's transaction."""
+
+    market = models.OneToOneField(
+        Market,
+        on_delete=models.PROTECT,
+        primary_key=True,
+        related_name="matcher_state",
+    )
+    sequence = models.BigIntegerField(default=0)
+    book_sequence = models.BigIntegerField(default=0)
+    last_price = models.DecimalField(**AMOUNT, null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"{self.market_id}: command {self.sequence}"
 
 
 class Trade(models.Model):
@@ -426,7 +653,9 @@ class LedgerTransaction(models.Model):
         WITHDRAWAL_APPROVE = "withdrawal_approve", "Withdrawal approved"
         WITHDRAWAL_REJECT = "withdrawal_reject", "Withdrawal rejected"
         WITHDRAWAL_CANCEL = "withdrawal_cancel", "Withdrawal cancelled"
-        ORDER_PLACE = "order_place", "Order placed"
+        ORDER_PLACE = "order_place", "Order placed (funds reserved)"
+        ORDER_AMEND = "order_amend", "Order amended (funds reserved)"
+        ORDER_MATCH = "order_match", "Order matched"
         ORDER_CANCEL = "order_cancel", "Order cancelled"
 
     kind = models.CharField(max_length=20, choices=Kind.choices)

@@ -23,6 +23,8 @@ from decimal import (
 )
 from typing import ParamSpec, TypeVar
 
+from trading.exceptions import InvalidAmount, PrecisionTooHigh
+
 EXACT = Context(prec=80, traps=[InvalidOperation, DivisionByZero, Overflow, Inexact])
 _ROUNDING = Context(prec=80, traps=[InvalidOperation, DivisionByZero, Overflow])
 
@@ -68,3 +70,30 @@ def plain(value: Decimal) -> str:
     if "." in text:
         text = text.rstrip("0").rstrip(".")
     return text
+
+
+# Amount fields keep 18 decimals (trading.models.AMOUNT).
+AMOUNT_DECIMALS = 18
+
+
+def positive_amount_check(value: object, *, name: str) -> Decimal:
+    """``value`` if it is a Decimal an amount field can hold exactly, above 0;
+    otherwise ``InvalidAmount`` or ``PrecisionTooHigh`` naming it."""
+    if not isinstance(value, Decimal):
+        raise InvalidAmount(
+            f"The {name} must be a Decimal, not {type(value).__name__}."
+        )
+    if not value.is_finite() or value <= 0:
+        raise InvalidAmount(f"The {name} must be a positive number.")
+    if value >= AMOUNT_LIMIT:
+        raise InvalidAmount(f"The {name} is too large.")
+    if decimal_places(value) > AMOUNT_DECIMALS:
+        raise PrecisionTooHigh(f"The {name} has more than {AMOUNT_DECIMALS} decimals.")
+    return value
+
+
+def decimal_places(value: Decimal) -> int:
+    """How many decimals ``value`` really has (trailing zeros do not count)."""
+    _, digits, exponent = value.as_tuple()
+    significant = "".join(map(str, digits)).rstrip("0")
+    return max(0, -(exponent + len(digits) - len(significant)))

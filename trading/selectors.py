@@ -96,8 +96,9 @@ def trades_recent(*, market: Market, limit: int = 50) -> list[Trade]:
 def orders_open(
     *, user: AbstractBaseUser, market: Market | None = None
 ) -> QuerySet[Order]:
-    """The user's open orders, newest first, with their markets."""
-    orders = Order.objects.filter(user=user, status=Order.Status.OPEN)
+    """The user's live orders (accepted, waiting for their stop, open),
+    newest first, with their markets."""
+    orders = Order.objects.filter(user=user, status__in=Order.LIVE)
     if market is not None:
         orders = orders.filter(market=market)
     return orders.select_related("market__base", "market__quote").order_by("-pk")

@@ -1,4 +1,8 @@
-"""Writes of the trading app: the one way money moves.
+"""Writes of the trading app: deposits, withdrawals, addresses, markets.
+
+Orders are placed, cancelled and amended through ``trading.orders`` (the
+request side) and matched by ``trading.matcher``; the rules below are the
+contract of both, extended by ``trading.engine``'s docstring.
 
 Every function here is keyword-only, owns its transaction
 (``transaction.atomic(durable=True)``), takes its row locks through
@@ -24,45 +28,33 @@ Fees
     the seller is credited before fees; fees are the only rounding.
 Matching
     Price-time priority; a trade happens at the resting (maker) order's price.
-    An order's time is its arrival: its key is taken when it is received,
-    before it waits for the market's lock, and resting orders of one price
-    trade in key order. A limit buy locks price x quantity of quote and gets
-    back what price improvement saves; a sell locks its quantity of base.
+    An order's time is when the matcher takes its command (its sequence),
+    which follows acceptance order. A limit buy locks price x quantity of
+    quote and gets back what price improvement saves; a sell locks its
+    quantity of base.
 Market orders
-    Market orders are specified by base quantity and never rest: they are
-    immediate-or-cancel (the default ``GTC`` and ``IOC`` mean the same for
-    them) or fill-or-kill. At placement, under the market lock, the book is
-    walked to find what the order will trade; a market buy locks exactly the
-    quote that fill costs (no fee is due in quote, the buyer's fee is taken
-    from the base received) and is refused whole (``InsufficientBalance``) if
-    the available quote does not cover it. The market's ``min_notional``
-    applies to the value that walk would trade. Whatever the book cannot fill
-    is cancelled.
+    Never rest: immediate-or-cancel (the default ``GTC`` and ``IOC`` mean the
+    same for them) or fill-or-kill. A market buy is by quote amount to spend,
+    or by base quantity with a protection price it never trades above; it
+    reserves the amount, or quantity x protection price, and gets back what it
+    does not spend (``trading.orders``). The market's ``min_notional`` applies
+    to the value it would trade. Whatever the book cannot fill is cancelled.
 Self-trade prevention
-    "Cancel newest": an order never trades with a resting order of the same
-    user. When the next resting order in priority is the user's own, the
-    incoming order's remainder is cancelled (reason ``self_trade``) and the
-    resting order is left alone; fills before it stand.
+    "Cancel newest" by default: when the next resting order in priority is
+    the user's own, the incoming order's remainder is cancelled (reason
+    ``self_trade``) and the resting order is left alone; fills before it
+    stand. Other modes per order: see ``trading.engine``.
 Post-only, IOC, FOK
     A post-only order (GTC limit only) is refused whole if any resting order
     crosses its price. An IOC order's unfilled remainder is cancelled. A FOK
     order is refused whole unless it fills entirely at once (self-trade
     prevention counts as not filled).
-Client order ids
-    Unique per user among open orders. A create that repeats the user's
-    latest order with that id (same market, side, type, quantity, price and
-    options) returns that order, whatever its status, and places nothing; a
-    different order under an id still open is refused
-    (``DuplicateClientOrderId``); once that order is closed the id may be
-    reused for a different order.
-Checks run in this order: the order's options, the amounts, the market's
-status, steps and precision, limit ``min_notional``, the client order id,
-post-only, fill-or-kill, market ``min_notional``, then the balance.
+Client order ids, and the order of the checks
+    See ``trading.orders``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -74,52 +66,32 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from tokens.models import Token
-from trading import sql
 from trading.addresses import address_canonical
 from trading.exceptions import (
     AddressAlreadySaved,
     AddressNotAllowed,
-    BelowMinNotional,
-    DuplicateClientOrderId,
     DuplicateReference,
-    FillOrKillNotFilled,
     InsufficientBalance,
-    InvalidAmount,
-    InvalidOrder,
     InvalidReference,
-    MarketClosed,
-    OrderNotFound,
-    OrderNotOpen,
-    PostOnlyWouldTake,
     PrecisionTooHigh,
     WithdrawalLimitExceeded,
     WithdrawalNotFound,
     WithdrawalNotPending,
 )
-from trading.locks import (
-    balances_ensure,
-    balances_lock,
-    balances_lock_later,
-    market_lock_later,
-    withdrawal_lock,
-)
+from trading.locks import balances_lock, withdrawal_lock
 from trading.models import (
-    AMOUNT,
     AddressFormat,
     Balance,
     Deposit,
     LedgerEntry,
     LedgerTransaction,
     Market,
-    Order,
     SavedAddress,
-    Trade,
     Withdrawal,
     WithdrawalAddressPolicy,
 )
-from trading.money import AMOUNT_LIMIT, ZERO, exact, fee_for, plain, unit
+from trading.money import ZERO, exact, plain, positive_amount_check, unit
 
-Side, OrderType, TimeInForce = Order.Side, Order.Type, Order.TimeInForce
 Account = LedgerEntry.Account
 
 
@@ -184,51 +156,28 @@ class _Journal:
         self.entries.append((token_id, account.kind, account.user_id, amount))
 
     def write(self, *, kind: str, **links: object) -> LedgerTransaction | None:
-        if not self.entries:  # e.g. a market order that met an empty book
+        if not self.entries:
             return None
-        record = LedgerTransaction(kind=kind, **links)
-        sql.rows_insert([record])
-        self.write_into(record)
-        return record
-
-    def write_into(self, record: LedgerTransaction) -> None:
-        """Write the entries into ``record``, a transaction already saved,
-        and the balance rows; nothing is read back, so both statements can
-        be queued in a ``sql.pipeline()``."""
-        sql.values_insert(
-            LedgerEntry,
-            ("transaction_id", "token_id", "account", "user_id", "amount"),
-            [(record.pk, *entry) for entry in self.entries],
+        record = LedgerTransaction.objects.create(kind=kind, **links)
+        LedgerEntry.objects.bulk_create(
+            [
+                LedgerEntry(
+                    transaction=record,
+                    token_id=token_id,
+                    account=account,
+                    user_id=user_id,
+                    amount=amount,
+                )
+                for token_id, account, user_id, amount in self.entries
+            ]
         )
-        sql.rows_update(
+        Balance.objects.bulk_update(
             list(self.touched.values()), ["available", "locked", "updated_at"]
         )
+        return record
 
 
 # -- Input checks -----------------------------------------------------------
-
-
-def _positive_check(value: object, *, name: str) -> Decimal:
-    if not isinstance(value, Decimal):
-        raise InvalidAmount(
-            f"The {name} must be a Decimal, not {type(value).__name__}."
-        )
-    if not value.is_finite() or value <= 0:
-        raise InvalidAmount(f"The {name} must be a positive number.")
-    if value >= AMOUNT_LIMIT:
-        raise InvalidAmount(f"The {name} is too large.")
-    if _decimal_places(value) > AMOUNT["decimal_places"]:
-        raise PrecisionTooHigh(
-            f"The {name} has more than {AMOUNT['decimal_places']} decimals."
-        )
-    return value
-
-
-def _decimal_places(value: Decimal) -> int:
-    """How many decimals ``value`` really has (trailing zeros do not count)."""
-    _, digits, exponent = value.as_tuple()
-    significant = "".join(map(str, digits)).rstrip("0")
-    return max(0, -(exponent + len(digits) - len(significant)))
 
 
 def _step_check(value: Decimal, *, name: str, step: Decimal) -> None:
@@ -240,7 +189,7 @@ def _step_check(value: Decimal, *, name: str, step: Decimal) -> None:
 
 
 def _amount_check(value: object, *, name: str, step: Decimal) -> Decimal:
-    amount = _positive_check(value, name=name)
+    amount = positive_amount_check(value, name=name)
     _step_check(amount, name=name, step=step)
     return amount
 
@@ -687,607 +636,3 @@ def market_create(
     market.full_clean()
     market.save()
     return market
-
-
-# -- Orders -----------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _OrderRequest:
-    market_id: int
-    base_id: int
-    quote_id: int
-    side: str
-    type: str
-    quantity: Decimal
-    price: Decimal | None
-    time_in_force: str
-    post_only: bool
-
-    def matches(self, order: Order) -> bool:
-        return (
-            order.market_id == self.market_id
-            and order.side == self.side
-            and order.type == self.type
-            and order.quantity == self.quantity
-            and order.price == self.price
-            and order.time_in_force == self.time_in_force
-            and order.post_only == self.post_only
-        )
-
-
-def _options_check(
-    *, side: str, type: str, price: object, time_in_force: str, post_only: bool
-) -> str:
-    """Check the order's options; return the time in force it will have."""
-    if side not in Side.values:
-        raise InvalidOrder(f"The side must be buy or sell, not {side!r}.")
-    if type not in OrderType.values:
-        raise InvalidOrder(f"The type must be limit or market, not {type!r}.")
-    if time_in_force not in TimeInForce.values:
-        raise InvalidOrder(
-            f"The time in force must be GTC, IOC or FOK, not {time_in_force!r}."
-        )
-    if type == OrderType.LIMIT and price is None:
-        raise InvalidOrder("A limit order needs a price.")
-    if type == OrderType.MARKET:
-        if price is not None:
-            raise InvalidOrder("A market order takes no price.")
-        if post_only:
-            raise InvalidOrder("A market order cannot be post-only.")
-        return TimeInForce.FOK if time_in_force == TimeInForce.FOK else TimeInForce.IOC
-    if post_only and time_in_force != TimeInForce.GTC:
-        raise InvalidOrder("A post-only order must be good till cancelled.")
-    return time_in_force
-
-
-_BOOK_PAGE = 4  # a crossing order most often meets one or two
-
-
-def _book_query(
-    *, market_id: int, side: str, price: Decimal | None
-) -> tuple[dict[str, object], tuple[str, str]]:
-    """The resting orders an incoming order on ``side`` may trade with: the
-    conditions and the matching priority (best price first, then oldest)."""
-    where: dict[str, object] = {
-        "market": market_id,
-        # In the statement, so that the book's partial indexes serve it.
-        "status": sql.Choice(Order.Status.OPEN),
-        "side": sql.Choice(Side.SELL if side == Side.BUY else Side.BUY),
-    }
-    if price is not None:
-        where["price__lte" if side == Side.BUY else "price__gte"] = price
-    order_by = ("price", "id") if side == Side.BUY else ("-price", "id")
-    return where, order_by
-
-
-def _book_page_later(
-    *, market_id: int, side: str, price: Decimal | None, offset: int = 0, size: int
-):
-    """A page of ``_book_query``, read when the result is called."""
-    where, order_by = _book_query(market_id=market_id, side=side, price=price)
-    return sql.rows_select_later(
-        Order, where=where, order_by=order_by, limit=size, offset=offset
-    )
-
-
-def _book_opposite(
-    *,
-    market_id: int,
-    side: str,
-    price: Decimal | None,
-    first_page: list[Order],
-    first_page_only: bool = False,
-) -> Iterator[Order]:
-    """The resting orders an incoming order on ``side`` may trade with, in
-    matching priority (best price first, then oldest), read a page at a time.
-
-    Most orders trade with the first few; a page of ``LIMIT``/``OFFSET`` is
-    one round trip where ``iterator()`` would open a server-side cursor
-    (three). ``first_page`` (``_BOOK_PAGE`` orders) was read with the market's
-    lock. Offsets are stable because the market's lock holds the book still.
-    The book's partial indexes (``order_book_asks``, ``order_book_bids``) serve
-    both orders.
-    """
-    page, start, size = first_page, 0, _BOOK_PAGE
-    while True:
-        yield from page
-        if len(page) < size:
-            return
-        if first_page_only:
-            raise _GuessedWrong()
-        start, size = start + size, size * 4
-        page = _book_page_later(
-            market_id=market_id, side=side, price=price, offset=start, size=size
-        )()
-
-
-@dataclass
-class _Plan:
-    fills: list[tuple[Order, Decimal]]
-    self_trade: bool
-    filled: Decimal
-    notional: Decimal
-
-
-def _plan(
-    *,
-    user_id: int,
-    request: _OrderRequest,
-    first_page: list[Order],
-    first_page_only: bool,
-) -> _Plan:
-    """Walk the book as matching will, without writing anything.
-
-    The market row is locked, so the book cannot change before the plan is
-    carried out.
-    """
-    fills: list[tuple[Order, Decimal]] = []
-    remaining, notional, self_trade = request.quantity, ZERO, False
-    book = _book_opposite(
-        market_id=request.market_id,
-        side=request.side,
-        price=request.price,
-        first_page=first_page,
-        first_page_only=first_page_only,
-    )
-    for maker in book:
-        if maker.user_id == user_id:
-            self_trade = True
-            break
-        quantity = min(remaining, maker.remaining)
-        fills.append((maker, quantity))
-        remaining -= quantity
-        notional += maker.price * quantity
-        if remaining == 0:
-            break
-    return _Plan(
-        fills=fills,
-        self_trade=self_trade,
-        filled=request.quantity - remaining,
-        notional=notional,
-    )
-
-
-def _client_order_existing(
-    *,
-    user: AbstractBaseUser,
-    client_order_id: str,
-    request: _OrderRequest,
-    placing: Order | None = None,
-) -> Order | None:
-    """The order an identical repeat returns; raises for a clash with an open
-    one. ``placing`` is the placeholder of the order being placed."""
-    earlier = Order.objects.filter(user=user, client_order_id=client_order_id)
-    if placing is not None:
-        earlier = earlier.exclude(pk=placing.pk)
-    latest = earlier.order_by("-pk").first()
-    if latest is None:
-        return None
-    if request.matches(latest):
-        return latest
-    if latest.is_open:
-        raise DuplicateClientOrderId(
-            f"Open order #{latest.pk} already uses client order id {client_order_id!r}."
-        )
-    return None
-
-
-@exact
-def order_place(
-    *,
-    user: AbstractBaseUser,
-    market: Market,
-    side: str,
-    type: str,
-    quantity: Decimal,
-    price: Decimal | None = None,
-    time_in_force: str = "GTC",
-    post_only: bool = False,
-    client_order_id: str | None = None,
-) -> Order:
-    """Place an order and match it at once; return it as it stands afterwards.
-
-    See the module docstring for the rules (market orders, fees, self-trade
-    prevention, client order ids).
-    """
-    time_in_force = _options_check(
-        side=side,
-        type=type,
-        price=price,
-        time_in_force=time_in_force,
-        post_only=post_only,
-    )
-    if client_order_id is not None and not (
-        isinstance(client_order_id, str) and 0 < len(client_order_id) <= 64
-    ):
-        raise InvalidOrder("A client order id has 1 to 64 characters.")
-    quantity = _positive_check(quantity, name="quantity")
-    if price is not None:
-        price = _positive_check(price, name="price")
-        if price * quantity >= AMOUNT_LIMIT:
-            raise InvalidAmount("The order's value is too large.")
-    request = _OrderRequest(
-        market_id=market.pk,
-        base_id=market.base_id,
-        quote_id=market.quote_id,
-        side=side,
-        type=type,
-        quantity=quantity,
-        price=price,
-        time_in_force=time_in_force,
-        post_only=post_only,
-    )
-    try:
-        try:
-            return _order_place_once(
-                user=user,
-                market=market,
-                request=request,
-                client_order_id=client_order_id,
-                guess_balances=True,
-            )
-        except _GuessedWrong:
-            # Rare: the order trades beyond the book's first page, or it is
-            # the user's first in this market (a balance row is missing).
-            return _order_place_once(
-                user=user,
-                market=market,
-                request=request,
-                client_order_id=client_order_id,
-                guess_balances=False,
-            )
-    except _Repeated as repeated:
-        return repeated.order
-    except IntegrityError:
-        # The same client order id was placed concurrently on another market.
-        if client_order_id is None:
-            raise
-        existing = _client_order_existing(
-            user=user, client_order_id=client_order_id, request=request
-        )
-        if existing is None:
-            raise
-        return existing
-
-
-def _order_place_once(
-    *,
-    user: AbstractBaseUser,
-    market: Market,
-    request: _OrderRequest,
-    client_order_id: str | None,
-    guess_balances: bool,
-) -> Order:
-    # In one pipeline, so that the database is waited for only where a result
-    # is needed: the order's key, the market's lock with the book's first
-    # page and the balance rows, then the commit with every write.
-    with sql.pipeline(), transaction.atomic(durable=True):
-        # Before the market's lock, so that other orders of the market can go
-        # on meanwhile: the order's row, which only the commit makes visible
-        # (as a closed placeholder until its outcome is known), and, unless
-        # they are expected to exist (the user has ordered in this market
-        # before), the user's balance rows.
-        if not guess_balances:
-            balances_ensure(
-                user_id=user.pk, token_ids=[market.base_id, market.quote_id]
-            )
-        order = Order(
-            user=user,
-            market=market,
-            side=request.side,
-            type=request.type,
-            time_in_force=request.time_in_force,
-            post_only=request.post_only,
-            client_order_id=client_order_id or "",
-            price=request.price,
-            quantity=request.quantity,
-            status=Order.Status.CANCELLED,
-        )
-        sql.rows_insert([order])
-        return _order_place_locked(
-            user=user, order=order, request=request, guess_balances=guess_balances
-        )
-
-
-class _Repeated(Exception):
-    """Raised to roll back an order's placeholder rows when the create repeats
-    an earlier order, which ``order_place`` then returns."""
-
-    def __init__(self, order: Order) -> None:
-        super().__init__(order.pk)
-        self.order = order
-
-
-class _GuessedWrong(Exception):
-    """The balance rows locked with the market (the user's, and those of the
-    owners of the book's first page) are not all that matching needs."""
-
-
-def _order_place_locked(
-    *,
-    user: AbstractBaseUser,
-    order: Order,
-    request: _OrderRequest,
-    guess_balances: bool,
-) -> Order:
-    # Steps are read from the locked row: staff may change them at any time.
-    # The ledger transaction, the book's first page and the balance rows the
-    # order will most likely need (the user's and those of the page's owners)
-    # go with the market's lock, in one round trip. If matching needs others,
-    # the whole attempt is rolled back and made again locking the rows after
-    # matching: adding rows to those held would break the one global order of
-    # balance locks.
-    record = LedgerTransaction(kind=LedgerTransaction.Kind.ORDER_PLACE)
-    record.order = order
-    record_saved = sql.rows_insert_later([record])
-    market_locked = market_lock_later(market_id=request.market_id)
-    first_page = _book_page_later(
-        market_id=request.market_id,
-        side=request.side,
-        price=request.price,
-        size=_BOOK_PAGE,
-    )
-    where, order_by = _book_query(
-        market_id=request.market_id, side=request.side, price=request.price
-    )
-    tokens = [request.base_id, request.quote_id]
-    likely_balances = None
-    if guess_balances:
-        likely_balances = balances_lock_later(
-            user_ids=[user.pk],
-            token_ids=tokens,
-            owners=sql.column_of(
-                Order, "user", where=where, order_by=order_by, limit=_BOOK_PAGE
-            ),
-        )
-    market, first_page = market_locked(), first_page()
-    record_saved()
-    order.market = market
-    if market.status != Market.Status.OPEN or not (
-        market.base.is_active and market.quote.is_active
-    ):
-        raise MarketClosed(f"The {market.symbol} market does not accept orders now.")
-    quantity, price = request.quantity, request.price
-    if price is not None:
-        _step_check(price, name="price", step=market.price_step)
-    _step_check(quantity, name="quantity", step=market.amount_step)
-    if price is not None and price * quantity < market.min_notional:
-        raise BelowMinNotional(
-            f"The order is worth {plain(price * quantity)} "
-            f"{market.quote.symbol}; the minimum is {plain(market.min_notional)}."
-        )
-    if order.client_order_id:
-        existing = _client_order_existing(
-            user=user,
-            client_order_id=order.client_order_id,
-            request=request,
-            placing=order,
-        )
-        if existing is not None:
-            raise _Repeated(existing)
-    if request.post_only and first_page:  # the page is of crossing orders
-        raise PostOnlyWouldTake(
-            f"A resting order crosses {plain(price)}; the post-only order "
-            "would trade at once."
-        )
-    plan = _plan(
-        user_id=user.pk,
-        request=request,
-        first_page=first_page,
-        first_page_only=guess_balances,
-    )
-    if request.time_in_force == TimeInForce.FOK and plan.filled < quantity:
-        raise FillOrKillNotFilled(
-            f"Only {plain(plan.filled)} of {plain(quantity)} "
-            f"{market.base.symbol} can be filled at once."
-        )
-    if request.type == OrderType.MARKET and plan.notional < market.min_notional:
-        raise BelowMinNotional(
-            f"The order would trade {plain(plan.notional)} "
-            f"{market.quote.symbol}; the minimum is {plain(market.min_notional)}."
-        )
-    buying = request.side == Side.BUY
-    if not buying:
-        lock_token, to_lock = market.base, quantity
-    elif price is not None:
-        lock_token, to_lock = market.quote, price * quantity
-    else:
-        lock_token, to_lock = market.quote, plan.notional
-
-    user_ids = {user.pk} | {maker.user_id for maker, _ in plan.fills}
-    if likely_balances is None:
-        balances = balances_lock(
-            user_ids=user_ids, token_ids=[market.base_id, market.quote_id]
-        )
-    else:
-        balances = likely_balances()
-        if tokens != [market.base_id, market.quote_id] or any(
-            (user_id, token_id) not in balances
-            for user_id in user_ids
-            for token_id in tokens
-        ):
-            raise _GuessedWrong()
-    _balance_require(balances[(user.pk, lock_token.pk)], to_lock, lock_token)
-
-    order.locked = to_lock
-    journal = _Journal(balances=balances)
-    journal.move(
-        token_id=lock_token.pk,
-        amount=to_lock,
-        source=_available(user.pk),
-        target=_locked(user.pk),
-    )
-    trades = [
-        _fill(journal=journal, market=market, taker=order, maker=maker, quantity=q)
-        for maker, q in plan.fills
-    ]
-
-    if order.remaining == 0:
-        order.status = Order.Status.FILLED
-        keep = ZERO
-    elif plan.self_trade or request.time_in_force != TimeInForce.GTC:
-        order.status = Order.Status.CANCELLED
-        order.cancel_reason = (
-            Order.CancelReason.SELF_TRADE
-            if plan.self_trade
-            else Order.CancelReason.UNFILLED
-        )
-        keep = ZERO
-    else:
-        order.status = Order.Status.OPEN
-        keep = price * order.remaining if buying else order.remaining
-    # A buy that traded below its limit price gets the difference back now.
-    journal.move(
-        token_id=lock_token.pk,
-        amount=order.locked - keep,
-        source=_locked(user.pk),
-        target=_available(user.pk),
-    )
-    order.locked = keep
-    makers = [maker for maker, _ in plan.fills]
-    # Nothing is read back: on PostgreSQL these go with the commit.
-    sql.rows_update([order, *makers], _ORDER_OUTCOME)
-    sql.rows_insert(trades, returning=False)
-    if journal.entries:
-        journal.write_into(record)
-    else:  # a market order that met an empty book moved nothing
-        sql.rows_delete([record])
-    return order
-
-
-# What matching changes in an order (a maker's cancel reason stays empty).
-_ORDER_OUTCOME = (
-    "filled_quantity",
-    "executed_value",
-    "fee",
-    "locked",
-    "status",
-    "cancel_reason",
-    "updated_at",
-)
-
-
-def _fill(
-    *, journal: _Journal, market: Market, taker: Order, maker: Order, quantity: Decimal
-) -> Trade:
-    """Exchange ``quantity`` base between the two orders at the maker's price."""
-    price = maker.price
-    quote_amount = price * quantity
-    buyer, seller = (taker, maker) if taker.side == Side.BUY else (maker, taker)
-    taker_rate, maker_rate = market.taker_fee, market.maker_fee
-    buyer_rate = taker_rate if buyer is taker else maker_rate
-    seller_rate = taker_rate if seller is taker else maker_rate
-    base_unit, quote_unit = unit(market.base.decimals), unit(market.quote.decimals)
-    buyer_fee = fee_for(quantity, rate=buyer_rate, token_unit=base_unit)
-    seller_fee = fee_for(quote_amount, rate=seller_rate, token_unit=quote_unit)
-
-    base_id, quote_id = market.base_id, market.quote_id
-    journal.move(
-        token_id=base_id,
-        amount=quantity - buyer_fee,
-        source=_locked(seller.user_id),
-        target=_available(buyer.user_id),
-    )
-    journal.move(
-        token_id=base_id,
-        amount=buyer_fee,
-        source=_locked(seller.user_id),
-        target=_FEES,
-    )
-    journal.move(
-        token_id=quote_id,
-        amount=quote_amount - seller_fee,
-        source=_locked(buyer.user_id),
-        target=_available(seller.user_id),
-    )
-    journal.move(
-        token_id=quote_id,
-        amount=seller_fee,
-        source=_locked(buyer.user_id),
-        target=_FEES,
-    )
-    for order, fee in ((buyer, buyer_fee), (seller, seller_fee)):
-        order.filled_quantity += quantity
-        order.executed_value += quote_amount
-        order.fee += fee
-        order.locked -= quote_amount if order is buyer else quantity
-    if maker.remaining == 0:
-        maker.status = Order.Status.FILLED
-    return Trade(
-        market=market,
-        maker_order=maker,
-        taker_order=taker,
-        taker_side=taker.side,
-        price=price,
-        quantity=quantity,
-        quote_amount=quote_amount,
-        maker_fee=buyer_fee if maker is buyer else seller_fee,
-        taker_fee=buyer_fee if taker is buyer else seller_fee,
-    )
-
-
-@exact
-def order_cancel(*, user: AbstractBaseUser, order: Order) -> Order:
-    """Cancel an open order of ``user`` and release exactly what it still locks.
-
-    Allowed on a halted market too: users can always take their funds back.
-    """
-    # The balance row to release into follows from the order's side and
-    # market, which never change: when the caller's copy has its market, the
-    # row is locked with the market, in one round trip.
-    known = Order._meta.get_field("market").is_cached(order)
-    try:
-        return _order_cancel_once(user=user, order=order, guess_balance=known)
-    except _GuessedWrong:  # a copy that was not this order's
-        return _order_cancel_once(user=user, order=order, guess_balance=False)
-
-
-def _order_cancel_once(
-    *, user: AbstractBaseUser, order: Order, guess_balance: bool
-) -> Order:
-    # One pipeline, as in order_place: the lock with the order, the ledger
-    # transaction and the balance row, then the commit with the writes.
-    with sql.pipeline(), transaction.atomic(durable=True):
-        record = LedgerTransaction(kind=LedgerTransaction.Kind.ORDER_CANCEL)
-        record.order_id = order.pk
-        record_saved = sql.rows_insert_later([record])
-        market_locked = market_lock_later(market_id=order.market_id)
-        found = sql.rows_select_later(Order, where={"id": order.pk, "user": user.pk})
-        guessed = None
-        if guess_balance:
-            guessed_token_id = _reserved_token_id(order.market, order.side)
-            guessed = balances_lock_later(
-                user_ids=[user.pk], token_ids=[guessed_token_id]
-            )
-        market, found = market_locked(), found()
-        record_saved()
-        if not found:
-            raise OrderNotFound()
-        order = found[0]
-        if not order.is_open:
-            raise OrderNotOpen(f"Order #{order.pk} is already {order.status}.")
-        token_id = _reserved_token_id(market, order.side)
-        balances = guessed() if guessed is not None else {}
-        if guessed is not None and guessed_token_id != token_id:
-            raise _GuessedWrong()
-        if (user.pk, token_id) not in balances:  # not guessed, or a missing row
-            balances = balances_lock(user_ids=[user.pk], token_ids=[token_id])
-        journal = _Journal(balances=balances)
-        journal.move(
-            token_id=token_id,
-            amount=order.locked,
-            source=_locked(user.pk),
-            target=_available(user.pk),
-        )
-        order.status = Order.Status.CANCELLED
-        order.cancel_reason = Order.CancelReason.USER
-        order.locked = ZERO
-        sql.rows_update([order], ["status", "cancel_reason", "locked", "updated_at"])
-        journal.write_into(record)
-        return order
-
-
-def _reserved_token_id(market: Market, side: str) -> int:
-    """What an open order on ``side`` reserves: quote for a buy, base for a sell."""
-    return market.quote_id if side == Side.BUY else market.base_id

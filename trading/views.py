@@ -34,6 +34,14 @@ from trading.notices import (
     withdrawal_decided_notice,
     withdrawal_requested_notice,
 )
+from trading.orders import (
+    command_refusal,
+    command_wait,
+    order_cancel,
+    order_place,
+    order_refusal,
+    order_wait,
+)
 from trading.selectors import (
     CANDLE_INTERVALS,
     balances_for_user,
@@ -47,8 +55,6 @@ from trading.selectors import (
     withdrawal_address_policy_get,
 )
 from trading.services import (
-    order_cancel,
-    order_place,
     saved_address_add,
     saved_address_remove,
     withdrawal_address_policy_set,
@@ -152,9 +158,15 @@ def order_create(request: HttpRequest, symbol: str) -> HttpResponse:
             type=data["type"],
             quantity=data["quantity"],
             price=data["price"],
+            quote_amount=data["quote_amount"],
+            protection_price=data["protection_price"],
+            stop_price=data["stop_price"],
             time_in_force=data["time_in_force"],
             post_only=data["post_only"],
         )
+        order = order_wait(order=order)
+        if (refusal := order_refusal(order)) is not None:
+            raise refusal
     except TradingError as refusal:
         messages.error(request, refusal.message)
     else:
@@ -168,15 +180,28 @@ def _email_verified_require(request: HttpRequest) -> None:
 
 
 def _order_outcome(order: Order) -> str:
-    what = (
-        f"{order.get_side_display()} {plain(order.quantity)} {order.market.base.symbol}"
-    )
+    """What the user is told of an order the matcher has taken, or not yet."""
+    market = order.market
+    if order.quantity is not None:
+        what = (
+            f"{order.get_side_display()} {plain(order.quantity)} {market.base.symbol}"
+        )
+    else:
+        what = f"Buy {market.base.symbol} for {plain(order.quote_amount)} "
+        what += market.quote.symbol
+    filled = plain(order.filled_quantity)
+    if order.status == Order.Status.ACCEPTED:
+        return (
+            f"{what}: accepted, and waiting for the matcher. It shows under your "
+            "open orders once it rests, and in your trades once it fills."
+        )
+    if order.status == Order.Status.WAITING:
+        return f"{what}: waiting until the price reaches {plain(order.stop_price)}."
     if order.status == Order.Status.FILLED:
         return f"{what}: filled."
     if order.status == Order.Status.OPEN:
-        filled = plain(order.filled_quantity)
         return f"{what}: placed ({filled} filled so far)."
-    return f"{what}: {plain(order.filled_quantity)} filled, the rest cancelled."
+    return f"{what}: {filled} filled, the rest cancelled."
 
 
 @login_required
@@ -184,11 +209,19 @@ def _order_outcome(order: Order) -> str:
 def order_cancel_view(request: HttpRequest, symbol: str, order_id: int) -> HttpResponse:
     order = get_object_or_404(Order, pk=order_id, user=request.user)
     try:
-        order_cancel(user=request.user, order=order)
+        command = order_cancel(user=request.user, order=order)
+        done = command_wait(command=command)
+        if done and (refusal := command_refusal(command)) is not None:
+            raise refusal
     except TradingError as refusal:
         messages.error(request, refusal.message)
     else:
-        messages.success(request, "Order cancelled; its funds are available again.")
+        messages.success(
+            request,
+            "Order cancelled; its funds are available again."
+            if done
+            else "Cancel requested: the order is cancelled unless it fills first.",
+        )
     return redirect("trading:market", symbol=symbol)
 
 

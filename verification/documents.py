@@ -22,6 +22,7 @@ from django.core.exceptions import ValidationError
 from django.core.files.base import ContentFile, File
 from PIL import Image, ImageOps
 
+from storage.decode_slots import image_decode_slot
 from storage.images import image_validate_header
 
 DOCUMENT_MAX_SIDE = 2000
@@ -50,7 +51,8 @@ def document_process(
     """Validate an untrusted upload and return what may be stored.
 
     Raises ``ValidationError`` with codes file_too_large, format_not_allowed,
-    too_many_pixels, truncated or pdf_invalid, each with a message for the user.
+    too_many_pixels, truncated or pdf_invalid, each with a message for the user,
+    and ``ImageDecodersBusy`` when every decode slot of the host is taken.
     """
     if max_bytes is None:
         max_bytes = settings.IDENTITY_DOCUMENT_MAX_SIZE
@@ -74,6 +76,13 @@ def _image_clean(upload: File | IO[bytes], *, max_bytes: int) -> ProcessedDocume
         raise
     if image_format not in _IMAGE_FORMATS:
         raise _format_not_allowed()
+    # Decoding, resizing and re-encoding at up to 2000 px all cost CPU: one
+    # decode slot of the host for the whole of it.
+    with image_decode_slot():
+        return _image_reencode(upload)
+
+
+def _image_reencode(upload: File | IO[bytes]) -> ProcessedDocument:
     try:
         with Image.open(upload, formats=("JPEG", "PNG")) as img:
             if img.format in ("JPEG", "MPO"):

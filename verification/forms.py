@@ -6,6 +6,7 @@ from django import forms
 from django.conf import settings
 from django.core.exceptions import ValidationError
 
+from storage.exceptions import ImageDecodersBusy
 from verification.documents import (
     ACCEPTED_CONTENT_TYPES,
     ProcessedDocument,
@@ -20,7 +21,10 @@ class IdentityDocumentField(forms.FileField):
         upload = super().to_python(data)
         if upload is None:
             return None
-        return document_process(upload)
+        try:
+            return document_process(upload)
+        except ImageDecodersBusy as busy:
+            raise ValidationError(str(busy), code=busy.code) from None
 
     def widget_attrs(self, widget: forms.Widget) -> dict[str, Any]:
         attrs = super().widget_attrs(widget)

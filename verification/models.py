@@ -1,9 +1,11 @@
 """Identity verification: a user's documents, staff's decision, every view of them.
 
-Documents live under ``private/identity/<user id>/`` in the default storage.
-That prefix is outside ``storage.config.PUBLIC_MEDIA_PREFIXES``: no bucket
-policy grants it, the public media view refuses it, and its files have no URL
-(``PrivateFieldFile.url`` raises). Staff open them through the admin only.
+Documents live under ``private/identity/<user id>/`` in the private storage
+(``storage.private``): on local disk PRIVATE_MEDIA_ROOT, outside MEDIA_ROOT;
+on S3 the bucket, under a prefix outside ``storage.config.PUBLIC_MEDIA_PREFIXES``
+that no bucket policy grants. The public media view refuses it, and its files
+have no URL (``PrivateFieldFile.url`` raises). Staff open them through the
+admin only.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import secrets
 from django.conf import settings
 from django.db import models
 from django.db.models.fields.files import FieldFile
+
+from storage.private import private_storage
 
 PRIVATE_IDENTITY_PREFIX = "private/identity/"
 
@@ -117,7 +121,9 @@ class IdentityDocument(models.Model):
         IdentityVerification, on_delete=models.CASCADE, related_name="documents"
     )
     kind = models.CharField(max_length=10, choices=Kind.choices)
-    file = PrivateFileField(upload_to=identity_document_upload_to, max_length=255)
+    file = PrivateFileField(
+        upload_to=identity_document_upload_to, storage=private_storage, max_length=255
+    )
     content_type = models.CharField(max_length=40)
     size = models.PositiveIntegerField()
     uploaded_at = models.DateTimeField(auto_now_add=True)

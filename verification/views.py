@@ -7,7 +7,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.cache import cache_control, never_cache
 from django.views.decorators.http import require_http_methods, require_safe
 
-from storage.exceptions import StorageUnavailable
+from storage.exceptions import ImageDecodersBusy, StorageFull, StorageUnavailable
 from verification.exceptions import VerificationError
 from verification.forms import IdentityDocumentsForm
 from verification.models import IdentityDocument
@@ -21,6 +21,10 @@ DOCUMENT_POLICY = (
 STORAGE_DOWN_MESSAGE = (
     "Your documents could not be saved because file storage is unavailable "
     "right now. Nothing was changed; please try again in a few minutes."
+)
+STORAGE_FULL_MESSAGE = (
+    "Your documents could not be saved: the server's disk is full. Nothing was "
+    "changed; please try again later."
 )
 
 
@@ -40,6 +44,8 @@ def verification_page(request: HttpRequest) -> HttpResponse:
                 verification_submit(user=request.user, documents=form.documents())
             except VerificationError as error:
                 form.add_error(None, error.message)
+            except StorageFull:
+                form.add_error(None, STORAGE_FULL_MESSAGE)
             except StorageUnavailable:
                 form.add_error(None, STORAGE_DOWN_MESSAGE)
             else:
@@ -48,12 +54,16 @@ def verification_page(request: HttpRequest) -> HttpResponse:
                 )
                 return redirect("verification:page")
         status = 400
-    return render(
+    busy = any(form.has_error(name, ImageDecodersBusy.code) for name in form.fields)
+    response = render(
         request,
         "verification/verification.html",
         {"verification": latest, "can_submit": can_submit, "form": form},
-        status=status,
+        status=503 if busy else status,
     )
+    if busy:
+        response["Retry-After"] = str(ImageDecodersBusy.retry_after)
+    return response
 
 
 @require_safe

@@ -235,3 +235,49 @@ def test_the_limit_is_per_user_and_ends_with_its_window(
 
     monkeypatch.setattr(storage.throttle.time, "time", lambda: start + 600)
     assert alice.post("/accounts/profile/", {"avatar": jpeg()}).status_code == 302
+
+
+# --- Decode slots -------------------------------------------------------------
+
+
+def test_an_upload_finding_every_decode_slot_taken_is_refused_and_changes_nothing(
+    alice, user, settings, media_root, decode_slots_holder
+):
+    settings.IMAGE_DECODE_SLOTS = 2
+    holder = decode_slots_holder(2)
+    before = user.profile.avatar.name
+    files = sorted(media_root.rglob("*"))
+
+    script = alice.post(
+        "/accounts/profile/",
+        {"avatar": jpeg()},
+        headers={"x-requested-with": "XMLHttpRequest"},
+    )
+    page = alice.post("/accounts/profile/", {"avatar": jpeg()})
+
+    assert script.status_code == 503
+    assert script["Retry-After"] == "5"
+    error = script.json()["errors"]["avatar"][0]
+    assert error["code"] == "image_decoders_busy"
+    assert "try again in a few seconds" in error["message"]
+    assert page.status_code == 503
+    assert page["Retry-After"] == "5"
+    assert "Many images are being processed right now" in page.content.decode()
+    assert get_user_model().objects.get(pk=user.pk).profile.avatar.name == before
+    assert sorted(media_root.rglob("*")) == files
+
+    holder.release()
+    assert alice.post("/accounts/profile/", {"avatar": jpeg()}).status_code == 302
+    assert get_user_model().objects.get(pk=user.pk).profile.avatar.name != before
+
+
+def test_a_killed_process_holding_the_slots_does_not_block_uploads(
+    alice, settings, decode_slots_holder
+):
+    settings.IMAGE_DECODE_SLOTS = 1
+    holder = decode_slots_holder(1)
+    assert alice.post("/accounts/profile/", {"avatar": jpeg()}).status_code == 503
+
+    holder.kill()
+
+    assert alice.post("/accounts/profile/", {"avatar": jpeg()}).status_code == 302

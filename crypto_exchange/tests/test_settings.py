@@ -2,6 +2,8 @@
 
 import json
 import time
+import tomllib
+from pathlib import Path
 
 import pytest
 
@@ -32,7 +34,7 @@ def test_defaults_are_local_storage_and_sqlite(run_python):
         "MINIO_REGION": "us-east-1",
         "MINIO_MEDIA_URL_MODE": "public",
         "MAX_UPLOAD_SIZE": str(10 * 1024 * 1024),
-        "default": "django.core.files.storage.FileSystemStorage",
+        "default": "storage.filesystem.FileSystemStorage",
         "static": "whitenoise.storage.CompressedManifestStaticFilesStorage",
         "engine": "django.db.backends.sqlite3",
     }
@@ -88,6 +90,7 @@ def test_dot_env_file_is_read_and_the_environment_wins(run_python, tmp_path):
         ("MINIO_DEADLINE", "30"),
         ("MINIO_DEADLINE", "soon"),
         ("MAX_UPLOAD_SIZE", "ten"),
+        ("MEDIA_ACCEL_REDIRECT", "/media/"),
     ],
 )
 def test_a_bad_minio_setting_stops_start_up_naming_the_variable(
@@ -193,3 +196,16 @@ def test_production_settings_pass_the_deploy_check_but_for_hsts_preload(run_pyth
 
     assert "security.W021" in result.stderr  # HSTS preload: the operator's call
     assert result.stderr.count("(security.") == 1, result.stderr
+
+
+def test_every_test_folder_is_collected_by_make_test():
+    root = Path(__file__).resolve().parents[2]
+    config = tomllib.loads((root / "pyproject.toml").read_text())
+    collected = set(config["tool"]["pytest"]["ini_options"]["testpaths"])
+    folders = {
+        path.parent.parent.name
+        for path in root.glob("*/tests/__init__.py")
+        if path.parent.parent.name not in {".venv", "bench"}
+    }
+
+    assert folders - collected == set()

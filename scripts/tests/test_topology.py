@@ -22,9 +22,12 @@ import redis
 
 from scripts import topology as topology_module
 from scripts.topology import (
+    DEPLOY_NGINX_CONF,
+    SCENARIO_UPLOAD_RATE,
     Report,
     Topology,
     client_address,
+    deploy_upload_limits,
     parse_key_values,
     scenario_run,
     totp_code,
@@ -94,7 +97,11 @@ def _postgres_url() -> str:
 @pytest.fixture(scope="module")
 def run(s3_server) -> Run:
     with Topology(
-        instances=3, workers=2, s3=s3_server, postgres_url=_postgres_url()
+        instances=3,
+        workers=2,
+        s3=s3_server,
+        postgres_url=_postgres_url(),
+        upload_rate=SCENARIO_UPLOAD_RATE,
     ) as (topology):
         report = scenario_run(topology, users=6)
         ports = [instance.port for instance in topology.instances]
@@ -135,6 +142,11 @@ def test_the_load_balancer_uses_the_proxy_settings_of_deploy(run):
     assert f"listen {run.nginx};" in run.nginx_conf
     upstreams = re.findall(r"^\s*server (\S+);", run.nginx_conf, re.MULTILINE)
     assert upstreams == run.instances
+    # The per-client upload limit, the scenario's rate aside.
+    limits = deploy_upload_limits(DEPLOY_NGINX_CONF.read_text())
+    for line in limits["server"] + limits["locations"]:
+        assert line in run.nginx_conf
+    assert f"rate={SCENARIO_UPLOAD_RATE};" in run.nginx_conf
 
 
 def test_totp_codes_are_those_of_rfc_6238():

@@ -94,6 +94,9 @@
         formErrors.appendChild(done);
       } else if (body.errors) {
         showErrors(body.errors);
+      } else if (request.status === 429) {
+        // nginx's per-client limit answers in plain text, before the app.
+        showErrors({ __all__: [{ message: "Too many uploads in a short time. Please try again in a minute." }] });
       } else {
         showErrors({ __all__: [{ message: "The upload failed (error " + request.status + "). Please try again." }] });
       }

@@ -107,7 +107,7 @@ def test_deconstruct_gives_a_storage_with_the_same_options(any_storage):
     path, args, kwargs = storage.deconstruct()
 
     assert path in (
-        "django.core.files.storage.FileSystemStorage",
+        "storage.filesystem.FileSystemStorage",
         "storage.backends.MinIOStorage",
     )
     rebuilt = type(storage)(*args, **kwargs)
@@ -181,3 +181,22 @@ def test_names_keep_their_case(any_storage):
     assert name.startswith("CaSe/CaSe_SeNsItIvE")
     _folders, files = any_storage.listdir("CaSe")
     assert files == [name.split("/")[1]]
+
+
+@pytest.mark.parametrize(
+    "operation",
+    [
+        lambda storage: storage.save("/absolute.txt", ContentFile(b"x")),
+        lambda storage: storage.open("/absolute.txt"),
+        lambda storage: storage.exists("/absolute.txt"),
+        lambda storage: storage.size("/absolute.txt"),
+        lambda storage: storage.delete("/absolute.txt"),
+        lambda storage: storage.listdir("/"),
+    ],
+    ids=["save", "open", "exists", "size", "delete", "listdir"],
+)
+def test_an_absolute_name_is_refused(make_storage, operation):
+    storage = make_storage()
+
+    with pytest.raises(SuspiciousFileOperation):
+        operation(storage)

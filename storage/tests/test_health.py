@@ -22,22 +22,43 @@ def test_readiness_is_ok_when_database_cache_and_store_answer(use_minio):
     assert response.status_code == 200
     assert response.json() == {
         "status": "ok",
-        "checks": {"database": "ok", "cache": "ok", "object_store": "ok"},
+        "checks": {
+            "database": "ok",
+            "cache": "ok",
+            "object_store": "ok",
+            "matcher_queues": "ok",
+        },
     }
 
 
-def test_readiness_names_an_unreachable_store_with_a_503(dead_storage):
+def failing_reasons(caplog) -> dict[str, str]:
+    """Why each check failed, as logged (the answer does not say)."""
+    return {
+        record.check: record.reason
+        for record in caplog.records
+        if record.getMessage() == "readiness check failing"
+    }
+
+
+def test_readiness_says_which_check_fails_with_a_503_and_logs_why(dead_storage, caplog):
     response = Client().get("/readyz/", headers={"accept": "text/html"})
 
     body = response.json()
     assert response.status_code == 503
     assert body["status"] == "unavailable"
     assert body["checks"]["database"] == "ok"
-    assert "cannot connect" in body["checks"]["object_store"]
+    assert body["checks"]["object_store"] == "failing"
+    assert set(body["checks"].values()) <= {"ok", "failing"}
+    assert "cannot connect" in failing_reasons(caplog)["object_store"]
 
 
-def test_readiness_names_a_missing_bucket(use_minio):
+def test_readiness_does_not_name_a_missing_bucket_but_logs_it(
+    use_minio, bucket_name, caplog
+):
     response = Client().get("/readyz/")
 
     assert response.status_code == 503
-    assert "does not exist" in response.json()["checks"]["object_store"]
+    assert response.json()["checks"]["object_store"] == "failing"
+    assert bucket_name not in response.content.decode()
+    reason = failing_reasons(caplog)["object_store"]
+    assert bucket_name in reason and "does not exist" in reason

@@ -146,16 +146,24 @@ def test_a_proxy_media_request_is_a_503_within_the_deadline(proxy_store, paused)
     assert took < DEADLINE + MARGIN
 
 
-def test_readiness_reports_the_paused_store_within_the_deadline(proxy_store, paused):
+def test_readiness_reports_the_paused_store_within_the_deadline(
+    proxy_store, paused, caplog
+):
     paused()
 
     response, took = _timed(lambda: Client().get("/readyz/"))
 
     assert response.status_code == 503
     checks = response.json()["checks"]
-    assert "did not answer in time" in checks["object_store"]
+    assert checks["object_store"] == "failing"
     assert checks["database"] == "ok"
     assert took < DEADLINE + MARGIN
+    [logged] = [
+        record
+        for record in caplog.records
+        if record.getMessage() == "readiness check failing"
+    ]
+    assert "did not answer in time" in logged.reason
 
 
 def test_pages_answer_while_a_media_request_waits_on_the_paused_store(

@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from django.contrib.auth import get_user_model
 from django.core.files.base import ContentFile
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import CommandError, call_command
+from django.test import RequestFactory
 from minio.error import S3Error
 from minio.helpers import MIN_PART_SIZE
 from PIL import Image
@@ -30,6 +32,9 @@ from storage.migrate_media import MD5_METADATA, Outcome, media_migrate
 from storage.services import DEFAULT_AVATAR_CACHE_CONTROL
 from tokens.models import Token
 from tokens.services import token_create
+from verification.documents import document_process
+from verification.services import document_open, verification_submit
+from verification.tests.samples import full_set
 
 REPO_DEFAULT_AVATAR = Path(__file__).resolve().parents[2] / "media/default_avatar.jpg"
 BIG = "token_logo/big.png"
@@ -410,15 +415,122 @@ def test_hidden_files_links_out_of_the_source_and_odd_names_are_left_out(
     assert "outside the source" in ignored["token_logo/"]
 
 
+# --- private files, from PRIVATE_MEDIA_ROOT --------------------------------------
+
+PRIVATE = {
+    "private/identity/1/Qm3x.jpg": jpeg_bytes((9, 9, 9)),
+    "private/identity/1/Zr8k.pdf": b"%PDF-1.4 a selfie\n%%EOF\n",
+}
+
+
+@pytest.fixture
+def private_tree(private_media_root) -> dict[str, bytes]:
+    """PRIVATE_MEDIA_ROOT as the app lays it out, and two strays."""
+    for key, content in PRIVATE.items():
+        path = private_media_root / key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content)
+    (private_media_root / "profile_pics").mkdir()
+    (private_media_root / "profile_pics/stray.jpg").write_bytes(jpeg_bytes())
+    (private_media_root / "notes.txt").write_bytes(b"not a private file")
+    return PRIVATE
+
+
+def test_private_files_are_copied_under_their_keys_and_nothing_else_of_the_folder(
+    storage, tree, private_tree, media_root, private_media_root, s3_client, bucket_name
+):
+    report = media_migrate(
+        storage=storage, source=media_root, private_source=private_media_root
+    )
+
+    assert sorted(keys(report, Outcome.COPIED)) == sorted(tree | private_tree)
+    assert bucket_keys(s3_client, bucket_name) == sorted(tree | private_tree)
+    for key, content in private_tree.items():
+        assert bucket_content(s3_client, bucket_name, key) == content
+    ignored = dict(report.ignored)
+    assert "only private files" in ignored["profile_pics/"]
+    assert "only private files" in ignored["notes.txt"]
+    # The public policy of the bucket does not reach them.
+    for key in private_tree:
+        url = f"{storage.public_url}/{bucket_name}/{key}"
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(url)
+        assert refused.value.code == 403
+
+
+def test_a_private_file_left_in_media_root_is_copied_once_from_the_private_folder(
+    storage, private_tree, media_root, private_media_root, s3_client, bucket_name
+):
+    key = "private/identity/1/Qm3x.jpg"
+    (media_root / key).parent.mkdir(parents=True)
+    (media_root / key).write_bytes(b"an older copy")
+    (media_root / "private/identity/2/old.jpg").parent.mkdir(parents=True)
+    (media_root / "private/identity/2/old.jpg").write_bytes(b"not moved yet")
+
+    report = media_migrate(
+        storage=storage, source=media_root, private_source=private_media_root
+    )
+
+    assert sorted(keys(report, Outcome.COPIED)) == sorted(
+        [*private_tree, "private/identity/2/old.jpg"]
+    )
+    assert bucket_content(s3_client, bucket_name, key) == private_tree[key]
+    assert "copied from there" in dict(report.ignored)[key]
+
+
+@pytest.mark.django_db
+def test_after_the_copy_staff_open_documents_sent_on_local_disk(
+    run_python, env, private_media_root, request
+):
+    users = get_user_model().objects
+    staff = users.create_superuser("staff", password="x-secret-1")
+    documents = {kind: document_process(file) for kind, file in full_set().items()}
+    verification_submit(
+        user=users.create_user("alice", password="x-secret-1"), documents=documents
+    )
+    stored = {
+        path.relative_to(private_media_root).as_posix(): path.read_bytes()
+        for path in private_media_root.rglob("*")
+        if path.is_file()
+    }
+    assert len(stored) == 3
+
+    result = media_to_bucket(run_python, env)
+    assert result.returncode == 0, result.stderr
+    assert f"Private:    {private_media_root}" in result.stdout
+
+    request.getfixturevalue("use_minio")  # USE_MINIO=true, public URLs
+    verification = users.get(username="alice").identity_verifications.get()
+    for document in verification.documents.all():
+        http_request = RequestFactory().get("/")
+        http_request.user = staff
+        delivery = document_open(request=http_request, document=document)
+        with urllib.request.urlopen(delivery.presigned_url) as response:
+            assert response.read() == stored[document.file.name]
+
+
+def test_command_without_a_private_folder_copies_media_alone(
+    run_python, env, tree, private_media_root, s3_client, bucket_name
+):
+    assert not private_media_root.exists()
+
+    result = media_to_bucket(run_python, env)
+
+    assert result.returncode == 0, result.stderr
+    assert "Private:    none" in result.stdout
+    assert bucket_keys(s3_client, bucket_name) == sorted(tree)
+
+
 # --- the command, as an operator runs it ---------------------------------------
 
 
 @pytest.fixture
-def env(s3_server, bucket_name, media_root):
+def env(s3_server, bucket_name, media_root, private_media_root):
     """media/ still on disk (USE_MINIO=false), the bucket in MINIO_*."""
     return {
         "USE_MINIO": "false",
         "MEDIA_ROOT": str(media_root),
+        "PRIVATE_MEDIA_ROOT": str(private_media_root),
         "MINIO_ENDPOINT": s3_server.endpoint,
         "MINIO_ACCESS_KEY": S3_ACCESS_KEY,
         "MINIO_SECRET_KEY": S3_SECRET_KEY,

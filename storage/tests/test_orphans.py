@@ -222,3 +222,48 @@ def test_a_failed_deletion_is_queued_and_the_command_fails(
     assert sorted(PendingDeletion.objects.values_list("name", flat=True)) == sorted(
         media["orphans"]
     )
+
+
+# --- private files: identity documents in the private storage -------------------
+
+
+def identity_documents_submit(username: str) -> list[str]:
+    from verification.documents import document_process
+    from verification.services import verification_submit
+    from verification.tests.samples import full_set
+
+    user = get_user_model().objects.create_user(username, password="x")
+    documents = {kind: document_process(file) for kind, file in full_set().items()}
+    verification = verification_submit(user=user, documents=documents)
+    return sorted(document.file.name for document in verification.documents.all())
+
+
+def test_identity_documents_are_referenced_and_lost_ones_are_found(
+    any_private_storage, media_root
+):
+    documents = identity_documents_submit("dora")
+    lost = any_private_storage.save("private/identity/999/lost.jpg", ContentFile(b"x"))
+
+    report = orphans("--grace-minutes", "0")
+
+    assert f"unreferenced    {lost}" in report
+    assert not any(name in report for name in documents)
+    assert "scanned 4, referenced 3, younger than 0 min 0, unreferenced 1" in report
+
+    deleted = orphans("--delete", "--grace-minutes", "0")
+
+    assert "deleted 1, failed 0" in deleted
+    assert not any_private_storage.exists(lost)
+    assert all(any_private_storage.exists(name) for name in documents)
+
+
+def test_a_queued_deletion_of_a_private_file_is_finished_in_the_private_storage(
+    any_private_storage, stored_names
+):
+    name = any_private_storage.save("private/identity/5/old.jpg", ContentFile(b"x"))
+    PendingDeletion.objects.create(name=name, attempts=1)
+
+    call_command("media_orphans", "--delete", stdout=io.StringIO())
+
+    assert stored_names(any_private_storage, "private") == []
+    assert not PendingDeletion.objects.exists()

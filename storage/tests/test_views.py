@@ -1,12 +1,17 @@
 """The media view: /media/ served by Django (development, MinIO proxy mode)."""
 
+import http.client
 import io
 import logging
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from django.core.exceptions import ImproperlyConfigured
 from django.core.files.base import ContentFile
 from django.test import Client
 from PIL import Image
+
+from storage.config import validate_accel_redirect
 
 
 @pytest.fixture
@@ -67,6 +72,7 @@ def test_a_matching_etag_gets_304_without_a_body(media_client, served_storage):
 
     assert response.status_code == 304
     assert response.content == b""
+    assert response["ETag"] == etag
 
 
 def test_a_missing_file_is_404(media_client, served_storage):
@@ -178,3 +184,164 @@ def test_the_default_avatar_is_cached_for_a_day_never_immutable(
     for answer in (response, revalidated):
         assert "immutable" not in answer["Cache-Control"]
         assert "max-age=86400" in answer["Cache-Control"]
+
+
+# --- MEDIA_ACCEL_REDIRECT: nginx fetches the object (scripts/tests has the
+# end-to-end tests through a real nginx) ---
+
+ACCEL = "/_media_store/"
+
+
+@pytest.fixture
+def accel_storage(proxy_storage, settings):
+    settings.MEDIA_ACCEL_REDIRECT = ACCEL
+    return proxy_storage
+
+
+def store_fetch(response, s3_server, method: str = "GET"):
+    """Ask the S3 server what nginx would ask it: the redirect's path and
+    signed query, sent to the endpoint the URL was signed for."""
+    target = response["X-Accel-Redirect"]
+    assert target.startswith(ACCEL)
+    connection = http.client.HTTPConnection(s3_server.endpoint, timeout=10)
+    try:
+        connection.request(method, "/" + target[len(ACCEL) :])
+        answer = connection.getresponse()
+        return answer.status, dict(answer.headers), answer.read()
+    finally:
+        connection.close()
+
+
+def test_nginx_is_handed_a_signed_get_and_the_store_answers_it_with_the_app_headers(
+    media_client, accel_storage, s3_server
+):
+    name = accel_storage.save("token_logo/logo.png", ContentFile(png_bytes()))
+
+    response = media_client.get(accel_storage.url(name))
+    status, headers, body = store_fetch(response, s3_server)
+
+    assert response.status_code == 200
+    assert response.content == b""
+    signed = parse_qs(urlsplit(response["X-Accel-Redirect"]).query)
+    assert signed["X-Amz-Expires"] == ["60"]
+    assert status == 200
+    assert body == png_bytes()
+    assert headers["Content-Type"] == "image/png"
+    assert headers["Cache-Control"] == "public, max-age=31536000, immutable"
+
+
+def test_nginx_keeps_no_header_of_the_redirect_answer_for_its_error_pages(
+    media_client, accel_storage, django_user_model
+):
+    # nginx carries Content-Type, Cache-Control and Content-Disposition over
+    # the redirect, onto a 404 or 503 page too. A signed-in request, whose
+    # answers otherwise get "private, no-store", included.
+    name = accel_storage.save("token_logo/logo.png", ContentFile(png_bytes()))
+    media_client.force_login(django_user_model.objects.create_user("alice"))
+
+    response = media_client.get(accel_storage.url(name))
+
+    assert response.status_code == 200
+    for header in ("Content-Type", "Cache-Control", "Content-Disposition"):
+        assert header not in response
+
+
+def test_the_default_avatar_is_handed_over_with_its_day_of_caching(
+    media_client, accel_storage, s3_server, put_exact
+):
+    put_exact(accel_storage, "default_avatar.jpg", png_bytes())
+
+    response = media_client.get("/media/default_avatar.jpg")
+    status, headers, _ = store_fetch(response, s3_server)
+
+    assert status == 200
+    assert headers["Cache-Control"] == "public, max-age=86400"
+
+
+def test_a_head_request_is_signed_for_head_only(media_client, accel_storage, s3_server):
+    name = accel_storage.save("token_logo/logo.png", ContentFile(png_bytes()))
+
+    response = media_client.head(accel_storage.url(name))
+
+    assert store_fetch(response, s3_server, "HEAD")[0] == 200
+    assert store_fetch(response, s3_server, "GET")[0] == 403
+
+
+def test_handing_over_makes_no_request_to_the_store(
+    media_client, settings, minio_options
+):
+    settings.MEDIA_ACCEL_REDIRECT = ACCEL
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "default": {
+            "BACKEND": "storage.backends.MinIOStorage",
+            "OPTIONS": {
+                **minio_options,
+                "endpoint": "127.0.0.1:9",  # nothing listens
+                "url_mode": "proxy",
+                "max_retries": 0,
+            },
+        },
+    }
+
+    response = media_client.get("/media/profile_pics/a.jpg")
+
+    assert response.status_code == 200
+    assert response["X-Accel-Redirect"].startswith(
+        f"{ACCEL}{minio_options['bucket_name']}/profile_pics/a.jpg?"
+    )
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/media/private/identity/passport.pdf",
+        "/media/profile_pics/../private/identity/passport.pdf",
+        "/media/secret.txt",
+        "/media/profile_pics/a%00.jpg",
+        "/media/profile_pics/" + "a" * 300 + ".jpg",
+    ],
+)
+def test_paths_that_are_never_served_are_not_handed_over(
+    media_client, accel_storage, path
+):
+    response = media_client.get(path)
+
+    assert response.status_code == 404
+    assert "X-Accel-Redirect" not in response
+
+
+def test_handing_over_applies_to_the_proxy_mode_only(media_client, settings):
+    from django.core.files.storage import default_storage
+
+    settings.MEDIA_ACCEL_REDIRECT = ACCEL
+    name = default_storage.save("token_logo/logo.png", ContentFile(png_bytes()))
+
+    response = media_client.get(default_storage.url(name))
+
+    assert "X-Accel-Redirect" not in response
+    assert b"".join(response.streaming_content) == png_bytes()
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "_media_store/",
+        "/_media_store",
+        "/media/",
+        "/media/store/",
+        "/",
+        "/a b/",
+        "/x/../y/",
+        "/x?y/",
+        "http://store/",
+    ],
+)
+def test_a_redirect_location_nginx_could_not_have_is_refused(value):
+    with pytest.raises(ImproperlyConfigured, match="MEDIA_ACCEL_REDIRECT"):
+        validate_accel_redirect(value, media_url="/media/")
+
+
+@pytest.mark.parametrize("value", ["", "/_media_store/", "/internal/s3/"])
+def test_a_redirect_location_is_accepted(value):
+    assert validate_accel_redirect(value, media_url="/media/") == value

@@ -59,6 +59,22 @@ def test_an_svg_logo_is_refused_in_the_admin_with_a_message(staff_client, any_st
     assert not Token.objects.exists()
 
 
+def test_a_logo_finding_every_decode_slot_taken_is_a_message_in_the_admin(
+    staff_client, settings, decode_slots_holder
+):
+    settings.IMAGE_DECODE_SLOTS = 1
+    decode_slots_holder(1)
+
+    response = staff_client.post(
+        "/admin/tokens/token/add/",
+        {"symbol": "ARB", "name": "Arbitrum", "decimals": 18, "logo": png_upload()},
+    )
+
+    assert response.status_code == 200
+    assert b"Many images are being processed right now" in response.content
+    assert not Token.objects.exists()
+
+
 def test_the_token_list_shows_logo_thumbnails(staff_client, any_storage):
     from tokens.services import token_create
 

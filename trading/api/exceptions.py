@@ -41,6 +41,7 @@ TRADING_STATUS = {
     trading.DuplicateClientOrderId: status.HTTP_409_CONFLICT,
     trading.WithdrawalNotPending: status.HTTP_409_CONFLICT,
     trading.AddressAlreadySaved: status.HTTP_409_CONFLICT,
+    trading.CommandFailed: status.HTTP_500_INTERNAL_SERVER_ERROR,
 }
 
 

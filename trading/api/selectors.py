@@ -77,12 +77,13 @@ def ticker_for(*, market: Market, now: datetime | None = None) -> Ticker:
 def orders_for_user(
     *, user: AbstractBaseUser, status: str | None = None, market: Market | None = None
 ) -> QuerySet[Order]:
-    """The user's orders, newest first; ``status`` is ``open`` or ``closed``."""
+    """The user's orders, newest first; ``status`` is ``open`` (accepted,
+    waiting or open: still live) or ``closed``."""
     orders = Order.objects.filter(user=user)
     if status == "open":
-        orders = orders.filter(status=Order.Status.OPEN)
+        orders = orders.filter(status__in=Order.LIVE)
     elif status == "closed":
-        orders = orders.exclude(status=Order.Status.OPEN)
+        orders = orders.exclude(status__in=Order.LIVE)
     if market is not None:
         orders = orders.filter(market=market)
     return orders.select_related("market__base", "market__quote").order_by("-id")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from decimal import Decimal
 
+from django.urls import reverse
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
@@ -164,24 +165,48 @@ class BalanceSerializer(serializers.Serializer):
 
 class OrderSerializer(serializers.Serializer):
     id = serializers.IntegerField()
+    url = serializers.SerializerMethodField(
+        help_text="Where to follow the order (GET)."
+    )
     market = serializers.CharField(source="market.symbol")
     side = serializers.ChoiceField(choices=Order.Side.choices)
     type = serializers.ChoiceField(choices=Order.Type.choices)
     time_in_force = serializers.ChoiceField(choices=Order.TimeInForce.choices)
     post_only = serializers.BooleanField()
+    self_trade = serializers.ChoiceField(choices=Order.SelfTrade.choices)
     client_order_id = serializers.SerializerMethodField()
-    price = AmountField(allow_null=True, help_text="null for a market order.")
-    quantity = AmountField()
+    price = AmountField(
+        allow_null=True, help_text="The limit price; null for a market order."
+    )
+    stop_price = AmountField(allow_null=True, help_text="Stop-limit orders only.")
+    quantity = AmountField(
+        allow_null=True, help_text="null for a market buy by quote amount."
+    )
+    quote_amount = AmountField(
+        allow_null=True, help_text="A market buy by quote amount: what to spend."
+    )
+    protection_price = AmountField(
+        allow_null=True, help_text="A market order never trades beyond it."
+    )
     filled_quantity = AmountField()
-    remaining = AmountField()
+    remaining = AmountField(allow_null=True)
     executed_value = AmountField(help_text="Quote traded, before fees.")
     fee = AmountField()
     fee_token = serializers.SerializerMethodField()
     locked = AmountField(help_text="Still reserved: quote to buy, base to sell.")
-    status = serializers.ChoiceField(choices=Order.Status.choices)
+    status = serializers.ChoiceField(
+        choices=Order.Status.choices,
+        help_text="accepted: not matched yet; waiting: a stop-limit order "
+        "waiting for its stop price; open: in the book; filled, cancelled, "
+        "rejected: closed.",
+    )
     cancel_reason = serializers.SerializerMethodField()
+    reject_reason = serializers.SerializerMethodField()
     created_at = serializers.DateTimeField()
     updated_at = serializers.DateTimeField()
+
+    def get_url(self, order: Order) -> str:
+        return reverse("api:order", kwargs={"pk": order.pk})
 
     def get_client_order_id(self, order: Order) -> str | None:
         return order.client_order_id or None
@@ -199,34 +224,110 @@ class OrderSerializer(serializers.Serializer):
     def get_cancel_reason(self, order: Order) -> str | None:
         return order.cancel_reason or None
 
+    @extend_schema_field(
+        serializers.ChoiceField(
+            choices=[c for c in Order.RejectReason.values if c], allow_null=True
+        )
+    )
+    def get_reject_reason(self, order: Order) -> str | None:
+        return order.reject_reason or None
+
 
 class OrderCreateSerializer(serializers.Serializer):
     market = serializers.CharField(max_length=25, help_text="Like BTC-USDT.")
     side = serializers.ChoiceField(choices=Order.Side.choices)
     type = serializers.ChoiceField(choices=Order.Type.choices)
-    quantity = AmountField(help_text="In base; a multiple of the amount step.")
+    quantity = AmountField(
+        required=False,
+        allow_null=True,
+        help_text="In base; a multiple of the amount step. A market buy gives "
+        "either this (with protection_price) or quote_amount.",
+    )
     price = AmountField(
         required=False,
         allow_null=True,
-        help_text="Limit orders only; a multiple of the price step.",
+        help_text="Limit and stop-limit orders; a multiple of the price step.",
+    )
+    stop_price = AmountField(
+        required=False,
+        allow_null=True,
+        help_text="Stop-limit orders: it enters the book as a limit order when "
+        "the last trade price reaches this (a buy at or above, a sell at or "
+        "below).",
+    )
+    quote_amount = AmountField(
+        required=False,
+        allow_null=True,
+        help_text="A market buy by amount to spend, in quote: reserves it and "
+        "gives back what it does not spend.",
+    )
+    protection_price = AmountField(
+        required=False,
+        allow_null=True,
+        help_text="A market order never trades beyond this price; required for "
+        "a market buy by quantity, which reserves quantity x protection_price.",
     )
     time_in_force = serializers.ChoiceField(
         choices=Order.TimeInForce.choices, default="GTC"
     )
     post_only = serializers.BooleanField(default=False)
+    self_trade = serializers.ChoiceField(
+        choices=Order.SelfTrade.choices,
+        default=Order.SelfTrade.CANCEL_NEWEST,
+        help_text="When the order meets a resting order of yours.",
+    )
     client_order_id = serializers.CharField(
         required=False,
         min_length=1,
         max_length=64,
         help_text="Your id: repeating an order with it returns the first one.",
     )
+    response = serializers.ChoiceField(
+        choices=[
+            ("result", "Wait (briefly) for the matcher's result"),
+            ("ack", "Answer as soon as the order is accepted"),
+        ],
+        default="result",
+        help_text="result: the order as matched (or 202 if the matcher takes "
+        "longer than the server waits); ack: 202 at once.",
+    )
+
+    def validate(self, data: dict) -> dict:
+        if data.get("quantity") is None and data.get("quote_amount") is None:
+            raise serializers.ValidationError(
+                {"quantity": ["This field is required (or quote_amount)."]}
+            )
+        return data
+
+
+class OrderAmendSerializer(serializers.Serializer):
+    price = AmountField(required=False, allow_null=True)
+    quantity = AmountField(
+        required=False,
+        allow_null=True,
+        help_text="The new total, filled part included.",
+    )
+
+
+class CancelAllSerializer(serializers.Serializer):
+    market = serializers.CharField(
+        required=False, max_length=25, help_text="Only this market; all by default."
+    )
+
+
+class CancelAllResultSerializer(serializers.Serializer):
+    done = serializers.BooleanField(
+        help_text="false: the matcher has not taken every cancel yet."
+    )
+    cancelled = OrderSerializer(many=True, help_text="The orders cancelled.")
 
 
 class OrderQuerySerializer(serializers.Serializer):
     status = serializers.ChoiceField(
         choices=["open", "closed"],
         required=False,
-        help_text="closed: filled or cancelled.",
+        help_text="open: accepted, waiting or open; closed: filled, cancelled "
+        "or rejected.",
     )
     market = serializers.CharField(required=False, max_length=25)
 

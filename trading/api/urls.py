@@ -18,6 +18,7 @@ v1 = [
     ),
     path("balances/", views.BalanceListView.as_view(), name="balances"),
     path("orders/", views.OrderListView.as_view(), name="orders"),
+    path("orders/cancel-all/", views.CancelAllView.as_view(), name="orders_cancel_all"),
     path("orders/<int:pk>/", views.OrderDetailView.as_view(), name="order"),
     path("fills/", views.FillListView.as_view(), name="fills"),
     path("withdrawals/", views.WithdrawalListView.as_view(), name="withdrawals"),

@@ -10,13 +10,13 @@ from allauth.account.decorators import reauthentication_required
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import exceptions, serializers, status
 from rest_framework.generics import GenericAPIView
-from rest_framework.parsers import JSONParser
 from rest_framework.permissions import AllowAny
 from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from accounts.selectors import email_verified
+from core.parsers import JSONParser
 from tokens.models import Token
 from trading import exceptions as trading_errors
 from trading.api import serializers as api
@@ -33,6 +33,16 @@ from trading.api.selectors import (
 )
 from trading.models import ApiKey, Market, Order, Withdrawal
 from trading.notices import withdrawal_decided_notice, withdrawal_requested_notice
+from trading.orders import (
+    command_refusal,
+    command_wait,
+    order_amend,
+    order_cancel,
+    order_place,
+    order_refusal,
+    order_wait,
+    orders_cancel_all,
+)
 from trading.selectors import (
     balances_for_user,
     candles,
@@ -40,12 +50,7 @@ from trading.selectors import (
     order_book,
     trades_recent,
 )
-from trading.services import (
-    order_cancel,
-    order_place,
-    withdrawal_cancel,
-    withdrawal_request,
-)
+from trading.services import withdrawal_cancel, withdrawal_request
 
 _ERROR_DESCRIPTIONS = {
     400: "Invalid input: code `invalid` with `fields`, or a refused amount "
@@ -59,12 +64,15 @@ _ERROR_DESCRIPTIONS = {
     "the account's e-mail address is verified; `reauthentication_required` for a "
     "browser session's withdrawal without a recent password confirmation.",
     404: "`not_found`.",
-    409: "Conflicts with the current state (`order_not_open`, "
+    409: "Conflicts with the current state (`order_not_open`: the order was "
+    "closed, or it filled before the matcher took the cancel or amend; "
     "`duplicate_client_order_id`, `duplicate_reference`, `market_closed`, "
     "`withdrawal_not_pending`).",
     422: "Refused by the exchange's rules (`insufficient_balance`, "
     "`below_min_notional`, `post_only_would_take`, `fill_or_kill_not_filled`, "
     "`withdrawal_limit_exceeded`).",
+    500: "`matcher_error`: the matcher could not apply the request; nothing was "
+    "changed and its funds are available again.",
 }
 
 
@@ -115,6 +123,7 @@ def _market_field(symbol: str | None) -> Market | None:
 
 class ApiView(GenericAPIView):
     renderer_classes = (JSONRenderer,)
+    # JSON only, nesting bounded (core.parsers, also the settings' default).
     parser_classes = (JSONParser,)
     pagination_class = None
 
@@ -246,16 +255,27 @@ class OrderListView(PrivateView):
     @extend_schema(
         tags=["orders"],
         summary="Place an order",
-        description="The order is matched at once; the response shows it "
-        "afterwards. Repeating an order with the same `client_order_id` "
-        "returns the first one (200) and places nothing.",
+        description="The order is accepted (funds reserved), then matched by "
+        "the market's matcher. By default the server waits briefly for the "
+        "result and answers 201 with the order as matched (filled, open, "
+        "cancelled); an order the matcher refuses answers its error (422 "
+        "`post_only_would_take`, `fill_or_kill_not_filled`, "
+        "`below_min_notional`). If the matcher has not answered in time, or "
+        'with `"response": "ack"`, the answer is 202 with the order '
+        "`accepted` and its `url` to follow (also in `Location`). Repeating "
+        "an order with the same `client_order_id` returns the first one (200) "
+        "and places nothing.",
         request=api.OrderCreateSerializer,
         responses={
             201: api.OrderSerializer,
+            202: OpenApiResponse(
+                api.OrderSerializer,
+                description="Accepted, not matched yet: follow `url`.",
+            ),
             200: OpenApiResponse(
                 api.OrderSerializer, description="An identical repeat: the order."
             ),
-            **_errors(400, 401, 403, 409, 422),
+            **_errors(400, 401, 403, 409, 422, 500),
         },
     )
     def post(self, request: Request) -> Response:
@@ -270,6 +290,7 @@ class OrderListView(PrivateView):
         if client_order_id is not None:
             earlier = (
                 Order.objects.filter(user=request.user, client_order_id=client_order_id)
+                .exclude(status=Order.Status.REJECTED)
                 .order_by("-pk")
                 .values_list("pk", flat=True)
                 .first()
@@ -279,54 +300,154 @@ class OrderListView(PrivateView):
             market=market,
             side=data["side"],
             type=data["type"],
-            quantity=data["quantity"],
+            quantity=data.get("quantity"),
             price=data.get("price"),
+            quote_amount=data.get("quote_amount"),
+            protection_price=data.get("protection_price"),
+            stop_price=data.get("stop_price"),
             time_in_force=data["time_in_force"],
             post_only=data["post_only"],
+            self_trade=data["self_trade"],
             client_order_id=client_order_id,
         )
-        order = Order.objects.select_related("market__base", "market__quote").get(
-            pk=placed.pk
-        )
-        return Response(
-            api.OrderSerializer(order).data,
-            status=status.HTTP_200_OK
-            if order.pk == earlier
+        repeat = placed.pk == earlier
+        if data["response"] == "result" and not repeat:
+            order = order_wait(order=placed)
+        else:
+            order = Order.objects.select_related("market__base", "market__quote").get(
+                pk=placed.pk
+            )
+        if (refusal := order_refusal(order)) is not None and not repeat:
+            raise refusal
+        return _order_response(
+            order,
+            status.HTTP_200_OK
+            if repeat
+            else status.HTTP_202_ACCEPTED
+            if order.status == Order.Status.ACCEPTED
             else status.HTTP_201_CREATED,
         )
 
 
-class OrderDetailView(PrivateView):
-    def _own_order(self, request: Request, pk: int) -> Order:
-        order = (
-            Order.objects.select_related("market__base", "market__quote")
-            .filter(pk=pk, user=request.user)
-            .first()
-        )
-        if order is None:
-            raise exceptions.NotFound("You have no order with this id.")
-        return order
+def _order_response(order: Order, code: int) -> Response:
+    body = api.OrderSerializer(order).data
+    headers = {"Location": body["url"]} if code == status.HTTP_202_ACCEPTED else {}
+    return Response(body, status=code, headers=headers)
 
+
+def _own_order(request: Request, pk: int) -> Order:
+    order = (
+        Order.objects.select_related("market__base", "market__quote")
+        .filter(pk=pk, user=request.user)
+        .first()
+    )
+    if order is None:
+        raise exceptions.NotFound("You have no order with this id.")
+    return order
+
+
+def _command_answer(request: Request, command, pk: int) -> Response:
+    """The order once the matcher has applied ``command``: 200; its refusal
+    as an error; or, if it has not taken it in time, 202 and the order."""
+    done = command_wait(command=command)
+    if done and (refusal := command_refusal(command)) is not None:
+        raise refusal
+    return _order_response(
+        _own_order(request, pk),
+        status.HTTP_200_OK if done else status.HTTP_202_ACCEPTED,
+    )
+
+
+class OrderDetailView(PrivateView):
     @extend_schema(
         tags=["orders"],
         summary="One of your orders",
         responses={200: api.OrderSerializer, **_errors(401, 403, 404)},
     )
     def get(self, request: Request, pk: int) -> Response:
-        return Response(api.OrderSerializer(self._own_order(request, pk)).data)
+        return Response(api.OrderSerializer(_own_order(request, pk)).data)
 
     @extend_schema(
         tags=["orders"],
         summary="Cancel an order",
-        description="Releases what the order still reserves; returns the order.",
-        responses={200: api.OrderSerializer, **_errors(401, 403, 404, 409)},
+        description="Queues a cancel for the matcher and waits briefly for it: "
+        "200 with the order cancelled (what it reserved is available again), "
+        "or 409 `order_not_open` if it had filled or closed first. 202 with "
+        "the order as it stands if the matcher has not taken the cancel in "
+        "time: it is cancelled unless it fills first.",
+        responses={
+            200: api.OrderSerializer,
+            202: OpenApiResponse(api.OrderSerializer, description="Cancel queued."),
+            **_errors(401, 403, 404, 409),
+        },
     )
     def delete(self, request: Request, pk: int) -> Response:
-        order = order_cancel(user=request.user, order=self._own_order(request, pk))
-        order = Order.objects.select_related("market__base", "market__quote").get(
-            pk=order.pk
+        command = order_cancel(user=request.user, order=_own_order(request, pk))
+        return _command_answer(request, command, pk)
+
+    @extend_schema(
+        tags=["orders"],
+        summary="Amend an order",
+        description="Change a limit order's price and/or total quantity. A "
+        "lower quantity keeps its place in the book; a new price or a higher "
+        "quantity queues it again (it may trade at once). A buy needing more "
+        "quote reserves it now. Answers like a cancel: 200, an error, or 202.",
+        request=api.OrderAmendSerializer,
+        responses={
+            200: api.OrderSerializer,
+            202: OpenApiResponse(api.OrderSerializer, description="Amend queued."),
+            **_errors(400, 401, 403, 404, 409, 422),
+        },
+    )
+    def patch(self, request: Request, pk: int) -> Response:
+        _email_verified_require(request)
+        data = _valid(api.OrderAmendSerializer, request.data)
+        command = order_amend(
+            user=request.user,
+            order=_own_order(request, pk),
+            price=data.get("price"),
+            quantity=data.get("quantity"),
         )
-        return Response(api.OrderSerializer(order).data)
+        return _command_answer(request, command, pk)
+
+
+class CancelAllView(PrivateView):
+    @extend_schema(
+        tags=["orders"],
+        summary="Cancel all your orders",
+        description="In one market, or in all. 200 once the matcher has "
+        "taken every cancel, with the orders it cancelled; 202 if not yet "
+        "(`done` false), with those cancelled so far.",
+        request=api.CancelAllSerializer,
+        responses={
+            200: api.CancelAllResultSerializer,
+            202: api.CancelAllResultSerializer,
+            **_errors(400, 401, 403),
+        },
+    )
+    def post(self, request: Request) -> Response:
+        data = _valid(api.CancelAllSerializer, request.data)
+        market = _market_field(data.get("market"))
+        live = Order.objects.filter(user=request.user, status__in=Order.LIVE)
+        if market is not None:
+            live = live.filter(market=market)
+        live_ids = list(live.values_list("pk", flat=True))
+        commands = orders_cancel_all(user=request.user, market=market)
+        done = all([command_wait(command=command) for command in commands])
+        cancelled = (
+            Order.objects.select_related("market__base", "market__quote")
+            .filter(
+                pk__in=live_ids,
+                status=Order.Status.CANCELLED,
+                cancel_reason=Order.CancelReason.USER,
+            )
+            .order_by("pk")
+        )
+        body = {"done": done, "cancelled": cancelled}
+        return Response(
+            api.CancelAllResultSerializer(body).data,
+            status=status.HTTP_200_OK if done else status.HTTP_202_ACCEPTED,
+        )
 
 
 class FillListView(PrivateView):

@@ -10,8 +10,15 @@ from django.contrib.auth import get_user_model
 
 from tokens.models import Token
 from tokens.services import token_create
+from trading.matcher import drain
 from trading.models import Balance, LedgerEntry, Market, Order
-from trading.services import deposit_credit, market_create, order_place
+from trading.orders import (
+    command_refusal,
+    order_cancel,
+    order_place,
+    order_refusal,
+)
+from trading.services import deposit_credit, market_create
 
 _references = itertools.count(1)
 
@@ -72,6 +79,8 @@ def fees(token: Token) -> Decimal:
 
 
 def buy(user, market: Market, quantity: str, price: str | None = None, **options):
+    """A limit buy, or with no price a market buy (which needs a
+    ``protection_price``, or ``quote_amount`` with quantity None)."""
     return _place(user, market, Order.Side.BUY, quantity, price, **options)
 
 
@@ -79,13 +88,49 @@ def sell(user, market: Market, quantity: str, price: str | None = None, **option
     return _place(user, market, Order.Side.SELL, quantity, price, **options)
 
 
+_AMOUNTS = {"quote_amount", "protection_price", "stop_price"}
+
+
+def _decimal(value):
+    return Decimal(value) if isinstance(value, str | int) else value
+
+
 def _place(user, market, side, quantity, price, **options) -> Order:
-    return order_place(
-        user=user,
-        market=market,
+    options = {
+        name: _decimal(value) if name in _AMOUNTS else value
+        for name, value in options.items()
+    }
+    if "type" not in options:
+        options["type"] = Order.Type.LIMIT if price is not None else Order.Type.MARKET
+    return place(
+        user,
+        market,
         side=side,
-        type=Order.Type.LIMIT if price is not None else Order.Type.MARKET,
-        quantity=Decimal(quantity),
-        price=Decimal(price) if price is not None else None,
+        quantity=_decimal(quantity),
+        price=_decimal(price),
         **options,
     )
+
+
+def place(user, market: Market, **fields) -> Order:
+    """Accept an order through the real path, run the market's matcher in
+    this process until its queue is empty, and return the order as matched;
+    an order the matcher refuses raises its error, as the views do."""
+    order = order_place(user=user, market=market, **fields)
+    drain(market_id=market.pk)
+    order = Order.objects.select_related("market__base", "market__quote").get(
+        pk=order.pk
+    )
+    if (refusal := order_refusal(order)) is not None:
+        raise refusal
+    return order
+
+
+def cancel(user, order: Order) -> Order:
+    """Cancel through the real path, matcher drained; the order afterwards.
+    A cancel the matcher refuses (the order closed first) raises."""
+    command = order_cancel(user=user, order=order)
+    drain(market_id=command.market_id)
+    if (refusal := command_refusal(command)) is not None:
+        raise refusal
+    return Order.objects.get(pk=order.pk)

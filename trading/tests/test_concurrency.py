@@ -1,8 +1,11 @@
 """Several app servers at once: real threads on PostgreSQL, released together.
 
 Each thread has its own database connection, as each app server would; they
-start at the same instant from a barrier. Afterwards the ledger invariants are
-checked (also by the autouse fixture).
+start at the same instant from a barrier. Orders are matched by matchers
+running in threads of their own (``MatcherThread``), one per market, as
+``run_matcher`` processes would; requests wait for results through the
+matchers' notifications. Afterwards the ledger invariants are checked (also
+by the autouse fixture).
 """
 
 from __future__ import annotations
@@ -23,21 +26,23 @@ from trading.exceptions import (
     TradingError,
 )
 from trading.invariants import ledger_problems
-from trading.models import Deposit, Order, Trade, Withdrawal
-from trading.services import (
-    deposit_credit,
+from trading.matcher import Matcher, drain
+from trading.models import Deposit, Order, OrderCommand, Trade, Withdrawal
+from trading.orders import (
+    command_refusal,
+    command_wait,
     order_cancel,
     order_place,
-    withdrawal_request,
+    order_refusal,
+    order_wait,
 )
+from trading.services import deposit_credit, withdrawal_request
 from trading.tests.factories import (
     PASSWORD,
     balance,
-    buy,
     fees,
     fund,
     market_make,
-    sell,
     token_make,
     user_make,
 )
@@ -74,7 +79,62 @@ def run_together(*calls) -> list[tuple[str, object]]:
     return results
 
 
-def test_many_traders_on_two_markets_never_deadlock_and_keep_the_books_exact():
+class MatcherThread:
+    """``run_matcher --market SYMBOL`` in a thread, with its own connection."""
+
+    def __init__(self, *symbols: str) -> None:
+        self.stopped = threading.Event()
+        self.errors: list[BaseException] = []
+        self.matcher = Matcher(symbols=list(symbols), stopping=self.stopped.is_set)
+        self.thread = threading.Thread(target=self._run)
+
+    def _run(self) -> None:
+        try:
+            self.matcher.run()
+        except BaseException as error:  # reported to the test
+            self.errors.append(error)
+        finally:
+            connection.close()
+
+    def __enter__(self) -> MatcherThread:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stopped.set()
+        self.thread.join(timeout=60)
+        assert not self.thread.is_alive(), "the matcher hung"
+        assert self.errors == []
+
+
+@pytest.fixture
+def waiting_requests(settings):
+    """Requests wait for the matcher threads, as in production."""
+    settings.ORDER_MATCH_INLINE = False
+    settings.ORDER_RESULT_WAIT_SECONDS = 30
+
+
+def placed(**fields) -> Order:
+    """A request as the views make it: accept, wait for the result, raise a
+    refusal."""
+    order = order_wait(order=order_place(**fields))
+    assert order.status != Order.Status.ACCEPTED, "the matcher did not answer"
+    if (refusal := order_refusal(order)) is not None:
+        raise refusal
+    return order
+
+
+def cancelled(*, user, order) -> Order:
+    command = order_cancel(user=user, order=order)
+    assert command_wait(command=command), "the matcher did not answer"
+    if (refusal := command_refusal(command)) is not None:
+        raise refusal
+    return Order.objects.get(pk=order.pk)
+
+
+def test_many_traders_on_two_markets_never_deadlock_and_keep_the_books_exact(
+    waiting_requests,
+):
     usdt = token_make("USDT", decimals=6)
     markets = [
         market_make(token_make("BTC", decimals=8), usdt),
@@ -98,16 +158,18 @@ def test_many_traders_on_two_markets_never_deadlock_and_keep_the_books_exact():
             market = rng.choice(markets)
             try:
                 if mine and rng.random() < 0.2:
-                    order_cancel(user=trader, order=mine.pop(rng.randrange(len(mine))))
+                    cancelled(user=trader, order=mine.pop(rng.randrange(len(mine))))
                     continue
                 market_order = rng.random() < 0.15
-                order = order_place(
+                side = rng.choice(["buy", "sell"])
+                order = placed(
                     user=trader,
                     market=market,
-                    side=rng.choice(["buy", "sell"]),
+                    side=side,
                     type="market" if market_order else "limit",
                     quantity=D(rng.randint(1, 200)) / 100,
                     price=None if market_order else D(rng.randint(95, 105)),
+                    protection_price=D(110) if market_order and side == "buy" else None,
                     time_in_force=rng.choice(["GTC", "GTC", "IOC"]),
                 )
                 if order.is_open:
@@ -118,12 +180,16 @@ def test_many_traders_on_two_markets_never_deadlock_and_keep_the_books_exact():
                 refusals.append(refused.code)
         return refusals
 
-    results = run_together(
-        *[
-            (lambda trader=trader, seed=seed: session(trader, seed))
-            for seed, trader in enumerate(traders)
-        ]
-    )
+    # Two matchers whose markets share USDT: their batches lock the same
+    # balance rows.
+    with MatcherThread("BTC-USDT"), MatcherThread("ETH-USDT"):
+        results = run_together(
+            *[
+                (lambda trader=trader, seed=seed: session(trader, seed))
+                for seed, trader in enumerate(traders)
+            ]
+        )
+    assert not OrderCommand.objects.exists()
 
     errors = [value for status, value in results if status == "error"]
     assert errors == []
@@ -204,25 +270,69 @@ def test_concurrent_repeats_of_a_client_order_id_place_one_order():
     results = run_together(
         *[
             (
-                lambda market=market: buy(
-                    alice, market, "1", "100", client_order_id="bot-7"
+                lambda market=market: order_place(
+                    user=alice,
+                    market=market,
+                    side="buy",
+                    type="limit",
+                    quantity=D(1),
+                    price=D(100),
+                    client_order_id="bot-7",
                 )
             )
             for market in markets * 4
         ]
     )
+    for market in markets:
+        drain(market_id=market.pk)
 
-    placed = [value for status, value in results if status == "ok"]
+    accepted = [value for status, value in results if status == "ok"]
     assert Order.objects.count() == 1
     # The repeats on the same market return it; those on the other market
-    # clash with it while it is open.
-    assert {order.pk for order in placed} == {Order.objects.get().pk}
+    # clash with it while it is live.
+    assert {order.pk for order in accepted} == {Order.objects.get().pk}
     for status, value in results:
         assert status == "ok" or value.code == "duplicate_client_order_id"
     assert balance(alice, usdt) == (D("900"), D("100"))
 
 
-def test_a_cancel_racing_a_fill_ends_cancelled_or_filled_never_both():
+def test_concurrent_orders_beyond_the_balance_let_exactly_one_through(
+    waiting_requests,
+):
+    btc, usdt = token_make("BTC", decimals=8), token_make("USDT", decimals=6)
+    market = market_make(btc, usdt)
+    alice = user_make("alice")
+    fund(alice, usdt, "100")
+
+    with MatcherThread("BTC-USDT"):
+        results = run_together(
+            *[
+                (
+                    lambda price=price: placed(
+                        user=alice,
+                        market=market,
+                        side="buy",
+                        type="limit",
+                        quantity=D(1),
+                        price=D(price),
+                    )
+                )
+                for price in (100, 99, 98, 97, 96, 95, 94, 93)
+            ]
+        )
+
+    accepted = [value for status, value in results if status == "ok"]
+    refused = [value for status, value in results if status == "error"]
+    assert len(accepted) == 1
+    assert all(isinstance(error, InsufficientBalance) for error in refused)
+    assert Order.objects.count() == 1
+    spent = accepted[0].price
+    assert balance(alice, usdt) == (D(100) - spent, spent)
+
+
+def test_a_cancel_racing_a_fill_ends_cancelled_or_filled_never_both(
+    waiting_requests,
+):
     btc, usdt = token_make("BTC", decimals=8), token_make("USDT", decimals=6)
     market = market_make(btc, usdt)
     maker, taker = user_make("maker"), user_make("taker")
@@ -230,42 +340,64 @@ def test_a_cancel_racing_a_fill_ends_cancelled_or_filled_never_both():
     fund(maker, btc, str(rounds))
     fund(taker, usdt, str(100 * rounds))
 
-    for _ in range(rounds):
-        resting = sell(maker, market, "1", "100")
-        maker_before = balance(maker, btc), balance(maker, usdt)
-        taker_before = balance(taker, btc), balance(taker, usdt)
+    with MatcherThread("BTC-USDT"):
+        for _ in range(rounds):
+            _cancel_race_round(market, maker, taker)
 
-        cancelled, taken = run_together(
-            lambda resting=resting: order_cancel(user=maker, order=resting),
-            lambda: buy(taker, market, "1", "100", time_in_force="IOC"),
+
+def _cancel_race_round(market, maker, taker) -> str:
+    btc, usdt = market.base, market.quote
+    resting = placed(
+        user=maker,
+        market=market,
+        side="sell",
+        type="limit",
+        quantity=D(1),
+        price=D(100),
+    )
+    maker_before = balance(maker, btc), balance(maker, usdt)
+    taker_before = balance(taker, btc), balance(taker, usdt)
+
+    cancel_result, taken = run_together(
+        lambda resting=resting: cancelled(user=maker, order=resting),
+        lambda: placed(
+            user=taker,
+            market=market,
+            side="buy",
+            type="limit",
+            quantity=D(1),
+            price=D(100),
+            time_in_force="IOC",
+        ),
+    )
+
+    resting.refresh_from_db()
+    taker_order = taken[1]
+    assert taken[0] == "ok"
+    fills = Trade.objects.filter(maker_order=resting).count()
+    if resting.status == Order.Status.FILLED:
+        assert fills == 1
+        assert cancel_result[0] == "error"
+        assert isinstance(cancel_result[1], OrderNotOpen)
+        assert taker_order.status == Order.Status.FILLED
+        # The maker sold 1 BTC for 100 USDT less 0.1 %; the taker bought
+        # it for 100 USDT and received 1 BTC less 0.2 %.
+        assert balance(maker, btc) == (maker_before[0][0], D("0"))
+        assert balance(maker, usdt)[0] == maker_before[1][0] + D("99.9")
+        assert balance(taker, btc)[0] == taker_before[0][0] + D("0.998")
+        assert balance(taker, usdt)[0] == taker_before[1][0] - D("100")
+    else:
+        assert resting.status == Order.Status.CANCELLED
+        assert fills == 0
+        assert cancel_result[0] == "ok"
+        assert (taker_order.status, taker_order.filled_quantity) == (
+            Order.Status.CANCELLED,
+            D("0"),
         )
-
-        resting.refresh_from_db()
-        taker_order = taken[1]
-        assert taken[0] == "ok"
-        fills = Trade.objects.filter(maker_order=resting).count()
-        if resting.status == Order.Status.FILLED:
-            assert fills == 1
-            assert cancelled[0] == "error"
-            assert isinstance(cancelled[1], OrderNotOpen)
-            assert taker_order.status == Order.Status.FILLED
-            # The maker sold 1 BTC for 100 USDT less 0.1 %; the taker bought
-            # it for 100 USDT and received 1 BTC less 0.2 %.
-            assert balance(maker, btc) == (maker_before[0][0], D("0"))
-            assert balance(maker, usdt)[0] == maker_before[1][0] + D("99.9")
-            assert balance(taker, btc)[0] == taker_before[0][0] + D("0.998")
-            assert balance(taker, usdt)[0] == taker_before[1][0] - D("100")
-        else:
-            assert resting.status == Order.Status.CANCELLED
-            assert fills == 0
-            assert cancelled[0] == "ok"
-            assert (taker_order.status, taker_order.filled_quantity) == (
-                Order.Status.CANCELLED,
-                D("0"),
-            )
-            assert balance(maker, btc) == (maker_before[0][0] + D("1"), D("0"))
-            assert balance(taker, usdt) == taker_before[1]
-        assert ledger_problems() == []
+        assert balance(maker, btc) == (maker_before[0][0] + D("1"), D("0"))
+        assert balance(taker, usdt) == taker_before[1]
+    assert ledger_problems() == []
+    return resting.status
 
 
 # -- Withdrawals through real requests: the API, the admin ---------------------

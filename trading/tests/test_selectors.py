@@ -14,8 +14,7 @@ from trading.selectors import (
     orders_open,
     trades_recent,
 )
-from trading.services import order_cancel
-from trading.tests.factories import buy, sell
+from trading.tests.factories import buy, cancel, sell
 
 pytestmark = pytest.mark.django_db
 
@@ -34,7 +33,7 @@ def test_the_book_sums_remaining_quantities_per_price_best_first(
     buy(bob, market, "2", "99")
     buy(alice, market, "0.5", "98.5")
     cancelled = buy(carol, market, "7", "99")
-    order_cancel(user=carol, order=cancelled)
+    cancel(carol, cancelled)
     sell(alice, market, "1", "101")
     sell(bob, market, "0.4", "100.5")
     sell(carol, market, "3", "99")  # takes 1 + 2 at 99; nothing of it rests
@@ -84,7 +83,7 @@ def test_open_orders_are_the_users_own_resting_ones(
 ):
     mine = buy(alice, market, "1", "99")
     done = buy(alice, market, "1", "98")
-    order_cancel(user=alice, order=done)
+    cancel(alice, done)
     buy(bob, market, "1", "97")
 
     with django_assert_num_queries(1):

@@ -1,4 +1,6 @@
-"""Thousands of random orders and cancels, checked against a naive engine."""
+"""Thousands of random orders and cancels through the real path (accepting,
+then the matcher in batches), checked against a naive engine that sees the
+same requests in acceptance order."""
 
 import random
 from collections import Counter
@@ -8,13 +10,17 @@ from functools import partial
 import pytest
 
 from trading.exceptions import TradingError
+from trading.matcher import drain
 from trading.models import Balance, Order, Trade
+from trading.orders import command_refusal, order_cancel, order_place
 from trading.selectors import order_book
-from trading.services import order_cancel, order_place
 from trading.tests.factories import fees, fund, market_make, token_make, user_make
 from trading.tests.reference_engine import ReferenceEngine, Refused
 
 OPERATIONS = 3000
+# Market buys by quantity name a protection price; this one is never reached,
+# so they trade as the reference's market buys do.
+NO_PROTECTION = D(200)
 USERS = 20
 SEED = 20260501
 
@@ -62,8 +68,45 @@ def random_order(rng: random.Random, mid: D) -> dict:
     }
 
 
+def real_fields(request: dict) -> dict:
+    if request["type"] == "market" and request["side"] == "buy":
+        return {**request, "protection_price": NO_PROTECTION}
+    return request
+
+
+def order_state(order: Order) -> tuple:
+    return (
+        order.status,
+        order.cancel_reason,
+        order.filled_quantity,
+        order.executed_value,
+        order.fee,
+        order.locked,
+    )
+
+
+def reference_state(ref) -> tuple:
+    return (
+        ref.status,
+        ref.cancel_reason,
+        ref.filled,
+        ref.executed_value,
+        ref.fee,
+        ref.locked,
+    )
+
+
 @pytest.mark.django_db
 def test_random_orders_and_cancels_match_the_reference_engine():
+    """Requests are accepted one by one and matched in batches of 1 to 12
+    (drained before each request with a client order id, whose check reads
+    the orders as matched): after each batch every order agrees with the
+    reference, and at the end every trade, balance and book level does.
+
+    The request side refuses what it can know with the reference's codes; a
+    request it cannot reserve funds for (``insufficient_balance``) never
+    reaches the matcher, so the reference does not see it either (it reserves
+    no more than the real path, so it would have accepted)."""
     rng = random.Random(SEED)  # noqa: S311 - reproducible, not secret
     base, quote = token_make("BASE", decimals=3), token_make("QUOTE", decimals=4)
     market = market_make(base, quote, **MARKET)
@@ -77,23 +120,53 @@ def test_random_orders_and_cancels_match_the_reference_engine():
             fund(user, tokens[asset], amount)
             engine.deposit(user.pk, asset, amount)
 
-    db_orders: dict[int, Order] = {}  # the engine's order id -> the real order
+    db_orders: dict[int, int] = {}  # the reference's order id -> the real pk
+    pending: list[tuple] = []  # what the next batch must show
     seen = Counter()
     last_request: dict[int, dict] = {}
     mid = D(100)
+    batch_left = 0
+
+    def batch_check(step: int) -> None:
+        drain(market_id=market.pk)
+        real = Order.objects.in_bulk(list(db_orders.values()))
+        for kind, expected, handle in pending:
+            if kind == "cancel":
+                refusal = command_refusal(handle)
+                got = ("refused", refusal.code) if refusal else ("ok",)
+                assert got[0] == expected[0], (step, "cancel", expected, got)
+                if expected[0] == "refused":
+                    assert got == expected, (step, "cancel")
+            else:  # a placement the reference refused: rejected with its code
+                order = Order.objects.get(pk=handle)
+                assert (order.status, order.reject_reason) == (
+                    "rejected",
+                    expected[1],
+                ), (step, "place", expected)
+        pending.clear()
+        for ref in engine.orders:
+            assert order_state(real[db_orders[ref.id]]) == reference_state(ref), (
+                step,
+                ref,
+            )
+
     for step in range(OPERATIONS):
+        if batch_left <= 0:
+            batch_check(step)
+            batch_left = rng.randint(1, 12)
+        batch_left -= 1
         user = rng.choice(users)
         mine = [o for o in engine.orders if o.user == user.pk]
         if mine and rng.random() < 0.25:
             open_ones = [o for o in mine if o.status == "open"]
             target = rng.choice(open_ones if open_ones and rng.random() < 0.9 else mine)
             expected = outcome(partial(engine.cancel, user=user.pk, order_id=target.id))
-            actual = outcome(
-                partial(order_cancel, user=user, order=db_orders[target.id])
-            )
-            assert actual[0] == expected[0], (step, "cancel", expected, actual)
-            if expected[0] == "refused":
-                assert actual == expected, (step, "cancel", target)
+            target_order = Order(pk=db_orders[target.id])
+            accepted = outcome(partial(order_cancel, user=user, order=target_order))
+            if accepted[0] == "refused":  # the order was closed when asked
+                assert accepted == expected, (step, "cancel", target)
+            else:
+                pending.append(("cancel", expected, accepted[1]))
             seen["cancel " + (expected[1] if expected[0] == "refused" else "ok")] += 1
             continue
 
@@ -104,26 +177,34 @@ def test_random_orders_and_cancels_match_the_reference_engine():
         else:
             request = random_order(rng, mid)
         last_request[user.pk] = request
+        if request["client_order_id"] is not None:
+            batch_check(step)
+        actual = outcome(
+            partial(order_place, user=user, market=market, **real_fields(request))
+        )
+        if actual == ("refused", "insufficient_balance"):
+            seen["insufficient_balance"] += 1
+            continue
         expected = outcome(partial(engine.place, user=user.pk, **request))
-        actual = outcome(partial(order_place, user=user, market=market, **request))
-        assert actual[0] == expected[0], (step, request, expected, actual)
-        if expected[0] == "refused":
+        if actual[0] == "refused":
             assert actual == expected, (step, request)
             seen[expected[1]] += 1
             continue
-        ref, order = expected[1], actual[1]
+        order = actual[1]
+        if expected[0] == "refused":  # by the matcher: post-only, FOK, minimum
+            assert order.status == "accepted", (step, request)
+            pending.append(("place", expected, order.pk))
+            seen[expected[1]] += 1
+            continue
+        ref = expected[1]
         if ref.id in db_orders:  # an idempotent repeat
-            assert order.pk == db_orders[ref.id].pk, (step, request)
+            assert order.pk == db_orders[ref.id], (step, request)
             seen["repeat"] += 1
         else:
-            assert order.pk not in {o.pk for o in db_orders.values()}
-            db_orders[ref.id] = order
+            assert order.pk not in db_orders.values()
+            db_orders[ref.id] = order.pk
             seen[f"placed {ref.status} {ref.cancel_reason}".strip()] += 1
-        assert (order.status, order.filled_quantity, order.locked) == (
-            ref.status,
-            ref.filled,
-            ref.locked,
-        ), (step, request)
+    batch_check(OPERATIONS)
 
     # Every rule was exercised, not just the happy path.
     for case in [
@@ -144,26 +225,8 @@ def test_random_orders_and_cancels_match_the_reference_engine():
         assert seen[case] > 0, (case, seen)
     assert len(engine.trades) > OPERATIONS // 4
 
-    # The final state is the same, order by order and trade by trade.
-    pks = {ref_id: order.pk for ref_id, order in db_orders.items()}
-    real_orders = Order.objects.in_bulk(list(pks.values()))
-    for ref in engine.orders:
-        real = real_orders[pks[ref.id]]
-        assert (
-            real.status,
-            real.cancel_reason,
-            real.filled_quantity,
-            real.executed_value,
-            real.fee,
-            real.locked,
-        ) == (
-            ref.status,
-            ref.cancel_reason,
-            ref.filled,
-            ref.executed_value,
-            ref.fee,
-            ref.locked,
-        ), ref
+    # The final state is the same, trade by trade, balance by balance.
+    pks = db_orders
     assert list(
         Trade.objects.order_by("pk").values_list(
             "maker_order_id",

@@ -81,11 +81,13 @@ def test_a_user_sends_an_id_and_only_staff_open_it_briefly(
     access = IdentityDocumentAccess.objects.get()
     assert (access.staff_username, access.document) == ("staff", front)
 
-    # Nobody else gets the key, however they ask. /media/ is asked through the
-    # site's URLs: the test server itself would serve all of MEDIA_ROOT
-    # (Django's _MediaFilesHandler), as a web server told to would.
+    # Nobody else gets the key, however they ask: through the site's URLs, or
+    # from the test server itself, which serves all of MEDIA_ROOT (Django's
+    # _MediaFilesHandler) as a web server told to would. The documents are
+    # not in MEDIA_ROOT.
     refused = [Client().get(f"/media/{key}").status_code]
     anonymous = browser.new_context()
+    refused.append(anonymous.request.get(f"{live_server.url}/media/{key}").status)
     if site_storage != "local":
         storage = default_storage
         bucket_url = f"{storage.public_url}/{storage.bucket_name}/{key}"

@@ -40,18 +40,18 @@ def staff():
 
 
 def test_submitted_documents_are_stored_under_the_private_prefix(
-    any_storage, alice, stored_names
+    any_private_storage, alice, stored_names
 ):
     verification = verification_submit(user=alice, documents=processed_set())
     assert verification.state == "pending"
     names = sorted(d.file.name for d in verification.documents.all())
     assert len(names) == 3
     assert all(name.startswith(f"private/identity/{alice.pk}/") for name in names)
-    assert stored_names(any_storage, "private") == names
+    assert stored_names(any_private_storage, "private") == names
     assert not any("front" in name or "selfie" in name for name in names)
 
 
-def test_a_document_never_hands_out_a_url(any_storage, alice):
+def test_a_document_never_hands_out_a_url(any_private_storage, alice):
     verification = verification_submit(user=alice, documents=processed_set())
     with pytest.raises(PrivateFileUrlRefused):
         _ = verification.documents.first().file.url
@@ -71,7 +71,7 @@ def test_the_front_and_the_selfie_are_required(alice):
 
 
 def test_a_failed_row_write_leaves_no_object(
-    any_storage, alice, stored_names, monkeypatch
+    any_private_storage, alice, stored_names, monkeypatch
 ):
     def broken_save(self, *args, **kwargs):
         raise IntegrityError("database refused")
@@ -79,7 +79,7 @@ def test_a_failed_row_write_leaves_no_object(
     monkeypatch.setattr(IdentityDocument, "save", broken_save)
     with pytest.raises(VerificationError):
         verification_submit(user=alice, documents=processed_set())
-    assert stored_names(any_storage, "private") == []
+    assert stored_names(any_private_storage, "private") == []
     assert not IdentityVerification.objects.exists()
 
 
@@ -94,7 +94,7 @@ def test_approval_records_who_and_when(alice, staff):
 
 
 def test_rejection_deletes_the_objects_after_commit(
-    any_storage, alice, staff, stored_names, django_capture_on_commit_callbacks
+    any_private_storage, alice, staff, stored_names, django_capture_on_commit_callbacks
 ):
     verification = verification_submit(user=alice, documents=processed_set())
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
@@ -102,10 +102,10 @@ def test_rejection_deletes_the_objects_after_commit(
             verification=verification, staff=staff, reason="The photo is blurred."
         )
         # Nothing is deleted before the transaction commits.
-        assert len(stored_names(any_storage, "private")) == 3
+        assert len(stored_names(any_private_storage, "private")) == 3
     for callback in callbacks:
         callback()
-    assert stored_names(any_storage, "private") == []
+    assert stored_names(any_private_storage, "private") == []
     assert (decided.state, decided.reason) == ("rejected", "The photo is blurred.")
     assert not IdentityDocument.objects.exists()
     # A new submission is possible after a rejection.
@@ -119,12 +119,12 @@ def test_a_rejection_needs_a_reason(alice, staff):
 
 
 def test_deleting_the_account_deletes_the_documents(
-    any_storage, alice, stored_names, django_capture_on_commit_callbacks
+    any_private_storage, alice, stored_names, django_capture_on_commit_callbacks
 ):
     verification_submit(user=alice, documents=processed_set())
     with django_capture_on_commit_callbacks(execute=True):
         alice.delete()
-    assert stored_names(any_storage, "private") == []
+    assert stored_names(any_private_storage, "private") == []
 
 
 def test_opening_needs_the_permission_and_is_recorded(alice, staff):

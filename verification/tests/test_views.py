@@ -5,8 +5,11 @@ import pytest
 import urllib3
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
+from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
-from django.test import Client
+from django.http import Http404
+from django.test import Client, RequestFactory
+from django.views.static import serve
 
 from storage.bucket import public_read_policy
 from storage.config import is_public_media_key
@@ -134,6 +137,45 @@ def test_the_public_bucket_policy_never_covers_the_private_prefix():
     assert not is_public_media_key("private/identity/1/x.jpg")
 
 
+def test_in_local_mode_documents_are_in_the_private_folder_not_the_media_one(
+    alice_client, media_root, private_media_root
+):
+    verification = submit(alice_client)
+
+    keys = [document.file.name for document in verification.documents.all()]
+    assert len(keys) == 3
+    for key in keys:
+        assert (private_media_root / key).is_file()
+        assert not (media_root / key).exists()
+    assert [path for path in media_root.rglob("*") if path.is_file()] == []
+    # A web server told to serve all of MEDIA_ROOT as /media/ (one rule, none
+    # for private/) has nothing to give.
+    for key in keys:
+        with pytest.raises(Http404):
+            serve(RequestFactory().get(f"/media/{key}"), key, document_root=media_root)
+
+
+def test_no_media_path_reaches_a_document(settings, alice_client):
+    settings.MEDIA_SERVE = True
+    key = submit(alice_client).documents.get(kind="front").file.name
+    logo = default_storage.save("token_logo/logo.png", ContentFile(b"png"))
+    anonymous = Client()
+    assert anonymous.get(f"/media/{logo}").status_code == 200  # media are served
+
+    for path in [
+        f"/media/{key}",
+        f"/media/profile_pics/../{key}",
+        f"/media/profile_pics/%2e%2e/{key}",
+        f"/media/token_logo/./../{key}",
+        f"/media/%2e%2e/private_media/{key}",
+        f"/media/../private_media/{key}",
+        f"/media/profile_pics/..%2f..%2fprivate_media%2f{key}",
+        f"/media//{key}",
+    ]:
+        assert anonymous.get(path).status_code == 404, path
+        assert alice_client.get(path).status_code == 404, path
+
+
 def test_an_anonymous_request_for_the_key_is_refused_in_every_url_mode(
     site_storage, alice_client, s3_client
 ):
@@ -161,7 +203,7 @@ def test_an_anonymous_request_for_the_key_is_refused_in_every_url_mode(
 
 
 def test_staff_open_a_document_and_each_opening_is_recorded(
-    site_storage, alice_client, mfa_enable
+    site_storage, alice_client, mfa_enable, private_media_root
 ):
     verification = submit(alice_client)
     document = verification.documents.get(kind="selfie")  # the PDF
@@ -189,6 +231,8 @@ def test_staff_open_a_document_and_each_opening_is_recorded(
         assert response["X-Content-Type-Options"] == "nosniff"
         assert response["Content-Security-Policy"].startswith("sandbox;")
     assert body.startswith(b"%PDF-")
+    if site_storage == "local":  # streamed from the private folder
+        assert body == (private_media_root / document.file.name).read_bytes()
     assert "no-store" in response["Cache-Control"]
     access = IdentityDocumentAccess.objects.get()
     assert (access.staff_username, access.document) == ("reviewer", document)
@@ -241,3 +285,19 @@ def test_a_presigned_link_stops_working_after_it_expires(use_minio, alice_client
     expired = http.request("GET", url)
     assert expired.status == 403
     assert b"JFIF" not in expired.data
+
+
+def test_documents_finding_every_decode_slot_taken_are_refused_and_nothing_stored(
+    alice_client, settings, decode_slots_holder
+):
+    settings.IMAGE_DECODE_SLOTS = 1
+    holder = decode_slots_holder(1)
+
+    response = alice_client.post("/accounts/verification/", full_set())
+
+    assert response.status_code == 503
+    assert response["Retry-After"] == "5"
+    assert "Many images are being processed right now" in response.content.decode()
+    assert not IdentityVerification.objects.exists()
+    holder.release()
+    submit(alice_client)

@@ -6,8 +6,9 @@ from storage.orphans import DEFAULT_GRACE_MINUTES, media_orphans_collect
 
 class Command(BaseCommand):
     help = (
-        "List the objects under profile_pics/ and token_logo/ that no row "
-        "references; with --delete remove them (and finish deletions queued "
+        "List the objects under profile_pics/ and token_logo/, and the private "
+        "files under private/identity/, that no row references; with --delete "
+        "remove them (and finish deletions queued "
         "while the store was down). Objects younger than --grace-minutes may be "
         "uploads in flight and are left alone, so it is safe to run at any time."
     )

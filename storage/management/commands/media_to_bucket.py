@@ -7,6 +7,7 @@ from django.core.files.storage import storages
 from django.core.management.base import BaseCommand, CommandError, OutputWrapper
 
 from storage.backends import MinIOStorage
+from storage.config import validate_private_media_root
 from storage.exceptions import StorageUnavailable
 from storage.migrate_media import (
     HIDDEN,
@@ -23,7 +24,8 @@ class Command(BaseCommand):
     help = (
         "Copy every file under the media folder to the MinIO/S3 bucket of the "
         "MINIO_* settings, under the same keys (profile_pics/..., token_logo/..., "
-        "default_avatar.jpg). Objects already identical (size and MD5) are "
+        "default_avatar.jpg), and the private files of PRIVATE_MEDIA_ROOT under "
+        "theirs (private/...). Objects already identical (size and MD5) are "
         "skipped and every copy is verified, so running it again after an "
         "interruption continues where it stopped. Exits 1 if any file failed."
     )
@@ -33,6 +35,12 @@ class Command(BaseCommand):
             "--source",
             type=Path,
             help="Folder to copy (default: MEDIA_ROOT).",
+        )
+        parser.add_argument(
+            "--private-source",
+            type=Path,
+            help="Folder of private files to copy, its private/ only "
+            "(default: PRIVATE_MEDIA_ROOT, when it exists).",
         )
         parser.add_argument(
             "--dry-run",
@@ -50,6 +58,7 @@ class Command(BaseCommand):
         source = Path(options["source"] or settings.MEDIA_ROOT)
         if not source.is_dir():
             raise CommandError(f"{source} is not a folder: pass --source.")
+        private_source = _private_source(options["private_source"], source)
         workers = options["workers"]
         if not 1 <= workers <= MAX_WORKERS:
             raise CommandError(f"--workers must be between 1 and {MAX_WORKERS}.")
@@ -74,6 +83,7 @@ class Command(BaseCommand):
             report = media_migrate(
                 storage=storage,
                 source=source,
+                private_source=private_source,
                 dry_run=options["dry_run"],
                 workers=workers,
                 on_result=on_result,
@@ -100,11 +110,29 @@ class Command(BaseCommand):
         if report.dry_run:
             self.stdout.write(self.style.SUCCESS("Dry run: nothing was written."))
         else:
+            copied = f"{report.source}"
+            if report.private_source:
+                copied += f" and every private file of {report.private_source}"
             self.stdout.write(
                 self.style.SUCCESS(
-                    f"The bucket '{report.bucket}' holds every file of {report.source}."
+                    f"The bucket '{report.bucket}' holds every file of {copied}."
                 )
             )
+
+
+def _private_source(given: Path | None, source: Path) -> Path | None:
+    """The folder of private files to copy; None when the default one does not
+    exist (no private file was ever stored on this disk)."""
+    private = Path(given or settings.PRIVATE_MEDIA_ROOT)
+    if not private.is_dir():
+        if given:
+            raise CommandError(f"{private} is not a folder: check --private-source.")
+        return None
+    try:
+        validate_private_media_root(private, media_root=source)
+    except ImproperlyConfigured as exc:
+        raise CommandError(str(exc)) from exc
+    return private
 
 
 class Progress:
@@ -169,6 +197,7 @@ def report_lines(report: MigrationReport) -> list[str]:
         copied_text += ", each verified"
     rows = [
         ("Source", str(report.source)),
+        ("Private", str(report.private_source or "none (no such folder)")),
         ("Bucket", bucket),
         ("Found", f"{len(report.files)} files, {_size(report.total_bytes)}"),
         ("Would copy" if report.dry_run else "Copied", copied_text),

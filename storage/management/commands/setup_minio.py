@@ -21,7 +21,8 @@ class Command(BaseCommand):
         storage = storages["default"]
         if not isinstance(storage, MinIOStorage):
             self.stdout.write(
-                "USE_MINIO is false: the app keeps files in media/. "
+                "USE_MINIO is false: the app keeps files in MEDIA_ROOT and "
+                "PRIVATE_MEDIA_ROOT. "
                 "Checking the MINIO_* settings anyway."
             )
             try:

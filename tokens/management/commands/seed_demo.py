@@ -19,12 +19,13 @@ from accounts.services import avatar_replace
 from storage.exceptions import StorageUnavailable
 from tokens.models import Token
 from tokens.services import token_create, token_logo_replace
+from trading.matcher import drain
 from trading.models import Market
+from trading.orders import order_place
 from trading.services import (
     address_format_ensure,
     deposit_credit,
     market_create,
-    order_place,
 )
 
 # Published on purpose: for development databases only (see --force).
@@ -275,6 +276,8 @@ class Command(BaseCommand):
                         quantity=Decimal(step),
                         price=level.quantize(Decimal("0.01")),
                     )
+            # The book first: market orders are matched against it in turn.
+            drain(market_id=market.pk)
             for side in ("buy", "sell", "buy"):
                 order_place(
                     user=demo,
@@ -282,4 +285,8 @@ class Command(BaseCommand):
                     side=side,
                     type="market",
                     quantity=Decimal("0.5"),
+                    # A market buy names the highest price it may pay.
+                    protection_price=(price * 2) if side == "buy" else None,
                 )
+            # No matcher runs yet (make run starts it next): match them here.
+            drain(market_id=market.pk)

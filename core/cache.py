@@ -1,0 +1,248 @@
+"""Django's Redis cache, still answering while Redis is away.
+
+Django's own ``RedisCache`` raises redis' ``ConnectionError`` from every call
+while Redis is down, and nearly every request calls the cache (the session,
+the log-in throttles, cached pages, the API's replay check): each would be a
+server error. This backend turns an unreachable Redis into a degraded cache
+instead, chosen per cache alias by ``OPTIONS["fallback"]``:
+
+``"local"``
+    A cache in the process's memory (Django's ``LocMemCache``) takes over.
+    Throttles keep counting, per process instead of once for all instances;
+    cached pages are cached per process, as without ``REDIS_URL``.
+``"none"``
+    Nothing is cached (Django's ``DummyCache``): every read misses, writes
+    are dropped. For the session cache: ``cached_db`` then reads and writes
+    the database alone, which always holds every session.
+
+After a failure Redis is not asked again for ``OPTIONS["retry_after"]``
+seconds, so a Redis that does not answer costs each process one timeout
+(``socket_timeout``) every few seconds, not one per call. Once it answers,
+what it missed is repaired before anything is read from it: keys deleted
+during the outage (and, with ``"none"``, keys written) are deleted there, as
+its copies may be out of date, and the local fallback is emptied.
+
+Only the errors that mean Redis cannot serve are caught; a wrong command
+still raises. The outage and the recovery are logged once each per process
+(``event="cache unreachable"``, ``event="cache reachable again"``).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+from urllib.parse import urlsplit
+
+import redis
+from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache
+from django.core.cache.backends.dummy import DummyCache
+from django.core.cache.backends.locmem import LocMemCache
+from django.core.cache.backends.redis import RedisCache as DjangoRedisCache
+from django.core.exceptions import ImproperlyConfigured
+
+logger = logging.getLogger(__name__)
+
+UNREACHABLE = (
+    redis.exceptions.ConnectionError,  # refused, reset, DNS, still loading
+    redis.exceptions.TimeoutError,
+    redis.exceptions.ReadOnlyError,  # a replica that was promoted away
+    redis.exceptions.OutOfMemoryError,  # maxmemory without an eviction policy
+)
+FALLBACKS: dict[str, type[BaseCache]] = {"local": LocMemCache, "none": DummyCache}
+DEFAULT_RETRY_AFTER = 5.0
+# Keys to delete in Redis once it is back, per process and cache; past this
+# many the oldest are forgotten (and the recovery log line says how many).
+MAX_STALE_KEYS = 10_000
+# Entries of the local fallback before it culls (Django's default is 300).
+LOCAL_MAX_ENTRIES = 10_000
+
+
+class _Outage:
+    """One process's view of one Redis cache, shared by its threads."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.down = False
+        self.since = 0.0
+        self.retry_at = 0.0
+        self.stale: dict[str, None] = {}  # insertion-ordered set of Redis keys
+        self.forgotten = 0
+
+
+_outages: dict[tuple[Any, ...], _Outage] = {}
+_outages_lock = threading.Lock()
+
+
+def _outage_for(identity: tuple[Any, ...]) -> _Outage:
+    with _outages_lock:
+        return _outages.setdefault(identity, _Outage())
+
+
+def _redacted(server: str) -> str:
+    # Logged: never the password of a redis://:secret@host URL.
+    parts = urlsplit(server)
+    if not parts.hostname:
+        return parts.path or "redis"
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.hostname}{port}{parts.path}"
+
+
+class RedisCache(DjangoRedisCache):
+    """``django.core.cache.backends.redis.RedisCache`` with a fallback.
+
+    ``OPTIONS`` takes ``fallback`` (``"local"`` or ``"none"``, required) and
+    ``retry_after`` (seconds, default 5) besides the redis-py connection
+    options (set ``socket_connect_timeout`` and ``socket_timeout``: redis-py
+    waits 5 seconds by default).
+    """
+
+    def __init__(self, server: str, params: dict[str, Any]) -> None:
+        options = dict(params.get("OPTIONS") or {})
+        fallback = options.pop("fallback", None)
+        if fallback not in FALLBACKS:
+            raise ImproperlyConfigured(
+                f"CACHES: OPTIONS['fallback'] of core.cache.RedisCache must be "
+                f"one of {', '.join(map(repr, FALLBACKS))} (got {fallback!r})."
+            )
+        self._retry_after = float(options.pop("retry_after", DEFAULT_RETRY_AFTER))
+        super().__init__(server, {**params, "OPTIONS": options})
+        self._fallback_name = fallback
+        self._lost_writes_are_stale = fallback == "none"
+        identity = (tuple(self._servers), self.key_prefix, fallback)
+        self._outage = _outage_for(identity)
+        self._where = ", ".join(_redacted(s) for s in self._servers)
+        # Same timeout and key making as here, so entries mean the same.
+        fallback_params = {**params, "OPTIONS": {"MAX_ENTRIES": LOCAL_MAX_ENTRIES}}
+        # LocMemCache keeps its entries by this name, for every thread.
+        self._fallback: BaseCache = FALLBACKS[fallback](
+            f"core.cache:{'|'.join(map(str, identity))}", fallback_params
+        )
+
+    # --- the cache API -----------------------------------------------------
+
+    def add(self, key, value, timeout=DEFAULT_TIMEOUT, version=None):
+        return self._call("add", (key,), version, key, value, timeout, version)
+
+    def get(self, key, default=None, version=None):
+        return self._call("get", (), version, key, default, version)
+
+    def set(self, key, value, timeout=DEFAULT_TIMEOUT, version=None):
+        return self._call("set", (key,), version, key, value, timeout, version)
+
+    def touch(self, key, timeout=DEFAULT_TIMEOUT, version=None):
+        return self._call("touch", (), version, key, timeout, version)
+
+    def delete(self, key, version=None):
+        return self._call("delete", (key,), version, key, version)
+
+    def get_many(self, keys, version=None):
+        return self._call("get_many", (), version, keys, version)
+
+    def has_key(self, key, version=None):
+        return self._call("has_key", (), version, key, version)
+
+    def incr(self, key, delta=1, version=None):
+        return self._call("incr", (key,), version, key, delta, version)
+
+    def set_many(self, data, timeout=DEFAULT_TIMEOUT, version=None):
+        return self._call("set_many", tuple(data), version, data, timeout, version)
+
+    def delete_many(self, keys, version=None):
+        keys = list(keys)
+        return self._call("delete_many", tuple(keys), version, keys, version)
+
+    def clear(self):
+        self._fallback.clear()
+        return self._call("clear", (), None)
+
+    # --- outage handling ---------------------------------------------------
+
+    def _call(self, method: str, written: tuple, version, *args):
+        """Run ``method`` on Redis or, while it is unreachable, on the fallback.
+
+        ``written``: the keys the call changes (deleted keys in every mode,
+        written ones with ``"none"``), to delete in Redis once it is back.
+        """
+        outage = self._outage
+        if outage.down and not self._recovered():
+            return self._fall_back(method, written, version, args)
+        try:
+            return getattr(super(), method)(*args)
+        except UNREACHABLE as error:
+            self._outage_begin(error)
+            return self._fall_back(method, written, version, args)
+
+    def _fall_back(self, method: str, written: tuple, version, args: tuple):
+        if written and (self._lost_writes_are_stale or method.startswith("delete")):
+            keys = [self.make_and_validate_key(key, version=version) for key in written]
+            with self._outage.lock:
+                stale = self._outage.stale
+                for key in keys:
+                    stale.pop(key, None)
+                    stale[key] = None
+                while len(stale) > MAX_STALE_KEYS:
+                    del stale[next(iter(stale))]
+                    self._outage.forgotten += 1
+        return getattr(self._fallback, method)(*args)
+
+    def _outage_begin(self, error: Exception) -> None:
+        outage = self._outage
+        with outage.lock:
+            outage.retry_at = time.monotonic() + self._retry_after
+            if outage.down:
+                return
+            outage.down = True
+            outage.since = time.monotonic()
+        logger.warning(
+            "cache unreachable",
+            extra={
+                "cache": self._where,
+                "reason": f"{type(error).__name__}: {error}",
+                "fallback": self._fallback_name,
+                "retry_after": self._retry_after,
+            },
+        )
+
+    def _recovered(self) -> bool:
+        """Whether Redis answers again; if so, repair what it missed first.
+
+        Tried by one thread at a time, once ``retry_after`` has passed.
+        """
+        outage = self._outage
+        if time.monotonic() < outage.retry_at or not outage.lock.acquire(False):
+            return False
+        try:
+            if not outage.down:
+                return True
+            if time.monotonic() < outage.retry_at:
+                return False
+            stale = list(outage.stale)
+            try:
+                client = self._cache.get_client(write=True)
+                for start in range(0, len(stale), 1000):
+                    client.delete(*stale[start : start + 1000])
+                if not stale:
+                    client.ping()
+            except UNREACHABLE:
+                outage.retry_at = time.monotonic() + self._retry_after
+                return False
+            for key in stale:
+                outage.stale.pop(key, None)
+            forgotten, outage.forgotten = outage.forgotten, 0
+            outage.down = False
+            seconds = time.monotonic() - outage.since
+        finally:
+            outage.lock.release()
+        self._fallback.clear()
+        logger.warning(
+            "cache reachable again",
+            extra={
+                "cache": self._where,
+                "seconds_down": round(seconds, 1),
+                "stale_keys_deleted": len(stale),
+                "stale_keys_forgotten": forgotten,
+            },
+        )
+        return True

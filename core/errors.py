@@ -1,0 +1,126 @@
+"""Errors answered outside the API's views, in the format the client reads.
+
+The API's views answer their own errors as ``{"error": {"code", "message"}}``
+(trading.api.exceptions). Django answers the rest itself: a URL nothing
+serves, a body too large to read, an exception no view caught, a request
+refused by core.middleware. Under /api/ those are JSON in the same shape
+too; anywhere else they are the site's error pages (templates/400.html ...).
+crypto_exchange.urls names the handlers below.
+"""
+
+from __future__ import annotations
+
+from django.core.exceptions import (
+    BadRequest,
+    RequestDataTooBig,
+    TooManyFieldsSent,
+    TooManyFilesSent,
+)
+from django.http import (
+    HttpRequest,
+    HttpResponse,
+    HttpResponseBadRequest,
+    JsonResponse,
+)
+from django.shortcuts import render
+from django.template import loader
+from django.views import defaults
+
+from trading.api.exceptions import error_body
+
+# Browser pages that live under /api/ (the API's docs, the profile's API-key
+# buttons) answer like every other page.
+_PAGES_UNDER_API = ("/api/docs/", "/api/keys/")
+
+
+def wants_json(request: HttpRequest) -> bool:
+    path = request.path_info
+    return path.startswith("/api/") and not path.startswith(_PAGES_UNDER_API)
+
+
+def api_error(*, status: int, code: str, message: str) -> JsonResponse:
+    # Compact, as DRF's JSONRenderer writes the API's own errors.
+    return JsonResponse(
+        error_body(code, message),
+        status=status,
+        json_dumps_params={"separators": (",", ":")},
+    )
+
+
+class NullCharacter(BadRequest):
+    """A NUL character in the query or a form field: no field accepts one,
+    and PostgreSQL refuses any query that carries it."""
+
+
+_BAD_REQUESTS = {
+    NullCharacter: (
+        "null_character",
+        "The request contains a NUL character, which no field accepts.",
+    ),
+    RequestDataTooBig: (
+        "too_large",
+        "The request's fields are larger than the server accepts.",
+    ),
+    TooManyFieldsSent: ("too_many_fields", "The request has too many fields."),
+    TooManyFilesSent: ("too_many_files", "The request has too many files."),
+}
+
+
+def bad_request(request: HttpRequest, exception: Exception) -> HttpResponse:
+    known = (a for cls, a in _BAD_REQUESTS.items() if isinstance(exception, cls))
+    code, message = next(known, ("bad_request", None))
+    if wants_json(request):
+        return api_error(
+            status=400, code=code, message=message or "The request is malformed."
+        )
+    # Without the request, as Django renders it: what made the request bad
+    # (its Host header, say) must not break the page that says so.
+    page = loader.get_template("400.html").render({"message": message})
+    return HttpResponseBadRequest(page)
+
+
+def permission_denied(request: HttpRequest, exception: Exception) -> HttpResponse:
+    if not wants_json(request):
+        return defaults.permission_denied(request, exception)
+    return api_error(
+        status=403,
+        code="permission_denied",
+        message="You do not have permission to perform this action.",
+    )
+
+
+def page_not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
+    if not wants_json(request):
+        return defaults.page_not_found(request, exception)
+    return api_error(
+        status=404, code="not_found", message="There is no such API endpoint."
+    )
+
+
+def server_error(request: HttpRequest) -> HttpResponse:
+    if not wants_json(request):
+        return defaults.server_error(request)
+    message = "An error on our side stopped this request; it has been logged."
+    if request.method in ("GET", "HEAD", "OPTIONS"):
+        message += " Please try again in a moment."
+    else:
+        # Where it stopped is not known here: never "nothing was changed".
+        message += (
+            " It may have taken effect: check before sending it again, or send"
+            " it again with the same client_order_id or reference, which never"
+            " acts twice."
+        )
+    return api_error(status=500, code="server_error", message=message)
+
+
+def refusal(
+    request: HttpRequest, *, status: int, code: str, message: str
+) -> HttpResponse:
+    """A request refused before any view ran (core.middleware): JSON under
+    /api/, else the error page of that status (400.html when it has none of
+    its own) saying ``message``."""
+    if wants_json(request):
+        return api_error(status=status, code=code, message=message)
+    template = "413.html" if status == 413 else "400.html"
+    context = {"status": status, "message": message}
+    return render(request, template, context, status=status)

@@ -1,0 +1,153 @@
+"""core.cache against a real Redis server that the tests kill, pause and
+start again (core.tests.redis_server)."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import pytest
+import redis
+from django.core.exceptions import ImproperlyConfigured
+
+from core.cache import RedisCache
+from core.tests.redis_server import redis_running
+
+RETRY_AFTER = 0.3
+TIMEOUT = 0.3
+
+
+@pytest.fixture
+def redis_server(tmp_path):
+    with redis_running(tmp_path) as server:
+        yield server
+
+
+def cache_for(server, *, fallback: str, prefix: str = "test") -> RedisCache:
+    return RedisCache(
+        server.url,
+        {
+            "KEY_PREFIX": prefix,
+            "OPTIONS": {
+                "fallback": fallback,
+                "retry_after": RETRY_AFTER,
+                "socket_connect_timeout": TIMEOUT,
+                "socket_timeout": TIMEOUT,
+            },
+        },
+    )
+
+
+def redis_keys(server) -> set[str]:
+    with server.client() as client:
+        return {key.decode() for key in client.keys("*")}
+
+
+def after_retry() -> None:
+    time.sleep(RETRY_AFTER + 0.1)
+
+
+def test_a_killed_redis_is_replaced_by_process_memory_then_used_again(
+    redis_server, caplog
+):
+    cache = cache_for(redis_server, fallback="local", prefix="killed")
+    cache.set("before", 1)
+    caplog.set_level(logging.WARNING, logger="core.cache")
+
+    redis_server.kill()
+    missed = cache.get("before")
+    cache.set("counter", 1)
+    cache.incr("counter")
+    first_lock, second_lock = cache.add("lock", 1), cache.add("lock", 1)
+
+    assert missed is None
+    assert cache.get("counter") == 2
+    assert (first_lock, second_lock) == (True, False)
+
+    redis_server.start()  # empty: it keeps nothing on disk
+    after_retry()
+    cache.set("after", 3)
+
+    assert redis_keys(redis_server) == {"killed:1:after"}
+    assert cache.get("counter") is None  # the process's copy was dropped
+    events = [record.getMessage() for record in caplog.records]
+    assert events == ["cache unreachable", "cache reachable again"]
+
+
+def test_a_paused_redis_costs_one_timeout_per_retry_period_not_one_per_call(
+    redis_server,
+):
+    cache = cache_for(redis_server, fallback="local", prefix="paused")
+    cache.set("warm", 1)  # the connection is open before the pause
+
+    redis_server.pause()
+    try:
+        started = time.monotonic()
+        cache.get("warm")
+        first = time.monotonic() - started
+        started = time.monotonic()
+        for number in range(200):
+            cache.set(f"key-{number}", number)
+            cache.get(f"key-{number}")
+        following = time.monotonic() - started
+    finally:
+        redis_server.resume()
+
+    assert TIMEOUT * 0.9 <= first < TIMEOUT + 1.0
+    assert following < RETRY_AFTER
+
+
+@pytest.mark.parametrize("fallback", ["local", "none"])
+def test_a_key_deleted_while_redis_was_unreachable_is_deleted_there_once_back(
+    redis_server, fallback
+):
+    # A pause keeps Redis' data, as a network partition would: its copy of a
+    # key deleted meanwhile must not be read again.
+    cache = cache_for(redis_server, fallback=fallback, prefix=fallback)
+    cache.set_many({"ended": "session data", "kept": "other"})
+
+    redis_server.pause()
+    try:
+        cache.delete("ended")
+    finally:
+        redis_server.resume()
+    after_retry()
+
+    assert cache.get("ended") is None
+    assert cache.get("kept") == "other"
+    assert redis_keys(redis_server) == {f"{fallback}:1:kept"}
+
+
+def test_without_a_fallback_a_write_lost_while_redis_was_away_is_not_read_back(
+    redis_server,
+):
+    # Sessions: the database took the new value; Redis' old copy is stale.
+    cache = cache_for(redis_server, fallback="none", prefix="sessions")
+    cache.set("session", {"user": 1})
+
+    redis_server.pause()
+    try:
+        cache.set("session", {"user": 1, "changed": True})
+        during = cache.get("session")
+    finally:
+        redis_server.resume()
+    after_retry()
+
+    assert during is None  # the caller reads the database instead
+    assert cache.get("session") is None
+    assert redis_keys(redis_server) == set()
+
+
+def test_a_wrong_command_still_raises(redis_server):
+    cache = cache_for(redis_server, fallback="local", prefix="wrong")
+    cache.set("text", "not a number")
+
+    with pytest.raises(redis.exceptions.ResponseError):
+        cache.incr("text")
+    with pytest.raises(ValueError, match="not found"):
+        cache.incr("missing")
+
+
+def test_the_fallback_must_be_named(redis_server):
+    with pytest.raises(ImproperlyConfigured, match="fallback"):
+        RedisCache(redis_server.url, {"OPTIONS": {}})

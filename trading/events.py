@@ -1,0 +1,123 @@
+"""What a committed batch changed, published on Redis for live pages.
+
+Published only after the batch's transaction commits, and only with
+``REDIS_URL``; a failure to publish is logged and never undoes anything (the
+database is the truth: a client that missed events reloads). Channels, each
+message a JSON object with amounts as strings:
+
+``trading.<SYMBOL>.trades``
+    ``{"trades": [{"id", "price", "quantity", "quote_amount",
+    "taker_side"}, ...]}``
+``trading.<SYMBOL>.book``
+    ``{"levels": [{"sequence", "side", "price", "quantity"}, ...]}``: each
+    level's new total (``"0"``: gone); ``sequence`` numbers the market's
+    level updates without gaps, so a client sees when it missed one.
+``trading.user.<ID>.orders``
+    ``{"orders": [{"id", "status", "reason", "filled_quantity",
+    "executed_value", "fee", "locked"}, ...]}``
+``trading.user.<ID>.balances``
+    ``{"balances": [{"token_id", "available", "locked"}, ...]}``
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import defaultdict
+from functools import cache
+
+from django.conf import settings
+
+from trading.money import plain
+
+log = logging.getLogger("trading.events")
+
+
+@cache
+def _client(url: str):
+    import redis
+
+    return redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+
+
+def batch_publish(batch, *, symbol: str) -> None:
+    """Publish what ``batch`` (a ``trading.batch.Batch``, committed) changed."""
+    if not settings.REDIS_URL:
+        return
+    messages: list[tuple[str, dict]] = []
+    if batch.trades:
+        messages.append(
+            (
+                f"trading.{symbol}.trades",
+                {
+                    "trades": [
+                        {
+                            "id": trade_id,
+                            "price": plain(trade.price),
+                            "quantity": plain(trade.quantity),
+                            "quote_amount": plain(trade.quote_amount),
+                            "taker_side": str(trade.taker_side),
+                        }
+                        for trade_id, trade in zip(
+                            batch.trade_ids, batch.trades, strict=True
+                        )
+                    ]
+                },
+            )
+        )
+    if batch.levels:
+        messages.append(
+            (
+                f"trading.{symbol}.book",
+                {
+                    "levels": [
+                        {
+                            "sequence": level.book_sequence,
+                            "side": str(level.side),
+                            "price": plain(level.price),
+                            "quantity": plain(level.quantity),
+                        }
+                        for level in batch.levels
+                    ]
+                },
+            )
+        )
+    orders: dict[int, list] = defaultdict(list)
+    for update in batch.orders.values():
+        orders[update.user_id].append(
+            {
+                "id": update.order_id,
+                "status": str(update.status),
+                "reason": str(update.reason),
+                "filled_quantity": plain(update.filled),
+                "executed_value": plain(update.executed_value),
+                "fee": plain(update.fee),
+                "locked": plain(update.locked),
+            }
+        )
+    messages += [
+        (f"trading.user.{user_id}.orders", {"orders": rows})
+        for user_id, rows in orders.items()
+    ]
+    balances: dict[int, list] = defaultdict(list)
+    for user_id, token_id, available, locked in batch.balance_rows:
+        balances[user_id].append(
+            {
+                "token_id": token_id,
+                "available": plain(available),
+                "locked": plain(locked),
+            }
+        )
+    messages += [
+        (f"trading.user.{user_id}.balances", {"balances": rows})
+        for user_id, rows in balances.items()
+    ]
+    if not messages:
+        return
+    try:
+        pipeline = _client(settings.REDIS_URL).pipeline(transaction=False)
+        for channel, body in messages:
+            pipeline.publish(channel, json.dumps(body))
+        pipeline.execute()
+    except Exception:
+        log.exception("events not published", extra={"market": symbol})

@@ -1,0 +1,744 @@
+"""Orders, the request side: what the web views, the API and the admin call.
+
+Placing, cancelling or amending an order never waits for a market: the
+request checks what it can know, reserves the funds, and records the order
+and a command for the market's matcher (``trading.matcher``) in one short
+transaction. The matcher takes the commands in acceptance order, matches
+them in memory and writes the results in batches. A request may then wait a
+bounded time for its result (``order_wait``, ``command_wait``).
+
+Order states
+------------
+``accepted``
+    Recorded, funds reserved; the matcher has not taken it yet.
+``waiting``
+    A stop-limit order the matcher holds outside the book until the last
+    trade price reaches its stop.
+``open``
+    Resting in the book, possibly partly filled.
+``filled``, ``cancelled`` (``cancel_reason``: ``user``, ``unfilled`` for the
+remainder of an immediate order, ``self_trade``)
+    Closed; nothing is reserved any more.
+``rejected`` (``reject_reason``, the matcher's code)
+    Refused by the matcher as a whole (post-only that would trade, fill-or-kill
+    that cannot fill, a market order below the minimum value); its
+    reservation is released and nothing else happened.
+
+A cancel is a request too: acknowledged, it is queued, and the matcher
+applies it in turn. By then the order may have filled: an acknowledged
+cancel means "asked", and its result is either the order cancelled or
+``order_not_open`` (it filled or closed first). An amend is the same.
+
+Rules
+-----
+The rules of ``trading.engine`` hold (matching, fees, market orders,
+self-trade prevention, post-only/IOC/FOK, stops, amends). Added here:
+
+Checks of the request, in this order
+    the order's options, the amounts, the market's status, steps and
+    precision, limit ``min_notional``, the client order id, then the balance.
+    The matcher checks what needs the book: post-only, fill-or-kill, market
+    ``min_notional``; an order it refuses ends ``rejected``.
+Reservations
+    A sell reserves its quantity of base. A limit or stop-limit buy reserves
+    price x quantity of quote. A market buy is either by ``quote_amount`` (it
+    reserves that amount and buys what it buys) or by base ``quantity`` with a
+    ``protection_price`` it will never trade above (it reserves quantity x
+    protection price); what is not spent is released as soon as it is
+    matched. A request that cannot reserve is refused
+    (``insufficient_balance``) and records nothing.
+Market orders
+    Never rest: ``GTC`` means ``IOC`` for them.
+Client order ids
+    Unique per user among live (accepted, waiting, open) orders. A create that
+    repeats the user's latest order with that id (same market, side, type,
+    amounts and options) returns that order, whatever its status (except
+    rejected: a rejected order's id may be used again at once), and records
+    nothing; a different order under an id still live is refused
+    (``DuplicateClientOrderId``).
+Halted markets
+    Refuse new orders and amends; cancels are always accepted. Orders
+    accepted before the halt are still matched.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import TypeVar
+
+from django.conf import settings
+from django.contrib.auth.base_user import AbstractBaseUser
+from django.db import IntegrityError, connection, transaction
+from django.utils import timezone
+
+from trading.exceptions import (
+    BelowMinNotional,
+    CommandFailed,
+    DuplicateClientOrderId,
+    FillOrKillNotFilled,
+    InsufficientBalance,
+    InvalidAmount,
+    InvalidOrder,
+    MarketClosed,
+    OrderNotFound,
+    OrderNotOpen,
+    PostOnlyWouldTake,
+    PrecisionTooHigh,
+    TradingError,
+)
+from trading.models import (
+    Balance,
+    CommandRefusal,
+    LedgerEntry,
+    LedgerTransaction,
+    Market,
+    Order,
+    OrderCommand,
+)
+from trading.money import (
+    AMOUNT_LIMIT,
+    ZERO,
+    exact,
+    plain,
+    positive_amount_check,
+    unit,
+)
+
+Side, OrderType, TimeInForce = Order.Side, Order.Type, Order.TimeInForce
+Status, Kind = Order.Status, OrderCommand.Kind
+T = TypeVar("T")
+
+
+# -- Input checks -----------------------------------------------------------
+
+
+def _step_check(value: Decimal | None, *, name: str, step: Decimal) -> None:
+    if value is not None and value % step:
+        raise PrecisionTooHigh(
+            f"The {name} {plain(value)} has too much precision: "
+            f"it must be a multiple of {plain(step)}."
+        )
+
+
+@dataclass(frozen=True)
+class _Request:
+    """A placement as checked, before the market is read."""
+
+    side: str
+    type: str
+    quantity: Decimal | None
+    price: Decimal | None
+    quote_amount: Decimal | None
+    protection_price: Decimal | None
+    stop_price: Decimal | None
+    time_in_force: str
+    post_only: bool
+    self_trade: str
+
+    def matches(self, order: Order, market: Market) -> bool:
+        """Whether ``order`` is this request, repeated."""
+        return (
+            order.market_id == market.pk
+            and order.side == self.side
+            and order.type == self.type
+            and order.quantity == self.quantity
+            and order.price == self.price
+            and order.quote_amount == self.quote_amount
+            and order.protection_price == self.protection_price
+            and order.stop_price == self.stop_price
+            and order.time_in_force == self.time_in_force
+            and order.post_only == self.post_only
+            and order.self_trade == self.self_trade
+        )
+
+    def reservation(self) -> Decimal:
+        """What the order reserves, in the token it pays with (base for a
+        sell, quote for a buy): see the module docstring."""
+        if self.side == Side.SELL:
+            return self.quantity
+        if self.quote_amount is not None:
+            return self.quote_amount
+        limit = self.price if self.price is not None else self.protection_price
+        return limit * self.quantity
+
+
+def _options_check(
+    *,
+    side: str,
+    type: str,
+    quantity: object,
+    price: object,
+    quote_amount: object,
+    protection_price: object,
+    stop_price: object,
+    time_in_force: str,
+    post_only: bool,
+    self_trade: str,
+) -> str:
+    """Check the order's options; return the time in force it will have."""
+    if side not in Side.values:
+        raise InvalidOrder(f"The side must be buy or sell, not {side!r}.")
+    if type not in OrderType.values:
+        raise InvalidOrder(
+            f"The type must be limit, market or stop_limit, not {type!r}."
+        )
+    if time_in_force not in TimeInForce.values:
+        raise InvalidOrder(
+            f"The time in force must be GTC, IOC or FOK, not {time_in_force!r}."
+        )
+    if self_trade not in Order.SelfTrade.values:
+        raise InvalidOrder(
+            "Self-trade prevention must be one of "
+            f"{', '.join(Order.SelfTrade.values)}, not {self_trade!r}."
+        )
+    if type == OrderType.MARKET:
+        if price is not None:
+            raise InvalidOrder("A market order takes no price.")
+        if stop_price is not None:
+            raise InvalidOrder("Only a stop-limit order takes a stop price.")
+        if post_only:
+            raise InvalidOrder("A market order cannot be post-only.")
+        if quote_amount is not None:
+            if side == Side.SELL:
+                raise InvalidOrder("Only a market buy can give a quote amount.")
+            if quantity is not None or protection_price is not None:
+                raise InvalidOrder(
+                    "A market buy gives either a quote amount to spend, or a "
+                    "quantity with a protection price."
+                )
+        elif quantity is None:
+            raise InvalidOrder("A market order needs a quantity.")
+        elif side == Side.BUY and protection_price is None:
+            raise InvalidOrder(
+                "A market buy by quantity needs a protection price, the highest "
+                "price it may pay (or give a quote amount to spend instead)."
+            )
+        return TimeInForce.FOK if time_in_force == TimeInForce.FOK else TimeInForce.IOC
+    if price is None:
+        raise InvalidOrder(f"A {type.replace('_', '-')} order needs a price.")
+    if quantity is None:
+        raise InvalidOrder("A limit order needs a quantity.")
+    if quote_amount is not None or protection_price is not None:
+        raise InvalidOrder(
+            "Only a market order takes a quote amount or a protection price."
+        )
+    if type == OrderType.STOP_LIMIT and stop_price is None:
+        raise InvalidOrder("A stop-limit order needs a stop price.")
+    if type == OrderType.LIMIT and stop_price is not None:
+        raise InvalidOrder("Only a stop-limit order takes a stop price.")
+    if post_only and (type != OrderType.LIMIT or time_in_force != TimeInForce.GTC):
+        raise InvalidOrder("A post-only order must be a good-till-cancelled limit.")
+    return time_in_force
+
+
+def _request_check(**fields) -> _Request:
+    """Options, then amounts (the first two checks, before the market is read)."""
+    time_in_force = _options_check(**fields)
+    amounts = {
+        name: None
+        if fields[name] is None
+        else positive_amount_check(fields[name], name=name.replace("_", " "))
+        for name in ("quantity", "price", "quote_amount", "protection_price")
+    }
+    stop_price = fields["stop_price"]
+    if stop_price is not None:
+        stop_price = positive_amount_check(stop_price, name="stop price")
+    limit = amounts["price"] or amounts["protection_price"]
+    if limit is not None and limit * amounts["quantity"] >= AMOUNT_LIMIT:
+        raise InvalidAmount("The order's value is too large.")
+    return _Request(
+        side=fields["side"],
+        type=fields["type"],
+        time_in_force=time_in_force,
+        post_only=fields["post_only"],
+        self_trade=fields["self_trade"],
+        stop_price=stop_price,
+        **amounts,
+    )
+
+
+def _market_fresh(market_id: int) -> Market:
+    """The market as it is now: staff may halt it or change it at any time."""
+    return Market.objects.select_related("base", "quote").get(pk=market_id)
+
+
+def _market_open_check(market: Market) -> None:
+    if market.status != Market.Status.OPEN or not (
+        market.base.is_active and market.quote.is_active
+    ):
+        raise MarketClosed(f"The {market.symbol} market does not accept orders now.")
+
+
+def _steps_check(request: _Request, market: Market) -> None:
+    for name in ("price", "stop_price", "protection_price"):
+        _step_check(
+            getattr(request, name),
+            name=name.replace("_", " "),
+            step=market.price_step,
+        )
+    _step_check(request.quantity, name="quantity", step=market.amount_step)
+    _step_check(
+        request.quote_amount, name="quote amount", step=unit(market.quote.decimals)
+    )
+    if request.price is not None and request.price * request.quantity < (
+        market.min_notional
+    ):
+        raise BelowMinNotional(
+            f"The order is worth {plain(request.price * request.quantity)} "
+            f"{market.quote.symbol}; the minimum is {plain(market.min_notional)}."
+        )
+
+
+# -- Reservations -------------------------------------------------------------
+
+
+def _reserved_token(market: Market, side: str):
+    """What an order on ``side`` reserves: quote for a buy, base for a sell."""
+    return market.quote if side == Side.BUY else market.base
+
+
+def _reserve(*, user_id: int, token, amount: Decimal) -> None:
+    """Move ``amount`` from the user's available balance to locked, or raise
+    ``InsufficientBalance``. Called inside the request's transaction."""
+    if connection.vendor == "postgresql":
+        # One conditional statement: the row is locked only for this
+        # transaction's few remaining statements, and never waited for first.
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "UPDATE trading_balance SET available = available - %s,"
+                " locked = locked + %s, updated_at = %s"
+                " WHERE user_id = %s AND token_id = %s AND available >= %s",
+                [amount, amount, timezone.now(), user_id, token.pk, amount],
+            )
+            reserved = cursor.rowcount == 1
+    else:
+        # SQLite sums decimals as floats: compute here, write absolute
+        # values. Its transactions take the write lock when they begin
+        # (settings: transaction_mode IMMEDIATE), so nothing changes between.
+        row = Balance.objects.filter(user_id=user_id, token=token).first()
+        reserved = row is not None and row.available >= amount
+        if reserved:
+            row.available -= amount
+            row.locked += amount
+            row.save(update_fields=["available", "locked", "updated_at"])
+    if not reserved:
+        available = (
+            Balance.objects.filter(user_id=user_id, token=token)
+            .values_list("available", flat=True)
+            .first()
+        )
+        raise InsufficientBalance(
+            f"This needs {plain(amount)} {token.symbol}; "
+            f"{plain(available or ZERO)} is available."
+        )
+    # Whoever the order trades with needs a balance row of each token of
+    # the market; the matcher creates missing ones before its batch.
+
+
+def _reservation_record(
+    *, kind: str, order: Order, token_id: int, amount: Decimal
+) -> None:
+    record = LedgerTransaction.objects.create(kind=kind, order=order)
+    Account = LedgerEntry.Account
+    LedgerEntry.objects.bulk_create(
+        [
+            LedgerEntry(
+                transaction=record,
+                token_id=token_id,
+                account=account,
+                user_id=order.user_id,
+                amount=signed,
+            )
+            for account, signed in (
+                (Account.USER_AVAILABLE, -amount),
+                (Account.USER_LOCKED, amount),
+            )
+        ]
+    )
+
+
+# -- Placing ------------------------------------------------------------------
+
+
+def _client_order_existing(
+    *, user: AbstractBaseUser, client_order_id: str, request: _Request, market: Market
+) -> Order | None:
+    """The order an identical repeat returns; raises for a clash with a live
+    one."""
+    latest = (
+        Order.objects.filter(user=user, client_order_id=client_order_id)
+        .exclude(status=Status.REJECTED)
+        .order_by("-pk")
+        .first()
+    )
+    if latest is None:
+        return None
+    if request.matches(latest, market):
+        return latest
+    if latest.is_live:
+        raise DuplicateClientOrderId(
+            f"Order #{latest.pk}, still {latest.status}, already uses client "
+            f"order id {client_order_id!r}."
+        )
+    return None
+
+
+@exact
+def order_place(
+    *,
+    user: AbstractBaseUser,
+    market: Market,
+    side: str,
+    type: str,
+    quantity: Decimal | None = None,
+    price: Decimal | None = None,
+    quote_amount: Decimal | None = None,
+    protection_price: Decimal | None = None,
+    stop_price: Decimal | None = None,
+    time_in_force: str = "GTC",
+    post_only: bool = False,
+    self_trade: str = Order.SelfTrade.CANCEL_NEWEST,
+    client_order_id: str | None = None,
+) -> Order:
+    """Accept an order: check it, reserve its funds, record it ``accepted``
+    with a command for the matcher. Returns the order (an identical repeat
+    of a client order id returns the earlier one). The result comes from
+    the matcher: see ``order_wait``."""
+    request = _request_check(
+        side=side,
+        type=type,
+        quantity=quantity,
+        price=price,
+        quote_amount=quote_amount,
+        protection_price=protection_price,
+        stop_price=stop_price,
+        time_in_force=time_in_force,
+        post_only=post_only,
+        self_trade=self_trade,
+    )
+    if client_order_id is not None and not (
+        isinstance(client_order_id, str) and 0 < len(client_order_id) <= 64
+    ):
+        raise InvalidOrder("A client order id has 1 to 64 characters.")
+    market = _market_fresh(market.pk)
+    _market_open_check(market)
+    _steps_check(request, market)
+    try:
+        return _order_record(
+            user=user, market=market, request=request, client_order_id=client_order_id
+        )
+    except IntegrityError:
+        # The same client order id was accepted concurrently.
+        if client_order_id is None:
+            raise
+        existing = _client_order_existing(
+            user=user, client_order_id=client_order_id, request=request, market=market
+        )
+        if existing is None:
+            raise
+        return existing
+
+
+def _order_record(
+    *,
+    user: AbstractBaseUser,
+    market: Market,
+    request: _Request,
+    client_order_id: str | None,
+) -> Order:
+    with transaction.atomic(durable=True):
+        if client_order_id:
+            existing = _client_order_existing(
+                user=user,
+                client_order_id=client_order_id,
+                request=request,
+                market=market,
+            )
+            if existing is not None:
+                return existing
+        token, amount = _reserved_token(market, request.side), request.reservation()
+        _reserve(user_id=user.pk, token=token, amount=amount)
+        order = Order.objects.create(
+            user=user,
+            market=market,
+            side=request.side,
+            type=request.type,
+            time_in_force=request.time_in_force,
+            post_only=request.post_only,
+            self_trade=request.self_trade,
+            client_order_id=client_order_id or "",
+            price=request.price,
+            quantity=request.quantity,
+            quote_amount=request.quote_amount,
+            protection_price=request.protection_price,
+            stop_price=request.stop_price,
+            locked=amount,
+            status=Status.ACCEPTED,
+        )
+        OrderCommand.objects.create(
+            market=market, kind=Kind.PLACE, user=user, order=order
+        )
+        _reservation_record(
+            kind=LedgerTransaction.Kind.ORDER_PLACE,
+            order=order,
+            token_id=token.pk,
+            amount=amount,
+        )
+        return order
+
+
+# -- Cancels and amends ---------------------------------------------------------
+
+
+def _own_live_order(*, user: AbstractBaseUser, order: Order) -> Order:
+    """A fresh copy of the user's order, refused unless it is still live."""
+    found = Order.objects.filter(pk=order.pk, user=user).first()
+    if found is None:
+        raise OrderNotFound()
+    if not found.is_live:
+        raise OrderNotOpen(f"Order #{found.pk} is already {found.status}.")
+    return found
+
+
+def order_cancel(*, user: AbstractBaseUser, order: Order) -> OrderCommand:
+    """Ask the matcher to cancel an order of ``user``; returns the queued
+    command (see ``command_wait``). Refused at once if the order is already
+    closed; accepted on a halted market too, so that funds can always be
+    taken back. Acknowledged does not mean cancelled: the order may fill
+    before the matcher takes the cancel."""
+    found = _own_live_order(user=user, order=order)
+    return OrderCommand.objects.create(
+        market_id=found.market_id, kind=Kind.CANCEL, user=user, order=found
+    )
+
+
+def orders_cancel_all(
+    *, user: AbstractBaseUser, market: Market | None = None
+) -> list[OrderCommand]:
+    """Ask to cancel every live order of ``user`` in ``market``, or in every
+    market where the user has one; one command per market."""
+    if market is not None:
+        market_ids = [market.pk]
+    else:
+        live = Order.objects.filter(user=user, status__in=Order.LIVE)
+        market_ids = sorted(set(live.values_list("market_id", flat=True)))
+    with transaction.atomic(durable=True):
+        return [
+            OrderCommand.objects.create(
+                market_id=market_id, kind=Kind.CANCEL_ALL, user=user
+            )
+            for market_id in market_ids
+        ]
+
+
+@exact
+def order_amend(
+    *,
+    user: AbstractBaseUser,
+    order: Order,
+    price: Decimal | None = None,
+    quantity: Decimal | None = None,
+) -> OrderCommand:
+    """Ask to change a limit order's price and/or total quantity (filled part
+    included). A lower quantity keeps the order's place in the book; a new
+    price or a higher quantity queues it again. A buy that needs more quote
+    (or a sell more base) reserves the difference now; whatever the amend
+    does not use is released when the matcher applies or refuses it."""
+    if price is None and quantity is None:
+        raise InvalidOrder("An amend changes the price, the quantity or both.")
+    if price is not None:
+        price = positive_amount_check(price, name="price")
+    if quantity is not None:
+        quantity = positive_amount_check(quantity, name="quantity")
+    with transaction.atomic(durable=True):
+        found = _own_live_order(user=user, order=order)
+        if found.type == OrderType.MARKET or found.status == Status.WAITING:
+            raise OrderNotOpen(
+                f"Order #{found.pk} cannot be amended: only a limit order in "
+                "the book can."
+            )
+        market = _market_fresh(found.market_id)
+        _market_open_check(market)
+        new_price = found.price if price is None else price
+        new_quantity = found.quantity if quantity is None else quantity
+        if new_quantity <= found.filled_quantity:
+            raise InvalidAmount(
+                f"The quantity must stay above what is filled "
+                f"({plain(found.filled_quantity)})."
+            )
+        if new_price * new_quantity >= AMOUNT_LIMIT:
+            raise InvalidAmount("The order's value is too large.")
+        _step_check(new_price, name="price", step=market.price_step)
+        _step_check(new_quantity, name="quantity", step=market.amount_step)
+        if new_price * new_quantity < market.min_notional:
+            raise BelowMinNotional(
+                f"The order would be worth {plain(new_price * new_quantity)} "
+                f"{market.quote.symbol}; the minimum is "
+                f"{plain(market.min_notional)}."
+            )
+        remaining = new_quantity - found.filled_quantity
+        needs = new_price * remaining if found.side == Side.BUY else remaining
+        extra = max(needs - found.locked, ZERO)
+        if extra:
+            token = _reserved_token(market, found.side)
+            _reserve(user_id=user.pk, token=token, amount=extra)
+            _reservation_record(
+                kind=LedgerTransaction.Kind.ORDER_AMEND,
+                order=found,
+                token_id=token.pk,
+                amount=extra,
+            )
+        return OrderCommand.objects.create(
+            market=market,
+            kind=Kind.AMEND,
+            user=user,
+            order=found,
+            price=price,
+            quantity=quantity,
+            reserved=extra,
+        )
+
+
+# -- Waiting for the matcher -------------------------------------------------------
+
+# The matcher's refusals as the request side's exceptions, so that a refused
+# order answers with the same code whether it was refused early or late.
+REFUSALS: dict[str, type[TradingError]] = {
+    Order.RejectReason.INVALID_ORDER: InvalidOrder,
+    Order.RejectReason.INVALID_AMOUNT: InvalidAmount,
+    Order.RejectReason.PRECISION_TOO_HIGH: PrecisionTooHigh,
+    Order.RejectReason.BELOW_MIN_NOTIONAL: BelowMinNotional,
+    Order.RejectReason.RESERVATION_MISMATCH: CommandFailed,
+    Order.RejectReason.INSUFFICIENT_RESERVATION: InsufficientBalance,
+    Order.RejectReason.POST_ONLY_WOULD_TAKE: PostOnlyWouldTake,
+    Order.RejectReason.FILL_OR_KILL_NOT_FILLED: FillOrKillNotFilled,
+    Order.RejectReason.ORDER_NOT_FOUND: OrderNotFound,
+    Order.RejectReason.ORDER_NOT_OPEN: OrderNotOpen,
+    Order.RejectReason.MATCHER_ERROR: CommandFailed,
+}
+_MESSAGES = {
+    Order.RejectReason.BELOW_MIN_NOTIONAL: "The order would trade less than "
+    "the market's minimum value; it was not placed.",
+    Order.RejectReason.INSUFFICIENT_RESERVATION: "The order traded while the "
+    "amend waited, and the amount reserved for it no longer covers it; "
+    "nothing was changed.",
+    Order.RejectReason.ORDER_NOT_OPEN: "The order was no longer open when the "
+    "matcher took the request: it had filled or closed first.",
+}
+
+
+def refusal_for(code: str) -> TradingError:
+    """The exception a matcher's refusal ``code`` answers as."""
+    error = REFUSALS.get(code, CommandFailed)
+    return error(_MESSAGES.get(code))
+
+
+def order_refusal(order: Order) -> TradingError | None:
+    """Why the matcher rejected ``order``, as an exception; None otherwise."""
+    if order.status != Status.REJECTED:
+        return None
+    return refusal_for(order.reject_reason)
+
+
+def command_refusal(command: OrderCommand) -> TradingError | None:
+    """Why the matcher refused a cancel or amend; None if it applied it (or
+    has not taken it yet)."""
+    code = (
+        CommandRefusal.objects.filter(command_id=command.pk)
+        .values_list("code", flat=True)
+        .first()
+    )
+    return None if code is None else refusal_for(code)
+
+
+def _wait_seconds(timeout: float | None) -> float:
+    return settings.ORDER_RESULT_WAIT_SECONDS if timeout is None else timeout
+
+
+def order_wait(*, order: Order, timeout: float | None = None) -> Order:
+    """The order as it stands once the matcher has taken it, or after
+    ``timeout`` seconds (``ORDER_RESULT_WAIT_SECONDS`` by default) if it has
+    not: then it is still ``accepted``."""
+    orders = Order.objects.select_related("market__base", "market__quote")
+
+    def taken() -> Order | None:
+        fresh = orders.get(pk=order.pk)
+        return None if fresh.status == Status.ACCEPTED else fresh
+
+    found = _wait_until(taken, market_id=order.market_id, timeout=timeout)
+    return found if found is not None else orders.get(pk=order.pk)
+
+
+def command_wait(*, command: OrderCommand, timeout: float | None = None) -> bool:
+    """Whether the matcher has taken ``command`` within ``timeout`` seconds
+    (``ORDER_RESULT_WAIT_SECONDS`` by default). Then ``command_refusal``
+    says whether it refused it."""
+    queued = OrderCommand.objects.filter(pk=command.pk)
+    return bool(
+        _wait_until(
+            lambda: None if queued.exists() else True,
+            market_id=command.market_id,
+            timeout=timeout,
+        )
+    )
+
+
+def notify_channel(market_id: int) -> str:
+    """The PostgreSQL channel a market's matcher notifies after each batch."""
+    return f"trading_matched_{market_id}"
+
+
+def _wait_until(
+    check: Callable[[], T | None], *, market_id: int, timeout: float | None
+) -> T | None:
+    """``check()``'s first result that is not None, or None after the timeout.
+
+    With ``ORDER_MATCH_INLINE`` (tests) the market's queue is drained in this
+    process first. On PostgreSQL the request LISTENs to the matcher's
+    notification, sent once per committed batch, and checks again on each;
+    elsewhere (or inside a transaction, where a LISTEN would wait for its
+    commit) it polls.
+    """
+    if settings.ORDER_MATCH_INLINE:
+        from trading.matcher import drain
+
+        drain(market_id=market_id, wait=True)
+        return check()
+    deadline = time.monotonic() + _wait_seconds(timeout)
+    if connection.vendor == "postgresql" and not connection.in_atomic_block:
+        return _wait_notified(
+            check, channel=notify_channel(market_id), deadline=deadline
+        )
+    pause = 0.005
+    while True:
+        found = check()
+        if found is not None or time.monotonic() >= deadline:
+            return found
+        time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
+        pause = min(pause * 2, 0.05)
+
+
+def _wait_notified(
+    check: Callable[[], T | None], *, channel: str, deadline: float
+) -> T | None:
+    connection.ensure_connection()
+    raw = connection.connection
+    with connection.cursor() as cursor:
+        cursor.execute(f'LISTEN "{channel}"')
+    try:
+        while True:
+            # Checked after LISTEN: a batch committed in between is seen.
+            found = check()
+            left = deadline - time.monotonic()
+            if found is not None or left <= 0:
+                return found
+            # A notification that came during check() waits in psycopg's
+            # backlog and ends this wait at once.
+            for _ in raw.notifies(timeout=left, stop_after=1):
+                pass
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute(f'UNLISTEN "{channel}"')
