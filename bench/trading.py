@@ -33,9 +33,9 @@ reaches the order's ``priority_sequence`` (the one the matcher gave it).
 
 CPU per operation comes from ``/proc/<pid>/stat`` of the client and matcher
 processes and of their PostgreSQL backends, the machine's from ``/proc/stat``.
-``pgbench`` (TPC-B-like, 8 clients, prepared) runs before and after; ratios
-use the mean. After each run the queue must be empty and
-``ledger_problems()`` must find nothing. Writes the section
+``pgbench`` (TPC-B-like, 8 clients, prepared) runs just before and after the
+one-market saturated run; ratios use the mean. After each run the queue must
+be empty and ``ledger_problems()`` must find nothing. Writes the section
 ``## Trading on PostgreSQL`` of ``docs/PERFORMANCE.md``; missing a target is a
 result, the exit code is non-zero when the benchmark could not run or an
 invariant broke.
@@ -767,15 +767,15 @@ def section(runs: dict[str, Run], tps: list[float], steps: list, facts: dict) ->
         *results_table(list(runs.values()), mean_tps),
         "",
         f"pgbench (`-i -s 10`, then `-c {CLIENTS} -j {CLIENTS} -T "
-        f"{round(facts['seconds'])} -M prepared`) before and after: "
-        f"{tps[0]:,.0f} and {tps[1]:,.0f} tps. Orders/s: accepted placements "
-        "over the clients' start to the commit of the batch that matched the "
-        "last; for a backlog, per market, over its batches after the first. "
-        "Request: `order_place`'s call. Accepted → matched: from its return to "
-        "its batch's NOTIFY. Batch: commands per batch. Other work: what this "
-        "run's processes did not use of the machine (`/proc/stat`). Invariants "
-        "(`ledger_problems()`, the queue empty) held after every run. Refused: "
-        + ", ".join(f"{k} {v}" for k, v in sorted(refused.items())),
+        f"{round(facts['seconds'])} -M prepared`) just before and after the "
+        f"first run: {tps[0]:,.0f} and {tps[1]:,.0f} tps. Orders/s: accepted "
+        "placements over the clients' start to the commit of the batch that "
+        "matched the last; for a backlog, per market, over its batches after "
+        "the first. Request: `order_place`'s call. Accepted → matched: from its "
+        "return to its batch's NOTIFY. Batch: commands per batch. Other work: "
+        "what this run's processes did not use of the machine (`/proc/stat`). "
+        "Invariants (`ledger_problems()`, the queue empty) held after every "
+        "run. Refused: " + ", ".join(f"{k} {v}" for k, v in sorted(refused.items())),
         "",
         f"A backlog's batch under `cProfile` ({PROFILED_BACKLOG:,} commands; "
         "profiling slows Python, so the engine's share is overstated):",
@@ -792,9 +792,11 @@ def section(runs: dict[str, Run], tps: list[float], steps: list, facts: dict) ->
         f"saturation: {cores()} cores / their sum is "
         f"{cores() / (request + matcher) * share:,.0f} orders/s with this mix; "
         f"{TARGET_RATIO} x pgbench would need "
-        f"{ms(cores() * share / (TARGET_RATIO * mean_tps))} for both. (The "
+        f"{ms(cores() * share / (TARGET_RATIO * mean_tps))} for both. (The old "
+        f"design: {ms(OLD['cpu'])} per operation, matching included; the "
         "prototype's request, one autocommit statement from psycopg: 0.79 ms.)",
-        f"- **Small batches.** The matcher kept up (its last match "
+        f"- **Small batches.** The matcher "
+        f"{'kept up' if sat.lag < 0.5 else 'fell behind'} (its last match "
         f"{ms(sat.lag)} after the clients stopped). A batch costs about "
         f"{ms(c1 - per_command * n1)} of CPU whatever its size, polls included, "
         f"plus {ms(per_command)} per command. With a matcher per market, four "
@@ -840,7 +842,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[{time.monotonic() - clock:5.1f}s] {message}", flush=True)
 
     os.environ.update(django_environment())
-    profile = Path(tempfile.mkdtemp()) / "matcher.prof"
+    profile = Path(tempfile.gettempdir()) / f"{BENCH_DB}.prof"
     runs: dict[str, Run] = {}
     try:
         database_create(BENCH_DB)
@@ -873,6 +875,8 @@ def main(argv: list[str] | None = None) -> int:
             return result
 
         sat = measured("sat", "1 market, saturated", markets=1, seconds=seconds)
+        tps.append(pgbench(seconds))  # just before and after: the same load
+        log(f"pgbench: {tps[1]:,.0f} tps")
         measured("four", "4 markets, saturated", markets=4, seconds=seconds)
         measured(
             "together",
@@ -889,12 +893,12 @@ def main(argv: list[str] | None = None) -> int:
             seconds=seconds,
             rate=offered * sat.requests / sat.orders,
         )
-        for markets in (1, 4):
+        for n in (1, 4):
             measured(
-                f"backlog {markets}",
-                f"{BACKLOG[markets]:,} queued on {markets} market(s), per market",
-                markets=markets,
-                operations=BACKLOG[markets],
+                f"backlog {n}",
+                f"{BACKLOG[n]:,} queued on {n} market(s), per market",
+                markets=n,
+                operations=BACKLOG[n],
                 backlog=True,
             )
         run_once(
@@ -905,8 +909,6 @@ def main(argv: list[str] | None = None) -> int:
             backlog=True,
             profile=profile,
         )
-        tps.append(pgbench(seconds))
-        log(f"pgbench: {tps[1]:,.0f} tps")
         facts = {"machine": machine_summary(), "seconds": seconds}
     except BenchError as error:
         print(f"bench.trading failed: {error}", file=sys.stderr)
@@ -923,6 +925,7 @@ def main(argv: list[str] | None = None) -> int:
         "load": (load, load_average()),
     }
     text = section(runs, tps, profile_rows(profile), facts)
+    profile.unlink()
     report.section_write(text, heading=SECTION_HEADING)
     print(text)
     log(f"wrote the section {SECTION_HEADING!r} of {report.REPORT_PATH}")
