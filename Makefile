@@ -9,9 +9,18 @@ NO_ENV_FILE := ENV_FILE=/dev/null
 CHROMIUM := /usr/bin/chromium
 # scripts/topology.py runs Debian's nginx with a config of its own, on loopback.
 NGINX := /usr/sbin/nginx
+# Debian's postgresql package (postgresql-common and the server binaries).
+PG_SERVER := /usr/bin/pg_ctlcluster
+# Redis: the live stream's fan-out in `make run` (a throwaway one, nothing
+# on disk), and the tests' own servers (core/tests/redis_server.py).
+REDIS_SERVER := /usr/bin/redis-server
+# `make run`: the live stream (uvicorn, Procfile) on its own port, so the
+# pages of :8000 reach it cross-origin; the Redis it subscribes to.
+DEV_REDIS_URL ?= redis://127.0.0.1:6380/0
+DEV_STREAM := STREAM_ORIGIN=http://127.0.0.1:8001 STREAM_CORS_ORIGINS=http://127.0.0.1:8000 REDIS_URL=$(DEV_REDIS_URL)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run install dev test test-sqlite test-postgres lint format bench bench-load topology s3 setup-minio check check-containers audit
+.PHONY: run install dev test test-sqlite test-postgres lint format bench bench-load topology s3 setup-minio check check-containers audit reliability
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,25 +41,38 @@ $(CHROMIUM):
 	$(SUDO) apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium
 
+# The PostgreSQL restart test runs a cluster of its own (initdb, postgres
+# from /usr/lib/postgresql/<version>/bin) on a free loopback port.
+$(PG_SERVER):
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq postgresql
+
+# The package's own service must not stay up (the tests and `make run`
+# start their own, on loopback).
+$(REDIS_SERVER):
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq redis-server
+	$(SUDO) service redis-server stop 2>/dev/null || true
+
 # The package's own service must not stay up: it listens on 0.0.0.0:80.
 $(NGINX):
 	$(SUDO) apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq nginx
 	$(SUDO) $(NGINX) -s quit 2>/dev/null || true
 
-## run: the app on SQLite and media/, with demo data, at http://127.0.0.1:8000 (web and matcher, Procfile)
-run: install
+## run: the app on SQLite and media/, with demo data, at http://127.0.0.1:8000 (web, matcher, live stream and its Redis: Procfile)
+run: install $(REDIS_SERVER)
 	DEBUG=true $(BIN)/python manage.py migrate --noinput
 	DEBUG=true $(BIN)/python manage.py seed_demo
-	PATH="$(abspath $(BIN)):$$PATH" DEBUG=true $(BIN)/honcho start
+	PATH="$(abspath $(BIN)):$$PATH" DEBUG=true $(DEV_STREAM) $(BIN)/honcho start
 
 ## test: the whole suite, on SQLite and on PostgreSQL (127.0.0.1:5432)
 test: test-sqlite test-postgres
 
-test-sqlite: dev $(CHROMIUM)
+test-sqlite: dev $(CHROMIUM) $(REDIS_SERVER)
 	$(NO_ENV_FILE) $(BIN)/pytest
 
-test-postgres: dev $(CHROMIUM) $(NGINX)
+test-postgres: dev $(CHROMIUM) $(NGINX) $(PG_SERVER) $(REDIS_SERVER)
 	$(NO_ENV_FILE) DATABASE_URL=$(POSTGRES_URL) $(BIN)/pytest
 
 lint: dev
@@ -96,6 +118,10 @@ check: install
 # passing unaudited. Not in .ci/run: CI's machines cannot reach the service.
 audit: dev
 	$(BIN)/pip-audit --strict --progress-spinner off -r requirements-dev.txt
+
+## reliability: docs/RELIABILITY.md from the suite's reliability markers (collects, runs no test)
+reliability: dev
+	$(NO_ENV_FILE) $(BIN)/python -m core.tests.reliability
 
 ## check-containers: hadolint and `docker compose config`, no Docker engine needed
 check-containers: dev

@@ -26,6 +26,11 @@ def pytest_configure(config):
         "postgres: needs PostgreSQL (row locks, real concurrency); deselected on "
         "SQLite, run by the PostgreSQL pass of `make test`",
     )
+    config.addinivalue_line(
+        "markers",
+        "reliability(id, ...): tries the fault, attack or hostile input of that "
+        "row of core/tests/reliability.py; listed in docs/RELIABILITY.md",
+    )
 
 
 def pytest_collection_modifyitems(config, items):

@@ -787,8 +787,9 @@ def section(runs: dict[str, Run], tps: list[float], steps: list, facts: dict) ->
         "What limits it:",
         "",
         f"- **The request side, on {cores()} cores.** A request costs "
-        f"{ms(request)} of CPU (client and backend: {sat.statements:.1f} ORM "
-        f"statements, then a commit), a command {ms(matcher)} in the matcher at "
+        f"{ms(request)} of CPU (client and backend: {sat.statements:.1f} "
+        "statements, prepared, each its own commit), a command "
+        f"{ms(matcher)} in the matcher at "
         f"saturation: {cores()} cores / their sum is "
         f"{cores() / (request + matcher) * share:,.0f} orders/s with this mix; "
         f"{TARGET_RATIO} x pgbench would need "

@@ -10,6 +10,9 @@ crypto_exchange.urls names the handlers below.
 
 from __future__ import annotations
 
+import logging
+import sys
+
 from django.core.exceptions import (
     BadRequest,
     RequestDataTooBig,
@@ -22,11 +25,15 @@ from django.http import (
     HttpResponseBadRequest,
     JsonResponse,
 )
+from django.middleware.csrf import get_token
 from django.shortcuts import render
 from django.template import loader
 from django.views import defaults
 
+from core.database import UNAVAILABLE, request_watch, unavailable_error
 from trading.api.exceptions import error_body
+
+logger = logging.getLogger(__name__)
 
 # Browser pages that live under /api/ (the API's docs, the profile's API-key
 # buttons) answer like every other page.
@@ -98,6 +105,11 @@ def page_not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
 
 
 def server_error(request: HttpRequest) -> HttpResponse:
+    # Django calls this while handling the exception, which it does not pass:
+    # a lost database in a middleware (a session's save) is a 503 too.
+    exception = sys.exc_info()[1]
+    if isinstance(exception, UNAVAILABLE):
+        return database_unavailable(request, exception)
     if not wants_json(request):
         return defaults.server_error(request)
     message = "An error on our side stopped this request; it has been logged."
@@ -124,3 +136,49 @@ def refusal(
     template = "413.html" if status == 413 else "400.html"
     context = {"status": status, "message": message}
     return render(request, template, context, status=status)
+
+
+# Seconds a client should wait before trying again after a lost database.
+DATABASE_RETRY_AFTER = "5"
+
+
+def database_unavailable(request: HttpRequest, exception: Exception) -> HttpResponse:
+    """503 for a database failure during ``request``: ``unavailable`` ("nothing
+    was changed") when nothing that writes was sent, else ``outcome_unknown``
+    saying what to check (core.database). The page needs no database: it is
+    rendered without the request's context (no user to load), and offers to
+    send the same form again when the view says that is safe."""
+    code, message = unavailable_error(request)
+    logger.warning(
+        "database unavailable",
+        extra={
+            "code": code,
+            "method": request.method,
+            "reason": f"{type(exception).__name__}: {exception}".strip(),
+        },
+    )
+    if wants_json(request):
+        response = api_error(status=503, code=code, message=message)
+    else:
+        watch = request_watch(request)
+        resend = None
+        if request.method == "POST" and watch is not None and watch.resend:
+            resend = {
+                "action": request.get_full_path(),
+                "fields": [
+                    (name, value)
+                    for name, values in request.POST.lists()
+                    if name != "csrfmiddlewaretoken"
+                    for value in values
+                ],
+            }
+        context = {
+            "message": message,
+            "resend": resend,
+            "csrf_token": get_token(request) if resend else None,
+        }
+        page = loader.get_template("503.html").render(context)
+        response = HttpResponse(page, status=503)
+    response["Retry-After"] = DATABASE_RETRY_AFTER
+    response["Cache-Control"] = "no-store"
+    return response

@@ -22,9 +22,11 @@ from __future__ import annotations
 from urllib.parse import unquote_to_bytes
 
 from django.conf import settings
+from django.db import connection
 from django.http import Http404, HttpRequest, HttpResponse
 
-from core.errors import NullCharacter, refusal, wants_json
+from core.database import UNAVAILABLE, WriteWatch
+from core.errors import NullCharacter, database_unavailable, refusal, wants_json
 
 _FORMS = ("application/x-www-form-urlencoded", "multipart/form-data")
 
@@ -88,3 +90,28 @@ def _body_refusal(request: HttpRequest) -> HttpResponse | None:
 
 def _megabytes(size: int) -> str:
     return f"{size / (1024 * 1024):.1f}".removesuffix(".0")
+
+
+class DatabaseWatchMiddleware:
+    """Watches what each request sends to the database (core.database), so
+    that a lost connection is answered honestly: a 503 saying "nothing was
+    changed" only when nothing that writes was sent, else ``outcome_unknown``
+    with what to check. View exceptions are answered here (JSON under /api/,
+    the 503 page elsewhere); failures in other middleware (the session's
+    save) reach ``core.errors.server_error``, which answers the same."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        request.database_watch = watch = WriteWatch()
+        with connection.execute_wrapper(watch):
+            return self.get_response(request)
+
+    def process_view(self, request: HttpRequest, view, args, kwargs) -> None:
+        request.database_watch.start()
+
+    def process_exception(self, request: HttpRequest, exception: Exception):
+        if not isinstance(exception, UNAVAILABLE):
+            return None
+        return database_unavailable(request, exception)

@@ -140,6 +140,9 @@ MIDDLEWARE = [
     # over MAX_REQUEST_BODY_SIZE); after the headers' middleware, so that its
     # answers carry them.
     "core.middleware.RequestGuardMiddleware",
+    # Around everything that reads or writes the database (sessions, users,
+    # views): a lost connection is answered with what it may have changed.
+    "core.middleware.DatabaseWatchMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -181,6 +184,17 @@ DATABASES = {
 # Persistent connections: opening one costs more than a simple page.
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # Parameters travel apart from the statement, so psycopg prepares a
+    # statement a connection runs again and again (the order placement, the
+    # matcher's batch writes) and PostgreSQL plans it once.
+    # PREPARE_THRESHOLD=0 turns preparing off (a pooler in transaction mode
+    # that does not track prepared statements needs it).
+    _postgres = DATABASES["default"].setdefault("OPTIONS", {})
+    _postgres.setdefault("server_side_binding", True)
+    _postgres.setdefault(
+        "prepare_threshold", env.int("PREPARE_THRESHOLD", default=5) or None
+    )
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # The web process and the matcher write to one file: a transaction takes
     # the write lock when it begins (no lock upgrade that fails at once), a
@@ -272,6 +286,18 @@ ORDER_RESULT_WAIT_SECONDS = _env_or_improperly_configured(
     env.float, "ORDER_RESULT_WAIT_SECONDS", default=2.0
 )
 ORDER_MATCH_INLINE = False
+# The live market stream (trading.live, GET /api/v1/markets/<symbol>/stream/)
+# is served by the ASGI process (uvicorn) and needs REDIS_URL. STREAM_ORIGIN
+# is where browsers reach it: empty when a proxy routes the path to it on the
+# site's own origin (deploy/nginx.conf), or another origin such as
+# http://127.0.0.1:8001 (`make run`), which then lists the site's origins in
+# STREAM_CORS_ORIGINS. A connection keeps at most STREAM_QUEUE_SIZE messages
+# it has not sent yet; one more and it is told to resync and closed.
+STREAM_ORIGIN = env.str("STREAM_ORIGIN", default="").rstrip("/")
+STREAM_CORS_ORIGINS = env.list("STREAM_CORS_ORIGINS", default=[])
+STREAM_QUEUE_SIZE = _env_or_improperly_configured(
+    env.int, "STREAM_QUEUE_SIZE", default=256
+)
 # /readyz/ reports each market's queue age; older than this (seconds), the
 # matcher is taken to be down and the instance unready. 0: report only.
 MATCHER_QUEUE_MAX_AGE_SECONDS = _env_or_improperly_configured(
@@ -293,6 +319,14 @@ SPECTACULAR_SETTINGS = {
     "TITLE": "Crypto Exchange API",
     "DESCRIPTION": (BASE_DIR / "trading" / "api" / "description.md").read_text(),
     "VERSION": "1",
+    # Request bodies get components of their own, so that what a request must
+    # carry is published (a required text field is not blank: minLength 1).
+    "COMPONENT_SPLIT_REQUEST": True,
+    # Answers that come before any view (414, 413, 415) on every operation.
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "trading.api.schema.transport_errors",
+    ],
     "SERVE_INCLUDE_SCHEMA": False,
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",

@@ -238,7 +238,9 @@ def deploy_proxy_settings(text: str) -> dict[str, list[str]]:
     text = _strip_comments(text)
     maps = re.findall(r"^\s*(map\s[^{]*\{[^}]*\})", text, re.MULTILINE)
     log_format = re.findall(r"^\s*(log_format\s[^;]*;)", text, re.MULTILINE)
-    location = re.compile(r"^[ \t]*(location\s+(\S+)\s*\{[^}]*\})", re.MULTILINE)
+    location = re.compile(
+        r"^[ \t]*(location\s+(?:[=~^*]+\s+)?(\S+)\s*\{[^}]*\})", re.MULTILINE
+    )
     blocks = {path: block for block, path in location.findall(text)}
     internal = [
         block
@@ -440,6 +442,8 @@ class Topology:
     nginx only (an instance alone answers with an empty body).
     ``upload_rate``: nginx's rate of upload POSTs per client, instead of
     deploy/nginx.conf's (``SCENARIO_UPLOAD_RATE`` for the scenario).
+    ``environment``: settings that differ from the production defaults for the
+    instances, the matcher and ``manage`` (a shorter ``MINIO_DEADLINE``, say).
     """
 
     def __init__(
@@ -454,6 +458,7 @@ class Topology:
         media_accel: bool = False,
         upload_rate: str | None = None,
         static_root: Path | None = None,
+        environment: dict[str, str] | None = None,
         log: Callable[[str], None] = lambda message: None,
     ) -> None:
         if instances < 1:
@@ -466,6 +471,7 @@ class Topology:
         self.media_accel = media_accel
         self.upload_rate = upload_rate
         self._static_root = static_root
+        self._environment_extra = dict(environment or {})
         self.log = log
         self._s3_given = s3
         self._postgres_url = postgres_url
@@ -662,6 +668,7 @@ class Topology:
             # is the second address from the right of X-Forwarded-For, which
             # every Browser with a client address sends.
             "TRUSTED_PROXY_COUNT": "2",
+            **self._environment_extra,
         }
 
     def _bucket_remove(self) -> None:
@@ -899,6 +906,14 @@ class Browser:
             content_type = "application/x-www-form-urlencoded"
         headers["Content-Type"] = content_type
         return self._request("POST", path, port=target, headers=headers, body=body)
+
+    def post_json(
+        self, path: str, data: object, *, port: int | None = None, **headers
+    ) -> Response:
+        """POST ``data`` as JSON, as an API client does (no Origin, no form)."""
+        headers["Content-Type"] = "application/json"
+        body = json.dumps(data).encode()
+        return self._request("POST", path, port=port, headers=headers, body=body)
 
     def _request(
         self,

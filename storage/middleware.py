@@ -2,6 +2,7 @@ import logging
 from urllib.parse import urlsplit
 
 from csp.middleware import CSPMiddleware, PolicyParts
+from django.conf import settings
 from django.core.files.storage import storages
 from django.shortcuts import render
 
@@ -21,7 +22,8 @@ def media_origin() -> str | None:
 
 
 class MediaOriginCSPMiddleware(CSPMiddleware):
-    """django-csp's middleware, with the object store added to img-src.
+    """django-csp's middleware, with the object store added to img-src and
+    the live stream's own origin, if any, to connect-src.
 
     The origin is read from the default storage rather than from settings, so
     the policy cannot drift from where the storage really sends browsers
@@ -34,6 +36,14 @@ class MediaOriginCSPMiddleware(CSPMiddleware):
         if origin is not None and not report_only:
             update = dict(parts.update or {})
             update["img-src"] = [*update.get("img-src", []), origin]
+            parts.update = update
+        # The live stream on an origin of its own (STREAM_ORIGIN, `make run`).
+        if settings.STREAM_ORIGIN and not report_only:
+            update = dict(parts.update or {})
+            update["connect-src"] = [
+                *update.get("connect-src", ["'self'"]),
+                settings.STREAM_ORIGIN,
+            ]
             parts.update = update
         return parts
 

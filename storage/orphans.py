@@ -7,7 +7,9 @@ app writes; a queued deletion goes to the storage its name belongs to.
 An upload writes its object before the row that references it commits, so a
 young unreferenced object may be an upload in flight: objects younger than the
 grace period are never touched. Deletions that fail while the store is down
-are queued as `PendingDeletion` rows and finished when it answers again.
+are queued as `PendingDeletion` rows and finished when it answers again, and
+so are the objects of saves the store did not confirm (it may still write
+them when it wakes up).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from datetime import datetime, timedelta
 
 from django.apps import apps
 from django.core.files.storage import Storage, default_storage
-from django.db import models
+from django.db import DatabaseError, models
 from django.utils import timezone
 
 from storage.backends import MinIOStorage
@@ -28,7 +30,7 @@ from storage.config import (
     PRIVATE_MEDIA_PREFIXES,
     PUBLIC_MEDIA_PREFIXES,
 )
-from storage.exceptions import StorageUnavailable
+from storage.exceptions import StorageFull, StorageUnavailable
 from storage.models import PendingDeletion
 from storage.private import private_storage
 
@@ -76,6 +78,24 @@ def pending_deletion_add(*, name: str, error: BaseException | str) -> None:
         attempts=models.F("attempts") + 1, last_error=str(error)[:300]
     )
     logger.warning("deletion queued", extra={"key": name})
+
+
+def unconfirmed_write_queue(*, error: StorageUnavailable) -> None:
+    """Queue for deletion the object a refused save was writing.
+
+    A store that took the request but did not answer in time (paused,
+    overloaded) may still finish the write when it wakes up, after the upload
+    was refused; no row will ever name that key (each one is random), so it is
+    deleted with the queued deletions once the store answers again. A full
+    local disk (``StorageFull``) has already removed what it wrote.
+    """
+    if isinstance(error, StorageFull) or error.operation != "save" or not error.key:
+        return
+    try:
+        pending_deletion_add(name=error.key, error=error)
+    except DatabaseError:
+        # The storage error the caller raises next is what the user sees.
+        logger.exception("could not queue %s for deletion", error.key)
 
 
 def pending_deletions_retry(

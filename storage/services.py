@@ -112,20 +112,27 @@ def field_file_store(
     """Upload ``content`` to ``instance.<field_name>`` and save the row.
 
     The object is written first (one PUT, no lock held): if the store is down
-    the row is untouched. The row is then locked and re-read, so that of two
-    uploads at once each replaces what the other committed, and django-cleanup
-    deletes exactly that after commit (a deletion the store refuses is queued).
+    the row is untouched, and an object the store may still write (it did not
+    answer in time) is queued for deletion. The row is then locked and
+    re-read, so that of two uploads at once each replaces what the other
+    committed, and django-cleanup deletes exactly that after commit (a
+    deletion the store refuses is queued).
     If the row cannot be saved, the new object would be an orphan, so it is
     deleted and the instance put back as it was.
     """
     from storage.orphans import (
         pending_deletion_add,
         pending_deletions_retry_after_write,
+        unconfirmed_write_queue,
     )
 
     field_file = getattr(instance, field_name)
     previous = field_file.name
-    field_file.save(content.name, content, save=False)
+    try:
+        field_file.save(content.name, content, save=False)
+    except StorageUnavailable as error:
+        unconfirmed_write_queue(error=error)
+        raise
     stored = field_file.name
     try:
         with transaction.atomic():

@@ -31,6 +31,11 @@ class OrderForm(forms.Form):
         initial=Order.TimeInForce.GTC,
     )
     post_only = forms.BooleanField(label="Post only (never take)", required=False)
+    # A new one with each form shown: sending the same form again (after a
+    # lost answer) returns the order it placed instead of placing another.
+    client_order_id = forms.CharField(
+        widget=forms.HiddenInput, required=False, max_length=64
+    )
 
     def clean(self):
         data = super().clean()

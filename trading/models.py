@@ -212,8 +212,12 @@ class Order(models.Model):
         CANCEL_BOTH = "cancel_both", "Cancel both"
         DECREMENT_AND_CANCEL = "decrement_and_cancel", "Decrement and cancel"
 
+    # Indexed by order_user_status and order_client_id, which start with it.
     user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="orders"
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        related_name="orders",
+        db_index=False,
     )
     market = models.ForeignKey(Market, on_delete=models.PROTECT, related_name="orders")
     side = models.CharField(max_length=4, choices=Side.choices)
@@ -432,13 +436,25 @@ class OrderCommand(models.Model):
         AMEND = "amend", "Amend"
         CANCEL_ALL = "cancel_all", "Cancel all"
 
-    market = models.ForeignKey(Market, on_delete=models.PROTECT, related_name="+")
+    # One index, the queue's: every request inserts a row and every batch
+    # deletes them, and the table stays small enough to scan otherwise.
+    market = models.ForeignKey(
+        Market, on_delete=models.PROTECT, related_name="+", db_index=False
+    )
     kind = models.CharField(max_length=10, choices=Kind.choices)
     user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        related_name="+",
+        db_index=False,
     )
     order = models.ForeignKey(
-        Order, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+        Order,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+        db_index=False,
     )
     price = models.DecimalField(**AMOUNT, null=True, blank=True)
     quantity = models.DecimalField(**AMOUNT, null=True, blank=True)
@@ -703,6 +719,7 @@ class LedgerEntry(models.Model):
         null=True,
         blank=True,
         related_name="ledger_entries",
+        db_index=False,  # ledger_user_token starts with it
     )
     amount = models.DecimalField(**AMOUNT)
 

@@ -3,12 +3,18 @@ keys and withdrawals (the mails are in templates/accounts/email/)."""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
+
 from django.http import HttpRequest
 
 from accounts.models import SecurityEvent
 from accounts.services import account_notify, security_event_record, security_notice
+from core.database import UNAVAILABLE
 from trading.models import ApiKey, SavedAddress, Withdrawal, WithdrawalAddressPolicy
 from trading.money import plain
+
+logger = logging.getLogger(__name__)
 
 
 def _withdrawal_context(withdrawal: Withdrawal) -> dict:
@@ -99,3 +105,18 @@ def withdrawal_address_policy_notice(
         request=request,
         detail=detail,
     )
+
+
+def notice_after_commit(
+    notice: Callable[..., None], *, request: HttpRequest, withdrawal: Withdrawal
+) -> None:
+    """Send ``notice`` about a committed withdrawal. The request succeeded:
+    should the database fail now, the lost notice is logged, and the answer
+    stays the success it is."""
+    try:
+        notice(request=request, withdrawal=withdrawal)
+    except UNAVAILABLE:
+        logger.warning(
+            "withdrawal notice lost",
+            extra={"withdrawal": withdrawal.pk, "notice": notice.__name__},
+        )

@@ -59,6 +59,17 @@ Client order ids
 Halted markets
     Refuse new orders and amends; cancels are always accepted. Orders
     accepted before the halt are still matched.
+
+Cost
+----
+A placement is one statement on PostgreSQL (``_PLACE_SQL``): it reserves
+the funds and records the order, its command and the reservation's ledger
+entries, committed on its own. The market is not read for it: each process
+keeps the markets it has read, and the statement reserves only while the
+market is open on the terms the request was checked against (its tokens
+active, the same steps and minimum). Otherwise the market is read again and
+the request checked again, so a halt or new steps apply to the very next
+order. A cancel is one statement too.
 """
 
 from __future__ import annotations
@@ -67,11 +78,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 from django.conf import settings
 from django.contrib.auth.base_user import AbstractBaseUser
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, connection, connections, transaction
 from django.utils import timezone
 
 from trading.exceptions import (
@@ -265,6 +276,25 @@ def _market_fresh(market_id: int) -> Market:
     return Market.objects.select_related("base", "quote").get(pk=market_id)
 
 
+# The markets this process has read, with their tokens: a request checks its
+# amounts against this copy, and its write (``_order_insert_pg``, or the
+# transaction elsewhere) checks that the market is still open and still has
+# the steps and minimum it was checked against; when not, it is read again.
+_markets: dict[int, Market] = {}
+
+
+def _market_known(market_id: int) -> Market:
+    market = _markets.get(market_id)
+    if market is None:
+        market = _markets[market_id] = _market_fresh(market_id)
+    return market
+
+
+def _market_reread(market_id: int) -> Market:
+    market = _markets[market_id] = _market_fresh(market_id)
+    return market
+
+
 def _market_open_check(market: Market) -> None:
     if market.status != Market.Status.OPEN or not (
         market.base.is_active and market.quote.is_active
@@ -300,9 +330,11 @@ def _reserved_token(market: Market, side: str):
     return market.quote if side == Side.BUY else market.base
 
 
-def _reserve(*, user_id: int, token, amount: Decimal) -> None:
-    """Move ``amount`` from the user's available balance to locked, or raise
-    ``InsufficientBalance``. Called inside the request's transaction."""
+def _reserved(*, user_id: int, token_id: int, amount: Decimal) -> bool:
+    """Move ``amount`` from the user's available balance to locked, if it is
+    available. Called inside the request's transaction. (Whoever the order
+    trades with needs a balance row of each token of the market too: the
+    matcher creates missing ones before its batch.)"""
     if connection.vendor == "postgresql":
         # One conditional statement: the row is locked only for this
         # transaction's few remaining statements, and never waited for first.
@@ -311,31 +343,37 @@ def _reserve(*, user_id: int, token, amount: Decimal) -> None:
                 "UPDATE trading_balance SET available = available - %s,"
                 " locked = locked + %s, updated_at = %s"
                 " WHERE user_id = %s AND token_id = %s AND available >= %s",
-                [amount, amount, timezone.now(), user_id, token.pk, amount],
+                [amount, amount, timezone.now(), user_id, token_id, amount],
             )
-            reserved = cursor.rowcount == 1
-    else:
-        # SQLite sums decimals as floats: compute here, write absolute
-        # values. Its transactions take the write lock when they begin
-        # (settings: transaction_mode IMMEDIATE), so nothing changes between.
-        row = Balance.objects.filter(user_id=user_id, token=token).first()
-        reserved = row is not None and row.available >= amount
-        if reserved:
-            row.available -= amount
-            row.locked += amount
-            row.save(update_fields=["available", "locked", "updated_at"])
-    if not reserved:
-        available = (
-            Balance.objects.filter(user_id=user_id, token=token)
-            .values_list("available", flat=True)
-            .first()
-        )
-        raise InsufficientBalance(
-            f"This needs {plain(amount)} {token.symbol}; "
-            f"{plain(available or ZERO)} is available."
-        )
-    # Whoever the order trades with needs a balance row of each token of
-    # the market; the matcher creates missing ones before its batch.
+            return cursor.rowcount == 1
+    # SQLite sums decimals as floats: compute here, write absolute values.
+    # Its transactions take the write lock when they begin (settings:
+    # transaction_mode IMMEDIATE), so nothing changes between.
+    row = Balance.objects.filter(user_id=user_id, token_id=token_id).first()
+    if row is None or row.available < amount:
+        return False
+    row.available -= amount
+    row.locked += amount
+    row.save(update_fields=["available", "locked", "updated_at"])
+    return True
+
+
+def _insufficient(*, user_id: int, token, amount: Decimal) -> InsufficientBalance:
+    available = (
+        Balance.objects.filter(user_id=user_id, token=token)
+        .values_list("available", flat=True)
+        .first()
+    )
+    return InsufficientBalance(
+        f"This needs {plain(amount)} {token.symbol}; "
+        f"{plain(available or ZERO)} is available."
+    )
+
+
+def _reserve(*, user_id: int, token, amount: Decimal) -> None:
+    """``_reserved``, or raise ``InsufficientBalance``."""
+    if not _reserved(user_id=user_id, token_id=token.pk, amount=amount):
+        raise _insufficient(user_id=user_id, token=token, amount=amount)
 
 
 def _reservation_record(
@@ -423,11 +461,16 @@ def order_place(
         isinstance(client_order_id, str) and 0 < len(client_order_id) <= 64
     ):
         raise InvalidOrder("A client order id has 1 to 64 characters.")
-    market = _market_fresh(market.pk)
-    _market_open_check(market)
-    _steps_check(request, market)
+    market = _market_known(market.pk)
     try:
-        return _order_record(
+        _market_open_check(market)
+        _steps_check(request, market)
+    except TradingError:
+        market = _market_reread(market.pk)  # staff may just have changed it
+        _market_open_check(market)
+        _steps_check(request, market)
+    try:
+        return _order_accept(
             user=user, market=market, request=request, client_order_id=client_order_id
         )
     except IntegrityError:
@@ -442,26 +485,55 @@ def order_place(
         return existing
 
 
-def _order_record(
+class _Terms(NamedTuple):
+    """What a request is checked against, besides the balance; the names are
+    ``_PLACE_SQL``'s parameters."""
+
+    base: int
+    quote: int
+    status: str
+    base_active: bool
+    quote_active: bool
+    decimals: int
+    price_step: Decimal
+    amount_step: Decimal
+    min_notional: Decimal
+
+
+def _market_terms(market: Market) -> _Terms:
+    return _Terms(
+        base=market.base_id,
+        quote=market.quote_id,
+        status=market.status,
+        base_active=market.base.is_active,
+        quote_active=market.quote.is_active,
+        decimals=market.quote.decimals,
+        price_step=market.price_step,
+        amount_step=market.amount_step,
+        min_notional=market.min_notional,
+    )
+
+
+def _order_accept(
     *,
     user: AbstractBaseUser,
     market: Market,
     request: _Request,
     client_order_id: str | None,
 ) -> Order:
-    with transaction.atomic(durable=True):
-        if client_order_id:
-            existing = _client_order_existing(
-                user=user,
-                client_order_id=client_order_id,
-                request=request,
-                market=market,
-            )
-            if existing is not None:
-                return existing
-        token, amount = _reserved_token(market, request.side), request.reservation()
-        _reserve(user_id=user.pk, token=token, amount=amount)
-        order = Order.objects.create(
+    """Record the order if the market still has the terms it was checked
+    against and the funds are there; otherwise read the market again,
+    check again, and tell which failed."""
+    if client_order_id:
+        existing = _client_order_existing(
+            user=user, client_order_id=client_order_id, request=request, market=market
+        )
+        if existing is not None:
+            return existing
+    amount = request.reservation()
+    for _attempt in range(2):
+        token = _reserved_token(market, request.side)
+        order = Order(
             user=user,
             market=market,
             side=request.side,
@@ -478,16 +550,131 @@ def _order_record(
             locked=amount,
             status=Status.ACCEPTED,
         )
+        record = (
+            _order_insert_pg if connection.vendor == "postgresql" else _order_insert
+        )
+        if record(order, token_id=token.pk, terms=_market_terms(market)):
+            return order
+        fresh = _market_reread(market.pk)
+        _market_open_check(fresh)
+        _steps_check(request, fresh)
+        if _market_terms(fresh) == _market_terms(market):
+            break  # the balance
+        market = fresh
+    raise _insufficient(user_id=user.pk, token=token, amount=amount)
+
+
+def _order_insert(order: Order, *, token_id: int, terms: _Terms) -> bool:
+    """Reserve, insert the order, its command and its ledger entries in one
+    transaction, if the market's terms are still ``terms``; whether it did."""
+    with transaction.atomic(durable=True):
+        if _market_terms(_market_fresh(order.market_id)) != terms:
+            return False
+        if not _reserved(user_id=order.user_id, token_id=token_id, amount=order.locked):
+            return False
+        order.save(force_insert=True)
         OrderCommand.objects.create(
-            market=market, kind=Kind.PLACE, user=user, order=order
+            market_id=order.market_id,
+            kind=Kind.PLACE,
+            user_id=order.user_id,
+            order=order,
         )
         _reservation_record(
             kind=LedgerTransaction.Kind.ORDER_PLACE,
             order=order,
-            token_id=token.pk,
-            amount=amount,
+            token_id=token_id,
+            amount=order.locked,
         )
-        return order
+        return True
+
+
+# The order's columns but its id, as ``_order_insert_pg`` inserts them.
+_ORDER_FIELDS = [
+    field for field in Order._meta.concrete_fields if not field.primary_key
+]
+
+# One statement, so one round trip and (outside a transaction) its own
+# commit: reserve the funds if the market is open on the terms the request
+# was checked against, then insert the order, its command and the
+# reservation's ledger transaction and entries. Every part runs or none.
+# (Only the model's column names are formatted in.)
+_PLACE_SQL = """
+WITH reserved AS (
+    UPDATE trading_balance SET available = available - %(amount)s,
+        locked = locked + %(amount)s, updated_at = %(now)s
+    WHERE user_id = %(user)s AND token_id = %(token)s
+        AND available >= %(amount)s
+        AND EXISTS (
+            SELECT FROM trading_market AS m
+            JOIN tokens_token AS b ON b.id = m.base_id
+            JOIN tokens_token AS q ON q.id = m.quote_id
+            WHERE m.id = %(market)s AND m.base_id = %(base)s
+                AND m.quote_id = %(quote)s AND m.status = %(status)s
+                AND b.is_active = %(base_active)s
+                AND q.is_active = %(quote_active)s
+                AND q.decimals = %(decimals)s
+                AND m.price_step = %(price_step)s
+                AND m.amount_step = %(amount_step)s
+                AND m.min_notional = %(min_notional)s)
+    RETURNING 1
+), placed AS (
+    INSERT INTO trading_order ({columns})
+    SELECT {values} FROM reserved
+    RETURNING id
+), queued AS (
+    INSERT INTO trading_ordercommand (
+        market_id, kind, user_id, order_id, reserved, created_at)
+    SELECT %(market)s, %(kind)s, %(user)s, id, 0, %(now)s FROM placed
+), recorded AS (
+    INSERT INTO trading_ledgertransaction (kind, order_id, created_at)
+    SELECT %(ledger_kind)s, id, %(now)s FROM placed
+    RETURNING id
+), entries AS (
+    INSERT INTO trading_ledgerentry (
+        transaction_id, token_id, account, user_id, amount)
+    SELECT recorded.id, %(token)s, entry.account, %(user)s, entry.amount
+    FROM recorded, (VALUES
+        (%(available)s, %(released)s::numeric),
+        (%(locked)s, %(amount)s::numeric)) AS entry(account, amount)
+)
+SELECT id FROM placed
+""".format(  # noqa: S608
+    columns=", ".join(field.column for field in _ORDER_FIELDS),
+    values=", ".join(f"%(o_{field.column})s" for field in _ORDER_FIELDS),
+)
+
+
+def _order_insert_pg(order: Order, *, token_id: int, terms: _Terms) -> bool:
+    """``_order_insert`` as one statement (see ``_PLACE_SQL``)."""
+    now = timezone.now()
+    order.created_at = order.updated_at = now
+    db = connections[connection.alias]  # not the proxy, once per field
+    params = {
+        f"o_{field.column}": field.get_db_prep_save(getattr(order, field.attname), db)
+        for field in _ORDER_FIELDS
+    }
+    params |= {
+        "amount": order.locked,
+        "released": -order.locked,
+        "now": now,
+        "user": order.user_id,
+        "token": token_id,
+        "market": order.market_id,
+        **terms._asdict(),
+        "kind": Kind.PLACE,
+        "ledger_kind": LedgerTransaction.Kind.ORDER_PLACE,
+        "available": LedgerEntry.Account.USER_AVAILABLE,
+        "locked": LedgerEntry.Account.USER_LOCKED,
+    }
+    with connection.cursor() as cursor:
+        cursor.execute(_PLACE_SQL, params)
+        row = cursor.fetchone()
+    if row is None:
+        return False
+    order.pk = row[0]
+    order._state.adding = False
+    order._state.db = connection.alias
+    return True
 
 
 # -- Cancels and amends ---------------------------------------------------------
@@ -509,10 +696,43 @@ def order_cancel(*, user: AbstractBaseUser, order: Order) -> OrderCommand:
     closed; accepted on a halted market too, so that funds can always be
     taken back. Acknowledged does not mean cancelled: the order may fill
     before the matcher takes the cancel."""
-    found = _own_live_order(user=user, order=order)
+    if connection.vendor == "postgresql":
+        queued = _cancel_queue_pg(user=user, order_id=order.pk)
+        if queued is not None:
+            return queued
+    found = _own_live_order(user=user, order=order)  # refused with the reason
     return OrderCommand.objects.create(
         market_id=found.market_id, kind=Kind.CANCEL, user=user, order=found
     )
+
+
+def _cancel_queue_pg(*, user: AbstractBaseUser, order_id: int) -> OrderCommand | None:
+    """Queue the cancel in one statement if the order is the user's and live."""
+    now = timezone.now()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO trading_ordercommand ("
+            " market_id, kind, user_id, order_id, reserved, created_at)"
+            " SELECT market_id, %s, user_id, id, 0, %s FROM trading_order"
+            " WHERE id = %s AND user_id = %s AND status = ANY(%s)"
+            " RETURNING id, market_id",
+            [Kind.CANCEL, now, order_id, user.pk, list(Order.LIVE)],
+        )
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    command = OrderCommand(
+        pk=row[0],
+        market_id=row[1],
+        kind=Kind.CANCEL,
+        user=user,
+        order_id=order_id,
+        reserved=ZERO,
+        created_at=now,
+    )
+    command._state.adding = False
+    command._state.db = connection.alias
+    return command
 
 
 def orders_cancel_all(
@@ -637,10 +857,35 @@ def refusal_for(code: str) -> TradingError:
 
 
 def order_refusal(order: Order) -> TradingError | None:
-    """Why the matcher rejected ``order``, as an exception; None otherwise."""
+    """Why the matcher rejected ``order``, as an exception naming its amounts;
+    None otherwise."""
     if order.status != Status.REJECTED:
         return None
-    return refusal_for(order.reject_reason)
+    Reason, market, reason = Order.RejectReason, order.market, order.reject_reason
+    message = None
+    if reason == Reason.BELOW_MIN_NOTIONAL:
+        message = (
+            "The book could fill this order for less than the market's minimum "
+            f"value of {plain(market.min_notional)} {market.quote.symbol}; it "
+            "was not placed."
+        )
+    elif reason == Reason.FILL_OR_KILL_NOT_FILLED:
+        size = (
+            f"{plain(order.quantity)} {market.base.symbol}"
+            if order.quantity is not None
+            else f"{plain(order.quote_amount)} {market.quote.symbol}"
+        )
+        message = (
+            f"The book cannot fill all {size} at once; the fill-or-kill order "
+            "was not placed."
+        )
+    elif reason == Reason.POST_ONLY_WOULD_TAKE:
+        message = (
+            f"At {plain(order.price)} the post-only order would trade at once; "
+            "it was not placed."
+        )
+    error = REFUSALS.get(order.reject_reason, CommandFailed)
+    return error(message) if message else refusal_for(order.reject_reason)
 
 
 def command_refusal(command: OrderCommand) -> TradingError | None:

@@ -1,3 +1,4 @@
+import logging
 import uuid
 
 from allauth.account.decorators import reauthentication_required
@@ -13,6 +14,8 @@ from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from accounts.selectors import email_verified
+from core.database import UNAVAILABLE, service_call
+from trading.api.selectors import ticker_for
 from trading.charts import candle_chart
 from trading.exceptions import (
     AddressNotAllowed,
@@ -29,6 +32,7 @@ from trading.forms import (
 from trading.models import Deposit, Market, Order, SavedAddress, Trade, Withdrawal
 from trading.money import plain
 from trading.notices import (
+    notice_after_commit,
     saved_address_notice,
     withdrawal_address_policy_notice,
     withdrawal_decided_notice,
@@ -61,6 +65,8 @@ from trading.services import (
     withdrawal_cancel,
     withdrawal_request,
 )
+
+logger = logging.getLogger(__name__)
 
 BOOK_DEPTH = 15
 RECENT_TRADES = 30
@@ -122,7 +128,12 @@ def market_detail(request: HttpRequest, symbol: str) -> HttpResponse:
         interval=interval,
         intervals=list(CANDLE_INTERVALS),
         chart=candle_chart(candles(market=market, interval=interval, limit=60)),
-        form=OrderForm(),
+        form=OrderForm(initial={"client_order_id": uuid.uuid4().hex}),
+        ticker=ticker_for(market=market),
+        # The live stream (trading.live): on this origin behind nginx, or on
+        # the ASGI process's own (STREAM_ORIGIN) in development.
+        stream_url=settings.STREAM_ORIGIN
+        + reverse("api:market_stream", args=[market.symbol]),
     )
     if request.user.is_authenticated:
         held = {b.token_id: b for b in balances_for_user(user=request.user)}
@@ -149,22 +160,29 @@ def order_create(request: HttpRequest, symbol: str) -> HttpResponse:
                 messages.error(request, error)
         return redirect("trading:market", symbol=market.symbol)
     data = form.cleaned_data
+    recovery = (
+        f"Look for it among your open orders and trades on the {market.symbol} "
+        "page before placing it again. Sending this same form again is safe: "
+        "it carries the order's client id, so it is never placed twice."
+    )
     try:
         _email_verified_require(request)
-        order = order_place(
-            user=request.user,
-            market=market,
-            side=data["side"],
-            type=data["type"],
-            quantity=data["quantity"],
-            price=data["price"],
-            quote_amount=data["quote_amount"],
-            protection_price=data["protection_price"],
-            stop_price=data["stop_price"],
-            time_in_force=data["time_in_force"],
-            post_only=data["post_only"],
-        )
-        order = order_wait(order=order)
+        with service_call(request, recovery=recovery, resend=True):
+            placed = order_place(
+                user=request.user,
+                market=market,
+                side=data["side"],
+                type=data["type"],
+                quantity=data["quantity"],
+                price=data["price"],
+                quote_amount=data["quote_amount"],
+                protection_price=data["protection_price"],
+                stop_price=data["stop_price"],
+                time_in_force=data["time_in_force"],
+                post_only=data["post_only"],
+                client_order_id=data["client_order_id"] or None,
+            )
+        order = _order_result(placed, market)
         if (refusal := order_refusal(order)) is not None:
             raise refusal
     except TradingError as refusal:
@@ -172,6 +190,17 @@ def order_create(request: HttpRequest, symbol: str) -> HttpResponse:
     else:
         messages.success(request, _order_outcome(order))
     return redirect("trading:market", symbol=market.symbol)
+
+
+def _order_result(placed: Order, market: Market) -> Order:
+    """The order once the matcher has taken it, or as accepted: it is
+    committed, so a database failure while waiting is not an error."""
+    try:
+        return order_wait(order=placed)
+    except UNAVAILABLE:
+        logger.warning("order result unread", extra={"order": placed.pk})
+        placed.market = market
+        return placed
 
 
 def _email_verified_require(request: HttpRequest) -> None:
@@ -208,9 +237,15 @@ def _order_outcome(order: Order) -> str:
 @require_POST
 def order_cancel_view(request: HttpRequest, symbol: str, order_id: int) -> HttpResponse:
     order = get_object_or_404(Order, pk=order_id, user=request.user)
+    recovery = "Look at your open orders, or send the cancel again: that is safe."
     try:
-        command = order_cancel(user=request.user, order=order)
-        done = command_wait(command=command)
+        with service_call(request, recovery=recovery, resend=True):
+            command = order_cancel(user=request.user, order=order)
+        try:
+            done = command_wait(command=command)
+        except UNAVAILABLE:
+            logger.warning("order command result unread", extra={"order": order.pk})
+            done = False
         if done and (refusal := command_refusal(command)) is not None:
             raise refusal
     except TradingError as refusal:
@@ -233,21 +268,34 @@ def wallet(request: HttpRequest) -> HttpResponse:
     form = WithdrawalForm(request.POST or None, initial={"reference": uuid.uuid4().hex})
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
+        recovery = (
+            "Look for it among your withdrawals on the wallet page before "
+            "requesting it again. Sending this same form again is safe: it "
+            f"carries the same reference ({data['reference']}), so it is never "
+            "made twice."
+        )
         try:
             _email_verified_require(request)
-            withdrawal = withdrawal_request(
-                user=request.user,
-                token=data["token"],
-                amount=data["amount"],
-                address=data["address"],
-                reference=data["reference"],
-            )
+            earlier = Withdrawal.objects.filter(
+                user=request.user, reference=data["reference"]
+            ).exists()
+            with service_call(request, recovery=recovery, resend=True):
+                withdrawal = withdrawal_request(
+                    user=request.user,
+                    token=data["token"],
+                    amount=data["amount"],
+                    address=data["address"],
+                    reference=data["reference"],
+                )
         except (InvalidAddress, AddressNotAllowed) as refusal:
             form.add_error("address", refusal.message)
         except TradingError as refusal:
             form.add_error(None, refusal.message)
         else:
-            withdrawal_requested_notice(request=request, withdrawal=withdrawal)
+            if not earlier:  # a form sent again notifies once
+                notice_after_commit(
+                    withdrawal_requested_notice, request=request, withdrawal=withdrawal
+                )
             messages.success(
                 request,
                 "Withdrawal requested: the funds are locked until staff decide.",
@@ -371,13 +419,17 @@ def withdrawal_cancel_view(request: HttpRequest, withdrawal_id: int) -> HttpResp
         # Two cancels racing may both see it pending and both mail; the
         # funds are released once all the same.
         was_pending = withdrawal.status == Withdrawal.Status.PENDING
+        recovery = "Look at it on the wallet page, or cancel it again: that is safe."
         try:
-            withdrawal = withdrawal_cancel(user=request.user, withdrawal=withdrawal)
+            with service_call(request, recovery=recovery):
+                withdrawal = withdrawal_cancel(user=request.user, withdrawal=withdrawal)
         except TradingError as refusal:
             messages.error(request, refusal.message)
         else:
             if was_pending:
-                withdrawal_decided_notice(request=request, withdrawal=withdrawal)
+                notice_after_commit(
+                    withdrawal_decided_notice, request=request, withdrawal=withdrawal
+                )
             messages.success(
                 request,
                 f"Withdrawal of {plain(withdrawal.amount)} "

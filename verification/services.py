@@ -18,6 +18,7 @@ from minio import Minio
 
 from storage.backends import MinIOStorage
 from storage.exceptions import StorageUnavailable
+from storage.orphans import unconfirmed_write_queue
 from verification.documents import ProcessedDocument
 from verification.exceptions import VerificationError
 from verification.models import (
@@ -39,7 +40,9 @@ def verification_submit(
 
     The objects are written first, outside any transaction; if the rows then
     cannot be written (another submission won, the database is down) the
-    objects are deleted again, so nothing is left that no row names.
+    objects are deleted again, so nothing is left that no row names. A
+    document the store did not confirm (it may still write it) is queued for
+    deletion.
     """
     missing = [kind.label for kind in REQUIRED_KINDS if kind not in documents]
     if missing:
@@ -66,6 +69,8 @@ def verification_submit(
                 row.verification = verification
                 row.save()
     except BaseException as error:
+        if isinstance(error, StorageUnavailable):
+            unconfirmed_write_queue(error=error)
         for row in rows:
             _object_delete(row.file.storage, row.file.name)
         if isinstance(error, IntegrityError):

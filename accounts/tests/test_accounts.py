@@ -118,6 +118,7 @@ def test_log_in_by_username_or_email(login):
     assert signed_in(client)
 
 
+@pytest.mark.reliability("auth-codes")
 def test_a_wrong_password_does_not_sign_in_and_is_logged_for_the_account():
     alice = user_make("alice")
 
@@ -130,6 +131,7 @@ def test_a_wrong_password_does_not_sign_in_and_is_logged_for_the_account():
     assert (event.kind, event.ip_address) == (Kind.SIGN_IN_FAILED, "127.0.0.1")
 
 
+@pytest.mark.reliability("throttle-login")
 def test_after_too_many_failures_the_right_password_is_refused_with_when(settings):
     user_make("alice")
     for _ in range(settings.LOGIN_FAILURES_PER_ACCOUNT):
@@ -143,6 +145,7 @@ def test_after_too_many_failures_the_right_password_is_refused_with_when(setting
 
 
 @pytest.mark.parametrize("login", ["ALICE", "alice@example.com"])
+@pytest.mark.reliability("throttle-login")
 def test_the_account_lock_holds_whatever_name_or_host_is_sent(settings, login):
     user_make("alice")
     for _ in range(settings.LOGIN_FAILURES_PER_ACCOUNT):
@@ -211,6 +214,7 @@ def unverified(client, market, reauthenticate):
 ORDER = {"side": "buy", "type": "limit", "quantity": "0.01", "price": "100"}
 
 
+@pytest.mark.reliability("access-unverified")
 def test_an_unverified_account_cannot_order_from_the_page(client, market, unverified):
     response = client.post(
         f"/markets/{market.symbol}/orders/",
@@ -222,6 +226,7 @@ def test_an_unverified_account_cannot_order_from_the_page(client, market, unveri
     assert not Order.objects.filter(user=unverified).exists()
 
 
+@pytest.mark.reliability("access-unverified")
 def test_an_unverified_account_gets_403_from_the_api(client, market, unverified):
     response = client.post(
         "/api/v1/orders/",
@@ -242,6 +247,7 @@ def test_an_unverified_account_gets_403_from_the_api(client, market, unverified)
     assert not Withdrawal.objects.filter(user=unverified).exists()
 
 
+@pytest.mark.reliability("access-unverified")
 def test_an_unverified_account_cannot_withdraw_from_the_wallet(
     client, market, unverified
 ):
@@ -278,6 +284,7 @@ def alice_client():
     return client
 
 
+@pytest.mark.reliability("auth-reauth")
 def test_creating_an_api_key_asks_for_the_password_then_goes_on(alice_client):
     response = alice_client.post(
         "/api/keys/create/", {"name": "bot", "scopes": ["read"]}
@@ -295,6 +302,7 @@ def test_creating_an_api_key_asks_for_the_password_then_goes_on(alice_client):
     assert b"only time it is shown" in resumed.content
 
 
+@pytest.mark.reliability("auth-reauth")
 def test_a_wrong_password_at_reauthentication_creates_nothing(alice_client):
     response = alice_client.post(
         "/api/keys/create/", {"name": "bot", "scopes": ["read"]}
@@ -307,6 +315,7 @@ def test_a_wrong_password_at_reauthentication_creates_nothing(alice_client):
     assert not ApiKey.objects.exists()
 
 
+@pytest.mark.reliability("auth-reauth")
 def test_a_withdrawal_request_asks_for_the_password_first(alice_client, market):
     fund(get_user_model().objects.get(username="alice"), market.quote, "100")
 
@@ -420,6 +429,7 @@ def test_ending_another_session_signs_it_out_and_keeps_this_one(alice_client):
     assert SecurityEvent.objects.filter(kind=Kind.SESSIONS_ENDED).exists()
 
 
+@pytest.mark.reliability("access-by-id")
 def test_a_session_of_another_user_cannot_be_ended(alice_client):
     user_make("bob")
     bob, _ = log_in("bob")
@@ -455,6 +465,7 @@ def test_a_session_signed_in_by_the_old_backend_stays_signed_in(client):
     assert signed_in(client)
 
 
+@pytest.mark.reliability("auth-reauth")
 def test_the_old_backend_authenticates_nobody():
     from accounts.backends import SqlModelBackend
 
@@ -504,6 +515,7 @@ def staff():
     )
 
 
+@pytest.mark.reliability("access-staff")
 def test_staff_without_a_second_factor_are_refused_the_admin(client, staff):
     client.force_login(staff)
 
@@ -520,6 +532,7 @@ def test_staff_with_a_second_factor_use_the_admin(client, staff, mfa_enable):
     assert client.get("/admin/").status_code == 200
 
 
+@pytest.mark.reliability("access-staff")
 def test_people_who_are_not_staff_are_refused_the_admin(client):
     client.force_login(user_make("alice"))
 
@@ -603,6 +616,7 @@ def test_a_new_address_replaces_the_old_only_once_verified(
         ("127.0.0.1", "127.0.0.1"),  # came to nginx without the balancer
     ],
 )
+@pytest.mark.reliability("throttle-login")
 def test_the_client_address_is_read_behind_the_trusted_proxies(
     settings, forwarded_for, counted
 ):
@@ -637,6 +651,7 @@ def test_turning_two_factor_on_or_off_ends_the_other_sessions(reauthenticate):
     assert signed_in(here) and not signed_in(again)
 
 
+@pytest.mark.reliability("auth-reauth")
 def test_with_two_factor_on_a_sensitive_action_asks_for_a_code(client, mfa_enable):
     alice = user_make("alice")
     secret = mfa_enable(alice)

@@ -47,6 +47,7 @@ def all_images_loaded(page) -> bool:
     )
 
 
+@pytest.mark.reliability("upload-huge")
 def test_sign_up_and_replace_the_avatar_with_a_big_photo(
     page, live_server, site_storage, tmp_path
 ):
@@ -90,6 +91,7 @@ def test_sign_up_and_replace_the_avatar_with_a_big_photo(
     ],
     ids=["text-named-jpg", "svg"],
 )
+@pytest.mark.reliability("upload-types")
 def test_a_file_that_is_not_an_allowed_image_is_refused_with_a_message(
     page, live_server, site_storage, stored_names, tmp_path, filename, content, message
 ):

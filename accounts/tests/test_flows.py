@@ -98,6 +98,7 @@ def test_the_rfc_6238_helper_gives_the_rfcs_and_allauths_codes():
 # --- E-mail verification links ------------------------------------------------
 
 
+@pytest.mark.reliability("auth-links")
 def test_an_expired_verification_link_is_refused_and_the_address_stays_unverified(
     client, signed_up, mailoutbox
 ):
@@ -133,6 +134,7 @@ def test_a_verification_link_still_works_just_before_it_expires(client, signed_u
     assert signed_up.address.verified
 
 
+@pytest.mark.reliability("auth-links")
 def test_a_verification_link_used_twice_is_refused_the_second_time(
     client, signed_up, mailoutbox, django_capture_on_commit_callbacks
 ):
@@ -198,6 +200,7 @@ def password_is(user, password: str) -> bool:
     return user.check_password(password)
 
 
+@pytest.mark.reliability("auth-links")
 def test_a_reset_link_works_once_and_is_refused_when_used_again(
     client, member, reset_link, django_capture_on_commit_callbacks
 ):
@@ -224,6 +227,7 @@ def test_a_reset_link_works_once_and_is_refused_when_used_again(
     assert not signed_in(client)
 
 
+@pytest.mark.reliability("auth-links")
 def test_a_tampered_reset_link_is_refused_and_the_password_stays(
     client, member, reset_link
 ):
@@ -236,6 +240,7 @@ def test_a_tampered_reset_link_is_refused_and_the_password_stays(
     assert not signed_in(client)
 
 
+@pytest.mark.reliability("auth-links")
 def test_an_expired_reset_link_is_refused_and_the_password_stays(
     client, member, reset_link
 ):
@@ -289,6 +294,7 @@ def unused_recovery_codes(member) -> list[str]:
     return RecoveryCodes(authenticator).get_unused_codes()
 
 
+@pytest.mark.reliability("auth-codes")
 def test_a_wrong_code_at_log_in_is_refused_and_nobody_is_signed_in(
     client, member, secret
 ):
@@ -305,6 +311,7 @@ def test_a_wrong_code_at_log_in_is_refused_and_nobody_is_signed_in(
     assert len(unused_recovery_codes(member)) == 10
 
 
+@pytest.mark.reliability("auth-codes")
 def test_a_code_used_once_is_refused_the_second_time(client, member, secret):
     code = current_code(secret)
     password_step(client, member)
@@ -322,6 +329,7 @@ def test_a_code_used_once_is_refused_the_second_time(client, member, secret):
     assert totp_code(secret) == code
 
 
+@pytest.mark.reliability("auth-codes")
 def test_a_recovery_code_works_once(client, member, secret):
     first = unused_recovery_codes(member)[0]
     password_step(client, member)

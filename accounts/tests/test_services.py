@@ -93,6 +93,7 @@ def test_a_refused_upload_leaves_the_row_and_the_storage_as_they_were(
     assert stored_names(any_storage) == [DEFAULT_AVATAR]
 
 
+@pytest.mark.reliability("store-cleanup")
 def test_a_failed_row_update_removes_the_new_object(profile, any_storage, stored_names):
     # The row disappears between loading and saving (another request deleted
     # the user): locking it finds nothing and the upload must not linger.
@@ -106,6 +107,7 @@ def test_a_failed_row_update_removes_the_new_object(profile, any_storage, stored
     assert stored_names(any_storage) == [DEFAULT_AVATAR]
 
 
+@pytest.mark.reliability("store-refused")
 def test_a_storage_outage_raises_storage_unavailable_and_changes_nothing(
     settings, minio_options
 ):

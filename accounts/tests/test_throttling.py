@@ -27,7 +27,6 @@ import os
 import re
 import secrets
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -40,6 +39,8 @@ from pathlib import Path
 
 import pytest
 from allauth.core.internal.ratelimit import parse_rates
+
+from core.tests.processes import free_port
 
 pytestmark = pytest.mark.postgres
 
@@ -127,12 +128,6 @@ class Instances:
         return self.which(rid).served()[rid]
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind((LOOPBACK, 0))
-        return probe.getsockname()[1]
-
-
 def _database_url() -> str:
     from django.db import connection
 
@@ -184,7 +179,7 @@ def instances(django_db_setup, redis_url, tmp_path_factory):
     empty_config = directory / "empty.conf.py"  # ./gunicorn.conf.py is not read
     empty_config.write_text("")
     (directory / "media").mkdir()
-    port = _free_port()
+    port = free_port()
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "HOME": str(directory),
@@ -512,6 +507,7 @@ def spread(lines: list[Line], count: int, send) -> list[Answer]:
     return [answer for _, answer in sorted(numbered, key=lambda pair: pair[0])]
 
 
+@pytest.mark.reliability("throttle-login")
 def test_the_right_password_is_refused_on_both_instances_until_the_window_passes(
     accounts, instances, lines, other_lines
 ):
@@ -558,6 +554,7 @@ def test_the_right_password_is_refused_on_both_instances_until_the_window_passes
     assert owner.signed_in(lines[0])
 
 
+@pytest.mark.reliability("throttle-login")
 def test_the_account_limit_holds_whatever_host_or_login_name_is_sent(
     accounts, instances, lines, other_lines
 ):
@@ -579,6 +576,7 @@ def test_the_account_limit_holds_whatever_host_or_login_name_is_sent(
     assert let_in == []
 
 
+@pytest.mark.reliability("throttle-login")
 def test_a_burst_of_log_ins_for_unknown_users_stops_being_hashed_at_the_address_limit(
     accounts, instances, lines, other_lines
 ):
@@ -610,6 +608,7 @@ def test_a_burst_of_log_ins_for_unknown_users_stops_being_hashed_at_the_address_
     assert answer.status == 302, errors(answer)
 
 
+@pytest.mark.reliability("throttle-login")
 def test_sign_up_reveals_taken_usernames_no_faster_than_log_in_guessing(
     accounts, instances, lines
 ):

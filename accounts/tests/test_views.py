@@ -29,6 +29,7 @@ def alice(client, user):
     return client
 
 
+@pytest.mark.reliability("access-anonymous")
 def test_the_profile_needs_a_login(client):
     response = client.get("/accounts/profile/")
 
@@ -70,6 +71,7 @@ def test_the_upload_script_gets_json(alice, user):
         ),
     ],
 )
+@pytest.mark.reliability("upload-types")
 def test_refusals_come_back_as_field_errors(alice, user, upload, code, words):
     page = alice.post("/accounts/profile/", {"avatar": upload})
     upload.seek(0)
@@ -87,6 +89,7 @@ def test_refusals_come_back_as_field_errors(alice, user, upload, code, words):
     assert user.profile.avatar.name == DEFAULT_AVATAR
 
 
+@pytest.mark.reliability("upload-huge")
 def test_a_file_over_the_size_limit_is_refused_in_words(alice, settings):
     settings.MAX_UPLOAD_SIZE = 10_000
 
@@ -96,6 +99,7 @@ def test_a_file_over_the_size_limit_is_refused_in_words(alice, settings):
     assert "The file is too large" in response.content.decode()
 
 
+@pytest.mark.reliability("upload-bombs")
 def test_an_image_with_too_many_pixels_is_refused_in_words(alice, settings):
     settings.MAX_IMAGE_PIXELS = 100_000
 
@@ -114,6 +118,7 @@ def test_removing_the_picture_goes_back_to_the_default(alice, user):
     assert user.profile.avatar.name == DEFAULT_AVATAR
 
 
+@pytest.mark.reliability("store-refused")
 def test_a_storage_outage_during_upload_is_a_message_not_an_error_page(
     alice, user, dead_storage
 ):
@@ -125,6 +130,7 @@ def test_a_storage_outage_during_upload_is_a_message_not_an_error_page(
     assert user.profile.avatar.name == DEFAULT_AVATAR
 
 
+@pytest.mark.reliability("store-refused")
 def test_pages_render_while_the_store_is_down(alice, dead_storage):
     # URLs are built locally: rendering never asks the object store.
     for url in ("/", "/tokens/", "/accounts/profile/"):
@@ -176,6 +182,7 @@ def decodes(monkeypatch):
     return calls
 
 
+@pytest.mark.reliability("throttle-uploads")
 def test_uploads_past_the_limit_are_refused_before_decoding(
     alice, user, settings, decodes
 ):
@@ -204,6 +211,7 @@ def test_uploads_past_the_limit_are_refused_before_decoding(
     assert get_user_model().objects.get(pk=user.pk).profile.avatar.name == kept
 
 
+@pytest.mark.reliability("throttle-uploads")
 def test_refused_uploads_count_against_the_limit(alice, settings, decodes):
     settings.IMAGE_UPLOADS_PER_USER = 2
     not_an_image = SimpleUploadedFile("me.jpg", b"hello", "image/jpeg")
@@ -216,6 +224,7 @@ def test_refused_uploads_count_against_the_limit(alice, settings, decodes):
     assert alice.post("/accounts/profile/", {"avatar": jpeg()}).status_code == 429
 
 
+@pytest.mark.reliability("throttle-uploads")
 def test_the_limit_is_per_user_and_ends_with_its_window(
     alice, client, settings, monkeypatch
 ):
@@ -240,6 +249,7 @@ def test_the_limit_is_per_user_and_ends_with_its_window(
 # --- Decode slots -------------------------------------------------------------
 
 
+@pytest.mark.reliability("upload-slots")
 def test_an_upload_finding_every_decode_slot_taken_is_refused_and_changes_nothing(
     alice, user, settings, media_root, decode_slots_holder
 ):
@@ -271,6 +281,7 @@ def test_an_upload_finding_every_decode_slot_taken_is_refused_and_changes_nothin
     assert get_user_model().objects.get(pk=user.pk).profile.avatar.name != before
 
 
+@pytest.mark.reliability("decoder-killed")
 def test_a_killed_process_holding_the_slots_does_not_block_uploads(
     alice, settings, decode_slots_holder
 ):

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from core.tests.processes import free_port
+
 _libc = ctypes.CDLL(None, use_errno=True)
 _PR_SET_PDEATHSIG = 1
 
@@ -23,12 +25,6 @@ def _die_with_parent() -> None:
     # Runs in the child before exec: should pytest be killed outright, the
     # kernel stops the server too.
     _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 class RedisServer:
@@ -41,7 +37,7 @@ class RedisServer:
             pytest.fail("redis-server is missing: apt-get install redis-server")
         self.binary = binary
         self.directory = directory
-        self.port = _free_port()
+        self.port = free_port()
         self.process: subprocess.Popen | None = None
 
     @property

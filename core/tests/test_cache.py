@@ -47,6 +47,7 @@ def after_retry() -> None:
     time.sleep(RETRY_AFTER + 0.1)
 
 
+@pytest.mark.reliability("redis-down")
 def test_a_killed_redis_is_replaced_by_process_memory_then_used_again(
     redis_server, caplog
 ):
@@ -74,6 +75,7 @@ def test_a_killed_redis_is_replaced_by_process_memory_then_used_again(
     assert events == ["cache unreachable", "cache reachable again"]
 
 
+@pytest.mark.reliability("redis-down")
 def test_a_paused_redis_costs_one_timeout_per_retry_period_not_one_per_call(
     redis_server,
 ):
@@ -98,6 +100,7 @@ def test_a_paused_redis_costs_one_timeout_per_retry_period_not_one_per_call(
 
 
 @pytest.mark.parametrize("fallback", ["local", "none"])
+@pytest.mark.reliability("redis-down")
 def test_a_key_deleted_while_redis_was_unreachable_is_deleted_there_once_back(
     redis_server, fallback
 ):
@@ -118,6 +121,7 @@ def test_a_key_deleted_while_redis_was_unreachable_is_deleted_there_once_back(
     assert redis_keys(redis_server) == {f"{fallback}:1:kept"}
 
 
+@pytest.mark.reliability("redis-down")
 def test_without_a_fallback_a_write_lost_while_redis_was_away_is_not_read_back(
     redis_server,
 ):

@@ -37,6 +37,7 @@ def order(**fields) -> dict:
 @pytest.mark.parametrize(
     "path", ["/api/nothing/", "/api/v2/orders/", "/api/v1/nothing/", "/api/"]
 )
+@pytest.mark.reliability("malformed-requests")
 def test_an_unknown_api_url_is_a_json_404(path):
     api_error(APIClient().get(path), 404, "not_found")
 
@@ -47,6 +48,7 @@ def test_an_unknown_page_is_the_not_found_page(client, path):
     error_page(client.get(path), 404)
 
 
+@pytest.mark.reliability("huge-bodies")
 def test_api_fields_over_the_memory_limit_are_a_json_400(alice, key_client):
     body = json.dumps(order(client_order_id="x" * FIELDS_LIMIT))
 
@@ -58,6 +60,7 @@ def test_api_fields_over_the_memory_limit_are_a_json_400(alice, key_client):
     assert not Order.objects.exists()
 
 
+@pytest.mark.reliability("huge-bodies")
 def test_form_fields_over_the_memory_limit_are_the_bad_request_page(client, db):
     response = client.post(
         "/accounts/login/",
@@ -68,6 +71,7 @@ def test_form_fields_over_the_memory_limit_are_the_bad_request_page(client, db):
     error_page(response, 400)
 
 
+@pytest.mark.reliability("huge-bodies")
 def test_too_many_query_fields_are_a_json_400(market):
     query = "&".join(f"f{number}=1" for number in range(1001))
 
@@ -77,6 +81,7 @@ def test_too_many_query_fields_are_a_json_400(market):
 
 
 @pytest.mark.parametrize("method", ["put", "patch"])
+@pytest.mark.reliability("malformed-requests")
 def test_a_method_the_api_does_not_allow_is_a_json_405(alice, key_client, method):
     response = getattr(key_client(alice, "trade"), method)(
         "/api/v1/orders/", {}, format="json"
@@ -85,6 +90,7 @@ def test_a_method_the_api_does_not_allow_is_a_json_405(alice, key_client, method
     api_error(response, 405, "method_not_allowed")
 
 
+@pytest.mark.reliability("malformed-requests")
 def test_a_body_the_api_does_not_read_is_a_json_415(alice, key_client):
     response = key_client(alice, "trade").post("/api/v1/orders/", order())
 
@@ -92,6 +98,7 @@ def test_a_body_the_api_does_not_read_is_a_json_415(alice, key_client):
     assert not Order.objects.exists()
 
 
+@pytest.mark.reliability("malformed-requests")
 def test_malformed_json_is_a_json_400(alice, key_client):
     response = key_client(alice, "trade").post(
         "/api/v1/orders/", '{"market": ', content_type="application/json"
@@ -100,6 +107,7 @@ def test_malformed_json_is_a_json_400(alice, key_client):
     api_error(response, 400, "parse_error")
 
 
+@pytest.mark.reliability("malformed-requests")
 def test_an_uncaught_exception_under_the_api_is_a_json_500(failing_urls):
     client = Client(raise_request_exception=False)
 
@@ -113,6 +121,7 @@ def test_an_uncaught_exception_under_the_api_is_a_json_500(failing_urls):
     assert "client_order_id" in message
 
 
+@pytest.mark.reliability("malformed-requests")
 def test_an_uncaught_exception_on_a_page_is_the_error_page(failing_urls):
     response = Client(raise_request_exception=False).get("/test/fail/")
 

@@ -4,6 +4,8 @@ access log: test_server.py.)"""
 
 from __future__ import annotations
 
+import pytest
+
 LOG_HOSTILE_TEXT = r"""
 import django, logging
 django.setup()
@@ -12,6 +14,7 @@ logging.getLogger("x").warning("user wrote %s", text, extra={"login": text})
 """
 
 
+@pytest.mark.reliability("log-injection")
 def test_control_characters_in_a_message_and_its_fields_stay_on_the_line(
     run_python,
 ):
@@ -27,6 +30,7 @@ def test_control_characters_in_a_message_and_its_fields_stay_on_the_line(
     assert line.isprintable()
 
 
+@pytest.mark.reliability("log-injection")
 def test_a_traceback_keeps_its_newlines_as_escapes(run_python):
     result = run_python(
         [

@@ -17,6 +17,7 @@ DESCRIPTION = {"name", "description", "renders", "parses"}
     ("path", "scope"),
     [("/api/v1/orders/", "trade"), ("/api/v1/withdrawals/", "withdraw")],
 )
+@pytest.mark.reliability("options")
 def test_options_with_a_key_that_may_post_describes_the_endpoint(
     alice, key_client, path, scope
 ):
@@ -28,6 +29,7 @@ def test_options_with_a_key_that_may_post_describes_the_endpoint(
 
 
 @pytest.mark.parametrize("path", ["/api/v1/orders/", "/api/v1/withdrawals/"])
+@pytest.mark.reliability("options")
 def test_options_with_a_session_describes_the_endpoint(alice_browser, path):
     response = alice_browser.options(path)
 
@@ -35,10 +37,12 @@ def test_options_with_a_session_describes_the_endpoint(alice_browser, path):
     assert response.json().keys() == DESCRIPTION
 
 
+@pytest.mark.reliability("options")
 def test_options_without_credentials_on_a_private_endpoint_is_a_json_401(db):
     api_error(APIClient().options("/api/v1/orders/"), 401, "not_authenticated")
 
 
+@pytest.mark.reliability("options")
 def test_options_on_a_public_endpoint_describes_it(market):
     response = APIClient().options("/api/v1/markets/BTC-USDT/ticker/")
 

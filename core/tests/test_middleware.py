@@ -23,6 +23,7 @@ BTC_ADDRESS = "bc1qexample"
 @pytest.mark.parametrize(
     "path", ["/markets/%00/", "/markets/BTC-USDT%00/live/", "/tokens/%00/", "/%00"]
 )
+@pytest.mark.reliability("nul-bytes")
 def test_a_nul_in_a_page_path_is_the_not_found_page(client, market, path):
     error_page(client.get(path), 404)
 
@@ -36,6 +37,7 @@ def test_a_nul_in_a_page_path_is_the_not_found_page(client, market, path):
         "/api/%00/",
     ],
 )
+@pytest.mark.reliability("nul-bytes")
 def test_a_nul_in_an_api_path_is_a_json_404(market, path):
     api_error(APIClient().get(path), 404, "not_found")
 
@@ -53,6 +55,7 @@ def test_a_nul_in_an_api_path_is_a_json_404(market, path):
         "/accounts/login/?next=/%00",
     ],
 )
+@pytest.mark.reliability("nul-bytes")
 def test_a_nul_in_a_page_query_is_the_bad_request_page(client, market, path):
     page = error_page(client.get(path), 400)
 
@@ -67,11 +70,13 @@ def test_a_nul_in_a_page_query_is_the_bad_request_page(client, market, path):
         "/api/v1/markets/BTC-USDT/candles/?interval=1h%00",
     ],
 )
+@pytest.mark.reliability("nul-bytes")
 def test_a_nul_in_an_api_query_is_a_json_400(market, path):
     api_error(APIClient().get(path), 400, "null_character")
 
 
 @pytest.mark.parametrize("encoding", ["multipart", "urlencoded"])
+@pytest.mark.reliability("nul-bytes")
 def test_a_nul_in_a_form_field_is_refused_and_saves_nothing(alice_browser, encoding):
     fields = {"book-label": "Cold", "book-token": "BTC\x00", "book-address": "x"}
     if encoding == "multipart":
@@ -87,6 +92,7 @@ def test_a_nul_in_a_form_field_is_refused_and_saves_nothing(alice_browser, encod
     assert not SavedAddress.objects.exists()
 
 
+@pytest.mark.reliability("nul-bytes")
 def test_a_nul_in_the_log_in_name_signs_nobody_in(client, alice):
     response = client.post(
         "/accounts/login/", {"login": "alice\x00", "password": PASSWORD}
@@ -96,6 +102,7 @@ def test_a_nul_in_the_log_in_name_signs_nobody_in(client, alice):
     assert "_auth_user_id" not in client.session
 
 
+@pytest.mark.reliability("nul-bytes")
 def test_nul_bytes_in_an_uploaded_file_are_not_refused(client, alice):
     """Files are bytes: only the text fields around them are checked."""
     from django.core.files.uploadedfile import SimpleUploadedFile
@@ -125,6 +132,7 @@ def test_nul_bytes_in_an_uploaded_file_are_not_refused(client, alice):
         {"price": "100\x00"},
     ],
 )
+@pytest.mark.reliability("nul-bytes")
 def test_a_nul_in_an_order_is_a_json_400_and_places_nothing(alice, key_client, fields):
     order = {
         "market": "BTC-USDT",
@@ -145,6 +153,7 @@ def test_a_nul_in_an_order_is_a_json_400_and_places_nothing(alice, key_client, f
 @pytest.mark.parametrize(
     "fields", [{"token": "BTC\x00"}, {"address": "bc1\x00q"}, {"reference": "w\x00"}]
 )
+@pytest.mark.reliability("nul-bytes")
 def test_a_nul_in_a_withdrawal_is_a_json_400_and_requests_nothing(
     alice_browser, fields
 ):
@@ -163,6 +172,7 @@ def test_a_nul_in_a_withdrawal_is_a_json_400_and_requests_nothing(
     assert not Withdrawal.objects.exists()
 
 
+@pytest.mark.reliability("nul-bytes")
 def test_a_nul_in_a_saved_address_label_is_a_json_400(alice_browser):
     response = alice_browser.post(
         "/api/v1/addresses/",
@@ -178,6 +188,7 @@ def test_a_nul_in_a_saved_address_label_is_a_json_400(alice_browser):
 # --- Cookies -----------------------------------------------------------------
 
 
+@pytest.mark.reliability("nul-bytes")
 def test_a_session_cookie_with_nul_characters_is_no_session(market):
     # A quoted cookie value may carry octal escapes, which Django decodes.
     forged = Client(HTTP_COOKIE='sessionid="\\000\\000\\000\\000\\000\\000\\000\\000"')
@@ -197,6 +208,7 @@ def small_body_limit(settings):
     return 1000
 
 
+@pytest.mark.reliability("huge-bodies")
 def test_a_page_body_over_the_limit_is_the_too_large_page(client, small_body_limit):
     response = client.post(
         "/accounts/login/",
@@ -208,6 +220,7 @@ def test_a_page_body_over_the_limit_is_the_too_large_page(client, small_body_lim
     assert "0.0 MB" not in page and "nothing was read" in page
 
 
+@pytest.mark.reliability("huge-bodies")
 def test_an_api_body_over_the_limit_is_a_json_413_and_places_nothing(
     alice, key_client, small_body_limit
 ):
@@ -226,6 +239,7 @@ def test_an_api_body_over_the_limit_is_a_json_413_and_places_nothing(
     assert not Order.objects.exists()
 
 
+@pytest.mark.reliability("huge-bodies")
 def test_a_body_at_the_limit_is_read(client, alice, small_body_limit):
     body = f"login=alice&password={PASSWORD}&pad="
     body += "x" * (small_body_limit - len(body))
@@ -238,6 +252,7 @@ def test_a_body_at_the_limit_is_read(client, alice, small_body_limit):
     assert client.session["_auth_user_id"] == str(alice.pk)
 
 
+@pytest.mark.reliability("huge-bodies")
 def test_the_default_limit_takes_the_largest_form_and_refuses_60_mb():
     from django.conf import settings
 
@@ -249,6 +264,7 @@ def test_the_default_limit_takes_the_largest_form_and_refuses_60_mb():
 
 
 @pytest.mark.parametrize("path", ["/accounts/login/", "/api/v1/orders/"])
+@pytest.mark.reliability("huge-bodies")
 def test_a_chunked_body_is_refused_with_411(alice, key_client, path):
     client = key_client(alice, "trade")
 

@@ -41,16 +41,19 @@ def test_the_nesting_helper_nests_as_asked():
 
 
 @pytest.mark.parametrize("depth", [MAX_DEPTH + 1, 900, 100_000])
+@pytest.mark.reliability("deep-json")
 def test_json_nested_too_deep_is_a_json_400(echo, depth):
     message = api_error(echo(nested(depth)), 400, "parse_error")
 
     assert f"more than {MAX_DEPTH} levels" in message
 
 
+@pytest.mark.reliability("deep-json")
 def test_100000_open_brackets_are_a_json_400(echo):
     api_error(echo("[" * 100_000), 400, "parse_error")
 
 
+@pytest.mark.reliability("deep-json")
 def test_json_nested_as_deep_as_allowed_is_read(echo):
     response = echo(nested(MAX_DEPTH))
 
@@ -58,6 +61,7 @@ def test_json_nested_as_deep_as_allowed_is_read(echo):
     assert response.json()["received"] == json.loads(nested(MAX_DEPTH))
 
 
+@pytest.mark.reliability("deep-json")
 def test_an_order_nested_100000_deep_is_a_json_400(alice, key_client):
     body = '{"market": ' + "[" * 100_000 + "]" * 100_000 + "}"
 

@@ -111,6 +111,7 @@ def after_retry() -> None:
 
 
 @pytest.mark.django_db
+@pytest.mark.reliability("redis-down")
 def test_pages_log_in_and_the_api_answer_while_redis_is_down_and_use_it_once_back(
     app_on_redis,
 ):
@@ -162,6 +163,7 @@ def test_pages_log_in_and_the_api_answer_while_redis_is_down_and_use_it_once_bac
 
 
 @pytest.mark.django_db
+@pytest.mark.reliability("redis-down")
 def test_a_session_ended_while_redis_was_unreachable_stays_ended_once_it_answers(
     app_on_redis,
 ):

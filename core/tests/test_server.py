@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from core.tests.processes import free_port, plain_static_root
+
 ROOT = Path(__file__).resolve().parents[2]
 GUNICORN = Path(sys.executable).parent / "gunicorn"
 ACCESS_KEYS = [
@@ -78,29 +80,12 @@ class Server:
         return response
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     directory = tmp_path_factory.mktemp("gunicorn")
-    port = _free_port()
+    port = free_port()
     log = directory / "gunicorn.log"
-    # The pages' {% static %} names, from a manifest of the project's own
-    # files under their plain names: collectstatic would take 40 s.
-    static_root = directory / "static"
-    static_root.mkdir()
-    names = [
-        path.relative_to(ROOT / "static").as_posix()
-        for path in (ROOT / "static").rglob("*")
-        if path.is_file()
-    ]
-    (static_root / "staticfiles.json").write_text(
-        json.dumps({"version": "1.1", "paths": {name: name for name in names}})
-    )
+    static_root = plain_static_root(directory)
     env = {
         "PATH": os.environ.get("PATH", ""),
         "HOME": str(directory),
@@ -160,6 +145,7 @@ def request(path: bytes, *headers: bytes, method: bytes = b"GET") -> bytes:
 # --- The access log ----------------------------------------------------------
 
 
+@pytest.mark.reliability("log-injection")
 def test_a_path_with_newlines_and_nul_stays_on_its_own_access_line(server):
     forged = b"/x%0Aremote=6.6.6.6%20method=GET%20path=%22/admin/%22%20status=200%0D%00"
 
@@ -176,6 +162,7 @@ def test_a_path_with_newlines_and_nul_stays_on_its_own_access_line(server):
     assert not any(line.startswith("remote=6.6.6.6") for line in server.lines())
 
 
+@pytest.mark.reliability("log-injection")
 def test_headers_cannot_add_lines_or_fields_to_the_access_line(server):
     response = server.send(
         request(
@@ -197,6 +184,7 @@ def test_headers_cannot_add_lines_or_fields_to_the_access_line(server):
     assert not any(line.startswith("remote=6.6.6.6") for line in server.lines())
 
 
+@pytest.mark.reliability("log-injection")
 def test_the_apps_own_log_lines_escape_what_the_request_sent(server):
     """The not-found warning carries the request's id and path (bound by
     gunicorn.conf.py); a NEL byte in the id must not end its line."""
@@ -220,6 +208,7 @@ def test_the_apps_own_log_lines_escape_what_the_request_sent(server):
 
 
 @pytest.mark.parametrize("path", [b"/healthz/", b"/no-such-page/", b"/api/nothing/"])
+@pytest.mark.reliability("log-secrets")
 def test_no_server_header_is_sent(server, path):
     response = server.send(request(path))
 
@@ -234,6 +223,7 @@ SIXTY_MB = 60 * 1024 * 1024
 CSRF_SECRET = "a" * 32
 
 
+@pytest.mark.reliability("huge-bodies")
 def test_a_60_mb_upload_is_refused_before_it_is_read(server):
     """Only 32 KB of the 60 MB are ever sent. With a CSRF cookie and token
     first in the form, Django's CSRF check would parse the whole multipart
@@ -270,6 +260,7 @@ def test_a_60_mb_upload_is_refused_before_it_is_read(server):
     assert response.getheader("Server") is None
 
 
+@pytest.mark.reliability("huge-bodies")
 def test_a_60_mb_api_body_is_a_json_413(server):
     response = server.send(
         request(
@@ -286,6 +277,7 @@ def test_a_60_mb_api_body_is_a_json_413(server):
     assert json.loads(response.body)["error"]["code"] == "request_too_large"
 
 
+@pytest.mark.reliability("huge-bodies")
 def test_a_chunked_body_is_refused_before_it_is_read(server):
     response = server.send(
         request(

@@ -100,6 +100,7 @@ def member_client(client, member):
 
 
 @pytest.mark.parametrize("path", PUBLIC_PAGES)
+@pytest.mark.reliability("xss-policy")
 def test_every_public_page_carries_the_policy_and_stays_cacheable(client, market, path):
     response = client.get(path)
 
@@ -110,6 +111,7 @@ def test_every_public_page_carries_the_policy_and_stays_cacheable(client, market
 
 
 @pytest.mark.parametrize("path", ANONYMOUS_FORMS)
+@pytest.mark.reliability("xss-policy")
 def test_every_anonymous_account_form_carries_the_policy(client, db, path):
     response = client.get(path)
 
@@ -118,6 +120,7 @@ def test_every_anonymous_account_form_carries_the_policy(client, db, path):
 
 
 @pytest.mark.parametrize("path", SIGNED_IN_PAGES)
+@pytest.mark.reliability("xss-policy")
 def test_every_signed_in_page_carries_the_policy_and_is_never_stored(
     member_client, path
 ):
@@ -128,6 +131,7 @@ def test_every_signed_in_page_carries_the_policy_and_is_never_stored(
     assert {"private", "no-store"} <= cache_directives(response)
 
 
+@pytest.mark.reliability("xss-policy")
 def test_error_pages_carry_the_policy(client, db):
     response = client.get("/no-such-page/")
 
@@ -190,6 +194,7 @@ def test_images_from_the_object_store_are_allowed_where_browsers_fetch_them(
     assert policy_of(response)["img-src"] == "'self' https://media.example.com"
 
 
+@pytest.mark.reliability("xss-policy")
 def test_the_api_docs_page_has_no_inline_code(client, db):
     page = client.get("/api/docs/").content.decode()
     script = client.get("/api/docs/?script")
@@ -249,6 +254,7 @@ def test_https_is_the_default_without_debug_and_plain_http_turns_it_off(
     assert result.stdout.strip() == expected
 
 
+@pytest.mark.reliability("probes")
 def test_https_redirect_spares_the_health_checks_of_a_load_balancer(
     client, db, settings
 ):
@@ -271,6 +277,7 @@ def test_https_redirect_spares_the_health_checks_of_a_load_balancer(
 
 
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.reliability("xss-policy")
 def test_a_page_that_breaks_the_policy_fails_the_header_watch(browser, live_server):
     """The check every browser test relies on notices inline code."""
     watch = HeaderWatch()
@@ -294,6 +301,7 @@ def test_a_page_that_breaks_the_policy_fails_the_header_watch(browser, live_serv
 
 
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.reliability("xss-policy")
 def test_api_docs_admin_and_account_pages_work_under_the_policy(
     page, live_server, mfa_enable
 ):

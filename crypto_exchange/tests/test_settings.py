@@ -105,6 +105,7 @@ def test_a_bad_minio_setting_stops_start_up_naming_the_variable(
     assert variable in result.stderr
 
 
+@pytest.mark.reliability("store-refused")
 def test_start_up_never_contacts_the_object_store(run_python):
     # Nothing listens on port 9 of loopback: any request would fail or hang.
     env = {**SETTINGS_ENV, "USE_MINIO": "true", "MINIO_ENDPOINT": "127.0.0.1:9"}
@@ -148,6 +149,7 @@ def test_env_example_lists_every_variable_the_settings_read():
 
 
 @pytest.mark.parametrize("secret", [None, "change-me"])
+@pytest.mark.reliability("log-secrets")
 def test_production_mode_requires_a_real_secret_key(run_python, secret):
     env = {**SETTINGS_ENV, "DEBUG": "false"}
     if secret is not None:

@@ -71,6 +71,7 @@ def test_second_run_changes_nothing_and_says_so(
     assert keys == ["default_avatar.jpg"]
 
 
+@pytest.mark.reliability("private-documents")
 def test_presigned_mode_grants_no_anonymous_access(
     run_python, env, s3_client, bucket_name
 ):
@@ -85,6 +86,7 @@ def test_presigned_mode_grants_no_anonymous_access(
     assert no_policy.value.code == "NoSuchBucketPolicy"
 
 
+@pytest.mark.reliability("store-errors")
 def test_wrong_credentials_exit_non_zero_naming_the_keys(
     run_python, env, s3_client, bucket_name
 ):
@@ -96,6 +98,7 @@ def test_wrong_credentials_exit_non_zero_naming_the_keys(
     assert not s3_client.bucket_exists(bucket_name=bucket_name)
 
 
+@pytest.mark.reliability("store-errors")
 def test_unreachable_endpoint_exits_non_zero_naming_the_endpoint(run_python, env):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -166,6 +166,7 @@ def test_simulated_clients_have_distinct_loopback_addresses():
     )
 
 
+@pytest.mark.reliability("throttle-login")
 def test_the_throttles_see_each_simulated_user_as_a_client_of_its_own(run):
     # TRUSTED_PROXY_COUNT=2: the client is the second address from the right
     # of X-Forwarded-For (the load balancer's view, then nginx's).
@@ -215,6 +216,7 @@ def test_no_upload_shares_a_key_and_the_bucket_matches_the_database(run):
     assert report.objects == 6 + 3 + 1  # and the default avatar
 
 
+@pytest.mark.reliability("instance-stopped")
 def test_only_requests_in_flight_on_the_stopped_instance_fail(run):
     report = run.report
     assert report.stopped in run.instances
@@ -232,6 +234,7 @@ def test_only_requests_in_flight_on_the_stopped_instance_fail(run):
     assert report.problems() == []
 
 
+@pytest.mark.reliability("instance-stopped")
 def test_failed_requests_are_the_ones_nginx_logged_as_502(run):
     failed = {f.response.request_id for f in run.report.failed_after_stop}
     logged = {
@@ -258,6 +261,7 @@ def test_instance_access_logs_are_key_value_with_nginx_request_ids(run):
         assert answered_here <= logged_rids, address
 
 
+@pytest.mark.reliability("log-secrets")
 def test_no_secret_appears_in_any_log(run):
     # SECRET_KEY, S3 key, staff (password, authenticator secret), users
     assert len(run.secrets) == 2 + 2 + 6

@@ -207,6 +207,7 @@ def test_the_default_avatar_is_cached_for_a_day(topology):
     assert answer.headers.get_all("Cache-Control") == ["public, max-age=86400"]
 
 
+@pytest.mark.reliability("upload-served")
 def test_anything_but_an_image_is_a_download(topology):
     answer = fetch(topology, media_path(PAGE))
 
@@ -232,6 +233,7 @@ def test_an_unsatisfiable_range_is_a_plain_416(topology):
     assert topology.bucket.encode() not in answer.body
 
 
+@pytest.mark.reliability("private-documents")
 def test_a_private_file_is_refused(topology):
     answer = fetch(topology, media_path(PRIVATE))
 
@@ -239,6 +241,7 @@ def test_a_private_file_is_refused(topology):
     assert PDF not in answer.body
 
 
+@pytest.mark.reliability("hostile-paths")
 def test_the_store_location_is_not_reachable_from_outside(topology):
     # Even with a valid signature for the object.
     signed = urlsplit(
@@ -259,6 +262,7 @@ def test_the_store_location_is_not_reachable_from_outside(topology):
         assert PDF not in answer.body
 
 
+@pytest.mark.reliability("store-hung")
 def test_hung_store_holds_no_worker_while_media_requests_wait_on_it(topology, store):
     # Twice as many media requests as the instance has workers, all waiting
     # on the paused store at once: the app has answered every one, so pages

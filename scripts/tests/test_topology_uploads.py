@@ -117,6 +117,7 @@ def test_the_topology_has_deploys_upload_limit_unchanged(limited):
     assert "rate=6r/m;" in config
 
 
+@pytest.mark.reliability("throttle-uploads")
 def test_nginx_answers_a_burst_of_uploads_from_one_client_itself(limited):
     flooder, other = _signed_up(limited, 900), _signed_up(limited, 901)
     token = csrf_token(flooder.get("/accounts/profile/"))

@@ -62,6 +62,7 @@ def png_bytes(size=(8, 8)) -> bytes:
 # --- construction and configuration -------------------------------------------
 
 
+@pytest.mark.reliability("store-refused")
 def test_constructing_and_url_contact_nothing(requests_of):
     storage = MinIOStorage(
         endpoint="127.0.0.1:1", access_key="a", secret_key="b", bucket_name="nowhere"
@@ -163,6 +164,7 @@ def test_large_file_is_uploaded_in_parts(storage, requests_of):
 # --- objects as stored --------------------------------------------------------
 
 
+@pytest.mark.reliability("upload-types")
 def test_content_type_follows_the_content_not_the_name(storage, s3_client):
     name = storage.save("token_logo/looks-like.jpg", ContentFile(png_bytes()))
     stat = s3_client.stat_object(bucket_name=storage.bucket_name, object_name=name)
@@ -171,6 +173,7 @@ def test_content_type_follows_the_content_not_the_name(storage, s3_client):
     assert stat.metadata["Cache-Control"] == "public, max-age=31536000, immutable"
 
 
+@pytest.mark.reliability("upload-types")
 def test_a_non_image_named_jpg_is_not_stored_as_an_image(storage, s3_client):
     name = storage.save("profile_pics/fake.jpg", ContentFile(b"just text"))
     stat = s3_client.stat_object(bucket_name=storage.bucket_name, object_name=name)
@@ -227,6 +230,7 @@ def test_first_save_creates_the_missing_bucket(storage, s3_client):
     assert s3_client.bucket_exists(bucket_name=storage.bucket_name)
 
 
+@pytest.mark.reliability("race-uploads")
 def test_concurrent_first_saves_all_succeed_and_never_collide(minio_options):
     # Eight "app servers" (separate storage objects) save the same name into
     # a bucket that does not exist yet, released together.
@@ -306,6 +310,7 @@ def test_presigned_urls_are_stable_for_a_while_for_browser_caching(minio_options
     assert storage.url("profile_pics/a.jpg") == storage.url("profile_pics/a.jpg")
 
 
+@pytest.mark.reliability("private-documents")
 def test_presigned_bucket_is_private(minio_options):
     storage = MinIOStorage(**{**minio_options, "url_mode": "presigned"})
     name = storage.save("profile_pics/secret.png", ContentFile(png_bytes()))
@@ -330,6 +335,7 @@ def _unused_port() -> int:
         return sock.getsockname()[1]
 
 
+@pytest.mark.reliability("store-refused")
 def test_refused_connection_is_storage_unavailable_naming_what_to_check(minio_options):
     storage = MinIOStorage(
         **{**minio_options, "endpoint": f"127.0.0.1:{_unused_port()}"}
@@ -344,6 +350,7 @@ def test_refused_connection_is_storage_unavailable_naming_what_to_check(minio_op
     assert failure.value.operation == "save"
 
 
+@pytest.mark.reliability("store-errors")
 def test_wrong_credentials_are_storage_unavailable_naming_the_keys(minio_options):
     storage = MinIOStorage(**{**minio_options, "secret_key": "not-the-secret"})
 
@@ -361,6 +368,7 @@ def silent_server():
     listener.close()
 
 
+@pytest.mark.reliability("store-errors")
 def test_a_server_that_never_answers_fails_fast(minio_options, silent_server):
     storage = MinIOStorage(
         **{**minio_options, "endpoint": silent_server},
@@ -397,6 +405,7 @@ def failing_server():
     server.server_close()
 
 
+@pytest.mark.reliability("store-errors")
 def test_server_errors_are_storage_unavailable_after_bounded_retries(
     minio_options, failing_server
 ):
@@ -408,6 +417,7 @@ def test_server_errors_are_storage_unavailable_after_bounded_retries(
         storage.save("profile_pics/x.txt", ContentFile(b"x"))
 
 
+@pytest.mark.reliability("store-errors")
 def test_retries_stop_at_the_deadline(minio_options, failing_server):
     # Fifty retries with backoff would take most of a minute.
     storage = MinIOStorage(
@@ -420,6 +430,7 @@ def test_retries_stop_at_the_deadline(minio_options, failing_server):
     assert time.monotonic() - started < 5
 
 
+@pytest.mark.reliability("store-errors")
 def test_exists_raises_on_failures_instead_of_answering_false(minio_options):
     storage = MinIOStorage(
         **{**minio_options, "endpoint": f"127.0.0.1:{_unused_port()}"}
@@ -538,6 +549,7 @@ def test_a_long_stream_of_unknown_length_is_uploaded_in_parts(storage, requests_
     assert storage.open(name).read() == payload
 
 
+@pytest.mark.reliability("upload-types")
 def test_an_uploads_own_content_type_is_not_used(storage, s3_client):
     declared_html = SimpleUploadedFile("a.txt", b"<script>", content_type="text/html")
     declared_jpeg = SimpleUploadedFile("b.png", png_bytes(), content_type="image/jpeg")
@@ -624,6 +636,7 @@ def test_a_file_object_saved_twice_is_rewound(storage):
 
 
 @pytest.mark.parametrize("mode", ["public", "proxy", "presigned"])
+@pytest.mark.reliability("hostile-paths")
 def test_url_refuses_traversal_every_time(minio_options, mode):
     storage = MinIOStorage(**{**minio_options, "url_mode": mode})
 

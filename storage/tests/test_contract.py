@@ -107,6 +107,7 @@ def test_url_points_at_the_key(any_storage):
 
 
 @pytest.mark.parametrize("name", ["../escape.txt", "profile_pics/../../etc/passwd"])
+@pytest.mark.reliability("hostile-paths")
 def test_path_traversal_is_refused(any_storage, name):
     with pytest.raises(SuspiciousFileOperation):
         any_storage.save(name, ContentFile(b"x"))

@@ -53,6 +53,7 @@ def test_url_quotes_as_encode_uri_component(make_storage):
 
 
 @pytest.mark.parametrize("name", ["/evil.com", r"\evil.com", "///evil.com"])
+@pytest.mark.reliability("open-redirect-media")
 def test_url_drops_leading_slashes(make_storage, name):
     storage = make_storage(base_url="/test_media_url/")
 
@@ -163,6 +164,7 @@ def test_a_name_too_long_for_the_store_is_refused(any_storage):
 
 
 @pytest.mark.parametrize("name", ["..", "../x.txt", "a/../../x.txt"])
+@pytest.mark.reliability("hostile-paths")
 def test_traversal_is_refused_by_every_method(any_storage, name):
     for method in (any_storage.exists, any_storage.open, any_storage.size):
         with pytest.raises(SuspiciousFileOperation):
@@ -195,6 +197,7 @@ def test_names_keep_their_case(any_storage):
     ],
     ids=["save", "open", "exists", "size", "delete", "listdir"],
 )
+@pytest.mark.reliability("hostile-paths")
 def test_an_absolute_name_is_refused(make_storage, operation):
     storage = make_storage()
 

@@ -30,6 +30,7 @@ def png_bomb() -> ContentFile:
     return ContentFile(buffer.getvalue(), name="bomb.png")
 
 
+@pytest.mark.reliability("upload-slots")
 def test_a_decode_waits_briefly_for_a_slot_then_is_refused(
     settings, decode_slots_holder
 ):
@@ -52,6 +53,7 @@ def test_a_slot_another_process_releases_is_used_again(settings, decode_slots_ho
     assert image_process(jpeg(), spec=AVATAR).width == AVATAR.size
 
 
+@pytest.mark.reliability("decoder-killed")
 def test_a_killed_holder_frees_its_slots(settings, decode_slots_holder):
     settings.IMAGE_DECODE_SLOTS = 2
     holder = decode_slots_holder(2)
@@ -103,6 +105,7 @@ def test_threads_of_one_process_each_need_a_slot(settings):
     assert image_process(jpeg(), spec=AVATAR).width == AVATAR.size
 
 
+@pytest.mark.reliability("upload-slots")
 def test_an_image_refused_from_its_header_never_waits_for_a_slot(
     settings, decode_slots_holder
 ):

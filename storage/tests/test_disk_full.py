@@ -104,6 +104,7 @@ def plain_jpeg(name: str) -> SimpleUploadedFile:
     return SimpleUploadedFile(name, buffer.getvalue(), "image/jpeg")
 
 
+@pytest.mark.reliability("disk-full")
 def test_a_file_the_disk_has_no_room_for_is_refused_and_removed(small_disk):
     root = small_disk(free=8 * 1024)
     storage = FileSystemStorage(location=root)
@@ -118,6 +119,7 @@ def test_a_file_the_disk_has_no_room_for_is_refused_and_removed(small_disk):
     )
 
 
+@pytest.mark.reliability("disk-full")
 def test_the_partial_file_removed_is_the_one_this_save_created(small_disk):
     # Another upload takes the name first: Django writes under another one,
     # and only that one is removed.
@@ -133,6 +135,7 @@ def test_the_partial_file_removed_is_the_one_this_save_created(small_disk):
     assert (root / "uploads" / "photo.jpg").read_bytes() == b"someone else's"
 
 
+@pytest.mark.reliability("disk-full")
 def test_any_other_failed_write_is_raised_as_itself_and_leaves_nothing(tmp_path):
     class CutOff(io.BytesIO):
         def read(self, *args):
@@ -149,6 +152,7 @@ def test_any_other_failed_write_is_raised_as_itself_and_leaves_nothing(tmp_path)
     assert files_under(tmp_path) == set()
 
 
+@pytest.mark.reliability("disk-full")
 def test_an_avatar_upload_on_a_full_disk_is_refused_and_changes_nothing(
     client, settings, small_disk
 ):
@@ -183,6 +187,7 @@ def test_an_avatar_upload_on_a_full_disk_is_refused_and_changes_nothing(
     assert files_under(root) == {FILLER}
 
 
+@pytest.mark.reliability("disk-full")
 def test_identity_documents_on_a_full_disk_are_refused_and_leave_nothing(
     client, settings, small_disk
 ):

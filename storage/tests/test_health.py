@@ -4,6 +4,7 @@ from django.test import Client
 pytestmark = pytest.mark.django_db
 
 
+@pytest.mark.reliability("probes")
 def test_liveness_touches_nothing_and_answers(django_assert_num_queries, dead_storage):
     with django_assert_num_queries(0):
         response = Client().get("/healthz/")
@@ -40,6 +41,7 @@ def failing_reasons(caplog) -> dict[str, str]:
     }
 
 
+@pytest.mark.reliability("probes")
 def test_readiness_says_which_check_fails_with_a_503_and_logs_why(dead_storage, caplog):
     response = Client().get("/readyz/", headers={"accept": "text/html"})
 
@@ -52,6 +54,7 @@ def test_readiness_says_which_check_fails_with_a_503_and_logs_why(dead_storage, 
     assert "cannot connect" in failing_reasons(caplog)["object_store"]
 
 
+@pytest.mark.reliability("probes")
 def test_readiness_does_not_name_a_missing_bucket_but_logs_it(
     use_minio, bucket_name, caplog
 ):

@@ -27,6 +27,10 @@ from conftest import S3_ACCESS_KEY, S3_SECRET_KEY, storages_setting
 from scripts import s3_server as s3_server_module
 from storage.backends import MinIOStorage
 from storage.exceptions import StorageUnavailable
+from storage.orphans import pending_deletions_retry
+from verification.documents import document_process
+from verification.services import verification_submit
+from verification.tests.samples import full_set
 
 pytestmark = pytest.mark.django_db
 
@@ -102,6 +106,30 @@ def _resume(server) -> None:
     os.kill(server.process.pid, signal.SIGCONT)
 
 
+def _stored(store_options, prefix: str) -> set[str]:
+    client = Minio(
+        endpoint=store_options["endpoint"],
+        access_key=S3_ACCESS_KEY,
+        secret_key=S3_SECRET_KEY,
+        secure=False,
+        region="us-east-1",
+    )
+    objects = client.list_objects(
+        bucket_name=store_options["bucket_name"], prefix=prefix, recursive=True
+    )
+    return {o.object_name for o in objects}
+
+
+def _written_late(store_options, prefix: str) -> set[str]:
+    """What the resumed store writes of the requests it took while paused
+    (all of each body had reached it)."""
+    deadline = time.monotonic() + 20
+    while not (names := _stored(store_options, prefix)):
+        assert time.monotonic() < deadline, "the resumed store wrote nothing"
+        time.sleep(0.1)
+    return names
+
+
 def png_bytes() -> bytes:
     buffer = io.BytesIO()
     Image.new("RGB", (20, 20), (1, 2, 3)).save(buffer, "PNG")
@@ -120,6 +148,7 @@ def _timed(call):
     return result, time.monotonic() - started
 
 
+@pytest.mark.reliability("store-hung")
 def test_a_read_timeout_is_not_retried(store_options, paused):
     # Three retries of a 1 s read timeout would take at least 4 s.
     storage = MinIOStorage(
@@ -134,6 +163,7 @@ def test_a_read_timeout_is_not_retried(store_options, paused):
     assert time.monotonic() - started < 3.5
 
 
+@pytest.mark.reliability("store-hung")
 def test_a_proxy_media_request_is_a_503_within_the_deadline(proxy_store, paused):
     name = proxy_store.save("token_logo/logo.png", ContentFile(png_bytes()))
     paused()
@@ -146,6 +176,7 @@ def test_a_proxy_media_request_is_a_503_within_the_deadline(proxy_store, paused)
     assert took < DEADLINE + MARGIN
 
 
+@pytest.mark.reliability("store-hung")
 def test_readiness_reports_the_paused_store_within_the_deadline(
     proxy_store, paused, caplog
 ):
@@ -166,6 +197,7 @@ def test_readiness_reports_the_paused_store_within_the_deadline(
     assert "did not answer in time" in logged.reason
 
 
+@pytest.mark.reliability("store-hung")
 def test_pages_answer_while_a_media_request_waits_on_the_paused_store(
     proxy_store, paused
 ):
@@ -189,6 +221,7 @@ def test_pages_answer_while_a_media_request_waits_on_the_paused_store(
     assert [answer.status_code for answer in media_answers] == [503]
 
 
+@pytest.mark.reliability("store-hung")
 def test_an_upload_during_the_pause_is_refused_and_changes_nothing(
     proxy_store, paused, own_store, store_options
 ):
@@ -209,6 +242,7 @@ def test_an_upload_during_the_pause_is_refused_and_changes_nothing(
     assert took < 2 * DEADLINE + MARGIN
 
 
+@pytest.mark.reliability("store-hung")
 def test_everything_works_again_after_the_store_resumes(proxy_store, paused, own_store):
     name = proxy_store.save("token_logo/logo.png", ContentFile(png_bytes()))
     paused()
@@ -226,3 +260,42 @@ def test_everything_works_again_after_the_store_resumes(proxy_store, paused, own
     assert client.post("/accounts/profile/", {"avatar": jpeg()}).status_code == 302
     user.profile.refresh_from_db()
     assert user.profile.avatar.name.startswith("profile_pics/")
+
+
+@pytest.mark.reliability("store-hung")
+def test_a_refused_upload_the_store_writes_when_it_resumes_is_deleted(
+    proxy_store, paused, own_store, store_options, django_capture_on_commit_callbacks
+):
+    user = get_user_model().objects.create_user("carol", password="x-secret-1")
+    client = Client()
+    client.force_login(user)
+    paused()
+    assert client.post("/accounts/profile/", {"avatar": jpeg()}).status_code == 400
+    _resume(own_store)
+    assert _written_late(store_options, "profile_pics/")
+
+    # The next write finds the store answering and finishes the queued
+    # deletions once it commits.
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post("/accounts/profile/", {"avatar": jpeg()})
+
+    assert response.status_code == 302
+    user.profile.refresh_from_db()
+    assert _stored(store_options, "profile_pics/") == {user.profile.avatar.name}
+
+
+@pytest.mark.reliability("store-hung")
+def test_a_refused_identity_document_the_store_writes_when_it_resumes_is_deleted(
+    proxy_store, paused, own_store, store_options
+):
+    user = get_user_model().objects.create_user("dave", password="x-secret-1")
+    documents = {kind: document_process(f) for kind, f in full_set().items()}
+    paused()
+    with pytest.raises(StorageUnavailable):
+        verification_submit(user=user, documents=documents)
+    _resume(own_store)
+    assert _written_late(store_options, "private/")
+
+    pending_deletions_retry()
+
+    assert _stored(store_options, "private/") == set()

@@ -181,6 +181,7 @@ def test_exif_orientation_is_applied():
     assert not img.getexif()
 
 
+@pytest.mark.reliability("upload-broken")
 def test_metadata_does_not_survive():
     exif = Image.Exif()
     exif[ExifTags.Base.Make] = "SecretCam"
@@ -211,6 +212,7 @@ def test_metadata_does_not_survive():
     assert near(img.getpixel((150, 150)), (30, 120, 200), tolerance=6)
 
 
+@pytest.mark.reliability("upload-broken")
 def test_trailing_payload_after_the_image_is_dropped():
     polyglot = encode(Image.new("RGB", (400, 400), GREEN), "JPEG") + b"<?php ?>"
 
@@ -234,6 +236,7 @@ def test_embedded_icc_profile_is_converted_to_srgb(format):
     assert "icc_profile" not in img.info
 
 
+@pytest.mark.reliability("upload-broken")
 def test_broken_icc_profile_is_ignored():
     source = encode(
         Image.new("RGB", (400, 400), GREEN), "PNG", icc_profile=b"not a profile"
@@ -339,6 +342,7 @@ def test_bilevel_image():
 
 
 @pytest.mark.parametrize("format", ["GIF", "PNG", "WEBP"])
+@pytest.mark.reliability("upload-broken")
 def test_animation_keeps_only_the_first_frame(format):
     first, second = Image.new("RGB", (300, 300), RED), Image.new("RGB", (300, 300))
     second.paste(BLUE, (0, 0, 300, 300))
@@ -388,6 +392,7 @@ def test_any_aspect_ratio_gives_an_exact_square(size):
         (None, "image.jpg"),
     ],
 )
+@pytest.mark.reliability("upload-served")
 def test_output_name_is_safe_and_has_the_written_extension(original, expected):
     source = encode(Image.new("RGB", (50, 50)), "PNG")
 
@@ -451,6 +456,7 @@ def test_validate_header_names_the_format_and_rewinds(tmp_path):
     assert upload.read() == data
 
 
+@pytest.mark.reliability("upload-bombs")
 def test_validate_header_does_not_decode_pixels():
     truncated = encode(noise((400, 400)), "JPEG")[:5000]
 
@@ -472,6 +478,7 @@ SVG = b'<svg xmlns="http://www.w3.org/2000/svg"><script>alert(1)</script></svg>'
         pytest.param("\ufeff".encode("utf-16-le") + SVG.decode().encode("utf-16-le")),
     ],
 )
+@pytest.mark.reliability("upload-types")
 def test_svg_is_refused(data):
     error = refusal(data)
 
@@ -492,6 +499,7 @@ def test_svg_is_refused(data):
         ("JPEG2000", "JPEG 2000"),
     ],
 )
+@pytest.mark.reliability("upload-types")
 def test_other_image_formats_are_refused_by_name(format, name):
     error = refusal(encode(Image.new("RGB", (64, 64), RED), format))
 
@@ -505,6 +513,7 @@ def test_other_image_formats_are_refused_by_name(format, name):
     "data",
     [b"just some text, named photo.jpg", b"", b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n"],
 )
+@pytest.mark.reliability("upload-types")
 def test_non_images_are_refused(data):
     error = refusal(data)
 
@@ -513,6 +522,7 @@ def test_non_images_are_refused(data):
 
 
 @pytest.mark.parametrize("format", ["JPEG", "PNG", "GIF", "WEBP"])
+@pytest.mark.reliability("upload-broken")
 def test_truncated_images_are_refused_not_grey_filled(format):
     complete = encode(noise((600, 600)), format)
 
@@ -524,6 +534,7 @@ def test_truncated_images_are_refused_not_grey_filled(format):
     ]
 
 
+@pytest.mark.reliability("upload-bombs")
 def test_huge_declared_dimensions_are_refused_before_decoding():
     # The file really holds a single pixel: decoding would fail as damaged,
     # so this code shows the header alone decided.
@@ -535,6 +546,7 @@ def test_huge_declared_dimensions_are_refused_before_decoding():
     ]
 
 
+@pytest.mark.reliability("upload-bombs")
 def test_dimensions_over_our_limit_but_under_pillows_are_refused():
     error = refusal(png_declaring_size(8000, 6000))
 
@@ -543,6 +555,7 @@ def test_dimensions_over_our_limit_but_under_pillows_are_refused():
 
 
 @pytest.mark.parametrize("action", ["error", "ignore"])
+@pytest.mark.reliability("upload-bombs")
 def test_pillow_bomb_warning_becomes_the_same_error(action):
     # 100 megapixels is past Pillow's warning threshold but under its error one;
     # the result must not depend on how warnings are filtered.
@@ -554,6 +567,7 @@ def test_pillow_bomb_warning_becomes_the_same_error(action):
     assert "10000x10000 pixels" in error.messages[0]
 
 
+@pytest.mark.reliability("upload-bombs")
 def test_highly_compressed_bomb_is_refused_by_its_pixel_count():
     bomb = encode(Image.new("1", (4000, 4000)), "PNG", optimize=True)
     assert len(bomb) < 10_000
@@ -566,6 +580,7 @@ def test_highly_compressed_bomb_is_refused_by_its_pixel_count():
     ]
 
 
+@pytest.mark.reliability("upload-huge")
 def test_too_large_upload_is_refused_before_reading(settings):
     settings.MAX_UPLOAD_SIZE = 10 * 1024 * 1024
     upload = SimpleUploadedFile("big.jpg", bytes(int(12.3 * 1024 * 1024)))
@@ -579,6 +594,7 @@ def test_too_large_upload_is_refused_before_reading(settings):
     ]
 
 
+@pytest.mark.reliability("upload-huge")
 def test_explicit_byte_limit():
     error = refusal(encode(noise((200, 200)), "PNG"), max_bytes=2048)
 
@@ -586,6 +602,7 @@ def test_explicit_byte_limit():
     assert error.messages[0].endswith("The maximum is 2 KB.")
 
 
+@pytest.mark.reliability("upload-huge")
 def test_non_seekable_upload_is_not_buffered_beyond_the_limit():
     stream = NonSeekable(bytes(1_000_000))
 
@@ -637,6 +654,7 @@ def png_header_only(width: int, height: int, *, depth: int, color_type: int) -> 
     return bytes(data)
 
 
+@pytest.mark.reliability("upload-bombs")
 def test_the_issues_16_bit_rgba_bomb_is_refused_from_its_header():
     # 6320x6320 is under the 40 megapixel limit, but 16-bit RGBA pixels cost 8
     # bytes each to decode: 320 MB and seconds of CPU for a 310 KB file.
@@ -649,6 +667,7 @@ def test_the_issues_16_bit_rgba_bomb_is_refused_from_its_header():
     ]
 
 
+@pytest.mark.reliability("upload-bombs")
 def test_sixteen_bits_per_channel_get_half_the_pixels_of_eight():
     budget = 6_000_000  # 1000x1000 RGBA: 4 MB at 8 bits, 8 MB at 16
 
@@ -675,6 +694,7 @@ def test_sixteen_bit_greyscale_is_counted_at_its_conversion_cost():
     assert "16-bit PNG" in error.messages[0]
 
 
+@pytest.mark.reliability("upload-huge")
 def test_a_large_baseline_jpeg_fits_the_budget_through_reduced_decoding():
     photo = encode(Image.new("RGB", (4800, 4800), (9, 99, 199)), "JPEG")
 
@@ -684,6 +704,7 @@ def test_a_large_baseline_jpeg_fits_the_budget_through_reduced_decoding():
     assert processed.width == AVATAR.size
 
 
+@pytest.mark.reliability("upload-bombs")
 def test_a_progressive_jpeg_counts_the_coefficients_of_the_full_image():
     image = Image.new("RGB", (4800, 4800), (9, 99, 199))
     baseline = encode(image, "JPEG")
@@ -697,6 +718,7 @@ def test_a_progressive_jpeg_counts_the_coefficients_of_the_full_image():
     assert "progressive JPEG" in error.messages[0]
 
 
+@pytest.mark.reliability("upload-bombs")
 def test_webp_is_counted_at_its_decoders_higher_cost():
     image = Image.new("RGB", (1000, 1000), (9, 99, 199))
     budget = 8_000_000
@@ -719,6 +741,7 @@ def test_the_decoding_budget_comes_from_settings(settings):
     assert image_validate_header(ContentFile(png_raw(500, 500, depth=8, color_type=6)))
 
 
+@pytest.mark.reliability("upload-bombs")
 def test_the_header_check_applies_the_same_budget():
     with pytest.raises(ValidationError) as caught:
         image_validate_header(

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from conftest import S3_ACCESS_KEY
+from core.tests.processes import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET_KEY = "django-secret-never-logged-8c1f0e"
@@ -77,6 +78,7 @@ def test_unreachable_store_logs_one_line_naming_operation_key_and_endpoint(
     assert WRONG_SECRET not in result.stderr
 
 
+@pytest.mark.reliability("log-secrets")
 def test_refused_credentials_are_logged_without_the_secret(
     run_python, s3_server, bucket_name
 ):
@@ -91,12 +93,6 @@ def test_refused_credentials_are_logged_without_the_secret(
     assert "access refused" in _fields(lines[-1])["reason"]
     assert WRONG_SECRET not in result.stderr
     assert SECRET_KEY not in result.stderr
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _wait_for_port(port: int, process: subprocess.Popen, timeout: float = 30) -> None:
@@ -117,7 +113,7 @@ def test_under_gunicorn_a_request_and_its_storage_failure_share_the_request_id(
 ):
     """The image's gunicorn.conf.py: one access line per request and the
     failure line of the same request, both with the X-Request-ID."""
-    port = _free_port()
+    port = free_port()
     env = {
         "PATH": os.environ.get("PATH", ""),
         "HOME": str(tmp_path),
@@ -173,6 +169,7 @@ def test_under_gunicorn_a_request_and_its_storage_failure_share_the_request_id(
 
 
 @pytest.mark.parametrize("level", ["warning", "error"])
+@pytest.mark.reliability("log-injection")
 def test_a_traceback_stays_on_the_line_of_its_event(run_python, level):
     result = run_python(
         [

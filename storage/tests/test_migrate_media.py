@@ -246,6 +246,7 @@ def test_a_rerun_copies_only_a_deleted_and_a_corrupted_object(
         assert bucket_content(s3_client, bucket_name, key) == tree[key]
 
 
+@pytest.mark.reliability("store-migration-cut")
 def test_an_interrupted_run_leaves_only_whole_objects_and_the_next_one_finishes(
     storage, tree, media_root, s3_client, bucket_name
 ):
@@ -303,6 +304,7 @@ def test_a_multipart_upload_is_invisible_under_its_key_until_complete(
 
 
 @pytest.mark.parametrize("new_content", [png_bytes((50, 50)), b"short"])
+@pytest.mark.reliability("store-migration-cut")
 def test_a_file_changed_during_its_upload_fails_and_the_next_run_copies_it(
     storage, tree, media_root, s3_client, bucket_name, monkeypatch, new_content
 ):
@@ -332,6 +334,7 @@ def test_a_file_changed_during_its_upload_fails_and_the_next_run_copies_it(
     assert stored == new_content
 
 
+@pytest.mark.reliability("store-migration-cut")
 def test_the_server_going_away_mid_run_stops_it_with_what_to_check(
     use_minio, tree, monkeypatch
 ):
@@ -363,6 +366,7 @@ def test_the_server_going_away_mid_run_stops_it_with_what_to_check(
     assert len(puts) == copied + 1  # nothing queued was tried after
 
 
+@pytest.mark.reliability("store-migration-cut")
 def test_a_vanished_file_fails_with_its_reason_and_the_rest_is_copied(
     storage, tree, media_root, s3_client, bucket_name
 ):
@@ -376,6 +380,7 @@ def test_a_vanished_file_fails_with_its_reason_and_the_rest_is_copied(
     assert bucket_keys(s3_client, bucket_name) == sorted(tree)
 
 
+@pytest.mark.reliability("hostile-paths")
 def test_hidden_files_links_out_of_the_source_and_odd_names_are_left_out(
     storage, media_root, tmp_path, s3_client, bucket_name
 ):
@@ -586,6 +591,7 @@ def test_command_exits_1_naming_each_failed_file_after_copying_the_rest(
     assert bucket_keys(s3_client, bucket_name) == sorted(tree)
 
 
+@pytest.mark.reliability("store-errors")
 def test_command_on_an_unreachable_endpoint_names_what_to_check(run_python, env, tree):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -599,6 +605,7 @@ def test_command_on_an_unreachable_endpoint_names_what_to_check(run_python, env,
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.reliability("store-errors")
 def test_command_with_wrong_credentials_names_the_keys(
     run_python, env, tree, s3_client, bucket_name
 ):
@@ -610,6 +617,7 @@ def test_command_with_wrong_credentials_names_the_keys(
     assert not s3_client.bucket_exists(bucket_name=bucket_name)
 
 
+@pytest.mark.reliability("store-migration-cut")
 def test_command_interrupted_by_ctrl_c_exits_1_and_the_next_run_finishes(
     env, media_root, s3_client, bucket_name
 ):

@@ -55,6 +55,7 @@ def run_together(calls) -> list[BaseException | None]:
 
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.reliability("race-uploads")
 def test_concurrent_uploads_by_one_user_leave_exactly_the_referenced_object(
     profile, any_storage, stored_names
 ):
@@ -76,6 +77,7 @@ def test_concurrent_uploads_by_one_user_leave_exactly_the_referenced_object(
 
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.reliability("race-uploads")
 def test_concurrent_uploads_and_a_removal_leave_no_unreferenced_object(
     profile, any_storage, stored_names
 ):
@@ -92,6 +94,7 @@ def test_concurrent_uploads_and_a_removal_leave_no_unreferenced_object(
     assert stored_names(any_storage, "profile_pics") == expected
 
 
+@pytest.mark.reliability("store-cleanup")
 def test_a_removal_during_an_outage_is_finished_when_the_store_returns(
     settings, use_minio, put_exact, stored_names, django_capture_on_commit_callbacks
 ):
@@ -206,6 +209,7 @@ def test_objects_younger_than_the_grace_period_are_left_alone(media, any_storage
     assert all(any_storage.exists(name) for name in media["orphans"])
 
 
+@pytest.mark.reliability("store-cleanup")
 def test_a_failed_deletion_is_queued_and_the_command_fails(
     media, monkeypatch, any_storage
 ):

@@ -41,6 +41,7 @@ def test_a_private_root_overlapping_media_root_is_refused(
         )
 
 
+@pytest.mark.reliability("hostile-paths")
 def test_a_link_into_media_root_is_refused(tmp_path):
     (tmp_path / "media" / "hidden").mkdir(parents=True)
     (tmp_path / "private_media").symlink_to(tmp_path / "media" / "hidden")
@@ -175,6 +176,7 @@ def test_nothing_to_move_is_nothing_done(tmp_path):
     assert not (tmp_path / "private").exists()
 
 
+@pytest.mark.reliability("store-migration-cut")
 def test_an_interrupted_copy_across_file_systems_is_finished_by_the_next_run(
     tmp_path, monkeypatch
 ):

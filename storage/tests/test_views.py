@@ -79,12 +79,14 @@ def test_a_missing_file_is_404(media_client, served_storage):
     assert media_client.get("/media/profile_pics/nobody.jpg").status_code == 404
 
 
+@pytest.mark.reliability("hostile-paths")
 def test_only_media_folders_are_served(media_client, served_storage):
     served_storage.save("private/notes.txt", ContentFile(b"secret"))
 
     assert media_client.get("/media/private/notes.txt").status_code == 404
 
 
+@pytest.mark.reliability("upload-served")
 def test_non_images_are_downloads_never_rendered(media_client, served_storage):
     name = served_storage.save(
         "profile_pics/page.html", ContentFile(b"<script>x</script>")
@@ -96,6 +98,7 @@ def test_non_images_are_downloads_never_rendered(media_client, served_storage):
     assert response["X-Content-Type-Options"] == "nosniff"
 
 
+@pytest.mark.reliability("store-refused")
 def test_a_storage_outage_is_a_503_not_a_500(media_client, settings, minio_options):
     settings.STORAGES = {
         **settings.STORAGES,
@@ -131,6 +134,7 @@ def test_nothing_is_served_when_media_serving_is_off(settings, served_storage):
         "/media/token_logo/./../secret.txt",
     ],
 )
+@pytest.mark.reliability("hostile-paths")
 def test_a_path_leaving_the_media_folders_is_404(media_client, served_storage, path):
     served_storage.save("secret.txt", ContentFile(b"secret"))
 
@@ -140,6 +144,7 @@ def test_a_path_leaving_the_media_folders_is_404(media_client, served_storage, p
     assert b"secret" not in response.content
 
 
+@pytest.mark.reliability("hostile-paths")
 def test_a_path_is_normalised_before_it_is_served(media_client, served_storage):
     name = served_storage.save("token_logo/logo.png", ContentFile(png_bytes()))
 
@@ -158,6 +163,7 @@ def test_a_path_is_normalised_before_it_is_served(media_client, served_storage):
         "/media/profile_pics/" + "/".join(["a" * 200] * 3),
     ],
 )
+@pytest.mark.reliability("hostile-paths")
 def test_hostile_names_are_404_without_a_storage_failure(
     media_client, served_storage, path, caplog
 ):
@@ -302,6 +308,7 @@ def test_handing_over_makes_no_request_to_the_store(
         "/media/profile_pics/" + "a" * 300 + ".jpg",
     ],
 )
+@pytest.mark.reliability("hostile-paths")
 def test_paths_that_are_never_served_are_not_handed_over(
     media_client, accel_storage, path
 ):
@@ -337,11 +344,13 @@ def test_handing_over_applies_to_the_proxy_mode_only(media_client, settings):
         "http://store/",
     ],
 )
+@pytest.mark.reliability("hostile-paths")
 def test_a_redirect_location_nginx_could_not_have_is_refused(value):
     with pytest.raises(ImproperlyConfigured, match="MEDIA_ACCEL_REDIRECT"):
         validate_accel_redirect(value, media_url="/media/")
 
 
 @pytest.mark.parametrize("value", ["", "/_media_store/", "/internal/s3/"])
+@pytest.mark.reliability("open-redirect-media")
 def test_a_redirect_location_is_accepted(value):
     assert validate_accel_redirect(value, media_url="/media/") == value

@@ -46,6 +46,7 @@ def test_adding_a_token_in_the_admin_stores_a_200_square_logo(
     assert (image.format, image.size) == ("PNG", (200, 200))
 
 
+@pytest.mark.reliability("upload-types")
 def test_an_svg_logo_is_refused_in_the_admin_with_a_message(staff_client, any_storage):
     svg = SimpleUploadedFile("logo.png", b"<svg xmlns='http://www.w3.org/2000/svg'/>")
 
@@ -59,6 +60,7 @@ def test_an_svg_logo_is_refused_in_the_admin_with_a_message(staff_client, any_st
     assert not Token.objects.exists()
 
 
+@pytest.mark.reliability("upload-slots")
 def test_a_logo_finding_every_decode_slot_taken_is_a_message_in_the_admin(
     staff_client, settings, decode_slots_holder
 ):

@@ -19,6 +19,7 @@ def big_transparent_png(path):
     return path
 
 
+@pytest.mark.reliability("upload-huge")
 def test_staff_add_a_token_with_a_large_logo_and_the_list_shows_it_at_200(
     page, live_server, site_storage, tmp_path, mfa_enable
 ):

@@ -76,6 +76,7 @@ def test_token_pages_cost_the_same_queries_for_10_or_60_tokens(client, url):
     assert len(few) == len(many)
 
 
+@pytest.mark.reliability("store-refused")
 def test_a_storage_outage_in_the_admin_is_a_503_page(client, dead_storage, mfa_enable):
     root = get_user_model().objects.create_superuser("root", password="x")
     mfa_enable(root)

@@ -12,7 +12,6 @@ from allauth.core.exceptions import ReauthenticationRequired
 from django.core.exceptions import ObjectDoesNotExist
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.db import InterfaceError, OperationalError
 from django.http import Http404
 from rest_framework import exceptions, status
 from rest_framework.response import Response
@@ -20,6 +19,7 @@ from rest_framework.serializers import as_serializer_error
 from rest_framework.settings import api_settings
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from core.database import UNAVAILABLE, unavailable_error
 from trading import exceptions as trading
 
 logger = logging.getLogger(__name__)
@@ -70,15 +70,18 @@ def exception_handler(exc: Exception, context: dict) -> Response | None:
             ),
             status=status.HTTP_403_FORBIDDEN,
         )
-    if isinstance(exc, OperationalError | InterfaceError):
-        logger.exception("Database unavailable during an API request")
+    if isinstance(exc, UNAVAILABLE):
+        # "nothing was changed" only when nothing that writes was sent;
+        # otherwise outcome_unknown, saying what to check (core.database).
+        code, message = unavailable_error(context["request"])
+        logger.warning(
+            "database unavailable",
+            extra={"code": code, "reason": f"{type(exc).__name__}: {exc}".strip()},
+        )
         return Response(
-            error_body(
-                "unavailable",
-                "The exchange cannot be reached right now; nothing was changed. "
-                "Please try again in a moment.",
-            ),
+            error_body(code, message),
             status=status.HTTP_503_SERVICE_UNAVAILABLE,
+            headers={"Retry-After": "5", "Cache-Control": "no-store"},
         )
     if isinstance(exc, DjangoValidationError):
         exc = exceptions.ValidationError(as_serializer_error(exc))

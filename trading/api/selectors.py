@@ -75,11 +75,18 @@ def ticker_for(*, market: Market, now: datetime | None = None) -> Ticker:
 
 
 def orders_for_user(
-    *, user: AbstractBaseUser, status: str | None = None, market: Market | None = None
+    *,
+    user: AbstractBaseUser,
+    status: str | None = None,
+    market: Market | None = None,
+    client_order_id: str | None = None,
 ) -> QuerySet[Order]:
     """The user's orders, newest first; ``status`` is ``open`` (accepted,
-    waiting or open: still live) or ``closed``."""
+    waiting or open: still live) or ``closed``; ``client_order_id`` keeps
+    the orders placed with it."""
     orders = Order.objects.filter(user=user)
+    if client_order_id is not None:
+        orders = orders.filter(client_order_id=client_order_id)
     if status == "open":
         orders = orders.filter(status__in=Order.LIVE)
     elif status == "closed":
@@ -141,5 +148,10 @@ def fill_of(trade: Trade, *, user: AbstractBaseUser) -> Fill:
     )
 
 
-def withdrawals_for_user(*, user: AbstractBaseUser) -> QuerySet[Withdrawal]:
-    return Withdrawal.objects.filter(user=user).select_related("token").order_by("-id")
+def withdrawals_for_user(
+    *, user: AbstractBaseUser, reference: str | None = None
+) -> QuerySet[Withdrawal]:
+    withdrawals = Withdrawal.objects.filter(user=user)
+    if reference is not None:
+        withdrawals = withdrawals.filter(reference=reference)
+    return withdrawals.select_related("token").order_by("-id")

@@ -7,6 +7,7 @@ import re
 from decimal import Decimal
 
 from django.urls import reverse
+from drf_spectacular.extensions import OpenApiSerializerFieldExtension
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
@@ -22,31 +23,52 @@ AMOUNT_SCHEMA = {
 }
 
 
-@extend_schema_field(AMOUNT_SCHEMA)
+# What a request may send: the answers' form, a sign or a bare decimal point
+# (refused or not by the services, with their own codes), or a JSON integer.
+AMOUNT_INPUT_PATTERN = r"^[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)$"
+AMOUNT_INPUT_SCHEMA = {
+    "oneOf": [
+        {**AMOUNT_SCHEMA, "pattern": AMOUNT_INPUT_PATTERN},
+        {"type": "integer"},
+    ]
+}
+
+
 class AmountField(serializers.Field):
     """A decimal as a plain string: ``"0.25"`` in, ``"0.25"`` out.
 
-    Input is a string (or a JSON integer) in plain notation; a JSON float is
-    refused, as it may already have lost digits. Range and precision are
-    left to the services, which know the market's steps.
+    Input is a string (or a JSON integer) in plain notation, exactly as
+    ``AMOUNT_INPUT_SCHEMA`` publishes it (ASCII digits, no spaces); a JSON
+    float is refused, as it may already have lost digits. Range and precision
+    are left to the services, which know the market's steps.
     """
 
     default_error_messages = {
         "invalid": 'A decimal number written as a string is required, like "0.25".',
     }
-    _PLAIN = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)$")
+    _PLAIN = re.compile(AMOUNT_INPUT_PATTERN, re.ASCII)
     _MAX_LENGTH = 80
 
     def to_internal_value(self, data: object) -> Decimal:
         if isinstance(data, bool) or not isinstance(data, str | int):
             self.fail("invalid")
-        text = str(data).strip()
-        if len(text) > self._MAX_LENGTH or not self._PLAIN.match(text):
+        text = str(data)
+        if len(text) > self._MAX_LENGTH or not self._PLAIN.fullmatch(text):
             self.fail("invalid")
         return Decimal(text)
 
     def to_representation(self, value: Decimal) -> str:
         return plain(value)
+
+
+class AmountFieldScheme(OpenApiSerializerFieldExtension):
+    """Amounts in answers as ``AMOUNT_SCHEMA``, in requests as what the field
+    accepts (``AMOUNT_INPUT_SCHEMA``)."""
+
+    target_class = AmountField
+
+    def map_serializer_field(self, auto_schema, direction):
+        return AMOUNT_INPUT_SCHEMA if direction == "request" else AMOUNT_SCHEMA
 
 
 @extend_schema_field({**AMOUNT_SCHEMA, "pattern": r"^-?[0-9]+(\.[0-9]+)?$"})
@@ -62,6 +84,28 @@ class PercentField(AmountField):
 
     def to_representation(self, value: Decimal) -> str:
         return f"{value:f}"
+
+
+class TextField(serializers.CharField):
+    """A JSON string in a request body. DRF's CharField also takes a number
+    and turns it into text (``"reference": 7`` would be ``"7"``), which the
+    schema, saying ``string``, does not allow."""
+
+    def to_internal_value(self, data: object) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class JsonBooleanField(serializers.BooleanField):
+    """``true`` or ``false`` in a request body. DRF's BooleanField also takes
+    ``"yes"``, ``1`` or ``"off"`` (HTML forms), which the schema, saying
+    ``boolean``, does not allow."""
+
+    def to_internal_value(self, data: object) -> bool:
+        if not isinstance(data, bool):
+            self.fail("invalid")
+        return data
 
 
 class ErrorDetailSerializer(serializers.Serializer):
@@ -234,7 +278,7 @@ class OrderSerializer(serializers.Serializer):
 
 
 class OrderCreateSerializer(serializers.Serializer):
-    market = serializers.CharField(max_length=25, help_text="Like BTC-USDT.")
+    market = TextField(max_length=25, help_text="Like BTC-USDT.")
     side = serializers.ChoiceField(choices=Order.Side.choices)
     type = serializers.ChoiceField(choices=Order.Type.choices)
     quantity = AmountField(
@@ -270,13 +314,13 @@ class OrderCreateSerializer(serializers.Serializer):
     time_in_force = serializers.ChoiceField(
         choices=Order.TimeInForce.choices, default="GTC"
     )
-    post_only = serializers.BooleanField(default=False)
+    post_only = JsonBooleanField(default=False)
     self_trade = serializers.ChoiceField(
         choices=Order.SelfTrade.choices,
         default=Order.SelfTrade.CANCEL_NEWEST,
         help_text="When the order meets a resting order of yours.",
     )
-    client_order_id = serializers.CharField(
+    client_order_id = TextField(
         required=False,
         min_length=1,
         max_length=64,
@@ -310,7 +354,7 @@ class OrderAmendSerializer(serializers.Serializer):
 
 
 class CancelAllSerializer(serializers.Serializer):
-    market = serializers.CharField(
+    market = TextField(
         required=False, max_length=25, help_text="Only this market; all by default."
     )
 
@@ -330,6 +374,21 @@ class OrderQuerySerializer(serializers.Serializer):
         "or rejected.",
     )
     market = serializers.CharField(required=False, max_length=25)
+    client_order_id = serializers.CharField(
+        required=False,
+        max_length=64,
+        help_text="Only the orders placed with this client order id: how to "
+        "find out whether an order whose answer was lost was placed.",
+    )
+
+
+class WithdrawalQuerySerializer(serializers.Serializer):
+    reference = serializers.CharField(
+        required=False,
+        max_length=100,
+        help_text="Only the request with this reference: how to find out "
+        "whether a request whose answer was lost was made.",
+    )
 
 
 class MarketQuerySerializer(serializers.Serializer):
@@ -365,10 +424,10 @@ class WithdrawalSerializer(serializers.Serializer):
 
 
 class WithdrawalCreateSerializer(serializers.Serializer):
-    token = serializers.CharField(max_length=12, help_text="Like BTC.")
+    token = TextField(max_length=12, help_text="Like BTC.")
     amount = AmountField()
-    address = serializers.CharField(max_length=255)
-    reference = serializers.CharField(
+    address = TextField(max_length=255)
+    reference = TextField(
         max_length=100,
         help_text="Your idempotency key: repeating a request returns the first.",
     )
@@ -387,6 +446,6 @@ class SavedAddressSerializer(serializers.Serializer):
 
 
 class SavedAddressCreateSerializer(serializers.Serializer):
-    token = serializers.CharField(max_length=12, help_text="Like BTC.")
-    address = serializers.CharField(max_length=255)
-    label = serializers.CharField(max_length=60)
+    token = TextField(max_length=12, help_text="Like BTC.")
+    address = TextField(max_length=255)
+    label = TextField(max_length=60)

@@ -2,7 +2,7 @@ from csp.decorators import csp_update
 from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
-from trading.api import address_views, key_views, views
+from trading.api import address_views, key_views, stream, views
 
 app_name = "api"
 
@@ -11,6 +11,12 @@ v1 = [
     path("markets/<str:symbol>/ticker/", views.TickerView.as_view(), name="ticker"),
     path("markets/<str:symbol>/depth/", views.DepthView.as_view(), name="depth"),
     path("markets/<str:symbol>/trades/", views.TradeListView.as_view(), name="trades"),
+    # Server-Sent Events, served by the ASGI process (trading/api/stream.py).
+    path(
+        "markets/<str:symbol>/stream/",
+        stream.market_stream_view,
+        name="market_stream",
+    ),
     path(
         "markets/<str:symbol>/candles/",
         views.CandleListView.as_view(),

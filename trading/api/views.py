@@ -4,10 +4,11 @@ serialize; refusals become JSON errors in ``trading.api.exceptions``."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from allauth.account.decorators import reauthentication_required
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema
 from rest_framework import exceptions, serializers, status
 from rest_framework.generics import GenericAPIView
 from rest_framework.permissions import AllowAny
@@ -16,6 +17,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from accounts.selectors import email_verified
+from core.database import UNAVAILABLE, incidental_writes, service_call
 from core.parsers import JSONParser
 from tokens.models import Token
 from trading import exceptions as trading_errors
@@ -32,7 +34,11 @@ from trading.api.selectors import (
     withdrawals_for_user,
 )
 from trading.models import ApiKey, Market, Order, Withdrawal
-from trading.notices import withdrawal_decided_notice, withdrawal_requested_notice
+from trading.notices import (
+    notice_after_commit,
+    withdrawal_decided_notice,
+    withdrawal_requested_notice,
+)
 from trading.orders import (
     command_refusal,
     command_wait,
@@ -51,6 +57,8 @@ from trading.selectors import (
     trades_recent,
 )
 from trading.services import withdrawal_cancel, withdrawal_request
+
+logger = logging.getLogger(__name__)
 
 _ERROR_DESCRIPTIONS = {
     400: "Invalid input: code `invalid` with `fields`, or a refused amount "
@@ -73,6 +81,12 @@ _ERROR_DESCRIPTIONS = {
     "`withdrawal_limit_exceeded`).",
     500: "`matcher_error`: the matcher could not apply the request; nothing was "
     "changed and its funds are available again.",
+    503: "The database could not be reached. `unavailable`: nothing was "
+    "changed, send the request again. `outcome_unknown`: the connection broke "
+    "while the request was being saved, so it may have taken effect: look it "
+    "up (`GET /api/v1/orders/?client_order_id=...`, "
+    "`GET /api/v1/withdrawals/?reference=...`) or send it again with the same "
+    "`client_order_id` or `reference`, which never acts twice.",
 }
 
 
@@ -89,6 +103,15 @@ def _valid(serializer_class: type[serializers.Serializer], data: Any) -> dict:
     serializer = serializer_class(data=data)
     serializer.is_valid(raise_exception=True)
     return serializer.validated_data
+
+
+def _valid_query(
+    serializer_class: type[serializers.Serializer], request: Request
+) -> dict:
+    # A plain dict, not the QueryDict: DRF reads a QueryDict as an HTML form,
+    # where an empty optional field counts as absent, so `?limit=` or
+    # `?market=` would be ignored instead of refused.
+    return _valid(serializer_class, request.query_params.dict())
 
 
 @reauthentication_required
@@ -131,6 +154,12 @@ class ApiView(GenericAPIView):
         # Also set as REST_FRAMEWORK["EXCEPTION_HANDLER"]; this keeps the API's
         # error shape whatever the settings say.
         return exception_handler
+
+    def perform_authentication(self, request: Request) -> None:
+        # An API key's last use, written on the way, is not what the client
+        # asked for (core.database).
+        with incidental_writes(request):
+            super().perform_authentication(request)
 
 
 class PublicView(ApiView):
@@ -180,7 +209,7 @@ class DepthView(PublicView):
     )
     def get(self, request: Request, symbol: str) -> Response:
         market = _market_or_404(symbol)
-        query = _valid(api.LimitQuerySerializer, request.query_params)
+        query = _valid_query(api.LimitQuerySerializer, request)
         book = order_book(market=market, depth=query["limit"])
         data = {"market": market.symbol, "bids": book.bids, "asks": book.asks}
         return Response(api.DepthSerializer(data).data)
@@ -196,7 +225,7 @@ class TradeListView(PublicView):
     )
     def get(self, request: Request, symbol: str) -> Response:
         market = _market_or_404(symbol)
-        query = _valid(api.LimitQuerySerializer, request.query_params)
+        query = _valid_query(api.LimitQuerySerializer, request)
         trades = trades_recent(market=market, limit=query["limit"])
         return Response(api.TradeSerializer(trades, many=True).data)
 
@@ -213,7 +242,7 @@ class CandleListView(PublicView):
     )
     def get(self, request: Request, symbol: str) -> Response:
         market = _market_or_404(symbol)
-        query = _valid(api.CandleQuerySerializer, request.query_params)
+        query = _valid_query(api.CandleQuerySerializer, request)
         rows = candles(market=market, interval=query["interval"], limit=query["limit"])
         return Response(api.CandleSerializer(rows, many=True).data)
 
@@ -243,11 +272,12 @@ class OrderListView(PrivateView):
         responses={200: api.OrderSerializer(many=True), **_errors(400, 401, 403)},
     )
     def get(self, request: Request) -> Response:
-        query = _valid(api.OrderQuerySerializer, request.query_params)
+        query = _valid_query(api.OrderQuerySerializer, request)
         orders = orders_for_user(
             user=request.user,
             status=query.get("status"),
             market=_market_field(query.get("market")),
+            client_order_id=query.get("client_order_id"),
         )
         page = self.paginate_queryset(orders)
         return self.get_paginated_response(api.OrderSerializer(page, many=True).data)
@@ -264,8 +294,45 @@ class OrderListView(PrivateView):
         'with `"response": "ack"`, the answer is 202 with the order '
         "`accepted` and its `url` to follow (also in `Location`). Repeating "
         "an order with the same `client_order_id` returns the first one (200) "
-        "and places nothing.",
+        "and places nothing: the safe way to retry after a lost answer or a "
+        "503 `outcome_unknown`.",
         request=api.OrderCreateSerializer,
+        examples=[
+            OpenApiExample(
+                "Limit buy",
+                request_only=True,
+                value={
+                    "market": "BTC-USDT",
+                    "side": "buy",
+                    "type": "limit",
+                    "quantity": "0.5",
+                    "price": "100",
+                },
+            ),
+            OpenApiExample(
+                "Market buy spending an amount of quote",
+                request_only=True,
+                value={
+                    "market": "BTC-USDT",
+                    "side": "buy",
+                    "type": "market",
+                    "quote_amount": "250",
+                },
+            ),
+            OpenApiExample(
+                "Stop-limit sell",
+                request_only=True,
+                value={
+                    "market": "BTC-USDT",
+                    "side": "sell",
+                    "type": "stop_limit",
+                    "quantity": "0.5",
+                    "price": "95",
+                    "stop_price": "96",
+                    "client_order_id": "my-stop-1",
+                },
+            ),
+        ],
         responses={
             201: api.OrderSerializer,
             202: OpenApiResponse(
@@ -275,7 +342,7 @@ class OrderListView(PrivateView):
             200: OpenApiResponse(
                 api.OrderSerializer, description="An identical repeat: the order."
             ),
-            **_errors(400, 401, 403, 409, 422, 500),
+            **_errors(400, 401, 403, 409, 422, 500, 503),
         },
     )
     def post(self, request: Request) -> Response:
@@ -295,28 +362,36 @@ class OrderListView(PrivateView):
                 .values_list("pk", flat=True)
                 .first()
             )
-        placed = order_place(
-            user=request.user,
-            market=market,
-            side=data["side"],
-            type=data["type"],
-            quantity=data.get("quantity"),
-            price=data.get("price"),
-            quote_amount=data.get("quote_amount"),
-            protection_price=data.get("protection_price"),
-            stop_price=data.get("stop_price"),
-            time_in_force=data["time_in_force"],
-            post_only=data["post_only"],
-            self_trade=data["self_trade"],
-            client_order_id=client_order_id,
-        )
-        repeat = placed.pk == earlier
-        if data["response"] == "result" and not repeat:
-            order = order_wait(order=placed)
-        else:
-            order = Order.objects.select_related("market__base", "market__quote").get(
-                pk=placed.pk
+        with service_call(request, recovery=_order_recovery(client_order_id)):
+            placed = order_place(
+                user=request.user,
+                market=market,
+                side=data["side"],
+                type=data["type"],
+                quantity=data.get("quantity"),
+                price=data.get("price"),
+                quote_amount=data.get("quote_amount"),
+                protection_price=data.get("protection_price"),
+                stop_price=data.get("stop_price"),
+                time_in_force=data["time_in_force"],
+                post_only=data["post_only"],
+                self_trade=data["self_trade"],
+                client_order_id=client_order_id,
             )
+        repeat = placed.pk == earlier
+        try:
+            if data["response"] == "result" and not repeat:
+                order = order_wait(order=placed)
+            else:
+                order = Order.objects.select_related(
+                    "market__base", "market__quote"
+                ).get(pk=placed.pk)
+        except UNAVAILABLE:
+            # The order is committed: a failed re-read must not turn that
+            # into an error. It is accepted; its url tells how it went.
+            logger.warning("order result unread", extra={"order": placed.pk})
+            placed.market = market
+            return _order_response(placed, status.HTTP_202_ACCEPTED)
         if (refusal := order_refusal(order)) is not None and not repeat:
             raise refusal
         return _order_response(
@@ -327,6 +402,21 @@ class OrderListView(PrivateView):
             if order.status == Order.Status.ACCEPTED
             else status.HTTP_201_CREATED,
         )
+
+
+def _order_recovery(client_order_id: str | None) -> str:
+    if client_order_id is None:
+        return (
+            "It carried no client_order_id, so sending it again may place a "
+            "second order: look for it first among your orders "
+            "(GET /api/v1/orders/?status=open) and fills (GET /api/v1/fills/). "
+            "With a client_order_id, sending an order again is always safe."
+        )
+    return (
+        f"Look it up with GET /api/v1/orders/?client_order_id={client_order_id}, "
+        f"or send the same order again with client_order_id {client_order_id!r}: "
+        "that is safe, it is never placed twice."
+    )
 
 
 def _order_response(order: Order, code: int) -> Response:
@@ -346,16 +436,28 @@ def _own_order(request: Request, pk: int) -> Order:
     return order
 
 
-def _command_answer(request: Request, command, pk: int) -> Response:
+def _command_answer(request: Request, command, order: Order) -> Response:
     """The order once the matcher has applied ``command``: 200; its refusal
-    as an error; or, if it has not taken it in time, 202 and the order."""
-    done = command_wait(command=command)
-    if done and (refusal := command_refusal(command)) is not None:
-        raise refusal
+    as an error; or, if it has not taken it in time (or the database failed
+    after the command was queued), 202 and the order as it was."""
+    try:
+        done = command_wait(command=command)
+        if done and (refusal := command_refusal(command)) is not None:
+            raise refusal
+        fresh = _own_order(request, order.pk)
+    except UNAVAILABLE:
+        logger.warning("order command result unread", extra={"order": order.pk})
+        return _order_response(order, status.HTTP_202_ACCEPTED)
     return _order_response(
-        _own_order(request, pk),
-        status.HTTP_200_OK if done else status.HTTP_202_ACCEPTED,
+        fresh, status.HTTP_200_OK if done else status.HTTP_202_ACCEPTED
     )
+
+
+def _order_command_recovery(pk: int, *, safe: bool) -> str:
+    look = f"Look at the order (GET /api/v1/orders/{pk}/)"
+    if safe:
+        return f"{look}, or send the cancel again: that is safe."
+    return f"{look} before sending the change again."
 
 
 class OrderDetailView(PrivateView):
@@ -378,12 +480,14 @@ class OrderDetailView(PrivateView):
         responses={
             200: api.OrderSerializer,
             202: OpenApiResponse(api.OrderSerializer, description="Cancel queued."),
-            **_errors(401, 403, 404, 409),
+            **_errors(401, 403, 404, 409, 503),
         },
     )
     def delete(self, request: Request, pk: int) -> Response:
-        command = order_cancel(user=request.user, order=_own_order(request, pk))
-        return _command_answer(request, command, pk)
+        order = _own_order(request, pk)
+        with service_call(request, recovery=_order_command_recovery(pk, safe=True)):
+            command = order_cancel(user=request.user, order=order)
+        return _command_answer(request, command, order)
 
     @extend_schema(
         tags=["orders"],
@@ -396,19 +500,21 @@ class OrderDetailView(PrivateView):
         responses={
             200: api.OrderSerializer,
             202: OpenApiResponse(api.OrderSerializer, description="Amend queued."),
-            **_errors(400, 401, 403, 404, 409, 422),
+            **_errors(400, 401, 403, 404, 409, 422, 503),
         },
     )
     def patch(self, request: Request, pk: int) -> Response:
         _email_verified_require(request)
         data = _valid(api.OrderAmendSerializer, request.data)
-        command = order_amend(
-            user=request.user,
-            order=_own_order(request, pk),
-            price=data.get("price"),
-            quantity=data.get("quantity"),
-        )
-        return _command_answer(request, command, pk)
+        order = _own_order(request, pk)
+        with service_call(request, recovery=_order_command_recovery(pk, safe=False)):
+            command = order_amend(
+                user=request.user,
+                order=order,
+                price=data.get("price"),
+                quantity=data.get("quantity"),
+            )
+        return _command_answer(request, command, order)
 
 
 class CancelAllView(PrivateView):
@@ -422,7 +528,7 @@ class CancelAllView(PrivateView):
         responses={
             200: api.CancelAllResultSerializer,
             202: api.CancelAllResultSerializer,
-            **_errors(400, 401, 403),
+            **_errors(400, 401, 403, 503),
         },
     )
     def post(self, request: Request) -> Response:
@@ -432,17 +538,24 @@ class CancelAllView(PrivateView):
         if market is not None:
             live = live.filter(market=market)
         live_ids = list(live.values_list("pk", flat=True))
-        commands = orders_cancel_all(user=request.user, market=market)
-        done = all([command_wait(command=command) for command in commands])
-        cancelled = (
-            Order.objects.select_related("market__base", "market__quote")
-            .filter(
-                pk__in=live_ids,
-                status=Order.Status.CANCELLED,
-                cancel_reason=Order.CancelReason.USER,
+        recovery = "Look at your open orders (GET /api/v1/orders/?status=open), "
+        recovery += "or send it again: that is safe."
+        with service_call(request, recovery=recovery):
+            commands = orders_cancel_all(user=request.user, market=market)
+        try:
+            done = all([command_wait(command=command) for command in commands])
+            cancelled = list(
+                Order.objects.select_related("market__base", "market__quote")
+                .filter(
+                    pk__in=live_ids,
+                    status=Order.Status.CANCELLED,
+                    cancel_reason=Order.CancelReason.USER,
+                )
+                .order_by("pk")
             )
-            .order_by("pk")
-        )
+        except UNAVAILABLE:
+            logger.warning("cancel-all result unread")
+            done, cancelled = False, []
         body = {"done": done, "cancelled": cancelled}
         return Response(
             api.CancelAllResultSerializer(body).data,
@@ -461,7 +574,7 @@ class FillListView(PrivateView):
         responses={200: api.FillSerializer(many=True), **_errors(400, 401, 403)},
     )
     def get(self, request: Request) -> Response:
-        query = _valid(api.MarketQuerySerializer, request.query_params)
+        query = _valid_query(api.MarketQuerySerializer, request)
         trades = trades_for_user(
             user=request.user, market=_market_field(query.get("market"))
         )
@@ -477,10 +590,19 @@ class WithdrawalListView(PrivateView):
     @extend_schema(
         tags=["withdrawals"],
         summary="Your withdrawal requests",
-        responses={200: api.WithdrawalSerializer(many=True), **_errors(401, 403)},
+        description="Newest first, 100 a page; follow `next` for older ones.",
+        parameters=[api.WithdrawalQuerySerializer],
+        responses={
+            200: api.WithdrawalSerializer(many=True),
+            **_errors(400, 401, 403),
+        },
     )
     def get(self, request: Request) -> Response:
-        page = self.paginate_queryset(withdrawals_for_user(user=request.user))
+        query = _valid_query(api.WithdrawalQuerySerializer, request)
+        withdrawals = withdrawals_for_user(
+            user=request.user, reference=query.get("reference")
+        )
+        page = self.paginate_queryset(withdrawals)
         return self.get_paginated_response(
             api.WithdrawalSerializer(page, many=True).data
         )
@@ -490,16 +612,29 @@ class WithdrawalListView(PrivateView):
         summary="Request a withdrawal",
         description="The amount stays locked until staff approve or reject the "
         "request, or you cancel it. Repeating a request with the same "
-        "`reference` returns the first one (200). Each token may have a daily "
+        "`reference` returns the first one (200): the safe way to retry after "
+        "a lost answer or a 503 `outcome_unknown`. Each token may have a daily "
         "limit per user: pending and approved requests since 00:00 UTC count, "
         "and a request over it is refused with `withdrawal_limit_exceeded`.",
         request=api.WithdrawalCreateSerializer,
+        examples=[
+            OpenApiExample(
+                "Withdraw BTC",
+                request_only=True,
+                value={
+                    "token": "BTC",
+                    "amount": "0.01",
+                    "address": "bc1qar0srrr7xfkvy5l643lydnw9re59gtzzwf5mdq",
+                    "reference": "w-2026-12-05-1",
+                },
+            )
+        ],
         responses={
             201: api.WithdrawalSerializer,
             200: OpenApiResponse(
                 api.WithdrawalSerializer, description="An identical repeat."
             ),
-            **_errors(400, 401, 403, 409, 422),
+            **_errors(400, 401, 403, 409, 422, 503),
         },
     )
     def post(self, request: Request) -> Response:
@@ -517,15 +652,24 @@ class WithdrawalListView(PrivateView):
             .values_list("pk", flat=True)
             .first()
         )
-        withdrawal = withdrawal_request(
-            user=request.user,
-            token=token,
-            amount=data["amount"],
-            address=data["address"],
-            reference=data["reference"],
+        reference = data["reference"]
+        recovery = (
+            f"Look it up with GET /api/v1/withdrawals/?reference={reference}, or "
+            f"send the same request again with reference {reference!r}: that is "
+            "safe, it is never made twice."
         )
+        with service_call(request, recovery=recovery):
+            withdrawal = withdrawal_request(
+                user=request.user,
+                token=token,
+                amount=data["amount"],
+                address=data["address"],
+                reference=reference,
+            )
         if withdrawal.pk != earlier:
-            withdrawal_requested_notice(request=request, withdrawal=withdrawal)
+            notice_after_commit(
+                withdrawal_requested_notice, request=request, withdrawal=withdrawal
+            )
         return Response(
             api.WithdrawalSerializer(withdrawal).data,
             status=status.HTTP_200_OK
@@ -560,16 +704,24 @@ class WithdrawalDetailView(PrivateView):
         "again; returns the withdrawal. Cancelling a cancelled request returns "
         "it again and changes nothing; one staff approved or rejected is "
         "refused with `withdrawal_not_pending`.",
-        responses={200: api.WithdrawalSerializer, **_errors(401, 403, 404, 409)},
+        responses={
+            200: api.WithdrawalSerializer,
+            **_errors(401, 403, 404, 409, 503),
+        },
     )
     def delete(self, request: Request, pk: int) -> Response:
         withdrawal = self._own_withdrawal(request, pk)
         # Two cancels racing may both see it pending and both mail; the
         # funds are released once all the same.
         was_pending = withdrawal.status == Withdrawal.Status.PENDING
-        withdrawal = withdrawal_cancel(user=request.user, withdrawal=withdrawal)
+        recovery = f"Look at it (GET /api/v1/withdrawals/{pk}/), or send the "
+        recovery += "cancel again: that is safe."
+        with service_call(request, recovery=recovery):
+            withdrawal = withdrawal_cancel(user=request.user, withdrawal=withdrawal)
         if was_pending:
-            withdrawal_decided_notice(request=request, withdrawal=withdrawal)
+            notice_after_commit(
+                withdrawal_decided_notice, request=request, withdrawal=withdrawal
+            )
         return Response(api.WithdrawalSerializer(withdrawal).data)
 
 

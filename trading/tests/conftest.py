@@ -69,3 +69,26 @@ def staff():
     from django.contrib.auth import get_user_model
 
     return get_user_model().objects.create_superuser("root", password="x-secret-1")
+
+
+@pytest.fixture
+def redis_server(tmp_path):
+    """A Redis of the test's own: the machine's is shared with other runs,
+    whose matchers publish on the same channel names."""
+    from core.tests.redis_server import redis_running
+
+    with redis_running(tmp_path) as server:
+        yield server
+
+
+@pytest.fixture
+def stream_server(settings, redis_server):
+    """The ASGI process of the live stream (uvicorn), publishing and
+    subscribing through ``redis_server``."""
+    from trading.tests.streaming import StreamServer
+
+    settings.REDIS_URL = redis_server.url
+    server = StreamServer()
+    server.start()
+    yield server
+    server.stop()

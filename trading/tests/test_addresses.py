@@ -121,6 +121,7 @@ def test_segwit_invalid_vectors_are_refused_with_their_reason(address, reason):
 
 
 @pytest.mark.parametrize("address", SEGWIT_VALID)
+@pytest.mark.reliability("hostile-addresses")
 def test_segwit_every_one_character_typo_is_caught(address):
     lower = address.lower()
     for index in range(lower.index("1") + 1, len(lower)):
@@ -158,6 +159,7 @@ BITCOIN_LEGACY = [
 
 
 @pytest.mark.parametrize("address", BITCOIN_LEGACY)
+@pytest.mark.reliability("hostile-addresses")
 def test_base58check_passes_and_catches_every_one_character_typo(address):
     base58check_check(address)
     for index in range(1, len(address)):
@@ -210,6 +212,7 @@ def test_an_invalid_regular_expression_is_refused_saying_why():
 
 
 @pytest.mark.parametrize("pattern", [r"(a+)+b", r"([a-z]*)*", r"(?:\w+\s?)+$"])
+@pytest.mark.reliability("hostile-addresses")
 def test_nested_unbounded_repetition_is_refused(pattern):
     with pytest.raises(ValidationError, match="exponential"):
         address_pattern_validate(pattern)
@@ -239,6 +242,7 @@ def btc_formats(btc):
 
 
 @pytest.mark.django_db
+@pytest.mark.reliability("hostile-addresses")
 def test_an_address_of_another_network_gets_what_it_should_look_like(btc, btc_formats):
     with pytest.raises(InvalidAddress) as refusal:
         address_canonical(token=btc, address=EIP55_CHECKSUMMED[0], formats=btc_formats)
@@ -277,6 +281,7 @@ def test_bech32_is_stored_in_lower_case(btc, btc_formats):
         ("1A1zP1eP5QGefi2D MPTfTL5SLmv7DivfNa", "contains a space"),
     ],
 )
+@pytest.mark.reliability("hostile-addresses")
 def test_empty_long_and_broken_addresses_say_so(btc, btc_formats, address, message):
     with pytest.raises(InvalidAddress, match=message):
         address_canonical(token=btc, address=address, formats=btc_formats)

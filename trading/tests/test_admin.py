@@ -60,6 +60,7 @@ def test_a_conflicting_credit_is_shown_as_an_error(staff_client, alice, bob, btc
     assert balance(bob, btc) == (D("0"), D("0"))
 
 
+@pytest.mark.reliability("number-abuse")
 def test_a_credit_finer_than_the_token_is_refused_not_rounded(staff_client, alice, btc):
     response = credit(staff_client, alice, btc, "0.123456789")
 
@@ -68,6 +69,7 @@ def test_a_credit_finer_than_the_token_is_refused_not_rounded(staff_client, alic
     assert not Deposit.objects.exists()
 
 
+@pytest.mark.reliability("access-staff")
 def test_staff_without_the_permission_cannot_credit(client, alice, btc, mfa_enable):
     clerk = get_user_model().objects.create_user(
         "clerk", password="x-secret-1", is_staff=True
@@ -179,6 +181,7 @@ def test_the_decider_and_reason_are_shown_in_the_list_and_the_detail(
     assert "root" in detail and REASON in detail
 
 
+@pytest.mark.reliability("access-staff")
 def test_staff_without_the_permission_cannot_decide(client, pending, mfa_enable):
     clerk = get_user_model().objects.create_user(
         "clerk", password="x-secret-1", is_staff=True
@@ -244,6 +247,7 @@ def test_staff_list_a_market_and_its_symbol_is_derived(staff_client, btc, usdt):
     assert Market.objects.get().symbol == "BTC-USDT"
 
 
+@pytest.mark.reliability("number-abuse")
 def test_a_market_whose_notionals_the_quote_cannot_hold_is_refused(
     staff_client, btc, usdt
 ):
@@ -269,6 +273,7 @@ def test_a_market_whose_notionals_the_quote_cannot_hold_is_refused(
 @pytest.mark.parametrize(
     "model", ["ledgerentry", "ledgertransaction", "balance", "order", "trade"]
 )
+@pytest.mark.reliability("access-staff")
 def test_money_records_are_read_only_in_the_admin(staff_client, alice, btc, model):
     fund(alice, btc, "1")
     entry = LedgerEntry.objects.first()

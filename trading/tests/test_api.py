@@ -218,6 +218,7 @@ def test_depth_sums_open_quantity_per_price_best_first(
 
 
 @pytest.mark.parametrize("limit", ["0", "501", "many"])
+@pytest.mark.reliability("malformed-requests")
 def test_depth_refuses_a_bad_limit(anonymous, market, limit):
     response = anonymous.get(f"{V1}/markets/BTC-USDT/depth/?limit={limit}")
 
@@ -270,6 +271,7 @@ def test_candles_are_ohlcv_strings_with_an_iso_open_time(
 
 
 @pytest.mark.parametrize("query", ["interval=2m", "interval=1w", "limit=0"])
+@pytest.mark.reliability("malformed-requests")
 def test_candles_refuse_a_bad_interval_or_limit(anonymous, market, query):
     response = anonymous.get(f"{V1}/markets/BTC-USDT/candles/?{query}")
 
@@ -306,6 +308,7 @@ def test_public_market_data_costs_the_same_queries_for_2_or_20_items(
     assert len(anonymous.get(f"{V1}/markets/BTC-USDT/trades/").json()) == 20
 
 
+@pytest.mark.reliability("csrf-api")
 def test_public_endpoints_ignore_a_session_and_need_no_csrf(market, alice):
     client = APIClient(enforce_csrf_checks=True)
     client.force_login(alice)
@@ -319,6 +322,7 @@ PRIVATE_READS = ["balances/", "orders/", "orders/1/", "fills/", "withdrawals/"]
 
 
 @pytest.mark.parametrize("path", PRIVATE_READS)
+@pytest.mark.reliability("access-anonymous")
 def test_private_endpoints_refuse_anonymous_callers_with_401(anonymous, path):
     response = anonymous.get(f"{V1}/{path}")
 
@@ -326,6 +330,7 @@ def test_private_endpoints_refuse_anonymous_callers_with_401(anonymous, path):
     assert response["WWW-Authenticate"] == "Api-Key"
 
 
+@pytest.mark.reliability("access-anonymous")
 def test_anonymous_cannot_place_an_order(anonymous, market):
     response = anonymous.post(f"{V1}/orders/", limit_order(), format="json")
 
@@ -333,6 +338,7 @@ def test_anonymous_cannot_place_an_order(anonymous, market):
     assert not Order.objects.exists()
 
 
+@pytest.mark.reliability("csrf-api")
 def test_a_session_post_without_the_csrf_token_is_refused(market, alice, funded):
     client = APIClient(enforce_csrf_checks=True)
     client.force_login(alice)
@@ -343,6 +349,7 @@ def test_a_session_post_without_the_csrf_token_is_refused(market, alice, funded)
     assert not Order.objects.exists()
 
 
+@pytest.mark.reliability("csrf-api")
 def test_a_session_post_with_the_csrf_token_is_accepted(market, alice, funded):
     client = APIClient(enforce_csrf_checks=True)
     client.force_login(alice)
@@ -357,6 +364,7 @@ def test_a_session_post_with_the_csrf_token_is_accepted(market, alice, funded):
     assert client.get(f"{V1}/balances/").status_code == 200
 
 
+@pytest.mark.reliability("key-scope")
 def test_a_read_key_reads_but_cannot_trade_or_withdraw(market, alice, funded):
     order = buy(alice, market, "0.5", "100")
     client = key_client(alice, "read")
@@ -381,6 +389,7 @@ def test_a_read_key_reads_but_cannot_trade_or_withdraw(market, alice, funded):
     assert not Withdrawal.objects.exists()
 
 
+@pytest.mark.reliability("csrf-api")
 def test_a_trade_key_places_and_cancels_orders_without_csrf(market, alice, funded):
     client = key_client(alice, "trade", enforce_csrf_checks=True)
 
@@ -393,6 +402,7 @@ def test_a_trade_key_places_and_cancels_orders_without_csrf(market, alice, funde
     assert client.get(f"{V1}/balances/").status_code == 200
 
 
+@pytest.mark.reliability("key-invalid")
 def test_a_revoked_key_is_refused(market, alice):
     _, key = api_key_create(user=alice, name="bot", scopes=["trade"])
     api_key_revoke(user=alice, api_key=ApiKey.objects.get())
@@ -414,6 +424,7 @@ def test_a_revoked_key_is_refused(market, alice):
         "api-key {prefix}.",
     ],
 )
+@pytest.mark.reliability("key-invalid")
 def test_a_wrong_or_malformed_key_is_refused(market, alice, header):
     _, key = api_key_create(user=alice, name="bot", scopes=["trade"])
     prefix, secret = key.split(".")
@@ -425,6 +436,7 @@ def test_a_wrong_or_malformed_key_is_refused(market, alice, header):
     assert error_of(response) == (401, "invalid_api_key")
 
 
+@pytest.mark.reliability("key-invalid")
 def test_the_key_of_a_disabled_account_is_refused(market, alice):
     client = key_client(alice, "read")
     alice.is_active = False
@@ -433,6 +445,7 @@ def test_the_key_of_a_disabled_account_is_refused(market, alice):
     assert error_of(client.get(f"{V1}/balances/")) == (401, "user_inactive")
 
 
+@pytest.mark.reliability("access-by-id")
 def test_a_key_acts_only_for_its_own_user(market, alice, bob, funded):
     bobs = buy(bob, market, "0.5", "100")
     client = key_client(alice, "trade")
@@ -558,6 +571,7 @@ def test_a_market_buy_by_quantity_without_protection_price_is_refused(
     assert error_of(response) == (400, "invalid_order")
 
 
+@pytest.mark.reliability("outcome-repeat")
 def test_repeating_an_order_with_its_client_order_id_returns_it_with_200(
     as_alice, market, funded
 ):
@@ -582,6 +596,9 @@ def test_repeating_an_order_with_its_client_order_id_returns_it_with_200(
         ({"quantity": "0.0001", "price": "1"}, 422, "below_min_notional"),
         ({"quantity": "-1"}, 400, "invalid_amount"),
         ({"quantity": "0"}, 400, "invalid_amount"),
+        ({"quantity": " 0.5"}, 400, "invalid"),
+        ({"quantity": "0.5\n"}, 400, "invalid"),
+        ({"quantity": "\u0663"}, 400, "invalid"),  # ARABIC-INDIC DIGIT THREE
         ({"type": "market"}, 400, "invalid_order"),
         ({"time_in_force": "IOC", "post_only": True}, 400, "invalid_order"),
     ],
@@ -634,6 +651,7 @@ def test_an_order_on_a_halted_market_is_a_conflict(as_alice, market, funded):
         ({"client_order_id": "x" * 65}, "client_order_id"),
     ],
 )
+@pytest.mark.reliability("number-abuse")
 def test_malformed_order_fields_are_400_invalid_naming_the_field(
     as_alice, market, funded, fields, bad
 ):
@@ -644,6 +662,7 @@ def test_malformed_order_fields_are_400_invalid_naming_the_field(
     assert response.json()["error"]["message"].startswith(f"{bad}: ")
 
 
+@pytest.mark.reliability("malformed-requests")
 def test_missing_order_fields_are_all_named(as_alice, market):
     response = as_alice.post(f"{V1}/orders/", {}, format="json")
 
@@ -654,6 +673,7 @@ def test_missing_order_fields_are_all_named(as_alice, market):
     assert set(response.json()["error"]["fields"]) == {"quantity"}
 
 
+@pytest.mark.reliability("malformed-requests")
 def test_a_body_that_is_not_json_is_a_parse_error(as_alice, market):
     response = as_alice.post(
         f"{V1}/orders/", "{not json", content_type="application/json"
@@ -704,6 +724,53 @@ def test_orders_list_pages_with_a_cursor(as_alice, market, alice, funded):
     assert third["next"] is None
     bad = as_alice.get(f"{V1}/orders/?cursor=garbage")
     assert error_of(bad) == (400, "invalid")
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("client_order_id", 7), ("market", 1), ("post_only", "true"), ("post_only", 1)],
+)
+@pytest.mark.reliability("malformed-requests")
+def test_an_order_field_of_another_json_type_is_refused(
+    as_alice, market, funded, field, value
+):
+    response = as_alice.post(
+        f"{V1}/orders/", limit_order(**{field: value}), format="json"
+    )
+
+    assert error_of(response) == (400, "invalid")
+    assert list(response.json()["error"]["fields"]) == [field]
+    assert not Order.objects.exists()
+
+
+@pytest.mark.parametrize("path", ["orders", "fills", "withdrawals"])
+@pytest.mark.parametrize("limit", ["0", "101", "ten", ""])
+@pytest.mark.reliability("malformed-requests")
+def test_lists_refuse_a_page_size_they_cannot_give(as_alice, path, limit):
+    response = as_alice.get(f"{V1}/{path}/?limit={limit}")
+
+    assert error_of(response) == (400, "invalid")
+    assert list(response.json()["error"]["fields"]) == ["limit"]
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "orders/?market=",
+        "orders/?status=",
+        "fills/?market=",
+        "markets/BTC-USDT/depth/?limit=",
+        "markets/BTC-USDT/trades/?limit=",
+        "markets/BTC-USDT/candles/?interval=",
+    ],
+)
+@pytest.mark.reliability("malformed-requests")
+def test_an_empty_query_value_is_refused_not_taken_for_none(as_alice, market, query):
+    response = as_alice.get(f"{V1}/{query}")
+
+    assert error_of(response) == (400, "invalid")
+    name = query.split("?")[1].removesuffix("=")
+    assert list(response.json()["error"]["fields"]) == [name]
 
 
 def test_orders_list_costs_the_same_queries_for_2_or_20_orders(market, alice, funded):
@@ -856,6 +923,7 @@ def test_a_withdrawal_request_locks_the_amount(as_alice, alice, btc, funded):
     assert [w["id"] for w in listed] == [body["id"]]
 
 
+@pytest.mark.reliability("auth-reauth")
 def test_a_browser_session_withdraws_only_after_confirming_the_password(
     alice, btc, funded
 ):
@@ -869,6 +937,7 @@ def test_a_browser_session_withdraws_only_after_confirming_the_password(
     assert balance(alice, btc) == (D("10"), D("0"))
 
 
+@pytest.mark.reliability("outcome-repeat")
 def test_repeating_a_withdrawal_reference_returns_the_first_with_200(
     as_alice, alice, btc, funded
 ):
@@ -891,6 +960,8 @@ def test_repeating_a_withdrawal_reference_returns_the_first_with_200(
         ({"reference": None}, 400, "invalid"),
         ({"token": "DOGE"}, 400, "invalid"),
         ({"amount": 1.5}, 400, "invalid"),
+        ({"reference": 7}, 400, "invalid"),
+        ({"address": 12345}, 400, "invalid"),
     ],
 )
 def test_refused_withdrawals_answer_a_code(
@@ -903,6 +974,7 @@ def test_refused_withdrawals_answer_a_code(
     assert balance(alice, btc) == (D("10"), D("0"))
 
 
+@pytest.mark.reliability("access-by-id")
 def test_withdrawals_list_only_the_users_own(as_alice, bob, btc, funded):
     bob_client = key_client(bob, "withdraw", allowed_ips="127.0.0.1")
     assert (
@@ -948,6 +1020,7 @@ def test_a_decided_withdrawal_cannot_be_cancelled_409(as_alice, alice, btc, fund
     assert balance(alice, btc) == (D("8.5"), D("0"))
 
 
+@pytest.mark.reliability("access-by-id")
 def test_another_users_withdrawal_is_not_found(as_alice, as_bob, alice, btc, funded):
     created = as_alice.post(f"{V1}/withdrawals/", withdrawal(), format="json").json()
     url = f"{V1}/withdrawals/{created['id']}/"
@@ -1022,6 +1095,17 @@ def test_the_schema_is_valid_openapi_3_with_every_endpoint(anonymous):
     assert (price["type"], price["format"]) == ("string", "decimal")
 
 
+def test_the_schema_documents_what_is_refused_before_any_view(anonymous):
+    schema = anonymous.get("/api/schema/", HTTP_ACCEPT="application/json").json()
+
+    for path, operations in schema["paths"].items():
+        for method, operation in operations.items():
+            responses = operation["responses"]
+            assert "text/html" in responses["414"]["content"], (method, path)
+            if "requestBody" in operation:
+                assert {"413", "415"} <= set(responses), (method, path)
+
+
 def test_the_schema_generates_without_warnings(tmp_path):
     call_command(
         "spectacular",
@@ -1082,6 +1166,7 @@ def run_together(*calls) -> list:
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("kind", ["limit", "market"])
+@pytest.mark.reliability("race-orders")
 def test_concurrent_repeats_of_one_client_order_id_place_one_order(kind):
     usdt, btc = token_make("USDT", decimals=6), token_make("BTC", decimals=8)
     market = market_make(btc, usdt)
@@ -1108,6 +1193,7 @@ def test_concurrent_repeats_of_one_client_order_id_place_one_order(kind):
 
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.reliability("race-withdrawals")
 def test_concurrent_repeats_of_one_withdrawal_reference_lock_the_amount_once():
     btc = token_make("BTC", decimals=8)
     alice = user_make("alice")

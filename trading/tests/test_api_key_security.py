@@ -44,6 +44,7 @@ def code_of(response) -> tuple[int, str]:
 # -- Scopes -------------------------------------------------------------------
 
 
+@pytest.mark.reliability("key-scope")
 def test_a_trade_key_cannot_withdraw(alice, funded, btc):
     client, _ = key_client(alice, "trade")
 
@@ -55,6 +56,7 @@ def test_a_trade_key_cannot_withdraw(alice, funded, btc):
     assert balance(alice, btc) == (Decimal(10), Decimal(0))
 
 
+@pytest.mark.reliability("key-scope")
 def test_withdraw_is_never_implied_and_always_needs_an_allow_list(alice):
     api_key, _ = api_key_create(user=alice, name="bot", scopes=["trade"])
     assert api_key.scope_list == ["read", "trade"]
@@ -65,6 +67,7 @@ def test_withdraw_is_never_implied_and_always_needs_an_allow_list(alice):
     assert "tied to the addresses" in str(refused.value)
 
 
+@pytest.mark.reliability("key-address")
 def test_a_malformed_allow_list_is_refused_naming_the_entry(alice):
     with pytest.raises(ValidationError) as refused:
         api_key_create(
@@ -77,6 +80,7 @@ def test_a_malformed_allow_list_is_refused_naming_the_entry(alice):
 # -- Allow-lists --------------------------------------------------------------
 
 
+@pytest.mark.reliability("key-address")
 def test_a_withdraw_key_works_from_inside_its_allow_list_only(alice, funded):
     inside, _ = key_client(alice, "withdraw", allowed_ips="127.0.0.0/30")
     outside, _ = key_client(alice, "withdraw", allowed_ips="127.0.0.2")
@@ -89,6 +93,7 @@ def test_a_withdraw_key_works_from_inside_its_allow_list_only(alice, funded):
     assert list(Withdrawal.objects.values_list("reference", flat=True)) == ["w-2"]
 
 
+@pytest.mark.reliability("key-address")
 def test_a_forged_forwarded_for_counts_only_behind_a_trusted_proxy(alice, settings):
     client, api_key = key_client(alice, "read", allowed_ips="127.0.9.9")
 
@@ -106,6 +111,7 @@ def test_a_forged_forwarded_for_counts_only_behind_a_trusted_proxy(alice, settin
 # -- Expiry and last use ------------------------------------------------------
 
 
+@pytest.mark.reliability("key-invalid")
 def test_an_expired_key_is_refused(alice):
     client, api_key = key_client(alice, "read", expires_in_days=30)
     ApiKey.objects.filter(pk=api_key.pk).update(
@@ -146,6 +152,7 @@ def test_revoking_asks_first_then_revokes(client, alice):
     assert api_key.revoked_at is not None
 
 
+@pytest.mark.reliability("key-stored")
 def test_a_password_change_offers_to_revoke_every_key(client, alice):
     key_client(alice, "read")
     key_client(alice, "trade")
@@ -204,6 +211,7 @@ def signing_key(alice):
     return key
 
 
+@pytest.mark.reliability("key-signature")
 def test_a_signed_request_is_accepted_once(alice, funded, signing_key):
     client = APIClient()
     body = json.dumps(withdrawal()).encode()
@@ -221,6 +229,7 @@ def test_a_signed_request_is_accepted_once(alice, funded, signing_key):
     assert Withdrawal.objects.count() == 1
 
 
+@pytest.mark.reliability("key-signature")
 def test_a_signed_query_is_part_of_the_signature(alice, signing_key):
     client = APIClient()
 
@@ -229,6 +238,7 @@ def test_a_signed_query_is_part_of_the_signature(alice, signing_key):
     assert response.status_code == 200
 
 
+@pytest.mark.reliability("key-signature")
 def test_a_stale_timestamp_is_refused(alice, funded, signing_key, settings):
     stale = int((time.time() - settings.API_SIGNATURE_WINDOW_SECONDS - 1) * 1000)
     body = json.dumps(withdrawal()).encode()
@@ -241,6 +251,7 @@ def test_a_stale_timestamp_is_refused(alice, funded, signing_key, settings):
     assert not Withdrawal.objects.exists()
 
 
+@pytest.mark.reliability("key-signature")
 def test_a_changed_body_is_refused(alice, funded, signing_key):
     signed_for = json.dumps(withdrawal()).encode()
     sent = json.dumps({**withdrawal(), "amount": "5"}).encode()
@@ -258,6 +269,7 @@ def test_a_changed_body_is_refused(alice, funded, signing_key):
     assert not Withdrawal.objects.exists()
 
 
+@pytest.mark.reliability("key-signature")
 def test_a_key_that_must_sign_refuses_its_bare_secret(alice, signing_key):
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Api-Key {signing_key}")
@@ -265,6 +277,7 @@ def test_a_key_that_must_sign_refuses_its_bare_secret(alice, signing_key):
     assert code_of(client.get(f"{V1}/balances/")) == (401, "signature_required")
 
 
+@pytest.mark.reliability("key-stored")
 def test_only_the_digest_of_a_plain_key_is_stored(alice):
     api_key, key = api_key_create(user=alice, name="bot", scopes=["read"])
     secret = key.partition(".")[2]

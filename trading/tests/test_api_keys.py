@@ -28,6 +28,7 @@ from trading.tests.factories import PASSWORD
 pytestmark = pytest.mark.django_db
 
 
+@pytest.mark.reliability("key-stored")
 def test_a_new_key_is_returned_once_and_only_its_hash_is_stored(alice):
     api_key, key = api_key_create(user=alice, name=" trading bot ", scopes=["read"])
 
@@ -74,6 +75,7 @@ def test_trade_always_includes_read(alice, scopes, stored):
         ("bot", ["admin"], "scopes"),
     ],
 )
+@pytest.mark.reliability("key-scope")
 def test_a_key_needs_a_name_and_known_scopes(alice, name, scopes, field):
     with pytest.raises(ValidationError) as refusal:
         api_key_create(user=alice, name=name, scopes=scopes)
@@ -82,6 +84,7 @@ def test_a_key_needs_a_name_and_known_scopes(alice, name, scopes, field):
     assert not ApiKey.objects.exists()
 
 
+@pytest.mark.reliability("key-scope")
 def test_a_user_has_at_most_a_limited_number_of_active_keys(alice):
     for n in range(MAX_ACTIVE_KEYS):
         api_key_create(user=alice, name=f"k{n}", scopes=["read"])
@@ -118,6 +121,7 @@ def test_last_use_is_written_at_most_once_a_minute(alice):
 @pytest.mark.parametrize(
     "mangle", [lambda k: k + "x", lambda k: k.split(".")[0], lambda k: "x." + k]
 )
+@pytest.mark.reliability("key-invalid")
 def test_a_wrong_key_is_refused(alice, mangle):
     _, key = api_key_create(user=alice, name="k", scopes=["read"])
 
@@ -127,6 +131,7 @@ def test_a_wrong_key_is_refused(alice, mangle):
     assert refusal.value.code == "invalid_api_key"
 
 
+@pytest.mark.reliability("key-invalid")
 def test_a_revoked_key_stays_revoked(alice):
     api_key, key = api_key_create(user=alice, name="k", scopes=["read"])
 
@@ -141,6 +146,7 @@ def test_a_revoked_key_stays_revoked(alice):
     assert refusal.value.code == "api_key_revoked"
 
 
+@pytest.mark.reliability("access-by-id")
 def test_nobody_revokes_someone_elses_key(alice, bob):
     api_key, _ = api_key_create(user=alice, name="k", scopes=["read"])
 
@@ -175,6 +181,7 @@ def alice_client(client, alice, reauthenticate):
     return client
 
 
+@pytest.mark.reliability("key-stored")
 def test_creating_a_key_shows_its_secret_once_and_uncached(alice_client, alice):
     response = alice_client.post(
         reverse("api:key_create"), {"name": "bot", "scopes": ["read", "trade"]}
@@ -220,6 +227,7 @@ def test_an_invalid_key_form_goes_back_to_the_profile_with_a_message(
     assert not ApiKey.objects.exists()
 
 
+@pytest.mark.reliability("access-anonymous")
 def test_the_key_buttons_accept_only_post_from_a_signed_in_user(client, alice):
     api_key, _ = api_key_create(user=alice, name="bot", scopes=["read"])
     revoke = reverse("api:key_revoke", args=[api_key.pk])
@@ -247,6 +255,7 @@ def test_revoking_a_key_returns_to_the_profile_with_a_message(alice_client, alic
     assert ApiKey.objects.get().revoked_at is not None
 
 
+@pytest.mark.reliability("access-by-id")
 def test_nobody_revokes_someone_elses_key_from_the_page(alice_client, bob):
     api_key, _ = api_key_create(user=bob, name="bob's", scopes=["read"])
 
@@ -256,6 +265,7 @@ def test_nobody_revokes_someone_elses_key_from_the_page(alice_client, bob):
     assert ApiKey.objects.get().revoked_at is None
 
 
+@pytest.mark.reliability("csrf-forms")
 def test_the_key_forms_need_the_csrf_token(alice):
     from django.test import Client
 

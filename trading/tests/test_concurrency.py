@@ -132,6 +132,7 @@ def cancelled(*, user, order) -> Order:
     return Order.objects.get(pk=order.pk)
 
 
+@pytest.mark.reliability("race-orders")
 def test_many_traders_on_two_markets_never_deadlock_and_keep_the_books_exact(
     waiting_requests,
 ):
@@ -211,6 +212,7 @@ def test_many_traders_on_two_markets_never_deadlock_and_keep_the_books_exact(
         assert held + fees(market.base) == D("100") * len(base_holders[market.pk])
 
 
+@pytest.mark.reliability("race-withdrawals")
 def test_concurrent_withdrawals_of_the_full_balance_let_exactly_one_through():
     btc = token_make("BTC", decimals=8)
     alice = user_make("alice")
@@ -240,6 +242,7 @@ def test_concurrent_withdrawals_of_the_full_balance_let_exactly_one_through():
     assert balance(alice, btc) == (D("0"), D("1.5"))
 
 
+@pytest.mark.reliability("race-deposits")
 def test_concurrent_credits_of_one_deposit_reference_count_once():
     btc = token_make("BTC", decimals=8)
     alice = user_make("alice")
@@ -261,6 +264,7 @@ def test_concurrent_credits_of_one_deposit_reference_count_once():
     assert balance(alice, btc) == (D("2"), D("0"))
 
 
+@pytest.mark.reliability("race-orders")
 def test_concurrent_repeats_of_a_client_order_id_place_one_order():
     btc, usdt = token_make("BTC", decimals=8), token_make("USDT", decimals=6)
     markets = [market_make(btc, usdt), market_make(token_make("ETH"), usdt)]
@@ -296,6 +300,7 @@ def test_concurrent_repeats_of_a_client_order_id_place_one_order():
     assert balance(alice, usdt) == (D("900"), D("100"))
 
 
+@pytest.mark.reliability("race-orders")
 def test_concurrent_orders_beyond_the_balance_let_exactly_one_through(
     waiting_requests,
 ):
@@ -330,6 +335,7 @@ def test_concurrent_orders_beyond_the_balance_let_exactly_one_through(
     assert balance(alice, usdt) == (D(100) - spent, spent)
 
 
+@pytest.mark.reliability("race-cancel")
 def test_a_cancel_racing_a_fill_ends_cancelled_or_filled_never_both(
     waiting_requests,
 ):
@@ -412,6 +418,7 @@ def _browser(user, reauthenticate=None):
     return client
 
 
+@pytest.mark.reliability("race-cancel")
 def test_a_cancel_racing_an_approval_ends_in_exactly_one_of_them(mfa_enable):
     from django.contrib.auth import get_user_model
 
@@ -471,6 +478,7 @@ def test_a_cancel_racing_an_approval_ends_in_exactly_one_of_them(mfa_enable):
         assert ledger_problems() == []
 
 
+@pytest.mark.reliability("race-withdrawals")
 def test_twenty_concurrent_requests_over_the_daily_limit_let_only_those_that_fit(
     reauthenticate,
 ):

@@ -496,6 +496,7 @@ def test_an_amend_that_crosses_trades_at_once_as_the_taker():
     assert balance(ex, ALICE, QUOTE) == (D(9900), D(0))
 
 
+@pytest.mark.reliability("overdraw")
 def test_an_amend_needing_more_than_was_reserved_is_refused_alone():
     ex = exchange()
     alices = placed(limit(ex, ALICE, BUY, "1", "99")).order_id
@@ -529,6 +530,7 @@ def test_an_amend_that_cannot_apply_is_refused_with_a_reason(change, code):
     assert ex.engine.depth(BUY) == [(D(99), D("0.5"))]
 
 
+@pytest.mark.reliability("access-by-id")
 def test_an_amend_of_another_users_or_a_closed_order_is_refused():
     ex = exchange()
     alices = placed(limit(ex, ALICE, SELL, "1", "100")).order_id
@@ -550,6 +552,7 @@ def test_a_cancel_releases_exactly_what_the_order_still_locks():
     assert balance(ex, ALICE, QUOTE) == (D(9900), D(0))
 
 
+@pytest.mark.reliability("access-by-id")
 def test_cancelling_a_closed_or_anothers_order_is_refused():
     ex = exchange()
     alices = placed(limit(ex, ALICE, SELL, "1", "100")).order_id

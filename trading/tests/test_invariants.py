@@ -61,6 +61,7 @@ def test_a_consistent_ledger_passes_the_command(trading_day):
     assert "consistent" in out.getvalue()
 
 
+@pytest.mark.reliability("ledger-tampered")
 def test_a_balance_row_that_disagrees_with_the_ledger_is_reported(
     trading_day, alice, usdt
 ):
@@ -75,6 +76,7 @@ def test_a_balance_row_that_disagrees_with_the_ledger_is_reported(
     assert any("deposits - withdrawals" in problem for problem in problems)
 
 
+@pytest.mark.reliability("ledger-tampered")
 def test_the_command_lists_problems_and_fails(trading_day, alice, usdt):
     err = StringIO()
     row = Balance.objects.filter(user=alice, token=usdt)
@@ -86,6 +88,7 @@ def test_the_command_lists_problems_and_fails(trading_day, alice, usdt):
     assert "USDT: user" in err.getvalue()
 
 
+@pytest.mark.reliability("ledger-tampered")
 def test_a_transaction_that_does_not_sum_to_zero_is_reported(trading_day, bob, btc):
     record = LedgerTransaction.objects.create(kind=LedgerTransaction.Kind.DEPOSIT)
     stray = LedgerEntry.objects.create(
@@ -104,6 +107,7 @@ def test_a_transaction_that_does_not_sum_to_zero_is_reported(trading_day, bob, b
     assert any("users hold" in problem for problem in problems)
 
 
+@pytest.mark.reliability("ledger-tampered")
 def test_locked_funds_no_order_or_withdrawal_reserves_are_reported(
     trading_day, bob, usdt
 ):
@@ -119,6 +123,7 @@ def test_locked_funds_no_order_or_withdrawal_reserves_are_reported(
     )
 
 
+@pytest.mark.reliability("ledger-tampered")
 def test_a_deposit_record_without_its_ledger_entries_is_reported(trading_day, btc):
     deposit = Deposit.objects.filter(token=btc).first()
     with changed(Deposit.objects.filter(pk=deposit.pk), amount=D("11")):
@@ -127,6 +132,7 @@ def test_a_deposit_record_without_its_ledger_entries_is_reported(trading_day, bt
     assert any("the custody account is" in problem for problem in problems)
 
 
+@pytest.mark.reliability("ledger-tampered")
 def test_an_order_whose_fills_disagree_with_its_trades_is_reported(trading_day):
     trade = Trade.objects.get()
     with changed(Trade.objects.filter(pk=trade.pk), quantity=D("0.3")):
@@ -135,6 +141,7 @@ def test_an_order_whose_fills_disagree_with_its_trades_is_reported(trading_day):
     assert any(f"Order #{trade.maker_order_id} says" in problem for problem in problems)
 
 
+@pytest.mark.reliability("ledger-tampered")
 def test_a_crossed_book_is_reported(trading_day, market, bob):
     bid = Order.objects.get(user=bob, status="open")
     with changed(Order.objects.filter(pk=bid.pk), price=D("101")):

@@ -115,6 +115,7 @@ def test_commands_are_matched_in_acceptance_order_in_one_batch(
     assert len(queue) == 3
 
 
+@pytest.mark.reliability("outcome-late-matcher")
 def test_a_command_that_became_visible_late_is_still_taken_after_later_ones(
     market, alice, bob, funded
 ):
@@ -163,6 +164,7 @@ def test_the_request_side_never_creates_a_balance_row_but_the_matcher_does(
     assert balance(newcomer, btc) == (D("0.998"), D("0"))
 
 
+@pytest.mark.reliability("race-cancel")
 def test_an_acknowledged_cancel_may_find_the_order_filled(
     market, alice, bob, btc, funded
 ):
@@ -272,6 +274,7 @@ def test_an_amend_to_a_larger_quantity_reserves_the_difference(
         order_amend(user=alice, order=order, quantity=D("3"))
 
 
+@pytest.mark.reliability("race-cancel")
 def test_an_amend_racing_a_fill_is_refused_and_gives_its_reservation_back(
     market, alice, bob, usdt, funded
 ):
@@ -358,6 +361,7 @@ def test_a_command_the_matcher_cannot_apply_is_refused_alone(
 # -- Answers ---------------------------------------------------------------------------
 
 
+@pytest.mark.reliability("outcome-late-matcher")
 def test_the_api_answers_202_with_the_orders_url_when_the_matcher_is_late(
     settings, market, alice, funded
 ):
@@ -413,6 +417,7 @@ def test_the_api_amends_and_cancels_all(market, alice, usdt, funded):
     assert balance(alice, usdt) == (D("10000"), D("0"))
 
 
+@pytest.mark.reliability("outcome-late-matcher")
 def test_the_web_form_says_accepted_when_the_matcher_is_late(
     settings, client, market, alice, funded
 ):
@@ -462,6 +467,7 @@ def test_refusals_at_acceptance_keep_their_codes(market, alice, funded):
     assert not Order.objects.exists()
 
 
+@pytest.mark.reliability("probes")
 def test_readiness_reports_each_markets_queue_age(settings, market, alice, funded):
     accept(alice, market, "buy", "1", "100")
     OrderCommand.objects.update(
@@ -503,6 +509,7 @@ def test_a_waiting_request_is_woken_by_the_matchers_notification(settings):
     assert took < 5  # the matcher answers in milliseconds; the wait is 20 s
 
 
+@pytest.mark.reliability("matcher-killed")
 def test_on_sqlite_a_matchers_file_lock_dies_with_its_process(tmp_path):
     database = tmp_path / "db.sqlite3"
     holder = subprocess.Popen(
@@ -534,6 +541,7 @@ def test_on_sqlite_a_matchers_file_lock_dies_with_its_process(tmp_path):
 
 
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.reliability("matcher-killed")
 def test_drain_is_refused_while_another_matcher_owns_the_market():
     from django.db import connections
 

@@ -211,6 +211,7 @@ def trading_floor():
     return market, users
 
 
+@pytest.mark.reliability("matcher-killed")
 def test_a_matcher_killed_in_the_middle_of_a_batch_loses_and_repeats_nothing(
     trading_floor,
 ):
@@ -282,6 +283,7 @@ def test_a_matcher_killed_in_the_middle_of_a_batch_loses_and_repeats_nothing(
     assert Balance.objects.filter(locked__lt=0).count() == 0
 
 
+@pytest.mark.reliability("matcher-killed")
 def test_a_second_matcher_waits_and_takes_over_when_the_first_dies(trading_floor):
     market, users = trading_floor
     alice, bob = users[:2]

@@ -14,6 +14,7 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.mark.parametrize("field", ["available", "locked"])
+@pytest.mark.reliability("db-constraints")
 def test_a_balance_can_never_be_negative(alice, btc, field):
     fund(alice, btc, "1")
     row = Balance.objects.filter(user=alice, token=btc)
@@ -24,6 +25,7 @@ def test_a_balance_can_never_be_negative(alice, btc, field):
     assert row.get().available == D("1")
 
 
+@pytest.mark.reliability("db-constraints")
 def test_an_order_cannot_fill_beyond_its_quantity(market, alice, btc):
     fund(alice, btc, "1")
     order = sell(alice, market, "1", "100")
@@ -32,6 +34,7 @@ def test_an_order_cannot_fill_beyond_its_quantity(market, alice, btc):
         Order.objects.filter(pk=order.pk).update(filled_quantity=D("1.0001"))
 
 
+@pytest.mark.reliability("db-constraints")
 def test_a_closed_order_cannot_keep_funds_locked(market, alice, btc):
     fund(alice, btc, "1")
     order = sell(alice, market, "1", "100")
@@ -40,6 +43,7 @@ def test_a_closed_order_cannot_keep_funds_locked(market, alice, btc):
         Order.objects.filter(pk=order.pk).update(status=Order.Status.CANCELLED)
 
 
+@pytest.mark.reliability("db-constraints")
 def test_two_open_orders_of_a_user_cannot_share_a_client_order_id(market, alice, btc):
     fund(alice, btc, "2")
     order = sell(alice, market, "1", "100", client_order_id="a")
@@ -57,6 +61,7 @@ def test_two_open_orders_of_a_user_cannot_share_a_client_order_id(market, alice,
         ({"min_notional": D("0.0000001")}, "min_notional"),  # USDT has 6
     ],
 )
+@pytest.mark.reliability("number-abuse")
 def test_a_market_must_fit_its_tokens_units(btc, usdt, steps, field):
     options = {"price_step": D("0.01"), "amount_step": D("0.0001"), **steps}
 

@@ -102,6 +102,7 @@ def test_a_resting_limit_sell_locks_its_quantity_of_base(
     assert balance(alice, usdt) == (D("10000"), D("0"))
 
 
+@pytest.mark.reliability("overdraw")
 def test_an_order_beyond_the_available_balance_is_refused_whole(market, alice, usdt):
     fund(alice, usdt, "99.99")
     before = state()
@@ -268,10 +269,11 @@ def test_a_fill_or_kill_that_cannot_fill_entirely_changes_nothing(
     sell(alice, market, "0.5", "100.01")
     before = state()
 
-    with pytest.raises(FillOrKillNotFilled):
+    with pytest.raises(FillOrKillNotFilled) as refused:
         buy(bob, market, "1", "100", time_in_force="FOK")
 
     assert state() == before
+    assert "cannot fill all 1 BTC at once" in refused.value.message
     rejected = Order.objects.get(status=Status.REJECTED)
     assert (rejected.reject_reason, rejected.locked) == ("fill_or_kill_not_filled", 0)
 
@@ -307,10 +309,11 @@ def test_a_post_only_order_that_would_take_is_refused_whole(market, alice, bob, 
     sell(alice, market, "0.5", "100")
     before = state()
 
-    with pytest.raises(PostOnlyWouldTake):
+    with pytest.raises(PostOnlyWouldTake) as refused:
         buy(bob, market, "1", "100", post_only=True)
 
     assert state() == before
+    assert "At 100 the post-only order would trade" in refused.value.message
 
 
 def test_a_post_only_order_that_does_not_cross_rests(market, alice, bob, funded):
@@ -427,6 +430,7 @@ def test_a_market_buy_by_quote_amount_spends_at_most_that_in_whole_steps(
     assert balance(bob, usdt) == (D("10000") - D("83"), D("0"))
 
 
+@pytest.mark.reliability("overdraw")
 def test_a_market_buy_the_balance_cannot_cover_is_refused_whole(
     market, alice, bob, btc, usdt
 ):
@@ -482,10 +486,11 @@ def test_a_market_order_must_trade_the_minimum_notional(market, alice, bob, fund
     sell(alice, market, "1", "100")
     before = state()
 
-    with pytest.raises(BelowMinNotional):
+    with pytest.raises(BelowMinNotional) as refused:
         buy(bob, market, "0.0099", protection_price="100")  # would trade 0.99
 
     assert state() == before
+    assert "minimum value of 1 USDT" in refused.value.message
     assert Order.objects.get(user=bob).reject_reason == "below_min_notional"
     assert buy(bob, market, "0.01", protection_price="100").status == Status.FILLED
 
@@ -525,6 +530,7 @@ def test_a_limit_order_below_the_minimum_notional_is_refused(market, alice, fund
         (D("1E+17"), D("100"), InvalidAmount),  # worth more than a field holds
     ],
 )
+@pytest.mark.reliability("number-abuse")
 def test_amounts_finer_than_the_market_or_not_decimals_are_refused(
     market, alice, funded, quantity, price, error
 ):
@@ -562,6 +568,7 @@ def test_steps_with_trailing_zeros_are_accepted(market, alice, funded):
         {"type": "limit", "price": D("100"), "client_order_id": "x" * 65},
     ],
 )
+@pytest.mark.reliability("malformed-requests")
 def test_options_that_do_not_go_together_are_refused(market, alice, funded, options):
     request = {"side": "buy", "quantity": D("1"), **options}
 
@@ -581,6 +588,56 @@ def test_a_halted_market_refuses_orders_but_allows_cancels(market, alice, usdt, 
     cancel(alice, order)
 
     assert balance(alice, usdt) == (D("10000"), D("0"))
+
+
+def test_a_market_halted_then_opened_again_accepts_orders_at_once(
+    market, alice, funded
+):
+    buy(alice, market, "1", "99")
+    Market.objects.filter(pk=market.pk).update(status=Market.Status.HALTED)
+    with pytest.raises(MarketClosed):
+        buy(alice, market, "1", "99")
+
+    Market.objects.filter(pk=market.pk).update(status=Market.Status.OPEN)
+
+    assert buy(alice, market, "1", "99").status == Status.OPEN
+
+
+def test_new_steps_and_minimum_apply_to_the_very_next_order(market, alice, funded):
+    # Changed behind the process's back, as staff do from another instance.
+    buy(alice, market, "1", "99")
+    Market.objects.filter(pk=market.pk).update(
+        price_step=D("0.5"), amount_step=D("0.01"), min_notional=D("50")
+    )
+
+    for quantity, price, error in (
+        ("1", "99.01", PrecisionTooHigh),
+        ("1.005", "99", PrecisionTooHigh),
+        ("0.5", "99", BelowMinNotional),
+    ):
+        with pytest.raises(error):
+            buy(alice, market, quantity, price)
+    assert buy(alice, market, "0.51", "99.5").status == Status.OPEN
+
+
+def test_an_order_off_the_old_steps_fits_the_new_ones(market, alice, funded):
+    buy(alice, market, "1", "99")
+    Market.objects.filter(pk=market.pk).update(price_step=D("0.001"))
+
+    assert buy(alice, market, "1", "99.005").price == D("99.005")
+
+
+def test_an_order_reserves_the_token_the_market_has_now(market, alice, funded):
+    # A process that read the market before it changed reserves what it is.
+    with pytest.raises(BelowMinNotional):
+        sell(alice, market, "0.001", "101")
+    eth = token_make("ETH", decimals=8)
+    fund(alice, eth, "2")
+    Market.objects.filter(pk=market.pk).update(base=eth)
+
+    sell(alice, market, "1", "101")
+
+    assert balance(alice, eth) == (D("1"), D("1"))
 
 
 def test_a_market_with_a_disabled_token_refuses_orders(market, btc, alice, funded):
@@ -635,6 +692,7 @@ def test_a_filled_order_cannot_be_cancelled(market, alice, bob, btc, funded):
     assert state() == before
 
 
+@pytest.mark.reliability("access-by-id")
 def test_nobody_cancels_another_users_order(market, alice, bob, funded):
     order = sell(alice, market, "1", "100")
 
@@ -648,6 +706,7 @@ def test_nobody_cancels_another_users_order(market, alice, bob, funded):
 # -- Client order ids ------------------------------------------------------------
 
 
+@pytest.mark.reliability("outcome-repeat")
 def test_repeating_a_create_with_its_client_order_id_returns_the_same_order(
     market, alice, usdt, funded
 ):
@@ -659,6 +718,7 @@ def test_repeating_a_create_with_its_client_order_id_returns_the_same_order(
     assert balance(alice, usdt) == (D("9900"), D("100"))
 
 
+@pytest.mark.reliability("outcome-repeat")
 def test_a_different_order_under_an_open_client_order_id_is_refused(
     market, alice, usdt, funded
 ):
@@ -682,6 +742,7 @@ def test_a_client_order_id_is_free_again_once_its_order_is_closed(
     assert second.status == Status.OPEN
 
 
+@pytest.mark.reliability("outcome-repeat")
 def test_repeating_an_order_that_filled_at_once_does_not_trade_again(
     market, alice, bob, funded
 ):

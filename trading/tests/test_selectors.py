@@ -78,6 +78,7 @@ def test_recent_trades_come_newest_first(
     assert [trade.price for trade in latest] == [D("102"), D("101")]
 
 
+@pytest.mark.reliability("access-by-id")
 def test_open_orders_are_the_users_own_resting_ones(
     market, btc, alice, bob, funded, django_assert_num_queries
 ):

@@ -43,6 +43,7 @@ def test_a_deposit_credits_the_available_balance_from_custody(alice, btc):
     ]
 
 
+@pytest.mark.reliability("outcome-repeat")
 def test_repeating_a_deposit_reference_credits_it_once(alice, btc):
     first = deposit_credit(user=alice, token=btc, amount=D("2"), reference="tx-1")
     again = deposit_credit(user=alice, token=btc, amount=D("2.0"), reference="tx-1")
@@ -81,6 +82,7 @@ def test_a_different_deposit_under_a_used_reference_is_refused(
         (D("1E+18"), InvalidAmount),
     ],
 )
+@pytest.mark.reliability("number-abuse")
 def test_a_deposit_with_a_bad_amount_is_refused_not_rounded(alice, btc, amount, error):
     with pytest.raises(error):
         deposit_credit(user=alice, token=btc, amount=amount, reference="tx-1")
@@ -112,6 +114,7 @@ def test_a_withdrawal_request_locks_the_amount_until_decided(alice, btc):
     assert balance(alice, btc) == (D("3"), D("2"))
 
 
+@pytest.mark.reliability("overdraw")
 def test_a_withdrawal_above_the_available_balance_is_refused(alice, btc):
     fund(alice, btc, "1")
 
@@ -125,6 +128,7 @@ def test_a_withdrawal_above_the_available_balance_is_refused(alice, btc):
     assert balance(alice, btc) == (D("1"), D(0))
 
 
+@pytest.mark.reliability("overdraw")
 def test_locked_funds_cannot_be_withdrawn_twice(alice, btc):
     fund(alice, btc, "1")
     withdrawal_request(user=alice, token=btc, amount=D(1), address="a", reference="w1")
@@ -135,6 +139,7 @@ def test_locked_funds_cannot_be_withdrawn_twice(alice, btc):
         )
 
 
+@pytest.mark.reliability("outcome-repeat")
 def test_repeating_a_withdrawal_request_counts_once(alice, btc):
     fund(alice, btc, "5")
     first = withdrawal_request(
@@ -148,6 +153,7 @@ def test_repeating_a_withdrawal_request_counts_once(alice, btc):
     assert balance(alice, btc) == (D(3), D(2))
 
 
+@pytest.mark.reliability("outcome-repeat")
 def test_a_different_withdrawal_under_a_used_reference_is_refused(alice, btc):
     fund(alice, btc, "5")
     withdrawal_request(user=alice, token=btc, amount=D(2), address="a", reference="w")

@@ -67,6 +67,7 @@ def test_cancelling_releases_the_locked_amount_through_the_ledger(alice, btc):
     ) == [("user_available", alice.pk, D(2)), ("user_locked", alice.pk, D(-2))]
 
 
+@pytest.mark.reliability("race-cancel")
 def test_cancelling_twice_returns_the_cancelled_withdrawal_and_releases_once(
     alice, btc
 ):
@@ -99,6 +100,7 @@ def test_a_decided_withdrawal_cannot_be_cancelled(alice, btc, staff, decide):
 
 
 @pytest.mark.parametrize("decide", [withdrawal_approve, withdrawal_reject])
+@pytest.mark.reliability("race-cancel")
 def test_staff_cannot_decide_a_cancelled_withdrawal(alice, btc, staff, decide):
     fund(alice, btc, "5")
     withdrawal = request(alice, btc, "2")
@@ -110,6 +112,7 @@ def test_staff_cannot_decide_a_cancelled_withdrawal(alice, btc, staff, decide):
     assert balance(alice, btc) == (D(5), D(0))
 
 
+@pytest.mark.reliability("access-by-id")
 def test_only_the_owner_can_cancel(alice, bob, btc):
     fund(alice, btc, "5")
     withdrawal = request(alice, btc, "2")
@@ -164,6 +167,7 @@ def test_without_a_limit_any_amount_the_balance_covers_goes(alice, btc):
     assert balance(alice, btc) == (D(1), D(999))
 
 
+@pytest.mark.reliability("overdraw")
 def test_requests_up_to_the_daily_limit_go_and_the_next_is_refused_in_words(alice, btc):
     limit(btc, "5")
     fund(alice, btc, "100")

@@ -97,6 +97,7 @@ def reference_state(ref) -> tuple:
 
 
 @pytest.mark.django_db
+@pytest.mark.reliability("race-orders")
 def test_random_orders_and_cancels_match_the_reference_engine():
     """Requests are accepted one by one and matched in batches of 1 to 12
     (drained before each request with a client order id, whose check reads

@@ -107,6 +107,7 @@ def test_cancelling_from_the_page_releases_the_funds(client, trader, market):
     assert balance(trader, market.quote) == (Decimal("100000"), Decimal("0"))
 
 
+@pytest.mark.reliability("access-by-id")
 def test_nobody_can_cancel_another_users_order(client, trader, market):
     other = user_make("other")
     fund(other, market.quote, "1000")
@@ -144,6 +145,7 @@ def test_the_market_page_costs_the_same_queries_with_more_orders(
     assert len(few) == len(many)
 
 
+@pytest.mark.reliability("outcome-repeat")
 def test_requesting_a_withdrawal_locks_the_amount_and_a_resubmit_counts_once(
     client, trader, market
 ):
@@ -162,6 +164,7 @@ def test_requesting_a_withdrawal_locks_the_amount_and_a_resubmit_counts_once(
     assert "Pending" in client.get("/wallet/").content.decode()
 
 
+@pytest.mark.reliability("overdraw")
 def test_a_withdrawal_over_the_balance_is_refused_in_words(client, trader):
     response = client.post(
         "/wallet/",
@@ -238,6 +241,7 @@ def test_a_decided_withdrawal_is_not_cancelled_and_the_wallet_says_why(
     assert balance(trader, market.quote) == (Decimal("100000"), Decimal("0"))
 
 
+@pytest.mark.reliability("access-by-id")
 def test_someone_elses_withdrawal_cannot_be_cancelled(client, trader, market):
     other = user_make("other")
     fund(other, market.quote, "10")
@@ -266,6 +270,7 @@ def test_a_withdrawal_over_the_daily_limit_is_refused_in_words(client, trader, m
     assert "00:00 UTC" in page
 
 
+@pytest.mark.reliability("access-anonymous")
 def test_pages_need_a_login_to_trade(client, market):
     assert client.get("/wallet/").status_code == 302
     assert client.post(f"/markets/{market.symbol}/orders/", {}).status_code == 302

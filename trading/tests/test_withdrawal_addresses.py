@@ -138,6 +138,7 @@ def test_real_addresses_of_every_seeded_token_are_accepted(
 
 
 @pytest.mark.parametrize(("symbol", "address", "message"), MALFORMED)
+@pytest.mark.reliability("hostile-addresses")
 def test_malformed_addresses_are_refused_by_the_service_and_change_nothing(
     rich, seeded, symbol, address, message
 ):
@@ -160,6 +161,7 @@ def wallet_client(client, rich, reauthenticate):
 
 
 @pytest.mark.parametrize(("symbol", "address", "message"), MALFORMED)
+@pytest.mark.reliability("hostile-addresses")
 def test_malformed_addresses_are_shown_next_to_the_wallet_field(
     wallet_client, rich, seeded, symbol, address, message
 ):
@@ -186,6 +188,7 @@ def api_client(rich, reauthenticate):
 
 
 @pytest.mark.parametrize(("symbol", "address", "message"), MALFORMED)
+@pytest.mark.reliability("hostile-addresses")
 def test_malformed_addresses_are_a_400_on_the_api(
     api_client, rich, seeded, symbol, address, message
 ):
@@ -220,6 +223,7 @@ def test_a_saved_address_is_usable_after_the_configured_delay(settings, alice, s
     assert saved.usable_from <= timezone.now() + timedelta(hours=6)
 
 
+@pytest.mark.reliability("hostile-addresses")
 def test_the_same_address_cannot_be_saved_twice_in_any_spelling(alice, seeded):
     saved_address_add(user=alice, token=seeded["ETH"], address=EVM, label="Ledger")
 
@@ -253,6 +257,7 @@ def test_without_the_setting_any_valid_address_is_accepted(rich, seeded):
     assert balance(rich, seeded["ETH"]) == (D(9), D(1))
 
 
+@pytest.mark.reliability("hostile-addresses")
 def test_saved_only_refuses_an_unsaved_address_and_changes_nothing(rich, seeded):
     withdrawal_address_policy_set(user=rich, saved_only=True)
     entries = LedgerEntry.objects.count()
@@ -265,6 +270,7 @@ def test_saved_only_refuses_an_unsaved_address_and_changes_nothing(rich, seeded)
     _nothing_written(rich, seeded["ETH"], entries)
 
 
+@pytest.mark.reliability("hostile-addresses")
 def test_saved_only_refuses_a_new_address_until_its_delay_has_passed(rich, seeded):
     withdrawal_address_policy_set(user=rich, saved_only=True)
     saved = saved_address_add(user=rich, token=seeded["ETH"], address=EVM, label="Cold")
@@ -302,6 +308,7 @@ def test_a_saved_address_is_only_for_its_token(rich, seeded):
         )
 
 
+@pytest.mark.reliability("hostile-addresses")
 def test_turning_saved_only_off_takes_the_delay_and_on_again_cancels_it(rich, seeded):
     withdrawal_address_policy_set(user=rich, saved_only=True)
 
@@ -395,6 +402,7 @@ def test_the_wallet_setting_turns_on_at_once_and_off_after_the_delay(
     )
 
 
+@pytest.mark.reliability("auth-reauth")
 def test_address_book_changes_ask_for_the_password_again(client, alice, seeded):
     client.force_login(alice)
 
@@ -468,6 +476,7 @@ def test_the_api_refuses_a_malformed_saved_address(api_client, seeded):
     assert not SavedAddress.objects.exists()
 
 
+@pytest.mark.reliability("key-scope")
 def test_a_read_only_api_key_may_list_but_not_add(alice, seeded):
     _, key = api_key_create(user=alice, name="bot", scopes=["read"])
     client = APIClient()

@@ -8,6 +8,7 @@ from verification.documents import DOCUMENT_MAX_SIDE, document_process
 from verification.tests.samples import jpeg_with_gps, pdf, png_scan, upload
 
 
+@pytest.mark.reliability("upload-broken")
 def test_a_photo_is_re_encoded_readable_and_without_metadata():
     processed = document_process(upload("id.jpg", jpeg_with_gps(3000, 2000)))
     image = Image.open(io.BytesIO(processed.read()))
@@ -56,6 +57,7 @@ def test_a_pdf_is_kept_as_sent():
         (b"GIF89a" + b"\x00" * 40, "format_not_allowed", "JPEG, PNG"),
     ],
 )
+@pytest.mark.reliability("upload-types")
 def test_refusals_say_why(content, code, words):
     with pytest.raises(ValidationError) as refused:
         document_process(upload("doc.pdf", content))
@@ -63,6 +65,7 @@ def test_refusals_say_why(content, code, words):
     assert words in " ".join(refused.value.messages)
 
 
+@pytest.mark.reliability("upload-types")
 def test_a_webp_image_is_refused_naming_the_formats():
     buffer = io.BytesIO()
     Image.new("RGB", (50, 50)).save(buffer, "WEBP")

@@ -51,6 +51,7 @@ def test_submitted_documents_are_stored_under_the_private_prefix(
     assert not any("front" in name or "selfie" in name for name in names)
 
 
+@pytest.mark.reliability("private-documents")
 def test_a_document_never_hands_out_a_url(any_private_storage, alice):
     verification = verification_submit(user=alice, documents=processed_set())
     with pytest.raises(PrivateFileUrlRefused):
@@ -70,6 +71,7 @@ def test_the_front_and_the_selfie_are_required(alice):
         verification_submit(user=alice, documents=documents)
 
 
+@pytest.mark.reliability("store-cleanup")
 def test_a_failed_row_write_leaves_no_object(
     any_private_storage, alice, stored_names, monkeypatch
 ):
@@ -127,6 +129,7 @@ def test_deleting_the_account_deletes_the_documents(
     assert stored_names(any_private_storage, "private") == []
 
 
+@pytest.mark.reliability("private-documents")
 def test_opening_needs_the_permission_and_is_recorded(alice, staff):
     from django.contrib.auth.models import Permission
 

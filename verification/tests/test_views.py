@@ -127,6 +127,7 @@ def test_approval_goes_through_a_confirmation(alice_client, mfa_enable):
     assert "verified" in alice_client.get("/accounts/profile/").content.decode()
 
 
+@pytest.mark.reliability("private-documents")
 def test_the_public_bucket_policy_never_covers_the_private_prefix():
     resources = public_read_policy("bucket")["Statement"][0]["Resource"]
     assert resources == [
@@ -137,6 +138,7 @@ def test_the_public_bucket_policy_never_covers_the_private_prefix():
     assert not is_public_media_key("private/identity/1/x.jpg")
 
 
+@pytest.mark.reliability("private-documents")
 def test_in_local_mode_documents_are_in_the_private_folder_not_the_media_one(
     alice_client, media_root, private_media_root
 ):
@@ -155,6 +157,7 @@ def test_in_local_mode_documents_are_in_the_private_folder_not_the_media_one(
             serve(RequestFactory().get(f"/media/{key}"), key, document_root=media_root)
 
 
+@pytest.mark.reliability("private-documents")
 def test_no_media_path_reaches_a_document(settings, alice_client):
     settings.MEDIA_SERVE = True
     key = submit(alice_client).documents.get(kind="front").file.name
@@ -176,6 +179,7 @@ def test_no_media_path_reaches_a_document(settings, alice_client):
         assert alice_client.get(path).status_code == 404, path
 
 
+@pytest.mark.reliability("private-documents")
 def test_an_anonymous_request_for_the_key_is_refused_in_every_url_mode(
     site_storage, alice_client, s3_client
 ):
@@ -241,6 +245,7 @@ def test_staff_open_a_document_and_each_opening_is_recorded(
     )
 
 
+@pytest.mark.reliability("private-documents")
 def test_staff_without_the_permission_are_refused_and_see_no_link(
     alice_client, mfa_enable
 ):
@@ -258,6 +263,7 @@ def test_staff_without_the_permission_are_refused_and_see_no_link(
     assert not IdentityDocumentAccess.objects.exists()
 
 
+@pytest.mark.reliability("access-staff")
 def test_the_access_log_is_read_only_in_the_admin(alice_client, mfa_enable):
     verification = submit(alice_client)
     staff = staff_client(mfa_enable, may_open=True)
@@ -276,6 +282,7 @@ def test_the_access_log_is_read_only_in_the_admin(alice_client, mfa_enable):
     )
 
 
+@pytest.mark.reliability("private-documents")
 def test_a_presigned_link_stops_working_after_it_expires(use_minio, alice_client):
     verification = submit(alice_client)
     document = verification.documents.get(kind="front")
@@ -287,6 +294,7 @@ def test_a_presigned_link_stops_working_after_it_expires(use_minio, alice_client
     assert b"JFIF" not in expired.data
 
 
+@pytest.mark.reliability("upload-slots")
 def test_documents_finding_every_decode_slot_taken_are_refused_and_nothing_stored(
     alice_client, settings, decode_slots_holder
 ):

@@ -1,0 +1,15 @@
+"""Fixtures of the loopback topology's tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def topology_static_root(tmp_path_factory) -> Path:
+    """Collected static files shared by the topologies of this run: the first
+    topology collects them (half a minute, whitenoise compresses every file),
+    the others reuse them."""
+    return tmp_path_factory.mktemp("topology-static")

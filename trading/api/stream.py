@@ -1,0 +1,111 @@
+"""``GET /api/v1/markets/<symbol>/stream/``: the market's live events as
+Server-Sent Events (``trading.live``), for the market page and for bots.
+
+An async view: it runs in the ASGI process (uvicorn, ``stream`` in the
+Procfile and docker-compose.yml), where a connection held open for hours costs
+a coroutine, never a worker. Who is calling is decided as on the REST API: an
+API key in ``Authorization`` (any scope reads), else the browser session;
+anyone else gets the market's public events only.
+"""
+
+from __future__ import annotations
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.core.handlers.asgi import ASGIRequest
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from rest_framework import exceptions
+from rest_framework.request import Request
+
+from core.errors import api_error
+from trading import live
+from trading.api.authentication import KEYWORD, ApiKeyAuthentication
+from trading.models import Market
+from trading.selectors import market_get
+
+_UNAVAILABLE_RETRY_SECONDS = 5
+
+
+def _api_key_user(request: HttpRequest):
+    """The key's user, None without a key; raises DRF's refusals."""
+    found = ApiKeyAuthentication().authenticate(Request(request))
+    return found[0] if found else None
+
+
+def _cors(request: HttpRequest, response: HttpResponse) -> HttpResponse:
+    """Pages of another origin (``make run``: the site on :8000, the stream
+    on :8001) may read the stream with their cookies, when listed."""
+    origin = request.headers.get("Origin", "")
+    if origin and origin in settings.STREAM_CORS_ORIGINS:
+        response["Access-Control-Allow-Origin"] = origin
+        response["Access-Control-Allow-Credentials"] = "true"
+        response["Vary"] = "Origin"
+    return response
+
+
+async def market_stream_view(request: HttpRequest, symbol: str) -> HttpResponse:
+    if not isinstance(request, ASGIRequest):
+        # A WSGI worker (gunicorn, runserver) would be held for as long as
+        # the client listens: the proxy routes this path to the ASGI process.
+        return api_error(
+            status=503,
+            code="stream_unavailable",
+            message="The stream is served by the stream process (uvicorn), "
+            "not by this one.",
+        )
+    if request.method not in ("GET", "HEAD"):
+        response = api_error(
+            status=405,
+            code="method_not_allowed",
+            message=f"Method {request.method} is not allowed here: GET it.",
+        )
+        response["Allow"] = "GET, HEAD"
+        return response
+    try:
+        user = await sync_to_async(_api_key_user)(request)
+    except exceptions.AuthenticationFailed as refusal:
+        response = api_error(
+            status=401, code=refusal.get_codes(), message=str(refusal.detail)
+        )
+        response["WWW-Authenticate"] = KEYWORD
+        return _cors(request, response)
+    except exceptions.PermissionDenied as refusal:
+        response = api_error(
+            status=403, code=refusal.get_codes(), message=str(refusal.detail)
+        )
+        return _cors(request, response)
+    if user is None:
+        session_user = await request.auser()
+        user = session_user if session_user.is_authenticated else None
+    try:
+        market = await sync_to_async(market_get)(symbol=symbol)
+    except Market.DoesNotExist:
+        return _cors(
+            request,
+            api_error(
+                status=404,
+                code="market_not_found",
+                message=f"There is no market {symbol}.",
+            ),
+        )
+    if not settings.REDIS_URL or not await live.hub().ready(settings.REDIS_TIMEOUT):
+        response = api_error(
+            status=503,
+            code="stream_unavailable",
+            message="Live updates are unavailable for a moment; the REST API "
+            "still answers. Try again shortly.",
+        )
+        response["Retry-After"] = str(_UNAVAILABLE_RETRY_SECONDS)
+        return _cors(request, response)
+    stream = live.MarketStream(
+        market=market,
+        user=user,
+        last_event_id=request.headers.get("Last-Event-ID", ""),
+    )
+    response = StreamingHttpResponse(
+        stream.events(), content_type="text/event-stream; charset=utf-8"
+    )
+    response["Cache-Control"] = "no-cache"
+    # nginx passes each event on at once (deploy/nginx.conf says so too).
+    response["X-Accel-Buffering"] = "no"
+    return _cors(request, response)

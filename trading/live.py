@@ -1,0 +1,570 @@
+"""The live market stream: what the matcher publishes, pushed to clients.
+
+One ``Hub`` per process (per event loop) holds the process's only Redis
+subscription, to the pattern ``trading.*`` of ``trading.events``, and fans
+each message out to the connections interested in it: market messages to the
+market's streams, a user's messages to that user's. Each connection has a
+bounded queue; when it is full the connection has fallen behind, gets nothing
+more, and its stream tells the client to resync and ends (a slow client costs
+at most its queue). The hub also keeps each market's recent book level
+updates, so that a client reconnecting with ``Last-Event-ID`` catches up
+without a snapshot, and after each batch with trades it reads the ticker and
+the current candles once for all of the market's connections.
+
+A stream (``MarketStream``) speaks Server-Sent Events. Its first event is a
+``snapshot``, taken after it subscribed (so nothing committed later can be
+missed: every batch publishes after its commit); level updates the snapshot
+already holds are dropped by their ``sequence``, trades by their id. Every
+event's id is ``<book sequence>.<last trade id>``: given back as
+``Last-Event-ID``, the stream sends what was missed (book levels from the
+hub's history, trades from the database) or, when it cannot, a fresh book or
+trades snapshot. A gap in the book's sequence (Redis lost messages) ends the
+stream with ``resync`` too. The events are documented in
+``trading/api/description.md``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import functools
+import gc
+import json
+import logging
+import weakref
+from collections import defaultdict, deque
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.db import close_old_connections, connections
+
+log = logging.getLogger("trading.live")
+
+PATTERN = "trading.*"
+HEARTBEAT_SECONDS = 15.0  # a comment line, so proxies and clients see a live link
+RETRY_MILLISECONDS = 1000  # EventSource waits this long before reconnecting
+RECONNECT_SECONDS = 1.0  # the hub's wait between attempts to reach Redis
+BOOK_HISTORY = 10_000  # level updates kept per market for resuming clients
+SNAPSHOT_DEPTH = 1000  # price levels a side in a snapshot
+RECENT_TRADES = 50
+FIGURES_DELAY_SECONDS = 0.2  # the ticker and candles follow trades this late
+CATCH_UP_TRADES = 1000  # missed trades sent on resume; more: a trades snapshot
+READ_THREADS = 4  # database connections of a stream process, at most
+
+
+@dataclass(frozen=True)
+class Message:
+    """One message for connections: ``data`` is ``body`` as JSON, rendered
+    once for all of them."""
+
+    kind: str  # trades, book, orders, balances, ticker, candles
+    body: dict
+    data: str
+
+
+class Subscription:
+    """One connection's bounded queue of messages."""
+
+    def __init__(self, *, symbol: str, user_id: int | None, size: int) -> None:
+        self.symbol = symbol
+        self.user_id = user_id
+        self.queue: asyncio.Queue[Message | None] = asyncio.Queue(maxsize=size)
+        self.ended: str | None = None  # why the stream must resync
+
+    def put(self, message: Message) -> None:
+        if self.ended:
+            return
+        try:
+            self.queue.put_nowait(message)
+        except asyncio.QueueFull:
+            self.ended = "behind"
+
+    def end(self, reason: str) -> None:
+        if self.ended:
+            return
+        self.ended = reason
+        # Wakes a stream waiting for messages (a full queue wakes it anyway).
+        with contextlib.suppress(asyncio.QueueFull):
+            self.queue.put_nowait(None)
+
+
+class Hub:
+    """The process's Redis subscription and the connections it feeds."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.markets: dict[str, set[Subscription]] = defaultdict(set)
+        self.users: dict[int, set[Subscription]] = defaultdict(set)
+        self.history: dict[str, deque[dict]] = {}
+        self.connected = asyncio.Event()
+        self.task: asyncio.Task | None = None
+        self.refreshing: dict[str, asyncio.Task] = {}
+        self.stale: set[str] = set()
+
+    async def ready(self, timeout: float) -> bool:
+        """Whether the subscription is up, starting it on first use."""
+        if self.task is None:
+            self.task = _background(self._run())
+        try:
+            await asyncio.wait_for(self.connected.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    def subscribe(self, *, symbol: str, user_id: int | None) -> Subscription:
+        subscription = Subscription(
+            symbol=symbol, user_id=user_id, size=settings.STREAM_QUEUE_SIZE
+        )
+        if not self.connected.is_set():
+            subscription.end("unavailable")
+            return subscription
+        self.markets[symbol].add(subscription)
+        if user_id is not None:
+            self.users[user_id].add(subscription)
+        return subscription
+
+    def unsubscribe(self, subscription: Subscription) -> None:
+        for registry, key in (
+            (self.markets, subscription.symbol),
+            (self.users, subscription.user_id),
+        ):
+            found = registry.get(key)
+            if found is not None:
+                found.discard(subscription)
+                if not found:
+                    del registry[key]
+
+    def book_since(self, symbol: str, sequence: int) -> list[dict] | None:
+        """The level updates after ``sequence``, or None when the history
+        does not reach back that far."""
+        history = self.history.get(symbol)
+        if not history or history[0]["sequence"] > sequence + 1:
+            return None
+        if history[-1]["sequence"] < sequence:
+            return None  # a sequence from another database, or the future
+        return [level for level in history if level["sequence"] > sequence]
+
+    async def _run(self) -> None:
+        import redis.asyncio as redis
+
+        while True:
+            client = redis.Redis.from_url(
+                self.url, socket_connect_timeout=settings.REDIS_TIMEOUT
+            )
+            pubsub = client.pubsub()
+            try:
+                await pubsub.psubscribe(PATTERN)
+                async for message in pubsub.listen():
+                    if message["type"] == "psubscribe":
+                        self.connected.set()
+                    elif message["type"] == "pmessage":
+                        self._dispatch(message["channel"].decode(), message["data"])
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                log.warning("stream subscription lost: %s", error)
+            finally:
+                self._lose_everything()
+                await pubsub.aclose()
+                await client.aclose()
+            await asyncio.sleep(RECONNECT_SECONDS)
+
+    def _lose_everything(self) -> None:
+        """Messages may be lost from here on: every stream must resync."""
+        self.connected.clear()
+        self.history.clear()
+        for subscriptions in self.markets.values():
+            for subscription in subscriptions:
+                subscription.end("unavailable")
+
+    def _dispatch(self, channel: str, data: bytes) -> None:
+        parts = channel.split(".")
+        if len(parts) == 4 and parts[1] == "user" and parts[2].isdigit():
+            targets = self.users.get(int(parts[2]))
+            symbol = None
+        elif len(parts) == 3:
+            symbol = parts[1]
+            targets = self.markets.get(symbol)
+        else:
+            return
+        kind = parts[-1]
+        if symbol is None and not targets:
+            return
+        text = data.decode()
+        body = json.loads(text)
+        if kind == "book":
+            self._remember(symbol, body["levels"])
+        elif kind == "trades" and targets:
+            self._figures_refresh(symbol)
+        if targets:
+            message = Message(kind, body, text)
+            for subscription in targets:
+                subscription.put(message)
+
+    def _remember(self, symbol: str, levels: list[dict]) -> None:
+        history = self.history.setdefault(symbol, deque(maxlen=BOOK_HISTORY))
+        for level in levels:
+            if history and level["sequence"] != history[-1]["sequence"] + 1:
+                history.clear()  # a gap: only what follows it is contiguous
+            history.append(level)
+
+    def _figures_refresh(self, symbol: str) -> None:
+        """Read the ticker and candles once, however many batches arrive
+        while a read is under way (then once more after it)."""
+        if symbol in self.refreshing:
+            self.stale.add(symbol)
+            return
+        self.refreshing[symbol] = _background(self._figures_send(symbol))
+
+    async def _figures_send(self, symbol: str) -> None:
+        try:
+            # After the batch's own events have gone out to every connection,
+            # and once for the batches of a burst.
+            await asyncio.sleep(FIGURES_DELAY_SECONDS)
+            while True:
+                self.stale.discard(symbol)
+                figures = await _read(market_figures)(symbol=symbol)
+                for kind in ("ticker", "candles"):
+                    body = {kind: figures[kind]}
+                    message = Message(kind, body, _json(body))
+                    for subscription in self.markets.get(symbol, ()):
+                        subscription.put(message)
+                if symbol not in self.stale:
+                    return
+        except Exception:
+            log.exception("ticker not refreshed", extra={"market": symbol})
+        finally:
+            del self.refreshing[symbol]
+
+
+def _background(coroutine) -> asyncio.Task:
+    """A task outside the request that happened to start it: its reads
+    (sync_to_async) must not run on that request's thread, gone after it."""
+    return asyncio.create_task(coroutine, context=contextvars.Context())
+
+
+_hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Hub] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def hub() -> Hub:
+    """This event loop's hub (one per process under uvicorn)."""
+    loop = asyncio.get_running_loop()
+    found = _hubs.get(loop)
+    if found is None or found.url != settings.REDIS_URL:
+        found = _hubs[loop] = Hub(settings.REDIS_URL)
+    return found
+
+
+def _json(body: object) -> str:
+    return json.dumps(body, separators=(",", ":"))
+
+
+def event_id_parse(value: str) -> tuple[int, int] | None:
+    """``<book sequence>.<last trade id>``, as every event's id reads."""
+    book, dot, trade = value.strip().partition(".")
+    if not dot or not book.isdigit() or not trade.isdigit():
+        return None
+    if len(book) > 18 or len(trade) > 18:
+        return None
+    return int(book), int(trade)
+
+
+# -- Reads (synchronous: run in a thread through sync_to_async) -----------------
+
+
+_readers: ThreadPoolExecutor | None = None
+
+
+def _read(read):
+    """``read`` in the process's few reading threads, whose database
+    connections serve every stream (thread_sensitive would tie each stream to
+    a thread, and that thread's connection, for as long as it is open)."""
+    global _readers
+    if _readers is None:
+        _readers = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="stream-read")
+    return sync_to_async(read, thread_sensitive=False, executor=_readers)
+
+
+def readers_stop() -> None:
+    """End the reading threads, closing their database connections (a
+    process that stops, or a test that drops its database)."""
+    global _readers
+    readers, _readers = _readers, None
+    if readers is not None:
+        for _ in range(READ_THREADS):
+            readers.submit(connections.close_all)
+        readers.shutdown(wait=True)
+        gc.collect()  # a connection of a thread that ended, if any is left
+
+
+def _reading(read):
+    @functools.wraps(read)
+    def run(*args, **kwargs):
+        close_old_connections()  # as a request would: a broken one is replaced
+        return read(*args, **kwargs)
+
+    return run
+
+
+@_reading
+def market_figures(*, symbol: str) -> dict:
+    """The ticker and each interval's current candle, as the REST API has them."""
+    from trading.api import serializers as api
+    from trading.api.selectors import ticker_for
+    from trading.selectors import CANDLE_INTERVALS, candles, market_get
+
+    market = market_get(symbol=symbol)
+    current = {}
+    for interval in CANDLE_INTERVALS:
+        rows = candles(market=market, interval=interval, limit=1)
+        current[interval] = api.CandleSerializer(rows[-1]).data if rows else None
+    return {
+        "ticker": api.TickerSerializer(ticker_for(market=market)).data,
+        "candles": current,
+    }
+
+
+@_reading
+def snapshot_read(
+    *, market, user, with_book: bool, trades_after: int | None
+) -> tuple[dict, int, int, int]:
+    """What a stream starts with: the snapshot event's body, the book
+    sequence and last trade id it is at, and the user's last fill.
+
+    The sequence is read before the levels: a level changed in between is
+    already in the snapshot and its update, an absolute total, repeats it.
+    """
+    from trading.api import serializers as api
+    from trading.api.selectors import trades_for_user
+    from trading.models import MatcherState, Trade
+    from trading.selectors import order_book, orders_open, trades_recent
+
+    body: dict = {"market": market.symbol}
+    sequence = (
+        MatcherState.objects.filter(market=market)
+        .values_list("book_sequence", flat=True)
+        .first()
+    ) or 0
+    if with_book:
+        book = order_book(market=market, depth=SNAPSHOT_DEPTH)
+        body["sequence"] = sequence
+        body["book"] = {
+            "bids": api.PriceLevelSerializer(book.bids, many=True).data,
+            "asks": api.PriceLevelSerializer(book.asks, many=True).data,
+        }
+    missed = None
+    if trades_after is not None:
+        missed = list(
+            Trade.objects.filter(market=market, pk__gt=trades_after).order_by("pk")[
+                : CATCH_UP_TRADES + 1
+            ]
+        )
+        if len(missed) > CATCH_UP_TRADES:
+            missed = None
+    if missed is None:
+        recent = trades_recent(market=market, limit=RECENT_TRADES)
+        body["trades"] = api.TradeSerializer(recent, many=True).data
+        last_trade = recent[0].pk if recent else 0
+    else:
+        body["missed_trades"] = api.TradeSerializer(missed, many=True).data
+        last_trade = missed[-1].pk if missed else trades_after
+    body.update(market_figures.__wrapped__(symbol=market.symbol))
+    last_fill = 0
+    if user is not None:
+        body["orders"] = api.OrderSerializer(
+            orders_open(user=user, market=market), many=True
+        ).data
+        body["balances"] = _balances(user)
+        last_fill = (
+            trades_for_user(user=user, market=market)
+            .values_list("pk", flat=True)
+            .first()
+        ) or 0
+    return body, sequence, last_trade, last_fill
+
+
+def _balances(user) -> list[dict]:
+    from trading.api import serializers as api
+    from trading.selectors import balances_for_user
+
+    return api.BalanceSerializer(balances_for_user(user=user), many=True).data
+
+
+@_reading
+def orders_read(*, market, user, order_ids: list[int], fills_after: int):
+    """The user's changed orders of this market, and their new fills."""
+    from trading.api import serializers as api
+    from trading.api.selectors import fill_of, orders_for_user, trades_for_user
+
+    orders = orders_for_user(user=user).filter(market=market, pk__in=order_ids)
+    fills = (
+        trades_for_user(user=user, market=market)
+        .filter(pk__gt=fills_after)
+        .order_by("pk")
+    )
+    return (
+        api.OrderSerializer(orders, many=True).data,
+        api.FillSerializer(
+            [fill_of(trade, user=user) for trade in fills], many=True
+        ).data,
+    )
+
+
+@_reading
+def balances_read(*, user) -> list[dict]:
+    return _balances(user)
+
+
+# -- One connection -------------------------------------------------------------------
+
+
+class MarketStream:
+    """The events of one market, and of ``user`` when given, for one client."""
+
+    def __init__(self, *, market, user, last_event_id: str = "") -> None:
+        self.market = market
+        self.user = user
+        self.resume = event_id_parse(last_event_id) if last_event_id else None
+        self.sequence = 0
+        self.last_trade = 0
+        self.last_fill = 0
+
+    def _event(self, kind: str, data: str) -> bytes:
+        return (
+            f"id: {self.sequence}.{self.last_trade}\nevent: {kind}\ndata: {data}\n\n"
+        ).encode()
+
+    def _end(self, reason: str) -> bytes:
+        return self._event("resync", _json({"reason": reason}))
+
+    async def events(self) -> AsyncIterator[bytes]:
+        hub_ = hub()
+        subscription = hub_.subscribe(
+            symbol=self.market.symbol, user_id=self.user.pk if self.user else None
+        )
+        try:
+            # Authentication and the session ran in this request's own
+            # thread; its connections would stay open as long as the stream.
+            await sync_to_async(connections.close_all)()
+            yield f"retry: {RETRY_MILLISECONDS}\n\n".encode()
+            if subscription.ended:
+                yield self._end(subscription.ended)
+                return
+            # Taken in the same step as the subscription: with the queue, it
+            # holds every level update from the client's sequence on.
+            history = (
+                hub_.book_since(self.market.symbol, self.resume[0])
+                if self.resume
+                else None
+            )
+            body, sequence, last_trade, self.last_fill = await _read(snapshot_read)(
+                market=self.market,
+                user=self.user,
+                with_book=history is None,
+                trades_after=self.resume[1] if self.resume else None,
+            )
+            missed = body.pop("missed_trades", None)
+            self.last_trade = last_trade
+            if history is None:
+                self.sequence = sequence
+                yield self._event("snapshot", _json(body))
+            else:
+                yield self._event("snapshot", _json(body))
+                if history:
+                    self.sequence = history[-1]["sequence"]
+                    yield self._event("book", _json({"levels": history}))
+                else:
+                    self.sequence = self.resume[0]
+            if missed:
+                yield self._event("trades", _json({"trades": missed}))
+            async for chunk in self._live(subscription):
+                yield chunk
+        finally:
+            hub_.unsubscribe(subscription)
+
+    async def _live(self, subscription: Subscription) -> AsyncIterator[bytes]:
+        queue = subscription.queue
+        while True:
+            try:
+                message = await asyncio.wait_for(queue.get(), HEARTBEAT_SECONDS)
+            except TimeoutError:
+                yield b": keep-alive\n\n"
+                continue
+            # Everything already queued goes out in one write: a batch's
+            # messages cost one send per connection, not one each.
+            chunks: list[bytes] = []
+            while True:
+                if subscription.ended:
+                    chunks.append(self._end(subscription.ended))
+                    yield b"".join(chunks)
+                    return
+                if message is not None:
+                    if message.kind == "book" and self._gap(message.body["levels"]):
+                        # Redis dropped messages: the client must start again.
+                        chunks.append(self._end("gap"))
+                        yield b"".join(chunks)
+                        return
+                    handler = getattr(self, f"_on_{message.kind}", None)
+                    if handler is not None:
+                        chunks += await handler(message)
+                if queue.empty():
+                    break
+                message = queue.get_nowait()
+            if chunks:
+                yield b"".join(chunks)
+
+    def _gap(self, levels: list[dict]) -> bool:
+        fresh = [level for level in levels if level["sequence"] > self.sequence]
+        return bool(fresh) and fresh[0]["sequence"] != self.sequence + 1
+
+    async def _on_book(self, message: Message) -> list[bytes]:
+        levels = message.body["levels"]
+        fresh = [level for level in levels if level["sequence"] > self.sequence]
+        if not fresh:
+            return []
+        self.sequence = fresh[-1]["sequence"]
+        data = message.data if len(fresh) == len(levels) else _json({"levels": fresh})
+        return [self._event("book", data)]
+
+    async def _on_trades(self, message: Message) -> list[bytes]:
+        trades = message.body["trades"]
+        fresh = [trade for trade in trades if trade["id"] > self.last_trade]
+        if not fresh:
+            return []
+        self.last_trade = fresh[-1]["id"]
+        data = message.data if len(fresh) == len(trades) else _json({"trades": fresh})
+        return [self._event("trades", data)]
+
+    async def _on_ticker(self, message: Message) -> list[bytes]:
+        return [self._event("ticker", message.data)]
+
+    async def _on_candles(self, message: Message) -> list[bytes]:
+        return [self._event("candles", message.data)]
+
+    async def _on_orders(self, message: Message) -> list[bytes]:
+        ids = [row["id"] for row in message.body["orders"]]
+        orders, fills = await _read(orders_read)(
+            market=self.market,
+            user=self.user,
+            order_ids=ids,
+            fills_after=self.last_fill,
+        )
+        chunks = []
+        if fills:
+            self.last_fill = fills[-1]["id"]
+            chunks.append(self._event("fills", _json({"fills": fills})))
+        if orders:
+            chunks.append(self._event("orders", _json({"orders": orders})))
+        return chunks
+
+    async def _on_balances(self, message: Message) -> list[bytes]:
+        # The published rows name tokens by id, the API's by symbol: read
+        # them again (the same values, or newer).
+        balances = await _read(balances_read)(user=self.user)
+        return [self._event("balances", _json({"balances": balances}))]

@@ -1,0 +1,231 @@
+"""The live stream (GET /api/v1/markets/<symbol>/stream/) through its real
+parts: uvicorn, Redis, and orders matched by the matcher (trading.matcher.drain
+runs inline when an order is placed)."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from trading.api_keys import api_key_create
+from trading.models import Trade
+from trading.tests.factories import buy, sell
+from trading.tests.streaming import SseClient
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+PATH = "/api/v1/markets/BTC-USDT/stream/"
+
+
+def key_of(user, **options) -> dict[str, str]:
+    _, key = api_key_create(user=user, name="bot", scopes=["read"], **options)
+    return {"Authorization": f"Api-Key {key}"}
+
+
+def test_a_matched_order_reaches_the_stream_after_its_batch(
+    stream_server, market, alice, bob, funded
+):
+    resting = sell(bob, market, "1", "100")
+    client = SseClient(stream_server.port, PATH, headers=key_of(alice))
+    assert client.status == 200
+    assert client.response.getheader("Content-Type").startswith("text/event-stream")
+    snapshot = client.until("snapshot")
+    assert snapshot.data["book"]["asks"] == [{"price": "100", "quantity": "1"}]
+    assert snapshot.data["orders"] == []
+    usdt = {row["token"]: row for row in snapshot.data["balances"]}["USDT"]
+    assert usdt["available"] == "10000"
+    sequence = snapshot.data["sequence"]
+
+    taker = buy(alice, market, "0.4", "100")
+
+    trade = Trade.objects.get()
+    trades = client.until("trades")
+    assert trades.data["trades"] == [
+        {
+            "id": trade.pk,
+            "price": "100",
+            "quantity": "0.4",
+            "quote_amount": "40",
+            "taker_side": "buy",
+        }
+    ]
+    book = client.until("book")
+    assert book.data["levels"] == [
+        {"sequence": sequence + 1, "side": "sell", "price": "100", "quantity": "0.6"}
+    ]
+    assert book.id == f"{sequence + 1}.{trade.pk}"
+    fills = client.until("fills")
+    assert [(fill["order_id"], fill["liquidity"]) for fill in fills.data["fills"]] == [
+        (taker.pk, "taker")
+    ]
+    orders = client.until("orders")
+    assert [(order["id"], order["status"]) for order in orders.data["orders"]] == [
+        (taker.pk, "filled")
+    ]
+    balances = client.until("balances")
+    usdt = {row["token"]: row for row in balances.data["balances"]}["USDT"]
+    assert usdt["available"] == "9960"
+    ticker = client.until("ticker")
+    assert ticker.data["ticker"]["last_price"] == "100"
+    candles = client.until("candles")
+    assert candles.data["candles"]["1m"]["close"] == "100"
+    client.close()
+    assert resting.pk
+
+
+@pytest.mark.reliability("access-by-id")
+def test_a_user_never_receives_another_users_events(
+    stream_server, market, alice, bob, carol, funded
+):
+    watcher = SseClient(stream_server.port, PATH, headers=key_of(carol))
+    assert watcher.until("snapshot").data["orders"] == []
+    sell(bob, market, "1", "100")
+    buy(alice, market, "1", "100")
+    seen = []
+    while True:
+        event = watcher.next()
+        seen.append(event)
+        if event.event == "candles":  # the last of the batch with the trade
+            break
+    kinds = [event.event for event in seen]
+    assert "trades" in kinds and "book" in kinds
+    assert not {"orders", "fills", "balances"} & set(kinds)
+    watcher.close()
+
+
+def test_anyone_may_watch_the_market_but_sees_no_account(stream_server, market):
+    client = SseClient(stream_server.port, PATH)
+    snapshot = client.until("snapshot")
+    assert "orders" not in snapshot.data and "balances" not in snapshot.data
+    assert snapshot.data["ticker"]["market"] == "BTC-USDT"
+    client.close()
+
+
+@pytest.mark.reliability("key-invalid")
+def test_a_bad_api_key_is_refused_with_a_json_401(stream_server, market, alice):
+    client = SseClient(
+        stream_server.port, PATH, headers={"Authorization": "Api-Key nope.nope"}
+    )
+    assert client.status == 401
+    assert client.response.getheader("WWW-Authenticate") == "Api-Key"
+    assert client.json()["error"]["code"] == "invalid_api_key"
+
+
+@pytest.mark.reliability("key-address")
+def test_a_key_used_from_an_address_it_does_not_allow_gets_a_403(
+    stream_server, market, alice
+):
+    headers = key_of(alice, allowed_ips="192.0.2.0/24")
+    client = SseClient(stream_server.port, PATH, headers=headers)
+    assert client.status == 403
+    assert client.json()["error"]["code"] == "ip_not_allowed"
+
+
+def test_an_unknown_market_is_a_json_404(stream_server):
+    client = SseClient(stream_server.port, "/api/v1/markets/NOPE-USDT/stream/")
+    assert client.status == 404
+    assert client.json()["error"]["code"] == "market_not_found"
+
+
+@pytest.mark.reliability("stream-without-redis")
+def test_without_redis_the_stream_says_it_is_unavailable(
+    stream_server, redis_server, market
+):
+    redis_server.kill()
+    client = SseClient(stream_server.port, PATH)
+    # Either refused at once, or (when the subscription had not noticed yet)
+    # told to resync at its first event.
+    if client.status == 503:
+        assert client.json()["error"]["code"] == "stream_unavailable"
+        assert client.response.getheader("Retry-After")
+    else:
+        assert client.until("resync").data == {"reason": "unavailable"}
+
+
+@pytest.mark.reliability("stream-clients")
+def test_resuming_with_last_event_id_catches_up_with_what_was_missed(
+    stream_server, market, alice, bob, funded
+):
+    sell(bob, market, "1", "100")
+    first = SseClient(stream_server.port, PATH)
+    first.until("snapshot")
+    buy(alice, market, "0.1", "100")
+    first.until("book")
+    last_id = first.last_id
+    first.close()
+
+    # Missed while disconnected: a trade and two level changes.
+    sell(bob, market, "2", "101")
+    buy(alice, market, "0.2", "100")
+    missed = list(Trade.objects.order_by("pk"))[-1]
+
+    again = SseClient(stream_server.port, PATH, headers={"Last-Event-ID": last_id})
+    snapshot = again.until("snapshot")
+    assert "book" not in snapshot.data  # caught up instead
+    assert "trades" not in snapshot.data
+    book = again.until("book")
+    levels = book.data["levels"]
+    assert levels[0]["sequence"] == int(last_id.split(".")[0]) + 1
+    assert [(row["price"], row["quantity"]) for row in levels] == [
+        ("101", "2"),
+        ("100", "0.7"),
+    ]
+    trades = again.until("trades")
+    assert [trade["id"] for trade in trades.data["trades"]] == [missed.pk]
+    again.close()
+
+
+@pytest.mark.reliability("stream-clients")
+def test_resuming_from_an_unknown_position_gets_a_fresh_snapshot(
+    stream_server, market, alice, bob, funded
+):
+    sell(bob, market, "1", "100")
+    client = SseClient(
+        stream_server.port, PATH, headers={"Last-Event-ID": "999999.999999"}
+    )
+    snapshot = client.until("snapshot")
+    assert snapshot.data["book"]["asks"] == [{"price": "100", "quantity": "1"}]
+    client.close()
+    client = SseClient(stream_server.port, PATH, headers={"Last-Event-ID": "junk"})
+    assert "book" in client.until("snapshot").data
+    client.close()
+
+
+@pytest.mark.reliability("stream-clients")
+def test_a_client_that_does_not_read_is_told_to_resync_and_disconnected(
+    settings, stream_server, redis_server, market
+):
+    settings.STREAM_QUEUE_SIZE = 8
+    slow = SseClient(stream_server.port, PATH, receive_buffer=4096, timeout=30)
+    slow.until("snapshot")
+    # A flood the client does not read: once the socket buffers are full the
+    # server's writes wait, its queue fills, and the stream ends.
+    publisher = redis_server.client()
+    filler = "x" * 8_000
+    # More than the kernel's largest send buffer for the connection can
+    # hold, so the server's writes must wait whatever the autotuning.
+    tcp_wmem = Path("/proc/sys/net/ipv4/tcp_wmem").read_text().split()
+    largest_send_buffer = int(tcp_wmem[2])
+    published = largest_send_buffer // len(filler) + 200
+    for number in range(published):
+        trade = {
+            "id": 10**9 + number,
+            "price": "1",
+            "quantity": "1",
+            "quote_amount": "1",
+            "taker_side": "buy",
+            "note": filler,
+        }
+        publisher.publish("trading.BTC-USDT.trades", json.dumps({"trades": [trade]}))
+
+    received = 0
+    while (event := slow.next()) is not None:
+        if event.event == "trades":
+            received += 1
+        last = event
+        if event.event == "resync":
+            break
+    assert last.event == "resync"
+    assert last.data == {"reason": "behind"}
+    assert received < published
+    slow.close()
