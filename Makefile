@@ -20,7 +20,7 @@ DEV_REDIS_URL ?= redis://127.0.0.1:6380/0
 DEV_STREAM := STREAM_ORIGIN=http://127.0.0.1:8001 STREAM_CORS_ORIGINS=http://127.0.0.1:8000 REDIS_URL=$(DEV_REDIS_URL)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run install dev test test-sqlite test-postgres lint format bench bench-load topology s3 setup-minio check check-containers audit reliability
+.PHONY: run install dev test test-sqlite test-postgres lint format bench bench-load topology s3 setup-minio check check-containers audit reliability vendor
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -83,15 +83,15 @@ format: dev
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-## bench: storage, image, page, trading and load benchmarks, written to docs/PERFORMANCE.md
-bench: dev $(NGINX)
-	$(NO_ENV_FILE) $(BIN)/python -m bench.run
-	$(NO_ENV_FILE) $(BIN)/python -m bench.pages
-	$(NO_ENV_FILE) $(BIN)/python -m bench.uploads
+## bench: every benchmark in bench/, each rewriting its section of docs/PERFORMANCE.md
+bench: dev $(NGINX) $(PG_SERVER) $(REDIS_SERVER)
+	$(NO_ENV_FILE) $(BIN)/python -m bench.storage
+	$(NO_ENV_FILE) $(BIN)/python -m bench.images
 	$(NO_ENV_FILE) $(BIN)/python -m bench.trading
+	$(NO_ENV_FILE) $(BIN)/python -m bench.stream
 	$(NO_ENV_FILE) POSTGRES_URL=$(POSTGRES_URL) $(BIN)/python -m bench.load
 
-## bench-load: locust through nginx, one instance then three, written to docs/PERFORMANCE.md
+## bench-load: locust through nginx: one instance against three, pages under the heaviest uploads
 bench-load: dev $(NGINX)
 	$(NO_ENV_FILE) POSTGRES_URL=$(POSTGRES_URL) $(BIN)/python -m bench.load
 
@@ -126,3 +126,9 @@ reliability: dev
 ## check-containers: hadolint and `docker compose config`, no Docker engine needed
 check-containers: dev
 	BIN=$(BIN) bash scripts/check_containers.sh
+
+## vendor: static/vendor/ again from the npm registry (the chart library, pinned), checked against SHA256SUMS
+LIGHTWEIGHT_CHARTS := 5.3.0
+vendor:
+	tmp=$$(mktemp -d) && cd $$tmp && npm pack --silent lightweight-charts@$(LIGHTWEIGHT_CHARTS) >/dev/null && tar -xzf lightweight-charts-$(LIGHTWEIGHT_CHARTS).tgz && cp package/dist/lightweight-charts.standalone.production.js package/LICENSE $(CURDIR)/static/vendor/lightweight-charts/ && rm -rf $$tmp
+	cd static/vendor/lightweight-charts && sha256sum --check --quiet SHA256SUMS

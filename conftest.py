@@ -141,6 +141,129 @@ def mfa_enable():
     return enable
 
 
+# -- People, tokens and a market, built through the real services
+# (tests.factories); every app's tests share these.
+
+
+@pytest.fixture
+def btc(db):
+    from tests.factories import token_make
+
+    return token_make("BTC", decimals=8)
+
+
+@pytest.fixture
+def usdt(db):
+    from tests.factories import token_make
+
+    return token_make("USDT", decimals=6)
+
+
+@pytest.fixture
+def market(btc, usdt):
+    """BTC-USDT: price step 0.01, amount step 0.0001, minimum 1 USDT,
+    maker 0.1 %, taker 0.2 %."""
+    from tests.factories import market_make
+
+    return market_make(btc, usdt)
+
+
+def _user(username: str):
+    from tests.factories import user_make
+
+    return user_make(username)
+
+
+@pytest.fixture
+def alice(db):
+    """A member with a verified e-mail address and the factories' PASSWORD."""
+    return _user("alice")
+
+
+@pytest.fixture
+def bob(db):
+    return _user("bob")
+
+
+@pytest.fixture
+def carol(db):
+    return _user("carol")
+
+
+@pytest.fixture
+def funded(alice, bob, carol, btc, usdt):
+    """alice, bob and carol each hold 10 BTC and 10,000 USDT."""
+    from tests.factories import fund
+
+    for user in (alice, bob, carol):
+        fund(user, btc, "10")
+        fund(user, usdt, "10000")
+
+
+@pytest.fixture
+def alice_client(client, alice, reauthenticate):
+    """A client signed in as alice, who has just confirmed her password (as
+    API keys, withdrawals and address changes ask)."""
+    from tests.factories import PASSWORD
+
+    client.force_login(alice)
+    reauthenticate(client, PASSWORD)
+    return client
+
+
+def _api_client(user, reauthenticate):
+    from rest_framework.test import APIClient
+
+    from tests.factories import PASSWORD
+
+    client = APIClient()
+    client.force_login(user)
+    reauthenticate(client, PASSWORD)
+    return client
+
+
+@pytest.fixture
+def as_alice(alice, reauthenticate):
+    """The API as alice, signed in by session, her password just confirmed."""
+    return _api_client(alice, reauthenticate)
+
+
+@pytest.fixture
+def as_bob(bob, reauthenticate):
+    return _api_client(bob, reauthenticate)
+
+
+@pytest.fixture
+def staff(db):
+    """A superuser (no second factor: only the admin asks for one)."""
+    from django.contrib.auth import get_user_model
+
+    from tests.factories import PASSWORD
+
+    return get_user_model().objects.create_superuser(
+        "root", email="root@example.com", password=PASSWORD
+    )
+
+
+@pytest.fixture
+def staff_client(client, staff, mfa_enable):
+    """A client signed in as ``staff``, with the second factor the admin needs."""
+    mfa_enable(staff)
+    client.force_login(staff)
+    return client
+
+
+@pytest.fixture
+def redis_server(tmp_path):
+    """A Redis of the test's own (core/tests/redis_server.py): the machine's
+    is shared with other runs, whose processes use the same keys and
+    channels."""
+    from core.tests.redis_server import redis_running
+
+    with redis_running(tmp_path) as server:
+        yield server
+
+
 @pytest.fixture(autouse=True)
 def empty_cache():
     """Each test starts with an empty cache: nothing rendered for another
@@ -299,6 +422,24 @@ def s3_client(s3_server):
         secure=False,
         region="us-east-1",
     )
+
+
+@pytest.fixture
+def storage(minio_options):
+    """A MinIOStorage on the run's S3 server and a bucket of the test's own."""
+    from storage.backends import MinIOStorage
+
+    return MinIOStorage(**minio_options)
+
+
+@pytest.fixture
+def profile(any_storage, put_exact, alice):
+    """alice's profile, in a storage that holds the default avatar (as
+    setup_minio and the repository's media/ put it there)."""
+    from accounts.models import DEFAULT_AVATAR
+
+    put_exact(any_storage, DEFAULT_AVATAR, b"default")
+    return alice.profile
 
 
 @pytest.fixture

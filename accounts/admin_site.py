@@ -5,8 +5,26 @@ from __future__ import annotations
 from allauth.account.decorators import secure_admin_login
 from allauth.mfa.utils import is_mfa_enabled
 from django.contrib import admin
+from django.contrib.admin.views.autocomplete import AutocompleteJsonView
+from django.contrib.auth import get_user_model
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
+
+
+def user_label(user) -> str:
+    """A user as staff pick one: the name, and the e-mail address when set."""
+    return f"{user.get_username()} <{user.email}>" if user.email else str(user)
+
+
+class AutocompleteView(AutocompleteJsonView):
+    """The admin's autocomplete, naming users with their e-mail address:
+    staff search by either and see which account they are about to pick."""
+
+    def serialize_result(self, obj, to_field_name):
+        result = super().serialize_result(obj, to_field_name)
+        if isinstance(obj, get_user_model()):
+            result["text"] = user_label(obj)
+        return result
 
 
 class SecureAdminSite(admin.AdminSite):
@@ -16,6 +34,9 @@ class SecureAdminSite(admin.AdminSite):
 
     def has_permission(self, request: HttpRequest) -> bool:
         return super().has_permission(request) and is_mfa_enabled(request.user)
+
+    def autocomplete_view(self, request: HttpRequest) -> HttpResponse:
+        return AutocompleteView.as_view(admin_site=self)(request)
 
     def login(self, request: HttpRequest, extra_context=None) -> HttpResponse:
         """Anonymous visitors go to the site's log-in (throttled, with the

@@ -1,27 +1,41 @@
-from allauth.usersessions.middleware import UserSessionsMiddleware
+from allauth.usersessions.internal import usersessionkit
+from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.cache import cache
 from django.http import HttpRequest
 from django.utils.cache import patch_cache_control
 
+from core.middleware import AsyncCapable
+
 # How stale "last seen" on the session list may be.
 SEEN_EVERY_SECONDS = 60
 
 
-class SessionActivityMiddleware(UserSessionsMiddleware):
+class SessionActivityMiddleware(AsyncCapable):
     """allauth's session tracking (address, browser, last seen), written at
     most once a minute per session instead of on every request: one cache
-    operation per request rather than a read and a write in the database."""
+    operation per request rather than a read and a write in the database.
+    It replaces allauth's ``UserSessionsMiddleware``, which is synchronous
+    only, and tracks as it does."""
 
-    def __call__(self, request: HttpRequest):
+    def call(self, request: HttpRequest):
+        self._track(request)
+        return self.get_response(request)
+
+    async def acall(self, request: HttpRequest):
+        await sync_to_async(self._track)(request)
+        return await self.get_response(request)
+
+    def _track(self, request: HttpRequest) -> None:
         session = getattr(request, "session", None)
         key = session.session_key if session is not None else None
         if key and cache.add(f"usersessions:seen:{key}", True, SEEN_EVERY_SECONDS):
-            return super().__call__(request)
-        return self.get_response(request)
+            usersessionkit.track_activity(
+                request, user=getattr(request, "user", None), session=session
+            )
 
 
-class PrivateResponseMiddleware:
+class PrivateResponseMiddleware(AsyncCapable):
     """``Cache-Control: private, no-store`` on every answer to a signed-in
     request, page or API (an API key signs in too: DRF sets request.user).
 
@@ -35,28 +49,46 @@ class PrivateResponseMiddleware:
     Anonymous pages are left cacheable, as before.
     """
 
-    def __init__(self, get_response):
-        self.get_response = get_response
-
-    def __call__(self, request: HttpRequest):
+    def call(self, request: HttpRequest):
         response = self.get_response(request)
         if (
-            "public" not in response.get("Cache-Control", "")
-            and "X-Accel-Redirect" not in response
+            _may_be_shared(response)
+            and _has_credentials(request)
             and _signed_in(request)
         ):
             patch_cache_control(response, private=True, no_store=True)
         return response
 
+    async def acall(self, request: HttpRequest):
+        response = await self.get_response(request)
+        # The user, unless a view already has it, is read from the database:
+        # in a thread.
+        if (
+            _may_be_shared(response)
+            and _has_credentials(request)
+            and await sync_to_async(_signed_in)(request)
+        ):
+            patch_cache_control(response, private=True, no_store=True)
+        return response
 
-def _signed_in(request: HttpRequest) -> bool:
+
+def _may_be_shared(response) -> bool:
+    return (
+        "public" not in response.get("Cache-Control", "")
+        and "X-Accel-Redirect" not in response
+    )
+
+
+def _has_credentials(request: HttpRequest) -> bool:
     # Only a request carrying credentials can be signed in. Asking about the
     # others would read nothing, yet mark answers that are the same for
     # everyone (health checks, a visitor's pages) as varying by cookie.
-    if (
-        settings.SESSION_COOKIE_NAME not in request.COOKIES
-        and "HTTP_AUTHORIZATION" not in request.META
-    ):
-        return False
+    return (
+        settings.SESSION_COOKIE_NAME in request.COOKIES
+        or "HTTP_AUTHORIZATION" in request.META
+    )
+
+
+def _signed_in(request: HttpRequest) -> bool:
     user = getattr(request, "user", None)
     return bool(user is not None and user.is_authenticated)

@@ -26,8 +26,6 @@ from storage.exceptions import (
     UploadThrottled,
 )
 from storage.throttle import image_upload_throttle
-from trading.api.forms import ApiKeyCreateForm
-from trading.api_keys import api_keys_for_user
 
 STORAGE_DOWN_MESSAGE = (
     "Your picture could not be saved because file storage is unavailable right "
@@ -132,8 +130,6 @@ def _profile_render(
         {
             "profile": profile,
             "form": form,
-            "api_keys": api_keys_for_user(user=request.user),
-            "api_key_form": ApiKeyCreateForm(),
             "email_verified": security.email_verified,
             "mfa_enabled": security.mfa_enabled,
             "sessions": security.sessions,

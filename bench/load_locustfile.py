@@ -1,13 +1,11 @@
 """The users of the load benchmark (``bench/load.py`` runs locust on this file).
 
-Visitors browse without an account: the home page, the token list, a token's
-page and the markets. Members are signed in (a session made through the login
-form before the run, passed in ``LOAD_SESSIONS``): mostly their profile page,
-sometimes a new avatar, sent as the page's script sends it. No think time:
-each user sends its next request as soon as the last one is answered, so the
-rate is what the stack sustains for that many concurrent users. Each user
-sends X-Forwarded-For with a loopback address of its own (a member, the one
-it logged in from), as the load balancer in front of nginx would.
+Visitors browse without an account; members are signed in (sessions made
+through the login form before the run, in ``LOAD_SESSIONS``) and view their
+profile, sometimes uploading a new avatar as the page's script does: a small
+JPEG, or with ``LOAD_UPLOAD`` that file, for which a 503 (no decode slot free)
+is an answer too. No think time. Each user sends X-Forwarded-For with a
+loopback address of its own (a member, the one it logged in from).
 
 Importing locust patches the standard library for gevent, so nothing but
 locust imports this module.
@@ -20,66 +18,42 @@ import json
 import os
 import random
 import re
-from http.cookiejar import Cookie
 from pathlib import Path
 
 from locust import FastHttpUser, constant, task
+from requests.cookies import create_cookie
 
 from scripts.topology import client_address, colour, image_bytes, multipart_body
 
 SESSIONS = json.loads(Path(os.environ["LOAD_SESSIONS"]).read_text())
 SYMBOLS = os.environ["LOAD_SYMBOLS"].split(",")
 CSRF = re.compile(r'name="csrfmiddlewaretoken" value="([^"]+)"')
-AVATARS = [image_bytes(colour(number), kind="avatar") for number in range(8)]
-_sessions = itertools.count()
+if os.environ.get("LOAD_UPLOAD"):
+    UPLOADS = [
+        ("heaviest.jpg", "image/jpeg", Path(os.environ["LOAD_UPLOAD"]).read_bytes())
+    ]
+    ANSWERS = (200, 503)
+else:
+    UPLOADS = [image_bytes(colour(number), kind="avatar") for number in range(8)]
+    ANSWERS = (200,)
+_members = itertools.count()
 _visitors = itertools.count(len(SESSIONS))  # after the members' addresses
-
-
-def _cookie(name: str, value: str, host: str) -> Cookie:
-    return Cookie(
-        version=0,
-        name=name,
-        value=value,
-        port=None,
-        port_specified=False,
-        domain=host,
-        domain_specified=False,
-        domain_initial_dot=False,
-        path="/",
-        path_specified=True,
-        secure=False,
-        expires=None,
-        discard=True,
-        comment=None,
-        comment_url=None,
-        rest={},
-    )
 
 
 class Visitor(FastHttpUser):
     weight = 3
     wait_time = constant(0)
+    pages = {"/": 3, "/tokens/": 2, "/tokens/<symbol>/": 3, "/markets/": 2}
 
     def __init__(self, environment) -> None:
         # Read when the client is made, for every request it sends.
         self.default_headers = {"X-Forwarded-For": client_address(next(_visitors))}
         super().__init__(environment)
 
-    @task(3)
-    def home(self) -> None:
-        self.client.get("/")
-
-    @task(2)
-    def token_list(self) -> None:
-        self.client.get("/tokens/")
-
-    @task(3)
-    def token_page(self) -> None:
-        self.client.get(f"/tokens/{random.choice(SYMBOLS)}/", name="/tokens/<symbol>/")
-
-    @task(2)
-    def markets(self) -> None:
-        self.client.get("/markets/")
+    @task
+    def page(self) -> None:
+        page = random.choices(list(self.pages), weights=self.pages.values())[0]
+        self.client.get(page.replace("<symbol>", random.choice(SYMBOLS)), name=page)
 
 
 class Member(FastHttpUser):
@@ -87,22 +61,21 @@ class Member(FastHttpUser):
     wait_time = constant(0)
 
     def __init__(self, environment) -> None:
-        self.session = SESSIONS[next(_sessions) % len(SESSIONS)]
+        self.session = SESSIONS[next(_members) % len(SESSIONS)]
         self.default_headers = {"X-Forwarded-For": self.session["address"]}
         super().__init__(environment)
 
     def on_start(self) -> None:
-        self.username = self.session["username"]
-        host = self.host.split("://", 1)[1].split(":")[0]
+        host, self.csrf_token = self.host.split("://", 1)[1].split(":")[0], ""
         for name, value in self.session["cookies"].items():
-            self.client.cookiejar.set_cookie(_cookie(name, value, host))
-        self.csrf_token = ""
+            self.client.cookiejar.set_cookie(create_cookie(name, value, domain=host))
 
     @task(8)
     def profile(self) -> None:
         with self.client.get("/accounts/profile/", catch_response=True) as response:
-            found = CSRF.search(response.text or "")
-            if f"<h1>{self.username}</h1>" not in (response.text or "") or not found:
+            page = response.text or ""
+            found = CSRF.search(page)
+            if f"<h1>{self.session['username']}</h1>" not in page or not found:
                 response.failure("not the member's profile page")
                 return
             self.csrf_token = found[1]
@@ -112,23 +85,18 @@ class Member(FastHttpUser):
         if not self.csrf_token:
             self.profile()
         body, content_type = multipart_body(
-            {"csrfmiddlewaretoken": self.csrf_token},
-            {"avatar": random.choice(AVATARS)},
+            {"csrfmiddlewaretoken": self.csrf_token}, {"avatar": random.choice(UPLOADS)}
         )
+        headers = {"Content-Type": content_type, "X-Requested-With": "XMLHttpRequest"}
         with self.client.post(
             "/accounts/profile/",
             data=body,
-            headers={
-                "Content-Type": content_type,
-                "X-Requested-With": "XMLHttpRequest",
-                "Origin": self.host,
-            },
+            headers=headers | {"Origin": self.host},
             name="/accounts/profile/ (avatar upload)",
             catch_response=True,
         ) as response:
-            try:
-                stored = "avatar_url" in json.loads(response.text or "")
-            except ValueError:
-                stored = False
-            if response.status_code != 200 or not stored:
-                response.failure(f"upload answered {response.status_code}")
+            status, text = response.status_code, response.text or ""
+            if status in ANSWERS and (status != 200 or "avatar_url" in text):
+                response.success()  # a 503 is an error to locust otherwise
+            else:
+                response.failure(f"upload answered {status}")

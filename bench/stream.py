@@ -4,8 +4,9 @@
 
 Method: a Redis of its own, a SQLite database in a temporary folder (migrated,
 one market, two funded users), and one stream process as `make run` and
-docker-compose.yml run it (``uvicorn crypto_exchange.asgi:application``,
-DEBUG off). This process is the load generator, on the same cores: it opens
+docker-compose.yml run it (``uvicorn crypto_exchange.asgi:application --loop
+uvloop --http httptools``, DEBUG off). This process is the load generator, on
+the same cores (asyncio's own loop, as a plain client would be): it opens
 ``--clients`` anonymous streams of the market (asyncio sockets) and waits
 for each one's snapshot; the stream process's resident memory (VmRSS) before
 and after, divided by the clients, is the memory per connection. Then, one
@@ -15,7 +16,9 @@ process; the clock starts just before ``drain``, so each latency includes the
 batch's matching and commit, then its publication, the stream process's one
 Redis subscription, the fan-out and the socket, until the client has read the
 ``trades`` event naming the new trade. p50 and p99 are over every client and
-every trade. Writes the section ``## Live stream`` of docs/PERFORMANCE.md.
+every trade. The machine's load average (1 minute) is noted before and after:
+other work on these cores shows in the tail. Writes the section ``## Live
+stream`` of docs/PERFORMANCE.md.
 """
 
 from __future__ import annotations
@@ -89,6 +92,7 @@ def server_start(env: dict[str, str], port: int, log: Path) -> subprocess.Popen:
             "-m",
             "uvicorn",
             "crypto_exchange.asgi:application",
+            *("--loop", "uvloop", "--http", "httptools"),
             "--host",
             "127.0.0.1",
             "--port",
@@ -201,6 +205,8 @@ def main() -> int:
     from core.tests.redis_server import RedisServer
     from trading.tests.streaming import free_port
 
+    load_before = os.getloadavg()[0]
+
     with tempfile.TemporaryDirectory(prefix="bench-stream-") as folder:
         directory = Path(folder)
         redis = RedisServer(directory)
@@ -229,7 +235,7 @@ def main() -> int:
         from django.core.management import call_command
 
         call_command("migrate", verbosity=0)
-        from trading.tests.factories import fund, market_make, token_make, user_make
+        from tests.factories import fund, market_make, token_make, user_make
 
         market = market_make(token_make("BTC"), token_make("USDT", decimals=6))
         seller, buyer = user_make("seller"), user_make("buyer")
@@ -260,7 +266,8 @@ def main() -> int:
         "load generator on the same cores; method in the module's docstring). "
         f"{args.clients} anonymous streams of one market on one uvicorn process, "
         f"{args.trades} trades one at a time; the machine's load average was "
-        f"{load:.1f} at the end (other work shares these cores).\n\n"
+        f"{load_before:.1f} before and {load:.1f} at the end (other work shares "
+        "these cores).\n\n"
         "| Measure | Value |\n|---|---|\n"
         f"| Batch start to `trades` event at the client, p50 | {p50:.1f} ms |\n"
         f"| Batch start to `trades` event at the client, p99 | {p99:.1f} ms |\n"

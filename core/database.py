@@ -14,7 +14,11 @@ when the failure came before anything that writes was sent:
   have been applied before the answer was lost. Either is "unknown".
 
 ``DatabaseWatchMiddleware`` (core.middleware) watches every statement of a
-request through Django's ``connection.execute_wrapper``; a view narrows the
+request through an execute wrapper (``watch_connection``) that hands each
+statement to the watch of the request it belongs to, found in a context
+variable: under WSGI the request's thread, under ASGI whichever thread runs
+the request's synchronous parts (asgiref copies the context into it, and a
+thread may serve several streams' requests in turn). A view narrows the
 question to its one service call with ``service_call``, which also says how
 the client finds out and retries safely (a ``client_order_id``, a
 ``reference``). Statements sent around Django's cursor (the raw driver)
@@ -26,8 +30,9 @@ from __future__ import annotations
 import contextlib
 import re
 from collections.abc import Iterator
+from contextvars import ContextVar
 
-from django.db import InterfaceError, OperationalError
+from django.db import InterfaceError, OperationalError, connection
 from django.http import HttpRequest
 
 UNAVAILABLE = (OperationalError, InterfaceError)
@@ -136,6 +141,35 @@ class WriteWatch:
         self._reset()
         self.recovery, self.resend = recovery, resend
         yield
+
+
+_current: ContextVar[WriteWatch | None] = ContextVar("database_watch", default=None)
+
+
+def _watched(execute, sql, params, many, context):
+    watch = _current.get()
+    if watch is None:
+        return execute(sql, params, many, context)
+    return watch(execute, sql, params, many, context)
+
+
+def watch_connection() -> None:
+    """Route the statements of this thread's connection through the current
+    request's watch, if any (idempotent: the wrapper stays for the thread's
+    later requests, and passes statements outside a request through)."""
+    if _watched not in connection.execute_wrappers:
+        connection.execute_wrappers.append(_watched)
+
+
+@contextlib.contextmanager
+def watching(watch: WriteWatch) -> Iterator[None]:
+    """Statements sent from this context (and the threads asgiref runs its
+    synchronous parts in) go through ``watch``."""
+    token = _current.set(watch)
+    try:
+        yield
+    finally:
+        _current.reset(token)
 
 
 def request_watch(request: HttpRequest) -> WriteWatch | None:

@@ -1,10 +1,11 @@
 """Errors answered outside the API's views, in the format the client reads.
 
 The API's views answer their own errors as ``{"error": {"code", "message"}}``
-(trading.api.exceptions). Django answers the rest itself: a URL nothing
-serves, a body too large to read, an exception no view caught, a request
-refused by core.middleware. Under /api/ those are JSON in the same shape
-too; anywhere else they are the site's error pages (templates/400.html ...).
+(``error_body``, used by trading.api.exceptions). Django answers the rest
+itself: a URL nothing serves, a body too large to read, an exception no view
+caught, a request refused by core.middleware. Under /api/ those are JSON in
+the same shape too; anywhere else they are the site's error pages
+(templates/400.html ...).
 crypto_exchange.urls names the handlers below.
 """
 
@@ -31,7 +32,6 @@ from django.template import loader
 from django.views import defaults
 
 from core.database import UNAVAILABLE, request_watch, unavailable_error
-from trading.api.exceptions import error_body
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +43,11 @@ _PAGES_UNDER_API = ("/api/docs/", "/api/keys/")
 def wants_json(request: HttpRequest) -> bool:
     path = request.path_info
     return path.startswith("/api/") and not path.startswith(_PAGES_UNDER_API)
+
+
+def error_body(code: str, message: str, **extra: object) -> dict:
+    """The API's one error shape, for every status and every answerer."""
+    return {"error": {"code": code, "message": message, **extra}}
 
 
 def api_error(*, status: int, code: str, message: str) -> JsonResponse:

@@ -15,27 +15,105 @@ no session and touches no database. What it refuses:
 
 Cookies carrying a NUL are dropped, so a forged session cookie is just no
 session. JSON bodies are the API's parser's and serializers' (core.parsers).
+
+Every middleware of the project serves both handlers (``AsyncCapable``): the
+ASGI process of the live stream builds an all-async chain, so that a request
+never parks a thread while it awaits, and the WSGI workers the same
+synchronous chain as before.
 """
 
 from __future__ import annotations
 
+import functools
 from urllib.parse import unquote_to_bytes
 
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
 from django.conf import settings
-from django.db import connection
 from django.http import Http404, HttpRequest, HttpResponse
+from whitenoise.middleware import WhiteNoiseMiddleware
 
-from core.database import UNAVAILABLE, WriteWatch
+from core.database import UNAVAILABLE, WriteWatch, watch_connection, watching
 from core.errors import NullCharacter, database_unavailable, refusal, wants_json
 
 _FORMS = ("application/x-www-form-urlencoded", "multipart/form-data")
 
 
-class RequestGuardMiddleware:
-    def __init__(self, get_response):
-        self.get_response = get_response
+class AsyncCapable:
+    """Django's pattern for middleware that serves both handlers
+    (``MiddlewareMixin``, django/utils/deprecation.py): the handler below
+    decides. Under WSGI ``__call__`` runs ``call``; under ASGI the instance
+    is a coroutine function running ``acall``, with no thread of its own.
+    Subclasses write the two with the same behaviour."""
 
-    def __call__(self, request: HttpRequest) -> HttpResponse:
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response) -> None:
+        self.get_response = get_response
+        self.async_mode = iscoroutinefunction(get_response)
+        if self.async_mode:
+            markcoroutinefunction(self)
+
+    def __call__(self, request: HttpRequest):
+        if self.async_mode:
+            return self.acall(request)
+        return self.call(request)
+
+    def call(self, request: HttpRequest) -> HttpResponse:
+        return self.get_response(request)
+
+    async def acall(self, request: HttpRequest) -> HttpResponse:
+        return await self.get_response(request)
+
+
+class StaticFilesMiddleware(WhiteNoiseMiddleware):
+    """WhiteNoise (static files from the app itself), able to serve both
+    handlers: whitenoise 6 is synchronous only, and one synchronous
+    middleware in the list makes every ASGI request hold a thread while the
+    rest of the chain runs, its awaits included (for streams, the thread
+    their requests share: crypto_exchange.asgi)."""
+
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response=None, settings=settings) -> None:
+        super().__init__(get_response, settings)
+        self.async_mode = iscoroutinefunction(get_response)
+        if self.async_mode:
+            markcoroutinefunction(self)
+
+    def __call__(self, request: HttpRequest):
+        if self.async_mode:
+            return self.acall(request)
+        return super().__call__(request)
+
+    async def acall(self, request: HttpRequest) -> HttpResponse:
+        if self.autorefresh:
+            # DEBUG: looks on disk.
+            static_file = await sync_to_async(self.find_file)(request.path_info)
+        else:
+            static_file = self.files.get(request.path_info)
+        if static_file is not None:
+            return await sync_to_async(self.serve)(static_file, request)
+        return await self.get_response(request)
+
+
+class RequestGuardMiddleware(AsyncCapable):
+    def call(self, request: HttpRequest) -> HttpResponse:
+        refused = self._door(request)
+        if refused is not None:
+            return refused(request)
+        return self.get_response(request)
+
+    async def acall(self, request: HttpRequest) -> HttpResponse:
+        refused = self._door(request)
+        if refused is not None:
+            # The error page may read the database (its template's context).
+            return await sync_to_async(refused)(request)
+        return await self.get_response(request)
+
+    def _door(self, request: HttpRequest):
+        """None when the request may go on, else what answers it."""
         if "\x00" in request.path_info:
             raise Http404("NUL in the path")
         if b"\x00" in unquote_to_bytes(request.META.get("QUERY_STRING", "")):
@@ -48,7 +126,7 @@ class RequestGuardMiddleware:
             for name, value in request.COOKIES.items()
             if "\x00" not in name and "\x00" not in value
         }
-        return self.get_response(request)
+        return None
 
     def process_view(self, request: HttpRequest, view, args, kwargs) -> None:
         # Forms are parsed here, once the URL is known to exist; CSRF's check
@@ -63,10 +141,11 @@ class RequestGuardMiddleware:
             raise NullCharacter("NUL in a form field")
 
 
-def _body_refusal(request: HttpRequest) -> HttpResponse | None:
+def _body_refusal(request: HttpRequest):
+    """None, or a function of the request that renders the refusal."""
     if "chunked" in request.META.get("HTTP_TRANSFER_ENCODING", "").lower():
-        return refusal(
-            request,
+        return functools.partial(
+            refusal,
             status=411,
             code="length_required",
             message="Send the request body with a Content-Length header; "
@@ -79,8 +158,8 @@ def _body_refusal(request: HttpRequest) -> HttpResponse | None:
     limit = settings.MAX_REQUEST_BODY_SIZE
     if length <= limit:
         return None
-    return refusal(
-        request,
+    return functools.partial(
+        refusal,
         status=413,
         code="request_too_large",
         message=f"The request is larger than the {_megabytes(limit)} MB "
@@ -92,7 +171,7 @@ def _megabytes(size: int) -> str:
     return f"{size / (1024 * 1024):.1f}".removesuffix(".0")
 
 
-class DatabaseWatchMiddleware:
+class DatabaseWatchMiddleware(AsyncCapable):
     """Watches what each request sends to the database (core.database), so
     that a lost connection is answered honestly: a 503 saying "nothing was
     changed" only when nothing that writes was sent, else ``outcome_unknown``
@@ -100,13 +179,18 @@ class DatabaseWatchMiddleware:
     the 503 page elsewhere); failures in other middleware (the session's
     save) reach ``core.errors.server_error``, which answers the same."""
 
-    def __init__(self, get_response):
-        self.get_response = get_response
-
-    def __call__(self, request: HttpRequest) -> HttpResponse:
+    def call(self, request: HttpRequest) -> HttpResponse:
         request.database_watch = watch = WriteWatch()
-        with connection.execute_wrapper(watch):
+        watch_connection()
+        with watching(watch):
             return self.get_response(request)
+
+    async def acall(self, request: HttpRequest) -> HttpResponse:
+        request.database_watch = watch = WriteWatch()
+        # The thread that runs this request's synchronous parts.
+        await sync_to_async(watch_connection)()
+        with watching(watch):
+            return await self.get_response(request)
 
     def process_view(self, request: HttpRequest, view, args, kwargs) -> None:
         request.database_watch.start()

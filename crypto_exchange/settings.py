@@ -127,14 +127,19 @@ INSTALLED_APPS = [
     "tokens",
     "trading",
     "verification",
+    "exchange",
     # Last, as its documentation asks: it deletes replaced and orphaned files
     # only after the transaction commits, and never a field's default file.
     "django_cleanup.apps.CleanupConfig",
 ]
 
+# Every entry serves both handlers (Django's own, allauth's, and ours in
+# core.middleware): under ASGI (the live stream) one synchronous middleware
+# would make each request hold a thread for as long as it runs.
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
-    "whitenoise.middleware.WhiteNoiseMiddleware",
+    # WhiteNoise, able to serve ASGI too.
+    "core.middleware.StaticFilesMiddleware",
     "storage.middleware.MediaOriginCSPMiddleware",
     # Before the session: a refused request reads none (NUL bytes, bodies
     # over MAX_REQUEST_BODY_SIZE); after the headers' middleware, so that its
@@ -505,26 +510,13 @@ MINIO_MAX_RETRIES = _env_or_improperly_configured(
 )
 # One request to the store, retries included, ends within this (a hung store
 # must not hold a worker until gunicorn's 30 s timeout kills it).
-MINIO_DEADLINE = storage_config.validate_deadline(
-    _env_or_improperly_configured(
-        env.float, "MINIO_DEADLINE", default=storage_config.DEFAULT_DEADLINE
-    )
+MINIO_DEADLINE = _env_or_improperly_configured(
+    env.float, "MINIO_DEADLINE", default=storage_config.DEFAULT_DEADLINE
 )
 
+# The MINIO_* values are checked where they are used, by MinIOStorage, and at
+# start-up by the system check storage.E001 (storage/checks.py).
 if USE_MINIO:
-    storage_config.validate_endpoint(MINIO_ENDPOINT)
-    storage_config.validate_credentials(MINIO_ACCESS_KEY, MINIO_SECRET_KEY)
-    storage_config.validate_bucket_name(MINIO_BUCKET_NAME)
-    storage_config.validate_url_mode(MINIO_MEDIA_URL_MODE)
-    MINIO_PUBLIC_URL = storage_config.validate_public_url(
-        MINIO_PUBLIC_URL, url_mode=MINIO_MEDIA_URL_MODE
-    )
-    if not MINIO_REGION:
-        raise ImproperlyConfigured("MINIO_REGION must not be empty.")
-    if MINIO_PRESIGNED_EXPIRY < 1 or MINIO_PRESIGNED_EXPIRY > 7 * 24 * 3600:
-        raise ImproperlyConfigured(
-            "MINIO_PRESIGNED_EXPIRY must be between 1 and 604800 seconds (7 days)."
-        )
     _default_storage = {"BACKEND": "storage.backends.MinIOStorage"}
     # The same bucket and client: private keys stay under private/, which no
     # bucket policy grants and the media view refuses.

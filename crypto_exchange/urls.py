@@ -1,8 +1,8 @@
 from django.contrib import admin
 from django.urls import include, path
 
-from storage.health import Readiness, liveness
-from tokens.views import home
+from exchange.health import Readiness, liveness
+from exchange.views import home
 
 # admin.site is accounts.admin_site.SecureAdminSite: the site's own log-in,
 # and staff need a second factor.

@@ -22,12 +22,12 @@ ROOT = Path(__file__).resolve().parent.parent
 def main() -> None:
     sys.path.insert(0, str(ROOT))
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "crypto_exchange.settings")
-    from django.conf import settings
+    import django
     from django.core.exceptions import ImproperlyConfigured
     from django.core.management import execute_from_command_line
 
     try:
-        settings.INSTALLED_APPS  # noqa: B018 - loads the settings, which validate
+        django.setup()  # the settings, then the storages, which validate them
     except ImproperlyConfigured as exc:
         sys.exit(f"Configuration error: {exc}")
     execute_from_command_line(["manage.py", "setup_minio", *sys.argv[1:]])

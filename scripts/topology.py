@@ -12,7 +12,10 @@ with ``--bind 127.0.0.1:PORT``) with production settings from the environment,
 and Debian's nginx (``/usr/sbin/nginx``, ``make /usr/sbin/nginx`` installs it)
 round-robin in front of them, with the proxy settings of ``deploy/nginx.conf``
 and its per-client limit on upload POSTs (the scenario, which uploads as fast
-as it can, raises its rate to ``SCENARIO_UPLOAD_RATE``). Every port is chosen
+as it can, raises its rate to ``SCENARIO_UPLOAD_RATE``), the order matcher
+(``manage.py run_matcher``), and the live stream's ASGI process (uvicorn, as
+the Procfile and docker-compose.yml run it) behind nginx's stream location of
+``deploy/nginx.conf``, copied verbatim. Every port is chosen
 free; everything is stopped and removed on exit, also on an error, Ctrl-C or
 SIGTERM.
 
@@ -99,6 +102,14 @@ REDIS_CLAIM_KEY = "topology:claimed-by"
 REDIS_CLAIM_SECONDS = 6 * 3600
 DEFAULT_AVATAR = "default_avatar.jpg"
 S3_REGION = "us-east-1"
+
+# The live stream's process, as the Procfile's `stream` and docker-compose's
+# `stream` service run it (there on 0.0.0.0 inside the container).
+STREAM_COMMAND = [
+    *("-m", "uvicorn", "crypto_exchange.asgi:application"),
+    *("--loop", "uvloop", "--http", "httptools"),
+    *("--timeout-graceful-shutdown", "5", "--no-access-log"),
+]
 
 READY_TIMEOUT = 90.0
 STOP_TIMEOUT = 40.0  # gunicorn's graceful_timeout is 25 s
@@ -232,8 +243,9 @@ def deploy_proxy_settings(text: str) -> dict[str, list[str]]:
     locations, nor ``proxy_pass``, whose upstream differs); ``media_store``:
     the ``internal`` location media are handed to (X-Accel-Redirect) and the
     named locations of its error pages, whole (the store's address is
-    replaced). Everything Docker-specific (resolver, service names, ports) is
-    left out.
+    replaced); ``stream``: the location of the live stream, whole (its
+    ``proxy_pass`` names the upstream ``stream``). Everything Docker-specific
+    (resolver, service names, ports) is left out.
     """
     text = _strip_comments(text)
     maps = re.findall(r"^\s*(map\s[^{]*\{[^}]*\})", text, re.MULTILINE)
@@ -255,6 +267,11 @@ def deploy_proxy_settings(text: str) -> dict[str, list[str]]:
         "\n".join(line for line in block.splitlines() if line.strip())
         for block in internal + [blocks[name] for name in sorted(error_pages)]
     ]
+    stream = [
+        "\n".join(line for line in block.splitlines() if line.strip())
+        for block in blocks.values()
+        if re.search(r"^\s*proxy_pass http://stream;", block, re.MULTILINE)
+    ]
     server = re.findall(
         r"^\s*((?:proxy_(?!pass\b)\w+|client_max_body_size)\s[^;]*;)",
         location.sub("", text),
@@ -265,6 +282,7 @@ def deploy_proxy_settings(text: str) -> dict[str, list[str]]:
         "log_format": log_format,
         "server": server,
         "media_store": media_store,
+        "stream": stream,
     }
 
 
@@ -312,12 +330,17 @@ def nginx_config(
     upstreams: Iterable[str],
     deploy_text: str,
     media_store: str,
+    stream: str,
     upload_rate: str | None = None,
 ) -> str:
     """``media_store``: host:port of the S3 server, for the location media
     are handed to (the signed host: the instances' MINIO_ENDPOINT).
+    ``stream``: host:port of the live stream's process.
     ``upload_rate``: instead of deploy's rate of upload POSTs per client."""
     reused = deploy_proxy_settings(deploy_text)
+    if not reused["stream"]:
+        raise TopologyError(f"{DEPLOY_NGINX_CONF} has no location for the stream")
+    stream_locations = "\n\n".join(f"        {block}" for block in reused["stream"])
     if not reused["log_format"] or not any(
         line.startswith("proxy_next_upstream") for line in reused["server"]
     ):
@@ -371,6 +394,11 @@ http {{
 {servers}
     }}
 
+    upstream stream {{
+        zone stream 64k;
+        server {stream};
+    }}
+
     server {{
         listen {LOOPBACK}:{port};
         server_name _;
@@ -387,6 +415,8 @@ http {{
         location / {{
             proxy_pass http://app;
         }}
+
+{stream_locations}
 
 {limit_locations}
 
@@ -429,7 +459,8 @@ _numbers = itertools.count(1)
 
 
 class Topology:
-    """S3, PostgreSQL, Redis, N gunicorn instances and nginx, all on loopback.
+    """S3, PostgreSQL, Redis, N gunicorn instances, the order matcher, the
+    live stream's process and nginx, all on loopback.
 
     A context manager: ``with Topology(instances=3) as topology:``; everything
     it started is stopped and removed when the block ends, however it ends.
@@ -535,8 +566,10 @@ class Topology:
         self._stack.callback(
             _terminate, self.matcher_process, signal.SIGTERM, STOP_TIMEOUT
         )
-        ports = _free_ports(self.instance_count + 1)
+        ports = _free_ports(self.instance_count + 2)
         self.nginx_port = ports.pop()
+        self.stream_port = ports.pop()
+        self._stream_start()
         for number, port in enumerate(ports, start=1):
             instance = Instance(number, port, self.directory / f"gunicorn-{port}.log")
             self.instances.append(instance)
@@ -544,11 +577,43 @@ class Topology:
             self.instance_start(instance, wait=False)
         for instance in self.instances:
             self._instance_wait(instance)
+        self._stream_wait()
         self._nginx_start()
         self.log(
             f"{self.instance_count} instance(s) and nginx ready on {self.url} "
             f"({time.monotonic() - started:.1f} s)"
         )
+
+    def _stream_start(self) -> None:
+        """The live stream's ASGI process, as the Procfile runs it."""
+        self.stream_log_path = self.directory / "stream.log"
+        self.stream_process = _spawn(
+            [
+                str(PYTHON),
+                *STREAM_COMMAND,
+                *("--host", LOOPBACK, "--port", str(self.stream_port)),
+            ],
+            env=self.env,
+            log_path=self.stream_log_path,
+            cwd=ROOT,
+        )
+        self._stack.callback(
+            _terminate, self.stream_process, signal.SIGTERM, STOP_TIMEOUT
+        )
+
+    def _stream_wait(self) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT
+        while _status(self.stream_port, "/healthz/") != 200:
+            if self.stream_process.poll() is not None or time.monotonic() > deadline:
+                raise TopologyError(
+                    "the stream process did not start; its log:\n"
+                    + _log_tail(self.stream_log_path)
+                )
+            time.sleep(0.1)
+
+    @property
+    def stream_address(self) -> str:
+        return f"{LOOPBACK}:{self.stream_port}"
 
     def _s3_start(self) -> None:
         if self._s3_given is None:
@@ -745,6 +810,7 @@ class Topology:
                 upstreams=[instance.address for instance in self.instances],
                 deploy_text=DEPLOY_NGINX_CONF.read_text(),
                 media_store=self.s3_endpoint,
+                stream=self.stream_address,
                 upload_rate=self.upload_rate,
             )
         )
@@ -798,9 +864,16 @@ class Topology:
         )
 
     def log_paths(self) -> list[Path]:
-        """Every instance's output (access log included) and nginx's logs."""
+        """Every instance's output (access log included), the stream
+        process's and nginx's logs."""
         paths = [instance.log_path for instance in self.instances]
-        return [*paths, self.nginx_access_log, self.nginx_error_log, self.nginx_output]
+        return [
+            *paths,
+            self.stream_log_path,
+            self.nginx_access_log,
+            self.nginx_error_log,
+            self.nginx_output,
+        ]
 
     def nginx_access_records(self) -> list[dict[str, str]]:
         """nginx's access log (deploy/nginx.conf's key=value format), parsed."""

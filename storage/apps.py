@@ -6,6 +6,7 @@ class StorageConfig(AppConfig):
     verbose_name = "Storage"
 
     def ready(self) -> None:
+        from django.core.files.storage import storages
         from django.core.signals import setting_changed
         from django_cleanup.signals import cleanup_post_delete
 
@@ -19,3 +20,9 @@ class StorageConfig(AppConfig):
         setting_changed.connect(
             private_storage_reset, dispatch_uid="storage_private_storage_reset"
         )
+        # The storage settings are validated in one place, MinIOStorage's
+        # constructor (storage.config), which contacts nothing: building the
+        # configured storages here stops every process at start-up on a bad
+        # MINIO_* value, naming the variable.
+        for alias in ("default", "private"):
+            storages[alias]

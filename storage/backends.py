@@ -431,7 +431,7 @@ class ObjectReader(io.BufferedIOBase):
         return data
 
     def _read_response(self, count: int) -> bytes:
-        with self._storage._errors("read", self._key):
+        with self._storage.errors("read", self._key):
             data = self._response.read(count)
         room = _REWIND_BYTES - len(self._head)
         if room > 0 and self._response_at == len(self._head):
@@ -669,7 +669,10 @@ class MinIOStorage(Storage):
             variable=source(bucket_name, "MINIO_BUCKET_NAME", "bucket_name"),
         )
         self.use_ssl = bool(pick(use_ssl, "MINIO_USE_SSL", False))
-        self.region = pick(region, "MINIO_REGION", "us-east-1")
+        self.region = config.validate_region(
+            pick(region, "MINIO_REGION", "us-east-1"),
+            variable=source(region, "MINIO_REGION", "region"),
+        )
         self.url_mode = config.validate_url_mode(
             pick(url_mode, "MINIO_MEDIA_URL_MODE", "public"),
             variable=source(url_mode, "MINIO_MEDIA_URL_MODE", "url_mode"),
@@ -679,8 +682,11 @@ class MinIOStorage(Storage):
             url_mode=self.url_mode,
             variable=source(public_url, "MINIO_PUBLIC_URL", "public_url"),
         ) or (("https://" if self.use_ssl else "http://") + self.endpoint)
-        self.presigned_expiry = int(
-            pick(presigned_expiry, "MINIO_PRESIGNED_EXPIRY", 3600)
+        self.presigned_expiry = config.validate_presigned_expiry(
+            int(pick(presigned_expiry, "MINIO_PRESIGNED_EXPIRY", 3600)),
+            variable=source(
+                presigned_expiry, "MINIO_PRESIGNED_EXPIRY", "presigned_expiry"
+            ),
         )
         self.cache_control = cache_control
         self.connect_timeout = float(
@@ -750,10 +756,18 @@ class MinIOStorage(Storage):
         )
 
     @contextmanager
-    def _errors(self, operation: str, name: str = "") -> Iterator[None]:
-        """Turn client and transport errors into StorageUnavailable.
+    def errors(self, operation: str, name: str = "") -> Iterator[None]:
+        """Turn client and transport errors into ``StorageUnavailable``.
 
-        S3 'no such key/bucket' errors pass through for the caller to decide.
+        Public, for code that calls ``storage.client`` directly (bucket setup,
+        health checks, migrations)::
+
+            with storage.errors("check the bucket"):
+                storage.client.bucket_exists(storage.bucket_name)
+
+        ``operation`` and ``name`` go into the message ("could not check the
+        bucket"). S3's "no such key/bucket" errors pass through for the caller
+        to decide.
         """
         try:
             yield
@@ -834,7 +848,7 @@ class MinIOStorage(Storage):
     def _ensure_bucket(self) -> None:
         from storage.bucket import bucket_ensure
 
-        with self._bucket_lock, self._errors("create the bucket"):
+        with self._bucket_lock, self.errors("create the bucket"):
             bucket_ensure(
                 client=self.client, bucket_name=self.bucket_name, url_mode=self.url_mode
             )
@@ -854,7 +868,7 @@ class MinIOStorage(Storage):
             # No object can have such a name: the server would answer 400.
             raise FileNotFoundError(f"No such object: '{key}'") from None
         try:
-            with self._errors(operation, key):
+            with self.errors(operation, key):
                 return call(bucket_name=self.bucket_name, object_name=key, **options)
         except S3Error as exc:
             raise FileNotFoundError(f"No such object: '{key}'") from exc
@@ -888,7 +902,7 @@ class MinIOStorage(Storage):
                 )
 
             try:
-                with self._errors("save", key):
+                with self.errors("save", key):
                     put()
             except S3Error as exc:
                 if exc.code != "NoSuchBucket":
@@ -899,7 +913,7 @@ class MinIOStorage(Storage):
                 # once, then write. Checking before every write would cost a
                 # request.
                 self._ensure_bucket()
-                with self._errors("save", key):
+                with self.errors("save", key):
                     put()
         except _ContentError as exc:
             raise exc.error from None
@@ -949,7 +963,7 @@ class MinIOStorage(Storage):
             raise ValueError("The name must be given to delete().")
         key = object_key(name)
         try:
-            with self._errors("delete", key):
+            with self.errors("delete", key):
                 self.client.remove_object(bucket_name=self.bucket_name, object_name=key)
         except S3Error:
             pass  # Missing object or bucket: already gone, as asked.
@@ -971,7 +985,7 @@ class MinIOStorage(Storage):
         prefix = normalize_key(path) + "/" if path.strip("/\\.") else ""
         directories, files = [], []
         try:
-            with self._errors("list", prefix):
+            with self.errors("list", prefix):
                 for obj in self.client.list_objects(
                     bucket_name=self.bucket_name, prefix=prefix, recursive=False
                 ):

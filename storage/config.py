@@ -1,7 +1,11 @@
-"""Validation of the object-store settings, shared by settings.py and the backend.
+"""Validation of the object-store settings.
 
-This module imports nothing from Django's app registry so that
-``crypto_exchange/settings.py`` can call it while settings are being loaded.
+``MinIOStorage`` validates its options with these when it is built (without
+contacting the store), and the system check ``storage.E001`` builds the
+configured storages at start-up, so a bad ``MINIO_*`` value stops
+``manage.py check``, ``runserver``, ``migrate`` and gunicorn naming the
+variable. This module imports nothing from Django's app registry so that
+``crypto_exchange/settings.py`` can use it while settings are being loaded.
 """
 
 import os
@@ -123,6 +127,26 @@ def validate_credentials(access_key: str, secret_key: str) -> None:
         raise ImproperlyConfigured("MINIO_ACCESS_KEY is required when USE_MINIO=true.")
     if not secret_key:
         raise ImproperlyConfigured("MINIO_SECRET_KEY is required when USE_MINIO=true.")
+
+
+def validate_region(value: str, *, variable: str = "MINIO_REGION") -> str:
+    if not value:
+        raise ImproperlyConfigured(f"{variable} must not be empty.")
+    return value
+
+
+MAX_PRESIGNED_EXPIRY = 7 * 24 * 3600  # what S3 signatures allow
+
+
+def validate_presigned_expiry(
+    value: int, *, variable: str = "MINIO_PRESIGNED_EXPIRY"
+) -> int:
+    if not 1 <= value <= MAX_PRESIGNED_EXPIRY:
+        raise ImproperlyConfigured(
+            f"{variable} must be between 1 and {MAX_PRESIGNED_EXPIRY} seconds "
+            f"(7 days; got {value!r})."
+        )
+    return value
 
 
 # Seconds one request to the object store may take, retries included. gunicorn

@@ -6,6 +6,7 @@ from django.conf import settings
 from django.core.files.storage import storages
 from django.shortcuts import render
 
+from core.middleware import AsyncCapable
 from storage.exceptions import StorageUnavailable
 
 logger = logging.getLogger(__name__)
@@ -48,19 +49,13 @@ class MediaOriginCSPMiddleware(CSPMiddleware):
         return parts
 
 
-class StorageUnavailableMiddleware:
+class StorageUnavailableMiddleware(AsyncCapable):
     """The last line of defence: an outage of the object store is a 503 page.
 
     Views handle StorageUnavailable where they can say something better (an
     upload form keeps the user's input and shows a message); anything that
     slips through becomes a page that says what happened, never a traceback.
     """
-
-    def __init__(self, get_response):
-        self.get_response = get_response
-
-    def __call__(self, request):
-        return self.get_response(request)
 
     def process_exception(self, request, exception):
         if not isinstance(exception, StorageUnavailable):

@@ -257,11 +257,11 @@ def media_migrate(
     report.endpoint, report.bucket = storage.endpoint, storage.bucket_name
     report.dry_run = dry_run
 
-    with storage._errors("check the bucket"):
+    with storage.errors("check the bucket"):
         exists = storage.client.bucket_exists(bucket_name=storage.bucket_name)
     report.bucket_missing = not exists
     if not exists and not dry_run and report.files:
-        with storage._errors("create the bucket"):
+        with storage.errors("create the bucket"):
             report.bucket_created = bucket_ensure(
                 client=storage.client,
                 bucket_name=storage.bucket_name,
@@ -363,7 +363,7 @@ def _upload(storage: MinIOStorage, key: str, data: BinaryIO, digest: _Digest) ->
         if key == DEFAULT_AVATAR_NAME
         else storage.cache_control
     )
-    with storage._errors("upload", key):
+    with storage.errors("upload", key):
         storage.client.put_object(
             bucket_name=storage.bucket_name,
             object_name=key,
@@ -381,7 +381,7 @@ def _upload(storage: MinIOStorage, key: str, data: BinaryIO, digest: _Digest) ->
 
 def _stat(storage: MinIOStorage, key: str) -> Object | None:
     try:
-        with storage._errors("look up", key):
+        with storage.errors("look up", key):
             return storage.client.stat_object(
                 bucket_name=storage.bucket_name, object_name=key
             )

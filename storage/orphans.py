@@ -207,7 +207,7 @@ def _objects_under(
 ) -> Iterator[tuple[str, datetime]]:
     for prefix in prefixes:
         if isinstance(storage, MinIOStorage):
-            with storage._errors("list", prefix):
+            with storage.errors("list", prefix):
                 for obj in storage.client.list_objects(
                     bucket_name=storage.bucket_name, prefix=prefix, recursive=True
                 ):

@@ -48,26 +48,26 @@ def bucket_setup(*, storage: MinIOStorage, default_avatar: Path) -> BucketReport
         "endpoint", f"{storage.endpoint} (ssl {'on' if storage.use_ssl else 'off'})"
     )
 
-    with storage._errors("check the bucket"):
+    with storage.errors("check the bucket"):
         existed = client.bucket_exists(bucket_name=bucket)
     report.add("connection", "ok, credentials accepted")
     if existed:
         report.add("bucket", f"{bucket} exists")
     else:
-        with storage._errors("create the bucket"):
+        with storage.errors("create the bucket"):
             created = bucket_ensure(
                 client=client, bucket_name=bucket, url_mode=storage.url_mode
             )
         report.add("bucket", f"{bucket} {'created' if created else 'exists'}")
 
-    with storage._errors("set the bucket policy"):
+    with storage.errors("set the bucket policy"):
         policy = bucket_policy_apply(
             client=client, bucket_name=bucket, url_mode=storage.url_mode
         )
     report.add("access", f"{storage.url_mode} URLs; {policy}")
 
     probe = f".setup-check/{secrets.token_hex(8)}"
-    with storage._errors("write a test object"):
+    with storage.errors("write a test object"):
         client.put_object(
             bucket_name=bucket, object_name=probe, data=io.BytesIO(b"ok"), length=2
         )
@@ -81,7 +81,7 @@ def bucket_setup(*, storage: MinIOStorage, default_avatar: Path) -> BucketReport
 def _default_avatar_upload(storage: MinIOStorage, source: Path) -> str:
     client = storage.client
     try:
-        with storage._errors("look up", DEFAULT_AVATAR_NAME):
+        with storage.errors("look up", DEFAULT_AVATAR_NAME):
             client.stat_object(
                 bucket_name=storage.bucket_name, object_name=DEFAULT_AVATAR_NAME
             )
@@ -90,7 +90,7 @@ def _default_avatar_upload(storage: MinIOStorage, source: Path) -> str:
         pass
     if not source.is_file():
         return f"{DEFAULT_AVATAR_NAME} missing, and {source} not found to upload"
-    with storage._errors("upload", DEFAULT_AVATAR_NAME), source.open("rb") as avatar:
+    with storage.errors("upload", DEFAULT_AVATAR_NAME), source.open("rb") as avatar:
         client.put_object(
             bucket_name=storage.bucket_name,
             object_name=DEFAULT_AVATAR_NAME,

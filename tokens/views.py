@@ -7,25 +7,10 @@ from django.utils.cache import patch_vary_headers
 from tokens.models import Token
 from tokens.selectors import token_list
 from tokens.signals import LIST_VERSION_CACHE_KEY
-from trading.selectors import market_summaries
 
-HOME_TOKENS = 12
 # Several app servers with a per-process cache may each serve an older list
 # for this long after a change; with a shared cache (Redis) a change shows at once.
 TOKEN_LIST_PAGE_TTL = 30
-
-
-def home(request: HttpRequest) -> HttpResponse:
-    tokens = list(token_list()[: HOME_TOKENS + 1])
-    return render(
-        request,
-        "home.html",
-        {
-            "tokens": tokens[:HOME_TOKENS],
-            "more_tokens": len(tokens) > HOME_TOKENS,
-            "summaries": market_summaries(),
-        },
-    )
 
 
 def token_index(request: HttpRequest) -> HttpResponse:
@@ -62,4 +47,8 @@ def _anonymous_without_state(request: HttpRequest) -> bool:
 
 def token_detail(request: HttpRequest, symbol: str) -> HttpResponse:
     token = get_object_or_404(Token, symbol=symbol.upper(), is_active=True)
-    return render(request, "tokens/token_detail.html", {"token": token})
+    return render(
+        request,
+        "tokens/token_detail.html",
+        {"token": token},
+    )

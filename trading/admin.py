@@ -4,21 +4,30 @@ Money moves only through ``trading.services`` and ``trading.orders``. Those
 own a durable transaction, so they are called from admin actions and from the
 deposit credit view, never from ``save_model`` (the admin's change form runs
 inside its own transaction). Balances, orders, trades and the ledger are read-only.
+Amounts show as people write them (``1.25``, not ``1.250000000000000000``) in
+lists, on detail pages and in inputs.
 """
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable, Sequence
+from decimal import Decimal
+
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
-from django.contrib.admin.widgets import ForeignKeyRawIdWidget
+from django.contrib.admin.widgets import AutocompleteSelect
 from django.contrib.auth import get_user_model
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import FieldDoesNotExist, PermissionDenied
+from django.db import models
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
+from django.utils import timezone
 
+from accounts.admin_site import user_label
 from tokens.models import Token
 from trading.addresses import address_canonical
 from trading.exceptions import TradingError
@@ -35,6 +44,7 @@ from trading.models import (
     Trade,
     Withdrawal,
 )
+from trading.money import plain
 from trading.notices import withdrawal_decided_notice
 from trading.orders import command_refusal, command_wait, order_cancel
 from trading.services import (
@@ -45,7 +55,88 @@ from trading.services import (
 )
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
+class PlainNumberInput(forms.NumberInput):
+    """A number input showing a stored amount without its trailing zeros;
+    what staff typed is shown back as typed."""
+
+    def format_value(self, value):
+        if isinstance(value, Decimal):
+            return plain(value)
+        return super().format_value(value)
+
+
+@functools.cache
+def _amount_shown(model: type[models.Model], name: str) -> Callable[[object], str]:
+    """A list column or read-only field showing the amount ``name`` without
+    trailing zeros, sorted by the field. Named after the field, so that a
+    detail page keeps the field's help text; one function per field, so that
+    ``get_fields`` and ``get_readonly_fields`` name the same one."""
+    field = model._meta.get_field(name)
+
+    @admin.display(description=field.verbose_name, ordering=name)
+    def shown(obj) -> str:
+        value = getattr(obj, name)
+        return admin.site.empty_value_display if value is None else plain(value)
+
+    shown.__name__ = shown.amount_field = name
+    return shown
+
+
+class PlainAmountsAdmin(admin.ModelAdmin):
+    """Every amount (a ``DecimalField``) of the model without trailing zeros:
+    in the list (sorting kept), on read-only fields and in inputs. A subclass
+    that overrides ``get_readonly_fields`` returns ``self.amounts_shown(...)``
+    of its list."""
+
+    formfield_overrides = {models.DecimalField: {"widget": PlainNumberInput}}
+
+    def amounts_shown(self, names: Sequence) -> list:
+        """``names`` with each amount field's name replaced by its display."""
+        return [self._amount_shown(name) for name in names]
+
+    def _amount_shown(self, name):
+        if not isinstance(name, str):
+            return name
+        try:
+            field = self.model._meta.get_field(name)
+        except FieldDoesNotExist:
+            return name
+        if not isinstance(field, models.DecimalField):
+            return name
+        return _amount_shown(self.model, name)
+
+    def get_list_display(self, request):
+        return self.amounts_shown(super().get_list_display(request))
+
+    def get_readonly_fields(self, request, obj=None):
+        return self.amounts_shown(super().get_readonly_fields(request, obj))
+
+    def get_exclude(self, request, obj=None):
+        # The form leaves a read-only field out by its name; for an amount the
+        # read-only fields hold the function showing it instead.
+        amounts = [
+            field.amount_field
+            for field in self.get_readonly_fields(request, obj)
+            if hasattr(field, "amount_field")
+        ]
+        excluded = super().get_exclude(request, obj)
+        if not amounts:
+            return excluded
+        return [*(excluded or []), *amounts]
+
+    def get_fields(self, request, obj=None):
+        fields = super().get_fields(request, obj)
+        if obj is not None and not self.has_change_permission(request, obj):
+            # A view-only detail page shows every field read-only.
+            return self.amounts_shown(fields)
+        read_only = set(self.get_readonly_fields(request, obj))
+        return [
+            shown if (shown := self._amount_shown(name)) in read_only else name
+            for name in fields
+        ]
+
+
+class ReadOnlyAdmin(PlainAmountsAdmin):
     def has_add_permission(self, request, obj=None):
         return False
 
@@ -57,7 +148,7 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
 
 @admin.register(Market)
-class MarketAdmin(admin.ModelAdmin):
+class MarketAdmin(PlainAmountsAdmin):
     list_display = [
         "symbol",
         "status",
@@ -86,7 +177,9 @@ class MarketAdmin(admin.ModelAdmin):
         # once the market exists.
         if obj is None:
             return ["symbol"]
-        return ["base", "quote", "symbol", "price_step", "amount_step"]
+        return self.amounts_shown(
+            ["base", "quote", "symbol", "price_step", "amount_step"]
+        )
 
     def save_model(self, request, obj, form, change):
         if change:
@@ -178,18 +271,27 @@ class TradeAdmin(ReadOnlyAdmin):
     list_filter = ["market"]
 
 
+class UserChoiceField(forms.ModelChoiceField):
+    def label_from_instance(self, user) -> str:
+        return user_label(user)
+
+
 class DepositCreditForm(forms.Form):
-    user = forms.ModelChoiceField(queryset=get_user_model().objects.all())
+    user = UserChoiceField(queryset=get_user_model().objects.all())
     token = forms.ModelChoiceField(queryset=Token.objects.all())
-    amount = forms.DecimalField(**AMOUNT, min_value=0)
+    amount = forms.DecimalField(**AMOUNT, min_value=0, widget=PlainNumberInput)
     reference = forms.CharField(
         max_length=100, help_text="The external id of the transfer, e.g. its hash."
     )
 
     def __init__(self, *args, admin_site, **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["user"].widget = ForeignKeyRawIdWidget(
-            Deposit._meta.get_field("user").remote_field, admin_site
+        # The admin's autocomplete searches the user admin's search_fields
+        # (name and e-mail) and answers only staff who may view users.
+        self.fields["user"] = UserChoiceField(
+            queryset=get_user_model().objects.all(),
+            widget=AutocompleteSelect(Deposit._meta.get_field("user"), admin_site),
+            help_text="Type part of the user's name or e-mail address.",
         )
 
 
@@ -198,7 +300,7 @@ class DepositAdmin(ReadOnlyAdmin):
     list_display = ["reference", "user", "token", "amount", "created_at"]
     list_select_related = ["user", "token"]
     list_filter = ["token"]
-    search_fields = ["reference", "user__username"]
+    search_fields = ["reference", "user__username", "user__email"]
 
     def has_add_permission(self, request, obj=None):
         return request.user.has_perm("trading.add_deposit")
@@ -209,13 +311,25 @@ class DepositAdmin(ReadOnlyAdmin):
             raise PermissionDenied
         form = DepositCreditForm(request.POST or None, admin_site=self.admin_site)
         if request.method == "POST" and form.is_valid():
+            reference = form.cleaned_data["reference"]
+            # Whether this credit is a repetition. Two identical credits sent
+            # at the same moment could both read "new" here; the service still
+            # credits once, only the second message would be wrong.
+            repeated = Deposit.objects.filter(reference=reference).exists()
             try:
                 deposit = deposit_credit(**form.cleaned_data)
             except TradingError as error:
                 form.add_error(None, error.message)
             else:
-                self.log_addition(request, deposit, [{"added": {}}])
-                self.message_user(request, f"{deposit} is credited.", messages.SUCCESS)
+                if repeated:
+                    self.message_user(
+                        request, _repeat_message(deposit), messages.WARNING
+                    )
+                else:
+                    self.log_addition(request, deposit, [{"added": {}}])
+                    self.message_user(
+                        request, f"{deposit} is credited.", messages.SUCCESS
+                    )
                 return redirect("admin:trading_deposit_changelist")
         context = {
             **self.admin_site.each_context(request),
@@ -225,6 +339,15 @@ class DepositAdmin(ReadOnlyAdmin):
             "media": self.media + form.media,
         }
         return TemplateResponse(request, "admin/trading/deposit/credit.html", context)
+
+
+def _repeat_message(deposit: Deposit) -> str:
+    when = timezone.localtime(deposit.created_at).strftime("%Y-%m-%d %H:%M %Z")
+    return (
+        f"Nothing was credited: reference {deposit.reference} was already "
+        f"credited on {when} ({plain(deposit.amount)} {deposit.token.symbol} to "
+        f"{deposit.user.get_username()}). Balances are unchanged."
+    )
 
 
 @admin.register(Withdrawal)

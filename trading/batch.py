@@ -100,6 +100,7 @@ class Batch:
     levels: list = field(default_factory=list)  # LevelUpdate, in order
     # Filled in by batch_write, for the events.
     trade_ids: list[int] = field(default_factory=list)
+    trade_times: list[datetime] = field(default_factory=list)  # their created_at
     balance_rows: list[tuple[int, int, Decimal, Decimal]] = field(default_factory=list)
 
     def add(self, taken: Taken, result: Result) -> None:
@@ -295,6 +296,7 @@ def _trades_insert_pg(cursor, batch: Batch, now: datetime) -> None:
     if not rows:
         return
     batch.trade_ids = _ids(cursor, "trading_trade", len(rows))
+    batch.trade_times = [now] * len(rows)
     cursor.execute(
         """
         INSERT INTO trading_trade (
@@ -424,7 +426,9 @@ def _trades_insert(batch: Batch, now: datetime) -> None:
             _trade_rows(batch)
         )
     ]
-    batch.trade_ids = [row.pk for row in TradeRow.objects.bulk_create(rows)]
+    created = TradeRow.objects.bulk_create(rows)
+    batch.trade_ids = [row.pk for row in created]
+    batch.trade_times = [row.created_at for row in created]  # auto_now_add's
 
 
 def _ledger_insert(batch: Batch, now: datetime) -> None:

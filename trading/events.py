@@ -7,7 +7,8 @@ message a JSON object with amounts as strings:
 
 ``trading.<SYMBOL>.trades``
     ``{"trades": [{"id", "price", "quantity", "quote_amount",
-    "taker_side"}, ...]}``
+    "taker_side", "time"}, ...]}``: ``time`` is the trade's ``created_at``
+    (ISO 8601, UTC, as the REST API writes it).
 ``trading.<SYMBOL>.book``
     ``{"levels": [{"sequence", "side", "price", "quantity"}, ...]}``: each
     level's new total (``"0"``: gone); ``sequence`` numbers the market's
@@ -24,6 +25,7 @@ from __future__ import annotations
 import json
 import logging
 from collections import defaultdict
+from datetime import UTC, datetime
 from functools import cache
 
 from django.conf import settings
@@ -31,6 +33,11 @@ from django.conf import settings
 from trading.money import plain
 
 log = logging.getLogger("trading.events")
+
+
+def iso_time(moment: datetime) -> str:
+    """``moment`` in UTC as DRF's DateTimeField writes it (``...Z``)."""
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 @cache
@@ -57,9 +64,13 @@ def batch_publish(batch, *, symbol: str) -> None:
                             "quantity": plain(trade.quantity),
                             "quote_amount": plain(trade.quote_amount),
                             "taker_side": str(trade.taker_side),
+                            "time": iso_time(time),
                         }
-                        for trade_id, trade in zip(
-                            batch.trade_ids, batch.trades, strict=True
+                        for trade_id, trade, time in zip(
+                            batch.trade_ids,
+                            batch.trades,
+                            batch.trade_times,
+                            strict=True,
                         )
                     ]
                 },

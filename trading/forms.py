@@ -1,7 +1,7 @@
 from django import forms
 
 from tokens.models import Token
-from trading.models import AMOUNT, Order
+from trading.models import AMOUNT, Market, Order
 
 
 def _amount_field(label: str, *, required: bool = True) -> forms.DecimalField:
@@ -18,7 +18,14 @@ def _amount_field(label: str, *, required: bool = True) -> forms.DecimalField:
 class OrderForm(forms.Form):
     side = forms.ChoiceField(choices=Order.Side.choices, widget=forms.RadioSelect)
     type = forms.ChoiceField(
-        choices=Order.Type.choices, initial=Order.Type.LIMIT, widget=forms.RadioSelect
+        # "Stop", not "Stop-limit": the label "Limit" names one choice only.
+        choices=[
+            (Order.Type.LIMIT, "Limit"),
+            (Order.Type.MARKET, "Market"),
+            (Order.Type.STOP_LIMIT, "Stop"),
+        ],
+        initial=Order.Type.LIMIT,
+        widget=forms.RadioSelect,
     )
     price = _amount_field("Price", required=False)
     stop_price = _amount_field("Trigger at (stop orders)", required=False)
@@ -29,6 +36,7 @@ class OrderForm(forms.Form):
         label="Time in force",
         choices=Order.TimeInForce.choices,
         initial=Order.TimeInForce.GTC,
+        required=False,  # good till cancelled when not sent
     )
     post_only = forms.BooleanField(label="Post only (never take)", required=False)
     # A new one with each form shown: sending the same form again (after a
@@ -37,9 +45,35 @@ class OrderForm(forms.Form):
         widget=forms.HiddenInput, required=False, max_length=64
     )
 
+    def __init__(self, *args, market: Market | None = None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        if market is not None:  # the labels name the tokens
+            base, quote = market.base.symbol, market.quote.symbol
+            for name, label in (
+                ("price", f"Price ({quote})"),
+                ("stop_price", f"Stop: trigger at ({quote})"),
+                ("quantity", f"Amount ({base})"),
+                ("quote_amount", f"Or spend ({quote})"),
+                ("protection_price", f"Pay at most per unit ({quote})"),
+            ):
+                self.fields[name].label = label
+
     def clean(self):
         data = super().clean()
         kind = data.get("type")
+        data["time_in_force"] = data.get("time_in_force") or Order.TimeInForce.GTC
+        # The page hides the fields an order type does not use (a market
+        # order has no price, time in force or post-only); whatever they
+        # still hold is left out, never sent on unseen.
+        if kind != Order.Type.LIMIT:
+            data["post_only"] = False
+        elif data.get("post_only") and data.get("time_in_force") != (
+            Order.TimeInForce.GTC
+        ):
+            self.add_error(
+                "post_only",
+                "A post-only order waits in the book: choose good till cancelled.",
+            )
         if kind in (Order.Type.LIMIT, Order.Type.STOP_LIMIT):
             if data.get("price") is None:
                 self.add_error("price", "A limit order needs a price.")
@@ -50,8 +84,9 @@ class OrderForm(forms.Form):
             self.add_error("stop_price", "A stop-limit order needs a stop price.")
         if kind == Order.Type.MARKET:
             data["price"] = None
+            data["time_in_force"] = Order.TimeInForce.GTC
             if data.get("side") == Order.Side.SELL:
-                data["quote_amount"] = None
+                data["quote_amount"] = data["protection_price"] = None
             if data.get("quote_amount") is not None:
                 # A market buy by the amount to spend; no quantity, no cap.
                 data["quantity"] = data["protection_price"] = None

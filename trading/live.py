@@ -26,7 +26,6 @@ stream with ``resync`` too. The events are documented in
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import contextvars
 import functools
 import gc
@@ -67,29 +66,53 @@ class Message:
 
 
 class Subscription:
-    """One connection's bounded queue of messages."""
+    """One connection's bounded queue of messages, and what wakes its stream.
+
+    A plain deque and one future: the hub wakes every stream of a market
+    for each message, and an ``asyncio.Queue`` read under ``wait_for`` cost
+    a task and a timer for every message and every connection.
+    """
 
     def __init__(self, *, symbol: str, user_id: int | None, size: int) -> None:
         self.symbol = symbol
         self.user_id = user_id
-        self.queue: asyncio.Queue[Message | None] = asyncio.Queue(maxsize=size)
+        self.size = size
+        self.messages: deque[Message] = deque()
         self.ended: str | None = None  # why the stream must resync
+        self.beat = False  # the hub's heartbeat came: the link must show life
+        self._waiter: asyncio.Future | None = None
 
     def put(self, message: Message) -> None:
         if self.ended:
             return
-        try:
-            self.queue.put_nowait(message)
-        except asyncio.QueueFull:
-            self.ended = "behind"
+        if len(self.messages) >= self.size:
+            self.end("behind")
+            return
+        self.messages.append(message)
+        self._wake()
 
     def end(self, reason: str) -> None:
         if self.ended:
             return
         self.ended = reason
-        # Wakes a stream waiting for messages (a full queue wakes it anyway).
-        with contextlib.suppress(asyncio.QueueFull):
-            self.queue.put_nowait(None)
+        self._wake()
+
+    def heartbeat(self) -> None:
+        self.beat = True
+        self._wake()
+
+    async def wait(self) -> None:
+        """Until there is something for the stream: messages, its end, or a
+        heartbeat."""
+        if self.messages or self.ended or self.beat:
+            return
+        self._waiter = asyncio.get_running_loop().create_future()
+        await self._waiter
+
+    def _wake(self) -> None:
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
 
 class Hub:
@@ -102,6 +125,7 @@ class Hub:
         self.history: dict[str, deque[dict]] = {}
         self.connected = asyncio.Event()
         self.task: asyncio.Task | None = None
+        self.beating: asyncio.Task | None = None
         self.refreshing: dict[str, asyncio.Task] = {}
         self.stale: set[str] = set()
 
@@ -109,6 +133,7 @@ class Hub:
         """Whether the subscription is up, starting it on first use."""
         if self.task is None:
             self.task = _background(self._run())
+            self.beating = _background(self._beat())
         try:
             await asyncio.wait_for(self.connected.wait(), timeout)
         except TimeoutError:
@@ -172,6 +197,15 @@ class Hub:
                 await pubsub.aclose()
                 await client.aclose()
             await asyncio.sleep(RECONNECT_SECONDS)
+
+    async def _beat(self) -> None:
+        """Every connection shows life to proxies and clients this often: one
+        timer for the process, not one per connection."""
+        while True:
+            await asyncio.sleep(HEARTBEAT_SECONDS)
+            for subscriptions in list(self.markets.values()):
+                for subscription in subscriptions:
+                    subscription.heartbeat()
 
     def _lose_everything(self) -> None:
         """Messages may be lost from here on: every stream must resync."""
@@ -372,7 +406,9 @@ def snapshot_read(
         body["trades"] = api.TradeSerializer(recent, many=True).data
         last_trade = recent[0].pk if recent else 0
     else:
-        body["missed_trades"] = api.TradeSerializer(missed, many=True).data
+        body["missed_trades"] = [
+            _trade_event(row) for row in api.TradeSerializer(missed, many=True).data
+        ]
         last_trade = missed[-1].pk if missed else trades_after
     body.update(market_figures.__wrapped__(symbol=market.symbol))
     last_fill = 0
@@ -387,6 +423,14 @@ def snapshot_read(
             .first()
         ) or 0
     return body, sequence, last_trade, last_fill
+
+
+def _trade_event(row: dict) -> dict:
+    """A trade of the REST API as the ``trades`` event has it
+    (``trading.events``): its ``created_at`` is the event's ``time``."""
+    event = {name: value for name, value in row.items() if name != "created_at"}
+    event["time"] = row["created_at"]
+    return event
 
 
 def _balances(user) -> list[dict]:
@@ -449,81 +493,94 @@ class MarketStream:
             symbol=self.market.symbol, user_id=self.user.pk if self.user else None
         )
         try:
-            # Authentication and the session ran in this request's own
-            # thread; its connections would stay open as long as the stream.
+            # Authentication and the session ran in a thread of the request
+            # (one of its own under Django's handler, or the one streams'
+            # requests share, crypto_exchange.asgi); a connection it opened
+            # must not stay open for as long as the stream.
             await sync_to_async(connections.close_all)()
             yield f"retry: {RETRY_MILLISECONDS}\n\n".encode()
             if subscription.ended:
                 yield self._end(subscription.ended)
                 return
-            # Taken in the same step as the subscription: with the queue, it
-            # holds every level update from the client's sequence on.
-            history = (
-                hub_.book_since(self.market.symbol, self.resume[0])
-                if self.resume
-                else None
-            )
-            body, sequence, last_trade, self.last_fill = await _read(snapshot_read)(
-                market=self.market,
-                user=self.user,
-                with_book=history is None,
-                trades_after=self.resume[1] if self.resume else None,
-            )
-            missed = body.pop("missed_trades", None)
-            self.last_trade = last_trade
-            if history is None:
-                self.sequence = sequence
-                yield self._event("snapshot", _json(body))
-            else:
-                yield self._event("snapshot", _json(body))
-                if history:
-                    self.sequence = history[-1]["sequence"]
-                    yield self._event("book", _json({"levels": history}))
-                else:
-                    self.sequence = self.resume[0]
-            if missed:
-                yield self._event("trades", _json({"trades": missed}))
-            async for chunk in self._live(subscription):
-                yield chunk
+            # In a step of its own: nothing of the snapshot (a thousand price
+            # levels a side, their serializers) stays with the connection.
+            yield await self._start(hub_)
+            # The hub wakes every connection of the market for each message:
+            # this loop is the cost per connection and message, so it runs
+            # here rather than one async generator deeper.
+            while True:
+                await subscription.wait()
+                chunk, last = await self._pending(subscription)
+                if chunk:
+                    yield chunk
+                if last:
+                    return
         finally:
             hub_.unsubscribe(subscription)
 
-    async def _live(self, subscription: Subscription) -> AsyncIterator[bytes]:
-        queue = subscription.queue
-        while True:
-            try:
-                message = await asyncio.wait_for(queue.get(), HEARTBEAT_SECONDS)
-            except TimeoutError:
-                yield b": keep-alive\n\n"
-                continue
-            # Everything already queued goes out in one write: a batch's
-            # messages cost one send per connection, not one each.
-            chunks: list[bytes] = []
-            while True:
-                if subscription.ended:
-                    chunks.append(self._end(subscription.ended))
-                    yield b"".join(chunks)
-                    return
-                if message is not None:
-                    if message.kind == "book" and self._gap(message.body["levels"]):
-                        # Redis dropped messages: the client must start again.
-                        chunks.append(self._end("gap"))
-                        yield b"".join(chunks)
-                        return
-                    handler = getattr(self, f"_on_{message.kind}", None)
-                    if handler is not None:
-                        chunks += await handler(message)
-                if queue.empty():
-                    break
-                message = queue.get_nowait()
-            if chunks:
-                yield b"".join(chunks)
+    async def _start(self, hub_: Hub) -> bytes:
+        """The snapshot, and what a resuming client missed."""
+        # Taken in the same step as the subscription: with the queue, it
+        # holds every level update from the client's sequence on.
+        history = (
+            hub_.book_since(self.market.symbol, self.resume[0]) if self.resume else None
+        )
+        body, sequence, last_trade, self.last_fill = await _read(snapshot_read)(
+            market=self.market,
+            user=self.user,
+            with_book=history is None,
+            trades_after=self.resume[1] if self.resume else None,
+        )
+        missed = body.pop("missed_trades", None)
+        self.last_trade = last_trade
+        chunks = []
+        if history is None:
+            self.sequence = sequence
+            chunks.append(self._event("snapshot", _json(body)))
+        else:
+            chunks.append(self._event("snapshot", _json(body)))
+            if history:
+                self.sequence = history[-1]["sequence"]
+                chunks.append(self._event("book", _json({"levels": history})))
+            else:
+                self.sequence = self.resume[0]
+        if missed:
+            chunks.append(self._event("trades", _json({"trades": missed})))
+        return b"".join(chunks)
+
+    async def _pending(self, subscription: Subscription) -> tuple[bytes, bool]:
+        """What the queued messages make, and whether the stream ends with it.
+        Everything already queued goes out in one write: a batch's messages
+        cost one send per connection, not one each."""
+        chunks: list[bytes] = []
+        messages = subscription.messages
+        while messages and not subscription.ended:
+            message = messages.popleft()
+            kind = message.kind
+            if kind == "book" and self._gap(message.body["levels"]):
+                # Redis dropped messages: the client must start again.
+                chunks.append(self._end("gap"))
+                return b"".join(chunks), True
+            if kind in self._FORWARDED:
+                chunks += self._FORWARDED[kind](self, message)
+            elif kind == "orders":
+                chunks += await self._on_orders(message)
+            elif kind == "balances":
+                chunks += await self._on_balances(message)
+        if subscription.ended:
+            chunks.append(self._end(subscription.ended))
+            return b"".join(chunks), True
+        if subscription.beat:
+            subscription.beat = False
+            if not chunks:
+                chunks.append(b": keep-alive\n\n")
+        return b"".join(chunks), False
 
     def _gap(self, levels: list[dict]) -> bool:
         fresh = [level for level in levels if level["sequence"] > self.sequence]
         return bool(fresh) and fresh[0]["sequence"] != self.sequence + 1
 
-    async def _on_book(self, message: Message) -> list[bytes]:
+    def _on_book(self, message: Message) -> list[bytes]:
         levels = message.body["levels"]
         fresh = [level for level in levels if level["sequence"] > self.sequence]
         if not fresh:
@@ -532,7 +589,7 @@ class MarketStream:
         data = message.data if len(fresh) == len(levels) else _json({"levels": fresh})
         return [self._event("book", data)]
 
-    async def _on_trades(self, message: Message) -> list[bytes]:
+    def _on_trades(self, message: Message) -> list[bytes]:
         trades = message.body["trades"]
         fresh = [trade for trade in trades if trade["id"] > self.last_trade]
         if not fresh:
@@ -541,11 +598,18 @@ class MarketStream:
         data = message.data if len(fresh) == len(trades) else _json({"trades": fresh})
         return [self._event("trades", data)]
 
-    async def _on_ticker(self, message: Message) -> list[bytes]:
+    def _on_ticker(self, message: Message) -> list[bytes]:
         return [self._event("ticker", message.data)]
 
-    async def _on_candles(self, message: Message) -> list[bytes]:
+    def _on_candles(self, message: Message) -> list[bytes]:
         return [self._event("candles", message.data)]
+
+    _FORWARDED = {
+        "book": _on_book,
+        "trades": _on_trades,
+        "ticker": _on_ticker,
+        "candles": _on_candles,
+    }
 
     async def _on_orders(self, message: Message) -> list[bytes]:
         ids = [row["id"] for row in message.body["orders"]]

@@ -52,7 +52,10 @@ class Balance(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.user} {self.token.symbol}: {self.available} + {self.locked}"
+        return (
+            f"{self.user} {self.token.symbol}: "
+            f"{plain(self.available)} + {plain(self.locked)}"
+        )
 
     @property
     def total(self) -> Decimal:
@@ -740,7 +743,7 @@ class LedgerEntry(models.Model):
         indexes = [models.Index(fields=["user", "token"], name="ledger_user_token")]
 
     def __str__(self) -> str:
-        return f"{self.account} {self.amount} {self.token_id}"
+        return f"{self.account} {plain(self.amount)} {self.token_id}"
 
 
 class ApiKey(models.Model):

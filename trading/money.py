@@ -72,6 +72,14 @@ def plain(value: Decimal) -> str:
     return text
 
 
+def grouped(value: Decimal) -> str:
+    """A decimal as people read it: ``plain`` with the thousands grouped
+    (``1,234,567.5``). For messages and pages; programs get ``plain``."""
+    whole, point, fraction = plain(value).partition(".")
+    sign = "-" if whole.startswith("-") else ""
+    return f"{sign}{int(whole.lstrip('-')):,}{point}{fraction}"
+
+
 # Amount fields keep 18 decimals (trading.models.AMOUNT).
 AMOUNT_DECIMALS = 18
 

@@ -12,14 +12,14 @@ from accounts.models import SecurityEvent
 from accounts.services import account_notify, security_event_record, security_notice
 from core.database import UNAVAILABLE
 from trading.models import ApiKey, SavedAddress, Withdrawal, WithdrawalAddressPolicy
-from trading.money import plain
+from trading.money import grouped
 
 logger = logging.getLogger(__name__)
 
 
 def _withdrawal_context(withdrawal: Withdrawal) -> dict:
     return {
-        "amount": plain(withdrawal.amount),
+        "amount": grouped(withdrawal.amount),
         "token": withdrawal.token.symbol,
         "address": withdrawal.address,
         "reference": withdrawal.reference,
@@ -35,7 +35,7 @@ def withdrawal_requested_notice(
         kind=SecurityEvent.Kind.WITHDRAWAL_REQUESTED,
         template="accounts/email/withdrawal_requested",
         context=_withdrawal_context(withdrawal),
-        detail=f"{plain(withdrawal.amount)} {withdrawal.token.symbol} "
+        detail=f"{grouped(withdrawal.amount)} {withdrawal.token.symbol} "
         f"(reference {withdrawal.reference})",
     )
 

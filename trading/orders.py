@@ -113,7 +113,7 @@ from trading.money import (
     AMOUNT_LIMIT,
     ZERO,
     exact,
-    plain,
+    grouped,
     positive_amount_check,
     unit,
 )
@@ -129,8 +129,8 @@ T = TypeVar("T")
 def _step_check(value: Decimal | None, *, name: str, step: Decimal) -> None:
     if value is not None and value % step:
         raise PrecisionTooHigh(
-            f"The {name} {plain(value)} has too much precision: "
-            f"it must be a multiple of {plain(step)}."
+            f"The {name} {grouped(value)} has too much precision: "
+            f"it must be a multiple of {grouped(step)}."
         )
 
 
@@ -317,8 +317,8 @@ def _steps_check(request: _Request, market: Market) -> None:
         market.min_notional
     ):
         raise BelowMinNotional(
-            f"The order is worth {plain(request.price * request.quantity)} "
-            f"{market.quote.symbol}; the minimum is {plain(market.min_notional)}."
+            f"The order is worth {grouped(request.price * request.quantity)} "
+            f"{market.quote.symbol}; the minimum is {grouped(market.min_notional)}."
         )
 
 
@@ -365,8 +365,8 @@ def _insufficient(*, user_id: int, token, amount: Decimal) -> InsufficientBalanc
         .first()
     )
     return InsufficientBalance(
-        f"This needs {plain(amount)} {token.symbol}; "
-        f"{plain(available or ZERO)} is available."
+        f"This needs {grouped(amount)} {token.symbol}; "
+        f"{grouped(available or ZERO)} is available."
     )
 
 
@@ -787,7 +787,7 @@ def order_amend(
         if new_quantity <= found.filled_quantity:
             raise InvalidAmount(
                 f"The quantity must stay above what is filled "
-                f"({plain(found.filled_quantity)})."
+                f"({grouped(found.filled_quantity)})."
             )
         if new_price * new_quantity >= AMOUNT_LIMIT:
             raise InvalidAmount("The order's value is too large.")
@@ -795,9 +795,9 @@ def order_amend(
         _step_check(new_quantity, name="quantity", step=market.amount_step)
         if new_price * new_quantity < market.min_notional:
             raise BelowMinNotional(
-                f"The order would be worth {plain(new_price * new_quantity)} "
+                f"The order would be worth {grouped(new_price * new_quantity)} "
                 f"{market.quote.symbol}; the minimum is "
-                f"{plain(market.min_notional)}."
+                f"{grouped(market.min_notional)}."
             )
         remaining = new_quantity - found.filled_quantity
         needs = new_price * remaining if found.side == Side.BUY else remaining
@@ -866,14 +866,14 @@ def order_refusal(order: Order) -> TradingError | None:
     if reason == Reason.BELOW_MIN_NOTIONAL:
         message = (
             "The book could fill this order for less than the market's minimum "
-            f"value of {plain(market.min_notional)} {market.quote.symbol}; it "
+            f"value of {grouped(market.min_notional)} {market.quote.symbol}; it "
             "was not placed."
         )
     elif reason == Reason.FILL_OR_KILL_NOT_FILLED:
         size = (
-            f"{plain(order.quantity)} {market.base.symbol}"
+            f"{grouped(order.quantity)} {market.base.symbol}"
             if order.quantity is not None
-            else f"{plain(order.quote_amount)} {market.quote.symbol}"
+            else f"{grouped(order.quote_amount)} {market.quote.symbol}"
         )
         message = (
             f"The book cannot fill all {size} at once; the fill-or-kill order "
@@ -881,7 +881,7 @@ def order_refusal(order: Order) -> TradingError | None:
         )
     elif reason == Reason.POST_ONLY_WOULD_TAKE:
         message = (
-            f"At {plain(order.price)} the post-only order would trade at once; "
+            f"At {grouped(order.price)} the post-only order would trade at once; "
             "it was not placed."
         )
     error = REFUSALS.get(order.reject_reason, CommandFailed)

@@ -11,23 +11,28 @@ from decimal import Decimal
 
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.db.models import (
+    CharField,
     DecimalField,
     ExpressionWrapper,
     F,
     OuterRef,
+    Q,
     QuerySet,
     Subquery,
     Sum,
+    Value,
 )
 from django.utils import timezone
 
 from trading.models import (
     AMOUNT,
     Balance,
+    Deposit,
     Market,
     Order,
     SavedAddress,
     Trade,
+    Withdrawal,
     WithdrawalAddressPolicy,
 )
 from trading.money import exact
@@ -159,8 +164,33 @@ class MarketSummary:
     volume_24h: Decimal  # base traded in the last 24 h
 
 
-def market_summaries(*, now: datetime | None = None) -> list[MarketSummary]:
-    """Open markets with last price, 24 h change and volume (one query)."""
+# How the markets list can be sorted: the ``sort`` query parameter, a key
+# below or the same with a leading "-" for descending.
+MARKET_SORTS = {
+    "symbol": lambda summary: summary.market.symbol,
+    "price": lambda summary: summary.last_price,
+    "change": lambda summary: summary.change_24h,
+    "volume": lambda summary: summary.volume_24h,
+}
+MARKET_SORT_DEFAULT = "symbol"
+
+
+def market_sort_parse(value: str | None) -> str:
+    """``value`` if it names a sort of ``MARKET_SORTS``, else the default."""
+    if value and value.removeprefix("-") in MARKET_SORTS:
+        return value
+    return MARKET_SORT_DEFAULT
+
+
+def market_summaries(
+    *,
+    now: datetime | None = None,
+    sort: str = MARKET_SORT_DEFAULT,
+    token_id: int | None = None,
+) -> list[MarketSummary]:
+    """Open markets with last price, 24 h change and volume (one query),
+    sorted by ``sort`` (see ``MARKET_SORTS``; markets without a value last,
+    then by symbol); only the markets of ``token_id`` when given."""
     since = (now or timezone.now()) - timedelta(hours=24)
     trades = Trade.objects.filter(market=OuterRef("pk"))
     recent = trades.filter(created_at__gte=since)
@@ -170,9 +200,11 @@ def market_summaries(*, now: datetime | None = None) -> list[MarketSummary]:
         .annotate(total=Sum("quantity"))
         .values("total")
     )
+    rows = Market.objects.filter(status=Market.Status.OPEN)
+    if token_id is not None:
+        rows = rows.filter(Q(base_id=token_id) | Q(quote_id=token_id))
     rows = (
-        Market.objects.filter(status=Market.Status.OPEN)
-        .select_related("base", "quote")
+        rows.select_related("base", "quote")
         .annotate(
             last_price=Subquery(trades.order_by("-pk").values("price")[:1]),
             first_price_24h=Subquery(recent.order_by("pk").values("price")[:1]),
@@ -193,7 +225,49 @@ def market_summaries(*, now: datetime | None = None) -> list[MarketSummary]:
                 volume_24h=market.volume_24h or Decimal(0),
             )
         )
-    return summaries
+    return _summaries_sorted(summaries, market_sort_parse(sort))
+
+
+def _summaries_sorted(summaries: list[MarketSummary], sort: str) -> list[MarketSummary]:
+    key = MARKET_SORTS[sort.removeprefix("-")]
+    descending = sort.startswith("-")
+    known = [summary for summary in summaries if key(summary) is not None]
+    unknown = [summary for summary in summaries if key(summary) is None]
+    # Stable sorts: equal values keep the symbol order of the query.
+    known.sort(key=key, reverse=descending)
+    return known + unknown
+
+
+WALLET_HISTORY_PAGE = 25
+
+
+def wallet_history(*, user: AbstractBaseUser) -> QuerySet:
+    """The user's deposits and withdrawals in one list, newest first: rows of
+    ``kind`` ("deposit" or "withdrawal"), ``id``, ``amount``, ``created_at``,
+    ``symbol``, ``status``, ``address`` and ``reason`` (a deposit is
+    "credited"). One query per slice, however long the history."""
+    text = CharField()
+    deposits = Deposit.objects.filter(user=user).values(
+        "id",
+        "amount",
+        "created_at",
+        kind=Value("deposit", output_field=text),
+        symbol=F("token__symbol"),
+        state=Value("credited", output_field=text),
+        to_address=Value("", output_field=text),
+        why=Value("", output_field=text),
+    )
+    withdrawals = Withdrawal.objects.filter(user=user).values(
+        "id",
+        "amount",
+        "created_at",
+        kind=Value("withdrawal", output_field=text),
+        symbol=F("token__symbol"),
+        state=F("status"),
+        to_address=F("address"),
+        why=F("reason"),
+    )
+    return deposits.union(withdrawals, all=True).order_by("-created_at", "-kind", "-id")
 
 
 def saved_addresses_for_user(*, user: AbstractBaseUser) -> QuerySet[SavedAddress]:

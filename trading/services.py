@@ -90,7 +90,7 @@ from trading.models import (
     Withdrawal,
     WithdrawalAddressPolicy,
 )
-from trading.money import ZERO, exact, plain, positive_amount_check, unit
+from trading.money import ZERO, exact, grouped, positive_amount_check, unit
 
 Account = LedgerEntry.Account
 
@@ -183,8 +183,8 @@ class _Journal:
 def _step_check(value: Decimal, *, name: str, step: Decimal) -> None:
     if value % step:
         raise PrecisionTooHigh(
-            f"The {name} {plain(value)} has too much precision: "
-            f"it must be a multiple of {plain(step)}."
+            f"The {name} {grouped(value)} has too much precision: "
+            f"it must be a multiple of {grouped(step)}."
         )
 
 
@@ -203,8 +203,8 @@ def _reference_check(reference: object) -> str:
 def _balance_require(balance: Balance, amount: Decimal, token: Token) -> None:
     if balance.available < amount:
         raise InsufficientBalance(
-            f"This needs {plain(amount)} {token.symbol}; "
-            f"{plain(balance.available)} is available."
+            f"This needs {grouped(amount)} {token.symbol}; "
+            f"{grouped(balance.available)} is available."
         )
 
 
@@ -373,8 +373,8 @@ def _withdrawal_daily_limit_check(
         left = max(limit - used, ZERO)
         resets = day_start + timedelta(days=1)
         raise WithdrawalLimitExceeded(
-            f"You may withdraw at most {plain(limit)} {token.symbol} a day; "
-            f"{plain(left)} {token.symbol} is left today. The limit resets at "
+            f"You may withdraw at most {grouped(limit)} {token.symbol} a day; "
+            f"{grouped(left)} {token.symbol} is left today. The limit resets at "
             f"{resets:%Y-%m-%d %H:%M} UTC."
         )
 

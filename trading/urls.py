@@ -1,13 +1,12 @@
 from django.urls import path
 
-from trading import views
+from trading import exports, views
 
 app_name = "trading"
 
 urlpatterns = [
     path("markets/", views.market_list, name="markets"),
     path("markets/<str:symbol>/", views.market_detail, name="market"),
-    path("markets/<str:symbol>/live/", views.market_live, name="market_live"),
     path("markets/<str:symbol>/orders/", views.order_create, name="order_create"),
     path(
         "markets/<str:symbol>/orders/<int:order_id>/cancel/",
@@ -31,4 +30,5 @@ urlpatterns = [
         views.withdrawal_cancel_view,
         name="withdrawal_cancel",
     ),
+    path("wallet/exports/<slug:kind>.csv", exports.export_csv, name="export"),
 ]

@@ -1,13 +1,18 @@
 import logging
+import re
 import uuid
+from dataclasses import dataclass
+from decimal import ROUND_HALF_UP, Decimal
+from urllib.parse import urlencode
 
 from allauth.account.decorators import reauthentication_required
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
+from django.core.paginator import Paginator
 from django.db.models import Q
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, QueryDict
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
@@ -19,8 +24,14 @@ from trading.api.selectors import ticker_for
 from trading.charts import candle_chart
 from trading.exceptions import (
     AddressNotAllowed,
+    BelowMinNotional,
     EmailNotVerified,
+    FillOrKillNotFilled,
+    InsufficientBalance,
     InvalidAddress,
+    InvalidAmount,
+    PostOnlyWouldTake,
+    PrecisionTooHigh,
     TradingError,
 )
 from trading.forms import (
@@ -29,8 +40,8 @@ from trading.forms import (
     WithdrawalAddressPolicyForm,
     WithdrawalForm,
 )
-from trading.models import Deposit, Market, Order, SavedAddress, Trade, Withdrawal
-from trading.money import plain
+from trading.models import Market, Order, SavedAddress, Trade, Withdrawal
+from trading.money import grouped, plain, unit
 from trading.notices import (
     notice_after_commit,
     saved_address_notice,
@@ -48,14 +59,18 @@ from trading.orders import (
 )
 from trading.selectors import (
     CANDLE_INTERVALS,
+    WALLET_HISTORY_PAGE,
+    PriceLevel,
     balances_for_user,
     candles,
     market_get,
+    market_sort_parse,
     market_summaries,
     order_book,
     orders_open,
     saved_addresses_for_user,
     trades_recent,
+    wallet_history,
     withdrawal_address_policy_get,
 )
 from trading.services import (
@@ -81,17 +96,79 @@ def _market_or_404(symbol: str) -> Market:
 
 
 def market_list(request: HttpRequest) -> HttpResponse:
+    sort = market_sort_parse(request.GET.get("sort"))
     return render(
-        request, "trading/market_list.html", {"summaries": market_summaries()}
+        request,
+        "trading/market_list.html",
+        {"summaries": market_summaries(sort=sort), "sort": sort},
     )
 
 
-def _live_context(request: HttpRequest, market: Market) -> dict:
-    """What the market page refreshes by itself: book, trades, the user's orders."""
+DEFAULT_INTERVAL = "1h"
+CHART_SVG_CANDLES = 60  # the picture shown without script
+
+
+@dataclass(frozen=True)
+class DepthLevel:
+    price: Decimal
+    quantity: Decimal
+    total: Decimal  # this level's and every better one's quantity
+
+
+def _depth(levels: list[PriceLevel]) -> list[DepthLevel]:
+    """``levels``, best first, each with the quantity summed up to it."""
+    total = Decimal(0)
+    rows = []
+    for level in levels:
+        total += level.quantity
+        rows.append(DepthLevel(level.price, level.quantity, total))
+    return rows
+
+
+def _market_page(
+    request: HttpRequest, market: Market, *, form: OrderForm, status: int = 200
+) -> HttpResponse:
+    """The market page: chart, order form, book, trades and, signed in, the
+    user's orders, trades and balances; the live stream (market.js) keeps it
+    current, and without script it is current on every load."""
+    interval = request.GET.get("interval", DEFAULT_INTERVAL)
+    if interval not in CANDLE_INTERVALS:
+        interval = DEFAULT_INTERVAL
+    book = order_book(market=market, depth=BOOK_DEPTH)
+    best_bid = book.bids[0].price if book.bids else None
+    best_ask = book.asks[0].price if book.asks else None
+    spread = None
+    if best_bid is not None and best_ask is not None:
+        spread = {
+            "amount": best_ask - best_bid,
+            # Half up, as market.js rounds it when the book changes.
+            "percent": ((best_ask - best_bid) / best_ask * 100).quantize(
+                Decimal("0.01"), rounding=ROUND_HALF_UP
+            ),
+        }
     context = {
         "market": market,
-        "book": order_book(market=market, depth=BOOK_DEPTH),
+        "asks": list(reversed(_depth(book.asks))),  # the best next to the spread
+        "bids": _depth(book.bids),
+        "spread": spread,
         "trades": trades_recent(market=market, limit=RECENT_TRADES),
+        "interval": interval,
+        "intervals": [
+            (name, int(length.total_seconds()))
+            for name, length in CANDLE_INTERVALS.items()
+        ],
+        "chart": candle_chart(
+            candles(market=market, interval=interval, limit=CHART_SVG_CANDLES)
+        ),
+        "candles_url": reverse("api:candles", args=[market.symbol]),
+        "form": form,
+        "ticker": ticker_for(market=market),
+        # The live stream (trading.live): on this origin behind nginx, or on
+        # the ASGI process's own (STREAM_ORIGIN) in development.
+        "stream_url": settings.STREAM_ORIGIN
+        + reverse("api:market_stream", args=[market.symbol]),
+        "quote_step": plain(unit(market.quote.decimals)),
+        "base_step": plain(unit(market.base.decimals)),
     }
     if request.user.is_authenticated:
         context["open_orders"] = list(orders_open(user=request.user, market=market))
@@ -115,50 +192,74 @@ def _live_context(request: HttpRequest, market: Market) -> dict:
             }
             for trade in history
         ]
-    return context
+        held = {b.token_id: b for b in balances_for_user(user=request.user)}
+        context["base_balance"] = held.get(market.base_id)
+        context["quote_balance"] = held.get(market.quote_id)
+    return render(request, "trading/market_detail.html", context, status=status)
+
+
+def _order_initial(query: QueryDict) -> dict:
+    """A new order form, with the side, type and price of the query when it
+    gives them (after a submit, or a price picked in the book)."""
+    initial = {
+        "client_order_id": uuid.uuid4().hex,
+        "side": Order.Side.BUY,
+        "type": Order.Type.LIMIT,
+    }
+    if query.get("side") in Order.Side.values:
+        initial["side"] = query["side"]
+    if query.get("type") in Order.Type.values:
+        initial["type"] = query["type"]
+    try:
+        price = OrderForm.base_fields["price"].clean(query.get("price"))
+    except ValidationError:
+        price = None
+    if price:
+        initial["price"] = plain(price)
+    return initial
 
 
 def market_detail(request: HttpRequest, symbol: str) -> HttpResponse:
     market = _market_or_404(symbol)
-    interval = request.GET.get("interval", "1h")
-    if interval not in CANDLE_INTERVALS:
-        interval = "1h"
-    context = _live_context(request, market)
-    context.update(
-        interval=interval,
-        intervals=list(CANDLE_INTERVALS),
-        chart=candle_chart(candles(market=market, interval=interval, limit=60)),
-        form=OrderForm(initial={"client_order_id": uuid.uuid4().hex}),
-        ticker=ticker_for(market=market),
-        # The live stream (trading.live): on this origin behind nginx, or on
-        # the ASGI process's own (STREAM_ORIGIN) in development.
-        stream_url=settings.STREAM_ORIGIN
-        + reverse("api:market_stream", args=[market.symbol]),
+    return _market_page(
+        request,
+        market,
+        form=OrderForm(initial=_order_initial(request.GET), market=market),
     )
-    if request.user.is_authenticated:
-        held = {b.token_id: b for b in balances_for_user(user=request.user)}
-        context["base_balance"] = held.get(market.base_id)
-        context["quote_balance"] = held.get(market.quote_id)
-    return render(request, "trading/market_detail.html", context)
 
 
-def market_live(request: HttpRequest, symbol: str) -> HttpResponse:
-    market = _market_or_404(symbol)
-    return render(
-        request, "trading/partials/market_live.html", _live_context(request, market)
-    )
+# What a refusal's message starts with when it is about one amount ("The
+# price 100.001 has too much precision", trading.money and trading.orders
+# name the amount so): the error is shown next to that field.
+_REFUSED_AMOUNT = re.compile(
+    r"The (?P<name>price|stop price|protection price|quantity|quote amount)\b"
+)
+
+
+def _refusal_field(refusal: TradingError, data: dict) -> str | None:
+    """The order form's field a refusal is about; None when it is about the
+    whole order (a closed market, an unverified e-mail address)."""
+    if isinstance(refusal, PostOnlyWouldTake):
+        return "post_only"
+    if isinstance(refusal, FillOrKillNotFilled):
+        return "time_in_force"
+    if not isinstance(
+        refusal,
+        InvalidAmount | PrecisionTooHigh | BelowMinNotional | InsufficientBalance,
+    ):
+        return None
+    if match := _REFUSED_AMOUNT.match(refusal.message):
+        return match["name"].replace(" ", "_")
+    return "quote_amount" if data.get("quote_amount") is not None else "quantity"
 
 
 @login_required
 @require_POST
 def order_create(request: HttpRequest, symbol: str) -> HttpResponse:
     market = _market_or_404(symbol)
-    form = OrderForm(request.POST)
+    form = OrderForm(request.POST, market=market)
     if not form.is_valid():
-        for errors in form.errors.values():
-            for error in errors:
-                messages.error(request, error)
-        return redirect("trading:market", symbol=market.symbol)
+        return _order_form_again(request, market, form)
     data = form.cleaned_data
     recovery = (
         f"Look for it among your open orders and trades on the {market.symbol} "
@@ -186,10 +287,23 @@ def order_create(request: HttpRequest, symbol: str) -> HttpResponse:
         if (refusal := order_refusal(order)) is not None:
             raise refusal
     except TradingError as refusal:
-        messages.error(request, refusal.message)
-    else:
-        messages.success(request, _order_outcome(order))
-    return redirect("trading:market", symbol=market.symbol)
+        form.add_error(_refusal_field(refusal, data), refusal.message)
+        return _order_form_again(request, market, form)
+    messages.success(request, _order_outcome(order))
+    # The next order starts on the same side and type.
+    query = urlencode({"side": data["side"], "type": data["type"]})
+    return redirect(reverse("trading:market", args=[market.symbol]) + f"?{query}")
+
+
+def _order_form_again(
+    request: HttpRequest, market: Market, form: OrderForm
+) -> HttpResponse:
+    """The market page with the order as typed and its errors next to the
+    fields. Nothing was placed, so the form gets a new client order id: the
+    corrected order is a new one."""
+    form.data = form.data.copy()
+    form.data["client_order_id"] = uuid.uuid4().hex
+    return _market_page(request, market, form=form, status=400)
 
 
 def _order_result(placed: Order, market: Market) -> Order:
@@ -213,19 +327,19 @@ def _order_outcome(order: Order) -> str:
     market = order.market
     if order.quantity is not None:
         what = (
-            f"{order.get_side_display()} {plain(order.quantity)} {market.base.symbol}"
+            f"{order.get_side_display()} {grouped(order.quantity)} {market.base.symbol}"
         )
     else:
-        what = f"Buy {market.base.symbol} for {plain(order.quote_amount)} "
+        what = f"Buy {market.base.symbol} for {grouped(order.quote_amount)} "
         what += market.quote.symbol
-    filled = plain(order.filled_quantity)
+    filled = grouped(order.filled_quantity)
     if order.status == Order.Status.ACCEPTED:
         return (
             f"{what}: accepted, and waiting for the matcher. It shows under your "
             "open orders once it rests, and in your trades once it fills."
         )
     if order.status == Order.Status.WAITING:
-        return f"{what}: waiting until the price reaches {plain(order.stop_price)}."
+        return f"{what}: waiting until the price reaches {grouped(order.stop_price)}."
     if order.status == Order.Status.FILLED:
         return f"{what}: filled."
     if order.status == Order.Status.OPEN:
@@ -315,12 +429,9 @@ def _wallet_render(
     policy = withdrawal_address_policy_get(user=request.user)
     context = {
         "balances": balances_for_user(user=request.user),
-        "deposits": Deposit.objects.filter(user=request.user)
-        .select_related("token")
-        .order_by("-pk")[:50],
-        "withdrawals": Withdrawal.objects.filter(user=request.user)
-        .select_related("token")
-        .order_by("-pk")[:50],
+        "history": Paginator(
+            wallet_history(user=request.user), WALLET_HISTORY_PAGE
+        ).get_page(request.GET.get("page")),
         "form": form,
         "saved_addresses": saved_addresses_for_user(user=request.user),
         "address_form": address_form,
@@ -432,7 +543,7 @@ def withdrawal_cancel_view(request: HttpRequest, withdrawal_id: int) -> HttpResp
                 )
             messages.success(
                 request,
-                f"Withdrawal of {plain(withdrawal.amount)} "
+                f"Withdrawal of {grouped(withdrawal.amount)} "
                 f"{withdrawal.token.symbol} cancelled; the amount is available "
                 "again.",
             )

@@ -15,14 +15,12 @@ from django.test import Client
 
 from accounts.models import SecurityEvent
 from accounts.tests.totp import totp_code
-from trading.models import ApiKey, Order, Withdrawal
-from trading.tests.factories import (
+from tests.factories import (
     PASSWORD,
     fund,
-    market_make,
-    token_make,
     user_make,
 )
+from trading.models import ApiKey, Order, Withdrawal
 
 pytestmark = pytest.mark.django_db
 
@@ -198,11 +196,6 @@ def test_the_old_log_in_and_admin_forms_lead_to_the_one_log_in(client):
 
 
 @pytest.fixture
-def market():
-    return market_make(token_make("BTC"), token_make("USDT", decimals=6))
-
-
-@pytest.fixture
 def unverified(client, market, reauthenticate):
     user = user_make("newbie", verified=False)
     fund(user, market.quote, "1000")
@@ -278,15 +271,17 @@ def test_browsing_and_the_profile_work_unverified(client, market, unverified):
 
 
 @pytest.fixture
-def alice_client():
+def alice_signed_in():
+    """alice, signed in through the log-in form a moment ago (not asked to
+    confirm her password yet)."""
     user_make("alice")
     client, _ = log_in("alice")
     return client
 
 
 @pytest.mark.reliability("auth-reauth")
-def test_creating_an_api_key_asks_for_the_password_then_goes_on(alice_client):
-    response = alice_client.post(
+def test_creating_an_api_key_asks_for_the_password_then_goes_on(alice_signed_in):
+    response = alice_signed_in.post(
         "/api/keys/create/", {"name": "bot", "scopes": ["read"]}
     )
 
@@ -294,7 +289,7 @@ def test_creating_an_api_key_asks_for_the_password_then_goes_on(alice_client):
     assert response["Location"].startswith("/accounts/reauthenticate/")
     assert not ApiKey.objects.exists()
 
-    resumed = alice_client.post(
+    resumed = alice_signed_in.post(
         response["Location"], {"password": PASSWORD}, follow=True
     )
 
@@ -303,12 +298,12 @@ def test_creating_an_api_key_asks_for_the_password_then_goes_on(alice_client):
 
 
 @pytest.mark.reliability("auth-reauth")
-def test_a_wrong_password_at_reauthentication_creates_nothing(alice_client):
-    response = alice_client.post(
+def test_a_wrong_password_at_reauthentication_creates_nothing(alice_signed_in):
+    response = alice_signed_in.post(
         "/api/keys/create/", {"name": "bot", "scopes": ["read"]}
     )
 
-    refused = alice_client.post(response["Location"], {"password": "wrong"})
+    refused = alice_signed_in.post(response["Location"], {"password": "wrong"})
 
     assert refused.status_code == 200
     assert b"password" in refused.content.lower()
@@ -316,17 +311,17 @@ def test_a_wrong_password_at_reauthentication_creates_nothing(alice_client):
 
 
 @pytest.mark.reliability("auth-reauth")
-def test_a_withdrawal_request_asks_for_the_password_first(alice_client, market):
+def test_a_withdrawal_request_asks_for_the_password_first(alice_signed_in, market):
     fund(get_user_model().objects.get(username="alice"), market.quote, "100")
 
-    response = alice_client.post(
+    response = alice_signed_in.post(
         "/wallet/",
         {"token": "USDT", "amount": "1", "address": "addr", "reference": "ref-1"},
     )
 
     assert response["Location"].startswith("/accounts/reauthenticate/")
     assert not Withdrawal.objects.exists()
-    alice_client.post(response["Location"], {"password": PASSWORD})
+    alice_signed_in.post(response["Location"], {"password": PASSWORD})
     assert Withdrawal.objects.get().amount == Decimal("1")
 
 
@@ -378,10 +373,10 @@ def test_a_password_change_is_logged_mailed_and_ends_the_other_sessions(mailoutb
     ]
 
 
-def test_the_profile_shows_the_log_and_the_sessions(alice_client):
+def test_the_profile_shows_the_log_and_the_sessions(alice_signed_in):
     log_in("alice", "wrong-password")
 
-    page = alice_client.get("/accounts/profile/").content.decode()
+    page = alice_signed_in.get("/accounts/profile/").content.decode()
 
     assert "Recent security activity" in page
     assert "Failed sign-in" in page and "Signed in" in page
@@ -414,43 +409,43 @@ def test_api_key_and_withdrawal_notices_are_logged_and_mailed_once(
 # -- Sessions ------------------------------------------------------------------
 
 
-def test_ending_another_session_signs_it_out_and_keeps_this_one(alice_client):
+def test_ending_another_session_signs_it_out_and_keeps_this_one(alice_signed_in):
     elsewhere, _ = log_in("alice", user_agent=SAFARI)
-    page = alice_client.get("/accounts/profile/").content.decode()
+    page = alice_signed_in.get("/accounts/profile/").content.decode()
     assert "Safari on iOS" in page
 
     from allauth.usersessions.models import UserSession
 
     other = UserSession.objects.get(user_agent=SAFARI)
-    response = alice_client.post(f"/accounts/profile/sessions/{other.pk}/end/")
+    response = alice_signed_in.post(f"/accounts/profile/sessions/{other.pk}/end/")
 
     assert response.status_code == 302
-    assert not signed_in(elsewhere) and signed_in(alice_client)
+    assert not signed_in(elsewhere) and signed_in(alice_signed_in)
     assert SecurityEvent.objects.filter(kind=Kind.SESSIONS_ENDED).exists()
 
 
 @pytest.mark.reliability("access-by-id")
-def test_a_session_of_another_user_cannot_be_ended(alice_client):
+def test_a_session_of_another_user_cannot_be_ended(alice_signed_in):
     user_make("bob")
     bob, _ = log_in("bob")
     from allauth.usersessions.models import UserSession
 
     bobs = UserSession.objects.get(user__username="bob")
 
-    response = alice_client.post(f"/accounts/profile/sessions/{bobs.pk}/end/")
+    response = alice_signed_in.post(f"/accounts/profile/sessions/{bobs.pk}/end/")
 
     assert response.status_code == 404
     assert signed_in(bob)
 
 
-def test_end_all_other_sessions(alice_client):
+def test_end_all_other_sessions(alice_signed_in):
     one, _ = log_in("alice", user_agent=SAFARI)
     two, _ = log_in("alice", user_agent="curl/8.0")
 
-    alice_client.post("/accounts/profile/sessions/end-others/")
+    alice_signed_in.post("/accounts/profile/sessions/end-others/")
 
     assert not signed_in(one) and not signed_in(two)
-    assert signed_in(alice_client)
+    assert signed_in(alice_signed_in)
 
 
 def test_a_session_signed_in_by_the_old_backend_stays_signed_in(client):
@@ -506,13 +501,6 @@ def test_sessions_are_djangos_own_stores(run_python, redis_url, engine):
 
 
 # -- The admin: the site's log-in and a second factor ------------------------
-
-
-@pytest.fixture
-def staff():
-    return get_user_model().objects.create_superuser(
-        "root", email="root@example.com", password=PASSWORD
-    )
 
 
 @pytest.mark.reliability("access-staff")

@@ -10,7 +10,7 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.test import Client
 
-from trading.tests.factories import PASSWORD, user_make
+from tests.factories import PASSWORD
 
 ELSEWHERE = [
     "https://evil.example/",
@@ -30,11 +30,6 @@ def assert_stays_on_the_site(response) -> None:
     parts = urlsplit(location)
     assert parts.scheme == "" and parts.netloc == "", location
     assert location.startswith("/") and not location.startswith(("//", "/\\"))
-
-
-@pytest.fixture
-def alice(db):
-    return user_make("alice")
 
 
 @pytest.mark.parametrize("target", ELSEWHERE)

@@ -11,11 +11,6 @@ pytestmark = pytest.mark.django_db
 KEY_FIELDS = ("pk", "name", "prefix", "scopes", "created_at", "last_used_at")
 
 
-@pytest.fixture
-def alice():
-    return get_user_model().objects.create_user("alice", password="x-secret-1")
-
-
 def test_profile_for_user_reads_the_profile_once(alice):
     user = get_user_model().objects.get(pk=alice.pk)
 

@@ -13,23 +13,9 @@ from accounts.models import DEFAULT_AVATAR, Profile
 from accounts.services import avatar_remove, avatar_replace
 from storage.backends import MinIOStorage
 from storage.exceptions import StorageUnavailable
+from tests.factories import jpeg_upload
 
 pytestmark = pytest.mark.django_db
-
-
-def jpeg_upload(size=(1200, 900), name="me.jpg") -> SimpleUploadedFile:
-    buffer = io.BytesIO()
-    Image.new("RGB", size, (200, 40, 40)).save(buffer, "JPEG")
-    return SimpleUploadedFile(name, buffer.getvalue(), content_type="image/jpeg")
-
-
-@pytest.fixture
-def profile(any_storage, put_exact):
-    # The default avatar is in every storage, as setup_minio and the repo's
-    # media/ put it there.
-    put_exact(any_storage, DEFAULT_AVATAR, b"default")
-    user = get_user_model().objects.create_user("alice", password="x-secret-1")
-    return user.profile
 
 
 def test_every_new_user_gets_a_profile_with_the_default_avatar():

@@ -1,4 +1,5 @@
-"""Users, a market and clients for the tests of what every request goes through."""
+"""API clients for the tests of what every request goes through (users and
+the market are the root conftest's)."""
 
 from __future__ import annotations
 
@@ -6,20 +7,6 @@ import pytest
 from rest_framework.test import APIClient
 
 from trading.api_keys import api_key_create
-from trading.tests.factories import PASSWORD, fund, market_make, token_make, user_make
-
-
-@pytest.fixture
-def market(db):
-    return market_make(token_make("BTC"), token_make("USDT", decimals=6))
-
-
-@pytest.fixture
-def alice(market):
-    user = user_make("alice")
-    fund(user, market.base, "10")
-    fund(user, market.quote, "10000")
-    return user
 
 
 @pytest.fixture
@@ -37,13 +24,3 @@ def key_client():
         return client
 
     return make
-
-
-@pytest.fixture
-def alice_browser(alice, reauthenticate) -> APIClient:
-    """Alice's browser: signed in, her password just confirmed (as the wallet
-    and API withdrawals ask); it posts forms and JSON alike."""
-    client = APIClient()
-    client.force_login(alice)
-    reauthenticate(client, PASSWORD)
-    return client

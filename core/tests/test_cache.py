@@ -11,16 +11,9 @@ import redis
 from django.core.exceptions import ImproperlyConfigured
 
 from core.cache import RedisCache
-from core.tests.redis_server import redis_running
 
 RETRY_AFTER = 0.3
 TIMEOUT = 0.3
-
-
-@pytest.fixture
-def redis_server(tmp_path):
-    with redis_running(tmp_path) as server:
-        yield server
 
 
 def cache_for(server, *, fallback: str, prefix: str = "test") -> RedisCache:

@@ -49,7 +49,7 @@ def test_an_unknown_page_is_the_not_found_page(client, path):
 
 
 @pytest.mark.reliability("huge-bodies")
-def test_api_fields_over_the_memory_limit_are_a_json_400(alice, key_client):
+def test_api_fields_over_the_memory_limit_are_a_json_400(alice, key_client, funded):
     body = json.dumps(order(client_order_id="x" * FIELDS_LIMIT))
 
     response = key_client(alice, "trade").post(
@@ -82,7 +82,9 @@ def test_too_many_query_fields_are_a_json_400(market):
 
 @pytest.mark.parametrize("method", ["put", "patch"])
 @pytest.mark.reliability("malformed-requests")
-def test_a_method_the_api_does_not_allow_is_a_json_405(alice, key_client, method):
+def test_a_method_the_api_does_not_allow_is_a_json_405(
+    alice, key_client, method, funded
+):
     response = getattr(key_client(alice, "trade"), method)(
         "/api/v1/orders/", {}, format="json"
     )
@@ -91,7 +93,7 @@ def test_a_method_the_api_does_not_allow_is_a_json_405(alice, key_client, method
 
 
 @pytest.mark.reliability("malformed-requests")
-def test_a_body_the_api_does_not_read_is_a_json_415(alice, key_client):
+def test_a_body_the_api_does_not_read_is_a_json_415(alice, key_client, funded):
     response = key_client(alice, "trade").post("/api/v1/orders/", order())
 
     api_error(response, 415, "unsupported_media_type")
@@ -99,7 +101,7 @@ def test_a_body_the_api_does_not_read_is_a_json_415(alice, key_client):
 
 
 @pytest.mark.reliability("malformed-requests")
-def test_malformed_json_is_a_json_400(alice, key_client):
+def test_malformed_json_is_a_json_400(alice, key_client, funded):
     response = key_client(alice, "trade").post(
         "/api/v1/orders/", '{"market": ', content_type="application/json"
     )

@@ -19,7 +19,7 @@ DESCRIPTION = {"name", "description", "renders", "parses"}
 )
 @pytest.mark.reliability("options")
 def test_options_with_a_key_that_may_post_describes_the_endpoint(
-    alice, key_client, path, scope
+    alice, key_client, path, scope, funded
 ):
     response = key_client(alice, "read", scope).options(path)
 
@@ -30,8 +30,8 @@ def test_options_with_a_key_that_may_post_describes_the_endpoint(
 
 @pytest.mark.parametrize("path", ["/api/v1/orders/", "/api/v1/withdrawals/"])
 @pytest.mark.reliability("options")
-def test_options_with_a_session_describes_the_endpoint(alice_browser, path):
-    response = alice_browser.options(path)
+def test_options_with_a_session_describes_the_endpoint(as_alice, path, funded):
+    response = as_alice.options(path)
 
     assert response.status_code == 200
     assert response.json().keys() == DESCRIPTION

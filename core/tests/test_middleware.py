@@ -9,8 +9,8 @@ from django.test import Client
 from rest_framework.test import APIClient
 
 from core.tests.answers import api_error, error_page
+from tests.factories import PASSWORD
 from trading.models import Order, SavedAddress, Withdrawal
-from trading.tests.factories import PASSWORD
 
 pytestmark = pytest.mark.django_db
 
@@ -77,12 +77,12 @@ def test_a_nul_in_an_api_query_is_a_json_400(market, path):
 
 @pytest.mark.parametrize("encoding", ["multipart", "urlencoded"])
 @pytest.mark.reliability("nul-bytes")
-def test_a_nul_in_a_form_field_is_refused_and_saves_nothing(alice_browser, encoding):
+def test_a_nul_in_a_form_field_is_refused_and_saves_nothing(as_alice, encoding, funded):
     fields = {"book-label": "Cold", "book-token": "BTC\x00", "book-address": "x"}
     if encoding == "multipart":
-        response = alice_browser.post("/wallet/addresses/", fields)
+        response = as_alice.post("/wallet/addresses/", fields)
     else:
-        response = alice_browser.post(
+        response = as_alice.post(
             "/wallet/addresses/",
             "&".join(f"{k}={v.replace(chr(0), '%00')}" for k, v in fields.items()),
             content_type="application/x-www-form-urlencoded",
@@ -93,7 +93,7 @@ def test_a_nul_in_a_form_field_is_refused_and_saves_nothing(alice_browser, encod
 
 
 @pytest.mark.reliability("nul-bytes")
-def test_a_nul_in_the_log_in_name_signs_nobody_in(client, alice):
+def test_a_nul_in_the_log_in_name_signs_nobody_in(client, alice, funded):
     response = client.post(
         "/accounts/login/", {"login": "alice\x00", "password": PASSWORD}
     )
@@ -103,7 +103,7 @@ def test_a_nul_in_the_log_in_name_signs_nobody_in(client, alice):
 
 
 @pytest.mark.reliability("nul-bytes")
-def test_nul_bytes_in_an_uploaded_file_are_not_refused(client, alice):
+def test_nul_bytes_in_an_uploaded_file_are_not_refused(client, alice, funded):
     """Files are bytes: only the text fields around them are checked."""
     from django.core.files.uploadedfile import SimpleUploadedFile
 
@@ -133,7 +133,9 @@ def test_nul_bytes_in_an_uploaded_file_are_not_refused(client, alice):
     ],
 )
 @pytest.mark.reliability("nul-bytes")
-def test_a_nul_in_an_order_is_a_json_400_and_places_nothing(alice, key_client, fields):
+def test_a_nul_in_an_order_is_a_json_400_and_places_nothing(
+    alice, key_client, fields, funded
+):
     order = {
         "market": "BTC-USDT",
         "side": "buy",
@@ -155,7 +157,7 @@ def test_a_nul_in_an_order_is_a_json_400_and_places_nothing(alice, key_client, f
 )
 @pytest.mark.reliability("nul-bytes")
 def test_a_nul_in_a_withdrawal_is_a_json_400_and_requests_nothing(
-    alice_browser, fields
+    as_alice, fields, funded
 ):
     withdrawal = {
         "token": "BTC",
@@ -165,7 +167,7 @@ def test_a_nul_in_a_withdrawal_is_a_json_400_and_requests_nothing(
         **fields,
     }
 
-    response = alice_browser.post("/api/v1/withdrawals/", withdrawal, format="json")
+    response = as_alice.post("/api/v1/withdrawals/", withdrawal, format="json")
 
     api_error(response, 400, "invalid")
     assert fields.keys() <= response.json()["error"]["fields"].keys()
@@ -173,8 +175,8 @@ def test_a_nul_in_a_withdrawal_is_a_json_400_and_requests_nothing(
 
 
 @pytest.mark.reliability("nul-bytes")
-def test_a_nul_in_a_saved_address_label_is_a_json_400(alice_browser):
-    response = alice_browser.post(
+def test_a_nul_in_a_saved_address_label_is_a_json_400(as_alice, funded):
+    response = as_alice.post(
         "/api/v1/addresses/",
         {"token": "BTC", "address": BTC_ADDRESS, "label": "cold\x00"},
         format="json",
@@ -222,7 +224,7 @@ def test_a_page_body_over_the_limit_is_the_too_large_page(client, small_body_lim
 
 @pytest.mark.reliability("huge-bodies")
 def test_an_api_body_over_the_limit_is_a_json_413_and_places_nothing(
-    alice, key_client, small_body_limit
+    alice, key_client, small_body_limit, funded
 ):
     order = {
         "market": "BTC-USDT",
@@ -240,7 +242,7 @@ def test_an_api_body_over_the_limit_is_a_json_413_and_places_nothing(
 
 
 @pytest.mark.reliability("huge-bodies")
-def test_a_body_at_the_limit_is_read(client, alice, small_body_limit):
+def test_a_body_at_the_limit_is_read(client, alice, small_body_limit, funded):
     body = f"login=alice&password={PASSWORD}&pad="
     body += "x" * (small_body_limit - len(body))
 
@@ -265,7 +267,7 @@ def test_the_default_limit_takes_the_largest_form_and_refuses_60_mb():
 
 @pytest.mark.parametrize("path", ["/accounts/login/", "/api/v1/orders/"])
 @pytest.mark.reliability("huge-bodies")
-def test_a_chunked_body_is_refused_with_411(alice, key_client, path):
+def test_a_chunked_body_is_refused_with_411(alice, key_client, path, funded):
     client = key_client(alice, "trade")
 
     response = client.post(

@@ -62,7 +62,7 @@ def test_json_nested_as_deep_as_allowed_is_read(echo):
 
 
 @pytest.mark.reliability("deep-json")
-def test_an_order_nested_100000_deep_is_a_json_400(alice, key_client):
+def test_an_order_nested_100000_deep_is_a_json_400(alice, key_client, funded):
     body = '{"market": ' + "[" * 100_000 + "]" * 100_000 + "}"
 
     response = key_client(alice, "trade").post(

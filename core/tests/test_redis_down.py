@@ -19,7 +19,6 @@ from allauth.account.models import EmailAddress
 from django.contrib.auth import get_user_model
 from django.test import Client
 
-from core.tests.redis_server import redis_running
 from trading.api_keys import api_key_create, request_signature
 
 PASSWORD = "a-long-pass-2026"
@@ -32,12 +31,6 @@ SETTINGS_OF_REDIS = (
     "print(json.dumps({name: getattr(settings, name) for name in "
     "('CACHES', 'SESSION_ENGINE', 'SESSION_CACHE_ALIAS')}))"
 )
-
-
-@pytest.fixture
-def redis_server(tmp_path):
-    with redis_running(tmp_path) as server:
-        yield server
 
 
 @pytest.fixture

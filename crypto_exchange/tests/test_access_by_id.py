@@ -11,10 +11,7 @@ from allauth.usersessions.models import UserSession
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver
 
-from trading.api_keys import api_key_create
-from trading.models import ApiKey, Order, SavedAddress, Withdrawal
-from trading.services import saved_address_add, withdrawal_request
-from trading.tests.factories import (
+from tests.factories import (
     PASSWORD,
     buy,
     fund,
@@ -22,6 +19,9 @@ from trading.tests.factories import (
     token_make,
     user_make,
 )
+from trading.api_keys import api_key_create
+from trading.models import ApiKey, Order, SavedAddress, Withdrawal
+from trading.services import saved_address_add, withdrawal_request
 
 # url name: [(method, path with the object's id, body)]; {symbol} is the market.
 ATTEMPTS = {
@@ -88,15 +88,6 @@ def bobs(db, reauthenticate):
         "key": key.pk,
         "session": UserSession.objects.get(user=bob).pk,
     }
-
-
-@pytest.fixture
-def alice_client(db, reauthenticate):
-    user_make("alice")
-    client = Client()
-    client.post("/accounts/login/", {"login": "alice", "password": PASSWORD})
-    reauthenticate(client, PASSWORD)
-    return client
 
 
 def test_every_private_url_with_an_id_is_tried():

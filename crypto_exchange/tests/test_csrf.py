@@ -12,10 +12,7 @@ from urllib.parse import urljoin, urlsplit
 import pytest
 from django.test import Client
 
-from trading.api_keys import api_key_create
-from trading.models import ApiKey, Order, SavedAddress, Withdrawal
-from trading.services import saved_address_add, withdrawal_request
-from trading.tests.factories import (
+from tests.factories import (
     PASSWORD,
     buy,
     fund,
@@ -23,6 +20,9 @@ from trading.tests.factories import (
     token_make,
     user_make,
 )
+from trading.api_keys import api_key_create
+from trading.models import ApiKey, Order, SavedAddress, Withdrawal
+from trading.services import saved_address_add, withdrawal_request
 
 ANONYMOUS_PAGES = ["/accounts/login/", "/accounts/signup/", "/accounts/password/reset/"]
 SIGNED_IN_PAGES = [

@@ -13,8 +13,8 @@ from playwright.sync_api import expect
 from rest_framework.test import APIClient
 
 from conftest import HeaderWatch
+from tests.factories import buy, fund, market_make, sell, token_make, user_make
 from trading.api_keys import api_key_create
-from trading.tests.factories import buy, fund, market_make, sell, token_make, user_make
 
 POLICY = {
     "default-src": "'self'",
@@ -36,7 +36,6 @@ PUBLIC_PAGES = [
     "/tokens/BTC/",
     "/markets/",
     "/markets/BTC-USDT/",
-    "/markets/BTC-USDT/live/",
     "/api/docs/",
 ]
 ANONYMOUS_FORMS = ["/accounts/login/", "/accounts/signup/", "/accounts/password/reset/"]
@@ -45,7 +44,6 @@ SIGNED_IN_PAGES = [
     "/tokens/",
     "/markets/",
     "/markets/BTC-USDT/",
-    "/markets/BTC-USDT/live/",
     "/accounts/profile/",
     "/wallet/",
     "/accounts/email/",
@@ -77,11 +75,6 @@ def policy_for(path: str) -> dict[str, str]:
 
 def cache_directives(response) -> set[str]:
     return {part.strip() for part in response.get("Cache-Control", "").split(",")}
-
-
-@pytest.fixture
-def market(db):
-    return market_make(token_make("BTC"), token_make("USDT", decimals=6))
 
 
 @pytest.fixture

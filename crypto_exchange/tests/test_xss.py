@@ -8,10 +8,10 @@ import pytest
 from allauth.usersessions.models import UserSession
 from django.test import Client
 
+from tests.factories import PASSWORD, fund, market_make, token_make, user_make
 from trading.api_keys import api_key_create
 from trading.models import Withdrawal
 from trading.services import saved_address_add
-from trading.tests.factories import PASSWORD, fund, market_make, token_make, user_make
 
 # Closes an attribute and a tag, then runs a script, wherever it lands.
 PAYLOAD = '"><script>alert(1)</script>'
@@ -42,17 +42,6 @@ def mallory_client(mallory, reauthenticate):
     client = Client(HTTP_USER_AGENT=PAYLOAD)
     client.post("/accounts/login/", {"login": "mallory", "password": PASSWORD})
     reauthenticate(client, PASSWORD)
-    return client
-
-
-@pytest.fixture
-def staff_client(db, mfa_enable):
-    from django.contrib.auth import get_user_model
-
-    staff = get_user_model().objects.create_superuser("root", password=PASSWORD)
-    mfa_enable(staff)
-    client = Client()
-    client.force_login(staff)
     return client
 
 

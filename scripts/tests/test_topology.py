@@ -140,7 +140,8 @@ def test_the_load_balancer_uses_the_proxy_settings_of_deploy(run):
     assert "proxy_next_upstream error timeout;" in run.nginx_conf
     assert "non_idempotent" not in run.nginx_conf
     assert f"listen {run.nginx};" in run.nginx_conf
-    upstreams = re.findall(r"^\s*server (\S+);", run.nginx_conf, re.MULTILINE)
+    app = re.search(r"upstream app \{([^}]*)\}", run.nginx_conf).group(1)
+    upstreams = re.findall(r"^\s*server (\S+);", app, re.MULTILINE)
     assert upstreams == run.instances
     # The per-client upload limit, the scenario's rate aside.
     limits = deploy_upload_limits(DEPLOY_NGINX_CONF.read_text())

@@ -1,35 +1,88 @@
-// The market page, live: the stream (GET /api/v1/markets/<symbol>/stream/,
-// Server-Sent Events) pushes the book, trades, ticker and, signed in, your
-// orders, fills and balances as the matcher commits them. Without script the
-// page shows the same on every reload.
+// The market page. The live stream (GET /api/v1/markets/<symbol>/stream/,
+// Server-Sent Events) pushes the book, trades, ticker, candles and, signed
+// in, your orders, fills and balances as the matcher commits them; the chart
+// (TradingView's lightweight-charts, static/vendor/) is fed by the candles
+// API and kept current by the stream; the order form shows its total, fee
+// and a "max", and takes a price clicked in the book. Without script the page
+// shows the same on every reload, and the form is sent as a normal form.
 (function () {
   "use strict";
-  var live = document.getElementById("market-live");
-  if (!live || !window.EventSource) return;
-  var url = live.getAttribute("data-stream-url");
-  var base = live.getAttribute("data-base");
-  var quote = live.getAttribute("data-quote");
-  var BOOK_DEPTH = 15;
-  var TRADES_SHOWN = 30;
-  var LIVE = { accepted: true, waiting: true, open: true };
 
-  var book = { buy: new Map(), sell: new Map() };
-  var sequence = null;
-  var trades = [];
-  var orders = new Map();
-  var source = null;
+  // -- Exact decimals ----------------------------------------------------------
+  // Amounts come and go as decimal strings. What the page computes from them
+  // (depth, totals, fees, "max") is exact: scaled integers on BigInt, never
+  // floats. Only the chart draws with floats: pixels, not money.
 
-  // Non-negative decimal strings, compared exactly (no float rounding).
-  function compare(a, b) {
-    var x = a.split("."), y = b.split(".");
-    if (x[0].length !== y[0].length) return x[0].length - y[0].length;
-    if (x[0] !== y[0]) return x[0] < y[0] ? -1 : 1;
-    var fx = x[1] || "", fy = y[1] || "";
-    var width = Math.max(fx.length, fy.length);
-    fx = fx.padEnd(width, "0");
-    fy = fy.padEnd(width, "0");
-    return fx === fy ? 0 : fx < fy ? -1 : 1;
+  function dec(text) {
+    if (text === null || text === undefined) return null;
+    var match = /^\s*(-?)(\d*)(?:\.(\d*))?\s*$/.exec(String(text));
+    if (!match || (match[2] === "" && !match[3])) return null;
+    var fraction = match[3] || "";
+    var n = BigInt((match[2] || "0") + fraction);
+    return { n: match[1] ? -n : n, s: fraction.length };
   }
+  var ZERO = { n: 0n, s: 0 };
+  var ONE = { n: 1n, s: 0 };
+  function scaled(a, scale) { return a.n * 10n ** BigInt(scale - a.s); }
+  function add(a, b) {
+    var scale = Math.max(a.s, b.s);
+    return { n: scaled(a, scale) + scaled(b, scale), s: scale };
+  }
+  function sub(a, b) { return add(a, { n: -b.n, s: b.s }); }
+  function mul(a, b) { return { n: a.n * b.n, s: a.s + b.s }; }
+  function cmp(a, b) {
+    var scale = Math.max(a.s, b.s);
+    var x = scaled(a, scale), y = scaled(b, scale);
+    return x < y ? -1 : x > y ? 1 : 0;
+  }
+  function positive(a) { return a !== null && a.n > 0n; }
+  // a / b, rounded down to a whole number of steps (a, b, step positive).
+  function divDown(a, b, step) {
+    var divisor = mul(b, step);
+    var scale = Math.max(a.s, divisor.s);
+    return { n: (scaled(a, scale) / scaled(divisor, scale)) * step.n, s: step.s };
+  }
+  function floorTo(a, step) { return divDown(a, ONE, step); }
+  function ceilTo(a, step) {
+    var down = floorTo(a, step);
+    return cmp(down, a) < 0 ? add(down, step) : down;
+  }
+  // a / b x 100 with two decimals, half up (as the page's server side).
+  function percentOf(a, b) {
+    var scale = Math.max(a.s, b.s);
+    var x = scaled(a, scale) * 10000n, y = scaled(b, scale);
+    var q = x / y;
+    if ((x % y) * 2n >= y) q += 1n;
+    return { n: q, s: 2 };
+  }
+  function plain(a) {
+    var negative = a.n < 0n;
+    var digits = (negative ? -a.n : a.n).toString();
+    if (a.s > 0) {
+      digits = digits.padStart(a.s + 1, "0");
+      var point = digits.length - a.s;
+      var fraction = digits.slice(point).replace(/0+$/, "");
+      digits = digits.slice(0, point) + (fraction ? "." + fraction : "");
+    }
+    return (negative && /[1-9]/.test(digits) ? "-" : "") + digits;
+  }
+  function fixed(a, places) {
+    var text = plain(a);
+    var fraction = (text.split(".")[1] || "").length;
+    if (fraction >= places) return text;
+    return text + (fraction ? "" : ".") + "0".repeat(places - fraction);
+  }
+  // Thousands grouped, the decimals kept exactly: what the `amount` template
+  // filter shows for the same value.
+  function group(text) {
+    if (text === null || text === undefined || text === "") return "—";
+    var parts = String(text).split(".");
+    parts[0] = parts[0].replace(/\B(?=(\d{3})+(?!\d))/g, ",");
+    return parts.join(".");
+  }
+  function shown(a) { return group(plain(a)); }
+
+  // -- Small helpers -------------------------------------------------------------
 
   function cell(text, className) {
     var td = document.createElement("td");
@@ -46,39 +99,115 @@
     return tr;
   }
 
-  function renderBook() {
-    var asks = Array.from(book.sell.entries()).sort(function (a, b) { return compare(a[0], b[0]); }).slice(0, BOOK_DEPTH).reverse();
-    var bids = Array.from(book.buy.entries()).sort(function (a, b) { return compare(b[0], a[0]); }).slice(0, BOOK_DEPTH);
-    [["tbody.asks", asks, "down", "No sell orders"], ["tbody.bids", bids, "up", "No buy orders"]].forEach(function (part) {
-      var body = live.querySelector(part[0]);
-      if (!body) return;
-      var rows = part[1].map(function (level) {
-        var tr = document.createElement("tr");
-        tr.appendChild(cell(level[0], "num " + part[2]));
-        tr.appendChild(cell(level[1], "num"));
-        return tr;
-      });
-      body.replaceChildren.apply(body, rows.length ? rows : [emptyRow(2, part[3])]);
-    });
-  }
-
+  // Times are shown in UTC, as the server renders them.
   function clock(iso) {
-    var when = iso ? new Date(iso) : new Date();
     var time = document.createElement("time");
-    time.dateTime = when.toISOString();
-    time.textContent = when.toTimeString().slice(0, 8);
+    var when = iso ? new Date(iso) : new Date(NaN);
+    if (isNaN(when.getTime())) {
+      // No time in the event: the moment it arrived, which is close.
+      when = new Date();
+      time.title = "Received at";
+      iso = when.toISOString();
+    }
+    time.dateTime = iso;
+    time.textContent = when.toISOString().slice(11, 19);
     return time;
   }
+
+  var live = document.getElementById("market-live");
+  var form = document.getElementById("order-form");
+  var chartCard = document.getElementById("chart");
+  if (!live) return;
+  var base = live.getAttribute("data-base");
+  var quote = live.getAttribute("data-quote");
+  var marketUrl = live.getAttribute("data-market-url");
+  var BOOK_DEPTH = 15;
+  var TRADES_SHOWN = 30;
+  var LIVE = { accepted: true, waiting: true, open: true };
+
+  // -- Order book ------------------------------------------------------------------
+
+  var book = { buy: new Map(), sell: new Map() };
+  // The levels as the page was rendered, until the stream's snapshot.
+  [["sell", "tbody.asks"], ["buy", "tbody.bids"]].forEach(function (part) {
+    live.querySelectorAll(part[1] + " tr[data-price]").forEach(function (row) {
+      book[part[0]].set(row.getAttribute("data-price"), row.getAttribute("data-quantity"));
+    });
+  });
+
+  function levels(side) {
+    var sign = side === "sell" ? 1 : -1;
+    return Array.from(book[side].entries())
+      .map(function (level) { return { price: level[0], quantity: level[1], p: dec(level[0]), q: dec(level[1]) }; })
+      .sort(function (a, b) { return sign * cmp(a.p, b.p); });
+  }
+
+  function bookRow(level, className, deepest) {
+    var tr = document.createElement("tr");
+    tr.setAttribute("data-price", level.price);
+    tr.setAttribute("data-quantity", level.quantity);
+    var price = document.createElement("td");
+    price.className = "num " + className;
+    if (form) {
+      var link = document.createElement("a");
+      link.className = "price-pick";
+      link.href = marketUrl + "?price=" + encodeURIComponent(level.price) + "#order-form";
+      link.textContent = group(level.price);
+      price.appendChild(link);
+    } else {
+      price.textContent = group(level.price);
+    }
+    tr.appendChild(price);
+    tr.appendChild(cell(group(level.quantity), "num"));
+    tr.appendChild(cell(shown(level.total), "num depth"));
+    // A bar as wide as the depth so far, against the deepest side shown.
+    var width = deepest > 0 ? Math.min(100, (Number(plain(level.total)) / deepest) * 100) : 0;
+    tr.style.setProperty("--depth", width.toFixed(1) + "%");
+    return tr;
+  }
+
+  function renderBook() {
+    var asks = levels("sell").slice(0, BOOK_DEPTH);
+    var bids = levels("buy").slice(0, BOOK_DEPTH);
+    [asks, bids].forEach(function (side) {
+      var total = ZERO;
+      side.forEach(function (level) { total = add(total, level.q); level.total = total; });
+    });
+    var deepest = Math.max(
+      asks.length ? Number(plain(asks[asks.length - 1].total)) : 0,
+      bids.length ? Number(plain(bids[bids.length - 1].total)) : 0
+    );
+    [["tbody.asks", asks.slice().reverse(), "down", "No sell orders"], ["tbody.bids", bids, "up", "No buy orders"]].forEach(function (part) {
+      var body = live.querySelector(part[0]);
+      if (!body) return;
+      var rows = part[1].map(function (level) { return bookRow(level, part[2], deepest); });
+      body.replaceChildren.apply(body, rows.length ? rows : [emptyRow(3, part[3])]);
+    });
+    var spread = live.querySelector("[data-spread]");
+    if (spread) {
+      if (asks.length && bids.length) {
+        var gap = sub(asks[0].p, bids[0].p);
+        spread.textContent = "Spread " + shown(gap) + " (" + fixed(percentOf(gap, asks[0].p), 2) + " %)";
+      } else {
+        spread.textContent = "Spread —";
+      }
+    }
+    estimate();
+  }
+
+  // -- Trades, ticker, balances, your orders and fills --------------------------------
+
+  var trades = [];
 
   function renderTrades() {
     var body = live.querySelector("tbody.trade-rows");
     if (!body) return;
     var rows = trades.slice(0, TRADES_SHOWN).map(function (trade) {
       var tr = document.createElement("tr");
-      tr.appendChild(cell(trade.price, "num " + (trade.taker_side === "buy" ? "up" : "down")));
-      tr.appendChild(cell(trade.quantity, "num"));
+      tr.appendChild(cell(group(trade.price), "num " + (trade.taker_side === "buy" ? "up" : "down")));
+      tr.appendChild(cell(group(trade.quantity), "num"));
       var td = document.createElement("td");
-      td.appendChild(clock(trade.created_at));
+      td.appendChild(clock(trade.time || trade.created_at));
       tr.appendChild(td);
       return tr;
     });
@@ -88,23 +217,27 @@
   function renderTicker(ticker) {
     ["last_price", "high_price", "low_price", "base_volume"].forEach(function (name) {
       var node = document.querySelector('[data-ticker="' + name + '"]');
-      if (node) node.textContent = ticker[name] === null ? "—" : ticker[name];
+      if (node) node.textContent = ticker[name] === null ? "—" : group(ticker[name]);
     });
     var change = document.querySelector('[data-ticker="change_percent"]');
     if (change) {
-      var value = ticker.change_percent;
-      change.textContent = value === null ? "—" : (value.charAt(0) === "-" ? "" : "+") + value + " %";
-      change.className = value === null || Number(value) === 0 ? "" : Number(value) > 0 ? "up" : "down";
+      var value = ticker.change_percent === null ? null : dec(ticker.change_percent);
+      change.textContent = value === null ? "—" : (value.n < 0n ? "" : "+") + group(ticker.change_percent) + " %";
+      change.className = value === null || value.n === 0n ? "" : value.n > 0n ? "up" : "down";
     }
   }
 
   function renderBalances(balances) {
     balances.forEach(function (row) {
       document.querySelectorAll('[data-balance="' + row.token + '"]').forEach(function (node) {
-        node.textContent = row.available;
+        node.setAttribute("data-value", row.available);
+        node.textContent = group(row.available);
       });
     });
+    estimate();
   }
+
+  var orders = new Map();
 
   function renderOrders() {
     var box = live.querySelector(".my-orders");
@@ -129,19 +262,19 @@
         var side = row.querySelector('[data-field="side"]');
         side.className = order.side === "buy" ? "up" : "down";
         side.textContent = order.side === "buy" ? "Buy" : "Sell";
-        var note = order.status === "waiting" ? "stop " + order.stop_price : order.status === "accepted" ? "accepted" : "";
+        var note = order.status === "waiting" ? "stop " + group(order.stop_price) : order.status === "accepted" ? "accepted" : "";
         if (note) {
           var span = document.createElement("span");
           span.className = "muted";
           span.textContent = note;
           side.append(" ", span);
         }
-        ["price", "quantity", "filled_quantity", "id"].forEach(function (name) {
-          var value = order[name];
-          row.querySelector('[data-field="' + name + '"]').textContent = value === null ? "—" : String(value);
+        ["price", "quantity", "filled_quantity"].forEach(function (name) {
+          row.querySelector('[data-field="' + name + '"]').textContent = order[name] === null ? "—" : group(order[name]);
         });
-        var form = row.querySelector("form");
-        form.action = form.getAttribute("action").replace(/\/0\/cancel\/$/, "/" + order.id + "/cancel/");
+        row.querySelector('[data-field="id"]').textContent = String(order.id);
+        var cancel = row.querySelector("form");
+        cancel.action = cancel.getAttribute("action").replace(/\/0\/cancel\/$/, "/" + order.id + "/cancel/");
         body.appendChild(row);
       });
       content.appendChild(body);
@@ -163,9 +296,8 @@
   function addFills(fills) {
     var box = live.querySelector(".my-trades");
     fills.forEach(function (fill) {
-      var token = fill.side === "buy" ? base : quote;
-      notice("Your " + fill.side + " order " + fill.order_id + " filled " + fill.quantity + " " + base + " at " + fill.price + " " + quote + " (fee " + fill.fee + " " + fill.fee_token + ").");
-      if (!box || !token) return;
+      notice("Your " + fill.side + " order " + fill.order_id + " filled " + group(fill.quantity) + " " + base + " at " + group(fill.price) + " " + quote + " (fee " + group(fill.fee) + " " + fill.fee_token + ").");
+      if (!box) return;
       var body = box.querySelector("tbody");
       if (!body) {
         var table = document.createElement("table");
@@ -177,8 +309,8 @@
       }
       var tr = document.createElement("tr");
       tr.appendChild(cell(fill.side.charAt(0).toUpperCase() + fill.side.slice(1), fill.side === "buy" ? "up" : "down"));
-      tr.appendChild(cell(fill.price, "num"));
-      tr.appendChild(cell(fill.quantity, "num"));
+      tr.appendChild(cell(group(fill.price), "num"));
+      tr.appendChild(cell(group(fill.quantity), "num"));
       tr.appendChild(cell(fill.liquidity));
       var td = document.createElement("td");
       td.appendChild(clock(fill.created_at));
@@ -194,6 +326,337 @@
     });
     renderOrders();
   }
+
+  // -- Order form: estimate, max, a price from the book ------------------------------
+
+  var field = form ? form.elements : null;
+
+  function checked(name) {
+    var input = form.querySelector('input[name="' + name + '"]:checked');
+    return input ? input.value : null;
+  }
+
+  function availableOf(token) {
+    var node = document.querySelector('[data-balance="' + token + '"]');
+    return node ? dec(node.getAttribute("data-value")) || ZERO : ZERO;
+  }
+
+  // What a market order of `quantity` base (or spending `spend` quote) would
+  // take from the book now: {quantity, value} (value in quote).
+  function sweep(side, quantity, spend) {
+    var amountStep = dec(form.getAttribute("data-amount-step"));
+    var taken = ZERO, value = ZERO;
+    var opposite = levels(side === "buy" ? "sell" : "buy");
+    for (var i = 0; i < opposite.length; i++) {
+      var level = opposite[i];
+      var take = level.q;
+      if (quantity) {
+        var left = sub(quantity, taken);
+        if (cmp(left, take) < 0) take = left;
+      } else {
+        var budget = sub(spend, value);
+        if (cmp(mul(level.p, take), budget) > 0) take = divDown(budget, level.p, amountStep);
+      }
+      if (!positive(take)) break;
+      taken = add(taken, take);
+      value = add(value, mul(level.p, take));
+    }
+    return { quantity: taken, value: value };
+  }
+
+  function rateText(rate) { return plain(mul(rate, { n: 100n, s: 0 })) + " %"; }
+
+  function estimate() {
+    if (!form) return;
+    var box = form.querySelector("[data-estimate]");
+    var totalNode = form.querySelector("[data-estimate-total]");
+    var feeNode = form.querySelector("[data-estimate-fee]");
+    var side = checked("side"), type = checked("type");
+    var quantity = dec(field.quantity.value);
+    var price = dec(field.price.value);
+    var spend = dec(field.quote_amount.value);
+    var postOnly = type === "limit" && field.post_only.checked;
+    var rate = dec(form.getAttribute(postOnly ? "data-maker-fee" : "data-taker-fee"));
+    var baseUnit = dec(form.getAttribute("data-base-unit"));
+    var quoteUnit = dec(form.getAttribute("data-quote-unit"));
+    var total = "—", fee = "—";
+    var received = null, value = null, approximate = false, short = "";
+    if (type !== "market") {
+      if (positive(quantity) && positive(price)) {
+        received = quantity;
+        value = mul(price, quantity);
+      }
+    } else if (side === "buy" && positive(spend)) {
+      var bought = sweep("buy", null, spend);
+      received = bought.quantity;
+      value = spend;
+      approximate = true;
+      if (!positive(bought.quantity)) short = " (no sell order in the book)";
+    } else if (positive(quantity)) {
+      var swept = sweep(side, quantity, null);
+      received = swept.quantity;
+      value = swept.value;
+      approximate = true;
+      if (cmp(swept.quantity, quantity) < 0) short = " (the book holds " + shown(swept.quantity) + " " + base + ")";
+    }
+    if (value !== null) {
+      total = (approximate ? "≈ " : "") + shown(value) + " " + quote + short;
+    }
+    if (value !== null && positive(received)) {
+      // A buyer pays the fee in what is received (base), a seller in quote.
+      var charged = side === "buy" ? ceilTo(mul(received, rate), baseUnit) : ceilTo(mul(value, rate), quoteUnit);
+      var token = side === "buy" ? base : quote;
+      var kind = postOnly ? "maker" : type === "market" ? "taker" : "at most, as taker";
+      fee = (approximate ? "≈ " : "") + shown(charged) + " " + token + " (" + rateText(rate) + ", " + kind + ")";
+    }
+    totalNode.textContent = total;
+    feeNode.textContent = fee;
+    box.hidden = false;
+  }
+
+  function bestPrice(side) {
+    var best = levels(side)[0];
+    return best ? best.price : null;
+  }
+
+  function setValue(input, value) {
+    input.value = value;
+    input.dispatchEvent(new Event("input", { bubbles: true }));
+  }
+
+  function fillMax() {
+    var side = checked("side"), type = checked("type");
+    var amountStep = dec(form.getAttribute("data-amount-step"));
+    if (side === "sell") {
+      setValue(field.quantity, plain(floorTo(availableOf(base), amountStep)));
+      return;
+    }
+    var funds = availableOf(quote);
+    if (type === "market") {
+      var cap = dec(field.protection_price.value);
+      if (positive(cap)) {
+        setValue(field.quantity, plain(divDown(funds, cap, amountStep)));
+      } else {
+        setValue(field.quantity, "");
+        setValue(field.quote_amount, plain(floorTo(funds, dec(form.getAttribute("data-quote-unit")))));
+      }
+      return;
+    }
+    var price = dec(field.price.value);
+    if (!positive(price)) {
+      // No price yet: the best offer's, as a start.
+      var ask = bestPrice("sell");
+      if (ask === null) {
+        field.price.focus();
+        return;
+      }
+      setValue(field.price, ask);
+      price = dec(ask);
+    }
+    setValue(field.quantity, plain(divDown(funds, price, amountStep)));
+  }
+
+  if (form) {
+    form.addEventListener("input", estimate);
+    form.addEventListener("change", estimate);
+    var max = form.querySelector("[data-max]");
+    if (max) {
+      max.hidden = false;
+      max.addEventListener("click", fillMax);
+    }
+    live.addEventListener("click", function (event) {
+      var link = event.target.closest("a.price-pick");
+      if (!link || event.button !== 0 || event.metaKey || event.ctrlKey || event.shiftKey) return;
+      event.preventDefault();
+      var row = link.closest("tr");
+      if (checked("type") === "market") {
+        var limit = form.querySelector('input[name="type"][value="limit"]');
+        if (limit) limit.checked = true;
+      }
+      setValue(field.price, row.getAttribute("data-price"));
+      field.price.focus();
+    });
+    estimate();
+  }
+  renderBook(); // the depth bars of the rendered book
+
+  // -- Chart ----------------------------------------------------------------------------
+
+  var chart = (function chartStart() {
+    var Charts = window.LightweightCharts;
+    if (!chartCard || !Charts || !window.fetch) return null;
+    var frame = chartCard.querySelector("[data-chart-frame]");
+    var box = chartCard.querySelector("[data-chart-box]");
+    var empty = chartCard.querySelector("[data-chart-empty]");
+    var legend = chartCard.querySelector("[data-chart-legend]");
+    var links = Array.from(chartCard.querySelectorAll(".intervals a[data-interval]"));
+    var candlesUrl = chartCard.getAttribute("data-candles-url");
+    var CANDLES = 300;
+    var css = getComputedStyle(document.documentElement);
+    function color(name, otherwise) { return css.getPropertyValue(name).trim() || otherwise; }
+    function faint(value) { return /^#[0-9a-f]{6}$/i.test(value) ? value + "66" : value; }
+    var up = color("--success", "#0f7a3d"), down = color("--danger", "#b42318");
+    var line = color("--border", "#d9dee8");
+    var priceStep = chartCard.getAttribute("data-price-step");
+
+    frame.hidden = false;
+    chartCard.querySelector("[data-chart-fallback]").hidden = true;
+    chartCard.querySelector("[data-chart-credit]").hidden = false;
+    legend.hidden = false;
+
+    var view = Charts.createChart(box, {
+      autoSize: true,
+      layout: {
+        background: { type: Charts.ColorType.Solid, color: color("--surface", "#ffffff") },
+        textColor: color("--muted", "#4b5563"),
+        fontFamily: getComputedStyle(document.body).fontFamily,
+        // Its logo injects an inline <style>, which the site's CSP refuses;
+        // the page credits TradingView under the chart instead.
+        attributionLogo: false,
+      },
+      grid: { vertLines: { color: line }, horzLines: { color: line } },
+      crosshair: { mode: Charts.CrosshairMode.Normal },
+      rightPriceScale: { borderColor: line },
+      timeScale: { borderColor: line, timeVisible: true, secondsVisible: false, rightOffset: 4, barSpacing: 10 },
+    });
+    var candles = view.addSeries(Charts.CandlestickSeries, {
+      upColor: up, downColor: down, borderUpColor: up, borderDownColor: down, wickUpColor: up, wickDownColor: down,
+      priceFormat: { type: "price", precision: (priceStep.split(".")[1] || "").length, minMove: Number(priceStep) },
+    });
+    candles.priceScale().applyOptions({ scaleMargins: { top: 0.08, bottom: 0.28 } });
+    var volume = view.addSeries(Charts.HistogramSeries, {
+      priceFormat: { type: "volume" }, priceScaleId: "volume", lastValueVisible: false, priceLineVisible: false,
+    });
+    view.priceScale("volume").applyOptions({ scaleMargins: { top: 0.78, bottom: 0 } });
+
+    var state = { interval: chartCard.getAttribute("data-interval"), seconds: 3600, rows: new Map(), last: null, loaded: false, ticket: 0 };
+    links.forEach(function (link) {
+      if (link.getAttribute("data-interval") === state.interval) state.seconds = Number(link.getAttribute("data-seconds"));
+    });
+
+    function seconds(iso) { return Math.floor(Date.parse(iso) / 1000); }
+    function bar(row) {
+      return { time: seconds(row.open_time), open: Number(row.open), high: Number(row.high), low: Number(row.low), close: Number(row.close) };
+    }
+    function volumeBar(row) {
+      return { time: seconds(row.open_time), value: Number(row.volume), color: faint(cmp(dec(row.close), dec(row.open)) >= 0 ? up : down) };
+    }
+    function when(time) {
+      var text = new Date(time * 1000).toISOString();
+      return state.seconds >= 86400 ? text.slice(0, 10) : text.slice(0, 10) + " " + text.slice(11, 16);
+    }
+    function showLegend(time) {
+      var row = time === undefined ? null : state.rows.get(time);
+      if (!row && state.last !== null) row = state.rows.get(state.last);
+      legend.textContent = row
+        ? when(seconds(row.open_time)) + " UTC · O " + group(row.open) + " H " + group(row.high) + " L " + group(row.low) + " C " + group(row.close) + " · Vol " + group(row.volume) + " " + base
+        : "";
+    }
+
+    function put(row) {
+      var time = seconds(row.open_time);
+      if (state.last !== null && time < state.last) return; // the chart only moves forward
+      state.rows.set(time, row);
+      state.last = time;
+      candles.update(bar(row));
+      volume.update(volumeBar(row));
+      empty.hidden = true;
+      showLegend();
+    }
+
+    function load(interval) {
+      var ticket = ++state.ticket;
+      state.loaded = false;
+      chartCard.setAttribute("aria-busy", "true");
+      var url = candlesUrl + "?interval=" + encodeURIComponent(interval) + "&limit=" + CANDLES;
+      fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } })
+        .then(function (response) {
+          if (!response.ok) throw new Error("candles: HTTP " + response.status);
+          return response.json();
+        })
+        .then(function (rows) {
+          if (ticket !== state.ticket) return; // another interval was chosen meanwhile
+          state.rows = new Map();
+          rows.forEach(function (row) { state.rows.set(seconds(row.open_time), row); });
+          state.last = rows.length ? seconds(rows[rows.length - 1].open_time) : null;
+          candles.setData(rows.map(bar));
+          volume.setData(rows.map(volumeBar));
+          view.timeScale().applyOptions({ timeVisible: state.seconds < 86400 });
+          view.timeScale().scrollToRealTime();
+          empty.textContent = "No trade in this period yet.";
+          empty.hidden = rows.length > 0;
+          state.loaded = true;
+          chartCard.setAttribute("data-candles", interval);
+          showLegend();
+        })
+        .catch(function () {
+          if (ticket !== state.ticket) return;
+          empty.textContent = "The chart could not be loaded; reload the page to try again.";
+          empty.hidden = false;
+        })
+        .finally(function () {
+          if (ticket === state.ticket) chartCard.removeAttribute("aria-busy");
+        });
+    }
+
+    links.forEach(function (link) {
+      link.addEventListener("click", function (event) {
+        if (event.button !== 0 || event.metaKey || event.ctrlKey || event.shiftKey) return;
+        event.preventDefault();
+        links.forEach(function (other) { other.removeAttribute("aria-current"); });
+        link.setAttribute("aria-current", "true");
+        state.interval = link.getAttribute("data-interval");
+        state.seconds = Number(link.getAttribute("data-seconds"));
+        history.replaceState(null, "", link.href);
+        load(state.interval);
+      });
+    });
+    view.subscribeCrosshairMove(function (param) { showLegend(param && param.time); });
+    load(state.interval);
+
+    return {
+      // The current candles of every interval, as the stream sends them.
+      candles: function (current) {
+        var row = current && current[state.interval];
+        if (row && state.loaded) put(row);
+      },
+      // New trades, oldest first: the last candle moves at once; the
+      // stream's next candles event then gives its exact figures.
+      trades: function (list) {
+        if (!state.loaded) return;
+        list.forEach(function (trade) {
+          if (!trade.time) return;
+          var start = Math.floor(seconds(trade.time) / state.seconds) * state.seconds;
+          var row = state.rows.get(start);
+          var price = dec(trade.price);
+          if (row) {
+            row = {
+              open_time: row.open_time,
+              open: row.open,
+              high: cmp(price, dec(row.high)) > 0 ? trade.price : row.high,
+              low: cmp(price, dec(row.low)) < 0 ? trade.price : row.low,
+              close: trade.price,
+              volume: plain(add(dec(row.volume), dec(trade.quantity))),
+            };
+          } else {
+            row = {
+              open_time: new Date(start * 1000).toISOString(),
+              open: trade.price, high: trade.price, low: trade.price, close: trade.price,
+              volume: trade.quantity,
+            };
+          }
+          put(row);
+        });
+      },
+    };
+  })();
+
+  // -- The stream ------------------------------------------------------------------------
+
+  var url = live.getAttribute("data-stream-url");
+  if (!url || !window.EventSource) return;
+  var sequence = null;
+  var source = null;
 
   function data(event) { return JSON.parse(event.data); }
 
@@ -216,6 +679,7 @@
       }
       if (body.trades) { trades = body.trades; renderTrades(); }
       if (body.ticker) renderTicker(body.ticker);
+      if (body.candles && chart) chart.candles(body.candles);
       if (body.balances) renderBalances(body.balances);
       if (body.orders) {
         orders = new Map();
@@ -223,25 +687,28 @@
       }
     });
     source.addEventListener("book", function (event) {
-      var levels = data(event).levels;
-      if (sequence !== null && levels.length && levels[0].sequence !== sequence + 1) {
+      var changed = data(event).levels;
+      if (sequence !== null && changed.length && changed[0].sequence !== sequence + 1) {
         restart(); // a level update is missing: start from a snapshot
         return;
       }
-      levels.forEach(function (level) {
+      changed.forEach(function (level) {
         var side = book[level.side];
-        if (Number(level.quantity) === 0) side.delete(level.price);
+        var quantity = dec(level.quantity);
+        if (quantity === null || quantity.n === 0n) side.delete(level.price);
         else side.set(level.price, level.quantity);
         sequence = level.sequence;
       });
       renderBook();
     });
     source.addEventListener("trades", function (event) {
-      var fresh = data(event).trades.slice().reverse();
-      trades = fresh.concat(trades).slice(0, TRADES_SHOWN);
+      var fresh = data(event).trades;
+      trades = fresh.slice().reverse().concat(trades).slice(0, TRADES_SHOWN);
       renderTrades();
+      if (chart) chart.trades(fresh);
     });
     source.addEventListener("ticker", function (event) { renderTicker(data(event).ticker); });
+    source.addEventListener("candles", function (event) { if (chart) chart.candles(data(event).candles); });
     source.addEventListener("balances", function (event) { renderBalances(data(event).balances); });
     source.addEventListener("orders", function (event) { updateOrders(data(event).orders); });
     source.addEventListener("fills", function (event) { addFills(data(event).fills); });

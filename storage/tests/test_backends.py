@@ -18,15 +18,12 @@ import pytest
 from django.core.exceptions import ImproperlyConfigured, SuspiciousFileOperation
 from django.core.files.base import ContentFile, File
 from django.core.files.uploadedfile import SimpleUploadedFile
-from PIL import Image
 
 from storage.backends import MinIOStorage, normalize_key
 from storage.exceptions import StorageUnavailable
+from tests.factories import image_bytes
 
-
-@pytest.fixture
-def storage(minio_options):
-    return MinIOStorage(**minio_options)
+PNG = image_bytes("PNG", (8, 8), (10, 20, 30))
 
 
 class RequestLog(list):
@@ -51,12 +48,6 @@ def requests_of(monkeypatch):
         return log
 
     return spy
-
-
-def png_bytes(size=(8, 8)) -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", size, (10, 20, 30)).save(buffer, "PNG")
-    return buffer.getvalue()
 
 
 # --- construction and configuration -------------------------------------------
@@ -166,7 +157,7 @@ def test_large_file_is_uploaded_in_parts(storage, requests_of):
 
 @pytest.mark.reliability("upload-types")
 def test_content_type_follows_the_content_not_the_name(storage, s3_client):
-    name = storage.save("token_logo/looks-like.jpg", ContentFile(png_bytes()))
+    name = storage.save("token_logo/looks-like.jpg", ContentFile(PNG))
     stat = s3_client.stat_object(bucket_name=storage.bucket_name, object_name=name)
 
     assert stat.content_type == "image/png"
@@ -262,7 +253,7 @@ def test_concurrent_first_saves_all_succeed_and_never_collide(minio_options):
 
 
 def test_public_bucket_created_by_the_storage_serves_media_anonymously(storage):
-    name = storage.save("token_logo/pub.png", ContentFile(png_bytes()))
+    name = storage.save("token_logo/pub.png", ContentFile(PNG))
 
     with urllib.request.urlopen(storage.url(name)) as response:
         assert response.status == 200
@@ -291,12 +282,12 @@ def test_presigned_url_is_signed_for_the_public_host(minio_options, s3_server):
         **{**minio_options, "url_mode": "presigned"},
         public_url=f"http://localhost:{port}",
     )
-    name = storage.save("profile_pics/private.png", ContentFile(png_bytes()))
+    name = storage.save("profile_pics/private.png", ContentFile(PNG))
 
     url = storage.url(name)
     assert urlsplit(url).netloc == f"localhost:{port}"
     with urllib.request.urlopen(url) as response:
-        assert response.read() == png_bytes()
+        assert response.read() == PNG
 
     wrong_host = url.replace(f"localhost:{port}", s3_server.endpoint)
     with pytest.raises(urllib.error.HTTPError) as refused:
@@ -313,7 +304,7 @@ def test_presigned_urls_are_stable_for_a_while_for_browser_caching(minio_options
 @pytest.mark.reliability("private-documents")
 def test_presigned_bucket_is_private(minio_options):
     storage = MinIOStorage(**{**minio_options, "url_mode": "presigned"})
-    name = storage.save("profile_pics/secret.png", ContentFile(png_bytes()))
+    name = storage.save("profile_pics/secret.png", ContentFile(PNG))
 
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(f"{storage.public_url}/{storage.bucket_name}/{name}")
@@ -552,7 +543,7 @@ def test_a_long_stream_of_unknown_length_is_uploaded_in_parts(storage, requests_
 @pytest.mark.reliability("upload-types")
 def test_an_uploads_own_content_type_is_not_used(storage, s3_client):
     declared_html = SimpleUploadedFile("a.txt", b"<script>", content_type="text/html")
-    declared_jpeg = SimpleUploadedFile("b.png", png_bytes(), content_type="image/jpeg")
+    declared_jpeg = SimpleUploadedFile("b.png", PNG, content_type="image/jpeg")
 
     types = [
         s3_client.stat_object(

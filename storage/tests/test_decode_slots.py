@@ -15,12 +15,11 @@ from PIL import Image
 from storage.decode_slots import WAIT_SECONDS, image_decode_slot
 from storage.exceptions import ImageDecodersBusy
 from storage.images import AVATAR, image_process
+from tests.factories import image_bytes
 
 
 def jpeg() -> ContentFile:
-    buffer = io.BytesIO()
-    Image.new("RGB", (640, 480), (200, 30, 30)).save(buffer, "JPEG")
-    return ContentFile(buffer.getvalue(), name="photo.jpg")
+    return ContentFile(image_bytes("JPEG", (640, 480), (200, 30, 30)), name="photo.jpg")
 
 
 def png_bomb() -> ContentFile:

@@ -7,7 +7,6 @@ by every other test, is never frozen. Every test resumes it (SIGCONT) at its
 end, whatever happens.
 """
 
-import io
 import os
 import signal
 import threading
@@ -17,10 +16,8 @@ import uuid
 import pytest
 from django.contrib.auth import get_user_model
 from django.core.files.base import ContentFile
-from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 from minio import Minio
-from PIL import Image
 
 from accounts.models import DEFAULT_AVATAR
 from conftest import S3_ACCESS_KEY, S3_SECRET_KEY, storages_setting
@@ -28,9 +25,12 @@ from scripts import s3_server as s3_server_module
 from storage.backends import MinIOStorage
 from storage.exceptions import StorageUnavailable
 from storage.orphans import pending_deletions_retry
+from tests.factories import image_bytes, jpeg_upload
 from verification.documents import document_process
 from verification.services import verification_submit
 from verification.tests.samples import full_set
+
+PNG = image_bytes("PNG", (20, 20), (1, 2, 3))
 
 pytestmark = pytest.mark.django_db
 
@@ -130,18 +130,6 @@ def _written_late(store_options, prefix: str) -> set[str]:
     return names
 
 
-def png_bytes() -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", (20, 20), (1, 2, 3)).save(buffer, "PNG")
-    return buffer.getvalue()
-
-
-def jpeg() -> SimpleUploadedFile:
-    buffer = io.BytesIO()
-    Image.new("RGB", (400, 300), (30, 60, 90)).save(buffer, "JPEG")
-    return SimpleUploadedFile("me.jpg", buffer.getvalue(), "image/jpeg")
-
-
 def _timed(call):
     started = time.monotonic()
     result = call()
@@ -165,7 +153,7 @@ def test_a_read_timeout_is_not_retried(store_options, paused):
 
 @pytest.mark.reliability("store-hung")
 def test_a_proxy_media_request_is_a_503_within_the_deadline(proxy_store, paused):
-    name = proxy_store.save("token_logo/logo.png", ContentFile(png_bytes()))
+    name = proxy_store.save("token_logo/logo.png", ContentFile(PNG))
     paused()
 
     response, took = _timed(lambda: Client().get(proxy_store.url(name)))
@@ -201,7 +189,7 @@ def test_readiness_reports_the_paused_store_within_the_deadline(
 def test_pages_answer_while_a_media_request_waits_on_the_paused_store(
     proxy_store, paused
 ):
-    name = proxy_store.save("token_logo/logo.png", ContentFile(png_bytes()))
+    name = proxy_store.save("token_logo/logo.png", ContentFile(PNG))
     paused()
     media_answers = []
     media = threading.Thread(
@@ -231,7 +219,7 @@ def test_an_upload_during_the_pause_is_refused_and_changes_nothing(
     paused()
 
     response, took = _timed(
-        lambda: client.post("/accounts/profile/", {"avatar": jpeg()})
+        lambda: client.post("/accounts/profile/", {"avatar": jpeg_upload()})
     )
 
     assert response.status_code == 400
@@ -244,7 +232,7 @@ def test_an_upload_during_the_pause_is_refused_and_changes_nothing(
 
 @pytest.mark.reliability("store-hung")
 def test_everything_works_again_after_the_store_resumes(proxy_store, paused, own_store):
-    name = proxy_store.save("token_logo/logo.png", ContentFile(png_bytes()))
+    name = proxy_store.save("token_logo/logo.png", ContentFile(PNG))
     paused()
     assert Client().get(proxy_store.url(name)).status_code == 503
 
@@ -252,12 +240,14 @@ def test_everything_works_again_after_the_store_resumes(proxy_store, paused, own
 
     response = Client().get(proxy_store.url(name))
     assert response.status_code == 200
-    assert b"".join(response.streaming_content) == png_bytes()
+    assert b"".join(response.streaming_content) == PNG
     assert Client().get("/readyz/").status_code == 200
     user = get_user_model().objects.create_user("bob", password="x-secret-1")
     client = Client()
     client.force_login(user)
-    assert client.post("/accounts/profile/", {"avatar": jpeg()}).status_code == 302
+    assert (
+        client.post("/accounts/profile/", {"avatar": jpeg_upload()}).status_code == 302
+    )
     user.profile.refresh_from_db()
     assert user.profile.avatar.name.startswith("profile_pics/")
 
@@ -270,14 +260,16 @@ def test_a_refused_upload_the_store_writes_when_it_resumes_is_deleted(
     client = Client()
     client.force_login(user)
     paused()
-    assert client.post("/accounts/profile/", {"avatar": jpeg()}).status_code == 400
+    assert (
+        client.post("/accounts/profile/", {"avatar": jpeg_upload()}).status_code == 400
+    )
     _resume(own_store)
     assert _written_late(store_options, "profile_pics/")
 
     # The next write finds the store answering and finishes the queued
     # deletions once it commits.
     with django_capture_on_commit_callbacks(execute=True):
-        response = client.post("/accounts/profile/", {"avatar": jpeg()})
+        response = client.post("/accounts/profile/", {"avatar": jpeg_upload()})
 
     assert response.status_code == 302
     user.profile.refresh_from_db()

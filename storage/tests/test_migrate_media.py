@@ -27,14 +27,17 @@ from urllib3.exceptions import MaxRetryError, NewConnectionError
 from accounts.models import Profile
 from accounts.services import avatar_replace
 from conftest import S3_ACCESS_KEY, S3_SECRET_KEY
-from storage.backends import IMMUTABLE_CACHE_CONTROL, MinIOStorage
+from storage.backends import IMMUTABLE_CACHE_CONTROL
 from storage.migrate_media import MD5_METADATA, Outcome, media_migrate
 from storage.services import DEFAULT_AVATAR_CACHE_CONTROL
+from tests.factories import image_bytes
 from tokens.models import Token
 from tokens.services import token_create
 from verification.documents import document_process
 from verification.services import document_open, verification_submit
 from verification.tests.samples import full_set
+
+LOGO_COLOUR = (247, 147, 26, 128)
 
 REPO_DEFAULT_AVATAR = Path(__file__).resolve().parents[2] / "media/default_avatar.jpg"
 BIG = "token_logo/big.png"
@@ -46,37 +49,16 @@ def md5_hex(content: bytes) -> str:
     return hashlib.md5(content, usedforsecurity=False).hexdigest()
 
 
-def jpeg_bytes(colour=(200, 40, 40)) -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", (64, 64), colour).save(buffer, "JPEG")
-    return buffer.getvalue()
-
-
-def png_bytes(size=(32, 32), noise=False) -> bytes:
-    if noise:  # random pixels do not compress: a PNG of about 3 bytes a pixel
-        image = Image.frombytes("RGB", size, os.urandom(size[0] * size[1] * 3))
-    else:
-        image = Image.new("RGBA", size, (247, 147, 26, 128))
-    buffer = io.BytesIO()
-    image.save(buffer, "PNG")
-    return buffer.getvalue()
-
-
-@pytest.fixture
-def storage(minio_options):
-    return MinIOStorage(**minio_options)
-
-
 @pytest.fixture
 def tree(media_root) -> dict[str, bytes]:
     """A media/ as the app lays it out: key -> content."""
     files = {
         "default_avatar.jpg": REPO_DEFAULT_AVATAR.read_bytes(),
-        "profile_pics/alice_k3J9x.jpg": jpeg_bytes(),
-        "profile_pics/2024/06/bob.png": png_bytes(),
-        UNICODE: jpeg_bytes((1, 2, 3)),
-        "token_logo/btc.png": png_bytes((48, 48)),
-        BIG: png_bytes((1600, 1600), noise=True),
+        "profile_pics/alice_k3J9x.jpg": image_bytes("JPEG", (64, 64)),
+        "profile_pics/2024/06/bob.png": image_bytes("PNG", (32, 32), LOGO_COLOUR),
+        UNICODE: image_bytes("JPEG", (64, 64), (1, 2, 3)),
+        "token_logo/btc.png": image_bytes("PNG", (48, 48), LOGO_COLOUR),
+        BIG: image_bytes("PNG", (1600, 1600), noise=True),
     }
     # Uploaded in parts; and in other parts by OTHER_PART_SIZE.
     assert len(files[BIG]) > OTHER_PART_SIZE > MIN_PART_SIZE
@@ -210,7 +192,9 @@ def test_dry_run_lists_only_what_changed(
     storage, tree, media_root, s3_client, bucket_name
 ):
     media_migrate(storage=storage, source=media_root)
-    (media_root / "token_logo/btc.png").write_bytes(png_bytes((40, 40)))
+    (media_root / "token_logo/btc.png").write_bytes(
+        image_bytes("PNG", (40, 40), LOGO_COLOUR)
+    )
     (media_root / BIG).write_bytes(flipped(tree[BIG]))  # same size
 
     report = media_migrate(storage=storage, source=media_root, dry_run=True)
@@ -303,7 +287,9 @@ def test_a_multipart_upload_is_invisible_under_its_key_until_complete(
 # --- what fails, what is left out ----------------------------------------------
 
 
-@pytest.mark.parametrize("new_content", [png_bytes((50, 50)), b"short"])
+@pytest.mark.parametrize(
+    "new_content", [image_bytes("PNG", (50, 50), LOGO_COLOUR), b"short"]
+)
 @pytest.mark.reliability("store-migration-cut")
 def test_a_file_changed_during_its_upload_fails_and_the_next_run_copies_it(
     storage, tree, media_root, s3_client, bucket_name, monkeypatch, new_content
@@ -386,17 +372,17 @@ def test_hidden_files_links_out_of_the_source_and_odd_names_are_left_out(
 ):
     outside = tmp_path / "elsewhere"
     outside.mkdir()
-    (outside / "secret.jpg").write_bytes(jpeg_bytes())
+    (outside / "secret.jpg").write_bytes(image_bytes("JPEG", (64, 64)))
     (media_root / "profile_pics").mkdir()
-    (media_root / "profile_pics/ok.jpg").write_bytes(jpeg_bytes())
+    (media_root / "profile_pics/ok.jpg").write_bytes(image_bytes("JPEG", (64, 64)))
     (media_root / "profile_pics/alias.jpg").symlink_to("ok.jpg")  # inside: copied
     (media_root / "profile_pics/leak.jpg").symlink_to(outside / "secret.jpg")
     (media_root / "token_logo").symlink_to(outside)
     (media_root / "profile_pics/loop").symlink_to(media_root)
     (media_root / ".DS_Store").write_bytes(b"finder")
     (media_root / ".cache").mkdir()
-    (media_root / ".cache/x.jpg").write_bytes(jpeg_bytes())
-    (media_root / "back\\slash.jpg").write_bytes(jpeg_bytes())
+    (media_root / ".cache/x.jpg").write_bytes(image_bytes("JPEG", (64, 64)))
+    (media_root / "back\\slash.jpg").write_bytes(image_bytes("JPEG", (64, 64)))
     os.mkfifo(media_root / "pipe")
 
     report = media_migrate(storage=storage, source=media_root)
@@ -423,7 +409,7 @@ def test_hidden_files_links_out_of_the_source_and_odd_names_are_left_out(
 # --- private files, from PRIVATE_MEDIA_ROOT --------------------------------------
 
 PRIVATE = {
-    "private/identity/1/Qm3x.jpg": jpeg_bytes((9, 9, 9)),
+    "private/identity/1/Qm3x.jpg": image_bytes("JPEG", (64, 64), (9, 9, 9)),
     "private/identity/1/Zr8k.pdf": b"%PDF-1.4 a selfie\n%%EOF\n",
 }
 
@@ -436,7 +422,9 @@ def private_tree(private_media_root) -> dict[str, bytes]:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(content)
     (private_media_root / "profile_pics").mkdir()
-    (private_media_root / "profile_pics/stray.jpg").write_bytes(jpeg_bytes())
+    (private_media_root / "profile_pics/stray.jpg").write_bytes(
+        image_bytes("JPEG", (64, 64))
+    )
     (private_media_root / "notes.txt").write_bytes(b"not a private file")
     return PRIVATE
 

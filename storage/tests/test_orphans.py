@@ -6,29 +6,16 @@ import threading
 import pytest
 from django.contrib.auth import get_user_model
 from django.core.files.base import ContentFile
-from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import CommandError, call_command
 from django.db import connection
-from PIL import Image
 
 from accounts.models import DEFAULT_AVATAR, Profile
 from accounts.services import avatar_remove, avatar_replace
 from conftest import storages_setting
 from storage.models import PendingDeletion
+from tests.factories import jpeg_upload
 
 pytestmark = pytest.mark.django_db
-
-
-def jpeg_upload(name: str = "me.jpg") -> SimpleUploadedFile:
-    buffer = io.BytesIO()
-    Image.new("RGB", (400, 300), (200, 40, 40)).save(buffer, "JPEG")
-    return SimpleUploadedFile(name, buffer.getvalue(), content_type="image/jpeg")
-
-
-@pytest.fixture
-def profile(any_storage, put_exact):
-    put_exact(any_storage, DEFAULT_AVATAR, b"default")
-    return get_user_model().objects.create_user("alice", password="x").profile
 
 
 def run_together(calls) -> list[BaseException | None]:

@@ -1,7 +1,6 @@
 """The media view: /media/ served by Django (development, MinIO proxy mode)."""
 
 import http.client
-import io
 import logging
 from urllib.parse import parse_qs, urlsplit
 
@@ -9,21 +8,17 @@ import pytest
 from django.core.exceptions import ImproperlyConfigured
 from django.core.files.base import ContentFile
 from django.test import Client
-from PIL import Image
 
 from storage.config import validate_accel_redirect
+from tests.factories import image_bytes
+
+PNG = image_bytes("PNG", (20, 20), (1, 2, 3))
 
 
 @pytest.fixture
 def media_client(settings):
     settings.MEDIA_SERVE = True
     return Client()
-
-
-def png_bytes() -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", (20, 20), (1, 2, 3)).save(buffer, "PNG")
-    return buffer.getvalue()
 
 
 @pytest.fixture
@@ -50,21 +45,21 @@ def served_storage(request):
 
 
 def test_media_is_served_with_type_length_and_validators(media_client, served_storage):
-    name = served_storage.save("token_logo/logo.png", ContentFile(png_bytes()))
+    name = served_storage.save("token_logo/logo.png", ContentFile(PNG))
 
     response = media_client.get(served_storage.url(name))
 
     assert response.status_code == 200
-    assert b"".join(response.streaming_content) == png_bytes()
+    assert b"".join(response.streaming_content) == PNG
     assert response["Content-Type"] == "image/png"
-    assert response["Content-Length"] == str(len(png_bytes()))
+    assert response["Content-Length"] == str(len(PNG))
     assert response["ETag"]
     assert response["Last-Modified"]
     assert "immutable" in response["Cache-Control"]
 
 
 def test_a_matching_etag_gets_304_without_a_body(media_client, served_storage):
-    name = served_storage.save("token_logo/logo.png", ContentFile(png_bytes()))
+    name = served_storage.save("token_logo/logo.png", ContentFile(PNG))
     url = served_storage.url(name)
     etag = media_client.get(url)["ETag"]
 
@@ -119,7 +114,7 @@ def test_a_storage_outage_is_a_503_not_a_500(media_client, settings, minio_optio
 
 
 def test_nothing_is_served_when_media_serving_is_off(settings, served_storage):
-    name = served_storage.save("token_logo/logo.png", ContentFile(png_bytes()))
+    name = served_storage.save("token_logo/logo.png", ContentFile(PNG))
     settings.MEDIA_SERVE = False
 
     assert Client().get(f"/media/{name}").status_code == 404
@@ -146,12 +141,12 @@ def test_a_path_leaving_the_media_folders_is_404(media_client, served_storage, p
 
 @pytest.mark.reliability("hostile-paths")
 def test_a_path_is_normalised_before_it_is_served(media_client, served_storage):
-    name = served_storage.save("token_logo/logo.png", ContentFile(png_bytes()))
+    name = served_storage.save("token_logo/logo.png", ContentFile(PNG))
 
     response = media_client.get(f"/media/token_logo/x/../{name.split('/')[-1]}")
 
     assert response.status_code == 200
-    assert b"".join(response.streaming_content) == png_bytes()
+    assert b"".join(response.streaming_content) == PNG
 
 
 @pytest.mark.parametrize(
@@ -178,7 +173,7 @@ def test_hostile_names_are_404_without_a_storage_failure(
 def test_the_default_avatar_is_cached_for_a_day_never_immutable(
     media_client, served_storage, put_exact
 ):
-    put_exact(served_storage, "default_avatar.jpg", png_bytes())
+    put_exact(served_storage, "default_avatar.jpg", PNG)
 
     response = media_client.get("/media/default_avatar.jpg")
     revalidated = media_client.get(
@@ -221,7 +216,7 @@ def store_fetch(response, s3_server, method: str = "GET"):
 def test_nginx_is_handed_a_signed_get_and_the_store_answers_it_with_the_app_headers(
     media_client, accel_storage, s3_server
 ):
-    name = accel_storage.save("token_logo/logo.png", ContentFile(png_bytes()))
+    name = accel_storage.save("token_logo/logo.png", ContentFile(PNG))
 
     response = media_client.get(accel_storage.url(name))
     status, headers, body = store_fetch(response, s3_server)
@@ -231,7 +226,7 @@ def test_nginx_is_handed_a_signed_get_and_the_store_answers_it_with_the_app_head
     signed = parse_qs(urlsplit(response["X-Accel-Redirect"]).query)
     assert signed["X-Amz-Expires"] == ["60"]
     assert status == 200
-    assert body == png_bytes()
+    assert body == PNG
     assert headers["Content-Type"] == "image/png"
     assert headers["Cache-Control"] == "public, max-age=31536000, immutable"
 
@@ -242,7 +237,7 @@ def test_nginx_keeps_no_header_of_the_redirect_answer_for_its_error_pages(
     # nginx carries Content-Type, Cache-Control and Content-Disposition over
     # the redirect, onto a 404 or 503 page too. A signed-in request, whose
     # answers otherwise get "private, no-store", included.
-    name = accel_storage.save("token_logo/logo.png", ContentFile(png_bytes()))
+    name = accel_storage.save("token_logo/logo.png", ContentFile(PNG))
     media_client.force_login(django_user_model.objects.create_user("alice"))
 
     response = media_client.get(accel_storage.url(name))
@@ -255,7 +250,7 @@ def test_nginx_keeps_no_header_of_the_redirect_answer_for_its_error_pages(
 def test_the_default_avatar_is_handed_over_with_its_day_of_caching(
     media_client, accel_storage, s3_server, put_exact
 ):
-    put_exact(accel_storage, "default_avatar.jpg", png_bytes())
+    put_exact(accel_storage, "default_avatar.jpg", PNG)
 
     response = media_client.get("/media/default_avatar.jpg")
     status, headers, _ = store_fetch(response, s3_server)
@@ -265,7 +260,7 @@ def test_the_default_avatar_is_handed_over_with_its_day_of_caching(
 
 
 def test_a_head_request_is_signed_for_head_only(media_client, accel_storage, s3_server):
-    name = accel_storage.save("token_logo/logo.png", ContentFile(png_bytes()))
+    name = accel_storage.save("token_logo/logo.png", ContentFile(PNG))
 
     response = media_client.head(accel_storage.url(name))
 
@@ -322,12 +317,12 @@ def test_handing_over_applies_to_the_proxy_mode_only(media_client, settings):
     from django.core.files.storage import default_storage
 
     settings.MEDIA_ACCEL_REDIRECT = ACCEL
-    name = default_storage.save("token_logo/logo.png", ContentFile(png_bytes()))
+    name = default_storage.save("token_logo/logo.png", ContentFile(PNG))
 
     response = media_client.get(default_storage.url(name))
 
     assert "X-Accel-Redirect" not in response
-    assert b"".join(response.streaming_content) == png_bytes()
+    assert b"".join(response.streaming_content) == PNG
 
 
 @pytest.mark.parametrize(

@@ -1,27 +1,16 @@
 import io
 
 import pytest
-from django.contrib.auth import get_user_model
 from django.core.files.uploadedfile import SimpleUploadedFile
 from PIL import Image
 
+from tests.factories import png_upload
 from tokens.models import Token
 
+BIG_LOGO = (2400, 1600)
+TRANSLUCENT = (20, 200, 120, 180)  # a logo with transparency stays a PNG
+
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def staff_client(client, mfa_enable):
-    user = get_user_model().objects.create_superuser("root", password="x-secret-1")
-    mfa_enable(user)
-    client.force_login(user)
-    return client
-
-
-def png_upload(size=(2400, 1600)) -> SimpleUploadedFile:
-    buffer = io.BytesIO()
-    Image.new("RGBA", size, (20, 200, 120, 180)).save(buffer, "PNG")
-    return SimpleUploadedFile("big-logo.png", buffer.getvalue(), "image/png")
 
 
 def test_adding_a_token_in_the_admin_stores_a_200_square_logo(
@@ -34,7 +23,7 @@ def test_adding_a_token_in_the_admin_stores_a_200_square_logo(
             "name": "Arbitrum",
             "decimals": 18,
             "description": "",
-            "logo": png_upload(),
+            "logo": png_upload(BIG_LOGO, colour=TRANSLUCENT),
             "is_active": "on",
         },
     )
@@ -69,7 +58,12 @@ def test_a_logo_finding_every_decode_slot_taken_is_a_message_in_the_admin(
 
     response = staff_client.post(
         "/admin/tokens/token/add/",
-        {"symbol": "ARB", "name": "Arbitrum", "decimals": 18, "logo": png_upload()},
+        {
+            "symbol": "ARB",
+            "name": "Arbitrum",
+            "decimals": 18,
+            "logo": png_upload(BIG_LOGO, colour=TRANSLUCENT),
+        },
     )
 
     assert response.status_code == 200

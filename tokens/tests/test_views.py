@@ -1,27 +1,18 @@
-import io
-
 import pytest
 from django.contrib.auth import get_user_model
-from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
-from PIL import Image
 
+from tests.factories import buy, fund, market_make, png_upload, sell, user_make
 from tokens.models import Token
 from tokens.services import token_create
 
 pytestmark = pytest.mark.django_db
 
 
-def png() -> SimpleUploadedFile:
-    buffer = io.BytesIO()
-    Image.new("RGB", (64, 64), (200, 100, 0)).save(buffer, "PNG")
-    return SimpleUploadedFile("logo.png", buffer.getvalue(), "image/png")
-
-
 def make_tokens(count: int, *, start: int = 0) -> None:
     for number in range(start, start + count):
-        token_create(name=f"Token {number}", symbol=f"T{number:03d}", logo=png())
+        token_create(name=f"Token {number}", symbol=f"T{number:03d}", logo=png_upload())
 
 
 def test_the_token_list_shows_every_active_token_with_its_logo(client):
@@ -84,7 +75,7 @@ def test_a_storage_outage_in_the_admin_is_a_503_page(client, dead_storage, mfa_e
 
     response = client.post(
         "/admin/tokens/token/add/",
-        {"symbol": "ARB", "name": "Arbitrum", "decimals": 18, "logo": png()},
+        {"symbol": "ARB", "name": "Arbitrum", "decimals": 18, "logo": png_upload()},
     )
 
     assert response.status_code == 503
@@ -121,3 +112,44 @@ def test_signed_in_users_never_get_the_visitors_cached_list(client):
     page = client.get("/tokens/").content.decode()
 
     assert "eve" in page and "Log out" in page
+
+
+def test_a_token_page_lists_its_markets_with_last_price_and_links_to_trade(client):
+    btc = token_create(name="Bitcoin", symbol="BTC")
+    usdt = token_create(name="Tether", symbol="USDT", decimals=6)
+    eth = token_create(name="Ether", symbol="ETH")
+    btc_usdt = market_make(btc, usdt)
+    market_make(eth, usdt)
+    maker, taker = user_make("maker"), user_make("taker")
+    fund(maker, btc, "1")
+    fund(taker, usdt, "100000")
+    sell(maker, btc_usdt, "1", "65432.1")
+    buy(taker, btc_usdt, "1", "65432.1")
+
+    page = client.get("/tokens/BTC/").content.decode()
+    untraded = client.get("/tokens/ETH/").content.decode()
+
+    assert "65,432.1" in page
+    assert 'href="/markets/BTC-USDT/"' in page and ">Trade<" in page
+    assert "ETH-USDT" not in page and "/markets/ETH-USDT/" in untraded
+
+
+def test_a_token_without_markets_says_so(client):
+    token_create(name="Bitcoin", symbol="BTC")
+
+    page = client.get("/tokens/BTC/").content.decode()
+
+    assert "BTC is not traded on any open market yet." in page
+
+
+def test_a_token_page_costs_the_same_queries_for_1_or_6_markets(client):
+    btc = token_create(name="Bitcoin", symbol="BTC")
+    market_make(btc, token_create(name="Quote 0", symbol="Q0"))
+    with CaptureQueriesContext(connection) as few:
+        client.get("/tokens/BTC/")
+    for number in range(1, 6):
+        market_make(btc, token_create(name=f"Quote {number}", symbol=f"Q{number}"))
+    with CaptureQueriesContext(connection) as many:
+        client.get("/tokens/BTC/")
+
+    assert len(few) == len(many)

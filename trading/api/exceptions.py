@@ -20,6 +20,7 @@ from rest_framework.settings import api_settings
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from core.database import UNAVAILABLE, unavailable_error
+from core.errors import error_body
 from trading import exceptions as trading
 
 logger = logging.getLogger(__name__)
@@ -50,10 +51,6 @@ def trading_status(error: trading.TradingError) -> int:
         if cls in TRADING_STATUS:
             return TRADING_STATUS[cls]
     return status.HTTP_422_UNPROCESSABLE_ENTITY
-
-
-def error_body(code: str, message: str, **extra: object) -> dict:
-    return {"error": {"code": code, "message": message, **extra}}
 
 
 def exception_handler(exc: Exception, context: dict) -> Response | None:

@@ -74,9 +74,13 @@ async def market_stream_view(request: HttpRequest, symbol: str) -> HttpResponse:
             status=403, code=refusal.get_codes(), message=str(refusal.detail)
         )
         return _cors(request, response)
+    # As DRF does for the REST API: the middleware sees who it is
+    # (accounts.middleware.PrivateResponseMiddleware) without reading it again.
     if user is None:
-        session_user = await request.auser()
-        user = session_user if session_user.is_authenticated else None
+        request.user = await request.auser()
+        user = request.user if request.user.is_authenticated else None
+    else:
+        request.user = user
     try:
         market = await sync_to_async(market_get)(symbol=symbol)
     except Market.DoesNotExist:
@@ -109,3 +113,8 @@ async def market_stream_view(request: HttpRequest, symbol: str) -> HttpResponse:
     # nginx passes each event on at once (deploy/nginx.conf says so too).
     response["X-Accel-Buffering"] = "no"
     return _cors(request, response)
+
+
+# Its synchronous parts run in a shared thread, not one held per stream
+# (crypto_exchange.asgi).
+market_stream_view.holds_connection = True

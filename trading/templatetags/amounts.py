@@ -2,24 +2,41 @@ from decimal import Decimal
 
 from django import template
 
-from trading.money import plain
+from trading.money import grouped, plain
 
 register = template.Library()
 
 
+def _decimal(value: object) -> Decimal | None:
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = Decimal(value)
+    if not isinstance(value, Decimal) or not value.is_finite():
+        return None
+    return value
+
+
 @register.filter
 def amount(value: Decimal | int | None) -> str:
-    """An amount as people write it: no exponent, no trailing zeros."""
-    if isinstance(value, int):
-        value = Decimal(value)
-    if not isinstance(value, Decimal):
+    """An amount as people read it: thousands grouped, no exponent, no
+    trailing zeros (``1,234,567.5``). For display only: a form field or a
+    value a script reads takes ``amount_plain``."""
+    number = _decimal(value)
+    if number is None:
         return "—"
-    return plain(value)
+    return grouped(number)
+
+
+@register.filter
+def amount_plain(value: Decimal | int | None) -> str:
+    """An amount as programs and form fields read it: no grouping, no
+    exponent, no trailing zeros (``1234567.5``); empty when there is none."""
+    number = _decimal(value)
+    return "" if number is None else plain(number)
 
 
 @register.filter
 def percent(value: Decimal | None) -> str:
-    """A signed percentage with two decimals (+1.25 %)."""
+    """A signed percentage with two decimals, thousands grouped (+1.25 %)."""
     if value is None:
         return "—"
-    return f"{value:+.2f} %"
+    return f"{value:+,.2f} %"

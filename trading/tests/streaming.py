@@ -4,6 +4,7 @@ reads the test's database), and a Server-Sent Events client on a socket."""
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import json
 import socket
@@ -19,14 +20,17 @@ class StreamServer:
 
     def __init__(self) -> None:
         import uvicorn
-        from django.core.asgi import get_asgi_application
+
+        from crypto_exchange.asgi import application
 
         self.port = free_port()
         self.server = uvicorn.Server(
             uvicorn.Config(
-                get_asgi_application(),
+                application,
                 host="127.0.0.1",
                 port=self.port,
+                loop="uvloop",
+                http="httptools",
                 lifespan="off",
                 log_level="warning",
                 timeout_graceful_shutdown=1,
@@ -47,11 +51,23 @@ class StreamServer:
             time.sleep(0.01)
 
     def stop(self) -> None:
+        from asgiref.sync import sync_to_async
+        from django.db import connections
+
         from trading.live import readers_stop
 
         self.server.should_exit = True
         self.thread.join(10)
         readers_stop()
+        # The thread streams' requests share (crypto_exchange.asgi) keeps its
+        # connection, which would keep the test database from being dropped.
+        # From a thread of its own: the test's may run an event loop (a
+        # browser test's Playwright).
+        closer = threading.Thread(
+            target=asyncio.run, args=(sync_to_async(connections.close_all)(),)
+        )
+        closer.start()
+        closer.join(10)
 
 
 @dataclass

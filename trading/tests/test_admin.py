@@ -1,25 +1,21 @@
 """Staff move money only through the services, from the admin."""
 
+import re
 from decimal import Decimal as D
 
 import pytest
+from django.contrib.admin.models import LogEntry
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
 
+from accounts.tests.totp import AuthenticatorApp
+from tests.factories import balance, buy, fund, sell
 from trading.models import Deposit, LedgerEntry, Market, Order, Withdrawal
 from trading.services import withdrawal_request
-from trading.tests.factories import balance, fund, sell
 
 pytestmark = pytest.mark.django_db
 
 CREDIT_URL = "/admin/trading/deposit/add/"
-
-
-@pytest.fixture
-def staff_client(client, staff, mfa_enable):
-    mfa_enable(staff)
-    client.force_login(staff)
-    return client
 
 
 def credit(staff_client, user, token, amount: str, reference: str = "tx-1"):
@@ -287,3 +283,280 @@ def test_money_records_are_read_only_in_the_admin(staff_client, alice, btc, mode
         entry.refresh_from_db()
         assert entry.amount in (D("1"), D("-1"))
     assert staff_client.get(f"/admin/trading/{model}/").status_code == 200
+
+
+# -- Crediting a deposit: finding the user, repeating a reference ---------------
+
+
+def user_search(client, term: str):
+    return client.get(
+        "/admin/autocomplete/",
+        {
+            "term": term,
+            "app_label": "trading",
+            "model_name": "deposit",
+            "field_name": "user",
+        },
+    )
+
+
+def test_the_credit_form_picks_the_user_with_the_admins_autocomplete(staff_client):
+    page = staff_client.get(CREDIT_URL).content.decode()
+
+    assert 'class="admin-autocomplete' in page
+    assert 'data-ajax--url="/admin/autocomplete/"' in page
+    assert 'data-model-name="deposit"' in page and 'data-field-name="user"' in page
+    assert "/static/admin/js/autocomplete.js" in page
+
+
+@pytest.mark.parametrize("term", ["ali", "ALICE@example", "alice@example.com"])
+def test_staff_find_the_user_by_name_or_e_mail(staff_client, alice, bob, term):
+    response = user_search(staff_client, term)
+
+    assert response.status_code == 200
+    assert response.json()["results"] == [
+        {"id": str(alice.pk), "text": "alice <alice@example.com>"}
+    ]
+
+
+@pytest.mark.reliability("access-staff")
+def test_the_user_search_answers_only_staff_who_may_see_users(
+    client, alice, mfa_enable
+):
+    assert user_search(client, "alice").status_code == 302  # to the log-in
+
+    client.force_login(alice)
+    refused = user_search(client, "alice")
+    assert refused.status_code in (302, 403)
+    assert b"alice@example.com" not in refused.content
+
+    clerk = get_user_model().objects.create_user(
+        "clerk", password="x-secret-1", is_staff=True
+    )
+    clerk.user_permissions.add(Permission.objects.get(codename="add_deposit"))
+    mfa_enable(clerk)
+    client.force_login(clerk)
+    assert user_search(client, "alice").status_code == 403
+
+    clerk.user_permissions.add(Permission.objects.get(codename="view_user"))
+    client.force_login(clerk)
+    assert user_search(client, "alice").json()["results"][0]["id"] == str(alice.pk)
+
+
+def test_the_chosen_user_stays_chosen_when_the_form_has_an_error(
+    staff_client, alice, btc
+):
+    response = credit(staff_client, alice, btc, "-1")
+
+    page = response.content.decode()
+    assert response.status_code == 200
+    assert f'<option value="{alice.pk}" selected>alice &lt;alice@example.com&gt;' in (
+        page
+    )
+
+
+def test_a_repeated_reference_says_that_nothing_changed(staff_client, alice, btc):
+    first = staff_client.post(
+        CREDIT_URL,
+        {"user": alice.pk, "token": btc.pk, "amount": "1.25", "reference": "tx-9"},
+        follow=True,
+    )
+    again = staff_client.post(
+        CREDIT_URL,
+        {"user": alice.pk, "token": btc.pk, "amount": "1.25", "reference": "tx-9"},
+        follow=True,
+    )
+
+    assert "Deposit tx-9: 1.25 BTC is credited." in first.content.decode()
+    repeated = again.content.decode()
+    assert "is credited" not in repeated
+    assert "Nothing was credited: reference tx-9 was already credited" in repeated
+    assert "(1.25 BTC to alice). Balances are unchanged." in repeated
+    assert balance(alice, btc) == (D("1.25"), D("0"))
+    assert LogEntry.objects.filter(object_repr__contains="tx-9").count() == 1
+
+
+# -- Amounts without trailing zeros -----------------------------------------------
+
+TRAILING_ZEROS = re.compile(r"\d\.\d*0{4,}(?!\d)")
+
+
+@pytest.fixture
+def money_everywhere(funded, market, alice, bob, btc):
+    """A deposit, a withdrawal, orders, a trade, balances and ledger entries,
+    none of whose amounts needs more than four decimals."""
+    sell(alice, market, "1.5", "100.25")
+    buy(bob, market, "1.5", "100.25")
+    buy(bob, market, "0.5", "90")
+    withdrawal_request(
+        user=alice, token=btc, amount=D("0.25"), address="bc1q", reference="w-9"
+    )
+
+
+@pytest.mark.parametrize(
+    ("model", "shown"),
+    [
+        ("deposit", "10"),
+        ("withdrawal", "0.25"),
+        ("order", "100.25"),
+        ("trade", "100.25"),
+        ("balance", "8.25"),
+        ("ledgerentry", "-1.5"),
+        ("market", "0.001"),
+    ],
+)
+def test_amounts_show_without_trailing_zeros_in_lists_and_detail_pages(
+    staff_client, money_everywhere, model, shown
+):
+    listing = staff_client.get(f"/admin/trading/{model}/")
+    pk = re.search(
+        rf'href="/admin/trading/{model}/(\d+)/change/', listing.content.decode()
+    )[1]
+    detail = staff_client.get(f"/admin/trading/{model}/{pk}/change/")
+
+    for response in (listing, detail):
+        page = response.content.decode()
+        assert response.status_code == 200
+        assert TRAILING_ZEROS.findall(page) == []
+    assert f">{shown}<" in listing.content.decode()
+
+
+def test_an_order_detail_page_shows_each_amount_and_its_help(
+    staff_client, money_everywhere, bob
+):
+    order = Order.objects.get(user=bob, price=D("90"))
+
+    page = staff_client.get(f"/admin/trading/order/{order.pk}/change/").content.decode()
+
+    for label, value in [
+        ("Price", "90"),
+        ("Quantity", "0.5"),
+        ("Filled quantity", "0"),
+        ("Locked", "45"),
+        ("Stop price", "-"),
+    ]:
+        shown = rf'<label>{label}:</label>\s*<div class="readonly">{value}</div>'
+        assert re.search(shown, page), label
+    assert "Limit price (limit, stop-limit)." in page  # the field's help text
+
+
+def test_lists_still_sort_by_amount(staff_client, alice, btc):
+    for reference, amount in [("small", "2"), ("large", "30"), ("middle", "10.5")]:
+        credit(staff_client, alice, btc, amount, reference)
+
+    listing = staff_client.get("/admin/trading/deposit/").content.decode()
+    header = re.search(
+        r'<th scope="col" class="[^"]*column-amount[^"]*">(.*?)</th>', listing, re.S
+    )[1]
+    ascending = re.search(r'href="(\?o=[^"]+)"', header)[1]
+    page = staff_client.get(f"/admin/trading/deposit/{ascending}").content.decode()
+
+    assert page.index(">small<") < page.index(">middle<") < page.index(">large<")
+    assert ">10.5<" in page
+
+
+def test_the_market_form_shows_steps_and_fees_without_trailing_zeros(
+    staff_client, market
+):
+    page = staff_client.get(
+        f"/admin/trading/market/{market.pk}/change/"
+    ).content.decode()
+
+    assert re.search(r'<div class="readonly">0.01</div>', page)  # price step
+    assert re.search(r'<div class="readonly">0.0001</div>', page)  # amount step
+    assert 'name="min_notional" value="1"' in page
+    assert 'name="maker_fee" value="0.001"' in page
+    assert TRAILING_ZEROS.findall(page) == []
+
+
+def test_staff_change_a_market_fee_from_the_form_showing_plain_amounts(
+    staff_client, market
+):
+    response = staff_client.post(
+        f"/admin/trading/market/{market.pk}/change/",
+        {
+            "min_notional": "1",
+            "maker_fee": "0.0005",
+            "taker_fee": "0.002",
+            "status": "open",
+        },
+    )
+
+    assert response.status_code == 302
+    market.refresh_from_db()
+    assert (market.maker_fee, market.price_step) == (D("0.0005"), D("0.01"))
+
+
+# -- In a browser: the autocomplete and the confirmation, as staff use them -----
+
+STAFF_PASSWORD = "staff-pass-2026"
+
+
+def staff_sign_in(page, live_server, mfa_enable, path: str) -> None:
+    """Open ``path`` of the admin as a superuser with an authenticator app,
+    through the site's log-in and its second step."""
+    staff = get_user_model().objects.create_superuser(
+        "boss", email="boss@example.com", password=STAFF_PASSWORD
+    )
+    app = AuthenticatorApp(mfa_enable(staff))
+    page.goto(f"{live_server.url}{path}")
+    page.locator('input[name="login"]').fill("boss")
+    page.locator('input[name="password"]').fill(STAFF_PASSWORD)
+    page.get_by_role("button", name="Sign In").click()
+    page.locator('input[name="code"]').fill(app.code())
+    page.get_by_role("button", name="Sign In").click()
+    page.wait_for_url(f"**{path}")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_staff_credit_a_deposit_finding_the_user_by_e_mail_in_a_browser(
+    page, live_server, mfa_enable, alice, bob, btc
+):
+    staff_sign_in(page, live_server, mfa_enable, CREDIT_URL)
+
+    def credit_in_form(reference: str) -> None:
+        page.goto(f"{live_server.url}{CREDIT_URL}")
+        page.locator(".select2-selection").click()
+        page.locator(".select2-search__field").fill("alice@exa")
+        found = page.get_by_role("option", name="alice <alice@example.com>")
+        found.wait_for()
+        page.screenshot_step("user-found")
+        found.click()
+        page.locator("#id_token").select_option(str(btc.pk))
+        page.locator("#id_amount").fill("1.25")
+        page.locator("#id_reference").fill(reference)
+        page.get_by_role("button", name="Credit").click()
+
+    credit_in_form("tx-browser")
+    page.get_by_text("Deposit tx-browser: 1.25 BTC is credited.").wait_for()
+    page.screenshot_step("credited")
+
+    credit_in_form("tx-browser")
+    page.get_by_text("Nothing was credited: reference tx-browser").wait_for()
+    page.screenshot_step("repeated")
+
+    assert balance(alice, btc) == (D("1.25"), D("0"))
+    assert balance(bob, btc) == (D("0"), D("0"))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_approving_a_withdrawal_takes_a_second_click_on_a_confirmation_page(
+    page, live_server, mfa_enable, pending, alice, btc
+):
+    staff_sign_in(page, live_server, mfa_enable, "/admin/trading/withdrawal/")
+
+    page.locator(f'input[name="_selected_action"][value="{pending.pk}"]').check()
+    page.locator('select[name="action"]').select_option("approve")
+    page.get_by_role("button", name="Go").click()
+
+    page.get_by_role("heading", name="Approve withdrawals").wait_for()
+    page.screenshot_step("confirmation")
+    pending.refresh_from_db()
+    assert pending.status == Withdrawal.Status.PENDING
+    assert balance(alice, btc) == (D("1"), D("2"))
+
+    page.get_by_role("button", name="Yes, approve 1").click()
+    page.get_by_text("1 approved.").wait_for()
+    pending.refresh_from_db()
+    assert pending.status == Withdrawal.Status.APPROVED
+    assert balance(alice, btc) == (D("1"), D("0"))

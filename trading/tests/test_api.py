@@ -17,10 +17,7 @@ from django.utils import timezone
 from drf_spectacular.validation import validate_schema
 from rest_framework.test import APIClient
 
-from trading.api_keys import api_key_create, api_key_revoke
-from trading.models import ApiKey, Market, Order, Trade, Withdrawal
-from trading.tests.factories import (
-    PASSWORD,
+from tests.factories import (
     balance,
     buy,
     fund,
@@ -29,6 +26,8 @@ from trading.tests.factories import (
     token_make,
     user_make,
 )
+from trading.api_keys import api_key_create, api_key_revoke
+from trading.models import ApiKey, Market, Order, Trade, Withdrawal
 
 pytestmark = pytest.mark.django_db
 
@@ -38,22 +37,6 @@ V1 = "/api/v1"
 @pytest.fixture
 def anonymous():
     return APIClient()
-
-
-@pytest.fixture
-def as_alice(alice, reauthenticate):
-    client = APIClient()
-    client.force_login(alice)
-    reauthenticate(client, PASSWORD)
-    return client
-
-
-@pytest.fixture
-def as_bob(bob, reauthenticate):
-    client = APIClient()
-    client.force_login(bob)
-    reauthenticate(client, PASSWORD)
-    return client
 
 
 def key_client(

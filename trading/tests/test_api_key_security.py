@@ -12,9 +12,9 @@ from django.core.exceptions import ValidationError
 from django.utils import timezone
 from rest_framework.test import APIClient
 
+from tests.factories import PASSWORD, balance
 from trading.api_keys import api_key_create, request_signature
 from trading.models import ApiKey, Withdrawal
-from trading.tests.factories import PASSWORD, balance
 
 pytestmark = pytest.mark.django_db
 
@@ -292,7 +292,7 @@ def test_the_python_example_of_the_api_docs_signs_requests_that_work(
 ):
     from pathlib import Path
 
-    from trading.tests.factories import fund, token_make, user_make
+    from tests.factories import fund, token_make, user_make
 
     alice = user_make("alice")
     fund(alice, token_make("BTC"), "1")

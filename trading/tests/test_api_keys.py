@@ -23,7 +23,6 @@ from trading.api_keys import (
     api_keys_for_user,
 )
 from trading.models import ApiKey
-from trading.tests.factories import PASSWORD
 
 pytestmark = pytest.mark.django_db
 
@@ -172,13 +171,6 @@ def test_the_key_list_shows_active_keys_newest_first(alice, bob):
 
 
 # -- The profile page's buttons ------------------------------------------------
-
-
-@pytest.fixture
-def alice_client(client, alice, reauthenticate):
-    client.force_login(alice)
-    reauthenticate(client, PASSWORD)
-    return client
 
 
 @pytest.mark.reliability("key-stored")

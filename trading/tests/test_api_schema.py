@@ -21,8 +21,8 @@ import pytest
 from django.db import connection
 
 from core.tests.processes import free_port, plain_static_root
+from tests.factories import buy, fund, market_make, sell, token_make, user_make
 from trading.api_keys import api_key_create
-from trading.tests.factories import buy, fund, market_make, sell, token_make, user_make
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

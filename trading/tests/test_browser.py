@@ -1,26 +1,22 @@
-"""Trading in a real browser: the order form, cancel, and the page refreshing."""
+"""Trading in a real browser: the chart, the order form, the book, cancel,
+and the page kept current by the live stream."""
 
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 import pytest
+from playwright.sync_api import expect
 
-from trading.models import Order
-from trading.tests.factories import (
+from tests.factories import (
     balance,
     buy,
     fund,
-    market_make,
     sell,
-    token_make,
     user_make,
 )
+from trading.models import Order, Trade
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-def market():
-    return market_make(token_make("BTC"), token_make("USDT", decimals=6))
 
 
 def log_in(page, live_server, username):
@@ -106,7 +102,10 @@ def test_the_market_page_updates_book_and_balances_when_an_order_fills(
     fund(taker, market.quote, "1000")
     buy(taker, market, "0.5", "150.00")
 
-    asks.get_by_text("1.5", exact=True).wait_for()
+    # What is left at 150: amount and depth so far.
+    expect(asks.locator("tr", has_text="150").locator("td")).to_have_text(
+        ["150", "1.5", "1.5"]
+    )
     page.get_by_text(f"Your sell order {resting.pk} filled 0.5").wait_for()
     available = balance(maker, market.quote)[0]
     page.wait_for_function(
@@ -116,3 +115,222 @@ def test_the_market_page_updates_book_and_balances_when_an_order_fills(
     page.locator('[data-ticker="last_price"]').get_by_text("150").wait_for()
     assert page.evaluate("window.__notReloaded") is True
     page.screenshot_step("filled-live")
+
+
+# Draws in the page: the pane holds ink (candles), and the axes right of it
+# (prices) and under it (times) hold ink (their labels).
+CHART_DRAWN = """
+() => {
+  const box = document.querySelector("[data-chart-box]");
+  const canvases = Array.from(box ? box.querySelectorAll("canvas") : []).map((c) => {
+    const r = c.getBoundingClientRect();
+    let inked = false;
+    if (c.width && c.height) {
+      const d = c.getContext("2d").getImageData(0, 0, c.width, c.height).data;
+      for (let i = 4; i < d.length && !inked; i += 4) {
+        inked = [0, 1, 2, 3].some((k) => d[i + k] !== d[k]);
+      }
+    }
+    return { x: r.x, y: r.y, w: r.width, h: r.height, inked };
+  });
+  if (!canvases.length) return false;
+  const pane = canvases.reduce((a, b) => (b.w * b.h > a.w * a.h ? b : a));
+  const inked = canvases.filter((c) => c.inked);
+  return {
+    pane: inked.some((c) => c.x === pane.x && c.y === pane.y && c.w === pane.w),
+    prices: inked.some((c) => c.x >= pane.x + pane.w - 1 && c.y < pane.y + pane.h),
+    times: inked.some((c) => c.y >= pane.y + pane.h - 1 && c.x < pane.x + pane.w),
+  };
+}
+"""
+
+
+def trade(market, price: str, quantity: str = "1") -> None:
+    """A trade at ``price``, between two users of its own."""
+    maker, taker = user_make(f"maker-{price}"), user_make(f"taker-{price}")
+    fund(maker, market.base, quantity)
+    fund(taker, market.quote, "100000")
+    sell(maker, market, quantity, price)
+    buy(taker, market, quantity, price)
+
+
+def test_the_chart_draws_candles_with_axes_and_switches_interval(
+    page, live_server, market
+):
+    trade(market, "100.00")
+    trade(market, "110.00", "2")
+    url = f"{live_server.url}/markets/{market.symbol}/"
+
+    with page.expect_request(lambda request: "/candles/" in request.url) as first:
+        page.goto(url)
+    assert "interval=1h" in first.value.url
+    page.locator('#chart[data-candles="1h"]').wait_for()
+    page.wait_for_function(
+        f"(() => {{ const d = ({CHART_DRAWN})(); "
+        "return d && d.pane && d.prices && d.times; })()"
+    )
+    # The candle's figures, as the crosshair's legend gives them.
+    expect(page.locator("[data-chart-legend]")).to_contain_text(
+        "O 100 H 110 L 100 C 110 · Vol 3 BTC"
+    )
+    expect(page.get_by_text("Chart by TradingView")).to_be_visible()
+    page.screenshot_step("chart")
+
+    with page.expect_request(lambda request: "/candles/" in request.url) as switched:
+        page.get_by_role("link", name="5m", exact=True).click()
+    assert "interval=5m" in switched.value.url
+    page.locator('#chart[data-candles="5m"]').wait_for()
+    expect(page.get_by_role("link", name="5m", exact=True)).to_have_attribute(
+        "aria-current", "true"
+    )
+    assert page.url == f"{url}?interval=5m"
+    expect(page.locator("[data-chart-legend]")).to_contain_text("C 110")
+
+
+def test_an_order_error_keeps_what_was_typed_next_to_the_field(
+    page, live_server, market
+):
+    trader = user_make("trader")
+    fund(trader, market.base, "5")
+    log_in(page, live_server, "trader")
+    page.goto(f"{live_server.url}/markets/{market.symbol}/")
+
+    page.get_by_label("Sell").check()
+    page.get_by_role("textbox", name="Price").fill("100.001")
+    page.get_by_role("textbox", name="Amount").fill("1.5")
+    page.get_by_role("button", name="Place order").click()
+
+    price_field = page.locator(".field", has=page.get_by_role("textbox", name="Price"))
+    expect(price_field).to_contain_text("The price 100.001 has too much precision")
+    expect(page.get_by_role("textbox", name="Price")).to_have_value("100.001")
+    expect(page.get_by_role("textbox", name="Amount")).to_have_value("1.5")
+    expect(page.get_by_label("Sell")).to_be_checked()
+    page.screenshot_step("refused")
+    assert not Order.objects.filter(user=trader).exists()
+
+    page.get_by_role("textbox", name="Price").fill("100.01")
+    page.get_by_role("button", name="Place order").click()
+    page.get_by_text("placed (0 filled so far)").wait_for()
+    # The next order starts on the side of the last one.
+    expect(page.get_by_label("Sell")).to_be_checked()
+    assert Order.objects.get(user=trader).price == Decimal("100.01")
+
+
+def test_a_market_order_hides_price_time_in_force_and_post_only(
+    page, live_server, market
+):
+    user_make("trader")
+    log_in(page, live_server, "trader")
+    page.goto(f"{live_server.url}/markets/{market.symbol}/")
+    price = page.get_by_role("textbox", name="Price")
+    time_in_force = page.get_by_label("Time in force")
+    post_only = page.get_by_label("Post only")
+    spend = page.get_by_role("textbox", name="Or spend")
+    submit = page.get_by_role("button", name="Place order")
+
+    for shown in (price, time_in_force, post_only):
+        expect(shown).to_be_visible()
+    expect(spend).to_be_hidden()
+    buy_colour = submit.evaluate("node => getComputedStyle(node).backgroundColor")
+
+    page.get_by_label("Market").check()
+    for hidden in (price, time_in_force, post_only):
+        expect(hidden).to_be_hidden()
+    expect(spend).to_be_visible()
+    expect(page.get_by_role("textbox", name="Amount")).to_be_visible()
+    page.screenshot_step("market-buy")
+
+    # Buy and sell look different; a market sell spends no quote amount.
+    page.get_by_label("Sell").check()
+    expect(spend).to_be_hidden()
+    expect(submit).to_have_accessible_name("Place order · sell BTC")
+    sell_colour = submit.evaluate("node => getComputedStyle(node).backgroundColor")
+    assert sell_colour != buy_colour
+
+    page.get_by_label("Limit").check()
+    expect(price).to_be_visible()
+
+
+def test_clicking_a_price_in_the_book_fills_the_form_and_shows_total_and_fee(
+    page, live_server, market
+):
+    other = user_make("other")
+    fund(other, market.base, "10")
+    fund(other, market.quote, "1000")
+    sell(other, market, "3", "120.50")
+    buy(other, market, "1", "119.00")
+    user_make("trader")
+    log_in(page, live_server, "trader")
+    page.goto(f"{live_server.url}/markets/{market.symbol}/")
+    expect(page.locator("tbody.spread")).to_have_text("Spread 1.5 (1.24 %)")
+    page.evaluate("window.__notReloaded = true")
+
+    page.locator("tbody.asks").get_by_role("link", name="120.5").click()
+    page.get_by_role("textbox", name="Amount").fill("2")
+
+    expect(page.get_by_role("textbox", name="Price")).to_have_value("120.5")
+    estimate = page.locator("[data-estimate]")
+    expect(estimate).to_contain_text("241 USDT")
+    # A buyer's fee is taken from the BTC bought: 2 x 0.2 % at most.
+    expect(estimate).to_contain_text("0.004 BTC")
+    assert page.evaluate("window.__notReloaded") is True
+    page.screenshot_step("price-picked")
+
+
+def test_max_fills_the_amount_from_the_available_balance(page, live_server, market):
+    trader = user_make("trader")
+    fund(trader, market.quote, "12345.67")
+    fund(trader, market.base, "2.5")
+    log_in(page, live_server, "trader")
+    page.goto(f"{live_server.url}/markets/{market.symbol}/")
+    amount = page.get_by_role("textbox", name="Amount")
+    max_button = page.get_by_role("button", name="Max")
+
+    expect(page.locator('[data-balance="USDT"]')).to_have_text("12,345.67")
+    page.get_by_role("textbox", name="Price").fill("100")
+    max_button.click()
+    # 12,345.67 USDT at 100 buys 123.4567 BTC (the amount step is 0.0001).
+    expect(amount).to_have_value("123.4567")
+    expect(page.locator("[data-estimate]")).to_contain_text("12,345.67 USDT")
+
+    page.get_by_label("Sell").check()
+    max_button.click()
+    expect(amount).to_have_value("2.5")
+
+    page.get_by_label("Buy").check()
+    page.get_by_label("Market").check()
+    max_button.click()
+    expect(page.get_by_role("textbox", name="Or spend")).to_have_value("12345.67")
+    expect(amount).to_have_value("")
+    page.screenshot_step("max")
+
+
+def test_a_trade_appears_live_with_its_time_and_moves_the_chart(
+    live_stream, page, live_server, market
+):
+    maker = user_make("maker")
+    fund(maker, market.base, "1")
+    sell(maker, market, "1", "130.00")
+    page.goto(f"{live_server.url}/markets/{market.symbol}/")
+    page.locator('#market-live[data-stream="open"]').wait_for()
+    page.locator('#chart[data-candles="1h"]').wait_for()
+    expect(page.locator("tbody.trade-rows")).to_have_text("No trade yet")
+    page.evaluate("window.__notReloaded = true")
+
+    taker = user_make("taker")
+    fund(taker, market.quote, "1000")
+    buy(taker, market, "0.4", "130.00")
+    made = Trade.objects.get()
+
+    row = page.locator("tbody.trade-rows tr", has_text="130")
+    expect(row.locator("td")).to_have_text(
+        ["130", "0.4", made.created_at.strftime("%H:%M:%S")]
+    )
+    shown = datetime.fromisoformat(row.locator("time").get_attribute("datetime"))
+    assert abs(shown - made.created_at) < timedelta(milliseconds=1)
+    expect(page.locator("[data-chart-legend]")).to_contain_text("C 130 · Vol 0.4 BTC")
+    expect(page.locator("tbody.asks tr", has_text="130").locator("td")).to_have_text(
+        ["130", "0.6", "0.6"]
+    )
+    assert page.evaluate("window.__notReloaded") is True
+    page.screenshot_step("live-trade")

@@ -20,6 +20,15 @@ import pytest
 from django.db import connection
 from rest_framework.test import APIClient
 
+from tests.factories import (
+    PASSWORD,
+    balance,
+    fees,
+    fund,
+    market_make,
+    token_make,
+    user_make,
+)
 from trading.exceptions import (
     InsufficientBalance,
     OrderNotOpen,
@@ -37,15 +46,6 @@ from trading.orders import (
     order_wait,
 )
 from trading.services import deposit_credit, withdrawal_request
-from trading.tests.factories import (
-    PASSWORD,
-    balance,
-    fees,
-    fund,
-    market_make,
-    token_make,
-    user_make,
-)
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 

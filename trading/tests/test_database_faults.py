@@ -19,6 +19,7 @@ import pytest
 from django.test import Client
 from rest_framework.test import APIClient
 
+from tests.factories import PASSWORD, balance
 from trading.api_keys import api_key_create
 from trading.models import Order, Withdrawal
 from trading.tests.db_faults import (
@@ -29,7 +30,6 @@ from trading.tests.db_faults import (
     order_insert,
     withdrawal_insert,
 )
-from trading.tests.factories import PASSWORD, balance
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
@@ -51,7 +51,7 @@ def bot(alice, market, funded):
 
 
 @pytest.fixture
-def browser(alice, market, funded, reauthenticate):
+def site_client(alice, market, funded, reauthenticate):
     # As a real server does, answer what the app answers: the test client
     # would raise a failure in a middleware that the app answered with 503.
     client = Client(raise_request_exception=False)
@@ -254,8 +254,8 @@ def resend_form(response) -> dict[str, str]:
     return {name: html.unescape(value) for name, value in HIDDEN.findall(page)}
 
 
-def order_form(browser) -> dict[str, str]:
-    page = browser.get("/markets/BTC-USDT/").content.decode()
+def order_form(site_client) -> dict[str, str]:
+    page = site_client.get("/markets/BTC-USDT/").content.decode()
     [client_order_id] = re.findall(r'name="client_order_id" value="([^"]+)"', page)
     fields = {"side": "buy", "type": "limit", "price": "100", "quantity": "1"}
     return {**fields, "time_in_force": "GTC", "client_order_id": client_order_id}
@@ -263,11 +263,11 @@ def order_form(browser) -> dict[str, str]:
 
 @pytest.mark.reliability("db-lost-before-write")
 def test_the_order_form_lost_before_anything_is_sent_says_nothing_was_changed(
-    browser, alice
+    site_client, alice
 ):
-    fields = order_form(browser)
+    fields = order_form(site_client)
     with backend_killed("before", first_statement):
-        response = browser.post("/markets/BTC-USDT/orders/", fields)
+        response = site_client.post("/markets/BTC-USDT/orders/", fields)
 
     assert response.status_code == 503
     assert "nothing was changed" in response.content.decode()
@@ -276,11 +276,11 @@ def test_the_order_form_lost_before_anything_is_sent_says_nothing_was_changed(
 
 @pytest.mark.reliability("outcome-unknown")
 def test_the_order_form_whose_commit_is_lost_offers_to_send_it_again_safely(
-    browser, alice, usdt
+    site_client, alice, usdt
 ):
-    fields = order_form(browser)
+    fields = order_form(site_client)
     with backend_dies_at_commit("trading_order"):
-        response = browser.post("/markets/BTC-USDT/orders/", fields)
+        response = site_client.post("/markets/BTC-USDT/orders/", fields)
 
     assert response.status_code == 503
     page = response.content.decode()
@@ -291,7 +291,7 @@ def test_the_order_form_whose_commit_is_lost_offers_to_send_it_again_safely(
     assert again["client_order_id"] == fields["client_order_id"]
 
     for _ in range(2):  # sent again, and once more by mistake
-        resent = browser.post("/markets/BTC-USDT/orders/", again)
+        resent = site_client.post("/markets/BTC-USDT/orders/", again)
         assert resent.status_code == 302
 
     assert Order.objects.filter(user=alice).count() == 1
@@ -300,27 +300,27 @@ def test_the_order_form_whose_commit_is_lost_offers_to_send_it_again_safely(
 
 @pytest.mark.reliability("db-lost-after-commit")
 def test_the_order_form_committed_before_the_connection_is_lost_says_accepted(
-    browser, alice
+    site_client, alice
 ):
-    fields = order_form(browser)
+    fields = order_form(site_client)
     with backend_killed("after_commit", order_insert):
-        response = browser.post("/markets/BTC-USDT/orders/", fields)
+        response = site_client.post("/markets/BTC-USDT/orders/", fields)
 
     assert response.status_code == 302
-    page = browser.get(response["Location"]).content.decode()
+    page = site_client.get(response["Location"]).content.decode()
     assert "accepted, and waiting for the matcher" in page
     assert Order.objects.filter(user=alice).count() == 1
 
 
 @pytest.mark.reliability("outcome-unknown")
 def test_the_withdrawal_form_whose_commit_is_lost_offers_to_send_it_again_safely(
-    browser, alice, btc
+    site_client, alice, btc
 ):
-    form = browser.get("/wallet/").content.decode()
+    form = site_client.get("/wallet/").content.decode()
     [reference] = re.findall(r'name="reference" value="([^"]+)"', form)
     fields = {**withdrawal(reference), "amount": "2"}
     with backend_dies_at_commit("trading_withdrawal"):
-        response = browser.post("/wallet/", fields)
+        response = site_client.post("/wallet/", fields)
 
     assert response.status_code == 503
     page = response.content.decode()
@@ -330,7 +330,7 @@ def test_the_withdrawal_form_whose_commit_is_lost_offers_to_send_it_again_safely
     assert again["reference"] == reference
 
     for _ in range(2):
-        assert browser.post("/wallet/", again).status_code == 302
+        assert site_client.post("/wallet/", again).status_code == 302
 
     assert Withdrawal.objects.filter(user=alice).count() == 1
     assert balance(alice, btc) == (D("8"), D("2"))

@@ -42,7 +42,7 @@ KINDS = ("order", "withdrawal", "page")
 _SEED = """
 import json
 from trading.api_keys import api_key_create
-from trading.tests.factories import fund, market_make, token_make, user_make
+from tests.factories import fund, market_make, token_make, user_make
 
 btc, usdt = token_make("BTC"), token_make("USDT", decimals=6)
 market_make(btc, usdt)

@@ -13,6 +13,7 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
+from tests.factories import buy, fund, sell
 from trading.invariants import ledger_problems
 from trading.models import (
     Balance,
@@ -23,7 +24,6 @@ from trading.models import (
     Trade,
 )
 from trading.services import withdrawal_request
-from trading.tests.factories import buy, fund, sell
 
 pytestmark = pytest.mark.django_db
 

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 from django.db import connection, connections
 
+from tests.factories import fund, market_make, token_make, user_make
 from trading.exceptions import TradingError
 from trading.invariants import ledger_problems
 from trading.matcher import engine_rebuild
@@ -33,7 +34,6 @@ from trading.models import (
     Trade,
 )
 from trading.orders import order_cancel, order_place
-from trading.tests.factories import fund, market_make, token_make, user_make
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 

@@ -6,9 +6,9 @@ import pytest
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 
+from tests.factories import fund, sell
 from trading.models import Balance, Order
 from trading.services import market_create
-from trading.tests.factories import fund, sell
 
 pytestmark = pytest.mark.django_db
 

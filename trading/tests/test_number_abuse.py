@@ -5,12 +5,12 @@ nothing placed, requested or locked; never rounded, never an error page."""
 from __future__ import annotations
 
 import pytest
-from rest_framework.test import APIClient
 
+from tests.factories import PASSWORD, balance
 from trading.models import Order, Withdrawal
-from trading.tests.factories import PASSWORD, balance
 
-pytestmark = pytest.mark.django_db
+# Every test here trades as alice, funded.
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("funded")]
 
 HOSTILE_AMOUNTS = [
     "NaN",
@@ -35,14 +35,6 @@ HOSTILE_AMOUNTS = [
 # Django's form fields read "1_000" as 1000 and an Arabic-Indic one as 1
 # (Python's Decimal does), numbers a person may mean; the JSON API refuses them.
 HOSTILE_IN_FORMS = [a for a in HOSTILE_AMOUNTS if a not in ("1_000", "\u0661")]
-
-
-@pytest.fixture
-def as_alice(alice, funded, reauthenticate):
-    client = APIClient()
-    client.force_login(alice)
-    reauthenticate(client, PASSWORD)
-    return client
 
 
 @pytest.fixture
@@ -120,8 +112,9 @@ def test_a_hostile_amount_in_the_web_forms_is_refused_in_the_form(
         {"token": "BTC", "amount": amount, "address": "bc1qx", "reference": "w-1"},
     )
 
-    assert order.status_code == 200
-    assert "message-error" in order.content.decode()
+    # The order form comes back refused, the reason beside a field.
+    assert order.status_code == 400
+    assert 'class="errors' in order.content.decode()
     assert withdrawal.status_code == 400
     refused = withdrawal.content.decode()
     assert 'class="field field-invalid"' in refused or 'role="alert"' in refused

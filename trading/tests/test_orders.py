@@ -10,6 +10,17 @@ from decimal import Decimal as D
 
 import pytest
 
+from tests.factories import (
+    balance,
+    buy,
+    cancel,
+    fees,
+    fund,
+    market_make,
+    sell,
+    token_make,
+    user_make,
+)
 from trading.exceptions import (
     BelowMinNotional,
     DuplicateClientOrderId,
@@ -32,17 +43,6 @@ from trading.models import (
     Trade,
 )
 from trading.orders import order_place
-from trading.tests.factories import (
-    balance,
-    buy,
-    cancel,
-    fees,
-    fund,
-    market_make,
-    sell,
-    token_make,
-    user_make,
-)
 
 pytestmark = pytest.mark.django_db
 

@@ -1,20 +1,33 @@
-"""Reads: the book by price level, trades, open orders, balances, candles."""
+"""Reads: the book by price level, trades, open orders, balances, candles, the
+wallet's history and the sorted markets list."""
 
 from datetime import UTC, datetime
 from decimal import Decimal as D
 
 import pytest
+from django.core.paginator import Paginator
 
-from trading.models import Market, Order, Trade
+from tests.factories import (
+    buy,
+    cancel,
+    fund,
+    market_make,
+    sell,
+    token_make,
+)
+from trading.models import Deposit, Market, Order, Trade, Withdrawal
 from trading.selectors import (
     balances_for_user,
     candles,
     market_get,
+    market_sort_parse,
+    market_summaries,
     order_book,
     orders_open,
     trades_recent,
+    wallet_history,
 )
-from trading.tests.factories import buy, cancel, sell
+from trading.services import withdrawal_cancel, withdrawal_request
 
 pytestmark = pytest.mark.django_db
 
@@ -171,3 +184,130 @@ def test_candles_cover_only_the_last_intervals_asked_for(market, four_trades):
 
     # 10:06 to 10:08: only the trade at 10:07.
     assert [ohlcv(candle)[0] for candle in built] == ["10:07"]
+
+
+# -- The wallet's history and the markets list ----------------------------------
+
+
+def _at(model, row, moment: str):
+    model.objects.filter(pk=row.pk).update(
+        created_at=datetime.fromisoformat(f"2026-01-05T{moment}+00:00")
+    )
+
+
+def test_the_wallet_history_merges_deposits_and_withdrawals_newest_first(
+    alice, bob, btc, usdt, django_assert_num_queries
+):
+
+    first = fund(alice, usdt, "5000")
+    second = fund(alice, btc, "2")
+    fund(bob, btc, "9")  # someone else's
+    taken = withdrawal_request(
+        user=alice, token=btc, amount=D("0.5"), address="addr-1", reference="w-1"
+    )
+    kept = withdrawal_request(
+        user=alice, token=usdt, amount=D("1200"), address="addr-2", reference="w-2"
+    )
+    withdrawal_cancel(user=alice, withdrawal=kept)
+    _at(Deposit, first, "09:00:00")
+    _at(Withdrawal, taken, "10:00:00")
+    _at(Deposit, second, "10:00:00")  # same moment: the withdrawal first
+    _at(Withdrawal, kept, "11:00:00")
+
+    with django_assert_num_queries(1):
+        rows = list(wallet_history(user=alice))
+
+    assert [
+        (row["kind"], row["symbol"], row["amount"], row["state"], row["to_address"])
+        for row in rows
+    ] == [
+        ("withdrawal", "USDT", D("1200"), "cancelled", "addr-2"),
+        ("withdrawal", "BTC", D("0.5"), "pending", "addr-1"),
+        ("deposit", "BTC", D("2"), "credited", ""),
+        ("deposit", "USDT", D("5000"), "credited", ""),
+    ]
+    assert rows[1]["id"] == taken.pk
+
+
+def test_the_wallet_history_reads_one_page_in_two_queries(
+    alice, btc, django_assert_num_queries
+):
+
+    for _ in range(60):
+        fund(alice, btc, "1")
+
+    with django_assert_num_queries(2):  # the count and the page
+        page = Paginator(wallet_history(user=alice), 25).get_page(3)
+        rows = list(page)
+
+    assert len(rows) == 10
+    assert page.paginator.num_pages == 3
+
+
+@pytest.fixture
+def three_markets(market, btc, usdt, alice, bob, funded):
+    """BTC-USDT last at 120 (+20 %, 3 BTC), ETH-USDT last at 30 (-25 %, 10
+    ETH), DOGE-USDT without trades."""
+
+    eth, doge = token_make("ETH"), token_make("DOGE")
+    eth_usdt = market_make(eth, usdt)
+    market_make(doge, usdt)
+    fund(alice, eth, "20")
+    for traded, trades in (
+        (market, [("1", "100"), ("2", "120")]),
+        (eth_usdt, [("5", "40"), ("5", "30")]),
+    ):
+        for quantity, price in trades:
+            sell(alice, traded, quantity, price)
+            buy(bob, traded, quantity, price)
+
+
+@pytest.mark.parametrize(
+    ("sort", "symbols"),
+    [
+        ("symbol", ["BTC-USDT", "DOGE-USDT", "ETH-USDT"]),
+        ("-symbol", ["ETH-USDT", "DOGE-USDT", "BTC-USDT"]),
+        ("price", ["ETH-USDT", "BTC-USDT", "DOGE-USDT"]),
+        ("-price", ["BTC-USDT", "ETH-USDT", "DOGE-USDT"]),
+        ("change", ["ETH-USDT", "BTC-USDT", "DOGE-USDT"]),
+        ("-change", ["BTC-USDT", "ETH-USDT", "DOGE-USDT"]),
+        ("volume", ["DOGE-USDT", "BTC-USDT", "ETH-USDT"]),
+        ("-volume", ["ETH-USDT", "BTC-USDT", "DOGE-USDT"]),
+        ("bogus", ["BTC-USDT", "DOGE-USDT", "ETH-USDT"]),
+    ],
+)
+def test_markets_sort_by_each_column_with_untraded_markets_last(
+    three_markets, sort, symbols, django_assert_num_queries
+):
+    with django_assert_num_queries(1):
+        summaries = market_summaries(sort=sort)
+
+    assert [summary.market.symbol for summary in summaries] == symbols
+
+
+@pytest.mark.parametrize(
+    ("asked", "used"),
+    [
+        ("price", "price"),
+        ("-volume", "-volume"),
+        (None, "symbol"),
+        ("", "symbol"),
+        ("--price", "symbol"),
+        ("market__symbol", "symbol"),
+        ("PRICE", "symbol"),
+        ("price\x00", "symbol"),
+    ],
+)
+def test_an_unknown_sort_falls_back_to_the_symbol(asked, used):
+    assert market_sort_parse(asked) == used
+
+
+def test_a_tokens_markets_are_those_it_is_base_or_quote_of(three_markets, btc, usdt):
+
+    market_make(token_make("SOL"), btc)
+
+    assert [s.market.symbol for s in market_summaries(token_id=btc.pk)] == [
+        "BTC-USDT",
+        "SOL-BTC",
+    ]
+    assert len(market_summaries(token_id=usdt.pk)) == 3

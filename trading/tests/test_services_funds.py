@@ -4,6 +4,7 @@ from decimal import Decimal as D
 
 import pytest
 
+from tests.factories import balance, fund
 from trading.exceptions import (
     DuplicateReference,
     InsufficientBalance,
@@ -20,7 +21,6 @@ from trading.services import (
     withdrawal_reject,
     withdrawal_request,
 )
-from trading.tests.factories import balance, fund
 
 pytestmark = pytest.mark.django_db
 

@@ -6,6 +6,7 @@ from decimal import Decimal as D
 import pytest
 from django.utils import timezone
 
+from tests.factories import balance, fund
 from trading.exceptions import (
     InsufficientBalance,
     WithdrawalLimitExceeded,
@@ -19,7 +20,6 @@ from trading.services import (
     withdrawal_reject,
     withdrawal_request,
 )
-from trading.tests.factories import balance, fund
 
 pytestmark = pytest.mark.django_db
 

@@ -2,14 +2,19 @@
 parts: uvicorn, Redis, and orders matched by the matcher (trading.matcher.drain
 runs inline when an order is placed)."""
 
+import http.client
 import json
+import select
+import threading
 from pathlib import Path
 
 import pytest
+from django.db import connection
 
+from tests.factories import buy, sell
+from trading import live
 from trading.api_keys import api_key_create
 from trading.models import Trade
-from trading.tests.factories import buy, sell
 from trading.tests.streaming import SseClient
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -47,6 +52,7 @@ def test_a_matched_order_reaches_the_stream_after_its_batch(
             "quantity": "0.4",
             "quote_amount": "40",
             "taker_side": "buy",
+            "time": trade.created_at.isoformat().replace("+00:00", "Z"),
         }
     ]
     book = client.until("book")
@@ -172,6 +178,11 @@ def test_resuming_with_last_event_id_catches_up_with_what_was_missed(
     ]
     trades = again.until("trades")
     assert [trade["id"] for trade in trades.data["trades"]] == [missed.pk]
+    # Caught up in the shape of the live event, with the trade's time.
+    assert trades.data["trades"][0]["time"] == missed.created_at.isoformat().replace(
+        "+00:00", "Z"
+    )
+    assert "created_at" not in trades.data["trades"][0]
     again.close()
 
 
@@ -229,3 +240,79 @@ def test_a_client_that_does_not_read_is_told_to_resync_and_disconnected(
     assert last.data == {"reason": "behind"}
     assert received < published
     slow.close()
+
+
+def _streams_open(port: int, count: int) -> list[SseClient]:
+    clients = [SseClient(port, PATH) for _ in range(count)]
+    for client in clients:
+        client.until("snapshot")
+    return clients
+
+
+def test_open_streams_hold_no_thread_each(stream_server, market):
+    # The first stream starts what the process keeps for all (the reading
+    # threads, the one for requests' synchronous parts).
+    first = _streams_open(stream_server.port, 1)
+    before = threading.active_count()
+
+    more = _streams_open(stream_server.port, 20)
+
+    # The reading threads start as they are needed, up to their number.
+    assert threading.active_count() <= before + live.READ_THREADS
+    for client in first + more:
+        client.close()
+
+
+@pytest.mark.postgres
+def test_open_streams_hold_no_database_connection_each(stream_server, market):
+    def connected() -> int:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = "
+                "current_database()"
+            )
+            return cursor.fetchone()[0]
+
+    first = _streams_open(stream_server.port, 1)
+    before = connected()
+
+    more = _streams_open(stream_server.port, 20)
+
+    # The connection of the requests' shared thread may come and go.
+    assert connected() <= before + 1
+    for client in first + more:
+        client.close()
+
+
+def test_a_stream_waiting_for_redis_holds_up_no_other_request(
+    settings, stream_server, redis_server, market
+):
+    settings.REDIS_TIMEOUT = 30
+    redis_server.pause()
+    waiting = http.client.HTTPConnection("127.0.0.1", stream_server.port, timeout=60)
+    waiting.request("GET", PATH)
+    try:
+        # Answered while the first still waits for Redis: nothing of the
+        # first request keeps the thread that requests' synchronous parts
+        # share (crypto_exchange.asgi).
+        other = SseClient(stream_server.port, "/api/v1/markets/NOPE-USDT/stream/")
+        assert other.status == 404
+        readable, _, _ = select.select([waiting.sock], [], [], 0)
+        assert not readable, "the first stream answered before Redis did"
+    finally:
+        redis_server.resume()
+    response = waiting.getresponse()
+    assert response.status == 200
+    waiting.close()
+
+
+def test_an_idle_stream_shows_it_is_alive(monkeypatch, stream_server, market):
+    monkeypatch.setattr(live, "HEARTBEAT_SECONDS", 0.2)
+    client = SseClient(stream_server.port, PATH)
+    client.until("snapshot")
+
+    lines = [client.response.readline() for _ in range(4)]
+
+    # A comment line (EventSource ignores it), so that proxies see a live link.
+    assert b": keep-alive\n" in lines
+    client.close()

@@ -9,12 +9,12 @@ from functools import partial
 
 import pytest
 
+from tests.factories import fees, fund, market_make, token_make, user_make
 from trading.exceptions import TradingError
 from trading.matcher import drain
 from trading.models import Balance, Order, Trade
 from trading.orders import command_refusal, order_cancel, order_place
 from trading.selectors import order_book
-from trading.tests.factories import fees, fund, market_make, token_make, user_make
 from trading.tests.reference_engine import ReferenceEngine, Refused
 
 OPERATIONS = 3000

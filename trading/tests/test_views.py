@@ -1,15 +1,15 @@
 """The trading pages, through the Django test client."""
 
+import re
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 from django.db import connection
+from django.test.html import Element, parse_html
 from django.test.utils import CaptureQueriesContext
 
-from trading.charts import candle_chart
-from trading.models import Order, Withdrawal
-from trading.selectors import Candle, market_summaries
-from trading.tests.factories import (
+from tests.factories import (
     PASSWORD,
     balance,
     buy,
@@ -19,13 +19,111 @@ from trading.tests.factories import (
     token_make,
     user_make,
 )
+from trading.charts import candle_chart
+from trading.models import Order, Withdrawal
+from trading.selectors import Candle, market_summaries
 
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def market():
-    return market_make(token_make("BTC"), token_make("USDT", decimals=6))
+class Page:
+    """A page as a tree of elements, read as a person reads it: the form's
+    values, the text by each field, a table's rows."""
+
+    def __init__(self, response) -> None:
+        self.text = response.content.decode()
+        self.root = parse_html(self.text)
+
+    @staticmethod
+    def _elements(node):
+        for child in node.children:
+            if isinstance(child, Element):
+                yield child
+                yield from Page._elements(child)
+
+    @staticmethod
+    def _words(node) -> str:
+        parts = [
+            child if isinstance(child, str) else Page._words(child)
+            for child in node.children
+        ]
+        return " ".join(part for part in parts if part)
+
+    @staticmethod
+    def _has_class(element, name: str) -> bool:
+        return name in (dict(element.attributes).get("class") or "").split()
+
+    def _inputs(self, name: str) -> list[Element]:
+        return [
+            element
+            for element in self._elements(self.root)
+            if element.name in ("input", "select")
+            and dict(element.attributes).get("name") == name
+        ]
+
+    def value(self, name: str) -> str:
+        [element] = self._inputs(name)
+        return dict(element.attributes).get("value") or ""
+
+    def checked(self, name: str) -> str | None:
+        values = [
+            dict(element.attributes).get("value", "on")
+            for element in self._inputs(name)
+            if "checked" in dict(element.attributes)
+        ]
+        assert len(values) <= 1
+        return values[0] if values else None
+
+    def field_text(self, name: str) -> str:
+        """The text of the field box holding the input ``name``: its label
+        and its errors."""
+
+        def boxes(node):
+            for element in self._elements(node):
+                if self._has_class(element, "field") and any(
+                    child.name == "input" and dict(child.attributes).get("name") == name
+                    for child in self._elements(element)
+                ):
+                    yield element
+
+        *_, innermost = boxes(self.root)
+        return self._words(innermost)
+
+    def texts(self, tag: str, **attributes: str | None) -> list[str]:
+        """The text of each ``tag`` element with these attributes (None:
+        with any value)."""
+        found = []
+        for element in self._elements(self.root):
+            present = dict(element.attributes)
+            if element.name == tag and all(
+                name in present and value in (None, present[name])
+                for name, value in attributes.items()
+            ):
+                found.append(self._words(element))
+        return found
+
+    def _body(self, selector: str) -> Element:
+        tag, name = selector.split(".")
+        [body] = [
+            element
+            for element in self._elements(self.root)
+            if element.name == tag and self._has_class(element, name)
+        ]
+        return body
+
+    def rows(self, selector: str) -> list[list[str]]:
+        return [
+            [self._words(cell) for cell in row.children if isinstance(cell, Element)]
+            for row in self._body(selector).children
+            if isinstance(row, Element)
+        ]
+
+    def links(self, selector: str) -> list[str]:
+        return [
+            dict(element.attributes)["href"]
+            for element in self._elements(self._body(selector))
+            if element.name == "a"
+        ]
 
 
 @pytest.fixture
@@ -79,22 +177,92 @@ def test_placing_a_limit_order_from_the_page_locks_funds_and_lists_it(
     assert f"/orders/{order.pk}/cancel/" in page
 
 
-def test_a_refused_order_says_why_and_changes_nothing(client, trader, market):
-    client.post(
+# What a refused order is about, the error shown next to that field.
+REFUSALS = [
+    ({"price": "100.001", "quantity": "1"}, "price", "The price 100.001 has too much"),
+    ({"price": "100", "quantity": "0.00001"}, "quantity", "The quantity 0.00001 has"),
+    ({"price": "100", "quantity": "5000"}, "quantity", "This needs 500,000 USDT"),
+]
+
+
+@pytest.mark.parametrize(("typed", "field", "message"), REFUSALS)
+def test_a_refused_order_comes_back_as_typed_with_the_reason_by_its_field(
+    client, trader, market, typed, field, message
+):
+    sent = {"side": "buy", "type": "limit", "time_in_force": "GTC"} | typed
+    sent["client_order_id"] = "first-try"
+
+    response = client.post(f"/markets/{market.symbol}/orders/", sent)
+
+    assert response.status_code == 400
+    page = Page(response)
+    assert message in page.field_text(field)
+    for name, value in typed.items():
+        assert page.value(name) == value
+    assert page.checked("side") == "buy" and page.checked("type") == "limit"
+    # Nothing was placed: the corrected order is a new one, with a new id.
+    assert page.value("client_order_id") not in ("", "first-try")
+    assert not Order.objects.filter(status=Order.Status.OPEN).exists()
+    assert balance(trader, market.quote) == (Decimal("100000"), Decimal("0"))
+
+
+def test_an_incomplete_order_keeps_what_was_typed_and_says_what_is_missing(
+    client, trader, market
+):
+    response = client.post(
         f"/markets/{market.symbol}/orders/",
-        {
-            "side": "buy",
-            "type": "limit",
-            "price": "100.001",
-            "quantity": "1",
-            "time_in_force": "GTC",
-        },
+        {"side": "sell", "type": "limit", "quantity": "2.5", "post_only": "on"},
     )
 
-    page = client.get(f"/markets/{market.symbol}/").content.decode()
-    assert "The price 100.001 has too much precision" in page
+    assert response.status_code == 400
+    page = Page(response)
+    assert "A limit order needs a price." in page.field_text("price")
+    assert page.value("quantity") == "2.5"
+    assert page.checked("side") == "sell"
+    assert page.checked("post_only") == "on"
     assert not Order.objects.exists()
-    assert balance(trader, market.quote) == (Decimal("100000"), Decimal("0"))
+
+
+def test_the_next_order_starts_on_the_side_and_type_of_the_last(client, trader, market):
+    response = client.post(
+        f"/markets/{market.symbol}/orders/",
+        {"side": "sell", "type": "limit", "price": "150", "quantity": "1"},
+    )
+
+    assert response.status_code == 302
+    page = Page(client.get(response["Location"]))
+    assert "placed (0 filled so far)" in page.text
+    assert page.checked("side") == "sell" and page.checked("type") == "limit"
+    assert page.value("price") == page.value("quantity") == ""
+
+
+def test_a_market_order_ignores_the_fields_the_page_hides_for_it(
+    client, trader, market
+):
+    buyer = user_make("buyer")
+    fund(buyer, market.quote, "1000")
+    buy(buyer, market, "1", "100.00")
+
+    # Without script the hidden fields are sent as they were left.
+    response = client.post(
+        f"/markets/{market.symbol}/orders/",
+        {
+            "side": "sell",
+            "type": "market",
+            "quantity": "0.5",
+            "price": "90",
+            "quote_amount": "40",
+            "protection_price": "95",
+            "time_in_force": "FOK",
+            "post_only": "on",
+        },
+        follow=True,
+    )
+
+    assert "Sell 0.5 BTC: filled." in response.content.decode()
+    order = Order.objects.get(user=trader)
+    assert order.type == Order.Type.MARKET and order.price is None
+    assert order.time_in_force == Order.TimeInForce.IOC and not order.post_only
 
 
 def test_cancelling_from_the_page_releases_the_funds(client, trader, market):
@@ -120,15 +288,75 @@ def test_nobody_can_cancel_another_users_order(client, trader, market):
     assert order.status == Order.Status.OPEN
 
 
-def test_the_live_fragment_shows_the_book_aggregated_by_price(client, trader, market):
+def test_the_book_sums_the_depth_and_shows_the_spread(client, trader, market):
     other = user_make("other")
     fund(other, market.base, "10")
+    fund(other, market.quote, "10000")
     sell(other, market, "1", "120.00")
     sell(other, market, "2", "120.00")
+    sell(other, market, "1", "125.00")
+    buy(other, market, "2", "110.00")
+    buy(other, market, "0.5", "105.00")
 
-    fragment = client.get(f"/markets/{market.symbol}/live/").content.decode()
+    page = Page(client.get(f"/markets/{market.symbol}/"))
 
-    assert ">120<" in fragment and ">3<" in fragment
+    # Price, amount, and the amount up to that price from the best one.
+    assert page.rows("tbody.asks") == [["125", "1", "4"], ["120", "3", "3"]]
+    assert page.rows("tbody.spread") == [["Spread 10 (8.33 %)"]]
+    assert page.rows("tbody.bids") == [["110", "2", "2"], ["105", "0.5", "2.5"]]
+
+
+def test_a_price_picked_in_the_book_fills_the_order_form_without_script(
+    client, trader, market
+):
+    other = user_make("other")
+    fund(other, market.base, "10")
+    sell(other, market, "1", "120.50")
+
+    page = Page(client.get(f"/markets/{market.symbol}/"))
+    [link] = page.links("tbody.asks")
+    picked = Page(client.get(link))
+
+    assert link == f"/markets/{market.symbol}/?price=120.5#order-form"
+    assert picked.value("price") == "120.5"
+    assert picked.checked("side") == "buy" and picked.checked("type") == "limit"
+    garbage = Page(client.get(f"/markets/{market.symbol}/?price=-1&side=x&type=y"))
+    assert garbage.value("price") == ""
+    assert garbage.checked("side") == "buy" and garbage.checked("type") == "limit"
+
+
+def test_without_script_the_chart_is_a_picture_with_axes_for_the_chosen_interval(
+    client, trader, market
+):
+    other = user_make("other")
+    fund(other, market.base, "5")
+    sell(other, market, "1", "100.00")
+    buy(trader, market, "1", "100.00")
+    sell(other, market, "1", "110.00")
+    buy(trader, market, "1", "110.00")
+
+    page = Page(client.get(f"/markets/{market.symbol}/?interval=5m"))
+
+    [current] = page.texts("a", **{"data-interval": None, "aria-current": "true"})
+    assert current == "5m"
+    *prices, time = page.texts("text")  # the picture's axes
+    assert prices == ["100", "105", "110"]
+    assert re.fullmatch(r"\d{1,2} \w{3} \d\d:\d\d", time)
+
+
+def test_the_chart_library_is_served_from_the_sites_own_static_files(client, market):
+    from django.contrib.staticfiles import finders
+
+    page = client.get(f"/markets/{market.symbol}/").content.decode()
+    folder = "vendor/lightweight-charts/"
+
+    assert f'src="/static/{folder}lightweight-charts.standalone.production.js"' in page
+    assert f'data-candles-url="/api/v1/markets/{market.symbol}/candles/"' in page
+    assert "TradingView" in page  # the credit its licence asks for
+    script = Path(finders.find(f"{folder}lightweight-charts.standalone.production.js"))
+    assert "TradingView Lightweight Charts™ v5.3.0" in script.read_text()[:300]
+    for name in ("LICENSE", "NOTICE", "README.md"):
+        assert finders.find(folder + name)
 
 
 def test_the_market_page_costs_the_same_queries_with_more_orders(
@@ -293,9 +521,15 @@ def test_the_candle_chart_keeps_every_candle_inside_the_picture():
 
     assert [shape.rising for shape in chart.shapes] == [True, False, True]
     assert chart.high == Decimal("15") and chart.low == Decimal("8")
-    assert max(shape.x for shape in chart.shapes) < 600
+    assert max(shape.x for shape in chart.shapes) < chart.plot_width < 600
     for shape in chart.shapes:
-        assert 0 <= shape.wick_top <= shape.body_top <= shape.wick_bottom <= 200
+        assert 0 <= shape.wick_top <= shape.body_top <= shape.wick_bottom
+        assert shape.wick_bottom < shape.volume_top < chart.plot_height < 200
+    # Round prices on the price axis, from the bottom up, inside the picture.
+    assert [tick.price for tick in chart.price_ticks] == [8, 10, 12, 14]
+    assert all(0 <= tick.y <= chart.plot_height for tick in chart.price_ticks)
+    # Time labels far enough apart to be read: the newest candle's only.
+    assert [tick.start.hour for tick in chart.time_ticks] == [2]
 
 
 def test_api_keys_are_made_and_revoked_from_the_profile_page(client, reauthenticate):
@@ -320,3 +554,63 @@ def test_api_keys_are_made_and_revoked_from_the_profile_page(client, reauthentic
     after = client.get("/accounts/profile/").content.decode()
     assert "“my bot” was revoked" in after
     assert f"{key.prefix}.…" not in after
+
+
+def test_the_wallet_shows_amounts_grouped_and_the_history_by_page(
+    client, trader, market
+):
+    for number in range(30):
+        _pending_withdrawal(trader, market.quote, amount="1", reference=f"w-{number}")
+    _pending_withdrawal(trader, market.quote, amount="1234.5", reference="big")
+
+    first = client.get("/wallet/").content.decode()
+    second = client.get("/wallet/", {"page": "2"}).content.decode()
+
+    assert "98,735.5" in first  # USDT available: 100,000 - 30 - 1,234.5
+    assert "1,234.5 USDT" in first  # the newest withdrawal leads the history
+    assert "Page 1 of 2" in first and 'href="?page=2#history"' in first
+    assert "Page 2 of 2" in second and 'href="?page=1#history"' in second
+    # 31 withdrawals and 2 deposits: 25 rows, then 8 (both deposits last).
+    assert first.count("/cancel/") == 25
+    assert second.count("/cancel/") == 6
+    assert second.count("Credited") == 2
+    for page in ("0", "-1", "abc", "99999999999999999999"):
+        assert client.get("/wallet/", {"page": page}).status_code == 200
+
+
+def test_the_wallet_costs_the_same_queries_with_a_longer_history(
+    client, trader, market
+):
+    _pending_withdrawal(trader, market.quote, amount="1", reference="first")
+    with CaptureQueriesContext(connection) as few:
+        client.get("/wallet/")
+    for number in range(40):
+        _pending_withdrawal(trader, market.quote, amount="1", reference=f"w-{number}")
+        fund(trader, market.base, "1")
+    with CaptureQueriesContext(connection) as many:
+        client.get("/wallet/")
+
+    assert len(few) == len(many)
+
+
+def test_the_markets_page_sorts_by_a_query_parameter_and_ignores_unknown_ones(
+    client, market
+):
+    other = market_make(token_make("ETH"), market.quote)
+    maker, taker = user_make("maker"), user_make("taker")
+    fund(maker, market.base, "1")
+    fund(taker, market.quote, "100000")
+    sell(maker, market, "1", "12345.67")
+    buy(taker, market, "1", "12345.67")
+
+    by_price = client.get("/markets/", {"sort": "-price"}).content.decode()
+    unknown = client.get("/markets/", {"sort": "'; drop table"})
+
+    assert by_price.index("BTC</strong>") < by_price.index("ETH</strong>")
+    assert 'aria-sort="descending"' in by_price
+    assert 'href="?sort=price"' in by_price  # the other way round next
+    assert "12,345.67" in by_price
+    assert unknown.status_code == 200
+    page = unknown.content.decode()
+    assert 'aria-sort="ascending"' in page  # by market, the default
+    assert page.index("BTC</strong>") < page.index(f"{other.base.symbol}</strong>")

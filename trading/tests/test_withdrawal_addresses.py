@@ -12,7 +12,8 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from accounts.models import SecurityEvent
-from tokens.management.commands.seed_demo import DEMO_ADDRESS_FORMATS, DEMO_TOKENS
+from exchange.management.commands.seed_demo import DEMO_ADDRESS_FORMATS, DEMO_TOKENS
+from tests.factories import PASSWORD, balance, fund, token_make
 from trading.api_keys import api_key_create
 from trading.exceptions import AddressAlreadySaved, AddressNotAllowed, InvalidAddress
 from trading.models import AddressFormat, LedgerEntry, SavedAddress, Withdrawal
@@ -22,7 +23,6 @@ from trading.services import (
     withdrawal_address_policy_set,
     withdrawal_request,
 )
-from trading.tests.factories import PASSWORD, balance, fund, token_make
 from trading.tests.test_addresses import _typo
 
 pytestmark = pytest.mark.django_db
@@ -507,13 +507,6 @@ def test_the_api_answers_the_saved_only_refusal_with_its_code(api_client, rich, 
 
 
 # -- The admin ----------------------------------------------------------------
-
-
-@pytest.fixture
-def staff_client(client, staff, mfa_enable):
-    mfa_enable(staff)
-    client.force_login(staff)
-    return client
 
 
 def _format_form(token, **fields) -> dict:

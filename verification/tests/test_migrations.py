@@ -4,23 +4,12 @@ import importlib
 import shutil
 
 import pytest
-from django.contrib.auth import get_user_model
-from django.test import Client
 
-from verification.tests.test_views import open_url, staff_client, submit
+from verification.tests.test_views import open_url, reviewer_client, submit
 
 pytestmark = pytest.mark.django_db
 
 move = importlib.import_module("verification.migrations.0002_private_storage")
-
-
-@pytest.fixture
-def alice_client():
-    client = Client()
-    client.force_login(
-        get_user_model().objects.create_user("alice", password="pw-alice-2026")
-    )
-    return client
 
 
 def files_under(root) -> dict[str, bytes]:
@@ -40,7 +29,7 @@ def test_the_migration_moves_old_documents_out_of_media_root_and_staff_open_them
     # As a deployment on local disk had them before this migration.
     shutil.move(private_media_root / "private", media_root / "private")
     document = verification.documents.get(kind="front")
-    staff = staff_client(mfa_enable, may_open=True)
+    staff = reviewer_client(mfa_enable, may_open=True)
     assert staff.get(open_url(document)).status_code == 404
 
     move.move_out_of_media_root(apps=None, schema_editor=None)

@@ -27,18 +27,6 @@ def processed_set() -> dict:
     return {kind: document_process(upload) for kind, upload in full_set().items()}
 
 
-@pytest.fixture
-def alice():
-    return get_user_model().objects.create_user("alice", password="pw-alice-2026")
-
-
-@pytest.fixture
-def staff():
-    return get_user_model().objects.create_user(
-        "reviewer", password="pw-staff-2026", is_staff=True
-    )
-
-
 def test_submitted_documents_are_stored_under_the_private_prefix(
     any_private_storage, alice, stored_names
 ):
@@ -129,28 +117,36 @@ def test_deleting_the_account_deletes_the_documents(
     assert stored_names(any_private_storage, "private") == []
 
 
+@pytest.fixture
+def reviewer(db):
+    """Staff, but not a superuser: permissions are given one by one."""
+    return get_user_model().objects.create_user(
+        "reviewer", password="pw-staff-2026", is_staff=True
+    )
+
+
 @pytest.mark.reliability("private-documents")
-def test_opening_needs_the_permission_and_is_recorded(alice, staff):
+def test_opening_needs_the_permission_and_is_recorded(alice, reviewer):
     from django.contrib.auth.models import Permission
 
     verification = verification_submit(user=alice, documents=processed_set())
     document = verification.documents.get(kind="front")
     request = RequestFactory().get("/", REMOTE_ADDR="203.0.113.7")
-    request.user = staff
+    request.user = reviewer
     with pytest.raises(PermissionDenied):
         document_open(request=request, document=document)
     assert not IdentityDocumentAccess.objects.exists()
 
-    staff.user_permissions.add(
+    reviewer.user_permissions.add(
         Permission.objects.get(codename="view_identity_document")
     )
-    staff = get_user_model().objects.get(pk=staff.pk)  # no cached permissions
-    request.user = staff
+    reviewer = get_user_model().objects.get(pk=reviewer.pk)  # no cached permissions
+    request.user = reviewer
     delivery = document_open(request=request, document=document)
     access = IdentityDocumentAccess.objects.get()
     assert access == delivery.access
     assert (access.staff, access.document, access.ip_address) == (
-        staff,
+        reviewer,
         document,
         "203.0.113.7",
     )

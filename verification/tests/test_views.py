@@ -22,19 +22,7 @@ pytestmark = pytest.mark.django_db
 http = urllib3.PoolManager(retries=False, timeout=10)
 
 
-@pytest.fixture
-def alice():
-    return get_user_model().objects.create_user("alice", password="pw-alice-2026")
-
-
-@pytest.fixture
-def alice_client(alice):
-    client = Client()
-    client.force_login(alice)
-    return client
-
-
-def staff_client(mfa_enable, *, may_open: bool) -> Client:
+def reviewer_client(mfa_enable, *, may_open: bool) -> Client:
     staff = get_user_model().objects.create_user(
         "reviewer" if may_open else "helper", password="pw-staff-2026", is_staff=True
     )
@@ -92,7 +80,7 @@ def test_a_rejection_shows_its_reason_and_allows_new_documents(
     alice_client, alice, mfa_enable
 ):
     verification = submit(alice_client)
-    staff = staff_client(mfa_enable, may_open=False)
+    staff = reviewer_client(mfa_enable, may_open=False)
     action = {"action": "reject", "_selected_action": [verification.pk]}
     confirm = staff.post("/admin/verification/identityverification/", action)
     assert confirm.status_code == 200
@@ -116,7 +104,7 @@ def test_a_rejection_shows_its_reason_and_allows_new_documents(
 
 def test_approval_goes_through_a_confirmation(alice_client, mfa_enable):
     verification = submit(alice_client)
-    staff = staff_client(mfa_enable, may_open=False)
+    staff = reviewer_client(mfa_enable, may_open=False)
     action = {"action": "approve", "_selected_action": [verification.pk]}
     assert (
         b"Yes, approve 1"
@@ -211,7 +199,7 @@ def test_staff_open_a_document_and_each_opening_is_recorded(
 ):
     verification = submit(alice_client)
     document = verification.documents.get(kind="selfie")  # the PDF
-    staff = staff_client(mfa_enable, may_open=True)
+    staff = reviewer_client(mfa_enable, may_open=True)
     change = staff.get(
         f"/admin/verification/identityverification/{verification.pk}/change/"
     ).content.decode()
@@ -251,7 +239,7 @@ def test_staff_without_the_permission_are_refused_and_see_no_link(
 ):
     verification = submit(alice_client)
     document = verification.documents.first()
-    staff = staff_client(mfa_enable, may_open=False)
+    staff = reviewer_client(mfa_enable, may_open=False)
     change = staff.get(
         f"/admin/verification/identityverification/{verification.pk}/change/"
     ).content.decode()
@@ -266,7 +254,7 @@ def test_staff_without_the_permission_are_refused_and_see_no_link(
 @pytest.mark.reliability("access-staff")
 def test_the_access_log_is_read_only_in_the_admin(alice_client, mfa_enable):
     verification = submit(alice_client)
-    staff = staff_client(mfa_enable, may_open=True)
+    staff = reviewer_client(mfa_enable, may_open=True)
     staff.get(open_url(verification.documents.first()))
     superuser = get_user_model().objects.create_superuser("root", password="pw-root")
     mfa_enable(superuser)

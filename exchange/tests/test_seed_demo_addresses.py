@@ -3,7 +3,7 @@ import io
 import pytest
 from django.core.management import call_command
 
-from tokens.management.commands.seed_demo import DEMO_TOKENS
+from exchange.management.commands.seed_demo import DEMO_TOKENS
 from trading.models import AddressFormat
 
 pytestmark = pytest.mark.django_db

@@ -1,12 +1,18 @@
-"""Small helpers that build test data through the real services."""
+"""Test data for every app's tests: users, tokens, markets and orders built
+through the real services, and images (the root ``conftest.py`` has the
+fixtures made of them)."""
 
 from __future__ import annotations
 
+import io
 import itertools
+import os
 from decimal import Decimal
 
 from allauth.account.models import EmailAddress
 from django.contrib.auth import get_user_model
+from django.core.files.uploadedfile import SimpleUploadedFile
+from PIL import Image
 
 from tokens.models import Token
 from tokens.services import token_create
@@ -134,3 +140,42 @@ def cancel(user, order: Order) -> Order:
     if (refusal := command_refusal(command)) is not None:
         raise refusal
     return Order.objects.get(pk=order.pk)
+
+
+# -- Images ---------------------------------------------------------------------
+
+
+def image_bytes(
+    kind: str = "JPEG",
+    size: tuple[int, int] = (400, 300),
+    colour: tuple[int, ...] = (200, 40, 40),
+    *,
+    noise: bool = False,
+) -> bytes:
+    """An image of one colour (with alpha when ``colour`` has four values), or
+    of random pixels, which do not compress (a PNG of about 3 bytes a pixel)."""
+    if noise:
+        image = Image.frombytes("RGB", size, os.urandom(size[0] * size[1] * 3))
+    else:
+        image = Image.new("RGBA" if len(colour) == 4 else "RGB", size, colour)
+    buffer = io.BytesIO()
+    image.save(buffer, kind)
+    return buffer.getvalue()
+
+
+def jpeg_upload(
+    size: tuple[int, int] = (400, 300), name: str = "me.jpg", **options
+) -> SimpleUploadedFile:
+    """A JPEG as a browser uploads it (a profile picture)."""
+    return SimpleUploadedFile(
+        name, image_bytes("JPEG", size, **options), content_type="image/jpeg"
+    )
+
+
+def png_upload(
+    size: tuple[int, int] = (64, 64), name: str = "logo.png", **options
+) -> SimpleUploadedFile:
+    """A PNG as a browser uploads it (a token logo)."""
+    return SimpleUploadedFile(
+        name, image_bytes("PNG", size, **options), content_type="image/png"
+    )

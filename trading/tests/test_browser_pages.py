@@ -1,0 +1,194 @@
+"""The site's pages in a real browser as people use them: on a phone, the
+wallet's history, and the markets list sorted without script."""
+
+from decimal import Decimal
+
+import pytest
+from django.contrib.auth import get_user_model
+
+from tests.factories import (
+    buy,
+    fund,
+    market_make,
+    sell,
+    token_make,
+    user_make,
+)
+from trading.api_keys import api_key_create
+from trading.models import Withdrawal
+from trading.services import saved_address_add, withdrawal_request
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+PASSWORD = "pages-pass-2026"
+PHONE = {"width": 375, "height": 740}
+# Real addresses are long and have no place to break a line.
+LONG_ADDRESS = "bc1q" + "w508d6qejxtdg4y5r3zarvary0c5xw7kv8f3t4" * 2
+SIGNED_IN_PAGES = [
+    "/",
+    "/accounts/profile/",
+    "/wallet/",
+    "/markets/",
+    "/markets/BTC-USDT/",
+    "/tokens/",
+    "/tokens/BTC/",
+]
+
+# Every element that sticks out to the right of the page, for the message.
+OVERFLOW = """() => {
+  const root = document.documentElement;
+  const clipped = (node) => {
+    let up = node.parentElement;
+    while (up && getComputedStyle(up).overflowX === "visible") up = up.parentElement;
+    return up !== null;
+  };
+  const sticking = [...document.querySelectorAll("body *")]
+    .filter((node) => node.getBoundingClientRect().right > root.clientWidth + 0.5)
+    .filter((node) => !clipped(node))
+    .map((node) => node.tagName.toLowerCase() + "." + [...node.classList].join("."));
+  return {
+    scrollWidth: root.scrollWidth, clientWidth: root.clientWidth, sticking,
+  };
+}"""
+
+
+def log_in(page, live_server, username):
+    user = get_user_model().objects.get(username=username)
+    user.set_password(PASSWORD)
+    user.save()
+    page.goto(f"{live_server.url}/accounts/login/")
+    page.locator('input[name="login"]').fill(username)
+    page.locator('input[name="password"]').fill(PASSWORD)
+    page.get_by_role("button", name="Sign In").click()
+    page.wait_for_url("**/accounts/profile/")
+
+
+@pytest.fixture
+def btc_usdt():
+    return market_make(token_make("BTC"), token_make("USDT", decimals=6))
+
+
+@pytest.fixture
+def trader(btc_usdt):
+    """A user with everything that makes pages wide: big balances, trades at
+    big prices, API keys tied to IPv6 networks, saved and withdrawn-to long
+    addresses, withdrawals pending and rejected with a reason."""
+    user = user_make("trader-with-a-rather-long-username")
+    btc, usdt = btc_usdt.base, btc_usdt.quote
+    fund(user, usdt, "123456789.123456")
+    fund(user, btc, "98765.43210987")
+    other = user_make("other")
+    fund(other, btc, "10")
+    sell(other, btc_usdt, "2", "65432.10")
+    buy(user, btc_usdt, "1.5", "65432.10")
+    buy(user, btc_usdt, "1.2345", "12345.67")
+    for number in range(3):
+        api_key_create(
+            user=user,
+            name=f"Trading bot number {number} on the big server",
+            scopes=["read", "trade", "withdraw"],
+            allowed_ips="2001:db8:85a3::8a2e:370:7334/128, 198.51.100.0/24",
+            expires_in_days=90,
+            require_signature=True,
+        )
+    saved_address_add(
+        user=user, token=btc, address=LONG_ADDRESS, label="My cold storage wallet"
+    )
+    for number in range(2):
+        withdrawal_request(
+            user=user,
+            token=btc,
+            amount=Decimal("1234.5"),
+            address=LONG_ADDRESS,
+            reference=f"w-{number}",
+        )
+    return user
+
+
+@pytest.mark.parametrize("site_storage", ["local"], indirect=True)
+def test_no_page_scrolls_sideways_on_a_phone(page, live_server, site_storage, trader):
+    page.set_viewport_size(PHONE)
+    log_in(page, live_server, trader.username)
+    withdrawal = Withdrawal.objects.filter(user=trader).first()
+    pages = [*SIGNED_IN_PAGES, f"/wallet/withdrawals/{withdrawal.pk}/cancel/"]
+
+    wide = {}
+    for path in pages:
+        page.goto(live_server.url + path)
+        page.wait_for_load_state("load")
+        page.screenshot_step(path.strip("/").replace("/", "-") or "home")
+        layout = page.evaluate(OVERFLOW)
+        if layout["scrollWidth"] > layout["clientWidth"]:
+            wide[path] = layout
+
+    assert wide == {}
+
+
+def test_the_wallet_lists_deposits_and_withdrawals_by_date_and_cancels_one(
+    page, live_server, trader
+):
+    log_in(page, live_server, trader.username)
+    page.goto(f"{live_server.url}/wallet/")
+    history = page.get_by_role("table", name="Your deposits and withdrawals")
+    rows = history.locator("tbody tr")
+
+    kinds = [
+        text.split()[0] for text in rows.locator("td:nth-child(2)").all_inner_texts()
+    ]
+    assert kinds == ["Withdrawal", "Withdrawal", "Deposit", "Deposit"]
+    assert rows.first.locator("td").nth(2).inner_text() == "1,234.5 BTC"
+    assert "123,456,789.123456 USDT" in history.inner_text()
+    cancel = history.get_by_role("link", name="Cancel the withdrawal of 1,234.5 BTC")
+    assert cancel.count() == 2
+
+    cancel.first.click()
+    page.get_by_role("button", name="Cancel the withdrawal").click()
+    page.get_by_text("cancelled; the amount is available again").wait_for()
+    page.screenshot_step("cancelled")
+    assert rows.first.locator("td").nth(3).inner_text() == "Cancelled"
+    assert cancel.count() == 1
+
+
+def test_the_markets_list_sorts_by_each_column_without_script(
+    browser, watch_headers, live_server, btc_usdt
+):
+    eth_usdt = market_make(token_make("ETH"), btc_usdt.quote)
+    market_make(token_make("DOGE"), btc_usdt.quote)  # no trade yet
+    maker, taker = user_make("maker"), user_make("taker")
+    for token in (btc_usdt.base, eth_usdt.base):
+        fund(maker, token, "100")
+    fund(taker, btc_usdt.quote, "1000000")
+    for market, price, quantity in ((btc_usdt, "60000", "1"), (eth_usdt, "3000", "50")):
+        sell(maker, market, quantity, price)
+        buy(taker, market, quantity, price)
+    context = browser.new_context(java_script_enabled=False)
+    watch_headers(context)
+    page = context.new_page()
+
+    def market_order():
+        names = page.locator("tbody th[scope=row]").all_inner_texts()
+        return [name.split()[0] for name in names]
+
+    page.goto(f"{live_server.url}/markets/")
+    assert market_order() == ["BTC", "DOGE", "ETH"]
+
+    page.get_by_role("link", name="Last price").click()
+    assert market_order() == ["BTC", "ETH", "DOGE"]
+    assert page.get_by_role("columnheader", name="Last price").get_attribute(
+        "aria-sort"
+    ) == ("descending")
+    page.get_by_role("link", name="Last price").click()
+    assert market_order() == ["ETH", "BTC", "DOGE"]
+
+    page.get_by_role("link", name="24 h volume").click()
+    assert market_order() == ["ETH", "BTC", "DOGE"]  # 50 ETH, 1 BTC, none
+    page.get_by_role("link", name="Market", exact=True).click()
+    page.get_by_role("link", name="Market", exact=True).click()
+    assert market_order() == ["ETH", "DOGE", "BTC"]
+    assert "60,000 USDT" in page.locator("tbody").inner_text()
+
+    for unknown in ("price;drop", "--price", "", "market__symbol"):
+        response = page.goto(f"{live_server.url}/markets/?sort={unknown}")
+        assert response.status == 200
+        assert market_order() == ["BTC", "DOGE", "ETH"]
+    context.close()
