@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import socket
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -31,3 +34,19 @@ def plain_static_root(directory: Path) -> Path:
         json.dumps({"version": "1.1", "paths": {name: name for name in names}})
     )
     return static_root
+
+
+def process_pause(pid: int, *, timeout: float = 5.0) -> None:
+    """SIGSTOP ``pid`` and return once every thread of it has stopped: the
+    kernel stops them one by one, and a request sent at once could still be
+    answered by one that has not (a test of a hung server would then see none).
+    """
+    os.kill(pid, signal.SIGSTOP)
+    deadline = time.monotonic() + timeout
+    while not all(
+        (task / "stat").read_text().rsplit(")", 1)[1].split()[0] in ("T", "t")
+        for task in Path(f"/proc/{pid}/task").iterdir()
+    ):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"process {pid} did not stop")
+        time.sleep(0.005)

@@ -24,6 +24,7 @@ from urllib.parse import quote, urlsplit
 import pytest
 
 from conftest import S3_ACCESS_KEY, S3_SECRET_KEY
+from core.tests.processes import process_pause
 from scripts import s3_server as s3_server_module
 from scripts.tests.test_topology import _postgres_url
 from scripts.topology import Topology, parse_key_values
@@ -268,7 +269,7 @@ def test_hung_store_holds_no_worker_while_media_requests_wait_on_it(topology, st
     # on the paused store at once: the app has answered every one, so pages
     # are still served, and each media request ends as a plain 503.
     request_ids = [uuid.uuid4().hex for _ in range(2 * WORKERS)]
-    os.kill(store.process.pid, signal.SIGSTOP)
+    process_pause(store.process.pid)
     try:
         with ThreadPoolExecutor(len(request_ids)) as pool:
             waiting = [

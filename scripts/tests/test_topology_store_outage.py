@@ -27,6 +27,7 @@ import psycopg
 import pytest
 
 from conftest import S3_ACCESS_KEY, S3_SECRET_KEY
+from core.tests.processes import process_pause
 from scripts import s3_server as s3_server_module
 from scripts.tests.test_topology import _postgres_url
 from scripts.tests.traffic import Member, Sent, Traffic
@@ -79,7 +80,7 @@ class Store:
         )
 
     def pause(self) -> None:
-        os.kill(self.process.pid, signal.SIGSTOP)
+        process_pause(self.process.pid)
 
     def resume(self) -> None:
         os.kill(self.process.pid, signal.SIGCONT)

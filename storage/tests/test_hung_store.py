@@ -21,6 +21,7 @@ from minio import Minio
 
 from accounts.models import DEFAULT_AVATAR
 from conftest import S3_ACCESS_KEY, S3_SECRET_KEY, storages_setting
+from core.tests.processes import process_pause
 from scripts import s3_server as s3_server_module
 from storage.backends import MinIOStorage
 from storage.exceptions import StorageUnavailable
@@ -96,7 +97,7 @@ def paused(own_store):
     pid = own_store.process.pid
 
     def pause() -> None:
-        os.kill(pid, signal.SIGSTOP)
+        process_pause(pid)
 
     yield pause
     os.kill(pid, signal.SIGCONT)
