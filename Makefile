@@ -7,7 +7,7 @@ POSTGRES_URL ?= postgres://postgres@127.0.0.1:5432/crypto_exchange
 NO_ENV_FILE := ENV_FILE=/dev/null
 # Browser tests drive Debian's Chromium (never a downloaded browser).
 CHROMIUM := /usr/bin/chromium
-# scripts/topology.py runs Debian's nginx with a config of its own, on loopback.
+# scripts/topology runs Debian's nginx with deploy/nginx.conf, on loopback.
 NGINX := /usr/sbin/nginx
 # Debian's postgresql package (postgresql-common and the server binaries).
 PG_SERVER := /usr/bin/pg_ctlcluster
@@ -95,9 +95,9 @@ bench: dev $(NGINX) $(PG_SERVER) $(REDIS_SERVER)
 bench-load: dev $(NGINX)
 	$(NO_ENV_FILE) POSTGRES_URL=$(POSTGRES_URL) $(BIN)/python -m bench.load
 
-## topology: nginx over 3 gunicorn instances on loopback (PostgreSQL, Redis, S3), a scenario, its report
+## topology: the production topology on loopback (nginx, 3 gunicorn, matcher, stream, PostgreSQL, Redis, S3), demo data, until Ctrl-C
 topology: dev $(NGINX)
-	$(NO_ENV_FILE) POSTGRES_URL=$(POSTGRES_URL) $(BIN)/python scripts/topology.py
+	$(NO_ENV_FILE) POSTGRES_URL=$(POSTGRES_URL) $(BIN)/python -m scripts.topology
 
 ## s3: a local S3 server (SeaweedFS) on 127.0.0.1:9000, keys minioadmin/minioadmin
 s3: dev

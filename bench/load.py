@@ -6,7 +6,7 @@ visitors' pages while members upload the heaviest image the app accepts.
 Target: no errors.
 
 Method. One S3 server and two copies of the production topology of
-``scripts/topology.py`` side by side on 127.0.0.1: nginx with the proxy
+``scripts/topology`` side by side on 127.0.0.1: nginx with the proxy
 settings of ``deploy/nginx.conf``, round robin over 1 or 3 gunicorn instances
 (``gunicorn.conf.py``, 2 sync workers each), production settings (S3 media in
 proxy mode, a Redis database as the shared cache), a fresh PostgreSQL database
@@ -57,13 +57,12 @@ from scripts.topology import (
     DEFAULT_POSTGRES_URL,
     NGINX,
     SCENARIO_UPLOAD_RATE,
-    Browser,
     Topology,
     TopologyError,
     client_address,
-    csrf_token,
     parse_key_values,
 )
+from scripts.topology.browser import Browser, csrf_token
 
 HEADING = "## Load through nginx"
 ROOT = Path(__file__).resolve().parent.parent
@@ -92,7 +91,7 @@ def seed() -> None:
 
     from accounts.selectors import profile_for_user
     from accounts.services import avatar_replace
-    from scripts.topology import colour, image_bytes
+    from scripts.topology.browser import colour, image_bytes
     from tokens.services import token_create
     from trading.services import market_create
 

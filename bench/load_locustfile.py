@@ -22,8 +22,10 @@ from pathlib import Path
 
 from locust import FastHttpUser, constant, task
 from requests.cookies import create_cookie
+from urllib3 import encode_multipart_formdata
 
-from scripts.topology import client_address, colour, image_bytes, multipart_body
+from scripts.topology import client_address
+from scripts.topology.browser import colour, image_bytes
 
 SESSIONS = json.loads(Path(os.environ["LOAD_SESSIONS"]).read_text())
 SYMBOLS = os.environ["LOAD_SYMBOLS"].split(",")
@@ -84,8 +86,9 @@ class Member(FastHttpUser):
     def avatar_upload(self) -> None:
         if not self.csrf_token:
             self.profile()
-        body, content_type = multipart_body(
-            {"csrfmiddlewaretoken": self.csrf_token}, {"avatar": random.choice(UPLOADS)}
+        name, kind, data = random.choice(UPLOADS)
+        body, content_type = encode_multipart_formdata(
+            {"csrfmiddlewaretoken": self.csrf_token, "avatar": (name, data, kind)}
         )
         headers = {"Content-Type": content_type, "X-Requested-With": "XMLHttpRequest"}
         with self.client.post(

@@ -571,6 +571,13 @@ class _UploadStream:
             raise ValueError("The content cannot seek and was read already.")
 
     def read(self, size: int = -1) -> bytes:
+        if size > 0 and not self._pending and self._encoder is self._replay is None:
+            # Binary content with nothing to keep for a replay (a file, an
+            # upload): its bytes go to the client as they are, not copied.
+            chunk = self._source(self._content.read, size)
+            if isinstance(chunk, bytes):
+                return chunk
+            self._take(chunk)
         while size < 0 or len(self._pending) < size:
             wanted = _PART_SIZE if size < 0 else max(size - len(self._pending), 8192)
             chunk = self._source(self._content.read, wanted)

@@ -179,3 +179,10 @@ def png_upload(
     return SimpleUploadedFile(
         name, image_bytes("PNG", size, **options), content_type="image/png"
     )
+
+
+def typo(address: str, index: int, alphabet: str) -> str:
+    """The address with one character replaced by another of its alphabet."""
+    current = address[index]
+    replacement = next(c for c in alphabet if c not in (current, current.lower()))
+    return address[:index] + replacement + address[index + 1 :]

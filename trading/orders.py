@@ -176,6 +176,14 @@ class _Request:
         return limit * self.quantity
 
 
+# Checked on every request: sets, not the enums' lists built at each call.
+_SIDES, _TYPES = frozenset(Side.values), frozenset(OrderType.values)
+_TIMES_IN_FORCE, _SELF_TRADES = (
+    frozenset(TimeInForce.values),
+    frozenset(Order.SelfTrade.values),
+)
+
+
 def _options_check(
     *,
     side: str,
@@ -190,17 +198,17 @@ def _options_check(
     self_trade: str,
 ) -> str:
     """Check the order's options; return the time in force it will have."""
-    if side not in Side.values:
+    if side not in _SIDES:
         raise InvalidOrder(f"The side must be buy or sell, not {side!r}.")
-    if type not in OrderType.values:
+    if type not in _TYPES:
         raise InvalidOrder(
             f"The type must be limit, market or stop_limit, not {type!r}."
         )
-    if time_in_force not in TimeInForce.values:
+    if time_in_force not in _TIMES_IN_FORCE:
         raise InvalidOrder(
             f"The time in force must be GTC, IOC or FOK, not {time_in_force!r}."
         )
-    if self_trade not in Order.SelfTrade.values:
+    if self_trade not in _SELF_TRADES:
         raise InvalidOrder(
             "Self-trade prevention must be one of "
             f"{', '.join(Order.SelfTrade.values)}, not {self_trade!r}."

@@ -49,7 +49,7 @@ GUNICORN = Path(sys.executable).parent / "gunicorn"
 LOOPBACK = "127.0.0.1"
 OTHER_ADDRESS = "127.0.0.2"  # also loopback: a second client address
 REDIS_SERVER = "redis://127.0.0.1:6379"
-# scripts/topology.py claims a Redis database number with this key; honouring it
+# scripts/topology claims a Redis database number with this key; honouring it
 # keeps the two from flushing each other's database.
 REDIS_CLAIM_KEY = "topology:claimed-by"
 APP_CACHE_KEYS = "crypto-exchange:*"  # the cache KEY_PREFIX of settings.py

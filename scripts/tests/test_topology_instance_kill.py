@@ -2,7 +2,7 @@
 
 nginx round robin over three gunicorn instances of this checkout, the order
 matcher (``manage.py run_matcher``, which the topology starts), PostgreSQL and
-the suite's S3 server (the loopback topology of scripts/topology.py).
+the suite's S3 server (the loopback topology of scripts/topology).
 Members keep uploading profile pictures (from script, with their session),
 placing limit orders through the API with a key of ``trade`` scope, and
 loading the market page, all through nginx, while one instance is killed
@@ -31,17 +31,15 @@ from dataclasses import dataclass
 import psycopg
 import pytest
 
-from scripts.tests.test_topology import _postgres_url
 from scripts.tests.traffic import WAIT_TIMEOUT, Member, Sent, Traffic
 from scripts.topology import (
     DEFAULT_AVATAR,
     SCENARIO_UPLOAD_RATE,
     STOP_TIMEOUT,
-    Browser,
     Instance,
-    Response,
     Topology,
 )
+from scripts.topology.browser import Browser, Response
 
 pytestmark = pytest.mark.postgres
 
@@ -199,12 +197,12 @@ def _answered_after(since: float, kinds: tuple[str, ...], members: int):
 
 
 @pytest.fixture(scope="module")
-def run(s3_server, topology_static_root) -> Run:
+def run(s3_server, postgres_url, topology_static_root) -> Run:
     with Topology(
         instances=3,
         workers=2,
         s3=s3_server,
-        postgres_url=_postgres_url(),
+        postgres_url=postgres_url,
         upload_rate=SCENARIO_UPLOAD_RATE,
         static_root=topology_static_root,
         # Long enough that an order request certainly still waits in its

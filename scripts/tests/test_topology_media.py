@@ -26,7 +26,6 @@ import pytest
 from conftest import S3_ACCESS_KEY, S3_SECRET_KEY
 from core.tests.processes import process_pause
 from scripts import s3_server as s3_server_module
-from scripts.tests.test_topology import _postgres_url
 from scripts.topology import Topology, parse_key_values
 
 pytestmark = pytest.mark.postgres
@@ -68,7 +67,8 @@ def fetch(topology: Topology, path: str, method: str = "GET", **headers) -> Answ
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory):
+def own_s3_server(tmp_path_factory):
+    """An S3 server of this module's own: a test pauses it."""
     server = s3_server_module.start(
         access_key=S3_ACCESS_KEY,
         secret_key=S3_SECRET_KEY,
@@ -82,12 +82,12 @@ def store(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def topology(store):
+def topology(own_s3_server, postgres_url):
     with Topology(
         instances=1,
         workers=WORKERS,
-        s3=store,
-        postgres_url=_postgres_url(),
+        s3=own_s3_server,
+        postgres_url=postgres_url,
         media_accel=True,
     ) as topology:
         client = topology.minio_client()
@@ -142,7 +142,7 @@ def nginx_line(topology: Topology, request_id: str) -> str:
 
 
 def test_a_media_file_comes_from_the_store_through_nginx_not_from_the_app(
-    topology, store
+    topology, own_s3_server
 ):
     request_id = uuid.uuid4().hex
     stat = topology.minio_client().stat_object(
@@ -164,7 +164,7 @@ def test_a_media_file_comes_from_the_store_through_nginx_not_from_the_app(
     # The app answered with an empty body; nginx then asked the store.
     app = app_record_written(topology, request_id)
     assert (app["status"], app["bytes"]) in {("200", "0"), ("200", "-")}
-    assert f" : {store.endpoint} " in nginx_line(topology, request_id)
+    assert f" : {own_s3_server.endpoint} " in nginx_line(topology, request_id)
 
 
 def test_a_name_that_needs_quoting_is_served(topology):
@@ -264,12 +264,14 @@ def test_the_store_location_is_not_reachable_from_outside(topology):
 
 
 @pytest.mark.reliability("store-hung")
-def test_hung_store_holds_no_worker_while_media_requests_wait_on_it(topology, store):
+def test_hung_store_holds_no_worker_while_media_requests_wait_on_it(
+    topology, own_s3_server
+):
     # Twice as many media requests as the instance has workers, all waiting
     # on the paused store at once: the app has answered every one, so pages
     # are still served, and each media request ends as a plain 503.
     request_ids = [uuid.uuid4().hex for _ in range(2 * WORKERS)]
-    process_pause(store.process.pid)
+    process_pause(own_s3_server.process.pid)
     try:
         with ThreadPoolExecutor(len(request_ids)) as pool:
             waiting = [
@@ -288,7 +290,7 @@ def test_hung_store_holds_no_worker_while_media_requests_wait_on_it(topology, st
             assert not all(future.done() for future in waiting)
             answers = [future.result() for future in waiting]
     finally:
-        os.kill(store.process.pid, signal.SIGCONT)
+        os.kill(own_s3_server.process.pid, signal.SIGCONT)
 
     assert page.status == 200
     assert health.status == 200

@@ -1,7 +1,7 @@
 """The object store stopped, restarted, paused and resumed under traffic.
 
 nginx round robin over two gunicorn instances of this checkout (the loopback
-topology of scripts/topology.py, media in the proxy URL mode), on an S3
+topology of scripts/topology, media in the proxy URL mode), on an S3
 server of this module's own: the session's server is never stopped. Members
 keep loading pages, uploading profile pictures (from script and as a plain
 form) and loading their picture through nginx while the store's process is
@@ -29,16 +29,13 @@ import pytest
 from conftest import S3_ACCESS_KEY, S3_SECRET_KEY
 from core.tests.processes import process_pause
 from scripts import s3_server as s3_server_module
-from scripts.tests.test_topology import _postgres_url
-from scripts.tests.traffic import Member, Sent, Traffic
+from scripts.tests.traffic import Member, Sent, Traffic, image_check
 from scripts.topology import (
-    AVATAR_SIZE,
     DEFAULT_AVATAR,
     SCENARIO_UPLOAD_RATE,
-    Browser,
     Topology,
-    image_check,
 )
+from scripts.topology.browser import Browser
 
 pytestmark = pytest.mark.postgres
 
@@ -125,7 +122,7 @@ class Run:
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory):
+def outage_store(tmp_path_factory):
     store = Store(tmp_path_factory.mktemp("seaweedfs-outage"))
     try:
         yield store
@@ -178,12 +175,12 @@ def _every_page(since: float) -> Callable[[list[Sent]], bool]:
 
 
 @pytest.fixture(scope="module")
-def run(store, topology_static_root) -> Run:
+def run(outage_store, postgres_url, topology_static_root) -> Run:
     with Topology(
         instances=2,
         workers=2,
-        s3=store,
-        postgres_url=_postgres_url(),
+        s3=outage_store,
+        postgres_url=postgres_url,
         upload_rate=SCENARIO_UPLOAD_RATE,
         static_root=topology_static_root,
         environment={"MINIO_DEADLINE": str(DEADLINE_SECONDS)},
@@ -215,7 +212,7 @@ def run(store, topology_static_root) -> Run:
                 "a stored upload each", _counted(members, "upload", 0, 1, True)
             )
 
-            store.terminate()
+            outage_store.terminate()
             stopped_at = time.monotonic()
             for kind in ("upload", "page", "media"):
                 traffic.wait_for(
@@ -224,7 +221,7 @@ def run(store, topology_static_root) -> Run:
             traffic.wait_for("every page while stopped", _every_page(stopped_at))
             readiness["stopped"] = _readiness(topology)
             restart_at = time.monotonic()
-            store.start()
+            outage_store.start()
             restarted_at = time.monotonic()
             traffic.wait_for(
                 "a stored upload each after the restart",
@@ -237,7 +234,7 @@ def run(store, topology_static_root) -> Run:
             readiness["restarted"] = _readiness(topology)
 
             pause_at = time.monotonic()
-            store.pause()
+            outage_store.pause()
             paused_at = time.monotonic()
             for kind in ("upload", "page", "media"):
                 traffic.wait_for(
@@ -246,7 +243,7 @@ def run(store, topology_static_root) -> Run:
             traffic.wait_for("every page while paused", _every_page(paused_at))
             readiness["paused"] = _readiness(topology)
             resume_at = time.monotonic()
-            store.resume()
+            outage_store.resume()
             resumed_at = time.monotonic()
             traffic.wait_for(
                 "a stored upload each after the resume",
@@ -258,7 +255,7 @@ def run(store, topology_static_root) -> Run:
             readiness["resumed"] = _readiness(topology)
             ended_at = time.monotonic()
         finally:
-            store.running_ensure()
+            outage_store.running_ensure()
             traffic.stop()
 
         client = topology.minio_client()
@@ -279,7 +276,7 @@ def run(store, topology_static_root) -> Run:
             media = member.browser.get(shown.detail["avatar"])
             last = [s for s in traffic.sent if s.client == member.username and s.key]
             readable[member.username] = image_check(
-                media.body, size=AVATAR_SIZE, rgb=last[-1].detail["rgb"]
+                media.body, size=300, rgb=last[-1].detail["rgb"]
             )
         return Run(
             sent=traffic.sent,

@@ -1,4 +1,4 @@
-"""The live stream behind nginx, on the loopback topology of scripts/topology.py.
+"""The live stream behind nginx, on the loopback topology of scripts/topology.
 
 nginx with deploy/nginx.conf's stream location (copied verbatim) in front of
 the stream's ASGI process (uvicorn, as the Procfile runs it) and one gunicorn
@@ -20,8 +20,8 @@ from dataclasses import dataclass
 import psycopg
 import pytest
 
-from scripts.tests.test_topology import _postgres_url
-from scripts.topology import LOOPBACK, Browser, Response, Topology, client_address
+from scripts.topology import LOOPBACK, Topology, client_address
+from scripts.topology.browser import Browser, Response
 from trading.tests.streaming import Event, SseClient
 
 pytestmark = pytest.mark.postgres
@@ -77,7 +77,7 @@ def _symbol() -> str:
 
 
 @pytest.fixture(scope="module")
-def run(s3_server, topology_static_root) -> Run:
+def run(s3_server, postgres_url, topology_static_root) -> Run:
     base, quote = _symbol(), _symbol()
     market = f"{base}-{quote}"
     path = f"/api/v1/markets/{market}/stream/"
@@ -85,7 +85,7 @@ def run(s3_server, topology_static_root) -> Run:
         instances=1,
         workers=1,
         s3=s3_server,
-        postgres_url=_postgres_url(),
+        postgres_url=postgres_url,
         static_root=topology_static_root,
     ) as topology:
         output = topology.manage(

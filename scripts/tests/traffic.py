@@ -6,6 +6,7 @@ say afterwards what held before, during and after the fault.
 
 from __future__ import annotations
 
+import io
 import itertools
 import json
 import secrets
@@ -15,11 +16,10 @@ import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from scripts.topology import (
+from scripts.topology import Topology, client_address
+from scripts.topology.browser import (
     Browser,
     Response,
-    Topology,
-    client_address,
     colour,
     csrf_token,
     image_bytes,
@@ -164,3 +164,21 @@ class Traffic:
             thread.join(timeout=WAIT_TIMEOUT)
         if self.errors:
             raise self.errors[0]
+
+
+def image_check(body: bytes, *, size: int, rgb: tuple[int, int, int]) -> str | None:
+    """None when ``body`` is a size x size image of that colour in the middle
+    (within 12 per channel, after JPEG re-encoding)."""
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(body)) as image:
+            image.load()
+            if image.size != (size, size):
+                return f"is {image.size[0]}x{image.size[1]}, not {size}x{size}"
+            middle = image.convert("RGB").getpixel((size // 2, size // 2))
+    except Exception as exc:  # any decoding failure is the finding
+        return f"is not an image ({exc})"
+    if max(abs(a - b) for a, b in zip(middle, rgb, strict=True)) > 12:
+        return f"has colour {middle} in the middle, not {rgb} (another upload)"
+    return None

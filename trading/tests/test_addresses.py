@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 from django.core.exceptions import ValidationError
 
+from tests.factories import typo
 from trading.addresses import (
     BECH32_CHARSET,
     ChecksumMismatch,
@@ -22,14 +23,6 @@ from trading.addresses import (
 )
 from trading.exceptions import InvalidAddress
 from trading.models import AddressFormat
-
-
-def _typo(address: str, index: int, alphabet: str) -> str:
-    """The address with one character replaced by another of its alphabet."""
-    current = address[index]
-    replacement = next(c for c in alphabet if c not in (current, current.lower()))
-    return address[:index] + replacement + address[index + 1 :]
-
 
 # -- EIP-55 (https://eips.ethereum.org/EIPS/eip-55, "Test Cases") -------------
 
@@ -126,7 +119,7 @@ def test_segwit_every_one_character_typo_is_caught(address):
     lower = address.lower()
     for index in range(lower.index("1") + 1, len(lower)):
         with pytest.raises(ChecksumMismatch):
-            segwit_check(_typo(lower, index, BECH32_CHARSET))
+            segwit_check(typo(lower, index, BECH32_CHARSET))
 
 
 CARDANO = [  # CIP-19 test vectors (mainnet, type 0 base and type 6 enterprise)
@@ -140,7 +133,7 @@ CARDANO = [  # CIP-19 test vectors (mainnet, type 0 base and type 6 enterprise)
 def test_cardano_bech32_passes_beyond_90_characters_and_typos_do_not(address):
     bech32_check(address)
     with pytest.raises(ChecksumMismatch, match="checksum"):
-        bech32_check(_typo(address, 20, BECH32_CHARSET))
+        bech32_check(typo(address, 20, BECH32_CHARSET))
 
 
 def test_bech32_alone_refuses_a_bech32m_string():
@@ -160,11 +153,11 @@ BITCOIN_LEGACY = [
 
 @pytest.mark.parametrize("address", BITCOIN_LEGACY)
 @pytest.mark.reliability("hostile-addresses")
-def test_base58check_passes_and_catches_every_one_character_typo(address):
+def test_base58check_passes_and_catches_every_one_charactertypo(address):
     base58check_check(address)
     for index in range(1, len(address)):
         with pytest.raises(ChecksumMismatch):
-            base58check_check(_typo(address, index, BASE58))
+            base58check_check(typo(address, index, BASE58))
 
 
 def test_base58check_names_look_alike_characters():
@@ -192,7 +185,7 @@ def test_ss58_polkadot_address_of_alice_passes_and_a_typo_does_not():
     alice = "15oF4uVJwmo4TdGW7VfQxNLavjCXviqxT9S1MgbjMNHr6Sp5"
     ss58_check(alice)
     with pytest.raises(ChecksumMismatch, match="checksum"):
-        ss58_check(_typo(alice, 10, BASE58))
+        ss58_check(typo(alice, 10, BASE58))
 
 
 # -- Patterns (the admin's validator) -----------------------------------------

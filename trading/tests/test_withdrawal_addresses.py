@@ -13,7 +13,7 @@ from rest_framework.test import APIClient
 
 from accounts.models import SecurityEvent
 from exchange.management.commands.seed_demo import DEMO_ADDRESS_FORMATS, DEMO_TOKENS
-from tests.factories import PASSWORD, balance, fund, token_make
+from tests.factories import PASSWORD, balance, fund, token_make, typo
 from trading.api_keys import api_key_create
 from trading.exceptions import AddressAlreadySaved, AddressNotAllowed, InvalidAddress
 from trading.models import AddressFormat, LedgerEntry, SavedAddress, Withdrawal
@@ -23,7 +23,6 @@ from trading.services import (
     withdrawal_address_policy_set,
     withdrawal_request,
 )
-from trading.tests.test_addresses import _typo
 
 pytestmark = pytest.mark.django_db
 
@@ -59,8 +58,8 @@ VALID = {
 # (token, address, what the message must say)
 MALFORMED = [
     ("BTC", EVM, "it should be bc1"),
-    ("BTC", _typo(VALID["BTC"][2], 5, BASE58), "checksum does not match"),
-    ("BTC", _typo(VALID["BTC"][0], 10, BECH32), "checksum does not match"),
+    ("BTC", typo(VALID["BTC"][2], 5, BASE58), "checksum does not match"),
+    ("BTC", typo(VALID["BTC"][0], 10, BECH32), "checksum does not match"),
     ("BTC", "bc1qw508d6qejxtdg4y5r3zarvary0c5xw7kv8f3t4x", "checksum"),
     ("ETH", EVM_WRONG_CASE, "EIP-55 checksum"),
     ("ETH", EVM[:-1], "0x followed by 40 hex digits"),
@@ -73,15 +72,15 @@ MALFORMED = [
     ("BNB", "bnb1grpf0955h0ykzq3ar5nmum7y6gdfl6lxfn46h2", "0x followed by"),
     ("SOL", "So1111111111111111111111111111111111111111O", "32 to 44"),
     ("SOL", "So111", "32 to 44"),
-    ("XRP", _typo(VALID["XRP"][0], 8, BASE58), "checksum does not match"),
+    ("XRP", typo(VALID["XRP"][0], 8, BASE58), "checksum does not match"),
     ("XRP", "xHb9CJAWyB4rj91VRWn96DkukG4bwdtyTh", "r followed by"),
-    ("ADA", _typo(VALID["ADA"][0], 20, BECH32), "checksum does not match"),
+    ("ADA", typo(VALID["ADA"][0], 20, BECH32), "checksum does not match"),
     ("ADA", "DdzFFzCqrhsrcTVhLygT24QwTnNqQqQ8mZrq5jykUzMveU26sxaH529kMp", "addr1"),
-    ("DOGE", _typo(VALID["DOGE"][0], 12, BASE58), "checksum does not match"),
+    ("DOGE", typo(VALID["DOGE"][0], 12, BASE58), "checksum does not match"),
     ("DOGE", VALID["BTC"][2], "D, A or 9"),
-    ("DOT", _typo(VALID["DOT"][0], 12, BASE58), "checksum does not match"),
+    ("DOT", typo(VALID["DOT"][0], 12, BASE58), "checksum does not match"),
     ("DOT", EVM, "1 followed by 46 or 47"),
-    ("LTC", _typo(VALID["LTC"][0], 12, BASE58), "checksum does not match"),
+    ("LTC", typo(VALID["LTC"][0], 12, BASE58), "checksum does not match"),
     ("LTC", VALID["BTC"][0], "ltc1"),
 ]
 
