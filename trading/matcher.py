@@ -6,7 +6,9 @@ book from the open and waiting orders in priority order, then loops: take
 up to ``BATCH_SIZE`` queued commands in id order, give each the next
 sequence number, apply them to the engine (``trading.engine``), write all
 their results in one transaction (``trading.batch``), publish what changed
-(``trading.events``) once it is committed.
+(``trading.events``) once it is committed. On PostgreSQL, ``run_matcher``
+matches each batch while the one before it is written (``step``), so that
+the matcher's own work and its database's overlap.
 
 Why it is correct
 -----------------
@@ -19,7 +21,10 @@ Exactly one writer per market
 Nothing accepted is lost, nothing applied twice
     A command's row is deleted in the transaction that writes its result; a
     crash before the commit leaves the rows and writes nothing, and the
-    restarted matcher rebuilds the book from what was committed.
+    restarted matcher rebuilds the book from what was committed. A batch
+    matched ahead is only in memory until its turn to be written; if the
+    batch before it fails, it is thrown away with the engine and its
+    commands are read again.
 Acceptance order
     Ids are not commit order (an id taken earlier may commit later), so the
     matcher never keeps a cursor: it reads the oldest rows still queued each
@@ -44,6 +49,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 
 from django.db import InterfaceError, OperationalError, connection
 from django.db.models import Max
@@ -317,6 +323,7 @@ class MarketMatcher:
         locks: MarketLocks,
         batch_size: int = BATCH_SIZE,
         publish: bool = True,
+        ahead: bool = False,
     ) -> None:
         self.market_id = market_id
         self.locks = locks
@@ -326,6 +333,15 @@ class MarketMatcher:
         self.symbol = ""
         self.known_balances: set[tuple[int, int]] = set()
         self._spec_read_at = 0.0
+        # Matching ahead: see ``step``.
+        self._ahead = (
+            ThreadPoolExecutor(1, thread_name_prefix=f"matcher-{market_id}")
+            if ahead
+            else None
+        )
+        self._next: Future | None = None
+        self._taken: set[int] = set()  # matched ahead, not written yet
+        self._taken_lock = threading.Lock()
 
     def rebuild(self) -> None:
         self.engine = engine_rebuild(self.market_id)
@@ -344,14 +360,28 @@ class MarketMatcher:
         )
 
     def queue_rows(self) -> list[tuple]:
+        queued = OrderCommand.objects.filter(market_id=self.market_id)
+        with self._taken_lock:
+            if self._taken:  # copied before the query's snapshot is taken
+                queued = queued.exclude(pk__in=list(self._taken))
         return list(
-            OrderCommand.objects.filter(market_id=self.market_id)
-            .order_by("id")
-            .values_list(*_COMMAND_FIELDS)[: self.batch_size]
+            queued.order_by("id").values_list(*_COMMAND_FIELDS)[: self.batch_size]
         )
 
     def step(self) -> int:
-        """Take, apply and write one batch; how many commands it had."""
+        """Take, apply and write one batch; how many commands it had.
+
+        With ``ahead`` (``run_matcher`` on PostgreSQL), a thread of its own
+        takes and matches the next batch while this one is written, so that
+        the matcher's work and its database's overlap. This thread still
+        writes every batch, in order, on the connection that holds the
+        market's lock; a batch matched ahead is only in memory until then.
+        Commands taken ahead are left out of the next read, and are forgotten
+        only once their batch has committed. If a batch fails, the one
+        matched after it is thrown away with the engine, and its commands
+        are simply read again."""
+        if self._ahead is not None:
+            return self._step_ahead()
         rows = self.queue_rows()
         if not rows:
             return 0
@@ -394,8 +424,75 @@ class MarketMatcher:
             reserved_token_id=token if side else None,
         )
 
-    @exact
+    def _step_ahead(self) -> int:
+        future, self._next = self._next or self._ahead.submit(self._take), None
+        rows, batch, error = future.result()
+        if not rows:
+            if error is not None:
+                raise error  # the read itself failed, as it would here
+            return 0
+        if error is None:
+            self._next = self._ahead.submit(self._take)
+            try:
+                self._write(batch)
+            except BaseException as write_error:
+                self.discard_ahead()
+                error = write_error
+        with self._taken_lock:
+            self._taken.difference_update(row[0] for row in rows)
+        if error is not None:
+            # Every batch before this one is written; nothing after it is.
+            self.engine = None
+            if isinstance(error, TRANSIENT):
+                raise error
+            log.error(
+                "matcher batch failed; retrying its commands one by one",
+                exc_info=error,
+                extra={"market": self.symbol, "commands": len(rows)},
+            )
+            self._isolate(rows)
+        return len(rows)
+
+    def _take(self) -> tuple[list[tuple], Batch | None, BaseException | None]:
+        """In the thread matching ahead: the next rows, their batch or what
+        went wrong."""
+        rows = []
+        try:
+            rows = self.queue_rows()
+            with self._taken_lock:
+                self._taken.update(row[0] for row in rows)
+            return rows, rows and self._match(rows), None
+        except BaseException as error:
+            self.engine = None
+            return rows, None, error
+
+    def discard_ahead(self) -> None:
+        """Throw away the batch matched ahead, if any, and the engine it was
+        applied to: its commands are read again."""
+        if self._next is None:
+            return
+        rows, _, _ = self._next.result()
+        self._next, self.engine = None, None
+        with self._taken_lock:
+            self._taken.difference_update(row[0] for row in rows)
+
+    def close(self) -> None:
+        if self._ahead is not None:
+            self.discard_ahead()
+            self._ahead.submit(lambda: connection.close()).result()  # its own
+            self._ahead.shutdown()
+
     def _apply_and_write(self, rows: list[tuple]) -> None:
+        try:
+            batch = self._match(rows)
+        except BaseException:
+            self.engine = None  # ahead of the database, or unknown
+            raise
+        self._write(batch)
+
+    @exact
+    def _match(self, rows: list[tuple]) -> Batch:
+        """Apply ``rows`` to the engine: what they change, ready to write."""
         if self.engine is None:
             self.rebuild()
         elif time.monotonic() - self._spec_read_at > SPEC_REFRESH_SECONDS:
@@ -406,18 +503,22 @@ class MarketMatcher:
             self._spec_read_at = time.monotonic()
         engine = self.engine
         batch = Batch(market_id=self.market_id)
+        for row in rows:
+            taken = Taken(*row[:4])  # id, kind, user_id, order_id
+            command = self._command(row, engine.sequence + 1)
+            if command is None:
+                batch.commands.append(taken.id)
+                continue
+            batch.add(taken, engine.apply(command))
+        batch.sequence = engine.sequence
+        batch.book_sequence = engine.book_sequence
+        batch.last_price = engine.last_price
+        balances_ensure(batch.balances, known=self.known_balances)
+        return batch
+
+    @exact
+    def _write(self, batch: Batch) -> None:
         try:
-            for row in rows:
-                taken = Taken(*row[:4])  # id, kind, user_id, order_id
-                command = self._command(row, engine.sequence + 1)
-                if command is None:
-                    batch.commands.append(taken.id)
-                    continue
-                batch.add(taken, engine.apply(command))
-            batch.sequence = engine.sequence
-            batch.book_sequence = engine.book_sequence
-            batch.last_price = engine.last_price
-            balances_ensure(batch.balances, known=self.known_balances)
             batch_write(
                 batch,
                 now=timezone.now(),
@@ -557,7 +658,10 @@ class Matcher:
                 continue
             self.waiting.discard(market_id)
             matcher = MarketMatcher(
-                market_id, locks=self.locks, batch_size=self.batch_size
+                market_id,
+                locks=self.locks,
+                batch_size=self.batch_size,
+                ahead=connection.vendor == "postgresql",
             )
             try:
                 matcher.rebuild()
@@ -579,7 +683,8 @@ class Matcher:
             )
 
     def release_all(self) -> None:
-        for market_id in list(self.owned):
+        for market_id, matcher in list(self.owned.items()):
+            matcher.close()  # before the lock: nothing is written after it
             with contextlib.suppress(*TRANSIENT):
                 self.locks.release(market_id)
             del self.owned[market_id]
@@ -600,6 +705,9 @@ class Matcher:
                 # The connection, and with it the locks, may be gone: start
                 # over with a new one.
                 log.exception("matcher lost the database; starting over")
+                for matcher in self.owned.values():
+                    with contextlib.suppress(Exception):
+                        matcher.close()
                 self.owned.clear()
                 self.waiting.clear()
                 self.locks = None

@@ -159,6 +159,15 @@ AREAS: dict[str, dict[str, tuple[str, str]]] = {
             "Nothing lost or repeated; the second waits for the lock and takes "
             "over when the first dies",
         ),
+        "matcher-write-failed": (
+            "A matcher's batch write fails in PostgreSQL (a trigger raises) "
+            "while the next batch is already matched, or a command cannot be "
+            "applied",
+            "The failed batch is retried one command at a time, the one "
+            "matched ahead is thrown away and matched again: nothing lost or "
+            "applied twice, time priority in acceptance order; a command that "
+            "fails again is refused alone",
+        ),
         "decoder-killed": (
             "A process holding image-decode slots killed",
             "Its slots are freed; uploads are not blocked",

@@ -32,3 +32,22 @@ def stream_server(settings, redis_server):
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def engine_bug(monkeypatch):
+    """``engine_bug(order)``: the engine raises on ``order``'s commands, as a
+    bug in a matching rule would (the one fault here not caused for real)."""
+    from trading.engine import MarketEngine
+
+    apply = MarketEngine.apply
+
+    def fail_on(order) -> None:
+        def apply_or_fail(self, command):
+            if getattr(command, "order_id", None) == order.pk:
+                raise ZeroDivisionError("a bug")
+            return apply(self, command)
+
+        monkeypatch.setattr(MarketEngine, "apply", apply_or_fail)
+
+    return fail_on

@@ -123,3 +123,35 @@ def order_first_write(sql: str) -> bool:
     """The first statement that writes for an order: its reservation."""
     writes = not sql.lstrip().upper().startswith(("SELECT", "SAVEPOINT", "RELEASE"))
     return writes and bool(re.search(r'\b"?trading_(balance|order)"?\b', sql))
+
+
+@contextlib.contextmanager
+def statement_fails_once(table: str) -> Iterator[None]:
+    """The first statement inserting into ``table`` (from any connection)
+    fails in the server, as a full disk or a broken constraint would: a
+    trigger raises once, counted by a sequence (which no rollback undoes)."""
+    with _admin() as admin:
+        admin.execute(
+            """
+            CREATE SEQUENCE test_fail_once;
+            CREATE FUNCTION test_fail_once() RETURNS trigger AS $$
+            BEGIN
+                IF nextval('test_fail_once') = 1 THEN
+                    RAISE EXCEPTION 'test: the write failed';
+                END IF;
+                RETURN NULL;
+            END $$ LANGUAGE plpgsql;
+            """
+        )
+        admin.execute(
+            f"CREATE TRIGGER test_fail_once AFTER INSERT ON {table}"
+            " FOR EACH STATEMENT EXECUTE FUNCTION test_fail_once()"
+        )
+    try:
+        yield
+    finally:
+        with _admin() as admin:
+            admin.execute(f"DROP TRIGGER test_fail_once ON {table}")
+            admin.execute(
+                "DROP FUNCTION test_fail_once(); DROP SEQUENCE test_fail_once"
+            )

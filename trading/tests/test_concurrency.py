@@ -35,7 +35,7 @@ from trading.exceptions import (
     TradingError,
 )
 from trading.invariants import ledger_problems
-from trading.matcher import Matcher, drain
+from trading.matcher import MarketMatcher, Matcher, PostgresLocks, drain
 from trading.models import Deposit, Order, OrderCommand, Trade, Withdrawal
 from trading.orders import (
     command_refusal,
@@ -46,6 +46,7 @@ from trading.orders import (
     order_wait,
 )
 from trading.services import deposit_credit, withdrawal_request
+from trading.tests.db_faults import statement_fails_once
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
@@ -404,6 +405,102 @@ def _cancel_race_round(market, maker, taker) -> str:
         assert balance(taker, usdt) == taker_before[1]
     assert ledger_problems() == []
     return resting.status
+
+
+# -- Matching ahead: run_matcher matches a batch while the one before is written --
+
+
+def ahead_drain(market, *, batch_size: int) -> None:
+    """The market's matcher as ``run_matcher`` runs it on PostgreSQL (the next
+    batch matched in a thread of its own), until the queue is empty."""
+    locks = PostgresLocks()
+    assert locks.try_acquire(market.pk)
+    matcher = MarketMatcher(market.pk, locks=locks, batch_size=batch_size, ahead=True)
+    try:
+        matcher.rebuild()
+        while matcher.step():
+            pass
+    finally:
+        matcher.close()
+        locks.release(market.pk)
+
+
+def crossing_pairs(market, count: int) -> list[Order]:
+    """``count`` sells and buys that cross one to one, accepted alternately."""
+    maker, taker = user_make("maker"), user_make("taker")
+    fund(maker, market.base, str(count))
+    fund(taker, market.quote, str(101 * count))
+    fields = {"market": market, "type": "limit", "quantity": D(1), "price": D(100)}
+    return [
+        order_place(user=user, side=side, **fields)
+        for _ in range(count)
+        for user, side in ((maker, "sell"), (taker, "buy"))
+    ]
+
+
+def test_matching_ahead_gives_the_results_of_matching_one_batch_at_a_time():
+    btc, usdt = token_make("BTC"), token_make("USDT", decimals=6)
+    market = market_make(btc, usdt)
+    orders = crossing_pairs(market, 5)
+
+    ahead_drain(market, batch_size=3)  # pairs split across batches
+
+    assert {order.status for order in Order.objects.all()} == {Order.Status.FILLED}
+    trades = Trade.objects.order_by("pk")
+    assert [(t.maker_order_id, t.taker_order_id) for t in trades] == [
+        (orders[n].pk, orders[n + 1].pk) for n in range(0, 10, 2)
+    ]
+    assert not OrderCommand.objects.exists()
+
+
+@pytest.mark.reliability("matcher-write-failed")
+def test_a_batch_that_fails_to_write_is_retried_alone_and_the_next_matched_again():
+    btc, usdt = token_make("BTC"), token_make("USDT", decimals=6)
+    market = market_make(btc, usdt)
+    orders = crossing_pairs(market, 4)
+
+    # The first batch's trade insert fails in the server while the second
+    # batch is already matched in memory: it must be thrown away and taken
+    # again, never written on top of a batch that was not.
+    with statement_fails_once("trading_trade"):
+        ahead_drain(market, batch_size=2)
+
+    assert Trade.objects.count() == 4
+    assert {order.status for order in Order.objects.all()} == {Order.Status.FILLED}
+    assert not OrderCommand.objects.exists()
+    # Each command took its own place in time, in acceptance order.
+    assert [order.pk for order in Order.objects.order_by("priority_sequence")] == [
+        order.pk for order in orders
+    ]
+    assert len({order.priority_sequence for order in Order.objects.all()}) == 8
+    maker, taker = orders[0].user, orders[1].user
+    assert balance(maker, btc) == (D(0), D(0))
+    assert balance(taker, btc) == (D("3.992"), D(0))  # 4 less the taker fee
+
+
+@pytest.mark.reliability("matcher-write-failed")
+def test_a_command_matched_ahead_that_cannot_be_applied_is_refused_alone(
+    engine_bug,
+):
+    btc, usdt = token_make("BTC"), token_make("USDT", decimals=6)
+    market = market_make(btc, usdt)
+    orders = crossing_pairs(market, 3)
+    bad = orders[3]  # in the second batch, matched while the first is written
+
+    engine_bug(bad)
+    ahead_drain(market, batch_size=2)
+
+    statuses = dict(Order.objects.values_list("pk", "status"))
+    assert statuses[bad.pk] == Order.Status.REJECTED
+    assert [statuses[order.pk] for order in orders] == [
+        Order.Status.FILLED,
+        Order.Status.FILLED,
+        Order.Status.FILLED,  # the sell that found no buyer till the next pair
+        Order.Status.REJECTED,
+        Order.Status.OPEN,
+        Order.Status.FILLED,
+    ]
+    assert not OrderCommand.objects.exists()
 
 
 # -- Withdrawals through real requests: the API, the admin ---------------------

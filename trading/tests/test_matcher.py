@@ -24,7 +24,6 @@ from tests.factories import (
     token_make,
     user_make,
 )
-from trading.engine import MarketEngine
 from trading.exceptions import (
     InsufficientBalance,
     InvalidOrder,
@@ -340,20 +339,15 @@ def test_self_trade_prevention_can_cancel_the_resting_order(market, alice, bob, 
 # -- What the matcher cannot apply -----------------------------------------------------
 
 
+@pytest.mark.reliability("matcher-write-failed")
 def test_a_command_the_matcher_cannot_apply_is_refused_alone(
-    market, alice, bob, carol, usdt, funded, monkeypatch
+    market, alice, bob, carol, usdt, funded, engine_bug
 ):
     good = accept(alice, market, "sell", "1", "100")
     bad = accept(bob, market, "buy", "1", "99")
     after = accept(carol, market, "buy", "1", "100")
-    apply = MarketEngine.apply
 
-    def apply_or_fail(self, command):
-        if getattr(command, "order_id", None) == bad.pk:
-            raise ZeroDivisionError("a bug")
-        return apply(self, command)
-
-    monkeypatch.setattr(MarketEngine, "apply", apply_or_fail)
+    engine_bug(bad)
     drain(market_id=market.pk)
 
     for order in (good, bad, after):
