@@ -11,14 +11,14 @@ from allauth.account.adapter import get_adapter
 from django.conf import settings
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.core.exceptions import PermissionDenied
-from django.db import IntegrityError, transaction
+from django.db import DatabaseError, IntegrityError, transaction
 from django.http import HttpRequest
 from django.utils import timezone
 from minio import Minio
 
 from storage.backends import MinIOStorage
 from storage.exceptions import StorageUnavailable
-from storage.orphans import unconfirmed_write_queue
+from storage.orphans import pending_deletion_add, unconfirmed_write_queue
 from verification.documents import ProcessedDocument
 from verification.exceptions import VerificationError
 from verification.models import (
@@ -41,8 +41,8 @@ def verification_submit(
     The objects are written first, outside any transaction; if the rows then
     cannot be written (another submission won, the database is down) the
     objects are deleted again, so nothing is left that no row names. A
-    document the store did not confirm (it may still write it) is queued for
-    deletion.
+    document the store did not confirm (it may still write it), and one it
+    would not delete, are queued for deletion.
     """
     missing = [kind.label for kind in REQUIRED_KINDS if kind not in documents]
     if missing:
@@ -87,10 +87,14 @@ def _already_open_message(user: AbstractBaseUser) -> str:
 
 
 def _object_delete(storage, name: str) -> None:
+    """Delete an object no row will name; if the store refuses, queue it."""
     try:
         storage.delete(name)
-    except StorageUnavailable:
-        logger.exception("could not remove %s after a failed submission", name)
+    except StorageUnavailable as error:
+        try:
+            pending_deletion_add(name=name, error=error)
+        except DatabaseError:
+            logger.exception("could not queue %s for deletion", name)
 
 
 def verification_approve(

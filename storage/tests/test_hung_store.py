@@ -25,6 +25,7 @@ from core.tests.processes import process_pause
 from scripts import s3_server as s3_server_module
 from storage.backends import MinIOStorage
 from storage.exceptions import StorageUnavailable
+from storage.models import PendingDeletion
 from storage.orphans import pending_deletions_retry
 from tests.factories import image_bytes, jpeg_upload
 from verification.documents import document_process
@@ -292,3 +293,36 @@ def test_a_refused_identity_document_the_store_writes_when_it_resumes_is_deleted
     pending_deletions_retry()
 
     assert _stored(store_options, "private/") == set()
+
+
+@pytest.mark.reliability("store-hung")
+def test_documents_stored_before_the_store_froze_are_queued_and_deleted(
+    proxy_store, paused, own_store, store_options, monkeypatch
+):
+    user = get_user_model().objects.create_user("erin", password="x-secret-1")
+    documents = {kind: document_process(f) for kind, f in full_set().items()}
+    save, names = MinIOStorage._save, []
+
+    def freeze_before_the_third(self, name, content):
+        names.append(name)
+        if len(names) == 3:
+            paused()  # two documents are stored; the rest fails
+        return save(self, name, content)
+
+    monkeypatch.setattr(MinIOStorage, "_save", freeze_before_the_third)
+    with pytest.raises(StorageUnavailable):
+        verification_submit(user=user, documents=documents)
+
+    # The two the store confirmed could not be deleted either: queued, with
+    # the third, which the store may still write.
+    queued = set(PendingDeletion.objects.values_list("name", flat=True))
+    assert len(queued) == 3 and all(n.startswith("private/") for n in queued)
+    _resume(own_store)
+    deadline = time.monotonic() + 20
+    while names[2] not in _stored(store_options, "private/"):  # written late
+        assert time.monotonic() < deadline, "the resumed store wrote nothing"
+        time.sleep(0.1)
+    pending_deletions_retry()
+
+    assert _stored(store_options, "private/") == set()
+    assert not PendingDeletion.objects.exists()
