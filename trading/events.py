@@ -18,6 +18,11 @@ message a JSON object with amounts as strings:
     "executed_value", "fee", "locked"}, ...]}``
 ``trading.user.<ID>.balances``
     ``{"balances": [{"token_id", "available", "locked"}, ...]}``
+
+Redis shares its channels between its numbered databases, so each name
+starts with the database number of ``REDIS_URL`` (``3:trading.BTC-USDT.book``
+for ``redis://host:6379/3``): exchanges that share a Redis server on
+different databases see only their own events, as with their cache keys.
 """
 
 from __future__ import annotations
@@ -45,6 +50,15 @@ def _client(url: str):
     import redis
 
     return redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+
+
+@cache
+def channel_prefix(url: str) -> str:
+    """What starts every channel name on the Redis of ``url``: its database
+    number and a colon."""
+    import redis
+
+    return f"{redis.ConnectionPool.from_url(url).connection_kwargs.get('db', 0)}:"
 
 
 def batch_publish(batch, *, symbol: str) -> None:
@@ -126,9 +140,10 @@ def batch_publish(batch, *, symbol: str) -> None:
     if not messages:
         return
     try:
+        prefix = channel_prefix(settings.REDIS_URL)
         pipeline = _client(settings.REDIS_URL).pipeline(transaction=False)
         for channel, body in messages:
-            pipeline.publish(channel, json.dumps(body))
+            pipeline.publish(prefix + channel, json.dumps(body))
         pipeline.execute()
     except Exception:
         log.exception("events not published", extra={"market": symbol})

@@ -41,6 +41,8 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import close_old_connections, connections
 
+from trading.events import channel_prefix
+
 log = logging.getLogger("trading.live")
 
 PATTERN = "trading.*"
@@ -176,18 +178,20 @@ class Hub:
     async def _run(self) -> None:
         import redis.asyncio as redis
 
+        prefix = channel_prefix(self.url)  # this database's channels only
         while True:
             client = redis.Redis.from_url(
                 self.url, socket_connect_timeout=settings.REDIS_TIMEOUT
             )
             pubsub = client.pubsub()
             try:
-                await pubsub.psubscribe(PATTERN)
+                await pubsub.psubscribe(prefix + PATTERN)
                 async for message in pubsub.listen():
                     if message["type"] == "psubscribe":
                         self.connected.set()
                     elif message["type"] == "pmessage":
-                        self._dispatch(message["channel"].decode(), message["data"])
+                        channel = message["channel"].decode()[len(prefix) :]
+                        self._dispatch(channel, message["data"])
             except asyncio.CancelledError:
                 raise
             except Exception as error:

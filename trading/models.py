@@ -397,7 +397,11 @@ class Order(models.Model):
                 name="order_held_by_matcher",
             ),
             models.Index(fields=["user", "status"], name="order_user_status"),
-            models.Index(fields=["user", "client_order_id"], name="order_client_id"),
+            models.Index(  # most orders have no client order id
+                fields=["user", "client_order_id"],
+                condition=~Q(client_order_id=""),
+                name="order_client_id",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -681,13 +685,38 @@ class LedgerTransaction(models.Model):
     order = models.ForeignKey(
         Order, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
     )
+    # Most transactions are an order's: these two are indexed where set only.
     deposit = models.ForeignKey(
-        Deposit, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+        Deposit,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+        db_index=False,
     )
     withdrawal = models.ForeignKey(
-        Withdrawal, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+        Withdrawal,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+        db_index=False,
     )
     created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        indexes = [
+            models.Index(
+                fields=["deposit"],
+                condition=Q(deposit__isnull=False),
+                name="ledger_transaction_deposit",
+            ),
+            models.Index(
+                fields=["withdrawal"],
+                condition=Q(withdrawal__isnull=False),
+                name="ledger_transaction_withdrawal",
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"#{self.pk} {self.get_kind_display()}"

@@ -221,6 +221,11 @@ AREAS: dict[str, dict[str, tuple[str, str]]] = {
             "A slow one is told to resync and disconnected; an unknown position "
             "gets a fresh snapshot, a known one catches up",
         ),
+        "shared-redis": (
+            "Another exchange sharing the Redis server on another database "
+            "number, trading the same market for the same user ids",
+            "None of its events reaches this exchange's live streams",
+        ),
         "hostile-addresses": (
             "Withdrawal addresses of the wrong network, with typos, empty or too "
             "long; catastrophic regular expressions as address formats; a new "

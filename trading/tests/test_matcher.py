@@ -583,7 +583,7 @@ def test_events_are_published_on_redis_after_the_batch_commits(
 
     settings.REDIS_URL = "redis://127.0.0.1:6379/0"
     subscriber = redis.Redis.from_url(settings.REDIS_URL).pubsub()
-    subscriber.psubscribe("trading.BTC-USDT.*", f"trading.user.{alice.pk}.*")
+    subscriber.psubscribe("0:trading.BTC-USDT.*", f"0:trading.user.{alice.pk}.*")
     try:
         maker = sell(bob, market, "1", "100")
         taker = buy(alice, market, "0.4", "100")
@@ -611,7 +611,7 @@ def test_events_are_published_on_redis_after_the_batch_commits(
     levels = [
         row
         for channel, body in messages
-        if channel == "trading.BTC-USDT.book"
+        if channel == "0:trading.BTC-USDT.book"
         for row in body["levels"]
     ]
     assert [(row["side"], row["price"], row["quantity"]) for row in levels][-2:] == [
@@ -623,7 +623,7 @@ def test_events_are_published_on_redis_after_the_batch_commits(
     orders = [
         row
         for channel, body in messages
-        if channel == f"trading.user.{alice.pk}.orders"
+        if channel == f"0:trading.user.{alice.pk}.orders"
         for row in body["orders"]
     ]
     assert {"id": taker.pk, "status": "filled"}.items() <= orders[-1].items()

@@ -99,6 +99,33 @@ def test_a_user_never_receives_another_users_events(
     watcher.close()
 
 
+@pytest.mark.reliability("shared-redis")
+def test_another_exchange_on_another_redis_database_never_reaches_the_stream(
+    settings, redis_server, stream_server, market, alice, bob, funded
+):
+    # Redis shares channels between its databases. Here the other exchange,
+    # on database 1, shares the test's database too: our next book update is
+    # numbered after its, so our stream, which never saw it, has the client
+    # resync.
+    client = SseClient(stream_server.port, PATH, headers=key_of(alice))
+    client.until("snapshot")
+    settings.REDIS_URL = redis_server.url.removesuffix("/0") + "/1"
+    sell(bob, market, "1", "100")
+    buy(alice, market, "0.4", "100")
+    settings.REDIS_URL = redis_server.url
+    buy(alice, market, "0.1", "100")
+
+    events = []
+    while (event := client.next()) is not None:
+        events.append(event)
+    trades = [
+        row["id"] for e in events if e.event == "trades" for row in e.data["trades"]
+    ]
+    assert trades == [Trade.objects.order_by("pk").last().pk]
+    assert events[-1].event == "resync"
+    client.close()
+
+
 def test_anyone_may_watch_the_market_but_sees_no_account(stream_server, market):
     client = SseClient(stream_server.port, PATH)
     snapshot = client.until("snapshot")
@@ -227,7 +254,7 @@ def test_a_client_that_does_not_read_is_told_to_resync_and_disconnected(
             "taker_side": "buy",
             "note": filler,
         }
-        publisher.publish("trading.BTC-USDT.trades", json.dumps({"trades": [trade]}))
+        publisher.publish("0:trading.BTC-USDT.trades", json.dumps({"trades": [trade]}))
 
     received = 0
     while (event := slow.next()) is not None:
