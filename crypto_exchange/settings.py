@@ -514,8 +514,8 @@ MINIO_DEADLINE = _env_or_improperly_configured(
     env.float, "MINIO_DEADLINE", default=storage_config.DEFAULT_DEADLINE
 )
 
-# The MINIO_* values are checked where they are used, by MinIOStorage, and at
-# start-up by the system check storage.E001 (storage/checks.py).
+# The MINIO_* values are checked where they are used, by MinIOStorage, which
+# every process builds while its apps load (storage/config.py).
 if USE_MINIO:
     _default_storage = {"BACKEND": "storage.backends.MinIOStorage"}
     # The same bucket and client: private keys stay under private/, which no

@@ -146,7 +146,15 @@ def object_key(name: str) -> str:
             f"The name '{name[:60]}' is absolute; storage names are relative "
             "to the storage's root."
         )
+    refuse_nul(name)
     return normalize_key(name)
+
+
+def refuse_nul(name: str) -> None:
+    """A NUL character is refused with the ValueError FileSystemStorage gets
+    from the OS; sent, the server's 400 would read as an outage."""
+    if isinstance(name, str) and "\x00" in name:
+        raise ValueError(f"The name {name[:60]!r} holds a NUL character.")
 
 
 @functools.lru_cache(maxsize=8192)
@@ -959,6 +967,8 @@ class MinIOStorage(Storage):
         return object_key(super().generate_filename(filename))
 
     def exists(self, name: str) -> bool:
+        if isinstance(name, str) and "\x00" in name:
+            return False  # as on disk: no file can have such a name
         try:
             self._stat(name)
         except FileNotFoundError:
@@ -989,6 +999,7 @@ class MinIOStorage(Storage):
             path = pathlib.PurePath(path).as_posix()
         if path.startswith("/"):
             object_key(path)  # refused, as an absolute name is everywhere
+        refuse_nul(path)
         prefix = normalize_key(path) + "/" if path.strip("/\\.") else ""
         directories, files = [], []
         try:

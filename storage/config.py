@@ -1,11 +1,14 @@
 """Validation of the object-store settings.
 
-``MinIOStorage`` validates its options with these when it is built (without
-contacting the store), and the system check ``storage.E001`` builds the
-configured storages at start-up, so a bad ``MINIO_*`` value stops
-``manage.py check``, ``runserver``, ``migrate`` and gunicorn naming the
-variable. This module imports nothing from Django's app registry so that
-``crypto_exchange/settings.py`` can use it while settings are being loaded.
+``MinIOStorage`` validates its options with these when it is built, without
+contacting the store. Every process builds it while its models load: the
+identity document's FileField is given the private storage, the same
+``MinIOStorage`` with USE_MINIO=true, and Django's FileField looks at it then.
+So a bad ``MINIO_*`` value stops ``manage.py``, ``runserver`` and gunicorn at
+start-up with an ``ImproperlyConfigured`` naming the variable
+(``crypto_exchange/tests/test_settings.py``). This module imports nothing from
+Django's app registry so that ``crypto_exchange/settings.py`` can use it while
+settings are being loaded.
 """
 
 import os

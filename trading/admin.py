@@ -19,7 +19,7 @@ from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.contrib.admin.widgets import AutocompleteSelect
 from django.contrib.auth import get_user_model
-from django.core.exceptions import FieldDoesNotExist, PermissionDenied
+from django.core.exceptions import FieldDoesNotExist, PermissionDenied, ValidationError
 from django.db import models
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
@@ -274,6 +274,17 @@ class TradeAdmin(ReadOnlyAdmin):
 class UserChoiceField(forms.ModelChoiceField):
     def label_from_instance(self, user) -> str:
         return user_label(user)
+
+    def bound_data(self, data, initial):
+        # What the form shows again after an error: a submitted value that
+        # names no user shows as no choice (the admin's autocomplete widget
+        # would look a value like "abc" up as an id and fail).
+        data = super().bound_data(data, initial)
+        try:
+            self.to_python(data)
+        except ValidationError:
+            return None
+        return data
 
 
 class DepositCreditForm(forms.Form):

@@ -11,6 +11,7 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
+from django.core.validators import MinValueValidator
 from django.db import models
 from django.db.models import F, Q
 
@@ -83,6 +84,10 @@ class Market(models.Model):
     min_notional = models.DecimalField(
         **AMOUNT,
         default=Decimal(0),
+        # Also checked by market_steps_positive; checked on its own because
+        # the admin's change form has no steps (fixed once the market exists)
+        # and Django checks a constraint only with all its fields in the form.
+        validators=[MinValueValidator(Decimal(0))],
         help_text="Smallest order value, price x quantity, in quote.",
     )
     maker_fee = models.DecimalField(

@@ -171,6 +171,27 @@ def test_traversal_is_refused_by_every_method(any_storage, name):
             method(name)
 
 
+@pytest.mark.reliability("nul-bytes")
+def test_a_name_with_a_nul_byte_is_refused_as_bad_input_not_as_an_outage(
+    any_storage,
+):
+    name = "profile_pics/a\x00b.jpg"
+    calls = [
+        lambda: any_storage.save(name, ContentFile(b"x")),
+        lambda: any_storage.open(name),
+        lambda: any_storage.size(name),
+        lambda: any_storage.get_modified_time(name),
+        lambda: any_storage.delete(name),
+        lambda: any_storage.listdir("profile_pics/a\x00b"),
+    ]
+    for call in calls:
+        with pytest.raises(ValueError):
+            call()
+
+    assert any_storage.exists(name) is False
+    assert any_storage.listdir("profile_pics") == ([], [])
+
+
 def test_delete_without_a_name_is_refused(any_storage):
     for name in (None, ""):
         with pytest.raises(ValueError, match=r"The name must be given to delete\(\)"):

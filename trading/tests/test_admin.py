@@ -355,6 +355,21 @@ def test_the_chosen_user_stays_chosen_when_the_form_has_an_error(
     )
 
 
+@pytest.mark.reliability("malformed-requests")
+@pytest.mark.parametrize("user", ["abc", "99999999999999999999", "-1"])
+def test_a_credit_naming_no_user_is_refused_with_a_message(
+    staff_client, alice, btc, user
+):
+    response = staff_client.post(
+        CREDIT_URL,
+        {"user": user, "token": btc.pk, "amount": "1", "reference": "tx-1"},
+    )
+
+    assert response.status_code == 200
+    assert "Select a valid choice" in response.content.decode()
+    assert not Deposit.objects.exists()
+
+
 def test_a_repeated_reference_says_that_nothing_changed(staff_client, alice, btc):
     first = staff_client.post(
         CREDIT_URL,
@@ -485,6 +500,26 @@ def test_staff_change_a_market_fee_from_the_form_showing_plain_amounts(
     assert response.status_code == 302
     market.refresh_from_db()
     assert (market.maker_fee, market.price_step) == (D("0.0005"), D("0.01"))
+
+
+@pytest.mark.reliability("number-abuse")
+def test_a_negative_minimum_order_value_is_refused_by_the_market_form(
+    staff_client, market
+):
+    response = staff_client.post(
+        f"/admin/trading/market/{market.pk}/change/",
+        {
+            "min_notional": "-1",
+            "maker_fee": "0.001",
+            "taker_fee": "0.002",
+            "status": "open",
+        },
+    )
+
+    assert response.status_code == 200
+    assert "greater than or equal to 0" in response.content.decode()
+    market.refresh_from_db()
+    assert market.min_notional == D("1")
 
 
 # -- In a browser: the autocomplete and the confirmation, as staff use them -----
