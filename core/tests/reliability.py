@@ -148,7 +148,9 @@ AREAS: dict[str, dict[str, tuple[str, str]]] = {
         ),
         "instance-killed": (
             "App instances killed (SIGKILL) behind nginx during orders and uploads",
-            "Every request through nginx answered; every order the clients were "
+            "Every request through nginx answered, but for an answer the killed "
+            "instance was already sending (nginx has passed its start on and "
+            "cannot send it again); every order the clients were "
             "told was accepted exists and is matched; an order cut by the kill "
             "placed again places nothing; no avatar row lacks its object; the "
             "ledger balances",

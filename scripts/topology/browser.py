@@ -26,8 +26,8 @@ REQUEST_TIMEOUT = 60.0
 class Response:
     method: str
     path: str
-    status: int  # 0: no HTTP answer at all
-    headers: dict[str, str]  # names in lower case
+    status: int  # 0: no whole HTTP answer (none, or its body cut)
+    headers: dict[str, str]  # names in lower case; kept when the body was cut
     body: bytes
     started: float  # time.monotonic()
     ended: float
@@ -52,7 +52,8 @@ class Response:
 
     def describe(self) -> str:
         return (
-            f"{self.method} {self.path} -> {self.status or 'no answer'} "
+            f"{self.method} {self.path} -> "
+            f"{self.status or ('answer cut' if self.headers else 'no answer')} "
             f"via {', '.join(self.upstreams) or 'no instance'} rid={self.request_id}"
         )
 
@@ -127,7 +128,7 @@ class Browser:
                 else f"{self.client_address}, {LOOPBACK}"  # as nginx appends
             )
         url = f"http://{LOOPBACK}:{port or self.port}{path}"
-        started = time.monotonic()
+        started, received = time.monotonic(), {}
         try:
             answer = self.session.request(
                 method,
@@ -135,18 +136,22 @@ class Browser:
                 headers=headers,
                 timeout=timeout,
                 allow_redirects=False,
+                stream=True,
                 **body,
             )
+            received = {key.lower(): value for key, value in answer.headers.items()}
+            content = answer.content
         except requests.RequestException as exc:
             ended = time.monotonic()
-            return Response(method, path, 0, {}, str(exc).encode(), started, ended)
-        received = {key.lower(): value for key, value in answer.headers.items()}
+            return Response(
+                method, path, 0, received, str(exc).encode(), started, ended
+            )
         return Response(
             method,
             path,
             answer.status_code,
             received,
-            answer.content,
+            content,
             started,
             time.monotonic(),
         )
