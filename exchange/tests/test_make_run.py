@@ -17,12 +17,18 @@ from pathlib import Path
 import pytest
 import requests
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.checkout import (
+    answers,
+    clean_environment,
+    copy_checkout,
+    kill_processes_in,
+)
+
 WEB, STREAM = "http://127.0.0.1:8000", "http://127.0.0.1:8001"
 PORTS = (8000, 8001, 6380)  # the Procfile's web, stream and Redis
 START_TIMEOUT = 240.0  # migrate and seed_demo on a new SQLite database
 STOP_TIMEOUT = 30.0
-GIT, MAKE = shutil.which("git"), shutil.which("make")
+MAKE = shutil.which("make")
 
 
 def _listening(port: int) -> bool:
@@ -30,38 +36,13 @@ def _listening(port: int) -> bool:
         return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
-def _copy_checkout(target: Path) -> None:
-    """The working tree's files as git sees them (committed or not, ignored
-    ones left out: no db.sqlite3, no media/ of a developer's own runs)."""
-    listed = subprocess.run(
-        [GIT, "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        cwd=ROOT,
-        capture_output=True,
-        check=True,
-    ).stdout
-    for name in filter(None, listed.split(b"\0")):
-        source = ROOT / os.fsdecode(name)
-        if source.is_file():  # not deleted in the working tree
-            destination = target / os.fsdecode(name)
-            destination.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, destination)
-    # The installed virtualenv, so `make run` finds nothing left to install.
-    (target / ".venv").symlink_to(ROOT / ".venv")
-
-
 @pytest.fixture
 def make_run(tmp_path):
     taken = [port for port in PORTS if _listening(port)]
     assert not taken, f"`make run` needs ports {PORTS}; {taken} are taken"
-    checkout = tmp_path / "checkout"
-    _copy_checkout(checkout)
+    checkout = copy_checkout(tmp_path / "checkout")
     log_path = tmp_path / "make-run.log"
-    # Nothing of the test run's environment: no DATABASE_URL, no MAKEFLAGS.
-    env = {
-        "PATH": os.environ["PATH"],
-        "HOME": os.environ.get("HOME", str(tmp_path)),
-        "LANG": "C.UTF-8",
-    }
+    env = clean_environment(tmp_path)
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             [MAKE, "run"],
@@ -75,7 +56,7 @@ def make_run(tmp_path):
     process.log_path = log_path
     try:
         deadline = time.monotonic() + START_TIMEOUT
-        while not _answers(f"{WEB}/healthz/") or not _answers(f"{STREAM}/healthz/"):
+        while not answers(f"{WEB}/healthz/") or not answers(f"{STREAM}/healthz/"):
             if process.poll() is not None or time.monotonic() > deadline:
                 pytest.fail(f"`make run` did not come up:\n{_tail(log_path)}")
             time.sleep(0.5)
@@ -88,25 +69,7 @@ def make_run(tmp_path):
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
-        _kill_processes_in(checkout)
-
-
-def _kill_processes_in(directory: Path) -> None:
-    """Kill what still runs in ``directory``: honcho starts each process in
-    a session of its own, so a killed honcho leaves them running."""
-    for entry in Path("/proc").iterdir():
-        try:
-            if entry.name.isdigit() and (entry / "cwd").resolve() == directory:
-                os.kill(int(entry.name), signal.SIGKILL)
-        except OSError:
-            pass  # gone meanwhile, or not ours to read
-
-
-def _answers(url: str) -> bool:
-    try:
-        return requests.get(url, timeout=5).status_code == 200
-    except requests.RequestException:
-        return False
+        kill_processes_in(checkout)
 
 
 def _tail(log_path: Path) -> str:
