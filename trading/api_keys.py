@@ -37,9 +37,11 @@ from datetime import datetime, timedelta
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.core.cache import cache
 from django.core.exceptions import ValidationError
+from django.db import transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
@@ -159,29 +161,33 @@ def api_key_create(
         raise ValidationError(
             {"expires_in_days": "A key expires after 30, 90 or 365 days, or never."}
         )
-    active = ApiKey.objects.filter(user=user, revoked_at__isnull=True).count()
-    if active >= MAX_ACTIVE_KEYS:
-        raise ValidationError(
-            f"You already have {MAX_ACTIVE_KEYS} API keys; revoke one first."
+    with transaction.atomic():
+        # One creation at a time per user (the user's row locked), so keys
+        # created at once cannot all count the same keys and pass the limit.
+        get_user_model().objects.select_for_update().only("pk").get(pk=user.pk)
+        active = ApiKey.objects.filter(user=user, revoked_at__isnull=True).count()
+        if active >= MAX_ACTIVE_KEYS:
+            raise ValidationError(
+                f"You already have {MAX_ACTIVE_KEYS} API keys; revoke one first."
+            )
+        prefix = secrets.token_hex(PREFIX_BYTES)
+        secret = secrets.token_urlsafe(SECRET_BYTES)
+        api_key = ApiKey.objects.create(
+            user=user,
+            name=name,
+            prefix=prefix,
+            secret_hash=_digest(secret),
+            scopes=scope_text,
+            allowed_ips=networks,
+            signing_secret=(
+                _fernet().encrypt(secret.encode()).decode() if require_signature else ""
+            ),
+            expires_at=(
+                timezone.now() + timedelta(days=expires_in_days)
+                if expires_in_days
+                else None
+            ),
         )
-    prefix = secrets.token_hex(PREFIX_BYTES)
-    secret = secrets.token_urlsafe(SECRET_BYTES)
-    api_key = ApiKey.objects.create(
-        user=user,
-        name=name,
-        prefix=prefix,
-        secret_hash=_digest(secret),
-        scopes=scope_text,
-        allowed_ips=networks,
-        signing_secret=(
-            _fernet().encrypt(secret.encode()).decode() if require_signature else ""
-        ),
-        expires_at=(
-            timezone.now() + timedelta(days=expires_in_days)
-            if expires_in_days
-            else None
-        ),
-    )
     return api_key, f"{prefix}.{secret}"
 
 

@@ -17,6 +17,7 @@ import time
 from decimal import Decimal as D
 
 import pytest
+from django.core.exceptions import ValidationError
 from django.db import connection
 from rest_framework.test import APIClient
 
@@ -29,6 +30,7 @@ from tests.factories import (
     token_make,
     user_make,
 )
+from trading.api_keys import MAX_ACTIVE_KEYS, api_key_create
 from trading.exceptions import (
     InsufficientBalance,
     OrderNotOpen,
@@ -36,7 +38,14 @@ from trading.exceptions import (
 )
 from trading.invariants import ledger_problems
 from trading.matcher import MarketMatcher, Matcher, PostgresLocks, drain
-from trading.models import Deposit, Order, OrderCommand, Trade, Withdrawal
+from trading.models import (
+    ApiKey,
+    Deposit,
+    Order,
+    OrderCommand,
+    Trade,
+    Withdrawal,
+)
 from trading.orders import (
     command_refusal,
     command_wait,
@@ -620,3 +629,30 @@ def test_twenty_concurrent_requests_over_the_daily_limit_let_only_those_that_fit
     assert Withdrawal.objects.filter(user=alice).count() == 7
     assert balance(alice, btc) == (D("93"), D("7"))
     assert ledger_problems() == []
+
+
+@pytest.mark.reliability("race-keys")
+def test_keys_created_at_once_never_pass_the_limit_of_active_keys():
+    alice = user_make("alice")
+    for n in range(MAX_ACTIVE_KEYS - 2):
+        api_key_create(user=alice, name=f"k{n}", scopes=["read"])
+
+    results = run_together(
+        *[
+            (
+                lambda n=n: api_key_create(
+                    user=alice, name=f"at once {n}", scopes=["read"]
+                )
+            )
+            for n in range(8)
+        ]
+    )
+
+    created = [value for status, value in results if status == "ok"]
+    refused = [value for status, value in results if status == "error"]
+    assert len(created) == 2
+    assert all(
+        isinstance(error, ValidationError) and "revoke one" in error.messages[0]
+        for error in refused
+    ), refused
+    assert ApiKey.objects.filter(user=alice).count() == MAX_ACTIVE_KEYS
