@@ -24,10 +24,10 @@ from django.core import signing
 
 from accounts.models import SecurityEvent
 from accounts.tests.totp import TOTP_STEP, totp_code
+from tests.factories import PASSWORD
 
 pytestmark = pytest.mark.django_db
 
-PASSWORD = "correct-horse-battery-9"
 NEW_PASSWORD = "purple-monkey-dishwasher-4"
 LINK_REFUSED = "This email confirmation link expired or is invalid."
 RESET_REFUSED = "The password reset link was invalid"
@@ -165,20 +165,9 @@ def test_a_verification_link_used_twice_is_refused_the_second_time(
 
 
 @pytest.fixture
-def member(django_user_model):
-    user = django_user_model.objects.create_user(
-        "bob", email="bob@example.com", password=PASSWORD
-    )
-    EmailAddress.objects.create(
-        user=user, email="bob@example.com", verified=True, primary=True
-    )
-    return user
-
-
-@pytest.fixture
-def reset_link(client, member, mailoutbox, django_capture_on_commit_callbacks):
+def reset_link(client, bob, mailoutbox, django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks(execute=True):
-        response = client.post("/accounts/password/reset/", {"email": member.email})
+        response = client.post("/accounts/password/reset/", {"email": bob.email})
     assert response.status_code == 302, page_text(response)
     (mail,) = [m for m in mailoutbox if "Password Reset" in m.subject]
     return link_path(mail, r"/accounts/password/reset/key/[^/\s]+/")
@@ -202,12 +191,12 @@ def password_is(user, password: str) -> bool:
 
 @pytest.mark.reliability("auth-links")
 def test_a_reset_link_works_once_and_is_refused_when_used_again(
-    client, member, reset_link, django_capture_on_commit_callbacks
+    client, bob, reset_link, django_capture_on_commit_callbacks
 ):
     with django_capture_on_commit_callbacks(execute=True):
         done = reset_password(client, reset_link, NEW_PASSWORD)
     assert done.status_code == 302
-    assert password_is(member, NEW_PASSWORD)
+    assert password_is(bob, NEW_PASSWORD)
 
     client.logout()
     with django_capture_on_commit_callbacks(execute=True):
@@ -223,33 +212,33 @@ def test_a_reset_link_works_once_and_is_refused_when_used_again(
         },
     )
     assert RESET_REFUSED in page_text(refused)
-    assert password_is(member, NEW_PASSWORD)
+    assert password_is(bob, NEW_PASSWORD)
     assert not signed_in(client)
 
 
 @pytest.mark.reliability("auth-links")
 def test_a_tampered_reset_link_is_refused_and_the_password_stays(
-    client, member, reset_link
+    client, bob, reset_link
 ):
     last = reset_link[-2]  # the last character of the key, before the slash
     tampered = f"{reset_link[:-2]}{'1' if last == '0' else '0'}/"
     response = reset_password(client, tampered, NEW_PASSWORD)
     assert response.status_code == 200
     assert RESET_REFUSED in page_text(response)
-    assert password_is(member, PASSWORD)
+    assert password_is(bob, PASSWORD)
     assert not signed_in(client)
 
 
 @pytest.mark.reliability("auth-links")
 def test_an_expired_reset_link_is_refused_and_the_password_stays(
-    client, member, reset_link
+    client, bob, reset_link
 ):
     later = datetime.now() + timedelta(seconds=settings.PASSWORD_RESET_TIMEOUT + 60)
     with mock.patch.object(default_token_generator, "_now", return_value=later):
         response = reset_password(client, reset_link, NEW_PASSWORD)
     assert response.status_code == 200
     assert RESET_REFUSED in page_text(response)
-    assert password_is(member, PASSWORD)
+    assert password_is(bob, PASSWORD)
     assert not signed_in(client)
 
 
@@ -257,11 +246,11 @@ def test_an_expired_reset_link_is_refused_and_the_password_stays(
 
 
 @pytest.fixture
-def secret(member) -> str:
-    """The member's authenticator app secret (TOTP on, with recovery codes)."""
+def secret(bob) -> str:
+    """Bob's authenticator app secret (TOTP on, with recovery codes)."""
     value = generate_totp_secret()
-    TOTP.activate(member, value)
-    RecoveryCodes.activate(member)
+    TOTP.activate(bob, value)
+    RecoveryCodes.activate(bob)
     return value
 
 
@@ -274,9 +263,9 @@ def current_code(secret: str) -> str:
     return totp_code(secret)
 
 
-def password_step(client, member):
+def password_step(client, bob):
     response = client.post(
-        "/accounts/login/", {"login": member.username, "password": PASSWORD}
+        "/accounts/login/", {"login": bob.username, "password": PASSWORD}
     )
     assert response.status_code == 302
     assert response["Location"] == "/accounts/2fa/authenticate/"
@@ -287,20 +276,18 @@ def code_step(client, code: str):
     return client.post("/accounts/2fa/authenticate/", {"code": code})
 
 
-def unused_recovery_codes(member) -> list[str]:
+def unused_recovery_codes(bob) -> list[str]:
     authenticator = Authenticator.objects.get(
-        user=member, type=Authenticator.Type.RECOVERY_CODES
+        user=bob, type=Authenticator.Type.RECOVERY_CODES
     )
     return RecoveryCodes(authenticator).get_unused_codes()
 
 
 @pytest.mark.reliability("auth-codes")
-def test_a_wrong_code_at_log_in_is_refused_and_nobody_is_signed_in(
-    client, member, secret
-):
+def test_a_wrong_code_at_log_in_is_refused_and_nobody_is_signed_in(client, bob, secret):
     right = current_code(secret)
     wrong = f"{(int(right) + 1) % 10**6:06d}"
-    password_step(client, member)
+    password_step(client, bob)
 
     response = code_step(client, wrong)
 
@@ -308,19 +295,19 @@ def test_a_wrong_code_at_log_in_is_refused_and_nobody_is_signed_in(
     assert INCORRECT_CODE in page_text(response)
     assert not signed_in(client)
     assert client.get("/accounts/profile/").status_code == 302
-    assert len(unused_recovery_codes(member)) == 10
+    assert len(unused_recovery_codes(bob)) == 10
 
 
 @pytest.mark.reliability("auth-codes")
-def test_a_code_used_once_is_refused_the_second_time(client, member, secret):
+def test_a_code_used_once_is_refused_the_second_time(client, bob, secret):
     code = current_code(secret)
-    password_step(client, member)
+    password_step(client, bob)
     assert code_step(client, code).status_code == 302
     assert signed_in(client)
     client.post("/accounts/logout/")
     assert not signed_in(client)
 
-    password_step(client, member)
+    password_step(client, bob)
     response = code_step(client, code)
 
     assert INCORRECT_CODE in page_text(response)
@@ -330,18 +317,18 @@ def test_a_code_used_once_is_refused_the_second_time(client, member, secret):
 
 
 @pytest.mark.reliability("auth-codes")
-def test_a_recovery_code_works_once(client, member, secret):
-    first = unused_recovery_codes(member)[0]
-    password_step(client, member)
+def test_a_recovery_code_works_once(client, bob, secret):
+    first = unused_recovery_codes(bob)[0]
+    password_step(client, bob)
     assert code_step(client, first).status_code == 302
     assert signed_in(client)
     client.post("/accounts/logout/")
-    left = unused_recovery_codes(member)
+    left = unused_recovery_codes(bob)
     assert first not in left and len(left) == 9
 
-    password_step(client, member)
+    password_step(client, bob)
     response = code_step(client, first)
 
     assert INCORRECT_CODE in page_text(response)
     assert not signed_in(client)
-    assert unused_recovery_codes(member) == left
+    assert unused_recovery_codes(bob) == left
