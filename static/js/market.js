@@ -254,7 +254,7 @@
       content.textContent = "No open order on this market.";
     } else {
       content = document.createElement("table");
-      content.className = "data-table compact";
+      content.className = "data-table compact stack";
       content.innerHTML = '<thead><tr><th scope="col">Side</th><th scope="col" class="num">Price</th><th scope="col" class="num">Amount</th><th scope="col" class="num">Filled</th><th scope="col"><span class="visually-hidden">Cancel</span></th></tr></thead>';
       var body = document.createElement("tbody");
       list.forEach(function (order) {
@@ -301,7 +301,7 @@
       var body = box.querySelector("tbody");
       if (!body) {
         var table = document.createElement("table");
-        table.className = "data-table compact";
+        table.className = "data-table compact stack";
         table.innerHTML = '<thead><tr><th scope="col">Side</th><th scope="col" class="num">Price</th><th scope="col" class="num">Amount</th><th scope="col">Role</th><th scope="col">Time</th></tr></thead>';
         body = document.createElement("tbody");
         table.appendChild(body);
@@ -315,6 +315,9 @@
       var td = document.createElement("td");
       td.appendChild(clock(fill.created_at));
       tr.appendChild(td);
+      ["Side", "Price", "Amount", "Role", "Time"].forEach(function (label, index) {
+        tr.children[index].setAttribute("data-label", label);
+      });
       body.prepend(tr);
     });
   }

@@ -35,6 +35,27 @@ SIGNED_IN_PAGES = [
 ]
 
 # Every element that sticks out to the right of the page, for the message.
+# Every cell or control of the page that lies to the right of the box that
+# scrolls it (or of the page): seen only by scrolling a table sideways.
+OFF_TO_THE_SIDE = """() => {
+  const root = document.documentElement;
+  const hidden = [];
+  for (const node of document.querySelectorAll(
+    "main th, main td, main a, main button, main input, main select"
+  )) {
+    const box = node.getBoundingClientRect();
+    if (box.width <= 1) continue;  // visually hidden
+    let up = node.parentElement;
+    while (up && getComputedStyle(up).overflowX === "visible") up = up.parentElement;
+    const right = up ? Math.min(up.getBoundingClientRect().right, root.clientWidth)
+      : root.clientWidth;
+    if (box.right > right + 0.5) {
+      const text = node.innerText.trim().slice(0, 30);
+      hidden.push(node.tagName.toLowerCase() + " " + text);
+    }
+  }
+  return hidden;
+}"""
 OVERFLOW = """() => {
   const root = document.documentElement;
   const clipped = (node) => {
@@ -112,7 +133,7 @@ def test_no_page_scrolls_sideways_on_a_phone(page, live_server, site_storage, tr
     withdrawal = Withdrawal.objects.filter(user=trader).first()
     pages = [*SIGNED_IN_PAGES, f"/wallet/withdrawals/{withdrawal.pk}/cancel/"]
 
-    wide = {}
+    wide, hidden = {}, {}
     for path in pages:
         page.goto(live_server.url + path)
         page.wait_for_load_state("load")
@@ -120,8 +141,13 @@ def test_no_page_scrolls_sideways_on_a_phone(page, live_server, site_storage, tr
         layout = page.evaluate(OVERFLOW)
         if layout["scrollWidth"] > layout["clientWidth"]:
             wide[path] = layout
+        if off_to_the_side := page.evaluate(OFF_TO_THE_SIDE):
+            hidden[path] = off_to_the_side
 
     assert wide == {}
+    # Nor does a table hide a column, or a button such as an order's Cancel,
+    # in a box that scrolls sideways.
+    assert hidden == {}
 
 
 def test_the_wallet_lists_deposits_and_withdrawals_by_date_and_cancels_one(
