@@ -33,6 +33,18 @@ SIGNED_IN_PAGES = [
     "/tokens/",
     "/tokens/BTC/",
 ]
+# The account's own pages (allauth's, in the site's layout) and the API's.
+ACCOUNT_PAGES = [
+    "/accounts/email/",
+    "/accounts/password/change/",
+    "/accounts/2fa/",
+    "/accounts/2fa/totp/activate/",
+    "/accounts/sessions/",
+    "/accounts/verification/",
+    "/accounts/logout/",
+    "/api/docs/",
+    "/api/keys/revoke-all/",
+]
 
 # Every element that sticks out to the right of the page, for the message.
 # Every cell or control of the page that lies to the right of the box that
@@ -131,7 +143,11 @@ def test_no_page_scrolls_sideways_on_a_phone(page, live_server, site_storage, tr
     page.set_viewport_size(PHONE)
     log_in(page, live_server, trader.username)
     withdrawal = Withdrawal.objects.filter(user=trader).first()
-    pages = [*SIGNED_IN_PAGES, f"/wallet/withdrawals/{withdrawal.pk}/cancel/"]
+    pages = [
+        *SIGNED_IN_PAGES,
+        *ACCOUNT_PAGES,
+        f"/wallet/withdrawals/{withdrawal.pk}/cancel/",
+    ]
 
     wide, hidden = {}, {}
     for path in pages:
