@@ -33,6 +33,17 @@ SIGNED_IN_PAGES = [
     "/tokens/",
     "/tokens/BTC/",
 ]
+VISITOR_PAGES = [
+    "/",
+    "/markets/",
+    "/markets/BTC-USDT/",
+    "/tokens/",
+    "/tokens/BTC/",
+    "/accounts/login/",
+    "/accounts/signup/",
+    "/accounts/password/reset/",
+]
+
 # The account's own pages (allauth's, in the site's layout) and the API's.
 ACCOUNT_PAGES = [
     "/accounts/email/",
@@ -141,24 +152,25 @@ def trader(btc_usdt):
 @pytest.mark.parametrize("site_storage", ["local"], indirect=True)
 def test_no_page_scrolls_sideways_on_a_phone(page, live_server, site_storage, trader):
     page.set_viewport_size(PHONE)
+    wide, hidden = {}, {}
+
+    def look_at(paths: list[str], who: str) -> None:
+        for path in paths:
+            page.goto(live_server.url + path)
+            page.wait_for_load_state("load")
+            name = path.strip("/").replace("/", "-") or "home"
+            page.screenshot_step(f"{who}-{name}")
+            layout = page.evaluate(OVERFLOW)
+            if layout["scrollWidth"] > layout["clientWidth"]:
+                wide[f"{who} {path}"] = layout
+            if off_to_the_side := page.evaluate(OFF_TO_THE_SIDE):
+                hidden[f"{who} {path}"] = off_to_the_side
+
+    look_at(VISITOR_PAGES, "visitor")
     log_in(page, live_server, trader.username)
     withdrawal = Withdrawal.objects.filter(user=trader).first()
-    pages = [
-        *SIGNED_IN_PAGES,
-        *ACCOUNT_PAGES,
-        f"/wallet/withdrawals/{withdrawal.pk}/cancel/",
-    ]
-
-    wide, hidden = {}, {}
-    for path in pages:
-        page.goto(live_server.url + path)
-        page.wait_for_load_state("load")
-        page.screenshot_step(path.strip("/").replace("/", "-") or "home")
-        layout = page.evaluate(OVERFLOW)
-        if layout["scrollWidth"] > layout["clientWidth"]:
-            wide[path] = layout
-        if off_to_the_side := page.evaluate(OFF_TO_THE_SIDE):
-            hidden[path] = off_to_the_side
+    cancel = f"/wallet/withdrawals/{withdrawal.pk}/cancel/"
+    look_at([*SIGNED_IN_PAGES, *ACCOUNT_PAGES, cancel], "member")
 
     assert wide == {}
     # Nor does a table hide a column, or a button such as an order's Cancel,
