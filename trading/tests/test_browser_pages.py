@@ -22,6 +22,8 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 PASSWORD = "pages-pass-2026"
 PHONE = {"width": 375, "height": 740}
+# A phone, a tablet upright (where two columns are narrow), a laptop.
+WIDTHS = (375, 768, 1280)
 # Real addresses are long and have no place to break a line.
 LONG_ADDRESS = "bc1q" + "w508d6qejxtdg4y5r3zarvary0c5xw7kv8f3t4" * 2
 SIGNED_IN_PAGES = [
@@ -150,21 +152,24 @@ def trader(btc_usdt):
 
 
 @pytest.mark.parametrize("site_storage", ["local"], indirect=True)
-def test_no_page_scrolls_sideways_on_a_phone(page, live_server, site_storage, trader):
-    page.set_viewport_size(PHONE)
+def test_no_page_scrolls_sideways_or_hides_a_column_on_a_phone_tablet_or_laptop(
+    page, live_server, site_storage, trader
+):
     wide, hidden = {}, {}
 
     def look_at(paths: list[str], who: str) -> None:
-        for path in paths:
-            page.goto(live_server.url + path)
-            page.wait_for_load_state("load")
-            name = path.strip("/").replace("/", "-") or "home"
-            page.screenshot_step(f"{who}-{name}")
-            layout = page.evaluate(OVERFLOW)
-            if layout["scrollWidth"] > layout["clientWidth"]:
-                wide[f"{who} {path}"] = layout
-            if off_to_the_side := page.evaluate(OFF_TO_THE_SIDE):
-                hidden[f"{who} {path}"] = off_to_the_side
+        for width in WIDTHS:
+            page.set_viewport_size({**PHONE, "width": width})
+            for path in paths:
+                page.goto(live_server.url + path)
+                page.wait_for_load_state("load")
+                name = path.strip("/").replace("/", "-") or "home"
+                page.screenshot_step(f"{who}-{width}-{name}")
+                layout = page.evaluate(OVERFLOW)
+                if layout["scrollWidth"] > layout["clientWidth"]:
+                    wide[f"{who} {width} {path}"] = layout
+                if off_to_the_side := page.evaluate(OFF_TO_THE_SIDE):
+                    hidden[f"{who} {width} {path}"] = off_to_the_side
 
     look_at(VISITOR_PAGES, "visitor")
     log_in(page, live_server, trader.username)
