@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from functools import wraps
+
 from allauth.account.decorators import secure_admin_login
 from allauth.mfa.utils import is_mfa_enabled
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.contrib.admin.views.autocomplete import AutocompleteJsonView
 from django.contrib.auth import get_user_model
-from django.http import HttpRequest, HttpResponse
+from django.core.exceptions import ValidationError
+from django.db import connection
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
 
 
@@ -27,6 +32,43 @@ class AutocompleteView(AutocompleteJsonView):
         return result
 
 
+SELECTION_REFUSED = (
+    "The selection names items that do not exist. No items have been changed."
+)
+
+
+def _keys_valid(model, values: list[str]) -> bool:
+    """Whether each value could be a primary key of ``model`` (in the
+    database's range too), so that the admin can look the rows up."""
+    field = model._meta.pk
+    bounds = connection.ops.integer_field_ranges.get(field.get_internal_type())
+    try:
+        keys = [field.to_python(value) for value in values]
+    except ValidationError:
+        return False
+    if bounds is not None:
+        return all(key is not None and bounds[0] <= key <= bounds[1] for key in keys)
+    return None not in keys
+
+
+def _selection_checked(changelist_view):
+    """Django's changelist filters by the selected rows' keys as sent, so a
+    key that is not one (``abc``, or beyond a bigint) raised, building the
+    query or in the database: a 500 to a hand-made request. Such a selection is refused the way Django refuses an
+    empty one: a warning on the list, and nothing changed."""
+    model = changelist_view.__self__.model
+
+    @wraps(changelist_view)
+    def view(request: HttpRequest, *args, **kwargs) -> HttpResponse:
+        selected = request.POST.getlist(ACTION_CHECKBOX_NAME)
+        if request.method == "POST" and not _keys_valid(model, selected):
+            messages.warning(request, SELECTION_REFUSED)
+            return HttpResponseRedirect(request.get_full_path())
+        return changelist_view(request, *args, **kwargs)
+
+    return view
+
+
 class SecureAdminSite(admin.AdminSite):
     site_header = "Crypto Exchange administration"
     site_title = "Crypto Exchange admin"
@@ -34,6 +76,11 @@ class SecureAdminSite(admin.AdminSite):
 
     def has_permission(self, request: HttpRequest) -> bool:
         return super().has_permission(request) and is_mfa_enabled(request.user)
+
+    def admin_view(self, view, cacheable=False):
+        if getattr(view, "__name__", "") == "changelist_view":
+            view = _selection_checked(view)
+        return super().admin_view(view, cacheable)
 
     def autocomplete_view(self, request: HttpRequest) -> HttpResponse:
         return AutocompleteView.as_view(admin_site=self)(request)

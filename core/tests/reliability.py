@@ -196,9 +196,11 @@ AREAS: dict[str, dict[str, tuple[str, str]]] = {
         "malformed-requests": (
             "Malformed JSON, bodies of another type, wrong methods, unknown API "
             "paths, fields of the wrong JSON type, empty or impossible query "
-            "values, options that do not go together, an uncaught exception",
+            "values, options that do not go together, an uncaught exception, "
+            "admin actions on rows named by keys that are none (`abc`, 20 digits)",
             'The right status with a stable `{"error": {code, message}}` on '
-            "the API, the site's error page elsewhere",
+            "the API, the site's error page elsewhere; the admin's list with a "
+            "warning, nothing changed",
         ),
         "options": (
             "OPTIONS on public and private endpoints, with and without credentials",

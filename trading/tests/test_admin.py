@@ -4,12 +4,15 @@ import re
 from decimal import Decimal as D
 
 import pytest
+from allauth.account.models import EmailAddress
 from django.contrib.admin.models import LogEntry
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
+from django.urls import resolve
 
 from accounts.tests.totp import AuthenticatorApp
 from tests.factories import balance, buy, fund, sell
+from tokens.models import Token
 from trading.models import Deposit, LedgerEntry, Market, Order, Withdrawal
 from trading.services import withdrawal_request
 
@@ -105,6 +108,59 @@ def decide(staff_client, action: str, pks: list[int], reason: str = REASON):
     if action == "reject":
         confirm["reason"] = reason
     return run_action(staff_client, "withdrawal", action, pks, **confirm)
+
+
+NOT_KEYS = ["abc", "", "1.5", "99999999999999999999"]
+
+
+def state() -> list:
+    """What the actions below would change."""
+    return [
+        list(Withdrawal.objects.values_list("pk", "status")),
+        list(Order.objects.values_list("pk", "status")),
+        list(Token.objects.values_list("pk", flat=True)),
+        list(EmailAddress.objects.values_list("pk", "verified")),
+    ]
+
+
+@pytest.mark.reliability("malformed-requests")
+@pytest.mark.parametrize("not_a_key", NOT_KEYS)
+@pytest.mark.parametrize(
+    "changelist, action, confirm",
+    [
+        ("/admin/trading/withdrawal/", "approve", {"post": "yes"}),
+        ("/admin/trading/order/", "cancel_orders", {}),
+        ("/admin/tokens/token/", "delete_selected", {"post": "yes"}),
+        # A list the app does not define (allauth's), on the same site.
+        ("/admin/account/emailaddress/", "make_verified", {}),
+    ],
+)
+def test_a_selection_naming_no_row_is_refused_and_changes_nothing(
+    staff_client, staff, alice, pending, market, changelist, action, confirm, not_a_key
+):
+    # One row each action would change: a pending withdrawal, an open order,
+    # a token, an unverified address.
+    fund(alice, market.quote, "100")
+    buy(alice, market, "1", "50")
+    EmailAddress.objects.create(user=staff, email=staff.email, verified=False)
+    model = resolve(changelist).func.model_admin.model
+    # A browser sends the keys of the ticked rows; this request was made by
+    # hand, with one key beside a real one.
+    selection = [model.objects.values_list("pk", flat=True).first(), not_a_key]
+    before = state()
+    response = staff_client.post(
+        changelist,
+        {"action": action, "index": 0, "_selected_action": selection, **confirm},
+        follow=True,
+    )
+
+    assert response.status_code == 200
+    assert response.redirect_chain == [(changelist, 302)]
+    assert (
+        "The selection names items that do not exist. No items have been "
+        "changed." in response.content.decode()
+    )
+    assert state() == before
 
 
 @pytest.mark.parametrize("action", ["approve", "reject"])
