@@ -54,8 +54,9 @@ def _keys_valid(model, values: list[str]) -> bool:
 def _selection_checked(changelist_view):
     """Django's changelist filters by the selected rows' keys as sent, so a
     key that is not one (``abc``, or beyond a bigint) raised, building the
-    query or in the database: a 500 to a hand-made request. Such a selection is refused the way Django refuses an
-    empty one: a warning on the list, and nothing changed."""
+    query or in the database: a 500 to a hand-made request. Such a selection
+    is refused the way Django refuses an empty one: a warning on the list,
+    and nothing changed."""
     model = changelist_view.__self__.model
 
     @wraps(changelist_view)
