@@ -37,7 +37,6 @@ from datetime import datetime, timedelta
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from django.conf import settings
-from django.contrib.auth import get_user_model
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.core.cache import cache
 from django.core.exceptions import ValidationError
@@ -45,6 +44,7 @@ from django.db import transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
+from trading.locks import user_serialize
 from trading.models import ApiKey
 
 PREFIX_BYTES = 8
@@ -162,9 +162,9 @@ def api_key_create(
             {"expires_in_days": "A key expires after 30, 90 or 365 days, or never."}
         )
     with transaction.atomic():
-        # One creation at a time per user (the user's row locked), so keys
-        # created at once cannot all count the same keys and pass the limit.
-        get_user_model().objects.select_for_update().only("pk").get(pk=user.pk)
+        # One creation at a time per user, so keys created at once cannot all
+        # count the same keys and pass the limit (trading.locks.user_serialize).
+        user_serialize(user_id=user.pk)
         active = ApiKey.objects.filter(user=user, revoked_at__isnull=True).count()
         if active >= MAX_ACTIVE_KEYS:
             raise ValidationError(

@@ -78,7 +78,7 @@ from trading.exceptions import (
     WithdrawalNotFound,
     WithdrawalNotPending,
 )
-from trading.locks import balances_lock, withdrawal_lock
+from trading.locks import balances_lock, user_serialize, withdrawal_lock
 from trading.models import (
     AddressFormat,
     Balance,
@@ -556,6 +556,9 @@ def saved_address_add(
     address = address_canonical(token=token, address=address)
     try:
         with transaction.atomic(durable=True):
+            # One addition at a time per user, so additions at once cannot
+            # all count the same entries (trading.locks.user_serialize).
+            user_serialize(user_id=user.pk)
             if SavedAddress.objects.filter(user=user).count() >= MAX_SAVED_ADDRESSES:
                 raise AddressNotAllowed(
                     f"An address book holds at most {MAX_SAVED_ADDRESSES} "

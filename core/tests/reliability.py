@@ -380,9 +380,11 @@ AREAS: dict[str, dict[str, tuple[str, str]]] = {
             "Concurrent first saves and uploads by one user with a removal",
             "All saved without collision; no unreferenced object left",
         ),
-        "race-keys": (
-            "API keys created at once by one user near the limit of active keys",
-            "No more than the limit made; the others refused saying to revoke one",
+        "race-user-limits": (
+            "API keys, or withdrawal addresses, added at once by one user near "
+            "the limit of active keys or of the address book",
+            "No more than the limit made; the others refused saying to revoke "
+            "or remove one",
         ),
     },
     "API key abuse": {

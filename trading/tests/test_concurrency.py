@@ -18,12 +18,14 @@ from decimal import Decimal as D
 
 import pytest
 from django.core.exceptions import ValidationError
-from django.db import connection
+from django.db import connection, transaction
+from django.utils import timezone
 from rest_framework.test import APIClient
 
 from tests.factories import (
     PASSWORD,
     balance,
+    buy,
     fees,
     fund,
     market_make,
@@ -32,6 +34,7 @@ from tests.factories import (
 )
 from trading.api_keys import MAX_ACTIVE_KEYS, api_key_create
 from trading.exceptions import (
+    AddressNotAllowed,
     InsufficientBalance,
     OrderNotOpen,
     TradingError,
@@ -43,6 +46,7 @@ from trading.models import (
     Deposit,
     Order,
     OrderCommand,
+    SavedAddress,
     Trade,
     Withdrawal,
 )
@@ -54,7 +58,12 @@ from trading.orders import (
     order_refusal,
     order_wait,
 )
-from trading.services import deposit_credit, withdrawal_request
+from trading.services import (
+    MAX_SAVED_ADDRESSES,
+    deposit_credit,
+    saved_address_add,
+    withdrawal_request,
+)
 from trading.tests.db_faults import statement_fails_once
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
@@ -631,7 +640,7 @@ def test_twenty_concurrent_requests_over_the_daily_limit_let_only_those_that_fit
     assert ledger_problems() == []
 
 
-@pytest.mark.reliability("race-keys")
+@pytest.mark.reliability("race-user-limits")
 def test_keys_created_at_once_never_pass_the_limit_of_active_keys():
     alice = user_make("alice")
     for n in range(MAX_ACTIVE_KEYS - 2):
@@ -656,3 +665,68 @@ def test_keys_created_at_once_never_pass_the_limit_of_active_keys():
         for error in refused
     ), refused
     assert ApiKey.objects.filter(user=alice).count() == MAX_ACTIVE_KEYS
+
+
+@pytest.mark.reliability("race-user-limits")
+def test_addresses_saved_at_once_never_pass_the_size_of_the_address_book():
+    alice, btc = user_make("alice"), token_make("BTC")  # (no formats: any address)
+    now = timezone.now()
+    SavedAddress.objects.bulk_create(
+        SavedAddress(
+            user=alice, token=btc, address=f"old-{n}", label=f"{n}", usable_from=now
+        )
+        for n in range(MAX_SAVED_ADDRESSES - 2)
+    )
+
+    results = run_together(
+        *[
+            (
+                lambda n=n: saved_address_add(
+                    user=alice, token=btc, address=f"new-{n}", label=f"new {n}"
+                )
+            )
+            for n in range(8)
+        ]
+    )
+
+    saved = [value for status, value in results if status == "ok"]
+    refused = [value for status, value in results if status == "error"]
+    assert len(saved) == 2
+    assert all(
+        isinstance(error, AddressNotAllowed) and "remove one first" in str(error)
+        for error in refused
+    ), refused
+    assert SavedAddress.objects.filter(user=alice).count() == MAX_SAVED_ADDRESSES
+
+
+@pytest.mark.reliability("race-user-limits")
+def test_orders_are_placed_and_matched_while_the_user_creates_an_api_key():
+    alice, btc, usdt = user_make("alice"), token_make("BTC"), token_make("USDT")
+    market = market_make(btc, usdt)
+    fund(alice, usdt, "1000")
+    creating, done = threading.Event(), threading.Event()
+
+    def create_key_slowly() -> None:
+        try:
+            with transaction.atomic():  # its locks last until this ends
+                api_key_create(user=alice, name="slow", scopes=["read"])
+                creating.set()
+                done.wait(timeout=30)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=create_key_slowly)
+    thread.start()
+    try:
+        assert creating.wait(timeout=10)
+        with connection.cursor() as cursor:  # waiting on a lock is an error
+            cursor.execute("SET lock_timeout = '5s'")
+        order = buy(alice, market, "1", "10")  # accepted, then matched
+    finally:
+        done.set()
+        thread.join(timeout=30)
+        with connection.cursor() as cursor:
+            cursor.execute("SET lock_timeout = 0")
+
+    assert order.status == Order.Status.OPEN
+    assert ApiKey.objects.filter(user=alice, name="slow").exists()
