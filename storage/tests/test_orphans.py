@@ -1,43 +1,20 @@
 """No orphans: concurrent uploads, removals during an outage, media_orphans."""
 
 import io
-import threading
 
 import pytest
 from django.contrib.auth import get_user_model
 from django.core.files.base import ContentFile
 from django.core.management import CommandError, call_command
-from django.db import connection
 
 from accounts.models import DEFAULT_AVATAR, Profile
 from accounts.services import avatar_remove, avatar_replace
 from conftest import storages_setting
 from storage.models import PendingDeletion
 from tests.factories import jpeg_upload
+from tests.threads import run_together
 
 pytestmark = pytest.mark.django_db
-
-
-def run_together(calls) -> list[BaseException | None]:
-    barrier = threading.Barrier(len(calls))
-    errors: list[BaseException | None] = [None] * len(calls)
-
-    def work(index: int, call) -> None:
-        try:
-            barrier.wait(timeout=30)
-            call()
-        except BaseException as error:  # reported to the test, which fails on it
-            errors[index] = error
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=work, args=item) for item in enumerate(calls)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
-    assert not any(thread.is_alive() for thread in threads), "a thread hung"
-    return errors
 
 
 @pytest.mark.postgres
@@ -53,9 +30,9 @@ def test_concurrent_uploads_by_one_user_leave_exactly_the_referenced_object(
     def upload(instance: Profile):
         return lambda: avatar_replace(profile=instance, upload=jpeg_upload())
 
-    errors = run_together([upload(instance) for instance in stale])
+    results = run_together(*[upload(instance) for instance in stale])
 
-    assert errors == [None] * 10
+    assert [status for status, _ in results] == ["ok"] * 10, results
     profile.refresh_from_db()
     assert profile.avatar.name.startswith("profile_pics/")
     assert stored_names(any_storage, "profile_pics") == [profile.avatar.name]
@@ -74,7 +51,8 @@ def test_concurrent_uploads_and_a_removal_leave_no_unreferenced_object(
     ]
     calls.append(lambda: avatar_remove(profile=Profile.objects.get(pk=profile.pk)))
 
-    assert run_together(calls) == [None] * 7
+    results = run_together(*calls)
+    assert [status for status, _ in results] == ["ok"] * 7, results
 
     profile.refresh_from_db()
     expected = [] if profile.avatar.name == DEFAULT_AVATAR else [profile.avatar.name]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 import secrets
-import threading
 from datetime import timedelta
 from decimal import Decimal as D
 
@@ -26,6 +25,7 @@ from tests.factories import (
     token_make,
     user_make,
 )
+from tests.threads import run_together
 from trading.api_keys import api_key_create, api_key_revoke
 from trading.models import ApiKey, Market, Order, Trade, Withdrawal
 
@@ -1120,32 +1120,6 @@ def test_the_docs_page_loads_everything_from_this_site(anonymous):
 # -- Concurrency (PostgreSQL) ---------------------------------------------------
 
 
-def run_together(*calls) -> list:
-    """Each call in its own thread and database connection, released at once."""
-    barrier = threading.Barrier(len(calls))
-    results: list = [None] * len(calls)
-
-    def work(index: int, call) -> None:
-        try:
-            barrier.wait(timeout=30)
-            results[index] = call()
-        except Exception as error:  # reported to the test, which fails on it
-            results[index] = error
-        finally:
-            connection.close()
-
-    threads = [
-        threading.Thread(target=work, args=(index, call))
-        for index, call in enumerate(calls)
-    ]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
-    assert not any(thread.is_alive() for thread in threads), "a thread hung"
-    return results
-
-
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("kind", ["limit", "market"])
@@ -1162,11 +1136,12 @@ def test_concurrent_repeats_of_one_client_order_id_place_one_order(kind):
         order = {**order, "type": "market", "price": None, "protection_price": "100"}
     clients = [key_client(alice, "trade") for _ in range(6)]
 
-    responses = run_together(
+    results = run_together(
         *[lambda c=c: c.post(f"{V1}/orders/", order, format="json") for c in clients]
     )
 
-    assert all(not isinstance(r, Exception) for r in responses), responses
+    assert all(status == "ok" for status, _ in results), results
+    responses = [response for _, response in results]
     assert {r.status_code for r in responses} <= {200, 201}
     assert 201 in {r.status_code for r in responses}
     assert len({r.json()["id"] for r in responses}) == 1
@@ -1184,14 +1159,15 @@ def test_concurrent_repeats_of_one_withdrawal_reference_lock_the_amount_once():
     clients = [key_client(alice, "withdraw", allowed_ips="127.0.0.1") for _ in range(6)]
     request = {"token": "BTC", "amount": "3", "address": "bc1q", "reference": "r"}
 
-    responses = run_together(
+    results = run_together(
         *[
             lambda c=c: c.post(f"{V1}/withdrawals/", request, format="json")
             for c in clients
         ]
     )
 
-    assert all(not isinstance(r, Exception) for r in responses), responses
+    assert all(status == "ok" for status, _ in results), results
+    responses = [response for _, response in results]
     assert {r.status_code for r in responses} <= {200, 201}
     assert len({r.json()["id"] for r in responses}) == 1
     assert Withdrawal.objects.count() == 1
