@@ -382,9 +382,10 @@ AREAS: dict[str, dict[str, tuple[str, str]]] = {
         ),
         "race-user-limits": (
             "API keys, or withdrawal addresses, added at once by one user near "
-            "the limit of active keys or of the address book",
+            "the limit of active keys or of the address book; an order placed "
+            "while its user creates a key",
             "No more than the limit made; the others refused saying to revoke "
-            "or remove one",
+            "or remove one; the order is placed and matched meanwhile",
         ),
     },
     "API key abuse": {
