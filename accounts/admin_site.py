@@ -79,7 +79,10 @@ class SecureAdminSite(admin.AdminSite):
         return super().has_permission(request) and is_mfa_enabled(request.user)
 
     def admin_view(self, view, cacheable=False):
-        if getattr(view, "__name__", "") == "changelist_view":
+        model_admin = getattr(view, "__self__", None)
+        if isinstance(model_admin, admin.ModelAdmin) and (
+            view.__name__ == "changelist_view"
+        ):
             view = _selection_checked(view)
         return super().admin_view(view, cacheable)
 
