@@ -13,6 +13,7 @@ from django.db import transaction
 from django.http import HttpRequest
 
 from accounts.devices import device_describe
+from accounts.locks import user_serialize
 from accounts.models import DEFAULT_AVATAR, Profile, SecurityEvent
 from storage.images import AVATAR, image_ensure_processed
 from storage.services import field_file_set, field_file_store
@@ -90,17 +91,24 @@ def sign_in_record(*, request: HttpRequest, user: AbstractBaseUser) -> None:
     """Log a sign-in; mail the user when it comes from a browser never seen
     signing in to this account before (not for the very first sign-in)."""
     _, user_agent = _client(request)
-    earlier = SecurityEvent.objects.filter(user=user, kind=SecurityEvent.Kind.SIGN_IN)
-    known_device = earlier.filter(user_agent=user_agent).exists()
-    first_sign_in = not earlier.exists()
-    security_event_record(user=user, kind=SecurityEvent.Kind.SIGN_IN, request=request)
-    if not known_device and not first_sign_in:
-        account_notify(
-            request=request,
-            user=user,
-            template="accounts/email/new_sign_in",
-            context={"device": device_describe(user_agent)},
+    with transaction.atomic():
+        # Sign-ins from one new browser at once would each find it unknown.
+        user_serialize(user_id=user.pk)
+        earlier = SecurityEvent.objects.filter(
+            user=user, kind=SecurityEvent.Kind.SIGN_IN
         )
+        known_device = earlier.filter(user_agent=user_agent).exists()
+        first_sign_in = not earlier.exists()
+        security_event_record(
+            user=user, kind=SecurityEvent.Kind.SIGN_IN, request=request
+        )
+        if not known_device and not first_sign_in:
+            account_notify(
+                request=request,
+                user=user,
+                template="accounts/email/new_sign_in",
+                context={"device": device_describe(user_agent)},
+            )
 
 
 def account_notify(
@@ -153,8 +161,11 @@ def security_notice(
     detail: str,
 ) -> None:
     """Log an event and mail the user about it, once per (kind, detail): a
-    request repeated with the same idempotency key is not announced twice."""
-    if SecurityEvent.objects.filter(user=user, kind=kind, detail=detail).exists():
-        return
-    security_event_record(user=user, kind=kind, request=request, detail=detail)
-    account_notify(request=request, user=user, template=template, context=context)
+    request repeated with the same idempotency key is not announced twice,
+    even when the repeats arrive at once (they take turns on the user's row)."""
+    with transaction.atomic():
+        user_serialize(user_id=user.pk)
+        if SecurityEvent.objects.filter(user=user, kind=kind, detail=detail).exists():
+            return
+        security_event_record(user=user, kind=kind, request=request, detail=detail)
+        account_notify(request=request, user=user, template=template, context=context)

@@ -44,7 +44,7 @@ from django.db import transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from trading.locks import user_serialize
+from accounts.locks import user_serialize
 from trading.models import ApiKey
 
 PREFIX_BYTES = 8
@@ -163,7 +163,7 @@ def api_key_create(
         )
     with transaction.atomic():
         # One creation at a time per user, so keys created at once cannot all
-        # count the same keys and pass the limit (trading.locks.user_serialize).
+        # count the same keys and pass the limit (accounts.locks.user_serialize).
         user_serialize(user_id=user.pk)
         active = ApiKey.objects.filter(user=user, revoked_at__isnull=True).count()
         if active >= MAX_ACTIVE_KEYS:

@@ -8,7 +8,7 @@ other but never deadlock:
 2. balance rows, all at once, in primary-key order.
 
 Adding to what a user may hold only so much of (API keys, saved addresses)
-locks the user's row alone (``user_serialize``).
+locks the user's row alone (``accounts.locks.user_serialize``).
 
 Orders take no lock: the request side reserves funds with one conditional
 update of a balance row (``trading.orders``), and each market's matcher is
@@ -21,21 +21,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from django.contrib.auth import get_user_model
 from django.utils import timezone
 
 from trading.models import Balance, Withdrawal
-
-
-def user_serialize(*, user_id: int) -> None:
-    """Lock the user's row until the transaction ends, so that operations that
-    count the user's rows and then add one run one at a time per user.
-
-    ``FOR NO KEY UPDATE``: rows that refer to the user (orders, ledger
-    entries) are still inserted meanwhile, as their foreign-key checks take a
-    weaker lock that this one does not block.
-    """
-    get_user_model().objects.select_for_update(no_key=True).only("pk").get(pk=user_id)
 
 
 def withdrawal_lock(*, withdrawal_id: int) -> Withdrawal:

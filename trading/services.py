@@ -65,6 +65,7 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from accounts.locks import user_serialize
 from tokens.models import Token
 from trading.addresses import address_canonical
 from trading.exceptions import (
@@ -78,7 +79,7 @@ from trading.exceptions import (
     WithdrawalNotFound,
     WithdrawalNotPending,
 )
-from trading.locks import balances_lock, user_serialize, withdrawal_lock
+from trading.locks import balances_lock, withdrawal_lock
 from trading.models import (
     AddressFormat,
     Balance,
@@ -557,7 +558,7 @@ def saved_address_add(
     try:
         with transaction.atomic(durable=True):
             # One addition at a time per user, so additions at once cannot
-            # all count the same entries (trading.locks.user_serialize).
+            # all count the same entries (accounts.locks.user_serialize).
             user_serialize(user_id=user.pk)
             if SavedAddress.objects.filter(user=user).count() >= MAX_SAVED_ADDRESSES:
                 raise AddressNotAllowed(

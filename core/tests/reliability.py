@@ -387,6 +387,11 @@ AREAS: dict[str, dict[str, tuple[str, str]]] = {
             "No more than the limit made; the others refused saying to revoke "
             "or remove one; the order is placed and matched meanwhile",
         ),
+        "race-notices": (
+            "One security notice raised several times at once: a withdrawal "
+            "repeated with its reference, sign-ins from one new browser",
+            "Logged once and mailed once",
+        ),
     },
     "API key abuse": {
         "key-invalid": (
