@@ -56,24 +56,37 @@ class AccountAdapter(DefaultAccountAdapter):
         self._login_account = user_for_login(
             login=credentials.get("email") or credentials.get("username") or ""
         )
-        try:
-            super().pre_authenticate(request, **credentials)
-            if self._login_account is not None and not ratelimit.consume(
-                request,
-                action="login_failed_account",
-                key=_account_key(self._login_account),
-                dry_run=True,
-            ):
-                raise self.validation_error("too_many_login_attempts")
-        except ValidationError as error:
-            if error.code != "too_many_login_attempts":
-                raise
-            raise ValidationError(
-                self.error_messages["too_many_login_attempts"].format(
-                    minutes=_minutes(settings.LOGIN_FAILURE_WINDOW_MINUTES)
-                ),
-                code="too_many_login_attempts",
-            ) from None
+        super().pre_authenticate(request, **credentials)
+        if self._login_account is not None and self.account_locked(
+            request, self._login_account
+        ):
+            raise self.validation_error("too_many_login_attempts")
+
+    def account_locked(self, request, user) -> bool:
+        """Whether the account failed to sign in too often of late: wrong
+        passwords and wrong second-factor codes, from any address, count
+        against ``login_failed_account``."""
+        return not ratelimit.consume(
+            request,
+            action="login_failed_account",
+            key=_account_key(user),
+            dry_run=True,
+        )
+
+    def account_failure_count(self, request, user) -> None:
+        ratelimit.consume(
+            request, action="login_failed_account", key=_account_key(user)
+        )
+
+    def validation_error(self, code: str, *args: Any) -> ValidationError:
+        """allauth's, with the wait in the too-many-attempts message (raised
+        here, by allauth's password check and by its second-factor step)."""
+        if code == "too_many_login_attempts":
+            minutes = _minutes(settings.LOGIN_FAILURE_WINDOW_MINUTES)
+            return ValidationError(
+                self.error_messages[code].format(minutes=minutes), code=code
+            )
+        return super().validation_error(code, *args)
 
     def get_reauthentication_methods(self, user) -> list[dict]:
         """With a second factor on, confirming who you are before a sensitive
@@ -104,9 +117,7 @@ class AccountAdapter(DefaultAccountAdapter):
 
         account = getattr(self, "_login_account", None)
         if account is not None:
-            ratelimit.consume(
-                request, action="login_failed_account", key=_account_key(account)
-            )
+            self.account_failure_count(request, account)
             security_event_record(
                 user=account, kind=SecurityEvent.Kind.SIGN_IN_FAILED, request=request
             )

@@ -14,6 +14,7 @@ from django.core.exceptions import ValidationError
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
+from django.urls import reverse
 
 
 def user_label(user) -> str:
@@ -92,8 +93,16 @@ class SecureAdminSite(admin.AdminSite):
     def login(self, request: HttpRequest, extra_context=None) -> HttpResponse:
         """Anonymous visitors go to the site's log-in (throttled, with the
         second factor); staff without a second factor are told to turn it on;
-        anyone else signed in is refused."""
+        staff with one go to the index; anyone else signed in is refused.
+
+        Django's own log-in form is never used: posted to by staff already
+        signed in, it signed the session in as whoever's password it was
+        given, with no second factor, throttle or security log.
+        """
         user = request.user
         if user.is_authenticated and user.is_staff and not is_mfa_enabled(user):
             return render(request, "admin/mfa_required.html", status=403)
-        return secure_admin_login(super().login)(request, extra_context)
+        return secure_admin_login(self._index_redirect)(request)
+
+    def _index_redirect(self, request: HttpRequest) -> HttpResponse:
+        return HttpResponseRedirect(reverse("admin:index", current_app=self.name))

@@ -1,6 +1,11 @@
+from allauth.account.adapter import get_adapter
+from allauth.account.forms import LoginForm as AllauthLoginForm
+from allauth.core import context
+from allauth.mfa.base.forms import AuthenticateForm as MfaAuthenticateForm
 from django import forms
 from django.contrib.auth import get_user_model
 from django.contrib.auth.forms import UserCreationForm
+from django.core.validators import MaxLengthValidator
 
 from storage.fields import ProcessedImageFormField
 from storage.images import AVATAR
@@ -24,3 +29,31 @@ class AvatarForm(forms.Form):
         label="New picture",
         help_text="JPEG, PNG, WebP or GIF. It is cropped to a 300x300 square.",
     )
+
+
+class AuthenticateForm(MfaAuthenticateForm):
+    """allauth's second-factor step at log-in, refused while the account is
+    locked: wrong codes count against the account like wrong passwords
+    (``accounts.signals``), so guesses spread over many addresses, each
+    under its own limit, stop at the account's."""
+
+    def clean_code(self) -> str:
+        adapter = get_adapter(context.request)
+        if adapter.account_locked(context.request, self.user):
+            raise adapter.validation_error("too_many_login_attempts")
+        return super().clean_code()
+
+
+# The longest name or address an account can have (an e-mail address).
+LOGIN_MAX_LENGTH = 254
+
+
+class LoginForm(AllauthLoginForm):
+    """allauth's log-in form, refusing a name longer than any account's before
+    looking it up: SQLite fails a case-insensitive match of a very long one."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        login = self.fields["login"]
+        login.validators.append(MaxLengthValidator(LOGIN_MAX_LENGTH))
+        login.widget.attrs["maxlength"] = LOGIN_MAX_LENGTH

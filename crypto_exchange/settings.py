@@ -343,6 +343,7 @@ LOGIN_URL = "account_login"
 LOGIN_REDIRECT_URL = "accounts:profile"
 ACCOUNT_LOGOUT_REDIRECT_URL = "home"
 ACCOUNT_ADAPTER = "accounts.adapter.AccountAdapter"
+ACCOUNT_FORMS = {"login": "accounts.forms.LoginForm"}
 ACCOUNT_LOGIN_METHODS = {"username", "email"}
 ACCOUNT_SIGNUP_FIELDS = ["username*", "email*", "password1*", "password2*"]
 # Browsing and the profile work unverified; the first order or withdrawal
@@ -396,6 +397,7 @@ ALLAUTH_TRUSTED_PROXY_COUNT = _env_or_improperly_configured(
     env.int, "TRUSTED_PROXY_COUNT", default=0
 )
 MFA_SUPPORTED_TYPES = ["totp", "recovery_codes"]
+MFA_FORMS = {"authenticate": "accounts.forms.AuthenticateForm"}
 MFA_TOTP_ISSUER = "Crypto Exchange"
 USERSESSIONS_TRACK_ACTIVITY = True
 

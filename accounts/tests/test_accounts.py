@@ -185,6 +185,15 @@ def test_log_out_asks_then_signs_out_on_post():
     assert not signed_in(client)
 
 
+def test_a_log_in_name_longer_than_any_account_is_a_form_error(client):
+    response = client.post(
+        "/accounts/login/", {"login": "a" * 100_000, "password": PASSWORD}
+    )
+
+    assert response.status_code == 200
+    assert b"Ensure this value has at most 254 characters" in response.content
+
+
 def test_the_old_log_in_and_admin_forms_lead_to_the_one_log_in(client):
     response = client.get("/admin/login/")
 
@@ -518,6 +527,28 @@ def test_staff_with_a_second_factor_use_the_admin(client, staff, mfa_enable):
     client.force_login(staff)
 
     assert client.get("/admin/").status_code == 200
+
+
+@pytest.mark.reliability("access-staff")
+def test_the_admin_log_in_form_cannot_switch_staff_to_another_account(
+    client, staff, mfa_enable
+):
+    # Django's own admin log-in, posted to by staff already signed in,
+    # signed the session in as the other account with its password alone.
+    other = get_user_model().objects.create_superuser(
+        "second-root", email="second@example.com", password=PASSWORD
+    )
+    mfa_enable(staff)
+    mfa_enable(other)
+    client.force_login(staff)
+
+    response = client.post(
+        "/admin/login/", {"username": "second-root", "password": PASSWORD}
+    )
+
+    assert response.status_code == 302
+    assert response["Location"] == "/admin/"
+    assert client.get("/admin/").context["user"] == staff
 
 
 @pytest.mark.reliability("access-staff")

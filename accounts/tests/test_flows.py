@@ -299,6 +299,36 @@ def test_a_wrong_code_at_log_in_is_refused_and_nobody_is_signed_in(client, bob, 
 
 
 @pytest.mark.reliability("auth-codes")
+def test_wrong_codes_from_many_addresses_lock_the_accounts_code_step(
+    client, bob, secret
+):
+    # The addresses' own limit would let each one guess as many codes again.
+    right = current_code(secret)
+    wrong = f"{(int(right) + 1) % 10**6:06d}"
+    password_step(client, bob)
+    for number in range(settings.LOGIN_FAILURES_PER_ACCOUNT):
+        response = client.post(
+            "/accounts/2fa/authenticate/",
+            {"code": wrong},
+            REMOTE_ADDR=f"198.51.100.{number + 1}",
+        )
+        assert INCORRECT_CODE in page_text(response)
+
+    response = client.post(
+        "/accounts/2fa/authenticate/",
+        {"code": right},
+        REMOTE_ADDR="203.0.113.9",
+    )
+
+    minutes = settings.LOGIN_FAILURE_WINDOW_MINUTES
+    assert (
+        "Too many failed log-in attempts for this account or from your address. "
+        f"Try again in {minutes} minutes." in page_text(response)
+    )
+    assert not signed_in(client)
+
+
+@pytest.mark.reliability("auth-codes")
 def test_a_code_used_once_is_refused_the_second_time(client, bob, secret):
     code = current_code(secret)
     password_step(client, bob)
