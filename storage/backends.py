@@ -124,14 +124,19 @@ def normalize_key(name: str) -> str:
         and "/." not in name
     ):
         return name  # the common case, on every url(): already a clean key
-    parts = [
-        part for part in name.replace("\\", "/").split("/") if part not in ("", ".")
-    ]
+    parts = _segments(name)
     if any(part == ".." for part in parts):
         raise SuspiciousFileOperation(f"Detected path traversal attempt in '{name}'")
     if not parts:
         raise SuspiciousFileOperation(f"Could not derive an object key from '{name}'")
     return "/".join(parts)
+
+
+def _segments(name: str) -> list[str]:
+    """A name's folder and file names, without empty and ``.`` ones."""
+    return [
+        part for part in name.replace("\\", "/").split("/") if part not in ("", ".")
+    ]
 
 
 def object_key(name: str) -> str:
@@ -534,9 +539,9 @@ class _UploadStream:
 
     Text (``ContentFile("...")``, ``StringIO``, a file opened in text mode) is
     encoded as UTF-8, as FileSystemStorage writes it. ``length`` is known only
-    for seekable binary content with a size; otherwise it is -1 and the client
-    streams it (one PUT when it fits in one part, a multipart upload
-    otherwise). Content that cannot seek is read once; the bytes of its first
+    for seekable binary content, measured on the stream; otherwise it is -1
+    and the client streams it (one PUT when it fits in one part, a multipart
+    upload otherwise). Content that cannot seek is read once; the bytes of its first
     part are kept, so that the upload can start again after the first save
     creates the bucket.
     """
@@ -555,17 +560,14 @@ class _UploadStream:
         self._pending = bytearray()
         self._replay: bytearray | None = None if self._seekable else bytearray()
         self._rewind_source()
+        size = self._size_measured() if self._seekable else -1
         first = self._source(content.read, 16)
         self._encoder = (
             codecs.getincrementalencoder("utf-8")() if isinstance(first, str) else None
         )
         self._take(first)
         self.head = bytes(self._pending)
-        self.length = -1
-        if self._seekable and self._encoder is None:
-            size = self._source(lambda: getattr(content, "size", None))
-            if isinstance(size, int) and size >= 0:
-                self.length = size
+        self.length = size if self._encoder is None else -1
 
     def rewind(self) -> None:
         if self._seekable:
@@ -613,6 +615,18 @@ class _UploadStream:
             self._replay += chunk
             if len(self._replay) > _PART_SIZE + 1:
                 self._replay = None  # the first request went through already
+
+    def _size_measured(self) -> int:
+        """The content's length, from the stream itself (-1 if it cannot
+        tell), not ``File.size``: that may be another file's, as a GzipFile's
+        name is the compressed file's, and a tar member's the archive's."""
+        try:
+            self._content.seek(0, os.SEEK_END)
+            size = self._content.tell()
+        except (OSError, ValueError, AttributeError, TypeError):
+            size = -1  # a stream that seeks only from its start
+        self._rewind_source()
+        return size if isinstance(size, int) and size >= 0 else -1
 
     def _rewind_source(self) -> None:
         if self._seekable:
@@ -961,6 +975,11 @@ class MinIOStorage(Storage):
                     f"sufficient 'max_length' ({max_length})."
                 )
             stem = stem[:room]
+        if len(file_name.encode()) <= KEY_SEGMENT_MAX_BYTES:
+            # A name a disk would take: the suffix must not push it past the
+            # server's limit. A longer one is refused, as a disk refuses it.
+            room = KEY_SEGMENT_MAX_BYTES - len((suffix + ext).encode())
+            stem = stem.encode()[:room].decode(errors="ignore")
         return f"{prefix}{stem or 'file'}{suffix}{ext}"
 
     def generate_filename(self, filename: str) -> str:
@@ -1000,7 +1019,8 @@ class MinIOStorage(Storage):
         if path.startswith("/"):
             object_key(path)  # refused, as an absolute name is everywhere
         refuse_nul(path)
-        prefix = normalize_key(path) + "/" if path.strip("/\\.") else ""
+        # The root for "", "." or "/./"; ".." or "a/../b" are refused.
+        prefix = normalize_key(path) + "/" if _segments(path) else ""
         directories, files = [], []
         try:
             with self.errors("list", prefix):

@@ -163,12 +163,35 @@ def test_a_name_too_long_for_the_store_is_refused(any_storage):
     assert any_storage.exists("profile_pics/" + "a" * 300 + ".txt") is False
 
 
+def test_a_name_that_fits_the_store_still_fits_with_its_random_part(any_storage):
+    # 244 bytes of UTF-8: MinIOStorage's random part would take it past the
+    # 255 bytes a folder or file name may have.
+    name = any_storage.save("docs/" + "文" * 80 + ".pdf", ContentFile(b"x"))
+
+    assert name.startswith("docs/文") and name.endswith(".pdf")
+    assert any_storage.open(name).read() == b"x"
+
+
 @pytest.mark.parametrize("name", ["..", "../x.txt", "a/../../x.txt"])
 @pytest.mark.reliability("hostile-paths")
 def test_traversal_is_refused_by_every_method(any_storage, name):
     for method in (any_storage.exists, any_storage.open, any_storage.size):
         with pytest.raises(SuspiciousFileOperation):
             method(name)
+
+
+@pytest.mark.parametrize("name", ["..", "../", "./..", "a/../.."])
+@pytest.mark.reliability("hostile-paths")
+def test_listing_a_parent_folder_is_refused(any_storage, name):
+    with pytest.raises(SuspiciousFileOperation):
+        any_storage.listdir(name)
+
+
+def test_a_folder_named_with_dots_lists_its_own_files(any_storage):
+    name = any_storage.save(".../inside.txt", ContentFile(b"x"))
+
+    assert any_storage.listdir("...") == ([], [name.removeprefix(".../")])
+    assert "..." in any_storage.listdir("")[0]
 
 
 @pytest.mark.reliability("nul-bytes")

@@ -3,8 +3,10 @@ kind of content Django accepts, on both storages (local media/ and
 MinIOStorage on the real S3 server of the run).
 """
 
+import gzip
 import http.server
 import io
+import tarfile
 import threading
 import urllib.request
 from pathlib import Path
@@ -87,6 +89,30 @@ def test_a_stream_that_cannot_seek_is_saved(any_storage, size):
     name = any_storage.save("profile_pics/stream.bin", ForwardOnly(payload))
 
     assert read_back(any_storage, name) == payload
+
+
+def test_a_stream_whose_file_is_another_size_is_saved_whole(any_storage, tmp_path):
+    # Django's File.size of a GzipFile or a tar member is the size of the
+    # file on disk it names: the compressed file's, the whole archive's.
+    payload = b"hello world, " * 10_000
+    compressed = tmp_path / "notes.gz"
+    with gzip.open(compressed, "wb") as writer:
+        writer.write(payload)
+    archive = tmp_path / "notes.tar"
+    with tarfile.open(archive, "w") as tar:
+        member = tarfile.TarInfo("notes.txt")
+        member.size = len(payload)
+        tar.addfile(member, io.BytesIO(payload))
+
+    with gzip.open(compressed) as reader:
+        from_gzip = any_storage.save("docs/from_gzip.txt", File(reader))
+    with tarfile.open(archive) as tar:
+        from_tar = any_storage.save(
+            "docs/from_tar.txt", File(tar.extractfile("notes.txt"))
+        )
+
+    assert read_back(any_storage, from_gzip) == payload
+    assert read_back(any_storage, from_tar) == payload
 
 
 def test_a_long_stream_of_unknown_length_is_saved(any_storage):
