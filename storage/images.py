@@ -5,7 +5,9 @@ an allow-list of formats, checked against byte and pixel limits before a single
 pixel is decoded, then decoded, oriented, cropped, converted to sRGB and
 re-encoded from pixel data alone. Before decoding, the memory the decoder will
 need (pixels times the bytes each costs in that format and bit depth, after
-JPEG's reduced decoding) is held to a budget, which bounds the CPU time too.
+JPEG's reduced decoding) is held to a budget, which bounds the CPU time too, and
+a JPEG may have no more scans than real encoders write, since each scan is
+decoded over the whole image again.
 Nothing but pixels of the first frame reaches storage: no EXIF/GPS, XMP,
 comments, ICC profile or trailing payload.
 """
@@ -13,6 +15,7 @@ comments, ICC profile or trailing payload.
 from __future__ import annotations
 
 import io
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -85,6 +88,28 @@ _BYTES_PER_PIXEL = {"WEBP": 12}
 _FORMAT_NAMES = {"WEBP": "WebP", "MPO": "JPEG"}
 _SIXTEEN_BIT_FACTOR = 2
 
+# libjpeg decodes every scan of a JPEG over the whole image, so a scan repeated
+# costs a full pass each time for a few bytes: 2,000 copies of the last scan of
+# a 5000x5000 progressive JPEG (178 KB) took 30 s of CPU to decode instead of
+# 0.08 s. Encoders write about 10 scans for a progressive colour JPEG (libjpeg,
+# Pillow, mozjpeg, Photoshop), 6 for greyscale, 18 for CMYK: 100 leaves room for
+# unusual scan scripts, and the largest greyscale JPEG the decoding budget lets
+# through (5700x5700) then decodes in at most about 2.6 s. libjpeg-turbo's tools
+# offer -maxscans against the same attack.
+MAX_JPEG_SCANS = 100
+# Walking a segment costs Python about a microsecond where libjpeg skips it in
+# nanoseconds, and Pillow's header parser is as slow: a 10 MB upload of empty
+# comment segments would cost seconds. Real files have a few dozen segments
+# (hundreds with a large XMP packet or ICC profile split into many).
+_MAX_JPEG_SEGMENTS = 1000
+_JPEG_READ_BYTES = 64 * 1024
+# What libjpeg takes for the next marker, after any segment and within a scan's
+# entropy-coded data alike: 0xFF then a byte that is not 0x00 (a stuffed 0xFF
+# data byte), 0xFF (fill before a marker) or RST0-RST7 (restart markers, which
+# belong to the scan). Bytes before it are skipped, as libjpeg skips them.
+_JPEG_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
+_JPEG_SOI, _JPEG_EOI, _JPEG_SOS, _JPEG_TEM = 0xD8, 0xD9, 0xDA, 0x01
+
 
 class ProcessedImage(ContentFile):
     """An image produced by `image_process`, ready to be saved to a storage."""
@@ -146,9 +171,9 @@ def image_process(
     The output is exactly `spec.size` pixels square: a PNG (RGBA) when the spec
     keeps alpha and the image has transparent pixels, otherwise a JPEG (RGB)
     with any transparency composited onto white. Raises `ValidationError` with
-    codes file_too_large, not_an_image, format_not_allowed, too_many_pixels or
-    truncated, and `ImageDecodersBusy` when every decode slot of the host is
-    taken (`storage.decode_slots`).
+    codes file_too_large, not_an_image, format_not_allowed, too_many_pixels,
+    too_many_scans or truncated, and `ImageDecodersBusy` when every decode slot
+    of the host is taken (`storage.decode_slots`).
     """
     stream = _readable_stream(upload, max_bytes=max_bytes)
     # The slot is taken once the header has passed: a refused image never
@@ -242,6 +267,9 @@ def _opened_image(
         # Anything that makes Pillow warn about a decompression bomb is refused
         # with our own message instead of merely being logged.
         max_pixels = min(max_pixels, Image.MAX_IMAGE_PIXELS)
+    # Walked before Pillow parses the header, which is as slow on a flood of
+    # segments as a walk without a limit.
+    _check_jpeg_scans(stream)
     try:
         img = Image.open(stream, formats=ALLOWED_FORMATS)
     except _BOMB_ERRORS:
@@ -319,6 +347,57 @@ def _jpeg_coefficient_bytes_per_pixel(img: Image.Image) -> float:
     h_max = max(layer[1] for layer in layers) or 1
     v_max = max(layer[2] for layer in layers) or 1
     return sum(2 * layer[1] * layer[2] / (h_max * v_max) for layer in layers)
+
+
+def _check_jpeg_scans(stream: IO[bytes]) -> None:
+    """Refuse a JPEG with more than `MAX_JPEG_SCANS` scans, reading no pixels.
+
+    The segments are walked as libjpeg walks them up to the first end of image
+    (where the first frame of an MPO file ends too), reading the stream a chunk
+    at a time, so an upload is never held in memory twice. The stream is
+    rewound afterwards.
+    """
+    try:
+        stream.seek(0)
+        if stream.read(3) == b"\xff\xd8\xff":
+            stream.seek(2)
+            _walk_jpeg_segments(stream)
+    finally:
+        stream.seek(0)
+
+
+def _walk_jpeg_segments(stream: IO[bytes]) -> None:
+    buffer, position, scans, segments = b"", 0, 0, 0
+    while True:
+        match = _JPEG_MARKER.search(buffer, position)
+        if match is None or match.end() + 2 > len(buffer):
+            # The marker and its length may continue in the next chunk; so may
+            # a last 0xFF, which the next byte makes a marker or stuffing.
+            keep_from = match.start() if match else max(position, len(buffer) - 1)
+            chunk = stream.read(_JPEG_READ_BYTES)
+            if not chunk:
+                return
+            buffer, position = buffer[keep_from:] + chunk, 0
+            continue
+        marker = buffer[match.start() + 1]
+        if marker == _JPEG_EOI:
+            return
+        if marker == _JPEG_SOS:
+            scans += 1
+            if scans > MAX_JPEG_SCANS:
+                raise _too_many_scans()
+        segments += 1
+        if segments > _MAX_JPEG_SEGMENTS:
+            # No encoder writes this; refused before it costs seconds to walk.
+            raise _damaged()
+        position = match.end()
+        if marker in (_JPEG_SOI, _JPEG_TEM):
+            continue  # no length field
+        # libjpeg reads the length, then skips or parses exactly that much.
+        position += max(int.from_bytes(buffer[position : position + 2], "big"), 2)
+        if position > len(buffer):
+            stream.seek(position - len(buffer), io.SEEK_CUR)
+            buffer, position = b"", 0
 
 
 def _fit_square(img: Image.Image, size: int) -> Image.Image:
@@ -526,6 +605,18 @@ def _too_costly(size: tuple[int, int], kind: str, max_pixels: float) -> Validati
             "kind": kind,
             "limit": _format_number(max_pixels / 1_000_000),
         },
+    )
+
+
+def _too_many_scans() -> ValidationError:
+    return ValidationError(
+        _(
+            "The JPEG image has more than %(limit)s scans, far more than cameras "
+            "and image editors write, and would take too long to process. "
+            "Please save it again as a standard JPEG or as a PNG."
+        ),
+        code="too_many_scans",
+        params={"limit": MAX_JPEG_SCANS},
     )
 
 

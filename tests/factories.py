@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import itertools
 import os
+import struct
 from decimal import Decimal
 
 from allauth.account.models import EmailAddress
@@ -179,6 +180,48 @@ def png_upload(
     return SimpleUploadedFile(
         name, image_bytes("PNG", size, **options), content_type="image/png"
     )
+
+
+def jpeg_segments(data: bytes) -> list[bytes]:
+    """Split a JPEG into its segments, each scan with its entropy-coded data,
+    as a decoder reads them."""
+    segments, position = [data[:2]], 2
+    while position < len(data):
+        marker = data[position + 1]
+        if marker == 0xD9:
+            segments.append(data[position : position + 2])
+            break
+        end = position + 2 + struct.unpack(">H", data[position + 2 : position + 4])[0]
+        if marker == 0xDA:
+            # Entropy-coded data runs to the first 0xFF that is neither stuffing
+            # (0xFF00) nor a restart marker.
+            while True:
+                end = data.index(b"\xff", end)
+                if data[end + 1] == 0 or 0xD0 <= data[end + 1] <= 0xD7:
+                    end += 2
+                    continue
+                break
+        segments.append(data[position:end])
+        position = end
+    return segments
+
+
+def scan_count(data: bytes) -> int:
+    return sum(segment[:2] == b"\xff\xda" for segment in jpeg_segments(data))
+
+
+def jpeg_repeating_its_last_scan(
+    times: int, *, mode: str = "L", size: tuple[int, int] = (64, 64)
+) -> bytes:
+    """A progressive JPEG from Pillow whose last scan follows itself `times`
+    more times: a valid file that makes libjpeg decode that scan again each
+    time, over the whole image, for a few bytes per copy."""
+    buffer = io.BytesIO()
+    Image.new(mode, size, 128).save(buffer, "JPEG", progressive=True, quality=50)
+    segments = jpeg_segments(buffer.getvalue())
+    *head, last_scan, end_of_image = segments
+    assert last_scan[:2] == b"\xff\xda" and end_of_image == b"\xff\xd9"
+    return b"".join(head) + last_scan * (1 + times) + end_of_image
 
 
 def typo(address: str, index: int, alphabet: str) -> str:

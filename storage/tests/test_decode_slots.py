@@ -15,7 +15,7 @@ from PIL import Image
 from storage.decode_slots import WAIT_SECONDS, image_decode_slot
 from storage.exceptions import ImageDecodersBusy
 from storage.images import AVATAR, image_process
-from tests.factories import image_bytes
+from tests.factories import image_bytes, jpeg_repeating_its_last_scan
 
 
 def jpeg() -> ContentFile:
@@ -104,17 +104,26 @@ def test_threads_of_one_process_each_need_a_slot(settings):
     assert image_process(jpeg(), spec=AVATAR).width == AVATAR.size
 
 
+def jpeg_scan_bomb() -> ContentFile:
+    """A progressive JPEG whose last scan is repeated: refused from its segments."""
+    return ContentFile(jpeg_repeating_its_last_scan(2000), name="bomb.jpg")
+
+
+@pytest.mark.parametrize(
+    ("bomb", "code"),
+    [(png_bomb, "too_many_pixels"), (jpeg_scan_bomb, "too_many_scans")],
+)
 @pytest.mark.reliability("upload-slots")
 def test_an_image_refused_from_its_header_never_waits_for_a_slot(
-    settings, decode_slots_holder
+    settings, decode_slots_holder, bomb, code
 ):
     settings.IMAGE_DECODE_SLOTS = 1
     decode_slots_holder(1)
-    bomb = png_bomb()
+    upload = bomb()
 
     started = time.monotonic()
     with pytest.raises(ValidationError) as refused:
-        image_process(bomb, spec=AVATAR)
+        image_process(upload, spec=AVATAR)
 
-    assert refused.value.code == "too_many_pixels"
+    assert refused.value.code == code
     assert time.monotonic() - started < WAIT_SECONDS

@@ -12,6 +12,7 @@ from PIL import Image
 from accounts.models import Profile
 from storage.fields import ProcessedImageField, ProcessedImageFormField
 from storage.images import TOKEN_LOGO, ImageSpec, ProcessedImage, image_process
+from tests.factories import jpeg_repeating_its_last_scan
 from tokens.models import Token
 
 pytestmark = pytest.mark.django_db
@@ -203,6 +204,11 @@ def test_profile_avatar_is_a_300_pixel_jpeg(media):
         (SVG, "format_not_allowed", "SVG images are not allowed."),
         (photo_jpeg()[:20000], "truncated", "The image file is incomplete"),
         (b"hello", "not_an_image", "This file is not an image"),
+        (
+            jpeg_repeating_its_last_scan(2000),
+            "too_many_scans",
+            "The JPEG image has more than 100 scans",
+        ),
     ],
 )
 def test_refused_upload_shows_on_the_logo_field_and_stores_nothing(

@@ -15,12 +15,14 @@ from PIL import ExifTags, Image, ImageCms
 
 from storage.images import (
     AVATAR,
+    MAX_JPEG_SCANS,
     TOKEN_LOGO,
     ImageSpec,
     ProcessedImage,
     image_process,
     image_validate_header,
 )
+from tests.factories import jpeg_repeating_its_last_scan, scan_count
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 RED, GREEN, BLUE, WHITE = (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 255)
@@ -749,6 +751,98 @@ def test_the_header_check_applies_the_same_budget():
         )
 
     assert caught.value.code == "too_many_pixels"
+
+
+# --- Scans of a JPEG ---------------------------------------------------------
+
+TOO_MANY_SCANS = (
+    "The JPEG image has more than 100 scans, far more than cameras and image "
+    "editors write, and would take too long to process. "
+    "Please save it again as a standard JPEG or as a PNG."
+)
+
+
+@pytest.mark.reliability("upload-bombs")
+def test_a_jpeg_repeating_a_scan_is_refused_from_every_kind_of_upload(tmp_path):
+    # A 5000x5000 one (178 KB) took 30 s of CPU to decode; how many scans
+    # there are decides, not the size of the image.
+    bomb = jpeg_repeating_its_last_scan(2000)
+
+    for kind, upload in upload_kinds(bomb, tmp_path).items():
+        with pytest.raises(ValidationError) as caught:
+            image_process(upload, spec=AVATAR)
+        assert caught.value.code == "too_many_scans", kind
+        assert caught.value.messages == [TOO_MANY_SCANS], kind
+        if hasattr(upload, "close"):
+            upload.close()
+
+
+@pytest.mark.reliability("upload-bombs")
+def test_the_header_check_refuses_a_jpeg_repeating_a_scan():
+    with pytest.raises(ValidationError) as caught:
+        image_validate_header(ContentFile(jpeg_repeating_its_last_scan(2000)))
+
+    assert caught.value.messages == [TOO_MANY_SCANS]
+
+
+def test_a_jpeg_may_have_as_many_scans_as_the_limit():
+    written_by_pillow = scan_count(jpeg_repeating_its_last_scan(0))
+    at_limit = jpeg_repeating_its_last_scan(MAX_JPEG_SCANS - written_by_pillow)
+    over_limit = jpeg_repeating_its_last_scan(MAX_JPEG_SCANS - written_by_pillow + 1)
+    assert scan_count(at_limit) == MAX_JPEG_SCANS
+
+    assert image_process(ContentFile(at_limit), spec=AVATAR).width == AVATAR.size
+    assert refusal(over_limit).code == "too_many_scans"
+
+
+@pytest.mark.parametrize(
+    ("mode", "params"),
+    [
+        pytest.param("L", {}, id="greyscale"),
+        pytest.param("RGB", {}, id="colour"),
+        pytest.param("RGB", {"optimize": True}, id="colour-optimized"),
+        pytest.param("RGB", {"restart_marker_blocks": 1}, id="restart-markers"),
+        pytest.param("CMYK", {}, id="cmyk"),
+    ],
+)
+def test_progressive_jpegs_from_an_encoder_are_accepted(mode, params):
+    # Noise fills the scans with stuffed 0xFF bytes over many chunks of reading.
+    photo = noise((1200, 900)).convert(mode)
+    data = encode(photo, "JPEG", progressive=True, quality=85, **params)
+    assert len(data) > 512 * 1024
+
+    processed = image_process(ContentFile(data), spec=AVATAR)
+
+    assert_square_output(processed, AVATAR, "JPEG")
+
+
+def test_scan_markers_inside_metadata_are_not_counted():
+    jpeg = encode(Image.new("RGB", (64, 64), BLUE), "JPEG", progressive=True)
+    # Read as segments, the payload would be 16,000 empty scans.
+    payload = b"\xff\xda\x00\x02" * 16_000
+    comment = b"\xff\xfe" + struct.pack(">H", len(payload) + 2) + payload
+    # Two of nearly the largest segment there is: one runs past a chunk of reading.
+    data = jpeg[:2] + comment * 2 + jpeg[2:]
+
+    img = assert_square_output(
+        image_process(ContentFile(data), spec=AVATAR), AVATAR, "JPEG"
+    )
+    assert near(img.getpixel((150, 150)), BLUE)
+
+
+@pytest.mark.reliability("upload-bombs")
+def test_a_jpeg_padded_with_thousands_of_empty_segments_is_refused():
+    # libjpeg skips them in no time, but walking them in Python (Pillow's header
+    # parser too) would take seconds for a 10 MB upload.
+    jpeg = encode(Image.new("RGB", (64, 64), BLUE), "JPEG", progressive=True)
+    empty_comment = b"\xff\xfe\x00\x02"
+
+    error = refusal(jpeg[:-2] + empty_comment * 5000 + jpeg[-2:])
+
+    assert error.code == "truncated"
+    assert error.messages == [
+        "The image file is incomplete or damaged. Please upload it again."
+    ]
 
 
 # --- Resources --------------------------------------------------------------
