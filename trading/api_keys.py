@@ -31,6 +31,7 @@ import base64
 import hashlib
 import hmac
 import ipaddress
+import re
 import secrets
 from collections.abc import Iterable
 from datetime import datetime, timedelta
@@ -54,6 +55,9 @@ MAX_ALLOWED_NETWORKS = 20
 # ``last_used_at`` is written at most this often per key, not on every request.
 LAST_USED_RESOLUTION = timedelta(minutes=1)
 EXPIRY_CHOICES_DAYS = (30, 90, 365)
+# Milliseconds since 1970 until past the year 9999.
+_TIMESTAMP_MAX_DIGITS = 15
+_SIGNATURE_FORMAT = re.compile(r"[0-9a-fA-F]{64}")
 
 
 class ApiKeyRefused(Exception):
@@ -260,23 +264,35 @@ def api_key_authenticate_signed(
     """The key ``prefix`` names, if ``signature`` signs this request with its
     secret, ``timestamp`` (milliseconds since 1970) is within
     ``API_SIGNATURE_WINDOW_SECONDS`` of now, and the same signature was never
-    accepted before (a replay). Raises ``ApiKeyRefused`` otherwise, and for
-    the reasons ``api_key_authenticate`` gives."""
+    accepted before (a replay). Raises ``ApiKeyRefused`` otherwise (also for
+    a timestamp not in plain digits or a signature not in hex), and for the
+    reasons ``api_key_authenticate`` gives."""
     api_key = _key_for(prefix)
     if api_key is None or not api_key.requires_signature:
         raise ApiKeyRefused(
             "invalid_api_key",
             "No API key that signs its requests has this prefix.",
         )
-    try:
-        sent_at = int(timestamp) / 1000
-    except ValueError:
+    # int() would also take " 12", "1_000", "+5" or Arabic-Indic digits, and
+    # any number of them; a float of the latter overflows.
+    if not (
+        timestamp.isascii()
+        and timestamp.isdigit()
+        and len(timestamp) <= _TIMESTAMP_MAX_DIGITS
+    ):
         raise ApiKeyRefused(
             "signature_invalid",
-            "X-Api-Timestamp is the time in milliseconds since 1970.",
-        ) from None
+            "X-Api-Timestamp is the time in milliseconds since 1970, in digits.",
+        )
+    if not _SIGNATURE_FORMAT.fullmatch(signature):
+        raise ApiKeyRefused(
+            "signature_invalid",
+            "X-Api-Signature is the request's HMAC-SHA256 as 64 hexadecimal "
+            "characters.",
+        )
     window = settings.API_SIGNATURE_WINDOW_SECONDS
-    if abs((now or timezone.now()).timestamp() - sent_at) > window:
+    now_ms = int((now or timezone.now()).timestamp() * 1000)
+    if abs(now_ms - int(timestamp)) > window * 1000:
         raise ApiKeyRefused(
             "signature_expired",
             f"The request was signed more than {window} seconds from now: "

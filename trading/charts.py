@@ -6,8 +6,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import ROUND_CEILING, Decimal
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal, localcontext
 
+from trading.money import EXACT
 from trading.selectors import Candle
 
 PRICE_AXIS_WIDTH = 72  # the labels right of the candles
@@ -120,11 +121,14 @@ def candle_chart(
             )
         )
     step = _nice_step(span, PRICE_TICKS)
-    price = (bottom / step).to_integral_value(rounding=ROUND_CEILING) * step
-    price_ticks = []
-    while price <= top:
-        price_ticks.append(PriceTick(price, y(price)))
-        price += step
+    # Exact: at 28 digits a price far larger than the step may not change when
+    # the step is added. A quotient by 1, 2 or 5 times a power of ten is exact,
+    # and the step cuts the span into at most PRICE_TICKS parts.
+    with localcontext(EXACT):
+        first = (bottom / step).to_integral_value(rounding=ROUND_CEILING)
+        last = (top / step).to_integral_value(rounding=ROUND_FLOOR)
+        prices = [(first + index) * step for index in range(int(last - first) + 1)]
+    price_ticks = [PriceTick(price, y(price)) for price in prices]
     time_ticks: list[TimeTick] = []
     for shape in reversed(shapes):  # from the newest, labels far enough apart
         if len(time_ticks) == TIME_TICKS:

@@ -46,6 +46,11 @@ class MarketClosed(TradingError):
     default_message = "The market does not accept new orders."
 
 
+class TokenNotListed(TradingError):
+    code = "token_not_listed"
+    default_message = "The token is not listed now."
+
+
 class PostOnlyWouldTake(TradingError):
     code = "post_only_would_take"
     default_message = "The post-only order would trade at once; it was not placed."

@@ -75,6 +75,7 @@ from trading.exceptions import (
     InsufficientBalance,
     InvalidReference,
     PrecisionTooHigh,
+    TokenNotListed,
     WithdrawalLimitExceeded,
     WithdrawalNotFound,
     WithdrawalNotPending,
@@ -209,6 +210,14 @@ def _balance_require(balance: Balance, amount: Decimal, token: Token) -> None:
         )
 
 
+def _token_listed_check(*, token: Token, refusal: str) -> None:
+    """Refuse a token staff have delisted (``Token.is_active`` off), as its
+    markets refuse orders (``MarketClosed``)."""
+    # Read now, not from the caller's copy: staff may change it at any time.
+    if not Token.objects.filter(pk=token.pk, is_active=True).exists():
+        raise TokenNotListed(f"{token.symbol} is not listed now: {refusal}")
+
+
 # -- Deposits and withdrawals -----------------------------------------------
 
 
@@ -296,8 +305,10 @@ def withdrawal_request(
 
     ``reference`` is the user's idempotency key, unique per user: an identical
     repeat returns the first request, a different one raises
-    ``DuplicateReference``. A request that would take the user past the
-    token's daily limit raises ``WithdrawalLimitExceeded``.
+    ``DuplicateReference``. A token that is not listed now raises
+    ``TokenNotListed`` (an identical repeat is still returned: it withdraws
+    nothing more). A request that would take the user past the token's daily
+    limit raises ``WithdrawalLimitExceeded``.
     """
     amount = _amount_check(amount, name="amount", step=unit(token.decimals))
     reference = _reference_check(reference)
@@ -309,6 +320,7 @@ def withdrawal_request(
                 return _withdrawal_same_or_raise(
                     found, token=token, amount=amount, address=address
                 )
+            _token_listed_check(token=token, refusal="it cannot be withdrawn.")
             _withdrawal_address_allowed_check(user=user, token=token, address=address)
             balances = balances_lock(user_ids=[user.pk], token_ids=[token.pk])
             _withdrawal_daily_limit_check(user=user, token=token, amount=amount)
@@ -546,9 +558,9 @@ def saved_address_add(
     *, user: AbstractBaseUser, token: Token, address: str, label: str
 ) -> SavedAddress:
     """Save a destination in the user's address book; it is usable for
-    withdrawals ``WITHDRAWAL_ADDRESS_DELAY_HOURS`` later. The address must fit
-    the token's formats (``InvalidAddress``) and not be saved already
-    (``AddressAlreadySaved``)."""
+    withdrawals ``WITHDRAWAL_ADDRESS_DELAY_HOURS`` later. The token must be
+    listed now (``TokenNotListed``), the address must fit the token's formats
+    (``InvalidAddress``) and not be saved already (``AddressAlreadySaved``)."""
     label = label.strip() if isinstance(label, str) else ""
     if not 0 < len(label) <= 60:
         raise ValidationError(
@@ -557,6 +569,7 @@ def saved_address_add(
     address = address_canonical(token=token, address=address)
     try:
         with transaction.atomic(durable=True):
+            _token_listed_check(token=token, refusal="its addresses cannot be saved.")
             # One addition at a time per user, so additions at once cannot
             # all count the same entries (accounts.locks.user_serialize).
             user_serialize(user_id=user.pk)

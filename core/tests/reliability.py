@@ -197,7 +197,8 @@ AREAS: dict[str, dict[str, tuple[str, str]]] = {
             "Malformed JSON, bodies of another type, wrong methods, unknown API "
             "paths, fields of the wrong JSON type, empty or impossible query "
             "values, options that do not go together, an uncaught exception, "
-            "admin actions on rows named by keys that are none (`abc`, 20 digits)",
+            "admin actions on rows named by keys that are none (`abc`, 20 digits), "
+            "page cursors naming no page or no row",
             'The right status with a stable `{"error": {code, message}}` on '
             "the API, the site's error page elsewhere; the admin's list with a "
             "warning, nothing changed",
@@ -209,7 +210,8 @@ AREAS: dict[str, dict[str, tuple[str, str]]] = {
         ),
         "hostile-paths": (
             "Media and storage names with traversal, absolute paths, links out "
-            "of the folder, hidden files, odd names; the store's own location",
+            "of the folder, hidden files, odd names, listing `..`; the store's "
+            "own location",
             "404 without touching the store; the storage refuses them in every "
             "method; the store is not reachable from outside",
         ),
@@ -241,7 +243,8 @@ AREAS: dict[str, dict[str, tuple[str, str]]] = {
     "Hostile uploads": {
         "upload-bombs": (
             "Decompression bombs: huge declared dimensions, highly compressed "
-            "images, 16-bit RGBA, progressive JPEG and WebP decode costs",
+            "images, 16-bit RGBA, progressive JPEG and WebP decode costs, a "
+            "JPEG repeating one scan thousands of times",
             "Refused from the header before decoding, in words",
         ),
         "upload-types": (
@@ -289,8 +292,9 @@ AREAS: dict[str, dict[str, tuple[str, str]]] = {
         ),
         "access-staff": (
             "The admin without staff status, without a second factor, without "
-            "the permission; editing money records",
-            "Refused; money records are read-only",
+            "the permission; editing money records; staff posting another "
+            "staff account's password to the admin's log-in form",
+            "Refused; money records are read-only; the session stays theirs",
         ),
         "access-unverified": (
             "Ordering or withdrawing before the e-mail address is verified",
@@ -413,7 +417,8 @@ AREAS: dict[str, dict[str, tuple[str, str]]] = {
         ),
         "key-signature": (
             "A signing key's request replayed, with a changed body or query, a "
-            "stale timestamp, or its bare secret",
+            "stale timestamp, its bare secret, or a timestamp or signature that "
+            "is not digits or hex (400 digits, Arabic digits, `é`)",
             "Refused",
         ),
         "key-stored": (
@@ -443,8 +448,9 @@ AREAS: dict[str, dict[str, tuple[str, str]]] = {
         ),
         "auth-codes": (
             "Wrong and replayed TOTP codes, a recovery code used twice, a wrong "
-            "password",
-            "Refused, nobody signed in, the failure logged",
+            "password, wrong codes spread over many addresses",
+            "Refused, nobody signed in, the failure logged; the account's lock "
+            "counts codes from every address",
         ),
         "auth-reauth": (
             "Sensitive actions (withdrawals, API keys, address book) without "

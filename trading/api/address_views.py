@@ -20,7 +20,11 @@ from trading.api.views import PrivateView, _errors, _session_reauthenticated, _v
 from trading.models import ApiKey, SavedAddress
 from trading.notices import saved_address_notice
 from trading.selectors import saved_addresses_for_user
-from trading.services import saved_address_add, saved_address_remove
+from trading.services import (
+    MAX_SAVED_ADDRESSES,
+    saved_address_add,
+    saved_address_remove,
+)
 
 
 class SavedAddressListView(PrivateView):
@@ -40,9 +44,15 @@ class SavedAddressListView(PrivateView):
         summary="Save a withdrawal address",
         description="The address must fit the token's address formats. It is "
         "usable for withdrawals under the saved-addresses-only setting from "
-        "`usable_from` on (24 hours later by default).",
+        "`usable_from` on (24 hours later by default). A token that is not "
+        "listed now is refused with 409 `token_not_listed`, an address already "
+        "in the book with 409 `address_already_saved`, and any address once "
+        f"the book holds {MAX_SAVED_ADDRESSES} with 422 `address_not_allowed`.",
         request=api.SavedAddressCreateSerializer,
-        responses={201: api.SavedAddressSerializer, **_errors(400, 401, 403, 409)},
+        responses={
+            201: api.SavedAddressSerializer,
+            **_errors(400, 401, 403, 409, 422),
+        },
     )
     def post(self, request: Request) -> Response:
         if request.auth is None:  # a browser's session, not an API key

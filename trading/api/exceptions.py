@@ -37,6 +37,7 @@ TRADING_STATUS = {
     trading.WithdrawalNotFound: status.HTTP_404_NOT_FOUND,
     trading.EmailNotVerified: status.HTTP_403_FORBIDDEN,
     trading.MarketClosed: status.HTTP_409_CONFLICT,
+    trading.TokenNotListed: status.HTTP_409_CONFLICT,
     trading.OrderNotOpen: status.HTTP_409_CONFLICT,
     trading.DuplicateReference: status.HTTP_409_CONFLICT,
     trading.DuplicateClientOrderId: status.HTTP_409_CONFLICT,

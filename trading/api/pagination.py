@@ -1,7 +1,12 @@
 from __future__ import annotations
 
 from rest_framework import exceptions, serializers
-from rest_framework.pagination import CursorPagination
+from rest_framework.pagination import Cursor, CursorPagination
+from rest_framework.utils.urls import remove_query_param
+
+# Rows are paged by id, a bigint: a position is one written in decimal.
+_POSITION_MAX_DIGITS = len(str(2**63 - 1))
+_FIRST_PAGE = Cursor(offset=0, reverse=False, position=None)
 
 
 class NewestFirstPagination(CursorPagination):
@@ -34,11 +39,27 @@ class NewestFirstPagination(CursorPagination):
 
     def decode_cursor(self, request):
         try:
-            return super().decode_cursor(request)
+            cursor = super().decode_cursor(request)
         except exceptions.NotFound:
-            raise exceptions.ValidationError(
-                {self.cursor_query_param: ["This cursor is not valid."]}
-            ) from None
+            raise self._invalid_cursor() from None
+        # DRF takes an empty cursor (or one of characters base64 skips) for
+        # the first page, which no link names, and hands the position to the
+        # id filter unchecked, where "abc" is a 500.
+        if cursor == _FIRST_PAGE or (cursor and not _position_valid(cursor.position)):
+            raise self._invalid_cursor()
+        return cursor
+
+    def encode_cursor(self, cursor):
+        # A link back to the first page has no cursor, not the empty one
+        # decode_cursor refuses.
+        if cursor == _FIRST_PAGE:
+            return remove_query_param(self.base_url, self.cursor_query_param)
+        return super().encode_cursor(cursor)
+
+    def _invalid_cursor(self) -> exceptions.ValidationError:
+        return exceptions.ValidationError(
+            {self.cursor_query_param: ["This cursor is not valid."]}
+        )
 
     def get_schema_operation_parameters(self, view):
         parameters = super().get_schema_operation_parameters(view)
@@ -48,3 +69,12 @@ class NewestFirstPagination(CursorPagination):
                     minimum=1, maximum=self.max_page_size, default=self.page_size
                 )
         return parameters
+
+
+def _position_valid(position: str | None) -> bool:
+    """No position yet, or an id as the server writes it."""
+    return position is None or (
+        position.isascii()
+        and position.isdigit()
+        and len(position) <= _POSITION_MAX_DIGITS
+    )

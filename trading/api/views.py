@@ -75,10 +75,12 @@ _ERROR_DESCRIPTIONS = {
     409: "Conflicts with the current state (`order_not_open`: the order was "
     "closed, or it filled before the matcher took the cancel or amend; "
     "`duplicate_client_order_id`, `duplicate_reference`, `market_closed`, "
-    "`withdrawal_not_pending`).",
+    "`token_not_listed`: the token is not listed now, so it cannot be withdrawn "
+    "or its addresses saved; `withdrawal_not_pending`, `address_already_saved`).",
     422: "Refused by the exchange's rules (`insufficient_balance`, "
     "`below_min_notional`, `post_only_would_take`, `fill_or_kill_not_filled`, "
-    "`withdrawal_limit_exceeded`).",
+    "`withdrawal_limit_exceeded`, `address_not_allowed`: an address outside "
+    "the address book under the saved-addresses-only setting, or a full book).",
     500: "`matcher_error`: the matcher could not apply the request; nothing was "
     "changed and its funds are available again.",
     503: "The database could not be reached. `unavailable`: nothing was "
@@ -480,7 +482,7 @@ class OrderDetailView(PrivateView):
         responses={
             200: api.OrderSerializer,
             202: OpenApiResponse(api.OrderSerializer, description="Cancel queued."),
-            **_errors(401, 403, 404, 409, 503),
+            **_errors(401, 403, 404, 409, 500, 503),
         },
     )
     def delete(self, request: Request, pk: int) -> Response:
@@ -500,7 +502,7 @@ class OrderDetailView(PrivateView):
         responses={
             200: api.OrderSerializer,
             202: OpenApiResponse(api.OrderSerializer, description="Amend queued."),
-            **_errors(400, 401, 403, 404, 409, 422, 503),
+            **_errors(400, 401, 403, 404, 409, 422, 500, 503),
         },
     )
     def patch(self, request: Request, pk: int) -> Response:
@@ -615,7 +617,9 @@ class WithdrawalListView(PrivateView):
         "`reference` returns the first one (200): the safe way to retry after "
         "a lost answer or a 503 `outcome_unknown`. Each token may have a daily "
         "limit per user: pending and approved requests since 00:00 UTC count, "
-        "and a request over it is refused with `withdrawal_limit_exceeded`.",
+        "and a request over it is refused with `withdrawal_limit_exceeded`. "
+        "A token that is not listed now cannot be withdrawn: 409 "
+        "`token_not_listed`.",
         request=api.WithdrawalCreateSerializer,
         examples=[
             OpenApiExample(

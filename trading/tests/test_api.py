@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import re
 import secrets
+from base64 import b64encode
 from datetime import timedelta
 from decimal import Decimal as D
+from urllib.parse import quote
 
 import pytest
 from django.contrib.staticfiles import finders
@@ -66,6 +68,12 @@ def error_of(response) -> tuple[int, str]:
     assert set(body) == {"error"}, body
     assert body["error"]["message"], body
     return response.status_code, body["error"]["code"]
+
+
+def documented(client: APIClient, method: str, path: str) -> set[int]:
+    """The answers the published schema lists for an operation."""
+    schema = client.get("/api/schema/", HTTP_ACCEPT="application/json").json()
+    return {int(status) for status in schema["paths"][path][method]["responses"]}
 
 
 def query_count(callable_) -> int:
@@ -709,6 +717,102 @@ def test_orders_list_pages_with_a_cursor(as_alice, market, alice, funded):
     assert error_of(bad) == (400, "invalid")
 
 
+def cursor_of(text: str) -> str:
+    """A cursor as DRF writes one, around any text."""
+    return quote(b64encode(text.encode()).decode())
+
+
+def rows_made(path: str, *, as_alice, alice, bob, market) -> list[int]:
+    """Three rows of alice's on the list at ``path``, their ids oldest first."""
+    if path == "orders":
+        return [buy(alice, market, "0.01", str(100 + n)).pk for n in range(3)]
+    if path == "fills":
+        for n in range(3):
+            sell(alice, market, "0.01", str(100 + n))
+            buy(bob, market, "0.01", str(100 + n))
+        return list(Trade.objects.order_by("pk").values_list("pk", flat=True))
+    return [
+        as_alice.post(
+            f"{V1}/withdrawals/",
+            withdrawal(amount="0.1", reference=f"w-{n}"),
+            format="json",
+        ).json()["id"]
+        for n in range(3)
+    ]
+
+
+@pytest.mark.parametrize("path", ["orders", "fills", "withdrawals"])
+def test_each_list_pages_with_its_next_and_previous_links(
+    as_alice, alice, bob, market, funded, path
+):
+    oldest, middle, newest = rows_made(
+        path, as_alice=as_alice, alice=alice, bob=bob, market=market
+    )
+
+    first = as_alice.get(f"{V1}/{path}/?limit=2").json()
+    second = as_alice.get(first["next"]).json()
+    back = as_alice.get(second["previous"]).json()
+
+    def ids(page) -> list[int]:
+        return [row["id"] for row in page["results"]]
+
+    assert ids(first) == [newest, middle]
+    assert ids(second) == [oldest]
+    assert second["next"] is None
+    assert ids(back) == [newest, middle]
+
+
+@pytest.mark.reliability("malformed-requests")
+@pytest.mark.parametrize("path", ["orders", "fills", "withdrawals"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "p=abc",
+        "p=1.5",
+        "p=",
+        "p=-1",
+        "p=%2B1",
+        "p=%201",
+        "p=1_0",
+        "p=\u0661",
+        "p=" + "9" * 5000,
+        "r=1&p=abc",
+    ],
+)
+def test_a_cursor_whose_position_is_no_id_is_a_400_not_a_500(
+    as_alice, market, path, text
+):
+    response = as_alice.get(f"{V1}/{path}/?cursor={cursor_of(text)}")
+
+    assert error_of(response) == (400, "invalid")
+    assert response.json()["error"]["fields"] == {
+        "cursor": ["This cursor is not valid."]
+    }
+
+
+@pytest.mark.reliability("malformed-requests")
+@pytest.mark.parametrize("path", ["orders", "fills", "withdrawals"])
+@pytest.mark.parametrize("cursor", ["", "%3D%3D", "!!", cursor_of("o=0")])
+def test_a_cursor_naming_no_page_is_refused_not_taken_for_the_first(
+    as_alice, alice, market, funded, path, cursor
+):
+    buy(alice, market, "0.01", "100")
+
+    response = as_alice.get(f"{V1}/{path}/?cursor={cursor}")
+
+    assert error_of(response) == (400, "invalid")
+    assert list(response.json()["error"]["fields"]) == ["cursor"]
+
+
+def test_a_link_back_to_the_first_page_has_no_cursor(as_alice, market):
+    # Backwards past the newest row, the next page is the first one.
+    past_the_newest = as_alice.get(f"{V1}/orders/?cursor={cursor_of('o=5&r=1')}")
+
+    link = past_the_newest.json()["next"]
+    assert link == f"http://testserver{V1}/orders/"
+    assert as_alice.get(link).status_code == 200
+
+
 @pytest.mark.parametrize(
     ("field", "value"),
     [("client_order_id", 7), ("market", 1), ("post_only", "true"), ("post_only", 1)],
@@ -1030,6 +1134,22 @@ def test_a_request_over_the_daily_limit_answers_422_with_what_is_left(
     assert "0.5 BTC is left today" in response.json()["error"]["message"]
 
 
+def test_a_token_that_is_not_listed_cannot_be_withdrawn_409(
+    as_alice, anonymous, alice, btc, funded
+):
+    type(btc).objects.filter(pk=btc.pk).update(is_active=False)
+
+    response = as_alice.post(f"{V1}/withdrawals/", withdrawal(), format="json")
+
+    assert error_of(response) == (409, "token_not_listed")
+    assert response.json()["error"]["message"] == (
+        "BTC is not listed now: it cannot be withdrawn."
+    )
+    assert not Withdrawal.objects.exists()
+    assert balance(alice, btc) == (D("10"), D("0"))
+    assert 409 in documented(anonymous, "post", "/api/v1/withdrawals/")
+
+
 # -- Errors, schema and docs ---------------------------------------------------
 
 
@@ -1076,6 +1196,22 @@ def test_the_schema_is_valid_openapi_3_with_every_endpoint(anonymous):
     }
     price = schema["components"]["schemas"]["Order"]["properties"]["price"]
     assert (price["type"], price["format"]) == ("string", "decimal")
+
+
+def test_a_cancel_or_amend_the_matcher_cannot_apply_is_a_documented_500(
+    as_alice, anonymous, alice, market, funded, engine_bug
+):
+    order = buy(alice, market, "0.5", "100")
+    engine_bug(order)
+    url = f"{V1}/orders/{order.pk}/"
+
+    cancelled = as_alice.delete(url)
+    amended = as_alice.patch(url, {"price": "101"}, format="json")
+
+    assert error_of(cancelled) == (500, "matcher_error")
+    assert error_of(amended) == (500, "matcher_error")
+    assert 500 in documented(anonymous, "delete", "/api/v1/orders/{id}/")
+    assert 500 in documented(anonymous, "patch", "/api/v1/orders/{id}/")
 
 
 def test_the_schema_documents_what_is_refused_before_any_view(anonymous):

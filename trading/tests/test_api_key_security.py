@@ -8,7 +8,9 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pytest
+from asgiref.sync import async_to_sync
 from django.core.exceptions import ValidationError
+from django.test import AsyncClient
 from django.utils import timezone
 from rest_framework.test import APIClient
 
@@ -176,26 +178,46 @@ def test_a_password_change_offers_to_revoke_every_key(client, alice):
 # -- Signed requests ----------------------------------------------------------
 
 
-def signed(client, key: str, method: str, path: str, body: bytes = b"", **options):
+def signed_headers(
+    key: str,
+    method: str,
+    path: str,
+    body: bytes = b"",
+    *,
+    timestamp: int | str | None = None,
+    signature: str | None = None,
+) -> dict[str, str]:
+    """The headers of a request signed as a client does, unless ``signature``
+    is given; ``timestamp`` defaults to now."""
     prefix, _, secret = key.partition(".")
-    timestamp = str(options.pop("timestamp", int(time.time() * 1000)))
-    query = path.partition("?")[2]
-    signature = request_signature(
-        secret=secret,
-        timestamp=timestamp,
-        method=method,
-        path=path.partition("?")[0],
-        query=query,
-        body=options.pop("signed_body", body),
-    )
-    return client.generic(
+    timestamp = str(int(time.time() * 1000) if timestamp is None else timestamp)
+    if signature is None:
+        signature = request_signature(
+            secret=secret,
+            timestamp=timestamp,
+            method=method,
+            path=path.partition("?")[0],
+            query=path.partition("?")[2],
+            body=body,
+        )
+    return {
+        "Authorization": f"Api-Key-HMAC {prefix}",
+        "X-Api-Timestamp": timestamp,
+        "X-Api-Signature": signature,
+    }
+
+
+def signed(client, key: str, method: str, path: str, body: bytes = b"", **options):
+    headers = signed_headers(
+        key,
         method,
         path,
-        body,
-        content_type="application/json",
-        HTTP_AUTHORIZATION=f"Api-Key-HMAC {prefix}",
-        HTTP_X_API_TIMESTAMP=timestamp,
-        HTTP_X_API_SIGNATURE=signature,
+        options.pop("signed_body", body),
+        timestamp=options.pop("timestamp", None),
+        signature=options.pop("signature", None),
+    )
+    return client.generic(
+        method, path, body, content_type="application/json", headers=headers
     )
 
 
@@ -275,6 +297,122 @@ def test_a_key_that_must_sign_refuses_its_bare_secret(alice, signing_key):
     client.credentials(HTTP_AUTHORIZATION=f"Api-Key {signing_key}")
 
     assert code_of(client.get(f"{V1}/balances/")) == (401, "signature_required")
+
+
+PRIVATE_ENDPOINTS = [
+    ("GET", "balances/"),
+    ("GET", "orders/"),
+    ("POST", "orders/"),
+    ("GET", "orders/1/"),
+    ("PATCH", "orders/1/"),
+    ("DELETE", "orders/1/"),
+    ("POST", "orders/cancel-all/"),
+    ("GET", "fills/"),
+    ("GET", "withdrawals/"),
+    ("POST", "withdrawals/"),
+    ("GET", "withdrawals/1/"),
+    ("DELETE", "withdrawals/1/"),
+    ("GET", "addresses/"),
+    ("POST", "addresses/"),
+    ("DELETE", "addresses/1/"),
+]
+STREAM = f"{V1}/markets/BTC-USDT/stream/"
+TIMESTAMP_REFUSED = "X-Api-Timestamp is the time in milliseconds since 1970, in digits."
+SIGNATURE_REFUSED = (
+    "X-Api-Signature is the request's HMAC-SHA256 as 64 hexadecimal characters."
+)
+ARABIC_INDIC_DIGITS = str.maketrans(
+    "0123456789", "".join(map(chr, range(0x660, 0x66A)))
+)
+
+
+def now_ms() -> str:
+    return str(int(time.time() * 1000))
+
+
+# Each a timestamp (from now's) and a signature (None: the right one), and
+# what the refusal says. int() reads every one of these timestamps.
+MALFORMED = [
+    pytest.param(lambda now: "9" * 400, None, TIMESTAMP_REFUSED, id="400 digits"),
+    pytest.param(lambda now: f" {now}", None, TIMESTAMP_REFUSED, id="space"),
+    pytest.param(lambda now: f"+{now}", None, TIMESTAMP_REFUSED, id="plus"),
+    pytest.param(
+        lambda now: f"{now[:4]}_{now[4:]}", None, TIMESTAMP_REFUSED, id="underscore"
+    ),
+    pytest.param(
+        lambda now: now.translate(ARABIC_INDIC_DIGITS),
+        None,
+        TIMESTAMP_REFUSED,
+        id="arabic-indic digits",
+    ),
+    pytest.param(lambda now: now, "\u00e9", SIGNATURE_REFUSED, id="non-ascii"),
+    pytest.param(lambda now: now, "\u00e9" * 64, SIGNATURE_REFUSED, id="64 non-ascii"),
+    pytest.param(lambda now: now, "00", SIGNATURE_REFUSED, id="short"),
+    pytest.param(lambda now: now, "g" * 64, SIGNATURE_REFUSED, id="not hex"),
+]
+
+
+@pytest.mark.reliability("key-signature")
+@pytest.mark.parametrize(("timestamp", "signature", "message"), MALFORMED)
+def test_a_malformed_signature_header_is_a_401_on_every_private_endpoint(
+    alice, signing_key, timestamp, signature, message
+):
+    client = APIClient()
+    answers = {}
+    for method, path in PRIVATE_ENDPOINTS:
+        response = signed(
+            client,
+            signing_key,
+            method,
+            f"{V1}/{path}",
+            timestamp=timestamp(now_ms()),
+            signature=signature,
+        )
+        answers[method, path] = (
+            *code_of(response),
+            response.json()["error"]["message"],
+        )
+
+    assert answers == {
+        endpoint: (401, "signature_invalid", message) for endpoint in PRIVATE_ENDPOINTS
+    }
+
+
+@pytest.mark.reliability("key-signature")
+@pytest.mark.parametrize(("timestamp", "signature", "message"), MALFORMED)
+def test_a_malformed_signature_header_is_a_401_on_the_stream(
+    alice, signing_key, market, timestamp, signature, message
+):
+    headers = signed_headers(
+        signing_key, "GET", STREAM, timestamp=timestamp(now_ms()), signature=signature
+    )
+    # As a client sends them: UTF-8 bytes, which ASGI servers pass on as such.
+    wire = {name: value.encode().decode("latin-1") for name, value in headers.items()}
+
+    response = async_to_sync(AsyncClient().get)(STREAM, headers=wire)
+
+    assert code_of(response) == (401, "signature_invalid")
+    assert response.json()["error"]["message"] == message
+
+
+def test_a_correct_signature_in_either_case_of_hex_passes_on_api_and_stream(
+    alice, signing_key, market, settings
+):
+    settings.REDIS_URL = ""  # the stream answers at once that it is unavailable
+    client = APIClient()
+    lower = signed_headers(signing_key, "GET", f"{V1}/balances/")
+    upper = signed_headers(signing_key, "GET", f"{V1}/orders/")
+    upper["X-Api-Signature"] = upper["X-Api-Signature"].upper()
+    stream = signed_headers(signing_key, "GET", STREAM)
+
+    balances = client.get(f"{V1}/balances/", headers=lower)
+    orders = client.get(f"{V1}/orders/", headers=upper)
+    streamed = async_to_sync(AsyncClient().get)(STREAM, headers=stream)
+
+    assert balances.status_code == 200
+    assert orders.status_code == 200
+    # Past authentication: a refused key would be a 401.
+    assert code_of(streamed) == (503, "stream_unavailable")
 
 
 @pytest.mark.reliability("key-stored")

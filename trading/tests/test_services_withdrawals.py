@@ -1,4 +1,5 @@
-"""Withdrawals ended by their owner or by staff, and the daily limit per token."""
+"""Withdrawals ended by their owner or by staff, the daily limit per token,
+and tokens that are not listed."""
 
 from datetime import UTC, timedelta
 from decimal import Decimal as D
@@ -9,6 +10,7 @@ from django.utils import timezone
 from tests.factories import balance, fund
 from trading.exceptions import (
     InsufficientBalance,
+    TokenNotListed,
     WithdrawalLimitExceeded,
     WithdrawalNotFound,
     WithdrawalNotPending,
@@ -273,3 +275,46 @@ def test_the_balance_still_applies_under_the_limit(alice, btc):
 
     with pytest.raises(InsufficientBalance):
         request(alice, btc, "2")
+
+
+# -- Tokens that are not listed ---------------------------------------------------
+
+
+def delist(token) -> None:
+    """Staff untick "active"; the caller's copy of the token is left as it was."""
+    type(token).objects.filter(pk=token.pk).update(is_active=False)
+
+
+def test_a_token_delisted_after_the_caller_read_it_cannot_be_withdrawn(alice, btc):
+    fund(alice, btc, "5")
+    entries = LedgerEntry.objects.count()
+    delist(btc)
+
+    with pytest.raises(TokenNotListed) as refused:
+        request(alice, btc, "1")
+
+    assert refused.value.code == "token_not_listed"
+    assert refused.value.message == "BTC is not listed now: it cannot be withdrawn."
+    assert not Withdrawal.objects.exists()
+    assert LedgerEntry.objects.count() == entries
+    assert balance(alice, btc) == (D(5), D(0))
+
+
+def test_a_repeated_request_is_returned_after_its_token_is_delisted(alice, btc):
+    fund(alice, btc, "5")
+    first = request(alice, btc, "2", reference="same")
+    delist(btc)
+
+    assert request(alice, btc, "2", reference="same").pk == first.pk
+    with pytest.raises(TokenNotListed):
+        request(alice, btc, "1", reference="new")
+    assert balance(alice, btc) == (D(3), D(2))
+
+
+def test_the_listing_read_is_the_current_one_not_the_callers_copy(alice, btc):
+    fund(alice, btc, "5")
+    btc.is_active = False  # a copy read before staff listed the token again
+
+    request(alice, btc, "1")
+
+    assert balance(alice, btc) == (D(4), D(1))

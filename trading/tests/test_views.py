@@ -532,6 +532,24 @@ def test_the_candle_chart_keeps_every_candle_inside_the_picture():
     assert [tick.start.hour for tick in chart.time_ticks] == [2]
 
 
+def test_the_candle_chart_draws_price_lines_for_a_range_far_below_the_price():
+    from datetime import UTC, datetime
+
+    # 30 significant digits: beyond the 28 of Python's default decimal context.
+    low, high = Decimal("100000000000"), Decimal("100000000000.000000000000000001")
+    candles = [
+        Candle(datetime(2026, 1, 1, 0, tzinfo=UTC), low, high, low, high, Decimal(1)),
+        Candle(datetime(2026, 1, 1, 1, tzinfo=UTC), high, high, low, low, Decimal(1)),
+    ]
+
+    chart = candle_chart(candles)
+
+    prices = [tick.price for tick in chart.price_ticks]
+    assert prices == sorted(set(prices))
+    assert low <= prices[0] and prices[-1] <= high and len(prices) >= 2
+    assert all(0 <= tick.y <= chart.plot_height for tick in chart.price_ticks)
+
+
 def test_api_keys_are_made_and_revoked_from_the_profile_page(client, reauthenticate):
     from trading.models import ApiKey
 

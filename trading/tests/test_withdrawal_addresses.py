@@ -14,10 +14,17 @@ from rest_framework.test import APIClient
 from accounts.models import SecurityEvent
 from exchange.management.commands.seed_demo import DEMO_ADDRESS_FORMATS, DEMO_TOKENS
 from tests.factories import PASSWORD, balance, fund, token_make, typo
+from tokens.models import Token
 from trading.api_keys import api_key_create
-from trading.exceptions import AddressAlreadySaved, AddressNotAllowed, InvalidAddress
+from trading.exceptions import (
+    AddressAlreadySaved,
+    AddressNotAllowed,
+    InvalidAddress,
+    TokenNotListed,
+)
 from trading.models import AddressFormat, LedgerEntry, SavedAddress, Withdrawal
 from trading.services import (
+    MAX_SAVED_ADDRESSES,
     address_format_ensure,
     saved_address_add,
     withdrawal_address_policy_set,
@@ -248,6 +255,20 @@ def test_a_malformed_address_is_not_saved(alice, seeded, symbol, address, messag
     assert not SavedAddress.objects.exists()
 
 
+def test_an_address_of_a_token_delisted_after_the_caller_read_it_is_not_saved(
+    alice, seeded
+):
+    Token.objects.filter(symbol="ETH").update(is_active=False)
+
+    with pytest.raises(TokenNotListed) as refused:
+        saved_address_add(user=alice, token=seeded["ETH"], address=EVM, label="Old")
+
+    assert refused.value.message == (
+        "ETH is not listed now: its addresses cannot be saved."
+    )
+    assert not SavedAddress.objects.exists()
+
+
 def test_without_the_setting_any_valid_address_is_accepted(rich, seeded):
     withdrawal_request(
         user=rich, token=seeded["ETH"], amount=D(1), address=EVM, reference="r"
@@ -434,6 +455,28 @@ def test_the_wallet_form_shows_the_saved_only_refusal_next_to_the_address(
     assert balance(rich, seeded["ETH"]) == (D(10), D(0))
 
 
+def test_the_wallet_forms_refuse_a_token_that_is_not_listed(
+    wallet_client, rich, seeded
+):
+    Token.objects.filter(symbol="ETH").update(is_active=False)
+    entries = LedgerEntry.objects.count()
+
+    withdrawn = wallet_client.post(
+        "/wallet/",
+        {"token": "ETH", "amount": "1", "address": EVM, "reference": "r-1"},
+    )
+    saved = wallet_client.post(
+        "/wallet/addresses/",
+        {"book-label": "Old", "book-token": "ETH", "book-address": EVM},
+    )
+
+    assert withdrawn.status_code == saved.status_code == 400
+    assert "token" in withdrawn.context["form"].errors
+    assert "token" in saved.context["address_form"].errors
+    assert not SavedAddress.objects.exists()
+    _nothing_written(rich, seeded["ETH"], entries)
+
+
 # -- The API ------------------------------------------------------------------
 
 
@@ -503,6 +546,51 @@ def test_the_api_answers_the_saved_only_refusal_with_its_code(api_client, rich, 
     assert response.status_code == 422
     assert response.json()["error"]["code"] == "address_not_allowed"
     assert not Withdrawal.objects.exists()
+
+
+def _documented(method: str, path: str) -> set[int]:
+    """The answers the published schema lists for an operation."""
+    schema = APIClient().get("/api/schema/", HTTP_ACCEPT="application/json").json()
+    return {int(status) for status in schema["paths"][path][method]["responses"]}
+
+
+def test_the_api_refuses_to_save_an_address_of_a_token_not_listed_with_409(
+    api_client, seeded
+):
+    Token.objects.filter(symbol="ETH").update(is_active=False)
+
+    response = api_client.post(
+        "/api/v1/addresses/",
+        {"token": "ETH", "address": EVM, "label": "Old"},
+        format="json",
+    )
+
+    assert response.status_code == 409
+    assert response.json()["error"] == {
+        "code": "token_not_listed",
+        "message": "ETH is not listed now: its addresses cannot be saved.",
+    }
+    assert not SavedAddress.objects.exists()
+    assert 409 in _documented("post", "/api/v1/addresses/")
+
+
+def test_a_full_address_book_answers_422_as_the_schema_says(api_client, rich, seeded):
+    for n in range(MAX_SAVED_ADDRESSES):
+        saved_address_add(
+            user=rich, token=seeded["ETH"], address=f"0x{n:040x}", label=f"#{n}"
+        )
+
+    response = api_client.post(
+        "/api/v1/addresses/",
+        {"token": "ETH", "address": EVM, "label": "One more"},
+        format="json",
+    )
+
+    assert response.status_code == 422
+    assert response.json()["error"]["code"] == "address_not_allowed"
+    assert "remove one first" in response.json()["error"]["message"]
+    assert SavedAddress.objects.filter(user=rich).count() == MAX_SAVED_ADDRESSES
+    assert 422 in _documented("post", "/api/v1/addresses/")
 
 
 # -- The admin ----------------------------------------------------------------
