@@ -239,6 +239,11 @@ class Order(models.Model):
         help_text="What happens when it meets a resting order of the same user.",
     )
     client_order_id = models.CharField(max_length=64, blank=True, default="")
+    # The request as sent with its client order id (a digest), which a repeat
+    # is compared with: matching and amends change quantity and price.
+    client_request = models.CharField(
+        max_length=64, blank=True, default="", editable=False
+    )
     price = models.DecimalField(
         **AMOUNT, null=True, blank=True, help_text="Limit price (limit, stop-limit)."
     )

@@ -74,9 +74,10 @@ order. A cancel is one statement too.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from decimal import Decimal
 from typing import NamedTuple, TypeVar
 
@@ -149,9 +150,22 @@ class _Request:
     post_only: bool
     self_trade: str
 
+    def digest(self, market: Market) -> str:
+        """This request on ``market``, as ``Order.client_request`` keeps it:
+        equal amounts written differently (1.0, 1) give the same digest."""
+        fields = [market.pk, *astuple(self)]
+        text = "\n".join(
+            str(f.normalize() if isinstance(f, Decimal) else f) for f in fields
+        )
+        return hashlib.sha256(text.encode()).hexdigest()
+
     def matches(self, order: Order, market: Market) -> bool:
-        """Whether ``order`` is this request, repeated."""
-        return (
+        """Whether ``order`` is this request, repeated. Compared with the
+        request as sent: the matcher may have shrunk the order (self-trade
+        prevention) and its owner amended it since."""
+        if order.client_request:
+            return order.client_request == self.digest(market)
+        return (  # an order accepted before client_request was kept
             order.market_id == market.pk
             and order.side == self.side
             and order.type == self.type
@@ -550,6 +564,7 @@ def _order_accept(
             post_only=request.post_only,
             self_trade=request.self_trade,
             client_order_id=client_order_id or "",
+            client_request=request.digest(market) if client_order_id else "",
             price=request.price,
             quantity=request.quantity,
             quote_amount=request.quote_amount,

@@ -487,8 +487,9 @@ AREAS: dict[str, dict[str, tuple[str, str]]] = {
             "id it warns of a second order",
         ),
         "outcome-repeat": (
-            "Repeating an order, withdrawal or deposit with the same id, and a "
-            "different request under a used id",
+            "Repeating an order, withdrawal or deposit with the same id (an "
+            "order also after it was shrunk or amended), and a different "
+            "request under a used id",
             "The first is returned and nothing else done; a different one is refused",
         ),
         "outcome-late-matcher": (

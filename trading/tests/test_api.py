@@ -577,6 +577,47 @@ def test_repeating_an_order_with_its_client_order_id_returns_it_with_200(
     assert Order.objects.count() == 1
 
 
+@pytest.mark.reliability("outcome-repeat")
+def test_a_repeat_of_an_order_self_trade_prevention_shrank_trades_no_more(
+    as_alice, alice, bob, market, funded
+):
+    sell(alice, market, "1", "100")
+    sell(bob, market, "5", "100")
+    order = {
+        "market": "BTC-USDT",
+        "side": "buy",
+        "type": "market",
+        "quote_amount": "300",
+        "self_trade": "decrement_and_cancel",
+        "client_order_id": "bot-42",
+    }
+    first = as_alice.post(f"{V1}/orders/", order, format="json")
+    spent = balance(alice, market.quote)
+
+    again = as_alice.post(f"{V1}/orders/", order, format="json")
+
+    # Meeting her own sell took 100 off what the order may spend.
+    assert (first.status_code, first.json()["quote_amount"]) == (201, "200")
+    assert again.status_code == 200
+    assert again.json()["id"] == first.json()["id"]
+    assert balance(alice, market.quote) == spent
+    assert Order.objects.filter(user=alice, client_order_id="bot-42").count() == 1
+
+
+@pytest.mark.reliability("outcome-repeat")
+def test_a_repeat_of_an_amended_order_returns_it(as_alice, alice, market, funded):
+    order = limit_order(client_order_id="amended", quantity="2")
+    first = as_alice.post(f"{V1}/orders/", order, format="json")
+    url = f"{V1}/orders/{first.json()['id']}/"
+    assert as_alice.patch(url, {"quantity": "1"}, format="json").status_code == 200
+
+    again = as_alice.post(f"{V1}/orders/", order, format="json")
+
+    assert again.status_code == 200
+    assert (again.json()["id"], again.json()["quantity"]) == (first.json()["id"], "1")
+    assert Order.objects.filter(user=alice).count() == 1
+
+
 @pytest.mark.parametrize(
     ("fields", "status", "code"),
     [
