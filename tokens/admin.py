@@ -1,11 +1,42 @@
+from django import forms
 from django.contrib import admin
 
 from storage.html import image_tag
 from tokens.models import Token
 
+# The symbol and the decimals say what every amount ever recorded for the
+# token means, so they are set once, when the token is added. A token with
+# another symbol or other decimals is a new token.
+FIXED_ONCE_ADDED = ["symbol", "decimals"]
+
+
+class TokenForm(forms.ModelForm):
+    class Meta:
+        model = Token
+        fields = [
+            "symbol",
+            "name",
+            "decimals",
+            "description",
+            "logo",
+            "is_active",
+            "withdrawal_daily_limit",
+        ]
+        # Shown under the input on the add page and under the value on a
+        # change page (the admin takes a read-only field's help from here).
+        help_texts = {
+            "symbol": "Fixed once the token is added: it names the token in its "
+            "markets (BTC-USDT), in URLs and to API clients.",
+            "decimals": "Digits after the point of the token's smallest unit. "
+            "Fixed once the token is added: every balance, order and ledger "
+            "entry of the token is counted in that unit. A token with other "
+            "decimals is a new token.",
+        }
+
 
 @admin.register(Token)
 class TokenAdmin(admin.ModelAdmin):
+    form = TokenForm
     list_display = ["logo_thumbnail", "symbol", "name", "decimals", "is_active"]
     list_display_links = ["logo_thumbnail", "symbol"]
     list_filter = ["is_active"]
@@ -23,6 +54,12 @@ class TokenAdmin(admin.ModelAdmin):
         "created_at",
         "updated_at",
     ]
+
+    def get_readonly_fields(self, request, obj=None):
+        readonly = super().get_readonly_fields(request, obj)
+        if obj is None:
+            return readonly
+        return [*FIXED_ONCE_ADDED, *readonly]
 
     @admin.display(description="Logo")
     def logo_thumbnail(self, token: Token) -> str:

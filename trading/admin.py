@@ -11,21 +11,29 @@ lists, on detail pages and in inputs.
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Callable, Sequence
 from decimal import Decimal
 
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.contrib.admin.widgets import AutocompleteSelect
 from django.contrib.auth import get_user_model
-from django.core.exceptions import FieldDoesNotExist, PermissionDenied, ValidationError
+from django.core.exceptions import (
+    NON_FIELD_ERRORS,
+    FieldDoesNotExist,
+    PermissionDenied,
+    ValidationError,
+)
 from django.db import models
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.utils import timezone
+from django.utils.text import capfirst
 
 from accounts.admin_site import user_label
 from tokens.models import Token
@@ -147,8 +155,59 @@ class ReadOnlyAdmin(PlainAmountsAdmin):
         return False
 
 
+class MarketForm(forms.ModelForm):
+    """The market admin's form. ``Market.clean`` checks the pair and steps
+    against the tokens' units; on a change page those are read-only, so an
+    error it names them by (data from before the tokens' decimals were fixed)
+    is shown for the whole form, naming the field, where Django would raise
+    ``ValueError`` (a 500) for a field the form does not have."""
+
+    def clean(self):
+        data = super().clean()
+        base, quote = data.get("base"), data.get("quote")
+        if self.instance._state.adding and base and quote:
+            # The symbol is read-only, so the form's own unique checks skip
+            # it; market_create would refuse it in save_model, too late for
+            # a form error. A market of this very pair is refused by the
+            # pair's constraint instead.
+            symbol = Market.symbol_for(base, quote)
+            taken = (
+                Market.objects.filter(symbol=symbol)
+                .exclude(base=base, quote=quote)
+                .select_related("base", "quote")
+                .first()
+            )
+            if taken is not None:
+                raise ValidationError(
+                    f"The symbol {symbol} is already the symbol of the market "
+                    f"of {taken.base.symbol} and {taken.quote.symbol}; a "
+                    "market's symbol is fixed when it is listed."
+                )
+        return data
+
+    def add_error(self, field, error):
+        if field is None and hasattr(error, "error_dict"):
+            for name, errors in error.error_dict.items():
+                self.add_error(
+                    None if name == NON_FIELD_ERRORS else name,
+                    ValidationError(errors),
+                )
+            return
+        if field is not None and field not in self.fields:
+            try:
+                label = capfirst(Market._meta.get_field(field).verbose_name)
+            except FieldDoesNotExist:
+                label = field
+            error = ValidationError(
+                [f"{label}: {message}" for message in ValidationError(error)]
+            )
+            field = None
+        super().add_error(field, error)
+
+
 @admin.register(Market)
 class MarketAdmin(PlainAmountsAdmin):
+    form = MarketForm
     list_display = [
         "symbol",
         "status",
@@ -238,21 +297,51 @@ class OrderAdmin(ReadOnlyAdmin):
 
     @admin.action(description="Cancel the selected open orders", permissions=["cancel"])
     def cancel_orders(self, request: HttpRequest, queryset: QuerySet[Order]) -> None:
-        # Queued for the matcher, like the owner's cancels: an order that
-        # fills first stays filled.
-        _run_each(
-            self,
-            request,
-            queryset.select_related("user"),
-            _order_cancel_and_wait,
-            done="cancel requested",
-        )
+        """Queue a cancel for each order, like the owner's cancels (an order
+        that fills first stays filled), then wait for the matcher's answers.
+
+        Every cancel is queued and logged before any answer is awaited, and
+        the answers share one wait of ``ORDER_RESULT_WAIT_SECONDS``: waiting
+        per order, a matcher that is behind or stopped held the request past
+        gunicorn's timeout from 15 orders on, and the worker was killed
+        before the log entries of the cancels it had queued were written."""
+        queued = []
+        for order in queryset.select_related("user").order_by("pk"):
+            try:
+                command = order_cancel(user=order.user, order=order)
+            except TradingError as error:
+                self.message_user(request, f"{order}: {error.message}", messages.ERROR)
+            else:
+                self.log_change(request, order, "cancel requested")
+                queued.append((order, command))
+        deadline = time.monotonic() + settings.ORDER_RESULT_WAIT_SECONDS
+        cancelled, unanswered = [], []
+        for order, command in queued:
+            left = max(0.0, deadline - time.monotonic())
+            if not command_wait(command=command, timeout=left):
+                unanswered.append(order)
+            elif refusal := command_refusal(command):
+                self.message_user(
+                    request, f"{order}: {refusal.message}", messages.ERROR
+                )
+            else:
+                cancelled.append(order)
+        if cancelled:
+            self.message_user(
+                request, f"Cancelled: {_orders_named(cancelled)}.", messages.SUCCESS
+            )
+        if unanswered:
+            self.message_user(
+                request,
+                "Cancel requested, the matcher has not answered yet: "
+                f"{_orders_named(unanswered)}. Their status here changes once "
+                "it has.",
+                messages.WARNING,
+            )
 
 
-def _order_cancel_and_wait(order: Order) -> None:
-    command = order_cancel(user=order.user, order=order)
-    if command_wait(command=command) and (refusal := command_refusal(command)):
-        raise refusal
+def _orders_named(orders: list[Order]) -> str:
+    return "; ".join(str(order) for order in orders)
 
 
 @admin.register(Trade)

@@ -73,6 +73,7 @@ from trading.exceptions import (
     AddressNotAllowed,
     DuplicateReference,
     InsufficientBalance,
+    InvalidAmount,
     InvalidReference,
     PrecisionTooHigh,
     TokenNotListed,
@@ -92,7 +93,14 @@ from trading.models import (
     Withdrawal,
     WithdrawalAddressPolicy,
 )
-from trading.money import ZERO, exact, grouped, positive_amount_check, unit
+from trading.money import (
+    AMOUNT_LIMIT,
+    ZERO,
+    exact,
+    grouped,
+    positive_amount_check,
+    unit,
+)
 
 Account = LedgerEntry.Account
 
@@ -244,7 +252,9 @@ def deposit_credit(
 
     Idempotent on ``reference``: repeating an identical credit returns the
     first deposit and credits nothing; a different credit under a used
-    reference raises ``DuplicateReference``.
+    reference raises ``DuplicateReference``. A credit that would take the
+    user's balance (available + locked) to ``AMOUNT_LIMIT`` or more raises
+    ``InvalidAmount``.
     """
     amount = _amount_check(amount, name="amount", step=unit(token.decimals))
     reference = _reference_check(reference)
@@ -258,9 +268,18 @@ def deposit_credit(
             deposit = Deposit.objects.create(
                 user=user, token=token, amount=amount, reference=reference
             )
-            journal = _Journal(
-                balances=balances_lock(user_ids=[user.pk], token_ids=[token.pk])
-            )
+            balances = balances_lock(user_ids=[user.pk], token_ids=[token.pk])
+            held = balances[(user.pk, token.pk)].total
+            if held + amount >= AMOUNT_LIMIT:
+                # An amount field holds less than 10^18: the balance row's
+                # write would fail (PostgreSQL: numeric field overflow).
+                raise InvalidAmount(
+                    f"Nothing was credited: {grouped(amount)} {token.symbol} "
+                    f"would take the balance to {grouped(held + amount)} "
+                    f"{token.symbol}, and a balance holds less than "
+                    f"{grouped(AMOUNT_LIMIT)}."
+                )
+            journal = _Journal(balances=balances)
             journal.move(
                 token_id=token.pk,
                 amount=amount,

@@ -97,3 +97,43 @@ def test_staff_set_a_tokens_daily_withdrawal_limit_in_the_admin(staff_client):
     token.refresh_from_db()
     assert token.withdrawal_daily_limit is not None
     assert token.withdrawal_daily_limit > 0
+
+
+def test_a_tokens_symbol_and_decimals_are_fixed_once_it_is_added(
+    staff_client, market, btc
+):
+    url = f"/admin/tokens/token/{btc.pk}/change/"
+
+    page = staff_client.get(url).content.decode()
+    response = staff_client.post(
+        url,
+        {
+            "symbol": "XBT",
+            "name": "Bitcoin",
+            "decimals": 2,
+            "description": "",
+            "is_active": "on",
+        },
+    )
+
+    assert 'name="symbol"' not in page and 'name="decimals"' not in page
+    assert "Fixed once the token is added" in page
+    assert response.status_code == 302
+    btc.refresh_from_db()
+    assert (btc.symbol, btc.decimals, btc.name) == ("BTC", 8, "Bitcoin")
+    market.refresh_from_db()
+    assert (market.symbol, market.base.symbol) == ("BTC-USDT", "BTC")
+
+
+def test_a_tokens_symbol_and_decimals_are_chosen_when_it_is_added(staff_client):
+    page = staff_client.get("/admin/tokens/token/add/").content.decode()
+    response = staff_client.post(
+        "/admin/tokens/token/add/",
+        {"symbol": "USDC", "name": "USD Coin", "decimals": 6, "is_active": "on"},
+    )
+
+    assert 'name="symbol"' in page and 'name="decimals"' in page
+    assert "Fixed once the token is added" in page
+    assert response.status_code == 302
+    token = Token.objects.get(name="USD Coin")
+    assert (token.symbol, token.decimals) == ("USDC", 6)

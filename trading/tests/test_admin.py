@@ -1,6 +1,7 @@
 """Staff move money only through the services, from the admin."""
 
 import re
+import time
 from decimal import Decimal as D
 
 import pytest
@@ -11,9 +12,11 @@ from django.contrib.auth.models import Permission
 from django.urls import resolve
 
 from accounts.tests.totp import AuthenticatorApp
-from tests.factories import balance, buy, fund, sell
+from tests.factories import balance, buy, fund, sell, token_make
 from tokens.models import Token
+from trading.matcher import drain
 from trading.models import Deposit, LedgerEntry, Market, Order, Withdrawal
+from trading.orders import order_cancel
 from trading.services import withdrawal_request
 
 pytestmark = pytest.mark.django_db
@@ -273,10 +276,45 @@ def test_staff_cancel_open_orders_with_an_action(staff_client, market, alice, bt
     fund(alice, btc, "1")
     order = sell(alice, market, "1", "100")
 
-    run_action(staff_client, "order", "cancel_orders", [order.pk])
+    response = run_action(staff_client, "order", "cancel_orders", [order.pk])
 
     order.refresh_from_db()
     assert order.status == Order.Status.CANCELLED
+    assert balance(alice, btc) == (D("1"), D("0"))
+    assert f"Cancelled: {order}." in response.content.decode()
+
+
+def test_with_the_matcher_stopped_cancelling_orders_waits_once_for_all(
+    settings, staff_client, market, alice, btc
+):
+    fund(alice, btc, "1")
+    closed = sell(alice, market, "0.01", "200")
+    order_cancel(user=alice, order=closed)  # cancelled at once: matched inline
+    orders = [sell(alice, market, "0.01", str(100 + i)) for i in range(6)]
+    settings.ORDER_MATCH_INLINE = False  # no matcher answers
+    settings.ORDER_RESULT_WAIT_SECONDS = 0.5
+
+    started = time.monotonic()
+    response = run_action(
+        staff_client, "order", "cancel_orders", [closed.pk, *[o.pk for o in orders]]
+    )
+    took = time.monotonic() - started
+
+    assert response.status_code == 200
+    assert took < 1.5  # one wait of 0.5 s; one per order was 3 s
+    page = response.content.decode()
+    assert "Cancel requested, the matcher has not answered yet: " in page
+    for order in orders:
+        assert str(order) in page
+    assert f"{closed}: Order #{closed.pk} is already cancelled." in page
+    logged = LogEntry.objects.filter(change_message="cancel requested")
+    assert sorted(int(pk) for pk in logged.values_list("object_id", flat=True)) == [
+        order.pk for order in orders
+    ]
+    queued = Order.objects.filter(pk__in=[order.pk for order in orders])
+    assert set(queued.values_list("status", flat=True)) == {Order.Status.OPEN}
+    drain(market_id=market.pk)  # the matcher, started again, takes the cancels
+    assert set(queued.values_list("status", flat=True)) == {Order.Status.CANCELLED}
     assert balance(alice, btc) == (D("1"), D("0"))
 
 
@@ -576,6 +614,91 @@ def test_a_negative_minimum_order_value_is_refused_by_the_market_form(
     assert "greater than or equal to 0" in response.content.decode()
     market.refresh_from_db()
     assert market.min_notional == D("1")
+
+
+def test_the_market_form_shows_an_error_on_a_fixed_field_instead_of_failing(
+    staff_client, market, btc
+):
+    # Data from before a token's decimals were fixed once it is added: the
+    # market's amount step (0.0001) is finer than the token's unit now.
+    Token.objects.filter(pk=btc.pk).update(decimals=2)
+
+    response = staff_client.post(
+        f"/admin/trading/market/{market.pk}/change/",
+        {
+            "min_notional": "1",
+            "maker_fee": "0.001",
+            "taker_fee": "0.002",
+            "status": "halted",
+        },
+    )
+
+    assert response.status_code == 200
+    assert "Amount step: Must be a whole number of BTC units (0.01)." in (
+        response.content.decode()
+    )
+    market.refresh_from_db()
+    assert market.status == Market.Status.OPEN
+
+
+def test_a_new_market_under_a_symbol_already_taken_is_a_form_error(
+    staff_client, market, btc, usdt
+):
+    # Data from before a token's symbol was fixed once it is added: BTC-USDT
+    # trades XBT now, and a new BTC is listed.
+    Token.objects.filter(pk=btc.pk).update(symbol="XBT")
+    new_btc = token_make("BTC")
+
+    response = staff_client.post(
+        "/admin/trading/market/add/",
+        {
+            "base": new_btc.pk,
+            "quote": usdt.pk,
+            "price_step": "0.01",
+            "amount_step": "0.0001",
+            "min_notional": "1",
+            "maker_fee": "0",
+            "taker_fee": "0",
+            "status": "open",
+        },
+    )
+
+    assert response.status_code == 200
+    assert (
+        "The symbol BTC-USDT is already the symbol of the market of XBT and USDT"
+        in response.content.decode()
+    )
+    assert list(Market.objects.values_list("pk", flat=True)) == [market.pk]
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("locked", ["0", "5"])
+def test_a_credit_a_balance_cannot_hold_is_refused_with_a_message(
+    staff_client, alice, btc, locked
+):
+    # Amount columns hold less than 10^18: on PostgreSQL the balance's write
+    # overflowed (a 500). What is locked counts too.
+    fund(alice, btc, "999999999999999990")
+    if locked != "0":
+        withdrawal_request(
+            user=alice, token=btc, amount=D(locked), address="bc1q", reference="w"
+        )
+    before = balance(alice, btc)
+    entries = LedgerEntry.objects.count()
+
+    response = credit(staff_client, alice, btc, "10", reference="tx-big")
+
+    assert response.status_code == 200
+    assert (
+        "Nothing was credited: 10 BTC would take the balance to "
+        "1,000,000,000,000,000,000 BTC" in response.content.decode()
+    )
+    assert balance(alice, btc) == before
+    assert LedgerEntry.objects.count() == entries
+    assert not Deposit.objects.filter(reference="tx-big").exists()
+    fits = credit(staff_client, alice, btc, "9.99999999", reference="tx-fits")
+    assert fits.status_code == 302
+    assert sum(balance(alice, btc)) == D("999999999999999999.99999999")
 
 
 # -- In a browser: the autocomplete and the confirmation, as staff use them -----
