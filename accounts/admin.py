@@ -1,3 +1,5 @@
+from allauth.mfa.admin import AuthenticatorAdmin
+from allauth.mfa.models import Authenticator
 from django.contrib import admin
 from django.contrib.auth import get_user_model
 from django.contrib.auth.admin import UserAdmin
@@ -48,6 +50,12 @@ class UserWithAvatarAdmin(UserAdmin):
     list_display_links = ["avatar_thumbnail", "username"]
     list_select_related = ["profile"]
 
+    def get_inlines(self, request: HttpRequest, obj=None):
+        # A new user's profile is created when the user is saved
+        # (profile_create_for_new_user), before the inline would insert a
+        # second one; the avatar is chosen once the user exists.
+        return self.inlines if obj is not None else []
+
     @admin.display(description="Avatar")
     def avatar_thumbnail(self, user) -> str:
         try:
@@ -75,6 +83,29 @@ class SecurityEventAdmin(admin.ModelAdmin):
         "detail",
         "created_at",
     ]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+
+admin.site.unregister(Authenticator)
+
+
+@admin.register(Authenticator)
+class AuthenticatorWithoutSecretsAdmin(AuthenticatorAdmin):
+    """allauth's, without ``data``: it holds the authenticator app's secret
+    and the recovery codes' seed, from which anyone could compute the
+    user's codes. Staff see who has which second factor and may delete one
+    (a user who lost the phone turns it on again); nobody adds or edits one
+    here."""
+
+    fields = readonly_fields = ["user", "type", "created_at", "last_used_at"]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

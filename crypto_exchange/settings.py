@@ -61,6 +61,9 @@ if not DEBUG and SECRET_KEY in ("", _DEVELOPMENT_SECRET_KEY, "change-me"):
         "SECRET_KEY must be set to a long random value when DEBUG=false, e.g. "
         'python -c "import secrets; print(secrets.token_urlsafe(50))"'
     )
+# Earlier values, when SECRET_KEY is rotated: what they signed or encrypted
+# (sessions, 2FA secrets, API keys' signing secrets) stays readable.
+SECRET_KEY_FALLBACKS = env.list("SECRET_KEY_FALLBACKS", default=[])
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
 
 # --- Behind a load balancer --------------------------------------------------
@@ -397,6 +400,8 @@ ALLAUTH_TRUSTED_PROXY_COUNT = _env_or_improperly_configured(
     env.int, "TRUSTED_PROXY_COUNT", default=0
 )
 MFA_SUPPORTED_TYPES = ["totp", "recovery_codes"]
+# Encrypts the TOTP secrets and recovery-code seeds it stores (SECRET_KEY).
+MFA_ADAPTER = "accounts.mfa.MFAAdapter"
 MFA_FORMS = {"authenticate": "accounts.forms.AuthenticateForm"}
 MFA_TOTP_ISSUER = "Crypto Exchange"
 USERSESSIONS_TRACK_ACTIVITY = True

@@ -27,7 +27,6 @@ the ``withdraw`` scope, and may expire.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 import ipaddress
@@ -36,7 +35,7 @@ import secrets
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 
-from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+from cryptography.fernet import InvalidToken, MultiFernet
 from django.conf import settings
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.core.cache import cache
@@ -46,6 +45,7 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from accounts.locks import user_serialize
+from core.encryption import secret_fernet
 from trading.models import ApiKey
 
 PREFIX_BYTES = 8
@@ -76,17 +76,7 @@ def _digest(secret: str) -> str:
 
 
 def _fernet() -> MultiFernet:
-    keys = [settings.SECRET_KEY, *getattr(settings, "SECRET_KEY_FALLBACKS", [])]
-    return MultiFernet(
-        [
-            Fernet(
-                base64.urlsafe_b64encode(
-                    hashlib.sha256(f"api-key-signing:{key}".encode()).digest()
-                )
-            )
-            for key in keys
-        ]
-    )
+    return secret_fernet("api-key-signing")
 
 
 def _scopes_normalize(scopes: Iterable[str]) -> str:

@@ -64,9 +64,15 @@ def api_key_revoke_view(request: HttpRequest, pk: int) -> HttpResponse:
     api_key = get_object_or_404(ApiKey, pk=pk, user=request.user)
     if request.method == "GET":
         return render(request, "trading/api_key_revoke.html", {"api_key": api_key})
+    # A repeated POST (a double click, the back button) changes nothing and
+    # is not logged again; two racing may both see it active and both log.
+    was_active = api_key.revoked_at is None
     api_key_revoke(user=request.user, api_key=api_key)
-    api_key_revoked_notice(request=request, api_key=api_key)
-    messages.success(request, f"The API key “{api_key.name}” was revoked.")
+    if was_active:
+        api_key_revoked_notice(request=request, api_key=api_key)
+        messages.success(request, f"The API key “{api_key.name}” was revoked.")
+    else:
+        messages.info(request, f"The API key “{api_key.name}” was already revoked.")
     return redirect("accounts:profile")
 
 

@@ -247,6 +247,27 @@ def test_revoking_a_key_returns_to_the_profile_with_a_message(alice_client, alic
     assert ApiKey.objects.get().revoked_at is not None
 
 
+def test_revoking_a_key_again_says_so_and_logs_it_once(alice_client, alice):
+    from accounts.models import SecurityEvent
+
+    api_key, _ = api_key_create(user=alice, name="bot", scopes=["read"])
+    revoke = reverse("api:key_revoke", args=[api_key.pk])
+    first = alice_client.post(revoke, follow=True).content.decode()
+    revoked_at = ApiKey.objects.get().revoked_at
+
+    again = [alice_client.post(revoke, follow=True).content.decode() for _ in "12"]
+
+    assert "The API key “bot” was revoked." in first
+    for page in again:
+        assert "The API key “bot” was already revoked." in page
+        assert "“bot” was revoked." not in page
+    assert ApiKey.objects.get().revoked_at == revoked_at
+    [event] = SecurityEvent.objects.filter(
+        user=alice, kind=SecurityEvent.Kind.API_KEY_REVOKED
+    )
+    assert event.detail == f"bot ({api_key.prefix})"
+
+
 @pytest.mark.reliability("access-by-id")
 def test_nobody_revokes_someone_elses_key_from_the_page(alice_client, bob):
     api_key, _ = api_key_create(user=bob, name="bob's", scopes=["read"])
