@@ -37,7 +37,7 @@ from decimal import Decimal
 
 from django.db import connection, transaction
 
-from trading.engine import Result, Status, Trade
+from trading.engine import OrderUpdate, Result, Status, Trade
 from trading.models import (
     Balance,
     CommandRefusal,
@@ -545,12 +545,16 @@ def _balances_update(batch: Batch, now: datetime) -> None:
 
 def command_fail(
     *, taken: Taken, market_id: int, reserved_token_id: int | None
-) -> None:
+) -> Batch:
     """Refuse ``taken`` alone, without the engine (it raised on it): a
     placement ends rejected (``matcher_error``) and releases what it
     reserved; an amend releases its extra reservation; a cancel or an amend
-    gets a refusal. The queue row goes in the same transaction."""
+    gets a refusal. The queue row goes in the same transaction.
+
+    Returns what changed as a batch would have it (the rejected order, the
+    balance row), for the events, to publish once this has committed."""
     Kind = OrderCommand.Kind
+    failed = Batch(market_id=market_id)
     with transaction.atomic(durable=True):
         release, record_order = ZERO, taken.order_id
         if taken.kind == Kind.PLACE:
@@ -561,6 +565,20 @@ def command_fail(
                     status=Order.Status.REJECTED,
                     reject_reason=Order.RejectReason.MATCHER_ERROR,
                     locked=ZERO,
+                )
+                failed.orders[order.pk] = OrderUpdate(
+                    order_id=order.pk,
+                    user_id=order.user_id,
+                    status=Status.REJECTED,
+                    reason=str(Order.RejectReason.MATCHER_ERROR),
+                    price=order.price,
+                    quantity=order.quantity,
+                    quote_amount=order.quote_amount,
+                    filled=order.filled_quantity,
+                    executed_value=order.executed_value,
+                    fee=order.fee,
+                    locked=ZERO,
+                    priority=(order.priority_sequence, order.priority_rank),
                 )
         else:
             command = OrderCommand.objects.filter(pk=taken.id).first()
@@ -597,4 +615,8 @@ def command_fail(
             row.locked -= release
             row.available += release
             row.save(update_fields=["available", "locked", "updated_at"])
+            failed.balance_rows.append(
+                (taken.user_id, reserved_token_id, row.available, row.locked)
+            )
         OrderCommand.objects.filter(pk=taken.id).delete()
+    return failed

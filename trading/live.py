@@ -31,6 +31,7 @@ import functools
 import gc
 import json
 import logging
+import re
 import weakref
 from collections import defaultdict, deque
 from collections.abc import AsyncIterator
@@ -221,8 +222,9 @@ class Hub:
 
     def _dispatch(self, channel: str, data: bytes) -> None:
         parts = channel.split(".")
-        if len(parts) == 4 and parts[1] == "user" and parts[2].isdigit():
-            targets = self.users.get(int(parts[2]))
+        user = parts[2] if len(parts) == 4 and parts[1] == "user" else ""
+        if user.isascii() and user.isdigit():
+            targets = self.users.get(int(user))
             symbol = None
         elif len(parts) == 3:
             symbol = parts[1]
@@ -303,14 +305,18 @@ def _json(body: object) -> str:
     return json.dumps(body, separators=(",", ":"))
 
 
+# ASCII digits only: ASGI decodes headers as latin-1, and str.isdigit() takes
+# '²' (0xb2), which int() refuses.
+_EVENT_ID = re.compile(r"([0-9]{1,18})\.([0-9]{1,18})")
+
+
 def event_id_parse(value: str) -> tuple[int, int] | None:
-    """``<book sequence>.<last trade id>``, as every event's id reads."""
-    book, dot, trade = value.strip().partition(".")
-    if not dot or not book.isdigit() or not trade.isdigit():
+    """``<book sequence>.<last trade id>``, as every event's id reads; None
+    for anything else (no ``Last-Event-ID``)."""
+    found = _EVENT_ID.fullmatch(value.strip())
+    if found is None:
         return None
-    if len(book) > 18 or len(trade) > 18:
-        return None
-    return int(book), int(trade)
+    return int(found[1]), int(found[2])
 
 
 # -- Reads (synchronous: run in a thread through sync_to_async) -----------------
@@ -405,6 +411,8 @@ def snapshot_read(
         )
         if len(missed) > CATCH_UP_TRADES:
             missed = None
+        elif not missed and trades_after > _trade_latest(market):
+            missed = None  # a trade id from another database, or the future
     if missed is None:
         recent = trades_recent(market=market, limit=RECENT_TRADES)
         body["trades"] = api.TradeSerializer(recent, many=True).data
@@ -427,6 +435,17 @@ def snapshot_read(
             .first()
         ) or 0
     return body, sequence, last_trade, last_fill
+
+
+def _trade_latest(market) -> int:
+    from trading.models import Trade
+
+    return (
+        Trade.objects.filter(market=market)
+        .order_by("-pk")
+        .values_list("pk", flat=True)
+        .first()
+    ) or 0
 
 
 def _trade_event(row: dict) -> dict:

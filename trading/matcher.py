@@ -35,7 +35,8 @@ A command that cannot be applied
     cancel or amend gets a refusal). Should applying or writing a batch raise,
     the transaction is rolled back, the book rebuilt, and the batch's
     commands retried one at a time; one that raises again is refused alone
-    (``matcher_error``, its reservation released) and the queue goes on.
+    (``matcher_error``, its reservation released, published once committed
+    as a batch's changes are) and the queue goes on.
     Lost connections are not the commands' fault: the loop waits and starts
     over (locks, rebuild) instead.
 """
@@ -429,11 +430,14 @@ class MarketMatcher:
         market = Market.objects.get(pk=self.market_id)
         side = row[_COMMAND_FIELDS.index("order__side")]  # None for cancel-all
         token = market.quote_id if side == Side.BUY else market.base_id
-        command_fail(
+        failed = command_fail(
             taken=Taken(*row[:4]),
             market_id=self.market_id,
             reserved_token_id=token if side else None,
         )
+        if self.publish:
+            # Committed: live pages see the order rejected and its funds back.
+            events.batch_publish(failed, symbol=market.symbol)
 
     def _step_ahead(self) -> int:
         future, self._next = self._next or self._ahead.submit(self._take), None

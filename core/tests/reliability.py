@@ -168,7 +168,8 @@ AREAS: dict[str, dict[str, tuple[str, str]]] = {
             "The failed batch is retried one command at a time, the one "
             "matched ahead is thrown away and matched again: nothing lost or "
             "applied twice, time priority in acceptance order; a command that "
-            "fails again is refused alone",
+            "fails again is refused alone, and its refusal published once "
+            "committed",
         ),
         "decoder-killed": (
             "A process holding image-decode slots killed",
@@ -222,8 +223,8 @@ AREAS: dict[str, dict[str, tuple[str, str]]] = {
             "Every answer is one the published schema allows; no server error",
         ),
         "stream-clients": (
-            "Live-stream clients that stop reading, or resume from an unknown "
-            "or old position",
+            "Live-stream clients that stop reading, or resume from an unknown, "
+            "old or future position, or one not in ASCII digits",
             "A slow one is told to resync and disconnected; an unknown position "
             "gets a fresh snapshot, a known one catches up",
         ),

@@ -362,6 +362,100 @@ def test_a_command_the_matcher_cannot_apply_is_refused_alone(
     assert not OrderCommand.objects.exists()
 
 
+def _published(subscriber, *, until: int, seconds: float = 5) -> list[tuple]:
+    """(channel, body) of what ``subscriber`` receives: ``until`` messages,
+    or what came within ``seconds``."""
+    import json
+
+    messages = []
+    deadline = time.monotonic() + seconds
+    while len(messages) < until and time.monotonic() < deadline:
+        message = subscriber.get_message(timeout=0.1)
+        if message and message["type"] == "pmessage":
+            messages.append((message["channel"].decode(), json.loads(message["data"])))
+    return messages
+
+
+def _subscribed(redis_server, user):
+    subscriber = redis_server.client().pubsub()
+    subscriber.psubscribe(f"0:trading.user.{user.pk}.*")
+    assert subscriber.get_message(timeout=5)["type"] == "psubscribe"
+    return subscriber
+
+
+@pytest.mark.reliability("matcher-write-failed")
+def test_a_command_the_matcher_refuses_is_published_once_committed(
+    settings, redis_server, market, bob, usdt, funded, engine_bug
+):
+    settings.REDIS_URL = redis_server.url
+    subscriber = _subscribed(redis_server, bob)
+    bad = accept(bob, market, "buy", "1", "99")
+    engine_bug(bad)
+
+    drain(market_id=market.pk)
+
+    messages = _published(subscriber, until=2)
+    subscriber.close()
+    assert messages == [
+        (
+            f"0:trading.user.{bob.pk}.orders",
+            {
+                "orders": [
+                    {
+                        "id": bad.pk,
+                        "status": "rejected",
+                        "reason": "matcher_error",
+                        "filled_quantity": "0",
+                        "executed_value": "0",
+                        "fee": "0",
+                        "locked": "0",
+                    }
+                ]
+            },
+        ),
+        (
+            f"0:trading.user.{bob.pk}.balances",
+            {"balances": [{"token_id": usdt.pk, "available": "10000", "locked": "0"}]},
+        ),
+    ]
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_refusal_whose_transaction_is_lost_publishes_nothing(
+    settings, redis_server, market, bob, usdt, funded, engine_bug
+):
+    from django.db import InterfaceError, OperationalError
+
+    from trading.tests.db_faults import backend_killed
+
+    settings.REDIS_URL = redis_server.url
+    subscriber = _subscribed(redis_server, bob)
+    bad = accept(bob, market, "buy", "1", "99")
+    engine_bug(bad)
+
+    def last_write(sql: str) -> bool:  # the queue row, after the rest
+        return sql.startswith('DELETE FROM "trading_ordercommand"')
+
+    with (
+        backend_killed("before", last_write),
+        pytest.raises((OperationalError, InterfaceError)),
+    ):
+        drain(market_id=market.pk)
+
+    assert _published(subscriber, until=1, seconds=1) == []
+    bad.refresh_from_db()
+    assert (bad.status, balance(bob, usdt)) == (Status.ACCEPTED, (D("9901"), D("99")))
+    # Refused again once the database is back: now committed, and published.
+    drain(market_id=market.pk)
+    channels = [channel for channel, _ in _published(subscriber, until=2)]
+    subscriber.close()
+    assert channels == [
+        f"0:trading.user.{bob.pk}.orders",
+        f"0:trading.user.{bob.pk}.balances",
+    ]
+
+
 # -- Answers ---------------------------------------------------------------------------
 
 

@@ -230,6 +230,66 @@ def test_resuming_from_an_unknown_position_gets_a_fresh_snapshot(
 
 
 @pytest.mark.reliability("stream-clients")
+def test_a_last_event_id_of_digits_other_than_ascii_is_taken_for_none(
+    stream_server, market, bob, funded
+):
+    sell(bob, market, "1", "100")
+    # Sent as raw bytes (http.client writes latin-1), which ASGI decodes as
+    # latin-1: b"\xb2" is '²', a digit to str.isdigit() that int() refuses.
+    for value in ("\xb2.1", "1.\xb9", "1" * 19 + ".1", "1." + "1" * 5000):
+        client = SseClient(stream_server.port, PATH, headers={"Last-Event-ID": value})
+        assert client.status == 200
+        snapshot = client.until("snapshot")
+        assert snapshot.data["book"]["asks"] == [{"price": "100", "quantity": "1"}]
+        assert "trades" in snapshot.data
+        client.close()
+
+
+def test_a_user_channel_of_digits_other_than_ascii_leaves_the_streams_alone(
+    stream_server, redis_server, market, alice, bob, funded
+):
+    client = SseClient(stream_server.port, PATH)
+    client.until("snapshot")
+    redis_server.client().publish("0:trading.user.\xb2.orders", '{"orders": []}')
+    sell(bob, market, "1", "100")
+    buy(alice, market, "0.1", "100")
+
+    trades = client.until("trades")
+    assert [trade["id"] for trade in trades.data["trades"]] == [Trade.objects.get().pk]
+    client.close()
+
+
+@pytest.mark.reliability("stream-clients")
+def test_resuming_from_a_trade_this_database_never_had_still_gets_its_trades(
+    stream_server, market, alice, bob, funded
+):
+    sell(bob, market, "1", "100")
+    first = SseClient(stream_server.port, PATH)
+    first.until("snapshot")
+    buy(alice, market, "0.1", "100")
+    first.until("book")
+    sequence = first.last_id.split(".")[0]
+    first.close()
+    known = Trade.objects.get()
+
+    # An id this database never reached: restored from an older backup since,
+    # or made up.
+    again = SseClient(
+        stream_server.port,
+        PATH,
+        headers={"Last-Event-ID": f"{sequence}.{known.pk + 1000}"},
+    )
+    snapshot = again.until("snapshot")
+    assert [trade["id"] for trade in snapshot.data["trades"]] == [known.pk]
+    buy(alice, market, "0.2", "100")
+    trades = again.until("trades")
+    assert [trade["id"] for trade in trades.data["trades"]] == [
+        Trade.objects.order_by("pk").last().pk
+    ]
+    again.close()
+
+
+@pytest.mark.reliability("stream-clients")
 def test_a_client_that_does_not_read_is_told_to_resync_and_disconnected(
     settings, stream_server, redis_server, market
 ):
