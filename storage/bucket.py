@@ -5,9 +5,22 @@ from __future__ import annotations
 import json
 
 from minio import Minio
-from minio.error import S3Error
+from minio.error import S3Error, ServerError
 
 from storage.config import PUBLIC_MEDIA_FILES, PUBLIC_MEDIA_PREFIXES
+
+
+class NotAnS3Api(ServerError):
+    """A success answer that no S3 API gives.
+
+    MINIO_ENDPOINT on another web server (MinIO's console port, a proxy's
+    page) that answers 200 to every method: the minio client takes any 2xx as
+    success. A minio ``ServerError``, so that ``MinIOStorage.errors`` turns it
+    into ``StorageUnavailable`` with the hint to check MINIO_ENDPOINT.
+    """
+
+    def __init__(self, answer: str) -> None:
+        super().__init__(f"{answer}: the endpoint does not look like an S3 API", 200)
 
 
 def public_read_policy(bucket_name: str) -> dict:
@@ -61,15 +74,25 @@ def bucket_policy_apply(*, client: Minio, bucket_name: str, url_mode: str) -> st
         granted = ", ".join(PUBLIC_MEDIA_PREFIXES + PUBLIC_MEDIA_FILES)
         return f"anonymous read (GetObject only) on {granted}"
     try:
-        current = json.loads(client.get_bucket_policy(bucket_name=bucket_name))
+        current = client.get_bucket_policy(bucket_name=bucket_name)
     except S3Error as exc:
         if exc.code not in ("NoSuchBucketPolicy", "NoSuchPolicy"):
             raise
         return "private (no bucket policy)"
-    if _same_policy(current, ours):
+    if _same_policy(_policy_parse(current), ours):
         client.delete_bucket_policy(bucket_name=bucket_name)
         return "private (removed the anonymous-read policy)"
     return "left an existing bucket policy unchanged: review it"
+
+
+def _policy_parse(text: str) -> dict:
+    try:
+        policy = json.loads(text)
+    except ValueError:
+        policy = None
+    if not isinstance(policy, dict):
+        raise NotAnS3Api("it answered with a bucket policy that is not JSON")
+    return policy
 
 
 def _same_policy(a: dict, b: dict) -> bool:

@@ -224,7 +224,10 @@ def _walk(storage: Storage, folder: str) -> Iterator[tuple[str, datetime]]:
         return
     for name in files:
         path = f"{folder}/{name}"
-        modified = storage.get_modified_time(path)
+        try:
+            modified = storage.get_modified_time(path)
+        except FileNotFoundError:
+            continue  # removed since the listing (an avatar replaced meanwhile)
         if timezone.is_naive(modified):
             modified = timezone.make_aware(modified)
         yield path, modified

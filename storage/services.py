@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import secrets
@@ -12,10 +13,11 @@ from django.core.files.base import File
 from django.db import transaction
 from django.db.models import Model
 from django_cleanup import cleanup
+from minio import Minio
 from minio.error import S3Error
 
 from storage.backends import MinIOStorage
-from storage.bucket import bucket_ensure, bucket_policy_apply
+from storage.bucket import NotAnS3Api, bucket_ensure, bucket_policy_apply
 from storage.config import PUBLIC_MEDIA_FILES
 from storage.exceptions import StorageUnavailable
 
@@ -25,6 +27,9 @@ DEFAULT_AVATAR_NAME = PUBLIC_MEDIA_FILES[0]
 # The default avatar keeps its name for ever, so browsers may cache it only
 # for a while: replacing the file must show within a day.
 DEFAULT_AVATAR_CACHE_CONTROL = "public, max-age=86400"
+# Keys of the objects setup_minio writes and removes again to test the store,
+# and of the one the readiness check asks for, which is never written.
+PROBE_PREFIX = ".setup-check/"
 
 
 @dataclass
@@ -39,7 +44,8 @@ def bucket_setup(*, storage: MinIOStorage, default_avatar: Path) -> BucketReport
     """Check the connection, credentials and bucket; create what is missing.
 
     Idempotent. Raises StorageUnavailable with an actionable message when the
-    server is unreachable, refuses the credentials or cannot make the bucket.
+    server is unreachable, refuses the credentials, cannot make the bucket or
+    does not answer as an S3 API does.
     """
     report = BucketReport()
     client = storage.client
@@ -66,16 +72,63 @@ def bucket_setup(*, storage: MinIOStorage, default_avatar: Path) -> BucketReport
         )
     report.add("access", f"{storage.url_mode} URLs; {policy}")
 
-    probe = f".setup-check/{secrets.token_hex(8)}"
-    with storage.errors("write a test object"):
-        client.put_object(
-            bucket_name=bucket, object_name=probe, data=io.BytesIO(b"ok"), length=2
-        )
-        client.remove_object(bucket_name=bucket, object_name=probe)
-    report.add("write", "ok (test object written and removed)")
+    _write_probe(storage)
+    report.add("write", "ok (test object written, read back and removed)")
 
     report.add("default avatar", _default_avatar_upload(storage, default_avatar))
     return report
+
+
+def _write_probe(storage: MinIOStorage) -> None:
+    """Write a test object, read it back and remove it (PUT, GET, DELETE).
+
+    Reading it back is what tells an S3 API from a web server that answers
+    200 to every method (MINIO_ENDPOINT on MinIO's console port): that one
+    takes the PUT and the DELETE as well.
+    """
+    client = storage.client
+    bucket = storage.bucket_name
+    probe = f"{PROBE_PREFIX}{secrets.token_hex(8)}"
+    payload = secrets.token_hex(8).encode()
+    with storage.errors("write a test object"):
+        written = client.put_object(
+            bucket_name=bucket,
+            object_name=probe,
+            data=io.BytesIO(payload),
+            length=len(payload),
+        )
+        if not written.etag:
+            raise NotAnS3Api("it answered a PUT without an ETag")
+    try:
+        with storage.errors("read the test object back"):
+            if _object_read(client, bucket, probe, limit=len(payload) + 1) != payload:
+                raise NotAnS3Api("the test object read back is not what was written")
+    except StorageUnavailable:
+        # Best effort: the error to report is the one above.
+        with contextlib.suppress(StorageUnavailable):
+            _probe_remove(storage, probe)
+        raise
+    _probe_remove(storage, probe)
+
+
+def _object_read(client: Minio, bucket: str, key: str, *, limit: int) -> bytes:
+    """Up to ``limit`` bytes of an object (one GET)."""
+    try:
+        answer = client.get_object(bucket_name=bucket, object_name=key)
+    except S3Error as exc:
+        if exc.code not in ("NoSuchKey", "NoSuchBucket"):
+            raise
+        raise NotAnS3Api("the test object just written is not there") from None
+    try:
+        return answer.read(limit)
+    finally:
+        answer.close()
+        answer.release_conn()
+
+
+def _probe_remove(storage: MinIOStorage, probe: str) -> None:
+    with storage.errors("remove the test object"):
+        storage.client.remove_object(bucket_name=storage.bucket_name, object_name=probe)
 
 
 def _default_avatar_upload(storage: MinIOStorage, source: Path) -> str:

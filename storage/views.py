@@ -8,6 +8,7 @@ endpoint; nginx fetches the object with it (``X-Accel-Redirect``), so no worker
 waits on the store or on the browser.
 """
 
+import errno
 import logging
 import mimetypes
 import posixpath
@@ -34,6 +35,9 @@ _INLINE_TYPES = frozenset({"image/jpeg", "image/png", "image/webp", "image/gif"}
 # No stored name is longer (the file fields' max_length); a longer path names
 # nothing, and a file system refuses components over 255 bytes with an error.
 MEDIA_KEY_MAX_LENGTH = 255
+# What a local path continuing past a file (profile_pics/a.jpg/x), too long
+# a component or a link loop raise: no such file, as the object store says.
+_NO_SUCH_PATH = frozenset({errno.ENOTDIR, errno.ENAMETOOLONG, errno.ELOOP})
 # Seconds the URL handed to nginx stays valid. nginx uses it at once: it only
 # has to outlast a difference between the clocks of the app and the store.
 ACCEL_URL_EXPIRY = 60
@@ -51,6 +55,10 @@ def media_serve(request, path: str):
         media = default_storage.open(path, "rb")
     except (FileNotFoundError, IsADirectoryError, SuspiciousFileOperation):
         raise Http404("No such media file.") from None
+    except OSError as error:
+        if error.errno not in _NO_SUCH_PATH:
+            raise
+        raise Http404("No such media file.") from None
     except StorageUnavailable:
         # Logged by the storage; a media request must not become a 500. It
         # came within MINIO_DEADLINE; the browser may ask again a little later,
@@ -63,16 +71,19 @@ def media_serve(request, path: str):
         return unavailable
 
     etag, last_modified, content_type = _validators(media, path)
-    not_modified = get_conditional_response(
+    conditional = get_conditional_response(
         request, etag=etag, last_modified=last_modified
     )
-    if not_modified is not None:
+    if conditional is not None:
         media.close()
-        # A 304 carries the validators a 200 would (RFC 9110, 15.4.5).
-        if etag:
-            not_modified.headers["ETag"] = etag
-        not_modified.headers["Cache-Control"] = _cache_control(path)
-        return not_modified
+        # A 304 carries the validators a 200 would (RFC 9110, 15.4.5). A 412
+        # (If-Match, If-Unmodified-Since) gets none: with the year of caching
+        # a shared cache could answer every later request with it.
+        if conditional.status_code == 304:
+            if etag:
+                conditional.headers["ETag"] = etag
+            conditional.headers["Cache-Control"] = _cache_control(path)
+        return conditional
 
     response = FileResponse(media, content_type=content_type)
     response["Content-Length"] = str(media.size)

@@ -11,6 +11,7 @@ from allauth.account.adapter import get_adapter
 from django.conf import settings
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.core.exceptions import PermissionDenied
+from django.core.files.storage import Storage
 from django.db import DatabaseError, IntegrityError, transaction
 from django.http import HttpRequest
 from django.utils import timezone
@@ -146,8 +147,8 @@ def _decide(
 @dataclass(frozen=True)
 class DocumentDelivery:
     """How staff get the bytes: a redirect to a short-lived presigned URL, or
-    the file streamed by the app (local storage, or the bucket in proxy mode,
-    which browsers cannot reach)."""
+    the file streamed by the app (local storage, the bucket in proxy mode,
+    which browsers cannot reach, or behind a MINIO_PUBLIC_URL with a path)."""
 
     access: IdentityDocumentAccess
     presigned_url: str = ""
@@ -166,7 +167,7 @@ def document_open(
     ):
         raise PermissionDenied("Opening identity documents needs a permission.")
     storage = document.file.storage
-    presign = isinstance(storage, MinIOStorage) and storage.url_mode != "proxy"
+    presign = _presignable(storage)
     access = IdentityDocumentAccess.objects.create(
         staff=staff,
         staff_username=staff.get_username(),
@@ -193,6 +194,25 @@ def document_open(
     )
 
 
+def _presignable(storage: Storage) -> bool:
+    """Whether staff get a presigned URL for the public host, rather than the
+    file streamed by the app.
+
+    Not in ``proxy`` mode, where browsers cannot reach the bucket; nor when
+    MINIO_PUBLIC_URL has a path, which ``public`` mode allows (a CDN at
+    ``https://cdn.example.com/s3``): a signature covers the path and the
+    client signs for a host only, so the prefix cannot be added, and a URL for
+    MINIO_ENDPOINT instead may name a host browsers cannot reach. Streaming
+    works in every such setup; refusing the path at start-up would stop media
+    URLs that work.
+    """
+    return (
+        isinstance(storage, MinIOStorage)
+        and storage.url_mode != "proxy"
+        and not urlsplit(storage.public_url).path.strip("/")
+    )
+
+
 def document_presigned_url(
     *, storage: MinIOStorage, key: str, expiry: int, attachment: bool = False
 ) -> str:
@@ -200,9 +220,15 @@ def document_presigned_url(
 
     Signed now (not rounded like media URLs, which are meant to be cached),
     for the host browsers reach; the answer says ``no-store`` whatever the
-    object's own Cache-Control. Signing is local: no request is made.
+    object's own Cache-Control. Signing is local: no request is made. The
+    public URL must have no path (see ``_presignable``).
     """
     parts = urlsplit(storage.public_url)
+    if parts.path.strip("/"):
+        raise ValueError(
+            f"Cannot presign for MINIO_PUBLIC_URL {storage.public_url!r}: a path "
+            "added to a signed URL invalidates it; stream the document instead."
+        )
     signer = Minio(
         endpoint=parts.netloc,
         access_key=storage.access_key,

@@ -1,5 +1,10 @@
+import http.server
+import threading
+
 import pytest
 from django.test import Client
+
+from conftest import S3_ACCESS_KEY, S3_SECRET_KEY, storages_setting
 
 pytestmark = pytest.mark.django_db
 
@@ -65,3 +70,58 @@ def test_readiness_does_not_name_a_missing_bucket_but_logs_it(
     assert bucket_name not in response.content.decode()
     reason = failing_reasons(caplog)["object_store"]
     assert bucket_name in reason and "does not exist" in reason
+
+
+class _WebPage(http.server.BaseHTTPRequestHandler):
+    """Not an S3 API: a page and 200 to every request, as the port of MinIO's
+    console answers."""
+
+    def do_GET(self, body: bool = True):
+        page = b"<!doctype html><html><body>MinIO Console</body></html>"
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(page)))
+        self.end_headers()
+        if body:
+            self.wfile.write(page)
+
+    def do_HEAD(self):
+        self.do_GET(body=False)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def console_storage(settings):
+    """MinIOStorage whose MINIO_ENDPOINT is a web server, not an S3 API."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _WebPage)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    settings.USE_MINIO = True
+    settings.STORAGES = storages_setting(
+        {
+            "BACKEND": "storage.backends.MinIOStorage",
+            "OPTIONS": {
+                "endpoint": f"127.0.0.1:{server.server_address[1]}",
+                "access_key": S3_ACCESS_KEY,
+                "secret_key": S3_SECRET_KEY,
+                "bucket_name": "crypto-exchange",
+                "use_ssl": False,
+                "max_retries": 0,
+            },
+        }
+    )
+    yield
+    server.shutdown()
+    server.server_close()
+
+
+def test_readiness_fails_when_the_endpoint_is_a_web_server_not_an_s3_api(
+    console_storage, caplog
+):
+    response = Client().get("/readyz/")
+
+    assert response.status_code == 503
+    assert response.json()["checks"]["object_store"] == "failing"
+    assert "does not look like an S3 API" in failing_reasons(caplog)["object_store"]

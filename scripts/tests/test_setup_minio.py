@@ -1,14 +1,19 @@
 """scripts/setup_minio.py as an operator runs it, against the real S3 server."""
 
+import http.server
 import json
 import socket
+import threading
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import pytest
 from minio.error import S3Error
 
 from conftest import S3_ACCESS_KEY, S3_SECRET_KEY
+
+DEFAULT_AVATAR = Path(__file__).resolve().parents[2] / "media" / "default_avatar.jpg"
 
 
 @pytest.fixture
@@ -125,3 +130,85 @@ def test_the_management_command_does_the_same(run_python, env, bucket_name):
 
     assert result.returncode == 0, result.stderr
     assert f"{bucket_name} created" in result.stdout
+
+
+def test_a_second_run_makes_one_request_per_check(storage, monkeypatch):
+    from storage.services import bucket_setup
+
+    bucket_setup(storage=storage, default_avatar=DEFAULT_AVATAR)
+    sent = []
+    http = storage.client._http
+    real_urlopen = http.urlopen
+
+    def urlopen(method, url, *args, **kwargs):
+        sent.append(method)
+        return real_urlopen(method, url, *args, **kwargs)
+
+    monkeypatch.setattr(http, "urlopen", urlopen)
+
+    bucket_setup(storage=storage, default_avatar=DEFAULT_AVATAR)
+
+    # bucket, policy, test object written, read back and removed, avatar
+    assert sent == ["HEAD", "PUT", "PUT", "GET", "DELETE", "HEAD"]
+
+
+class _ConsolePage(http.server.BaseHTTPRequestHandler):
+    """Not an S3 API: a web page and 200 to every method, as the port of
+    MinIO's console answers; with ``etag``, an ETag too, as a server of
+    static files gives."""
+
+    etag = False
+
+    def _page(self, body: bool = True) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        page = b"<!doctype html><html><body>MinIO Console</body></html>"
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(page)))
+        if self.etag:
+            self.send_header("ETag", '"5f3a-page"')
+        self.end_headers()
+        if body:
+            self.wfile.write(page)
+
+    def do_HEAD(self):
+        self._page(body=False)
+
+    do_GET = do_PUT = do_POST = do_DELETE = _page
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(params=[False, True], ids=["no-etag", "etag"])
+def console_endpoint(request):
+    handler = type("ConsolePage", (_ConsolePage,), {"etag": request.param})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize("url_mode", ["public", "presigned", "proxy"])
+def test_a_web_server_that_is_not_an_s3_api_exits_non_zero_saying_so(
+    run_python, console_endpoint, url_mode
+):
+    result = setup_minio(
+        run_python,
+        {
+            "USE_MINIO": "true",
+            "MINIO_ENDPOINT": console_endpoint,
+            "MINIO_ACCESS_KEY": S3_ACCESS_KEY,
+            "MINIO_SECRET_KEY": S3_SECRET_KEY,
+            "MINIO_USE_SSL": "false",
+            "MINIO_MEDIA_URL_MODE": url_mode,
+        },
+    )
+
+    assert result.returncode != 0
+    assert "does not look like an S3 API" in result.stderr
+    assert "MINIO_ENDPOINT" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert "ready" not in result.stdout

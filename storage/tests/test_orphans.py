@@ -1,6 +1,7 @@
 """No orphans: concurrent uploads, removals during an outage, media_orphans."""
 
 import io
+import os
 
 import pytest
 from django.contrib.auth import get_user_model
@@ -10,6 +11,7 @@ from django.core.management import CommandError, call_command
 from accounts.models import DEFAULT_AVATAR, Profile
 from accounts.services import avatar_remove, avatar_replace
 from conftest import storages_setting
+from storage.filesystem import FileSystemStorage
 from storage.models import PendingDeletion
 from tests.factories import jpeg_upload
 from tests.threads import run_together
@@ -172,6 +174,40 @@ def test_objects_younger_than_the_grace_period_are_left_alone(media, any_storage
 
     assert "younger than 60 min 2, unreferenced 0, deleted 0" in report
     assert all(any_storage.exists(name) for name in media["orphans"])
+
+
+class ListingThenRemovingStorage(FileSystemStorage):
+    """Local media where each file of profile_pics/ named ``replaced*`` is
+    removed right after it is listed: an avatar replaced while the command
+    walks the folder."""
+
+    def listdir(self, path):
+        directories, files = super().listdir(path)
+        for name in files:
+            if name.startswith("replaced"):
+                os.remove(self.path(f"{path}/{name}"))
+        return directories, files
+
+
+def test_a_file_removed_while_the_folder_is_walked_is_skipped(settings, media_root):
+    settings.STORAGES = storages_setting(
+        {
+            "BACKEND": f"{__name__}.ListingThenRemovingStorage",
+            "OPTIONS": {"location": media_root, "base_url": "/media/"},
+        }
+    )
+    from django.core.files.storage import default_storage
+
+    lost = default_storage.save("profile_pics/lost.jpg", ContentFile(b"x"))
+    default_storage.save("profile_pics/replaced.jpg", ContentFile(b"x"))
+
+    report = orphans("--delete", "--grace-minutes", "0")
+
+    assert f"deleted         {lost}" in report
+    assert "replaced" not in report
+    assert "scanned 1, referenced 0, younger than 0 min 0, unreferenced 1" in report
+    assert "deleted 1, failed 0" in report
+    assert list((media_root / "profile_pics").iterdir()) == []
 
 
 @pytest.mark.reliability("store-cleanup")

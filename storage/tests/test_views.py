@@ -74,6 +74,43 @@ def test_a_missing_file_is_404(media_client, served_storage):
     assert media_client.get("/media/profile_pics/nobody.jpg").status_code == 404
 
 
+@pytest.mark.parametrize(
+    "precondition",
+    [
+        {"if-match": '"nope"'},
+        {"if-unmodified-since": "Sat, 01 Jan 2000 00:00:00 GMT"},
+    ],
+)
+def test_a_failed_precondition_is_a_412_no_cache_may_keep(
+    media_client, served_storage, precondition
+):
+    name = served_storage.save("token_logo/logo.png", ContentFile(PNG))
+
+    response = media_client.get(served_storage.url(name), headers=precondition)
+
+    assert response.status_code == 412
+    assert "max-age" not in response.get("Cache-Control", "")
+    assert "immutable" not in response.get("Cache-Control", "")
+    assert not response.has_header("ETag")
+
+
+@pytest.mark.parametrize("method", ["get", "head"])
+def test_a_path_continuing_past_a_file_is_404(media_client, served_storage, method):
+    name = served_storage.save("profile_pics/a.jpg", ContentFile(PNG))
+
+    response = getattr(media_client, method)(f"/media/{name}/x")
+
+    assert response.status_code == 404
+
+
+def test_a_link_loop_on_local_disk_is_404(media_client, media_root):
+    folder = media_root / "profile_pics"
+    folder.mkdir()
+    (folder / "loop.jpg").symlink_to("loop.jpg")
+
+    assert media_client.get("/media/profile_pics/loop.jpg").status_code == 404
+
+
 @pytest.mark.reliability("hostile-paths")
 def test_only_media_folders_are_served(media_client, served_storage):
     served_storage.save("private/notes.txt", ContentFile(b"secret"))

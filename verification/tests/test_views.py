@@ -11,6 +11,7 @@ from django.http import Http404
 from django.test import Client, RequestFactory
 from django.views.static import serve
 
+from conftest import storages_setting
 from storage.bucket import public_read_policy
 from storage.config import is_public_media_key
 from verification.models import IdentityDocumentAccess, IdentityVerification
@@ -280,6 +281,52 @@ def test_a_presigned_link_stops_working_after_it_expires(use_minio, alice_client
     expired = http.request("GET", url)
     assert expired.status == 403
     assert b"JFIF" not in expired.data
+
+
+@pytest.fixture
+def public_url_with_a_path(use_minio, settings, minio_options):
+    """Media in ``public`` mode behind a CDN that adds a path to the bucket's."""
+    settings.STORAGES = storages_setting(
+        {
+            "BACKEND": "storage.backends.MinIOStorage",
+            "OPTIONS": {**minio_options, "public_url": "https://cdn.example.com/s3"},
+        }
+    )
+    from django.core.files.storage import storages
+
+    return storages["private"]
+
+
+def test_behind_a_public_url_with_a_path_staff_get_the_document_streamed(
+    public_url_with_a_path, alice_client, mfa_enable
+):
+    # A presigned URL cannot carry the path (the signature covers it), and
+    # one without it points where the CDN serves nothing.
+    document = submit(alice_client).documents.get(kind="selfie")  # the PDF
+    staff = reviewer_client(mfa_enable, may_open=True)
+
+    response = staff.get(open_url(document))
+
+    assert response.status_code == 200
+    body = b"".join(response.streaming_content)
+    with public_url_with_a_path.open(document.file.name) as stored:
+        assert body == stored.read()
+    assert body.startswith(b"%PDF-")
+    assert response["Content-Disposition"].startswith("attachment")
+    assert "no-store" in response["Cache-Control"]
+    assert IdentityDocumentAccess.objects.get().delivery == "stream"
+    assert default_storage.url("profile_pics/a.jpg").startswith(
+        "https://cdn.example.com/s3/"
+    )
+
+
+def test_no_document_url_is_presigned_for_a_public_url_with_a_path(
+    public_url_with_a_path,
+):
+    with pytest.raises(ValueError, match="MINIO_PUBLIC_URL"):
+        document_presigned_url(
+            storage=public_url_with_a_path, key="private/identity/1/a.jpg", expiry=60
+        )
 
 
 @pytest.mark.reliability("upload-slots")
