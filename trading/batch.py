@@ -619,4 +619,15 @@ def command_fail(
                 (taken.user_id, reserved_token_id, row.available, row.locked)
             )
         OrderCommand.objects.filter(pk=taken.id).delete()
+        if connection.vendor == "postgresql":
+            # The request waiting for this command is told at the commit, as
+            # a batch tells it (_queue_done_pg); otherwise it would wait out
+            # its whole timeout before reading the refusal.
+            from trading.orders import notify_channel
+
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT pg_notify(%s, %s)",
+                    [notify_channel(market_id), f"refused {taken.id}"],
+                )
     return failed

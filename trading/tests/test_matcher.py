@@ -456,6 +456,30 @@ def test_a_refusal_whose_transaction_is_lost_publishes_nothing(
     ]
 
 
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_refusal_wakes_the_requests_waiting_on_its_market(
+    market, bob, funded, engine_bug
+):
+    # A request waits for its command's outcome on the market's channel; the
+    # refusal must be announced there as a batch is, not found at the timeout.
+    import psycopg
+
+    from trading.orders import notify_channel
+
+    bad = accept(bob, market, "buy", "1", "99")
+    engine_bug(bad)
+    params = connection.get_connection_params()
+    with psycopg.connect(**params, autocommit=True) as listener:
+        listener.execute(f'LISTEN "{notify_channel(market.pk)}"')
+
+        drain(market_id=market.pk)
+
+        told = list(listener.notifies(timeout=10, stop_after=1))
+    assert [note.channel for note in told] == [notify_channel(market.pk)]
+    assert Order.objects.get(pk=bad.pk).reject_reason == "matcher_error"
+
+
 # -- Answers ---------------------------------------------------------------------------
 
 
