@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import io
 import re
+import struct
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ from django.core.exceptions import ValidationError
 from django.core.files.base import ContentFile, File
 from django.utils.text import slugify
 from django.utils.translation import gettext as _
-from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageCms, UnidentifiedImageError
 
 from storage.decode_slots import image_decode_slot
 
@@ -44,6 +45,19 @@ _EXTENSIONS = {"image/jpeg": "jpg", "image/png": "png"}
 # reach the user as a traceback.
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError)
 _BOMB_ERRORS = (Image.DecompressionBombError, Image.DecompressionBombWarning)
+# Reading EXIF that is cut short, or has a tag of the wrong type or size.
+_EXIF_ERRORS = (*_DECODE_ERRORS, TypeError, struct.error)
+# The transposition that turns the stored pixels upright, for each EXIF
+# Orientation value (1, upright already, needs none).
+_UPRIGHT = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
 
 # Only used to name a refused format in the error message; Pillow never parses
 # these formats here, so their header parsers are not exposed to untrusted input.
@@ -213,6 +227,24 @@ def image_filename(original_name: str | None, *, extension: str) -> str:
     return f"{stem}.{extension}"
 
 
+def image_upright_transpose(img: Image.Image) -> Image.Transpose | None:
+    """The transposition that turns `img` upright by its EXIF Orientation tag.
+
+    Only that tag is read: Pillow's ``ImageOps.exif_transpose`` also writes the
+    EXIF back, which raises TypeError or struct.error when another tag has the
+    wrong type (an XResolution stored as text), and the metadata is dropped here
+    anyway. EXIF too damaged to read leaves the image as stored (None). The
+    pixels are decoded first, as exif_transpose does (a PNG may keep its EXIF
+    after them), so errors in them still reach the caller.
+    """
+    img.load()
+    try:
+        orientation = img.getexif().get(ExifTags.Base.Orientation)
+    except _EXIF_ERRORS:
+        return None
+    return _UPRIGHT.get(orientation) if isinstance(orientation, int) else None
+
+
 def _readable_stream(upload: File | IO[bytes], *, max_bytes: int | None) -> IO[bytes]:
     if max_bytes is None:
         max_bytes = getattr(settings, "MAX_UPLOAD_SIZE", DEFAULT_MAX_UPLOAD_SIZE)
@@ -288,20 +320,23 @@ def _opened_image(
             raise _too_many_pixels((width, height), max_pixels)
         if img.format in ("JPEG", "MPO"):
             # libjpeg then decodes at 1/2, 1/4 or 1/8 scale, keeping the short
-            # side at least `size`; exif_transpose would otherwise load the
-            # image at full size.
+            # side at least `size`, instead of the whole sensor resolution.
             img.draft(img.mode, (size, size))
         _check_decode_cost(img, (width, height), max_decode_bytes)
         yield img
 
 
 def _decode_square(img: Image.Image, *, spec: ImageSpec) -> tuple[Image.Image, bytes]:
-    """Decode the first frame, orient it and crop-resize it to a square."""
+    """Decode the first frame, crop-resize it to a square and orient it."""
     try:
-        ImageOps.exif_transpose(img, in_place=True)
+        upright = image_upright_transpose(img)
         icc_profile = img.info.get("icc_profile") or b""
         working = _to_resizable_mode(img)
         square = _fit_square(working, spec.size)
+        # Turned after the centred square is cut and resized, which gives the
+        # same picture as turning first, without a copy of the full image.
+        if upright is not None:
+            square = square.transpose(upright)
     except _BOMB_ERRORS:
         raise _too_many_pixels(img.size, None) from None
     except _DECODE_ERRORS:

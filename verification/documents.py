@@ -7,8 +7,11 @@ dates) or other metadata survives. Unlike avatars they are not cropped: only
 made to fit ``DOCUMENT_MAX_SIDE`` so that the text stays readable.
 
 PDFs are stored as sent once they are shown to be PDFs: the ``%PDF-`` header,
-an ``%%EOF`` trailer, and no active content (JavaScript, launch actions,
-embedded files) that a viewer on a staff machine might run.
+an ``%%EOF`` trailer, parsed by qpdf (pikepdf) without a password, and no
+active content (JavaScript, launch actions, embedded files) that a viewer on a
+staff machine might run. Every object is looked at as a viewer reads it: with
+``#xx`` escapes in names decoded and object streams unpacked, in a child
+process whose memory and CPU time are capped (``verification.pdf_scan``).
 """
 
 from __future__ import annotations
@@ -20,10 +23,11 @@ from typing import IO
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.files.base import ContentFile, File
-from PIL import Image, ImageOps
+from PIL import Image
 
 from storage.decode_slots import image_decode_slot
-from storage.images import image_validate_header
+from storage.images import image_upright_transpose, image_validate_header
+from verification.pdf_scan import PdfVerdict, pdf_scan_isolated
 
 DOCUMENT_MAX_SIDE = 2000
 ACCEPTED_CONTENT_TYPES = "image/jpeg,image/png,application/pdf"
@@ -31,7 +35,6 @@ _IMAGE_FORMATS = ("JPEG", "MPO", "PNG")
 _PDF_HEADER = re.compile(rb"^%PDF-[12]\.\d")
 # A PDF ends with %%EOF and at most a line break or some padding after it.
 _PDF_TRAILER_WINDOW = 1024
-_PDF_ACTIVE_CONTENT = re.compile(rb"/(JavaScript|JS|Launch|EmbeddedFile|XFA)\b")
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError)
 _BOMB_ERRORS = (Image.DecompressionBombError, Image.DecompressionBombWarning)
 
@@ -51,8 +54,9 @@ def document_process(
     """Validate an untrusted upload and return what may be stored.
 
     Raises ``ValidationError`` with codes file_too_large, format_not_allowed,
-    too_many_pixels, truncated or pdf_invalid, each with a message for the user,
-    and ``ImageDecodersBusy`` when every decode slot of the host is taken.
+    too_many_pixels, truncated, pdf_invalid, pdf_encrypted, pdf_too_complex or
+    pdf_active_content, each with a message for the user, and
+    ``ImageDecodersBusy`` when every decode slot of the host is taken.
     """
     if max_bytes is None:
         max_bytes = settings.IDENTITY_DOCUMENT_MAX_SIZE
@@ -89,11 +93,15 @@ def _image_reencode(upload: File | IO[bytes]) -> ProcessedDocument:
                 # libjpeg decodes at a reduced scale that still covers the
                 # target size, instead of the whole sensor resolution.
                 img.draft("RGB", (DOCUMENT_MAX_SIDE, DOCUMENT_MAX_SIDE))
-            ImageOps.exif_transpose(img, in_place=True)
+            upright = image_upright_transpose(img)
             rgb = _flatten(img)
             rgb.thumbnail(
                 (DOCUMENT_MAX_SIDE, DOCUMENT_MAX_SIDE), Image.Resampling.LANCZOS
             )
+            # Fitting into a square gives the same picture turned before or
+            # after; after, only the smaller image is copied.
+            if upright is not None:
+                rgb = rgb.transpose(upright)
     except _BOMB_ERRORS:
         raise ValidationError(
             "The image has too many pixels.", code="too_many_pixels"
@@ -136,12 +144,12 @@ def _pdf_check(upload: File | IO[bytes], *, max_bytes: int) -> ProcessedDocument
             "The PDF is incomplete (it has no end). Please upload it again.",
             code="pdf_invalid",
         )
-    if _PDF_ACTIVE_CONTENT.search(content):
-        raise ValidationError(
-            "This PDF contains scripts, actions or attached files, which are "
-            "not accepted. Please upload a plain scan or a photo instead.",
-            code="pdf_active_content",
-        )
+    # Parsing a hostile PDF costs at least as much CPU and memory as decoding an
+    # image.
+    with image_decode_slot():
+        verdict = pdf_scan_isolated(content)
+    if verdict != PdfVerdict.PLAIN:
+        raise _PDF_REFUSALS[verdict]()
     return ProcessedDocument(content, content_type="application/pdf")
 
 
@@ -165,8 +173,40 @@ def _format_not_allowed() -> ValidationError:
     )
 
 
+def _pdf_active_content() -> ValidationError:
+    return ValidationError(
+        "This PDF contains scripts, actions or attached files, which are "
+        "not accepted. Please upload a plain scan or a photo instead.",
+        code="pdf_active_content",
+    )
+
+
+def _pdf_too_complex() -> ValidationError:
+    return ValidationError(
+        "This PDF is too complex to check. Please upload a plain scan or a "
+        "photo instead.",
+        code="pdf_too_complex",
+    )
+
+
+def _pdf_encrypted() -> ValidationError:
+    return ValidationError(
+        "This PDF is protected by a password or encrypted, so it cannot be "
+        "checked. Please upload an unprotected copy, or a photo.",
+        code="pdf_encrypted",
+    )
+
+
 def _pdf_invalid() -> ValidationError:
     return ValidationError(
         "This file is not a valid PDF. Please upload it again, or send a photo.",
         code="pdf_invalid",
     )
+
+
+_PDF_REFUSALS = {
+    PdfVerdict.ACTIVE: _pdf_active_content,
+    PdfVerdict.ENCRYPTED: _pdf_encrypted,
+    PdfVerdict.INVALID: _pdf_invalid,
+    PdfVerdict.TOO_COMPLEX: _pdf_too_complex,
+}

@@ -245,12 +245,13 @@ AREAS: dict[str, dict[str, tuple[str, str]]] = {
         "upload-bombs": (
             "Decompression bombs: huge declared dimensions, highly compressed "
             "images, 16-bit RGBA, progressive JPEG and WebP decode costs, a "
-            "JPEG repeating one scan thousands of times",
+            "JPEG repeating one scan thousands of times, a PDF costly to parse",
             "Refused from the header before decoding, in words",
         ),
         "upload-types": (
             "SVG with script, HTML, PDF or text named .jpg, formats not allowed, "
-            "a forged content type",
+            "a forged content type, a PDF hiding scripts behind name escapes or "
+            "in object streams",
             "Refused naming the allowed formats; the stored content type "
             "follows the content, never the name or the upload's claim",
         ),
@@ -262,7 +263,7 @@ AREAS: dict[str, dict[str, tuple[str, str]]] = {
         ),
         "upload-broken": (
             "Truncated images, broken ICC profiles, trailing payloads, "
-            "metadata, animations",
+            "metadata, EXIF with a tag of the wrong type, animations",
             "Refused or re-encoded: no payload or metadata survives",
         ),
         "upload-slots": (

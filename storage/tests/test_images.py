@@ -11,7 +11,7 @@ import pytest
 from django.core.exceptions import ValidationError
 from django.core.files.base import ContentFile, File
 from django.core.files.uploadedfile import SimpleUploadedFile, TemporaryUploadedFile
-from PIL import ExifTags, Image, ImageCms
+from PIL import ExifTags, Image, ImageCms, ImageOps
 
 from storage.images import (
     AVATAR,
@@ -60,6 +60,28 @@ def smooth_photo(size: tuple[int, int]) -> Image.Image:
     red = Image.linear_gradient("L").resize(size)
     green = Image.radial_gradient("L").resize(size)
     return Image.merge("RGB", [red, green, red.transpose(Image.Transpose.ROTATE_180)])
+
+
+def exif_with_a_tag_of_the_wrong_type(orientation: int) -> bytes:
+    """EXIF with an Orientation, and XResolution (a fraction) as the text "abc".
+
+    Pillow reads it, but raises TypeError writing it back.
+    """
+    entries = [
+        struct.pack("<HHI", 0x011A, 2, 4) + b"abc\x00",
+        struct.pack("<HHIHH", ExifTags.Base.Orientation, 3, 1, orientation, 0),
+    ]
+    tiff = b"II*\x00" + struct.pack("<IH", 8, len(entries)) + b"".join(entries)
+    return b"Exif\x00\x00" + tiff + struct.pack("<I", 0)
+
+
+def quadrants(size: tuple[int, int]) -> Image.Image:
+    width, height = size
+    img = Image.new("RGB", size, RED)
+    img.paste(GREEN, (width // 2, 0, width, height // 2))
+    img.paste(BLUE, (0, height // 2, width // 2, height))
+    img.paste(WHITE, (width // 2, height // 2, width, height))
+    return img
 
 
 def png_declaring_size(width: int, height: int) -> bytes:
@@ -181,6 +203,54 @@ def test_exif_orientation_is_applied():
     assert near(img.getpixel((150, 20)), RED)
     assert near(img.getpixel((150, 280)), BLUE)
     assert not img.getexif()
+
+
+def test_a_tag_of_the_wrong_type_does_not_stop_orientation():
+    exif = exif_with_a_tag_of_the_wrong_type(6)
+    photo = encode(halves((400, 300), RED, BLUE), "JPEG", exif=exif)
+
+    img = assert_square_output(
+        image_process(io.BytesIO(photo), spec=AVATAR), AVATAR, "JPEG"
+    )
+
+    assert near(img.getpixel((150, 20)), RED)
+    assert near(img.getpixel((150, 280)), BLUE)
+    assert not img.getexif()
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_every_exif_orientation_turns_the_avatar_as_pillow_does(orientation):
+    exif = Image.Exif()
+    exif[ExifTags.Base.Orientation] = orientation
+    photo = encode(quadrants((800, 600)), "JPEG", exif=exif)
+    expected = ImageOps.fit(
+        ImageOps.exif_transpose(Image.open(io.BytesIO(photo))), (AVATAR.size,) * 2
+    )
+
+    img = reopen(image_process(io.BytesIO(photo), spec=AVATAR))
+
+    for point in ((75, 75), (225, 75), (75, 225), (225, 225)):
+        assert near(img.getpixel(point), expected.getpixel(point))
+
+
+@pytest.mark.django_db
+def test_a_photo_whose_exif_has_a_tag_of_the_wrong_type_becomes_the_avatar(
+    alice_client, alice
+):
+    exif = exif_with_a_tag_of_the_wrong_type(6)
+    photo = encode(halves((400, 300), RED, BLUE), "JPEG", exif=exif)
+
+    response = alice_client.post(
+        "/accounts/profile/",
+        {"avatar": SimpleUploadedFile("me.jpg", photo, content_type="image/jpeg")},
+    )
+
+    assert response.status_code == 302
+    alice.profile.refresh_from_db()
+    with alice.profile.avatar.open("rb") as stored:
+        img = Image.open(io.BytesIO(stored.read()))
+    assert near(img.getpixel((150, 20)), RED)
+    assert near(img.getpixel((150, 280)), BLUE)
 
 
 @pytest.mark.reliability("upload-broken")

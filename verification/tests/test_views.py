@@ -1,6 +1,8 @@
+import io
 import json
 import time
 
+import pikepdf
 import pytest
 import urllib3
 from django.contrib.auth import get_user_model
@@ -10,13 +12,21 @@ from django.core.files.storage import default_storage
 from django.http import Http404
 from django.test import Client, RequestFactory
 from django.views.static import serve
+from PIL import Image
 
 from conftest import storages_setting
 from storage.bucket import public_read_policy
 from storage.config import is_public_media_key
 from verification.models import IdentityDocumentAccess, IdentityVerification
 from verification.services import document_presigned_url
-from verification.tests.samples import full_set, jpeg_with_gps, upload
+from verification.tests.samples import (
+    full_set,
+    jpeg_with_gps,
+    jpeg_with_malformed_exif,
+    pdf_in_object_streams,
+    pdf_opening_with,
+    upload,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -42,7 +52,11 @@ def reviewer_client(mfa_enable, *, may_open: bool) -> Client:
 
 
 def submit(client) -> IdentityVerification:
-    response = client.post("/accounts/verification/", full_set())
+    return submit_data(client, full_set())
+
+
+def submit_data(client, data: dict) -> IdentityVerification:
+    response = client.post("/accounts/verification/", data)
     assert response.status_code == 302, response.content.decode()[:2000]
     return IdentityVerification.objects.get()
 
@@ -75,6 +89,47 @@ def test_refusals_are_form_errors_in_words(alice_client):
     assert response.status_code == 400
     assert "not a JPEG, PNG or PDF" in response.content.decode()
     assert not IdentityVerification.objects.exists()
+
+
+def _open_with_a_script(document):
+    document.Root.OpenAction = document.make_indirect(
+        pikepdf.Dictionary(S=pikepdf.Name.JavaScript, JS=pikepdf.String("app.alert(1)"))
+    )
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        pdf_opening_with(b"<< /S /J#61vaScript /J#53 (app.alert(1)) >>"),
+        pdf_in_object_streams(_open_with_a_script),
+    ],
+    ids=["name-escapes", "object-stream"],
+)
+def test_a_pdf_hiding_a_script_is_refused_in_words(alice_client, content):
+    data = full_set()
+    data["front"] = upload("id.pdf", content, "application/pdf")
+
+    response = alice_client.post("/accounts/verification/", data)
+
+    assert response.status_code == 400
+    assert "scripts, actions or attached files" in response.content.decode()
+    assert not IdentityVerification.objects.exists()
+
+
+@pytest.mark.reliability("upload-broken")
+def test_a_photo_whose_exif_has_a_tag_of_the_wrong_type_is_accepted_upright(
+    alice_client,
+):
+    data = full_set()
+    data["front"] = upload("id.jpg", jpeg_with_malformed_exif(400, 300), "image/jpeg")
+
+    front = submit_data(alice_client, data).documents.get(kind="front")
+
+    with front.file.open("rb") as stored:
+        image = Image.open(io.BytesIO(stored.read()))
+    assert image.size == (300, 400)
+    assert image.getpixel((150, 20))[0] > 200  # the red half, now on top
+    assert image.getpixel((150, 380))[2] > 200  # the blue half, at the bottom
 
 
 def test_a_rejection_shows_its_reason_and_allows_new_documents(
