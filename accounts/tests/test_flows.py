@@ -23,7 +23,7 @@ from django.contrib.auth import get_user_model
 from django.core import signing
 
 from accounts.models import SecurityEvent
-from accounts.tests.totp import TOTP_STEP, totp_code
+from accounts.tests.totp import TOTP_STEP, current_code, totp_code
 from tests.factories import PASSWORD
 
 pytestmark = pytest.mark.django_db
@@ -252,15 +252,6 @@ def secret(bob) -> str:
     TOTP.activate(bob, value)
     RecoveryCodes.activate(bob)
     return value
-
-
-def current_code(secret: str) -> str:
-    """The code of the current step, with a few seconds of it left to use
-    (allauth accepts the current step only)."""
-    left = TOTP_STEP - time.time() % TOTP_STEP
-    if left < 5:
-        time.sleep(left + 0.05)
-    return totp_code(secret)
 
 
 def password_step(client, bob):

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import importlib
 import json
-import time
 
 import pytest
 from allauth.mfa.adapter import get_adapter
@@ -17,7 +16,7 @@ from django.apps import apps
 from django.core.exceptions import ImproperlyConfigured
 from django.test import Client
 
-from accounts.tests.totp import TOTP_STEP, totp_code
+from accounts.tests.totp import current_code
 from tests.factories import PASSWORD, user_make
 
 pytestmark = pytest.mark.django_db
@@ -25,15 +24,6 @@ pytestmark = pytest.mark.django_db
 migration = importlib.import_module("accounts.migrations.0004_encrypt_mfa_secrets")
 
 RECOVERY_SEED = "0123456789abcdef" * 5  # as allauth makes one: 80 hex digits
-
-
-def current_code(secret: str) -> str:
-    """The code of the current step, with a few seconds of it left to use
-    (allauth accepts the current step only)."""
-    left = TOTP_STEP - time.time() % TOTP_STEP
-    if left < 5:
-        time.sleep(left + 0.05)
-    return totp_code(secret)
 
 
 def signs_in_with(user, code: str) -> bool:

@@ -22,6 +22,15 @@ def totp_code(secret: str, *, at: float | None = None, digits: int = 6) -> str:
     return f"{value % 10**digits:0{digits}d}"
 
 
+def current_code(secret: str) -> str:
+    """The code of the current step, with a few seconds of it left to use
+    (allauth accepts the current step only)."""
+    left = TOTP_STEP - time.time() % TOTP_STEP
+    if left < 5:
+        time.sleep(left + 0.05)
+    return totp_code(secret)
+
+
 class AuthenticatorApp:
     """An authenticator app on the test's side: codes of one secret, never the
     same one twice. allauth remembers a code it accepted and refuses it again
