@@ -7,6 +7,7 @@ Production differs from development only by these values.
 
 import os
 import tempfile
+import warnings
 from pathlib import Path
 
 import environ
@@ -51,27 +52,33 @@ def _bool(name: str, *, default: bool) -> bool:
     raise ImproperlyConfigured(f"{name} must be true or false (got {raw!r}).")
 
 
+def _list(name: str, *, default: list[str]) -> list[str]:
+    # env.list splits on commas alone: "a.com, b.com" would keep " b.com",
+    # a host, origin or fallback key that silently never matches.
+    return [item.strip() for item in env.list(name, default=default) if item.strip()]
+
+
 # On by default so that a fresh checkout runs with `manage.py runserver` alone;
 # the Docker image sets DEBUG=false, and then a real SECRET_KEY is required.
 DEBUG = _bool("DEBUG", default=True)
 _DEVELOPMENT_SECRET_KEY = "django-insecure-development-only-never-use-in-production"  # noqa: S105
 SECRET_KEY = env.str("SECRET_KEY", default=_DEVELOPMENT_SECRET_KEY)
-if not DEBUG and SECRET_KEY in ("", _DEVELOPMENT_SECRET_KEY, "change-me"):
+if not DEBUG and SECRET_KEY.strip() in ("", _DEVELOPMENT_SECRET_KEY, "change-me"):
     raise ImproperlyConfigured(
         "SECRET_KEY must be set to a long random value when DEBUG=false, e.g. "
         'python -c "import secrets; print(secrets.token_urlsafe(50))"'
     )
 # Earlier values, when SECRET_KEY is rotated: what they signed or encrypted
 # (sessions, 2FA secrets, API keys' signing secrets) stays readable.
-SECRET_KEY_FALLBACKS = env.list("SECRET_KEY_FALLBACKS", default=[])
-ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
+SECRET_KEY_FALLBACKS = _list("SECRET_KEY_FALLBACKS", default=[])
+ALLOWED_HOSTS = _list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
 
 # --- Behind a load balancer --------------------------------------------------
 # The balancer terminates TLS and says so in X-Forwarded-Proto; trust it only
 # when the app is reachable through the balancer alone.
 if _bool("TRUST_X_FORWARDED_PROTO", default=False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
-CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+CSRF_TRUSTED_ORIGINS = _list("CSRF_TRUSTED_ORIGINS", default=[])
 # HTTPS only unless PLAIN_HTTP says otherwise: on by default with DEBUG, and
 # for local runs of the production settings (the loopback topology, the
 # benchmarks); each setting below can still be chosen on its own.
@@ -184,13 +191,26 @@ TEMPLATES = [
 WSGI_APPLICATION = "crypto_exchange.wsgi.application"
 ASGI_APPLICATION = "crypto_exchange.asgi.application"
 
-DATABASES = {
-    "default": _env_or_improperly_configured(
-        env.db_url, "DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}"
+with warnings.catch_warnings():
+    # django-environ's warning about a URL without an engine prints the parsed
+    # URL, password included; the error below says what is wrong instead.
+    warnings.filterwarnings("ignore", "Engine not recognized", UserWarning)
+    DATABASES = {
+        "default": _env_or_improperly_configured(
+            env.db_url, "DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}"
+        )
+    }
+if not DATABASES["default"].get("ENGINE"):
+    # Never the value itself: it may hold the database's password.
+    raise ImproperlyConfigured(
+        "DATABASE_URL must be a URL such as postgres://user@host:5432/name or "
+        "sqlite:///path/to/db.sqlite3 (no database engine could be read from it); "
+        "unset it for the SQLite file db.sqlite3 beside manage.py."
     )
-}
 # Persistent connections: opening one costs more than a simple page.
-DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
+DATABASES["default"]["CONN_MAX_AGE"] = _env_or_improperly_configured(
+    env.int, "CONN_MAX_AGE", default=60
+)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # Parameters travel apart from the statement, so psycopg prepares a
@@ -201,7 +221,8 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     _postgres = DATABASES["default"].setdefault("OPTIONS", {})
     _postgres.setdefault("server_side_binding", True)
     _postgres.setdefault(
-        "prepare_threshold", env.int("PREPARE_THRESHOLD", default=5) or None
+        "prepare_threshold",
+        _env_or_improperly_configured(env.int, "PREPARE_THRESHOLD", default=5) or None,
     )
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # The web process and the matcher write to one file: a transaction takes
@@ -302,7 +323,7 @@ ORDER_MATCH_INLINE = False
 # STREAM_CORS_ORIGINS. A connection keeps at most STREAM_QUEUE_SIZE messages
 # it has not sent yet; one more and it is told to resync and closed.
 STREAM_ORIGIN = env.str("STREAM_ORIGIN", default="").rstrip("/")
-STREAM_CORS_ORIGINS = env.list("STREAM_CORS_ORIGINS", default=[])
+STREAM_CORS_ORIGINS = _list("STREAM_CORS_ORIGINS", default=[])
 STREAM_QUEUE_SIZE = _env_or_improperly_configured(
     env.int, "STREAM_QUEUE_SIZE", default=256
 )
@@ -569,6 +590,12 @@ MEDIA_ACCEL_REDIRECT = storage_config.validate_accel_redirect(
 # stays on its line as exception="...". Extra fields a call passes
 # (``logger.warning("storage failure", extra={...})``) become keys, and under
 # gunicorn every line carries the request's rid (gunicorn.conf.py binds it).
+LOG_LEVEL = env.str("LOG_LEVEL", default="INFO").strip().upper()
+if LOG_LEVEL not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+    raise ImproperlyConfigured(
+        "LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL "
+        f"(got {LOG_LEVEL!r})."
+    )
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -595,7 +622,7 @@ LOGGING = {
         },
     },
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "logfmt"}},
-    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
     # urllib3 logs every retry of the object-store client; the storage logs
     # the outcome once, with what to check.
     "loggers": {"urllib3": {"level": "ERROR"}},

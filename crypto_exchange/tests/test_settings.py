@@ -105,6 +105,121 @@ def test_a_bad_minio_setting_stops_start_up_naming_the_variable(
     assert variable in result.stderr
 
 
+# What an operator sees of the list settings: the hosts answered, the origins
+# trusted on a POST, a value signed with a fallback key accepted.
+LIST_SETTINGS_OBSERVED = """
+import django, json
+django.setup()
+from django.conf import settings
+from django.core import signing
+from django.test import Client
+
+client = Client(enforce_csrf_checks=True)
+hosts = {
+    host: client.get("/healthz/", HTTP_HOST=host, secure=True).status_code
+    for host in ("example.com", "www.example.com", "other.example.com")
+}
+token = "t" * 32
+client.cookies["csrftoken"] = token
+origins = {
+    origin: client.post(
+        "/healthz/",
+        {"csrfmiddlewaretoken": token},
+        HTTP_HOST="example.com",
+        HTTP_ORIGIN=origin,
+        secure=True,
+    ).status_code
+    for origin in ("https://www.example.com", "https://other.example.com")
+}
+fallbacks = {}
+for key in ("first-old-key-" + "x" * 40, "second-old-key-" + "x" * 40):
+    try:
+        signing.loads(signing.dumps("session", key=key))
+        fallbacks[key[:6]] = "accepted"
+    except signing.BadSignature:
+        fallbacks[key[:6]] = "rejected"
+print(json.dumps({
+    "hosts": hosts,
+    "origins": origins,
+    "fallbacks": fallbacks,
+    "stream_cors_origins": settings.STREAM_CORS_ORIGINS,
+}))
+"""
+
+
+def test_list_settings_take_items_written_with_a_space_after_the_comma(
+    run_python, tmp_path
+):
+    from core.tests.processes import plain_static_root
+
+    env = {
+        **SETTINGS_ENV,
+        "DEBUG": "false",
+        "SECRET_KEY": "current-key-" + "y" * 40,
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
+        "STATIC_ROOT": str(plain_static_root(tmp_path)),
+        "ALLOWED_HOSTS": "example.com, www.example.com",
+        "CSRF_TRUSTED_ORIGINS": "https://example.com, https://www.example.com",
+        "SECRET_KEY_FALLBACKS": (
+            "first-old-key-" + "x" * 40 + ", second-old-key-" + "x" * 40 + ", "
+        ),
+        "STREAM_CORS_ORIGINS": " http://127.0.0.1:8000 ,, http://localhost:8000",
+    }
+
+    result = run_python(["-c", LIST_SETTINGS_OBSERVED], env)
+
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {
+        "hosts": {"example.com": 200, "www.example.com": 200, "other.example.com": 400},
+        "origins": {"https://www.example.com": 200, "https://other.example.com": 403},
+        "fallbacks": {"first-": "accepted", "second": "accepted"},
+        "stream_cors_origins": ["http://127.0.0.1:8000", "http://localhost:8000"],
+    }
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "hint"),
+    [
+        ("DATABASE_URL", "", "postgres://user@host:5432/name"),
+        # The "://" forgotten: the URL holds a password, never to be printed.
+        (
+            "DATABASE_URL",
+            "postgres//exchange:s3cret-db-password@db.example.com/exchange",
+            "postgres://user@host:5432/name",
+        ),
+        ("CONN_MAX_AGE", "abc", "'abc'"),
+        ("PREPARE_THRESHOLD", "five", "'five'"),
+        ("LOG_LEVEL", "verbose", "'VERBOSE'"),
+    ],
+)
+def test_a_bad_database_setting_stops_start_up_naming_the_variable(
+    run_python, variable, value, hint
+):
+    env = {
+        **SETTINGS_ENV,
+        "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/x",
+        variable: value,
+    }
+
+    result = run_python(["manage.py", "check"], env)
+
+    assert result.returncode != 0
+    error = result.stderr.strip().splitlines()[-1]
+    assert error.startswith(f"django.core.exceptions.ImproperlyConfigured: {variable} ")
+    assert hint in error
+    assert "s3cret-db-password" not in result.stderr
+
+
+def test_a_blank_secret_key_is_refused_in_production(run_python):
+    env = {**SETTINGS_ENV, "DEBUG": "false", "SECRET_KEY": "   "}
+
+    result = run_python(["manage.py", "check"], env)
+
+    assert result.returncode != 0
+    error = result.stderr.strip().splitlines()[-1]
+    assert error.startswith("django.core.exceptions.ImproperlyConfigured: SECRET_KEY ")
+
+
 @pytest.mark.reliability("store-refused")
 def test_start_up_never_contacts_the_object_store(run_python):
     # Nothing listens on port 9 of loopback: any request would fail or hang.
@@ -135,7 +250,7 @@ def test_env_example_lists_every_variable_the_settings_read():
     source = (root / "crypto_exchange" / "settings.py").read_text()
     read = set(
         re.findall(
-            r"(?:env\.\w+|_bool|_env_or_improperly_configured)\(\s*"
+            r"(?:env\.\w+|_bool|_list|_env_or_improperly_configured)\(\s*"
             r'(?:env\.\w+,\s*)?"([A-Z_]+)"',
             source,
         )
