@@ -77,8 +77,11 @@ class Taken:
 class LedgerRecord:
     kind: str
     order_id: int | None
-    # (token_id, account, user_id or None, signed amount)
-    entries: list[tuple[int, str, int | None, Decimal]] = field(default_factory=list)
+    # (token_id, account, user_id or None, signed amount, the user's order or
+    # None): a match holds the taker's and its makers' entries.
+    entries: list[tuple[int, str, int | None, Decimal, int | None]] = field(
+        default_factory=list
+    )
 
 
 @dataclass(slots=True)
@@ -114,12 +117,14 @@ class Batch:
         if result.moves:
             record = LedgerRecord(_LEDGER_KIND[taken.kind], taken.order_id)
             for move in result.moves:
-                for account, amount in (
-                    (move.source, -move.amount),
-                    (move.target, move.amount),
+                for account, amount, order_id in (
+                    (move.source, -move.amount, move.order_id),
+                    (move.target, move.amount, move.target_order_id),
                 ):
                     kind = _ACCOUNTS[account.kind]
-                    record.entries.append((move.token, kind, account.user_id, amount))
+                    record.entries.append(
+                        (move.token, kind, account.user_id, amount, order_id)
+                    )
                     if account.user_id is not None:
                         delta = self.balances[(account.user_id, move.token)]
                         delta[0 if account.kind == "available" else 1] += amount
@@ -364,17 +369,17 @@ def _ledger_insert_pg(cursor, batch: Batch, ids: list[int], now: datetime) -> No
                 AS u(id, kind, order_id)
         )
         INSERT INTO trading_ledgerentry (
-            transaction_id, token_id, account, user_id, amount)
+            transaction_id, token_id, account, user_id, amount, order_id)
         SELECT * FROM unnest(
             %b::bigint[], %b::bigint[], %b::varchar[], %b::bigint[],
-            %b::numeric[])
+            %b::numeric[], %b::bigint[])
         """,
         [
             now,
             ids,
             [record.kind for record in batch.ledger],
             [record.order_id for record in batch.ledger],
-            *_columns(entries, 5),
+            *_columns(entries, 6),
         ],
     )
 
@@ -507,9 +512,10 @@ def _ledger_insert(batch: Batch, now: datetime) -> None:
                 account=account,
                 user_id=user_id,
                 amount=amount,
+                order_id=order_id,
             )
             for saved, record in zip(records, batch.ledger, strict=True)
-            for token_id, account, user_id, amount in record.entries
+            for token_id, account, user_id, amount, order_id in record.entries
         ]
     )
 

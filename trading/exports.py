@@ -24,6 +24,7 @@ from decimal import Decimal
 
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.auth.decorators import login_required
+from django.db.models import Case, F, When
 from django.http import Http404, HttpRequest, StreamingHttpResponse
 from django.utils import timezone
 from django.views.decorators.http import require_GET
@@ -200,6 +201,14 @@ def ledger_rows(*, user: AbstractBaseUser) -> Iterator[Row]:
     """Every change of the user's balances, oldest first: the amount is
     signed (a credit is positive), ``account`` says which part of the
     balance it changed, and each names what caused it."""
+    # The user's own order: a match's transaction names the taker's order,
+    # so a maker's entries name theirs. Entries from before they did get
+    # none rather than another user's.
+    own_order = Case(
+        When(order__isnull=False, then=F("order_id")),
+        When(transaction__order__user=user, then=F("transaction__order_id")),
+        default=None,
+    )
     entries = (
         LedgerEntry.objects.filter(user=user)
         .order_by("id")
@@ -211,7 +220,7 @@ def ledger_rows(*, user: AbstractBaseUser) -> Iterator[Row]:
             "token__symbol",
             "account",
             "amount",
-            "transaction__order_id",
+            own_order,
             "transaction__deposit__reference",
             "transaction__withdrawal__reference",
         )

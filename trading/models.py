@@ -764,6 +764,17 @@ class LedgerEntry(models.Model):
         db_index=False,  # ledger_user_token starts with it
     )
     amount = models.DecimalField(**AMOUNT)
+    # The user's order this entry is for, where the transaction's order may
+    # be another user's: the matcher's entries, as a match holds the taker's
+    # and its makers'. Null elsewhere: the transaction's order is the user's.
+    order = models.ForeignKey(
+        Order,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+        db_index=False,  # read through the user's entries only
+    )
 
     class Meta:
         verbose_name_plural = "ledger entries"

@@ -158,14 +158,20 @@ def locked(user_id: int) -> Account:
 
 
 class Move(NamedTuple):
-    """``amount`` (> 0) of ``token`` from one account to another, for one
-    order. Each move sums to zero, so every token's movements do."""
+    """``amount`` (> 0) of ``token`` from one account to another. Each move
+    sums to zero, so every token's movements do.
+
+    ``order_id`` is the order whose locked funds move; ``target_order_id`` the
+    order of the target account's user that they move for: the same order
+    when funds it no longer needs go back, the buyer's order for the base a
+    trade gives it, ``None`` for a fee."""
 
     token: int
     amount: Decimal
     source: Account
     target: Account
     order_id: int
+    target_order_id: int | None
 
 
 class Trade(NamedTuple):

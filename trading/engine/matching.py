@@ -349,13 +349,11 @@ class MarketEngine:
         if refusal is not None:
             self._result.rejected = refusal
             if _is_reservation(command.reserved):
-                user_id = command.user_id
-                self._move(
+                self._release(
                     self._token(command.side),
                     command.reserved,
-                    user_id,
+                    command.user_id,
                     command.order_id,
-                    available(user_id),
                 )
             return
         price = order.price if command.price is None else command.price
@@ -493,10 +491,10 @@ class MarketEngine:
         seller_fee = fee_for(value, rate=seller_rate, token_unit=spec.quote_unit)
         base, quote = spec.base_token, spec.quote_token
         to_buyer, to_seller = available(buyer.user_id), available(seller.user_id)
-        self._move(base, quantity - buyer_fee, seller.user_id, seller.id, to_buyer)
-        self._move(base, buyer_fee, seller.user_id, seller.id, FEES)
-        self._move(quote, value - seller_fee, buyer.user_id, buyer.id, to_seller)
-        self._move(quote, seller_fee, buyer.user_id, buyer.id, FEES)
+        self._move(base, quantity - buyer_fee, seller, to_buyer, buyer.id)
+        self._move(base, buyer_fee, seller, FEES, None)
+        self._move(quote, value - seller_fee, buyer, to_seller, seller.id)
+        self._move(quote, seller_fee, buyer, FEES, None)
         for order, fee in ((buyer, buyer_fee), (seller, seller_fee)):
             order.filled += quantity
             order.executed_value += value
@@ -607,13 +605,34 @@ class MarketEngine:
         self._touched[order.id] = order
 
     def _move(
-        self, token: int, amount: Decimal, user_id: int, order_id: int, to: Account
+        self,
+        token: int,
+        amount: Decimal,
+        order: Order,
+        to: Account,
+        to_order_id: int | None,
     ) -> None:
-        """Move ``amount`` of ``token`` out of what ``user_id`` has locked for
-        ``order_id``, to account ``to``."""
+        """Move ``amount`` of ``token`` out of what ``order`` has locked, to
+        account ``to``, for ``to_order_id`` (see ``Move``)."""
         if amount:
             self._result.moves.append(
-                Move(token, amount, locked(user_id), to, order_id)
+                Move(token, amount, locked(order.user_id), to, order.id, to_order_id)
+            )
+
+    def _release(
+        self, token: int, amount: Decimal, user_id: int, order_id: int
+    ) -> None:
+        """Give back ``amount`` that order ``order_id`` locks and no longer needs."""
+        if amount:
+            self._result.moves.append(
+                Move(
+                    token,
+                    amount,
+                    locked(user_id),
+                    available(user_id),
+                    order_id,
+                    order_id,
+                )
             )
 
     def _finish(self) -> None:
@@ -626,7 +645,7 @@ class MarketEngine:
                 raise RuntimeError(f"Order {order.id} locks less than it needs.")
             if surplus:
                 token, user_id = self._token(order.side), order.user_id
-                self._move(token, surplus, user_id, order.id, available(user_id))
+                self._release(token, surplus, user_id, order.id)
                 order.locked -= surplus
             result.orders.append(
                 OrderUpdate(

@@ -123,7 +123,9 @@ def test_a_buy_trades_at_the_makers_price_and_gets_the_saving_back():
     result = limit(ex, BOB, BUY, "1", "105")
     order_id = ex.last_order_id
     assert result.trades[0].price == D(100)
-    assert Move(QUOTE, D(5), locked(BOB), available(BOB), order_id) in result.moves
+    assert Move(QUOTE, D(5), locked(BOB), available(BOB), order_id, order_id) in (
+        result.moves
+    )
     # Bob pays 100 USDT and receives 1 BTC less the taker fee (0.2 %).
     assert balance(ex, BOB, QUOTE) == (D(9900), D(0))
     assert balance(ex, BOB, BASE) == (D("10.998"), D(0))
@@ -547,7 +549,9 @@ def test_a_cancel_releases_exactly_what_the_order_still_locks():
     alices = placed(limit(ex, ALICE, BUY, "2", "100")).order_id
     limit(ex, CAROL, SELL, "1", "99")
     result = ex.cancel(ALICE, alices)
-    assert Move(QUOTE, D(100), locked(ALICE), available(ALICE), alices) in result.moves
+    assert Move(QUOTE, D(100), locked(ALICE), available(ALICE), alices, alices) in (
+        result.moves
+    )
     assert outcome(update_of(result, alices)) == ("cancelled", "user")
     assert balance(ex, ALICE, QUOTE) == (D(9900), D(0))
 

@@ -228,6 +228,34 @@ def test_ledger_export_lists_signed_changes_that_add_up_to_the_balances(
         assert "E" not in entry["amount"] and "e" not in entry["amount"]
 
 
+def test_each_side_of_a_match_names_its_own_order_in_the_ledger(
+    client, market, alice, bob, carol, funded
+):
+    """One buy takes alice's and carol's asks: the match is one transaction,
+    whose order is bob's, yet each maker's rows name the maker's order."""
+    asks = {
+        alice: sell(alice, market, "0.5", "100"),
+        carol: sell(carol, market, "0.5", "101"),
+    }
+    taking = buy(bob, market, "1", "101")
+    for user, order in [*asks.items(), (bob, taking)]:
+        client.force_login(user)
+        entries = as_dicts(download(client, "ledger")[1])
+
+        matched = [e for e in entries if e["kind"] == "order_match"]
+        assert matched, user
+        assert {e["order_id"] for e in matched} == {str(order.pk)}, user
+
+    # Rows written before entries named their order: a maker's name none,
+    # never the taker's; the rest still name the user's order.
+    LedgerEntry.objects.filter(user=alice).update(order=None)
+    client.force_login(alice)
+    entries = as_dicts(download(client, "ledger")[1])
+    assert {e["order_id"] for e in entries if e["kind"] == "order_match"} == {""}
+    placed = [e for e in entries if e["kind"] == "order_place"]
+    assert {e["order_id"] for e in placed} == {str(asks[alice].pk)}
+
+
 def own_ids(user, kind: str) -> tuple[str, set[str]]:
     """The column naming each row, and the ids the user's rows must have."""
     if kind == "ledger":
