@@ -122,6 +122,8 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.humanize",
+    # Before whitenoise's: its runserver extends whitenoise's (see there).
+    "exchange",
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "rest_framework",
@@ -137,7 +139,6 @@ INSTALLED_APPS = [
     "tokens",
     "trading",
     "verification",
-    "exchange",
     # Last, as its documentation asks: it deletes replaced and orphaned files
     # only after the transaction commits, and never a field's default file.
     "django_cleanup.apps.CleanupConfig",

@@ -1,6 +1,6 @@
 """docs/STORAGE.md followed command by command, as a newcomer does, in a copy
-of the checkout (tests/checkout.py): files on local disk first (migrate, the
-demo, an avatar uploaded in runserver), then "Moving existing media to the
+of the checkout (tests/checkout.py): files on local disk first (runserver
+alone, the demo, an avatar uploaded in runserver), then "Moving existing media to the
 bucket" and "Switching to MinIO" against the suite's S3 server: the backup,
 ``.env`` from ``.env.example`` with the guide's lines, ``setup_minio.py``,
 ``media_to_bucket``, ``makemigrations`` finding nothing, runserver again, and
@@ -173,8 +173,11 @@ def checkout(tmp_path):
 def test_the_storage_guide_moves_local_media_to_the_bucket_and_serves_it_there(
     checkout, s3_server, bucket_name
 ):
-    # Local files, the default: no .env, no setup but migrate.
-    checkout.run("python manage.py migrate")
+    # Local files, the default: no .env and no setup, runserver alone (the
+    # storage guide's "Option A"), which creates the new database's tables.
+    with checkout.runserver() as url:
+        assert requests.get(f"{url}/", timeout=30).status_code == 200
+    assert "No migrations to apply" in checkout.run("python manage.py migrate")
     checkout.run("python manage.py seed_demo")
     with checkout.runserver() as url:
         local = Visitor(url)
