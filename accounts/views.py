@@ -53,8 +53,6 @@ def signup(request: HttpRequest) -> HttpResponse:
 @login_required
 @require_http_methods(["GET", "POST"])
 @cache_control(private=True, no_store=True)
-# The picture chosen for upload is previewed from a blob: URL of the page's own.
-@csp_update({"img-src": ["blob:"]})
 def profile(request: HttpRequest) -> HttpResponse:
     """Show the profile; POST uploads a new picture (as a form or from script).
 
@@ -63,7 +61,7 @@ def profile(request: HttpRequest) -> HttpResponse:
     """
     user_profile = profile_for_user(user=request.user)
     if request.method == "GET":
-        return _profile_render(request, profile=user_profile, form=AvatarForm())
+        return profile_render(request, profile=user_profile, form=AvatarForm())
     wants_json = request.headers.get("x-requested-with") == "XMLHttpRequest"
     if request.method == "POST":
         # Counted before the upload is parsed or decoded: a refused upload
@@ -95,7 +93,7 @@ def profile(request: HttpRequest) -> HttpResponse:
             {"errors": form.errors.get_json_data()}, status=status
         )
     else:
-        response = _profile_render(
+        response = profile_render(
             request, profile=user_profile, form=form, status=status
         )
     if busy:
@@ -114,26 +112,40 @@ def _upload_throttled(
         )
     else:
         messages.error(request, str(throttled))
-        response = _profile_render(request, profile=profile, form=AvatarForm())
+        response = profile_render(request, profile=profile, form=AvatarForm())
         response.status_code = 429
     response["Retry-After"] = str(throttled.retry_after)
     return response
 
 
-def _profile_render(
-    request: HttpRequest, *, profile: Profile, form: AvatarForm, status: int = 200
+# The picture chosen for upload is previewed from a blob: URL of the page's own.
+@csp_update({"img-src": ["blob:"]})
+def profile_render(
+    request: HttpRequest,
+    *,
+    profile: Profile | None = None,
+    form: AvatarForm | None = None,
+    status: int = 200,
+    extra_context: dict | None = None,
 ) -> HttpResponse:
+    """The profile page. Another app's form on it that was refused (the API
+    keys') renders it again through this, the bound form in ``extra_context``."""
     security = security_overview(user=request.user)
     return render(
         request,
         "accounts/profile.html",
         {
-            "profile": profile,
-            "form": form,
+            "profile": profile or profile_for_user(user=request.user),
+            "form": form or AvatarForm(),
+            # For the upload script: the largest picture (storage.images) and
+            # the largest request body (core.middleware) the server accepts.
+            "max_upload_size": settings.MAX_UPLOAD_SIZE,
+            "max_request_size": settings.MAX_REQUEST_BODY_SIZE,
             "email_verified": security.email_verified,
             "mfa_enabled": security.mfa_enabled,
             "sessions": security.sessions,
             "security_events": security.events,
+            **(extra_context or {}),
         },
         status=status,
     )

@@ -1,15 +1,18 @@
 """Sign-up and profile pictures in a real browser, on every storage.
 
-Each test runs four times: media on local disk, and on MinIO (the test run's
-SeaweedFS) in the public, presigned and proxy URL modes.
+Each test of storing a picture runs four times: media on local disk, and on
+MinIO (the test run's SeaweedFS) in the public, presigned and proxy URL modes;
+the refusals by size, which store nothing, on local disk only.
 """
 
 import io
+import re
 
 import pytest
 from django.contrib.auth import get_user_model
 from django.core.files.storage import default_storage
 from PIL import Image
+from playwright.sync_api import expect
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -111,3 +114,116 @@ def test_a_file_that_is_not_an_allowed_image_is_refused_with_a_message(
     profile = get_user_model().objects.get(username="bob").profile
     assert profile.avatar.name == "default_avatar.jpg"
     assert stored_names(default_storage, "profile_pics") == []
+
+
+# 1.5 MB that starts as a JPEG does: over the limits the tests below set.
+HOLIDAY_PHOTO = {
+    "name": "holiday.jpg",
+    "mimeType": "image/jpeg",
+    "buffer": b"\xff\xd8\xff\xe0" + b"\0" * (1536 * 1024 - 4),
+}
+
+
+def avatar_posts(page) -> list[str]:
+    """The upload requests the page sends from now on."""
+    sent: list[str] = []
+    page.on(
+        "request",
+        lambda request: (
+            sent.append(request.url)
+            if request.method == "POST" and request.url.endswith("/accounts/profile/")
+            else None
+        ),
+    )
+    return sent
+
+
+@pytest.mark.parametrize("site_storage", ["local"], indirect=True)
+def test_a_picture_over_the_size_limit_is_refused_unsent_naming_the_limit(
+    page, live_server, site_storage, settings
+):
+    settings.MAX_UPLOAD_SIZE = 512 * 1024
+    sign_up(page, live_server, "carol")
+    before = page.locator("#avatar-current").get_attribute("src")
+    sent = avatar_posts(page)
+    picture = page.get_by_label("New picture")
+
+    picture.set_input_files(files=[HOLIDAY_PHOTO])
+    page.get_by_role("button", name="Upload picture").click()
+    error = page.locator(".field ul.errors")
+    error.wait_for()
+    page.screenshot_step("refused")
+
+    # The words the server uses for the same file sent without script.
+    assert error.inner_text() == (
+        "The file is too large (1.5 MB). The maximum is 512 KB."
+    )
+    expect(picture).to_have_accessible_description(re.compile("file is too large"))
+    expect(picture).to_have_attribute("aria-invalid", "true")
+    assert sent == []
+    assert page.locator("#avatar-current").get_attribute("src") == before
+    profile = get_user_model().objects.get(username="carol").profile
+    assert profile.avatar.name == "default_avatar.jpg"
+
+
+@pytest.mark.parametrize("site_storage", ["local"], indirect=True)
+def test_a_request_over_the_body_limit_says_too_large_with_the_limit(
+    page, live_server, site_storage, settings
+):
+    # The picture limit allows the file, the request limit does not: the
+    # answer is the 413 page, before the app reads the form.
+    settings.MAX_REQUEST_BODY_SIZE = 1024 * 1024
+    sign_up(page, live_server, "dave")
+    before = page.locator("#avatar-current").get_attribute("src")
+    sent = avatar_posts(page)
+
+    page.get_by_label("New picture").set_input_files(files=[HOLIDAY_PHOTO])
+    page.get_by_role("button", name="Upload picture").click()
+    error = page.locator(".field ul.errors")
+    error.wait_for()
+    page.screenshot_step("refused")
+
+    assert len(sent) == 1
+    assert error.inner_text() == (
+        "The file is too large to send: the server accepts at most 1 MB. "
+        "Nothing was changed."
+    )
+    assert page.locator("#avatar-current").get_attribute("src") == before
+    profile = get_user_model().objects.get(username="dave").profile
+    assert profile.avatar.name == "default_avatar.jpg"
+
+
+@pytest.mark.parametrize("site_storage", ["local"], indirect=True)
+@pytest.mark.parametrize(
+    ("limits", "shown"),
+    [
+        (
+            {"MAX_UPLOAD_SIZE": 512 * 1024},
+            "The file is too large (1.5 MB). The maximum is 512 KB.",
+        ),
+        (
+            {"MAX_REQUEST_BODY_SIZE": 1024 * 1024},
+            "The request is larger than the 1 MB the server accepts",
+        ),
+    ],
+    ids=["picture-limit", "request-limit"],
+)
+def test_without_script_the_same_files_are_refused_in_the_same_words(
+    browser, watch_headers, live_server, site_storage, settings, limits, shown
+):
+    for name, value in limits.items():
+        setattr(settings, name, value)
+    context = browser.new_context(java_script_enabled=False)
+    watch_headers(context)
+    page = context.new_page()
+    try:
+        sign_up(page, live_server, "erin")
+        page.get_by_label("New picture").set_input_files(files=[HOLIDAY_PHOTO])
+        page.get_by_role("button", name="Upload picture").click()
+        page.wait_for_load_state()
+
+        assert shown in page.locator("main").inner_text()
+    finally:
+        context.close()
+    profile = get_user_model().objects.get(username="erin").profile
+    assert profile.avatar.name == "default_avatar.jpg"

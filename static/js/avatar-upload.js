@@ -14,14 +14,51 @@
   var current = document.getElementById("avatar-current");
   var formErrors = document.getElementById("avatar-form-errors");
   var field = input.closest(".field");
+  // The id Django's aria-describedby names for the field's errors.
+  var errorId = input.id + "_error";
+  // settings.MAX_UPLOAD_SIZE: a larger picture is refused here, unsent.
+  var maxSize = parseInt(form.dataset.maxSize, 10);
+  // settings.MAX_REQUEST_BODY_SIZE: a larger request is answered 413.
+  var maxRequestSize = parseInt(form.dataset.maxRequestSize, 10);
   var previewUrl = null;
+
+  // As storage.images words sizes, so both refusals read the same.
+  function formatBytes(count) {
+    if (count >= 1024 * 1024) return formatNumber(count / (1024 * 1024)) + " MB";
+    if (count >= 1024) return formatNumber(count / 1024) + " KB";
+    return count + " bytes";
+  }
+
+  function formatNumber(value) {
+    return value.toFixed(1).replace(/\.0$/, "");
+  }
+
+  function describedBy(add) {
+    var ids = (input.getAttribute("aria-describedby") || "").split(" ").filter(function (id) {
+      return id && id !== errorId;
+    });
+    if (add) ids.push(errorId);
+    if (ids.length) input.setAttribute("aria-describedby", ids.join(" "));
+    else input.removeAttribute("aria-describedby");
+  }
 
   function clearErrors() {
     formErrors.innerHTML = "";
     field.classList.remove("field-invalid");
     input.removeAttribute("aria-invalid");
+    describedBy(false);
     var list = field.querySelector("ul.errors");
     if (list) list.remove();
+  }
+
+  // The server's own refusal (storage.images), without sending the file.
+  function tooLargeError(file) {
+    if (!(maxSize > 0) || file.size <= maxSize) return null;
+    return {
+      message: "The file is too large (" + formatBytes(file.size) + "). The maximum is " +
+        formatBytes(maxSize) + ".",
+      code: "file_too_large"
+    };
   }
 
   function showErrors(errors) {
@@ -30,7 +67,7 @@
     if (fieldErrors.length) {
       var list = document.createElement("ul");
       list.className = "errors";
-      list.id = input.id + "_errors";
+      list.id = errorId;
       fieldErrors.forEach(function (error) {
         var item = document.createElement("li");
         item.textContent = error.message;
@@ -39,6 +76,7 @@
       field.appendChild(list);
       field.classList.add("field-invalid");
       input.setAttribute("aria-invalid", "true");
+      describedBy(true);
       input.focus();
     }
     (errors.__all__ || []).forEach(function (error) {
@@ -61,6 +99,8 @@
     previewUrl = URL.createObjectURL(file);
     previewImage.src = previewUrl;
     preview.hidden = false;
+    var tooLarge = tooLargeError(file);
+    if (tooLarge) showErrors({ avatar: [tooLarge] });
   });
   // A file the browser cannot show (not an image) hides the preview; the
   // server still gives the reason when the form is sent.
@@ -69,6 +109,12 @@
   form.addEventListener("submit", function (event) {
     event.preventDefault();
     clearErrors();
+    var file = input.files && input.files[0];
+    var tooLarge = file && tooLargeError(file);
+    if (tooLarge) {
+      showErrors({ avatar: [tooLarge] });
+      return;
+    }
     var request = new XMLHttpRequest();
     request.open("POST", form.action || window.location.href);
     request.setRequestHeader("X-Requested-With", "XMLHttpRequest");
@@ -94,6 +140,11 @@
         formErrors.appendChild(done);
       } else if (body.errors) {
         showErrors(body.errors);
+      } else if (request.status === 413) {
+        // Refused by its size before the app read it (core.middleware, nginx):
+        // the answer is a page, not JSON. Its limit, as that page words it.
+        var limit = maxRequestSize > 0 ? ": the server accepts at most " + formatBytes(maxRequestSize) : "";
+        showErrors({ avatar: [{ message: "The file is too large to send" + limit + ". Nothing was changed." }] });
       } else if (request.status === 429) {
         // nginx's per-client limit answers in plain text, before the app.
         showErrors({ __all__: [{ message: "Too many uploads in a short time. Please try again in a minute." }] });

@@ -12,17 +12,11 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods, require_POST
 
+from accounts.views import profile_render
 from trading.api.forms import ApiKeyCreateForm
 from trading.api_keys import api_key_create, api_key_revoke, api_keys_revoke_all
 from trading.models import ApiKey
 from trading.notices import api_key_created_notice, api_key_revoked_notice
-
-
-def _first_error(errors: dict[str, list[str]]) -> str:
-    for messages_ in errors.values():
-        if messages_:
-            return messages_[0]
-    return "The API key could not be created."
 
 
 @never_cache  # the page holds the secret: no cache may keep it
@@ -34,8 +28,7 @@ def _first_error(errors: dict[str, list[str]]) -> str:
 def api_key_create_view(request: HttpRequest) -> HttpResponse:
     form = ApiKeyCreateForm(request.POST)
     if not form.is_valid():
-        messages.error(request, f"API key not created: {_first_error(form.errors)}")
-        return redirect("accounts:profile")
+        return _refused(request, form)
     try:
         api_key, secret = api_key_create(
             user=request.user,
@@ -46,14 +39,24 @@ def api_key_create_view(request: HttpRequest) -> HttpResponse:
             require_signature=form.cleaned_data["require_signature"],
         )
     except ValidationError as error:
-        messages.error(request, f"API key not created: {error.messages[0]}")
-        return redirect("accounts:profile")
+        # Errors naming a field go next to it; "too many keys" above the form.
+        form.add_error(None, error)
+        return _refused(request, form)
     api_key_created_notice(request=request, api_key=api_key)
     return render(
         request,
         "trading/api_key_created.html",
         {"api_key": api_key, "secret": secret},
     )
+
+
+def _refused(request: HttpRequest, form: ApiKeyCreateForm) -> HttpResponse:
+    """The profile page again, the form as it was sent with its errors beside
+    its fields; the section is at the page's end, so the top says where."""
+    messages.error(
+        request, "The API key was not created: correct the form under “API keys”."
+    )
+    return profile_render(request, status=400, extra_context={"api_key_form": form})
 
 
 @never_cache

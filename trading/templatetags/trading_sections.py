@@ -23,5 +23,6 @@ def api_keys_section(context: template.Context) -> dict:
         "request": request,
         "csrf_token": context.get("csrf_token"),
         "api_keys": api_keys_for_user(user=request.user),
-        "api_key_form": ApiKeyCreateForm(),
+        # The form as it was sent, when trading.api.key_views refused it.
+        "api_key_form": context.get("api_key_form") or ApiKeyCreateForm(),
     }

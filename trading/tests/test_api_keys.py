@@ -23,6 +23,7 @@ from trading.api_keys import (
     api_keys_for_user,
 )
 from trading.models import ApiKey
+from trading.tests.test_views import Page
 
 pytestmark = pytest.mark.django_db
 
@@ -199,24 +200,101 @@ def test_a_single_scope_value_is_accepted(alice_client):
     assert ApiKey.objects.get().can_trade
 
 
+def test_a_refused_key_form_comes_back_as_typed_with_the_reason_by_the_field(
+    alice_client,
+):
+    response = alice_client.post(
+        reverse("api:key_create"),
+        {
+            "name": "payout bot",
+            "scopes": ["read", "trade", "withdraw"],
+            "allowed_ips": "203.0.113.7\n198.51.100.0/24\n10.0.0.300",
+            "expires_in_days": "30",
+            "require_signature": "on",
+        },
+    )
+
+    assert response.status_code == 400
+    page = Page(response)
+    assert page.value("name") == "payout bot"
+    assert page.checked_all("scopes") == ["read", "trade", "withdraw"]
+    assert page.selected("expires_in_days") == "30"
+    assert page.checked("require_signature") == "on"
+    # A textarea keeps its lines only in the raw page.
+    assert "203.0.113.7\n198.51.100.0/24\n10.0.0.300</textarea>" in page.text
+    reason = "“10.0.0.300” is not an IP address or a CIDR range"
+    assert reason in page.field_text("allowed_ips")
+    assert "not an IP address" not in page.field_text("name")
+    assert reason in page.description("allowed_ips")
+    assert page.dangling_descriptions() == []
+    [message] = page.texts("div", role="status")
+    assert "The API key was not created: correct the form under “API keys”." in message
+    # Shown at the key form's address, the page's picture form still posts
+    # to the profile.
+    assert page.texts("form", id="avatar-form", action="/accounts/profile/")
+    assert not ApiKey.objects.exists()
+
+
 @pytest.mark.parametrize(
-    "form",
+    ("form", "field", "message"),
     [
-        {"name": "", "scopes": "read"},
-        {"name": "bot", "scopes": "withdraw"},  # withdraw needs an allow-list
-        {"name": "bot", "scopes": "all"},
+        ({"name": "", "scopes": "read"}, "name", "This field is required."),
+        (
+            {"name": "bot", "scopes": "withdraw"},  # withdraw needs an allow-list
+            "allowed_ips",
+            "A key that can withdraw must be tied to the addresses",
+        ),
+        (
+            {"name": "bot", "scopes": "read", "expires_in_days": "7"},
+            "expires_in_days",
+            "Select a valid choice.",
+        ),
     ],
 )
-def test_an_invalid_key_form_goes_back_to_the_profile_with_a_message(
-    alice_client, form
+def test_each_refusal_of_the_key_form_is_shown_by_its_field(
+    alice_client, form, field, message
 ):
     response = alice_client.post(reverse("api:key_create"), form)
 
-    assert response.status_code == 302
-    assert response.url == reverse("accounts:profile")
-    [message] = get_messages(response.wsgi_request)
-    assert message.level_tag == "error"
+    assert response.status_code == 400
+    page = Page(response)
+    assert message in page.field_text(field)
+    assert page.value("name") == form["name"]
     assert not ApiKey.objects.exists()
+
+
+def test_an_unknown_scope_is_shown_under_the_scopes(alice_client):
+    response = alice_client.post(
+        reverse("api:key_create"), {"name": "bot", "scopes": "all"}
+    )
+
+    assert response.status_code == 400
+    page = Page(response)
+    [errors] = page.texts("ul", id="id_scopes_error")
+    assert "Select a valid choice. all is not one of the available choices." in errors
+    [scopes] = page.texts("fieldset", **{"aria-describedby": "id_scopes_error"})
+    assert scopes.startswith("Scopes")
+    assert page.dangling_descriptions() == []
+    assert not ApiKey.objects.exists()
+
+
+def test_one_key_too_many_is_said_above_the_form_which_keeps_its_input(
+    alice_client, alice
+):
+    for n in range(MAX_ACTIVE_KEYS):
+        api_key_create(user=alice, name=f"k{n}", scopes=["read"])
+
+    response = alice_client.post(
+        reverse("api:key_create"), {"name": "one more", "scopes": ["trade"]}
+    )
+
+    assert response.status_code == 400
+    page = Page(response)
+    [alert] = page.texts("div", role="alert")
+    assert f"You already have {MAX_ACTIVE_KEYS} API keys; revoke one first." in alert
+    assert page.value("name") == "one more"
+    assert page.checked_all("scopes") == ["trade"]
+    assert ApiKey.objects.count() == MAX_ACTIVE_KEYS
 
 
 @pytest.mark.reliability("access-anonymous")

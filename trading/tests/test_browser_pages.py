@@ -1,10 +1,12 @@
 """The site's pages in a real browser as people use them: on a phone, the
 wallet's history, and the markets list sorted without script."""
 
+import re
 from decimal import Decimal
 
 import pytest
 from django.contrib.auth import get_user_model
+from playwright.sync_api import expect
 
 from tests.factories import (
     buy,
@@ -15,7 +17,7 @@ from tests.factories import (
     user_make,
 )
 from trading.api_keys import api_key_create
-from trading.models import Withdrawal
+from trading.models import ApiKey, Withdrawal
 from trading.services import saved_address_add, withdrawal_request
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -251,3 +253,47 @@ def test_the_markets_list_sorts_by_each_column_without_script(
         assert response.status == 200
         assert market_order() == ["BTC", "DOGE", "ETH"]
     context.close()
+
+
+@pytest.mark.parametrize("site_storage", ["local"], indirect=True)
+def test_a_refused_api_key_form_comes_back_as_typed_with_the_reason_by_the_field(
+    page, live_server, site_storage
+):
+    user_make("payer")
+    log_in(page, live_server, "payer")
+    form = page.locator("form.api-key-form")
+    form.get_by_label("Name").fill("payout bot")
+    form.get_by_label("Trade: place and cancel orders").check()
+    form.get_by_label("Withdraw: request and cancel withdrawals").check()
+    typed = "203.0.113.7\n198.51.100.0/24\n2001:db8::1\n10.0.0.300"
+    form.get_by_label("Allowed addresses").fill(typed)
+    form.get_by_label("Expires").select_option(label="After 30 days")
+    form.get_by_label("Sign every request").check()
+
+    form.get_by_role("button", name="Create API key").click()
+    # The form is sent on once the password is confirmed again.
+    page.locator('input[name="password"]').fill(PASSWORD)
+    page.get_by_role("button", name="Confirm").click()
+    page.get_by_text("The API key was not created").wait_for()
+    page.screenshot_step("refused")
+
+    allowed = form.get_by_label("Allowed addresses")
+    expect(allowed).to_have_accessible_description(
+        re.compile("“10.0.0.300” is not an IP address or a CIDR range")
+    )
+    expect(allowed).to_have_attribute("aria-invalid", "true")
+    expect(allowed).to_have_value(typed)
+    expect(form.get_by_label("Name")).to_have_value("payout bot")
+    for scope in ("Read (every key", "Trade: place", "Withdraw: request"):
+        expect(form.get_by_label(scope)).to_be_checked()
+    expect(form.get_by_label("Expires")).to_have_value("30")
+    expect(form.get_by_label("Sign every request")).to_be_checked()
+    assert not ApiKey.objects.exists()
+
+    # Corrected, the same form creates the key as typed.
+    allowed.fill(typed.replace("10.0.0.300", "10.0.0.3"))
+    form.get_by_role("button", name="Create API key").click()
+    page.get_by_text("this is the only time it is shown").wait_for()
+    api_key = ApiKey.objects.get()
+    assert (api_key.name, api_key.scopes) == ("payout bot", "read trade withdraw")
+    assert api_key.requires_signature

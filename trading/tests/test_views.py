@@ -57,7 +57,7 @@ class Page:
         return [
             element
             for element in self._elements(self.root)
-            if element.name in ("input", "select")
+            if element.name in ("input", "select", "textarea")
             and dict(element.attributes).get("name") == name
         ]
 
@@ -66,28 +66,64 @@ class Page:
         return dict(element.attributes).get("value") or ""
 
     def checked(self, name: str) -> str | None:
-        values = [
+        values = self.checked_all(name)
+        assert len(values) <= 1
+        return values[0] if values else None
+
+    def checked_all(self, name: str) -> list[str]:
+        """The values of the ticked boxes ``name``, in the page's order."""
+        return [
             dict(element.attributes).get("value", "on")
             for element in self._inputs(name)
             if "checked" in dict(element.attributes)
+        ]
+
+    def selected(self, name: str) -> str | None:
+        [select] = [e for e in self._inputs(name) if e.name == "select"]
+        values = [
+            dict(option.attributes).get("value")
+            for option in self._elements(select)
+            if option.name == "option" and "selected" in dict(option.attributes)
         ]
         assert len(values) <= 1
         return values[0] if values else None
 
     def field_text(self, name: str) -> str:
-        """The text of the field box holding the input ``name``: its label
-        and its errors."""
+        """The text of the field box holding the input, text area or list
+        ``name``: its label and its errors."""
 
         def boxes(node):
             for element in self._elements(node):
                 if self._has_class(element, "field") and any(
-                    child.name == "input" and dict(child.attributes).get("name") == name
+                    child.name in ("input", "textarea", "select")
+                    and dict(child.attributes).get("name") == name
                     for child in self._elements(element)
                 ):
                     yield element
 
         *_, innermost = boxes(self.root)
         return self._words(innermost)
+
+    def description(self, name: str) -> str:
+        """What a screen reader reads after the input ``name``'s label: the
+        elements its aria-describedby names."""
+        [element] = self._inputs(name)
+        ids = (dict(element.attributes).get("aria-describedby") or "").split()
+        by_id = {
+            dict(node.attributes).get("id"): node for node in self._elements(self.root)
+        }
+        return " ".join(self._words(by_id[i]) for i in ids if i in by_id)
+
+    def dangling_descriptions(self) -> list[str]:
+        """Each ``name: id`` of an aria-describedby naming no element."""
+        elements = list(self._elements(self.root))
+        ids = {dict(element.attributes).get("id") for element in elements}
+        return [
+            f"{dict(element.attributes).get('name', element.name)}: {id_}"
+            for element in elements
+            for id_ in (dict(element.attributes).get("aria-describedby") or "").split()
+            if id_ not in ids
+        ]
 
     def texts(self, tag: str, **attributes: str | None) -> list[str]:
         """The text of each ``tag`` element with these attributes (None:
@@ -204,6 +240,48 @@ def test_a_refused_order_comes_back_as_typed_with_the_reason_by_its_field(
     assert page.value("client_order_id") not in ("", "first-try")
     assert not Order.objects.filter(status=Order.Status.OPEN).exists()
     assert balance(trader, market.quote) == (Decimal("100000"), Decimal("0"))
+
+
+@pytest.mark.parametrize(
+    ("typed", "field", "message"),
+    [
+        *REFUSALS,
+        (
+            {
+                "price": "100",
+                "quantity": "1",
+                "time_in_force": "IOC",
+                "post_only": "on",
+            },
+            "post_only",
+            "A post-only order waits in the book",
+        ),
+    ],
+)
+def test_a_refused_orders_error_is_read_out_with_its_field(
+    client, trader, market, typed, field, message
+):
+    sent = {"side": "buy", "type": "limit", "time_in_force": "GTC"} | typed
+
+    page = Page(client.post(f"/markets/{market.symbol}/orders/", sent))
+
+    assert message in page.description(field)
+    assert page.dangling_descriptions() == []
+
+
+def test_a_refused_withdrawals_errors_are_read_out_with_their_fields(
+    client, trader, market
+):
+    response = client.post(
+        "/wallet/",
+        {"token": "BTC", "amount": "abc", "address": "", "reference": "r-1"},
+    )
+
+    assert response.status_code == 400
+    page = Page(response)
+    assert "Enter a number." in page.description("amount")
+    assert "This field is required." in page.description("address")
+    assert page.dangling_descriptions() == []
 
 
 def test_an_incomplete_order_keeps_what_was_typed_and_says_what_is_missing(

@@ -181,7 +181,7 @@ def test_malformed_addresses_are_shown_next_to_the_wallet_field(
     assert response.status_code == 400
     [error] = response.context["form"].errors["address"]
     assert message in error and f"{symbol} address" in error
-    assert 'id="id_address_errors"' in response.content.decode()
+    assert 'id="id_address_error"' in response.content.decode()
     _nothing_written(rich, seeded[symbol], entries)
 
 
@@ -399,7 +399,7 @@ def test_the_wallet_shows_a_malformed_saved_address_next_to_its_field(
     assert response.status_code == 400
     [error] = response.context["address_form"].errors["address"]
     assert "EIP-55 checksum" in error
-    assert 'id="id_book-address_errors"' in response.content.decode()
+    assert 'id="id_book-address_error"' in response.content.decode()
     assert not SavedAddress.objects.exists()
 
 
