@@ -17,10 +17,11 @@ missed: every batch publishes after its commit); level updates the snapshot
 already holds are dropped by their ``sequence``, trades by their id. Every
 event's id is ``<book sequence>.<last trade id>``: given back as
 ``Last-Event-ID``, the stream sends what was missed (book levels from the
-hub's history, trades from the database) or, when it cannot, a fresh book or
-trades snapshot. A gap in the book's sequence (Redis lost messages) ends the
-stream with ``resync`` too. The events are documented in
-``trading/api/description.md``.
+hub's history, trades and the user's fills among them from the database) or,
+when it cannot, a fresh book or trades snapshot. The user's open orders,
+balances and latest fills are in every snapshot, resumed or not. A gap in the
+book's sequence (Redis lost messages) ends the stream with ``resync`` too. The
+events are documented in ``trading/api/description.md``.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ RECONNECT_SECONDS = 1.0  # the hub's wait between attempts to reach Redis
 BOOK_HISTORY = 10_000  # level updates kept per market for resuming clients
 SNAPSHOT_DEPTH = 1000  # price levels a side in a snapshot
 RECENT_TRADES = 50
+RECENT_FILLS = 20  # the user's in a snapshot, as many as the market page lists
 FIGURES_DELAY_SECONDS = 0.2  # the ticker and candles follow trades this late
 CATCH_UP_TRADES = 1000  # missed trades sent on resume; more: a trades snapshot
 READ_THREADS = 4  # database connections of a stream process, at most
@@ -383,6 +385,8 @@ def snapshot_read(
 
     The sequence is read before the levels: a level changed in between is
     already in the snapshot and its update, an absolute total, repeats it.
+    The user's latest fills are read after the trades: a fill newer than the
+    last trade is in the snapshot, and not sent again after its trade.
     """
     from trading.api import serializers as api
     from trading.api.selectors import trades_for_user
@@ -429,11 +433,15 @@ def snapshot_read(
             orders_open(user=user, market=market), many=True
         ).data
         body["balances"] = _balances(user)
-        last_fill = (
-            trades_for_user(user=user, market=market)
-            .values_list("pk", flat=True)
-            .first()
-        ) or 0
+        fills = trades_for_user(user=user, market=market)
+        if missed is not None:
+            # The user's among the missed trades, so no more than they.
+            body["missed_fills"] = _fills(
+                fills.filter(pk__gt=trades_after, pk__lte=last_trade).order_by("pk"),
+                user=user,
+            )
+        body["fills"] = _fills(fills[:RECENT_FILLS], user=user)
+        last_fill = body["fills"][0]["id"] if body["fills"] else 0
     return body, sequence, last_trade, last_fill
 
 
@@ -456,6 +464,16 @@ def _trade_event(row: dict) -> dict:
     return event
 
 
+def _fills(trades, *, user) -> list[dict]:
+    """The user's ``trades`` as the ``fills`` event has them."""
+    from trading.api import serializers as api
+    from trading.api.selectors import fill_of
+
+    return api.FillSerializer(
+        [fill_of(trade, user=user) for trade in trades], many=True
+    ).data
+
+
 def _balances(user) -> list[dict]:
     from trading.api import serializers as api
     from trading.selectors import balances_for_user
@@ -467,7 +485,7 @@ def _balances(user) -> list[dict]:
 def orders_read(*, market, user, order_ids: list[int], fills_after: int):
     """The user's changed orders of this market, and their new fills."""
     from trading.api import serializers as api
-    from trading.api.selectors import fill_of, orders_for_user, trades_for_user
+    from trading.api.selectors import orders_for_user, trades_for_user
 
     orders = orders_for_user(user=user).filter(market=market, pk__in=order_ids)
     fills = (
@@ -475,12 +493,7 @@ def orders_read(*, market, user, order_ids: list[int], fills_after: int):
         .filter(pk__gt=fills_after)
         .order_by("pk")
     )
-    return (
-        api.OrderSerializer(orders, many=True).data,
-        api.FillSerializer(
-            [fill_of(trade, user=user) for trade in fills], many=True
-        ).data,
-    )
+    return api.OrderSerializer(orders, many=True).data, _fills(fills, user=user)
 
 
 @_reading
@@ -555,6 +568,7 @@ class MarketStream:
             trades_after=self.resume[1] if self.resume else None,
         )
         missed = body.pop("missed_trades", None)
+        missed_fills = body.pop("missed_fills", None)
         self.last_trade = last_trade
         chunks = []
         if history is None:
@@ -569,6 +583,8 @@ class MarketStream:
                 self.sequence = self.resume[0]
         if missed:
             chunks.append(self._event("trades", _json({"trades": missed})))
+        if missed_fills:
+            chunks.append(self._event("fills", _json({"fills": missed_fills})))
         return b"".join(chunks)
 
     async def _pending(self, subscription: Subscription) -> tuple[bytes, bool]:

@@ -114,6 +114,16 @@
     return time;
   }
 
+  var MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+  // A day and time, in UTC as the server renders "Your trades": "6 Dec 09:30".
+  function dayClock(iso) {
+    var time = document.createElement("time");
+    var when = new Date(iso);
+    time.dateTime = iso;
+    time.textContent = when.getUTCDate() + " " + MONTHS[when.getUTCMonth()] + " " + when.toISOString().slice(11, 16);
+    return time;
+  }
+
   var live = document.getElementById("market-live");
   var form = document.getElementById("order-form");
   var chartCard = document.getElementById("chart");
@@ -123,6 +133,7 @@
   var marketUrl = live.getAttribute("data-market-url");
   var BOOK_DEPTH = 15;
   var TRADES_SHOWN = 30;
+  var FILLS_SHOWN = 20; // as many as the page renders
   var LIVE = { accepted: true, waiting: true, open: true };
 
   // -- Order book ------------------------------------------------------------------
@@ -293,33 +304,60 @@
     box.hidden = false;
   }
 
-  function addFills(fills) {
-    var box = live.querySelector(".my-trades");
-    fills.forEach(function (fill) {
-      notice("Your " + fill.side + " order " + fill.order_id + " filled " + group(fill.quantity) + " " + base + " at " + group(fill.price) + " " + quote + " (fee " + group(fill.fee) + " " + fill.fee_token + ").");
-      if (!box) return;
-      var body = box.querySelector("tbody");
-      if (!body) {
-        var table = document.createElement("table");
-        table.className = "data-table compact stack";
-        table.innerHTML = '<thead><tr><th scope="col">Side</th><th scope="col" class="num">Price</th><th scope="col" class="num">Amount</th><th scope="col">Role</th><th scope="col">Time</th></tr></thead>';
-        body = document.createElement("tbody");
-        table.appendChild(body);
-        box.replaceChildren(box.querySelector("h2"), table);
-      }
-      var tr = document.createElement("tr");
-      tr.appendChild(cell(fill.side.charAt(0).toUpperCase() + fill.side.slice(1), fill.side === "buy" ? "up" : "down"));
-      tr.appendChild(cell(group(fill.price), "num"));
-      tr.appendChild(cell(group(fill.quantity), "num"));
-      tr.appendChild(cell(fill.liquidity));
-      var td = document.createElement("td");
-      td.appendChild(clock(fill.created_at));
-      tr.appendChild(td);
-      ["Side", "Price", "Amount", "Role", "Time"].forEach(function (label, index) {
-        tr.children[index].setAttribute("data-label", label);
-      });
-      body.prepend(tr);
+  // Your fills, newest first, as the stream has them (null: as rendered), and
+  // the newest the page has shown: a newer one gets a notice.
+  var fills = null;
+  var lastFill = Number(live.getAttribute("data-last-fill")) || 0;
+
+  function fillRow(fill) {
+    var tr = document.createElement("tr");
+    tr.appendChild(cell(fill.side.charAt(0).toUpperCase() + fill.side.slice(1), fill.side === "buy" ? "up" : "down"));
+    tr.appendChild(cell(group(fill.price), "num"));
+    tr.appendChild(cell(group(fill.quantity), "num"));
+    tr.appendChild(cell(fill.liquidity));
+    var td = document.createElement("td");
+    td.appendChild(dayClock(fill.created_at));
+    tr.appendChild(td);
+    ["Side", "Price", "Amount", "Role", "Time"].forEach(function (label, index) {
+      tr.children[index].setAttribute("data-label", label);
     });
+    return tr;
+  }
+
+  function renderFills() {
+    var box = live.querySelector(".my-trades");
+    if (!box) return;
+    var content;
+    if (!fills.length) {
+      content = document.createElement("p");
+      content.className = "muted";
+      content.textContent = "You have not traded on this market yet.";
+    } else {
+      content = document.createElement("table");
+      content.className = "data-table compact stack";
+      content.innerHTML = '<thead><tr><th scope="col">Side</th><th scope="col" class="num">Price</th><th scope="col" class="num">Amount</th><th scope="col">Role</th><th scope="col">Time</th></tr></thead>';
+      var body = document.createElement("tbody");
+      fills.forEach(function (fill) { body.appendChild(fillRow(fill)); });
+      content.appendChild(body);
+    }
+    box.replaceChildren(box.querySelector("h2"), content);
+  }
+
+  // `rows`: a snapshot's latest fills (`whole`), or new ones. A fill comes
+  // again after a reconnect, in the snapshot and its catch-up: it shows once,
+  // by its trade id.
+  function takeFills(rows, whole) {
+    var byId = new Map();
+    if (!whole && fills) fills.forEach(function (fill) { byId.set(fill.id, fill); });
+    rows.forEach(function (fill) { byId.set(fill.id, fill); });
+    var list = Array.from(byId.values()).sort(function (a, b) { return b.id - a.id; });
+    list.slice().reverse().forEach(function (fill) {
+      if (fill.id <= lastFill) return;
+      lastFill = fill.id;
+      notice("Your " + fill.side + " order " + fill.order_id + " filled " + group(fill.quantity) + " " + base + " at " + group(fill.price) + " " + quote + " (fee " + group(fill.fee) + " " + fill.fee_token + ").");
+    });
+    fills = list.slice(0, FILLS_SHOWN);
+    renderFills();
   }
 
   function updateOrders(rows) {
@@ -688,6 +726,7 @@
         orders = new Map();
         updateOrders(body.orders);
       }
+      if (body.fills) takeFills(body.fills, true);
     });
     source.addEventListener("book", function (event) {
       var changed = data(event).levels;
@@ -714,7 +753,7 @@
     source.addEventListener("candles", function (event) { if (chart) chart.candles(data(event).candles); });
     source.addEventListener("balances", function (event) { renderBalances(data(event).balances); });
     source.addEventListener("orders", function (event) { updateOrders(data(event).orders); });
-    source.addEventListener("fills", function (event) { addFills(data(event).fills); });
+    source.addEventListener("fills", function (event) { takeFills(data(event).fills, false); });
     // "resync": the server ends the stream; EventSource reconnects with the
     // last event's id and the server sends what was missed, or a snapshot.
     source.addEventListener("error", function () {

@@ -16,14 +16,15 @@ from core.tests.processes import free_port
 
 
 class StreamServer:
-    """``uvicorn`` as ``make run`` and docker-compose.yml start it."""
+    """``uvicorn`` as ``make run`` and docker-compose.yml start it; on
+    ``port`` when given (the one of a server stopped, as a deploy does)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, port: int | None = None) -> None:
         import uvicorn
 
         from crypto_exchange.asgi import application
 
-        self.port = free_port()
+        self.port = port or free_port()
         self.server = uvicorn.Server(
             uvicorn.Config(
                 application,

@@ -15,6 +15,7 @@ from tests.factories import (
     user_make,
 )
 from trading.models import Order, Trade
+from trading.tests.streaming import StreamServer
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -115,6 +116,69 @@ def test_the_market_page_updates_book_and_balances_when_an_order_fills(
     page.locator('[data-ticker="last_price"]').get_by_text("150").wait_for()
     assert page.evaluate("window.__notReloaded") is True
     page.screenshot_step("filled-live")
+
+
+def test_a_fill_made_while_the_stream_reconnects_shows_in_your_trades(
+    live_stream, page, live_server, market
+):
+    maker = user_make("maker")
+    fund(maker, market.base, "2")
+    resting = sell(maker, market, "2", "150.00")
+    log_in(page, live_server, "maker")
+    page.goto(f"{live_server.url}/markets/{market.symbol}/")
+    page.locator('#market-live[data-stream="open"]').wait_for()
+    mine = page.locator("#market-live .my-trades")
+    expect(mine).to_contain_text("You have not traded")
+    page.evaluate("window.__notReloaded = true")
+
+    # The stream goes away (a deploy), and the order fills before it is back.
+    live_stream.stop()
+    page.locator('#market-live[data-stream="reconnecting"]').wait_for()
+    taker = user_make("taker")
+    fund(taker, market.quote, "1000")
+    buy(taker, market, "0.5", "150.00")
+    made = Trade.objects.get()
+    restarted = StreamServer(port=live_stream.port)
+    restarted.start()
+    try:
+        page.get_by_text(f"Your sell order {resting.pk} filled 0.5").wait_for()
+        expect(mine.locator("tbody tr td")).to_have_text(
+            ["Sell", "150", "0.5", "maker", made.created_at.strftime("%-d %b %H:%M")]
+        )
+        expect(page.locator("#fill-notices p")).to_have_count(1)
+        assert page.evaluate("window.__notReloaded") is True
+        page.screenshot_step("filled-while-reconnecting")
+    finally:
+        restarted.stop()
+
+
+def test_a_fill_made_before_the_stream_first_answers_shows_in_your_trades(
+    live_stream, page, live_server, market
+):
+    maker = user_make("maker")
+    fund(maker, market.base, "2")
+    resting = sell(maker, market, "2", "150.00")
+    taker = user_make("taker")
+    fund(taker, market.quote, "1000")
+    buy(taker, market, "0.5", "150.00")  # before the page: rendered
+    log_in(page, live_server, "maker")
+    held = []
+    page.route("**/stream/", lambda route: held.append(route))
+    page.goto(f"{live_server.url}/markets/{market.symbol}/")
+    mine = page.locator("#market-live .my-trades")
+    expect(mine.locator("tbody tr")).to_have_count(1)
+    while not held:
+        page.wait_for_timeout(50)
+
+    # Rendered, but the stream's first event is still to come.
+    buy(taker, market, "0.25", "150.00")
+    held[0].continue_()
+
+    page.get_by_text(f"Your sell order {resting.pk} filled 0.25").wait_for()
+    expect(mine.locator("tbody tr td:nth-child(3)")).to_have_text(["0.25", "0.5"])
+    # The fill the page was rendered with is no news.
+    expect(page.locator("#fill-notices p")).to_have_count(1)
+    page.screenshot_step("filled-before-the-stream")
 
 
 # Draws in the page: the pane holds ink (candles), and the axes right of it

@@ -14,7 +14,7 @@ from django.db import connection
 from tests.factories import buy, sell
 from trading import live
 from trading.api_keys import api_key_create
-from trading.models import Trade
+from trading.models import Order, Trade
 from trading.tests.streaming import SseClient
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -175,17 +175,23 @@ def test_without_redis_the_stream_says_it_is_unavailable(
         assert client.until("resync").data == {"reason": "unavailable"}
 
 
-@pytest.mark.reliability("stream-clients")
-def test_resuming_with_last_event_id_catches_up_with_what_was_missed(
-    stream_server, market, alice, bob, funded
-):
+def position_after_a_trade(stream_server, market, alice, bob) -> str:
+    """The Last-Event-ID of a client that saw bob's ask and alice's first
+    buy from it, then went away."""
     sell(bob, market, "1", "100")
     first = SseClient(stream_server.port, PATH)
     first.until("snapshot")
     buy(alice, market, "0.1", "100")
     first.until("book")
-    last_id = first.last_id
     first.close()
+    return first.last_id
+
+
+@pytest.mark.reliability("stream-clients")
+def test_resuming_with_last_event_id_catches_up_with_what_was_missed(
+    stream_server, market, alice, bob, funded
+):
+    last_id = position_after_a_trade(stream_server, market, alice, bob)
 
     # Missed while disconnected: a trade and two level changes.
     sell(bob, market, "2", "101")
@@ -211,6 +217,72 @@ def test_resuming_with_last_event_id_catches_up_with_what_was_missed(
     )
     assert "created_at" not in trades.data["trades"][0]
     again.close()
+
+
+def test_resuming_sends_the_fills_made_while_disconnected(
+    stream_server, market, alice, bob, funded
+):
+    last_id = position_after_a_trade(stream_server, market, alice, bob)
+    seen = Trade.objects.get()
+    resting = Order.objects.get(user=bob)
+
+    # Missed while disconnected: alice takes more of bob's resting order.
+    buy(alice, market, "0.2", "100")
+    missed = Trade.objects.order_by("pk").last()
+
+    again = SseClient(
+        stream_server.port, PATH, headers={**key_of(bob), "Last-Event-ID": last_id}
+    )
+    snapshot = again.until("snapshot")
+    assert "trades" not in snapshot.data  # caught up instead
+    assert [fill["id"] for fill in snapshot.data["fills"]] == [missed.pk, seen.pk]
+    fills = again.until("fills")
+    assert [
+        (fill["id"], fill["order_id"], fill["liquidity"], fill["quantity"])
+        for fill in fills.data["fills"]
+    ] == [(missed.pk, resting.pk, "maker", "0.2")]
+    assert fills.id.split(".")[1] == str(missed.pk)
+    again.close()
+
+
+def test_a_resuming_user_gets_no_fills_of_another(
+    stream_server, market, alice, bob, carol, funded
+):
+    last_id = position_after_a_trade(stream_server, market, alice, bob)
+    buy(alice, market, "0.2", "100")
+
+    watcher = SseClient(
+        stream_server.port, PATH, headers={**key_of(carol), "Last-Event-ID": last_id}
+    )
+    assert watcher.until("snapshot").data["fills"] == []
+    buy(alice, market, "0.1", "100")
+    kinds = []
+    while (event := watcher.next()).event != "candles":  # after the new trade
+        kinds.append(event.event)
+    assert kinds.count("trades") == 2  # the missed one, then the new one
+    assert "fills" not in kinds
+    watcher.close()
+
+
+def test_the_snapshot_holds_the_users_latest_fills_and_none_comes_again(
+    monkeypatch, stream_server, market, alice, bob, funded
+):
+    monkeypatch.setattr(live, "RECENT_FILLS", 2)
+    sell(bob, market, "1", "100")
+    for _ in range(3):
+        buy(alice, market, "0.1", "100")
+    latest = list(Trade.objects.order_by("-pk").values_list("pk", flat=True))[:2]
+
+    client = SseClient(stream_server.port, PATH, headers=key_of(alice))
+    snapshot = client.until("snapshot")
+    assert [fill["id"] for fill in snapshot.data["fills"]] == latest
+    assert {fill["liquidity"] for fill in snapshot.data["fills"]} == {"taker"}
+    buy(alice, market, "0.2", "100")
+    fills = client.until("fills")
+    assert [fill["id"] for fill in fills.data["fills"]] == [
+        Trade.objects.order_by("pk").last().pk
+    ]
+    client.close()
 
 
 @pytest.mark.reliability("stream-clients")
@@ -263,13 +335,7 @@ def test_a_user_channel_of_digits_other_than_ascii_leaves_the_streams_alone(
 def test_resuming_from_a_trade_this_database_never_had_still_gets_its_trades(
     stream_server, market, alice, bob, funded
 ):
-    sell(bob, market, "1", "100")
-    first = SseClient(stream_server.port, PATH)
-    first.until("snapshot")
-    buy(alice, market, "0.1", "100")
-    first.until("book")
-    sequence = first.last_id.split(".")[0]
-    first.close()
+    sequence = position_after_a_trade(stream_server, market, alice, bob).split(".")[0]
     known = Trade.objects.get()
 
     # An id this database never reached: restored from an older backup since,
