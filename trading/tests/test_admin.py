@@ -222,6 +222,26 @@ def test_a_rejection_without_a_reason_asks_again_and_changes_nothing(
     assert balance(alice, btc) == (D("1"), D("2"))
 
 
+def dangling_descriptions(page: str) -> list[str]:
+    """The ids that an aria-describedby names and no element has."""
+    ids = set(re.findall(r'\sid="([^"]+)"', page))
+    named = re.findall(r'aria-describedby="([^"]+)"', page)
+    return [id_ for value in named for id_ in value.split() if id_ not in ids]
+
+
+def test_the_forms_of_staff_decisions_read_out_their_help_and_errors(
+    staff_client, pending, alice, btc
+):
+    refused = decide(staff_client, "reject", [pending.pk], reason="  ")
+    asked = run_action(staff_client, "withdrawal", "reject", [pending.pk])
+    credit_refused = credit(staff_client, alice, btc, "0.123456789")
+
+    for response in (refused, asked, credit_refused, staff_client.get(CREDIT_URL)):
+        page = response.content.decode()
+        assert "aria-describedby" in page
+        assert dangling_descriptions(page) == []
+
+
 def test_the_decider_and_reason_are_shown_in_the_list_and_the_detail(
     staff_client, pending
 ):
