@@ -12,9 +12,15 @@ from django.core import checks
 
 @checks.register(checks.Tags.files)
 def private_files_left_on_disk(app_configs, **kwargs) -> list[checks.CheckMessage]:
-    """With USE_MINIO=true, identity documents still in PRIVATE_MEDIA_ROOT
-    are not in the bucket: staff could not open them. Copying ``media/`` alone
-    (``mc cp --recursive media/ ...``) leaves them behind, so say so."""
+    """With USE_MINIO=true, identity documents in PRIVATE_MEDIA_ROOT are read
+    from the bucket only: one never copied there cannot be opened. Copying
+    ``media/`` alone (``mc cp --recursive media/ ...``) leaves them behind, so
+    say so.
+
+    Whether each one is in the bucket would take a database query and a
+    request to the store per document at every start; the warning asks for
+    the folder to be emptied instead, and says that it stays until then.
+    """
     if not settings.USE_MINIO:
         return []
     folder = Path(settings.PRIVATE_MEDIA_ROOT) / "private"
@@ -22,12 +28,14 @@ def private_files_left_on_disk(app_configs, **kwargs) -> list[checks.CheckMessag
         return []
     return [
         checks.Warning(
-            f"Identity documents are still on disk in {folder} while "
-            "USE_MINIO=true: staff cannot open them from the bucket.",
+            f"Files are left on disk in {folder} while USE_MINIO=true: the app "
+            "reads identity documents from the bucket only, so staff cannot "
+            "open a document that was not copied there.",
             hint=(
-                "Copy them with `python manage.py media_to_bucket` (or `mc cp "
-                f"--recursive {folder}/ <alias>/<bucket>/private/`), then "
-                "delete the folder."
+                "Copy them with `python manage.py media_to_bucket` (it skips "
+                "those already in the bucket, and those of rejected "
+                "verifications and deleted accounts), then delete the folder: "
+                "this warning stays until it is empty."
             ),
             id="storage.W001",
         )

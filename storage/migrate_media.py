@@ -3,7 +3,9 @@
 This is the ``mc cp --recursive media/ <bucket>/`` step of the move to object
 storage, done through the app's own settings and client. Each file is hashed
 (streaming, MD5) and looked up in the bucket; an object of the same size and
-checksum is left alone, anything else is uploaded and then checked again.
+checksum, with the Content-Type and Cache-Control the app gives it, is left
+alone; one whose headers differ (copied by another tool) is uploaded again for
+them, and anything else is uploaded; every upload is then checked again.
 
 Resuming needs no state file: a second run finds the objects the first one
 finished identical and skips them. An object is never half-written under its
@@ -13,7 +15,13 @@ is aborted by the client, or left invisible until the server expires it).
 
 Private files (identity documents) are copied too, from PRIVATE_MEDIA_ROOT:
 their keys there are the same (``private/...``) as in the bucket, where no
-policy covers them.
+policy covers them. Only those a row still references are: staff may have
+rejected a document since the first copy, and its object was deleted from the
+bucket then; copying it again from the disk would bring it back.
+
+Links to folders are not followed: a folder inside the source is copied
+under its own name (once, however many links lead to it), one outside it not
+at all. Links to files inside the source are copied as files.
 """
 
 from __future__ import annotations
@@ -38,6 +46,7 @@ from storage.backends import MinIOStorage, normalize_key, sniff_content_type
 from storage.bucket import bucket_ensure
 from storage.config import PRIVATE_MEDIA_PREFIX
 from storage.exceptions import StorageUnavailable
+from storage.orphans import referenced_names
 from storage.services import DEFAULT_AVATAR_CACHE_CONTROL, DEFAULT_AVATAR_NAME
 
 # Stored with every upload: the ETag of a multipart object is not the MD5 of
@@ -47,11 +56,18 @@ MAX_KEY_BYTES = 1024  # S3's limit on an object key
 _READ_CHUNK = 1024 * 1024
 
 HIDDEN = "hidden"
+UNREFERENCED = (
+    "no row references it any more (a rejected document, or a deleted "
+    "account's): not copied"
+)
 
 
 class Outcome(StrEnum):
     COPIED = "copied"  # in a dry run: would be copied
     IDENTICAL = "identical"
+    # The same content under other headers, uploaded again for them (in a dry
+    # run: would be).
+    HEADERS_FIXED = "headers fixed"
     FAILED = "failed"
 
 
@@ -129,9 +145,10 @@ class _LocalReadError(Exception):
 def media_scan(*, source: Path, private_source: Path | None = None) -> MigrationReport:
     """List the files under ``source`` that become objects, and what is left out.
 
-    Hidden files and folders, links that lead out of ``source`` and names that
-    cannot be object keys are left out; a folder that cannot be listed is a
-    failure, since its files would silently be missing from the bucket.
+    Hidden files and folders, links to folders, links that lead out of
+    ``source`` and names that cannot be object keys are left out; a folder
+    that cannot be listed is a failure, since its files would silently be
+    missing from the bucket.
 
     With ``private_source`` (PRIVATE_MEDIA_ROOT) its files under ``private/``
     are listed too, under the same keys; nothing else of it is copied, so no
@@ -173,25 +190,18 @@ def _scan(report: MigrationReport, root: Path, *, only: str = "") -> None:
             FileResult(f"{relative}/", 0, Outcome.FAILED, _read_error(error))
         )
 
-    for directory, folders, names in os.walk(
-        root, onerror=unreadable, followlinks=True
-    ):
+    # Links to folders are never walked: each folder inside the source is
+    # walked once, under its own name, and two links leading to each other
+    # cannot make a file be copied again and again.
+    for directory, folders, names in os.walk(root, onerror=unreadable):
         here = Path(directory)
-        real_here = Path(os.path.realpath(here))
         kept = []
         for name in sorted(folders):
             relative = (here / name).relative_to(root).as_posix()
-            real = Path(os.path.realpath(here / name))
             if name.startswith("."):
                 report.ignored.append((f"{relative}/", HIDDEN))
-            elif not real.is_relative_to(root):
-                report.ignored.append(
-                    (f"{relative}/", f"a link to {real}, outside the source")
-                )
-            elif real_here.is_relative_to(real):
-                report.ignored.append(
-                    (f"{relative}/", "a link to a folder above it (a loop)")
-                )
+            elif (here / name).is_symlink():
+                report.ignored.append((f"{relative}/", _folder_link(here / name, root)))
             elif not _may_hold(f"{relative}/", only):
                 report.ignored.append((f"{relative}/", _outside(only)))
             else:
@@ -225,6 +235,19 @@ def _scan(report: MigrationReport, root: Path, *, only: str = "") -> None:
             report.files.append(MediaFile(relative, real, info.st_size))
 
 
+def _folder_link(link: Path, root: Path) -> str:
+    """Why the folder ``link`` leads to is not copied through it."""
+    real = Path(os.path.realpath(link))
+    if not real.is_relative_to(root):
+        return f"a link to {real}, outside the source"
+    target = real.relative_to(root).as_posix()
+    shown = "the source folder" if target == "." else f"{target}/"
+    return (
+        f"a link to {shown}: links to folders are not followed, a folder is "
+        "copied under its own name"
+    )
+
+
 def _may_hold(folder: str, prefix: str) -> bool:
     """Whether keys under ``folder`` (ending in /) may start with ``prefix``."""
     return prefix.startswith(folder) or folder.startswith(prefix)
@@ -246,14 +269,17 @@ def media_migrate(
     """Copy every file under ``source`` to ``storage``'s bucket, same keys,
     and the private files under ``private_source`` (see ``media_scan``).
 
-    Objects already identical (size and MD5) are skipped; every upload is
-    checked afterwards. ``on_result`` is called in the calling thread, in
-    completion order. The run stops early, keeping what is done, on Ctrl+C or
-    when the store itself fails (``report.stopped`` says why); a failure of
-    one file (unreadable, changed meanwhile, verification) is recorded and the
-    run goes on. Raises StorageUnavailable if the bucket cannot be reached.
+    Objects already identical (size, MD5 and headers) are skipped; every
+    upload is checked afterwards. Private files no row references are left
+    out (``UNREFERENCED``), so this reads the database when there are any.
+    ``on_result`` is called in the calling thread, in completion order. The
+    run stops early, keeping what is done, on Ctrl+C or when the store itself
+    fails (``report.stopped`` says why); a failure of one file (unreadable,
+    changed meanwhile, verification) is recorded and the run goes on. Raises
+    StorageUnavailable if the bucket cannot be reached.
     """
     report = media_scan(source=source, private_source=private_source)
+    _unreferenced_private_files_leave(report)
     report.endpoint, report.bucket = storage.endpoint, storage.bucket_name
     report.dry_run = dry_run
 
@@ -311,6 +337,22 @@ def media_migrate(
     return report
 
 
+def _unreferenced_private_files_leave(report: MigrationReport) -> None:
+    """Take the private files no row references out of ``report.files``.
+
+    A document staff rejected, or of an account deleted, was deleted from
+    the bucket (or never reached it); the copy still on disk must not bring
+    it back, where no row would ever name it again.
+    """
+    private = [f for f in report.files if f.key.startswith(PRIVATE_MEDIA_PREFIX)]
+    if not private:
+        return  # no database query for media alone
+    referenced = referenced_names(prefix=PRIVATE_MEDIA_PREFIX)
+    left = {file.key for file in private if file.key not in referenced}
+    report.ignored += [(key, UNREFERENCED) for key in sorted(left)]
+    report.files = [file for file in report.files if file.key not in left]
+
+
 def _file_copy(
     *, storage: MinIOStorage, file: MediaFile, dry_run: bool, bucket_missing: bool
 ) -> FileResult:
@@ -325,14 +367,18 @@ def _file_copy(
             if not stat.S_ISREG(before.st_mode):
                 return failed("not a regular file")
             digest = _digest(handle, before.st_size)
+            headers = _headers(storage, key, digest)
             stored = None if bucket_missing else _stat(storage, key)
+            outcome = Outcome.COPIED
             if stored is not None and not _difference(stored, digest):
-                return FileResult(key, digest.size, Outcome.IDENTICAL)
+                if not _headers_difference(stored, headers):
+                    return FileResult(key, digest.size, Outcome.IDENTICAL)
+                outcome = Outcome.HEADERS_FIXED
             if dry_run:
-                return FileResult(key, digest.size, Outcome.COPIED)
+                return FileResult(key, digest.size, outcome)
             handle.seek(0)
             reader = _HashingReader(handle, digest.size)
-            _upload(storage, key, reader, digest)
+            _upload(storage, key, reader, digest, headers)
             after = os.fstat(handle.fileno())
             if reader.md5.hexdigest() != digest.md5 or (
                 after.st_size,
@@ -352,25 +398,62 @@ def _file_copy(
     stored = _stat(storage, key)
     if stored is None:
         return failed("verification failed: the object is missing after the upload")
-    if problem := _difference(stored, digest):
+    if problem := _difference(stored, digest) or _headers_difference(stored, headers):
         return failed(f"verification failed: {problem}")
-    return FileResult(key, digest.size, Outcome.COPIED)
+    return FileResult(key, digest.size, outcome)
 
 
-def _upload(storage: MinIOStorage, key: str, data: BinaryIO, digest: _Digest) -> None:
-    cache_control = (
-        DEFAULT_AVATAR_CACHE_CONTROL
-        if key == DEFAULT_AVATAR_NAME
-        else storage.cache_control
+@dataclass(frozen=True)
+class _Headers:
+    content_type: str
+    cache_control: str
+
+
+def _headers(storage: MinIOStorage, key: str, digest: _Digest) -> _Headers:
+    """The headers the app stores this content with: the Content-Type the
+    storage reads from the content, its Cache-Control (a day for the default
+    avatar, whose name never changes, as setup_minio stores it)."""
+    return _Headers(
+        content_type=sniff_content_type(digest.head, key),
+        cache_control=(
+            DEFAULT_AVATAR_CACHE_CONTROL
+            if key == DEFAULT_AVATAR_NAME
+            else storage.cache_control
+        ),
     )
+
+
+def _headers_difference(stored: Object, headers: _Headers) -> str:
+    """Which of the object's headers are not the app's ('' when none)."""
+    found = {
+        "Content-Type": stored.content_type or "",
+        "Cache-Control": (stored.metadata or {}).get("Cache-Control") or "",
+    }
+    wanted = {
+        "Content-Type": headers.content_type,
+        "Cache-Control": headers.cache_control,
+    }
+    return ", ".join(
+        f"{name} is {found[name] or 'not set'}, not {wanted[name]}"
+        for name in wanted
+        if found[name] != wanted[name]
+    )
+
+
+def _upload(
+    storage: MinIOStorage, key: str, data: BinaryIO, digest: _Digest, headers: _Headers
+) -> None:
     with storage.errors("upload", key):
         storage.client.put_object(
             bucket_name=storage.bucket_name,
             object_name=key,
             data=data,
             length=digest.size,
-            content_type=sniff_content_type(digest.head, key),
-            metadata={"Cache-Control": cache_control, MD5_METADATA: digest.md5},
+            content_type=headers.content_type,
+            metadata={
+                "Cache-Control": headers.cache_control,
+                MD5_METADATA: digest.md5,
+            },
             # The part size fixes the multipart ETag computed in _digest.
             part_size=digest.part_size,
             # Files are copied in parallel already; one part in memory per

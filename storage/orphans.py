@@ -10,11 +10,18 @@ grace period are never touched. Deletions that fail while the store is down
 are queued as `PendingDeletion` rows and finished when it answers again, and
 so are the objects of saves the store did not confirm (it may still write
 them when it wakes up).
+
+On local disk a file is looked at only under its real folder: links to
+folders inside the media folders are not followed (they are reported), since
+under a link's path a referenced file looks unreferenced, and deleting there
+deletes the real file, wherever the link leads.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -23,6 +30,7 @@ from django.apps import apps
 from django.core.files.storage import Storage, default_storage
 from django.db import DatabaseError, models
 from django.utils import timezone
+from minio.error import S3Error
 
 from storage.backends import MinIOStorage
 from storage.config import (
@@ -37,6 +45,9 @@ from storage.private import private_storage
 logger = logging.getLogger(__name__)
 
 DEFAULT_GRACE_MINUTES = 60
+# A century, "never" in practice; much more and the cut-off date would fall
+# before the year 1.
+MAX_GRACE_MINUTES = 100 * 365 * 24 * 60
 _RETRIES_AFTER_A_WRITE = 20
 
 
@@ -47,15 +58,14 @@ def _file_fields() -> Iterator[tuple[type[models.Model], str]]:
                 yield model, model_field.name
 
 
-def referenced_names() -> set[str]:
-    """Every file name a row of any model references."""
+def referenced_names(*, prefix: str = "") -> set[str]:
+    """Every file name a row of any model references (starting with ``prefix``)."""
     names: set[str] = set()
     for model, field_name in _file_fields():
-        names.update(
-            model._default_manager.exclude(**{field_name: ""})
-            .values_list(field_name, flat=True)
-            .iterator()
-        )
+        rows = model._default_manager.exclude(**{field_name: ""})
+        if prefix:
+            rows = rows.filter(**{f"{field_name}__startswith": prefix})
+        names.update(rows.values_list(field_name, flat=True).iterator())
     return names
 
 
@@ -138,6 +148,11 @@ def pending_deletions_retry_after_write() -> None:
         logger.exception("retrying queued deletions failed")
 
 
+class MediaFoldersUnsafe(Exception):
+    """The media folders on disk cannot be walked safely (a folder cannot be
+    listed, or two media folders are one through a link); nothing was deleted."""
+
+
 @dataclass
 class OrphanReport:
     scanned: int = 0
@@ -148,6 +163,8 @@ class OrphanReport:
     failed: list[str] = field(default_factory=list)
     pending_finished: int = 0
     pending_left: int = 0
+    # Links to folders found on local disk, not followed.
+    links: list[str] = field(default_factory=list)
 
 
 def media_orphans_collect(
@@ -163,16 +180,22 @@ def media_orphans_collect(
     storage); objects younger than
     ``grace_minutes`` are counted as recent and left alone, and every name is
     checked again just before it is deleted.
+
+    Raises StorageUnavailable when the bucket cannot be listed (or does not
+    exist), MediaFoldersUnsafe when a media folder on disk cannot be.
     """
+    if not 0 <= grace_minutes <= MAX_GRACE_MINUTES:
+        raise ValueError(f"grace_minutes must be between 0 and {MAX_GRACE_MINUTES}")
     storage = storage or default_storage
     report = OrphanReport()
+    _stores_check(storage)
     if delete:
         report.pending_finished, report.pending_left = pending_deletions_retry(
             storage=storage
         )
     cutoff = timezone.now() - timedelta(minutes=grace_minutes)
     referenced = referenced_names()
-    for name, modified in _media_objects(storage):
+    for name, modified in _media_objects(storage, report):
         report.scanned += 1
         if name in referenced:
             report.referenced += 1
@@ -183,10 +206,11 @@ def media_orphans_collect(
     if not delete:
         return report
     for name in report.orphans:
-        if is_referenced(name):
+        holder = _storage_of(name, storage)
+        if is_referenced(name) or _through_a_link(holder, name):
             continue
         try:
-            _storage_of(name, storage).delete(name)
+            holder.delete(name)
         except (StorageUnavailable, OSError) as error:
             report.failed.append(name)
             pending_deletion_add(name=name, error=error)
@@ -195,33 +219,92 @@ def media_orphans_collect(
     return report
 
 
-def _media_objects(storage: Storage) -> Iterator[tuple[str, datetime]]:
+def _stores_check(storage: Storage) -> None:
+    """Refuse to start on a bucket that does not exist (deleting from it
+    "succeeds", so queued deletions would look finished), or on media folders
+    that are one another through a link (a referenced file would look
+    unreferenced under the other folder's name, and be deleted)."""
+    stores = [
+        (storage, PUBLIC_MEDIA_PREFIXES),
+        (private_storage(), PRIVATE_MEDIA_PREFIXES),
+    ]
+    checked = set()
+    for store, _prefixes in stores:
+        if isinstance(store, MinIOStorage) and store.bucket_name not in checked:
+            checked.add(store.bucket_name)
+            with store.errors("check the bucket"):
+                exists = store.client.bucket_exists(bucket_name=store.bucket_name)
+            if not exists:
+                raise _no_such_bucket(store)
+    folders = [
+        (prefix, os.path.realpath(path))
+        for store, prefixes in stores
+        for prefix in prefixes
+        if (path := _local_path(store, prefix)) is not None
+    ]
+    for (one, real_one), (other, real_other) in itertools.combinations(folders, 2):
+        if os.path.commonpath([real_one, real_other]) in (real_one, real_other):
+            raise MediaFoldersUnsafe(
+                f"{one} and {other} are the same folder on disk, or one is inside "
+                f"the other, through a link ({real_one}, {real_other}): their "
+                "files cannot be told apart. Replace the link with the folder; "
+                "nothing was deleted."
+            )
+
+
+def _no_such_bucket(storage: MinIOStorage) -> StorageUnavailable:
+    return StorageUnavailable(
+        f"Object storage ({storage.endpoint}) has no bucket "
+        f"'{storage.bucket_name}'. Check MINIO_BUCKET_NAME, or create the "
+        "bucket with `python scripts/setup_minio.py`.",
+        operation="list",
+        endpoint=storage.endpoint,
+        bucket=storage.bucket_name,
+        reason="NoSuchBucket",
+    )
+
+
+def _media_objects(
+    storage: Storage, report: OrphanReport
+) -> Iterator[tuple[str, datetime]]:
     """(name, last modified) of every object under the media folders of
     ``storage`` and the private folders of the private storage."""
-    yield from _objects_under(storage, PUBLIC_MEDIA_PREFIXES)
-    yield from _objects_under(private_storage(), PRIVATE_MEDIA_PREFIXES)
+    yield from _objects_under(storage, PUBLIC_MEDIA_PREFIXES, report)
+    yield from _objects_under(private_storage(), PRIVATE_MEDIA_PREFIXES, report)
 
 
 def _objects_under(
-    storage: Storage, prefixes: tuple[str, ...]
+    storage: Storage, prefixes: tuple[str, ...], report: OrphanReport
 ) -> Iterator[tuple[str, datetime]]:
     for prefix in prefixes:
         if isinstance(storage, MinIOStorage):
-            with storage.errors("list", prefix):
-                for obj in storage.client.list_objects(
-                    bucket_name=storage.bucket_name, prefix=prefix, recursive=True
-                ):
-                    if not obj.is_dir:
-                        yield obj.object_name, obj.last_modified
+            try:
+                with storage.errors("list", prefix):
+                    for obj in storage.client.list_objects(
+                        bucket_name=storage.bucket_name, prefix=prefix, recursive=True
+                    ):
+                        if not obj.is_dir:
+                            yield obj.object_name, obj.last_modified
+            except S3Error as exc:  # the bucket went away meanwhile
+                raise _no_such_bucket(storage) from exc
         else:
-            yield from _walk(storage, prefix.rstrip("/"))
+            yield from _walk(storage, prefix.rstrip("/"), report)
 
 
-def _walk(storage: Storage, folder: str) -> Iterator[tuple[str, datetime]]:
+def _walk(
+    storage: Storage, folder: str, report: OrphanReport
+) -> Iterator[tuple[str, datetime]]:
+    """The files under ``folder``, links to folders left out (reported)."""
     try:
         directories, files = storage.listdir(folder)
     except FileNotFoundError:
         return
+    except OSError as error:
+        raise MediaFoldersUnsafe(
+            f"The folder {_local_path(storage, folder) or folder} cannot be "
+            f"listed ({error.strerror or error}): fix it and run the command "
+            "again; no unreferenced file was deleted."
+        ) from error
     for name in files:
         path = f"{folder}/{name}"
         try:
@@ -232,4 +315,39 @@ def _walk(storage: Storage, folder: str) -> Iterator[tuple[str, datetime]]:
             modified = timezone.make_aware(modified)
         yield path, modified
     for directory in directories:
-        yield from _walk(storage, f"{folder}/{directory}")
+        path = f"{folder}/{directory}"
+        if _is_link(storage, path):
+            report.links.append(path)
+        else:
+            yield from _walk(storage, path, report)
+
+
+def _local_path(storage: Storage, name: str) -> str | None:
+    try:
+        return storage.path(name)
+    except NotImplementedError:  # not on local disk
+        return None
+
+
+def _is_link(storage: Storage, name: str) -> bool:
+    path = _local_path(storage, name)
+    return path is not None and os.path.islink(path)
+
+
+def _through_a_link(storage: Storage, name: str) -> bool:
+    """Whether a folder between ``name``'s media folder and the file is a link
+    (on local disk): a folder replaced by a link since the walk."""
+    prefix = next(
+        (
+            p
+            for p in PUBLIC_MEDIA_PREFIXES + PRIVATE_MEDIA_PREFIXES
+            if name.startswith(p)
+        ),
+        "",
+    )
+    folder = prefix.rstrip("/")
+    for part in name[len(prefix) :].split("/")[:-1]:
+        folder = f"{folder}/{part}" if folder else part
+        if _is_link(storage, folder):
+            return True
+    return False

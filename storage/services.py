@@ -6,9 +6,11 @@ import contextlib
 import io
 import logging
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from django.conf import settings
 from django.core.files.base import File
 from django.db import transaction
 from django.db.models import Model
@@ -16,7 +18,7 @@ from django_cleanup import cleanup
 from minio import Minio
 from minio.error import S3Error
 
-from storage.backends import MinIOStorage
+from storage.backends import MinIOStorage, sniff_content_type
 from storage.bucket import NotAnS3Api, bucket_ensure, bucket_policy_apply
 from storage.config import PUBLIC_MEDIA_FILES
 from storage.exceptions import StorageUnavailable
@@ -40,12 +42,35 @@ class BucketReport:
         self.lines.append(f"{check:<14} {outcome}")
 
 
-def bucket_setup(*, storage: MinIOStorage, default_avatar: Path) -> BucketReport:
+class DefaultAvatarMissing(Exception):
+    """The bucket has no default avatar and there is no file to upload:
+    every user without a picture of their own would show a broken image.
+    ``report`` holds what was checked before."""
+
+    def __init__(self, message: str, *, report: BucketReport) -> None:
+        super().__init__(message)
+        self.report = report
+
+
+def default_avatar_files() -> list[Path]:
+    """Where the default avatar to upload is looked for, in order: MEDIA_ROOT
+    (what the app served from local disk), then the checkout's ``media/``,
+    which ships one."""
+    shipped = Path(settings.BASE_DIR) / "media" / DEFAULT_AVATAR_NAME
+    in_media_root = Path(settings.MEDIA_ROOT) / DEFAULT_AVATAR_NAME
+    return [in_media_root] if in_media_root == shipped else [in_media_root, shipped]
+
+
+def bucket_setup(
+    *, storage: MinIOStorage, default_avatar: Path | Sequence[Path]
+) -> BucketReport:
     """Check the connection, credentials and bucket; create what is missing.
 
-    Idempotent. Raises StorageUnavailable with an actionable message when the
-    server is unreachable, refuses the credentials, cannot make the bucket or
-    does not answer as an S3 API does.
+    The default avatar is uploaded from the first of ``default_avatar`` that
+    exists, unless the bucket holds one. Idempotent. Raises StorageUnavailable
+    with an actionable message when the server is unreachable, refuses the
+    credentials, cannot make the bucket or does not answer as an S3 API does;
+    DefaultAvatarMissing when neither the bucket nor the disk has the avatar.
     """
     report = BucketReport()
     client = storage.client
@@ -75,7 +100,21 @@ def bucket_setup(*, storage: MinIOStorage, default_avatar: Path) -> BucketReport
     _write_probe(storage)
     report.add("write", "ok (test object written, read back and removed)")
 
-    report.add("default avatar", _default_avatar_upload(storage, default_avatar))
+    candidates = (
+        [default_avatar] if isinstance(default_avatar, Path) else list(default_avatar)
+    )
+    outcome = _default_avatar_upload(storage, candidates)
+    if outcome is None:
+        report.add("default avatar", f"{DEFAULT_AVATAR_NAME} missing")
+        raise DefaultAvatarMissing(
+            f"The bucket '{storage.bucket_name}' has no {DEFAULT_AVATAR_NAME}, and "
+            f"there is none to upload ({' or '.join(map(str, candidates))} not "
+            "found): every user without a picture of their own would show a "
+            f"broken image. Put {DEFAULT_AVATAR_NAME} in MEDIA_ROOT (the "
+            "repository ships one in media/) and run this again.",
+            report=report,
+        )
+    report.add("default avatar", outcome)
     return report
 
 
@@ -131,7 +170,9 @@ def _probe_remove(storage: MinIOStorage, probe: str) -> None:
         storage.client.remove_object(bucket_name=storage.bucket_name, object_name=probe)
 
 
-def _default_avatar_upload(storage: MinIOStorage, source: Path) -> str:
+def _default_avatar_upload(storage: MinIOStorage, sources: list[Path]) -> str | None:
+    """What was done about the default avatar; None when the bucket has none
+    and none of ``sources`` exists."""
     client = storage.client
     try:
         with storage.errors("look up", DEFAULT_AVATAR_NAME):
@@ -141,18 +182,22 @@ def _default_avatar_upload(storage: MinIOStorage, source: Path) -> str:
         return f"{DEFAULT_AVATAR_NAME} present"
     except S3Error:
         pass
-    if not source.is_file():
-        return f"{DEFAULT_AVATAR_NAME} missing, and {source} not found to upload"
+    source = next((path for path in sources if path.is_file()), None)
+    if source is None:
+        return None
     with storage.errors("upload", DEFAULT_AVATAR_NAME), source.open("rb") as avatar:
+        head = avatar.read(16)
+        avatar.seek(0)
         client.put_object(
             bucket_name=storage.bucket_name,
             object_name=DEFAULT_AVATAR_NAME,
             data=avatar,
             length=source.stat().st_size,
-            content_type="image/jpeg",
+            # What media_to_bucket gives it too, from the content.
+            content_type=sniff_content_type(head, DEFAULT_AVATAR_NAME),
             metadata={"Cache-Control": DEFAULT_AVATAR_CACHE_CONTROL},
         )
-    return f"{DEFAULT_AVATAR_NAME} uploaded"
+    return f"{DEFAULT_AVATAR_NAME} uploaded from {source}"
 
 
 def field_file_store(

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
+import uuid
 from pathlib import Path
 
 import pytest
@@ -28,13 +29,18 @@ from accounts.models import Profile
 from accounts.services import avatar_replace
 from conftest import S3_ACCESS_KEY, S3_SECRET_KEY
 from storage.backends import IMMUTABLE_CACHE_CONTROL
-from storage.migrate_media import MD5_METADATA, Outcome, media_migrate
+from storage.migrate_media import MD5_METADATA, UNREFERENCED, Outcome, media_migrate
 from storage.services import DEFAULT_AVATAR_CACHE_CONTROL
 from tests.factories import image_bytes
 from tokens.models import Token
 from tokens.services import token_create
 from verification.documents import document_process
-from verification.services import document_open, verification_submit
+from verification.models import IdentityDocument, IdentityVerification
+from verification.services import (
+    document_open,
+    verification_reject,
+    verification_submit,
+)
 from verification.tests.samples import full_set
 
 LOGO_COLOUR = (247, 147, 26, 128)
@@ -169,7 +175,8 @@ def test_a_multipart_object_split_otherwise_is_compared_by_its_md5_metadata(
         data=io.BytesIO(tree[BIG]),
         length=len(tree[BIG]),
         content_type="image/png",
-        metadata={MD5_METADATA: md5_hex(tree[BIG])} if with_md5 else None,
+        metadata={"Cache-Control": IMMUTABLE_CACHE_CONTROL}
+        | ({MD5_METADATA: md5_hex(tree[BIG])} if with_md5 else {}),
         part_size=OTHER_PART_SIZE,
     )
 
@@ -228,6 +235,48 @@ def test_a_rerun_copies_only_a_deleted_and_a_corrupted_object(
     assert len(keys(report, Outcome.IDENTICAL)) == len(tree) - 2
     for key in (UNICODE, BIG):
         assert bucket_content(s3_client, bucket_name, key) == tree[key]
+
+
+def test_objects_copied_with_other_headers_get_the_apps_and_a_rerun_leaves_them(
+    minio_settings, tree, s3_client, bucket_name
+):
+    # As `mc cp` leaves them: the same bytes, no Cache-Control, a type of its
+    # own choosing.
+    s3_client.make_bucket(bucket_name=bucket_name)
+    for key, content in tree.items():
+        s3_client.put_object(
+            bucket_name=bucket_name,
+            object_name=key,
+            data=io.BytesIO(content),
+            length=len(content),
+            content_type="text/plain",
+        )
+
+    dry = run_command("media_to_bucket", "--dry-run")
+    assert f"Headers:    {len(tree)} to fix" in dry
+    stat = s3_client.stat_object(bucket_name=bucket_name, object_name=BIG)
+    assert stat.content_type == "text/plain"
+
+    report = run_command("media_to_bucket")
+
+    assert f"Headers:    {len(tree)} fixed" in report
+    assert "Copied:     0 files" in report
+    for key, content in tree.items():
+        stored = s3_client.stat_object(bucket_name=bucket_name, object_name=key)
+        assert bucket_content(s3_client, bucket_name, key) == content
+        assert stored.content_type == (
+            "image/png" if key.endswith(".png") else "image/jpeg"
+        )
+        assert stored.metadata["Cache-Control"] == (
+            DEFAULT_AVATAR_CACHE_CONTROL
+            if key == "default_avatar.jpg"
+            else IMMUTABLE_CACHE_CONTROL
+        )
+
+    again = run_command("media_to_bucket")
+
+    assert f"Identical:  {len(tree)} (skipped)" in again
+    assert "Headers:    0 fixed" in again
 
 
 @pytest.mark.reliability("store-migration-cut")
@@ -406,6 +455,31 @@ def test_hidden_files_links_out_of_the_source_and_odd_names_are_left_out(
     assert "outside the source" in ignored["token_logo/"]
 
 
+@pytest.mark.reliability("hostile-paths")
+def test_folders_linking_to_each_other_copy_each_file_once(
+    minio_settings, media_root, s3_client, bucket_name
+):
+    x, y = media_root / "profile_pics/x", media_root / "profile_pics/y"
+    x.mkdir(parents=True)
+    y.mkdir()
+    (x / "a.jpg").write_bytes(image_bytes("JPEG", (64, 64)))
+    (x / "toy").symlink_to("../y")
+    (y / "tox").symlink_to("../x")
+    (media_root / "token_logo").mkdir()
+    (media_root / "token_logo/pics").symlink_to("../profile_pics")
+
+    report = run_command("media_to_bucket")
+
+    assert bucket_keys(s3_client, bucket_name) == ["profile_pics/x/a.jpg"]
+    assert "Found:      1 files" in report
+    for link, target in [
+        ("profile_pics/x/toy/", "profile_pics/y/"),
+        ("profile_pics/y/tox/", "profile_pics/x/"),
+        ("token_logo/pics/", "profile_pics/"),
+    ]:
+        assert f"  {link}: a link to {target}: links to folders are not" in report
+
+
 # --- private files, from PRIVATE_MEDIA_ROOT --------------------------------------
 
 PRIVATE = {
@@ -414,9 +488,21 @@ PRIVATE = {
 }
 
 
+def identity_documents_name(*keys: str) -> None:
+    """Rows naming ``keys``, as a submitted verification leaves them."""
+    user = get_user_model().objects.create_user(f"owner-{uuid.uuid4().hex[:8]}")
+    verification = IdentityVerification.objects.create(user=user)
+    for kind, key in zip(("front", "back", "selfie"), keys, strict=False):
+        IdentityDocument.objects.create(
+            verification=verification, kind=kind, file=key, content_type="x", size=1
+        )
+
+
 @pytest.fixture
-def private_tree(private_media_root) -> dict[str, bytes]:
-    """PRIVATE_MEDIA_ROOT as the app lays it out, and two strays."""
+def private_tree(private_media_root, db) -> dict[str, bytes]:
+    """PRIVATE_MEDIA_ROOT as the app lays it out, its files referenced by
+    rows, and two strays."""
+    identity_documents_name(*PRIVATE)
     for key, content in PRIVATE.items():
         path = private_media_root / key
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -459,6 +545,7 @@ def test_a_private_file_left_in_media_root_is_copied_once_from_the_private_folde
     (media_root / key).write_bytes(b"an older copy")
     (media_root / "private/identity/2/old.jpg").parent.mkdir(parents=True)
     (media_root / "private/identity/2/old.jpg").write_bytes(b"not moved yet")
+    identity_documents_name("private/identity/2/old.jpg")
 
     report = media_migrate(
         storage=storage, source=media_root, private_source=private_media_root
@@ -471,9 +558,99 @@ def test_a_private_file_left_in_media_root_is_copied_once_from_the_private_folde
     assert "copied from there" in dict(report.ignored)[key]
 
 
+@pytest.fixture
+def minio_settings(settings, s3_server, bucket_name):
+    """The bucket in MINIO_*, media still on disk (USE_MINIO=false), for
+    commands run in the test's process, which see its database rows."""
+    settings.MINIO_ENDPOINT = s3_server.endpoint
+    settings.MINIO_ACCESS_KEY = S3_ACCESS_KEY
+    settings.MINIO_SECRET_KEY = S3_SECRET_KEY
+    settings.MINIO_BUCKET_NAME = bucket_name
+    settings.MINIO_USE_SSL = False
+
+
+def run_command(*args: str) -> str:
+    out = io.StringIO()
+    call_command(*args, stdout=out, stderr=io.StringIO())
+    return out.getvalue()
+
+
+def test_private_files_no_row_references_are_listed_and_not_copied(
+    minio_settings, private_tree, private_media_root, s3_client, bucket_name
+):
+    rejected = "private/identity/4/rejected.jpg"
+    (private_media_root / rejected).parent.mkdir(parents=True)
+    (private_media_root / rejected).write_bytes(image_bytes("JPEG", (64, 64)))
+
+    report = run_command("media_to_bucket")
+
+    assert bucket_keys(s3_client, bucket_name) == sorted(private_tree)
+    assert f"  {rejected}: {UNREFERENCED}" in report
+    assert "that a row references" in report
+
+
+@pytest.mark.django_db
+def test_a_rerun_after_the_switch_does_not_bring_back_documents_staff_rejected(
+    minio_settings,
+    private_media_root,
+    s3_client,
+    bucket_name,
+    request,
+    django_capture_on_commit_callbacks,
+):
+    users = get_user_model().objects
+    documents = {kind: document_process(file) for kind, file in full_set().items()}
+    verification = verification_submit(
+        user=users.create_user("alice", password="x-secret-1"), documents=documents
+    )
+    names = sorted(document.file.name for document in verification.documents.all())
+    run_command("media_to_bucket")
+    assert bucket_keys(s3_client, bucket_name) == names
+
+    request.getfixturevalue("use_minio")  # USE_MINIO=true, the same bucket
+    with django_capture_on_commit_callbacks(execute=True):
+        verification_reject(
+            verification=verification,
+            staff=users.create_user("staff", is_staff=True),
+            reason="blurry",
+        )
+    assert bucket_keys(s3_client, bucket_name) == []
+    assert all((private_media_root / name).is_file() for name in names)
+
+    report = run_command("media_to_bucket")
+
+    assert bucket_keys(s3_client, bucket_name) == []
+    for name in names:
+        assert f"  {name}: {UNREFERENCED}" in report
+
+
+@pytest.mark.django_db
+def test_after_the_copy_the_start_up_warning_asks_only_to_empty_the_folder(
+    minio_settings, private_media_root, request
+):
+    documents = {kind: document_process(file) for kind, file in full_set().items()}
+    verification_submit(
+        user=get_user_model().objects.create_user("alice"), documents=documents
+    )
+    run_command("media_to_bucket")
+    request.getfixturevalue("use_minio")  # USE_MINIO=true, the same bucket
+    out, err = io.StringIO(), io.StringIO()
+
+    call_command("check", stdout=out, stderr=err)
+
+    warning = out.getvalue() + err.getvalue()
+    assert "storage.W001" in warning
+    # Staff can open every document now: the warning must not say otherwise,
+    # nor send the operator to copy again with a tool that would bring back
+    # documents staff reject meanwhile.
+    assert "staff cannot open them" not in warning
+    assert "mc cp" not in warning
+    assert "then delete the folder: this warning stays until it is empty" in warning
+
+
 @pytest.mark.django_db
 def test_after_the_copy_staff_open_documents_sent_on_local_disk(
-    run_python, env, private_media_root, request
+    minio_settings, private_media_root, request
 ):
     users = get_user_model().objects
     staff = users.create_superuser("staff", password="x-secret-1")
@@ -488,9 +665,10 @@ def test_after_the_copy_staff_open_documents_sent_on_local_disk(
     }
     assert len(stored) == 3
 
-    result = media_to_bucket(run_python, env)
-    assert result.returncode == 0, result.stderr
-    assert f"Private:    {private_media_root}" in result.stdout
+    out = io.StringIO()
+    call_command("media_to_bucket", stdout=out, stderr=io.StringIO())
+    assert f"Private:    {private_media_root}" in out.getvalue()
+    assert "Copied:     3 files" in out.getvalue()
 
     request.getfixturevalue("use_minio")  # USE_MINIO=true, public URLs
     verification = users.get(username="alice").identity_verifications.get()

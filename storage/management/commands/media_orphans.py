@@ -1,7 +1,12 @@
 from django.core.management.base import BaseCommand, CommandError
 
 from storage.exceptions import StorageUnavailable
-from storage.orphans import DEFAULT_GRACE_MINUTES, media_orphans_collect
+from storage.orphans import (
+    DEFAULT_GRACE_MINUTES,
+    MAX_GRACE_MINUTES,
+    MediaFoldersUnsafe,
+    media_orphans_collect,
+)
 
 
 class Command(BaseCommand):
@@ -10,7 +15,8 @@ class Command(BaseCommand):
         "files under private/identity/, that no row references; with --delete "
         "remove them (and finish deletions queued "
         "while the store was down). Objects younger than --grace-minutes may be "
-        "uploads in flight and are left alone, so it is safe to run at any time."
+        "uploads in flight and are left alone, so it is safe to run at any time. "
+        "On local disk, links to folders are not followed (they are listed)."
     )
 
     def add_arguments(self, parser) -> None:
@@ -30,15 +36,23 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, **options) -> None:
-        if options["grace_minutes"] < 0:
-            raise CommandError("--grace-minutes must not be negative.")
+        if not 0 <= options["grace_minutes"] <= MAX_GRACE_MINUTES:
+            raise CommandError(
+                f"--grace-minutes must be between 0 and {MAX_GRACE_MINUTES} "
+                "(100 years)."
+            )
         delete = options["delete"] and not options["dry_run"]
         try:
             report = media_orphans_collect(
                 delete=delete, grace_minutes=options["grace_minutes"]
             )
-        except StorageUnavailable as exc:
+        except (StorageUnavailable, MediaFoldersUnsafe) as exc:
             raise CommandError(str(exc)) from exc
+        for link in report.links:
+            self.stdout.write(
+                f"{'link skipped':<15} {link}/ (a link to a folder, not followed: "
+                "nothing through it is listed or deleted)"
+            )
         removed = set(report.deleted)
         for name in report.orphans:
             state = "deleted" if name in removed else "unreferenced"

@@ -5,6 +5,7 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.core.files.storage import storages
 from django.core.management.base import BaseCommand, CommandError, OutputWrapper
+from django.db import DatabaseError
 
 from storage.backends import MinIOStorage
 from storage.config import validate_private_media_root
@@ -25,9 +26,12 @@ class Command(BaseCommand):
         "Copy every file under the media folder to the MinIO/S3 bucket of the "
         "MINIO_* settings, under the same keys (profile_pics/..., token_logo/..., "
         "default_avatar.jpg), and the private files of PRIVATE_MEDIA_ROOT under "
-        "theirs (private/...). Objects already identical (size and MD5) are "
-        "skipped and every copy is verified, so running it again after an "
-        "interruption continues where it stopped. Exits 1 if any file failed."
+        "theirs (private/...), those a row still references. Objects already "
+        "identical (size, MD5, Content-Type and Cache-Control) are skipped, "
+        "objects of the same content with other headers get the app's, and "
+        "every copy is verified, so running it again after an interruption "
+        "continues where it stopped. Links to folders are not followed. Exits 1 "
+        "if any file failed."
     )
 
     def add_arguments(self, parser) -> None:
@@ -90,6 +94,11 @@ class Command(BaseCommand):
             )
         except StorageUnavailable as exc:
             raise CommandError(str(exc)) from exc
+        except DatabaseError as exc:
+            raise CommandError(
+                f"The database could not be read ({exc}). It says which identity "
+                "documents to copy: run the command with the app's DATABASE_URL."
+            ) from exc
         finally:
             progress.close()
 
@@ -112,7 +121,10 @@ class Command(BaseCommand):
         else:
             copied = f"{report.source}"
             if report.private_source:
-                copied += f" and every private file of {report.private_source}"
+                copied += (
+                    f" and every private file of {report.private_source} that a "
+                    "row references"
+                )
             self.stdout.write(
                 self.style.SUCCESS(
                     f"The bucket '{report.bucket}' holds every file of {copied}."
@@ -202,6 +214,12 @@ def report_lines(report: MigrationReport) -> list[str]:
         ("Found", f"{len(report.files)} files, {_size(report.total_bytes)}"),
         ("Would copy" if report.dry_run else "Copied", copied_text),
         ("Identical", f"{len(report.with_outcome(Outcome.IDENTICAL))} (skipped)"),
+        (
+            "Headers",
+            f"{len(report.with_outcome(Outcome.HEADERS_FIXED))} "
+            + ("to fix" if report.dry_run else "fixed")
+            + " (same content, other Content-Type or Cache-Control)",
+        ),
         ("Failed", str(len(failed))),
     ]
     lines = [f"{label + ':':<12}{value}" for label, value in rows]
@@ -225,6 +243,9 @@ def _file_line(result: FileResult, *, dry_run: bool) -> str:
         return f"failed     {result.key}: {result.reason}"
     if result.outcome == Outcome.IDENTICAL:
         return f"identical  {result.key}"
+    if result.outcome == Outcome.HEADERS_FIXED:
+        verb = "would fix" if dry_run else "fixed"
+        return f"{verb:<10} {result.key} (headers)"
     return f"{'would copy' if dry_run else 'copied':<10} {result.key}"
 
 

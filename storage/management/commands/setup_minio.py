@@ -1,20 +1,23 @@
-from pathlib import Path
-
-from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.core.files.storage import storages
 from django.core.management.base import BaseCommand, CommandError
 
 from storage.backends import MinIOStorage
 from storage.exceptions import StorageUnavailable
-from storage.services import bucket_setup
+from storage.services import (
+    DefaultAvatarMissing,
+    bucket_setup,
+    default_avatar_files,
+)
 
 
 class Command(BaseCommand):
     help = (
         "Check the object store (connection, credentials, bucket) and bootstrap "
         "it: create the bucket, set its access policy for the URL mode and upload "
-        "the default avatar. Safe to run any number of times."
+        "the default avatar (from MEDIA_ROOT, else the repository's media/). "
+        "Safe to run any number of times; fails when the bucket has no default "
+        "avatar and there is none to upload."
     )
 
     def handle(self, *args, **options) -> None:
@@ -29,11 +32,18 @@ class Command(BaseCommand):
                 storage = MinIOStorage()
             except ImproperlyConfigured as exc:
                 raise CommandError(str(exc)) from exc
-        avatar = Path(settings.BASE_DIR) / "media" / "default_avatar.jpg"
         try:
-            report = bucket_setup(storage=storage, default_avatar=avatar)
+            report = bucket_setup(
+                storage=storage, default_avatar=default_avatar_files()
+            )
         except StorageUnavailable as exc:
             raise CommandError(str(exc)) from exc
+        except DefaultAvatarMissing as exc:
+            self._lines(exc.report)
+            raise CommandError(str(exc)) from exc
+        self._lines(report)
+        self.stdout.write(self.style.SUCCESS("Object storage is ready."))
+
+    def _lines(self, report) -> None:
         for line in report.lines:
             self.stdout.write(line)
-        self.stdout.write(self.style.SUCCESS("Object storage is ready."))
