@@ -101,6 +101,23 @@ def bucket_content(s3_client, bucket_name, key) -> bytes:
         response.release_conn()
 
 
+def stored_as_the_app_stores(s3_client, bucket_name, key, content):
+    """The object's stat, once its content and headers are checked to be the
+    app's: the type read from the content, the avatar's day of caching or the
+    immutable caching of every other name."""
+    stored = s3_client.stat_object(bucket_name=bucket_name, object_name=key)
+    assert bucket_content(s3_client, bucket_name, key) == content
+    assert stored.content_type == (
+        "image/png" if key.endswith(".png") else "image/jpeg"
+    )
+    assert stored.metadata["Cache-Control"] == (
+        DEFAULT_AVATAR_CACHE_CONTROL
+        if key == "default_avatar.jpg"
+        else IMMUTABLE_CACHE_CONTROL
+    )
+    return stored
+
+
 def keys(report, outcome) -> list[str]:
     return [result.key for result in report.with_outcome(outcome)]
 
@@ -117,16 +134,7 @@ def test_every_file_is_copied_under_its_relative_key_with_type_and_caching(
     assert report.bytes_copied == sum(len(content) for content in tree.values())
     assert bucket_keys(s3_client, bucket_name) == sorted(tree)
     for key, content in tree.items():
-        stored = s3_client.stat_object(bucket_name=bucket_name, object_name=key)
-        assert bucket_content(s3_client, bucket_name, key) == content
-        assert stored.content_type == (
-            "image/png" if key.endswith(".png") else "image/jpeg"
-        )
-        assert stored.metadata["Cache-Control"] == (
-            DEFAULT_AVATAR_CACHE_CONTROL
-            if key == "default_avatar.jpg"
-            else IMMUTABLE_CACHE_CONTROL
-        )
+        stored = stored_as_the_app_stores(s3_client, bucket_name, key, content)
         assert stored.metadata[MD5_METADATA] == md5_hex(content)
     big = s3_client.stat_object(bucket_name=bucket_name, object_name=BIG)
     assert big.etag.endswith("-2")  # really a multipart object
@@ -262,16 +270,7 @@ def test_objects_copied_with_other_headers_get_the_apps_and_a_rerun_leaves_them(
     assert f"Headers:    {len(tree)} fixed" in report
     assert "Copied:     0 files" in report
     for key, content in tree.items():
-        stored = s3_client.stat_object(bucket_name=bucket_name, object_name=key)
-        assert bucket_content(s3_client, bucket_name, key) == content
-        assert stored.content_type == (
-            "image/png" if key.endswith(".png") else "image/jpeg"
-        )
-        assert stored.metadata["Cache-Control"] == (
-            DEFAULT_AVATAR_CACHE_CONTROL
-            if key == "default_avatar.jpg"
-            else IMMUTABLE_CACHE_CONTROL
-        )
+        stored_as_the_app_stores(s3_client, bucket_name, key, content)
 
     again = run_command("media_to_bucket")
 
