@@ -229,3 +229,13 @@ def typo(address: str, index: int, alphabet: str) -> str:
     current = address[index]
     replacement = next(c for c in alphabet if c not in (current, current.lower()))
     return address[:index] + replacement + address[index + 1 :]
+
+
+def object_bytes(s3_client, bucket_name: str, key: str) -> bytes:
+    """An object's content, read with the ``minio`` client as the tests' own."""
+    response = s3_client.get_object(bucket_name=bucket_name, object_name=key)
+    try:
+        return response.read()
+    finally:
+        response.close()
+        response.release_conn()

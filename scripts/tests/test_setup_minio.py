@@ -14,7 +14,7 @@ from minio.error import S3Error
 
 from conftest import S3_ACCESS_KEY, S3_SECRET_KEY
 from tests.checkout import clean_environment, copy_checkout
-from tests.factories import image_bytes
+from tests.factories import image_bytes, object_bytes
 
 DEFAULT_AVATAR = Path(__file__).resolve().parents[2] / "media" / "default_avatar.jpg"
 AVATAR = DEFAULT_AVATAR.name
@@ -34,15 +34,6 @@ def env(s3_server, bucket_name):
 
 def setup_minio(run_python, env):
     return run_python(["scripts/setup_minio.py"], env)
-
-
-def object_content(s3_client, bucket_name, key) -> bytes:
-    response = s3_client.get_object(bucket_name=bucket_name, object_name=key)
-    try:
-        return response.read()
-    finally:
-        response.close()
-        response.release_conn()
 
 
 def test_first_run_creates_the_bucket_policy_and_default_avatar(
@@ -239,7 +230,7 @@ def test_the_default_avatar_is_uploaded_from_media_root(
 
     assert result.returncode == 0, result.stderr
     assert f"{AVATAR} uploaded from {media_root / AVATAR}" in result.stdout
-    assert object_content(s3_client, bucket_name, AVATAR) == own
+    assert object_bytes(s3_client, bucket_name, AVATAR) == own
     stored = s3_client.stat_object(bucket_name=bucket_name, object_name=AVATAR)
     assert stored.content_type == "image/jpeg"
 

@@ -31,7 +31,7 @@ from conftest import S3_ACCESS_KEY, S3_SECRET_KEY
 from storage.backends import IMMUTABLE_CACHE_CONTROL
 from storage.migrate_media import MD5_METADATA, UNREFERENCED, Outcome, media_migrate
 from storage.services import DEFAULT_AVATAR_CACHE_CONTROL
-from tests.factories import image_bytes
+from tests.factories import image_bytes, object_bytes
 from tokens.models import Token
 from tokens.services import token_create
 from verification.documents import document_process
@@ -92,21 +92,12 @@ def bucket_keys(s3_client, bucket_name) -> list[str]:
         raise
 
 
-def bucket_content(s3_client, bucket_name, key) -> bytes:
-    response = s3_client.get_object(bucket_name=bucket_name, object_name=key)
-    try:
-        return response.read()
-    finally:
-        response.close()
-        response.release_conn()
-
-
 def stored_as_the_app_stores(s3_client, bucket_name, key, content):
     """The object's stat, once its content and headers are checked to be the
     app's: the type read from the content, the avatar's day of caching or the
     immutable caching of every other name."""
     stored = s3_client.stat_object(bucket_name=bucket_name, object_name=key)
-    assert bucket_content(s3_client, bucket_name, key) == content
+    assert object_bytes(s3_client, bucket_name, key) == content
     assert stored.content_type == (
         "image/png" if key.endswith(".png") else "image/jpeg"
     )
@@ -216,7 +207,7 @@ def test_dry_run_lists_only_what_changed(
 
     assert keys(report, Outcome.COPIED) == [BIG, "token_logo/btc.png"]
     for key in (BIG, "token_logo/btc.png"):
-        assert bucket_content(s3_client, bucket_name, key) == tree[key]
+        assert object_bytes(s3_client, bucket_name, key) == tree[key]
 
 
 # --- resuming ----------------------------------------------------------------------
@@ -242,7 +233,7 @@ def test_a_rerun_copies_only_a_deleted_and_a_corrupted_object(
     assert keys(report, Outcome.COPIED) == sorted([UNICODE, BIG])
     assert len(keys(report, Outcome.IDENTICAL)) == len(tree) - 2
     for key in (UNICODE, BIG):
-        assert bucket_content(s3_client, bucket_name, key) == tree[key]
+        assert object_bytes(s3_client, bucket_name, key) == tree[key]
 
 
 def test_objects_copied_with_other_headers_get_the_apps_and_a_rerun_leaves_them(
@@ -298,7 +289,7 @@ def test_an_interrupted_run_leaves_only_whole_objects_and_the_next_one_finishes(
     assert 2 <= len(copied_first) < len(tree)
     assert bucket_keys(s3_client, bucket_name) == copied_first
     for key in copied_first:
-        assert bucket_content(s3_client, bucket_name, key) == tree[key]
+        assert object_bytes(s3_client, bucket_name, key) == tree[key]
 
     second = media_migrate(storage=storage, source=media_root)
 
@@ -364,7 +355,7 @@ def test_a_file_changed_during_its_upload_fails_and_the_next_run_copies_it(
     again = media_migrate(storage=storage, source=media_root)
 
     assert keys(again, Outcome.COPIED) == ["token_logo/btc.png"]
-    stored = bucket_content(s3_client, bucket_name, "token_logo/btc.png")
+    stored = object_bytes(s3_client, bucket_name, "token_logo/btc.png")
     assert stored == new_content
 
 
@@ -524,7 +515,7 @@ def test_private_files_are_copied_under_their_keys_and_nothing_else_of_the_folde
     assert sorted(keys(report, Outcome.COPIED)) == sorted(tree | private_tree)
     assert bucket_keys(s3_client, bucket_name) == sorted(tree | private_tree)
     for key, content in private_tree.items():
-        assert bucket_content(s3_client, bucket_name, key) == content
+        assert object_bytes(s3_client, bucket_name, key) == content
     ignored = dict(report.ignored)
     assert "only private files" in ignored["profile_pics/"]
     assert "only private files" in ignored["notes.txt"]
@@ -553,7 +544,7 @@ def test_a_private_file_left_in_media_root_is_copied_once_from_the_private_folde
     assert sorted(keys(report, Outcome.COPIED)) == sorted(
         [*private_tree, "private/identity/2/old.jpg"]
     )
-    assert bucket_content(s3_client, bucket_name, key) == private_tree[key]
+    assert object_bytes(s3_client, bucket_name, key) == private_tree[key]
     assert "copied from there" in dict(report.ignored)[key]
 
 
