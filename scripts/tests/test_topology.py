@@ -468,6 +468,7 @@ def test_nginx_runs_deploys_config_with_only_dockers_parts_replaced(run):
         "error_log /dev/stderr warn;",
         "pid /tmp/nginx.pid;",
         "resolver 127.0.0.11 valid=10s ipv6=off;",
+        'map "${TRUSTED_PROXY_COUNT}|$http_x_forwarded_for" $client_address {',
         "limit_req_zone $upload_client zone=uploads:10m rate=6r/m;",
         "access_log /dev/stdout main;",
         "server app:8000 resolve;",
@@ -476,6 +477,8 @@ def test_nginx_runs_deploys_config_with_only_dockers_parts_replaced(run):
         "set $media_store objectstore:9000;",
     ]
     assert f"rate={SCENARIO_UPLOAD_RATE};" in run.nginx_conf
+    # The instances' TRUSTED_PROXY_COUNT, as compose writes it in.
+    assert 'map "2|$http_x_forwarded_for" $client_address {' in run.nginx_conf
     app = re.search(r"upstream app \{([^}]*)\}", run.nginx_conf)[1]
     assert re.findall(r"^\s*server (\S+);", app, re.MULTILINE) == run.instances
 

@@ -38,6 +38,12 @@ LOGO = "token_logo/logo_AbCdEfGh123.png"
 ODD_NAME = "profile_pics/a photo é+(1)_AbCdEfGh123.png"
 PAGE = "profile_pics/page_AbCdEfGh123.html"
 PRIVATE = "private/identity/passport_AbCdEfGh123.pdf"
+# What deploy/nginx.conf puts on every answer it makes, the store's included.
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'",
+}
 
 
 @dataclass
@@ -134,7 +140,9 @@ def nginx_line(topology: Topology, request_id: str) -> str:
     deadline = time.monotonic() + 10
     while True:
         lines = topology.nginx_access_log.read_text().splitlines()
-        found = [line for line in lines if f"rid={request_id} " in line]
+        found = [
+            line for line in lines if parse_key_values(line).get("rid") == request_id
+        ]
         if found:
             return found[0]
         assert time.monotonic() < deadline, f"no nginx line for rid={request_id}"
@@ -165,6 +173,68 @@ def test_a_media_file_comes_from_the_store_through_nginx_not_from_the_app(
     app = app_record_written(topology, request_id)
     assert (app["status"], app["bytes"]) in {("200", "0"), ("200", "-")}
     assert f" : {own_s3_server.endpoint} " in nginx_line(topology, request_id)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        # Read by the store too: what it checks the signature against.
+        ("X-Forwarded-Host", "evil.example"),
+        ("X-Forwarded-Proto", "https"),
+        ("X-Forwarded-Port", "1"),
+        ("X-Amz-Date", "20200101T000000Z"),
+        ("X-Amz-Content-Sha256", "abc"),
+        ("Authorization", "AWS4-HMAC-SHA256 Credential=x/20200101/us-east-1/s3"),
+        # Dates the store cannot read (RFC 9110: ignored).
+        ("If-Modified-Since", "garbage"),
+        ("If-Modified-Since", "Sun, 6 Nov 1994 08:49:37 GMT"),
+        ("If-Modified-Since", "Wed, 31 Apr 2024 08:49:37 GMT"),
+        ("If-Modified-Since", "Sat, 29 Feb 2025 08:49:37 GMT"),
+        ("If-Modified-Since", "Sun, 06 Nov 2094 24:00:00 GMT"),
+        ("If-Unmodified-Since", "garbage"),
+        ("If-Unmodified-Since", "Sunday, 06-Nov-94 08:49:37"),
+    ],
+)
+def test_a_header_the_store_would_refuse_does_not_break_the_file(topology, name, value):
+    answer = fetch(topology, media_path(LOGO), **{name.replace("-", "_"): value})
+
+    assert answer.status == 200
+    assert answer.body == PNG
+
+
+def test_the_browsers_conditions_and_range_reach_the_store(topology):
+    first = fetch(topology, media_path(LOGO))
+    etag, last_modified = first.headers["ETag"], first.headers["Last-Modified"]
+    before = "Sun, 06 Nov 1994 08:49:37 GMT"
+    leap_day = "Sun, 29 Feb 2004 08:49:37 GMT"
+
+    def status(**headers) -> int:
+        return fetch(topology, media_path(LOGO), **headers).status
+
+    assert status(If_Modified_Since=last_modified) == 304
+    assert status(If_Modified_Since=before) == 200
+    assert status(If_Unmodified_Since=before) == 412
+    assert status(If_Unmodified_Since=leap_day) == 412
+    assert status(If_Unmodified_Since=last_modified) == 200
+    assert status(If_Match='"another"') == 412
+    assert status(If_Match=etag) == 200
+    # SeaweedFS answers a range whatever If-Range says (a replaced file has a
+    # new key, so there is no other version to resume).
+    assert status(Range="bytes=0-9", If_Range=etag) == 206
+
+
+def test_every_media_answer_carries_the_security_headers(topology):
+    answers = [
+        fetch(topology, media_path(LOGO)),
+        fetch(topology, media_path(PAGE)),
+        fetch(topology, "/media/profile_pics/nobody_AbCdEfGh123.png"),
+        fetch(topology, media_path(LOGO), Range=f"bytes={len(PNG) + 10}-"),
+    ]
+
+    assert [answer.status for answer in answers] == [200, 200, 404, 416]
+    for answer in answers:
+        for name, value in SECURITY_HEADERS.items():
+            assert answer.headers.get_all(name) == [value], (answer.status, name)
 
 
 def test_a_name_that_needs_quoting_is_served(topology):
@@ -299,4 +369,6 @@ def test_hung_store_holds_no_worker_while_media_requests_wait_on_it(
         assert answer.headers["Retry-After"]
         assert answer.headers.get_all("Cache-Control") == ["no-store"]
         assert topology.bucket.encode() not in answer.body
+        for name, value in SECURITY_HEADERS.items():
+            assert answer.headers.get_all(name) == [value]
     assert fetch(topology, media_path(LOGO)).body == PNG

@@ -114,6 +114,11 @@ def test_nginx_answers_a_burst_of_uploads_from_one_client_itself(limited):
         assert answer.headers["content-type"].startswith("text/plain")
         assert answer.text.startswith("Too many uploads from your address")
         assert answer.headers["retry-after"] == "60"
+        assert answer.headers["x-content-type-options"] == "nosniff"
+        assert answer.headers["x-frame-options"] == "DENY"
+        assert answer.headers["content-security-policy"].startswith(
+            "default-src 'none'"
+        )
     # The app saw the stored ones only (gunicorn logs each once it has
     # answered); nginx logged the refusals as its own.
     deadline = time.monotonic() + 5

@@ -1,5 +1,6 @@
 """nginx for the loopback topology: ``deploy/nginx.conf`` itself, with what
-only Docker has (its DNS, service names, ports, /dev/stdout) replaced.
+only Docker has (its DNS, service names, ports, /dev/stdout) replaced, and
+the TRUSTED_PROXY_COUNT that docker-compose.yml writes into it written in.
 
 Each replacement must match exactly once, so a change to deploy/nginx.conf
 the topology does not follow fails loudly instead of testing something else.
@@ -34,9 +35,12 @@ def config(
     stream: str,
     media_store: str,
     upload_rate: str | None = None,
+    trusted_proxy_count: int = 2,
 ) -> str:
     """``stream``, ``media_store``: host:port of the stream's process and of
-    the S3 server; ``upload_rate``: instead of deploy's rate of upload POSTs."""
+    the S3 server; ``upload_rate``: instead of deploy's rate of upload POSTs;
+    ``trusted_proxy_count``: the instances' TRUSTED_PROXY_COUNT (the
+    topology's: a load balancer, then nginx)."""
     user = "user nobody nogroup;\n" if os.geteuid() == 0 else ""
     temp = "".join(f"    {name}_temp_path {directory}/{name};\n" for name in TEMP_PATHS)
     servers = "".join(f"        server {address};\n" for address in upstreams)
@@ -52,6 +56,8 @@ def config(
         (r"server stream:\d+ resolve;", f"server {stream};"),
         (r"listen \d+;", f"listen 127.0.0.1:{port};"),
         (r"set \$media_store \S+;", f"set $media_store {media_store};"),
+        # What the nginx image's entrypoint does (envsubst).
+        (r"\$\{TRUSTED_PROXY_COUNT\}", str(trusted_proxy_count)),
         (
             r"^( *)server_name _;\n",
             r"\g<0>\1add_header X-Upstream $upstream_addr always;\n"
