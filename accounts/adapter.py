@@ -4,6 +4,8 @@ security log."""
 from __future__ import annotations
 
 import ipaddress
+import re
+from collections.abc import Callable
 from typing import Any
 
 from allauth.account.adapter import DefaultAccountAdapter
@@ -12,7 +14,7 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured, ValidationError
 from django.core.mail import EmailMessage, EmailMultiAlternatives
 from django.template.loader import render_to_string
-from django.utils.html import urlize
+from django.utils.html import escape
 from django.utils.safestring import mark_safe
 
 from accounts.selectors import user_for_login
@@ -136,12 +138,13 @@ class AccountAdapter(DefaultAccountAdapter):
         """
         message = super().render_mail(template_prefix, email, context, headers)
         if isinstance(message, EmailMultiAlternatives) and not message.alternatives:
+            linked = _links_in(context)
             html = render_to_string(
                 "email/layout.html",
                 {
                     "subject": message.subject,
                     "paragraphs": [
-                        mark_safe(urlize(paragraph, autoescape=True))  # noqa: S308
+                        linked(paragraph)
                         for paragraph in message.body.split("\n\n")
                         if paragraph.strip()
                     ],
@@ -149,3 +152,30 @@ class AccountAdapter(DefaultAccountAdapter):
             )
             message.attach_alternative(html, "text/html")
         return message
+
+
+def _links_in(context: dict[str, Any]) -> Callable[[str], str]:
+    """A paragraph of a mail's text as HTML, escaped, in which only the links
+    the app put in the mail's context (a confirmation or reset link) are
+    links: text from anyone else (a browser's name, an API key's) stays text,
+    whatever it looks like."""
+    urls = sorted(
+        {
+            value
+            for value in context.values()
+            if isinstance(value, str) and value.startswith(("https://", "http://"))
+        },
+        key=len,
+        reverse=True,
+    )
+    pattern = re.compile("|".join(re.escape(str(escape(url))) for url in urls))
+
+    def linked(paragraph: str) -> str:
+        text = str(escape(paragraph))
+        if urls:
+            text = pattern.sub(
+                lambda found: f'<a href="{found[0]}">{found[0]}</a>', text
+            )
+        return mark_safe(text)  # noqa: S308 (escaped above)
+
+    return linked

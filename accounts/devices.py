@@ -5,7 +5,8 @@ import re
 
 def device_describe(user_agent: str) -> str:
     """'Firefox on Windows', from a User-Agent header; 'Unknown device' when
-    nothing is recognised."""
+    nothing is recognised, never the header itself: whoever signs in writes
+    it, and it is shown in the owner's security notices."""
     browser = next(
         (name for pattern, name in _BROWSERS if re.search(pattern, user_agent)), None
     )
@@ -14,7 +15,7 @@ def device_describe(user_agent: str) -> str:
     )
     if browser and system:
         return f"{browser} on {system}"
-    return browser or system or (user_agent[:60] or "Unknown device")
+    return browser or system or "Unknown device"
 
 
 # First match wins: Edge and Opera also say Chrome, Chrome also says Safari.
