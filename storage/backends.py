@@ -718,11 +718,20 @@ class MinIOStorage(Storage):
             ),
         )
         self.cache_control = cache_control
-        self.connect_timeout = float(
-            pick(connect_timeout, "MINIO_CONNECT_TIMEOUT", 3.0)
+        self.connect_timeout = config.validate_timeout(
+            float(pick(connect_timeout, "MINIO_CONNECT_TIMEOUT", 3.0)),
+            variable=source(
+                connect_timeout, "MINIO_CONNECT_TIMEOUT", "connect_timeout"
+            ),
         )
-        self.read_timeout = float(pick(read_timeout, "MINIO_READ_TIMEOUT", 10.0))
-        self.max_retries = int(pick(max_retries, "MINIO_MAX_RETRIES", 2))
+        self.read_timeout = config.validate_timeout(
+            float(pick(read_timeout, "MINIO_READ_TIMEOUT", 10.0)),
+            variable=source(read_timeout, "MINIO_READ_TIMEOUT", "read_timeout"),
+        )
+        self.max_retries = config.validate_retries(
+            int(pick(max_retries, "MINIO_MAX_RETRIES", 2)),
+            variable=source(max_retries, "MINIO_MAX_RETRIES", "max_retries"),
+        )
         self.deadline = config.validate_deadline(
             float(pick(deadline, "MINIO_DEADLINE", config.DEFAULT_DEADLINE)),
             variable=source(deadline, "MINIO_DEADLINE", "deadline"),

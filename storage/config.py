@@ -168,6 +168,24 @@ def validate_deadline(value: float, *, variable: str = "MINIO_DEADLINE") -> floa
     return value
 
 
+def validate_timeout(value: float, *, variable: str) -> float:
+    """A connect or read timeout: urllib3 refuses 0 and less on every request,
+    which would make every upload fail instead of start-up."""
+    if not 0 < value <= MAX_DEADLINE:
+        raise ImproperlyConfigured(
+            f"{variable} must be more than 0 and at most {MAX_DEADLINE:g} seconds "
+            f"(got {value!r})."
+        )
+    return value
+
+
+def validate_retries(value: int, *, variable: str = "MINIO_MAX_RETRIES") -> int:
+    """At least 0; MINIO_DEADLINE bounds the time however many there are."""
+    if value < 0:
+        raise ImproperlyConfigured(f"{variable} must be 0 or more (got {value!r}).")
+    return value
+
+
 # An nginx location prefix: path segments of URL-safe characters (none starting
 # with a dot, so no '..'), slashes around them; nothing that needs quoting.
 _ACCEL_PREFIX_RE = re.compile(r"^/(?:[A-Za-z0-9_~-][A-Za-z0-9._~-]*/)+$")

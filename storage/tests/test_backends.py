@@ -83,6 +83,9 @@ def test_storage_deconstructs_to_its_import_path_and_options(minio_options):
         ({"public_url": "media.example.com"}, "public_url"),
         ({"deadline": 0}, "deadline"),
         ({"deadline": 25}, "deadline"),
+        ({"connect_timeout": -1}, "connect_timeout"),
+        ({"read_timeout": 0}, "read_timeout"),
+        ({"max_retries": -3}, "max_retries"),
         (
             {"url_mode": "presigned", "public_url": "https://cdn.example.com/sub"},
             "public_url",
