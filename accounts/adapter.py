@@ -4,7 +4,9 @@ security log."""
 from __future__ import annotations
 
 import ipaddress
+import logging
 import re
+import smtplib
 from collections.abc import Callable
 from typing import Any
 
@@ -18,6 +20,12 @@ from django.utils.html import escape
 from django.utils.safestring import mark_safe
 
 from accounts.selectors import user_for_login
+
+logger = logging.getLogger(__name__)
+
+# What sending raises when the mail server refuses the mail, cannot be
+# reached or does not answer within EMAIL_TIMEOUT.
+MAIL_UNAVAILABLE = (smtplib.SMTPException, OSError)
 
 
 def client_address(request) -> str | None:
@@ -37,6 +45,11 @@ def _minutes(count: int) -> str:
 
 
 class AccountAdapter(DefaultAccountAdapter):
+    # Set once a mail sent through this adapter is lost (``send_mail``):
+    # get_adapter() makes an adapter per call, so it tells that call's sender.
+    mail_lost = False
+    _mail_user = None
+
     error_messages = {
         **DefaultAccountAdapter.error_messages,
         "too_many_login_attempts": (
@@ -122,6 +135,53 @@ class AccountAdapter(DefaultAccountAdapter):
             self.account_failure_count(request, account)
             security_event_record(
                 user=account, kind=SecurityEvent.Kind.SIGN_IN_FAILED, request=request
+            )
+
+    def send_notification_mail(
+        self,
+        template_prefix: str,
+        user,
+        context: dict[str, Any] | None = None,
+        email: str | None = None,
+    ) -> None:
+        """allauth's, remembering whom the mail is for: should it be lost, the
+        log names the user."""
+        self._mail_user = user
+        super().send_notification_mail(template_prefix, user, context, email)
+
+    def send_mail(self, template_prefix: str, email: str, context: dict) -> None:
+        """allauth's, except that a mail the server does not take is dropped.
+
+        Every mail is about something already done (a password changed, an
+        account made, a withdrawal requested), which must neither fail nor be
+        rolled back for it. The loss is logged at ERROR, ``notice lost``, with
+        the user and the template, never the text (a link in it may confirm
+        or reset), and ``mail_lost`` tells the sender.
+        """
+        try:
+            super().send_mail(template_prefix, email, context)
+        except MAIL_UNAVAILABLE as error:
+            self.mail_lost = True
+            user = context.get("user") or self._mail_user
+            logger.error(
+                "notice lost",
+                extra={
+                    "user": getattr(user, "pk", None),
+                    "notice": template_prefix,
+                    "error": type(error).__name__,
+                },
+            )
+
+    def send_confirmation_mail(self, request, emailconfirmation, signup: bool) -> None:
+        """allauth's; a link that was lost does not count against the
+        address's limit (``confirm_email``: one every few minutes), so asking
+        for it again, the user's way out, sends it at once."""
+        super().send_confirmation_mail(request, emailconfirmation, signup)
+        if self.mail_lost:
+            ratelimit.clear(
+                request,
+                action="confirm_email",
+                key=emailconfirmation.email_address.email.lower(),
             )
 
     def render_mail(

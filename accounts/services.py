@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from allauth.account.adapter import get_adapter
 from allauth.core.context import request_context
 from allauth.usersessions.adapter import get_adapter as get_usersessions_adapter
@@ -87,9 +89,19 @@ def security_event_record(
     )
 
 
+# The detail of a sign-in from a new browser whose mail could not be sent.
+# Such a sign-in does not make the browser known: the next one from it is
+# announced again.
+NEW_BROWSER_NOT_MAILED = "new browser; the e-mail about it could not be sent"
+
+
 def sign_in_record(*, request: HttpRequest, user: AbstractBaseUser) -> None:
     """Log a sign-in; mail the user when it comes from a browser never seen
-    signing in to this account before (not for the very first sign-in)."""
+    signing in to this account before (not for the very first sign-in).
+
+    A browser is known through a sign-in from it that was announced or
+    needed no mail: one whose mail was lost says so in its detail and counts
+    for nothing, so the next sign-in from that browser mails again."""
     _, user_agent = _client(request)
     with transaction.atomic():
         # Sign-ins from one new browser at once would each find it unknown.
@@ -97,17 +109,28 @@ def sign_in_record(*, request: HttpRequest, user: AbstractBaseUser) -> None:
         earlier = SecurityEvent.objects.filter(
             user=user, kind=SecurityEvent.Kind.SIGN_IN
         )
-        known_device = earlier.filter(user_agent=user_agent).exists()
+        known_device = (
+            earlier.filter(user_agent=user_agent)
+            .exclude(detail=NEW_BROWSER_NOT_MAILED)
+            .exists()
+        )
         first_sign_in = not earlier.exists()
-        security_event_record(
+        event = security_event_record(
             user=user, kind=SecurityEvent.Kind.SIGN_IN, request=request
         )
         if not known_device and not first_sign_in:
+
+            def not_mailed() -> None:
+                SecurityEvent.objects.filter(pk=event.pk).update(
+                    detail=NEW_BROWSER_NOT_MAILED
+                )
+
             account_notify(
                 request=request,
                 user=user,
                 template="accounts/email/new_sign_in",
                 context={"device": device_describe(user_agent)},
+                on_lost=not_mailed,
             )
 
 
@@ -117,17 +140,26 @@ def account_notify(
     user: AbstractBaseUser,
     template: str,
     context: dict | None = None,
+    on_lost: Callable[[], None] | None = None,
 ) -> None:
     """Mail the user a security notification (``<template>_subject.txt`` and
-    ``_message.txt``), after the current transaction commits."""
+    ``_message.txt``), after the current transaction commits.
+
+    The action it is about is done by then: a mail that cannot be sent is
+    logged (``notice lost``, accounts.adapter) and ``on_lost`` called; any
+    other failure of the sending is logged by Django (``robust``). Neither
+    reaches the caller."""
 
     def send() -> None:
         # allauth's adapter reads the request from its context, which is gone
         # when the commit comes after the request (a job, a test).
         with request_context(request):
-            get_adapter().send_notification_mail(template, user, context)
+            adapter = get_adapter()
+            adapter.send_notification_mail(template, user, context)
+        if adapter.mail_lost and on_lost is not None:
+            on_lost()
 
-    transaction.on_commit(send)
+    transaction.on_commit(send, robust=True)
 
 
 def session_end_one(*, request: HttpRequest, session: UserSession) -> None:
@@ -167,5 +199,22 @@ def security_notice(
         user_serialize(user_id=user.pk)
         if SecurityEvent.objects.filter(user=user, kind=kind, detail=detail).exists():
             return
+        security_event_record(user=user, kind=kind, request=request, detail=detail)
+        account_notify(request=request, user=user, template=template, context=context)
+
+
+def security_event_notify(
+    *,
+    request: HttpRequest | None,
+    user: AbstractBaseUser,
+    kind: SecurityEvent.Kind,
+    template: str,
+    context: dict,
+    detail: str,
+) -> None:
+    """Log an event and mail the user about it once the line is committed;
+    every call is a change of its own (``security_notice`` announces a
+    request repeated with the same key once)."""
+    with transaction.atomic():
         security_event_record(user=user, kind=kind, request=request, detail=detail)
         account_notify(request=request, user=user, template=template, context=context)

@@ -1,0 +1,209 @@
+"""What the owner is told by e-mail about API keys, withdrawals and the
+address book (trading.notices), through the loopback SMTP server; and that
+with the mail server down the action is done and answered all the same, the
+lost mail logged (``notice lost``)."""
+
+from __future__ import annotations
+
+from decimal import Decimal as D
+
+import pytest
+
+from accounts.models import SecurityEvent
+from accounts.tests.mail import lost_notices, mail_server_down
+from tests.factories import fund
+from trading.api_keys import api_key_create
+from trading.models import ApiKey, SavedAddress, Withdrawal, WithdrawalAddressPolicy
+from trading.services import withdrawal_request
+
+# The mails are sent after real commits, as in production.
+pytestmark = pytest.mark.django_db(transaction=True)
+
+Kind = SecurityEvent.Kind
+EVM = "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed"
+
+
+def logged(user, kind: str) -> list[str]:
+    return list(
+        SecurityEvent.objects.filter(user=user, kind=kind).values_list(
+            "detail", flat=True
+        )
+    )
+
+
+# -- API keys -------------------------------------------------------------------
+
+
+def test_a_key_created_with_mail_down_is_shown_with_its_secret_and_logged(
+    settings, smtp_server, alice_client, alice, caplog
+):
+    with mail_server_down(settings):
+        response = alice_client.post(
+            "/api/keys/create/", {"name": "bot", "scopes": ["read"]}
+        )
+
+    assert response.status_code == 200
+    secret = response.context["secret"]
+    assert secret in response.content.decode()
+    api_key = ApiKey.objects.get(user=alice)
+    assert logged(alice, Kind.API_KEY_CREATED) == [f"bot ({api_key.prefix})"]
+    assert lost_notices(caplog) == [(alice.pk, "accounts/email/api_key_created")]
+    assert secret not in caplog.text
+
+
+def test_revoking_a_key_is_mailed_to_the_owner(smtp_server, alice_client, alice):
+    api_key, _ = api_key_create(user=alice, name="bot", scopes=["read"])
+
+    response = alice_client.post(f"/api/keys/{api_key.pk}/revoke/")
+
+    assert response.status_code == 302
+    mail = smtp_server.wait_for('API key "bot" revoked', to="alice@example.com")
+    assert f"({api_key.prefix}…) was revoked" in mail.text
+    assert logged(alice, Kind.API_KEY_REVOKED) == [f"bot ({api_key.prefix})"]
+
+
+def test_a_key_revoked_with_mail_down_is_revoked_and_logged(
+    settings, smtp_server, alice_client, alice, caplog
+):
+    api_key, _ = api_key_create(user=alice, name="bot", scopes=["read"])
+
+    with mail_server_down(settings):
+        response = alice_client.post(f"/api/keys/{api_key.pk}/revoke/")
+
+    assert (response.status_code, response["Location"]) == (302, "/accounts/profile/")
+    api_key.refresh_from_db()
+    assert api_key.revoked_at is not None
+    assert logged(alice, Kind.API_KEY_REVOKED) == [f"bot ({api_key.prefix})"]
+    assert lost_notices(caplog) == [(alice.pk, "accounts/email/api_key_revoked")]
+
+
+# -- Withdrawals ----------------------------------------------------------------
+
+
+def test_a_withdrawal_requested_and_cancelled_with_mail_down_is_done(
+    settings, smtp_server, alice_client, alice, usdt, caplog
+):
+    fund(alice, usdt, "100")
+    form = {"token": "USDT", "amount": "2", "address": "a1", "reference": "r-1"}
+
+    with mail_server_down(settings):
+        requested = alice_client.post("/wallet/", form, follow=True)
+        withdrawal = Withdrawal.objects.get(user=alice)
+        cancelled = alice_client.post(
+            f"/wallet/withdrawals/{withdrawal.pk}/cancel/", follow=True
+        )
+
+    assert requested.redirect_chain == [("/wallet/", 302)]
+    assert "Withdrawal requested" in requested.content.decode()
+    assert cancelled.redirect_chain == [("/wallet/", 302)]
+    assert "cancelled; the amount is available again" in cancelled.content.decode()
+    withdrawal.refresh_from_db()
+    assert withdrawal.status == Withdrawal.Status.CANCELLED
+    assert logged(alice, Kind.WITHDRAWAL_REQUESTED) == ["2 USDT (reference r-1)"]
+    assert lost_notices(caplog) == [
+        (alice.pk, "accounts/email/withdrawal_requested"),
+        (alice.pk, "accounts/email/withdrawal_decided"),
+    ]
+
+
+def test_staff_approve_every_selected_withdrawal_with_mail_down(
+    settings, smtp_server, staff_client, alice, usdt, caplog
+):
+    fund(alice, usdt, "10")
+    selected = [
+        withdrawal_request(
+            user=alice, token=usdt, amount=D(1), address="a1", reference=f"r-{n}"
+        ).pk
+        for n in range(3)
+    ]
+
+    with mail_server_down(settings):
+        response = staff_client.post(
+            "/admin/trading/withdrawal/",
+            {"action": "approve", "_selected_action": selected, "post": "yes"},
+            follow=True,
+        )
+
+    assert response.status_code == 200
+    assert "3 approved" in response.content.decode()
+    assert set(Withdrawal.objects.values_list("status", flat=True)) == {
+        Withdrawal.Status.APPROVED
+    }
+    assert lost_notices(caplog) == [(alice.pk, "accounts/email/withdrawal_decided")] * 3
+
+
+# -- The address book and its setting -------------------------------------------
+
+
+def test_saving_an_address_mails_the_owner_its_label_and_when_it_is_usable(
+    smtp_server, alice_client, alice, usdt
+):
+    response = alice_client.post(
+        "/wallet/addresses/",
+        {"book-label": "Cold wallet", "book-token": "USDT", "book-address": EVM},
+    )
+
+    assert response.status_code == 302
+    saved = SavedAddress.objects.get(user=alice)
+    mail = smtp_server.wait_for("USDT withdrawal address saved")
+    assert mail.to == "alice@example.com"
+    assert '"Cold wallet": 0x5aAeb6…1BeAed.' in mail.text
+    assert EVM not in mail.text
+    assert f"{saved.usable_from:%Y-%m-%d %H:%M} UTC" in mail.text
+    assert logged(alice, Kind.ADDRESS_SAVED) == [f"USDT Cold wallet: {EVM}"]
+    assert len(smtp_server.messages) == 1
+
+
+def test_an_address_saved_with_mail_down_is_saved_and_logged(
+    settings, smtp_server, alice_client, alice, usdt, caplog
+):
+    with mail_server_down(settings):
+        response = alice_client.post(
+            "/wallet/addresses/",
+            {"book-label": "Cold wallet", "book-token": "USDT", "book-address": EVM},
+            follow=True,
+        )
+
+    assert response.redirect_chain == [("/wallet/#address-book", 302)]
+    assert "Address “Cold wallet” saved" in response.content.decode()
+    assert SavedAddress.objects.filter(user=alice, address=EVM).exists()
+    assert logged(alice, Kind.ADDRESS_SAVED) == [f"USDT Cold wallet: {EVM}"]
+    assert lost_notices(caplog) == [(alice.pk, "accounts/email/address_saved")]
+
+
+def test_turning_saved_only_off_is_mailed_once_with_when_it_takes_effect(
+    smtp_server, alice_client, alice
+):
+    alice_client.post("/wallet/addresses/setting/", {"saved_only": "on"})
+    assert smtp_server.messages == []  # more protection: nothing to fear
+
+    response = alice_client.post("/wallet/addresses/setting/", {})
+    alice_client.post("/wallet/addresses/setting/", {})  # sent again
+
+    assert response.status_code == 302
+    ends = WithdrawalAddressPolicy.objects.get(user=alice).saved_only_ends_at
+    when = f"{ends:%Y-%m-%d %H:%M} UTC"
+    mail = smtp_server.wait_for(f"Withdrawals to any address from {when}")
+    assert mail.to == "alice@example.com"
+    assert "was turned off" in mail.text and f"from {when}" in mail.text
+    assert len(smtp_server.messages) == 1
+    assert logged(alice, Kind.WITHDRAWAL_POLICY_CHANGED) == [
+        f"saved addresses only, until {when}",
+        f"saved addresses only, until {when}",
+        "saved addresses only",
+    ]
+
+
+def test_saved_only_turned_off_with_mail_down_is_done_and_logged(
+    settings, smtp_server, alice_client, alice, caplog
+):
+    alice_client.post("/wallet/addresses/setting/", {"saved_only": "on"})
+
+    with mail_server_down(settings):
+        response = alice_client.post("/wallet/addresses/setting/", {}, follow=True)
+
+    assert response.redirect_chain == [("/wallet/#address-book", 302)]
+    assert "Withdrawals may go to any address again from" in response.content.decode()
+    policy = WithdrawalAddressPolicy.objects.get(user=alice)
+    assert policy.saved_only_ends_at is not None
+    assert lost_notices(caplog) == [(alice.pk, "accounts/email/withdrawal_policy_off")]
