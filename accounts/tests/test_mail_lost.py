@@ -36,6 +36,7 @@ def signed_in(client: Client) -> bool:
     return client.get("/accounts/profile/").status_code == 200
 
 
+@pytest.mark.reliability("mail-down")
 def test_a_password_change_is_done_logged_and_answered_with_its_mail_lost(
     settings, smtp_server, caplog
 ):
@@ -64,6 +65,7 @@ def test_a_password_change_is_done_logged_and_answered_with_its_mail_lost(
     assert smtp_server.messages == []
 
 
+@pytest.mark.reliability("mail-down")
 def test_turning_2fa_off_is_done_and_logged_with_its_mail_lost(
     settings, smtp_server, mfa_enable, caplog
 ):
@@ -82,6 +84,7 @@ def test_turning_2fa_off_is_done_and_logged_with_its_mail_lost(
     assert lost_notices(caplog) == [(alice.pk, "mfa/email/totp_deactivated")]
 
 
+@pytest.mark.reliability("mail-down")
 def test_a_new_address_is_confirmed_with_the_mail_to_the_old_one_lost(
     settings, smtp_server, reauthenticate, caplog
 ):
@@ -104,6 +107,7 @@ def test_a_new_address_is_confirmed_with_the_mail_to_the_old_one_lost(
     assert lost_notices(caplog) == [(alice.pk, "account/email/email_changed")]
 
 
+@pytest.mark.reliability("mail-down")
 def test_a_sign_up_whose_link_is_lost_makes_the_account_and_may_ask_again(
     settings, smtp_server, caplog
 ):
@@ -135,6 +139,7 @@ def test_a_sign_up_whose_link_is_lost_makes_the_account_and_may_ask_again(
     assert "/accounts/confirm-email/" in mail.text
 
 
+@pytest.mark.reliability("mail-down")
 def test_a_new_browser_whose_mail_is_lost_is_announced_at_its_next_sign_in(
     settings, smtp_server, caplog
 ):

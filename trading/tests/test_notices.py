@@ -34,6 +34,7 @@ def logged(user, kind: str) -> list[str]:
 # -- API keys -------------------------------------------------------------------
 
 
+@pytest.mark.reliability("mail-down")
 def test_a_key_created_with_mail_down_is_shown_with_its_secret_and_logged(
     settings, smtp_server, alice_client, alice, caplog
 ):
@@ -62,6 +63,7 @@ def test_revoking_a_key_is_mailed_to_the_owner(smtp_server, alice_client, alice)
     assert logged(alice, Kind.API_KEY_REVOKED) == [f"bot ({api_key.prefix})"]
 
 
+@pytest.mark.reliability("mail-down")
 def test_a_key_revoked_with_mail_down_is_revoked_and_logged(
     settings, smtp_server, alice_client, alice, caplog
 ):
@@ -80,6 +82,7 @@ def test_a_key_revoked_with_mail_down_is_revoked_and_logged(
 # -- Withdrawals ----------------------------------------------------------------
 
 
+@pytest.mark.reliability("mail-down")
 def test_a_withdrawal_requested_and_cancelled_with_mail_down_is_done(
     settings, smtp_server, alice_client, alice, usdt, caplog
 ):
@@ -106,6 +109,7 @@ def test_a_withdrawal_requested_and_cancelled_with_mail_down_is_done(
     ]
 
 
+@pytest.mark.reliability("mail-down")
 def test_staff_approve_every_selected_withdrawal_with_mail_down(
     settings, smtp_server, staff_client, alice, usdt, caplog
 ):
@@ -154,6 +158,7 @@ def test_saving_an_address_mails_the_owner_its_label_and_when_it_is_usable(
     assert len(smtp_server.messages) == 1
 
 
+@pytest.mark.reliability("mail-down")
 def test_an_address_saved_with_mail_down_is_saved_and_logged(
     settings, smtp_server, alice_client, alice, usdt, caplog
 ):
@@ -194,6 +199,7 @@ def test_turning_saved_only_off_is_mailed_once_with_when_it_takes_effect(
     ]
 
 
+@pytest.mark.reliability("mail-down")
 def test_saved_only_turned_off_with_mail_down_is_done_and_logged(
     settings, smtp_server, alice_client, alice, caplog
 ):
