@@ -191,30 +191,18 @@ def security_notice(
     template: str,
     context: dict,
     detail: str,
+    once: bool = False,
 ) -> None:
-    """Log an event and mail the user about it, once per (kind, detail): a
-    request repeated with the same idempotency key is not announced twice,
-    even when the repeats arrive at once (they take turns on the user's row)."""
-    with transaction.atomic():
-        user_serialize(user_id=user.pk)
-        if SecurityEvent.objects.filter(user=user, kind=kind, detail=detail).exists():
-            return
-        security_event_record(user=user, kind=kind, request=request, detail=detail)
-        account_notify(request=request, user=user, template=template, context=context)
+    """Log an event and mail the user about it once the line is committed.
 
-
-def security_event_notify(
-    *,
-    request: HttpRequest | None,
-    user: AbstractBaseUser,
-    kind: SecurityEvent.Kind,
-    template: str,
-    context: dict,
-    detail: str,
-) -> None:
-    """Log an event and mail the user about it once the line is committed;
-    every call is a change of its own (``security_notice`` announces a
-    request repeated with the same key once)."""
+    ``once``: announce each (kind, detail) a single time, so that a request
+    repeated with the same idempotency key is not announced twice, even when
+    the repeats arrive at once (they take turns on the user's row)."""
     with transaction.atomic():
+        if once:
+            user_serialize(user_id=user.pk)
+            earlier = SecurityEvent.objects.filter(user=user, kind=kind, detail=detail)
+            if earlier.exists():
+                return
         security_event_record(user=user, kind=kind, request=request, detail=detail)
         account_notify(request=request, user=user, template=template, context=context)

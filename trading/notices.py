@@ -14,7 +14,6 @@ from accounts.locks import user_serialize
 from accounts.models import SecurityEvent
 from accounts.services import (
     account_notify,
-    security_event_notify,
     security_event_record,
     security_notice,
 )
@@ -45,6 +44,7 @@ def withdrawal_requested_notice(
         context=_withdrawal_context(withdrawal),
         detail=f"{grouped(withdrawal.amount)} {withdrawal.token.symbol} "
         f"(reference {withdrawal.reference})",
+        once=True,
     )
 
 
@@ -73,11 +73,12 @@ def api_key_created_notice(*, request: HttpRequest, api_key: ApiKey) -> None:
             "scopes": api_key.scopes,
         },
         detail=f"{api_key.name} ({api_key.prefix})",
+        once=True,
     )
 
 
 def api_key_revoked_notice(*, request: HttpRequest, api_key: ApiKey) -> None:
-    security_event_notify(
+    security_notice(
         request=request,
         user=api_key.user,
         kind=SecurityEvent.Kind.API_KEY_REVOKED,
@@ -113,7 +114,7 @@ def saved_address_notice(
             detail=detail,
         )
         return
-    security_event_notify(
+    security_notice(
         request=request,
         user=saved_address.user,
         kind=SecurityEvent.Kind.ADDRESS_SAVED,

@@ -50,6 +50,7 @@ def test_a_withdrawal_notice_raised_many_times_at_once_is_logged_and_mailed_once
             template="accounts/email/withdrawal_requested",
             context={"amount": "1", "token": "BTC", "address": "bc1q"},
             detail="1 BTC (reference w-1)",
+            once=True,
         )
 
     results = run_together(*[notice for _ in range(8)])
