@@ -44,6 +44,20 @@ def user_make(username: str, *, verified: bool = True):
     return user
 
 
+def sign_up(client, username: str, *, password: str = PASSWORD, **fields):
+    """Post the sign-up form as a visitor would; the response."""
+    return client.post(
+        "/accounts/signup/",
+        {
+            "username": username,
+            "email": f"{username}@example.com",
+            "password1": password,
+            "password2": password,
+            **fields,
+        },
+    )
+
+
 def token_make(symbol: str, *, decimals: int = 8) -> Token:
     return token_create(name=f"{symbol} token", symbol=symbol, decimals=decimals)
 

@@ -18,6 +18,7 @@ from accounts.tests.totp import totp_code
 from tests.factories import (
     PASSWORD,
     fund,
+    sign_up,
     user_make,
 )
 from trading.models import ApiKey, Order, Withdrawal
@@ -46,15 +47,7 @@ def signed_in(client: Client) -> bool:
 
 
 def test_sign_up_signs_in_and_mails_a_verification_link(client, mailoutbox):
-    response = client.post(
-        "/accounts/signup/",
-        {
-            "username": "newbie",
-            "email": "newbie@example.com",
-            "password1": "a-long-pass-2026",
-            "password2": "a-long-pass-2026",
-        },
-    )
+    response = sign_up(client, "newbie")
 
     assert response.status_code == 302
     assert signed_in(client)

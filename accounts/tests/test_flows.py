@@ -24,7 +24,7 @@ from django.core import signing
 
 from accounts.models import SecurityEvent
 from accounts.tests.totp import TOTP_STEP, current_code, totp_code
-from tests.factories import PASSWORD
+from tests.factories import PASSWORD, sign_up
 
 pytestmark = pytest.mark.django_db
 
@@ -56,15 +56,7 @@ def signed_up(client, mailoutbox, django_capture_on_commit_callbacks):
     """Someone who signed up with an address (not verified yet), and the
     verification link of the mail."""
     with django_capture_on_commit_callbacks(execute=True):
-        response = client.post(
-            "/accounts/signup/",
-            {
-                "username": "alice",
-                "email": "alice@example.com",
-                "password1": PASSWORD,
-                "password2": PASSWORD,
-            },
-        )
+        response = sign_up(client, "alice")
     assert response.status_code == 302, page_text(response)
     (mail,) = [m for m in mailoutbox if "Confirm Your Email Address" in m.subject]
     user = get_user_model().objects.get(username="alice")

@@ -9,7 +9,7 @@ import re
 import pytest
 from django.test import Client
 
-from tests.factories import PASSWORD, user_make
+from tests.factories import PASSWORD, sign_up, user_make
 
 pytestmark = pytest.mark.django_db
 
@@ -58,16 +58,7 @@ def test_an_api_key_name_is_text_in_the_subject_and_never_a_link(
 
 
 def test_a_link_the_app_sends_is_still_a_link(smtp_server):
-    client = Client()
-    client.post(
-        "/accounts/signup/",
-        {
-            "username": "newbie",
-            "email": "newbie@example.com",
-            "password1": "a-long-pass-2026",
-            "password2": "a-long-pass-2026",
-        },
-    )
+    sign_up(Client(), "newbie")
 
     mail = smtp_server.wait_for("Confirm", to="newbie@example.com")
     [confirm] = [word for word in mail.text.split() if "/accounts/confirm" in word]

@@ -15,7 +15,7 @@ from accounts.models import SecurityEvent
 from accounts.services import NEW_BROWSER_NOT_MAILED
 from accounts.tests.mail import lost_notices, mail_server_down
 from accounts.tests.totp import totp_code
-from tests.factories import PASSWORD, user_make
+from tests.factories import PASSWORD, sign_up, user_make
 
 # The mails are sent after real commits, as in production.
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -114,15 +114,7 @@ def test_a_sign_up_whose_link_is_lost_makes_the_account_and_may_ask_again(
     client = Client()
 
     with mail_server_down(settings):
-        response = client.post(
-            "/accounts/signup/",
-            {
-                "username": "newbie",
-                "email": "newbie@example.com",
-                "password1": "a-long-pass-2026",
-                "password2": "a-long-pass-2026",
-            },
-        )
+        response = sign_up(client, "newbie")
 
     assert response.status_code == 302
     assert signed_in(client)

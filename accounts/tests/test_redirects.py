@@ -10,7 +10,7 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.test import Client
 
-from tests.factories import PASSWORD
+from tests.factories import PASSWORD, sign_up
 
 ELSEWHERE = [
     "https://evil.example/",
@@ -53,16 +53,7 @@ def test_signing_in_and_out_with_a_next_elsewhere_stays_on_the_site(alice, targe
 @pytest.mark.parametrize("target", ELSEWHERE)
 @pytest.mark.reliability("open-redirect")
 def test_signing_up_with_a_next_elsewhere_stays_on_the_site(db, target):
-    response = Client().post(
-        "/accounts/signup/",
-        {
-            "username": "newcomer",
-            "email": "newcomer@example.com",
-            "password1": "a-long-pass-2026",
-            "password2": "a-long-pass-2026",
-            "next": target,
-        },
-    )
+    response = sign_up(Client(), "newcomer", next=target)
 
     assert_stays_on_the_site(response)
     assert get_user_model().objects.filter(username="newcomer").exists()
