@@ -258,39 +258,44 @@
     // Keep focus on a cancel button the user is about to press.
     if (box.contains(document.activeElement) && document.activeElement !== box) return;
     var list = Array.from(orders.values()).sort(function (a, b) { return b.id - a.id; });
-    var content;
-    if (!list.length) {
-      content = document.createElement("p");
-      content.className = "muted";
-      content.textContent = "No open order on this market.";
-    } else {
-      content = document.createElement("table");
-      content.className = "data-table compact stack";
-      content.innerHTML = '<thead><tr><th scope="col">Side</th><th scope="col" class="num">Price</th><th scope="col" class="num">Amount</th><th scope="col" class="num">Filled</th><th scope="col"><span class="visually-hidden">Cancel</span></th></tr></thead>';
-      var body = document.createElement("tbody");
-      list.forEach(function (order) {
-        var row = template.content.firstElementChild.cloneNode(true);
-        var side = row.querySelector('[data-field="side"]');
-        side.className = order.side === "buy" ? "up" : "down";
-        side.textContent = order.side === "buy" ? "Buy" : "Sell";
-        var note = order.status === "waiting" ? "stop " + group(order.stop_price) : order.status === "accepted" ? "accepted" : "";
-        if (note) {
-          var span = document.createElement("span");
-          span.className = "muted";
-          span.textContent = note;
-          side.append(" ", span);
-        }
-        ["price", "quantity", "filled_quantity"].forEach(function (name) {
-          row.querySelector('[data-field="' + name + '"]').textContent = order[name] === null ? "—" : group(order[name]);
-        });
-        row.querySelector('[data-field="id"]').textContent = String(order.id);
-        var cancel = row.querySelector("form");
-        cancel.action = cancel.getAttribute("action").replace(/\/0\/cancel\/$/, "/" + order.id + "/cancel/");
-        body.appendChild(row);
+    var head = '<th scope="col">Side</th><th scope="col" class="num">Price</th><th scope="col" class="num">Amount</th><th scope="col" class="num">Filled</th><th scope="col"><span class="visually-hidden">Cancel</span></th>';
+    box.replaceChildren(heading, listOrTable(list, "No open order on this market.", head, function (order) {
+      var row = template.content.firstElementChild.cloneNode(true);
+      var side = row.querySelector('[data-field="side"]');
+      side.className = order.side === "buy" ? "up" : "down";
+      side.textContent = order.side === "buy" ? "Buy" : "Sell";
+      var note = order.status === "waiting" ? "stop " + group(order.stop_price) : order.status === "accepted" ? "accepted" : "";
+      if (note) {
+        var span = document.createElement("span");
+        span.className = "muted";
+        span.textContent = note;
+        side.append(" ", span);
+      }
+      ["price", "quantity", "filled_quantity"].forEach(function (name) {
+        row.querySelector('[data-field="' + name + '"]').textContent = order[name] === null ? "—" : group(order[name]);
       });
-      content.appendChild(body);
+      row.querySelector('[data-field="id"]').textContent = String(order.id);
+      var cancel = row.querySelector("form");
+      cancel.action = cancel.getAttribute("action").replace(/\/0\/cancel\/$/, "/" + order.id + "/cancel/");
+      return row;
+    }));
+  }
+
+  // A muted line when there is nothing to list, else a table of one row per item.
+  function listOrTable(items, emptyText, headCells, makeRow) {
+    if (!items.length) {
+      var line = document.createElement("p");
+      line.className = "muted";
+      line.textContent = emptyText;
+      return line;
     }
-    box.replaceChildren(heading, content);
+    var table = document.createElement("table");
+    table.className = "data-table compact stack";
+    table.innerHTML = "<thead><tr>" + headCells + "</tr></thead>";
+    var body = document.createElement("tbody");
+    items.forEach(function (item) { body.appendChild(makeRow(item)); });
+    table.appendChild(body);
+    return table;
   }
 
   function notice(text) {
@@ -327,20 +332,8 @@
   function renderFills() {
     var box = live.querySelector(".my-trades");
     if (!box) return;
-    var content;
-    if (!fills.length) {
-      content = document.createElement("p");
-      content.className = "muted";
-      content.textContent = "You have not traded on this market yet.";
-    } else {
-      content = document.createElement("table");
-      content.className = "data-table compact stack";
-      content.innerHTML = '<thead><tr><th scope="col">Side</th><th scope="col" class="num">Price</th><th scope="col" class="num">Amount</th><th scope="col">Role</th><th scope="col">Time</th></tr></thead>';
-      var body = document.createElement("tbody");
-      fills.forEach(function (fill) { body.appendChild(fillRow(fill)); });
-      content.appendChild(body);
-    }
-    box.replaceChildren(box.querySelector("h2"), content);
+    var head = '<th scope="col">Side</th><th scope="col" class="num">Price</th><th scope="col" class="num">Amount</th><th scope="col">Role</th><th scope="col">Time</th>';
+    box.replaceChildren(box.querySelector("h2"), listOrTable(fills, "You have not traded on this market yet.", head, fillRow));
   }
 
   // `rows`: a snapshot's latest fills (`whole`), or new ones. A fill comes

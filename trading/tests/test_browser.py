@@ -108,6 +108,8 @@ def test_the_market_page_updates_book_and_balances_when_an_order_fills(
         ["150", "1.5", "1.5"]
     )
     page.get_by_text(f"Your sell order {resting.pk} filled 0.5").wait_for()
+    mine = page.locator("#market-live .my-orders tbody tr td:nth-child(-n+4)")
+    expect(mine).to_have_text(["Sell", "150", "2", "0.5"])
     available = balance(maker, market.quote)[0]
     page.wait_for_function(
         "([node, value]) => node.textContent === value",
