@@ -48,8 +48,10 @@ Post-only, IOC, FOK
 Stop-limit orders
     Wait outside the book, funds reserved, until the last trade price reaches
     the stop (buy: last >= stop; sell: last <= stop; at once if it already
-    has). They enter as limit orders after the command whose trade reached
-    them, in the order the price reached them (``_trigger_stops``). A waiting
+    has). Any trade reaches them, not only a command's last: an order that
+    trades through a stop and ends beyond it triggers it. They enter as limit
+    orders after the command whose trade reached them, in the order the price
+    reached them (``_trigger_stops``). A waiting
     stop can be cancelled, not amended. A triggered fill-or-kill stop that
     cannot fill is cancelled (``unfilled``).
 Amend

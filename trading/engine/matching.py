@@ -143,6 +143,7 @@ class MarketEngine:
         # key is the stop price for a buy, minus the stop price for a sell.
         self._buy_stops: list[tuple[Decimal, tuple[int, int], int]] = []
         self._sell_stops: list[tuple[Decimal, tuple[int, int], int]] = []
+        self._reached: list[int] = []  # stops this command's trades reached
         self._result = Result(sequence)
         self._touched: dict[int, Order] = {}
         self._rank = 0
@@ -506,6 +507,7 @@ class MarketEngine:
         if maker.remaining == 0:
             self._close(maker, Status.FILLED)
         self.last_price = price
+        self._reach(price)
         maker_fee, taker_fee = (
             (buyer_fee, seller_fee) if maker is buyer else (seller_fee, buyer_fee)
         )
@@ -538,23 +540,31 @@ class MarketEngine:
         insort(self._stops(order), self._stop_entry(order))
         self._index(order)
 
-    def _trigger_stops(self) -> None:
-        """Enter the stop orders the last trade price has reached (a buy stop
-        at last >= stop, a sell stop at last <= stop), one at a time, in the
-        order the price reached them: buys lowest stop first, sells highest
-        first, equal stops (or a buy and a sell at once) oldest first. Each
-        enters as a limit order queued after the command's own order, in
-        trigger order; its trades may trigger more."""
-        while self.last_price is not None:
+    def _reach(self, price: Decimal) -> None:
+        """Queue the waiting stops a trade at ``price`` reaches (a buy stop at
+        price >= stop, a sell stop at price <= stop): buys lowest stop first,
+        sells highest first, equal stops (or a buy and a sell at once, before
+        any trade) oldest first."""
+        while True:
             ready = []
-            if self._buy_stops and self._buy_stops[0][0] <= self.last_price:
+            if self._buy_stops and self._buy_stops[0][0] <= price:
                 ready.append(self._buy_stops)
-            if self._sell_stops and -self._sell_stops[0][0] >= self.last_price:
+            if self._sell_stops and -self._sell_stops[0][0] >= price:
                 ready.append(self._sell_stops)
             if not ready:
                 return
             _, _, order_id = min(ready, key=lambda stops: stops[0][1]).pop(0)
-            order = self._orders[order_id]
+            self._reached.append(order_id)
+
+    def _trigger_stops(self) -> None:
+        """Enter the stops the command's trades reached, in the order they
+        reached them (a stop placed past the last price is reached at once).
+        Each enters as a limit order queued after the command's own order;
+        its trades may reach more, which queue behind it."""
+        if self.last_price is not None:
+            self._reach(self.last_price)
+        while self._reached:
+            order = self._orders[self._reached.pop(0)]
             self._rank += 1
             order.status, order.priority = Status.OPEN, (self.sequence, self._rank)
             self._touch(order)

@@ -443,6 +443,32 @@ def test_a_triggered_stop_can_trigger_another_in_the_same_command():
     assert ex.engine.depth(SELL) == [(D(90), D(1))]
 
 
+@pytest.mark.parametrize(
+    ("last", "stop_side", "stop_price", "maker_side", "levels"),
+    [
+        ("105", SELL, "101", SELL, ("100", "102")),  # a buy walks up from 100
+        ("95", BUY, "99", BUY, ("100", "98")),  # a sell walks down from 100
+    ],
+)
+def test_a_stop_an_order_trades_through_is_triggered(
+    last, stop_side, stop_price, maker_side, levels
+):
+    ex = exchange()
+    trade_at(ex, last)
+    limit_price = "90" if stop_side == SELL else "110"
+    waiting = placed(stop(ex, ALICE, stop_side, "1", stop_price, limit_price))
+    for price in levels:
+        limit(ex, CAROL, maker_side, "1", price)
+    taker_side = BUY if maker_side == SELL else SELL
+
+    # One order trades at 100, past the stop, and ends back beyond it.
+    result = limit(ex, BOB, taker_side, "2", levels[1])
+
+    assert [fill[2] for fill in fills(result)] == [D(levels[0]), D(levels[1])]
+    assert update_of(result, waiting.order_id).status == "open"
+    assert ex.engine.depth(stop_side) == [(D(limit_price), D(1))]
+
+
 def test_a_stop_the_price_has_already_reached_enters_at_once():
     ex = exchange()
     trade_at(ex, "100")
