@@ -1,26 +1,21 @@
 """Django's Redis cache, still answering while Redis is away.
 
 Django's own ``RedisCache`` raises redis' ``ConnectionError`` from every call
-while Redis is down, and nearly every request calls the cache (the session,
-the log-in throttles, cached pages, the API's replay check): each would be a
-server error. This backend turns an unreachable Redis into a degraded cache
-instead, chosen per cache alias by ``OPTIONS["fallback"]``:
-
-``"local"``
-    A cache in the process's memory (Django's ``LocMemCache``) takes over.
-    Throttles keep counting, per process instead of once for all instances;
-    cached pages are cached per process, as without ``REDIS_URL``.
-``"none"``
-    Nothing is cached (Django's ``DummyCache``): every read misses, writes
-    are dropped. For the session cache: ``cached_db`` then reads and writes
-    the database alone, which always holds every session.
+while Redis is down, and nearly every request calls the cache (the log-in
+throttles, cached pages, the API's replay check): each would be a server
+error. This backend turns an unreachable Redis into a degraded cache instead:
+a cache in the process's memory (Django's ``LocMemCache``) takes over.
+Throttles keep counting, per process instead of once for all instances;
+cached pages are cached per process, as without ``REDIS_URL``.
 
 After a failure Redis is not asked again for ``OPTIONS["retry_after"]``
 seconds, so a Redis that does not answer costs each process one timeout
 (``socket_timeout``) every few seconds, not one per call. Once it answers,
-what it missed is repaired before anything is read from it: keys deleted
-during the outage (and, with ``"none"``, keys written) are deleted there, as
-its copies may be out of date, and the local fallback is emptied.
+what it missed is repaired before anything is read from it: keys this process
+deleted during the outage are deleted there, as its copies may be out of
+date, and the local fallback is emptied. That repair is the process's own:
+nothing whose staleness would matter for security is kept in this cache
+(sessions are in the database alone).
 
 Only the errors that mean Redis cannot serve are caught; a wrong command
 still raises. The outage and the recovery are logged once each per process
@@ -37,10 +32,8 @@ from urllib.parse import urlsplit
 
 import redis
 from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache
-from django.core.cache.backends.dummy import DummyCache
 from django.core.cache.backends.locmem import LocMemCache
 from django.core.cache.backends.redis import RedisCache as DjangoRedisCache
-from django.core.exceptions import ImproperlyConfigured
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +43,6 @@ UNREACHABLE = (
     redis.exceptions.ReadOnlyError,  # a replica that was promoted away
     redis.exceptions.OutOfMemoryError,  # maxmemory without an eviction policy
 )
-FALLBACKS: dict[str, type[BaseCache]] = {"local": LocMemCache, "none": DummyCache}
 DEFAULT_RETRY_AFTER = 5.0
 # Keys to delete in Redis once it is back, per process and cache; past this
 # many the oldest are forgotten (and the recovery log line says how many).
@@ -92,44 +84,35 @@ def _redacted(server: str) -> str:
 class RedisCache(DjangoRedisCache):
     """``django.core.cache.backends.redis.RedisCache`` with a fallback.
 
-    ``OPTIONS`` takes ``fallback`` (``"local"`` or ``"none"``, required) and
-    ``retry_after`` (seconds, default 5) besides the redis-py connection
-    options (set ``socket_connect_timeout`` and ``socket_timeout``: redis-py
-    waits 5 seconds by default).
+    ``OPTIONS`` takes ``retry_after`` (seconds, default 5) besides the
+    redis-py connection options (set ``socket_connect_timeout`` and
+    ``socket_timeout``: redis-py waits 5 seconds by default).
     """
 
     def __init__(self, server: str, params: dict[str, Any]) -> None:
         options = dict(params.get("OPTIONS") or {})
-        fallback = options.pop("fallback", None)
-        if fallback not in FALLBACKS:
-            raise ImproperlyConfigured(
-                f"CACHES: OPTIONS['fallback'] of core.cache.RedisCache must be "
-                f"one of {', '.join(map(repr, FALLBACKS))} (got {fallback!r})."
-            )
         self._retry_after = float(options.pop("retry_after", DEFAULT_RETRY_AFTER))
         super().__init__(server, {**params, "OPTIONS": options})
-        self._fallback_name = fallback
-        self._lost_writes_are_stale = fallback == "none"
-        identity = (tuple(self._servers), self.key_prefix, fallback)
+        identity = (tuple(self._servers), self.key_prefix)
         self._outage = _outage_for(identity)
         self._where = ", ".join(_redacted(s) for s in self._servers)
         # Same timeout and key making as here, so entries mean the same.
         fallback_params = {**params, "OPTIONS": {"MAX_ENTRIES": LOCAL_MAX_ENTRIES}}
         # LocMemCache keeps its entries by this name, for every thread.
-        self._fallback: BaseCache = FALLBACKS[fallback](
+        self._fallback: BaseCache = LocMemCache(
             f"core.cache:{'|'.join(map(str, identity))}", fallback_params
         )
 
     # --- the cache API -----------------------------------------------------
 
     def add(self, key, value, timeout=DEFAULT_TIMEOUT, version=None):
-        return self._call("add", (key,), version, key, value, timeout, version)
+        return self._call("add", (), version, key, value, timeout, version)
 
     def get(self, key, default=None, version=None):
         return self._call("get", (), version, key, default, version)
 
     def set(self, key, value, timeout=DEFAULT_TIMEOUT, version=None):
-        return self._call("set", (key,), version, key, value, timeout, version)
+        return self._call("set", (), version, key, value, timeout, version)
 
     def touch(self, key, timeout=DEFAULT_TIMEOUT, version=None):
         return self._call("touch", (), version, key, timeout, version)
@@ -144,10 +127,10 @@ class RedisCache(DjangoRedisCache):
         return self._call("has_key", (), version, key, version)
 
     def incr(self, key, delta=1, version=None):
-        return self._call("incr", (key,), version, key, delta, version)
+        return self._call("incr", (), version, key, delta, version)
 
     def set_many(self, data, timeout=DEFAULT_TIMEOUT, version=None):
-        return self._call("set_many", tuple(data), version, data, timeout, version)
+        return self._call("set_many", (), version, data, timeout, version)
 
     def delete_many(self, keys, version=None):
         keys = list(keys)
@@ -159,24 +142,24 @@ class RedisCache(DjangoRedisCache):
 
     # --- outage handling ---------------------------------------------------
 
-    def _call(self, method: str, written: tuple, version, *args):
+    def _call(self, method: str, deleted: tuple, version, *args):
         """Run ``method`` on Redis or, while it is unreachable, on the fallback.
 
-        ``written``: the keys the call changes (deleted keys in every mode,
-        written ones with ``"none"``), to delete in Redis once it is back.
+        ``deleted``: the keys the call deletes, to delete in Redis once it is
+        back.
         """
         outage = self._outage
         if outage.down and not self._recovered():
-            return self._fall_back(method, written, version, args)
+            return self._fall_back(method, deleted, version, args)
         try:
             return getattr(super(), method)(*args)
         except UNREACHABLE as error:
             self._outage_begin(error)
-            return self._fall_back(method, written, version, args)
+            return self._fall_back(method, deleted, version, args)
 
-    def _fall_back(self, method: str, written: tuple, version, args: tuple):
-        if written and (self._lost_writes_are_stale or method.startswith("delete")):
-            keys = [self.make_and_validate_key(key, version=version) for key in written]
+    def _fall_back(self, method: str, deleted: tuple, version, args: tuple):
+        if deleted:
+            keys = [self.make_and_validate_key(key, version=version) for key in deleted]
             with self._outage.lock:
                 stale = self._outage.stale
                 for key in keys:
@@ -200,7 +183,6 @@ class RedisCache(DjangoRedisCache):
             extra={
                 "cache": self._where,
                 "reason": f"{type(error).__name__}: {error}",
-                "fallback": self._fallback_name,
                 "retry_after": self._retry_after,
             },
         )

@@ -237,12 +237,15 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # One cache per process by default; REDIS_URL gives one shared by every
-# instance: cached pages invalidated everywhere at once, sessions read from it,
-# and the log-in throttles counted once for all instances.
+# instance: cached pages invalidated everywhere at once, and the log-in
+# throttles counted once for all instances. Sessions stay in the database
+# alone (Django's default store), whatever REDIS_URL says: a session ended on
+# one instance is ended on all of them at once, even while Redis is away or
+# split from some of them, which a copy kept in Redis could not promise.
 REDIS_URL = env.str("REDIS_URL", default="")
 # While Redis cannot be reached (core.cache) the app keeps answering: the cache
-# falls back to each process's memory, so throttles count per process, and
-# sessions to the database alone. A call waits at most this long for Redis.
+# falls back to each process's memory, so throttles count per process. A call
+# waits at most this long for Redis.
 REDIS_TIMEOUT = _env_or_improperly_configured(env.float, "REDIS_TIMEOUT", default=1.0)
 if REDIS_URL:
     _redis_options = {
@@ -254,20 +257,10 @@ if REDIS_URL:
             "BACKEND": "core.cache.RedisCache",
             "LOCATION": REDIS_URL,
             "KEY_PREFIX": "crypto-exchange",
-            "OPTIONS": {**_redis_options, "fallback": "local"},
-        },
-        # The same keys as in "default"; nothing cached while Redis is away.
-        "sessions": {
-            "BACKEND": "core.cache.RedisCache",
-            "LOCATION": REDIS_URL,
-            "KEY_PREFIX": "crypto-exchange",
-            "OPTIONS": {**_redis_options, "fallback": "none"},
+            "OPTIONS": _redis_options,
         },
     }
-    SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
-    SESSION_CACHE_ALIAS = "sessions"
-else:
-    SESSION_ENGINE = "django.contrib.sessions.backends.db"
+SESSION_ENGINE = "django.contrib.sessions.backends.db"
 
 AUTHENTICATION_BACKENDS = [
     # Django's ModelBackend, extended by allauth to log in by e-mail too; not

@@ -8,7 +8,6 @@ import time
 
 import pytest
 import redis
-from django.core.exceptions import ImproperlyConfigured
 
 from core.cache import RedisCache
 
@@ -16,13 +15,12 @@ RETRY_AFTER = 0.3
 TIMEOUT = 0.3
 
 
-def cache_for(server, *, fallback: str, prefix: str = "test") -> RedisCache:
+def cache_for(server, *, prefix: str = "test") -> RedisCache:
     return RedisCache(
         server.url,
         {
             "KEY_PREFIX": prefix,
             "OPTIONS": {
-                "fallback": fallback,
                 "retry_after": RETRY_AFTER,
                 "socket_connect_timeout": TIMEOUT,
                 "socket_timeout": TIMEOUT,
@@ -44,7 +42,7 @@ def after_retry() -> None:
 def test_a_killed_redis_is_replaced_by_process_memory_then_used_again(
     redis_server, caplog
 ):
-    cache = cache_for(redis_server, fallback="local", prefix="killed")
+    cache = cache_for(redis_server, prefix="killed")
     cache.set("before", 1)
     caplog.set_level(logging.WARNING, logger="core.cache")
 
@@ -72,7 +70,7 @@ def test_a_killed_redis_is_replaced_by_process_memory_then_used_again(
 def test_a_paused_redis_costs_one_timeout_per_retry_period_not_one_per_call(
     redis_server,
 ):
-    cache = cache_for(redis_server, fallback="local", prefix="paused")
+    cache = cache_for(redis_server, prefix="paused")
     cache.set("warm", 1)  # the connection is open before the pause
 
     redis_server.pause()
@@ -92,15 +90,14 @@ def test_a_paused_redis_costs_one_timeout_per_retry_period_not_one_per_call(
     assert following < RETRY_AFTER
 
 
-@pytest.mark.parametrize("fallback", ["local", "none"])
 @pytest.mark.reliability("redis-down")
 def test_a_key_deleted_while_redis_was_unreachable_is_deleted_there_once_back(
-    redis_server, fallback
+    redis_server,
 ):
     # A pause keeps Redis' data, as a network partition would: its copy of a
     # key deleted meanwhile must not be read again.
-    cache = cache_for(redis_server, fallback=fallback, prefix=fallback)
-    cache.set_many({"ended": "session data", "kept": "other"})
+    cache = cache_for(redis_server, prefix="paused")
+    cache.set_many({"ended": "old data", "kept": "other"})
 
     redis_server.pause()
     try:
@@ -111,40 +108,14 @@ def test_a_key_deleted_while_redis_was_unreachable_is_deleted_there_once_back(
 
     assert cache.get("ended") is None
     assert cache.get("kept") == "other"
-    assert redis_keys(redis_server) == {f"{fallback}:1:kept"}
-
-
-@pytest.mark.reliability("redis-down")
-def test_without_a_fallback_a_write_lost_while_redis_was_away_is_not_read_back(
-    redis_server,
-):
-    # Sessions: the database took the new value; Redis' old copy is stale.
-    cache = cache_for(redis_server, fallback="none", prefix="sessions")
-    cache.set("session", {"user": 1})
-
-    redis_server.pause()
-    try:
-        cache.set("session", {"user": 1, "changed": True})
-        during = cache.get("session")
-    finally:
-        redis_server.resume()
-    after_retry()
-
-    assert during is None  # the caller reads the database instead
-    assert cache.get("session") is None
-    assert redis_keys(redis_server) == set()
+    assert redis_keys(redis_server) == {"paused:1:kept"}
 
 
 def test_a_wrong_command_still_raises(redis_server):
-    cache = cache_for(redis_server, fallback="local", prefix="wrong")
+    cache = cache_for(redis_server, prefix="wrong")
     cache.set("text", "not a number")
 
     with pytest.raises(redis.exceptions.ResponseError):
         cache.incr("text")
     with pytest.raises(ValueError, match="not found"):
         cache.incr("missing")
-
-
-def test_the_fallback_must_be_named(redis_server):
-    with pytest.raises(ImproperlyConfigured, match="fallback"):
-        RedisCache(redis_server.url, {"OPTIONS": {}})
