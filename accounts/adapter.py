@@ -12,6 +12,7 @@ from typing import Any
 
 from allauth.account.adapter import DefaultAccountAdapter
 from allauth.core import ratelimit
+from allauth.core.internal import ratelimit as allauth_ratelimit
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured, ValidationError
 from django.core.mail import EmailMessage, EmailMultiAlternatives
@@ -61,37 +62,50 @@ class AccountAdapter(DefaultAccountAdapter):
     def pre_authenticate(self, request, **credentials: Any) -> None:
         """Refuse the attempt before any password is hashed when the address
         (allauth's ``login_failed`` limit) or the account
-        (``login_failed_account``) has failed too often.
+        (``login_failed_account``, ``account_attempt_count``) has failed too
+        often.
 
         The account is counted by its row, not by the name typed: allauth
         would count "alice", "ALICE" and alice's e-mail address, or the same
-        name under another Host header, separately. Only failures count
-        (``authentication_failed``), so signing in often never locks anyone.
+        name under another Host header, separately.
         """
         self._login_account = user_for_login(
             login=credentials.get("email") or credentials.get("username") or ""
         )
+        self._login_attempt = None
         super().pre_authenticate(request, **credentials)
-        if self._login_account is not None and self.account_locked(
-            request, self._login_account
-        ):
-            raise self.validation_error("too_many_login_attempts")
+        if self._login_account is not None:
+            self._login_attempt = self.account_attempt_count(
+                request, self._login_account
+            )
 
-    def account_locked(self, request, user) -> bool:
-        """Whether the account failed to sign in too often of late: wrong
-        passwords and wrong second-factor codes, from any address, count
-        against ``login_failed_account``."""
-        return not ratelimit.consume(
+    def authenticate(self, request, **credentials: Any):
+        user = super().authenticate(request, **credentials)
+        if user is not None and self._login_attempt is not None:
+            self._login_attempt.rollback()
+        return user
+
+    def account_attempt_count(self, request, user) -> allauth_ratelimit.RateLimitUsage:
+        """Count an attempt to sign in to the account, a password or a
+        second-factor code, before it is checked; refused while the account
+        has failed too often of late, from any address
+        (``login_failed_account``).
+
+        Counted first, atomically in the cache every instance shares, so that
+        attempts made at once cannot all pass a check that is still open: the
+        limit's last place goes to one of them. An attempt that succeeds gives
+        its place back (``rollback()``, as allauth does with ``login_failed``),
+        so only failures count and signing in often never locks anyone.
+        """
+        attempt = allauth_ratelimit.consume(
             request,
+            app="allauth.account",
             action="login_failed_account",
             key=_account_key(user),
-            dry_run=True,
         )
-
-    def account_failure_count(self, request, user) -> None:
-        ratelimit.consume(
-            request, action="login_failed_account", key=_account_key(user)
-        )
+        if not attempt:
+            raise self.validation_error("too_many_login_attempts")
+        return attempt
 
     def validation_error(self, code: str, *args: Any) -> ValidationError:
         """allauth's, with the wait in the too-many-attempts message (raised
@@ -130,9 +144,9 @@ class AccountAdapter(DefaultAccountAdapter):
         from accounts.models import SecurityEvent
         from accounts.services import security_event_record
 
+        # The attempt is counted already (pre_authenticate).
         account = getattr(self, "_login_account", None)
         if account is not None:
-            self.account_failure_count(request, account)
             security_event_record(
                 user=account, kind=SecurityEvent.Kind.SIGN_IN_FAILED, request=request
             )

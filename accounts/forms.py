@@ -5,6 +5,7 @@ from allauth.mfa.base.forms import AuthenticateForm as MfaAuthenticateForm
 from django import forms
 from django.contrib.auth import get_user_model
 from django.contrib.auth.forms import UserCreationForm
+from django.core.exceptions import ValidationError
 from django.core.validators import MaxLengthValidator
 
 from storage.fields import ProcessedImageFormField
@@ -33,15 +34,24 @@ class AvatarForm(forms.Form):
 
 class AuthenticateForm(MfaAuthenticateForm):
     """allauth's second-factor step at log-in, refused while the account is
-    locked: wrong codes count against the account like wrong passwords
-    (``accounts.signals``), so guesses spread over many addresses, each
+    locked: codes count against the account like passwords
+    (``account_attempt_count``), so guesses spread over many addresses, each
     under its own limit, stop at the account's."""
 
     def clean_code(self) -> str:
-        adapter = get_adapter(context.request)
-        if adapter.account_locked(context.request, self.user):
-            raise adapter.validation_error("too_many_login_attempts")
-        return super().clean_code()
+        attempt = get_adapter(context.request).account_attempt_count(
+            context.request, self.user
+        )
+        try:
+            code = super().clean_code()
+        except ValidationError as error:
+            # Only a wrong code stays counted, not a refusal by allauth's
+            # per-address limit.
+            if error.code != "incorrect_code":
+                attempt.rollback()
+            raise
+        attempt.rollback()
+        return code
 
 
 # The longest name or address an account can have (an e-mail address).

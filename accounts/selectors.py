@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass
 
 from allauth.account.models import EmailAddress
@@ -9,11 +8,11 @@ from allauth.usersessions.models import UserSession
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.cache import cache
-from django.db import transaction
 from django.db.models import Q
 
 from accounts.devices import device_describe
 from accounts.models import Profile, SecurityEvent
+from core.cache_versions import cache_version, cache_version_replace
 
 
 def profile_for_user(*, user: AbstractBaseUser) -> Profile:
@@ -59,7 +58,7 @@ def security_overview(*, user: AbstractBaseUser, events: int = 20) -> SecurityOv
     cached per user under a version that every change to what it shows
     replaces (``security_overview_changed``).
     """
-    version = cache.get_or_set(_version_key(user.pk), lambda: uuid.uuid4().hex, None)
+    version = cache_version(key=_version_key(user.pk))
     key = f"accounts:security:{user.pk}:{events}:{version}"
     overview = cache.get(key)
     if overview is None:
@@ -72,8 +71,7 @@ def security_overview_changed(*, user_id: int) -> None:
     """Drop the user's cached overview, now and again after the current
     transaction commits (a read in between would cache what was there
     before the commit)."""
-    cache.delete(_version_key(user_id))
-    transaction.on_commit(lambda: cache.delete(_version_key(user_id)))
+    cache_version_replace(key=_version_key(user_id))
 
 
 def _version_key(user_id: int) -> str:

@@ -2,7 +2,6 @@
 a profile for every user, and the security log, its e-mails and the ending of
 other sessions after a credential changes."""
 
-from allauth.account.adapter import get_adapter
 from allauth.core import ratelimit
 
 from accounts.models import Profile, SecurityEvent
@@ -72,10 +71,8 @@ def on_authenticator_removed(sender, request, user, authenticator, **kwargs) -> 
 
 
 def on_mfa_authentication_failed(sender, request, user, authenticator, **kwargs):
-    if not kwargs.get("reauthentication"):
-        # At log-in a wrong code counts against the account as a wrong
-        # password does (accounts.forms.AuthenticateForm).
-        get_adapter(request).account_failure_count(request, user)
+    # At log-in the code counts against the account already, as a password
+    # does (accounts.forms.AuthenticateForm).
     security_event_record(
         user=user,
         kind=Kind.SIGN_IN_FAILED,

@@ -1,4 +1,4 @@
-from django.core.cache import cache
+from core.cache_versions import cache_version_replace
 
 LIST_VERSION_CACHE_KEY = "tokens:list-version"
 
@@ -6,7 +6,4 @@ LIST_VERSION_CACHE_KEY = "tokens:list-version"
 def token_list_changed(sender, **kwargs) -> None:
     # A new version makes every cached token list stale at once; the cached
     # pages themselves simply expire.
-    try:
-        cache.incr(LIST_VERSION_CACHE_KEY)
-    except ValueError:
-        cache.set(LIST_VERSION_CACHE_KEY, 1, timeout=None)
+    cache_version_replace(key=LIST_VERSION_CACHE_KEY)

@@ -4,6 +4,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
 from django.utils.cache import patch_vary_headers
 
+from core.cache_versions import cache_version
 from tokens.models import Token
 from tokens.selectors import token_list
 from tokens.signals import LIST_VERSION_CACHE_KEY
@@ -24,7 +25,7 @@ def token_index(request: HttpRequest) -> HttpResponse:
     # The full list for visitors without a session looks the same for all of
     # them: it is rendered once per change of any token and then served from
     # the cache (one cache read, no query, no template).
-    key = f"tokens:list-page:{cache.get_or_set(LIST_VERSION_CACHE_KEY, 1, None)}"
+    key = f"tokens:list-page:{cache_version(key=LIST_VERSION_CACHE_KEY)}"
     content = cache.get(key)
     if content is None:
         page = render(

@@ -1,16 +1,20 @@
-"""Security notices raised several times at once: real threads on PostgreSQL,
-each with its own connection, released together (``tests.threads``)."""
+"""Security notices raised several times at once, and log-in guesses sent at
+once: real threads on PostgreSQL, each with its own connection, released
+together (``tests.threads``)."""
 
 from __future__ import annotations
 
+import re
 import time
+from functools import partial
 
 import pytest
-from django.test import RequestFactory
+from django.test import Client, RequestFactory
 
 from accounts.models import SecurityEvent
 from accounts.services import security_notice, sign_in_record
-from tests.factories import user_make
+from accounts.tests.totp import current_code
+from tests.factories import PASSWORD, user_make
 from tests.threads import run_together
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
@@ -20,6 +24,9 @@ CHROME = (
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 "
     "(KHTML, like Gecko) Chrome/150.0.0.0 Safari/537.36"
 )
+MISMATCH = "The username and/or password you specified are not correct."
+INCORRECT_CODE = "Incorrect code."
+LOCKED = "Too many failed log-in attempts for this account or from your address."
 
 
 def _request(user_agent: str = FIREFOX):
@@ -83,3 +90,85 @@ def test_sign_ins_from_one_new_browser_at_once_send_one_new_sign_in_mail(
         user=alice, kind=SecurityEvent.Kind.SIGN_IN
     )
     assert signed_in.count() == 9
+
+
+@pytest.fixture
+def cache_on_redis(settings, redis_server):
+    """The cache the instances share in production, where the log-in
+    throttles count: a Redis server."""
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "core.cache.RedisCache",
+            "LOCATION": redis_server.url,
+            "KEY_PREFIX": "crypto-exchange",
+        }
+    }
+
+
+def _page_text(response) -> str:
+    return " ".join(re.sub(r"<[^>]+>", " ", response.content.decode()).split())
+
+
+def _answers(results) -> list[str]:
+    assert all(status == "ok" for status, _ in results), results
+    assert all(response.status_code == 200 for _, response in results), results
+    return [_page_text(response) for _, response in results]
+
+
+@pytest.mark.reliability("throttle-login")
+def test_wrong_passwords_sent_at_once_from_many_addresses_stop_at_the_account_limit(
+    settings, cache_on_redis
+):
+    # Production's hasher: the slower a password is checked, the more
+    # guesses are in flight together.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.PBKDF2PasswordHasher"]
+    alice = user_make("alice")
+    limit = settings.LOGIN_FAILURES_PER_ACCOUNT
+
+    def guess(number: int):
+        return Client(REMOTE_ADDR=f"198.51.100.{number + 1}").post(
+            "/accounts/login/", {"login": "alice", "password": f"wrong-{number}"}
+        )
+
+    answers = _answers(run_together(*[partial(guess, n) for n in range(2 * limit)]))
+
+    checked = [text for text in answers if MISMATCH in text]
+    refused = [text for text in answers if LOCKED in text]
+    assert (len(checked), len(refused)) == (limit, limit), answers
+    failures = SecurityEvent.objects.filter(
+        user=alice, kind=SecurityEvent.Kind.SIGN_IN_FAILED
+    )
+    assert failures.count() == limit
+    owner = Client(REMOTE_ADDR="203.0.113.9")
+    response = owner.post("/accounts/login/", {"login": "alice", "password": PASSWORD})
+    assert LOCKED in _page_text(response)
+    assert "_auth_user_id" not in owner.session
+
+
+@pytest.mark.reliability("auth-codes")
+def test_wrong_codes_sent_at_once_from_many_addresses_stop_at_the_account_limit(
+    settings, cache_on_redis, mfa_enable
+):
+    alice = user_make("alice")
+    secret = mfa_enable(alice)
+    limit = settings.LOGIN_FAILURES_PER_ACCOUNT
+    owner = Client(REMOTE_ADDR="203.0.113.9")
+    response = owner.post("/accounts/login/", {"login": "alice", "password": PASSWORD})
+    assert response["Location"] == "/accounts/2fa/authenticate/"
+    right = current_code(secret)
+    wrong = f"{(int(right) + 1) % 10**6:06d}"
+
+    def guess(number: int):
+        # The password step's session, from addresses of their own.
+        guesser = Client(REMOTE_ADDR=f"198.51.100.{number + 1}")
+        guesser.cookies = owner.cookies
+        return guesser.post("/accounts/2fa/authenticate/", {"code": wrong})
+
+    answers = _answers(run_together(*[partial(guess, n) for n in range(2 * limit)]))
+
+    checked = [text for text in answers if INCORRECT_CODE in text]
+    refused = [text for text in answers if LOCKED in text]
+    assert (len(checked), len(refused)) == (limit, limit), answers
+    response = owner.post("/accounts/2fa/authenticate/", {"code": right})
+    assert LOCKED in _page_text(response)
+    assert "_auth_user_id" not in owner.session

@@ -1,9 +1,12 @@
 import pytest
 from django.contrib.auth import get_user_model
 from django.db import connection
+from django.db.models.signals import post_save
+from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
 from tests.factories import buy, fund, market_make, png_upload, sell, user_make
+from tests.threads import run_together
 from tokens.models import Token
 from tokens.services import token_create
 
@@ -102,6 +105,46 @@ def test_visitors_get_the_token_list_from_the_cache_until_a_token_changes(client
     assert again == first
     assert len(queries) == 0
     assert "Newcomer" in after_change
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_visitor_arriving_during_an_admin_edit_leaves_no_stale_list_cached(
+    staff_client,
+):
+    token = token_create(name="Bitcoin", symbol="BTC", logo=png_upload())
+    old_logo = token.logo.url
+    assert old_logo in Client().get("/tokens/").content.decode()
+    seen_meanwhile = []
+
+    def visitor_arrives(sender, **kwargs) -> None:
+        # Served by another instance (its own connection) after the row is
+        # saved, before the admin's transaction commits.
+        [(_, response)] = run_together(lambda: Client().get("/tokens/"))
+        seen_meanwhile.append(response.content.decode())
+
+    uid = "test:visitor-during-admin-edit"
+    post_save.connect(visitor_arrives, sender=Token, dispatch_uid=uid, weak=False)
+    try:
+        response = staff_client.post(
+            f"/admin/tokens/token/{token.pk}/change/",
+            {
+                "name": "Bitcoin v2",
+                "description": "",
+                "is_active": "on",
+                "logo": png_upload(colour=(0, 0, 200, 255)),
+            },
+        )
+    finally:
+        post_save.disconnect(sender=Token, dispatch_uid=uid)
+    assert response.status_code == 302
+    assert seen_meanwhile and all("Bitcoin v2" not in p for p in seen_meanwhile)
+    token.refresh_from_db()
+
+    page = Client().get("/tokens/").content.decode()
+
+    assert "Bitcoin v2" in page
+    assert token.logo.url in page and old_logo not in page
 
 
 def test_signed_in_users_never_get_the_visitors_cached_list(client):
