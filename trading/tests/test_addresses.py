@@ -3,7 +3,12 @@ the validation of admin patterns, and the messages wrong addresses get."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
+from django.conf import settings
 from django.core.exceptions import ValidationError
 
 from tests.factories import typo
@@ -209,6 +214,99 @@ def test_an_invalid_regular_expression_is_refused_saying_why():
 def test_nested_unbounded_repetition_is_refused(pattern):
     with pytest.raises(ValidationError, match="exponential"):
         address_pattern_validate(pattern)
+
+
+@pytest.mark.parametrize(
+    ("pattern", "message"),
+    [
+        ("a{99999999999}", "not a valid regular expression"),
+        (r"(?=bc1)[a-z0-9]{42}", "RE2"),
+        (r"([0-9a-f])\1{39}", "RE2"),
+        ("[a-z]{1001}", "RE2"),
+        ("(?:[a-z]{0,1000})" * 29, "too large"),
+        ("(?:[a-z]?){1000}" * 31, "too large"),
+    ],
+)
+@pytest.mark.reliability("hostile-addresses")
+def test_a_pattern_the_matching_engine_cannot_run_quickly_is_refused_saying_why(
+    pattern, message
+):
+    with pytest.raises(ValidationError, match=message):
+        address_pattern_validate(pattern)
+
+
+# Patterns that backtracking engines take exponential or high-polynomial time
+# on, whether or not the admin accepts them, and addresses they choke on.
+HOSTILE_PATTERNS = {
+    r"D(?:[a-z0-9]|[a-z0-9]{2})+": "D" + "a" * 253 + "!",
+    r"(a|a)*": "a" * 254 + "!",
+    r"(a|aa)*": "a" * 254 + "!",
+    r"(?:a|ab|b)*c": "ab" * 127,
+    r"[a-z]*[a-z]*[a-z]*[a-z]*[a-z]*0": "a" * 255,
+    r"(a+)+b": "a" * 254 + "!",
+    r"(?:\w+\s?)+$": "a" * 254 + "!",
+}
+
+_MATCH_HOSTILE = """
+import django
+django.setup()
+from tokens.models import Token
+from trading.addresses import address_canonical
+from trading.exceptions import InvalidAddress
+from trading.models import AddressFormat
+token = Token(symbol="DOGE")
+for pattern, address in {patterns!r}.items():
+    address_format = AddressFormat(
+        token=token, network="Hostile", pattern=pattern, description="hostile"
+    )
+    try:
+        address_canonical(token=token, address=address, formats=[address_format])
+    except InvalidAddress:
+        print("refused", pattern)
+"""
+
+
+@pytest.mark.reliability("hostile-addresses")
+def test_no_pattern_makes_matching_an_address_take_long():
+    # In a process of its own: a backtracking match cannot be interrupted.
+    script = _MATCH_HOSTILE.format(patterns=HOSTILE_PATTERNS)
+    environment = {**os.environ, "ENV_FILE": "/dev/null"}
+    try:
+        finished = subprocess.run(
+            [sys.executable, "-c", script],
+            cwd=settings.BASE_DIR,
+            env=environment,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail("matching an address of 255 characters ran for a minute")
+
+    assert finished.returncode == 0, finished.stderr
+    assert finished.stdout.splitlines() == [
+        f"refused {pattern}" for pattern in HOSTILE_PATTERNS
+    ]
+
+
+@pytest.mark.django_db
+def test_a_stored_pattern_the_engine_cannot_run_refuses_addresses_without_a_crash(btc):
+    # Saved before patterns had to suit RE2, bypassing the validator.
+    AddressFormat.objects.create(
+        token=btc,
+        network="Old",
+        pattern=r"(?=1)[1-9A-HJ-NP-Za-km-z]{26,35}",
+        description="1 followed by letters and digits",
+    )
+
+    with pytest.raises(InvalidAddress, match="it should be 1 followed by"):
+        address_canonical(token=btc, address="1BvBMSEYstWetqTFn5Au4m4GFg7xJaNVN2")
+
+
+@pytest.mark.django_db
+def test_an_address_that_is_not_valid_text_is_refused_without_a_crash(btc, btc_formats):
+    with pytest.raises(InvalidAddress, match="it should be"):
+        address_canonical(token=btc, address="bc1q\ud800", formats=btc_formats)
 
 
 # -- Messages -----------------------------------------------------------------

@@ -627,13 +627,21 @@ def test_the_admin_saves_a_format_and_checks_its_example(staff_client, btc):
 
 @pytest.mark.parametrize(
     ("pattern", "message"),
-    [("0x[0-9a-f{40}", "not a valid regular expression"), ("(a+)+", "exponential")],
+    [
+        ("0x[0-9a-f{40}", "not a valid regular expression"),
+        ("(a+)+", "exponential"),
+        ("a{99999999999}", "not a valid regular expression"),
+        (r"(?!0x0)0x[0-9a-fA-F]{40}", "Addresses are matched with RE2"),
+        ("(?:[a-z]{0,1000})" * 29, "too large"),
+    ],
 )
+@pytest.mark.parametrize("example", ["", EVM])
 def test_the_admin_refuses_a_bad_pattern_saying_why(
-    staff_client, btc, pattern, message
+    staff_client, btc, pattern, message, example
 ):
     response = staff_client.post(
-        "/admin/trading/addressformat/add/", _format_form(btc, pattern=pattern)
+        "/admin/trading/addressformat/add/",
+        _format_form(btc, pattern=pattern, example=example),
     )
 
     assert response.status_code == 200

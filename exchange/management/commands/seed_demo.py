@@ -3,6 +3,12 @@
 Idempotent: running it again adds only what is missing. Logos and avatars are
 drawn here (no network) and stored through the same services as uploads, so
 they land in whichever storage is configured, resized like any upload.
+
+On a database that already holds data, what conflicts with it (a demo e-mail
+address used by someone else, BTC listed with fewer decimals than the demo
+steps, an inactive token, a halted market or one whose steps the demo orders
+do not fit) is skipped with a one-line note on stderr, and the rest is seeded:
+``make run`` seeds then starts the app, so the command still exits 0.
 """
 
 import io
@@ -11,8 +17,11 @@ from decimal import Decimal
 from allauth.account.models import EmailAddress
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.core.exceptions import ValidationError
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management.base import BaseCommand, CommandError
+from django.db import transaction
+from django.db.models import Q
 from PIL import Image, ImageDraw, ImageFont
 
 from accounts.services import avatar_replace
@@ -21,6 +30,7 @@ from tokens.models import Token
 from tokens.services import token_create, token_logo_replace
 from trading.matcher import drain
 from trading.models import Market
+from trading.money import grouped
 from trading.orders import order_place
 from trading.services import (
     address_format_ensure,
@@ -155,8 +165,64 @@ def _png(image: Image.Image) -> bytes:
     return buffer.getvalue()
 
 
+def demo_orders(price: Decimal) -> tuple[list[dict], list[dict]]:
+    """The staff user's resting book around ``price``, and the demo user's
+    market orders against it (``order_place`` arguments)."""
+    book = [
+        {
+            "side": side,
+            "type": "limit",
+            "quantity": Decimal(step),
+            "price": level.quantize(Decimal("0.01")),
+        }
+        for step in range(1, 6)
+        for side, level in (
+            ("sell", price + price * Decimal(step) / 200),
+            ("buy", price - price * Decimal(step) / 200),
+        )
+    ]
+    trades = [
+        {
+            "side": side,
+            "type": "market",
+            "quantity": Decimal("0.5"),
+            # A market buy names the highest price it may pay.
+            "protection_price": (price * 2) if side == "buy" else None,
+        }
+        for side in ("buy", "sell", "buy")
+    ]
+    return book, trades
+
+
+def _orders_misfit(market: Market, orders: list[dict]) -> str | None:
+    """Why the market would refuse one of ``orders``, or None."""
+    for order in orders:
+        quantity, price = order["quantity"], order.get("price")
+        for value in (price, order.get("protection_price")):
+            if value is not None and value % market.price_step:
+                step = grouped(market.price_step)
+                return f"its price step {step} does not fit the demo price {value}"
+        if quantity % market.amount_step:
+            step = grouped(market.amount_step)
+            return f"its amount step {step} does not fit the demo quantity {quantity}"
+        if price is not None and price * quantity < market.min_notional:
+            minimum = grouped(market.min_notional)
+            return (
+                f"its minimum order value {minimum} is above the demo order of "
+                f"{quantity} at {price}"
+            )
+    return None
+
+
 class Command(BaseCommand):
-    help = "Create demo users and tokens with logos (development only; idempotent)."
+    help = (
+        "Create demo users, tokens with logos, address formats and markets with "
+        "some trades (development only; idempotent). On a database that already "
+        "holds data, whatever conflicts with it (an e-mail address in use, a "
+        "token with other decimals or inactive, a halted market or one with "
+        "other steps) is skipped with a note on stderr and the rest is created; "
+        "the command still exits 0."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument(
@@ -172,35 +238,27 @@ class Command(BaseCommand):
                 "only with DEBUG=true (or --force on a database of your own)."
             )
         try:
-            self._users()
+            users = self._users()
             self._tokens()
         except StorageUnavailable as exc:
             raise CommandError(str(exc)) from exc
         self._address_formats()
-        self._markets()
+        self._markets(users)
 
-    def _users(self) -> None:
-        User = get_user_model()
+    def _skip(self, what: str, why: str) -> None:
+        self.stderr.write(
+            f"seed_demo: skipped {what}: {why}", style_func=self.style.WARNING
+        )
+
+    def _users(self) -> dict:
+        """The demo users by username, created if missing; one whose e-mail
+        address someone else has is skipped."""
+        users = {}
         for index, spec in enumerate(DEMO_USERS):
-            user, created = User.objects.get_or_create(
-                username=spec["username"],
-                defaults={
-                    "is_staff": spec["is_staff"],
-                    "is_superuser": spec["is_staff"],
-                },
-            )
-            if created:
-                user.set_password(spec["password"])
-                user.email = f"{user.username}@example.com"
-                user.save(update_fields=["password", "email"])
-                # Verified, so that the demo users can trade at once.
-                EmailAddress.objects.create(
-                    user=user, email=user.email, primary=True, verified=True
-                )
-                self.stdout.write(
-                    f"user {user.username} / {spec['password']}"
-                    + (" (staff)" if spec["is_staff"] else "")
-                )
+            user = self._user_ensure(spec)
+            if user is None:
+                continue
+            users[user.username] = user
             if not user.profile.has_custom_avatar:
                 colour = DEMO_TOKENS[index * 3][3]
                 picture = draw_avatar(user.username[0], colour)
@@ -208,6 +266,41 @@ class Command(BaseCommand):
                     profile=user.profile,
                     upload=SimpleUploadedFile(f"{user.username}.png", picture),
                 )
+        return users
+
+    def _user_ensure(self, spec: dict):
+        """The user named in ``spec``, as it is if it exists; else created with
+        its verified e-mail address, or None (noted) if that address is taken."""
+        User = get_user_model()
+        username = spec["username"]
+        user = User.objects.filter(username=username).first()
+        if user is not None:
+            return user
+        email = f"{username}@example.com"
+        owner = User.objects.filter(
+            Q(email__iexact=email) | Q(emailaddress__email__iexact=email)
+        ).first()
+        if owner is not None:
+            self._skip(f"user {username}", f"{email} belongs to user {owner}")
+            return None
+        # The user and its address together: never a user that cannot sign in.
+        with transaction.atomic():
+            user = User.objects.create_user(
+                username,
+                email=email,
+                password=spec["password"],
+                is_staff=spec["is_staff"],
+                is_superuser=spec["is_staff"],
+            )
+            # Verified, so that the demo users can trade at once.
+            EmailAddress.objects.create(
+                user=user, email=email, primary=True, verified=True
+            )
+        self.stdout.write(
+            f"user {username} / {spec['password']}"
+            + (" (staff)" if spec["is_staff"] else "")
+        )
+        return user
 
     def _tokens(self) -> None:
         for symbol, name, decimals, colour in DEMO_TOKENS:
@@ -235,58 +328,73 @@ class Command(BaseCommand):
                 if created:
                     self.stdout.write(f"address format {symbol} on {network}")
 
-    def _markets(self) -> None:
+    def _markets(self, users: dict) -> None:
         """Markets with a little history: funds, a resting book and some trades."""
-        User = get_user_model()
-        demo, admin = (User.objects.get(username=u["username"]) for u in DEMO_USERS)
+        demo, admin = (users.get(spec["username"]) for spec in DEMO_USERS)
+        missing = [
+            spec["username"] for spec in DEMO_USERS if spec["username"] not in users
+        ]
         usdt = Token.objects.get(symbol="USDT")
         for symbol, price in DEMO_MARKETS:
             base = Token.objects.get(symbol=symbol)
+            pair = Market.symbol_for(base, usdt)
+            inactive = [token.symbol for token in (base, usdt) if not token.is_active]
+            if inactive:
+                self._skip(f"market {pair}", f"{inactive[0]} is inactive (delisted)")
+                continue
             market = Market.objects.filter(base=base, quote=usdt).first()
             if market is None:
-                market = market_create(
-                    base=base,
-                    quote=usdt,
-                    price_step=Decimal("0.01"),
-                    amount_step=Decimal("0.0001"),
-                    min_notional=Decimal("1"),
-                    maker_fee=Decimal("0.001"),
-                    taker_fee=Decimal("0.002"),
-                )
+                try:
+                    market = market_create(
+                        base=base,
+                        quote=usdt,
+                        price_step=Decimal("0.01"),
+                        amount_step=Decimal("0.0001"),
+                        min_notional=Decimal("1"),
+                        maker_fee=Decimal("0.001"),
+                        taker_fee=Decimal("0.002"),
+                    )
+                except ValidationError as error:
+                    self._skip(
+                        f"market {pair}",
+                        "; ".join(
+                            f"its demo {field.replace('_', ' ')}: {' '.join(texts)}"
+                            for field, texts in error.message_dict.items()
+                        ),
+                    )
+                    continue
                 self.stdout.write(f"market {market.symbol}")
             if market.orders.exists():
                 continue
-            for user in (demo, admin):
-                for token, amount in ((base, Decimal(1000)), (usdt, price * 1000)):
-                    deposit_credit(
-                        user=user,
-                        token=token,
-                        amount=amount,
-                        reference=f"seed-demo-{market.symbol}-{user.username}-{token.symbol}",
-                    )
-            # The staff user makes the market; the demo user trades against it.
-            for step in range(1, 6):
-                spread = price * Decimal(step) / 200
-                for side, level in (("sell", price + spread), ("buy", price - spread)):
-                    order_place(
-                        user=admin,
-                        market=market,
-                        side=side,
-                        type="limit",
-                        quantity=Decimal(step),
-                        price=level.quantize(Decimal("0.01")),
-                    )
-            # The book first: market orders are matched against it in turn.
-            drain(market_id=market.pk)
-            for side in ("buy", "sell", "buy"):
-                order_place(
-                    user=demo,
-                    market=market,
-                    side=side,
-                    type="market",
-                    quantity=Decimal("0.5"),
-                    # A market buy names the highest price it may pay.
-                    protection_price=(price * 2) if side == "buy" else None,
+            book, trades = demo_orders(price)
+            if market.status != Market.Status.OPEN:
+                why = f"the market is {market.get_status_display().lower()}"
+            elif missing:
+                why = f"there is no user {missing[0]} to trade"
+            else:
+                why = _orders_misfit(market, book + trades)
+            if why is not None:
+                self._skip(f"the demo orders on {pair}", why)
+                continue
+            self._market_history(market, demo=demo, admin=admin, price=price)
+
+    def _market_history(self, market: Market, *, demo, admin, price: Decimal) -> None:
+        base, usdt = market.base, market.quote
+        book, trades = demo_orders(price)
+        for user in (demo, admin):
+            for token, amount in ((base, Decimal(1000)), (usdt, price * 1000)):
+                deposit_credit(
+                    user=user,
+                    token=token,
+                    amount=amount,
+                    reference=f"seed-demo-{market.symbol}-{user.username}-{token.symbol}",
                 )
-            # No matcher runs yet (make run starts it next): match them here.
-            drain(market_id=market.pk)
+        # The staff user makes the market; the demo user trades against it.
+        for order in book:
+            order_place(user=admin, market=market, **order)
+        # The book first: market orders are matched against it in turn.
+        drain(market_id=market.pk)
+        for order in trades:
+            order_place(user=demo, market=market, **order)
+        # No matcher runs yet (make run starts it next): match them here.
+        drain(market_id=market.pk)
