@@ -254,6 +254,28 @@ def staff_client(client, staff, mfa_enable):
 
 
 @pytest.fixture
+def staff_clients(db, mfa_enable):
+    """``staff_clients(2)``: clients signed in as that many superusers of
+    their own (with the second factor), as staff at different desks."""
+    from django.contrib.auth import get_user_model
+    from django.test import Client
+
+    def make(count: int) -> list[Client]:
+        clients = []
+        for number in range(1, count + 1):
+            user = get_user_model().objects.create_superuser(
+                f"staff{number}", email=f"staff{number}@example.com"
+            )
+            mfa_enable(user)
+            client = Client()
+            client.force_login(user)
+            clients.append(client)
+        return clients
+
+    return make
+
+
+@pytest.fixture
 def redis_server(tmp_path):
     """A Redis of the test's own (core/tests/redis_server.py): the machine's
     is shared with other runs, whose processes use the same keys and

@@ -3,9 +3,11 @@ from allauth.mfa.models import Authenticator
 from django.contrib import admin
 from django.contrib.auth import get_user_model
 from django.contrib.auth.admin import UserAdmin
+from django.contrib.auth.forms import AdminUserCreationForm
 from django.http import HttpRequest
 
 from accounts.models import Profile, SecurityEvent
+from core.locks import unique_value_serialize
 from storage.html import image_tag
 
 User = get_user_model()
@@ -40,11 +42,23 @@ class ProfileInline(admin.StackedInline):
         return image_tag(profile.avatar.url, alt=f"Avatar of {profile.user}", size=100)
 
 
+class UserAddForm(AdminUserCreationForm):
+    def clean_username(self):
+        username = self.cleaned_data.get("username")
+        if username:
+            # Before the checks that the name is free (in any case): of two
+            # staff adding one name at once, the second waits here for the
+            # first's commit and gets the usual "already exists" error.
+            unique_value_serialize(model=User, username=username.casefold())
+        return super().clean_username()
+
+
 admin.site.unregister(User)
 
 
 @admin.register(User)
 class UserWithAvatarAdmin(UserAdmin):
+    add_form = UserAddForm
     inlines = [ProfileInline]
     list_display = ["avatar_thumbnail", *UserAdmin.list_display]
     list_display_links = ["avatar_thumbnail", "username"]

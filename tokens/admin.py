@@ -1,8 +1,10 @@
 from django import forms
 from django.contrib import admin
 
+from core.locks import unique_value_serialize
 from storage.html import image_tag
 from tokens.models import Token
+from tokens.services import token_create, token_update
 
 # The symbol and the decimals say what every amount ever recorded for the
 # token means, so they are set once, when the token is added. A token with
@@ -33,6 +35,16 @@ class TokenForm(forms.ModelForm):
             "decimals is a new token.",
         }
 
+    def clean(self):
+        data = super().clean()
+        if self.instance._state.adding and data.get("symbol"):
+            # Before the unique check: of two staff adding one symbol at once,
+            # the second waits here for the first's commit and gets the
+            # usual "already exists" error, not a failed insert. Held until
+            # the admin's transaction ends, after the insert.
+            unique_value_serialize(model=Token, symbol=data["symbol"])
+        return data
+
 
 @admin.register(Token)
 class TokenAdmin(admin.ModelAdmin):
@@ -60,6 +72,22 @@ class TokenAdmin(admin.ModelAdmin):
         if obj is None:
             return readonly
         return [*FIXED_ONCE_ADDED, *readonly]
+
+    def save_model(self, request, obj, form, change):
+        # The form's "Clear" box gives False for the logo: no logo.
+        values = {
+            name: (value or None) if name == "logo" else value
+            for name, value in form.cleaned_data.items()
+        }
+        if change:
+            # Only what this form changed: another staff member may have
+            # saved the token since the page's row was read.
+            changes = {name: values[name] for name in form.changed_data}
+            token_update(token=obj, changes=changes)
+            return
+        created = token_create(**values)
+        obj.pk = created.pk
+        obj.refresh_from_db()
 
     @admin.display(description="Logo")
     def logo_thumbnail(self, token: Token) -> str:

@@ -66,6 +66,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from accounts.locks import user_serialize
+from core.locks import unique_value_serialize
 from tokens.models import Token
 from trading.addresses import address_canonical
 from trading.exceptions import (
@@ -525,18 +526,21 @@ def address_format_ensure(
 ) -> tuple[AddressFormat, bool]:
     """The token's format for ``network``, created (validated like the admin
     does) if missing; an existing one is left as staff may have edited it."""
-    existing = AddressFormat.objects.filter(token=token, network=network).first()
-    if existing is not None:
-        return existing, False
-    address_format = AddressFormat(
-        token=token,
-        network=network,
-        pattern=pattern,
-        checksum=checksum,
-        description=description,
-    )
-    address_format.full_clean()
-    address_format.save()
+    with transaction.atomic():
+        # Two callers at once: the second waits, then finds the first's.
+        unique_value_serialize(model=AddressFormat, token=token.pk, network=network)
+        existing = AddressFormat.objects.filter(token=token, network=network).first()
+        if existing is not None:
+            return existing, False
+        address_format = AddressFormat(
+            token=token,
+            network=network,
+            pattern=pattern,
+            checksum=checksum,
+            description=description,
+        )
+        address_format.full_clean()
+        address_format.save()
     return address_format, True
 
 
@@ -657,7 +661,8 @@ def market_create(
     taker_fee: Decimal = ZERO,
     status: str = Market.Status.OPEN,
 ) -> Market:
-    """List a market; raises ``ValidationError`` for steps the tokens cannot hold."""
+    """List a market; raises ``ValidationError`` for steps the tokens cannot
+    hold, or a pair listed already (even at the same moment)."""
     market = Market(
         base=base,
         quote=quote,
@@ -669,6 +674,8 @@ def market_create(
         taker_fee=taker_fee,
         status=status,
     )
-    market.full_clean()
-    market.save()
+    with transaction.atomic():
+        unique_value_serialize(model=Market, symbol=market.symbol)
+        market.full_clean()
+        market.save()
     return market

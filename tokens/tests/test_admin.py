@@ -137,3 +137,29 @@ def test_a_tokens_symbol_and_decimals_are_chosen_when_it_is_added(staff_client):
     assert response.status_code == 302
     token = Token.objects.get(name="USD Coin")
     assert (token.symbol, token.decimals) == ("USDC", 6)
+
+
+def test_staff_clear_a_tokens_logo_and_its_file_is_deleted_after_commit(
+    staff_client, any_storage, django_capture_on_commit_callbacks
+):
+    from tokens.services import token_create
+
+    token = token_create(name="Bitcoin", symbol="BTC", logo=png_upload((300, 300)))
+    logo = token.logo.name
+    url = f"/admin/tokens/token/{token.pk}/change/"
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = staff_client.post(
+            url,
+            {
+                "name": "Bitcoin",
+                "description": "",
+                "is_active": "on",
+                "logo-clear": "on",
+            },
+        )
+
+    assert response.status_code == 302
+    token.refresh_from_db()
+    assert token.logo.name == ""
+    assert not any_storage.exists(logo)
