@@ -51,14 +51,40 @@ MAX_STALE_KEYS = 10_000
 LOCAL_MAX_ENTRIES = 10_000
 
 
-class _Outage:
-    """One process's view of one Redis cache, shared by its threads."""
+class Outage:
+    """One process's view of one Redis, shared by its threads: after a
+    failure Redis is left alone until ``retry_at`` (by this cache, and by
+    ``trading.events``' publishing)."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.down = False
         self.since = 0.0
         self.retry_at = 0.0
+
+    def begin(self, *, retry_after: float) -> bool:
+        """Redis failed: leave it alone for ``retry_after`` seconds. Whether
+        this starts the outage (then it is logged, once)."""
+        with self.lock:
+            self.retry_at = time.monotonic() + retry_after
+            if self.down:
+                return False
+            self.down = True
+            self.since = time.monotonic()
+            return True
+
+    def end(self) -> float:
+        """Redis answered again: how many seconds it was down. With ``lock``
+        held."""
+        self.down = False
+        return time.monotonic() - self.since
+
+
+class _Outage(Outage):
+    """One Redis cache's outage, with what is to be repaired there."""
+
+    def __init__(self) -> None:
+        super().__init__()
         self.stale: dict[str, None] = {}  # insertion-ordered set of Redis keys
         self.forgotten = 0
 
@@ -171,13 +197,8 @@ class RedisCache(DjangoRedisCache):
         return getattr(self._fallback, method)(*args)
 
     def _outage_begin(self, error: Exception) -> None:
-        outage = self._outage
-        with outage.lock:
-            outage.retry_at = time.monotonic() + self._retry_after
-            if outage.down:
-                return
-            outage.down = True
-            outage.since = time.monotonic()
+        if not self._outage.begin(retry_after=self._retry_after):
+            return
         logger.warning(
             "cache unreachable",
             extra={
@@ -213,8 +234,7 @@ class RedisCache(DjangoRedisCache):
             for key in stale:
                 outage.stale.pop(key, None)
             forgotten, outage.forgotten = outage.forgotten, 0
-            outage.down = False
-            seconds = time.monotonic() - outage.since
+            seconds = outage.end()
         finally:
             outage.lock.release()
         self._fallback.clear()

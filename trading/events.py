@@ -1,9 +1,18 @@
 """What a committed batch changed, published on Redis for live pages.
 
 Published only after the batch's transaction commits, and only with
-``REDIS_URL``; a failure to publish is logged and never undoes anything (the
-database is the truth: a client that missed events reloads). Channels, each
-message a JSON object with amounts as strings:
+``REDIS_URL``; a failure to publish never undoes anything (the database is the
+truth). Redis gets one try of ``REDIS_TIMEOUT`` at most, and after one that
+fails because Redis cannot serve it is left alone for ``RETRY_AFTER`` seconds,
+as ``core.cache`` does: a paused or unreachable Redis costs the matcher one
+timeout every few seconds, not one per batch. The events of the batches
+committed meanwhile are dropped, not kept for later: the log says once that
+publishing stopped (``event="events not published: Redis unreachable"``) and,
+when Redis answers again, how many batches' events were dropped
+(``event="events published again"``, ``batches_unpublished``). A live stream
+finds out at the market's next book update, whose ``sequence`` skips the lost
+ones, and starts again from a snapshot (``trading.live``); until then it shows
+what it had. Channels, each message a JSON object with amounts as strings:
 
 ``trading.<SYMBOL>.trades``
     ``{"trades": [{"id", "price", "quantity", "quote_amount",
@@ -29,12 +38,14 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections import defaultdict
 from datetime import UTC, datetime
 from functools import cache
 
 from django.conf import settings
 
+from core.cache import DEFAULT_RETRY_AFTER, UNREACHABLE, Outage
 from trading.money import plain
 
 log = logging.getLogger("trading.events")
@@ -45,11 +56,37 @@ def iso_time(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
-@cache
-def _client(url: str):
-    import redis
+# Seconds Redis is left alone after it failed to take a batch's events.
+RETRY_AFTER = DEFAULT_RETRY_AFTER
 
-    return redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+
+@cache
+def _client(url: str, timeout: float):
+    import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    # One try: a retry after a timeout would hold the matcher once more.
+    return redis.Redis.from_url(
+        url,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        retry=Retry(NoBackoff(), 0),
+    )
+
+
+class _Unpublished(Outage):
+    """Redis as this process's publishing sees it, and the batches whose
+    events were not published since it stopped answering."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.batches = 0
+
+
+@cache
+def _outage(url: str) -> _Unpublished:
+    return _Unpublished()
 
 
 @cache
@@ -139,11 +176,44 @@ def batch_publish(batch, *, symbol: str) -> None:
     ]
     if not messages:
         return
+    outage = _outage(settings.REDIS_URL)
+    if outage.down and time.monotonic() < outage.retry_at:
+        with outage.lock:
+            outage.batches += 1
+        return
     try:
         prefix = channel_prefix(settings.REDIS_URL)
-        pipeline = _client(settings.REDIS_URL).pipeline(transaction=False)
+        client = _client(settings.REDIS_URL, settings.REDIS_TIMEOUT)
+        pipeline = client.pipeline(transaction=False)
         for channel, body in messages:
             pipeline.publish(prefix + channel, json.dumps(body))
         pipeline.execute()
+    except UNREACHABLE as error:
+        with outage.lock:
+            outage.batches += 1
+        if outage.begin(retry_after=RETRY_AFTER):
+            log.warning(
+                "events not published: Redis unreachable",
+                extra={
+                    "market": symbol,
+                    "reason": f"{type(error).__name__}: {error}",
+                    "retry_after": RETRY_AFTER,
+                },
+            )
+        return
     except Exception:
         log.exception("events not published", extra={"market": symbol})
+        return
+    if outage.down:
+        _published_again(outage)
+
+
+def _published_again(outage: _Unpublished) -> None:
+    with outage.lock:
+        if not outage.down:
+            return
+        seconds, lost, outage.batches = outage.end(), outage.batches, 0
+    log.warning(
+        "events published again",
+        extra={"seconds_down": round(seconds, 1), "batches_unpublished": lost},
+    )

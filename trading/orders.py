@@ -76,7 +76,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import astuple, dataclass
 from decimal import Decimal
 from typing import NamedTuple, TypeVar
@@ -798,7 +798,13 @@ def order_amend(
         quantity = positive_amount_check(quantity, name="quantity")
     with transaction.atomic(durable=True):
         found = _own_live_order(user=user, order=order)
-        if found.type == OrderType.MARKET or found.status == Status.WAITING:
+        # A stop-limit enters the book only once triggered: until then
+        # (``waiting``, or still ``accepted`` while the matcher has not taken
+        # it) the matcher would refuse the amend as if the order had closed.
+        if found.type == OrderType.MARKET or (
+            found.type == OrderType.STOP_LIMIT
+            and found.status in (Status.ACCEPTED, Status.WAITING)
+        ):
             raise OrderNotOpen(
                 f"Order #{found.pk} cannot be amended: only a limit order in "
                 "the book can."
@@ -952,6 +958,18 @@ def command_wait(*, command: OrderCommand, timeout: float | None = None) -> bool
             timeout=timeout,
         )
     )
+
+
+def commands_wait(*, commands: Sequence[OrderCommand]) -> list[bool]:
+    """``command_wait`` for each of ``commands``, all within one wait of
+    ``ORDER_RESULT_WAIT_SECONDS``: waiting that long for each, a matcher that
+    is behind or stopped held a request for many commands past gunicorn's
+    timeout."""
+    deadline = time.monotonic() + _wait_seconds(None)
+    return [
+        command_wait(command=command, timeout=max(0.0, deadline - time.monotonic()))
+        for command in commands
+    ]
 
 
 def notify_channel(market_id: int) -> str:

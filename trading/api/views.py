@@ -42,6 +42,7 @@ from trading.notices import (
 from trading.orders import (
     command_refusal,
     command_wait,
+    commands_wait,
     order_amend,
     order_cancel,
     order_place,
@@ -494,10 +495,11 @@ class OrderDetailView(PrivateView):
     @extend_schema(
         tags=["orders"],
         summary="Amend an order",
-        description="Change a limit order's price and/or total quantity. A "
-        "lower quantity keeps its place in the book; a new price or a higher "
-        "quantity queues it again (it may trade at once). A buy needing more "
-        "quote reserves it now. Answers like a cancel: 200, an error, or 202.",
+        description="Change the price and/or total quantity of a limit order "
+        "in the book (a stop-limit once triggered). A lower quantity keeps its "
+        "place in the book; a new price or a higher quantity queues it again "
+        "(it may trade at once). A buy needing more quote reserves it now. "
+        "Answers like a cancel: 200, an error, or 202.",
         request=api.OrderAmendSerializer,
         responses={
             200: api.OrderSerializer,
@@ -545,7 +547,7 @@ class CancelAllView(PrivateView):
         with service_call(request, recovery=recovery):
             commands = orders_cancel_all(user=request.user, market=market)
         try:
-            done = all([command_wait(command=command) for command in commands])
+            done = all(commands_wait(commands=commands))
             cancelled = list(
                 Order.objects.select_related("market__base", "market__quote")
                 .filter(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import secrets
+import time
 from base64 import b64encode
 from datetime import timedelta
 from decimal import Decimal as D
@@ -29,6 +30,7 @@ from tests.factories import (
 )
 from tests.threads import run_together
 from trading.api_keys import api_key_create, api_key_revoke
+from trading.matcher import drain
 from trading.models import ApiKey, Market, Order, Trade, Withdrawal
 
 pytestmark = pytest.mark.django_db
@@ -616,6 +618,54 @@ def test_a_repeat_of_an_amended_order_returns_it(as_alice, alice, market, funded
     assert again.status_code == 200
     assert (again.json()["id"], again.json()["quantity"]) == (first.json()["id"], "1")
     assert Order.objects.filter(user=alice).count() == 1
+
+
+@pytest.mark.parametrize("status", ["accepted", "waiting"])
+def test_a_stop_limit_not_yet_in_the_book_is_refused_an_amend_reserving_nothing(
+    settings, as_alice, alice, market, funded, status
+):
+    # Acknowledged at once, the order stays accepted until the matcher runs.
+    response = "ack" if status == "accepted" else "result"
+    stop = limit_order(type="stop_limit", price="110", stop_price="105", quantity="1")
+    placed = as_alice.post(
+        f"{V1}/orders/", {**stop, "response": response}, format="json"
+    )
+    url = f"{V1}/orders/{placed.json()['id']}/"
+    assert as_alice.get(url).json()["status"] == status
+
+    refused = as_alice.patch(url, {"price": "120"}, format="json")
+
+    assert error_of(refused) == (409, "order_not_open")
+    assert "only a limit order in the book" in refused.json()["error"]["message"]
+    order = as_alice.get(url).json()
+    assert (order["status"], order["price"], order["locked"]) == (status, "110", "110")
+    assert balance(alice, market.quote) == (D("9890"), D("110"))
+
+
+def test_cancel_all_over_many_markets_waits_for_the_matcher_once_in_all(
+    settings, as_alice, alice, market, usdt, funded
+):
+    markets = [market] + [
+        market_make(token_make(s), usdt) for s in ("ETH", "SOL", "XRP", "ADA")
+    ]
+    orders = [buy(alice, m, "0.5", "100") for m in markets]
+    settings.ORDER_MATCH_INLINE = False  # no matcher answers
+    settings.ORDER_RESULT_WAIT_SECONDS = 0.5
+
+    started = time.monotonic()
+    response = as_alice.post(f"{V1}/orders/cancel-all/", {}, format="json")
+    took = time.monotonic() - started
+
+    assert (response.status_code, response.json()) == (
+        202,
+        {"done": False, "cancelled": []},
+    )
+    assert took < 1.5  # one wait of 0.5 s; one per market was 2.5 s
+    for m in markets:
+        drain(market_id=m.pk)  # the matcher, started again, takes the cancels
+    assert {o.status for o in Order.objects.filter(pk__in=[o.pk for o in orders])} == {
+        Order.Status.CANCELLED
+    }
 
 
 @pytest.mark.parametrize(

@@ -3,6 +3,7 @@ each command, stop orders, amends, cancel-all, answers, waiting, failures."""
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 import threading
@@ -418,6 +419,100 @@ def test_a_command_the_matcher_refuses_is_published_once_committed(
             {"balances": [{"token_id": usdt.pk, "available": "10000", "locked": "0"}]},
         ),
     ]
+
+
+@pytest.mark.reliability("matcher-without-redis")
+def test_a_paused_redis_holds_the_matcher_once_per_retry_period_not_once_a_batch(
+    settings, monkeypatch, caplog, redis_server, market, alice, bob, funded
+):
+    from trading import events
+
+    settings.REDIS_URL = redis_server.url
+    settings.REDIS_TIMEOUT = 0.3
+    monkeypatch.setattr(events, "RETRY_AFTER", 3.0)
+    caplog.set_level(logging.INFO, logger="trading.events")
+
+    def batch() -> None:
+        accept(bob, market, "sell", "0.01", "100")
+        accept(alice, market, "buy", "0.01", "100")
+        assert drain(market_id=market.pk) == 2
+
+    def redis_counts() -> tuple[int, int]:
+        """The connections Redis has taken (this one's included) and the
+        PUBLISH commands it has run."""
+        with redis_server.client() as client:
+            connections = client.info("stats")["total_connections_received"]
+            stats = client.info("commandstats").get("cmdstat_publish", {})
+        return connections, stats.get("calls", 0)
+
+    batch()  # Redis up: the connection is open before the pause
+    before = redis_counts()
+    redis_server.pause()
+    try:
+        for _ in range(5):
+            batch()
+    finally:
+        redis_server.resume()
+    after = redis_counts()
+    subscriber = _subscribed(redis_server, bob)
+    time.sleep(events.RETRY_AFTER)
+    batch()  # published again
+
+    assert Trade.objects.count() == 7
+    # The first batch while Redis was paused went out on the open connection
+    # (Redis ran it once resumed) and waited one REDIS_TIMEOUT; the next four
+    # did not even connect: only the counting itself did.
+    assert (after[0] - before[0], after[1] - before[1]) == (1, before[1])
+    channels = [channel for channel, _ in _published(subscriber, until=2)]
+    subscriber.close()
+    assert channels == [
+        f"0:trading.user.{bob.pk}.orders",
+        f"0:trading.user.{bob.pk}.balances",
+    ]
+    logged = [(r.getMessage(), r.exc_info) for r in caplog.records]
+    assert logged == [
+        ("events not published: Redis unreachable", None),
+        ("events published again", None),
+    ]
+    assert caplog.records[-1].batches_unpublished == 5
+
+
+@pytest.mark.reliability("matcher-without-redis")
+@pytest.mark.django_db(transaction=True)
+def test_a_stream_that_missed_events_while_redis_was_paused_starts_again(
+    settings, monkeypatch, stream_server, redis_server, market, bob, funded
+):
+    from trading import events
+    from trading.tests.streaming import SseClient
+
+    settings.REDIS_TIMEOUT = 0.3
+    monkeypatch.setattr(events, "RETRY_AFTER", 1.0)
+    path = f"/api/v1/markets/{market.symbol}/stream/"
+    client = SseClient(stream_server.port, path)
+    client.until("snapshot")
+
+    redis_server.pause()
+    try:
+        sell(bob, market, "1", "101")  # sent, then the wait for Redis times out
+        sell(bob, market, "1", "102")  # not sent
+    finally:
+        redis_server.resume()
+    time.sleep(events.RETRY_AFTER)
+    sell(bob, market, "1", "103")
+
+    books = []
+    while (event := client.next()).event != "resync":
+        if event.event == "book":
+            books += [level["price"] for level in event.data["levels"]]
+    client.close()
+    # The next update shows that one is missing: the stream ends for the
+    # client to start again.
+    assert "102" not in books
+    assert event.data == {"reason": "gap"}
+    again = SseClient(stream_server.port, path, headers={"Last-Event-ID": event.id})
+    asks = again.until("snapshot").data["book"]["asks"]
+    again.close()
+    assert [ask["price"] for ask in asks] == ["101", "102", "103"]
 
 
 @pytest.mark.postgres
