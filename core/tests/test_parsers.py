@@ -1,5 +1,6 @@
-"""JSON nested deeper than any request needs is a 400, never a
-RecursionError (a 500)."""
+"""JSON that parses but no request can mean is a 400, never a 500: nested
+deeper than any request needs (a RecursionError), or holding strings that are
+not text (an unpaired surrogate)."""
 
 from __future__ import annotations
 
@@ -64,6 +65,43 @@ def test_json_nested_as_deep_as_allowed_is_read(echo):
 @pytest.mark.reliability("deep-json")
 def test_an_order_nested_100000_deep_is_a_json_400(alice, key_client, funded):
     body = '{"market": ' + "[" * 100_000 + "]" * 100_000 + "}"
+
+    response = key_client(alice, "trade").post(
+        "/api/v1/orders/", body, content_type="application/json"
+    )
+
+    api_error(response, 400, "parse_error")
+    assert not Order.objects.exists()
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        r'{"text": "\ud800"}',
+        r'{"\udfff": 1}',
+        r'{"a": [{"b": "x\udc00y"}]}',
+    ],
+)
+def test_a_string_with_an_unpaired_surrogate_is_a_json_400(echo, body):
+    message = api_error(echo(body), 400, "parse_error")
+
+    assert "unpaired surrogate" in message
+
+
+def test_a_surrogate_pair_is_read_as_its_character(echo):
+    response = echo(r'{"text": "\ud83d\ude80"}')
+
+    assert response.status_code == 200
+    assert response.json()["received"] == {"text": "🚀"}
+
+
+@pytest.mark.parametrize("field", ["side", "type", "time_in_force", "self_trade"])
+def test_an_order_with_a_surrogate_in_a_choice_is_a_json_400(
+    alice, key_client, funded, market, field
+):
+    order = {"market": market.symbol, "side": "buy", "type": "limit"}
+    order |= {"quantity": "1", "price": "100"}
+    body = json.dumps(order | {field: "\ud800"})
 
     response = key_client(alice, "trade").post(
         "/api/v1/orders/", body, content_type="application/json"
