@@ -40,6 +40,21 @@ def test_a_sign_in_from_a_browser_named_like_a_message_is_not_quoted_as_one(
     assert links(mail.html) == []
 
 
+def test_a_notice_dates_the_change_in_utc_as_its_own_text_does(
+    client, reauthenticate, smtp_server, django_capture_on_commit_callbacks
+):
+    alice = user_make("alice")
+    client.force_login(alice)
+    reauthenticate(client, PASSWORD)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        client.post("/api/keys/create/", {"name": "bot", "scopes": ["read"]})
+
+    mail = smtp_server.wait_for("API key")
+    [date] = re.findall(r"^- Date: ([^\r\n]*)", mail.text, re.MULTILINE)
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d UTC", date), date
+
+
 def test_an_api_key_name_is_text_in_the_subject_and_never_a_link(
     client, reauthenticate, smtp_server, django_capture_on_commit_callbacks
 ):
