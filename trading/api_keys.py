@@ -321,6 +321,20 @@ def api_key_authenticate_signed(
     return api_key
 
 
+def api_key_usable(*, api_key_id: int, client_ip: str | None) -> bool:
+    """Whether a key accepted earlier (a live stream's) still would be: not
+    revoked or expired since, its account not disabled, ``client_ip`` still
+    allowed."""
+    api_key = ApiKey.objects.select_related("user").filter(pk=api_key_id).first()
+    if api_key is None:
+        return False
+    try:
+        _usable_check(api_key, client_ip)
+    except ApiKeyRefused:
+        return False
+    return True
+
+
 def _key_for(prefix: str) -> ApiKey | None:
     return ApiKey.objects.select_related("user").filter(prefix=prefix).first()
 

@@ -20,8 +20,16 @@ event's id is ``<book sequence>.<last trade id>``: given back as
 hub's history, trades and the user's fills among them from the database) or,
 when it cannot, a fresh book or trades snapshot. The user's open orders,
 balances and latest fills are in every snapshot, resumed or not. A gap in the
-book's sequence (Redis lost messages) ends the stream with ``resync`` too. The
-events are documented in ``trading/api/description.md``.
+book's sequence (Redis lost messages) ends the stream with ``resync`` too.
+
+A user's stream checks that its API key or session still signs them in
+(``signed_in``, a read of a row or two) before it sends any of their own
+events, and at every heartbeat: once the key is revoked or expired, the
+session ended or the account disabled, nothing of the user's goes out any
+more, and the stream ends with ``resync`` (``revoked``) at the latest one
+heartbeat later, even when nothing happens (the heartbeat is the process's
+own timer: nothing needs to be published). The events are documented in
+``trading/api/description.md``.
 """
 
 from __future__ import annotations
@@ -35,7 +43,7 @@ import logging
 import re
 import weakref
 from collections import defaultdict, deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -48,7 +56,9 @@ from trading.events import channel_prefix
 log = logging.getLogger("trading.live")
 
 PATTERN = "trading.*"
-HEARTBEAT_SECONDS = 15.0  # a comment line, so proxies and clients see a live link
+# A comment line, so proxies and clients see a live link; a user's stream
+# also checks then that its key or session still signs them in.
+HEARTBEAT_SECONDS = 15.0
 RETRY_MILLISECONDS = 1000  # EventSource waits this long before reconnecting
 RECONNECT_SECONDS = 1.0  # the hub's wait between attempts to reach Redis
 BOOK_HISTORY = 10_000  # level updates kept per market for resuming clients
@@ -505,11 +515,21 @@ def balances_read(*, user) -> list[dict]:
 
 
 class MarketStream:
-    """The events of one market, and of ``user`` when given, for one client."""
+    """The events of one market, and of ``user`` when given, for one client:
+    ``signed_in`` (synchronous, a read) says whether the key or session the
+    stream was opened with still signs ``user`` in."""
 
-    def __init__(self, *, market, user, last_event_id: str = "") -> None:
+    def __init__(
+        self,
+        *,
+        market,
+        user,
+        last_event_id: str = "",
+        signed_in: Callable[[], bool] | None = None,
+    ) -> None:
         self.market = market
         self.user = user
+        self.signed_in = _reading(signed_in) if signed_in else None
         self.resume = event_id_parse(last_event_id) if last_event_id else None
         self.sequence = 0
         self.last_trade = 0
@@ -593,6 +613,7 @@ class MarketStream:
         cost one send per connection, not one each."""
         chunks: list[bytes] = []
         messages = subscription.messages
+        checked = False
         while messages and not subscription.ended:
             message = messages.popleft()
             kind = message.kind
@@ -602,10 +623,18 @@ class MarketStream:
                 return b"".join(chunks), True
             if kind in self._FORWARDED:
                 chunks += self._FORWARDED[kind](self, message)
-            elif kind == "orders":
+                continue
+            # The user's own: never once the key or session is gone.
+            if not checked:
+                checked = True
+                if not await self._still_signed_in(subscription):
+                    break
+            if kind == "orders":
                 chunks += await self._on_orders(message)
             elif kind == "balances":
                 chunks += await self._on_balances(message)
+        if subscription.beat and not checked and not subscription.ended:
+            await self._still_signed_in(subscription)
         if subscription.ended:
             chunks.append(self._end(subscription.ended))
             return b"".join(chunks), True
@@ -614,6 +643,14 @@ class MarketStream:
             if not chunks:
                 chunks.append(b": keep-alive\n\n")
         return b"".join(chunks), False
+
+    async def _still_signed_in(self, subscription: Subscription) -> bool:
+        """Whether the key or session still signs the user in; when not,
+        the stream ends."""
+        if self.signed_in is None or await _read(self.signed_in)():
+            return True
+        subscription.end("revoked")
+        return False
 
     def _gap(self, levels: list[dict]) -> bool:
         fresh = [level for level in levels if level["sequence"] > self.sequence]

@@ -5,31 +5,68 @@ An async view: it runs in the ASGI process (uvicorn, ``stream`` in the
 Procfile and docker-compose.yml), where a connection held open for hours costs
 a coroutine, never a worker. Who is calling is decided as on the REST API: an
 API key in ``Authorization`` (any scope reads), else the browser session;
-anyone else gets the market's public events only.
+anyone else gets the market's public events only. The stream checks that
+the key or session still signs the user in before each of their own events
+and at every heartbeat (``trading.live``).
 """
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+from importlib import import_module
+
 from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.contrib.auth import get_user
+from django.contrib.sessions.backends.signed_cookies import (
+    SessionStore as DetachedSession,
+)
 from django.core.handlers.asgi import ASGIRequest
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from rest_framework import exceptions
 from rest_framework.request import Request
 
+from accounts.adapter import client_address
 from core.errors import api_error
 from trading import live
 from trading.api.authentication import KEYWORD, ApiKeyAuthentication
-from trading.models import Market
+from trading.api_keys import api_key_usable
+from trading.models import ApiKey, Market
 from trading.selectors import market_get
 
 _UNAVAILABLE_RETRY_SECONDS = 5
 
 
-def _api_key_user(request: HttpRequest):
-    """The key's user, None without a key; raises DRF's refusals."""
-    found = ApiKeyAuthentication().authenticate(Request(request))
-    return found[0] if found else None
+def _api_key_user(request: HttpRequest) -> tuple[object, ApiKey] | None:
+    """The key's user and the key, None without a key; raises DRF's
+    refusals."""
+    return ApiKeyAuthentication().authenticate(Request(request))
+
+
+def _session_signs_in(*, session_key: str, user_id: int) -> bool:
+    """Whether the session still signs in ``user_id``, as the next request
+    would find: not ended or expired, the account active, the password (and
+    so the session's hash) unchanged."""
+    stored = import_module(settings.SESSION_ENGINE).SessionStore(session_key)
+    probe = HttpRequest()
+    # A detached copy: what get_user writes (a flush, a new key after
+    # SECRET_KEY rotated) must not reach the stored session, whose browser
+    # would never get the new key.
+    probe.session = DetachedSession()
+    probe.session.update(dict(stored.items()))
+    return get_user(probe).pk == user_id
+
+
+def _credential_check(request: HttpRequest, user, api_key) -> Callable[[], bool]:
+    """What tells the stream whether ``user`` is still signed in."""
+    if api_key is not None:
+        return functools.partial(
+            api_key_usable, api_key_id=api_key.pk, client_ip=client_address(request)
+        )
+    return functools.partial(
+        _session_signs_in, session_key=request.session.session_key, user_id=user.pk
+    )
 
 
 def _cors(request: HttpRequest, response: HttpResponse) -> HttpResponse:
@@ -62,7 +99,7 @@ async def market_stream_view(request: HttpRequest, symbol: str) -> HttpResponse:
         response["Allow"] = "GET, HEAD"
         return response
     try:
-        user = await sync_to_async(_api_key_user)(request)
+        found = await sync_to_async(_api_key_user)(request)
     except exceptions.AuthenticationFailed as refusal:
         response = api_error(
             status=401, code=refusal.get_codes(), message=str(refusal.detail)
@@ -76,6 +113,7 @@ async def market_stream_view(request: HttpRequest, symbol: str) -> HttpResponse:
         return _cors(request, response)
     # As DRF does for the REST API: the middleware sees who it is
     # (accounts.middleware.PrivateResponseMiddleware) without reading it again.
+    user, api_key = found or (None, None)
     if user is None:
         request.user = await request.auser()
         user = request.user if request.user.is_authenticated else None
@@ -105,6 +143,7 @@ async def market_stream_view(request: HttpRequest, symbol: str) -> HttpResponse:
         market=market,
         user=user,
         last_event_id=request.headers.get("Last-Event-ID", ""),
+        signed_in=_credential_check(request, user, api_key) if user else None,
     )
     response = StreamingHttpResponse(
         stream.events(), content_type="text/event-stream; charset=utf-8"

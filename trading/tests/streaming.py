@@ -108,10 +108,14 @@ class SseClient:
     def json(self) -> dict:
         return json.loads(self.response.read())
 
-    def next(self) -> Event | None:
-        """The next event (comments skipped); None when the stream ended."""
+    def next(self, *, deadline: float | None = None) -> Event | None:
+        """The next event (comments skipped); None when the stream ended.
+        Raises ``TimeoutError`` past ``deadline`` (``time.monotonic()``),
+        which comment lines alone never reach otherwise."""
         fields: dict[str, str] = {}
         while True:
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError("the stream goes on past its deadline")
             line = self.response.readline()
             if not line:
                 return None

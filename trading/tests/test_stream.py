@@ -6,14 +6,17 @@ import http.client
 import json
 import select
 import threading
+import time
 from pathlib import Path
 
 import pytest
 from django.db import connection
+from django.test import Client
+from django.urls import reverse
 
 from tests.factories import buy, sell
 from trading import live
-from trading.api_keys import api_key_create
+from trading.api_keys import api_key_create, api_key_revoke
 from trading.models import Order, Trade
 from trading.tests.streaming import SseClient
 
@@ -468,4 +471,135 @@ def test_an_idle_stream_shows_it_is_alive(monkeypatch, stream_server, market):
 
     # A comment line (EventSource ignores it), so that proxies see a live link.
     assert b": keep-alive\n" in lines
+    client.close()
+
+
+# -- A key or session withdrawn while the stream is open -------------------------------
+
+PRIVATE = {"orders", "fills", "balances"}
+
+
+def session_of(user) -> tuple[Client, dict[str, str]]:
+    """A browser signed in as ``user``, and its cookie as a stream sends it."""
+    browser = Client()
+    browser.force_login(user)
+    cookies = "; ".join(f"{name}={c.value}" for name, c in browser.cookies.items())
+    return browser, {"Cookie": cookies}
+
+
+def rest_of_stream(client: SseClient, *, within: float = 5) -> list[str]:
+    """The kinds of the events until the server ends the stream (``resync``
+    with its reason), or ``"still open"`` after ``within`` seconds."""
+    deadline = time.monotonic() + within
+    kinds = []
+    try:
+        while (event := client.next(deadline=deadline)) is not None:
+            kinds.append(event.event)
+            if event.event == "resync":
+                kinds[-1] += f" {event.data['reason']}"
+    except TimeoutError:
+        kinds.append("still open")
+    client.close()
+    return kinds
+
+
+def assert_ended_as_revoked(kinds: list[str]) -> None:
+    assert not PRIVATE & set(kinds), kinds
+    assert kinds[-1] == "resync revoked", kinds
+
+
+@pytest.mark.reliability("access-withdrawn")
+def test_a_revoked_key_streams_none_of_its_users_events_and_is_cut_off(
+    stream_server, market, alice, bob, funded
+):
+    api_key, key = api_key_create(user=alice, name="bot", scopes=["read"])
+    headers = {"Authorization": f"Api-Key {key}"}
+    client = SseClient(stream_server.port, PATH, headers=headers)
+    client.until("snapshot")
+
+    api_key_revoke(user=alice, api_key=api_key)
+    sell(bob, market, "1", "100")
+    buy(alice, market, "0.5", "100")
+
+    assert_ended_as_revoked(rest_of_stream(client))
+    again = SseClient(stream_server.port, PATH, headers=headers)
+    assert again.status == 401
+    assert again.json()["error"]["code"] == "api_key_revoked"
+
+
+@pytest.mark.reliability("access-withdrawn")
+def test_a_session_ended_elsewhere_streams_none_of_its_users_events(
+    stream_server, market, alice, bob, funded
+):
+    _, headers = session_of(alice)
+    client = SseClient(stream_server.port, PATH, headers=headers)
+    assert "orders" in client.until("snapshot").data
+
+    other_browser, _ = session_of(alice)
+    ended = other_browser.post(reverse("accounts:sessions_end_others"))
+    assert ended.status_code == 302
+    sell(bob, market, "1", "100")
+    buy(alice, market, "0.5", "100")
+
+    assert_ended_as_revoked(rest_of_stream(client))
+    # The browser reconnects signed out: the market's events only.
+    again = SseClient(stream_server.port, PATH, headers=headers)
+    assert "orders" not in again.until("snapshot").data
+    again.close()
+
+
+@pytest.mark.reliability("access-withdrawn")
+@pytest.mark.parametrize("credential", ["key", "session"])
+def test_a_disabled_account_streams_none_of_its_events(
+    credential, stream_server, market, alice, bob, funded
+):
+    headers = key_of(alice) if credential == "key" else session_of(alice)[1]
+    client = SseClient(stream_server.port, PATH, headers=headers)
+    client.until("snapshot")
+    buy(alice, market, "0.5", "100")
+    client.until("orders")  # hers while the account is active
+
+    alice.is_active = False
+    alice.save(update_fields=["is_active"])
+    sell(bob, market, "0.5", "100")  # fills her resting order
+
+    assert_ended_as_revoked(rest_of_stream(client))
+
+
+@pytest.mark.reliability("access-withdrawn")
+def test_an_idle_stream_is_cut_off_at_the_next_heartbeat(
+    monkeypatch, stream_server, market, alice
+):
+    monkeypatch.setattr(live, "HEARTBEAT_SECONDS", 0.2)
+    api_key, key = api_key_create(user=alice, name="bot", scopes=["read"])
+    client = SseClient(
+        stream_server.port, PATH, headers={"Authorization": f"Api-Key {key}"}
+    )
+    client.until("snapshot")
+
+    api_key_revoke(user=alice, api_key=api_key)
+
+    # Nothing happens on the market, and nothing is published: the stream
+    # still ends, well before the client's 10 s read timeout.
+    assert_ended_as_revoked(rest_of_stream(client))
+
+
+@pytest.mark.parametrize("credential", ["key", "session"])
+def test_a_stream_still_signed_in_lives_on_through_its_heartbeats(
+    credential, monkeypatch, stream_server, market, alice, bob, funded
+):
+    monkeypatch.setattr(live, "HEARTBEAT_SECONDS", 0.1)
+    headers = key_of(alice) if credential == "key" else session_of(alice)[1]
+    client = SseClient(stream_server.port, PATH, headers=headers)
+    client.until("snapshot")
+    keep_alives = 0
+    while keep_alives < 5:
+        line = client.response.readline()
+        assert line, "the stream ended"
+        keep_alives += line == b": keep-alive\n"
+
+    sell(bob, market, "1", "100")
+    buy(alice, market, "0.5", "100")
+
+    assert client.until("fills").data["fills"][0]["liquidity"] == "taker"
     client.close()
