@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
-from functools import wraps
+from functools import cache, wraps
 
 from allauth.account.decorators import secure_admin_login
 from allauth.mfa.utils import is_mfa_enabled
+from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
+from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.admin.views.autocomplete import AutocompleteJsonView
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
-from django.db import connection
+from django.db import DataError, connection, transaction
+from django.db.models import Max, QuerySet
+from django.db.models.constants import LOOKUP_SEP
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
 from django.urls import reverse
@@ -71,6 +75,113 @@ def _selection_checked(changelist_view):
     return view
 
 
+# Hand-typed in a list's address, a pattern the database cannot compile is an
+# error there, and one Python's ``re`` backtracks on (SQLite) holds a worker.
+# No list filter makes one.
+_REFUSED_LOOKUPS = {"regex", "iregex"}
+
+
+class _LookupsCheckedChangeList:
+    """A changelist whose filters typed into its address send Django's
+    "invalid lookup" answer, a redirect to the list with ``?e=1``.
+
+    Django refuses a filter it cannot build, but accepts any lookup on a
+    field and only compiles and runs it when counting the rows: a value out of
+    the lookup's range (``created_at__year=10000``, ``decimals__range=1``,
+    ``ip_address=abc``) raised there, and on PostgreSQL a value the database
+    refuses (a DataError) too. The count is made in a savepoint, so that the
+    refusal leaves an enclosing transaction usable."""
+
+    def get_filters(self, request):
+        filters = super().get_filters(request)
+        for key in filters[2]:  # the lookups no list filter handled
+            if key.rsplit(LOOKUP_SEP, 1)[-1] in _REFUSED_LOOKUPS:
+                raise IncorrectLookupParameters(f"{key} is not a list filter")
+        return filters
+
+    def get_results(self, request):
+        if not self.get_filters_params():
+            return super().get_results(request)
+        try:
+            with transaction.atomic(using=self.queryset.db):
+                return super().get_results(request)
+        except (DataError, ValueError, TypeError, OverflowError, ValidationError) as e:
+            raise IncorrectLookupParameters(e) from e
+
+
+@cache
+def _lookups_checked_changelist(changelist_class: type) -> type:
+    return type(
+        changelist_class.__name__, (_LookupsCheckedChangeList, changelist_class), {}
+    )
+
+
+class _LookupsCheckedAdmin:
+    def get_changelist(self, request, **kwargs):
+        return _lookups_checked_changelist(super().get_changelist(request, **kwargs))
+
+
+@cache
+def _lookups_checked(admin_class: type[admin.ModelAdmin]) -> type[admin.ModelAdmin]:
+    """``admin_class`` with its changelist checking the filters typed into its
+    address; the site registers every model admin so, the apps' own and
+    those of the packages (auth, allauth) alike."""
+    if issubclass(admin_class, _LookupsCheckedAdmin):
+        return admin_class
+    return type(
+        admin_class.__name__,
+        (_LookupsCheckedAdmin, admin_class),
+        {"__doc__": admin_class.__doc__},
+    )
+
+
+SELECTED_THROUGH = "selected_through"
+DECISION_ROWS_SHOWN = 100
+
+
+def _select_across(request: HttpRequest) -> bool:
+    return forms.BooleanField(required=False).to_python(
+        request.POST.get("select_across")
+    )
+
+
+def decision_confirmation(request: HttpRequest, queryset: QuerySet) -> dict:
+    """What the confirmation page of an action on ``queryset`` shows and posts
+    back (``admin/decide_confirmation.html``): its first rows, their number,
+    and the selection. Rows ticked one by one are posted back by key, as they
+    came; "select all" is posted back as such, the changelist's filters
+    staying in the page's address, with the newest row's key: a few fields
+    however many rows, where one per row made confirming more than
+    ``DATA_UPLOAD_MAX_NUMBER_FIELDS`` a 400 that lost the reason typed."""
+    queryset = queryset.order_by("pk")
+    count = queryset.count()
+    context = {
+        "objects": queryset[:DECISION_ROWS_SHOWN],
+        "selected_count": count,
+        "more_count": max(0, count - DECISION_ROWS_SHOWN),
+        "action_checkbox_name": ACTION_CHECKBOX_NAME,
+        "select_across": _select_across(request),
+    }
+    if context["select_across"]:
+        context[SELECTED_THROUGH] = queryset.aggregate(newest=Max("pk"))["newest"]
+    else:
+        context["selected_keys"] = list(queryset.values_list("pk", flat=True))
+    return context
+
+
+def decision_rows(request: HttpRequest, queryset: QuerySet) -> QuerySet:
+    """The rows a confirmed action applies to. Of "select all", the rows of
+    the changelist's filters up to the newest one the confirmation page
+    counted (keys grow with time), so that a row added since, which staff
+    have not seen, is not decided with the others."""
+    if not _select_across(request):
+        return queryset
+    through = request.POST.get(SELECTED_THROUGH, "")
+    if not _keys_valid(queryset.model, [through]):
+        return queryset.none()
+    return queryset.filter(pk__lte=through)
+
+
 class SecureAdminSite(admin.AdminSite):
     site_header = "Crypto Exchange administration"
     site_title = "Crypto Exchange admin"
@@ -78,6 +189,10 @@ class SecureAdminSite(admin.AdminSite):
 
     def has_permission(self, request: HttpRequest) -> bool:
         return super().has_permission(request) and is_mfa_enabled(request.user)
+
+    def register(self, model_or_iterable, admin_class=None, **options):
+        admin_class = _lookups_checked(admin_class or admin.ModelAdmin)
+        super().register(model_or_iterable, admin_class, **options)
 
     def admin_view(self, view, cacheable=False):
         model_admin = getattr(view, "__self__", None)

@@ -11,14 +11,11 @@ lists, on detail pages and in inputs.
 from __future__ import annotations
 
 import functools
-import time
 from collections.abc import Callable, Sequence
 from decimal import Decimal
 
 from django import forms
-from django.conf import settings
 from django.contrib import admin, messages
-from django.contrib.admin import helpers
 from django.contrib.admin.widgets import AutocompleteSelect
 from django.contrib.auth import get_user_model
 from django.core.exceptions import (
@@ -35,7 +32,8 @@ from django.template.response import TemplateResponse
 from django.utils import timezone
 from django.utils.text import capfirst
 
-from accounts.admin_site import user_label
+from accounts.admin_site import decision_confirmation, decision_rows, user_label
+from core.locks import unique_value_serialize
 from tokens.models import Token
 from trading.addresses import address_canonical
 from trading.exceptions import TradingError
@@ -54,7 +52,7 @@ from trading.models import (
 )
 from trading.money import plain
 from trading.notices import withdrawal_decided_notice
-from trading.orders import command_refusal, command_wait, order_cancel
+from trading.orders import command_refusal, commands_wait, order_cancel
 from trading.services import (
     deposit_credit,
     market_create,
@@ -171,6 +169,10 @@ class MarketForm(forms.ModelForm):
             # a form error. A market of this very pair is refused by the
             # pair's constraint instead.
             symbol = Market.symbol_for(base, quote)
+            # Before those checks: of two staff listing one pair at once, the
+            # second waits here until the first's market is committed, and
+            # the pair's constraint refuses it as a form error.
+            unique_value_serialize(model=Market, symbol=symbol)
             taken = (
                 Market.objects.filter(symbol=symbol)
                 .exclude(base=base, quote=quote)
@@ -314,11 +316,10 @@ class OrderAdmin(ReadOnlyAdmin):
             else:
                 self.log_change(request, order, "cancel requested")
                 queued.append((order, command))
-        deadline = time.monotonic() + settings.ORDER_RESULT_WAIT_SECONDS
+        answered = commands_wait(commands=[command for _, command in queued])
         cancelled, unanswered = [], []
-        for order, command in queued:
-            left = max(0.0, deadline - time.monotonic())
-            if not command_wait(command=command, timeout=left):
+        for (order, command), taken in zip(queued, answered, strict=True):
+            if not taken:
                 unanswered.append(order)
             elif refusal := command_refusal(command):
                 self.message_user(
@@ -356,7 +357,8 @@ class TradeAdmin(ReadOnlyAdmin):
         "taker_order",
         "created_at",
     ]
-    list_select_related = ["market"]
+    # An order names its market.
+    list_select_related = ["market", "maker_order__market", "taker_order__market"]
     list_filter = ["market"]
 
 
@@ -504,6 +506,8 @@ class WithdrawalAdmin(ReadOnlyAdmin):
         for the reason the user is told); the confirmation posts the action
         again with ``post=yes``, as Django's "delete selected" does."""
         confirmed = request.POST.get("post") == "yes"
+        if confirmed:
+            queryset = decision_rows(request, queryset)
         form = WithdrawalDecisionForm(
             request.POST if confirmed else None, approve=approve
         )
@@ -535,9 +539,8 @@ class WithdrawalAdmin(ReadOnlyAdmin):
             "opts": self.opts,
             "action": "approve" if approve else "reject",
             "approve": approve,
-            "objects": queryset.select_related("user", "token").order_by("pk"),
+            **decision_confirmation(request, queryset.select_related("user", "token")),
             "form": form,
-            "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
             "media": self.media,
         }
         return TemplateResponse(
@@ -581,6 +584,8 @@ def _run_each(model_admin, request, queryset, call, *, done: str) -> None:
 @admin.register(LedgerTransaction)
 class LedgerTransactionAdmin(ReadOnlyAdmin):
     list_display = ["pk", "kind", "order", "deposit", "withdrawal", "created_at"]
+    # An order names its market; a deposit and a withdrawal their token.
+    list_select_related = ["order__market", "deposit__token", "withdrawal__token"]
     list_filter = ["kind"]
 
 
@@ -606,6 +611,13 @@ class AddressFormatForm(forms.ModelForm):
 
     def clean(self):
         data = super().clean()
+        if data.get("token") and data.get("network"):
+            # Before the form's unique check: of two staff adding (or naming)
+            # one network of a token at once, the second waits here for the
+            # first's commit, and the check refuses it as a form error.
+            unique_value_serialize(
+                model=AddressFormat, token=data["token"].pk, network=data["network"]
+            )
         example = data.get("example")
         if example and not self.errors:
             candidate = AddressFormat(

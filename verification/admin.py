@@ -1,12 +1,12 @@
 from __future__ import annotations
 
 from django.contrib import admin, messages
-from django.contrib.admin import helpers
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 
+from accounts.admin_site import decision_confirmation, decision_rows
 from verification.exceptions import VerificationError
 from verification.forms import VerificationDecisionForm
 from verification.models import IdentityDocumentAccess, IdentityVerification
@@ -90,6 +90,8 @@ class IdentityVerificationAdmin(admin.ModelAdmin):
         for the reason); the confirmation posts the action again with
         ``post=yes``, as Django's "delete selected" does."""
         confirmed = request.POST.get("post") == "yes"
+        if confirmed:
+            queryset = decision_rows(request, queryset)
         form = VerificationDecisionForm(
             request.POST if confirmed else None, approve=approve
         )
@@ -126,9 +128,8 @@ class IdentityVerificationAdmin(admin.ModelAdmin):
             "opts": self.opts,
             "action": "approve" if approve else "reject",
             "approve": approve,
-            "objects": queryset.select_related("user").order_by("pk"),
+            **decision_confirmation(request, queryset.select_related("user")),
             "form": form,
-            "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
             "media": self.media,
         }
         return TemplateResponse(

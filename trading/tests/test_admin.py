@@ -1,5 +1,6 @@
 """Staff move money only through the services, from the admin."""
 
+import html
 import re
 import time
 from decimal import Decimal as D
@@ -290,6 +291,74 @@ def test_deciding_a_decided_withdrawal_again_is_refused_with_a_message(
     pending.refresh_from_db()
     assert pending.status == Withdrawal.Status.APPROVED
     assert balance(alice, btc) == (D("1"), D("0"))
+
+
+def confirmation_posted(client, asked, **typed):
+    """Answer the confirmation page ``asked`` as a browser does: its form's
+    fields, with ``typed``, posted to the form's address (the page's own
+    when the form names none)."""
+    page = asked.content.decode()
+    form = re.search(
+        r'<form method="post"(?: action="([^"]*)")?>(.*?)</form>', page, re.S
+    )
+    data = {}
+    for name, value in re.findall(
+        r'type="hidden" name="([^"]+)" value="([^"]*)"', form[2]
+    ):
+        data.setdefault(name, []).append(html.unescape(value))
+    address = html.unescape(form[1] or "") or (
+        f"{asked.request['PATH_INFO']}?{asked.request['QUERY_STRING']}"
+    )
+    return client.post(address, {**data, **typed}, follow=True)
+
+
+def test_rejecting_all_the_filtered_withdrawals_rejects_those_confirmed_only(
+    staff_client, alice, bob, btc
+):
+    fund(alice, btc, "10")
+    fund(bob, btc, "10")
+    for user, reference in [
+        (alice, "a-1"),
+        (alice, "a-2"),
+        (alice, "a-3"),
+        (bob, "b-1"),
+    ]:
+        withdrawal_request(
+            user=user, token=btc, amount=D(1), address="bc1q", reference=reference
+        )
+    listed = "/admin/trading/withdrawal/?q=alice"
+    first = Withdrawal.objects.filter(user=alice).earliest("pk")
+
+    # "Select all 3" on the list of alice's withdrawals.
+    asked = staff_client.post(
+        listed,
+        {
+            "action": "reject",
+            "index": 0,
+            "select_across": 1,
+            "_selected_action": first.pk,
+        },
+    )
+    # A withdrawal requested while staff read the confirmation page.
+    withdrawal_request(
+        user=alice, token=btc, amount=D(1), address="bc1q", reference="a-4"
+    )
+    done = confirmation_posted(staff_client, asked, reason=REASON)
+
+    page = asked.content.decode()
+    assert "Yes, reject 3" in page
+    assert page.count('name="_selected_action"') == 1
+    assert b"3 rejected." in done.content
+    assert dict(Withdrawal.objects.values_list("reference", "status")) == {
+        "a-1": "rejected",
+        "a-2": "rejected",
+        "a-3": "rejected",
+        "a-4": "pending",
+        "b-1": "pending",
+    }
+    assert set(Withdrawal.objects.filter(status="rejected").values_list("reason")) == {
+        (REASON,)
+    }
 
 
 def test_staff_cancel_open_orders_with_an_action(staff_client, market, alice, btc):

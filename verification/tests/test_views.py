@@ -17,6 +17,7 @@ from PIL import Image
 from conftest import storages_setting
 from storage.bucket import public_read_policy
 from storage.config import is_public_media_key
+from trading.tests.test_admin import confirmation_posted
 from verification.models import IdentityDocumentAccess, IdentityVerification
 from verification.services import document_presigned_url
 from verification.tests.samples import (
@@ -169,6 +170,43 @@ def test_approval_goes_through_a_confirmation(alice_client, mfa_enable):
     staff.post("/admin/verification/identityverification/", {**action, "post": "yes"})
     assert IdentityVerification.objects.get().state == "approved"
     assert "verified" in alice_client.get("/accounts/profile/").content.decode()
+
+
+@pytest.mark.parametrize(
+    "selection, count",
+    # "Select all" of more rows than a form may have fields; and the most
+    # rows a request choosing the action can tick one by one.
+    [("select all", 1200), ("ticked", 1000 - 4)],
+)
+def test_a_decision_on_more_rows_than_a_form_has_fields_is_confirmed(
+    mfa_enable, selection, count
+):
+    users = get_user_model().objects.bulk_create(
+        get_user_model()(username=f"user-{number}") for number in range(count)
+    )
+    IdentityVerification.objects.bulk_create(
+        IdentityVerification(user=user) for user in users
+    )
+    keys = list(IdentityVerification.objects.values_list("pk", flat=True))
+    staff = reviewer_client(mfa_enable, may_open=False)
+    # What the list's form posts: its token, the action, which of its action
+    # menus, whether all rows are selected, and the rows ticked.
+    chosen = {"csrfmiddlewaretoken": "t", "action": "reject", "index": 0}
+    if selection == "select all":
+        chosen |= {"select_across": 1, "_selected_action": keys[:100]}
+    else:
+        chosen |= {"select_across": 0, "_selected_action": keys}
+
+    asked = staff.post("/admin/verification/identityverification/", chosen)
+    done = confirmation_posted(staff, asked, reason="The photos are blurred.")
+
+    assert asked.status_code == 200
+    assert f"Yes, reject {count}" in asked.content.decode()
+    assert done.status_code == 200
+    assert f"{count} rejected.".encode() in done.content
+    assert set(IdentityVerification.objects.values_list("state", "reason")) == {
+        ("rejected", "The photos are blurred.")
+    }
 
 
 @pytest.mark.reliability("private-documents")
