@@ -88,12 +88,16 @@ class _LookupsCheckedChangeList:
     Django refuses a filter it cannot build, but accepts any lookup on a
     field and only compiles and runs it when counting the rows: a value out of
     the lookup's range (``created_at__year=10000``, ``decimals__range=1``,
-    ``ip_address=abc``) raised there, and on PostgreSQL a value the database
+    ``ip_address=abc``) raised there (a date hierarchy's year or month too
+    large for a date, in Django's own filter), and on PostgreSQL a value the database
     refuses (a DataError) too. The count is made in a savepoint, so that the
     refusal leaves an enclosing transaction usable."""
 
     def get_filters(self, request):
-        filters = super().get_filters(request)
+        try:
+            filters = super().get_filters(request)
+        except OverflowError as e:  # a date hierarchy's year=9999999999
+            raise IncorrectLookupParameters(e) from e
         for key in filters[2]:  # the lookups no list filter handled
             if key.rsplit(LOOKUP_SEP, 1)[-1] in _REFUSED_LOOKUPS:
                 raise IncorrectLookupParameters(f"{key} is not a list filter")

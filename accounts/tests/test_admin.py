@@ -141,6 +141,9 @@ def hostile_filters(model) -> list[str]:
             filters += [f"{name}=abc", f"{name}__in=1.2.3.4,x"]
         elif isinstance(field, models.CharField) and name != "password":
             filters.append(f"{name}__regex=(")
+    if hierarchy := admin.site._registry[model].date_hierarchy:
+        filters += [f"{hierarchy}__year=9999999999", f"{hierarchy}__year=2026&"]
+        filters[-1] += f"{hierarchy}__month=99999999999999999999"
     return filters
 
 
