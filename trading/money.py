@@ -3,8 +3,8 @@
 Python's default decimal context keeps 28 digits, fewer than an amount field
 holds (36), so a sum could round silently. Money code runs under ``EXACT``:
 80 digits (enough for the product of two amounts) and every rounding trapped,
-so arithmetic is exact or raises. The one place that rounds on purpose, the
-fee, says how.
+so arithmetic is exact or raises. The places that round on purpose, the fee
+and the change in percent, say how.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import functools
 from collections.abc import Callable
 from decimal import (
     ROUND_CEILING,
+    ROUND_HALF_EVEN,
     Context,
     Decimal,
     DivisionByZero,
@@ -27,6 +28,7 @@ from trading.exceptions import InvalidAmount, PrecisionTooHigh
 
 EXACT = Context(prec=80, traps=[InvalidOperation, DivisionByZero, Overflow, Inexact])
 _ROUNDING = Context(prec=80, traps=[InvalidOperation, DivisionByZero, Overflow])
+_PERCENT_STEP = Decimal("0.01")
 
 # Amount fields hold 36 digits, 18 of them decimals: every amount is below this.
 AMOUNT_LIMIT = Decimal(10) ** 18
@@ -62,6 +64,22 @@ def fee_for(amount: Decimal, *, rate: Decimal, token_unit: Decimal) -> Decimal:
     """
     raw = _ROUNDING.multiply(amount, rate)
     return raw.quantize(token_unit, rounding=ROUND_CEILING, context=_ROUNDING)
+
+
+def change_percent(*, first: Decimal, last: Decimal) -> Decimal:
+    """How far ``last`` is from ``first``, in percent of ``first``, with two
+    decimals (half even): ``(last - first) / first x 100``.
+
+    Rounded once, from a quotient kept to 80 digits: rounded to fewer first,
+    a change just above +0.125 % can land on +0.125 exactly and then round
+    to +0.12. A change too small to show is ``0.00``, never ``-0.00``.
+    """
+    change = _ROUNDING.subtract(last, first)
+    percent = _ROUNDING.divide(_ROUNDING.multiply(change, 100), first)
+    rounded = percent.quantize(
+        _PERCENT_STEP, rounding=ROUND_HALF_EVEN, context=_ROUNDING
+    )
+    return rounded.copy_abs() if rounded.is_zero() else rounded
 
 
 def plain(value: Decimal) -> str:

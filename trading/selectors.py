@@ -35,7 +35,7 @@ from trading.models import (
     Withdrawal,
     WithdrawalAddressPolicy,
 )
-from trading.money import exact
+from trading.money import change_percent, exact
 
 
 @dataclass(frozen=True)
@@ -216,7 +216,9 @@ def market_summaries(
     for market in rows:
         change = None
         if market.first_price_24h and market.last_price is not None:
-            change = (market.last_price / market.first_price_24h - 1) * 100
+            change = change_percent(
+                first=market.first_price_24h, last=market.last_price
+            )
         summaries.append(
             MarketSummary(
                 market=market,

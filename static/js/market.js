@@ -233,7 +233,8 @@
     var change = document.querySelector('[data-ticker="change_percent"]');
     if (change) {
       var value = ticker.change_percent === null ? null : dec(ticker.change_percent);
-      change.textContent = value === null ? "—" : (value.n < 0n ? "" : "+") + group(ticker.change_percent) + " %";
+      // The sign goes by the value: "-0.00", a fall too small to show, is no change.
+      change.textContent = value === null ? "—" : (value.n < 0n ? "-" : "+") + group(String(ticker.change_percent).replace(/^\s*-/, "")) + " %";
       change.className = value === null || value.n === 0n ? "" : value.n > 0n ? "up" : "down";
     }
   }

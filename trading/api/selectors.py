@@ -4,17 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from decimal import ROUND_HALF_EVEN, Context, Decimal
+from decimal import Decimal
 
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.db.models import Max, Min, Q, QuerySet, Sum
 from django.utils import timezone
 
 from trading.models import Market, Order, Trade, Withdrawal
-from trading.money import ZERO
+from trading.money import EXACT, ZERO, change_percent
 
 TICKER_WINDOW = timedelta(hours=24)
-_PERCENT = Context(prec=60)
 
 
 @dataclass(frozen=True)
@@ -52,13 +51,10 @@ def ticker_for(*, market: Market, now: datetime | None = None) -> Ticker:
         bid=Max("price", filter=Q(side=Order.Side.BUY)),
         ask=Min("price", filter=Q(side=Order.Side.SELL)),
     )
-    change = change_percent = None
+    change = percent = None
     if open_price is not None and last_price is not None:
-        change = _PERCENT.subtract(last_price, open_price)
-        percent = _PERCENT.divide(_PERCENT.multiply(change, 100), open_price)
-        change_percent = percent.quantize(
-            Decimal("0.01"), rounding=ROUND_HALF_EVEN, context=_PERCENT
-        )
+        change = EXACT.subtract(last_price, open_price)
+        percent = change_percent(first=open_price, last=last_price)
     return Ticker(
         market=market,
         last_price=last_price,
@@ -66,7 +62,7 @@ def ticker_for(*, market: Market, now: datetime | None = None) -> Ticker:
         high_price=stats["high"],
         low_price=stats["low"],
         change=change,
-        change_percent=change_percent,
+        change_percent=percent,
         base_volume=stats["base_volume"] or ZERO,
         quote_volume=stats["quote_volume"] or ZERO,
         best_bid=best["bid"],

@@ -39,4 +39,18 @@ def percent(value: Decimal | None) -> str:
     """A signed percentage with two decimals, thousands grouped (+1.25 %)."""
     if value is None:
         return "—"
-    return f"{value:+,.2f} %"
+    text = f"{value:+,.2f}"
+    # A fall too small to show is no change, not "-0.00 %".
+    if text == "-0.00":
+        text = "+0.00"
+    return f"{text} %"
+
+
+@register.filter
+def rate_percent(value: Decimal | None) -> str:
+    """A rate (a fee of 0.001) as a percentage, exactly, as the order form's
+    estimate shows it (``0.1 %``)."""
+    number = _decimal(value)
+    if number is None:
+        return "—"
+    return f"{plain(number.scaleb(2))} %"

@@ -1,6 +1,7 @@
 """Trading in a real browser: the chart, the order form, the book, cancel,
 and the page kept current by the live stream."""
 
+import re
 from datetime import datetime, timedelta
 from decimal import Decimal
 
@@ -400,3 +401,20 @@ def test_a_trade_appears_live_with_its_time_and_moves_the_chart(
     )
     assert page.evaluate("window.__notReloaded") is True
     page.screenshot_step("live-trade")
+
+
+def test_a_fall_too_small_to_show_arrives_live_as_no_change(
+    live_stream, page, live_server, market
+):
+    trade(market, "10000.00", "0.001")
+    page.goto(f"{live_server.url}/markets/{market.symbol}/")
+    page.locator('#market-live[data-stream="open"]').wait_for()
+    change = page.locator('[data-ticker="change_percent"]')
+    expect(change).to_have_text("+0.00 %")
+
+    trade(market, "9999.99", "0.001")  # -0.0001 %
+
+    expect(page.locator('[data-ticker="last_price"]')).to_have_text("9,999.99")
+    expect(change).to_have_text("+0.00 %")
+    expect(change).not_to_have_class(re.compile(r"\b(up|down)\b"))
+    page.screenshot_step("tiny-fall")

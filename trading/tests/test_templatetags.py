@@ -5,7 +5,7 @@ from decimal import Decimal as D
 import pytest
 from django.template import Context, Template
 
-from trading.templatetags.amounts import amount, amount_plain, percent
+from trading.templatetags.amounts import amount, amount_plain, percent, rate_percent
 
 
 @pytest.mark.parametrize(
@@ -53,6 +53,28 @@ def test_percentages_are_signed_with_two_decimals_and_grouped():
     assert percent(D("1.254")) == "+1.25 %"
     assert percent(D("-12345.6")) == "-12,345.60 %"
     assert percent(None) == "—"
+
+
+def test_a_percentage_that_rounds_to_zero_has_no_minus_sign():
+    assert percent(D("-0.001")) == "+0.00 %"
+    assert percent(D("-0.00")) == "+0.00 %"
+    assert percent(D("-0.005")) == "+0.00 %"  # half even
+    assert percent(D("-0.006")) == "-0.01 %"
+
+
+@pytest.mark.parametrize(
+    ("rate", "shown"),
+    [
+        (D("0.001"), "0.1 %"),
+        (D("0.002000"), "0.2 %"),
+        (D("0.000025"), "0.0025 %"),
+        (D("0"), "0 %"),
+        (D("0.5"), "50 %"),
+        (None, "—"),
+    ],
+)
+def test_fee_rates_read_as_exact_percentages(rate, shown):
+    assert rate_percent(rate) == shown
 
 
 def test_the_filters_work_in_templates():
