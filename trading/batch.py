@@ -12,7 +12,11 @@ cancels and amends, the queue rows to delete, the market's matcher state);
 2. the balance rows, locked explicitly in primary-key order and updated
    last, just before the commit: matchers of markets that share a token
    lock rows in the same order and hold them as briefly as possible, and
-   the request side's reservations wait for them only that long.
+   the request side's reservations wait for them only that long. A batch
+   that would take a balance (available + locked) to ``AMOUNT_LIMIT`` or
+   more raises ``BalanceLimitExceeded`` before writing them, on every
+   database (PostgreSQL's columns refuse such a value, SQLite's keep it):
+   the rule of the deposit credit.
 
 On PostgreSQL the large statements are plain SQL of the form
 ``INSERT ... SELECT FROM unnest(arrays)`` / ``UPDATE ... FROM unnest(...)``:
@@ -38,6 +42,7 @@ from decimal import Decimal
 from django.db import connection, transaction
 
 from trading.engine import OrderUpdate, Result, Status, Trade
+from trading.exceptions import BalanceLimitExceeded
 from trading.models import (
     Balance,
     CommandRefusal,
@@ -47,7 +52,7 @@ from trading.models import (
     Order,
     OrderCommand,
 )
-from trading.money import ZERO
+from trading.money import AMOUNT_LIMIT, ZERO
 
 Account = LedgerEntry.Account
 _ACCOUNTS = {
@@ -189,6 +194,18 @@ def balances_ensure(keys: Iterable[tuple[int, int]], *, known: set) -> None:
             ignore_conflicts=True,
         )
     known.update(missing)
+
+
+def _limit_check(
+    batch: Batch, key: tuple[int, int], available: Decimal, locked: Decimal
+) -> None:
+    """Raise ``BalanceLimitExceeded`` if the batch takes the balance ``key``,
+    which holds ``available`` and ``locked``, to ``AMOUNT_LIMIT`` or more.
+    Only a balance that grows is refused: moving funds between available
+    and locked (a cancel) never is."""
+    gained = sum(batch.balances[key])
+    if gained > 0 and available + locked + gained >= AMOUNT_LIMIT:
+        raise BalanceLimitExceeded
 
 
 # -- The write ------------------------------------------------------------------
@@ -421,14 +438,16 @@ def _balances_update_pg(cursor, batch: Batch, now: datetime) -> None:
     users, tokens = [user for user, _ in keys], [token for _, token in keys]
     cursor.execute(
         """
-        SELECT b.id FROM trading_balance AS b
+        SELECT b.user_id, b.token_id, b.available, b.locked
+        FROM trading_balance AS b
         JOIN unnest(%b::bigint[], %b::bigint[]) AS u(user_id, token_id)
             ON b.user_id = u.user_id AND b.token_id = u.token_id
         ORDER BY b.id FOR NO KEY UPDATE OF b
         """,
         [users, tokens],
     )
-    cursor.fetchall()
+    for user_id, token_id, available, locked in cursor.fetchall():
+        _limit_check(batch, (user_id, token_id), available, locked)
     cursor.execute(
         """
         UPDATE trading_balance AS b SET
@@ -536,6 +555,7 @@ def _balances_update(batch: Batch, now: datetime) -> None:
     changed = []
     for key in sorted(keys):
         row = found[key]
+        _limit_check(batch, key, row.available, row.locked)
         row.available += batch.balances[key][0]
         row.locked += batch.balances[key][1]
         if row.available < 0 or row.locked < 0:
@@ -550,12 +570,17 @@ def _balances_update(batch: Batch, now: datetime) -> None:
 
 
 def command_fail(
-    *, taken: Taken, market_id: int, reserved_token_id: int | None
+    *,
+    taken: Taken,
+    market_id: int,
+    reserved_token_id: int | None,
+    reason: str = Order.RejectReason.MATCHER_ERROR,
 ) -> Batch:
     """Refuse ``taken`` alone, without the engine (it raised on it): a
-    placement ends rejected (``matcher_error``) and releases what it
-    reserved; an amend releases its extra reservation; a cancel or an amend
-    gets a refusal. The queue row goes in the same transaction.
+    placement ends rejected (``reason``: ``matcher_error``, or
+    ``balance_limit``) and releases what it reserved; an amend releases its
+    extra reservation; a cancel or an amend gets a refusal with ``reason``.
+    The queue row goes in the same transaction.
 
     Returns what changed as a batch would have it (the rejected order, the
     balance row), for the events, to publish once this has committed."""
@@ -569,14 +594,14 @@ def command_fail(
                 release = order.locked
                 Order.objects.filter(pk=order.pk).update(
                     status=Order.Status.REJECTED,
-                    reject_reason=Order.RejectReason.MATCHER_ERROR,
+                    reject_reason=reason,
                     locked=ZERO,
                 )
                 failed.orders[order.pk] = OrderUpdate(
                     order_id=order.pk,
                     user_id=order.user_id,
                     status=Status.REJECTED,
-                    reason=str(Order.RejectReason.MATCHER_ERROR),
+                    reason=str(reason),
                     price=order.price,
                     quantity=order.quantity,
                     quote_amount=order.quote_amount,
@@ -594,7 +619,7 @@ def command_fail(
                 kind=taken.kind,
                 user_id=taken.user_id,
                 order_id=taken.order_id,
-                code=Order.RejectReason.MATCHER_ERROR,
+                code=reason,
             )
         if release:
             record = LedgerTransaction.objects.create(

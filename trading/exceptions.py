@@ -127,6 +127,15 @@ class EmailNotVerified(TradingError):
     )
 
 
+class BalanceLimitExceeded(TradingError):
+    code = "balance_limit"
+    default_message = (
+        "This trade would take a balance to 10^18 or more, above the largest "
+        "amount the exchange holds; nothing was changed and its funds are "
+        "available again."
+    )
+
+
 class CommandFailed(TradingError):
     code = "matcher_error"
     default_message = (

@@ -36,7 +36,9 @@ A command that cannot be applied
     the transaction is rolled back, the book rebuilt, and the batch's
     commands retried one at a time; one that raises again is refused alone
     (``matcher_error``, its reservation released, published once committed
-    as a batch's changes are) and the queue goes on.
+    as a batch's changes are) and the queue goes on. So is a command whose
+    trades would take a balance to 10^18 or more (``balance_limit``: the
+    batch's write checks it, as the engine does not know balances).
     Lost connections are not the commands' fault: the loop waits and starts
     over (locks, rebuild) instead.
 """
@@ -81,6 +83,7 @@ from trading.engine import (
     TimeInForce,
 )
 from trading.engine import Order as BookOrder
+from trading.exceptions import BalanceLimitExceeded
 from trading.models import Market, MatcherState, Order, OrderCommand, Trade
 from trading.money import exact, unit
 
@@ -418,6 +421,14 @@ class MarketMatcher:
             except TRANSIENT:
                 self.engine = None
                 raise
+            except BalanceLimitExceeded:
+                # Its own refusal: trying it again could never succeed.
+                log.warning(
+                    "matcher refused a command: a balance would reach 10^18",
+                    extra={"market": self.symbol, "command": row[0]},
+                )
+                self.engine = None
+                self._fail(row, reason=Order.RejectReason.BALANCE_LIMIT)
             except Exception:
                 log.exception(
                     "matcher refused a command it could not apply",
@@ -426,7 +437,9 @@ class MarketMatcher:
                 self.engine = None
                 self._fail(row)
 
-    def _fail(self, row: tuple) -> None:
+    def _fail(
+        self, row: tuple, *, reason: str = Order.RejectReason.MATCHER_ERROR
+    ) -> None:
         market = Market.objects.get(pk=self.market_id)
         side = row[_COMMAND_FIELDS.index("order__side")]  # None for cancel-all
         token = market.quote_id if side == Side.BUY else market.base_id
@@ -434,6 +447,7 @@ class MarketMatcher:
             taken=Taken(*row[:4]),
             market_id=self.market_id,
             reserved_token_id=token if side else None,
+            reason=reason,
         )
         if self.publish:
             # Committed: live pages see the order rejected and its funds back.

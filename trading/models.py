@@ -199,7 +199,9 @@ class Order(models.Model):
 
     class RejectReason(models.TextChoices):
         """Why the matcher refused a placement (the engine's ``Reject``
-        codes, and ``matcher_error`` for a command it could not apply)."""
+        codes; ``balance_limit`` for a trade that would take a balance to
+        10^18 or more, which the engine cannot know; ``matcher_error`` for a
+        command it could not apply)."""
 
         NONE = "", "—"
         INVALID_ORDER = "invalid_order", "Options that do not go together"
@@ -212,6 +214,7 @@ class Order(models.Model):
         FILL_OR_KILL_NOT_FILLED = "fill_or_kill_not_filled", "Could not fill at once"
         ORDER_NOT_FOUND = "order_not_found", "No such order"
         ORDER_NOT_OPEN = "order_not_open", "Not open"
+        BALANCE_LIMIT = "balance_limit", "A balance would reach 10^18"
         MATCHER_ERROR = "matcher_error", "The matcher could not apply it"
 
     class SelfTrade(models.TextChoices):

@@ -21,8 +21,9 @@ remainder of an immediate order, ``self_trade``)
     Closed; nothing is reserved any more.
 ``rejected`` (``reject_reason``, the matcher's code)
     Refused by the matcher as a whole (post-only that would trade, fill-or-kill
-    that cannot fill, a market order below the minimum value); its
-    reservation is released and nothing else happened.
+    that cannot fill, a market order below the minimum value, trades that
+    would take a balance to 10^18 or more); its reservation is released and
+    nothing else happened.
 
 A cancel is a request too: acknowledged, it is queued, and the matcher
 applies it in turn. By then the order may have filled: an acknowledged
@@ -87,6 +88,7 @@ from django.db import IntegrityError, connection, connections, transaction
 from django.utils import timezone
 
 from trading.exceptions import (
+    BalanceLimitExceeded,
     BelowMinNotional,
     CommandFailed,
     DuplicateClientOrderId,
@@ -866,6 +868,7 @@ REFUSALS: dict[str, type[TradingError]] = {
     Order.RejectReason.FILL_OR_KILL_NOT_FILLED: FillOrKillNotFilled,
     Order.RejectReason.ORDER_NOT_FOUND: OrderNotFound,
     Order.RejectReason.ORDER_NOT_OPEN: OrderNotOpen,
+    Order.RejectReason.BALANCE_LIMIT: BalanceLimitExceeded,
     Order.RejectReason.MATCHER_ERROR: CommandFailed,
 }
 _MESSAGES = {

@@ -80,7 +80,8 @@ _ERROR_DESCRIPTIONS = {
     "or its addresses saved; `withdrawal_not_pending`, `address_already_saved`).",
     422: "Refused by the exchange's rules (`insufficient_balance`, "
     "`below_min_notional`, `post_only_would_take`, `fill_or_kill_not_filled`, "
-    "`withdrawal_limit_exceeded`, `address_not_allowed`: an address outside "
+    "`withdrawal_limit_exceeded`; `balance_limit`: a trade would take a "
+    "balance to 10^18 or more; `address_not_allowed`: an address outside "
     "the address book under the saved-addresses-only setting, or a full book).",
     500: "`matcher_error`: the matcher could not apply the request; nothing was "
     "changed and its funds are available again.",

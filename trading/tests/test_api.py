@@ -711,6 +711,36 @@ def test_a_post_only_order_that_would_take_is_refused(as_alice, market, bob, fun
     )
 
 
+def test_an_order_whose_trade_would_take_a_balance_to_10_18_is_a_422_saying_so(
+    as_alice, market, alice, bob, usdt, funded
+):
+    # Bob's USDT would pass what a balance holds. On PostgreSQL the write
+    # overflowed: a 500 matcher_error telling alice to try again, in vain.
+    fund(bob, usdt, "600000000000000000")
+    fund(alice, usdt, "800000000000000000")
+    resting = sell(bob, market, "1", "800000000000000000")
+
+    response = as_alice.post(
+        f"{V1}/orders/",
+        limit_order(quantity="1", price="800000000000000000"),
+        format="json",
+    )
+
+    assert error_of(response) == (422, "balance_limit")
+    assert "10^18" in response.json()["error"]["message"]
+    rejected = Order.objects.get(user=alice)
+    assert (rejected.status, rejected.reject_reason, rejected.locked) == (
+        "rejected",
+        "balance_limit",
+        0,
+    )
+    resting.refresh_from_db()
+    assert (resting.status, resting.filled_quantity) == ("open", 0)
+    assert not Trade.objects.exists()
+    assert balance(alice, usdt) == (D("800000000000010000"), 0)
+    assert balance(bob, usdt) == (D("600000000000010000"), 0)
+
+
 def test_an_order_on_a_halted_market_is_a_conflict(as_alice, market, funded):
     Market.objects.filter(pk=market.pk).update(status=Market.Status.HALTED)
 

@@ -26,10 +26,12 @@ from tests.factories import (
     user_make,
 )
 from trading.exceptions import (
+    BalanceLimitExceeded,
     InsufficientBalance,
     InvalidOrder,
     OrderNotOpen,
 )
+from trading.invariants import ledger_problems
 from trading.matcher import FileLocks, drain, engine_rebuild
 from trading.models import (
     Balance,
@@ -45,6 +47,7 @@ from trading.orders import (
     order_amend,
     order_cancel,
     order_place,
+    order_refusal,
     order_wait,
     orders_cancel_all,
 )
@@ -573,6 +576,76 @@ def test_a_refusal_wakes_the_requests_waiting_on_its_market(
         told = list(listener.notifies(timeout=10, stop_after=1))
     assert [note.channel for note in told] == [notify_channel(market.pk)]
     assert Order.objects.get(pk=bad.pk).reject_reason == "matcher_error"
+
+
+# -- A balance's ceiling ---------------------------------------------------------------
+
+# Bob holds 6 x 10^17 USDT more and rests a sell of 1 BTC at 8 x 10^17: a
+# trade with it would take his USDT past what a balance holds (less than
+# 10^18). The write overflowed on PostgreSQL: a matcher_error telling the
+# buyer to try again, which could never succeed.
+CEILING_PRICE = "800000000000000000"
+
+
+def _near_the_ceiling(market, alice, bob, usdt) -> Order:
+    fund(bob, usdt, "600000000000000000")
+    fund(alice, usdt, CEILING_PRICE)
+    return sell(bob, market, "1", CEILING_PRICE)
+
+
+def test_a_trade_that_would_take_a_balance_to_10_18_is_refused_alone_for_that(
+    market, alice, bob, carol, btc, usdt, funded
+):
+    resting = _near_the_ceiling(market, alice, bob, usdt)
+    before = {user: balance(user, usdt) for user in (alice, bob)}
+    crossing = accept(alice, market, "buy", "1", CEILING_PRICE)
+    other = accept(carol, market, "buy", "1", "99")  # in the same batch
+
+    drain(market_id=market.pk)
+
+    for order in (resting, crossing, other):
+        order.refresh_from_db()
+    assert (crossing.status, crossing.reject_reason, crossing.locked) == (
+        Status.REJECTED,
+        "balance_limit",
+        D("0"),
+    )
+    refusal = order_refusal(crossing)
+    assert (refusal.code, type(refusal)) == ("balance_limit", BalanceLimitExceeded)
+    assert "10^18" in refusal.message and "try again" not in refusal.message
+    assert (resting.status, resting.filled_quantity) == (Status.OPEN, D("0"))
+    assert other.status == Status.OPEN
+    assert not Trade.objects.exists()
+    assert {user: balance(user, usdt) for user in (alice, bob)} == before
+    assert (balance(alice, btc), balance(bob, btc)) == (
+        (D("10"), D("0")),
+        (D("9"), D("1")),
+    )
+    assert not OrderCommand.objects.exists()
+    assert ledger_problems() == []
+
+
+def test_an_amend_whose_trade_would_take_a_balance_to_10_18_is_refused(
+    market, alice, bob, usdt, funded
+):
+    _near_the_ceiling(market, alice, bob, usdt)
+    order = buy(alice, market, "1", "10000")  # SQLite's floats hold the sums
+    before = balance(alice, usdt)
+
+    command = order_amend(user=alice, order=order, price=D(CEILING_PRICE))
+    drain(market_id=market.pk)
+
+    refusal = command_refusal(command)
+    assert (refusal.code, type(refusal)) == ("balance_limit", BalanceLimitExceeded)
+    order.refresh_from_db()
+    assert (order.status, order.price, order.locked) == (
+        Status.OPEN,
+        D("10000"),
+        D("10000"),
+    )
+    assert balance(alice, usdt) == before  # the amend's reservation is back
+    assert not Trade.objects.exists()
+    assert ledger_problems() == []
 
 
 # -- Answers ---------------------------------------------------------------------------

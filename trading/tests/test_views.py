@@ -190,6 +190,70 @@ def test_the_markets_page_shows_last_price_change_and_volume(client, market):
     assert "BTC" in page and "+10.00 %" in page and "2 BTC" in page
 
 
+def change_cells(html: str) -> list[tuple[list[str], str]]:
+    """The classes and text of each 24 h change cell of a markets table."""
+    return [
+        (classes.split(), text)
+        for classes, text in re.findall(r'<td class="([^"]*)">([^<]*%)</td>', html)
+    ]
+
+
+def ticker_change(html: str) -> tuple[list[str], str]:
+    """The classes and text of the market page's 24 h change."""
+    classes, text = re.search(
+        r'<span data-ticker="change_percent" class="([^"]*)">([^<]*)<', html
+    ).groups()
+    return classes.split(), text
+
+
+def test_a_fall_too_small_to_show_is_no_change_in_no_colour_on_pages_and_api(
+    client, market, alice, bob, funded
+):
+    sell(alice, market, "0.001", "10000.00")
+    buy(bob, market, "0.001", "10000.00")
+    sell(alice, market, "0.001", "9999.99")  # -0.0001 %
+    buy(bob, market, "0.001", "9999.99")
+
+    for url in ("/", "/markets/", f"/tokens/{market.base.symbol}/"):
+        html = client.get(url).content.decode()
+        assert change_cells(html) == [(["num"], "+0.00 %")], url
+    market_page = client.get(f"/markets/{market.symbol}/").content.decode()
+    assert ticker_change(market_page) == ([], "+0.00 %")
+    ticker = client.get(f"/api/v1/markets/{market.symbol}/ticker/").json()
+    assert (ticker["change"], ticker["change_percent"]) == ("-0.01", "0.00")
+
+
+@pytest.mark.postgres
+def test_the_markets_list_rounds_the_24h_change_as_the_market_page_does(client):
+    base, quote = token_make("AAA", decimals=18), token_make("BBB", decimals=18)
+    market = market_make(
+        base,
+        quote,
+        price_step=Decimal("1E-18"),
+        amount_step=Decimal("1"),
+        min_notional=Decimal(0),
+        maker_fee=Decimal(0),
+        taker_fee=Decimal(0),
+    )
+    # +0.1250000000000000001... %: rounded to 28 digits first, it would be
+    # +0.125 exactly and round to +0.12.
+    first, last = "799999999999999999.999999999999999999", "801000000000000000"
+    for price in (first, last):
+        maker, taker = user_make(f"maker-{price}"), user_make(f"taker-{price}")
+        fund(maker, base, "1")
+        fund(taker, quote, "999999999999999999")
+        sell(maker, market, "1", price)
+        buy(taker, market, "1", price)
+
+    listed = change_cells(client.get("/markets/").content.decode())
+    shown = ticker_change(client.get(f"/markets/{market.symbol}/").content.decode())
+    ticker = client.get(f"/api/v1/markets/{market.symbol}/ticker/").json()
+
+    assert listed == [(["num", "up"], "+0.13 %")]
+    assert shown == (["up"], "+0.13 %")
+    assert ticker["change_percent"] == "0.13"
+
+
 def test_placing_a_limit_order_from_the_page_locks_funds_and_lists_it(
     client, trader, market
 ):
@@ -240,6 +304,36 @@ def test_a_refused_order_comes_back_as_typed_with_the_reason_by_its_field(
     assert page.value("client_order_id") not in ("", "first-try")
     assert not Order.objects.filter(status=Order.Status.OPEN).exists()
     assert balance(trader, market.quote) == (Decimal("100000"), Decimal("0"))
+
+
+def test_an_order_whose_trade_would_take_a_balance_to_10_18_is_refused_in_words(
+    client, trader, market
+):
+    seller = user_make("seller")
+    fund(seller, market.base, "1")
+    fund(seller, market.quote, "600000000000000000")
+    sell(seller, market, "1", "800000000000000000")
+    fund(trader, market.quote, "800000000000000000")
+    sent = {"side": "buy", "type": "limit", "time_in_force": "GTC"}
+
+    response = client.post(
+        f"/markets/{market.symbol}/orders/",
+        sent | {"quantity": "1", "price": "800000000000000000"},
+    )
+
+    assert response.status_code == 400
+    assert (
+        "This trade would take a balance to 10^18 or more, above the largest "
+        "amount the exchange holds" in Page(response).text
+    )
+    assert balance(trader, market.quote) == (
+        Decimal("800000000000100000"),
+        Decimal("0"),
+    )
+    assert balance(seller, market.quote) == (
+        Decimal("600000000000000000"),
+        Decimal("0"),
+    )
 
 
 @pytest.mark.parametrize(
@@ -420,6 +514,12 @@ def test_without_script_the_chart_is_a_picture_with_axes_for_the_chosen_interval
     *prices, time = page.texts("text")  # the picture's axes
     assert prices == ["100", "105", "110"]
     assert re.fullmatch(r"\d{1,2} \w{3} \d\d:\d\d", time)
+
+
+def test_the_market_page_states_its_fee_rates_as_percentages(client, market):
+    page = client.get(f"/markets/{market.symbol}/").content.decode()
+
+    assert "Fees: maker 0.1 %, taker 0.2 %" in page
 
 
 def test_the_chart_library_is_served_from_the_sites_own_static_files(client, market):
