@@ -1,16 +1,31 @@
 from allauth.mfa.admin import AuthenticatorAdmin
 from allauth.mfa.models import Authenticator
+from django import forms
 from django.contrib import admin
 from django.contrib.auth import get_user_model
 from django.contrib.auth.admin import UserAdmin
 from django.contrib.auth.forms import AdminUserCreationForm
+from django.forms.models import BaseInlineFormSet
 from django.http import HttpRequest
 
 from accounts.models import Profile, SecurityEvent
+from accounts.services import avatar_replace
 from core.locks import unique_value_serialize
 from storage.html import image_tag
 
 User = get_user_model()
+
+
+def _profile_changes_save(*, profile: Profile, form: forms.ModelForm) -> None:
+    """Save what ``form`` changed on the profile, and only that: its user may
+    have replaced the picture since the page's row was read. A new picture
+    is stored as the profile page stores one (``avatar_replace``), which
+    deletes, after commit, the picture the row held then."""
+    if "avatar" in form.changed_data:
+        avatar_replace(profile=profile, upload=form.cleaned_data["avatar"])
+    fields = [name for name in form.changed_data if name != "avatar"]
+    if fields:
+        profile.save(update_fields=[*fields, "updated_at"])
 
 
 @admin.register(Profile)
@@ -22,6 +37,12 @@ class ProfileAdmin(admin.ModelAdmin):
     fields = ["user", "avatar_preview", "avatar", "updated_at"]
     raw_id_fields = ["user"]
 
+    def save_model(self, request, obj, form, change) -> None:
+        if change:
+            _profile_changes_save(profile=obj, form=form)
+        else:
+            super().save_model(request, obj, form, change)
+
     @admin.display(description="Avatar")
     def avatar_thumbnail(self, profile: Profile) -> str:
         return image_tag(profile.avatar.url, alt=f"Avatar of {profile.user}", size=32)
@@ -31,8 +52,17 @@ class ProfileAdmin(admin.ModelAdmin):
         return image_tag(profile.avatar.url, alt=f"Avatar of {profile.user}", size=100)
 
 
+class ProfileInlineFormSet(BaseInlineFormSet):
+    def save_existing(self, form, obj, commit=True):
+        if not commit:
+            return super().save_existing(form, obj, commit=commit)
+        _profile_changes_save(profile=obj, form=form)
+        return obj
+
+
 class ProfileInline(admin.StackedInline):
     model = Profile
+    formset = ProfileInlineFormSet
     can_delete = False
     fields = ["avatar_preview", "avatar"]
     readonly_fields = ["avatar_preview"]

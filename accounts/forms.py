@@ -1,25 +1,46 @@
 from allauth.account.adapter import get_adapter
 from allauth.account.forms import LoginForm as AllauthLoginForm
+from allauth.account.forms import SignupForm as AllauthSignupForm
+from allauth.account.models import EmailAddress
 from allauth.core import context
 from allauth.mfa.base.forms import AuthenticateForm as MfaAuthenticateForm
 from django import forms
 from django.contrib.auth import get_user_model
-from django.contrib.auth.forms import UserCreationForm
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxLengthValidator
 
+from core.locks import unique_value_serialize
 from storage.fields import ProcessedImageFormField
 from storage.images import AVATAR
 
+User = get_user_model()
 
-class SignUpForm(UserCreationForm):
-    email = forms.EmailField(
-        required=False, help_text="Optional. Used only to reset your password."
-    )
 
-    class Meta(UserCreationForm.Meta):
-        model = get_user_model()
-        fields = ["username", "email"]
+class SignupForm(AllauthSignupForm):
+    """allauth's sign-up form, claiming the name and the address before
+    checking that they are free.
+
+    Checking and inserting are separate statements: two visitors signing up
+    as "carol" (or "Carol", or with one address) at once would both find it
+    free, and the second insert fail (a server error) or make a second
+    account. With the claim taken first, the second waits for the first
+    account to be committed, then finds it and gets allauth's usual error.
+    The claims hold until the transaction ends, so the form is checked and
+    saved in one (``accounts.views.SignupView``).
+    """
+
+    def clean_username(self) -> str:
+        username = self.cleaned_data.get("username")
+        if username:
+            # The key the admin's user form claims too (accounts.admin).
+            unique_value_serialize(model=User, username=username.casefold())
+        return super().clean_username()
+
+    def clean_email(self) -> str:
+        email = self.cleaned_data.get("email")
+        if email:
+            unique_value_serialize(model=EmailAddress, email=email.casefold())
+        return super().clean_email()
 
 
 class AvatarForm(forms.Form):

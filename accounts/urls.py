@@ -4,9 +4,11 @@ from accounts import views
 
 app_name = "accounts"
 
-# Sign-up, log-in, e-mail, password, second factor and sessions are
-# django-allauth's, mounted under the same /accounts/ (crypto_exchange/urls.py).
+# Log-in, e-mail, password, second factor and sessions are django-allauth's,
+# mounted under the same /accounts/ (crypto_exchange/urls.py); sign-up is too,
+# in a transaction (views.SignupView), and found here first.
 urlpatterns = [
+    path("signup/", views.SignupView.as_view(), name="signup"),
     path("profile/", views.profile, name="profile"),
     path("profile/avatar/remove/", views.avatar_delete, name="avatar_remove"),
     path("profile/sessions/<int:pk>/end/", views.session_end, name="session_end"),

@@ -1,15 +1,16 @@
+from allauth.account.views import SignupView as AllauthSignupView
 from allauth.usersessions.models import UserSession
 from csp.decorators import csp_update
 from django.conf import settings
 from django.contrib import messages
-from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
+from django.db import transaction
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.cache import cache_control
 from django.views.decorators.http import require_http_methods, require_POST
 
-from accounts.forms import AvatarForm, SignUpForm
+from accounts.forms import AvatarForm
 from accounts.models import Profile, SecurityEvent
 from accounts.selectors import profile_for_user, security_overview
 from accounts.services import (
@@ -37,17 +38,14 @@ STORAGE_FULL_MESSAGE = (
 )
 
 
-@require_http_methods(["GET", "POST"])
-def signup(request: HttpRequest) -> HttpResponse:
-    if request.user.is_authenticated:
-        return redirect("accounts:profile")
-    form = SignUpForm(request.POST or None)
-    if request.method == "POST" and form.is_valid():
-        user = form.save()
-        login(request, user, backend=settings.AUTHENTICATION_BACKENDS[0])
-        messages.success(request, f"Welcome, {user.username}! Your account is ready.")
-        return redirect("accounts:profile")
-    return render(request, "accounts/signup.html", {"form": form})
+class SignupView(AllauthSignupView):
+    """allauth's sign-up, its form checked and saved in one transaction: the
+    claims the form takes on the name and the address (``SignupForm``) hold
+    until the account made with them is committed."""
+
+    def post(self, request: HttpRequest, *args, **kwargs) -> HttpResponse:
+        with transaction.atomic():
+            return super().post(request, *args, **kwargs)
 
 
 @login_required

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from django.db import connection
 from django.db.models import Model
-from django.db.models.signals import pre_save
+from django.db.models.signals import post_init, pre_save
 
 
 def run_together(*calls) -> list[tuple[str, object]]:
@@ -63,6 +63,39 @@ def inserts_held_together(
         yield
     finally:
         pre_save.disconnect(sender=model, dispatch_uid=uid)
+
+
+# What a request thread does once it has read a row (set per thread).
+_after_loading = threading.local()
+
+
+def _hold_after_loading(sender, instance, **kwargs) -> None:
+    hold = getattr(_after_loading, "hold", None)
+    if hold is not None:
+        _after_loading.hold = None
+        hold()
+
+
+@contextlib.contextmanager
+def posts_held_after_loading(model: type[Model]) -> Iterator[Callable]:
+    """``post(client, url, data, hold=...)``: a call posting the form that,
+    once its request has read a ``model`` row (the admin loads the row
+    first), calls ``hold`` before going on, as a slow request would pause
+    there."""
+    uid = f"posts_held_after_loading:{model._meta.label}"
+    post_init.connect(_hold_after_loading, sender=model, dispatch_uid=uid)
+
+    def post(client, url: str, data: dict, *, hold=None):
+        def call():
+            _after_loading.hold = hold
+            return client.post(url, data)
+
+        return call
+
+    try:
+        yield post
+    finally:
+        post_init.disconnect(sender=model, dispatch_uid=uid)
 
 
 def posts_at_once(

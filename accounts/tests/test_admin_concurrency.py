@@ -1,12 +1,25 @@
-"""Two staff adding one user at once in the admin: real threads on
-PostgreSQL, each request with its own connection (``tests.threads``)."""
+"""Two staff adding one user at once in the admin, and a profile's picture
+changed in the admin while its user changes it: real threads on PostgreSQL,
+each request with its own connection (``tests.threads``)."""
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 from django.contrib.auth import get_user_model
+from django.test import Client
+from django.utils import timezone
 
-from tests.threads import posts_at_once, refused_page
+from accounts.models import Profile
+from accounts.services import avatar_replace
+from tests.factories import jpeg_upload
+from tests.threads import (
+    posts_at_once,
+    posts_held_after_loading,
+    refused_page,
+    run_together,
+)
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
@@ -27,3 +40,124 @@ def test_two_staff_adding_one_username_at_once_get_one_user_and_a_form_error(
 
     assert "A user with that username already exists." in refused_page(responses)
     assert get_user_model().objects.filter(username__iexact="carol").count() == 1
+
+
+# -- Avatars saved from the admin while someone else changes them ---------------
+
+
+@pytest.fixture
+def profile_loading_held():
+    """Posts held once their request has read the profile
+    (``posts_held_after_loading``)."""
+    with posts_held_after_loading(Profile) as post:
+        yield post
+
+
+def _signed_in(user) -> Client:
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def _profile_form(profile: Profile, **fields) -> dict:
+    return {"user": profile.user_id, **fields}
+
+
+def _user_form(profile: Profile, **inline) -> dict:
+    """The user's change page as posted: the user's fields unchanged, and the
+    profile inline with ``inline`` (its avatar)."""
+    user = profile.user
+    joined = timezone.localtime(user.date_joined)
+    return {
+        "username": user.username,
+        "email": user.email,
+        "is_active": "on",
+        "date_joined_0": joined.strftime("%Y-%m-%d"),
+        "date_joined_1": joined.strftime("%H:%M:%S"),
+        "profile-TOTAL_FORMS": "1",
+        "profile-INITIAL_FORMS": "1",
+        "profile-MIN_NUM_FORMS": "0",
+        "profile-MAX_NUM_FORMS": "1",
+        "profile-0-id": profile.pk,
+        "profile-0-user": user.pk,
+        **{f"profile-0-{name}": value for name, value in inline.items()},
+    }
+
+
+def _while_paused(staff_save, user_upload):
+    """Run ``staff_save`` (from ``profile_loading_held``, holding with the
+    ``pause`` given) and ``user_upload`` so that the upload is committed while
+    the staff request has the row read and not yet saved."""
+    loaded, uploaded = threading.Event(), threading.Event()
+
+    def pause() -> None:
+        loaded.set()
+        uploaded.wait(timeout=30)
+
+    def upload():
+        loaded.wait(timeout=30)
+        try:
+            return user_upload()
+        finally:
+            uploaded.set()
+
+    results = run_together(staff_save(pause), upload)
+    assert [status for status, _ in results] == ["ok", "ok"], results
+    return [response for _, response in results]
+
+
+def _avatar_stored_alone(profile: Profile, storage, stored_names) -> str:
+    """The profile's avatar, after checking that it is stored and that no
+    other picture is."""
+    profile.refresh_from_db()
+    assert profile.avatar.name.startswith("profile_pics/")
+    assert stored_names(storage, "profile_pics") == [profile.avatar.name]
+    return profile.avatar.name
+
+
+@pytest.mark.reliability("race-admin")
+def test_a_profile_saved_in_the_admin_while_its_user_uploads_keeps_the_new_picture(
+    profile, any_storage, stored_names, staff_clients, profile_loading_held
+):
+    avatar_replace(profile=profile, upload=jpeg_upload(name="first.jpg"))
+    [staff] = staff_clients(1)
+    url = f"/admin/accounts/profile/{profile.pk}/change/"
+
+    responses = _while_paused(
+        lambda pause: profile_loading_held(
+            staff, url, _profile_form(profile), hold=pause
+        ),
+        lambda: _signed_in(profile.user).post(
+            "/accounts/profile/", {"avatar": jpeg_upload(name="second.jpg")}
+        ),
+    )
+
+    assert [response.status_code for response in responses] == [302, 302]
+    assert "second" in _avatar_stored_alone(profile, any_storage, stored_names)
+
+
+@pytest.mark.reliability("race-admin")
+@pytest.mark.parametrize("page", ["profile", "user"])
+def test_a_picture_uploaded_in_the_admin_while_its_user_uploads_one_leaves_one_stored(
+    profile, any_storage, stored_names, staff_clients, profile_loading_held, page
+):
+    avatar_replace(profile=profile, upload=jpeg_upload(name="first.jpg"))
+    [staff] = staff_clients(1)
+    staff_avatar = {"avatar": jpeg_upload(name="staff.jpg")}
+    if page == "profile":
+        url = f"/admin/accounts/profile/{profile.pk}/change/"
+        form = _profile_form(profile, **staff_avatar)
+    else:
+        url = f"/admin/auth/user/{profile.user_id}/change/"
+        form = _user_form(profile, **staff_avatar)
+
+    responses = _while_paused(
+        lambda pause: profile_loading_held(staff, url, form, hold=pause),
+        lambda: _signed_in(profile.user).post(
+            "/accounts/profile/", {"avatar": jpeg_upload(name="user.jpg")}
+        ),
+    )
+
+    assert [response.status_code for response in responses] == [302, 302]
+    # The staff member's, saved last, replaced the user's.
+    assert "staff" in _avatar_stored_alone(profile, any_storage, stored_names)

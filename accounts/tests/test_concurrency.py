@@ -1,6 +1,6 @@
-"""Security notices raised several times at once, and log-in guesses sent at
-once: real threads on PostgreSQL, each with its own connection, released
-together (``tests.threads``)."""
+"""Security notices raised several times at once, log-in guesses and sign-ups
+sent at once: real threads on PostgreSQL, each with its own connection,
+released together (``tests.threads``)."""
 
 from __future__ import annotations
 
@@ -9,13 +9,15 @@ import time
 from functools import partial
 
 import pytest
+from allauth.account.models import EmailAddress
+from django.contrib.auth import get_user_model
 from django.test import Client, RequestFactory
 
 from accounts.models import SecurityEvent
 from accounts.services import security_notice, sign_in_record
 from accounts.tests.totp import current_code
 from tests.factories import PASSWORD, user_make
-from tests.threads import run_together
+from tests.threads import posts_at_once, refused_page, run_together
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
@@ -172,3 +174,42 @@ def test_wrong_codes_sent_at_once_from_many_addresses_stop_at_the_account_limit(
     response = owner.post("/accounts/2fa/authenticate/", {"code": right})
     assert LOCKED in _page_text(response)
     assert "_auth_user_id" not in owner.session
+
+
+SIGN_UP = "/accounts/signup/"
+NAME_TAKEN = "A user with that username already exists."
+ADDRESS_TAKEN = "A user is already registered with this email address."
+
+
+def _sign_up_form(username: str, email: str) -> dict:
+    return {
+        "username": username,
+        "email": email,
+        "password1": "a-long-pass-2026",
+        "password2": "a-long-pass-2026",
+    }
+
+
+@pytest.mark.reliability("race-signup")
+@pytest.mark.parametrize(
+    ("second", "refusal"),
+    [
+        (("carol", "other@example.com"), NAME_TAKEN),
+        (("Carol", "other@example.com"), NAME_TAKEN),
+        (("dave", "Carol@Example.com"), ADDRESS_TAKEN),
+    ],
+)
+def test_two_visitors_signing_up_as_one_account_at_once_get_one_and_a_form_error(
+    second, refusal
+):
+    first = ("carol", "carol@example.com")
+
+    responses = posts_at_once(
+        SIGN_UP,
+        [(Client(), _sign_up_form(*first)), (Client(), _sign_up_form(*second))],
+        held=get_user_model(),
+    )
+
+    assert refusal in refused_page(responses)
+    user = get_user_model().objects.get()
+    assert [address.user for address in EmailAddress.objects.all()] == [user]

@@ -6,10 +6,14 @@ from __future__ import annotations
 import threading
 
 import pytest
-from django.db.models.signals import post_init
 
 from tests.factories import png_upload
-from tests.threads import posts_at_once, refused_page, run_together
+from tests.threads import (
+    posts_at_once,
+    posts_held_after_loading,
+    refused_page,
+    run_together,
+)
 from tokens.models import Token
 from tokens.services import token_create
 
@@ -17,34 +21,13 @@ pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
 ADD = "/admin/tokens/token/add/"
 
-# What a request thread does once it has read the token's row (set per thread).
-_after_loading = threading.local()
-
-
-def _hold_after_loading(sender, instance, **kwargs) -> None:
-    hold = getattr(_after_loading, "hold", None)
-    if hold is not None:
-        _after_loading.hold = None
-        hold()
-
 
 @pytest.fixture
 def loading_held():
-    """``post(client, url, data, hold=...)``: a call posting the form that,
-    once its request has read the token (the admin loads the row first),
-    calls ``hold`` before going on, as a slow request would pause there."""
-    uid = "test:after-loading"
-    post_init.connect(_hold_after_loading, sender=Token, dispatch_uid=uid)
-
-    def post(client, url: str, data: dict, *, hold=None):
-        def call():
-            _after_loading.hold = hold
-            return client.post(url, data)
-
-        return call
-
-    yield post
-    post_init.disconnect(sender=Token, dispatch_uid=uid)
+    """Posts held once their request has read the token
+    (``posts_held_after_loading``)."""
+    with posts_held_after_loading(Token) as post:
+        yield post
 
 
 def _add_form() -> dict:
