@@ -132,6 +132,15 @@ AREAS: dict[str, dict[str, tuple[str, str]]] = {
             "The live stream opened while Redis is unreachable",
             "It says it is unavailable instead of hanging",
         ),
+        "matcher-without-redis": (
+            "The tests' own Redis paused (SIGSTOP) while the matcher commits "
+            "batches and a live stream is open, then resumed",
+            "Every batch is matched and committed; Redis is tried once per "
+            "retry period (one `REDIS_TIMEOUT`), not once a batch, with one log "
+            "line and no traceback; events are published again once it "
+            "answers, and the stream that missed some resyncs (`gap`) to a "
+            "snapshot that has them",
+        ),
     },
     "Mail server down": {
         "mail-down": (
@@ -211,10 +220,12 @@ AREAS: dict[str, dict[str, tuple[str, str]]] = {
             "paths, fields of the wrong JSON type, empty or impossible query "
             "values, options that do not go together, an uncaught exception, "
             "admin actions on rows named by keys that are none (`abc`, 20 digits), "
+            "admin list filters typed into the address that cannot run "
+            "(`__year=10000`, `__regex=(`, a number PostgreSQL cannot hold), "
             "page cursors naming no page or no row",
             'The right status with a stable `{"error": {code, message}}` on '
             "the API, the site's error page elsewhere; the admin's list with a "
-            "warning, nothing changed",
+            "warning, nothing changed, or unfiltered (Django's `?e=1`)",
         ),
         "options": (
             "OPTIONS on public and private endpoints, with and without credentials",
@@ -249,7 +260,9 @@ AREAS: dict[str, dict[str, tuple[str, str]]] = {
             "Withdrawal addresses of the wrong network, with typos, empty or too "
             "long; catastrophic regular expressions as address formats; a new "
             "address under the saved-only setting",
-            "Refused saying what is wrong, nothing written; nested repetition "
+            "Refused saying what is wrong, nothing written; matched by RE2 in "
+            "time linear in the address whatever the pattern; a pattern Python "
+            "or RE2 cannot compile, too large, or with nested repetition "
             "refused when saved; the setting's delays hold",
         ),
     },
@@ -299,6 +312,13 @@ AREAS: dict[str, dict[str, tuple[str, str]]] = {
             "by id, on every private URL that takes one (web and API, every "
             "method), and in lists and the live stream",
             "404 (or not listed); the object is unchanged",
+        ),
+        "access-withdrawn": (
+            "A live stream held open after its API key is revoked, its session "
+            "ended elsewhere or its account disabled, busy or idle",
+            "None of the user's events (orders, fills, balances) goes out after "
+            "it; the stream ends with `resync` `revoked` within a heartbeat "
+            "(15 s); reconnecting is refused (401) or signed out",
         ),
         "access-anonymous": (
             "Private pages and API endpoints without signing in",
@@ -409,6 +429,24 @@ AREAS: dict[str, dict[str, tuple[str, str]]] = {
             "One security notice raised several times at once: a withdrawal "
             "repeated with its reference, sign-ins from one new browser",
             "Logged once and mailed once",
+        ),
+        "race-admin": (
+            "Two staff add one token, market, address format or user at once, "
+            "both past the form's checks (and the services called twice at "
+            "once); two save one token at once (a rename and a new logo, two "
+            "new logos); a profile saved in the admin, or a picture uploaded "
+            "there, while its user uploads one",
+            "One is added, the other gets the form back with the usual "
+            "“already exists” error, never a 500; each save keeps what the "
+            "other changed; no logo or picture left unreferenced, none "
+            "referenced but deleted",
+        ),
+        "race-signup": (
+            "Two visitors sign up at once with one username (also in another "
+            "case) or one e-mail address, both past the form's checks",
+            "One account is made, the other gets the sign-up form back with "
+            "allauth's usual “already registered” error, never a 500 nor a "
+            "second account",
         ),
     },
     "API key abuse": {
