@@ -750,6 +750,11 @@
     source.addEventListener("fills", function (event) { takeFills(data(event).fills, false); });
     // "resync": the server ends the stream; EventSource reconnects with the
     // last event's id and the server sends what was missed, or a snapshot.
+    // "revoked": this browser is signed out (the session was ended elsewhere,
+    // the account disabled); what the page shows of the account goes with it.
+    source.addEventListener("resync", function (event) {
+      if (data(event).reason === "revoked") window.location.reload();
+    });
     source.addEventListener("error", function () {
       live.setAttribute("data-stream", "reconnecting");
       if (source.readyState === EventSource.CLOSED) {

@@ -121,6 +121,33 @@ def test_the_market_page_updates_book_and_balances_when_an_order_fills(
     page.screenshot_step("filled-live")
 
 
+def test_a_page_signed_out_elsewhere_stops_showing_the_account(
+    live_stream, page, live_server, market
+):
+    from allauth.usersessions.adapter import get_adapter
+    from allauth.usersessions.models import UserSession
+
+    maker = user_make("maker")
+    fund(maker, market.base, "2")
+    resting = sell(maker, market, "2", "150.00")
+    log_in(page, live_server, "maker")
+    page.goto(f"{live_server.url}/markets/{market.symbol}/")
+    page.locator('#market-live[data-stream="open"]').wait_for()
+    expect(page.locator("#market-live .my-orders tbody tr")).to_have_count(1)
+
+    # Signed out from the sessions page of another browser; then the order
+    # fills, an event of the account the stream no longer sends.
+    get_adapter().end_sessions(list(UserSession.objects.filter(user=maker)))
+    taker = user_make("taker")
+    fund(taker, market.quote, "1000")
+    buy(taker, market, "0.5", "150.00")
+
+    page.locator("#main").get_by_role("link", name="Log in").wait_for()
+    expect(page.locator("#market-live .my-orders")).to_have_count(0)
+    expect(page.get_by_text(f"Your sell order {resting.pk}")).to_have_count(0)
+    page.screenshot_step("signed-out-elsewhere")
+
+
 def test_a_fill_made_while_the_stream_reconnects_shows_in_your_trades(
     live_stream, page, live_server, market
 ):
