@@ -34,6 +34,18 @@ def log_in(page, live_server, username):
     page.wait_for_url("**/accounts/profile/")
 
 
+def maker_watching(page, live_server, market):
+    """A maker with a sell of 2 at 150 resting, signed in on the market page
+    with its stream open; the maker and the order."""
+    maker = user_make("maker")
+    fund(maker, market.base, "2")
+    resting = sell(maker, market, "2", "150.00")
+    log_in(page, live_server, "maker")
+    page.goto(f"{live_server.url}/markets/{market.symbol}/")
+    page.locator('#market-live[data-stream="open"]').wait_for()
+    return maker, resting
+
+
 @pytest.fixture
 def live_stream(settings, live_server, stream_server):
     """The page's stream on the ASGI process's own port, as in `make run`."""
@@ -84,11 +96,7 @@ def test_place_and_cancel_an_order_and_see_the_book_refresh(
 def test_the_market_page_updates_book_and_balances_when_an_order_fills(
     live_stream, page, live_server, market
 ):
-    maker = user_make("maker")
-    fund(maker, market.base, "2")
-    resting = sell(maker, market, "2", "150.00")
-    log_in(page, live_server, "maker")
-    page.goto(f"{live_server.url}/markets/{market.symbol}/")
+    maker, resting = maker_watching(page, live_server, market)
     asks = page.locator("#market-live tbody.asks")
     asks.get_by_text("150", exact=True).wait_for()
     base_balance = page.locator(f'[data-balance="{market.base.symbol}"]').first
@@ -96,7 +104,6 @@ def test_the_market_page_updates_book_and_balances_when_an_order_fills(
     assert base_balance.text_content() == "0"
     assert quote_balance.text_content() == "0"
     page.evaluate("window.__notReloaded = true")
-    page.locator('#market-live[data-stream="open"]').wait_for()
 
     # Another user buys half of the resting order: no reload, the book shows
     # what is left, the balance what was received, and a notice says so.
@@ -127,12 +134,7 @@ def test_a_page_signed_out_elsewhere_stops_showing_the_account(
     from allauth.usersessions.adapter import get_adapter
     from allauth.usersessions.models import UserSession
 
-    maker = user_make("maker")
-    fund(maker, market.base, "2")
-    resting = sell(maker, market, "2", "150.00")
-    log_in(page, live_server, "maker")
-    page.goto(f"{live_server.url}/markets/{market.symbol}/")
-    page.locator('#market-live[data-stream="open"]').wait_for()
+    maker, resting = maker_watching(page, live_server, market)
     expect(page.locator("#market-live .my-orders tbody tr")).to_have_count(1)
 
     # Signed out from the sessions page of another browser; then the order
@@ -151,12 +153,7 @@ def test_a_page_signed_out_elsewhere_stops_showing_the_account(
 def test_a_fill_made_while_the_stream_reconnects_shows_in_your_trades(
     live_stream, page, live_server, market
 ):
-    maker = user_make("maker")
-    fund(maker, market.base, "2")
-    resting = sell(maker, market, "2", "150.00")
-    log_in(page, live_server, "maker")
-    page.goto(f"{live_server.url}/markets/{market.symbol}/")
-    page.locator('#market-live[data-stream="open"]').wait_for()
+    _, resting = maker_watching(page, live_server, market)
     mine = page.locator("#market-live .my-trades")
     expect(mine).to_contain_text("You have not traded")
     page.evaluate("window.__notReloaded = true")
