@@ -26,7 +26,7 @@ class SignupForm(AllauthSignupForm):
     account. With the claim taken first, the second waits for the first
     account to be committed, then finds it and gets allauth's usual error.
     The claims hold until the transaction ends, so the form is checked and
-    saved in one (``accounts.views.SignupView``).
+    saved in one (``accounts.views.SignupView``), before any mail is sent.
     """
 
     def clean_username(self) -> str:
@@ -41,6 +41,13 @@ class SignupForm(AllauthSignupForm):
         if email:
             unique_value_serialize(model=EmailAddress, email=email.casefold())
         return super().clean_email()
+
+    def try_save(self, request):
+        """allauth's, once: the view saves the account in the claims'
+        transaction, then allauth's sign-up goes on with what was saved."""
+        if not hasattr(self, "_saved"):
+            self._saved = super().try_save(request)
+        return self._saved
 
 
 class AvatarForm(forms.Form):

@@ -41,11 +41,15 @@ STORAGE_FULL_MESSAGE = (
 class SignupView(AllauthSignupView):
     """allauth's sign-up, its form checked and saved in one transaction: the
     claims the form takes on the name and the address (``SignupForm``) hold
-    until the account made with them is committed."""
+    until the account made with them is committed. The rest (the mails, the
+    log-in) comes after the commit, so a slow mail server holds no claim."""
 
     def post(self, request: HttpRequest, *args, **kwargs) -> HttpResponse:
+        form = self.get_form()  # kept: allauth's post goes on with this one
         with transaction.atomic():
-            return super().post(request, *args, **kwargs)
+            if form.is_valid() and not form.account_already_exists:
+                form.try_save(request)
+        return super().post(request, *args, **kwargs)
 
 
 @login_required

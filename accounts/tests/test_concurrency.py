@@ -4,7 +4,9 @@ released together (``tests.threads``)."""
 
 from __future__ import annotations
 
+import asyncio
 import re
+import threading
 import time
 from functools import partial
 
@@ -213,3 +215,35 @@ def test_two_visitors_signing_up_as_one_account_at_once_get_one_and_a_form_error
     assert refusal in refused_page(responses)
     user = get_user_model().objects.get()
     assert [address.user for address in EmailAddress.objects.all()] == [user]
+
+
+def test_a_sign_up_is_committed_before_its_confirmation_mail_is_sent(
+    smtp_server, monkeypatch
+):
+    """A slow mail server holds neither the new account nor its name: while
+    the confirmation is being handed over, the account is there for others
+    (another visitor asking for the name is told at once that it is taken)."""
+    handing_over, release = threading.Event(), threading.Event()
+    receive = smtp_server.handle_DATA
+
+    async def held(server, session, envelope):
+        handing_over.set()
+        await asyncio.to_thread(release.wait, 30)
+        return await receive(server, session, envelope)
+
+    monkeypatch.setattr(smtp_server, "handle_DATA", held)
+    signing_up = threading.Thread(
+        target=lambda: Client().post(
+            SIGN_UP, _sign_up_form("carol", "carol@example.com")
+        )
+    )
+    signing_up.start()
+    try:
+        assert handing_over.wait(30)
+        assert get_user_model().objects.filter(username="carol").exists()
+        second = Client().post(SIGN_UP, _sign_up_form("Carol", "c2@example.com"))
+        assert NAME_TAKEN in second.content.decode()
+    finally:
+        release.set()
+        signing_up.join(60)
+    assert smtp_server.wait_for("Confirm").to == "carol@example.com"
