@@ -1,4 +1,5 @@
 from allauth.account.adapter import get_adapter
+from allauth.account.forms import AddEmailForm as AllauthAddEmailForm
 from allauth.account.forms import LoginForm as AllauthLoginForm
 from allauth.account.forms import SignupForm as AllauthSignupForm
 from allauth.account.models import EmailAddress
@@ -8,6 +9,7 @@ from django import forms
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxLengthValidator
+from django.db import IntegrityError
 
 from core.locks import unique_value_serialize
 from storage.fields import ProcessedImageFormField
@@ -48,6 +50,25 @@ class SignupForm(AllauthSignupForm):
         if not hasattr(self, "_saved"):
             self._saved = super().try_save(request)
         return self._saved
+
+
+class AddEmailForm(AllauthAddEmailForm):
+    """allauth's change of address, for the form sent twice at once (a double
+    click): both requests find the address new and insert it, and the second
+    insert breaks the one-row-per-user-and-address constraint. That request
+    goes on with the row the first added (its confirmation mail is on its way)
+    instead of failing."""
+
+    def save(self, request):
+        try:
+            return super().save(request)
+        except IntegrityError:
+            address = EmailAddress.objects.filter(
+                user=self.user, email=self.cleaned_data["email"].lower()
+            ).first()
+            if address is None:
+                raise
+            return address
 
 
 class AvatarForm(forms.Form):

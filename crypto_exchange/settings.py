@@ -362,6 +362,7 @@ LOGIN_REDIRECT_URL = "accounts:profile"
 ACCOUNT_LOGOUT_REDIRECT_URL = "home"
 ACCOUNT_ADAPTER = "accounts.adapter.AccountAdapter"
 ACCOUNT_FORMS = {
+    "add_email": "accounts.forms.AddEmailForm",
     "login": "accounts.forms.LoginForm",
     "signup": "accounts.forms.SignupForm",
 }

@@ -247,3 +247,25 @@ def test_a_sign_up_is_committed_before_its_confirmation_mail_is_sent(
         release.set()
         signing_up.join(60)
     assert smtp_server.wait_for("Confirm").to == "carol@example.com"
+
+
+def test_the_change_of_address_sent_twice_at_once_adds_it_once(settings, smtp_server):
+    """A double click on "Change e-mail": both requests find the address new;
+    neither is a server error, the account has one pending address, and its
+    confirmation is sent."""
+    settings.ACCOUNT_REAUTHENTICATION_REQUIRED = False
+    carol = user_make("carol")
+    clients = [Client(), Client()]
+    for client in clients:
+        client.force_login(carol)
+    form = {"action_add": "", "email": "new@example.com"}
+
+    responses = posts_at_once(
+        "/accounts/email/", [(client, form) for client in clients], held=EmailAddress
+    )
+
+    assert [response.status_code for response in responses] == [302, 302]
+    assert sorted(
+        EmailAddress.objects.filter(user=carol).values_list("email", "verified")
+    ) == [("carol@example.com", True), ("new@example.com", False)]
+    assert smtp_server.wait_for("Confirm").to == "new@example.com"
