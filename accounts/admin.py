@@ -28,8 +28,20 @@ def _profile_changes_save(*, profile: Profile, form: forms.ModelForm) -> None:
         profile.save(update_fields=[*fields, "updated_at"])
 
 
+class ProfileForm(forms.ModelForm):
+    def clean_user(self):
+        user = self.cleaned_data.get("user")
+        if user is not None and self.instance._state.adding:
+            # One profile per user: of two staff adding one for the same user
+            # at once, the second waits here for the first's commit and gets
+            # the usual "already exists" error.
+            unique_value_serialize(model=Profile, user=user.pk)
+        return user
+
+
 @admin.register(Profile)
 class ProfileAdmin(admin.ModelAdmin):
+    form = ProfileForm
     list_display = ["avatar_thumbnail", "user", "updated_at"]
     list_select_related = ["user"]
     search_fields = ["user__username", "user__email"]

@@ -42,6 +42,27 @@ def test_two_staff_adding_one_username_at_once_get_one_user_and_a_form_error(
     assert get_user_model().objects.filter(username__iexact="carol").count() == 1
 
 
+@pytest.mark.reliability("race-admin")
+def test_two_staff_adding_a_profile_for_one_user_at_once_get_one_and_a_form_error(
+    profile, any_storage, stored_names, staff_clients
+):
+    user = profile.user
+    profile.delete()  # a user left without one (a profile deleted by hand)
+
+    responses = posts_at_once(
+        "/admin/accounts/profile/add/",
+        [
+            (client, {"user": user.pk, "avatar": jpeg_upload(name=f"{n}.jpg")})
+            for n, client in enumerate(staff_clients(2))
+        ],
+        held=Profile,
+    )
+
+    assert "Profile with this User already exists." in refused_page(responses)
+    [added] = Profile.objects.filter(user=user)
+    assert stored_names(any_storage, "profile_pics") == [added.avatar.name]
+
+
 # -- Avatars saved from the admin while someone else changes them ---------------
 
 
