@@ -27,6 +27,17 @@ logger = logging.getLogger(__name__)
 # What sending raises when the mail server refuses the mail, cannot be
 # reached or does not answer within EMAIL_TIMEOUT.
 MAIL_UNAVAILABLE = (smtplib.SMTPException, OSError)
+# What the server refuses about one mail; any other failure means the server
+# cannot be used now (down, not answering, refusing the log-in).
+MAIL_REFUSED = (
+    smtplib.SMTPRecipientsRefused,
+    smtplib.SMTPSenderRefused,
+    smtplib.SMTPDataError,
+)
+
+
+class MailServerGivenUp(OSError):
+    """Not tried: the mail server could not be used earlier in this request."""
 
 
 def client_address(request) -> str | None:
@@ -171,10 +182,20 @@ class AccountAdapter(DefaultAccountAdapter):
         rolled back for it. The loss is logged at ERROR, ``notice lost``, with
         the user and the template, never the text (a link in it may confirm
         or reset), and ``mail_lost`` tells the sender.
+
+        Once a mail of a request is lost because the server could not be used
+        (down, or silent for ``EMAIL_TIMEOUT``), the request's other mails are
+        lost at once: a request waits for a silent server once, however many
+        mails it sends (staff deciding many withdrawals in one action).
         """
+        request = self.request
         try:
+            if getattr(request, "mail_server_given_up", False):
+                raise MailServerGivenUp
             super().send_mail(template_prefix, email, context)
         except MAIL_UNAVAILABLE as error:
+            if request is not None and not isinstance(error, MAIL_REFUSED):
+                request.mail_server_given_up = True
             self.mail_lost = True
             user = context.get("user") or self._mail_user
             logger.error(

@@ -434,6 +434,17 @@ DEFAULT_FROM_EMAIL = env.str(
     "DEFAULT_FROM_EMAIL", default="Crypto Exchange <no-reply@localhost>"
 )
 SERVER_EMAIL = DEFAULT_FROM_EMAIL
+# Seconds to wait for the mail server (connecting, and each answer). Without
+# it Django's SMTP backend waits for ever on a server that accepts the
+# connection and never answers, and the request with it, past gunicorn's
+# timeout. One request gives up on mail once a mail was lost that way
+# (accounts.adapter), so it waits this long at most once.
+EMAIL_TIMEOUT = _env_or_improperly_configured(env.int, "EMAIL_TIMEOUT", default=10)
+if EMAIL_TIMEOUT < 1:
+    raise ImproperlyConfigured(
+        f"EMAIL_TIMEOUT must be a whole number of seconds, at least 1 "
+        f"(got {EMAIL_TIMEOUT})."
+    )
 
 MEDIA_URL = "/media/"
 MEDIA_ROOT = Path(env.str("MEDIA_ROOT", default=str(BASE_DIR / "media")))

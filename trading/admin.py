@@ -514,16 +514,12 @@ class WithdrawalAdmin(ReadOnlyAdmin):
         if confirmed and form.is_valid():
             reason = form.cleaned_data.get("reason", "")
 
-            def decide(withdrawal: Withdrawal) -> None:
+            def decide(withdrawal: Withdrawal) -> Withdrawal:
                 if approve:
-                    decided = withdrawal_approve(
-                        withdrawal=withdrawal, staff=request.user
-                    )
-                else:
-                    decided = withdrawal_reject(
-                        withdrawal=withdrawal, staff=request.user, reason=reason
-                    )
-                _decided(request, decided)
+                    return withdrawal_approve(withdrawal=withdrawal, staff=request.user)
+                return withdrawal_reject(
+                    withdrawal=withdrawal, staff=request.user, reason=reason
+                )
 
             _run_each(
                 self,
@@ -531,6 +527,7 @@ class WithdrawalAdmin(ReadOnlyAdmin):
                 queryset,
                 decide,
                 done="approved" if approve else "rejected",
+                then=functools.partial(_decided, request),
             )
             return None
         context = {
@@ -565,18 +562,21 @@ def _decided(request: HttpRequest, withdrawal: Withdrawal) -> None:
     withdrawal_decided_notice(request=request, withdrawal=withdrawal)
 
 
-def _run_each(model_admin, request, queryset, call, *, done: str) -> None:
+def _run_each(model_admin, request, queryset, call, *, done: str, then) -> None:
     """Call a service for each selected row, each in its own transaction;
-    report what was done and what was refused, and why."""
+    report what was done and what was refused, and why. ``then`` is given
+    what the call returned, once its row is in the admin's log (the mail to
+    the user: a mail server slow to answer delays no row's log entry)."""
     succeeded = 0
     for obj in queryset.order_by("pk"):
         try:
-            call(obj)
+            result = call(obj)
         except TradingError as error:
             model_admin.message_user(request, f"{obj}: {error.message}", messages.ERROR)
         else:
             model_admin.log_change(request, obj, done)
             succeeded += 1
+            then(result)
     if succeeded:
         model_admin.message_user(request, f"{succeeded} {done}.", messages.SUCCESS)
 

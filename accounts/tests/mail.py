@@ -1,10 +1,12 @@
-"""The mail server gone, for real: mail goes to a loopback port where nothing
-listens, and what the app logs about the mails it lost."""
+"""The mail server gone or silent, for real: mail goes to a loopback port
+where nothing listens, or where connections are taken and never answered;
+and what the app logs about the mails it lost."""
 
 from __future__ import annotations
 
 import logging
 import socket
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -23,6 +25,37 @@ def mail_server_down(settings) -> Iterator[None]:
         yield
     finally:
         settings.EMAIL_PORT = working_port
+
+
+@contextmanager
+def mail_server_silent(settings) -> Iterator[list]:
+    """Inside the block, every mail goes to a loopback port that takes the
+    connection and never answers (a hung mail server), and the app waits
+    ``EMAIL_TIMEOUT`` (1 s) for it. Yields the connections taken, so far."""
+    taken: list[socket.socket] = []
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.2)
+    stopping = threading.Event()
+
+    def take() -> None:
+        while not stopping.is_set():
+            try:
+                taken.append(listener.accept()[0])
+            except TimeoutError:
+                continue
+
+    taking = threading.Thread(target=take)
+    taking.start()
+    working = settings.EMAIL_PORT, settings.EMAIL_TIMEOUT
+    settings.EMAIL_PORT, settings.EMAIL_TIMEOUT = listener.getsockname()[1], 1
+    try:
+        yield taken
+    finally:
+        settings.EMAIL_PORT, settings.EMAIL_TIMEOUT = working
+        stopping.set()
+        taking.join()
+        for connection in [*taken, listener]:
+            connection.close()
 
 
 def lost_notices(caplog) -> list[tuple[int | None, str]]:

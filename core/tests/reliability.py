@@ -144,14 +144,17 @@ AREAS: dict[str, dict[str, tuple[str, str]]] = {
     },
     "Mail server down": {
         "mail-down": (
-            "The mail server refusing connections (a closed loopback port) "
-            "while users change passwords, turn 2FA off, sign up, confirm a new "
-            "e-mail address, sign in from a new browser, make and revoke API "
-            "keys, save addresses, turn 'saved addresses only' off, request and "
-            "cancel withdrawals, and staff approve them",
+            "The mail server refusing connections (a closed loopback port), or "
+            "taking them and never answering, while users change passwords, "
+            "turn 2FA off, sign up, confirm a new e-mail address, sign in from a "
+            "new browser, make and revoke API keys, save addresses, turn 'saved "
+            "addresses only' off, request and cancel withdrawals, and staff "
+            "approve them",
             "Each action is done and answered as done; the lost notice is "
             "logged at ERROR naming the user and the notice; a new browser "
-            "whose notice was lost is announced at its next sign-in",
+            "whose notice was lost is announced at its next sign-in; a request "
+            "waits for a silent server once (EMAIL_TIMEOUT), its other mails "
+            "given up at once",
         ),
     },
     "Disk full": {

@@ -190,9 +190,11 @@ def test_list_settings_take_items_written_with_a_space_after_the_comma(
         ("CONN_MAX_AGE", "abc", "'abc'"),
         ("PREPARE_THRESHOLD", "five", "'five'"),
         ("LOG_LEVEL", "verbose", "'VERBOSE'"),
+        ("EMAIL_TIMEOUT", "ten", "'ten'"),
+        ("EMAIL_TIMEOUT", "0", "at least 1"),
     ],
 )
-def test_a_bad_database_setting_stops_start_up_naming_the_variable(
+def test_a_bad_database_or_mail_setting_stops_start_up_naming_the_variable(
     run_python, variable, value, hint
 ):
     env = {

@@ -8,9 +8,10 @@ from __future__ import annotations
 from decimal import Decimal as D
 
 import pytest
+from django.contrib.admin.models import LogEntry
 
 from accounts.models import SecurityEvent
-from accounts.tests.mail import lost_notices, mail_server_down
+from accounts.tests.mail import lost_notices, mail_server_down, mail_server_silent
 from tests.factories import fund
 from trading.api_keys import api_key_create
 from trading.models import ApiKey, SavedAddress, Withdrawal, WithdrawalAddressPolicy
@@ -133,6 +134,40 @@ def test_staff_approve_every_selected_withdrawal_with_mail_down(
     assert set(Withdrawal.objects.values_list("status", flat=True)) == {
         Withdrawal.Status.APPROVED
     }
+    assert lost_notices(caplog) == [(alice.pk, "accounts/email/withdrawal_decided")] * 3
+
+
+@pytest.mark.reliability("mail-down")
+def test_staff_approving_many_withdrawals_wait_for_a_silent_mail_server_once(
+    settings, smtp_server, staff_client, alice, usdt, caplog
+):
+    """A mail server that takes the connection and never answers: the first
+    decision's mail is given up after EMAIL_TIMEOUT, the others are not tried
+    (the action stays well inside gunicorn's timeout), and every row is
+    decided and in the admin's log."""
+    fund(alice, usdt, "10")
+    selected = [
+        withdrawal_request(
+            user=alice, token=usdt, amount=D(1), address="a1", reference=f"r-{n}"
+        ).pk
+        for n in range(3)
+    ]
+
+    with mail_server_silent(settings) as connections:
+        response = staff_client.post(
+            "/admin/trading/withdrawal/",
+            {"action": "approve", "_selected_action": selected, "post": "yes"},
+            follow=True,
+        )
+        assert len(connections) == 1
+
+    assert "3 approved" in response.content.decode()
+    assert set(Withdrawal.objects.values_list("status", flat=True)) == {
+        Withdrawal.Status.APPROVED
+    }
+    assert sorted(
+        LogEntry.objects.values_list("object_id", "change_message")
+    ) == sorted((str(pk), "approved") for pk in selected)
     assert lost_notices(caplog) == [(alice.pk, "accounts/email/withdrawal_decided")] * 3
 
 
