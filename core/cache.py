@@ -2,9 +2,9 @@
 
 Django's own ``RedisCache`` raises redis' ``ConnectionError`` from every call
 while Redis is down, and nearly every request calls the cache (the log-in
-throttles, cached pages, the API's replay check): each would be a server
-error. This backend turns an unreachable Redis into a degraded cache instead:
-a cache in the process's memory (Django's ``LocMemCache``) takes over.
+throttles, cached pages): each would be a server error. This backend turns
+an unreachable Redis into a degraded cache instead: a cache in the process's
+memory (Django's ``LocMemCache``) takes over.
 Throttles keep counting, per process instead of once for all instances;
 cached pages are cached per process, as without ``REDIS_URL``.
 
@@ -15,7 +15,7 @@ what it missed is repaired before anything is read from it: keys this process
 deleted during the outage are deleted there, as its copies may be out of
 date, and the local fallback is emptied. That repair is the process's own:
 nothing whose staleness would matter for security is kept in this cache
-(sessions are in the database alone).
+(sessions and the signed API's replay check are in the database alone).
 
 Only the errors that mean Redis cannot serve are caught; a wrong command
 still raises. The outage and the recovery are logged once each per process

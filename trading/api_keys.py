@@ -21,6 +21,12 @@ signature, so such a key keeps it encrypted with a key derived from
 ``SECRET_KEY`` (and ``SECRET_KEY_FALLBACKS``, so that rotating it keeps them
 working while the old value is listed there).
 
+Each signature accepted is recorded in the database (``ReceivedSignature``),
+and its copy is refused by the unique constraint, whichever worker or
+instance receives it and whatever Redis does; recorded rows are forgotten
+once their timestamp would be refused anyway, a batch every
+``SIGNATURES_FORGET_EVERY`` rows recorded.
+
 A key may be tied to addresses or CIDR ranges (``allowed_ips``), must be for
 the ``withdraw`` scope, and may expire.
 """
@@ -38,15 +44,14 @@ from datetime import datetime, timedelta
 from cryptography.fernet import InvalidToken, MultiFernet
 from django.conf import settings
 from django.contrib.auth.base_user import AbstractBaseUser
-from django.core.cache import cache
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
 from accounts.locks import user_serialize
 from core.encryption import secret_fernet
-from trading.models import ApiKey
+from trading.models import ApiKey, ReceivedSignature
 
 PREFIX_BYTES = 8
 SECRET_BYTES = 32
@@ -58,6 +63,10 @@ EXPIRY_CHOICES_DAYS = (30, 90, 365)
 # Milliseconds since 1970 until past the year 9999.
 _TIMESTAMP_MAX_DIGITS = 15
 _SIGNATURE_FORMAT = re.compile(r"[0-9a-fA-F]{64}")
+# Every this many signatures recorded, at most SIGNATURES_FORGET_BATCH expired
+# ones are deleted: more than are recorded meanwhile, so they never pile up.
+SIGNATURES_FORGET_EVERY = 100
+SIGNATURES_FORGET_BATCH = 1000
 
 
 class ApiKeyRefused(Exception):
@@ -254,9 +263,13 @@ def api_key_authenticate_signed(
     """The key ``prefix`` names, if ``signature`` signs this request with its
     secret, ``timestamp`` (milliseconds since 1970) is within
     ``API_SIGNATURE_WINDOW_SECONDS`` of now, and the same signature was never
-    accepted before (a replay). Raises ``ApiKeyRefused`` otherwise (also for
-    a timestamp not in plain digits or a signature not in hex), and for the
-    reasons ``api_key_authenticate`` gives."""
+    accepted before (a replay), by any worker or instance. Raises
+    ``ApiKeyRefused`` otherwise (also for a timestamp not in plain digits or a
+    signature not in hex), and for the reasons ``api_key_authenticate`` gives.
+
+    The signature is recorded last, with the key's last use, in one
+    transaction (a savepoint of the caller's): a request refused or failing
+    before that leaves it unused."""
     api_key = _key_for(prefix)
     if api_key is None or not api_key.requires_signature:
         raise ApiKeyRefused(
@@ -281,7 +294,8 @@ def api_key_authenticate_signed(
             "characters.",
         )
     window = settings.API_SIGNATURE_WINDOW_SECONDS
-    now_ms = int((now or timezone.now()).timestamp() * 1000)
+    now = now or timezone.now()
+    now_ms = int(now.timestamp() * 1000)
     if abs(now_ms - int(timestamp)) > window * 1000:
         raise ApiKeyRefused(
             "signature_expired",
@@ -311,14 +325,38 @@ def api_key_authenticate_signed(
             "body and timestamp are signed).",
         )
     _usable_check(api_key, client_ip)
-    # Seen once: a copy of the same request is refused for as long as its
-    # timestamp would be accepted.
-    if not cache.add(f"api-signature:{api_key.pk}:{expected}", 1, 2 * window + 1):
+    try:
+        with transaction.atomic():
+            # A copy's insert fails on the unique constraint; on PostgreSQL,
+            # one sent at the same time waits for this transaction first.
+            received = ReceivedSignature.objects.create(
+                api_key=api_key,
+                signature=expected,
+                # As long as its timestamp could be accepted (it may be a
+                # window ahead), and a second more.
+                forget_after=now + timedelta(seconds=2 * window + 1),
+            )
+            _last_used_touch(api_key, client_ip)
+    except IntegrityError:
         raise ApiKeyRefused(
             "signature_replayed", "This signed request was already received."
-        )
-    _last_used_touch(api_key, client_ip)
+        ) from None
+    if received.pk % SIGNATURES_FORGET_EVERY == 0:
+        received_signatures_forget()
     return api_key
+
+
+def received_signatures_forget() -> int:
+    """Delete up to ``SIGNATURES_FORGET_BATCH`` recorded signatures whose
+    timestamp would be refused by now; return how many were."""
+    expired = ReceivedSignature.objects.filter(forget_after__lt=timezone.now())
+    with transaction.atomic():
+        # Rows another worker is deleting at the same time are left to it.
+        batch = expired.select_for_update(skip_locked=True).values("pk")
+        deleted, _ = ReceivedSignature.objects.filter(
+            pk__in=batch[:SIGNATURES_FORGET_BATCH]
+        ).delete()
+    return deleted
 
 
 def api_key_usable(*, api_key_id: int, client_ip: str | None) -> bool:

@@ -882,6 +882,34 @@ class ApiKey(models.Model):
         return self.revoked_at is None
 
 
+class ReceivedSignature(models.Model):
+    """A signed API request already received: the unique constraint refuses
+    its copy on every worker and instance (``trading.api_keys``). Once
+    ``forget_after`` has passed, its timestamp would be refused anyway and the
+    row may go."""
+
+    # Found through the unique constraint's index, which starts with it.
+    api_key = models.ForeignKey(
+        ApiKey, on_delete=models.CASCADE, related_name="+", db_index=False
+    )
+    # The request's HMAC-SHA256, lower-case hex (not a secret: it was sent).
+    signature = models.CharField(max_length=64)
+    forget_after = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["api_key", "signature"], name="received_signature_once"
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["forget_after"], name="received_signature_forget")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.signature[:12]}… (key {self.api_key_id})"
+
+
 class AddressFormat(models.Model):
     """What a destination address of a token looks like on one network.
 

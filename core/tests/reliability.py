@@ -383,11 +383,13 @@ AREAS: dict[str, dict[str, tuple[str, str]]] = {
     "Number abuse": {
         "number-abuse": (
             "Amounts that are NaN, infinite, negative, zero, 10^40, 1e400, finer "
-            "than the market or token, hexadecimal, with separators, other "
-            "digits, floats or booleans, through the API, the web forms, the "
-            "services and the admin",
+            "than the market or token, hexadecimal, with a decimal comma, floats "
+            "or booleans, through the API, the web forms, the services and the "
+            "admin; with '_' between digits or in another script's digits",
             "Refused (400 on the API, a message in the forms), never rounded; "
-            "nothing placed, requested or locked",
+            "nothing placed, requested or locked. '1_000' and other scripts' "
+            "digits are refused by the API and read as the number they write "
+            "by the web forms (as Django's number fields read them)",
         ),
         "overdraw": (
             "Orders, amendments and withdrawals beyond the available balance "
@@ -471,10 +473,11 @@ AREAS: dict[str, dict[str, tuple[str, str]]] = {
             "proxy; the list is refused naming the entry",
         ),
         "key-signature": (
-            "A signing key's request replayed, with a changed body or query, a "
-            "stale timestamp, its bare secret, or a timestamp or signature that "
-            "is not digits or hex (400 digits, Arabic digits, `é`)",
-            "Refused",
+            "A signing key's request replayed (to another worker, while Redis "
+            "is paused or down, or two copies at once), with a changed body or "
+            "query, a stale timestamp, its bare secret, or a timestamp or "
+            "signature that is not digits or hex (400 digits, Arabic digits, `é`)",
+            "Refused; signatures past their window are forgotten",
         ),
         "key-stored": (
             "Reading keys back from the database or the page after creation",
