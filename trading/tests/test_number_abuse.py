@@ -4,6 +4,8 @@ nothing placed, requested or locked; never rounded, never an error page."""
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import pytest
 
 from tests.factories import PASSWORD, balance
@@ -34,6 +36,7 @@ HOSTILE_AMOUNTS = [
 ]
 # Django's form fields read "1_000" as 1000 and an Arabic-Indic one as 1
 # (Python's Decimal does), numbers a person may mean; the JSON API refuses them.
+WRITTEN_OTHERWISE = {"1_0": Decimal("10"), "\u0661": Decimal("1")}
 HOSTILE_IN_FORMS = [a for a in HOSTILE_AMOUNTS if a not in ("1_000", "\u0661")]
 
 
@@ -119,3 +122,25 @@ def test_a_hostile_amount_in_the_web_forms_is_refused_in_the_form(
     refused = withdrawal.content.decode()
     assert 'class="field field-invalid"' in refused or 'role="alert"' in refused
     assert_nothing_changed(alice, btc, usdt, before)
+
+
+@pytest.mark.parametrize(("amount", "read"), WRITTEN_OTHERWISE.items())
+@pytest.mark.reliability("number-abuse")
+def test_an_amount_written_with_underscores_or_other_digits_is_read_in_the_form(
+    client, market, alice, btc, usdt, before, reauthenticate, amount, read
+):
+    client.force_login(alice)
+    reauthenticate(client, PASSWORD)
+
+    client.post(
+        "/markets/BTC-USDT/orders/",
+        {
+            "side": "buy",
+            "type": "limit",
+            "price": amount,
+            "quantity": "1",
+            "time_in_force": "GTC",
+        },
+    )
+
+    assert Order.objects.get().price == read
