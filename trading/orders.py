@@ -56,7 +56,8 @@ Client order ids
     amounts and options) returns that order, whatever its status (except
     rejected: a rejected order's id may be used again at once), and records
     nothing; a different order under an id still live is refused
-    (``DuplicateClientOrderId``).
+    (``DuplicateClientOrderId``). Placements under one id take turns, so a
+    repeat sent with the first finds it too (``_order_record``).
 Halted markets
     Refuse new orders and amends; cancels are always accepted. Orders
     accepted before the halt are still matched.
@@ -65,7 +66,9 @@ Cost
 ----
 A placement is one statement on PostgreSQL (``_PLACE_SQL``): it reserves
 the funds and records the order, its command and the reservation's ledger
-entries, committed on its own. The market is not read for it: each process
+entries, committed on its own. With a client order id it runs in a
+transaction after the id's turn is taken and the earlier order looked for
+(four round trips). The market is not read for it: each process
 keeps the markets it has read, and the statement reserves only while the
 market is open on the terms the request was checked against (its tokens
 active, the same steps and minimum). Otherwise the market is read again and
@@ -84,9 +87,10 @@ from typing import NamedTuple, TypeVar
 
 from django.conf import settings
 from django.contrib.auth.base_user import AbstractBaseUser
-from django.db import IntegrityError, connection, connections, transaction
+from django.db import connection, connections, transaction
 from django.utils import timezone
 
+from core.locks import unique_value_serialize
 from trading.exceptions import (
     BalanceLimitExceeded,
     BelowMinNotional,
@@ -493,20 +497,9 @@ def order_place(
         market = _market_reread(market.pk)  # staff may just have changed it
         _market_open_check(market)
         _steps_check(request, market)
-    try:
-        return _order_accept(
-            user=user, market=market, request=request, client_order_id=client_order_id
-        )
-    except IntegrityError:
-        # The same client order id was accepted concurrently.
-        if client_order_id is None:
-            raise
-        existing = _client_order_existing(
-            user=user, client_order_id=client_order_id, request=request, market=market
-        )
-        if existing is None:
-            raise
-        return existing
+    return _order_accept(
+        user=user, market=market, request=request, client_order_id=client_order_id
+    )
 
 
 class _Terms(NamedTuple):
@@ -548,12 +541,6 @@ def _order_accept(
     """Record the order if the market still has the terms it was checked
     against and the funds are there; otherwise read the market again,
     check again, and tell which failed."""
-    if client_order_id:
-        existing = _client_order_existing(
-            user=user, client_order_id=client_order_id, request=request, market=market
-        )
-        if existing is not None:
-            return existing
     amount = request.reservation()
     for _attempt in range(2):
         token = _reserved_token(market, request.side)
@@ -575,11 +562,11 @@ def _order_accept(
             locked=amount,
             status=Status.ACCEPTED,
         )
-        record = (
-            _order_insert_pg if connection.vendor == "postgresql" else _order_insert
+        recorded = _order_record(
+            order, request=request, token_id=token.pk, terms=_market_terms(market)
         )
-        if record(order, token_id=token.pk, terms=_market_terms(market)):
-            return order
+        if recorded is not None:
+            return recorded
         fresh = _market_reread(market.pk)
         _market_open_check(fresh)
         _steps_check(request, fresh)
@@ -589,28 +576,72 @@ def _order_accept(
     raise _insufficient(user_id=user.pk, token=token, amount=amount)
 
 
-def _order_insert(order: Order, *, token_id: int, terms: _Terms) -> bool:
-    """Reserve, insert the order, its command and its ledger entries in one
-    transaction, if the market's terms are still ``terms``; whether it did."""
+def _order_record(
+    order: Order, *, request: _Request, token_id: int, terms: _Terms
+) -> Order | None:
+    """Record ``order`` (``_order_insert``): the order, or the earlier one an
+    identical repeat of its client order id returns; None if the market's
+    terms are no longer ``terms`` or the funds are not there.
+
+    Looking for an earlier order under the id and inserting are two
+    statements, and the unique index holds live orders only. Two placements
+    under one id sent together both found none; if the matcher filled the
+    first in between, the second made a second order. If the matcher's
+    batch filling the first was still open, the second's insert waited for
+    it on the index while holding the balance row the batch locks next: a
+    deadlock. So placements under one id take turns from before the look to
+    their commit, and the second finds the first's order whatever became of
+    it. The turn is taken before any row is locked; while it is held, no
+    live order under the id can appear or close unseen (one seen live ends
+    the placement, returned or refused), so the insert never waits on the
+    index."""
+    postgres = connection.vendor == "postgresql"
+    if postgres and not order.client_order_id:
+        # One statement, committed on its own (``_PLACE_SQL``).
+        if _order_insert_pg(order, token_id=token_id, terms=terms):
+            return order
+        return None
     with transaction.atomic(durable=True):
-        if _market_terms(_market_fresh(order.market_id)) != terms:
-            return False
-        if not _reserved(user_id=order.user_id, token_id=token_id, amount=order.locked):
-            return False
-        order.save(force_insert=True)
-        OrderCommand.objects.create(
-            market_id=order.market_id,
-            kind=Kind.PLACE,
-            user_id=order.user_id,
-            order=order,
-        )
-        _reservation_record(
-            kind=LedgerTransaction.Kind.ORDER_PLACE,
-            order=order,
-            token_id=token_id,
-            amount=order.locked,
-        )
-        return True
+        if order.client_order_id:
+            unique_value_serialize(
+                model=Order, user=order.user_id, client_order_id=order.client_order_id
+            )
+            existing = _client_order_existing(
+                user=order.user,
+                client_order_id=order.client_order_id,
+                request=request,
+                market=order.market,
+            )
+            if existing is not None:
+                return existing
+        record = _order_insert_pg if postgres else _order_insert
+        if record(order, token_id=token_id, terms=terms):
+            return order
+        return None
+
+
+def _order_insert(order: Order, *, token_id: int, terms: _Terms) -> bool:
+    """Reserve, insert the order, its command and its ledger entries in the
+    caller's transaction, if the market's terms are still ``terms``; whether
+    it did."""
+    if _market_terms(_market_fresh(order.market_id)) != terms:
+        return False
+    if not _reserved(user_id=order.user_id, token_id=token_id, amount=order.locked):
+        return False
+    order.save(force_insert=True)
+    OrderCommand.objects.create(
+        market_id=order.market_id,
+        kind=Kind.PLACE,
+        user_id=order.user_id,
+        order=order,
+    )
+    _reservation_record(
+        kind=LedgerTransaction.Kind.ORDER_PLACE,
+        order=order,
+        token_id=token_id,
+        amount=order.locked,
+    )
+    return True
 
 
 # The order's columns but its id, as ``_order_insert_pg`` inserts them.

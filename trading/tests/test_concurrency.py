@@ -14,6 +14,7 @@ import copy
 import random
 import threading
 import time
+from collections.abc import Callable
 from decimal import Decimal as D
 
 import pytest
@@ -29,6 +30,7 @@ from tests.factories import (
     fees,
     fund,
     market_make,
+    sell,
     token_make,
     user_make,
 )
@@ -65,7 +67,7 @@ from trading.services import (
     saved_address_add,
     withdrawal_request,
 )
-from trading.tests.db_faults import statement_fails_once
+from trading.tests.db_faults import order_insert, statement_fails_once
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
@@ -289,6 +291,124 @@ def test_concurrent_repeats_of_a_client_order_id_place_one_order():
     for status, value in results:
         assert status == "ok" or value.code == "duplicate_client_order_id"
     assert balance(alice, usdt) == (D("900"), D("100"))
+
+
+def _pause(match, *, after: bool, seen: threading.Event, until: Callable) -> Callable:
+    """An execute wrapper: at the first statement ``match`` finds, just
+    before it is sent or once it has run (``after``), set ``seen`` and call
+    ``until``, as a slow request or batch pauses between two statements."""
+
+    def wrapper(execute, sql, params, many, context):
+        first = not seen.is_set() and match(sql)
+        if first and not after:
+            seen.set()
+            until()
+        result = execute(sql, params, many, context)
+        if first and after:
+            seen.set()
+            until()
+        return result
+
+    return wrapper
+
+
+def _client_order_id_lookup(sql: str) -> bool:
+    return sql.lstrip().startswith("SELECT") and (
+        '"trading_order"."client_order_id"' in sql
+    )
+
+
+def _balances_locked_by_a_batch(sql: str) -> bool:
+    return "trading_balance" in sql and "FOR NO KEY UPDATE" in sql
+
+
+def _repeat_race(*, batch_waits_for_the_repeat: bool):
+    """An IOC buy of alice's under client order id "bot-7" that fills at
+    once, and its identical repeat, held once it has looked for an earlier
+    order under the id. The repeat goes on once the matcher has filled the
+    first order or, with ``batch_waits_for_the_repeat``, once the batch
+    filling it is half written (its orders updated, its balances not locked
+    yet); that batch goes on once the repeat has sent its write. Each hold
+    lasts 3 s at most: while placements under one id take turns, the first
+    waits for the held repeat, which goes on alone. The two results
+    (``run_together``: repeat, first) and the market."""
+    market = market_make(token_make("BTC", decimals=8), token_make("USDT", decimals=6))
+    maker, alice = user_make("maker"), user_make("alice")
+    fund(maker, market.base, "1")
+    fund(alice, market.quote, "1000")
+    sell(maker, market, "1", "100")
+    fields = {
+        "user": alice,
+        "market": market,
+        "side": "buy",
+        "type": "limit",
+        "quantity": D("0.5"),
+        "price": D(100),
+        "time_in_force": "IOC",
+        "client_order_id": "bot-7",
+    }
+    looked, first_filled = threading.Event(), threading.Event()
+    batch_half_written, repeat_writes = threading.Event(), threading.Event()
+
+    def repeat() -> Order:
+        go_on = batch_half_written if batch_waits_for_the_repeat else first_filled
+        held = _pause(
+            _client_order_id_lookup,
+            after=True,
+            seen=looked,
+            until=lambda: go_on.wait(timeout=3),
+        )
+        told = _pause(order_insert, after=False, seen=repeat_writes, until=lambda: None)
+        with connection.execute_wrapper(held), connection.execute_wrapper(told):
+            return order_place(**fields)
+
+    def batch_go_on() -> None:
+        if repeat_writes.wait(timeout=3):
+            time.sleep(0.5)  # until its write waits, if it does
+
+    def first() -> Order:
+        assert looked.wait(timeout=10)
+        order = order_place(**fields)
+        batch_held = _pause(
+            _balances_locked_by_a_batch,
+            after=False,
+            seen=batch_half_written,
+            until=batch_go_on if batch_waits_for_the_repeat else lambda: None,
+        )
+        with connection.execute_wrapper(batch_held):
+            drain(market_id=market.pk, wait=True)
+        first_filled.set()
+        return order
+
+    results = run_together(repeat, first)
+    drain(market_id=market.pk)
+    return results, market
+
+
+def _both_answered_with_one_filled_order(results, market) -> None:
+    assert [status for status, _ in results] == ["ok", "ok"], results
+    [order] = Order.objects.filter(client_order_id="bot-7")
+    assert [value.pk for _, value in results] == [order.pk, order.pk]
+    assert (order.status, order.filled_quantity) == (Order.Status.FILLED, D("0.5"))
+    assert balance(order.user, market.base) == (D("0.499"), D(0))  # less the fee
+    assert balance(order.user, market.quote) == (D(950), D(0))
+
+
+@pytest.mark.reliability("race-orders")
+def test_a_repeat_held_until_the_first_order_filled_makes_no_second_order():
+    results, market = _repeat_race(batch_waits_for_the_repeat=False)
+
+    _both_answered_with_one_filled_order(results, market)
+
+
+@pytest.mark.reliability("race-orders")
+def test_a_repeat_racing_the_batch_that_fills_the_first_never_deadlocks():
+    # The matcher's batch updates the first order, then locks the balances;
+    # a repeat that reserved alice's quote and then inserted under the same
+    # id while that batch was open waited for it: each waited for the other.
+    results, market = _repeat_race(batch_waits_for_the_repeat=True)
+
+    _both_answered_with_one_filled_order(results, market)
 
 
 @pytest.mark.reliability("race-orders")
