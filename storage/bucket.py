@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import json
+import re
 
 from minio import Minio
 from minio.error import S3Error, ServerError
 
-from storage.config import PUBLIC_MEDIA_FILES, PUBLIC_MEDIA_PREFIXES
+from storage.config import (
+    PRIVATE_MEDIA_PREFIX,
+    PUBLIC_MEDIA_FILES,
+    PUBLIC_MEDIA_PREFIXES,
+)
+
+# The statement ``public`` mode sets: the only part of the bucket policy this
+# project owns, replaced or removed by id; every other one is the operator's.
+PUBLIC_READ_SID = "PublicReadMedia"
 
 
 class NotAnS3Api(ServerError):
@@ -23,6 +32,12 @@ class NotAnS3Api(ServerError):
         super().__init__(f"{answer}: the endpoint does not look like an S3 API", 200)
 
 
+class BucketPolicyUnsafe(Exception):
+    """The bucket policy lets anyone, without credentials, reach private files
+    (identity documents). Raised before anything is changed; the message
+    names each statement to remove."""
+
+
 def public_read_policy(bucket_name: str) -> dict:
     """Anonymous GetObject on the media prefixes only: no listing, no writes."""
     resources = [
@@ -33,7 +48,7 @@ def public_read_policy(bucket_name: str) -> dict:
         "Version": "2012-10-17",
         "Statement": [
             {
-                "Sid": "PublicReadMedia",
+                "Sid": PUBLIC_READ_SID,
                 "Effect": "Allow",
                 "Principal": {"AWS": ["*"]},
                 "Action": ["s3:GetObject"],
@@ -57,32 +72,73 @@ def bucket_ensure(*, client: Minio, bucket_name: str, url_mode: str) -> bool:
         if exc.code not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
             raise
         return False
-    bucket_policy_apply(client=client, bucket_name=bucket_name, url_mode=url_mode)
+    if url_mode == "public":
+        # A bucket just made has no policy: no statement of the operator's.
+        policy = public_read_policy(bucket_name)
+        client.set_bucket_policy(bucket_name=bucket_name, policy=json.dumps(policy))
     return True
 
 
 def bucket_policy_apply(*, client: Minio, bucket_name: str, url_mode: str) -> str:
     """Make the bucket policy match the URL mode; return what was done.
 
-    ``public`` sets the anonymous-read policy. The other modes need a private
-    bucket: the policy this project set is removed, any other policy is left
-    for the operator to review.
+    Only this project's statement (``PUBLIC_READ_SID``) is touched: set in
+    ``public`` mode, removed in the others, which need a private bucket. The
+    operator's statements are kept, unless one lets anyone reach private
+    files: then ``BucketPolicyUnsafe`` names it, in every mode, and nothing is
+    changed.
     """
-    ours = public_read_policy(bucket_name)
+    current = _policy_get(client, bucket_name)
+    statements = _statements(current) if current is not None else []
+    others = [
+        (position, statement)
+        for position, statement in enumerate(statements, start=1)
+        if not _is_ours(statement, bucket_name)
+    ]
+    unsafe = [
+        (position, statement, access)
+        for position, statement in others
+        if (access := _private_access(statement, bucket_name))
+    ]
+    if unsafe:
+        raise BucketPolicyUnsafe(_unsafe_message(bucket_name, unsafe))
+    kept = [statement for _position, statement in others]
+    kept_text = ""
+    if others:
+        names = ", ".join(_label(statement, position) for position, statement in others)
+        kept_text = (
+            f"; kept {len(others)} statement(s) setup_minio did not set, none "
+            f"reaching {PRIVATE_MEDIA_PREFIX}: {names} (review them)"
+        )
     if url_mode == "public":
-        client.set_bucket_policy(bucket_name=bucket_name, policy=json.dumps(ours))
+        wanted = {
+            "Version": "2012-10-17",
+            "Statement": [*kept, *public_read_policy(bucket_name)["Statement"]],
+        }
+        if current is None or _canonical(statements) != _canonical(wanted["Statement"]):
+            client.set_bucket_policy(bucket_name=bucket_name, policy=json.dumps(wanted))
         granted = ", ".join(PUBLIC_MEDIA_PREFIXES + PUBLIC_MEDIA_FILES)
-        return f"anonymous read (GetObject only) on {granted}"
+        return f"anonymous read (GetObject only) on {granted}{kept_text}"
+    if current is None:
+        return "private (no bucket policy)"
+    if len(kept) == len(statements):
+        return f"private (no anonymous-read statement of setup_minio){kept_text}"
+    if kept:
+        remaining = {"Version": current.get("Version", "2012-10-17"), "Statement": kept}
+        client.set_bucket_policy(bucket_name=bucket_name, policy=json.dumps(remaining))
+        return f"private (removed the anonymous-read statement){kept_text}"
+    client.delete_bucket_policy(bucket_name=bucket_name)
+    return "private (removed the anonymous-read policy)"
+
+
+def _policy_get(client: Minio, bucket_name: str) -> dict | None:
     try:
-        current = client.get_bucket_policy(bucket_name=bucket_name)
+        text = client.get_bucket_policy(bucket_name=bucket_name)
     except S3Error as exc:
         if exc.code not in ("NoSuchBucketPolicy", "NoSuchPolicy"):
             raise
-        return "private (no bucket policy)"
-    if _same_policy(_policy_parse(current), ours):
-        client.delete_bucket_policy(bucket_name=bucket_name)
-        return "private (removed the anonymous-read policy)"
-    return "left an existing bucket policy unchanged: review it"
+        return None
+    return _policy_parse(text)
 
 
 def _policy_parse(text: str) -> dict:
@@ -95,21 +151,214 @@ def _policy_parse(text: str) -> dict:
     return policy
 
 
-def _same_policy(a: dict, b: dict) -> bool:
-    def statements(policy: dict) -> list:
-        found = []
-        for statement in policy.get("Statement", []):
-            actions = statement.get("Action", [])
-            resources = statement.get("Resource", [])
-            found.append(
-                (
-                    statement.get("Effect"),
-                    tuple(sorted([actions] if isinstance(actions, str) else actions)),
-                    tuple(
-                        sorted([resources] if isinstance(resources, str) else resources)
-                    ),
-                )
-            )
-        return sorted(found)
+def _statements(policy: dict) -> list[dict]:
+    found = policy.get("Statement", [])
+    found = [found] if isinstance(found, dict) else found
+    if not isinstance(found, list) or not all(isinstance(s, dict) for s in found):
+        raise NotAnS3Api("it answered with a bucket policy S3 would not accept")
+    return found
 
-    return statements(a) == statements(b)
+
+def _listed(value) -> list:
+    if value is None:
+        return []
+    return value if isinstance(value, list) else [value]
+
+
+def _is_ours(statement: dict, bucket_name: str) -> bool:
+    """The statement public mode sets, by its id, or by its grant on a server
+    that does not keep ids."""
+    if statement.get("Sid"):
+        return statement["Sid"] == PUBLIC_READ_SID
+    [ours] = public_read_policy(bucket_name)["Statement"]
+    return all(
+        sorted(_listed(statement.get(key))) == sorted(_listed(ours[key]))
+        for key in ("Effect", "Action", "Resource")
+    )
+
+
+def _canonical(statements: list[dict]) -> list[str]:
+    """The statements as comparable text: the server may write a list of one
+    as a string, "*" for {"AWS": ["*"]}, an empty Sid, another order."""
+
+    def canonical(statement: dict) -> dict:
+        found = {}
+        for key, value in statement.items():
+            if key in ("Action", "NotAction", "Resource", "NotResource"):
+                value = sorted(_listed(value))
+            elif key in ("Principal", "NotPrincipal"):
+                value = {"AWS": "*"} if value == "*" else value
+                if isinstance(value, dict):
+                    value = {name: sorted(_listed(v)) for name, v in value.items()}
+            elif key == "Sid" and not value:
+                continue
+            found[key] = value
+        return found
+
+    return sorted(json.dumps(canonical(s), sort_keys=True) for s in statements)
+
+
+# What anonymous access to an object action on a private key gives away.
+_PRIVATE_OBJECT_ACTIONS = {
+    "s3:GetObject": "read",
+    "s3:GetObjectVersion": "read",
+    "s3:PutObject": "overwrite",
+    "s3:DeleteObject": "delete",
+    "s3:DeleteObjectVersion": "delete",
+}
+# Listing the bucket names every key, identity documents' included.
+_LISTING_ACTIONS = ("s3:ListBucket", "s3:ListBucketVersions")
+
+
+def _private_access(statement: dict, bucket_name: str) -> list[str]:
+    """What the statement lets anyone without credentials do to private files
+    (read, overwrite, delete, list); empty when nothing.
+
+    Conditions are not weighed (a Referer or an address is easy to claim or
+    to get wrong), except the ``s3:prefix`` a listing is limited to, as
+    ``mc anonymous set download ALIAS/bucket/profile_pics`` sets; nor is a
+    Deny statement elsewhere: the statement must not reach private files
+    itself.
+    """
+    if statement.get("Effect") != "Allow" or not _anonymous(statement):
+        return []
+    private_keys = f"arn:aws:s3:::{bucket_name}/{PRIVATE_MEDIA_PREFIX}"
+    found = [
+        what
+        for action, what in _PRIVATE_OBJECT_ACTIONS.items()
+        if _allows(statement, "Action", action)
+        and _reaches_names_under(statement, private_keys)
+    ]
+    if (
+        any(_allows(statement, "Action", action) for action in _LISTING_ACTIONS)
+        and _allows(statement, "Resource", f"arn:aws:s3:::{bucket_name}")
+        and _listing_reaches_private(statement)
+    ):
+        found.append("list")
+    return list(dict.fromkeys(found))
+
+
+def _anonymous(statement: dict) -> bool:
+    if "NotPrincipal" in statement:
+        return True  # everyone but the principals named
+    principal = statement.get("Principal")
+    if principal == "*":
+        return True
+    return isinstance(principal, dict) and any(
+        "*" in _listed(value) for value in principal.values()
+    )
+
+
+def _allows(statement: dict, element: str, value: str) -> bool:
+    """Whether ``element`` ("Action" or "Resource") of the statement, or its
+    ``Not`` form, covers ``value``."""
+    ignore_case = element == "Action"  # action names are case-insensitive
+    if element in statement:
+        patterns = _listed(statement[element])
+        return any(_glob(p, ignore_case).fullmatch(value) for p in patterns)
+    patterns = _listed(statement.get(f"Not{element}"))
+    if f"Not{element}" in statement:
+        return not any(_glob(p, ignore_case).fullmatch(value) for p in patterns)
+    return False
+
+
+def _reaches_names_under(statement: dict, prefix: str) -> bool:
+    """Whether the statement's resources take in some name under ``prefix``."""
+    if "Resource" in statement:
+        return any(
+            _matches_a_name_under(p, prefix) for p in _listed(statement["Resource"])
+        )
+    if "NotResource" in statement:
+        excluded = _listed(statement["NotResource"])
+        return not any(_matches_every_name_under(p, prefix) for p in excluded)
+    return False
+
+
+def _listing_reaches_private(statement: dict) -> bool:
+    """Whether a listing the statement allows may name private keys: any,
+    unless its only condition limits ``s3:prefix`` to prefixes outside them."""
+    condition = statement.get("Condition")
+    if not condition:
+        return True
+    equals = condition.get("StringEquals") if isinstance(condition, dict) else None
+    if (
+        len(condition) != 1
+        or not isinstance(equals, dict)
+        or list(equals) != ["s3:prefix"]
+    ):
+        return True
+    return any(
+        not isinstance(prefix, str)
+        or prefix.startswith(PRIVATE_MEDIA_PREFIX)
+        or PRIVATE_MEDIA_PREFIX.startswith(prefix)
+        for prefix in _listed(equals["s3:prefix"])
+    )
+
+
+def _glob(pattern: str, ignore_case: bool = False) -> re.Pattern:
+    """A policy pattern (``*`` any run of characters, ``?`` one) as a regex."""
+    body = "".join(
+        ".*" if char == "*" else "." if char == "?" else re.escape(char)
+        for char in pattern
+    )
+    return re.compile(body, re.DOTALL | (re.IGNORECASE if ignore_case else 0))
+
+
+def _matches_a_name_under(pattern: str, prefix: str) -> bool:
+    """Whether ``pattern`` matches some name that starts with ``prefix`` and
+    goes on: ``prefix`` is read through the pattern, every place it may have
+    reached kept; a place before the end can go on to a longer name."""
+
+    def with_stars_skipped(places: set[int]) -> set[int]:
+        found = set()
+        for place in places:
+            while place not in found:
+                found.add(place)
+                if place == len(pattern) or pattern[place] != "*":
+                    break
+                place += 1
+        return found
+
+    places = with_stars_skipped({0})
+    for char in prefix:
+        places = with_stars_skipped(
+            {
+                place + (pattern[place] != "*")
+                for place in places
+                if place < len(pattern) and pattern[place] in ("*", "?", char)
+            }
+        )
+    return any(place < len(pattern) for place in places)
+
+
+def _matches_every_name_under(pattern: str, prefix: str) -> bool:
+    """Whether ``pattern`` surely matches every name starting with ``prefix``:
+    it ends with ``*`` and the rest matches the start of ``prefix``."""
+    if not pattern.endswith("*"):
+        return False
+    start = _glob(pattern[:-1])
+    return any(start.fullmatch(prefix[:end]) for end in range(len(prefix) + 1))
+
+
+def _label(statement: dict, position: int) -> str:
+    sid = statement.get("Sid")
+    return f"'{sid}'" if sid else f"statement {position}"
+
+
+def _unsafe_message(bucket_name: str, unsafe: list[tuple[int, dict, list[str]]]) -> str:
+    lines = "\n".join(
+        f"  {_label(statement, position)} lets anyone {' and '.join(access)}: "
+        f"{json.dumps(statement)}"
+        for position, statement, access in unsafe
+    )
+    granted = ", ".join(PUBLIC_MEDIA_PREFIXES + PUBLIC_MEDIA_FILES)
+    return (
+        f"The bucket policy of '{bucket_name}' lets anyone, without credentials, "
+        f"reach the identity documents under {PRIVATE_MEDIA_PREFIX}, which must "
+        f"stay private in every URL mode:\n{lines}\n"
+        f"Remove {'that statement' if len(unsafe) == 1 else 'those statements'} "
+        "from the bucket policy (`mc anonymous set none ALIAS/"
+        f"{bucket_name}` removes the whole policy; in public mode this command "
+        f"then grants anonymous read of {granted} alone) and run this again. "
+        "Nothing was changed."
+    )

@@ -43,5 +43,18 @@ def private_files_left_on_disk(app_configs, **kwargs) -> list[checks.CheckMessag
 
 
 def _holds_a_file(folder: Path) -> bool:
-    # Stops at the first file: free when the folder is empty or missing.
-    return any(names for _directory, _folders, names in os.walk(folder))
+    """Whether a file is under ``folder``, links followed (the private storage
+    opens names through them, and media_to_bucket copies through them).
+
+    Stops at the first file: free when the folder is empty or missing. Each
+    real folder is looked into once, so links leading back cannot loop.
+    """
+    seen = set()
+    for directory, folders, names in os.walk(folder, followlinks=True):
+        if names:
+            return True
+        real = os.path.realpath(directory)
+        if real in seen:
+            folders[:] = []
+        seen.add(real)
+    return False

@@ -19,9 +19,12 @@ policy covers them. Only those a row still references are: staff may have
 rejected a document since the first copy, and its object was deleted from the
 bucket then; copying it again from the disk would bring it back.
 
-Links to folders are not followed: a folder inside the source is copied
-under its own name (once, however many links lead to it), one outside it not
-at all. Links to files inside the source are copied as files.
+Links are followed, as the app on local disk follows them (FileSystemStorage
+opens a name through any link): a folder reached through a link is copied
+under the link's path, wherever it is, and so is a file. A link to a folder
+it is in would repeat for ever and is left out. Nothing a row references is
+ever left out quietly: such a file is a failure (see
+``_referenced_left_out``).
 """
 
 from __future__ import annotations
@@ -74,7 +77,7 @@ class Outcome(StrEnum):
 @dataclass(frozen=True)
 class MediaFile:
     key: str
-    path: Path  # the real path, links inside the source resolved
+    path: Path  # the real path, links resolved
     size: int
 
 
@@ -95,6 +98,9 @@ class MigrationReport:
     files: list[MediaFile] = field(default_factory=list)
     # (path relative to the source, why it is not copied); not failures.
     ignored: list[tuple[str, str]] = field(default_factory=list)
+    # The part of ``ignored`` the app serves on local disk (hidden, odd or
+    # looping names): a row referencing a file there makes it a failure.
+    left_out: list[tuple[str, str]] = field(default_factory=list)
     results: list[FileResult] = field(default_factory=list)
     bucket_missing: bool = False
     bucket_created: bool = False
@@ -145,10 +151,11 @@ class _LocalReadError(Exception):
 def media_scan(*, source: Path, private_source: Path | None = None) -> MigrationReport:
     """List the files under ``source`` that become objects, and what is left out.
 
-    Hidden files and folders, links to folders, links that lead out of
-    ``source`` and names that cannot be object keys are left out; a folder
-    that cannot be listed is a failure, since its files would silently be
-    missing from the bucket.
+    Links are followed (a folder through a link is listed under the link's
+    path); hidden files and folders, names that cannot be object keys, what
+    is not a regular file and links to a folder they are in are left out; a
+    folder that cannot be listed is a failure, since its files would
+    silently be missing from the bucket.
 
     With ``private_source`` (PRIVATE_MEDIA_ROOT) its files under ``private/``
     are listed too, under the same keys; nothing else of it is copied, so no
@@ -167,6 +174,19 @@ def media_scan(*, source: Path, private_source: Path | None = None) -> Migration
         dry_run=False,
     )
     _scan(private, private.source, only=PRIVATE_MEDIA_PREFIX)
+    # A link in the media folder into the private one would make an identity
+    # document a public object (profile_pics/... is public in public mode).
+    linked_in = [
+        file
+        for file in report.files
+        if file.path.is_relative_to(private.source)
+        and not file.key.startswith(PRIVATE_MEDIA_PREFIX)
+    ]
+    for file in linked_in:
+        reason = f"a link into {private.source}: never copied under a public key"
+        report.ignored.append((file.key, reason))
+        report.left_out.append((file.key, reason))
+    report.files = [file for file in report.files if file not in linked_in]
     private_keys = {file.key for file in private.files}
     report.ignored += [
         (file.key, "also in the private folder, copied from there")
@@ -176,6 +196,7 @@ def media_scan(*, source: Path, private_source: Path | None = None) -> Migration
     report.files = [file for file in report.files if file.key not in private_keys]
     report.files += private.files
     report.ignored += private.ignored
+    report.left_out += private.left_out
     report.results += private.results
     report.private_source = private.source
     return report
@@ -190,37 +211,46 @@ def _scan(report: MigrationReport, root: Path, *, only: str = "") -> None:
             FileResult(f"{relative}/", 0, Outcome.FAILED, _read_error(error))
         )
 
-    # Links to folders are never walked: each folder inside the source is
-    # walked once, under its own name, and two links leading to each other
-    # cannot make a file be copied again and again.
-    for directory, folders, names in os.walk(root, onerror=unreadable):
+    def leave_out(relative: str, reason: str) -> None:
+        report.ignored.append((relative, reason))
+        report.left_out.append((relative, reason))
+
+    # The real paths of the folders from the root down to each one walked:
+    # a link back to one of them would be walked again and again.
+    chains = {root: (root,)}
+    for directory, folders, names in os.walk(
+        root, onerror=unreadable, followlinks=True
+    ):
         here = Path(directory)
+        chain = chains.pop(here)
         kept = []
         for name in sorted(folders):
             relative = (here / name).relative_to(root).as_posix()
+            real = Path(os.path.realpath(here / name))
             if name.startswith("."):
-                report.ignored.append((f"{relative}/", HIDDEN))
-            elif (here / name).is_symlink():
-                report.ignored.append((f"{relative}/", _folder_link(here / name, root)))
+                leave_out(f"{relative}/", HIDDEN)
             elif not _may_hold(f"{relative}/", only):
                 report.ignored.append((f"{relative}/", _outside(only)))
+            elif real in chain:
+                leave_out(
+                    f"{relative}/",
+                    f"a link to {real}, a folder it is in: it would repeat for ever",
+                )
             else:
                 kept.append(name)
+                chains[here / name] = (*chain, real)
         folders[:] = kept  # os.walk descends only into these
 
         for name in sorted(names):
             path = here / name
             relative = path.relative_to(root).as_posix()
             real = Path(os.path.realpath(path))
-            problem = _key_problem(relative)
-            if name.startswith("."):
-                problem = HIDDEN
-            elif not real.is_relative_to(root):
-                problem = f"a link to {real}, outside the source"
-            elif not relative.startswith(only):
-                problem = _outside(only)
+            if not relative.startswith(only):
+                report.ignored.append((relative, _outside(only)))
+                continue
+            problem = HIDDEN if name.startswith(".") else _key_problem(relative)
             if problem:
-                report.ignored.append((relative, problem))
+                leave_out(relative, problem)
                 continue
             try:
                 info = real.stat()
@@ -230,22 +260,9 @@ def _scan(report: MigrationReport, root: Path, *, only: str = "") -> None:
                 report.files.append(MediaFile(relative, real, 0))
                 continue
             if not stat.S_ISREG(info.st_mode):
-                report.ignored.append((relative, "not a regular file"))
+                leave_out(relative, "not a regular file")
                 continue
             report.files.append(MediaFile(relative, real, info.st_size))
-
-
-def _folder_link(link: Path, root: Path) -> str:
-    """Why the folder ``link`` leads to is not copied through it."""
-    real = Path(os.path.realpath(link))
-    if not real.is_relative_to(root):
-        return f"a link to {real}, outside the source"
-    target = real.relative_to(root).as_posix()
-    shown = "the source folder" if target == "." else f"{target}/"
-    return (
-        f"a link to {shown}: links to folders are not followed, a folder is "
-        "copied under its own name"
-    )
 
 
 def _may_hold(folder: str, prefix: str) -> bool:
@@ -280,6 +297,7 @@ def media_migrate(
     """
     report = media_scan(source=source, private_source=private_source)
     _unreferenced_private_files_leave(report)
+    _referenced_left_out(report)
     report.endpoint, report.bucket = storage.endpoint, storage.bucket_name
     report.dry_run = dry_run
 
@@ -351,6 +369,32 @@ def _unreferenced_private_files_leave(report: MigrationReport) -> None:
     left = {file.key for file in private if file.key not in referenced}
     report.ignored += [(key, UNREFERENCED) for key in sorted(left)]
     report.files = [file for file in report.files if file.key not in left]
+
+
+def _referenced_left_out(report: MigrationReport) -> None:
+    """Record as failed each file a row references that the scan left out
+    (a hidden name, one that cannot be a key, a looping link): after the
+    switch the app would not find it, so the run must not end in success.
+    """
+    if not report.left_out:
+        return  # no database query when nothing was left out
+    copied = {file.key for file in report.files}
+    referenced = sorted(referenced_names() - copied)
+    failed: set[str] = set()
+    for path, reason in report.left_out:
+        for name in referenced:
+            if name in failed:
+                continue
+            if name == path or (path.endswith("/") and name.startswith(path)):
+                failed.add(name)
+                report.results.append(
+                    FileResult(
+                        name,
+                        0,
+                        Outcome.FAILED,
+                        f"a row references it, but {path} is not copied: {reason}",
+                    )
+                )
 
 
 def _file_copy(

@@ -6,7 +6,8 @@ app writes; a queued deletion goes to the storage its name belongs to.
 
 An upload writes its object before the row that references it commits, so a
 young unreferenced object may be an upload in flight: objects younger than the
-grace period are never touched. Deletions that fail while the store is down
+grace period are never touched, and the grace period is never shorter than
+``MIN_GRACE_MINUTES``. Deletions that fail while the store is down
 are queued as `PendingDeletion` rows and finished when it answers again, and
 so are the objects of saves the store did not confirm (it may still write
 them when it wakes up).
@@ -45,6 +46,12 @@ from storage.private import private_storage
 logger = logging.getLogger(__name__)
 
 DEFAULT_GRACE_MINUTES = 60
+# An upload commits its row within the request that wrote its object, and
+# gunicorn kills a request after 30 s (``timeout`` in gunicorn.conf.py; a killed
+# request's transaction never commits). Five minutes is ten times that: room
+# for a timeout raised through GUNICORN_CMD_ARGS, and for the store's clock
+# (it stamps Last-Modified) running behind or ahead of this host's.
+MIN_GRACE_MINUTES = 5
 # A century, "never" in practice; much more and the cut-off date would fall
 # before the year 1.
 MAX_GRACE_MINUTES = 100 * 365 * 24 * 60
@@ -178,14 +185,18 @@ def media_orphans_collect(
     Only the media folders and the private folders are looked at (public
     ones in ``storage``, the default storage; private ones in the private
     storage); objects younger than
-    ``grace_minutes`` are counted as recent and left alone, and every name is
-    checked again just before it is deleted.
+    ``grace_minutes`` (at least ``MIN_GRACE_MINUTES``, the longest an upload
+    takes from writing its object to committing its row, with room) are
+    counted as recent and left alone, and every name is checked again just
+    before it is deleted.
 
     Raises StorageUnavailable when the bucket cannot be listed (or does not
     exist), MediaFoldersUnsafe when a media folder on disk cannot be.
     """
-    if not 0 <= grace_minutes <= MAX_GRACE_MINUTES:
-        raise ValueError(f"grace_minutes must be between 0 and {MAX_GRACE_MINUTES}")
+    if not MIN_GRACE_MINUTES <= grace_minutes <= MAX_GRACE_MINUTES:
+        raise ValueError(
+            f"grace_minutes must be between {MIN_GRACE_MINUTES} and {MAX_GRACE_MINUTES}"
+        )
     storage = storage or default_storage
     report = OrphanReport()
     _stores_check(storage)

@@ -19,7 +19,12 @@ from minio import Minio
 from minio.error import S3Error
 
 from storage.backends import MinIOStorage, sniff_content_type
-from storage.bucket import NotAnS3Api, bucket_ensure, bucket_policy_apply
+from storage.bucket import (
+    BucketPolicyUnsafe,
+    NotAnS3Api,
+    bucket_ensure,
+    bucket_policy_apply,
+)
 from storage.config import PUBLIC_MEDIA_FILES
 from storage.exceptions import StorageUnavailable
 
@@ -42,14 +47,18 @@ class BucketReport:
         self.lines.append(f"{check:<14} {outcome}")
 
 
-class DefaultAvatarMissing(Exception):
-    """The bucket has no default avatar and there is no file to upload:
-    every user without a picture of their own would show a broken image.
-    ``report`` holds what was checked before."""
+class BucketSetupFailed(Exception):
+    """The store answers, but setup cannot finish as it is: the message says
+    what to fix. ``report`` holds what was checked before."""
 
     def __init__(self, message: str, *, report: BucketReport) -> None:
         super().__init__(message)
         self.report = report
+
+
+class DefaultAvatarMissing(BucketSetupFailed):
+    """The bucket has no default avatar and there is no file to upload:
+    every user without a picture of their own would show a broken image."""
 
 
 def default_avatar_files() -> list[Path]:
@@ -70,6 +79,8 @@ def bucket_setup(
     exists, unless the bucket holds one. Idempotent. Raises StorageUnavailable
     with an actionable message when the server is unreachable, refuses the
     credentials, cannot make the bucket or does not answer as an S3 API does;
+    BucketSetupFailed when a statement of the bucket policy lets anyone reach
+    private files (in every URL mode; nothing is changed then), and its
     DefaultAvatarMissing when neither the bucket nor the disk has the avatar.
     """
     report = BucketReport()
@@ -91,10 +102,18 @@ def bucket_setup(
             )
         report.add("bucket", f"{bucket} {'created' if created else 'exists'}")
 
-    with storage.errors("set the bucket policy"):
-        policy = bucket_policy_apply(
-            client=client, bucket_name=bucket, url_mode=storage.url_mode
+    try:
+        with storage.errors("set the bucket policy"):
+            policy = bucket_policy_apply(
+                client=client, bucket_name=bucket, url_mode=storage.url_mode
+            )
+    except BucketPolicyUnsafe as exc:
+        report.add(
+            "access",
+            f"{storage.url_mode} URLs; the bucket policy makes private files "
+            "public: nothing changed",
         )
+        raise BucketSetupFailed(str(exc), report=report) from exc
     report.add("access", f"{storage.url_mode} URLs; {policy}")
 
     _write_probe(storage)

@@ -2,11 +2,13 @@
 
 import io
 import os
+from datetime import timedelta
 
 import pytest
 from django.contrib.auth import get_user_model
 from django.core.files.base import ContentFile
 from django.core.management import CommandError, call_command
+from django.utils import timezone
 
 from accounts.models import DEFAULT_AVATAR, Profile
 from accounts.services import avatar_remove, avatar_replace
@@ -128,6 +130,14 @@ def orphans(*args: str) -> str:
 
 
 @pytest.fixture
+def two_hours_later(monkeypatch):
+    """The command runs two hours after the test wrote its objects: past the
+    default grace period (the store's Last-Modified cannot be set back)."""
+    now = timezone.now
+    monkeypatch.setattr(timezone, "now", lambda: now() + timedelta(hours=2))
+
+
+@pytest.fixture
 def media(profile, any_storage, django_capture_on_commit_callbacks):
     """One referenced avatar, one orphan in each media folder, one private file."""
     with django_capture_on_commit_callbacks(execute=True):
@@ -142,23 +152,27 @@ def media(profile, any_storage, django_capture_on_commit_callbacks):
     }
 
 
-def test_the_command_lists_unreferenced_objects_and_deletes_nothing(media, any_storage):
-    report = orphans("--grace-minutes", "0")
+def test_the_command_lists_unreferenced_objects_and_deletes_nothing(
+    media, any_storage, two_hours_later
+):
+    report = orphans()
 
     for name in media["orphans"]:
         assert f"unreferenced    {name}" in report
     assert media["referenced"] not in report
-    assert "scanned 3, referenced 1, younger than 0 min 0, unreferenced 2" in report
+    assert "scanned 3, referenced 1, younger than 60 min 0, unreferenced 2" in report
     assert "Nothing was deleted" in report
     assert all(any_storage.exists(name) for name in media["orphans"])
 
 
-def test_delete_removes_only_old_unreferenced_media(media, any_storage):
-    dry = orphans("--delete", "--dry-run", "--grace-minutes", "0")
+def test_delete_removes_only_old_unreferenced_media(
+    media, any_storage, two_hours_later
+):
+    dry = orphans("--delete", "--dry-run")
     assert all(any_storage.exists(name) for name in media["orphans"])
     assert "deleted 0" in dry
 
-    report = orphans("--delete", "--grace-minutes", "0")
+    report = orphans("--delete")
 
     assert "deleted 2, failed 0" in report
     assert not any(any_storage.exists(name) for name in media["orphans"])
@@ -176,6 +190,18 @@ def test_objects_younger_than_the_grace_period_are_left_alone(media, any_storage
     assert all(any_storage.exists(name) for name in media["orphans"])
 
 
+@pytest.mark.parametrize("minutes", ["0", "4"])
+def test_a_grace_period_shorter_than_an_upload_can_take_is_refused(
+    media, any_storage, minutes
+):
+    # media's objects were written a moment ago, as an upload in flight
+    # (its row not committed yet) writes its object.
+    with pytest.raises(CommandError, match="--grace-minutes must be at least 5: "):
+        orphans("--delete", "--grace-minutes", minutes)
+
+    assert all(any_storage.exists(name) for name in media["orphans"])
+
+
 class ListingThenRemovingStorage(FileSystemStorage):
     """Local media where each file of profile_pics/ named ``replaced*`` is
     removed right after it is listed: an avatar replaced while the command
@@ -189,7 +215,9 @@ class ListingThenRemovingStorage(FileSystemStorage):
         return directories, files
 
 
-def test_a_file_removed_while_the_folder_is_walked_is_skipped(settings, media_root):
+def test_a_file_removed_while_the_folder_is_walked_is_skipped(
+    settings, media_root, two_hours_later
+):
     settings.STORAGES = storages_setting(
         {
             "BACKEND": f"{__name__}.ListingThenRemovingStorage",
@@ -201,18 +229,18 @@ def test_a_file_removed_while_the_folder_is_walked_is_skipped(settings, media_ro
     lost = default_storage.save("profile_pics/lost.jpg", ContentFile(b"x"))
     default_storage.save("profile_pics/replaced.jpg", ContentFile(b"x"))
 
-    report = orphans("--delete", "--grace-minutes", "0")
+    report = orphans("--delete")
 
     assert f"deleted         {lost}" in report
     assert "replaced" not in report
-    assert "scanned 1, referenced 0, younger than 0 min 0, unreferenced 1" in report
+    assert "scanned 1, referenced 0, younger than 60 min 0, unreferenced 1" in report
     assert "deleted 1, failed 0" in report
     assert list((media_root / "profile_pics").iterdir()) == []
 
 
 @pytest.mark.reliability("store-cleanup")
 def test_a_failed_deletion_is_queued_and_the_command_fails(
-    media, monkeypatch, any_storage
+    media, monkeypatch, any_storage, two_hours_later
 ):
     from storage.exceptions import StorageUnavailable
 
@@ -222,7 +250,7 @@ def test_a_failed_deletion_is_queued_and_the_command_fails(
     monkeypatch.setattr(type(any_storage._wrapped), "delete", lambda self, n: refuse(n))
 
     with pytest.raises(CommandError, match="queued"):
-        orphans("--delete", "--grace-minutes", "0")
+        orphans("--delete")
 
     assert sorted(PendingDeletion.objects.values_list("name", flat=True)) == sorted(
         media["orphans"]
@@ -244,18 +272,18 @@ def identity_documents_submit(username: str) -> list[str]:
 
 
 def test_identity_documents_are_referenced_and_lost_ones_are_found(
-    any_private_storage, media_root
+    any_private_storage, media_root, two_hours_later
 ):
     documents = identity_documents_submit("dora")
     lost = any_private_storage.save("private/identity/999/lost.jpg", ContentFile(b"x"))
 
-    report = orphans("--grace-minutes", "0")
+    report = orphans()
 
     assert f"unreferenced    {lost}" in report
     assert not any(name in report for name in documents)
-    assert "scanned 4, referenced 3, younger than 0 min 0, unreferenced 1" in report
+    assert "scanned 4, referenced 3, younger than 60 min 0, unreferenced 1" in report
 
-    deleted = orphans("--delete", "--grace-minutes", "0")
+    deleted = orphans("--delete")
 
     assert "deleted 1, failed 0" in deleted
     assert not any_private_storage.exists(lost)

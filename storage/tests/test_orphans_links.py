@@ -1,8 +1,10 @@
 """media_orphans on folder links (local disk), a missing bucket, odd arguments."""
 
+import ast
 import io
 import os
 import time
+from pathlib import Path
 
 import pytest
 from django.core.management import CommandError, call_command
@@ -121,7 +123,30 @@ def test_a_bucket_that_does_not_exist_is_named_in_a_clear_error(
         assert "MINIO_BUCKET_NAME" in str(error.value)
 
 
-@pytest.mark.parametrize("minutes", ["99999999999", "-1"])
-def test_a_grace_period_out_of_range_names_the_range(minutes):
-    with pytest.raises(CommandError, match=r"between 0 and 52560000 \(100 years\)"):
+def test_a_grace_period_out_of_range_names_the_range():
+    with pytest.raises(CommandError, match=r"between 5 and 52560000 \(100 years\)"):
+        orphans("--grace-minutes", "99999999999")
+
+
+@pytest.mark.parametrize("minutes", ["-1", "0", "4"])
+def test_a_grace_period_too_short_for_an_upload_in_flight_says_why(minutes):
+    with pytest.raises(CommandError) as error:
         orphans("--grace-minutes", minutes)
+
+    assert "--grace-minutes must be at least 5: an upload" in str(error.value)
+    assert "gunicorn's 30 s timeout" in str(error.value)
+
+
+def test_the_shortest_grace_period_outlasts_gunicorns_request_timeout():
+    from storage.orphans import MIN_GRACE_MINUTES
+
+    conf = Path(__file__).resolve().parents[2] / "gunicorn.conf.py"
+    [timeout] = [
+        node.value.value
+        for node in ast.parse(conf.read_text()).body
+        if isinstance(node, ast.Assign)
+        and [getattr(target, "id", "") for target in node.targets] == ["timeout"]
+    ]
+
+    assert timeout == 30  # what the refusal message says
+    assert 2 * timeout <= MIN_GRACE_MINUTES * 60

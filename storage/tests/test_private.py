@@ -265,3 +265,19 @@ def test_documents_left_on_disk_with_minio_are_reported(settings, tmp_path):
     assert "storage.W001" in _storage_warnings()
     settings.USE_MINIO = False
     assert "storage.W001" not in _storage_warnings()
+
+
+def test_documents_in_a_folder_linked_to_another_disk_are_reported(settings, tmp_path):
+    settings.USE_MINIO = True
+    settings.PRIVATE_MEDIA_ROOT = tmp_path / "private_media"
+    (tmp_path / "private_media" / "private").mkdir(parents=True)
+    disk = tmp_path / "disk2" / "identity"
+    (disk / "7").mkdir(parents=True)
+    (tmp_path / "private_media" / "private" / "identity").symlink_to(disk)
+    (disk / "loop").symlink_to(disk)
+
+    assert "storage.W001" not in _storage_warnings()
+
+    (disk / "7" / "front.jpg").write_bytes(b"x")
+
+    assert "storage.W001" in _storage_warnings()

@@ -4,6 +4,7 @@ from storage.exceptions import StorageUnavailable
 from storage.orphans import (
     DEFAULT_GRACE_MINUTES,
     MAX_GRACE_MINUTES,
+    MIN_GRACE_MINUTES,
     MediaFoldersUnsafe,
     media_orphans_collect,
 )
@@ -15,7 +16,8 @@ class Command(BaseCommand):
         "files under private/identity/, that no row references; with --delete "
         "remove them (and finish deletions queued "
         "while the store was down). Objects younger than --grace-minutes may be "
-        "uploads in flight and are left alone, so it is safe to run at any time. "
+        "uploads in flight and are left alone, so it is safe to run at any time; "
+        f"a grace period under {MIN_GRACE_MINUTES} minutes is refused. "
         "On local disk, links to folders are not followed (they are listed)."
     )
 
@@ -32,14 +34,24 @@ class Command(BaseCommand):
             "--grace-minutes",
             type=int,
             default=DEFAULT_GRACE_MINUTES,
-            help=f"leave objects younger than this (default {DEFAULT_GRACE_MINUTES})",
+            help=(
+                f"leave objects younger than this (default {DEFAULT_GRACE_MINUTES}, "
+                f"at least {MIN_GRACE_MINUTES})"
+            ),
         )
 
     def handle(self, *args, **options) -> None:
-        if not 0 <= options["grace_minutes"] <= MAX_GRACE_MINUTES:
+        if options["grace_minutes"] < MIN_GRACE_MINUTES:
             raise CommandError(
-                f"--grace-minutes must be between 0 and {MAX_GRACE_MINUTES} "
-                "(100 years)."
+                f"--grace-minutes must be at least {MIN_GRACE_MINUTES}: an upload "
+                "writes its object before its row commits, up to gunicorn's 30 s "
+                "timeout later, and a younger object may be one in flight; "
+                "deleting it would leave the new row pointing at nothing."
+            )
+        if options["grace_minutes"] > MAX_GRACE_MINUTES:
+            raise CommandError(
+                f"--grace-minutes must be between {MIN_GRACE_MINUTES} and "
+                f"{MAX_GRACE_MINUTES} (100 years)."
             )
         delete = options["delete"] and not options["dry_run"]
         try:

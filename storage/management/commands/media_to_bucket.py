@@ -30,8 +30,9 @@ class Command(BaseCommand):
         "identical (size, MD5, Content-Type and Cache-Control) are skipped, "
         "objects of the same content with other headers get the app's, and "
         "every copy is verified, so running it again after an interruption "
-        "continues where it stopped. Links to folders are not followed. Exits 1 "
-        "if any file failed."
+        "continues where it stopped. Links are followed, as the app follows "
+        "them on local disk. Exits 1 if any file failed, or a file a row "
+        "references was left out (a hidden or odd name)."
     )
 
     def add_arguments(self, parser) -> None:
@@ -111,8 +112,10 @@ class Command(BaseCommand):
                 "again: it skips what is already copied and goes on."
             )
         if failed:
+            # Files a row references that were left out are failures too.
+            found = {file.key for file in report.files} | {r.key for r in failed}
             raise CommandError(
-                f"{len(failed)} of {len(report.files)} files failed (reasons "
+                f"{len(failed)} of {len(found)} files failed (reasons "
                 "above). Fix them and run the command again: it copies only "
                 "what is missing or different."
             )

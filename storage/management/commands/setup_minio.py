@@ -5,7 +5,7 @@ from django.core.management.base import BaseCommand, CommandError
 from storage.backends import MinIOStorage
 from storage.exceptions import StorageUnavailable
 from storage.services import (
-    DefaultAvatarMissing,
+    BucketSetupFailed,
     bucket_setup,
     default_avatar_files,
 )
@@ -38,7 +38,7 @@ class Command(BaseCommand):
             )
         except StorageUnavailable as exc:
             raise CommandError(str(exc)) from exc
-        except DefaultAvatarMissing as exc:
+        except BucketSetupFailed as exc:
             self._lines(exc.report)
             raise CommandError(str(exc)) from exc
         self._lines(report)
