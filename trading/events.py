@@ -1,14 +1,16 @@
-"""What a committed batch changed, published on Redis for live pages.
+"""What a committed batch changed, published on Redis for live pages; and
+the balances a deposit or a withdrawal changed (``balances_publish``).
 
-Published only after the batch's transaction commits, and only with
+Published only after the transaction commits, and only with
 ``REDIS_URL``; a failure to publish never undoes anything (the database is the
 truth). Redis gets one try of ``REDIS_TIMEOUT`` at most, and after one that
 fails because Redis cannot serve it is left alone for ``RETRY_AFTER`` seconds,
-as ``core.cache`` does: a paused or unreachable Redis costs the matcher one
-timeout every few seconds, not one per batch. The events of the batches
-committed meanwhile are dropped, not kept for later: the log says once that
-publishing stopped (``event="events not published: Redis unreachable"``) and,
-when Redis answers again, how many batches' events were dropped
+as ``core.cache`` does: a paused or unreachable Redis costs the matcher (or
+a web process) one timeout every few seconds, not one per batch. The events
+of the batches (and deposits and withdrawals) committed meanwhile are
+dropped, not kept for later: the log says once that publishing stopped
+(``event="events not published: Redis unreachable"``) and, when Redis
+answers again, how many batches' events were dropped
 (``event="events published again"``, ``batches_unpublished``). A live stream
 finds out at the market's next book update, whose ``sequence`` skips the lost
 ones, and starts again from a snapshot (``trading.live``); until then it shows
@@ -26,7 +28,11 @@ what it had. Channels, each message a JSON object with amounts as strings:
     ``{"orders": [{"id", "status", "reason", "filled_quantity",
     "executed_value", "fee", "locked"}, ...]}``
 ``trading.user.<ID>.balances``
-    ``{"balances": [{"token_id", "available", "locked"}, ...]}``
+    ``{"balances": [{"token_id", "available", "locked"}, ...]}``: the rows
+    a batch, a deposit or a withdrawal (its request, cancel or decision)
+    changed. An order's reservation, written by its request
+    (``trading.orders``), is not published here: the live stream reads the
+    user's balances again at each ``orders`` message, which follows it.
 
 Redis shares its channels between its numbered databases, so each name
 starts with the database number of ``REDIS_URL`` (``3:trading.BTC-USDT.book``
@@ -40,7 +46,9 @@ import json
 import logging
 import time
 from collections import defaultdict
+from collections.abc import Iterable
 from datetime import UTC, datetime
+from decimal import Decimal
 from functools import cache
 
 from django.conf import settings
@@ -161,8 +169,22 @@ def batch_publish(batch, *, symbol: str) -> None:
         (f"trading.user.{user_id}.orders", {"orders": rows})
         for user_id, rows in orders.items()
     ]
+    messages += _balance_messages(batch.balance_rows)
+    _send(messages, context={"market": symbol})
+
+
+def balances_publish(*, rows: Iterable[tuple[int, int, Decimal, Decimal]]) -> None:
+    """Publish balance rows (user id, token id, available, locked) that a
+    committed deposit or withdrawal changed: call it from
+    ``transaction.on_commit``."""
+    if not settings.REDIS_URL:
+        return
+    _send(_balance_messages(rows), context={})
+
+
+def _balance_messages(rows) -> list[tuple[str, dict]]:
     balances: dict[int, list] = defaultdict(list)
-    for user_id, token_id, available, locked in batch.balance_rows:
+    for user_id, token_id, available, locked in rows:
         balances[user_id].append(
             {
                 "token_id": token_id,
@@ -170,10 +192,15 @@ def batch_publish(batch, *, symbol: str) -> None:
                 "locked": plain(locked),
             }
         )
-    messages += [
+    return [
         (f"trading.user.{user_id}.balances", {"balances": rows})
         for user_id, rows in balances.items()
     ]
+
+
+def _send(messages: list[tuple[str, dict]], *, context: dict) -> None:
+    """Publish ``messages`` (channel, body) in one round trip; never raises.
+    ``context`` goes into the log records."""
     if not messages:
         return
     outage = _outage(settings.REDIS_URL)
@@ -195,14 +222,14 @@ def batch_publish(batch, *, symbol: str) -> None:
             log.warning(
                 "events not published: Redis unreachable",
                 extra={
-                    "market": symbol,
+                    **context,
                     "reason": f"{type(error).__name__}: {error}",
                     "retry_after": RETRY_AFTER,
                 },
             )
         return
     except Exception:
-        log.exception("events not published", extra={"market": symbol})
+        log.exception("events not published", extra=context)
         return
     if outage.down:
         _published_again(outage)

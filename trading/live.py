@@ -19,8 +19,11 @@ event's id is ``<book sequence>.<last trade id>``: given back as
 ``Last-Event-ID``, the stream sends what was missed (book levels from the
 hub's history, trades and the user's fills among them from the database) or,
 when it cannot, a fresh book or trades snapshot. The user's open orders,
-balances and latest fills are in every snapshot, resumed or not. A gap in the
-book's sequence (Redis lost messages) ends the stream with ``resync`` too.
+balances and latest fills are in every snapshot, resumed or not. The
+balances are read again at each of the user's ``balances`` and ``orders``
+messages (an order's reservation is written by its request, which publishes
+nothing) and sent when they changed. A gap in the book's sequence (Redis
+lost messages) ends the stream with ``resync`` too.
 
 A user's stream checks that its API key or session still signs them in
 (``signed_in``, a read of a row or two) before it sends any of their own
@@ -493,7 +496,8 @@ def _balances(user) -> list[dict]:
 
 @_reading
 def orders_read(*, market, user, order_ids: list[int], fills_after: int):
-    """The user's changed orders of this market, and their new fills."""
+    """The user's changed orders of this market, their new fills, and their
+    balances."""
     from trading.api import serializers as api
     from trading.api.selectors import orders_for_user, trades_for_user
 
@@ -503,7 +507,11 @@ def orders_read(*, market, user, order_ids: list[int], fills_after: int):
         .filter(pk__gt=fills_after)
         .order_by("pk")
     )
-    return api.OrderSerializer(orders, many=True).data, _fills(fills, user=user)
+    return (
+        api.OrderSerializer(orders, many=True).data,
+        _fills(fills, user=user),
+        _balances(user),
+    )
 
 
 @_reading
@@ -534,6 +542,7 @@ class MarketStream:
         self.sequence = 0
         self.last_trade = 0
         self.last_fill = 0
+        self.balances: list[dict] | None = None  # as the client last got them
 
     def _event(self, kind: str, data: str) -> bytes:
         return (
@@ -589,19 +598,19 @@ class MarketStream:
         )
         missed = body.pop("missed_trades", None)
         missed_fills = body.pop("missed_fills", None)
-        self.last_trade = last_trade
-        chunks = []
-        if history is None:
-            self.sequence = sequence
-            chunks.append(self._event("snapshot", _json(body)))
-        else:
-            chunks.append(self._event("snapshot", _json(body)))
-            if history:
-                self.sequence = history[-1]["sequence"]
-                chunks.append(self._event("book", _json({"levels": history})))
-            else:
-                self.sequence = self.resume[0]
+        self.balances = body.get("balances")
+        # Each event's id is where the client stands once it has it: a
+        # snapshot without the book leaves it at its own sequence, and
+        # without the trades at its own last trade, until the book updates
+        # and trades that follow.
+        self.sequence = sequence if history is None else self.resume[0]
+        self.last_trade = self.resume[1] if missed else last_trade
+        chunks = [self._event("snapshot", _json(body))]
+        if history:
+            self.sequence = history[-1]["sequence"]
+            chunks.append(self._event("book", _json({"levels": history})))
         if missed:
+            self.last_trade = last_trade
             chunks.append(self._event("trades", _json({"trades": missed})))
         if missed_fills:
             chunks.append(self._event("fills", _json({"fills": missed_fills})))
@@ -689,7 +698,7 @@ class MarketStream:
 
     async def _on_orders(self, message: Message) -> list[bytes]:
         ids = [row["id"] for row in message.body["orders"]]
-        orders, fills = await _read(orders_read)(
+        orders, fills, balances = await _read(orders_read)(
             market=self.market,
             user=self.user,
             order_ids=ids,
@@ -701,10 +710,20 @@ class MarketStream:
             chunks.append(self._event("fills", _json({"fills": fills})))
         if orders:
             chunks.append(self._event("orders", _json({"orders": orders})))
-        return chunks
+        # An order's reservation was written by its request, which publishes
+        # nothing (the matcher publishes only the balances its batch changed):
+        # the order's news says the balances may have changed too.
+        return chunks + self._balances_changed(balances)
 
     async def _on_balances(self, message: Message) -> list[bytes]:
         # The published rows name tokens by id, the API's by symbol: read
         # them again (the same values, or newer).
-        balances = await _read(balances_read)(user=self.user)
+        return self._balances_changed(await _read(balances_read)(user=self.user))
+
+    def _balances_changed(self, balances: list[dict]) -> list[bytes]:
+        """The ``balances`` event, unless the client has them already (a
+        batch's orders and balances messages both lead here)."""
+        if balances == self.balances:
+            return []
+        self.balances = balances
         return [self._event("balances", _json({"balances": balances}))]

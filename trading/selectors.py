@@ -126,9 +126,11 @@ def candles(
     limit: int = 100,
     now: datetime | None = None,
 ) -> list[Candle]:
-    """OHLCV candles of the last ``limit`` intervals that had trades, oldest
-    first, built from the trades in one query. Intervals start at multiples
-    of their length since the Unix epoch (UTC); empty intervals are left out.
+    """OHLCV candles of the last ``limit`` intervals up to ``now`` (the
+    current one included), oldest first, built from the trades in one query.
+    Intervals start at multiples of their length since the Unix epoch (UTC);
+    the ones without trades are left out, so fewer than ``limit`` may come
+    back.
     """
     length = CANDLE_INTERVALS[interval]
     now = now or timezone.now()

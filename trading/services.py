@@ -7,8 +7,9 @@ contract of both, extended by ``trading.engine``'s docstring.
 Every function here is keyword-only, owns its transaction
 (``transaction.atomic(durable=True)``), takes its row locks through
 ``trading.locks`` in the global order, and records each balance change as
-ledger entries that sum to zero per token. Refusals raise
-``trading.exceptions.TradingError`` subclasses and change nothing.
+ledger entries that sum to zero per token; the balances it changed are
+published for live pages once it commits (``trading.events``). Refusals
+raise ``trading.exceptions.TradingError`` subclasses and change nothing.
 
 Rules
 -----
@@ -55,6 +56,7 @@ Client order ids, and the order of the checks
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -68,6 +70,7 @@ from django.utils import timezone
 from accounts.locks import user_serialize
 from core.locks import unique_value_serialize
 from tokens.models import Token
+from trading import events
 from trading.addresses import address_canonical
 from trading.exceptions import (
     AddressAlreadySaved,
@@ -185,6 +188,12 @@ class _Journal:
         Balance.objects.bulk_update(
             list(self.touched.values()), ["available", "locked", "updated_at"]
         )
+        rows = [
+            (row.user_id, row.token_id, row.available, row.locked)
+            for row in self.touched.values()
+        ]
+        # Live pages show the new balances once, and only if, they commit.
+        transaction.on_commit(functools.partial(events.balances_publish, rows=rows))
         return record
 
 
@@ -330,19 +339,43 @@ def withdrawal_request(
     nothing more). A request that would take the user past the token's daily
     limit raises ``WithdrawalLimitExceeded``.
     """
+    withdrawal, _ = withdrawal_request_or_get(
+        user=user, token=token, amount=amount, address=address, reference=reference
+    )
+    return withdrawal
+
+
+@exact
+def withdrawal_request_or_get(
+    *,
+    user: AbstractBaseUser,
+    token: Token,
+    amount: Decimal,
+    address: str,
+    reference: str,
+) -> tuple[Withdrawal, bool]:
+    """``withdrawal_request``, and whether this call made the withdrawal
+    (False: an identical repeat, the first one returned), even when the
+    first and a repeat are sent at once."""
     amount = _amount_check(amount, name="amount", step=unit(token.decimals))
     reference = _reference_check(reference)
     address = address_canonical(token=token, address=address)
     try:
         with transaction.atomic(durable=True):
             existing = Withdrawal.objects.filter(user=user, reference=reference)
-            if (found := existing.first()) is not None:
+            if (found := existing.first()) is None:
+                _token_listed_check(token=token, refusal="it cannot be withdrawn.")
+                _withdrawal_address_allowed_check(
+                    user=user, token=token, address=address
+                )
+                balances = balances_lock(user_ids=[user.pk], token_ids=[token.pk])
+                # A repeat sent at once waited for the first's lock: it finds
+                # the first now, rather than a balance or a limit it used up.
+                found = existing.first()
+            if found is not None:
                 return _withdrawal_same_or_raise(
                     found, token=token, amount=amount, address=address
-                )
-            _token_listed_check(token=token, refusal="it cannot be withdrawn.")
-            _withdrawal_address_allowed_check(user=user, token=token, address=address)
-            balances = balances_lock(user_ids=[user.pk], token_ids=[token.pk])
+                ), False
             _withdrawal_daily_limit_check(user=user, token=token, amount=amount)
             _balance_require(balances[(user.pk, token.pk)], amount, token)
             withdrawal = Withdrawal.objects.create(
@@ -362,14 +395,15 @@ def withdrawal_request(
             journal.write(
                 kind=LedgerTransaction.Kind.WITHDRAWAL_REQUEST, withdrawal=withdrawal
             )
-            return withdrawal
+            return withdrawal, True
     except IntegrityError:
+        # The same reference, sent at once, committed first.
         found = Withdrawal.objects.filter(user=user, reference=reference).first()
         if found is None:
             raise
         return _withdrawal_same_or_raise(
             found, token=token, amount=amount, address=address
-        )
+        ), False
 
 
 def _utc_day_start(moment: datetime) -> datetime:

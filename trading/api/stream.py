@@ -24,6 +24,7 @@ from django.contrib.sessions.backends.signed_cookies import (
 )
 from django.core.handlers.asgi import ASGIRequest
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.views.decorators.csrf import csrf_exempt
 from rest_framework import exceptions
 from rest_framework.request import Request
 
@@ -80,7 +81,18 @@ def _cors(request: HttpRequest, response: HttpResponse) -> HttpResponse:
     return response
 
 
+# Only read: a write is refused with the API's JSON 405 (CSRF's would be a
+# page of HTML), whoever sends it.
+@csrf_exempt
 async def market_stream_view(request: HttpRequest, symbol: str) -> HttpResponse:
+    if request.method not in ("GET", "HEAD"):
+        response = api_error(
+            status=405,
+            code="method_not_allowed",
+            message=f"Method {request.method} is not allowed here: GET it.",
+        )
+        response["Allow"] = "GET, HEAD"
+        return response
     if not isinstance(request, ASGIRequest):
         # A WSGI worker (gunicorn, runserver) would be held for as long as
         # the client listens: the proxy routes this path to the ASGI process.
@@ -90,14 +102,6 @@ async def market_stream_view(request: HttpRequest, symbol: str) -> HttpResponse:
             message="The stream is served by the stream process (uvicorn), "
             "not by this one.",
         )
-    if request.method not in ("GET", "HEAD"):
-        response = api_error(
-            status=405,
-            code="method_not_allowed",
-            message=f"Method {request.method} is not allowed here: GET it.",
-        )
-        response["Allow"] = "GET, HEAD"
-        return response
     try:
         found = await sync_to_async(_api_key_user)(request)
     except exceptions.AuthenticationFailed as refusal:

@@ -57,7 +57,7 @@ from trading.selectors import (
     order_book,
     trades_recent,
 )
-from trading.services import withdrawal_cancel, withdrawal_request
+from trading.services import withdrawal_cancel, withdrawal_request_or_get
 
 logger = logging.getLogger(__name__)
 
@@ -238,9 +238,11 @@ class CandleListView(PublicView):
     @extend_schema(
         tags=["market data"],
         summary="Candles",
-        description="OHLCV of the last `limit` intervals that had trades, oldest "
-        "first; intervals start at multiples of their length since the Unix "
-        "epoch (UTC).",
+        description="OHLCV of the last `limit` intervals up to now, the "
+        "current one included, oldest first: the intervals without trades are "
+        "left out, so fewer may come back (none if the market had no trade in "
+        "that time). Intervals start at multiples of their length since the "
+        "Unix epoch (UTC).",
         parameters=[api.CandleQuerySerializer],
         responses={200: api.CandleSerializer(many=True), **_errors(400, 404)},
     )
@@ -355,8 +357,9 @@ class OrderListView(PrivateView):
         market = _market_field(data["market"])
         client_order_id = data.get("client_order_id")
         # An identical repeat returns the earlier order: answer it with 200.
-        # Two identical requests racing may both see no earlier order and
-        # both answer 201; they still carry the same order.
+        # Identical requests sent together may all find none here; order_place
+        # makes them take turns, so the others get the first's order there
+        # and answer it as a new one (201, 202 until matched), placing nothing.
         earlier = None
         if client_order_id is not None:
             earlier = (
@@ -654,11 +657,6 @@ class WithdrawalListView(PrivateView):
             raise exceptions.ValidationError(
                 {"token": [f"There is no token {data['token']!r}."]}
             )
-        earlier = (
-            Withdrawal.objects.filter(user=request.user, reference=data["reference"])
-            .values_list("pk", flat=True)
-            .first()
-        )
         reference = data["reference"]
         recovery = (
             f"Look it up with GET /api/v1/withdrawals/?reference={reference}, or "
@@ -666,22 +664,20 @@ class WithdrawalListView(PrivateView):
             "safe, it is never made twice."
         )
         with service_call(request, recovery=recovery):
-            withdrawal = withdrawal_request(
+            withdrawal, created = withdrawal_request_or_get(
                 user=request.user,
                 token=token,
                 amount=data["amount"],
                 address=data["address"],
                 reference=reference,
             )
-        if withdrawal.pk != earlier:
+        if created:
             notice_after_commit(
                 withdrawal_requested_notice, request=request, withdrawal=withdrawal
             )
         return Response(
             api.WithdrawalSerializer(withdrawal).data,
-            status=status.HTTP_200_OK
-            if withdrawal.pk == earlier
-            else status.HTTP_201_CREATED,
+            status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
         )
 
 
@@ -739,4 +735,4 @@ class NotFoundView(PublicView):
     def _not_found(self, request: Request, *args: object, **kwargs: object):
         raise exceptions.NotFound("There is no such API endpoint.")
 
-    get = post = put = patch = delete = _not_found
+    get = post = put = patch = delete = options = _not_found

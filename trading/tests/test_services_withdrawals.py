@@ -1,6 +1,8 @@
 """Withdrawals ended by their owner or by staff, the daily limit per token,
 and tokens that are not listed."""
 
+import json
+import time
 from datetime import UTC, timedelta
 from decimal import Decimal as D
 
@@ -318,3 +320,68 @@ def test_the_listing_read_is_the_current_one_not_the_callers_copy(alice, btc):
     request(alice, btc, "1")
 
     assert balance(alice, btc) == (D(4), D(1))
+
+
+# -- Live pages -----------------------------------------------------------------
+
+
+def subscribed(redis_server, user):
+    subscriber = redis_server.client().pubsub()
+    subscriber.psubscribe(f"0:trading.user.{user.pk}.*")
+    assert subscriber.get_message(timeout=5)["type"] == "psubscribe"
+    return subscriber
+
+
+def published(subscriber, *, seconds: float = 2) -> list[tuple[str, dict]]:
+    """(channel, body) of what ``subscriber`` receives within ``seconds``."""
+    messages = []
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        message = subscriber.get_message(timeout=0.1)
+        if message and message["type"] == "pmessage":
+            messages.append((message["channel"].decode(), json.loads(message["data"])))
+    return messages
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_withdrawal_publishes_each_balance_it_changes_once_committed(
+    settings, redis_server, alice, btc, staff
+):
+    settings.REDIS_URL = redis_server.url
+    fund(alice, btc, "10")
+    subscriber = subscribed(redis_server, alice)
+
+    with pytest.raises(InsufficientBalance):
+        request(alice, btc, "11", reference="too-much")  # rolled back
+    withdrawal = request(alice, btc, "3")
+    withdrawal_reject(withdrawal=withdrawal, staff=staff)
+
+    messages = published(subscriber)
+    subscriber.close()
+    channel = f"0:trading.user.{alice.pk}.balances"
+    assert [name for name, _ in messages] == [channel, channel]
+    assert [body["balances"] for _, body in messages] == [
+        [{"token_id": btc.pk, "available": "7", "locked": "3"}],
+        [{"token_id": btc.pk, "available": "10", "locked": "0"}],
+    ]
+
+
+@pytest.mark.reliability("redis-down")
+@pytest.mark.django_db(transaction=True)
+def test_a_withdrawal_is_made_while_redis_does_not_answer(
+    settings, redis_server, alice, btc
+):
+    settings.REDIS_URL = redis_server.url
+    settings.REDIS_TIMEOUT = 0.3
+    fund(alice, btc, "10")
+    redis_server.pause()
+    try:
+        started = time.monotonic()
+        withdrawal = request(alice, btc, "3")
+        took = time.monotonic() - started
+    finally:
+        redis_server.resume()
+
+    assert withdrawal.status == Withdrawal.Status.PENDING
+    assert balance(alice, btc) == (D("7"), D("3"))
+    assert took < 2  # one REDIS_TIMEOUT at most

@@ -2,11 +2,13 @@
 parts: uvicorn, Redis, and orders matched by the matcher (trading.matcher.drain
 runs inline when an order is placed)."""
 
+import functools
 import http.client
 import json
 import select
 import threading
 import time
+from decimal import Decimal as D
 from pathlib import Path
 
 import pytest
@@ -17,8 +19,16 @@ from django.urls import reverse
 from tests.factories import buy, sell
 from trading import live
 from trading.api_keys import api_key_create, api_key_revoke
+from trading.exceptions import InsufficientBalance
 from trading.models import Order, Trade
-from trading.tests.streaming import SseClient
+from trading.services import (
+    deposit_credit,
+    withdrawal_approve,
+    withdrawal_cancel,
+    withdrawal_reject,
+    withdrawal_request,
+)
+from trading.tests.streaming import Event, SseClient
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -161,6 +171,23 @@ def test_an_unknown_market_is_a_json_404(stream_server):
     client = SseClient(stream_server.port, "/api/v1/markets/NOPE-USDT/stream/")
     assert client.status == 404
     assert client.json()["error"]["code"] == "market_not_found"
+
+
+@pytest.mark.reliability("malformed-requests")
+@pytest.mark.parametrize("method", ["POST", "PUT", "PATCH", "DELETE"])
+def test_a_write_to_the_stream_is_a_json_405_with_a_key_or_a_session(
+    method, stream_server, market, alice
+):
+    for headers in (key_of(alice), session_of(alice)[1]):
+        link = http.client.HTTPConnection("127.0.0.1", stream_server.port)
+        link.request(method, PATH, body=b"{}", headers=headers)
+        response = link.getresponse()
+        body = json.loads(response.read())
+        link.close()
+
+        assert response.status == 405
+        assert response.getheader("Allow") == "GET, HEAD"
+        assert body["error"]["code"] == "method_not_allowed"
 
 
 @pytest.mark.reliability("stream-without-redis")
@@ -359,6 +386,29 @@ def test_resuming_from_a_trade_this_database_never_had_still_gets_its_trades(
 
 
 @pytest.mark.reliability("stream-clients")
+def test_a_resumed_streams_snapshot_carries_the_position_it_resumed_from(
+    stream_server, market, alice, bob, funded
+):
+    last_id = position_after_a_trade(stream_server, market, alice, bob)
+    sequence, trade = (int(part) for part in last_id.split("."))
+
+    again = SseClient(stream_server.port, PATH, headers={"Last-Event-ID": last_id})
+    snapshot = again.until("snapshot")
+    again.close()
+    assert "book" not in snapshot.data  # caught up from the hub instead
+    assert snapshot.id == last_id
+
+    sell(bob, market, "2", "101")  # missed: one level update
+    third = SseClient(stream_server.port, PATH, headers={"Last-Event-ID": snapshot.id})
+    assert third.until("snapshot").id == last_id
+    book = third.until("book")
+    third.close()
+    # Only what followed the position, as the documented bot requires.
+    assert [level["sequence"] for level in book.data["levels"]] == [sequence + 1]
+    assert book.id == f"{sequence + 1}.{trade}"
+
+
+@pytest.mark.reliability("stream-clients")
 def test_a_client_that_does_not_read_is_told_to_resync_and_disconnected(
     settings, stream_server, redis_server, market
 ):
@@ -474,6 +524,94 @@ def test_an_idle_stream_shows_it_is_alive(monkeypatch, stream_server, market):
     client.close()
 
 
+# -- Balances: every change reaches the user's stream ---------------------------------
+
+
+def next_of(client: SseClient, kind: str, *, within: float = 5) -> Event:
+    """The next event ``kind``; fails when none comes within ``within``
+    seconds (the heartbeat must be short for the deadline to be seen)."""
+    deadline = time.monotonic() + within
+    seen = []
+    while True:
+        try:
+            event = client.next(deadline=deadline)
+        except TimeoutError:
+            pytest.fail(f"no {kind} event within {within} s, only {seen}")
+        assert event is not None, f"the stream ended before {kind}: {seen}"
+        seen.append(event.event)
+        if event.event == kind:
+            return event
+
+
+def balance_of(event: Event, token: str) -> tuple[str, str]:
+    row = {row["token"]: row for row in event.data["balances"]}[token]
+    return row["available"], row["locked"]
+
+
+def test_an_order_resting_in_the_book_sends_the_balances_it_reserved(
+    monkeypatch, stream_server, market, alice, funded
+):
+    monkeypatch.setattr(live, "HEARTBEAT_SECONDS", 0.2)
+    client = SseClient(stream_server.port, PATH, headers=key_of(alice))
+    client.until("snapshot")
+
+    buy(alice, market, "1", "90")  # nothing to match: no trade, no release
+
+    assert balance_of(next_of(client, "balances"), "USDT") == ("9910", "90")
+    client.close()
+
+
+def test_a_trade_sends_the_new_balances_once(
+    monkeypatch, stream_server, market, alice, bob, funded
+):
+    monkeypatch.setattr(live, "HEARTBEAT_SECONDS", 0.2)
+    sell(bob, market, "1", "100")
+    client = SseClient(stream_server.port, PATH, headers=key_of(alice))
+    client.until("snapshot")
+
+    buy(alice, market, "0.4", "100")
+
+    kinds = []
+    while (event := client.next()).event != "candles":  # the batch's last
+        kinds.append(event.event)
+        if event.event == "balances":
+            assert balance_of(event, "USDT") == ("9960", "0")
+    assert kinds.count("balances") == 1, kinds
+    client.close()
+
+
+def test_deposits_and_withdrawals_send_the_balances_they_change(
+    monkeypatch, stream_server, market, alice, staff, btc, funded
+):
+    monkeypatch.setattr(live, "HEARTBEAT_SECONDS", 0.2)
+    client = SseClient(stream_server.port, PATH, headers=key_of(alice))
+    client.until("snapshot")
+
+    request = functools.partial(
+        withdrawal_request, user=alice, token=btc, address="bc1qexample"
+    )
+
+    with pytest.raises(InsufficientBalance):
+        request(amount=D("100"), reference="too-much")  # rolled back: nothing
+    deposit_credit(user=alice, token=btc, amount=D("1"), reference="d-1")
+    assert balance_of(next_of(client, "balances"), "BTC") == ("11", "0")
+    first = request(amount=D("2"), reference="w-1")
+    assert balance_of(next_of(client, "balances"), "BTC") == ("9", "2")
+    withdrawal_cancel(user=alice, withdrawal=first)
+    assert balance_of(next_of(client, "balances"), "BTC") == ("11", "0")
+    # One change at a time: the stream reads the balances as they are when
+    # it sends them, and sends none that did not change since.
+    second = request(amount=D("3"), reference="w-2")
+    assert balance_of(next_of(client, "balances"), "BTC") == ("8", "3")
+    withdrawal_reject(withdrawal=second, staff=staff)
+    assert balance_of(next_of(client, "balances"), "BTC") == ("11", "0")
+    third = request(amount=D("4"), reference="w-3")
+    assert balance_of(next_of(client, "balances"), "BTC") == ("7", "4")
+    withdrawal_approve(withdrawal=third, staff=staff)
+    assert balance_of(next_of(client, "balances"), "BTC") == ("7", "0")
+    client.close()
+
+
 # -- A key or session withdrawn while the stream is open -------------------------------
 
 PRIVATE = {"orders", "fills", "balances"}
@@ -557,7 +695,8 @@ def test_a_disabled_account_streams_none_of_its_events(
     client = SseClient(stream_server.port, PATH, headers=headers)
     client.until("snapshot")
     buy(alice, market, "0.5", "100")
-    client.until("orders")  # hers while the account is active
+    client.until("orders")  # hers while the account is active,
+    client.until("balances")  # and what the order reserved
 
     alice.is_active = False
     alice.save(update_fields=["is_active"])
