@@ -5,15 +5,19 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import math
 import re
 import smtplib
+import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from allauth.account.adapter import DefaultAccountAdapter
 from allauth.core import ratelimit
 from allauth.core.internal import ratelimit as allauth_ratelimit
 from django.conf import settings
+from django.core.cache import cache
 from django.core.exceptions import ImproperlyConfigured, ValidationError
 from django.core.mail import EmailMessage, EmailMultiAlternatives
 from django.template.loader import render_to_string
@@ -218,6 +222,43 @@ class AccountAdapter(DefaultAccountAdapter):
                 action="confirm_email",
                 key=emailconfirmation.email_address.email.lower(),
             )
+
+    def confirmation_link_refusal(self, request, email: str) -> str | None:
+        """Why no confirmation link to ``email`` would be sent now, and when
+        one can be: the address had its last within the ``confirm_email``
+        limit. allauth skips such a request without a word (the link already
+        sent still works), which left the user waiting for a mail that never
+        came. None when a link would be sent."""
+        now = time.time()
+        retry_at = None
+        for rate in allauth_ratelimit.get_rates(
+            app="allauth.account", action="confirm_email"
+        ):
+            cache_key = allauth_ratelimit.get_cache_key(
+                request,
+                app="allauth.account",
+                action="confirm_email",
+                rate=rate,
+                key=email.lower(),
+            )
+            history = cache.get(cache_key, [])
+            sent = [stamp for stamp in history if stamp > now - rate.duration]
+            if len(sent) >= rate.amount:
+                # A place is freed first by the amount-th newest link.
+                newest_first = sorted(sent, reverse=True)
+                freed_at = newest_first[rate.amount - 1] + rate.duration
+                if retry_at is None or freed_at > retry_at[0]:
+                    retry_at = (freed_at, rate.duration)
+        if retry_at is None:
+            return None
+        freed_at, window = retry_at
+        # Rounded up: "after 14:06" must not come before the place is free.
+        after = datetime.fromtimestamp(math.ceil(freed_at / 60) * 60, tz=UTC)
+        return (
+            f"A confirmation link was sent to {email} less than "
+            f"{_minutes(math.ceil(window / 60))} ago; check your inbox (and spam), "
+            f"or ask again after {after:%H:%M} UTC."
+        )
 
     def render_mail(
         self,

@@ -163,20 +163,15 @@ def account_notify(
 
 
 def session_end_one(*, request: HttpRequest, session: UserSession) -> None:
-    """End one session of the user (signed out there), and log it."""
-    device = device_describe(session.user_agent)
+    """End one session of the user (signed out there); the adapter logs it
+    (accounts.usersessions)."""
     get_usersessions_adapter().end_sessions([session])
-    security_event_record(
-        user=request.user,
-        kind=SecurityEvent.Kind.SESSIONS_ENDED,
-        request=request,
-        detail=f"{device}, {session.ip}",
-    )
 
 
 def sessions_end_others(*, request: HttpRequest, user: AbstractBaseUser) -> None:
     """End every session of the user but the request's own (all of them when
-    the request is not signed in as that user)."""
+    the request is not signed in as that user); the adapter logs it
+    (accounts.usersessions)."""
     sessions = UserSession.objects.filter(user_id=user.pk)
     if request.user.pk == user.pk:
         sessions = sessions.exclude(session_key=request.session.session_key)

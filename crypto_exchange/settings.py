@@ -424,6 +424,8 @@ MFA_ADAPTER = "accounts.mfa.MFAAdapter"
 MFA_FORMS = {"authenticate": "accounts.forms.AuthenticateForm"}
 MFA_TOTP_ISSUER = "Crypto Exchange"
 USERSESSIONS_TRACK_ACTIVITY = True
+# Logs every ending of sessions, allauth's Sessions page's too.
+USERSESSIONS_ADAPTER = "accounts.usersessions.UserSessionsAdapter"
 
 # E-mail: printed on the console by default (development); SMTP in
 # production, e.g. EMAIL_URL=smtp+tls://user:password@smtp.example.com:587

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 from pathlib import Path
 
 from django.conf import settings
@@ -38,6 +39,44 @@ def private_files_left_on_disk(app_configs, **kwargs) -> list[checks.CheckMessag
                 "this warning stays until it is empty."
             ),
             id="storage.W001",
+        )
+    ]
+
+
+@checks.register(checks.Tags.files)
+def default_avatar_missing_on_disk(app_configs, **kwargs) -> list[checks.CheckMessage]:
+    """With USE_MINIO=false every user without a picture is shown
+    MEDIA_ROOT's default avatar. The checkout's ``media/`` ships it, a new
+    folder (a production MEDIA_ROOT, a volume mounted over the image's
+    ``media/``) does not, and nothing else puts it there (``setup_minio``
+    uploads it to the bucket only): every such avatar was a broken image."""
+    from storage.services import DEFAULT_AVATAR_NAME
+
+    if settings.USE_MINIO:
+        return []
+    media_root = Path(settings.MEDIA_ROOT)
+    if (media_root / DEFAULT_AVATAR_NAME).is_file():
+        return []
+    shipped = Path(settings.BASE_DIR) / "media" / DEFAULT_AVATAR_NAME
+    target = shlex.quote(f"{media_root}/")
+    if shipped.is_file():
+        hint = (
+            "Copy the one the repository ships: "
+            f"`cp {shlex.quote(str(shipped))} {target}`"
+        )
+    else:
+        # MEDIA_ROOT is the checkout's media/, or a volume mounted over it
+        # (the Docker image's /app/media) that hides the shipped file.
+        hint = (
+            "Copy the one the repository ships, from a checkout of it: "
+            f"`cp media/{DEFAULT_AVATAR_NAME} {target}`"
+        )
+    return [
+        checks.Warning(
+            f"{DEFAULT_AVATAR_NAME} is missing from MEDIA_ROOT ({media_root}): "
+            "every user without a picture of their own is shown a broken image.",
+            hint=hint,
+            id="storage.W002",
         )
     ]
 

@@ -5,13 +5,16 @@ test_browser_security.py; throttles across instances in test_throttling.py."""
 
 from __future__ import annotations
 
+import re
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
 from allauth.account.models import EmailAddress
+from allauth.core import ratelimit
 from django.contrib.auth import get_user_model
 from django.contrib.sessions.backends.db import SessionStore
-from django.test import Client
+from django.test import Client, RequestFactory
 
 from accounts.models import SecurityEvent
 from accounts.tests.totp import totp_code
@@ -43,6 +46,17 @@ def signed_in(client: Client) -> bool:
     return client.get("/accounts/profile/").status_code == 200
 
 
+def password_change(client: Client):
+    return client.post(
+        "/accounts/password/change/",
+        {
+            "oldpassword": PASSWORD,
+            "password1": "a-new-pass-2026",
+            "password2": "a-new-pass-2026",
+        },
+    )
+
+
 # -- Sign-up and log-in ---------------------------------------------------------
 
 
@@ -61,6 +75,44 @@ def test_sign_up_signs_in_and_mails_a_verification_link(client, mailoutbox):
     assert kind == "text/html" and "Crypto Exchange" in html
     profile = client.get("/accounts/profile/").content.decode()
     assert "not verified" in profile and "Send the link again" in profile
+
+
+def test_a_link_asked_for_again_too_soon_is_not_sent_and_the_page_says_when(
+    client, smtp_server
+):
+    sign_up(client, "newbie")
+    smtp_server.wait_for("Confirm", to="newbie@example.com")
+    profile = client.get("/accounts/profile/").content.decode()
+    assert 'action="/accounts/email/"' in profile  # "Send the link again"
+    send_again = {"email": "newbie@example.com", "action_send": ""}
+
+    asked_at = datetime.now(UTC)
+    page = client.post("/accounts/email/", send_again, follow=True).content.decode()
+
+    said = re.search(
+        r"A confirmation link was sent to newbie@example.com less than 3 minutes "
+        r"ago; check your inbox \(and spam\), or ask again after (\d\d:\d\d) UTC\.",
+        page,
+    )
+    assert said, page
+    after = datetime.strptime(said[1], "%H:%M").time()
+    assert after in {
+        (asked_at + timedelta(minutes=minutes)).time().replace(second=0, microsecond=0)
+        for minutes in (3, 4)
+    }
+    assert "Confirmation email sent" not in page
+    assert len(smtp_server.messages) == 1
+
+    # Three minutes on, the limit is over: the link is sent, and said so.
+    ratelimit.clear(
+        RequestFactory().post("/"), action="confirm_email", key="newbie@example.com"
+    )
+    page = client.post("/accounts/email/", send_again, follow=True).content.decode()
+
+    assert "Confirmation email sent to newbie@example.com." in page
+    assert "less than 3 minutes ago" not in page
+    smtp_server.wait_for("Confirm", to="newbie@example.com")
+    assert len(smtp_server.messages) == 2
 
 
 def test_sign_up_refuses_a_weak_password_with_the_reason(client):
@@ -358,14 +410,7 @@ def test_a_password_change_is_logged_mailed_and_ends_the_other_sessions(mailoutb
     here, _ = log_in("alice")
     mailoutbox.clear()
 
-    response = here.post(
-        "/accounts/password/change/",
-        {
-            "oldpassword": PASSWORD,
-            "password1": "a-new-pass-2026",
-            "password2": "a-new-pass-2026",
-        },
-    )
+    response = password_change(here)
 
     assert response.status_code == 302
     assert signed_in(here) and not signed_in(elsewhere)
@@ -448,6 +493,44 @@ def test_end_all_other_sessions(alice_signed_in):
 
     assert not signed_in(one) and not signed_in(two)
     assert signed_in(alice_signed_in)
+
+
+@pytest.mark.parametrize(
+    "page", ["/accounts/sessions/", "/accounts/profile/sessions/end-others/"]
+)
+def test_signing_out_the_other_sessions_is_logged_once(alice_signed_in, page):
+    """allauth's Sessions page ("Sign Out Other Sessions") as the profile."""
+    elsewhere, _ = log_in("alice", user_agent=SAFARI)
+
+    response = alice_signed_in.post(page)
+
+    assert response.status_code == 302
+    assert not signed_in(elsewhere) and signed_in(alice_signed_in)
+    [ended] = SecurityEvent.objects.filter(kind=Kind.SESSIONS_ENDED)
+    assert ended.detail == "Safari on iOS, 127.0.0.1"
+    assert ended.user_agent == FIREFOX  # the browser that ended it
+    profile = alice_signed_in.get("/accounts/profile/").content.decode()
+    assert "Other sessions ended" in profile
+
+
+def test_ending_one_session_and_a_password_change_log_each_ending_once(
+    alice_signed_in,
+):
+    from allauth.usersessions.models import UserSession
+
+    log_in("alice", user_agent=SAFARI)
+    log_in("alice", user_agent="curl/8.0")
+    safari = UserSession.objects.get(user_agent=SAFARI)
+
+    alice_signed_in.post(f"/accounts/profile/sessions/{safari.pk}/end/")
+    changed = password_change(alice_signed_in)
+
+    assert changed.status_code == 302
+    details = SecurityEvent.objects.filter(kind=Kind.SESSIONS_ENDED).order_by("pk")
+    assert [event.detail for event in details] == [
+        "Safari on iOS, 127.0.0.1",
+        "curl, 127.0.0.1",
+    ]
 
 
 def test_a_session_signed_in_by_the_old_backend_stays_signed_in(client):
