@@ -6,7 +6,13 @@ import json
 import re
 
 from minio import Minio
+from minio.commonconfig import ENABLED, Filter
 from minio.error import S3Error, ServerError
+from minio.lifecycleconfig import (
+    AbortIncompleteMultipartUpload,
+    LifecycleConfig,
+    Rule,
+)
 
 from storage.config import (
     PRIVATE_MEDIA_PREFIX,
@@ -17,6 +23,21 @@ from storage.config import (
 # The statement ``public`` mode sets: the only part of the bucket policy this
 # project owns, replaced or removed by id; every other one is the operator's.
 PUBLIC_READ_SID = "PublicReadMedia"
+# The lifecycle rule setup_minio sets, the only one this project owns: a
+# multipart upload left unfinished is aborted, its parts deleted, a day after
+# it began (the shortest a rule can say; an upload takes seconds).
+ABORT_UPLOADS_RULE_ID = "AbortUnfinishedUploads"
+ABORT_UPLOADS_AFTER_DAYS = 1
+# A store that takes no such rule: MinIO answers MalformedXML (it knows no
+# AbortIncompleteMultipartUpload, and aborts uploads left for 24 h by itself),
+# others have no lifecycle API, or the key may not set one.
+_LIFECYCLE_REFUSED_CODES = (
+    "MalformedXML",
+    "NotImplemented",
+    "InvalidRequest",
+    "MethodNotAllowed",
+    "AccessDenied",
+)
 
 
 class NotAnS3Api(ServerError):
@@ -361,4 +382,95 @@ def _unsafe_message(bucket_name: str, unsafe: list[tuple[int, dict, list[str]]])
         f"{bucket_name}` removes the whole policy; in public mode this command "
         f"then grants anonymous read of {granted} alone) and run this again. "
         "Nothing was changed."
+    )
+
+
+def bucket_lifecycle_apply(*, client: Minio, bucket_name: str) -> str:
+    """Have the store abort multipart uploads left unfinished; return what
+    was done.
+
+    The client sends a file over 5 MiB in parts; cut in the middle (the app
+    killed, the store unreachable) the parts stay in the bucket, listed
+    nowhere, until the upload is aborted: for an identity document, pieces of
+    someone's ID. MinIO and SeaweedFS abort such uploads after 24 h by
+    themselves; AWS S3 and others keep them until a lifecycle rule says so.
+
+    The rule (``ABORT_UPLOADS_RULE_ID``) is written only to a bucket with no
+    lifecycle rule of the operator's: the client reads rules into a model
+    that drops what it does not know (a rule's old-style prefix, a size
+    filter), and writing them back would widen them, an expiration meant for
+    one folder applied to the whole bucket. Such rules are kept as they are,
+    and the answer says whether one of them aborts unfinished uploads. A store
+    that refuses the rule does not fail the setup: the answer says so.
+    """
+    try:
+        current = client.get_bucket_lifecycle(bucket_name=bucket_name)
+    except S3Error as exc:
+        if exc.code not in _LIFECYCLE_REFUSED_CODES:
+            raise
+        return _lifecycle_refused(exc.code)
+    except ValueError:  # a rule the client cannot read (an empty filter)
+        return (
+            "the bucket has lifecycle rules this client cannot read, kept as "
+            "they are: check that one aborts unfinished multipart uploads "
+            "(docs/STORAGE.md)"
+        )
+    rules = current.rules if current is not None else []
+    others = [rule for rule in rules if rule.rule_id != ABORT_UPLOADS_RULE_ID]
+    if others:
+        return _lifecycle_kept(others)
+    wanted = Rule(
+        ENABLED,
+        rule_filter=Filter(prefix=""),
+        rule_id=ABORT_UPLOADS_RULE_ID,
+        abort_incomplete_multipart_upload=AbortIncompleteMultipartUpload(
+            days_after_initiation=ABORT_UPLOADS_AFTER_DAYS
+        ),
+    )
+    if rules != [wanted]:
+        try:
+            client.set_bucket_lifecycle(
+                bucket_name=bucket_name, config=LifecycleConfig([wanted])
+            )
+        except S3Error as exc:
+            if exc.code not in _LIFECYCLE_REFUSED_CODES:
+                raise
+            return _lifecycle_refused(exc.code)
+    return (
+        f"unfinished multipart uploads aborted after {ABORT_UPLOADS_AFTER_DAYS} "
+        f"day (lifecycle rule {ABORT_UPLOADS_RULE_ID})"
+    )
+
+
+def _lifecycle_refused(code: str) -> str:
+    return (
+        f"the store refused a lifecycle rule ({code}): parts of unfinished "
+        "multipart uploads stay until the store removes them (MinIO and "
+        "SeaweedFS do after 24 h; see docs/STORAGE.md for others)"
+    )
+
+
+def _lifecycle_kept(rules: list[Rule]) -> str:
+    labels = [
+        f"'{rule.rule_id}'" if rule.rule_id else f"rule {position}"
+        for position, rule in enumerate(rules, start=1)
+    ]
+    kept = (
+        f"kept {len(rules)} lifecycle rule(s) setup_minio did not set: "
+        f"{', '.join(labels)}"
+    )
+    aborting = [
+        f"{label} after {rule.abort_incomplete_multipart_upload.days_after_initiation}"
+        " day(s)"
+        for label, rule in zip(labels, rules, strict=True)
+        if rule.status == ENABLED and rule.abort_incomplete_multipart_upload
+    ]
+    if not aborting:
+        return (
+            f"{kept}; none aborts unfinished multipart uploads, whose parts "
+            "stay: add AbortIncompleteMultipartUpload to them (docs/STORAGE.md)"
+        )
+    return (
+        f"{kept}; unfinished multipart uploads aborted by {', '.join(aborting)} "
+        f"(check that it covers {PRIVATE_MEDIA_PREFIX})"
     )

@@ -144,13 +144,13 @@ def pending_deletions_retry(
 def pending_deletions_retry_after_write() -> None:
     """After a write succeeded the store is up: finish a few queued deletions.
 
-    Run from `transaction.on_commit`; a failure here must not touch the
-    request that wrote.
+    Run from `transaction.on_commit`, after the write committed: nothing
+    here may fail that write, not even the database lost meanwhile (the
+    caller would take the committed row for unsaved, and delete its object).
     """
-    if not PendingDeletion.objects.exists():
-        return
     try:
-        pending_deletions_retry(limit=_RETRIES_AFTER_A_WRITE)
+        if PendingDeletion.objects.exists():
+            pending_deletions_retry(limit=_RETRIES_AFTER_A_WRITE)
     except Exception:
         logger.exception("retrying queued deletions failed")
 

@@ -23,6 +23,7 @@ from storage.bucket import (
     BucketPolicyUnsafe,
     NotAnS3Api,
     bucket_ensure,
+    bucket_lifecycle_apply,
     bucket_policy_apply,
 )
 from storage.config import PUBLIC_MEDIA_FILES
@@ -75,10 +76,13 @@ def bucket_setup(
 ) -> BucketReport:
     """Check the connection, credentials and bucket; create what is missing.
 
-    The default avatar is uploaded from the first of ``default_avatar`` that
-    exists, unless the bucket holds one. Idempotent. Raises StorageUnavailable
-    with an actionable message when the server is unreachable, refuses the
-    credentials, cannot make the bucket or does not answer as an S3 API does;
+    Once the store has shown it is an S3 API (the test object), a lifecycle
+    rule has it abort multipart uploads left unfinished
+    (``bucket_lifecycle_apply``). The default avatar is uploaded from the
+    first of ``default_avatar`` that exists, unless the bucket holds one.
+    Idempotent. Raises StorageUnavailable with an actionable message when
+    the server is unreachable, refuses the credentials, cannot make the
+    bucket or does not answer as an S3 API does;
     BucketSetupFailed when a statement of the bucket policy lets anyone reach
     private files (in every URL mode; nothing is changed then), and its
     DefaultAvatarMissing when neither the bucket nor the disk has the avatar.
@@ -118,6 +122,10 @@ def bucket_setup(
 
     _write_probe(storage)
     report.add("write", "ok (test object written, read back and removed)")
+
+    with storage.errors("set the lifecycle rule"):
+        uploads = bucket_lifecycle_apply(client=client, bucket_name=bucket)
+    report.add("uploads", uploads)
 
     candidates = (
         [default_avatar] if isinstance(default_avatar, Path) else list(default_avatar)
@@ -234,8 +242,12 @@ def field_file_store(
     re-read, so that of two uploads at once each replaces what the other
     committed, and django-cleanup deletes exactly that after commit (a
     deletion the store refuses is queued).
-    If the row cannot be saved, the new object would be an orphan, so it is
-    deleted and the instance put back as it was.
+    If a statement fails, the row is not saved and the new object would be an
+    orphan, so it is deleted and the instance put back as it was. If the
+    COMMIT itself fails (the connection lost while it was sent or answered),
+    the row may have committed, naming the new object: that is kept, and the
+    instance names it; if the row did not commit, media_orphans deletes it
+    after its grace period.
     """
     from storage.orphans import (
         pending_deletion_add,
@@ -251,6 +263,7 @@ def field_file_store(
         unconfirmed_write_queue(error=error)
         raise
     stored = field_file.name
+    committing = False
     try:
         with transaction.atomic():
             if instance.pk is None:
@@ -262,8 +275,14 @@ def field_file_store(
                     name=stored,
                     update_fields=update_fields,
                 )
-            transaction.on_commit(pending_deletions_retry_after_write)
+            transaction.on_commit(pending_deletions_retry_after_write, robust=True)
+            # From here on what fails is the COMMIT, or a hook after it: the
+            # row may be saved.
+            committing = True
     except BaseException:
+        if committing:
+            logger.warning("commit outcome unknown, object kept", extra={"key": stored})
+            raise
         try:
             field_file.storage.delete(stored)
         except StorageUnavailable as error:

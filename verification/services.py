@@ -43,7 +43,10 @@ def verification_submit(
     cannot be written (another submission won, the database is down) the
     objects are deleted again, so nothing is left that no row names. A
     document the store did not confirm (it may still write it), and one it
-    would not delete, are queued for deletion.
+    would not delete, are queued for deletion. If the COMMIT itself fails
+    (the connection lost while it was sent or answered), the rows may have
+    committed: the objects are kept, and media_orphans deletes them after
+    its grace period if no row names them.
     """
     missing = [kind.label for kind in REQUIRED_KINDS if kind not in documents]
     if missing:
@@ -54,6 +57,7 @@ def verification_submit(
         raise VerificationError(_already_open_message(user))
     verification = IdentityVerification(user=user)
     rows: list[IdentityDocument] = []
+    committing = False
     try:
         for kind, content in documents.items():
             row = IdentityDocument(
@@ -69,7 +73,15 @@ def verification_submit(
             for row in rows:
                 row.verification = verification
                 row.save()
+            # From here on what fails is the COMMIT: the rows may be saved.
+            committing = True
     except BaseException as error:
+        if committing:
+            for row in rows:
+                logger.warning(
+                    "commit outcome unknown, object kept", extra={"key": row.file.name}
+                )
+            raise
         if isinstance(error, StorageUnavailable):
             unconfirmed_write_queue(error=error)
         for row in rows:

@@ -108,9 +108,13 @@ AREAS: dict[str, dict[str, tuple[str, str]]] = {
             "row points at a missing object; works again without a restart",
         ),
         "store-cleanup": (
-            "A deletion or a row write fails after an object was stored",
-            "The orphan is queued and removed when the store returns; a failed "
-            "row write removes the new object",
+            "A deletion or a row write fails after an object was stored; the "
+            "database connection is lost at or just after the COMMIT of an "
+            "avatar or identity-document upload",
+            "The orphan is queued and removed when the store returns; a row "
+            "write failed before its COMMIT removes the new object; when the "
+            "COMMIT's outcome is unknown the object is kept, the row (re-read) "
+            "names one that exists, and media_orphans removes what no row names",
         ),
         "store-migration-cut": (
             "`migrate_media` cut off: the server goes away, Ctrl-C, a file "

@@ -153,8 +153,8 @@ def test_a_second_run_makes_one_request_per_check(storage, monkeypatch):
     bucket_setup(storage=storage, default_avatar=DEFAULT_AVATAR)
 
     # bucket, policy (read; as wanted, so not written again), test object
-    # written, read back and removed, avatar
-    assert sent == ["HEAD", "GET", "PUT", "GET", "DELETE", "HEAD"]
+    # written, read back and removed, lifecycle rule (read, as wanted), avatar
+    assert sent == ["HEAD", "GET", "PUT", "GET", "DELETE", "GET", "HEAD"]
 
 
 class _ConsolePage(http.server.BaseHTTPRequestHandler):

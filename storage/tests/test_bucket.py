@@ -1,5 +1,6 @@
 """setup_minio and the bucket policy it finds: the operator's statements are
-kept, none may make identity documents public, in any URL mode."""
+kept, none may make identity documents public, in any URL mode; and the
+lifecycle rule that has the store abort unfinished multipart uploads."""
 
 import io
 import json
@@ -8,6 +9,15 @@ import urllib.request
 
 import pytest
 from django.core.management import CommandError, call_command
+from minio import Minio
+from minio.commonconfig import ENABLED, Filter
+from minio.error import S3Error
+from minio.lifecycleconfig import (
+    AbortIncompleteMultipartUpload,
+    Expiration,
+    LifecycleConfig,
+    Rule,
+)
 
 from conftest import S3_ACCESS_KEY, S3_SECRET_KEY, storages_setting
 
@@ -240,3 +250,122 @@ def test_switching_to_presigned_removes_only_the_projects_grant(
 
     assert set(statements_of(s3_client, bucket)) == {"CdnStatic", "PublicReadMedia"}
     assert "'CdnStatic' (review them)" in again
+
+
+# --- unfinished multipart uploads: a lifecycle rule has the store abort them ------
+
+
+def lifecycle_of(s3_client, bucket_name: str) -> list[tuple]:
+    config = s3_client.get_bucket_lifecycle(bucket_name=bucket_name)
+    return [
+        (
+            rule.rule_id,
+            rule.status,
+            rule.rule_filter.prefix if rule.rule_filter else None,
+            rule.expiration.days if rule.expiration else None,
+            rule.abort_incomplete_multipart_upload.days_after_initiation
+            if rule.abort_incomplete_multipart_upload
+            else None,
+        )
+        for rule in (config.rules if config else [])
+    ]
+
+
+def lifecycle_set(s3_client, bucket_name: str, *rules: Rule) -> None:
+    s3_client.set_bucket_lifecycle(
+        bucket_name=bucket_name, config=LifecycleConfig(list(rules))
+    )
+
+
+def test_setup_has_the_store_abort_uploads_left_unfinished_for_a_day(
+    setup_in_mode, bucket, s3_client
+):
+    out, error = setup_in_mode("presigned")
+
+    assert error is None, error
+    assert (
+        "uploads        unfinished multipart uploads aborted after 1 day "
+        "(lifecycle rule AbortUnfinishedUploads)" in out
+    )
+    assert lifecycle_of(s3_client, bucket) == [
+        ("AbortUnfinishedUploads", "Enabled", "", None, 1)
+    ]
+
+    again, error = setup_in_mode("public")
+
+    assert error is None, error
+    assert "unfinished multipart uploads aborted after 1 day" in again
+    assert lifecycle_of(s3_client, bucket) == [
+        ("AbortUnfinishedUploads", "Enabled", "", None, 1)
+    ]
+
+
+EXPIRE_EXPORTS = Rule(
+    ENABLED,
+    rule_filter=Filter(prefix="exports/"),
+    rule_id="ExpireExports",
+    expiration=Expiration(days=30),
+)
+ABORT_AFTER_A_WEEK = Rule(
+    ENABLED,
+    rule_filter=Filter(prefix=""),
+    rule_id="AbortAfterAWeek",
+    abort_incomplete_multipart_upload=AbortIncompleteMultipartUpload(7),
+)
+
+
+@pytest.mark.parametrize(
+    ("rules", "outcome"),
+    [
+        (
+            [EXPIRE_EXPORTS],
+            "kept 1 lifecycle rule(s) setup_minio did not set: 'ExpireExports'; "
+            "none aborts unfinished multipart uploads, whose parts stay: add "
+            "AbortIncompleteMultipartUpload to them",
+        ),
+        (
+            [EXPIRE_EXPORTS, ABORT_AFTER_A_WEEK],
+            "kept 2 lifecycle rule(s) setup_minio did not set: 'ExpireExports', "
+            "'AbortAfterAWeek'; unfinished multipart uploads aborted by "
+            "'AbortAfterAWeek' after 7 day(s) (check that it covers private/)",
+        ),
+    ],
+    ids=["none-aborts", "one-aborts"],
+)
+def test_the_operators_lifecycle_rules_are_kept_as_they_are(
+    setup_in_mode, bucket, s3_client, rules, outcome
+):
+    lifecycle_set(s3_client, bucket, *rules)
+    before = lifecycle_of(s3_client, bucket)
+
+    out, error = setup_in_mode("presigned")
+
+    assert error is None, error
+    assert outcome in out
+    assert "Object storage is ready." in out
+    # Written back through the client, a rule could lose a part it does not
+    # read and widen: they are not written at all.
+    assert lifecycle_of(s3_client, bucket) == before
+
+
+def test_a_store_that_refuses_the_rule_is_set_up_and_says_so(
+    setup_in_mode, bucket, s3_client, monkeypatch
+):
+    # What MinIO answers: its lifecycle rules know no AbortIncompleteMultipartUpload
+    # (it aborts uploads left for 24 h by itself). The suite's store takes the rule.
+    def refuse(self, bucket_name, config):
+        raise S3Error(
+            None, "MalformedXML", "The XML you provided was not well-formed", "", "", ""
+        )
+
+    monkeypatch.setattr(Minio, "set_bucket_lifecycle", refuse)
+
+    out, error = setup_in_mode("presigned")
+
+    assert error is None, error
+    assert (
+        "the store refused a lifecycle rule (MalformedXML): parts of unfinished "
+        "multipart uploads stay until the store removes them" in out
+    )
+    assert "Object storage is ready." in out
+    assert lifecycle_of(s3_client, bucket) == []
