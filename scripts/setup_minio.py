@@ -5,7 +5,9 @@ Reads the same environment and .env as the app (MINIO_ENDPOINT,
 MINIO_ACCESS_KEY, MINIO_SECRET_KEY, MINIO_BUCKET_NAME, MINIO_USE_SSL,
 MINIO_MEDIA_URL_MODE, ...), then: checks the connection and the credentials,
 creates the bucket if missing, grants anonymous read on the media prefixes in
-``public`` URL mode (nothing in ``presigned`` or ``proxy`` mode), uploads
+``public`` URL mode (nothing in ``presigned`` or ``proxy`` mode; other
+statements of the policy are kept unless they let anyone reach private/, which
+fails), sets a rule aborting unfinished multipart uploads after a day, uploads
 default_avatar.jpg if missing, and prints a short report. Idempotent; exits
 non-zero with what to fix when something is wrong.
 
