@@ -1,7 +1,9 @@
 from django import forms
+from django.contrib.auth.base_user import AbstractBaseUser
+from django.db.models import Q
 
 from tokens.models import Token
-from trading.models import AMOUNT, Market, Order
+from trading.models import AMOUNT, Market, Order, Withdrawal
 
 
 def _amount_field(label: str, *, required: bool = True) -> forms.DecimalField:
@@ -122,6 +124,23 @@ class WithdrawalForm(forms.Form):
     )
     # One per form shown: submitting the same form twice withdraws once.
     reference = forms.CharField(widget=forms.HiddenInput, max_length=64)
+
+    def __init__(self, *args, user: AbstractBaseUser | None = None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        if user is None or not self.is_bound:
+            return
+        # The form sent again after staff delisted its token must still find
+        # the withdrawal its reference made (the service compares the rest).
+        reference = str(self.data.get(self.add_prefix("reference"), "")).strip()
+        earlier = (
+            Withdrawal.objects.filter(user=user, reference=reference)
+            .values_list("token_id", flat=True)
+            .first()
+        )
+        if earlier is not None:
+            self.fields["token"].queryset = Token.objects.filter(
+                Q(is_active=True) | Q(pk=earlier)
+            )
 
 
 class SavedAddressForm(forms.Form):

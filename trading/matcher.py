@@ -40,7 +40,9 @@ A command that cannot be applied
     trades would take a balance to 10^18 or more (``balance_limit``: the
     batch's write checks it, as the engine does not know balances).
     Lost connections are not the commands' fault: the loop waits and starts
-    over (locks, rebuild) instead.
+    over (locks, rebuild) instead. Nor is a batch PostgreSQL rolled back (a
+    deadlock, a serialization failure): that market's book is rebuilt and its
+    commands read again, the other markets go on.
 """
 
 from __future__ import annotations
@@ -94,6 +96,14 @@ SPEC_REFRESH_SECONDS = 1.0  # staff may change fees and minimums at any time
 CLAIM_SECONDS = 1.0  # how often markets not owned yet are tried
 IDLE_SLEEP_MAX = 0.05
 TRANSIENT = (OperationalError, InterfaceError)
+
+
+def _rolled_back(error: BaseException) -> bool:
+    """PostgreSQL aborted the transaction (SQLSTATE class 40, "transaction
+    rollback": a deadlock, a serialization failure): the connection, and the
+    market locks it holds, are fine."""
+    sqlstate = getattr(error.__cause__, "sqlstate", None) or ""
+    return isinstance(error, OperationalError) and sqlstate.startswith("40")
 
 
 class LockLost(OperationalError):
@@ -402,9 +412,11 @@ class MarketMatcher:
             return 0
         try:
             self._apply_and_write(rows)
-        except TRANSIENT:
+        except TRANSIENT as error:
             self.engine = None
-            raise
+            if not _rolled_back(error):
+                raise
+            self._rolled_back_log(error, rows)
         except Exception:
             log.exception(
                 "matcher batch failed; retrying its commands one by one",
@@ -418,9 +430,12 @@ class MarketMatcher:
         for row in rows:
             try:
                 self._apply_and_write([row])
-            except TRANSIENT:
+            except TRANSIENT as error:
                 self.engine = None
-                raise
+                if not _rolled_back(error):
+                    raise
+                self._rolled_back_log(error, [row])
+                return  # this one and the rest are read again
             except BalanceLimitExceeded:
                 # Its own refusal: trying it again could never succeed.
                 log.warning(
@@ -436,6 +451,16 @@ class MarketMatcher:
                 )
                 self.engine = None
                 self._fail(row)
+
+    def _rolled_back_log(self, error: BaseException, rows: list[tuple]) -> None:
+        # Nothing of the batch was written: the engine goes (rebuilt from the
+        # database at the next batch) and its commands are read again. The
+        # other markets, and this one's lock, are untouched.
+        log.warning(
+            "matcher batch rolled back by the database; its commands are read again",
+            exc_info=error,
+            extra={"market": self.symbol, "commands": len(rows)},
+        )
 
     def _fail(
         self, row: tuple, *, reason: str = Order.RejectReason.MATCHER_ERROR
@@ -472,6 +497,9 @@ class MarketMatcher:
         if error is not None:
             # Every batch before this one is written; nothing after it is.
             self.engine = None
+            if _rolled_back(error):
+                self._rolled_back_log(error, rows)
+                return len(rows)
             if isinstance(error, TRANSIENT):
                 raise error
             log.error(

@@ -78,7 +78,7 @@ from trading.services import (
     saved_address_remove,
     withdrawal_address_policy_set,
     withdrawal_cancel,
-    withdrawal_request,
+    withdrawal_request_or_get,
 )
 
 logger = logging.getLogger(__name__)
@@ -379,7 +379,11 @@ def order_cancel_view(request: HttpRequest, symbol: str, order_id: int) -> HttpR
 # when the last sign-in is not recent; the request is sent on afterwards.
 @reauthentication_required(allow_get=True)
 def wallet(request: HttpRequest) -> HttpResponse:
-    form = WithdrawalForm(request.POST or None, initial={"reference": uuid.uuid4().hex})
+    form = WithdrawalForm(
+        request.POST or None,
+        user=request.user,
+        initial={"reference": uuid.uuid4().hex},
+    )
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
         recovery = (
@@ -390,11 +394,10 @@ def wallet(request: HttpRequest) -> HttpResponse:
         )
         try:
             _email_verified_require(request)
-            earlier = Withdrawal.objects.filter(
-                user=request.user, reference=data["reference"]
-            ).exists()
             with service_call(request, recovery=recovery, resend=True):
-                withdrawal = withdrawal_request(
+                # A repeat (a double click, the form sent again) is answered
+                # with the withdrawal the first made, as the first is.
+                withdrawal, _ = withdrawal_request_or_get(
                     user=request.user,
                     token=data["token"],
                     amount=data["amount"],
@@ -406,10 +409,11 @@ def wallet(request: HttpRequest) -> HttpResponse:
         except TradingError as refusal:
             form.add_error(None, refusal.message)
         else:
-            if not earlier:  # a form sent again notifies once
-                notice_after_commit(
-                    withdrawal_requested_notice, request=request, withdrawal=withdrawal
-                )
+            # A repeat announces it too: the first may have been stopped
+            # between its commit and its notice. ``once`` keeps it to one.
+            notice_after_commit(
+                withdrawal_requested_notice, request=request, withdrawal=withdrawal
+            )
             messages.success(
                 request,
                 "Withdrawal requested: the funds are locked until staff decide.",

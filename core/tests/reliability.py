@@ -189,6 +189,11 @@ AREAS: dict[str, dict[str, tuple[str, str]]] = {
             "Nothing lost or repeated; the second waits for the lock and takes "
             "over when the first dies",
         ),
+        "matcher-batch-rolled-back": (
+            "PostgreSQL aborts a matcher's batch (a deadlock with another connection)",
+            "Only that market's batch is matched again, from the database; the "
+            "other markets go on and every market lock is kept",
+        ),
         "matcher-write-failed": (
             "A matcher's batch write fails in PostgreSQL (a trigger raises) "
             "while the next batch is already matched, or a command cannot be "

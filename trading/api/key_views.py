@@ -7,6 +7,7 @@ from allauth.account.decorators import reauthentication_required
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
+from django.db import transaction
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.cache import never_cache
@@ -30,19 +31,23 @@ def api_key_create_view(request: HttpRequest) -> HttpResponse:
     if not form.is_valid():
         return _refused(request, form)
     try:
-        api_key, secret = api_key_create(
-            user=request.user,
-            name=form.cleaned_data["name"],
-            scopes=form.scope_list(),
-            allowed_ips=form.cleaned_data["allowed_ips"],
-            expires_in_days=form.cleaned_data["expires_in_days"],
-            require_signature=form.cleaned_data["require_signature"],
-        )
+        # The key and its security log line commit together (the mail goes
+        # on commit): a worker stopped right after the commit cannot leave a
+        # key nobody was told about.
+        with transaction.atomic():
+            api_key, secret = api_key_create(
+                user=request.user,
+                name=form.cleaned_data["name"],
+                scopes=form.scope_list(),
+                allowed_ips=form.cleaned_data["allowed_ips"],
+                expires_in_days=form.cleaned_data["expires_in_days"],
+                require_signature=form.cleaned_data["require_signature"],
+            )
+            api_key_created_notice(request=request, api_key=api_key)
     except ValidationError as error:
         # Errors naming a field go next to it; "too many keys" above the form.
         form.add_error(None, error)
         return _refused(request, form)
-    api_key_created_notice(request=request, api_key=api_key)
     return render(
         request,
         "trading/api_key_created.html",

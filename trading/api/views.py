@@ -671,10 +671,11 @@ class WithdrawalListView(PrivateView):
                 address=data["address"],
                 reference=reference,
             )
-        if created:
-            notice_after_commit(
-                withdrawal_requested_notice, request=request, withdrawal=withdrawal
-            )
+        # A repeat announces it too: the first may have been stopped between
+        # its commit and its notice. ``once`` keeps it to one.
+        notice_after_commit(
+            withdrawal_requested_notice, request=request, withdrawal=withdrawal
+        )
         return Response(
             api.WithdrawalSerializer(withdrawal).data,
             status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from decimal import Decimal as D
 
+import psycopg
 import pytest
 from django.core.exceptions import ValidationError
 from django.db import connection, transaction
@@ -233,6 +234,35 @@ def test_concurrent_withdrawals_of_the_full_balance_let_exactly_one_through():
     assert all(isinstance(error, InsufficientBalance) for error in refused)
     assert Withdrawal.objects.count() == 1
     assert balance(alice, btc) == (D("0"), D("1.5"))
+
+
+@pytest.mark.reliability("race-withdrawals")
+def test_a_wallet_form_sent_twice_at_once_is_made_once_and_both_answered_made(
+    reauthenticate,
+):
+    from django.test import Client
+
+    btc = token_make("BTC", decimals=8)
+    alice = user_make("alice")
+    fund(alice, btc, "1")
+    first = Client()
+    first.force_login(alice)
+    reauthenticate(first, PASSWORD)
+    second = Client()  # the same browser: a double click
+    second.cookies = copy.deepcopy(first.cookies)
+    form = {"token": "BTC", "amount": "0.8", "address": "bc1q", "reference": "r-1"}
+
+    results = run_together(
+        *[
+            lambda client=client: client.post("/wallet/", form)
+            for client in (first, second)
+        ]
+    )
+
+    assert [status for status, _ in results] == ["ok", "ok"], results
+    assert [response.status_code for _, response in results] == [302, 302]
+    assert Withdrawal.objects.filter(user=alice).count() == 1
+    assert balance(alice, btc) == (D("0.2"), D("0.8"))
 
 
 @pytest.mark.reliability("race-deposits")
@@ -586,6 +616,84 @@ def test_a_batch_that_fails_to_write_is_retried_alone_and_the_next_matched_again
     maker, taker = orders[0].user, orders[1].user
     assert balance(maker, btc) == (D(0), D(0))
     assert balance(taker, btc) == (D("3.992"), D(0))  # 4 less the taker fee
+
+
+@pytest.mark.reliability("matcher-batch-rolled-back")
+def test_a_batch_lost_to_a_deadlock_is_matched_again_and_other_markets_go_on(caplog):
+    """A second connection holds a balance row market AAA's batch updates
+    last, then asks for an order row the batch updated first: PostgreSQL
+    aborts the matcher's transaction (deadlock_detected). Only that batch
+    fails: BBB is matched in the same pass, AAA's commands after it, and the
+    matcher keeps its connection and its books."""
+    usdt = token_make("USDT", decimals=6)
+    markets = [market_make(token_make(symbol), usdt) for symbol in ("AAA", "BBB")]
+    pairs = {}
+    for market in markets:
+        maker, taker = (
+            user_make(f"maker-{market.symbol}"),
+            user_make(f"taker-{market.symbol}"),
+        )
+        fund(maker, market.base, "1")
+        fund(taker, usdt, "101")
+        fields = {"market": market, "type": "limit", "quantity": D(1), "price": D(100)}
+        pairs[market.symbol] = (
+            order_place(user=maker, side="sell", **fields),
+            order_place(user=taker, side="buy", **fields),
+        )
+    aaa_sell = pairs["AAA-USDT"][0]
+    settings = connection.settings_dict
+    blocker = psycopg.connect(
+        dbname=settings["NAME"],
+        user=settings["USER"],
+        password=settings["PASSWORD"] or None,
+        host=settings["HOST"] or None,
+        port=settings["PORT"] or None,
+    )
+    # The matcher (deadlock_timeout 1 s) finds the deadlock, not this one.
+    blocker.execute("SET deadlock_timeout = '60s'")
+    blocker.execute(
+        "SELECT 1 FROM trading_balance WHERE user_id = %s AND token_id = %s FOR UPDATE",
+        [aaa_sell.user_id, markets[0].base_id],
+    )
+    [[blocker_pid]] = blocker.execute("SELECT pg_backend_pid()").fetchall()
+
+    try:
+        with MatcherThread() as matcher:
+            deadline = time.monotonic() + 30
+            while not blocked_by(blocker_pid):
+                assert time.monotonic() < deadline, "the batch never waited"
+                time.sleep(0.02)
+            blocker.execute(
+                "SELECT 1 FROM trading_order WHERE id = %s FOR UPDATE", [aaa_sell.pk]
+            )
+            blocker.rollback()
+            while OrderCommand.objects.exists():
+                assert time.monotonic() < deadline, "the commands were not matched"
+                time.sleep(0.02)
+            assert matcher.matcher.owned.keys() == {market.pk for market in markets}
+    finally:
+        blocker.close()
+
+    trades = {
+        trade.market.symbol: trade.pk
+        for trade in Trade.objects.select_related("market")
+    }
+    assert trades["BBB-USDT"] < trades["AAA-USDT"]
+    assert {order.status for order in Order.objects.all()} == {Order.Status.FILLED}
+    assert "deadlock detected" in caplog.text
+    assert "lost the database" not in caplog.text
+    assert ledger_problems() == []
+
+
+def blocked_by(pid: int) -> bool:
+    """Whether some backend waits for a lock ``pid`` holds."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE %s = ANY(pg_blocking_pids(pid))",
+            [pid],
+        )
+        return cursor.fetchone()[0] > 0
 
 
 @pytest.mark.reliability("matcher-write-failed")

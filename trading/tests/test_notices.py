@@ -5,10 +5,12 @@ lost mail logged (``notice lost``)."""
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal as D
 
 import pytest
 from django.contrib.admin.models import LogEntry
+from django.db import connection, transaction
 
 from accounts.models import SecurityEvent
 from accounts.tests.mail import lost_notices, mail_server_down, mail_server_silent
@@ -80,7 +82,71 @@ def test_a_key_revoked_with_mail_down_is_revoked_and_logged(
     assert lost_notices(caplog) == [(alice.pk, "accounts/email/api_key_revoked")]
 
 
+class WorkerKilled(BaseException):
+    """The worker dies: nothing after this point of the request runs."""
+
+
+def _worker_killed() -> None:
+    raise WorkerKilled
+
+
+def killed_after_commit_of(table: str):
+    """An execute wrapper that ends the request (``WorkerKilled``) right after
+    the transaction that inserts into ``table`` commits, as a worker
+    SIGKILLed at that moment: its commit stands, nothing after it runs."""
+    insert = re.compile(rf'INSERT INTO "?{table}"?\s*\(')
+
+    def wrapper(execute, sql, params, many, context):
+        result = execute(sql, params, many, context)
+        if insert.search(sql):
+            transaction.on_commit(_worker_killed)
+        return result
+
+    return connection.execute_wrapper(wrapper)
+
+
+def test_a_key_created_by_a_worker_killed_right_after_its_commit_is_logged(
+    alice_client, alice
+):
+    with killed_after_commit_of("trading_apikey"), pytest.raises(WorkerKilled):
+        alice_client.post("/api/keys/create/", {"name": "bot", "scopes": ["read"]})
+
+    api_key = ApiKey.objects.get(user=alice)
+    assert api_key.revoked_at is None
+    assert logged(alice, Kind.API_KEY_CREATED) == [f"bot ({api_key.prefix})"]
+
+
 # -- Withdrawals ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("channel", ["page", "api"])
+def test_a_withdrawal_left_unannounced_by_a_killed_worker_is_announced_once_on_resend(
+    channel, smtp_server, alice_client, as_alice, alice, usdt
+):
+    fund(alice, usdt, "100")
+    form = {"token": "USDT", "amount": "2", "address": "a1", "reference": "r-1"}
+    # The first request committed the withdrawal, and its worker was killed
+    # before the notice.
+    withdrawal_request(
+        user=alice, token=usdt, amount=D("2"), address="a1", reference="r-1"
+    )
+    assert logged(alice, Kind.WITHDRAWAL_REQUESTED) == []
+
+    for _ in range(2):
+        if channel == "page":
+            response = alice_client.post("/wallet/", form, follow=True)
+            assert response.redirect_chain == [("/wallet/", 302)]
+            assert "Withdrawal requested" in response.content.decode()
+        else:
+            response = as_alice.post("/api/v1/withdrawals/", form, format="json")
+            assert response.status_code == 200
+            assert response.json()["reference"] == "r-1"
+
+    smtp_server.wait_for("Withdrawal of 2 USDT requested", to="alice@example.com")
+    assert logged(alice, Kind.WITHDRAWAL_REQUESTED) == ["2 USDT (reference r-1)"]
+    mailed = [m for m in smtp_server.messages if "Withdrawal of" in m.subject]
+    assert len(mailed) == 1
+    assert Withdrawal.objects.filter(user=alice).count() == 1
 
 
 @pytest.mark.reliability("mail-down")

@@ -570,6 +570,91 @@ def test_requesting_a_withdrawal_locks_the_amount_and_a_resubmit_counts_once(
     assert "Pending" in client.get("/wallet/").content.decode()
 
 
+def test_the_wallet_form_sent_again_after_its_token_was_delisted_returns_it(
+    client, trader, market
+):
+    form = {"token": "USDT", "amount": "250", "address": "T-1", "reference": "r-1"}
+    client.post("/wallet/", form)
+    market.quote.is_active = False
+    market.quote.save()
+
+    again = client.post("/wallet/", form, follow=True)
+    changed = client.post("/wallet/", {**form, "amount": "300"})
+
+    assert again.redirect_chain == [("/wallet/", 302)]
+    assert "Withdrawal requested" in again.content.decode()
+    assert changed.status_code == 400
+    assert "already used by a different request" in changed.content.decode()
+    assert Withdrawal.objects.filter(user=trader).count() == 1
+    assert balance(trader, market.quote) == (Decimal("99750"), Decimal("250"))
+
+
+def test_another_users_reference_does_not_reopen_a_delisted_token(
+    client, trader, market
+):
+    other = user_make("other")
+    fund(other, market.quote, "1000")
+    _pending_withdrawal(other, market.quote, reference="r-1")
+    market.quote.is_active = False
+    market.quote.save()
+
+    response = client.post(
+        "/wallet/",
+        {"token": "USDT", "amount": "250", "address": "T-1", "reference": "r-1"},
+    )
+
+    assert response.status_code == 400
+    assert "Select a valid choice" in response.content.decode()
+    assert not Withdrawal.objects.filter(user=trader).exists()
+
+
+def test_a_withdrawal_corrected_after_the_password_prompt_is_made(client, btc):
+    from exchange.management.commands.seed_demo import DEMO_ADDRESS_FORMATS
+    from trading.services import address_format_ensure
+
+    for network, pattern, checksum, description in DEMO_ADDRESS_FORMATS["BTC"]:
+        address_format_ensure(
+            token=btc,
+            network=network,
+            pattern=pattern,
+            checksum=checksum,
+            description=description,
+        )
+    user = user_make("trader")
+    fund(user, btc, "1")
+    client.force_login(user)  # not confirmed recently: the password is asked
+    address = "bc1qar0srrr7xfkvy5l643lydnw9re59gtzzwf5mdq"
+    typo = address[:-1]  # one character short
+    form = {"token": "BTC", "amount": "0.01", "address": typo, "reference": "r-1"}
+
+    asked = client.post("/wallet/", form)
+    assert asked.status_code == 302
+    assert asked["Location"].startswith("/accounts/reauthenticate/")
+    # allauth sends the stored form on to the wallet once the password is
+    # given: the page, with the address refused, is the answer of this URL.
+    refused = client.post(asked["Location"], {"password": PASSWORD})
+    assert refused.status_code == 400
+    page = Page(refused)
+    [action] = [
+        dict(element.attributes).get("action")
+        for element in page._elements(page.root)
+        if element.name == "form"
+        and any(
+            dict(field.attributes).get("name") == "reference"
+            for field in page._elements(element)
+        )
+    ]
+    assert action == "/wallet/"
+    assert (page.value("reference"), page.value("address")) == ("r-1", typo)
+    assert page.selected("token") == "BTC"
+
+    made = client.post(action, {**form, "address": address}, follow=True)
+
+    assert made.redirect_chain == [("/wallet/", 302)]
+    assert "Withdrawal requested" in made.content.decode()
+    assert Withdrawal.objects.get(user=user).address == address
+
+
 @pytest.mark.reliability("overdraw")
 def test_a_withdrawal_over_the_balance_is_refused_in_words(client, trader):
     response = client.post(
