@@ -223,6 +223,24 @@ def test_a_page_body_over_the_limit_is_the_too_large_page(client, small_body_lim
 
 
 @pytest.mark.reliability("huge-bodies")
+def test_the_too_large_page_offers_no_log_in_to_someone_signed_in(
+    client, alice, small_body_limit
+):
+    """The refusal comes before the session is read: the page cannot tell
+    who is signed in, so it offers neither the account's links nor "Log in"."""
+    client.force_login(alice)
+
+    response = client.post(
+        "/accounts/profile/",
+        "x" * (small_body_limit + 1),
+        content_type="application/octet-stream",
+    )
+
+    page = error_page(response, 413)
+    assert "Log in" not in page and "Sign up" not in page
+
+
+@pytest.mark.reliability("huge-bodies")
 def test_an_api_body_over_the_limit_is_a_json_413_and_places_nothing(
     alice, key_client, small_body_limit, funded
 ):
