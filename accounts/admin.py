@@ -91,7 +91,7 @@ class UserAddForm(AdminUserCreationForm):
             # Before the checks that the name is free (in any case): of two
             # staff adding one name at once, the second waits here for the
             # first's commit and gets the usual "already exists" error.
-            unique_value_serialize(model=User, username=username.casefold())
+            unique_value_serialize(model=User, username=username.upper())
         return super().clean_username()
 
 

@@ -34,14 +34,16 @@ class SignupForm(AllauthSignupForm):
     def clean_username(self) -> str:
         username = self.cleaned_data.get("username")
         if username:
-            # The key the admin's user form claims too (accounts.admin).
-            unique_value_serialize(model=User, username=username.casefold())
+            # The key the admin's user form claims too (accounts.admin): upper
+            # case, as PostgreSQL's case-insensitive match compares ("al\u0131ce"
+            # is "ALICE" to it; casefold() would keep the dotless i).
+            unique_value_serialize(model=User, username=username.upper())
         return super().clean_username()
 
     def clean_email(self) -> str:
         email = self.cleaned_data.get("email")
         if email:
-            unique_value_serialize(model=EmailAddress, email=email.casefold())
+            unique_value_serialize(model=EmailAddress, email=email.upper())
         return super().clean_email()
 
     def try_save(self, request):
