@@ -886,7 +886,11 @@ def test_command_interrupted_by_ctrl_c_exits_1_and_the_next_run_finishes(
     with subprocess.Popen(
         command, cwd=root, env=clean, stdout=subprocess.PIPE, stderr=subprocess.PIPE
     ) as process:
-        assert b"files processed" in process.stderr.readline()  # 10% done
+        # The first progress line (10% done), after any system check warning.
+        line = b""
+        while b"files processed" not in line:
+            line = process.stderr.readline()
+            assert line, "media_to_bucket ended without a progress line"
         process.send_signal(signal.SIGINT)
         out, err = process.communicate(timeout=60)
 
