@@ -176,17 +176,22 @@ def test_a_withdrawal_requested_and_cancelled_with_mail_down_is_done(
     ]
 
 
+def three_requested_withdrawals(user, token):
+    """The primary keys of three pending withdrawals of 1 token each."""
+    fund(user, token, "10")
+    return [
+        withdrawal_request(
+            user=user, token=token, amount=D(1), address="a1", reference=f"r-{n}"
+        ).pk
+        for n in range(3)
+    ]
+
+
 @pytest.mark.reliability("mail-down")
 def test_staff_approve_every_selected_withdrawal_with_mail_down(
     settings, smtp_server, staff_client, alice, usdt, caplog
 ):
-    fund(alice, usdt, "10")
-    selected = [
-        withdrawal_request(
-            user=alice, token=usdt, amount=D(1), address="a1", reference=f"r-{n}"
-        ).pk
-        for n in range(3)
-    ]
+    selected = three_requested_withdrawals(alice, usdt)
 
     with mail_server_down(settings):
         response = staff_client.post(
@@ -211,13 +216,7 @@ def test_staff_approving_many_withdrawals_wait_for_a_silent_mail_server_once(
     decision's mail is given up after EMAIL_TIMEOUT, the others are not tried
     (the action stays well inside gunicorn's timeout), and every row is
     decided and in the admin's log."""
-    fund(alice, usdt, "10")
-    selected = [
-        withdrawal_request(
-            user=alice, token=usdt, amount=D(1), address="a1", reference=f"r-{n}"
-        ).pk
-        for n in range(3)
-    ]
+    selected = three_requested_withdrawals(alice, usdt)
 
     with mail_server_silent(settings) as connections:
         response = staff_client.post(
