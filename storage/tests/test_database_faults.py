@@ -10,8 +10,9 @@ after PostgreSQL applied it (storage.tests.commit_cut).
 import pytest
 from django.db import DatabaseError
 
-from accounts.models import Profile
-from accounts.services import avatar_replace
+from accounts.models import DEFAULT_AVATAR, Profile
+from accounts.services import avatar_remove, avatar_replace
+from conftest import storages_setting
 from storage.tests.commit_cut import commit_answer_lost
 from tests.factories import jpeg_upload
 from trading.tests.db_faults import backend_killed
@@ -63,3 +64,33 @@ def test_a_lost_answer_to_the_commit_keeps_the_picture_the_row_names(
     # Not knowing the commit, the app deleted nothing: the replaced picture is
     # left for media_orphans.
     assert stored_names(any_storage, "profile_pics") == sorted([replaced, saved])
+
+
+def test_a_refused_deletion_with_the_connection_lost_after_the_commit_is_no_error(
+    settings, alice, use_minio, put_exact, stored_names, caplog
+):
+    """The store refuses to delete the replaced picture when the connection
+    has just been lost: the removal committed, so the caller is not told it
+    failed; the picture no row names is left for media_orphans."""
+    put_exact(use_minio, DEFAULT_AVATAR, b"default")
+    pictured = avatar_replace(profile=alice.profile, upload=jpeg_upload())
+    replaced = pictured.avatar.name
+    working = settings.STORAGES["default"]
+    settings.STORAGES = storages_setting(
+        {
+            "BACKEND": working["BACKEND"],
+            "OPTIONS": {
+                **working["OPTIONS"],
+                "endpoint": "127.0.0.1:9",
+                "max_retries": 0,
+            },
+        }
+    )
+
+    with backend_killed("after_commit", profile_update):
+        avatar_remove(profile=pictured)
+
+    assert Profile.objects.get(pk=pictured.pk).avatar.name == DEFAULT_AVATAR
+    settings.STORAGES = storages_setting(working)
+    assert stored_names(use_minio, "profile_pics") == [replaced]
+    assert f"could not queue {replaced} for deletion" in caplog.text
