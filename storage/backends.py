@@ -21,8 +21,6 @@ import logging
 import mimetypes
 import os
 import pathlib
-import posixpath
-import secrets
 import threading
 import time
 from collections.abc import Iterator
@@ -45,6 +43,7 @@ from minio.error import InvalidResponseError, MinioException, S3Error, ServerErr
 
 from storage import config
 from storage.exceptions import StorageUnavailable
+from storage.names import SEGMENT_MAX_BYTES, random_name
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +65,7 @@ _PART_SIZE = 10 * 1024 * 1024
 # The limits of S3 (and of MinIO and SeaweedFS): a key of at most 1024 bytes of
 # UTF-8, each of its path segments at most 255 bytes.
 KEY_MAX_BYTES = 1024
-KEY_SEGMENT_MAX_BYTES = 255
+KEY_SEGMENT_MAX_BYTES = SEGMENT_MAX_BYTES
 # An opened object keeps its first bytes, so that going back to them (to the
 # start, to a header) costs no request; see ObjectReader.
 _REWIND_BYTES = 256 * 1024
@@ -958,38 +957,9 @@ class MinIOStorage(Storage):
         return key
 
     def get_available_name(self, name: str, max_length: int | None = None) -> str:
-        """Add a random component to every name; never check the server.
-
-        Several app servers may save the same name at the same moment: with a
-        random suffix they cannot collide, and no HEAD-then-PUT race exists.
-        The suffix goes before all the extensions (``x_<random>.tar.gz``), as
-        Django's does, as long as they are short enough to be extensions.
-        """
-        key = object_key(name)
-        dir_name, file_name = posixpath.split(key)
-        ext = ""
-        for suffix in reversed(pathlib.PurePosixPath(file_name).suffixes):
-            if len(suffix + ext) > 16:
-                break
-            ext = suffix + ext
-        stem = file_name.removesuffix(ext)
-        suffix = "_" + secrets.token_urlsafe(8)  # 11 characters, 64 random bits
-        prefix = f"{dir_name}/" if dir_name else ""
-        if max_length is not None:
-            room = max_length - len(prefix) - len(suffix) - len(ext)
-            if room < 1:
-                raise SuspiciousFileOperation(
-                    f"Storage can not find an available filename for '{name}'. "
-                    "Please make sure that the corresponding file field allows "
-                    f"sufficient 'max_length' ({max_length})."
-                )
-            stem = stem[:room]
-        if len(file_name.encode()) <= KEY_SEGMENT_MAX_BYTES:
-            # A name a disk would take: the suffix must not push it past the
-            # server's limit. A longer one is refused, as a disk refuses it.
-            room = KEY_SEGMENT_MAX_BYTES - len((suffix + ext).encode())
-            stem = stem.encode()[:room].decode(errors="ignore")
-        return f"{prefix}{stem or 'file'}{suffix}{ext}"
+        """A new random name every time (``storage.names``); the server is
+        never asked, so no HEAD-then-PUT race exists."""
+        return random_name(object_key(name), max_length)
 
     def generate_filename(self, filename: str) -> str:
         return object_key(super().generate_filename(filename))

@@ -1,6 +1,8 @@
 """Files on local disk (``USE_MINIO=false``): MEDIA_ROOT and PRIVATE_MEDIA_ROOT.
 
-Django's ``FileSystemStorage``, except when a file cannot be written whole.
+Django's ``FileSystemStorage``, except that every save stores under a new
+name (``storage.names``), as ``MinIOStorage`` does, and except when a file
+cannot be written whole.
 Django then leaves what it had written on disk, under a name no row holds,
 and raises the ``OSError`` as it is: for a full disk, a server error wherever
 a view did not expect it. Here what was written is removed first, and a full
@@ -23,6 +25,7 @@ from django.core.files.storage import FileSystemStorage as DjangoFileSystemStora
 from django.utils.deconstruct import deconstructible
 
 from storage.exceptions import StorageFull
+from storage.names import random_name
 
 logger = logging.getLogger(__name__)
 
@@ -76,7 +79,11 @@ class FileSystemStorage(DjangoFileSystemStorage):
             _attempt.reset(token)
 
     def get_available_name(self, name: str, max_length: int | None = None) -> str:
-        name = super().get_available_name(name, max_length=max_length)
+        # A new name for every save, as MinIOStorage gives: a name freed by a
+        # deletion is not reused, so its one-year immutable URL stays true.
+        name = super().get_available_name(
+            random_name(name, max_length), max_length=max_length
+        )
         # Django's _save asks for another name when the one it was given was
         # taken meanwhile; the file it then creates is under this one.
         attempt = _attempt.get()

@@ -136,6 +136,18 @@ def test_a_taken_name_gets_a_random_part_before_its_extensions(
     assert any_storage.open(second).read() == b"2"
 
 
+def test_a_name_freed_by_a_deletion_is_never_given_again(any_storage):
+    # Files are served as immutable for a year: a URL that named a deleted
+    # picture must not come to name another one.
+    first = any_storage.save("profile_pics/me.jpg", ContentFile(b"red"))
+    any_storage.delete(first)
+    second = any_storage.save("profile_pics/me.jpg", ContentFile(b"blue"))
+
+    assert second != first
+    assert re.fullmatch(rf"profile_pics/me{SUFFIX}\.jpg", first), first
+    assert any_storage.url(second) != any_storage.url(first)
+
+
 def test_a_name_is_truncated_to_max_length_keeping_its_extension(any_storage):
     for _ in range(2):
         name = any_storage.save(
