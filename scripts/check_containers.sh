@@ -6,7 +6,8 @@
 #   3. the rules the compose files promise (pinned images, loopback-only
 #      ports, one-shot migrations, no fixed container names, the image's
 #      HTTP health check only where HTTP is served, nginx and the app
-#      reading the client's address alike, ...);
+#      reading the client's address alike, .env.example as the .env
+#      changing none of the stack's defaults, ...);
 #   4. the build context `.dockerignore` leaves: none of the files a
 #      development run leaves beside manage.py (the SQLite database, its WAL
 #      files, the matcher's locks), no secret or local media;
@@ -68,6 +69,16 @@ compose "$sample_env" docker-compose.storage.yml config --quiet minio
 { cat "$sample_env"; echo TRUSTED_PROXY_COUNT=1; } >"$workdir/direct.env"
 compose "$workdir/direct.env" docker-compose.yml --profile minio config --format json \
     >"$workdir/docker-compose-direct.json"
+
+# DEPLOYMENT.md's recipe: `cp .env.example .env`, then its lines. What the
+# example sets must leave the stack as the compose file's defaults have it.
+recipe_lines=$'COMPOSE_PROFILES=minio\nTRUSTED_PROXY_COUNT=2'
+{ cat .env.example; cat "$sample_env"; echo "$recipe_lines"; } >"$workdir/recipe.env"
+{ cat "$sample_env"; echo "$recipe_lines"; } >"$workdir/defaults.env"
+for env_file in recipe defaults; do
+    compose "$workdir/$env_file.env" docker-compose.yml config --format json \
+        >"$workdir/docker-compose-$env_file.json"
+done
 
 # Every secret of the full stack is required: without them, config must fail.
 for variable in SECRET_KEY POSTGRES_PASSWORD MINIO_ACCESS_KEY MINIO_SECRET_KEY; do
@@ -186,6 +197,16 @@ for profile in ("minio", "seaweedfs"):
         problems.append(f"{label}: {other} runs too; the profiles must exclude it")
     check_health_checks(label, services)
     check_client_address(label, services, "2")
+
+recipe = load("docker-compose-recipe")["services"]
+for name, service in load("docker-compose-defaults")["services"].items():
+    given = (recipe.get(name) or {}).get("environment") or {}
+    for variable, value in (service.get("environment") or {}).items():
+        if given.get(variable) != value:
+            problems.append(
+                f"docker-compose.yml with .env.example as .env: {name} gets "
+                f"{variable}={given.get(variable)!r}, not the stack's {value!r}"
+            )
 
 check_client_address(
     "docker-compose.yml with TRUSTED_PROXY_COUNT=1",
