@@ -1,7 +1,9 @@
 from django import forms
 from django.contrib import admin
+from django.db import models
 
 from core.locks import unique_value_serialize
+from core.widgets import PlainNumberInput
 from storage.html import image_tag
 from tokens.models import Token
 from tokens.services import token_create, token_update
@@ -49,6 +51,7 @@ class TokenForm(forms.ModelForm):
 @admin.register(Token)
 class TokenAdmin(admin.ModelAdmin):
     form = TokenForm
+    formfield_overrides = {models.DecimalField: {"widget": PlainNumberInput}}
     list_display = ["logo_thumbnail", "symbol", "name", "decimals", "is_active"]
     list_display_links = ["logo_thumbnail", "symbol"]
     list_filter = ["is_active"]

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Sequence
-from decimal import Decimal
 
 from django import forms
 from django.contrib import admin, messages
@@ -34,6 +33,7 @@ from django.utils.text import capfirst
 
 from accounts.admin_site import decision_confirmation, decision_rows, user_label
 from core.locks import unique_value_serialize
+from core.widgets import PlainNumberInput
 from tokens.models import Token
 from trading.addresses import address_canonical
 from trading.exceptions import TradingError
@@ -59,16 +59,6 @@ from trading.services import (
     withdrawal_approve,
     withdrawal_reject,
 )
-
-
-class PlainNumberInput(forms.NumberInput):
-    """A number input showing a stored amount without its trailing zeros;
-    what staff typed is shown back as typed."""
-
-    def format_value(self, value):
-        if isinstance(value, Decimal):
-            return plain(value)
-        return super().format_value(value)
 
 
 @functools.cache

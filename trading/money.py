@@ -24,6 +24,7 @@ from decimal import (
 )
 from typing import ParamSpec, TypeVar
 
+from core.numbers import plain  # re-exported: trading code imports it from here
 from trading.exceptions import InvalidAmount, PrecisionTooHigh
 
 EXACT = Context(prec=80, traps=[InvalidOperation, DivisionByZero, Overflow, Inexact])
@@ -80,14 +81,6 @@ def change_percent(*, first: Decimal, last: Decimal) -> Decimal:
         _PERCENT_STEP, rounding=ROUND_HALF_EVEN, context=_ROUNDING
     )
     return rounded.copy_abs() if rounded.is_zero() else rounded
-
-
-def plain(value: Decimal) -> str:
-    """A decimal for messages: no exponent, no trailing zeros (``0.01``, ``10``)."""
-    text = f"{value:f}"
-    if "." in text:
-        text = text.rstrip("0").rstrip(".")
-    return text
 
 
 def grouped(value: Decimal) -> str:

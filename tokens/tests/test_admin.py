@@ -1,4 +1,6 @@
 import io
+import re
+from decimal import Decimal as D
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
@@ -97,6 +99,33 @@ def test_staff_set_a_tokens_daily_withdrawal_limit_in_the_admin(staff_client):
     token.refresh_from_db()
     assert token.withdrawal_daily_limit is not None
     assert token.withdrawal_daily_limit > 0
+
+
+@pytest.mark.parametrize("limit", ["0", "0.00000001", "2.5"])
+def test_a_tokens_daily_withdrawal_limit_is_shown_plain_and_kept_on_save(
+    staff_client, btc, limit
+):
+    Token.objects.filter(pk=btc.pk).update(withdrawal_daily_limit=D(limit))
+    url = f"/admin/tokens/token/{btc.pk}/change/"
+
+    page = staff_client.get(url).content.decode()
+    shown = re.search(
+        r'<input[^>]*name="withdrawal_daily_limit"[^>]*value="([^"]*)"', page
+    ).group(1)
+    response = staff_client.post(
+        url,
+        {
+            "name": btc.name,
+            "description": btc.description,
+            "is_active": "on",
+            "withdrawal_daily_limit": shown,
+        },
+    )
+
+    assert shown == limit
+    assert response.status_code == 302
+    btc.refresh_from_db()
+    assert btc.withdrawal_daily_limit == D(limit)
 
 
 def test_a_tokens_symbol_and_decimals_are_fixed_once_it_is_added(
