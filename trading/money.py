@@ -14,6 +14,7 @@ from collections.abc import Callable
 from decimal import (
     ROUND_CEILING,
     ROUND_HALF_EVEN,
+    ROUND_HALF_UP,
     Context,
     Decimal,
     DivisionByZero,
@@ -81,6 +82,15 @@ def change_percent(*, first: Decimal, last: Decimal) -> Decimal:
         _PERCENT_STEP, rounding=ROUND_HALF_EVEN, context=_ROUNDING
     )
     return rounded.copy_abs() if rounded.is_zero() else rounded
+
+
+def spread_percent(*, bid: Decimal, ask: Decimal) -> Decimal:
+    """The spread in percent of the ask, ``(ask - bid) / ask x 100``, with
+    two decimals rounded once from 80 digits, half up as the market page's
+    script rounds it."""
+    spread = _ROUNDING.subtract(ask, bid)
+    percent = _ROUNDING.divide(_ROUNDING.multiply(spread, 100), ask)
+    return percent.quantize(_PERCENT_STEP, rounding=ROUND_HALF_UP, context=_ROUNDING)
 
 
 def grouped(value: Decimal) -> str:

@@ -192,7 +192,8 @@ def market_summaries(
 ) -> list[MarketSummary]:
     """Open markets with last price, 24 h change and volume (one query),
     sorted by ``sort`` (see ``MARKET_SORTS``; markets without a value last,
-    then by symbol); only the markets of ``token_id`` when given."""
+    then by symbol); only the markets of ``token_id`` when given. A market is
+    open by its ``effective_status``: not halted, neither token delisted."""
     since = (now or timezone.now()) - timedelta(hours=24)
     trades = Trade.objects.filter(market=OuterRef("pk"))
     recent = trades.filter(created_at__gte=since)
@@ -202,7 +203,7 @@ def market_summaries(
         .annotate(total=Sum("quantity"))
         .values("total")
     )
-    rows = Market.objects.filter(status=Market.Status.OPEN)
+    rows = Market.objects.filter(Market.TAKING_ORDERS)
     if token_id is not None:
         rows = rows.filter(Q(base_id=token_id) | Q(quote_id=token_id))
     rows = (

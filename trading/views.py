@@ -2,7 +2,7 @@ import logging
 import re
 import uuid
 from dataclasses import dataclass
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 from urllib.parse import urlencode
 
 from allauth.account.decorators import reauthentication_required
@@ -41,7 +41,7 @@ from trading.forms import (
     WithdrawalForm,
 )
 from trading.models import Market, Order, SavedAddress, Trade, Withdrawal
-from trading.money import grouped, plain, unit
+from trading.money import EXACT, exact, grouped, plain, spread_percent, unit
 from trading.notices import (
     notice_after_commit,
     saved_address_notice,
@@ -115,6 +115,7 @@ class DepthLevel:
     total: Decimal  # this level's and every better one's quantity
 
 
+@exact
 def _depth(levels: list[PriceLevel]) -> list[DepthLevel]:
     """``levels``, best first, each with the quantity summed up to it."""
     total = Decimal(0)
@@ -140,11 +141,8 @@ def _market_page(
     spread = None
     if best_bid is not None and best_ask is not None:
         spread = {
-            "amount": best_ask - best_bid,
-            # Half up, as market.js rounds it when the book changes.
-            "percent": ((best_ask - best_bid) / best_ask * 100).quantize(
-                Decimal("0.01"), rounding=ROUND_HALF_UP
-            ),
+            "amount": EXACT.subtract(best_ask, best_bid),
+            "percent": spread_percent(bid=best_bid, ask=best_ask),
         }
     context = {
         "market": market,

@@ -135,8 +135,10 @@ class MarketSerializer(serializers.Serializer):
     maker_fee = AmountField(help_text="Rate, e.g. 0.001 for 0.1 %.")
     taker_fee = AmountField(help_text="Rate, e.g. 0.002 for 0.2 %.")
     status = serializers.ChoiceField(
+        source="effective_status",
         choices=Market.Status.choices,
-        help_text="A halted market accepts cancels only.",
+        help_text="A halted market accepts cancels only: staff halted it, or "
+        "delisted its base or quote token.",
     )
 
 

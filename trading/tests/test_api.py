@@ -108,6 +108,21 @@ def test_markets_lists_every_market_with_amounts_as_strings(anonymous, market):
     ]
 
 
+@pytest.mark.parametrize("delisted", ["base", "quote"])
+def test_a_market_whose_token_is_delisted_is_halted_as_orders_find_it(
+    anonymous, as_alice, market, funded, delisted
+):
+    token = getattr(market, delisted)
+    token.is_active = False
+    token.save()
+
+    listed = anonymous.get(f"{V1}/markets/").json()
+    order = as_alice.post(f"{V1}/orders/", limit_order(), format="json")
+
+    assert [(m["symbol"], m["status"]) for m in listed] == [("BTC-USDT", "halted")]
+    assert error_of(order) == (409, "market_closed")
+
+
 def test_markets_costs_the_same_queries_for_2_or_20_markets(anonymous, usdt):
     bases = [token_make(f"B{n:02d}") for n in range(20)]
     for base in bases[:2]:

@@ -15,6 +15,8 @@ from tests.factories import (
     sell,
     token_make,
 )
+from tokens.models import Token
+from trading.exceptions import MarketClosed
 from trading.models import Deposit, Market, Order, Trade, Withdrawal
 from trading.selectors import (
     balances_for_user,
@@ -311,3 +313,35 @@ def test_a_tokens_markets_are_those_it_is_base_or_quote_of(three_markets, btc, u
         "SOL-BTC",
     ]
     assert len(market_summaries(token_id=usdt.pk)) == 3
+
+
+@pytest.mark.parametrize(
+    ("status", "delisted"),
+    [
+        (Market.Status.OPEN, None),
+        (Market.Status.HALTED, None),
+        (Market.Status.OPEN, "base"),
+        (Market.Status.OPEN, "quote"),
+        (Market.Status.HALTED, "base"),
+    ],
+)
+def test_a_market_is_listed_open_exactly_while_it_takes_orders(
+    market, alice, funded, status, delisted
+):
+    # Changed behind the process's back, as staff do from another instance.
+    Market.objects.filter(pk=market.pk).update(status=status)
+    if delisted:
+        Token.objects.filter(pk=getattr(market, f"{delisted}_id")).update(
+            is_active=False
+        )
+    try:
+        buy(alice, market, "1", "100")
+    except MarketClosed:
+        takes_orders = False
+    else:
+        takes_orders = True
+    effective = market_get(symbol=market.symbol).effective_status
+
+    assert takes_orders is (status == Market.Status.OPEN and delisted is None)
+    assert effective == (Market.Status.OPEN if takes_orders else Market.Status.HALTED)
+    assert [s.market for s in market_summaries()] == ([market] if takes_orders else [])

@@ -190,6 +190,32 @@ def test_the_markets_page_shows_last_price_change_and_volume(client, market):
     assert "BTC" in page and "+10.00 %" in page and "2 BTC" in page
 
 
+def test_the_markets_of_a_delisted_token_leave_the_lists_and_take_cancels_only(
+    client, trader, market
+):
+    order = buy(trader, market, "1", "100.00")
+    other = market_make(token_make("ETH"), market.quote)
+    lists = ("/", "/markets/", f"/tokens/{market.quote.symbol}/")
+
+    def listed(url: str) -> set[str]:
+        links = Page(client.get(url)).links("table.market-table")
+        return {link for link in links if link.startswith("/markets/")}
+
+    # Read once before, as a page kept in a cache would have been.
+    assert all(f"/markets/{market.symbol}/" in listed(url) for url in lists)
+    market.base.is_active = False  # staff untick "Active"
+    market.base.save()
+    page = Page(client.get(f"/markets/{market.symbol}/"))
+    cancelled = client.post(
+        f"/markets/{market.symbol}/orders/{order.pk}/cancel/", follow=True
+    )
+
+    for url in lists:
+        assert listed(url) == {f"/markets/{other.symbol}/"}, url
+    assert "Halted (cancels only)" in page.text
+    assert "Order cancelled" in cancelled.content.decode()
+
+
 def change_cells(html: str) -> list[tuple[list[str], str]]:
     """The classes and text of each 24 h change cell of a markets table."""
     return [
@@ -476,6 +502,52 @@ def test_the_book_sums_the_depth_and_shows_the_spread(client, trader, market):
     assert page.rows("tbody.asks") == [["125", "1", "4"], ["120", "3", "3"]]
     assert page.rows("tbody.spread") == [["Spread 10 (8.33 %)"]]
     assert page.rows("tbody.bids") == [["110", "2", "2"], ["105", "0.5", "2.5"]]
+
+
+def _tokens_of_18_decimals_market(base: str, quote: str, *, price_step, amount_step):
+    """A market of two 18-decimal tokens, free of fees, and a user holding
+    plenty of both."""
+    market = market_make(
+        token_make(base, decimals=18),
+        token_make(quote, decimals=18),
+        price_step=Decimal(price_step),
+        amount_step=Decimal(amount_step),
+        min_notional=Decimal(0),
+        maker_fee=Decimal(0),
+        taker_fee=Decimal(0),
+    )
+    maker = user_make(f"maker-{market.symbol}")
+    fund(maker, market.base, "900000000000000")
+    fund(maker, market.quote, "900000000000000")
+    return market, maker
+
+
+@pytest.mark.postgres
+def test_the_books_totals_and_spread_are_exact_to_the_last_of_18_decimals(client):
+    # 32 significant digits: at Python's default 28 the total would round.
+    fine_amounts, maker = _tokens_of_18_decimals_market(
+        "AAA", "BBB", price_step="0.1", amount_step="1E-17"
+    )
+    sell(maker, fine_amounts, "123456789012.12345678901234567", "2")
+    sell(maker, fine_amounts, "1.00000000000000001", "3")
+    fine_prices, maker = _tokens_of_18_decimals_market(
+        "CCC", "DDD", price_step="1E-17", amount_step="0.1"
+    )
+    # The spread is 0.125 % of the ask less 1E-17: rounded to 28 digits it
+    # would be 1,000,000,000,000 and its percent 0.125, half up 0.13.
+    sell(maker, fine_prices, "0.1", "800000000000000")
+    buy(maker, fine_prices, "0.1", "799000000000000.00000000000000001")
+
+    book = Page(client.get(f"/markets/{fine_amounts.symbol}/"))
+    spread = Page(client.get(f"/markets/{fine_prices.symbol}/"))
+
+    assert [row[2] for row in book.rows("tbody.asks")] == [
+        "123,456,789,013.12345678901234568",
+        "123,456,789,012.12345678901234567",
+    ]
+    assert spread.rows("tbody.spread") == [
+        ["Spread 999,999,999,999.99999999999999999 (0.12 %)"]
+    ]
 
 
 def test_a_price_picked_in_the_book_fills_the_order_form_without_script(
