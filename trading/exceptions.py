@@ -66,6 +66,18 @@ class OrderNotOpen(TradingError):
     default_message = "The order is no longer open."
 
 
+class OrderChanged(TradingError):
+    """An amend the matcher refused because the order traded while it
+    waited: it filled past the new quantity, or what it has reserved no
+    longer covers the amended order. The order is unchanged."""
+
+    code = "order_changed"
+    default_message = (
+        "The order traded while the amend waited: the amend was refused and "
+        "the order is unchanged."
+    )
+
+
 class OrderNotFound(TradingError):
     code = "order_not_found"
     default_message = "No such order."

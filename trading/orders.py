@@ -28,7 +28,12 @@ remainder of an immediate order, ``self_trade``)
 A cancel is a request too: acknowledged, it is queued, and the matcher
 applies it in turn. By then the order may have filled: an acknowledged
 cancel means "asked", and its result is either the order cancelled or
-``order_not_open`` (it filled or closed first). An amend is the same.
+``order_not_open`` (it filled or closed first). An amend is the same, and
+the matcher may refuse it with the order still open and unchanged:
+``order_changed`` when the order traded meanwhile (it filled past the new
+quantity, or what it has reserved no longer covers the amended order),
+``post_only_would_take`` when a post-only order's new price would trade at
+once, or a market rule staff changed meanwhile (``command_refusal``).
 
 Rules
 -----
@@ -36,8 +41,9 @@ The rules of ``trading.engine`` hold (matching, fees, market orders,
 self-trade prevention, post-only/IOC/FOK, stops, amends). Added here:
 
 Checks of the request, in this order
-    the order's options, the amounts, the market's status, steps and
-    precision, limit ``min_notional``, the client order id, then the balance.
+    the order's options, the amounts, the client order id's length, the
+    market's status, steps and precision, limit ``min_notional``, the client
+    order id's uniqueness, then the balance.
     The matcher checks what needs the book: post-only, fill-or-kill, market
     ``min_notional``; an order it refuses ends ``rejected``.
 Reservations
@@ -101,6 +107,7 @@ from trading.exceptions import (
     InvalidAmount,
     InvalidOrder,
     MarketClosed,
+    OrderChanged,
     OrderNotFound,
     OrderNotOpen,
     PostOnlyWouldTake,
@@ -118,6 +125,7 @@ from trading.models import (
 )
 from trading.money import (
     AMOUNT_LIMIT,
+    EXACT,
     ZERO,
     exact,
     grouped,
@@ -886,6 +894,7 @@ def order_amend(
 
 # -- Waiting for the matcher -------------------------------------------------------
 
+
 # The matcher's refusals as the request side's exceptions, so that a refused
 # order answers with the same code whether it was refused early or late.
 REFUSALS: dict[str, type[TradingError]] = {
@@ -894,7 +903,7 @@ REFUSALS: dict[str, type[TradingError]] = {
     Order.RejectReason.PRECISION_TOO_HIGH: PrecisionTooHigh,
     Order.RejectReason.BELOW_MIN_NOTIONAL: BelowMinNotional,
     Order.RejectReason.RESERVATION_MISMATCH: CommandFailed,
-    Order.RejectReason.INSUFFICIENT_RESERVATION: InsufficientBalance,
+    Order.RejectReason.INSUFFICIENT_RESERVATION: OrderChanged,
     Order.RejectReason.POST_ONLY_WOULD_TAKE: PostOnlyWouldTake,
     Order.RejectReason.FILL_OR_KILL_NOT_FILLED: FillOrKillNotFilled,
     Order.RejectReason.ORDER_NOT_FOUND: OrderNotFound,
@@ -903,11 +912,6 @@ REFUSALS: dict[str, type[TradingError]] = {
     Order.RejectReason.MATCHER_ERROR: CommandFailed,
 }
 _MESSAGES = {
-    Order.RejectReason.BELOW_MIN_NOTIONAL: "The order would trade less than "
-    "the market's minimum value; it was not placed.",
-    Order.RejectReason.INSUFFICIENT_RESERVATION: "The order traded while the "
-    "amend waited, and the amount reserved for it no longer covers it; "
-    "nothing was changed.",
     Order.RejectReason.ORDER_NOT_OPEN: "The order was no longer open when the "
     "matcher took the request: it had filled or closed first.",
 }
@@ -959,7 +963,62 @@ def command_refusal(command: OrderCommand) -> TradingError | None:
         .values_list("code", flat=True)
         .first()
     )
-    return None if code is None else refusal_for(code)
+    if code is None:
+        return None
+    if command.kind == Kind.AMEND:
+        return _amend_refusal(command, code)
+    return refusal_for(code)
+
+
+def _amend_refusal(command: OrderCommand, code: str) -> TradingError:
+    """``refusal_for`` in an amend's words: the order is still there as it
+    was, where a placement's words say it was not placed or blame amounts
+    that were valid when sent. The request checked the amend against the
+    order and the market as they were; the matcher refuses it when the
+    order traded or staff changed the market's rules meanwhile."""
+    Reason = Order.RejectReason
+    order = Order.objects.select_related("market__base", "market__quote").get(
+        pk=command.order_id
+    )
+    market = order.market
+    price = order.price if command.price is None else command.price
+    quantity = order.quantity if command.quantity is None else command.quantity
+    unchanged = f"the amend was refused and order #{order.pk} is unchanged"
+    if (
+        code == Reason.INVALID_AMOUNT
+        and command.quantity is not None
+        and command.quantity <= order.filled_quantity
+    ):
+        return OrderChanged(
+            "While the amend waited, the order's fills reached "
+            f"{grouped(order.filled_quantity)} {market.base.symbol}, past the "
+            f"new quantity of {grouped(quantity)}: {unchanged}."
+        )
+    if code == Reason.INSUFFICIENT_RESERVATION:
+        return OrderChanged(
+            "The order traded while the amend waited, and what it has reserved "
+            f"no longer covers the amended order: {unchanged}. Sent again, the "
+            "amend reserves what it needs now."
+        )
+    if code == Reason.POST_ONLY_WOULD_TAKE:
+        return PostOnlyWouldTake(
+            f"At {grouped(price)} the post-only order would trade at once: "
+            f"{unchanged}, at {grouped(order.price)}."
+        )
+    if code == Reason.BELOW_MIN_NOTIONAL:
+        return BelowMinNotional(
+            "The amended order would be worth "
+            f"{grouped(EXACT.multiply(price, quantity))} "
+            f"{market.quote.symbol}, less than the market's minimum of "
+            f"{grouped(market.min_notional)}: {unchanged}."
+        )
+    if code == Reason.PRECISION_TOO_HIGH:
+        return PrecisionTooHigh(
+            f"The new price or quantity is off the market's steps (price "
+            f"{grouped(market.price_step)}, quantity {grouped(market.amount_step)})"
+            f": {unchanged}."
+        )
+    return refusal_for(code)
 
 
 def _wait_seconds(timeout: float | None) -> float:

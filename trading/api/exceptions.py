@@ -39,6 +39,7 @@ TRADING_STATUS = {
     trading.MarketClosed: status.HTTP_409_CONFLICT,
     trading.TokenNotListed: status.HTTP_409_CONFLICT,
     trading.OrderNotOpen: status.HTTP_409_CONFLICT,
+    trading.OrderChanged: status.HTTP_409_CONFLICT,
     trading.DuplicateReference: status.HTTP_409_CONFLICT,
     trading.DuplicateClientOrderId: status.HTTP_409_CONFLICT,
     trading.WithdrawalNotPending: status.HTTP_409_CONFLICT,

@@ -75,6 +75,9 @@ _ERROR_DESCRIPTIONS = {
     404: "`not_found`.",
     409: "Conflicts with the current state (`order_not_open`: the order was "
     "closed, or it filled before the matcher took the cancel or amend; "
+    "`order_changed`: the order traded while the amend waited (it filled past "
+    "the new quantity, or its reservation no longer covers the amended order), "
+    "so the amend was refused and the order is unchanged; "
     "`duplicate_client_order_id`, `duplicate_reference`, `market_closed`, "
     "`token_not_listed`: the token is not listed now, so it cannot be withdrawn "
     "or its addresses saved; `withdrawal_not_pending`, `address_already_saved`).",
@@ -503,7 +506,12 @@ class OrderDetailView(PrivateView):
         "in the book (a stop-limit once triggered). A lower quantity keeps its "
         "place in the book; a new price or a higher quantity queues it again "
         "(it may trade at once). A buy needing more quote reserves it now. "
-        "Answers like a cancel: 200, an error, or 202.",
+        "Answers like a cancel: 200, an error, or 202. The matcher may refuse "
+        "it, leaving the order unchanged: 409 `order_changed` if the order "
+        "traded meanwhile (it filled past the new quantity), 422 "
+        "`post_only_would_take` if a post-only order's new price would trade "
+        "at once, 422 `below_min_notional` or 400 `precision_too_high` if "
+        "staff changed the market's minimum or steps meanwhile.",
         request=api.OrderAmendSerializer,
         responses={
             200: api.OrderSerializer,
