@@ -930,7 +930,16 @@ def order_refusal(order: Order) -> TradingError | None:
         return None
     Reason, market, reason = Order.RejectReason, order.market, order.reject_reason
     message = None
-    if reason == Reason.BELOW_MIN_NOTIONAL:
+    if reason == Reason.BELOW_MIN_NOTIONAL and order.type == OrderType.LIMIT:
+        # Checked when accepted: staff raised the minimum before it matched.
+        message = (
+            "The order is worth "
+            f"{grouped(EXACT.multiply(order.price, order.quantity))} "
+            f"{market.quote.symbol}, less than the market's minimum value of "
+            f"{grouped(market.min_notional)} {market.quote.symbol}; it was not "
+            "placed."
+        )
+    elif reason == Reason.BELOW_MIN_NOTIONAL:
         message = (
             "The book could fill this order for less than the market's minimum "
             f"value of {grouped(market.min_notional)} {market.quote.symbol}; it "

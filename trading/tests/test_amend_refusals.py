@@ -17,7 +17,7 @@ from tests.factories import balance, buy, sell
 from trading.exceptions import BelowMinNotional, PrecisionTooHigh
 from trading.matcher import drain
 from trading.models import Market, Order
-from trading.orders import command_refusal, order_amend, order_place
+from trading.orders import command_refusal, order_amend, order_place, order_refusal
 
 pytestmark = pytest.mark.django_db
 
@@ -152,3 +152,21 @@ def test_an_amend_refused_for_rules_staff_changed_meanwhile_says_it_changed_noth
     assert error.message == message.format(pk=order.pk)
     order.refresh_from_db()
     assert (order.status, order.quantity, order.price) == ("open", D("1"), D("100"))
+
+
+def test_a_limit_order_refused_for_a_minimum_raised_meanwhile_names_its_value(
+    market, alice, funded
+):
+    # Not an amend: the placement's own words, for a limit order.
+    order = queued(alice, market, "buy", "1", "100")  # checked, queued
+    Market.objects.filter(pk=market.pk).update(min_notional=D("500"))
+
+    drain(market_id=market.pk)
+
+    order.refresh_from_db()
+    error = order_refusal(order)
+    assert type(error) is BelowMinNotional
+    assert error.message == (
+        "The order is worth 100 USDT, less than the market's minimum value of "
+        "500 USDT; it was not placed."
+    )
