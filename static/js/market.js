@@ -532,37 +532,74 @@
     function faint(value) { return /^#[0-9a-f]{6}$/i.test(value) ? value + "66" : value; }
     var up = color("--success", "#0f7a3d"), down = color("--danger", "#b42318");
     var line = color("--border", "#d9dee8");
-    var priceStep = chartCard.getAttribute("data-price-step");
+    var fallback = chartCard.querySelector("[data-chart-fallback]");
+    var credit = chartCard.querySelector("[data-chart-credit]");
+    // Prices as the page writes them, rounded to the step's decimals. The
+    // library's own "price" format cannot: it throws past 16 decimals, and on
+    // a step whose inverse is not made of 2s and 5s (0.03).
+    var places = (chartCard.getAttribute("data-price-step").split(".")[1] || "").length;
+    function priceText(value) {
+      // toFixed writes an exponent from 1e21 on.
+      return Math.abs(value) < 1e21 ? shown(dec(value.toFixed(places))) : String(value);
+    }
 
-    frame.hidden = false;
-    chartCard.querySelector("[data-chart-fallback]").hidden = true;
-    chartCard.querySelector("[data-chart-credit]").hidden = false;
+    // The page's own picture of the chart stays until the library has drawn:
+    // if it throws, setting up or drawing, that picture is what the user keeps.
+    var view = null, candles, volume;
+    function fallBack() {
+      if (view) view.remove();
+      view = null;
+      frame.hidden = legend.hidden = credit.hidden = true;
+      fallback.hidden = false;
+    }
+    // The library draws in an animation frame, where its errors escape this
+    // script: a screenshot draws the same at once, where they can be caught.
+    function drawn() {
+      try {
+        view.takeScreenshot();
+        return true;
+      } catch (error) {
+        fallBack();
+        return false;
+      }
+    }
+
+    frame.hidden = false; // shown first: the chart takes its size from it
+    try {
+      view = Charts.createChart(box, {
+        autoSize: true,
+        layout: {
+          background: { type: Charts.ColorType.Solid, color: color("--surface", "#ffffff") },
+          textColor: color("--muted", "#4b5563"),
+          fontFamily: getComputedStyle(document.body).fontFamily,
+          // Its logo injects an inline <style>, which the site's CSP refuses;
+          // the page credits TradingView under the chart instead.
+          attributionLogo: false,
+        },
+        grid: { vertLines: { color: line }, horzLines: { color: line } },
+        crosshair: { mode: Charts.CrosshairMode.Normal },
+        rightPriceScale: { borderColor: line },
+        timeScale: { borderColor: line, timeVisible: true, secondsVisible: false, rightOffset: 4, barSpacing: 10 },
+      });
+      candles = view.addSeries(Charts.CandlestickSeries, {
+        upColor: up, downColor: down, borderUpColor: up, borderDownColor: down, wickUpColor: up, wickDownColor: down,
+        // The price scale's marks fall on 1, 2 and 5 times powers of ten, down
+        // to the step's decimals; `base`, because the library takes 1 / minMove
+        // as it comes, and 1 / 1e-18 is not quite 1e18 in floats.
+        priceFormat: { type: "custom", formatter: priceText, minMove: Number("1e-" + places), base: Number("1e" + places) },
+      });
+      candles.priceScale().applyOptions({ scaleMargins: { top: 0.08, bottom: 0.28 } });
+      volume = view.addSeries(Charts.HistogramSeries, {
+        priceFormat: { type: "volume" }, priceScaleId: "volume", lastValueVisible: false, priceLineVisible: false,
+      });
+      view.priceScale("volume").applyOptions({ scaleMargins: { top: 0.78, bottom: 0 } });
+    } catch (error) {
+      fallBack();
+      return null;
+    }
+    fallback.hidden = true;
+    credit.hidden = false;
     legend.hidden = false;
-
-    var view = Charts.createChart(box, {
-      autoSize: true,
-      layout: {
-        background: { type: Charts.ColorType.Solid, color: color("--surface", "#ffffff") },
-        textColor: color("--muted", "#4b5563"),
-        fontFamily: getComputedStyle(document.body).fontFamily,
-        // Its logo injects an inline <style>, which the site's CSP refuses;
-        // the page credits TradingView under the chart instead.
-        attributionLogo: false,
-      },
-      grid: { vertLines: { color: line }, horzLines: { color: line } },
-      crosshair: { mode: Charts.CrosshairMode.Normal },
-      rightPriceScale: { borderColor: line },
-      timeScale: { borderColor: line, timeVisible: true, secondsVisible: false, rightOffset: 4, barSpacing: 10 },
-    });
-    var candles = view.addSeries(Charts.CandlestickSeries, {
-      upColor: up, downColor: down, borderUpColor: up, borderDownColor: down, wickUpColor: up, wickDownColor: down,
-      priceFormat: { type: "price", precision: (priceStep.split(".")[1] || "").length, minMove: Number(priceStep) },
-    });
-    candles.priceScale().applyOptions({ scaleMargins: { top: 0.08, bottom: 0.28 } });
-    var volume = view.addSeries(Charts.HistogramSeries, {
-      priceFormat: { type: "volume" }, priceScaleId: "volume", lastValueVisible: false, priceLineVisible: false,
-    });
-    view.priceScale("volume").applyOptions({ scaleMargins: { top: 0.78, bottom: 0 } });
 
     var state = { interval: chartCard.getAttribute("data-interval"), seconds: 3600, rows: new Map(), last: null, loaded: false, ticket: 0 };
     links.forEach(function (link) {
@@ -616,6 +653,7 @@
           state.last = rows.length ? seconds(rows[rows.length - 1].open_time) : null;
           candles.setData(rows.map(bar));
           volume.setData(rows.map(volumeBar));
+          if (!drawn()) return;
           view.timeScale().applyOptions({ timeVisible: state.seconds < 86400 });
           view.timeScale().scrollToRealTime();
           empty.textContent = "No trade in this period yet.";
@@ -636,7 +674,7 @@
 
     links.forEach(function (link) {
       link.addEventListener("click", function (event) {
-        if (event.button !== 0 || event.metaKey || event.ctrlKey || event.shiftKey) return;
+        if (view === null || event.button !== 0 || event.metaKey || event.ctrlKey || event.shiftKey) return;
         event.preventDefault();
         links.forEach(function (other) { other.removeAttribute("aria-current"); });
         link.setAttribute("aria-current", "true");

@@ -12,7 +12,9 @@ from tests.factories import (
     balance,
     buy,
     fund,
+    market_make,
     sell,
+    token_make,
     user_make,
 )
 from trading.models import Order, Trade
@@ -235,12 +237,21 @@ CHART_DRAWN = """
 }
 """
 
+# A function, not an expression: Playwright evaluates it once and calls it on
+# each poll; an expression it would eval() on each poll, which the CSP refuses.
+CHART_DRAWN_WITH_AXES = (
+    f"() => {{ const d = ({CHART_DRAWN})(); "
+    "return d && d.pane && d.prices && d.times; }"
+)
+
 
 def trade(market, price: str, quantity: str = "1") -> None:
     """A trade at ``price``, between two users of its own."""
     maker, taker = user_make(f"maker-{price}"), user_make(f"taker-{price}")
     fund(maker, market.base, quantity)
-    fund(taker, market.quote, "100000")
+    # Exactly what the buy reserves: on SQLite, balances keep about 15
+    # digits, and an 18-decimal price must not be taken from a large one.
+    fund(taker, market.quote, Decimal(price) * Decimal(quantity))
     sell(maker, market, quantity, price)
     buy(taker, market, quantity, price)
 
@@ -256,10 +267,7 @@ def test_the_chart_draws_candles_with_axes_and_switches_interval(
         page.goto(url)
     assert "interval=1h" in first.value.url
     page.locator('#chart[data-candles="1h"]').wait_for()
-    page.wait_for_function(
-        f"(() => {{ const d = ({CHART_DRAWN})(); "
-        "return d && d.pane && d.prices && d.times; })()"
-    )
+    page.wait_for_function(CHART_DRAWN_WITH_AXES)
     # The candle's figures, as the crosshair's legend gives them.
     expect(page.locator("[data-chart-legend]")).to_contain_text(
         "O 100 H 110 L 100 C 110 · Vol 3 BTC"
@@ -276,6 +284,94 @@ def test_the_chart_draws_candles_with_axes_and_switches_interval(
     )
     assert page.url == f"{url}?interval=5m"
     expect(page.locator("[data-chart-legend]")).to_contain_text("C 110")
+
+
+@pytest.mark.parametrize(
+    "price_step, price",
+    [
+        ("0.00000000000000001", "0.00000000412345678"),
+        ("0.000000000000000001", "0.000000004123456789"),
+        ("0.03", "12.33"),
+    ],
+    ids=["17-decimals", "18-decimals", "not-a-power-of-ten"],
+)
+def test_the_chart_draws_for_any_price_step_a_market_may_have(
+    page, live_server, price_step, price
+):
+    # A token priced in an 18-decimal token (ETH) may have a step of 1e-18.
+    meme, weth = token_make("MEME", decimals=18), token_make("WETH", decimals=18)
+    market = market_make(
+        meme,
+        weth,
+        price_step=Decimal(price_step),
+        amount_step=Decimal("1"),
+        min_notional=Decimal(0),
+    )
+    trade(market, price, "1000")
+    errors = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+
+    page.goto(f"{live_server.url}/markets/{market.symbol}/")
+    page.locator('#chart[data-candles="1h"]').wait_for()
+    page.wait_for_function(CHART_DRAWN_WITH_AXES)
+    expect(page.locator("[data-chart-legend]")).to_contain_text(f"C {price} ")
+    expect(page.locator("[data-chart-fallback]")).to_be_hidden()
+    page.screenshot_step("chart")
+    assert errors == []
+
+
+# Appended to the chart library as the browser gets it: a library that throws
+# while setting up, or while drawing (faults no real input causes any more).
+BROKEN_CHART_LIBRARY = {
+    "setting-up": """
+window.LightweightCharts = Object.assign({}, window.LightweightCharts, {
+  createChart: function () { throw new Error("broken while setting up"); },
+});
+""",
+    "drawing": """
+(function (Charts) {
+  function broken() { throw new Error("broken while drawing"); }
+  window.LightweightCharts = Object.assign({}, Charts, {
+    createChart: function (box, options) {
+      var view = Charts.createChart(box, options);
+      var addSeries = view.addSeries.bind(view);
+      view.addSeries = function (type, seriesOptions) {
+        var series = addSeries(type, seriesOptions);
+        series.applyOptions({ priceFormat: { type: "custom", formatter: broken } });
+        return series;
+      };
+      return view;
+    },
+  });
+})(window.LightweightCharts);
+""",
+}
+
+
+@pytest.mark.parametrize("fault", BROKEN_CHART_LIBRARY)
+def test_if_the_chart_library_fails_the_page_keeps_its_picture_and_stays_live(
+    live_stream, page, live_server, market, fault
+):
+    trade(market, "100.00")
+
+    def serve_broken(route):
+        response = route.fetch()
+        route.fulfill(
+            response=response, body=response.text() + BROKEN_CHART_LIBRARY[fault]
+        )
+
+    page.route("**/lightweight-charts.standalone.production.js", serve_broken)
+    page.goto(f"{live_server.url}/markets/{market.symbol}/")
+    page.locator('#market-live[data-stream="open"]').wait_for()
+    expect(page.locator("[data-chart-fallback] svg.candles")).to_be_visible()
+    expect(page.locator("[data-chart-frame]")).to_be_hidden()
+    expect(page.get_by_text("Chart by TradingView")).to_be_hidden()
+    page.screenshot_step("picture")
+
+    # The interval links go to the page's picture of that interval.
+    page.get_by_role("link", name="5m", exact=True).click()
+    page.wait_for_url("**/?interval=5m")
+    expect(page.locator("[data-chart-fallback] svg.candles")).to_be_visible()
 
 
 def test_an_order_error_keeps_what_was_typed_next_to_the_field(
