@@ -1,15 +1,19 @@
+from allauth.mfa import signals as mfa_signals
 from allauth.mfa.admin import AuthenticatorAdmin
+from allauth.mfa.base.internal.flows import delete_dangling_recovery_codes
 from allauth.mfa.models import Authenticator
 from django import forms
 from django.contrib import admin
 from django.contrib.auth import get_user_model
 from django.contrib.auth.admin import UserAdmin
 from django.contrib.auth.forms import AdminUserCreationForm
+from django.db import transaction
+from django.db.models import QuerySet
 from django.forms.models import BaseInlineFormSet
 from django.http import HttpRequest
 
 from accounts.models import Profile, SecurityEvent
-from accounts.services import avatar_replace
+from accounts.services import account_notify, avatar_replace
 from core.locks import unique_value_serialize
 from storage.html import image_tag
 
@@ -150,6 +154,32 @@ class SecurityEventAdmin(admin.ModelAdmin):
         return False
 
 
+def _authenticator_remove(
+    *, request: HttpRequest, authenticator: Authenticator
+) -> None:
+    """Remove a user's second factor as turning it off on the user's own page
+    does (allauth's ``delete_and_cleanup``, ``deactivate_totp``): the recovery
+    codes go with the last real authenticator, so that the password confirms
+    who the user is again and turning 2FA on again makes new codes; then
+    ``authenticator_removed`` (the security log naming the staff member, the
+    user's sessions ended: accounts.signals) and, for the app, the user's
+    notice mail."""
+    user = authenticator.user
+    with transaction.atomic():
+        deleted, _ = authenticator.delete()
+        if not deleted:  # removed meanwhile, by the user or other staff
+            return
+        recovery_codes = delete_dangling_recovery_codes(user)
+        for removed in filter(None, [authenticator, recovery_codes]):
+            mfa_signals.authenticator_removed.send(
+                sender=Authenticator, request=request, user=user, authenticator=removed
+            )
+        if authenticator.type == Authenticator.Type.TOTP:
+            account_notify(
+                request=request, user=user, template="mfa/email/totp_deactivated"
+            )
+
+
 admin.site.unregister(Authenticator)
 
 
@@ -158,10 +188,17 @@ class AuthenticatorWithoutSecretsAdmin(AuthenticatorAdmin):
     """allauth's, without ``data``: it holds the authenticator app's secret
     and the recovery codes' seed, from which anyone could compute the
     user's codes. Staff see who has which second factor and may delete one
-    (a user who lost the phone turns it on again); nobody adds or edits one
-    here."""
+    (a user who lost the phone turns it on again), as the user turns it off
+    (``_authenticator_remove``); nobody adds or edits one here."""
 
     fields = readonly_fields = ["user", "type", "created_at", "last_used_at"]
+
+    def delete_model(self, request: HttpRequest, obj: Authenticator) -> None:
+        _authenticator_remove(request=request, authenticator=obj)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet) -> None:
+        for authenticator in queryset.select_related("user"):
+            _authenticator_remove(request=request, authenticator=authenticator)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

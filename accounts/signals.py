@@ -66,7 +66,12 @@ def on_authenticator_added(sender, request, user, authenticator, **kwargs) -> No
 
 def on_authenticator_removed(sender, request, user, authenticator, **kwargs) -> None:
     if authenticator.type == authenticator.Type.TOTP:
-        security_event_record(user=user, kind=Kind.MFA_DISABLED, request=request)
+        # Staff remove one in the admin (accounts.admin): the log says who.
+        remover = request.user
+        detail = "" if remover.pk == user.pk else f"by staff {remover.get_username()}"
+        security_event_record(
+            user=user, kind=Kind.MFA_DISABLED, request=request, detail=detail
+        )
         sessions_end_others(request=request, user=user)
 
 
