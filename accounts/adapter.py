@@ -24,7 +24,7 @@ from django.template.loader import render_to_string
 from django.utils.html import escape
 from django.utils.safestring import mark_safe
 
-from accounts.selectors import user_for_login
+from accounts.selectors import users_for_login
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +56,17 @@ def _account_key(user) -> str:
     return f"user:{user.pk}"
 
 
+def _name_key(*, username: str = "", email: str = "", **credentials: Any) -> str:
+    """One key for the names that would reach one account: an address in any
+    case (allauth looks it up by ``lower()``), a username in any case that
+    both ``lower()`` and a case-insensitive match in the database take
+    (allauth's lookup needs both: the Kelvin sign is "k" to ``lower()`` only,
+    and ``upper()`` keeps it apart as the database does)."""
+    if email:
+        return f"address:{email.lower()}"
+    return f"name:{username.lower()}:{username.upper()}"
+
+
 def _minutes(count: int) -> str:
     return f"{count} minute" if count == 1 else f"{count} minutes"
 
@@ -76,28 +87,39 @@ class AccountAdapter(DefaultAccountAdapter):
 
     def pre_authenticate(self, request, **credentials: Any) -> None:
         """Refuse the attempt before any password is hashed when the address
-        (allauth's ``login_failed`` limit) or the account
+        (allauth's ``login_failed`` limit) or an account it could sign in to
         (``login_failed_account``, ``account_attempt_count``) has failed too
-        often.
+        often; or, for a name no account has, the name (``_name_attempt_count``).
 
-        The account is counted by its row, not by the name typed: allauth
+        An account is counted by its row, not by the name typed: allauth
         would count "alice", "ALICE" and alice's e-mail address, or the same
         name under another Host header, separately.
         """
-        self._login_account = user_for_login(
-            login=credentials.get("email") or credentials.get("username") or ""
+        self._login_accounts = users_for_login(
+            username=credentials.get("username"), email=credentials.get("email")
         )
-        self._login_attempt = None
+        self._login_attempts = []
         super().pre_authenticate(request, **credentials)
-        if self._login_account is not None:
-            self._login_attempt = self.account_attempt_count(
-                request, self._login_account
+        try:
+            for account in self._login_accounts:
+                self._login_attempts.append(
+                    self.account_attempt_count(request, account)
+                )
+            self._login_attempts.append(
+                self._name_attempt_count(request, **credentials)
             )
+        except ValidationError:
+            # Refused before any password is checked: nothing was tried.
+            for attempt in self._login_attempts:
+                attempt.rollback()
+            self._login_attempts = []
+            raise
 
     def authenticate(self, request, **credentials: Any):
         user = super().authenticate(request, **credentials)
-        if user is not None and self._login_attempt is not None:
-            self._login_attempt.rollback()
+        if user is not None:
+            for attempt in self._login_attempts:
+                attempt.rollback()
         return user
 
     def account_attempt_count(self, request, user) -> allauth_ratelimit.RateLimitUsage:
@@ -121,6 +143,34 @@ class AccountAdapter(DefaultAccountAdapter):
         if not attempt:
             raise self.validation_error("too_many_login_attempts")
         return attempt
+
+    def _name_attempt_count(
+        self, request, **credentials: Any
+    ) -> allauth_ratelimit.RateLimitUsage:
+        """Count the attempt against the name typed as well, under the
+        accounts' limit (``login_failed_account``); refused while the name has
+        failed too often and no account has it.
+
+        A name no account has is then refused after as many failures as an
+        account, so the answers do not tell them apart (allauth's
+        ``PREVENT_ENUMERATION``). An account is refused by its own count only:
+        failures under its name lock it no more than before. Attempts on an
+        account count on the name too: where ``_name_key`` takes together
+        names the database keeps apart (letters beyond ASCII in another case,
+        to SQLite), the one no account matches is then locked alike whether
+        or not the account exists.
+        """
+        attempt = allauth_ratelimit.consume(
+            request,
+            app="allauth.account",
+            action="login_failed_account",
+            key=_name_key(**credentials),
+        )
+        if attempt:
+            return attempt
+        if not self._login_accounts:
+            raise self.validation_error("too_many_login_attempts")
+        return allauth_ratelimit.RateLimitUsage(usage=[])
 
     def validation_error(self, code: str, *args: Any) -> ValidationError:
         """allauth's, with the wait in the too-many-attempts message (raised
@@ -160,8 +210,7 @@ class AccountAdapter(DefaultAccountAdapter):
         from accounts.services import security_event_record
 
         # The attempt is counted already (pre_authenticate).
-        account = getattr(self, "_login_account", None)
-        if account is not None:
+        for account in getattr(self, "_login_accounts", []):
             security_event_record(
                 user=account, kind=SecurityEvent.Kind.SIGN_IN_FAILED, request=request
             )

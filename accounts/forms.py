@@ -1,9 +1,12 @@
+from allauth.account import app_settings as allauth_account_settings
 from allauth.account.adapter import get_adapter
 from allauth.account.forms import AddEmailForm as AllauthAddEmailForm
 from allauth.account.forms import LoginForm as AllauthLoginForm
+from allauth.account.forms import ResetPasswordForm as AllauthResetPasswordForm
 from allauth.account.forms import SignupForm as AllauthSignupForm
 from allauth.account.models import EmailAddress
 from allauth.core import context
+from allauth.core.internal import ratelimit
 from allauth.mfa.base.forms import AuthenticateForm as MfaAuthenticateForm
 from django import forms
 from django.contrib.auth import get_user_model
@@ -118,3 +121,44 @@ class LoginForm(AllauthLoginForm):
         login = self.fields["login"]
         login.validators.append(MaxLengthValidator(LOGIN_MAX_LENGTH))
         login.widget.attrs["maxlength"] = LOGIN_MAX_LENGTH
+
+
+class ResetPasswordForm(AllauthResetPasswordForm):
+    """allauth's, with every mail counted against the address's limit
+    (``reset_password``: 3 per address in 15 minutes).
+
+    allauth counts a request once and mails each account holding the address;
+    unverified, any number of accounts can hold it (allauth accepts a taken
+    address rather than reveal that it is taken), so that many accounts would
+    multiply the mails to someone's inbox. Each mail after the request's
+    first takes a place of the same per-address limit, oldest account first,
+    and none is sent once the limit is full."""
+
+    def save(self, request, **kwargs) -> str:
+        holders = sorted(self.users, key=lambda user: user.pk)
+        # The first mail has the place allauth's view took for the request.
+        self.users = holders[:1]
+        for user in holders[1:]:
+            if not ratelimit.consume(
+                request,
+                app="allauth.account",
+                action="reset_password",
+                config=_per_address_rates("reset_password"),
+                key=self.cleaned_data["email"].lower(),
+            ):
+                break
+            self.users.append(user)
+        return super().save(request, **kwargs)
+
+
+def _per_address_rates(action: str) -> dict[str, str]:
+    """The per-address (``/key``) rates of one of allauth's limits, as a
+    configuration with which ``ratelimit.consume`` counts in the same places
+    as allauth does (the rest, per client address, left out)."""
+    rates = allauth_account_settings.RATE_LIMITS.get(action) or ""
+    per_address = [
+        rate
+        for rate in rates.split(",")
+        if rate.strip() and ratelimit.parse_rate(rate.strip()).per == "key"
+    ]
+    return {action: ",".join(per_address)}

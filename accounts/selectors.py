@@ -2,13 +2,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from allauth.account import app_settings as account_settings
+from allauth.account.app_settings import LoginMethod
+from allauth.account.internal.userkit import (
+    filter_users_by_email,
+    get_user_by_username,
+)
 from allauth.account.models import EmailAddress
 from allauth.mfa.utils import is_mfa_enabled
 from allauth.usersessions.models import UserSession
-from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.cache import cache
-from django.db.models import Q
 
 from accounts.devices import device_describe
 from accounts.models import Profile, SecurityEvent
@@ -93,17 +97,27 @@ def _security_overview_read(*, user: AbstractBaseUser, events: int) -> SecurityO
     )
 
 
-def user_for_login(*, login: str) -> AbstractBaseUser | None:
-    """The account a log-in form names, by username or e-mail address (any
-    case), or None."""
-    login = login.strip()
-    if not login:
-        return None
-    User = get_user_model()
-    return (
-        User._default_manager.filter(
-            Q(**{f"{User.USERNAME_FIELD}__iexact": login}) | Q(email__iexact=login)
-        )
-        .order_by("pk")
-        .first()
-    )
+def users_for_login(
+    *, username: str | None = None, email: str | None = None
+) -> list[AbstractBaseUser]:
+    """Every account a log-in with this username or e-mail address can sign
+    in to, by primary key: found with the lookups of allauth's
+    ``AuthenticationBackend`` (its username first tried as an address too),
+    so the lock counts whatever account the backend checks the password of.
+
+    A case-insensitive match in the database would miss some: the Kelvin sign
+    (U+212A) is "k" to allauth's lookup by address (``lower()``), not to the
+    database. Several accounts can hold one unverified address.
+    """
+    users = []
+    if LoginMethod.EMAIL in account_settings.LOGIN_METHODS:
+        for login in dict.fromkeys(name for name in (username, email) if name):
+            users += filter_users_by_email(login, prefer_verified=True, for_login=True)
+    if (
+        username
+        and LoginMethod.USERNAME in account_settings.LOGIN_METHODS
+        and account_settings.USER_MODEL_USERNAME_FIELD
+    ):
+        users.append(get_user_by_username(username))
+    by_pk = {user.pk: user for user in users if user is not None}
+    return [by_pk[pk] for pk in sorted(by_pk)]

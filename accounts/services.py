@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 from allauth.account.adapter import get_adapter
+from allauth.account.models import EmailAddress
 from allauth.core.context import request_context
 from allauth.usersessions.adapter import get_adapter as get_usersessions_adapter
 from allauth.usersessions.models import UserSession
@@ -19,6 +21,8 @@ from accounts.locks import user_serialize
 from accounts.models import DEFAULT_AVATAR, Profile, SecurityEvent
 from storage.images import AVATAR, image_ensure_processed
 from storage.services import field_file_set, field_file_store
+
+logger = logging.getLogger(__name__)
 
 
 def avatar_replace(*, profile: Profile, upload: File) -> Profile:
@@ -97,7 +101,8 @@ NEW_BROWSER_NOT_MAILED = "new browser; the e-mail about it could not be sent"
 
 def sign_in_record(*, request: HttpRequest, user: AbstractBaseUser) -> None:
     """Log a sign-in; mail the user when it comes from a browser never seen
-    signing in to this account before (not for the very first sign-in).
+    signing in to this account before (not for the very first sign-in, nor
+    while the address is not verified: ``account_notify``).
 
     A browser is known through a sign-in from it that was announced or
     needed no mail: one whose mail was lost says so in its detail and counts
@@ -143,7 +148,13 @@ def account_notify(
     on_lost: Callable[[], None] | None = None,
 ) -> None:
     """Mail the user a security notification (``<template>_subject.txt`` and
-    ``_message.txt``), after the current transaction commits.
+    ``_message.txt``), after the current transaction commits, to the user's
+    primary address if it is verified.
+
+    Anyone can sign up with someone else's address (verification is
+    optional), then send notices to it as often as they like: an account
+    without a verified address gets none, which is logged at INFO
+    (``notice not sent``).
 
     The action it is about is done by then: a mail that cannot be sent is
     logged (``notice lost``, accounts.adapter) and ``on_lost`` called; any
@@ -151,11 +162,22 @@ def account_notify(
     reaches the caller."""
 
     def send() -> None:
+        address = (
+            EmailAddress.objects.filter(user=user, primary=True, verified=True)
+            .values_list("email", flat=True)
+            .first()
+        )
+        if address is None:
+            logger.info(
+                "notice not sent",
+                extra={"user": user.pk, "notice": template, "reason": "unverified"},
+            )
+            return
         # allauth's adapter reads the request from its context, which is gone
         # when the commit comes after the request (a job, a test).
         with request_context(request):
             adapter = get_adapter()
-            adapter.send_notification_mail(template, user, context)
+            adapter.send_notification_mail(template, user, context, email=address)
         if adapter.mail_lost and on_lost is not None:
             on_lost()
 

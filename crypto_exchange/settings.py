@@ -364,6 +364,7 @@ ACCOUNT_ADAPTER = "accounts.adapter.AccountAdapter"
 ACCOUNT_FORMS = {
     "add_email": "accounts.forms.AddEmailForm",
     "login": "accounts.forms.LoginForm",
+    "reset_password": "accounts.forms.ResetPasswordForm",
     "signup": "accounts.forms.SignupForm",
 }
 ACCOUNT_LOGIN_METHODS = {"username", "email"}

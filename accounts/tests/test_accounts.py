@@ -5,6 +5,7 @@ test_browser_security.py; throttles across instances in test_throttling.py."""
 
 from __future__ import annotations
 
+import itertools
 import re
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -199,6 +200,108 @@ def test_the_account_lock_holds_whatever_name_or_host_is_sent(settings, login):
 
     assert b"Try again in 15 minutes" in response.content
     assert not signed_in(client)
+
+
+# The Kelvin sign: "k" to allauth's lookup by address (Python's lower()), not
+# to the database's case-insensitive match.
+KELVIN = "\u212a"
+LOCKED = "Too many failed log-in attempts"
+WRONG = "password you specified are not correct."
+WRONG_PASSWORD = "wrong-password"
+_client_addresses = itertools.count(1)
+
+
+def guess(login: str, password: str = WRONG_PASSWORD) -> tuple[Client, str]:
+    """A log-in from a client address of its own, so that no address reaches
+    its limit: the client and what the answer says (``LOCKED``, ``WRONG``)."""
+    number = next(_client_addresses)
+    client = Client(REMOTE_ADDR=f"198.51.{number // 250}.{number % 250 + 1}")
+    page = client.post(
+        "/accounts/login/", {"login": login, "password": password}
+    ).content.decode()
+    return client, LOCKED if LOCKED in page else WRONG if WRONG in page else page
+
+
+def test_failures_through_a_look_alike_address_lock_the_account_and_are_logged(
+    settings,
+):
+    kate = user_make("kate")
+    answers = [
+        guess(f"{KELVIN}ate@example.com")[1]
+        for _ in range(settings.LOGIN_FAILURES_PER_ACCOUNT + 1)
+    ]
+
+    assert answers == [WRONG] * settings.LOGIN_FAILURES_PER_ACCOUNT + [LOCKED]
+    for login in (f"{KELVIN}ate@example.com", "kate@example.com", "kate"):
+        client, answer = guess(login, PASSWORD)
+        assert answer == LOCKED
+        assert not signed_in(client)
+    failed = SecurityEvent.objects.filter(user=kate, kind=Kind.SIGN_IN_FAILED)
+    assert failed.count() == settings.LOGIN_FAILURES_PER_ACCOUNT
+
+
+def test_a_look_alike_username_signs_in_to_no_account_and_locks_none(settings):
+    # allauth finds a username by the database's match, which keeps the
+    # Kelvin sign apart from "k": no account is tried, none counted.
+    kate = user_make("kate")
+    for _ in range(settings.LOGIN_FAILURES_PER_ACCOUNT):
+        guess(f"{KELVIN}ate")
+
+    client, _ = guess(f"{KELVIN}ate", PASSWORD)
+    assert not signed_in(client)
+    client, _ = guess("kate", PASSWORD)
+    assert signed_in(client)
+    assert not SecurityEvent.objects.filter(user=kate, kind=Kind.SIGN_IN_FAILED)
+
+
+def test_failures_on_an_address_several_accounts_hold_count_on_each(settings):
+    # Unverified, an address can be held by several accounts, and allauth
+    # checks the password of each.
+    kate = user_make("kate", verified=False)
+    katie = get_user_model().objects.create_user(
+        "katie", email="kate@example.com", password=PASSWORD
+    )
+    EmailAddress.objects.create(user=katie, email="kate@example.com", primary=True)
+    for _ in range(settings.LOGIN_FAILURES_PER_ACCOUNT):
+        guess("kate@example.com")
+
+    for user in (kate, katie):
+        _, answer = guess(user.username, PASSWORD)
+        assert answer == LOCKED
+        failed = SecurityEvent.objects.filter(user=user, kind=Kind.SIGN_IN_FAILED)
+        assert failed.count() == settings.LOGIN_FAILURES_PER_ACCOUNT
+
+
+@pytest.mark.parametrize(
+    ("failed", "then", "answer"),
+    [
+        ("{name}", "{name}", LOCKED),
+        ("{name}@example.com", "{NAME}@example.com", LOCKED),
+        ("{NAME}", "{name}", LOCKED),
+        ("{kelvin_name}@example.com", "{name}@example.com", LOCKED),
+        # No username is found with the Kelvin sign: another name.
+        ("{name}", "{kelvin_name}", WRONG),
+        ("{kelvin_name}", "{name}", WRONG),
+    ],
+)
+def test_the_answer_after_many_failures_does_not_tell_whether_an_account_exists(
+    settings, failed, then, answer
+):
+    # An unknown name is locked after as many failures as an account, under
+    # the same variants of it (ACCOUNT_PREVENT_ENUMERATION).
+    user_make("kate")
+    answers = {}
+    for name in ("kate", "kim"):
+        spelled = {
+            "name": name,
+            "NAME": name.upper(),
+            "kelvin_name": name.replace("k", KELVIN),
+        }
+        for _ in range(settings.LOGIN_FAILURES_PER_ACCOUNT):
+            guess(failed.format(**spelled))
+        answers[name] = guess(then.format(**spelled))[1]
+
+    assert answers == {"kate": answer, "kim": answer}
 
 
 def test_a_password_reset_by_e_mail_lifts_the_account_lock(
@@ -445,7 +548,7 @@ def test_api_key_and_withdrawal_notices_are_logged_and_mailed_once(
         client.post("/wallet/", withdrawal)  # the same form sent twice
 
     assert [mail.subject for mail in mailoutbox] == [
-        '[Crypto Exchange] API key "bot" created',
+        "[Crypto Exchange] API key created",
         "[Crypto Exchange] Withdrawal of 2 USDT requested",
     ]
     assert set(

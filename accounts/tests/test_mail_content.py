@@ -55,7 +55,7 @@ def test_a_notice_dates_the_change_in_utc_as_its_own_text_does(
     assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d UTC", date), date
 
 
-def test_an_api_key_name_is_text_in_the_subject_and_never_a_link(
+def test_an_api_key_name_is_text_in_the_body_never_in_the_subject_nor_a_link(
     client, reauthenticate, smtp_server, django_capture_on_commit_callbacks
 ):
     alice = user_make("alice")
@@ -67,7 +67,8 @@ def test_an_api_key_name_is_text_in_the_subject_and_never_a_link(
         client.post("/api/keys/create/", {"name": name, "scopes": ["read"]})
 
     mail = smtp_server.wait_for("API key")
-    assert mail.subject == f'[Crypto Exchange] API key "{name}" created'
+    assert mail.subject == "[Crypto Exchange] API key created"
+    assert f'An API key named "{name}"' in mail.text
     assert "Tom&#x27;s bot &amp; co https://evil.example" in mail.html
     assert links(mail.html) == []
 

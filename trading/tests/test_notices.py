@@ -61,8 +61,8 @@ def test_revoking_a_key_is_mailed_to_the_owner(smtp_server, alice_client, alice)
     response = alice_client.post(f"/api/keys/{api_key.pk}/revoke/")
 
     assert response.status_code == 302
-    mail = smtp_server.wait_for('API key "bot" revoked', to="alice@example.com")
-    assert f"({api_key.prefix}…) was revoked" in mail.text
+    mail = smtp_server.wait_for("API key revoked", to="alice@example.com")
+    assert f'named "bot" ({api_key.prefix}…) was revoked' in mail.text
     assert logged(alice, Kind.API_KEY_REVOKED) == [f"bot ({api_key.prefix})"]
 
 
