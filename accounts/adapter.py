@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from allauth.account.adapter import DefaultAccountAdapter
+from allauth.account.models import EmailAddress
 from allauth.core import ratelimit
 from allauth.core.internal import ratelimit as allauth_ratelimit
 from django.conf import settings
@@ -222,10 +223,53 @@ class AccountAdapter(DefaultAccountAdapter):
         context: dict[str, Any] | None = None,
         email: str | None = None,
     ) -> None:
-        """allauth's, remembering whom the mail is for: should it be lost, the
-        log names the user."""
+        """allauth's, sent only to an address verified for the user: ``email``
+        when given (allauth names the old address when it changes), else the
+        primary one. The site's own notices come through here too
+        (``accounts.services.account_notify``).
+
+        Anyone can sign up with someone else's address (verification is
+        optional), or add one, then have notices sent to it as often as they
+        like: a notice with no verified address to go to is not sent, which
+        is logged at INFO (``notice not sent``). The user is remembered:
+        should the mail be lost, the log names the user."""
+        address = self._notice_address(user, email)
+        if address is None:
+            logger.info(
+                "notice not sent",
+                extra={
+                    "user": user.pk,
+                    "notice": template_prefix,
+                    "reason": "unverified",
+                },
+            )
+            return
         self._mail_user = user
-        super().send_notification_mail(template_prefix, user, context, email)
+        super().send_notification_mail(template_prefix, user, context, address)
+
+    def _notice_address(self, user, email: str | None) -> str | None:
+        """``email``, or without it the primary address, if it is verified for
+        the user, or was until this request replaced it (``confirm_email``)."""
+        verified = EmailAddress.objects.filter(user_id=user.pk, verified=True)
+        if email is None:
+            return verified.filter(primary=True).values_list("email", flat=True).first()
+        replaced = getattr(self.request, "verified_addresses_replaced", set())
+        if (user.pk, email.lower()) in replaced:
+            return email
+        return email if verified.filter(email__iexact=email).exists() else None
+
+    def confirm_email(self, request, email_address: EmailAddress) -> bool:
+        """allauth's. The new address replaces the user's others
+        (``ACCOUNT_CHANGE_EMAIL``), and allauth deletes them before it mails
+        the old one that the address changed: the request remembers which of
+        them were verified, so that the notice still reaches such a one."""
+        verified = EmailAddress.objects.filter(
+            user_id=email_address.user_id, verified=True
+        ).values_list("email", flat=True)
+        request.verified_addresses_replaced = {
+            (email_address.user_id, email.lower()) for email in verified
+        }
+        return super().confirm_email(request, email_address)
 
     def send_mail(self, template_prefix: str, email: str, context: dict) -> None:
         """allauth's, except that a mail the server does not take is dropped.

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 
 from allauth.account.adapter import get_adapter
-from allauth.account.models import EmailAddress
 from allauth.core.context import request_context
 from allauth.usersessions.adapter import get_adapter as get_usersessions_adapter
 from allauth.usersessions.models import UserSession
@@ -21,8 +19,6 @@ from accounts.locks import user_serialize
 from accounts.models import DEFAULT_AVATAR, Profile, SecurityEvent
 from storage.images import AVATAR, image_ensure_processed
 from storage.services import field_file_set, field_file_store
-
-logger = logging.getLogger(__name__)
 
 
 def avatar_replace(*, profile: Profile, upload: File) -> Profile:
@@ -149,12 +145,9 @@ def account_notify(
 ) -> None:
     """Mail the user a security notification (``<template>_subject.txt`` and
     ``_message.txt``), after the current transaction commits, to the user's
-    primary address if it is verified.
-
-    Anyone can sign up with someone else's address (verification is
-    optional), then send notices to it as often as they like: an account
-    without a verified address gets none, which is logged at INFO
-    (``notice not sent``).
+    primary address if it is verified: the adapter sends every notice, the
+    site's and allauth's, only to a verified address, and logs one it did
+    not send at INFO (``notice not sent``, accounts.adapter).
 
     The action it is about is done by then: a mail that cannot be sent is
     logged (``notice lost``, accounts.adapter) and ``on_lost`` called; any
@@ -162,22 +155,11 @@ def account_notify(
     reaches the caller."""
 
     def send() -> None:
-        address = (
-            EmailAddress.objects.filter(user=user, primary=True, verified=True)
-            .values_list("email", flat=True)
-            .first()
-        )
-        if address is None:
-            logger.info(
-                "notice not sent",
-                extra={"user": user.pk, "notice": template, "reason": "unverified"},
-            )
-            return
         # allauth's adapter reads the request from its context, which is gone
         # when the commit comes after the request (a job, a test).
         with request_context(request):
             adapter = get_adapter()
-            adapter.send_notification_mail(template, user, context, email=address)
+            adapter.send_notification_mail(template, user, context)
         if adapter.mail_lost and on_lost is not None:
             on_lost()
 

@@ -58,7 +58,7 @@ def log_in_from(user_agent: str) -> None:
 def test_notices_wait_for_a_verified_address_and_carry_no_typed_text_in_subjects(
     smtp_server, btc, reauthenticate, caplog
 ):
-    caplog.set_level(logging.INFO, logger="accounts.services")
+    caplog.set_level(logging.INFO, logger="accounts.adapter")
     # Anyone may sign up with a stranger's address: signed in at once.
     mallory = Client()
     assert sign_up(mallory, "mallory", email=STRANGER).status_code == 302
