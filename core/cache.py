@@ -14,8 +14,10 @@ seconds, so a Redis that does not answer costs each process one timeout
 what it missed is repaired before anything is read from it: keys this process
 deleted during the outage are deleted there, as its copies may be out of
 date, and the local fallback is emptied. That repair is the process's own:
-nothing whose staleness would matter for security is kept in this cache
-(sessions and the signed API's replay check are in the database alone).
+sessions and the signed API's replay check are in the database alone. What
+is security-relevant here holds per process during an outage: the
+throttles' counts, and allauth's marks of authenticator-app codes already
+used (docs/DEPLOYMENT.md, "When Redis is down").
 
 Only the errors that mean Redis cannot serve are caught; a wrong command
 still raises. The outage and the recovery are logged once each per process
