@@ -176,7 +176,10 @@ def _authenticator_remove(
             )
         if authenticator.type == Authenticator.Type.TOTP:
             account_notify(
-                request=request, user=user, template="mfa/email/totp_deactivated"
+                request=request,
+                user=user,
+                template="mfa/email/totp_deactivated",
+                context={"by_staff": True},  # not staff's address and browser
             )
 
 

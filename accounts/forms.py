@@ -131,11 +131,19 @@ class ResetPasswordForm(AllauthResetPasswordForm):
     unverified, any number of accounts can hold it (allauth accepts a taken
     address rather than reveal that it is taken), so that many accounts would
     multiply the mails to someone's inbox. Each mail after the request's
-    first takes a place of the same per-address limit, oldest account first,
-    and none is sent once the limit is full."""
+    first takes a place of the same per-address limit, the account whose own
+    address it is first, then the oldest, and none is sent once the limit is
+    full."""
 
     def save(self, request, **kwargs) -> str:
-        holders = sorted(self.users, key=lambda user: user.pk)
+        address = self.cleaned_data["email"].lower()
+
+        # The account whose own address it is first: others may have added
+        # it unverified, to take the places of the limit.
+        def order(user) -> tuple[bool, int]:
+            return ((user.email or "").lower() != address, user.pk)
+
+        holders = sorted(self.users, key=order)
         # The first mail has the place allauth's view took for the request.
         self.users = holders[:1]
         for user in holders[1:]:
@@ -144,7 +152,7 @@ class ResetPasswordForm(AllauthResetPasswordForm):
                 app="allauth.account",
                 action="reset_password",
                 config=_per_address_rates("reset_password"),
-                key=self.cleaned_data["email"].lower(),
+                key=address,
             ):
                 break
             self.users.append(user)

@@ -2,17 +2,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from allauth.account import app_settings as account_settings
-from allauth.account.app_settings import LoginMethod
-from allauth.account.internal.userkit import (
-    filter_users_by_email,
-    get_user_by_username,
-)
 from allauth.account.models import EmailAddress
 from allauth.mfa.utils import is_mfa_enabled
 from allauth.usersessions.models import UserSession
+from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.cache import cache
+from django.db.models import Q
 
 from accounts.devices import device_describe
 from accounts.models import Profile, SecurityEvent
@@ -100,24 +96,24 @@ def _security_overview_read(*, user: AbstractBaseUser, events: int) -> SecurityO
 def users_for_login(
     *, username: str | None = None, email: str | None = None
 ) -> list[AbstractBaseUser]:
-    """Every account a log-in with this username or e-mail address can sign
-    in to, by primary key: found with the lookups of allauth's
-    ``AuthenticationBackend`` (its username first tried as an address too),
-    so the lock counts whatever account the backend checks the password of.
+    """The accounts a log-in names as their own, by primary key: the one
+    whose username it is (any case), and those whose address it is, read as
+    allauth's backend reads an address (``lower()``: the Kelvin sign U+212A
+    is "k" to it, not to the database's case-insensitive match).
 
-    A case-insensitive match in the database would miss some: the Kelvin sign
-    (U+212A) is "k" to allauth's lookup by address (``lower()``), not to the
-    database. Several accounts can hold one unverified address.
+    An address nobody verified can be several accounts' own. An account
+    holding it only as an unverified second address (a change not
+    confirmed) is not counted: anyone can add anyone's address so.
+    Reauthentication sends the username and the address (the log-in form
+    sends an address as both): its account is the username's alone.
     """
-    users = []
-    if LoginMethod.EMAIL in account_settings.LOGIN_METHODS:
-        for login in dict.fromkeys(name for name in (username, email) if name):
-            users += filter_users_by_email(login, prefer_verified=True, for_login=True)
-    if (
-        username
-        and LoginMethod.USERNAME in account_settings.LOGIN_METHODS
-        and account_settings.USER_MODEL_USERNAME_FIELD
-    ):
-        users.append(get_user_by_username(username))
-    by_pk = {user.pk: user for user in users if user is not None}
-    return [by_pk[pk] for pk in sorted(by_pk)]
+    User = get_user_model()
+    by_username = f"{User.USERNAME_FIELD}__iexact"
+    if username and email and username != email:
+        names = Q(**{by_username: username})
+    else:
+        login = (email or username or "").strip()
+        if not login:
+            return []
+        names = Q(**{by_username: login}) | Q(email__iexact=login.lower())
+    return list(User._default_manager.filter(names).order_by("pk"))

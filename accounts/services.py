@@ -159,7 +159,10 @@ def account_notify(
         # when the commit comes after the request (a job, a test).
         with request_context(request):
             adapter = get_adapter()
-            adapter.send_notification_mail(template, user, context)
+            # ``user`` is the one mailed, not whoever made the request (staff).
+            adapter.send_notification_mail(
+                template, user, {**(context or {}), "user": user}
+            )
         if adapter.mail_lost and on_lost is not None:
             on_lost()
 

@@ -66,11 +66,15 @@ def on_authenticator_added(sender, request, user, authenticator, **kwargs) -> No
 
 def on_authenticator_removed(sender, request, user, authenticator, **kwargs) -> None:
     if authenticator.type == authenticator.Type.TOTP:
-        # Staff remove one in the admin (accounts.admin): the log says who.
+        # Staff remove one in the admin (accounts.admin): the log says who,
+        # and keeps staff's address and browser out of the user's log.
         remover = request.user
-        detail = "" if remover.pk == user.pk else f"by staff {remover.get_username()}"
+        by_staff = remover.pk != user.pk
         security_event_record(
-            user=user, kind=Kind.MFA_DISABLED, request=request, detail=detail
+            user=user,
+            kind=Kind.MFA_DISABLED,
+            request=None if by_staff else request,
+            detail=f"by staff {remover.get_username()}" if by_staff else "",
         )
         sessions_end_others(request=request, user=user)
 

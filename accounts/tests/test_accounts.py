@@ -272,6 +272,34 @@ def test_failures_on_an_address_several_accounts_hold_count_on_each(settings):
         assert failed.count() == settings.LOGIN_FAILURES_PER_ACCOUNT
 
 
+def test_a_stranger_adding_an_unverified_address_can_neither_lock_nor_watch_its_owner(
+    settings, reauthenticate
+):
+    # allauth lets anyone add an address another account holds unverified.
+    kate = user_make("kate", verified=False)
+    mallory = user_make("mallory")
+    stranger = Client()
+    stranger.force_login(mallory)
+    reauthenticate(stranger, PASSWORD)
+    added = stranger.post("/accounts/email/", {"email": kate.email, "action_add": ""})
+    assert added.status_code == 302
+    for _ in range(settings.LOGIN_FAILURES_PER_ACCOUNT):
+        guess("mallory")
+
+    guess(kate.email, "typo")
+    signed_in, answer = guess(kate.email, PASSWORD)
+    kate_client = Client()
+    kate_client.force_login(kate)
+    confirmed = kate_client.post("/accounts/reauthenticate/", {"password": PASSWORD})
+
+    assert answer == ""  # redirected, signed in
+    assert signed_in.get("/accounts/profile/").status_code == 200
+    assert confirmed.status_code == 302
+    failed = SecurityEvent.objects.filter(kind=Kind.SIGN_IN_FAILED)
+    assert failed.filter(user=kate).count() == 1
+    assert failed.filter(user=mallory).count() == settings.LOGIN_FAILURES_PER_ACCOUNT
+
+
 @pytest.mark.parametrize(
     ("failed", "then", "answer"),
     [

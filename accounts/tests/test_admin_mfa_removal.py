@@ -83,7 +83,16 @@ def test_staff_removing_a_lost_app_ends_2fa_as_turning_it_off_does(
     assert SecurityEvent.objects.filter(
         user=alice, kind=SecurityEvent.Kind.SESSIONS_ENDED
     ).exists()
-    smtp_server.wait_for(TOTP_OFF_SUBJECT, to="alice@example.com")
+    mail = smtp_server.wait_for(TOTP_OFF_SUBJECT, to="alice@example.com")
+    # Addressed to her, saying staff did it; nothing of staff's request.
+    assert mail.text.startswith("Hello alice,")
+    assert "made by the exchange's staff" in mail.text
+    assert "IP address" not in mail.text
+    assert list(
+        SecurityEvent.objects.filter(
+            user=alice, kind=SecurityEvent.Kind.MFA_DISABLED
+        ).values_list("ip_address", "user_agent")
+    ) == [(None, "")]
     assert not signed_in(phone)
 
     # The password alone signs in and confirms who she is: turning 2FA on
