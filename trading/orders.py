@@ -930,8 +930,9 @@ def order_refusal(order: Order) -> TradingError | None:
         return None
     Reason, market, reason = Order.RejectReason, order.market, order.reject_reason
     message = None
-    if reason == Reason.BELOW_MIN_NOTIONAL and order.type == OrderType.LIMIT:
-        # Checked when accepted: staff raised the minimum before it matched.
+    if reason == Reason.BELOW_MIN_NOTIONAL and order.type != OrderType.MARKET:
+        # A limit and a stop-limit are checked at their price when accepted:
+        # staff raised the minimum before they matched.
         message = (
             "The order is worth "
             f"{grouped(EXACT.multiply(order.price, order.quantity))} "

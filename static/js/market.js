@@ -47,6 +47,21 @@
     var down = floorTo(a, step);
     return cmp(down, a) < 0 ? add(down, step) : down;
   }
+  // a to `places` decimals, halves away from zero (as toFixed).
+  function rounded(a, places) {
+    if (a.s <= places) return a;
+    var unit = 10n ** BigInt(a.s - places), n = a.n / unit, rest = a.n % unit;
+    if ((rest < 0n ? -rest : rest) * 2n >= unit) n += a.n < 0n ? -1n : 1n;
+    return { n: n, s: places };
+  }
+  // The decimal a float stands for: its first 15 significant digits, all it
+  // holds exactly; past them toFixed writes binary noise (0.1 to 18 decimals
+  // is 0.100000000000000006).
+  function fromFloat(value) {
+    var parts = value.toPrecision(15).split("e");
+    var a = dec(parts[0]), shift = Number(parts[1] || 0);
+    return shift > a.s ? { n: a.n * 10n ** BigInt(shift - a.s), s: 0 } : { n: a.n, s: a.s - shift };
+  }
   // a / b x 100 with two decimals, half up (as the page's server side).
   function percentOf(a, b) {
     var scale = Math.max(a.s, b.s);
@@ -539,8 +554,7 @@
     // a step whose inverse is not made of 2s and 5s (0.03).
     var places = (chartCard.getAttribute("data-price-step").split(".")[1] || "").length;
     function priceText(value) {
-      // toFixed writes an exponent from 1e21 on.
-      return Math.abs(value) < 1e21 ? shown(dec(value.toFixed(places))) : String(value);
+      return isFinite(value) ? shown(rounded(fromFloat(value), places)) : String(value);
     }
 
     // The page's own picture of the chart stays until the library has drawn:

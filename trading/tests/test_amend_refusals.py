@@ -154,11 +154,18 @@ def test_an_amend_refused_for_rules_staff_changed_meanwhile_says_it_changed_noth
     assert (order.status, order.quantity, order.price) == ("open", D("1"), D("100"))
 
 
+@pytest.mark.parametrize(
+    "kind",
+    [{"type": "limit"}, {"type": "stop_limit", "stop_price": D("101")}],
+    ids=["limit", "stop-limit"],
+)
 def test_a_limit_order_refused_for_a_minimum_raised_meanwhile_names_its_value(
-    market, alice, funded
+    market, alice, funded, kind
 ):
-    # Not an amend: the placement's own words, for a limit order.
-    order = queued(alice, market, "buy", "1", "100")  # checked, queued
+    # Not an amend: the placement's own words, for an order with a limit price.
+    order = order_place(
+        user=alice, market=market, side="buy", quantity=D("1"), price=D("100"), **kind
+    )  # checked, queued
     Market.objects.filter(pk=market.pk).update(min_notional=D("500"))
 
     drain(market_id=market.pk)

@@ -286,6 +286,36 @@ def test_the_chart_draws_candles_with_axes_and_switches_interval(
     expect(page.locator("[data-chart-legend]")).to_contain_text("C 110")
 
 
+def chart_library_with(page, script: str) -> None:
+    """The chart library as the browser gets it, with ``script`` appended."""
+
+    def serve(route):
+        response = route.fetch()
+        route.fulfill(response=response, body=response.text() + script)
+
+    page.route("**/lightweight-charts.standalone.production.js", serve)
+
+
+# Appended to the chart library: keeps the price formatter market.js gives the
+# candle series (its price scale and last-price label, drawn on a canvas).
+PRICE_FORMATTER_KEPT = """
+(function (Charts) {
+  window.LightweightCharts = Object.assign({}, Charts, {
+    createChart: function (box, options) {
+      var view = Charts.createChart(box, options);
+      var addSeries = view.addSeries.bind(view);
+      view.addSeries = function (type, seriesOptions) {
+        var format = seriesOptions && seriesOptions.priceFormat;
+        if (format && format.formatter) window.priceText = format.formatter;
+        return addSeries(type, seriesOptions);
+      };
+      return view;
+    },
+  });
+})(window.LightweightCharts);
+"""
+
+
 @pytest.mark.parametrize(
     "price_step, price",
     [
@@ -310,6 +340,7 @@ def test_the_chart_draws_for_any_price_step_a_market_may_have(
     trade(market, price, "1000")
     errors = []
     page.on("pageerror", lambda error: errors.append(str(error)))
+    chart_library_with(page, PRICE_FORMATTER_KEPT)
 
     page.goto(f"{live_server.url}/markets/{market.symbol}/")
     page.locator('#chart[data-candles="1h"]').wait_for()
@@ -318,6 +349,14 @@ def test_the_chart_draws_for_any_price_step_a_market_may_have(
     expect(page.locator("[data-chart-fallback]")).to_be_hidden()
     page.screenshot_step("chart")
     assert errors == []
+    # The chart gets prices as floats: a close as market.js passes it, a mark
+    # of the price scale (0.1 + 0.2), a large price. It writes them as the
+    # book does, without the float's binary remainder past 15 digits.
+    written = page.evaluate(
+        "(price) => [price, '0.1', 0.1 + 0.2, '123456.78'].map(Number).map(priceText)",
+        price,
+    )
+    assert written == [price, "0.1", "0.3", "123,456.78"]
 
 
 # Appended to the chart library as the browser gets it: a library that throws
@@ -353,14 +392,7 @@ def test_if_the_chart_library_fails_the_page_keeps_its_picture_and_stays_live(
     live_stream, page, live_server, market, fault
 ):
     trade(market, "100.00")
-
-    def serve_broken(route):
-        response = route.fetch()
-        route.fulfill(
-            response=response, body=response.text() + BROKEN_CHART_LIBRARY[fault]
-        )
-
-    page.route("**/lightweight-charts.standalone.production.js", serve_broken)
+    chart_library_with(page, BROKEN_CHART_LIBRARY[fault])
     page.goto(f"{live_server.url}/markets/{market.symbol}/")
     page.locator('#market-live[data-stream="open"]').wait_for()
     expect(page.locator("[data-chart-fallback] svg.candles")).to_be_visible()
