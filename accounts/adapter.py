@@ -88,10 +88,10 @@ class AccountAdapter(DefaultAccountAdapter):
 
     def pre_authenticate(self, request, **credentials: Any) -> None:
         """Refuse the attempt before any password is hashed when the address
-        (allauth's ``login_failed`` limit) or an account it names as its own
-        (``users_for_login``)
-        (``login_failed_account``, ``account_attempt_count``) has failed too
-        often; or, for a name no account has, the name (``_name_attempt_count``).
+        (allauth's ``login_failed`` limit) or an account the name typed is the
+        own name or address of (``users_for_login``; ``login_failed_account``,
+        ``account_attempt_count``) has failed too often; or, for a name no
+        account has, the name (``_name_attempt_count``).
 
         An account is counted by its row, not by the name typed: allauth
         would count "alice", "ALICE" and alice's e-mail address, or the same
