@@ -25,6 +25,7 @@ from trading.charts import candle_chart
 from trading.exceptions import (
     AddressNotAllowed,
     BelowMinNotional,
+    DuplicateReference,
     EmailNotVerified,
     FillOrKillNotFilled,
     InsufficientBalance,
@@ -395,7 +396,7 @@ def wallet(request: HttpRequest) -> HttpResponse:
             with service_call(request, recovery=recovery, resend=True):
                 # A repeat (a double click, the form sent again) is answered
                 # with the withdrawal the first made, as the first is.
-                withdrawal, _ = withdrawal_request_or_get(
+                withdrawal, created = withdrawal_request_or_get(
                     user=request.user,
                     token=data["token"],
                     amount=data["amount"],
@@ -404,9 +405,27 @@ def wallet(request: HttpRequest) -> HttpResponse:
                 )
         except (InvalidAddress, AddressNotAllowed) as refusal:
             form.add_error("address", refusal.message)
+        except InsufficientBalance as refusal:
+            form.add_error("amount", refusal.message)
+        except DuplicateReference:
+            # The form's hidden reference, sent again with other values (the
+            # browser's Back, then a change).
+            form.add_error(
+                None,
+                "This form was already used for another withdrawal: reload the "
+                "wallet page to request a new one.",
+            )
         except TradingError as refusal:
             form.add_error(None, refusal.message)
         else:
+            if not created and withdrawal.status != Withdrawal.Status.PENDING:
+                # The form sent again after the withdrawal ended: nothing new.
+                messages.info(
+                    request,
+                    "This withdrawal was already requested; it is "
+                    f"{withdrawal.get_status_display().lower()} now.",
+                )
+                return redirect("trading:wallet")
             # A repeat announces it too: the first may have been stopped
             # between its commit and its notice. ``once`` keeps it to one.
             notice_after_commit(
@@ -474,11 +493,17 @@ def saved_address_create(request: HttpRequest) -> HttpResponse:
             address_form.add_error(None, error)
         else:
             saved_address_notice(request=request, saved_address=saved, added=True)
-            messages.success(
-                request,
-                f"Address “{saved.label}” saved; withdrawals to it are "
-                f"possible from {saved.usable_from:%Y-%m-%d %H:%M} UTC.",
-            )
+            # The delay counts only while withdrawals go to saved addresses
+            # alone (the notice says so too).
+            policy = withdrawal_address_policy_get(user=request.user)
+            if policy.saved_only_at(timezone.now()):
+                message = (
+                    f"Address “{saved.label}” saved; withdrawals to it are "
+                    f"possible from {saved.usable_from:%Y-%m-%d %H:%M} UTC."
+                )
+            else:
+                message = f"Address “{saved.label}” saved."
+            messages.success(request, message)
             return _wallet_redirect("address-book")
     return _wallet_render(request, address_form=address_form)
 

@@ -656,7 +656,9 @@ def test_the_wallet_form_sent_again_after_its_token_was_delisted_returns_it(
     assert again.redirect_chain == [("/wallet/", 302)]
     assert "Withdrawal requested" in again.content.decode()
     assert changed.status_code == 400
-    assert "already used by a different request" in changed.content.decode()
+    assert "This form was already used for another withdrawal" in (
+        changed.content.decode()
+    )
     assert Withdrawal.objects.filter(user=trader).count() == 1
     assert balance(trader, market.quote) == (Decimal("99750"), Decimal("250"))
 
@@ -735,7 +737,27 @@ def test_a_withdrawal_over_the_balance_is_refused_in_words(client, trader):
     )
 
     assert response.status_code == 400
-    assert "balance" in response.content.decode().lower()
+    # Next to the amount, as an order's is next to its quantity.
+    assert response.context["form"].errors["amount"] == [
+        "This needs 1,000,000 USDT; 100,000 is available."
+    ]
+
+
+def test_the_wallet_form_sent_again_after_its_withdrawal_ended_says_so(
+    client, trader, market
+):
+    form = {"token": "USDT", "amount": "250", "address": "T-1", "reference": "r-1"}
+    client.post("/wallet/", form, follow=True)
+    withdrawal = Withdrawal.objects.get(user=trader)
+    client.post(f"/wallet/withdrawals/{withdrawal.pk}/cancel/", follow=True)
+
+    again = client.post("/wallet/", form, follow=True)  # Back, then send
+
+    assert [str(message) for message in again.context["messages"]] == [
+        "This withdrawal was already requested; it is cancelled now."
+    ]
+    assert Withdrawal.objects.filter(user=trader).count() == 1
+    assert balance(trader, market.quote) == (Decimal("100000"), Decimal("0"))
 
 
 def _pending_withdrawal(user, token, amount="250", reference="w-1"):

@@ -388,6 +388,27 @@ def test_the_wallet_saves_lists_and_removes_addresses_and_logs_them(
     ).exists()
 
 
+def test_the_wallet_names_the_delay_of_a_saved_address_only_when_it_counts(
+    wallet_client, rich, seeded
+):
+    def save(label: str, address: str) -> list[str]:
+        response = wallet_client.post(
+            "/wallet/addresses/",
+            {"book-label": label, "book-token": "ETH", "book-address": address},
+            follow=True,
+        )
+        return [str(message) for message in response.context["messages"]]
+
+    assert save("Ledger", EVM) == ["Address “Ledger” saved."]
+    withdrawal_address_policy_set(user=rich, saved_only=True)
+    usable_from = timezone.now() + timedelta(hours=24)
+
+    [message] = save("Cold", "0x" + "ab" * 20)
+
+    assert message.startswith("Address “Cold” saved; withdrawals to it are possible")
+    assert f"{usable_from:%Y-%m-%d}" in message
+
+
 def test_the_wallet_shows_a_malformed_saved_address_next_to_its_field(
     wallet_client, seeded
 ):
