@@ -57,6 +57,7 @@ from trading.services import (
     deposit_credit,
     market_create,
     withdrawal_approve,
+    withdrawal_process_start,
     withdrawal_reject,
 )
 
@@ -452,10 +453,11 @@ class WithdrawalAdmin(ReadOnlyAdmin):
         "address",
         "status",
         "created_at",
+        "processing_by",
         "decided_at",
         "decided_by",
     ]
-    list_select_related = ["user", "token", "decided_by"]
+    list_select_related = ["user", "token", "processing_by", "decided_by"]
     list_filter = ["status", "token"]
     search_fields = ["reference", "user__username", "address"]
     fields = readonly_fields = [
@@ -466,20 +468,33 @@ class WithdrawalAdmin(ReadOnlyAdmin):
         "reference",
         "status",
         "created_at",
+        "processing_at",
+        "processing_by",
         "decided_at",
         "decided_by",
         "reason",
     ]
-    actions = ["approve", "reject"]
+    # Staff start sending before they send, so that the user cannot cancel a
+    # withdrawal whose coins are on their way, and approve once they are sent.
+    actions = ["start_sending", "approve", "reject"]
 
     def has_decide_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("trading.change_withdrawal")
+
+    @admin.action(
+        description="Start sending (the user can no longer cancel)",
+        permissions=["decide"],
+    )
+    def start_sending(
+        self, request: HttpRequest, queryset: QuerySet[Withdrawal]
+    ) -> HttpResponse | None:
+        return self._decide(request, queryset, action="start_sending")
 
     @admin.action(description="Approve: the coins were sent", permissions=["decide"])
     def approve(
         self, request: HttpRequest, queryset: QuerySet[Withdrawal]
     ) -> HttpResponse | None:
-        return self._decide(request, queryset, approve=True)
+        return self._decide(request, queryset, action="approve")
 
     @admin.action(
         description="Reject: release the funds to the user", permissions=["decide"]
@@ -487,10 +502,10 @@ class WithdrawalAdmin(ReadOnlyAdmin):
     def reject(
         self, request: HttpRequest, queryset: QuerySet[Withdrawal]
     ) -> HttpResponse | None:
-        return self._decide(request, queryset, approve=False)
+        return self._decide(request, queryset, action="reject")
 
     def _decide(
-        self, request: HttpRequest, queryset: QuerySet[Withdrawal], *, approve: bool
+        self, request: HttpRequest, queryset: QuerySet[Withdrawal], *, action: str
     ) -> HttpResponse | None:
         """Show the selected withdrawals and ask to confirm (and, to reject,
         for the reason the user is told); the confirmation posts the action
@@ -499,13 +514,18 @@ class WithdrawalAdmin(ReadOnlyAdmin):
         if confirmed:
             queryset = decision_rows(request, queryset)
         form = WithdrawalDecisionForm(
-            request.POST if confirmed else None, approve=approve
+            request.POST if confirmed else None, reason=action == "reject"
         )
+        title, done, template = _WITHDRAWAL_ACTIONS[action]
         if confirmed and form.is_valid():
             reason = form.cleaned_data.get("reason", "")
 
             def decide(withdrawal: Withdrawal) -> Withdrawal:
-                if approve:
+                if action == "start_sending":
+                    return withdrawal_process_start(
+                        withdrawal=withdrawal, staff=request.user
+                    )
+                if action == "approve":
                     return withdrawal_approve(withdrawal=withdrawal, staff=request.user)
                 return withdrawal_reject(
                     withdrawal=withdrawal, staff=request.user, reason=reason
@@ -516,23 +536,40 @@ class WithdrawalAdmin(ReadOnlyAdmin):
                 request,
                 queryset,
                 decide,
-                done="approved" if approve else "rejected",
-                then=functools.partial(_decided, request),
+                done=done,
+                # Being sent changes no balance: the user is told once it ends.
+                then=(lambda withdrawal: None)
+                if action == "start_sending"
+                else functools.partial(_decided, request),
             )
             return None
+        shown = queryset.select_related("user", "token", "processing_by")
         context = {
             **self.admin_site.each_context(request),
-            "title": "Approve withdrawals" if approve else "Reject withdrawals",
+            "title": title,
             "opts": self.opts,
-            "action": "approve" if approve else "reject",
-            "approve": approve,
-            **decision_confirmation(request, queryset.select_related("user", "token")),
+            "action": action,
+            "approve": action == "approve",
+            **decision_confirmation(request, shown),
             "form": form,
             "media": self.media,
         }
         return TemplateResponse(
-            request, "admin/trading/withdrawal/decide_confirmation.html", context
+            request, f"admin/trading/withdrawal/{template}.html", context
         )
+
+
+# Each withdrawal action: its confirmation page's title, what the message
+# says was done, and the page's template.
+_WITHDRAWAL_ACTIONS = {
+    "start_sending": (
+        "Start sending withdrawals",
+        "now being sent",
+        "start_sending_confirmation",
+    ),
+    "approve": ("Approve withdrawals", "approved", "decide_confirmation"),
+    "reject": ("Reject withdrawals", "rejected", "decide_confirmation"),
+}
 
 
 class WithdrawalDecisionForm(forms.Form):
@@ -542,9 +579,9 @@ class WithdrawalDecisionForm(forms.Form):
         help_text="Shown to the user in the wallet and in the mail.",
     )
 
-    def __init__(self, *args, approve: bool, **kwargs):
+    def __init__(self, *args, reason: bool, **kwargs):
         super().__init__(*args, **kwargs)
-        if approve:
+        if not reason:
             del self.fields["reason"]
 
 

@@ -121,6 +121,14 @@ class WithdrawalNotPending(TradingError):
     default_message = "The withdrawal has already been decided."
 
 
+class WithdrawalNotProcessing(TradingError):
+    """Approving a withdrawal staff have not started sending: whoever sends
+    it starts sending first, so that its owner can no longer cancel it."""
+
+    code = "withdrawal_not_processing"
+    default_message = "Start sending the withdrawal before approving it."
+
+
 class WithdrawalNotFound(TradingError):
     code = "withdrawal_not_found"
     default_message = "No such withdrawal."

@@ -45,9 +45,9 @@ def ledger_problems() -> list[str]:
     4. Per token, users' available + locked + fees == deposits - approved
        withdrawals, and the custody account mirrors it; fees are not negative.
     5. Each locked balance is exactly what the user's live orders, queued
-       amends and pending withdrawals reserve, and each live order reserves
-       what it should (an accepted one what its request reserved, an open or
-       waiting one what it still needs).
+       amends and open withdrawals (pending or being sent) reserve, and each
+       live order reserves what it should (an accepted one what its request
+       reserved, an open or waiting one what it still needs).
     6. Each order's filled quantity and traded value equal its trades.
     7. No market's book is crossed.
 
@@ -186,8 +186,9 @@ def _order_reserve_should(
 def _reserve_problems(symbols, balances) -> list[str]:
     problems = []
     reserved: dict[tuple[int, int], Decimal] = defaultdict(lambda: ZERO)
-    pending = Withdrawal.objects.filter(status=Withdrawal.Status.PENDING)
-    for user_id, token_id, amount in _stream(pending, "user_id", "token_id", "amount"):
+    # Being sent, a withdrawal's amount stays locked until staff approve it.
+    unended = Withdrawal.objects.filter(status__in=Withdrawal.OPEN)
+    for user_id, token_id, amount in _stream(unended, "user_id", "token_id", "amount"):
         reserved[(user_id, token_id)] += amount
     # What queued amends reserved is the user's, locked, but no order's yet.
     amends = OrderCommand.objects.filter(reserved__gt=0)

@@ -626,16 +626,23 @@ class Deposit(models.Model):
 class Withdrawal(models.Model):
     """A user's request to send coins out; its funds stay locked until decided.
 
-    Staff approve it (the coins were sent) or reject it; its owner may cancel
-    it while it is pending. ``decided_by`` is who did (the owner for a
-    cancel), ``reason`` what staff told the owner.
+    Staff start sending it (processing: from then on its owner can no longer
+    cancel it, and no one else starts sending it too), then approve it (the
+    coins were sent) or reject it (they were not); its owner may cancel it
+    while it is pending. ``processing_by`` is who started sending it,
+    ``decided_by`` who ended it (the owner for a cancel), ``reason`` what staff
+    told the owner.
     """
 
     class Status(models.TextChoices):
         PENDING = "pending", "Pending"
+        PROCESSING = "processing", "Being sent"
         APPROVED = "approved", "Approved"
         REJECTED = "rejected", "Rejected"
         CANCELLED = "cancelled", "Cancelled"
+
+    # Not ended yet: the amount is still locked.
+    OPEN = (Status.PENDING, Status.PROCESSING)
 
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="withdrawals"
@@ -647,9 +654,20 @@ class Withdrawal(models.Model):
         max_length=100, help_text="The user's idempotency key for the request."
     )
     status = models.CharField(
-        max_length=9, choices=Status.choices, default=Status.PENDING
+        max_length=10, choices=Status.choices, default=Status.PENDING
     )
     created_at = models.DateTimeField(auto_now_add=True)
+    processing_at = models.DateTimeField(
+        null=True, blank=True, help_text="When staff started sending the coins."
+    )
+    processing_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+        help_text="The staff member who started sending the coins.",
+    )
     decided_at = models.DateTimeField(null=True, blank=True)
     decided_by = models.ForeignKey(
         settings.AUTH_USER_MODEL,
@@ -673,13 +691,29 @@ class Withdrawal(models.Model):
                 condition=Q(amount__gt=0), name="withdrawal_amount_positive"
             ),
             models.CheckConstraint(
-                condition=Q(status="pending", decided_at__isnull=True)
-                | (~Q(status="pending") & Q(decided_at__isnull=False)),
+                condition=Q(
+                    status__in=["pending", "processing"], decided_at__isnull=True
+                )
+                | (
+                    ~Q(status__in=["pending", "processing"])
+                    & Q(decided_at__isnull=False)
+                ),
                 name="withdrawal_decided_has_time",
             ),
             models.CheckConstraint(
-                condition=~Q(status="pending") | Q(decided_by__isnull=True),
+                condition=~Q(status__in=["pending", "processing"])
+                | Q(decided_by__isnull=True),
                 name="withdrawal_pending_has_no_decider",
+            ),
+            models.CheckConstraint(
+                condition=~Q(status="pending")
+                | Q(processing_at__isnull=True, processing_by__isnull=True),
+                name="withdrawal_pending_not_processing",
+            ),
+            models.CheckConstraint(
+                condition=~Q(status="processing")
+                | Q(processing_at__isnull=False, processing_by__isnull=False),
+                name="withdrawal_processing_has_sender",
             ),
         ]
         indexes = [

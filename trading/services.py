@@ -84,6 +84,7 @@ from trading.exceptions import (
     WithdrawalLimitExceeded,
     WithdrawalNotFound,
     WithdrawalNotPending,
+    WithdrawalNotProcessing,
 )
 from trading.locks import balances_lock, withdrawal_lock
 from trading.models import (
@@ -413,8 +414,9 @@ def _utc_day_start(moment: datetime) -> datetime:
 def _withdrawal_daily_limit_check(
     *, user: AbstractBaseUser, token: Token, amount: Decimal
 ) -> None:
-    """Refuse a withdrawal that would take the user's pending and approved
-    withdrawals of ``token`` requested since 00:00 UTC past the token's limit.
+    """Refuse a withdrawal that would take the user's pending, being sent and
+    approved withdrawals of ``token`` requested since 00:00 UTC past the
+    token's limit. A limit of 0 means the token's withdrawals are suspended.
 
     The caller holds the user's balance row of the token, so requests of one
     user and token pass here one at a time, each seeing every earlier one
@@ -428,12 +430,14 @@ def _withdrawal_daily_limit_check(
     )
     if limit is None:
         return
+    if limit == 0:
+        raise WithdrawalLimitExceeded(f"Withdrawals of {token.symbol} are suspended.")
     day_start = _utc_day_start(timezone.now())
     amounts = Withdrawal.objects.filter(
         user=user,
         token=token,
         created_at__gte=day_start,
-        status__in=[Withdrawal.Status.PENDING, Withdrawal.Status.APPROVED],
+        status__in=[*Withdrawal.OPEN, Withdrawal.Status.APPROVED],
     ).values_list("amount", flat=True)
     used = sum(amounts, ZERO)  # in Python: SQLite would sum in floating point
     if used + amount > limit:
@@ -446,7 +450,40 @@ def _withdrawal_daily_limit_check(
         )
 
 
-# How each end of a pending withdrawal is written in the ledger.
+@exact
+def withdrawal_process_start(
+    *, withdrawal: Withdrawal, staff: AbstractBaseUser
+) -> Withdrawal:
+    """Staff are about to send the coins: the withdrawal is being sent. Its
+    owner can no longer cancel it, and no one else starts sending it; staff
+    approve it once the coins were sent, or reject it if they were not. The
+    amount stays locked meanwhile.
+
+    Locks the withdrawal's row as its ends do: of two starts and a cancel
+    racing, the first to lock the row wins and the others are refused. One
+    that is not pending raises ``WithdrawalNotPending``.
+    """
+    with transaction.atomic(durable=True):
+        withdrawal = withdrawal_lock(withdrawal_id=withdrawal.pk)
+        if withdrawal.status == Withdrawal.Status.PROCESSING:
+            raise WithdrawalNotPending(
+                f"Withdrawal {withdrawal.reference!r} is already being sent by "
+                f"{withdrawal.processing_by} (since "
+                f"{_moment(withdrawal.processing_at)}): only they send it."
+            )
+        if withdrawal.status != Withdrawal.Status.PENDING:
+            raise WithdrawalNotPending(
+                f"Withdrawal {withdrawal.reference!r} is already "
+                f"{withdrawal.get_status_display().lower()}."
+            )
+        withdrawal.status = Withdrawal.Status.PROCESSING
+        withdrawal.processing_at = timezone.now()
+        withdrawal.processing_by = staff
+        withdrawal.save(update_fields=["status", "processing_at", "processing_by"])
+        return withdrawal
+
+
+# How each end of an open withdrawal is written in the ledger.
 _WITHDRAWAL_ENDS = {
     Withdrawal.Status.APPROVED: LedgerTransaction.Kind.WITHDRAWAL_APPROVE,
     Withdrawal.Status.REJECTED: LedgerTransaction.Kind.WITHDRAWAL_REJECT,
@@ -462,13 +499,14 @@ def _withdrawal_end(
     reason: str = "",
     owner: AbstractBaseUser | None = None,
 ) -> Withdrawal:
-    """End a pending withdrawal: approved, its locked amount goes to custody;
-    rejected or cancelled, back to the owner's available balance.
+    """End an open withdrawal: approved (only once it is being sent), its
+    locked amount goes to custody; rejected (pending or being sent) or
+    cancelled (pending only), back to the owner's available balance.
 
     Every end locks the withdrawal's row first, then its balance row (the
-    order of ``trading.locks``): of an approval, a rejection and a cancel
-    racing, the first to lock the row decides and the others find it ended.
-    With ``owner``, someone else's withdrawal is not found.
+    order of ``trading.locks``): of an approval, a rejection, a cancel and a
+    start of sending racing, the first to lock the row decides and the others
+    find it changed. With ``owner``, someone else's withdrawal is not found.
     """
     with transaction.atomic(durable=True):
         withdrawal = withdrawal_lock(withdrawal_id=withdrawal.pk)
@@ -476,7 +514,24 @@ def _withdrawal_end(
             raise WithdrawalNotFound()
         if withdrawal.status == status == Withdrawal.Status.CANCELLED:
             return withdrawal  # a repeated cancel releases nothing again
-        if withdrawal.status != Withdrawal.Status.PENDING:
+        if withdrawal.status == Withdrawal.Status.PROCESSING and (
+            status == Withdrawal.Status.CANCELLED
+        ):
+            # Staff may have sent the coins already: cancelling now could
+            # give the owner both the coins and the balance.
+            raise WithdrawalNotPending(
+                f"Withdrawal {withdrawal.reference!r} can no longer be "
+                "cancelled: staff are sending the coins now."
+            )
+        if withdrawal.status == Withdrawal.Status.PENDING and (
+            status == Withdrawal.Status.APPROVED
+        ):
+            raise WithdrawalNotProcessing(
+                f"Withdrawal {withdrawal.reference!r} is pending: start sending "
+                "it first (its owner can then no longer cancel it), and approve "
+                "it once the coins were sent."
+            )
+        if withdrawal.status not in Withdrawal.OPEN:
             raise WithdrawalNotPending(
                 f"Withdrawal {withdrawal.reference!r} is already "
                 f"{withdrawal.get_status_display().lower()}."
@@ -506,7 +561,11 @@ def _withdrawal_end(
 def withdrawal_approve(
     *, withdrawal: Withdrawal, staff: AbstractBaseUser
 ) -> Withdrawal:
-    """The coins were sent: the locked amount leaves the user's balance."""
+    """The coins were sent: the locked amount leaves the user's balance.
+
+    Only a withdrawal being sent (``withdrawal_process_start``); a pending one
+    raises ``WithdrawalNotProcessing``, an ended one ``WithdrawalNotPending``.
+    """
     return _withdrawal_end(
         withdrawal=withdrawal, status=Withdrawal.Status.APPROVED, by=staff
     )
@@ -516,7 +575,8 @@ def withdrawal_approve(
 def withdrawal_reject(
     *, withdrawal: Withdrawal, staff: AbstractBaseUser, reason: str = ""
 ) -> Withdrawal:
-    """Refuse the request: the locked amount becomes available again.
+    """Refuse the request, pending or being sent (the coins were not sent):
+    the locked amount becomes available again.
 
     ``reason`` is shown to the owner in the wallet and the mail.
     """
@@ -534,7 +594,7 @@ def withdrawal_cancel(*, user: AbstractBaseUser, withdrawal: Withdrawal) -> With
     available again.
 
     Idempotent: cancelling a cancelled withdrawal returns it and releases
-    nothing. One that staff approved or rejected raises
+    nothing. One that staff are sending, approved or rejected raises
     ``WithdrawalNotPending``; another user's, ``WithdrawalNotFound``.
     """
     return _withdrawal_end(

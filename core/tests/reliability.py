@@ -421,7 +421,7 @@ AREAS: dict[str, dict[str, tuple[str, str]]] = {
         ),
         "race-cancel": (
             "A cancel racing a fill, an amendment racing a fill, a cancel "
-            "racing staff's approval, double cancels",
+            "racing staff starting to send, double cancels",
             "Exactly one outcome, funds released once",
         ),
         "race-deposits": (

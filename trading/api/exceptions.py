@@ -43,6 +43,7 @@ TRADING_STATUS = {
     trading.DuplicateReference: status.HTTP_409_CONFLICT,
     trading.DuplicateClientOrderId: status.HTTP_409_CONFLICT,
     trading.WithdrawalNotPending: status.HTTP_409_CONFLICT,
+    trading.WithdrawalNotProcessing: status.HTTP_409_CONFLICT,
     trading.AddressAlreadySaved: status.HTTP_409_CONFLICT,
     trading.CommandFailed: status.HTTP_500_INTERNAL_SERVER_ERROR,
 }

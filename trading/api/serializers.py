@@ -417,7 +417,13 @@ class WithdrawalSerializer(serializers.Serializer):
     amount = AmountField()
     address = serializers.CharField()
     reference = serializers.CharField()
-    status = serializers.ChoiceField(choices=Withdrawal.Status.choices)
+    status = serializers.ChoiceField(
+        choices=Withdrawal.Status.choices,
+        help_text="`pending` (you may cancel it), `processing` (staff are "
+        "sending the coins: it can no longer be cancelled; the amount stays "
+        "locked), then `approved` (sent), `rejected` or `cancelled` (the amount "
+        "is available again).",
+    )
     created_at = serializers.DateTimeField()
     decided_at = serializers.DateTimeField(
         allow_null=True, help_text="When it was approved, rejected or cancelled."

@@ -630,8 +630,10 @@ class WithdrawalListView(PrivateView):
         "request, or you cancel it. Repeating a request with the same "
         "`reference` returns the first one (200): the safe way to retry after "
         "a lost answer or a 503 `outcome_unknown`. Each token may have a daily "
-        "limit per user: pending and approved requests since 00:00 UTC count, "
-        "and a request over it is refused with `withdrawal_limit_exceeded`. "
+        "limit per user: pending, processing and approved requests since "
+        "00:00 UTC count, and a request over it is refused with "
+        "`withdrawal_limit_exceeded` (a limit of 0: the token's withdrawals "
+        "are suspended). "
         "A token that is not listed now cannot be withdrawn: 409 "
         "`token_not_listed`.",
         request=api.WithdrawalCreateSerializer,
@@ -714,8 +716,8 @@ class WithdrawalDetailView(PrivateView):
         summary="Cancel a withdrawal request",
         description="Only while it is pending: the amount becomes available "
         "again; returns the withdrawal. Cancelling a cancelled request returns "
-        "it again and changes nothing; one staff approved or rejected is "
-        "refused with `withdrawal_not_pending`.",
+        "it again and changes nothing; one staff are sending (`processing`), "
+        "approved or rejected is refused with `withdrawal_not_pending`.",
         responses={
             200: api.WithdrawalSerializer,
             **_errors(401, 403, 404, 409, 503),

@@ -189,12 +189,109 @@ def test_deciding_asks_to_confirm_showing_what_is_decided(
 def test_staff_approve_a_withdrawal_once_confirmed(
     staff_client, staff, pending, alice, btc
 ):
+    decide(staff_client, "start_sending", [pending.pk])
     response = decide(staff_client, "approve", [pending.pk])
 
     assert b"1 approved" in response.content
     pending.refresh_from_db()
-    assert (pending.status, pending.decided_by) == (Withdrawal.Status.APPROVED, staff)
+    assert (pending.status, pending.processing_by, pending.decided_by) == (
+        Withdrawal.Status.APPROVED,
+        staff,
+        staff,
+    )
     assert balance(alice, btc) == (D("1"), D("0"))
+    assert list(
+        LogEntry.objects.filter(object_id=str(pending.pk))
+        .order_by("pk")
+        .values_list("change_message", flat=True)
+    ) == ["now being sent", "approved"]
+
+
+def test_starting_to_send_asks_to_confirm_then_stops_the_user_cancelling(
+    staff_client, staff, pending, alice, btc, client, mailoutbox
+):
+    asked = run_action(staff_client, "withdrawal", "start_sending", [pending.pk])
+    page = asked.content.decode()
+    assert asked.templates[0].name == (
+        "admin/trading/withdrawal/start_sending_confirmation.html"
+    )
+    assert "Start sending withdrawals" in page
+    assert "Their users can no longer cancel them" in page
+    for shown in ("alice", "2 ", "BTC", "bc1q", "w-1", "Pending"):
+        assert shown in page
+    assert 'value="Yes, start sending 1"' in page
+    assert 'name="reason"' not in page
+    pending.refresh_from_db()
+    assert pending.status == Withdrawal.Status.PENDING
+
+    done = confirmation_posted(staff_client, asked)
+
+    assert b"1 now being sent." in done.content
+    pending.refresh_from_db()
+    assert (pending.status, pending.processing_by) == (
+        Withdrawal.Status.PROCESSING,
+        staff,
+    )
+    assert mailoutbox == []  # the user is told once it ends
+    # The user, in the wallet meanwhile: the coins may be on their way.
+    client.force_login(alice)
+    wallet = client.get("/wallet/").content.decode()
+    assert "Being sent" in wallet
+    assert f"/wallet/withdrawals/{pending.pk}/cancel/" not in wallet
+    cancelled = client.post(f"/wallet/withdrawals/{pending.pk}/cancel/", follow=True)
+    assert [str(m) for m in cancelled.context["messages"]] == [
+        "Withdrawal 'w-1' can no longer be cancelled: staff are sending the coins now."
+    ]
+    asked_again = client.get(f"/wallet/withdrawals/{pending.pk}/cancel/")
+    assert b"Staff are sending the coins now" in asked_again.content
+    pending.refresh_from_db()
+    assert pending.status == Withdrawal.Status.PROCESSING
+    assert balance(alice, btc) == (D("1"), D("2"))
+
+
+def test_approving_a_pending_withdrawal_asks_to_start_sending_it_first(
+    staff_client, pending, alice, btc, mailoutbox
+):
+    asked = run_action(staff_client, "withdrawal", "approve", [pending.pk])
+    response = decide(staff_client, "approve", [pending.pk])
+
+    assert b"Pending, not being sent yet: will be skipped" in asked.content
+    assert b"start sending it first" in response.content
+    assert b" approved." not in response.content
+    pending.refresh_from_db()
+    assert pending.status == Withdrawal.Status.PENDING
+    assert balance(alice, btc) == (D("1"), D("2"))
+    assert mailoutbox == []
+
+
+def test_a_second_staff_member_cannot_start_sending_the_same_withdrawal(
+    staff_clients, pending, alice, btc
+):
+    first, second = staff_clients(2)
+    decide(first, "start_sending", [pending.pk])
+
+    asked = run_action(second, "withdrawal", "start_sending", [pending.pk])
+    response = decide(second, "start_sending", [pending.pk])
+
+    assert b"Already being sent by staff1: will be skipped" in asked.content
+    messages = [str(m) for m in response.context["messages"]]
+    assert len(messages) == 1
+    assert messages[0].startswith(
+        "Withdrawal w-1: 2 BTC: Withdrawal 'w-1' is already being sent by staff1"
+    )
+    assert messages[0].endswith("only they send it.")
+    pending.refresh_from_db()
+    assert (pending.status, pending.processing_by.username) == (
+        Withdrawal.Status.PROCESSING,
+        "staff1",
+    )
+    # The one sending it may still reject it: the coins were not sent.
+    rejecting = run_action(first, "withdrawal", "reject", [pending.pk])
+    assert b"Being sent by staff1</td>" in rejecting.content
+    decide(first, "reject", [pending.pk])
+    pending.refresh_from_db()
+    assert pending.status == Withdrawal.Status.REJECTED
+    assert balance(alice, btc) == (D("3"), D("0"))
 
 
 def test_staff_reject_a_withdrawal_with_a_reason_once_confirmed(
@@ -266,7 +363,7 @@ def test_staff_without_the_permission_cannot_decide(client, pending, mfa_enable)
     mfa_enable(clerk)
     client.force_login(clerk)
 
-    for action in ("approve", "reject"):
+    for action in ("start_sending", "approve", "reject"):
         asked = run_action(client, "withdrawal", action, [pending.pk])
         confirmed = decide(client, action, [pending.pk])
         for response in (asked, confirmed):
@@ -281,6 +378,7 @@ def test_staff_without_the_permission_cannot_decide(client, pending, mfa_enable)
 def test_deciding_a_decided_withdrawal_again_is_refused_with_a_message(
     staff_client, pending, alice, btc
 ):
+    decide(staff_client, "start_sending", [pending.pk])
     decide(staff_client, "approve", [pending.pk])
     asked = run_action(staff_client, "withdrawal", "reject", [pending.pk])
 
@@ -849,13 +947,22 @@ def test_approving_a_withdrawal_takes_a_second_click_on_a_confirmation_page(
     staff_sign_in(page, live_server, mfa_enable, "/admin/trading/withdrawal/")
 
     page.locator(f'input[name="_selected_action"][value="{pending.pk}"]').check()
+    page.locator('select[name="action"]').select_option("start_sending")
+    page.get_by_role("button", name="Go").click()
+    page.get_by_role("heading", name="Start sending withdrawals").wait_for()
+    page.get_by_role("button", name="Yes, start sending 1").click()
+    page.get_by_text("1 now being sent.").wait_for()
+    pending.refresh_from_db()
+    assert pending.status == Withdrawal.Status.PROCESSING
+
+    page.locator(f'input[name="_selected_action"][value="{pending.pk}"]').check()
     page.locator('select[name="action"]').select_option("approve")
     page.get_by_role("button", name="Go").click()
 
     page.get_by_role("heading", name="Approve withdrawals").wait_for()
     page.screenshot_step("confirmation")
     pending.refresh_from_db()
-    assert pending.status == Withdrawal.Status.PENDING
+    assert pending.status == Withdrawal.Status.PROCESSING
     assert balance(alice, btc) == (D("1"), D("2"))
 
     page.get_by_role("button", name="Yes, approve 1").click()

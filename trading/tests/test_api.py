@@ -1230,10 +1230,11 @@ def test_the_owner_cancels_a_pending_withdrawal_once(
 
 
 def test_a_decided_withdrawal_cannot_be_cancelled_409(as_alice, alice, btc, funded):
-    from trading.services import withdrawal_approve
+    from trading.services import withdrawal_approve, withdrawal_process_start
 
     created = as_alice.post(f"{V1}/withdrawals/", withdrawal(), format="json").json()
     staff = user_make("staffer")
+    withdrawal_process_start(withdrawal=Withdrawal.objects.get(), staff=staff)
     withdrawal_approve(withdrawal=Withdrawal.objects.get(), staff=staff)
 
     response = as_alice.delete(f"{V1}/withdrawals/{created['id']}/")
@@ -1241,6 +1242,34 @@ def test_a_decided_withdrawal_cannot_be_cancelled_409(as_alice, alice, btc, fund
     assert error_of(response) == (409, "withdrawal_not_pending")
     assert "already approved" in response.json()["error"]["message"]
     assert balance(alice, btc) == (D("8.5"), D("0"))
+
+
+def test_a_withdrawal_being_sent_shows_processing_and_cannot_be_cancelled_409(
+    as_alice, alice, btc, funded, mailoutbox
+):
+    from trading.services import withdrawal_process_start
+
+    created = as_alice.post(f"{V1}/withdrawals/", withdrawal(), format="json").json()
+    url = f"{V1}/withdrawals/{created['id']}/"
+    withdrawal_process_start(
+        withdrawal=Withdrawal.objects.get(), staff=user_make("staffer")
+    )
+    mailoutbox.clear()
+
+    response = as_alice.delete(url)
+
+    assert error_of(response) == (409, "withdrawal_not_pending")
+    assert response.json()["error"]["message"] == (
+        f"Withdrawal {created['reference']!r} can no longer be cancelled: staff "
+        "are sending the coins now."
+    )
+    shown = as_alice.get(url).json()
+    assert (shown["status"], shown["decided_at"]) == ("processing", None)
+    assert as_alice.get(f"{V1}/withdrawals/").json()["results"][0]["status"] == (
+        "processing"
+    )
+    assert balance(alice, btc) == (D("8.5"), D("1.5"))
+    assert mailoutbox == []
 
 
 @pytest.mark.reliability("access-by-id")

@@ -11,7 +11,10 @@ by the autouse fixture).
 from __future__ import annotations
 
 import copy
+import functools
+import html
 import random
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -734,7 +737,9 @@ def _browser(user, reauthenticate=None):
 
 
 @pytest.mark.reliability("race-cancel")
-def test_a_cancel_racing_an_approval_ends_in_exactly_one_of_them(mfa_enable):
+def test_a_cancel_racing_staff_starting_to_send_ends_in_exactly_one_of_them(
+    mfa_enable,
+):
     from django.contrib.auth import get_user_model
 
     from trading.models import LedgerTransaction
@@ -762,16 +767,16 @@ def test_a_cancel_racing_an_approval_ends_in_exactly_one_of_them(mfa_enable):
             time.sleep(delay)
             return owner.delete(f"/api/v1/withdrawals/{pk}/")
 
-        cancelled, approved = run_together(
+        cancelled, started = run_together(
             cancel,
             lambda pk=withdrawal.pk: admin.post(
                 "/admin/trading/withdrawal/",
-                {"action": "approve", "_selected_action": [pk], "post": "yes"},
+                {"action": "start_sending", "_selected_action": [pk], "post": "yes"},
             ),
         )
 
-        assert cancelled[0] == approved[0] == "ok", (cancelled, approved)
-        assert approved[1].status_code == 302
+        assert cancelled[0] == started[0] == "ok", (cancelled, started)
+        assert started[1].status_code == 302
         withdrawal.refresh_from_db()
         kinds = set(
             LedgerTransaction.objects.filter(withdrawal=withdrawal).values_list(
@@ -784,12 +789,72 @@ def test_a_cancel_racing_an_approval_ends_in_exactly_one_of_them(mfa_enable):
             assert kinds == {"withdrawal_request", "withdrawal_cancel"}
             assert balance(alice, btc) == (available_before + 1, D(0))
         else:
-            assert withdrawal.status == Withdrawal.Status.APPROVED
+            # Staff may be sending the coins now: the amount stays locked
+            # until they approve.
+            assert withdrawal.status == Withdrawal.Status.PROCESSING
             assert cancelled[1].status_code == 409
             assert cancelled[1].json()["error"]["code"] == "withdrawal_not_pending"
-            assert withdrawal.decided_by == staff
-            assert kinds == {"withdrawal_request", "withdrawal_approve"}
+            assert withdrawal.processing_by == staff
+            assert kinds == {"withdrawal_request"}
+            assert balance(alice, btc) == (available_before, D(1))
+            assert ledger_problems() == []
+            admin.post(
+                "/admin/trading/withdrawal/",
+                {
+                    "action": "approve",
+                    "_selected_action": [withdrawal.pk],
+                    "post": "yes",
+                },
+            )
+            withdrawal.refresh_from_db()
+            assert withdrawal.status == Withdrawal.Status.APPROVED
             assert balance(alice, btc) == (available_before, D(0))
+        assert ledger_problems() == []
+
+
+@pytest.mark.reliability("race-cancel")
+def test_two_staff_starting_to_send_one_withdrawal_at_once_leave_it_to_one(
+    staff_clients,
+):
+    btc = token_make("BTC", decimals=8)
+    alice = user_make("alice")
+    rounds = 10
+    fund(alice, btc, str(rounds))
+    desks = staff_clients(2)
+
+    for n in range(rounds):
+        withdrawal = withdrawal_request(
+            user=alice, token=btc, amount=D(1), address="bc1q", reference=f"w-{n}"
+        )
+
+        def start(client, pk=withdrawal.pk):
+            response = client.post(
+                "/admin/trading/withdrawal/",
+                {"action": "start_sending", "_selected_action": [pk], "post": "yes"},
+                follow=True,
+            )
+            # From the page: a response's context may hold another thread's.
+            return [
+                html.unescape(said)
+                for said in re.findall(
+                    r'<li class="(?:success|error)">(.*?)</li>', response.text
+                )
+            ]
+
+        answers = run_together(*(functools.partial(start, desk) for desk in desks))
+
+        assert [outcome for outcome, _ in answers] == ["ok", "ok"], answers
+        said = sorted(messages for _, messages in answers)
+        withdrawal.refresh_from_db()
+        sender = withdrawal.processing_by.username
+        assert withdrawal.status == Withdrawal.Status.PROCESSING
+        assert said[0] == ["1 now being sent."]
+        assert len(said[1]) == 1
+        assert said[1][0].startswith(
+            f"Withdrawal w-{n}: 1 BTC: Withdrawal 'w-{n}' is already being sent "
+            f"by {sender} (since "
+        )
+        assert balance(alice, btc) == (D(rounds - n - 1), D(n + 1))
         assert ledger_problems() == []
 
 

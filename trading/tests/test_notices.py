@@ -187,11 +187,23 @@ def three_requested_withdrawals(user, token):
     ]
 
 
+def sending_started(staff_client, selected: list[int]) -> None:
+    """Staff start sending the withdrawals (no mail: the user is told once
+    each ends), as they do before approving them."""
+    response = staff_client.post(
+        "/admin/trading/withdrawal/",
+        {"action": "start_sending", "_selected_action": selected, "post": "yes"},
+        follow=True,
+    )
+    assert f"{len(selected)} now being sent." in response.content.decode()
+
+
 @pytest.mark.reliability("mail-down")
 def test_staff_approve_every_selected_withdrawal_with_mail_down(
     settings, smtp_server, staff_client, alice, usdt, caplog
 ):
     selected = three_requested_withdrawals(alice, usdt)
+    sending_started(staff_client, selected)
 
     with mail_server_down(settings):
         response = staff_client.post(
@@ -217,6 +229,7 @@ def test_staff_approving_many_withdrawals_wait_for_a_silent_mail_server_once(
     (the action stays well inside gunicorn's timeout), and every row is
     decided and in the admin's log."""
     selected = three_requested_withdrawals(alice, usdt)
+    sending_started(staff_client, selected)
 
     with mail_server_silent(settings) as connections:
         response = staff_client.post(
@@ -231,8 +244,10 @@ def test_staff_approving_many_withdrawals_wait_for_a_silent_mail_server_once(
         Withdrawal.Status.APPROVED
     }
     assert sorted(
-        LogEntry.objects.values_list("object_id", "change_message")
-    ) == sorted((str(pk), "approved") for pk in selected)
+        LogEntry.objects.filter(change_message="approved").values_list(
+            "object_id", flat=True
+        )
+    ) == sorted(str(pk) for pk in selected)
     assert lost_notices(caplog) == [(alice.pk, "accounts/email/withdrawal_decided")] * 3
 
 

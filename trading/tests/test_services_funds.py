@@ -18,6 +18,7 @@ from trading.models import Deposit, LedgerEntry, LedgerTransaction, Withdrawal
 from trading.services import (
     deposit_credit,
     withdrawal_approve,
+    withdrawal_process_start,
     withdrawal_reject,
     withdrawal_request,
 )
@@ -194,6 +195,7 @@ def test_approving_a_withdrawal_sends_the_locked_amount_to_custody(alice, btc, s
         user=alice, token=btc, amount=D(2), address="a", reference="w"
     )
 
+    withdrawal_process_start(withdrawal=withdrawal, staff=staff)
     approved = withdrawal_approve(withdrawal=withdrawal, staff=staff)
 
     assert approved.status == Withdrawal.Status.APPROVED
@@ -233,6 +235,7 @@ def test_a_withdrawal_is_decided_only_once(alice, btc, staff, first, second):
     withdrawal = withdrawal_request(
         user=alice, token=btc, amount=D(2), address="a", reference="w"
     )
+    withdrawal_process_start(withdrawal=withdrawal, staff=staff)
     first(withdrawal=withdrawal, staff=staff)
     after_first = balance(alice, btc)
 

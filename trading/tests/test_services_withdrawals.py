@@ -16,11 +16,14 @@ from trading.exceptions import (
     WithdrawalLimitExceeded,
     WithdrawalNotFound,
     WithdrawalNotPending,
+    WithdrawalNotProcessing,
 )
+from trading.invariants import ledger_problems
 from trading.models import LedgerEntry, LedgerTransaction, Withdrawal
 from trading.services import (
     withdrawal_approve,
     withdrawal_cancel,
+    withdrawal_process_start,
     withdrawal_reject,
     withdrawal_request,
 )
@@ -39,6 +42,12 @@ def request(user, token, amount: str, reference: str = "w") -> Withdrawal:
 def limit(token, amount: str | None) -> None:
     token.withdrawal_daily_limit = None if amount is None else D(amount)
     token.save(update_fields=["withdrawal_daily_limit"])
+
+
+def sent(*, withdrawal: Withdrawal, staff) -> Withdrawal:
+    """Staff start sending the withdrawal, send it, and approve it."""
+    withdrawal_process_start(withdrawal=withdrawal, staff=staff)
+    return withdrawal_approve(withdrawal=withdrawal, staff=staff)
 
 
 def ledger_kinds(withdrawal) -> list[str]:
@@ -88,7 +97,7 @@ def test_cancelling_twice_returns_the_cancelled_withdrawal_and_releases_once(
     assert ledger_kinds(withdrawal).count(Kind.WITHDRAWAL_CANCEL) == 1
 
 
-@pytest.mark.parametrize("decide", [withdrawal_approve, withdrawal_reject])
+@pytest.mark.parametrize("decide", [sent, withdrawal_reject])
 def test_a_decided_withdrawal_cannot_be_cancelled(alice, btc, staff, decide):
     fund(alice, btc, "5")
     withdrawal = request(alice, btc, "2")
@@ -129,6 +138,115 @@ def test_only_the_owner_can_cancel(alice, bob, btc):
     assert balance(alice, btc) == (D(3), D(2))
 
 
+# -- Being sent: staff start sending before they send ----------------------------
+
+
+def test_a_withdrawal_being_sent_cannot_be_cancelled_and_stays_locked(
+    alice, btc, staff
+):
+    fund(alice, btc, "5")
+    withdrawal = request(alice, btc, "2")
+    withdrawal_process_start(withdrawal=withdrawal, staff=staff)
+
+    with pytest.raises(WithdrawalNotPending) as refused:
+        withdrawal_cancel(user=alice, withdrawal=withdrawal)
+
+    assert refused.value.code == "withdrawal_not_pending"
+    assert refused.value.message == (
+        "Withdrawal 'w' can no longer be cancelled: staff are sending the coins now."
+    )
+    withdrawal.refresh_from_db()
+    assert (withdrawal.status, withdrawal.processing_by, withdrawal.decided_by) == (
+        Withdrawal.Status.PROCESSING,
+        staff,
+        None,
+    )
+    assert withdrawal.processing_at is not None and withdrawal.decided_at is None
+    assert balance(alice, btc) == (D(3), D(2))
+    assert ledger_kinds(withdrawal) == [Kind.WITHDRAWAL_REQUEST]
+    assert ledger_problems() == []
+
+
+def test_a_pending_withdrawal_is_approved_only_once_staff_start_sending_it(
+    alice, btc, staff
+):
+    fund(alice, btc, "5")
+    withdrawal = request(alice, btc, "2")
+
+    with pytest.raises(WithdrawalNotProcessing) as refused:
+        withdrawal_approve(withdrawal=withdrawal, staff=staff)
+
+    assert "start sending it first" in refused.value.message
+    withdrawal.refresh_from_db()
+    assert withdrawal.status == Withdrawal.Status.PENDING
+    assert balance(alice, btc) == (D(3), D(2))
+
+    withdrawal_process_start(withdrawal=withdrawal, staff=staff)
+    approved = withdrawal_approve(withdrawal=withdrawal, staff=staff)
+
+    assert approved.status == Withdrawal.Status.APPROVED
+    assert balance(alice, btc) == (D(3), D(0))
+    assert ledger_kinds(withdrawal) == [
+        Kind.WITHDRAWAL_REQUEST,
+        Kind.WITHDRAWAL_APPROVE,
+    ]
+
+
+def test_rejecting_a_withdrawal_being_sent_releases_the_funds(alice, btc, staff):
+    fund(alice, btc, "5")
+    withdrawal = request(alice, btc, "2")
+    withdrawal_process_start(withdrawal=withdrawal, staff=staff)
+
+    rejected = withdrawal_reject(
+        withdrawal=withdrawal, staff=staff, reason="The node refused the address."
+    )
+
+    assert (rejected.status, rejected.reason) == (
+        Withdrawal.Status.REJECTED,
+        "The node refused the address.",
+    )
+    assert balance(alice, btc) == (D(5), D(0))
+    assert ledger_kinds(withdrawal) == [Kind.WITHDRAWAL_REQUEST, Kind.WITHDRAWAL_REJECT]
+
+
+def test_only_one_staff_member_starts_sending_a_withdrawal(
+    alice, btc, staff, django_user_model
+):
+    other = django_user_model.objects.create_superuser("clerk", password="x-1-secret")
+    fund(alice, btc, "5")
+    withdrawal = request(alice, btc, "2")
+    withdrawal_process_start(withdrawal=withdrawal, staff=staff)
+
+    with pytest.raises(WithdrawalNotPending) as refused:
+        withdrawal_process_start(withdrawal=withdrawal, staff=other)
+
+    assert refused.value.message.startswith(
+        "Withdrawal 'w' is already being sent by root (since "
+    )
+    assert refused.value.message.endswith("UTC): only they send it.")
+    withdrawal.refresh_from_db()
+    assert withdrawal.processing_by == staff
+    assert balance(alice, btc) == (D(3), D(2))
+
+
+@pytest.mark.parametrize("end", ["approve", "reject", "cancel"])
+def test_an_ended_withdrawal_cannot_start_being_sent(alice, btc, staff, end):
+    fund(alice, btc, "5")
+    withdrawal = request(alice, btc, "2")
+    if end == "approve":
+        sent(withdrawal=withdrawal, staff=staff)
+    elif end == "reject":
+        withdrawal_reject(withdrawal=withdrawal, staff=staff)
+    else:
+        withdrawal_cancel(user=alice, withdrawal=withdrawal)
+    after = balance(alice, btc)
+
+    with pytest.raises(WithdrawalNotPending, match="is already"):
+        withdrawal_process_start(withdrawal=withdrawal, staff=staff)
+
+    assert balance(alice, btc) == after
+
+
 # -- Decisions record who made them ---------------------------------------------
 
 
@@ -151,11 +269,12 @@ def test_a_rejection_records_the_staff_member_and_the_reason(alice, btc, staff):
 def test_an_approval_records_the_staff_member(alice, btc, staff):
     fund(alice, btc, "5")
 
-    approved = withdrawal_approve(withdrawal=request(alice, btc, "2"), staff=staff)
+    approved = sent(withdrawal=request(alice, btc, "2"), staff=staff)
 
     approved.refresh_from_db()
-    assert (approved.status, approved.decided_by) == (
+    assert (approved.status, approved.processing_by, approved.decided_by) == (
         Withdrawal.Status.APPROVED,
+        staff,
         staff,
     )
 
@@ -207,11 +326,22 @@ def test_rejected_and_cancelled_withdrawals_do_not_count_approved_ones_do(
     fund(alice, btc, "100")
     withdrawal_reject(withdrawal=request(alice, btc, "5", reference="a"), staff=staff)
     withdrawal_cancel(user=alice, withdrawal=request(alice, btc, "5", reference="b"))
-    withdrawal_approve(withdrawal=request(alice, btc, "4", reference="c"), staff=staff)
+    sent(withdrawal=request(alice, btc, "4", reference="c"), staff=staff)
 
     request(alice, btc, "1", reference="d")
     with pytest.raises(WithdrawalLimitExceeded):
         request(alice, btc, "0.1", reference="e")
+
+
+def test_withdrawals_being_sent_count_towards_the_limit(alice, btc, staff):
+    limit(btc, "5")
+    fund(alice, btc, "100")
+    withdrawal_process_start(
+        withdrawal=request(alice, btc, "4", reference="a"), staff=staff
+    )
+
+    with pytest.raises(WithdrawalLimitExceeded, match="1 BTC is left today"):
+        request(alice, btc, "2", reference="b")
 
 
 def test_the_limit_is_per_utc_day(alice, btc):
@@ -249,8 +379,12 @@ def test_a_zero_limit_stops_withdrawals_of_the_token(alice, btc):
     limit(btc, "0")
     fund(alice, btc, "1")
 
-    with pytest.raises(WithdrawalLimitExceeded, match="at most 0 BTC"):
+    with pytest.raises(WithdrawalLimitExceeded) as refused:
         request(alice, btc, "1")
+
+    assert refused.value.code == "withdrawal_limit_exceeded"
+    assert refused.value.message == "Withdrawals of BTC are suspended."
+    assert balance(alice, btc) == (D(1), D(0))
 
 
 def test_a_repeated_request_is_returned_even_when_the_limit_is_used_up(alice, btc):

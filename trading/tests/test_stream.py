@@ -25,6 +25,7 @@ from trading.services import (
     deposit_credit,
     withdrawal_approve,
     withdrawal_cancel,
+    withdrawal_process_start,
     withdrawal_reject,
     withdrawal_request,
 )
@@ -625,6 +626,7 @@ def test_deposits_and_withdrawals_send_the_balances_they_change(
     assert balance_of(next_of(client, "balances"), "BTC") == ("11", "0")
     third = request(amount=D("4"), reference="w-3")
     assert balance_of(next_of(client, "balances"), "BTC") == ("7", "4")
+    withdrawal_process_start(withdrawal=third, staff=staff)  # no balance moves
     withdrawal_approve(withdrawal=third, staff=staff)
     assert balance_of(next_of(client, "balances"), "BTC") == ("7", "0")
     client.close()
