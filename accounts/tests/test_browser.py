@@ -55,6 +55,7 @@ def test_sign_up_and_replace_the_avatar_with_a_big_photo(
     page, live_server, site_storage, tmp_path
 ):
     sign_up(page, live_server, "alice")
+    page.reload()
     page.screenshot_step("profile-default")
     assert all_images_loaded(page)
     before = page.locator("#avatar-current").get_attribute("src")
@@ -64,8 +65,17 @@ def test_sign_up_and_replace_the_avatar_with_a_big_photo(
     )
     page.locator("#avatar-preview").wait_for(state="visible")
     page.screenshot_step("preview")
-    page.get_by_role("button", name="Upload picture").click()
-    page.get_by_text("Your profile picture was updated.").wait_for()
+    # The page's messages, empty now (signing up's were shown once): a live
+    # region from the start all the same, which screen readers announce what
+    # is written into.
+    messages = page.locator('#main .messages[role="status"]')
+    expect(messages).to_have_count(1)
+    expect(messages).to_be_empty()
+    upload = page.get_by_role("button", name="Upload picture")
+    upload.press("Enter")
+    expect(messages).to_have_text("Your profile picture was updated.")
+    # Disabled while sending, the button has focus again for the keyboard.
+    expect(upload).to_be_focused()
     page.screenshot_step("uploaded")
 
     after = page.locator("#avatar-current").get_attribute("src")
@@ -227,3 +237,27 @@ def test_without_script_the_same_files_are_refused_in_the_same_words(
         context.close()
     profile = get_user_model().objects.get(username="erin").profile
     assert profile.avatar.name == "default_avatar.jpg"
+
+
+def test_a_refused_log_in_and_the_second_factor_put_focus_where_to_type(
+    page, live_server, mfa_enable
+):
+    user = get_user_model().objects.create_user("frank", password=PASSWORD)
+    mfa_enable(user)
+    page.goto(f"{live_server.url}/accounts/login/")
+    page.locator('input[name="login"]').fill("frank")
+    page.locator('input[name="password"]').fill("not-the-password")
+    page.get_by_role("button", name="Sign In").click()
+
+    # The refusal is about the whole form: its alert has focus, not the top
+    # of the new page.
+    alert = page.locator("form").get_by_role("alert")
+    expect(alert).to_contain_text("not correct")
+    expect(alert).to_be_focused()
+
+    page.locator('input[name="password"]').fill(PASSWORD)
+    page.get_by_role("button", name="Sign In").click()
+    page.wait_for_url("**/accounts/2fa/authenticate/")
+    expect(page).to_have_title("Two-factor authentication · Crypto Exchange")
+    expect(page.get_by_role("textbox", name="Code")).to_be_focused()
+    page.screenshot_step("second-factor")

@@ -13,6 +13,9 @@
   var submit = document.getElementById("avatar-submit");
   var current = document.getElementById("avatar-current");
   var formErrors = document.getElementById("avatar-form-errors");
+  // The page's messages (partials/messages.html): a live region from the
+  // start, so that screen readers announce what is written into it.
+  var messages = document.querySelector('#main .messages[role="status"]');
   var field = input.closest(".field");
   // The id Django's aria-describedby names for the field's errors.
   var errorId = input.id + "_error";
@@ -88,6 +91,14 @@
     });
   }
 
+  // The button, disabled while sending, lost focus: it gets it back unless
+  // focus went somewhere else meanwhile (to the field in error).
+  function uploadEnded() {
+    progress.hidden = true;
+    submit.disabled = false;
+    if (!document.activeElement || document.activeElement === document.body) submit.focus();
+  }
+
   input.addEventListener("change", function () {
     clearErrors();
     if (previewUrl) URL.revokeObjectURL(previewUrl);
@@ -109,6 +120,7 @@
   form.addEventListener("submit", function (event) {
     event.preventDefault();
     clearErrors();
+    messages.replaceChildren();
     var file = input.files && input.files[0];
     var tooLarge = file && tooLargeError(file);
     if (tooLarge) {
@@ -123,8 +135,6 @@
       if (e.lengthComputable) bar.value = Math.round((e.loaded / e.total) * 100);
     });
     request.addEventListener("load", function () {
-      progress.hidden = true;
-      submit.disabled = false;
       var body = request.response || {};
       if (request.status === 200 && body.avatar_url) {
         current.src = body.avatar_url;
@@ -135,9 +145,8 @@
         form.reset();
         var done = document.createElement("p");
         done.className = "message message-success";
-        done.setAttribute("role", "status");
         done.textContent = "Your profile picture was updated.";
-        formErrors.appendChild(done);
+        messages.replaceChildren(done);
       } else if (body.errors) {
         showErrors(body.errors);
       } else if (request.status === 413) {
@@ -151,11 +160,11 @@
       } else {
         showErrors({ __all__: [{ message: "The upload failed (error " + request.status + "). Please try again." }] });
       }
+      uploadEnded();
     });
     request.addEventListener("error", function () {
-      progress.hidden = true;
-      submit.disabled = false;
       showErrors({ __all__: [{ message: "The connection was lost during the upload. Please try again." }] });
+      uploadEnded();
     });
     bar.value = 0;
     progress.hidden = false;

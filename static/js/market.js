@@ -206,8 +206,17 @@
     [["tbody.asks", asks.slice().reverse(), "down", "No sell orders"], ["tbody.bids", bids, "up", "No buy orders"]].forEach(function (part) {
       var body = live.querySelector(part[0]);
       if (!body) return;
+      // A price the user tabbed to keeps focus in the new rows: its level's
+      // link, or the one now in its place if the level is gone.
+      var focused = body.contains(document.activeElement) ? document.activeElement.closest("tr") : null;
+      var place = focused ? Array.from(body.rows).indexOf(focused) : -1;
       var rows = part[1].map(function (level) { return bookRow(level, part[2], deepest); });
       body.replaceChildren.apply(body, rows.length ? rows : [emptyRow(3, part[3])]);
+      if (!focused) return;
+      var row = rows.filter(function (tr) { return tr.getAttribute("data-price") === focused.getAttribute("data-price"); })[0] ||
+        rows[Math.min(place, rows.length - 1)];
+      var link = row && row.querySelector("a.price-pick");
+      if (link) link.focus();
     });
     var spread = live.querySelector("[data-spread]");
     if (spread) {
@@ -322,7 +331,6 @@
     line.textContent = text;
     box.prepend(line);
     while (box.children.length > 3) box.lastElementChild.remove();
-    box.hidden = false;
   }
 
   // Your fills, newest first, as the stream has them (null: as rendered), and

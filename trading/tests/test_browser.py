@@ -109,14 +109,19 @@ def test_the_market_page_updates_book_and_balances_when_an_order_fills(
 
     # Another user buys half of the resting order: no reload, the book shows
     # what is left, the balance what was received, and a notice says so.
+    # Someone tabbing through the book is on the price the fill changes.
+    price_link = asks.get_by_role("link", name="150", exact=True)
+    price_link.focus()
     taker = user_make("taker")
     fund(taker, market.quote, "1000")
     buy(taker, market, "0.5", "150.00")
 
-    # What is left at 150: amount and depth so far.
+    # What is left at 150: amount and depth so far; the price, in a new row,
+    # still has focus.
     expect(asks.locator("tr", has_text="150").locator("td")).to_have_text(
         ["150", "1.5", "1.5"]
     )
+    expect(price_link).to_be_focused()
     page.get_by_text(f"Your sell order {resting.pk} filled 0.5").wait_for()
     mine = page.locator("#market-live .my-orders tbody tr td:nth-child(-n+4)")
     expect(mine).to_have_text(["Sell", "150", "2", "0.5"])
@@ -158,6 +163,9 @@ def test_a_fill_made_while_the_stream_reconnects_shows_in_your_trades(
     _, resting = maker_watching(page, live_server, market)
     mine = page.locator("#market-live .my-trades")
     expect(mine).to_contain_text("You have not traded")
+    # The notices' live region is shown, empty, before any notice: one shown
+    # with its first line may not be announced by a screen reader.
+    assert page.eval_on_selector("#fill-notices", "box => box.hidden") is False
     page.evaluate("window.__notReloaded = true")
 
     # The stream goes away (a deploy), and the order fills before it is back.
@@ -406,12 +414,46 @@ def test_if_the_chart_library_fails_the_page_keeps_its_picture_and_stays_live(
     expect(page.locator("[data-chart-fallback] svg.candles")).to_be_visible()
 
 
-def test_an_order_error_keeps_what_was_typed_next_to_the_field(
+# The focused control's field (label, control and errors): inside the window,
+# below the sticky header.
+FOCUSED_FIELD_IN_VIEW = """() => {
+  const field = document.activeElement.closest(".field").getBoundingClientRect();
+  const header = document.querySelector(".site-header").getBoundingClientRect();
+  return field.top >= header.bottom && field.bottom <= innerHeight;
+}"""
+
+# What the browser computed for the focused control's focus ring and for the
+# page's scroll padding, with the sticky header's height.
+FOCUS_STYLE = """() => {
+  const style = getComputedStyle(document.activeElement);
+  const page = getComputedStyle(document.documentElement);
+  const header = document.querySelector(".site-header");
+  return {
+    outline: [style.outlineStyle, parseFloat(style.outlineWidth), style.outlineColor],
+    shadow: style.boxShadow,
+    scrollPadding: parseFloat(page.scrollPaddingTop),
+    header: header.getBoundingClientRect().height,
+  };
+}"""
+
+
+def luminance(colour: str) -> float:
+    """The WCAG relative luminance of a computed ``rgb(...)`` colour."""
+    channels = [int(c) / 255 for c in re.findall(r"\d+", colour)[:3]]
+    r, g, b = (
+        c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in channels
+    )
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b
+
+
+def test_an_order_error_keeps_what_was_typed_next_to_the_field_in_view_and_focused(
     page, live_server, market
 ):
     trader = user_make("trader")
     fund(trader, market.base, "5")
     log_in(page, live_server, "trader")
+    # A phone: the order form is a screen and more below the top of the page.
+    page.set_viewport_size({"width": 375, "height": 740})
     page.goto(f"{live_server.url}/markets/{market.symbol}/")
 
     page.get_by_label("Sell").check()
@@ -424,8 +466,24 @@ def test_an_order_error_keeps_what_was_typed_next_to_the_field(
     expect(page.get_by_role("textbox", name="Price")).to_have_value("100.001")
     expect(page.get_by_role("textbox", name="Amount")).to_have_value("1.5")
     expect(page.get_by_label("Sell")).to_be_checked()
+    # The answer is a new page: focus on the refused field, shown with its
+    # error, not at the top of the page.
+    expect(page.get_by_role("textbox", name="Price")).to_be_focused()
+    assert page.evaluate(FOCUSED_FIELD_IN_VIEW)
     page.screenshot_step("refused")
     assert not Order.objects.filter(user=trader).exists()
+    # The focus ring stands out against white (3:1), forced colours (Windows
+    # High Contrast, which drops box shadows) paint an outline, and what
+    # focus scrolls to stops below the sticky header.
+    shown = page.evaluate(FOCUS_STYLE)
+    ring = re.findall(r"rgba?\([^)]*\)", shown["shadow"])[-1]
+    assert (1 + 0.05) / (luminance(ring) + 0.05) >= 3, ring
+    assert shown["scrollPadding"] >= shown["header"]
+    page.emulate_media(forced_colors="active")
+    style, width, colour = page.evaluate(FOCUS_STYLE)["outline"]
+    assert (style, width >= 2) == ("solid", True)
+    assert colour != "rgba(0, 0, 0, 0)"
+    page.emulate_media(forced_colors="none")
 
     page.get_by_role("textbox", name="Price").fill("100.01")
     page.get_by_role("button", name="Place order").click()
