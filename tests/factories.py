@@ -62,6 +62,25 @@ def token_make(symbol: str, *, decimals: int = 8) -> Token:
     return token_create(name=f"{symbol} token", symbol=symbol, decimals=decimals)
 
 
+def demo_address_formats(token: Token, symbol: str | None = None) -> Token:
+    """``token`` with the address formats seed_demo gives the token
+    ``symbol`` (its own by default)."""
+    from exchange.management.commands.seed_demo import DEMO_ADDRESS_FORMATS
+    from trading.services import address_format_ensure
+
+    for network, pattern, checksum, description in DEMO_ADDRESS_FORMATS[
+        symbol or token.symbol
+    ]:
+        address_format_ensure(
+            token=token,
+            network=network,
+            pattern=pattern,
+            checksum=checksum,
+            description=description,
+        )
+    return token
+
+
 def market_make(base: Token, quote: Token, **options) -> Market:
     settings = {
         "price_step": Decimal("0.01"),

@@ -77,6 +77,7 @@ from trading.exceptions import (
     AddressNotAllowed,
     DuplicateReference,
     InsufficientBalance,
+    InvalidAddress,
     InvalidAmount,
     InvalidReference,
     PrecisionTooHigh,
@@ -655,8 +656,7 @@ def _withdrawal_address_allowed_check(
     policy = WithdrawalAddressPolicy.objects.filter(user=user).first()
     if policy is None or not policy.saved_only_at(now):
         return
-    saved = SavedAddress.objects.filter(user=user, token=token, address=address)
-    if (entry := saved.first()) is None:
+    if (entry := _saved_entry(user=user, token=token, address=address)) is None:
         raise AddressNotAllowed(
             f"You allow withdrawals only to saved addresses, and this "
             f"{token.symbol} address is not in your address book. Save it "
@@ -669,6 +669,29 @@ def _withdrawal_address_allowed_check(
             f"{_moment(entry.usable_from)}: a newly saved address waits "
             f"{settings.WITHDRAWAL_ADDRESS_DELAY_HOURS} hours."
         )
+
+
+def _saved_entry(
+    *, user: AbstractBaseUser, token: Token, address: str
+) -> SavedAddress | None:
+    """The user's book entry for ``address`` (canonical): saved in these
+    characters, or in a spelling that the token's formats, changed since it
+    was saved, now make the same (a format added to a token that had none
+    lowercases its bech32 addresses)."""
+    entries = list(SavedAddress.objects.filter(user=user, token=token))
+    if exact := [entry for entry in entries if entry.address == address]:
+        return exact[0]
+    formats = list(token.address_formats.all())
+    for entry in entries:
+        try:
+            spelled = address_canonical(
+                token=token, address=entry.address, formats=formats
+            )
+        except InvalidAddress:
+            continue  # saved before a format that it does not fit
+        if spelled == address:
+            return entry
+    return None
 
 
 def saved_address_add(
@@ -690,6 +713,8 @@ def saved_address_add(
             # One addition at a time per user, so additions at once cannot
             # all count the same entries (accounts.locks.user_serialize).
             user_serialize(user_id=user.pk)
+            if entry := _saved_entry(user=user, token=token, address=address):
+                raise _already_saved(entry, token=token)
             if SavedAddress.objects.filter(user=user).count() >= MAX_SAVED_ADDRESSES:
                 raise AddressNotAllowed(
                     f"An address book holds at most {MAX_SAVED_ADDRESSES} "
@@ -703,13 +728,16 @@ def saved_address_add(
                 usable_from=timezone.now() + _address_delay(),
             )
     except IntegrityError:
-        saved = SavedAddress.objects.filter(user=user, token=token, address=address)
-        if (entry := saved.first()) is None:
+        if (entry := _saved_entry(user=user, token=token, address=address)) is None:
             raise
-        raise AddressAlreadySaved(
-            f"This {token.symbol} address is already in your address book as "
-            f"“{entry.label}”."
-        ) from None
+        raise _already_saved(entry, token=token) from None
+
+
+def _already_saved(entry: SavedAddress, *, token: Token) -> AddressAlreadySaved:
+    return AddressAlreadySaved(
+        f"This {token.symbol} address is already in your address book as "
+        f"“{entry.label}”."
+    )
 
 
 def saved_address_remove(

@@ -13,6 +13,7 @@ from tests.factories import (
     PASSWORD,
     balance,
     buy,
+    demo_address_formats,
     fund,
     market_make,
     sell,
@@ -683,17 +684,7 @@ def test_another_users_reference_does_not_reopen_a_delisted_token(
 
 
 def test_a_withdrawal_corrected_after_the_password_prompt_is_made(client, btc):
-    from exchange.management.commands.seed_demo import DEMO_ADDRESS_FORMATS
-    from trading.services import address_format_ensure
-
-    for network, pattern, checksum, description in DEMO_ADDRESS_FORMATS["BTC"]:
-        address_format_ensure(
-            token=btc,
-            network=network,
-            pattern=pattern,
-            checksum=checksum,
-            description=description,
-        )
+    demo_address_formats(btc)
     user = user_make("trader")
     fund(user, btc, "1")
     client.force_login(user)  # not confirmed recently: the password is asked

@@ -13,7 +13,14 @@ from rest_framework.test import APIClient
 
 from accounts.models import SecurityEvent
 from exchange.management.commands.seed_demo import DEMO_ADDRESS_FORMATS, DEMO_TOKENS
-from tests.factories import PASSWORD, balance, fund, token_make, typo
+from tests.factories import (
+    PASSWORD,
+    balance,
+    demo_address_formats,
+    fund,
+    token_make,
+    typo,
+)
 from tokens.models import Token
 from trading.api_keys import api_key_create
 from trading.exceptions import (
@@ -25,7 +32,6 @@ from trading.exceptions import (
 from trading.models import AddressFormat, LedgerEntry, SavedAddress, Withdrawal
 from trading.services import (
     MAX_SAVED_ADDRESSES,
-    address_format_ensure,
     saved_address_add,
     withdrawal_address_policy_set,
     withdrawal_request,
@@ -104,15 +110,7 @@ def seeded():
     """Every demo token, with the address formats seed_demo gives it."""
     tokens = {}
     for symbol, _, decimals, _ in DEMO_TOKENS:
-        tokens[symbol] = token_make(symbol, decimals=decimals)
-        for network, pattern, checksum, description in DEMO_ADDRESS_FORMATS[symbol]:
-            address_format_ensure(
-                token=tokens[symbol],
-                network=network,
-                pattern=pattern,
-                checksum=checksum,
-                description=description,
-            )
+        tokens[symbol] = demo_address_formats(token_make(symbol, decimals=decimals))
     return tokens
 
 
@@ -315,6 +313,30 @@ def test_saved_only_refuses_a_new_address_until_its_delay_has_passed(rich, seede
         user=rich, token=seeded["ETH"], amount=D(1), address=EVM.lower(), reference="r"
     )
     assert balance(rich, seeded["ETH"]) == (D(9), D(1))
+
+
+@pytest.mark.reliability("hostile-addresses")
+def test_an_address_saved_before_its_tokens_formats_still_counts(alice):
+    # Saved as typed while the token had no format; the format added since
+    # spells bech32 addresses in lower case.
+    btc = token_make("BTC")
+    fund(alice, btc, "5")
+    address = "bc1qar0srrr7xfkvy5l643lydnw9re59gtzzwf5mdq"
+    saved = saved_address_add(user=alice, token=btc, address=address.upper(), label="C")
+    SavedAddress.objects.filter(pk=saved.pk).update(
+        usable_from=timezone.now() - timedelta(seconds=1)
+    )
+    withdrawal_address_policy_set(user=alice, saved_only=True)
+    demo_address_formats(btc)
+
+    made = withdrawal_request(
+        user=alice, token=btc, amount=D(1), address=address.upper(), reference="r"
+    )
+    with pytest.raises(AddressAlreadySaved, match="“C”"):
+        saved_address_add(user=alice, token=btc, address=address, label="Again")
+
+    assert made.address == address
+    assert SavedAddress.objects.filter(user=alice).count() == 1
 
 
 def test_a_saved_address_is_only_for_its_token(rich, seeded):
