@@ -28,8 +28,9 @@ class Token(models.Model):
         decimal_places=18,
         null=True,
         blank=True,
-        help_text="Most a user may withdraw of this token per UTC day (pending "
-        "and approved requests count). Empty: no limit; 0: no withdrawals.",
+        help_text="Most a user may withdraw of this token per UTC day (pending, "
+        "being sent and approved requests count). Empty: no limit; 0: no "
+        "withdrawals.",
     )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)

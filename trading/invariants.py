@@ -256,8 +256,8 @@ def _reserve_problems(symbols, balances) -> list[str]:
         if locked != reserved[key]:
             problems.append(
                 f"{symbols[token_id]}: user {user_id} has {plain(locked)} locked, but "
-                "live orders, queued amends and pending withdrawals reserve "
-                f"{plain(reserved[key])}."
+                "live orders, queued amends and withdrawals pending or being sent "
+                f"reserve {plain(reserved[key])}."
             )
     return problems
 

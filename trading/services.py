@@ -507,7 +507,9 @@ def _withdrawal_end(
     Every end locks the withdrawal's row first, then its balance row (the
     order of ``trading.locks``): of an approval, a rejection, a cancel and a
     start of sending racing, the first to lock the row decides and the others
-    find it changed. With ``owner``, someone else's withdrawal is not found.
+    find it changed. A withdrawal being sent is approved or rejected only by
+    who started sending it. With ``owner``, someone else's withdrawal is not
+    found.
     """
     with transaction.atomic(durable=True):
         withdrawal = withdrawal_lock(withdrawal_id=withdrawal.pk)
@@ -536,6 +538,19 @@ def _withdrawal_end(
             raise WithdrawalNotPending(
                 f"Withdrawal {withdrawal.reference!r} is already "
                 f"{withdrawal.get_status_display().lower()}."
+            )
+        if (
+            withdrawal.status == Withdrawal.Status.PROCESSING
+            and withdrawal.processing_by_id != by.pk
+        ):
+            # Only the one sending knows whether the coins went out: another
+            # rejecting it (from a page that showed it pending) could release
+            # the funds of coins sent.
+            raise WithdrawalNotPending(
+                f"Withdrawal {withdrawal.reference!r} is being sent by "
+                f"{withdrawal.processing_by} (since "
+                f"{_moment(withdrawal.processing_at)}): only they approve or "
+                "reject it."
             )
         user_id, token_id = withdrawal.user_id, withdrawal.token_id
         journal = _Journal(

@@ -216,7 +216,8 @@
       var row = rows.filter(function (tr) { return tr.getAttribute("data-price") === focused.getAttribute("data-price"); })[0] ||
         rows[Math.min(place, rows.length - 1)];
       var link = row && row.querySelector("a.price-pick");
-      if (link) link.focus();
+      // Where the user scrolled to stays: focus without bringing the book back.
+      if (link) link.focus({ preventScroll: true });
     });
     var spread = live.querySelector("[data-spread]");
     if (spread) {

@@ -4,6 +4,16 @@
 // is about the whole form, to its alert, shown with the words around it.
 (function () {
   "use strict";
+  // The sticky header's height, for what focus scrolls to to stop below it
+  // (site.css's scroll-padding-top): the navigation wraps at widths and with
+  // names no fixed value foresees.
+  var header = document.querySelector(".site-header");
+  if (header && window.ResizeObserver) {
+    new ResizeObserver(function () {
+      document.documentElement.style.setProperty("--header-height", header.offsetHeight + "px");
+    }).observe(header);
+  }
+
   var main = document.getElementById("main");
   if (!main) return;
 

@@ -134,6 +134,24 @@ def test_the_market_page_updates_book_and_balances_when_an_order_fills(
     assert page.evaluate("window.__notReloaded") is True
     page.screenshot_step("filled-live")
 
+    # The user scrolled away from the book, its price link still focused: the
+    # next update keeps focus there without scrolling the book back.
+    page.set_viewport_size({"width": 375, "height": 740})
+    page.evaluate("window.scrollTo(0, document.body.scrollHeight)")
+    assert page.evaluate(OUT_OF_VIEW, price_link.element_handle())
+    buy(taker, market, "0.25", "150.00")
+    expect(asks.locator("tr", has_text="150").locator("td")).to_have_text(
+        ["150", "1.25", "1.25"]
+    )
+    expect(price_link).to_be_focused()
+    assert page.evaluate(OUT_OF_VIEW, price_link.element_handle())
+
+
+OUT_OF_VIEW = """(node) => {
+  const box = node.getBoundingClientRect();
+  return box.bottom < 0 || box.top > innerHeight;
+}"""
+
 
 def test_a_page_signed_out_elsewhere_stops_showing_the_account(
     live_stream, page, live_server, market
@@ -479,6 +497,16 @@ def test_an_order_error_keeps_what_was_typed_next_to_the_field_in_view_and_focus
     ring = re.findall(r"rgba?\([^)]*\)", shown["shadow"])[-1]
     assert (1 + 0.05) / (luminance(ring) + 0.05) >= 3, ring
     assert shown["scrollPadding"] >= shown["header"]
+    # Wider, the navigation may still wrap onto two lines (a long name, or
+    # just above the phone's width): the padding follows the header.
+    for width in (641, 1200):
+        page.set_viewport_size({"width": width, "height": 740})
+        page.wait_for_function(
+            "() => parseFloat(getComputedStyle(document.documentElement)"
+            ".scrollPaddingTop) >= document.querySelector('.site-header')"
+            ".getBoundingClientRect().height"
+        )
+    page.set_viewport_size({"width": 375, "height": 740})
     page.emulate_media(forced_colors="active")
     style, width, colour = page.evaluate(FOCUS_STYLE)["outline"]
     assert (style, width >= 2) == ("solid", True)

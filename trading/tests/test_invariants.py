@@ -117,8 +117,8 @@ def test_locked_funds_no_order_or_withdrawal_reserves_are_reported(
 
     assert any("reserves 1, expected 198." in problem for problem in problems)
     assert any(
-        "locked, but live orders, queued amends and pending withdrawals reserve"
-        in problem
+        "locked, but live orders, queued amends and withdrawals pending or being "
+        "sent reserve" in problem
         for problem in problems
     )
 

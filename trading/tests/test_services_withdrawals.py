@@ -229,6 +229,27 @@ def test_only_one_staff_member_starts_sending_a_withdrawal(
     assert balance(alice, btc) == (D(3), D(2))
 
 
+@pytest.mark.parametrize("decide", [withdrawal_approve, withdrawal_reject])
+def test_only_who_sends_a_withdrawal_approves_or_rejects_it(
+    alice, btc, staff, django_user_model, decide
+):
+    # The other had opened the confirmation while it was still pending.
+    other = django_user_model.objects.create_superuser("clerk", password="x-1-secret")
+    fund(alice, btc, "5")
+    withdrawal = request(alice, btc, "2")
+    withdrawal_process_start(withdrawal=withdrawal, staff=staff)
+
+    with pytest.raises(WithdrawalNotPending) as refused:
+        decide(withdrawal=withdrawal, staff=other)
+
+    assert refused.value.message.startswith("Withdrawal 'w' is being sent by root")
+    assert refused.value.message.endswith("UTC): only they approve or reject it.")
+    withdrawal.refresh_from_db()
+    assert withdrawal.status == Withdrawal.Status.PROCESSING
+    assert balance(alice, btc) == (D(3), D(2))
+    assert decide(withdrawal=withdrawal, staff=staff).decided_by == staff
+
+
 @pytest.mark.parametrize("end", ["approve", "reject", "cancel"])
 def test_an_ended_withdrawal_cannot_start_being_sent(alice, btc, staff, end):
     fund(alice, btc, "5")
