@@ -209,10 +209,13 @@ def test_rejecting_a_withdrawal_being_sent_releases_the_funds(alice, btc, staff)
     assert ledger_kinds(withdrawal) == [Kind.WITHDRAWAL_REQUEST, Kind.WITHDRAWAL_REJECT]
 
 
-def test_only_one_staff_member_starts_sending_a_withdrawal(
-    alice, btc, staff, django_user_model
-):
-    other = django_user_model.objects.create_superuser("clerk", password="x-1-secret")
+@pytest.fixture
+def other(django_user_model):
+    """Another staff member."""
+    return django_user_model.objects.create_superuser("clerk", password="x-1-secret")
+
+
+def test_only_one_staff_member_starts_sending_a_withdrawal(alice, btc, staff, other):
     fund(alice, btc, "5")
     withdrawal = request(alice, btc, "2")
     withdrawal_process_start(withdrawal=withdrawal, staff=staff)
@@ -231,10 +234,9 @@ def test_only_one_staff_member_starts_sending_a_withdrawal(
 
 @pytest.mark.parametrize("decide", [withdrawal_approve, withdrawal_reject])
 def test_only_who_sends_a_withdrawal_approves_or_rejects_it(
-    alice, btc, staff, django_user_model, decide
+    alice, btc, staff, other, decide
 ):
     # The other had opened the confirmation while it was still pending.
-    other = django_user_model.objects.create_superuser("clerk", password="x-1-secret")
     fund(alice, btc, "5")
     withdrawal = request(alice, btc, "2")
     withdrawal_process_start(withdrawal=withdrawal, staff=staff)
