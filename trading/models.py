@@ -7,6 +7,7 @@ request side of orders) and ``trading.batch`` (the matcher's writes).
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 
 from django.conf import settings
@@ -18,6 +19,13 @@ from django.db.models import F, Q
 from tokens.models import Token
 from trading.addresses import address_pattern_validate
 from trading.money import exact, plain, unit
+
+# What a client's own id of an order or a withdrawal (``client_order_id``,
+# ``reference``) may be made of: the characters of ids and keys (a UUID,
+# "bot-17", "2026-12-07:1"), none that a spreadsheet opening an export splits
+# a cell on (";" in many locales), so that no part of one becomes a cell of
+# its own, read as a formula (trading.exports).
+CLIENT_ID = re.compile(r"[A-Za-z0-9._:/-]+")
 
 AMOUNT = {"max_digits": 36, "decimal_places": 18}
 FEE_RATE = {"max_digits": 7, "decimal_places": 6}

@@ -115,6 +115,7 @@ from trading.exceptions import (
     TradingError,
 )
 from trading.models import (
+    CLIENT_ID,
     Balance,
     CommandRefusal,
     LedgerEntry,
@@ -494,9 +495,13 @@ def order_place(
         self_trade=self_trade,
     )
     if client_order_id is not None and not (
-        isinstance(client_order_id, str) and 0 < len(client_order_id) <= 64
+        isinstance(client_order_id, str)
+        and len(client_order_id) <= 64
+        and CLIENT_ID.fullmatch(client_order_id)
     ):
-        raise InvalidOrder("A client order id has 1 to 64 characters.")
+        raise InvalidOrder(
+            'A client order id has 1 to 64 characters: letters, digits and ". _ : / -".'
+        )
     market = _market_known(market.pk)
     try:
         _market_open_check(market)

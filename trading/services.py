@@ -89,6 +89,7 @@ from trading.exceptions import (
 )
 from trading.locks import balances_lock, withdrawal_lock
 from trading.models import (
+    CLIENT_ID,
     AddressFormat,
     Balance,
     Deposit,
@@ -361,6 +362,11 @@ def withdrawal_request_or_get(
     first and a repeat are sent at once."""
     amount = _amount_check(amount, name="amount", step=unit(token.decimals))
     reference = _reference_check(reference)
+    if not CLIENT_ID.fullmatch(reference):
+        raise InvalidReference(
+            "A withdrawal reference has 1 to 100 characters: letters, digits and "
+            '". _ : / -".'
+        )
     address = address_canonical(token=token, address=address)
     try:
         with transaction.atomic(durable=True):

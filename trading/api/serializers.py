@@ -6,14 +6,22 @@ from __future__ import annotations
 import re
 from decimal import Decimal
 
+from django.core.validators import RegexValidator
 from django.urls import reverse
 from drf_spectacular.extensions import OpenApiSerializerFieldExtension
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from trading.models import Market, Order, Withdrawal
+from trading.models import CLIENT_ID, Market, Order, Withdrawal
 from trading.money import plain
 from trading.selectors import CANDLE_INTERVALS
+
+# A client's own id (trading.models.CLIENT_ID), refused in the field's words.
+client_id_characters = RegexValidator(
+    f"^{CLIENT_ID.pattern}$",
+    'Use letters, digits and ". _ : / -" only.',
+    code="invalid",
+)
 
 AMOUNT_SCHEMA = {
     "type": "string",
@@ -326,6 +334,7 @@ class OrderCreateSerializer(serializers.Serializer):
         required=False,
         min_length=1,
         max_length=64,
+        validators=[client_id_characters],
         help_text="Your id: repeating an order with it returns the first one.",
     )
     response = serializers.ChoiceField(
@@ -437,6 +446,7 @@ class WithdrawalCreateSerializer(serializers.Serializer):
     address = TextField(max_length=255)
     reference = TextField(
         max_length=100,
+        validators=[client_id_characters],
         help_text="Your idempotency key: repeating a request returns the first.",
     )
 

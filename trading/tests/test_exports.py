@@ -9,9 +9,11 @@ import pytest
 from django.db import connection
 from django.db.models import Q
 from django.test.utils import CaptureQueriesContext
+from rest_framework.test import APIClient
 
 from tests.factories import buy, sell
-from trading.models import Balance, Deposit, LedgerEntry, Order, Trade
+from trading.exceptions import InvalidReference
+from trading.models import Balance, Deposit, LedgerEntry, Order, Trade, Withdrawal
 from trading.services import withdrawal_request
 
 pytestmark = pytest.mark.django_db
@@ -292,6 +294,37 @@ def test_an_anonymous_visitor_is_sent_to_log_in(client, kind):
     assert response["Location"] == (f"/accounts/login/?next=/wallet/exports/{kind}.csv")
 
 
+def test_no_id_of_the_clients_can_hold_a_cell_of_its_own(alice, market, funded, btc):
+    # A spreadsheet that splits cells on ";" (many locales' Excel) would read
+    # "x;=cmd…;" as three cells, the middle one a formula.
+    hostile = "x;=cmd|' /C calc'!A0;"
+    api_client = APIClient()
+    api_client.force_authenticate(alice)
+
+    answer = api_client.post(
+        "/api/v1/orders/",
+        {
+            "market": market.symbol,
+            "side": "sell",
+            "type": "limit",
+            "price": "1000",
+            "quantity": "0.01",
+            "client_order_id": hostile,
+        },
+        format="json",
+    )
+    with pytest.raises(InvalidReference, match="letters, digits"):
+        withdrawal_request(
+            user=alice, token=btc, amount=D("0.5"), address="bc1q", reference=hostile
+        )
+
+    assert answer.status_code == 400
+    assert answer.json()["error"]["fields"] == {
+        "client_order_id": ['Use letters, digits and ". _ : / -" only.']
+    }
+    assert not Order.objects.exists() and not Withdrawal.objects.exists()
+
+
 def test_an_unknown_export_is_not_found(client, alice):
     client.force_login(alice)
 
@@ -311,11 +344,14 @@ INJECTIONS = [
 def test_text_a_spreadsheet_would_run_as_a_formula_is_quoted_not_amounts(
     client, alice, market, funded, btc
 ):
-    for client_order_id in INJECTIONS:
-        sell(alice, market, "0.01", "1000", client_order_id=client_order_id)
-    withdrawal_request(
-        user=alice, token=btc, amount=D("0.5"), address="bc1q", reference="=cmd|x"
+    # Ids stored before they were held to CLIENT_ID's characters.
+    for number, client_order_id in enumerate(INJECTIONS):
+        placed = sell(alice, market, "0.01", "1000", client_order_id=f"o-{number}")
+        Order.objects.filter(pk=placed.pk).update(client_order_id=client_order_id)
+    made = withdrawal_request(
+        user=alice, token=btc, amount=D("0.5"), address="bc1q", reference="w-1"
     )
+    Withdrawal.objects.filter(pk=made.pk).update(reference="=cmd|x")
     client.force_login(alice)
 
     orders = as_dicts(download(client, "orders")[1])

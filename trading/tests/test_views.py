@@ -640,7 +640,9 @@ def test_requesting_a_withdrawal_locks_the_amount_and_a_resubmit_counts_once(
 
     assert Withdrawal.objects.filter(user=trader).count() == 1
     assert balance(trader, market.quote) == (Decimal("99750"), Decimal("250"))
-    assert "Pending" in client.get("/wallet/").content.decode()
+    page = client.get("/wallet/").content.decode()
+    assert "Pending" in page
+    assert '<th scope="col">Date (UTC)</th>' in page  # as every time shown
 
 
 def test_the_wallet_form_sent_again_after_its_token_was_delisted_returns_it(
