@@ -67,13 +67,14 @@ class OrderNotOpen(TradingError):
 
 
 class OrderChanged(TradingError):
-    """An amend the matcher refused because the order traded while it
-    waited: it filled past the new quantity, or what it has reserved no
-    longer covers the amended order. The order is unchanged."""
+    """An amend the matcher refused because the order changed while it
+    waited: it filled past the new quantity, or a fill, self-trade
+    prevention or an earlier amend left what it has reserved short of the
+    amended order. The order is unchanged."""
 
     code = "order_changed"
     default_message = (
-        "The order traded while the amend waited: the amend was refused and "
+        "The order changed while the amend waited: the amend was refused and "
         "the order is unchanged."
     )
 

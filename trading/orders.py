@@ -30,8 +30,9 @@ applies it in turn. By then the order may have filled: an acknowledged
 cancel means "asked", and its result is either the order cancelled or
 ``order_not_open`` (it filled or closed first). An amend is the same, and
 the matcher may refuse it with the order still open and unchanged:
-``order_changed`` when the order traded meanwhile (it filled past the new
-quantity, or what it has reserved no longer covers the amended order),
+``order_changed`` when the order changed meanwhile (it filled past the new
+quantity, or a fill, self-trade prevention or an earlier amend left what it
+has reserved short of the amended order),
 ``post_only_would_take`` when a post-only order's new price would trade at
 once, or a market rule staff changed meanwhile (``command_refusal``).
 
@@ -990,7 +991,7 @@ def _amend_refusal(command: OrderCommand, code: str) -> TradingError:
     was, where a placement's words say it was not placed or blame amounts
     that were valid when sent. The request checked the amend against the
     order and the market as they were; the matcher refuses it when the
-    order traded or staff changed the market's rules meanwhile."""
+    order changed or staff changed the market's rules meanwhile."""
     Reason = Order.RejectReason
     order = Order.objects.select_related("market__base", "market__quote").get(
         pk=command.order_id
@@ -1010,10 +1011,16 @@ def _amend_refusal(command: OrderCommand, code: str) -> TradingError:
             f"new quantity of {grouped(quantity)}: {unchanged}."
         )
     if code == Reason.INSUFFICIENT_RESERVATION:
+        # A fill, self-trade prevention or an earlier amend changed the order
+        # after this amend reserved against it: say how it stands, not why.
         return OrderChanged(
-            "The order traded while the amend waited, and what it has reserved "
-            f"no longer covers the amended order: {unchanged}. Sent again, the "
-            "amend reserves what it needs now."
+            f"Order #{order.pk} changed while the amend waited: it is now "
+            f"{grouped(order.quantity)} {market.base.symbol} at "
+            f"{grouped(order.price)} {market.quote.symbol}, "
+            f"{grouped(order.filled_quantity)} filled, and what it has reserved "
+            "no longer covers the amended order. The amend was refused and "
+            "changed nothing: look at the order as it is now before amending it "
+            "again."
         )
     if code == Reason.POST_ONLY_WOULD_TAKE:
         return PostOnlyWouldTake(

@@ -321,6 +321,16 @@ def _email_verified_require(request: HttpRequest) -> None:
         raise EmailNotVerified()
 
 
+# Why the matcher cancelled an order the user just placed, and what to do.
+_CANCEL_WHY = {
+    Order.CancelReason.SELF_TRADE: (
+        "it would have traded with your own order (self-trade prevention)",
+        " To trade past your own order, cancel it first.",
+    ),
+    Order.CancelReason.UNFILLED: ("the book could not fill it at once", ""),
+}
+
+
 def _order_outcome(order: Order) -> str:
     """What the user is told of an order the matcher has taken, or not yet."""
     market = order.market
@@ -343,7 +353,12 @@ def _order_outcome(order: Order) -> str:
         return f"{what}: filled."
     if order.status == Order.Status.OPEN:
         return f"{what}: placed ({filled} filled so far)."
-    return f"{what}: {filled} filled, the rest cancelled."
+    if order.cancel_reason not in _CANCEL_WHY:
+        return f"{what}: {filled} filled, the rest cancelled."
+    why, advice = _CANCEL_WHY[order.cancel_reason]
+    if order.filled_quantity:
+        return f"{what}: {filled} filled; the rest was cancelled because {why}.{advice}"
+    return f"{what}: cancelled because {why}; nothing filled.{advice}"
 
 
 @login_required

@@ -32,7 +32,9 @@ Market orders
     ``quantity`` needs a ``protection_price`` and never trades above it (a
     sell may give one too); a buy by ``quote_amount`` buys what the amount
     buys in whole amount steps and is filled once what is left buys no step
-    more. ``min_notional`` applies to the value the order would trade.
+    more. ``min_notional`` applies to the value the order would trade; one
+    that self-trade prevention stops before it trades that much trades
+    nothing and is cancelled (``self_trade``), not refused.
 Self-trade prevention
     Chosen per order (``Stp``), the incoming order's choice applies when the
     next resting order in priority is the same user's: cancel newest (the

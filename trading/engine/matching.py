@@ -410,7 +410,12 @@ class MarketEngine:
         if order.time_in_force == FOK and not (plan.complete and not plan.shrunk):
             return Reject.FILL_OR_KILL_NOT_FILLED
         if order.type == MARKET and plan.notional < self.spec.min_notional:
-            return Reject.BELOW_MIN_NOTIONAL
+            if not plan.self_trade:
+                return Reject.BELOW_MIN_NOTIONAL
+            # Stopped by the user's own order before it trades the minimum
+            # value: it trades nothing (the minimum holds) and is cancelled
+            # for the self-trade, not refused as too small for the book.
+            plan.steps.clear()
         self._execute(order, plan)
         if plan.complete:
             self._close(order, Status.FILLED)

@@ -183,7 +183,9 @@ class ReferenceEngine:
             raise Refused("fill_or_kill_not_filled")
         cost = sum((maker.price * take for maker, take in matches), ZERO)
         if type == "market" and cost < self.min_notional:
-            raise Refused("below_min_notional")
+            if not self_trade:
+                raise Refused("below_min_notional")
+            matches, cost = [], ZERO  # stopped by an own order: trades nothing
 
         if side == "sell":
             asset, reserve = "base", quantity

@@ -16,7 +16,7 @@ import pytest
 from tests.factories import balance, buy, sell
 from trading.exceptions import BelowMinNotional, PrecisionTooHigh
 from trading.matcher import drain
-from trading.models import Market, Order
+from trading.models import Market, Order, Trade
 from trading.orders import command_refusal, order_amend, order_place, order_refusal
 
 pytestmark = pytest.mark.django_db
@@ -75,10 +75,10 @@ OPPOSITE = {"buy": "sell", "sell": "buy"}
             # more is reserved. After the fill it holds 50 for the 1.5 left,
             # which at 50 need 75.
             {"price": "50", "quantity": "2"},
-            "The order traded while the amend waited, and what it has reserved "
-            "no longer covers the amended order: the amend was refused and "
-            "order #{pk} is unchanged. Sent again, the amend reserves what it "
-            "needs now.",
+            "Order #{pk} changed while the amend waited: it is now 1 BTC at 100 "
+            "USDT, 0.5 filled, and what it has reserved no longer covers the "
+            "amended order. The amend was refused and changed nothing: look at "
+            "the order as it is now before amending it again.",
             ("open", "1", "100", "0.5", "50"),
             id="reservation overtaken",
         ),
@@ -98,6 +98,37 @@ def test_an_amend_a_fill_overtook_is_a_conflict_and_changes_nothing(
     assert state(as_alice, order) == after
     # Nothing moved but the fill's part: the order holds what its rest needs.
     assert balance(alice, token) == (available, D(after[-1]))
+
+
+def test_an_amend_self_trade_prevention_overtook_says_how_the_order_changed(
+    as_alice, market, alice, funded
+):
+    order = sell(alice, market, "2", "100")
+    # Matched before the amend: her own buy shrinks her sell to 1, no trade.
+    order_place(
+        user=alice,
+        market=market,
+        side="buy",
+        type="limit",
+        quantity=D("1"),
+        price=D("100"),
+        self_trade="decrement_and_cancel",
+    )
+
+    refusal = amend_refusal(as_alice, order, quantity="1.5")
+
+    # No trade to blame, and no advice to send again: it would now be an
+    # increase, which queues the order again.
+    assert refusal == (
+        409,
+        "order_changed",
+        f"Order #{order.pk} changed while the amend waited: it is now 1 BTC at "
+        "100 USDT, 0 filled, and what it has reserved no longer covers the "
+        "amended order. The amend was refused and changed nothing: look at the "
+        "order as it is now before amending it again.",
+    )
+    assert state(as_alice, order) == ("open", "1", "100", "0", "1")
+    assert not Trade.objects.exists()
 
 
 def test_a_post_only_amend_to_a_price_that_would_trade_leaves_the_order_in_place(

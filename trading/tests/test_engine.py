@@ -389,6 +389,42 @@ def test_fill_or_kill_fails_if_self_trade_prevention_cuts_it(stp, status):
     assert placed(result).status == status
 
 
+@pytest.mark.parametrize(
+    "stp", ["cancel_newest", "cancel_both", "decrement_and_cancel"]
+)
+def test_a_market_order_stopped_by_self_trade_before_the_minimum_trades_nothing(stp):
+    ex = exchange()
+    limit(ex, CAROL, SELL, "1", "99")
+    limit(ex, DAVE, BUY, "0.995", "99")  # carol keeps 0.005 BTC: 0.495 USDT
+    limit(ex, ALICE, SELL, "1", "100")
+    limit(ex, BOB, SELL, "5", "101")
+    book = ex.engine.depth(SELL)
+    result = ex.place(
+        ALICE, BUY, "market", quantity=D("0.5"), protection_price=D(110), stp=stp
+    )
+    # Not "below the minimum": her own order stopped it, and it says so.
+    assert result.rejected is None and result.trades == []
+    order = placed(result)
+    assert (order.status, order.reason, order.filled) == ("cancelled", "self_trade", 0)
+    assert ex.engine.depth(SELL) == book
+    assert balance(ex, ALICE, QUOTE) == (D(10000), D(0))
+
+
+def test_a_market_order_stopped_by_self_trade_past_the_minimum_keeps_its_fills():
+    ex = exchange()
+    limit(ex, BOB, SELL, "0.5", "99")
+    limit(ex, ALICE, SELL, "1", "100")
+    result = ex.place(ALICE, BUY, "market", quantity=D(2), protection_price=D(110))
+    assert [fill[2:] for fill in fills(result)] == [(D(99), D("0.5"))]
+    order = placed(result)
+    assert (order.status, order.reason, order.filled) == (
+        "cancelled",
+        "self_trade",
+        D("0.5"),
+    )
+    assert balance(ex, ALICE, QUOTE) == (D("9950.5"), D(0))
+
+
 # -- Stop-limit orders --------------------------------------------------------
 
 
