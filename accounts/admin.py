@@ -1,12 +1,18 @@
+from allauth.account.admin import EmailAddressAdmin
+from allauth.account.models import EmailAddress
 from allauth.mfa import signals as mfa_signals
 from allauth.mfa.admin import AuthenticatorAdmin
 from allauth.mfa.base.internal.flows import delete_dangling_recovery_codes
 from allauth.mfa.models import Authenticator
+from allauth.usersessions.adapter import get_adapter as get_usersessions_adapter
+from allauth.usersessions.admin import UserSessionAdmin
+from allauth.usersessions.models import UserSession
 from django import forms
 from django.contrib import admin
 from django.contrib.auth import get_user_model
-from django.contrib.auth.admin import UserAdmin
+from django.contrib.auth.admin import GroupAdmin, UserAdmin
 from django.contrib.auth.forms import AdminUserCreationForm
+from django.contrib.auth.models import Group
 from django.db import transaction
 from django.db.models import QuerySet
 from django.forms.models import BaseInlineFormSet
@@ -99,7 +105,23 @@ class UserAddForm(AdminUserCreationForm):
         return super().clean_username()
 
 
+# What a user may do in the admin: granted by superusers only, so that staff
+# who may change users (or groups) cannot give themselves, or anyone, more.
+PERMISSION_FIELDS = ["is_superuser", "is_staff", "groups", "user_permissions"]
+
 admin.site.unregister(User)
+
+
+def _other_staff(request: HttpRequest, user) -> bool:
+    """Whether ``user`` is another staff member or a superuser, whom staff who
+    are not superusers may only view: setting their password, address or
+    status would give those staff the other's permissions."""
+    return (
+        user is not None
+        and not request.user.is_superuser
+        and (user.is_staff or user.is_superuser)
+        and user.pk != request.user.pk
+    )
 
 
 @admin.register(User)
@@ -109,6 +131,23 @@ class UserWithAvatarAdmin(UserAdmin):
     list_display = ["avatar_thumbnail", *UserAdmin.list_display]
     list_display_links = ["avatar_thumbnail", "username"]
     list_select_related = ["profile"]
+
+    def get_readonly_fields(self, request: HttpRequest, obj=None):
+        readonly = super().get_readonly_fields(request, obj)
+        if request.user.is_superuser:
+            return readonly
+        return [*readonly, *PERMISSION_FIELDS]
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        # Also the password page's check (UserAdmin.user_change_password).
+        return super().has_change_permission(request, obj) and not _other_staff(
+            request, obj
+        )
+
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+        return super().has_delete_permission(request, obj) and not _other_staff(
+            request, obj
+        )
 
     def get_inlines(self, request: HttpRequest, obj=None):
         # A new user's profile is created when the user is saved
@@ -123,6 +162,76 @@ class UserWithAvatarAdmin(UserAdmin):
         except Profile.DoesNotExist:
             return "—"
         return image_tag(url, alt=f"Avatar of {user}", size=32)
+
+
+admin.site.unregister(Group)
+
+
+@admin.register(Group)
+class SuperuserGroupAdmin(GroupAdmin):
+    """Django's, with groups made and their permissions chosen by superusers
+    only: staff who may change groups would otherwise grant themselves any
+    permission through a group they are in."""
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return request.user.is_superuser
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return request.user.is_superuser
+
+
+admin.site.unregister(EmailAddress)
+
+
+@admin.register(EmailAddress)
+class EmailAddressWithLogAdmin(EmailAddressAdmin):
+    """allauth's, whose "mark verified" action asks for the permission to
+    change addresses (allauth's asks for none, so that staff who could only
+    view them verified them: a verified address is what trading and
+    withdrawing need) and records each address it verifies in the admin's
+    history."""
+
+    @admin.action(
+        description=EmailAddressAdmin.make_verified.short_description,
+        permissions=["change"],
+    )
+    def make_verified(self, request: HttpRequest, queryset: QuerySet) -> None:
+        pending = list(queryset.filter(verified=False).values_list("pk", flat=True))
+        super().make_verified(request, queryset)
+        for address in EmailAddress.objects.filter(pk__in=pending, verified=True):
+            self.log_change(request, address, [{"changed": {"fields": ["Verified"]}}])
+
+
+admin.site.unregister(UserSession)
+
+
+@admin.register(UserSession)
+class UserSessionEndingAdmin(UserSessionAdmin):
+    """allauth's, read-only: deleting a row ends the session, as ending it
+    from the user's profile does (the usersessions adapter: the user is
+    signed out there, and the user's security log says so). allauth's
+    deleted only the row, which the next request of the still signed-in
+    browser made again."""
+
+    fields = readonly_fields = [
+        "user",
+        "ip",
+        "user_agent",
+        "created_at",
+        "last_seen_at",
+    ]
+
+    def delete_model(self, request: HttpRequest, obj: UserSession) -> None:
+        get_usersessions_adapter().end_sessions([obj])
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet) -> None:
+        get_usersessions_adapter().end_sessions(queryset.select_related("user"))
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
 
 
 @admin.register(SecurityEvent)

@@ -2,8 +2,9 @@
 
 Every way of ending sessions goes through the adapter's ``end_sessions``: the
 profile's buttons (accounts.services), allauth's own Sessions page ("Sign Out
-Other Sessions"), and a password reset or change or 2FA turned on or off
-(accounts.signals). It logs the ending there, once, whoever asked for it.
+Other Sessions"), a password reset or change or 2FA turned on or off
+(accounts.signals), and staff deleting one in the admin (accounts.admin). It
+logs the ending there, once, whoever asked for it.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ class UserSessionsAdapter(DefaultUserSessionsAdapter):
     def end_sessions(self, sessions: Iterable[UserSession]) -> None:
         """allauth's, then one "Other sessions ended" line in the owner's
         security log, with the address and browser of the request that ended
-        them; nothing when there was no session to end.
+        them, or, ended by staff (the admin), naming the staff member;
+        nothing when there was no session to end.
 
         A row whose session is gone already is removed without a line: after
         a password change it is the browser that made the change, its session
@@ -33,12 +35,21 @@ class UserSessionsAdapter(DefaultUserSessionsAdapter):
         by_owner: dict[int, list[UserSession]] = {}
         for session in live:
             by_owner.setdefault(session.user_id, []).append(session)
+        ender = getattr(self.request, "user", None)
         for ended in by_owner.values():
+            owner = ended[0].user
+            # Staff in the admin (accounts.admin): the log says who, and keeps
+            # staff's address and browser out of the user's log, as for a
+            # second factor staff remove (accounts.signals).
+            by_staff = ender is not None and ender.is_staff and ender.pk != owner.pk
+            detail = _sessions_detail(ended)
             security_event_record(
-                user=ended[0].user,
+                user=owner,
                 kind=SecurityEvent.Kind.SESSIONS_ENDED,
-                request=self.request,
-                detail=_sessions_detail(ended),
+                request=None if by_staff else self.request,
+                detail=f"by staff {ender.get_username()}: {detail}"
+                if by_staff
+                else detail,
             )
 
 

@@ -396,7 +396,11 @@ class DepositAdmin(ReadOnlyAdmin):
     search_fields = ["reference", "user__username", "user__email"]
 
     def has_add_permission(self, request, obj=None):
-        return request.user.has_perm("trading.add_deposit")
+        # The form finds the user with the admin's autocomplete, which answers
+        # only staff who may view users: without that, no user could be chosen.
+        users = self.admin_site.get_model_admin(get_user_model())
+        may_credit = request.user.has_perm("trading.add_deposit")
+        return may_credit and users.has_view_permission(request)
 
     def add_view(self, request, form_url="", extra_context=None) -> HttpResponse:
         """Credit a deposit through ``deposit_credit`` (idempotent on reference)."""

@@ -86,7 +86,7 @@ def _profile_form(profile: Profile, **fields) -> dict:
     return {"user": profile.user_id, **fields}
 
 
-def _user_form(profile: Profile, **inline) -> dict:
+def user_form(profile: Profile, **inline) -> dict:
     """The user's change page as posted: the user's fields unchanged, and the
     profile inline with ``inline`` (its avatar)."""
     user = profile.user
@@ -172,7 +172,7 @@ def test_a_picture_uploaded_in_the_admin_while_its_user_uploads_one_leaves_one_s
         form = _profile_form(profile, **staff_avatar)
     else:
         url = f"/admin/auth/user/{profile.user_id}/change/"
-        form = _user_form(profile, **staff_avatar)
+        form = user_form(profile, **staff_avatar)
 
     responses = _while_paused(
         lambda pause: profile_loading_held(staff, url, form, hold=pause),
