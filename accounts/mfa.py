@@ -7,7 +7,9 @@ through the MFA adapter's ``encrypt`` on the way in and ``decrypt`` on the
 way out. Its default adapter does neither, so a database dump or the admin
 gave away every user's second factor. ``MFAAdapter`` encrypts them with a key
 derived from ``SECRET_KEY`` (``core.encryption``); rows stored before it are
-encrypted by migration ``accounts.0004_encrypt_mfa_secrets``.
+encrypted by migration ``accounts.0004_encrypt_mfa_secrets``, and those the
+code before it still stored in the clear while it was rolled out by
+``accounts.0005_encrypt_mfa_secrets_again``.
 """
 
 from __future__ import annotations
@@ -65,4 +67,8 @@ class MFAAdapter(DefaultMFAAdapter):
         return mfa_secret_encrypt(text)
 
     def decrypt(self, encrypted_text: str) -> str:
+        # The code before 0004 stores secrets in the clear while a rolling
+        # upgrade runs; they are checked as stored, and 0005 encrypts them.
+        if not mfa_secret_is_encrypted(encrypted_text):
+            return encrypted_text
         return mfa_secret_decrypt(encrypted_text)

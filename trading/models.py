@@ -264,9 +264,11 @@ class Order(models.Model):
     )
     client_order_id = models.CharField(max_length=64, blank=True, default="")
     # The request as sent with its client order id (a digest), which a repeat
-    # is compared with: matching and amends change quantity and price.
+    # is compared with: matching and amends change quantity and price. The
+    # database default lets the code before the column insert orders while a
+    # rolling upgrade runs.
     client_request = models.CharField(
-        max_length=64, blank=True, default="", editable=False
+        max_length=64, blank=True, default="", db_default="", editable=False
     )
     price = models.DecimalField(
         **AMOUNT, null=True, blank=True, help_text="Limit price (limit, stop-limit)."

@@ -3,6 +3,21 @@
 import django.db.models.deletion
 from django.conf import settings
 from django.db import migrations, models
+from django.db.migrations.exceptions import IrreversibleError
+
+
+def refuse_while_being_sent(apps, schema_editor):
+    """The state before has no Being sent: shortening the status column would
+    fail on such a row with only "value too long"."""
+    Withdrawal = apps.get_model("trading", "Withdrawal")
+    sending = list(Withdrawal.objects.filter(status="processing").order_by("pk"))
+    if sending:
+        names = ", ".join(f"{w.pk} (reference {w.reference})" for w in sending)
+        raise IrreversibleError(
+            "Withdrawals are being sent, a state the code before trading 0015 "
+            f"does not know: {names}. Approve or reject each of them first, "
+            "then migrate back again."
+        )
 
 
 class Migration(migrations.Migration):
@@ -53,4 +68,6 @@ class Migration(migrations.Migration):
             model_name='withdrawal',
             constraint=models.CheckConstraint(condition=models.Q(models.Q(('status', 'processing'), _negated=True), models.Q(('processing_at__isnull', False), ('processing_by__isnull', False)), _connector='OR'), name='withdrawal_processing_has_sender'),
         ),
+        # Last, so that it runs first when the migration is unapplied.
+        migrations.RunPython(migrations.RunPython.noop, refuse_while_being_sent),
     ]
