@@ -6,6 +6,7 @@ Production differs from development only by these values.
 """
 
 import os
+import re
 import tempfile
 import warnings
 from pathlib import Path
@@ -29,11 +30,12 @@ environ.Env.read_env(
 
 
 def _env_or_improperly_configured(read, name, **kwargs):
-    # django-environ raises a bare ValueError for malformed values; name the
-    # variable so that a typo in .env is found at once.
+    # django-environ raises a bare ValueError for malformed values, and an
+    # ImproperlyConfigured without the variable's name for an unknown URL
+    # scheme; name the variable so that a typo in .env is found at once.
     try:
         return read(name, **kwargs)
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, ImproperlyConfigured) as exc:
         raise ImproperlyConfigured(f"{name} has an invalid value: {exc}") from exc
 
 
@@ -243,6 +245,13 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # one instance is ended on all of them at once, even while Redis is away or
 # split from some of them, which a copy kept in Redis could not promise.
 REDIS_URL = env.str("REDIS_URL", default="")
+if REDIS_URL and not REDIS_URL.startswith(("redis://", "rediss://", "unix://")):
+    # Never the value itself: it may hold Redis' password. Unchecked, a typo
+    # passes start-up and the health checks, then fails every log-in.
+    raise ImproperlyConfigured(
+        "REDIS_URL must start with redis://, rediss:// or unix://, e.g. "
+        "redis://127.0.0.1:6379/0; unset it for a cache per process."
+    )
 # While Redis cannot be reached (core.cache) the app keeps answering: the cache
 # falls back to each process's memory, so throttles count per process. A call
 # waits at most this long for Redis.
@@ -300,6 +309,10 @@ WITHDRAWAL_ADDRESS_DELAY_HOURS = _env_or_improperly_configured(
 API_SIGNATURE_WINDOW_SECONDS = _env_or_improperly_configured(
     env.int, "API_SIGNATURE_WINDOW_SECONDS", default=5
 )
+if not 1 <= API_SIGNATURE_WINDOW_SECONDS <= 3600:
+    raise ImproperlyConfigured(
+        "API_SIGNATURE_WINDOW_SECONDS must be between 1 and 3600 seconds."
+    )
 
 # Orders are matched by `manage.py run_matcher` (trading.matcher). A web
 # request waits this long for its order's result before it answers that the
@@ -327,6 +340,23 @@ MATCHER_QUEUE_MAX_AGE_SECONDS = _env_or_improperly_configured(
     env.float, "MATCHER_QUEUE_MAX_AGE_SECONDS", default=0
 )
 
+# Requests to the JSON API per signed-in user or API key's user (all of a
+# user's keys together), and per client address without either; one more is
+# answered 429 `rate_limited` with Retry-After (trading.api.views). Counted
+# in the cache: once for all instances with REDIS_URL, per process without.
+_THROTTLE_RATE = r"[1-9][0-9]*/(s|sec|second|m|min|minute|h|hour|d|day)"
+API_THROTTLE_USER = env.str("API_THROTTLE_USER", default="1200/minute")
+API_THROTTLE_ANON = env.str("API_THROTTLE_ANON", default="300/minute")
+for _name, _rate in (
+    ("API_THROTTLE_USER", API_THROTTLE_USER),
+    ("API_THROTTLE_ANON", API_THROTTLE_ANON),
+):
+    if not re.fullmatch(_THROTTLE_RATE, _rate):
+        raise ImproperlyConfigured(
+            f"{_name} must be a number of requests per second, minute, hour or "
+            f"day, such as 1200/minute (got {_rate!r})."
+        )
+
 REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     # Amounts travel as strings, never floats.
@@ -337,6 +367,7 @@ REST_FRAMEWORK = {
     # OPTIONS answers without describing bodies from a serializer_class, which
     # the API's views do not have (the schema describes them).
     "DEFAULT_METADATA_CLASS": "core.metadata.ApiMetadata",
+    "DEFAULT_THROTTLE_RATES": {"user": API_THROTTLE_USER, "anon": API_THROTTLE_ANON},
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Crypto Exchange API",
@@ -395,6 +426,18 @@ LOGIN_FAILURES_PER_ACCOUNT = _env_or_improperly_configured(
 LOGIN_FAILURE_WINDOW_MINUTES = _env_or_improperly_configured(
     env.int, "LOGIN_FAILURE_WINDOW_MINUTES", default=15
 )
+# 0 failures would refuse even the first right password; a window of 0
+# minutes would turn the lock-out off.
+if LOGIN_FAILURES_PER_ACCOUNT < 1:
+    raise ImproperlyConfigured(
+        f"LOGIN_FAILURES_PER_ACCOUNT must be at least 1 "
+        f"(got {LOGIN_FAILURES_PER_ACCOUNT})."
+    )
+if LOGIN_FAILURE_WINDOW_MINUTES < 1:
+    raise ImproperlyConfigured(
+        f"LOGIN_FAILURE_WINDOW_MINUTES must be a whole number of minutes, at "
+        f"least 1 (got {LOGIN_FAILURE_WINDOW_MINUTES})."
+    )
 ACCOUNT_RATE_LIMITS = {
     "login": "10/m/ip,100/h/ip",
     "login_failed": (
@@ -481,6 +524,15 @@ IMAGE_UPLOADS_PER_USER = _env_or_improperly_configured(
 IMAGE_UPLOAD_WINDOW_MINUTES = _env_or_improperly_configured(
     env.int, "IMAGE_UPLOAD_WINDOW_MINUTES", default=10
 )
+if IMAGE_UPLOADS_PER_USER < 1:
+    raise ImproperlyConfigured(
+        f"IMAGE_UPLOADS_PER_USER must be at least 1 (got {IMAGE_UPLOADS_PER_USER})."
+    )
+if IMAGE_UPLOAD_WINDOW_MINUTES < 1:
+    raise ImproperlyConfigured(
+        f"IMAGE_UPLOAD_WINDOW_MINUTES must be a whole number of minutes, at "
+        f"least 1 (got {IMAGE_UPLOAD_WINDOW_MINUTES})."
+    )
 # Images decoded at once on this host, by all its workers together
 # (storage.decode_slots: a flock on one of that many files in the folder, so
 # every process sharing the folder shares the slots); an upload that finds

@@ -28,7 +28,10 @@ once their timestamp would be refused anyway, a batch every
 ``SIGNATURES_FORGET_EVERY`` rows recorded.
 
 A key may be tied to addresses or CIDR ranges (``allowed_ips``), must be for
-the ``withdraw`` scope, and may expire.
+the ``withdraw`` scope, and may expire. A withdraw key's ranges are narrow
+(``WITHDRAW_MAX_PREFIX``): its allow-list is what keeps a leaked key from
+withdrawing, which a range as wide as the Internet would not; a key that
+only reads or trades may be tied to ranges of any width.
 """
 
 from __future__ import annotations
@@ -46,7 +49,7 @@ from django.conf import settings
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from accounts.locks import user_serialize
@@ -57,6 +60,10 @@ PREFIX_BYTES = 8
 SECRET_BYTES = 32
 MAX_ACTIVE_KEYS = 20
 MAX_ALLOWED_NETWORKS = 20
+# The widest range a key that can withdraw may be used from: a /24 of IPv4 (an
+# office's or a small hosting block), a /48 of IPv6 (one site's allocation).
+WITHDRAW_MAX_PREFIX = {4: 24, 6: 48}
+_IPV4_MAPPED = ipaddress.ip_network("::ffff:0:0/96")
 # ``last_used_at`` is written at most this often per key, not on every request.
 LAST_USED_RESOLUTION = timedelta(minutes=1)
 EXPIRY_CHOICES_DAYS = (30, 90, 365)
@@ -108,14 +115,15 @@ def _scopes_normalize(scopes: Iterable[str]) -> str:
     )
 
 
-def allowed_ips_normalize(text: str) -> str:
+def allowed_ips_normalize(text: str, *, withdraw: bool = False) -> str:
     """Addresses or CIDR ranges, separated by commas, spaces or lines, as the
     stored text (one network per line); raises ``ValidationError`` naming the
-    first entry that is neither."""
+    first entry that is neither, or, for a key that can ``withdraw``, wider
+    than ``WITHDRAW_MAX_PREFIX``."""
     networks: list[str] = []
     for entry in (text or "").replace(",", " ").split():
         try:
-            network = str(ipaddress.ip_network(entry, strict=False))
+            network = ipaddress.ip_network(entry, strict=False)
         except ValueError:
             raise ValidationError(
                 {
@@ -123,13 +131,31 @@ def allowed_ips_normalize(text: str) -> str:
                     "CIDR range such as 203.0.113.0/24."
                 }
             ) from None
-        if network not in networks:
-            networks.append(network)
+        if withdraw and _too_wide_to_withdraw(network):
+            raise ValidationError(
+                {
+                    "allowed_ips": f"“{entry[:50]}” is too wide a range for a key "
+                    "that can withdraw: list its addresses, or ranges of at most "
+                    f"/{WITHDRAW_MAX_PREFIX[4]} (IPv4) or /{WITHDRAW_MAX_PREFIX[6]} "
+                    "(IPv6)."
+                }
+            )
+        if str(network) not in networks:
+            networks.append(str(network))
     if len(networks) > MAX_ALLOWED_NETWORKS:
         raise ValidationError(
             {"allowed_ips": f"At most {MAX_ALLOWED_NETWORKS} addresses or ranges."}
         )
     return "\n".join(networks)
+
+
+def _too_wide_to_withdraw(
+    network: ipaddress.IPv4Network | ipaddress.IPv6Network,
+) -> bool:
+    if network.version == 6 and network.subnet_of(_IPV4_MAPPED):
+        # ::ffff:203.0.113.7 is an IPv4 client as a dual-stack socket sees it.
+        return network.prefixlen < 96 + WITHDRAW_MAX_PREFIX[4]
+    return network.prefixlen < WITHDRAW_MAX_PREFIX[network.version]
 
 
 def api_key_create(
@@ -145,15 +171,17 @@ def api_key_create(
     (only encrypted, when the key must sign its requests).
 
     Raises ``ValidationError`` for a blank or too long name, unknown or no
-    scopes, a malformed allow-list, ``withdraw`` without an allow-list, an
-    expiry other than ``EXPIRY_CHOICES_DAYS``, or too many keys.
+    scopes, a malformed allow-list, ``withdraw`` without an allow-list or with
+    too wide a range in it, an expiry other than ``EXPIRY_CHOICES_DAYS``, or
+    too many usable keys (neither revoked nor expired).
     """
     name = (name or "").strip()
     if not 0 < len(name) <= 100:
         raise ValidationError({"name": "A name of 1 to 100 characters is required."})
     scope_text = _scopes_normalize(scopes)
-    networks = allowed_ips_normalize(allowed_ips)
-    if ApiKey.Scope.WITHDRAW in scope_text.split() and not networks:
+    withdraw = ApiKey.Scope.WITHDRAW in scope_text.split()
+    networks = allowed_ips_normalize(allowed_ips, withdraw=withdraw)
+    if withdraw and not networks:
         raise ValidationError(
             {
                 "allowed_ips": "A key that can withdraw must be tied to the "
@@ -168,8 +196,7 @@ def api_key_create(
         # One creation at a time per user, so keys created at once cannot all
         # count the same keys and pass the limit (accounts.locks.user_serialize).
         user_serialize(user_id=user.pk)
-        active = ApiKey.objects.filter(user=user, revoked_at__isnull=True).count()
-        if active >= MAX_ACTIVE_KEYS:
+        if api_keys_usable(user=user).count() >= MAX_ACTIVE_KEYS:
             raise ValidationError(
                 f"You already have {MAX_ACTIVE_KEYS} API keys; revoke one first."
             )
@@ -420,8 +447,18 @@ def _last_used_touch(api_key: ApiKey, client_ip: str | None) -> None:
 def api_keys_for_user(
     *, user: AbstractBaseUser, include_revoked: bool = False
 ) -> QuerySet[ApiKey]:
-    """The user's keys, newest first; only the active ones unless asked."""
-    keys = ApiKey.objects.filter(user=user)
+    """The user's keys, newest first, each with ``expired``; only the ones not
+    revoked unless asked."""
+    keys = ApiKey.objects.filter(user=user).annotate(
+        expired=Q(expires_at__lte=timezone.now())
+    )
     if not include_revoked:
         keys = keys.filter(revoked_at__isnull=True)
     return keys.order_by("-created_at", "-pk")
+
+
+def api_keys_usable(*, user: AbstractBaseUser) -> QuerySet[ApiKey]:
+    """The user's keys that still sign in: neither revoked nor expired."""
+    return ApiKey.objects.filter(user=user, revoked_at__isnull=True).exclude(
+        expires_at__lte=timezone.now()
+    )

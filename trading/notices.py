@@ -7,6 +7,7 @@ import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
 
+from django.contrib.auth.base_user import AbstractBaseUser
 from django.db import transaction
 from django.http import HttpRequest
 
@@ -71,21 +72,31 @@ def api_key_created_notice(*, request: HttpRequest, api_key: ApiKey) -> None:
             "key_name": api_key.name,
             "key_prefix": api_key.prefix,
             "scopes": api_key.scopes,
+            "allowed_networks": api_key.allowed_networks,
         },
         detail=f"{api_key.name} ({api_key.prefix})",
         once=True,
     )
 
 
-def api_key_revoked_notice(*, request: HttpRequest, api_key: ApiKey) -> None:
-    security_notice(
-        request=request,
-        user=api_key.user,
-        kind=SecurityEvent.Kind.API_KEY_REVOKED,
-        template="accounts/email/api_key_revoked",
-        context={"key_name": api_key.name, "key_prefix": api_key.prefix},
-        detail=f"{api_key.name} ({api_key.prefix})",
-    )
+def api_keys_revoked_notice(
+    *, request: HttpRequest, user: AbstractBaseUser, api_keys: list[ApiKey]
+) -> None:
+    """Log each key revoked; one mail names them all ("revoke all")."""
+    with transaction.atomic():
+        for api_key in api_keys:
+            security_event_record(
+                user=user,
+                kind=SecurityEvent.Kind.API_KEY_REVOKED,
+                request=request,
+                detail=f"{api_key.name} ({api_key.prefix})",
+            )
+        account_notify(
+            request=request,
+            user=user,
+            template="accounts/email/api_key_revoked",
+            context={"api_keys": api_keys},
+        )
 
 
 def _moment(value: datetime) -> str:

@@ -192,9 +192,21 @@ def test_list_settings_take_items_written_with_a_space_after_the_comma(
         ("LOG_LEVEL", "verbose", "'VERBOSE'"),
         ("EMAIL_TIMEOUT", "ten", "'ten'"),
         ("EMAIL_TIMEOUT", "0", "at least 1"),
+        ("EMAIL_URL", "notaurl", "Invalid email schema"),
+        ("EMAIL_URL", "smtp+tsl://user:s3cret-db-password@mail.example.com", "tsl"),
+        # The "://" forgotten: start-up and /healthz/ passed, every log-in failed.
+        ("REDIS_URL", "redis//127.0.0.1:6379/0", "redis://127.0.0.1:6379/0"),
+        ("REDIS_URL", "http://:s3cret-db-password@127.0.0.1:6379/0", "redis://"),
+        # 0 would lock every account out, turn the lock-out off, or refuse or
+        # fail every avatar upload.
+        ("LOGIN_FAILURES_PER_ACCOUNT", "0", "at least 1"),
+        ("LOGIN_FAILURE_WINDOW_MINUTES", "0", "at least 1"),
+        ("IMAGE_UPLOADS_PER_USER", "0", "at least 1"),
+        ("IMAGE_UPLOAD_WINDOW_MINUTES", "0", "at least 1"),
+        ("IMAGE_UPLOAD_WINDOW_MINUTES", "-5", "at least 1"),
     ],
 )
-def test_a_bad_database_or_mail_setting_stops_start_up_naming_the_variable(
+def test_a_bad_database_mail_cache_or_throttle_setting_stops_start_up_naming_it(
     run_python, variable, value, hint
 ):
     env = {

@@ -43,12 +43,13 @@ class ApiKeyAuthentication(BaseAuthentication):
                 f"or {SIGNED_KEYWORD} <prefix> for a signed request.",
                 code="invalid_api_key",
             )
-        try:
-            credential = words[1].decode("ascii")
-        except UnicodeDecodeError:
+        # A key is printable ASCII: anything else (a NUL, which PostgreSQL
+        # refuses in a query) is no key, refused before any lookup.
+        if not (words[1].isascii() and words[1].decode().isprintable()):
             raise exceptions.AuthenticationFailed(
                 "The API key is not valid.", code="invalid_api_key"
-            ) from None
+            )
+        credential = words[1].decode()
         client_ip = client_address(request)
         try:
             if scheme == KEYWORD.lower().encode():

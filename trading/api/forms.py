@@ -30,7 +30,8 @@ class ApiKeyCreateForm(forms.Form):
         max_length=2000,
         widget=forms.Textarea(attrs={"rows": 2}),
         help_text="IP addresses or CIDR ranges the key may be used from, one "
-        "per line; empty: anywhere. Required for withdraw.",
+        "per line; empty: anywhere. Required for withdraw, with ranges of at "
+        "most /24 (IPv4) or /48 (IPv6).",
     )
     expires_in_days = forms.TypedChoiceField(
         label="Expires",

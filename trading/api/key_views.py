@@ -17,7 +17,7 @@ from accounts.views import profile_render
 from trading.api.forms import ApiKeyCreateForm
 from trading.api_keys import api_key_create, api_key_revoke, api_keys_revoke_all
 from trading.models import ApiKey
-from trading.notices import api_key_created_notice, api_key_revoked_notice
+from trading.notices import api_key_created_notice, api_keys_revoked_notice
 
 
 @never_cache  # the page holds the secret: no cache may keep it
@@ -77,7 +77,7 @@ def api_key_revoke_view(request: HttpRequest, pk: int) -> HttpResponse:
     was_active = api_key.revoked_at is None
     api_key_revoke(user=request.user, api_key=api_key)
     if was_active:
-        api_key_revoked_notice(request=request, api_key=api_key)
+        api_keys_revoked_notice(request=request, user=request.user, api_keys=[api_key])
         messages.success(request, f"The API key “{api_key.name}” was revoked.")
     else:
         messages.info(request, f"The API key “{api_key.name}” was already revoked.")
@@ -96,8 +96,8 @@ def api_keys_revoke_all_view(request: HttpRequest) -> HttpResponse:
         )
     revoked = list(active)
     count = api_keys_revoke_all(user=request.user)
-    for api_key in revoked:
-        api_key_revoked_notice(request=request, api_key=api_key)
+    if revoked:
+        api_keys_revoked_notice(request=request, user=request.user, api_keys=revoked)
     messages.success(
         request, f"{count} API key{'s were' if count != 1 else ' was'} revoked."
     )

@@ -15,7 +15,9 @@ from rest_framework.permissions import AllowAny
 from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.throttling import AnonRateThrottle, UserRateThrottle
 
+from accounts.adapter import client_address
 from accounts.selectors import email_verified
 from core.database import UNAVAILABLE, incidental_writes, service_call
 from core.parsers import JSONParser
@@ -65,7 +67,10 @@ _ERROR_DESCRIPTIONS = {
     400: "Invalid input: code `invalid` with `fields`, or a refused amount "
     "(`invalid_amount`, `precision_too_high`, `invalid_order`, ...).",
     401: "No credentials, or a bad API key (`not_authenticated`, "
-    "`invalid_api_key`, `api_key_revoked`).",
+    "`invalid_api_key`, `api_key_revoked`, `api_key_expired`, `user_inactive`; "
+    "`signature_required` for a key that signs its requests sent with its "
+    "secret; `signature_invalid`, `signature_expired`, `signature_replayed` "
+    "for a signed request).",
     403: "`csrf_failed` for a session without the CSRF header; "
     "`insufficient_scope` for an API key without the scope (`trade` for orders, "
     "`withdraw` for withdrawals); `ip_not_allowed` for an API key used from an "
@@ -75,9 +80,10 @@ _ERROR_DESCRIPTIONS = {
     404: "`not_found`.",
     409: "Conflicts with the current state (`order_not_open`: the order was "
     "closed, or it filled before the matcher took the cancel or amend; "
-    "`order_changed`: the order traded while the amend waited (it filled past "
-    "the new quantity, or its reservation no longer covers the amended order), "
-    "so the amend was refused and the order is unchanged; "
+    "`order_changed`: the order changed while the amend waited (it filled past "
+    "the new quantity, or a fill, self-trade prevention or an earlier amend "
+    "left its reservation short of the amended order), so the amend was "
+    "refused and the order is unchanged; "
     "`duplicate_client_order_id`, `duplicate_reference`, `market_closed`, "
     "`token_not_listed`: the token is not listed now, so it cannot be withdrawn "
     "or its addresses saved; `withdrawal_not_pending`, `address_already_saved`).",
@@ -86,6 +92,9 @@ _ERROR_DESCRIPTIONS = {
     "`withdrawal_limit_exceeded`; `balance_limit`: a trade would take a "
     "balance to 10^18 or more; `address_not_allowed`: an address outside "
     "the address book under the saved-addresses-only setting, or a full book).",
+    429: "`rate_limited`: too many requests in a short time, per user (an API "
+    "key counts as its user) or, without one, per address; nothing was done. "
+    "Send it again once the `Retry-After` header's seconds have passed.",
     500: "`matcher_error`: the matcher could not apply the request; nothing was "
     "changed and its funds are available again.",
     503: "The database could not be reached. `unavailable`: nothing was "
@@ -98,11 +107,13 @@ _ERROR_DESCRIPTIONS = {
 
 
 def _errors(*codes: int) -> dict[int, OpenApiResponse]:
+    """The error answers of an operation: ``codes``, and 429, which every
+    operation may answer (``ApiView.throttle_classes``)."""
     return {
         code: OpenApiResponse(
             api.ErrorSerializer, description=_ERROR_DESCRIPTIONS[code]
         )
-        for code in codes
+        for code in (*codes, 429)
     }
 
 
@@ -151,11 +162,37 @@ def _market_field(symbol: str | None) -> Market | None:
         ) from None
 
 
+class _ClientAddress:
+    """Counts an address as the API keys' allow-lists and the log-in throttles
+    read it (``TRUSTED_PROXY_COUNT``), not as DRF's ``NUM_PROXIES`` would."""
+
+    def get_ident(self, request: Request) -> str | None:
+        return client_address(request)
+
+
+class UserThrottle(_ClientAddress, UserRateThrottle):
+    """``API_THROTTLE_USER`` per signed-in user, an API key counting as its
+    user (all of a user's keys together)."""
+
+
+class AnonThrottle(_ClientAddress, AnonRateThrottle):
+    """``API_THROTTLE_ANON`` per client address, for requests without a user."""
+
+
 class ApiView(GenericAPIView):
     renderer_classes = (JSONRenderer,)
     # JSON only, nesting bounded (core.parsers, also the settings' default).
     parser_classes = (JSONParser,)
     pagination_class = None
+    throttle_classes = (UserThrottle, AnonThrottle)
+
+    def throttled(self, request: Request, wait: float | None) -> None:
+        # DRF adds "Expected available in N seconds." and Retry-After.
+        raise exceptions.Throttled(
+            wait,
+            detail="Too many requests in a short time; this one was not handled.",
+            code="rate_limited",
+        )
 
     def get_exception_handler(self):
         # Also set as REST_FRAMEWORK["EXCEPTION_HANDLER"]; this keeps the API's
@@ -187,7 +224,7 @@ class MarketListView(PublicView):
         tags=["market data"],
         summary="Markets",
         description="Every listed market with its steps, fees and status.",
-        responses={200: api.MarketSerializer(many=True)},
+        responses={200: api.MarketSerializer(many=True), **_errors()},
     )
     def get(self, request: Request) -> Response:
         markets = Market.objects.select_related("base", "quote").order_by("symbol")

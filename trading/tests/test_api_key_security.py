@@ -299,6 +299,30 @@ def test_a_key_that_must_sign_refuses_its_bare_secret(alice, signing_key):
     assert code_of(client.get(f"{V1}/balances/")) == (401, "signature_required")
 
 
+def test_the_docs_name_the_refusal_of_a_signing_keys_bare_secret(client):
+    schema = client.get("/api/schema/", {"format": "json"}).json()
+    answers = schema["paths"]["/api/v1/balances/"]["get"]["responses"]
+
+    assert "`signature_required`" in answers["401"]["description"]
+    assert "`signature_required`" in schema["info"]["description"]
+
+
+@pytest.mark.parametrize("scheme", ["Api-Key", "Api-Key-HMAC"])
+@pytest.mark.parametrize("credential", ["ab\x00cd.ef", "ab\x01cd", "ab\x7fcd", "\x00"])
+def test_a_key_with_a_control_character_is_refused_as_no_key(
+    alice, signing_key, scheme, credential
+):
+    # PostgreSQL refuses a NUL in a query: it must not reach the database.
+    response = APIClient().get(
+        f"{V1}/balances/",
+        HTTP_AUTHORIZATION=f"{scheme} {credential}",
+        HTTP_X_API_TIMESTAMP=str(int(time.time() * 1000)),
+        HTTP_X_API_SIGNATURE="0" * 64,
+    )
+
+    assert code_of(response) == (401, "invalid_api_key")
+
+
 PRIVATE_ENDPOINTS = [
     ("GET", "balances/"),
     ("GET", "orders/"),
