@@ -14,7 +14,7 @@ from django.contrib.auth.admin import GroupAdmin, UserAdmin
 from django.contrib.auth.forms import AdminUserCreationForm
 from django.contrib.auth.models import Group
 from django.db import transaction
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.forms.models import BaseInlineFormSet
 from django.http import HttpRequest
 
@@ -191,6 +191,25 @@ class EmailAddressWithLogAdmin(EmailAddressAdmin):
     withdrawing need) and records each address it verifies in the admin's
     history."""
 
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        # Another staff member's address, changed, would receive their
+        # password reset (accounts.admin._other_staff).
+        return super().has_change_permission(request, obj) and not (
+            obj is not None and _other_staff(request, obj.user)
+        )
+
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+        return super().has_delete_permission(request, obj) and not (
+            obj is not None and _other_staff(request, obj.user)
+        )
+
+    def formfield_for_foreignkey(self, db_field, request: HttpRequest, **kwargs):
+        if db_field.name == "user" and not request.user.is_superuser:
+            kwargs["queryset"] = User.objects.exclude(
+                Q(is_staff=True) | Q(is_superuser=True), ~Q(pk=request.user.pk)
+            )
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
     @admin.action(
         description=EmailAddressAdmin.make_verified.short_description,
         permissions=["change"],
@@ -311,6 +330,13 @@ class AuthenticatorWithoutSecretsAdmin(AuthenticatorAdmin):
     def delete_queryset(self, request: HttpRequest, queryset: QuerySet) -> None:
         for authenticator in queryset.select_related("user"):
             _authenticator_remove(request=request, authenticator=authenticator)
+
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+        # Another staff member's second factor: removed, their account would
+        # be one password reset away (accounts.admin._other_staff).
+        return super().has_delete_permission(request, obj) and not (
+            obj is not None and _other_staff(request, obj.user)
+        )
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

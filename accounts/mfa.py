@@ -9,7 +9,8 @@ gave away every user's second factor. ``MFAAdapter`` encrypts them with a key
 derived from ``SECRET_KEY`` (``core.encryption``); rows stored before it are
 encrypted by migration ``accounts.0004_encrypt_mfa_secrets``, and those the
 code before it still stored in the clear while it was rolled out by
-``accounts.0005_encrypt_mfa_secrets_again``.
+``accounts.0005_encrypt_mfa_secrets_again`` and, stored after the
+migrations ran, by ``manage.py mfa_secrets_encrypt``.
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pytest
 from allauth.account.models import EmailAddress
+from allauth.mfa.models import Authenticator
 from django.contrib.admin.models import LogEntry
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group, Permission
@@ -222,3 +223,66 @@ def test_staff_who_may_change_users_still_change_members(clerk_client):
     assert response.status_code == 302
     bob.refresh_from_db()
     assert bob.check_password("New-pass-1234!")
+
+
+def test_staff_cannot_take_over_a_superuser_through_addresses_or_second_factors(
+    clerk_client, mfa_enable
+):
+    """A superuser's address changed to the clerk's, and the second factor
+    removed, would let a password reset hand the clerk the account."""
+    client = clerk_client(
+        "view_emailaddress",
+        "change_emailaddress",
+        "add_emailaddress",
+        "delete_emailaddress",
+        "view_authenticator",
+        "delete_authenticator",
+    )
+    root = get_user_model().objects.create_superuser("root", "root@example.com")
+    address = EmailAddress.objects.create(
+        user=root, email="root@example.com", verified=True, primary=True
+    )
+    mfa_enable(root)
+    [totp] = Authenticator.objects.filter(user=root, type=Authenticator.Type.TOTP)
+    mine = {"email": "clerk@evil.example", "verified": "on", "primary": "on"}
+
+    changed = client.post(f"{ADDRESSES}{address.pk}/change/", {**mine, "user": root.pk})
+    added = client.post(f"{ADDRESSES}add/", {**mine, "user": root.pk})
+    removed = client.post(
+        f"/admin/mfa/authenticator/{totp.pk}/delete/", {"post": "yes"}
+    )
+
+    assert changed.status_code == removed.status_code == 403
+    assert added.status_code == 200  # the form, with the user refused
+    assert list(EmailAddress.objects.filter(user=root).values_list("email")) == [
+        ("root@example.com",)
+    ]
+    assert Authenticator.objects.filter(pk=totp.pk).exists()
+
+
+def test_staff_still_help_a_member_with_their_address_and_lost_phone(
+    clerk_client, mfa_enable
+):
+    client = clerk_client(
+        "view_emailaddress",
+        "change_emailaddress",
+        "view_authenticator",
+        "delete_authenticator",
+    )
+    bob = user_make("bob")
+    mfa_enable(bob)
+    address = EmailAddress.objects.get(user=bob)
+    [totp] = Authenticator.objects.filter(user=bob, type=Authenticator.Type.TOTP)
+
+    changed = client.post(
+        f"{ADDRESSES}{address.pk}/change/",
+        {"email": "bob@new.example", "user": bob.pk, "verified": "on", "primary": "on"},
+    )
+    removed = client.post(
+        f"/admin/mfa/authenticator/{totp.pk}/delete/", {"post": "yes"}
+    )
+
+    assert changed.status_code == removed.status_code == 302
+    address.refresh_from_db()
+    assert address.email == "bob@new.example"
+    assert not Authenticator.objects.filter(pk=totp.pk).exists()
