@@ -152,6 +152,8 @@ def allowed_ips_normalize(text: str, *, withdraw: bool = False) -> str:
 def _too_wide_to_withdraw(
     network: ipaddress.IPv4Network | ipaddress.IPv6Network,
 ) -> bool:
+    if network.version == 6 and network.supernet_of(_IPV4_MAPPED):
+        return True  # every IPv4 client, as a dual-stack socket sees them
     if network.version == 6 and network.subnet_of(_IPV4_MAPPED):
         # ::ffff:203.0.113.7 is an IPv4 client as a dual-stack socket sees it.
         return network.prefixlen < 96 + WITHDRAW_MAX_PREFIX[4]
@@ -428,7 +430,15 @@ def address_allowed(address: str | None, networks: Iterable[str]) -> bool:
         ip = ipaddress.ip_address(address)
     except ValueError:
         return False
-    return any(ip in ipaddress.ip_network(network) for network in networks)
+    addresses = [ip]
+    if ip.version == 6 and ip.ipv4_mapped is not None:
+        # A dual-stack socket sees the IPv4 client 203.0.113.7 as ::ffff:203.0.113.7.
+        addresses.append(ip.ipv4_mapped)
+    return any(
+        address in ipaddress.ip_network(network)
+        for network in networks
+        for address in addresses
+    )
 
 
 def _last_used_touch(api_key: ApiKey, client_ip: str | None) -> None:

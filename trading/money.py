@@ -29,7 +29,8 @@ from core.numbers import plain  # re-exported: trading code imports it from here
 from trading.exceptions import InvalidAmount, PrecisionTooHigh
 
 EXACT = Context(prec=80, traps=[InvalidOperation, DivisionByZero, Overflow, Inexact])
-_ROUNDING = Context(prec=80, traps=[InvalidOperation, DivisionByZero, Overflow])
+# The same digits, for the places that round on purpose (half even).
+ROUNDING = Context(prec=80, traps=[InvalidOperation, DivisionByZero, Overflow])
 _PERCENT_STEP = Decimal("0.01")
 
 # Amount fields hold 36 digits, 18 of them decimals: every amount is below this.
@@ -64,8 +65,8 @@ def fee_for(amount: Decimal, *, rate: Decimal, token_unit: Decimal) -> Decimal:
     instead of vanishing. A zero rate gives a zero fee. ``amount`` is a whole
     number of units, so the fee never exceeds it.
     """
-    raw = _ROUNDING.multiply(amount, rate)
-    return raw.quantize(token_unit, rounding=ROUND_CEILING, context=_ROUNDING)
+    raw = ROUNDING.multiply(amount, rate)
+    return raw.quantize(token_unit, rounding=ROUND_CEILING, context=ROUNDING)
 
 
 def change_percent(*, first: Decimal, last: Decimal) -> Decimal:
@@ -76,10 +77,10 @@ def change_percent(*, first: Decimal, last: Decimal) -> Decimal:
     a change just above +0.125 % can land on +0.125 exactly and then round
     to +0.12. A change too small to show is ``0.00``, never ``-0.00``.
     """
-    change = _ROUNDING.subtract(last, first)
-    percent = _ROUNDING.divide(_ROUNDING.multiply(change, 100), first)
+    change = ROUNDING.subtract(last, first)
+    percent = ROUNDING.divide(ROUNDING.multiply(change, 100), first)
     rounded = percent.quantize(
-        _PERCENT_STEP, rounding=ROUND_HALF_EVEN, context=_ROUNDING
+        _PERCENT_STEP, rounding=ROUND_HALF_EVEN, context=ROUNDING
     )
     return rounded.copy_abs() if rounded.is_zero() else rounded
 
@@ -88,9 +89,9 @@ def spread_percent(*, bid: Decimal, ask: Decimal) -> Decimal:
     """The spread in percent of the ask, ``(ask - bid) / ask x 100``, with
     two decimals rounded once from 80 digits, half up as the market page's
     script rounds it."""
-    spread = _ROUNDING.subtract(ask, bid)
-    percent = _ROUNDING.divide(_ROUNDING.multiply(spread, 100), ask)
-    return percent.quantize(_PERCENT_STEP, rounding=ROUND_HALF_UP, context=_ROUNDING)
+    spread = ROUNDING.subtract(ask, bid)
+    percent = ROUNDING.divide(ROUNDING.multiply(spread, 100), ask)
+    return percent.quantize(_PERCENT_STEP, rounding=ROUND_HALF_UP, context=ROUNDING)
 
 
 def grouped(value: Decimal) -> str:

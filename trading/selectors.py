@@ -35,7 +35,7 @@ from trading.models import (
     Withdrawal,
     WithdrawalAddressPolicy,
 )
-from trading.money import change_percent, exact
+from trading.money import ROUNDING, change_percent, exact
 
 
 @dataclass(frozen=True)
@@ -87,9 +87,18 @@ def order_book(*, market: Market, depth: int = 50) -> OrderBook:
     )
     bids = levels.filter(side=Order.Side.BUY).order_by("-price")[:depth]
     asks = levels.filter(side=Order.Side.SELL).order_by("price")[:depth]
+    # Every remaining quantity is a multiple of the amount step, and so is
+    # their sum; SQLite sums in floating point (0.09 as 0.0900000000000001),
+    # which rounding to the step takes back out. PostgreSQL's sum is exact.
+    step = market.amount_step.normalize()
+
+    def level(row) -> PriceLevel:
+        return PriceLevel(
+            row["price"], row["quantity"].quantize(step, context=ROUNDING)
+        )
+
     return OrderBook(
-        bids=[PriceLevel(row["price"], row["quantity"]) for row in bids],
-        asks=[PriceLevel(row["price"], row["quantity"]) for row in asks],
+        bids=[level(row) for row in bids], asks=[level(row) for row in asks]
     )
 
 

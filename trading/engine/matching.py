@@ -414,8 +414,9 @@ class MarketEngine:
                 return Reject.BELOW_MIN_NOTIONAL
             # Stopped by the user's own order before it trades the minimum
             # value: it trades nothing (the minimum holds) and is cancelled
-            # for the self-trade, not refused as too small for the book.
-            plan.steps.clear()
+            # for the self-trade, not refused as too small for the book. Its
+            # mode still applies to the resting order, as past the minimum.
+            plan.steps = [step for step in plan.steps if step[0] != _FILL]
         self._execute(order, plan)
         if plan.complete:
             self._close(order, Status.FILLED)

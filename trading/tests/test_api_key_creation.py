@@ -29,6 +29,8 @@ pytestmark = pytest.mark.django_db
         "203.0.113.0/23",
         "2001:db8::/47",
         "::ffff:0:0/96",
+        "::/80",  # holds ::ffff:0:0/96: every IPv4 client on a dual-stack socket
+        "::/48",
     ],
 )
 def test_a_withdraw_key_refuses_a_range_wider_than_a_site(alice, entry):

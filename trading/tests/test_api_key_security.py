@@ -110,6 +110,17 @@ def test_a_forged_forwarded_for_counts_only_behind_a_trusted_proxy(alice, settin
     assert api_key.last_used_ip == "127.0.9.9"
 
 
+@pytest.mark.reliability("key-address")
+def test_an_ipv4_allow_list_knows_its_clients_through_a_dual_stack_socket(alice):
+    client, _ = key_client(alice, "read", allowed_ips="127.0.9.9")
+
+    mapped = client.get(f"{V1}/balances/", REMOTE_ADDR="::ffff:127.0.9.9")
+    other = client.get(f"{V1}/balances/", REMOTE_ADDR="::ffff:127.0.9.8")
+
+    assert mapped.status_code == 200
+    assert code_of(other) == (403, "ip_not_allowed")
+
+
 # -- Expiry and last use ------------------------------------------------------
 
 

@@ -390,15 +390,21 @@ def test_fill_or_kill_fails_if_self_trade_prevention_cuts_it(stp, status):
 
 
 @pytest.mark.parametrize(
-    "stp", ["cancel_newest", "cancel_both", "decrement_and_cancel"]
+    "stp, resting, alice_base",
+    [
+        ("cancel_newest", [(D(100), D(1))], (D(9), D(1))),
+        ("cancel_both", [], (D(10), D(0))),  # her resting sell is cancelled
+        ("decrement_and_cancel", [(D(100), D("0.505"))], (D("9.495"), D("0.505"))),
+    ],
 )
-def test_a_market_order_stopped_by_self_trade_before_the_minimum_trades_nothing(stp):
+def test_a_market_order_stopped_by_self_trade_before_the_minimum_trades_nothing(
+    stp, resting, alice_base
+):
     ex = exchange()
     limit(ex, CAROL, SELL, "1", "99")
     limit(ex, DAVE, BUY, "0.995", "99")  # carol keeps 0.005 BTC: 0.495 USDT
-    limit(ex, ALICE, SELL, "1", "100")
+    alices = placed(limit(ex, ALICE, SELL, "1", "100")).order_id
     limit(ex, BOB, SELL, "5", "101")
-    book = ex.engine.depth(SELL)
     result = ex.place(
         ALICE, BUY, "market", quantity=D("0.5"), protection_price=D(110), stp=stp
     )
@@ -406,7 +412,13 @@ def test_a_market_order_stopped_by_self_trade_before_the_minimum_trades_nothing(
     assert result.rejected is None and result.trades == []
     order = placed(result)
     assert (order.status, order.reason, order.filled) == ("cancelled", "self_trade", 0)
+    # The mode still applies to her resting sell, as it would past the minimum.
+    book = [(D(99), D("0.005")), *resting, (D(101), D(5))]
     assert ex.engine.depth(SELL) == book
+    if stp == "cancel_both":
+        assert ex.orders[alices].status == "cancelled"
+        assert ex.orders[alices].reason == "self_trade"
+    assert balance(ex, ALICE, BASE) == alice_base
     assert balance(ex, ALICE, QUOTE) == (D(10000), D(0))
 
 

@@ -119,7 +119,13 @@ def test_a_market_order_its_owners_order_stops_before_the_minimum_says_so(
         "self_trade",
         "0",
     )
-    # Nothing traded below the minimum, nothing else changed, funds are back.
+    # Nothing traded below the minimum, funds are back; her resting order
+    # takes the mode's own part (cancel both cancels it too).
     assert Trade.objects.count() == trades
-    assert Order.objects.get(pk=own.pk).status == Order.Status.OPEN
+    own.refresh_from_db()
+    assert (own.status, own.cancel_reason) == (
+        (Order.Status.CANCELLED, "self_trade")
+        if self_trade == "cancel_both"
+        else (Order.Status.OPEN, "")
+    )
     assert balance(alice, usdt) == (D(10000), D(0))
