@@ -8,7 +8,7 @@ from allauth.usersessions.adapter import get_adapter as get_usersessions_adapter
 from allauth.usersessions.admin import UserSessionAdmin
 from allauth.usersessions.models import UserSession
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.contrib.auth import get_user_model
 from django.contrib.auth.admin import GroupAdmin, UserAdmin
 from django.contrib.auth.forms import AdminUserCreationForm
@@ -215,6 +215,19 @@ class EmailAddressWithLogAdmin(EmailAddressAdmin):
         permissions=["change"],
     )
     def make_verified(self, request: HttpRequest, queryset: QuerySet) -> None:
+        if not request.user.is_superuser:
+            others = queryset.filter(
+                Q(user__is_staff=True) | Q(user__is_superuser=True),
+                ~Q(user=request.user),
+            )
+            for address in others:
+                self.message_user(
+                    request,
+                    f"{address.email} is another staff member's: only a "
+                    "superuser verifies it.",
+                    level=messages.ERROR,
+                )
+            queryset = queryset.exclude(pk__in=others.values("pk"))
         pending = list(queryset.filter(verified=False).values_list("pk", flat=True))
         super().make_verified(request, queryset)
         for address in EmailAddress.objects.filter(pk__in=pending, verified=True):

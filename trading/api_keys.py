@@ -140,6 +140,12 @@ def allowed_ips_normalize(text: str, *, withdraw: bool = False) -> str:
                     "(IPv6)."
                 }
             )
+        if network.version == 6 and network.subnet_of(_IPV4_MAPPED):
+            # ::ffff:203.0.113.0/120 is 203.0.113.0/24, which matches the
+            # client however its socket spells it (address_allowed).
+            network = ipaddress.ip_network(
+                (network.network_address.ipv4_mapped, network.prefixlen - 96)
+            )
         if str(network) not in networks:
             networks.append(str(network))
     if len(networks) > MAX_ALLOWED_NETWORKS:

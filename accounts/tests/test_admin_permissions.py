@@ -286,3 +286,25 @@ def test_staff_still_help_a_member_with_their_address_and_lost_phone(
     address.refresh_from_db()
     assert address.email == "bob@new.example"
     assert not Authenticator.objects.filter(pk=totp.pk).exists()
+
+
+def test_staff_verify_members_addresses_but_not_another_staff_members(clerk_client):
+    client = clerk_client("view_emailaddress", "change_emailaddress")
+    root = get_user_model().objects.create_superuser("root", "root@example.com")
+    roots = EmailAddress.objects.create(user=root, email="root@example.com")
+    bobs = EmailAddress.objects.get(user=user_make("bob", verified=False))
+
+    response = client.post(
+        ADDRESSES,
+        {"action": "make_verified", "_selected_action": [roots.pk, bobs.pk]},
+        follow=True,
+    )
+
+    told = [str(m) for m in response.context["messages"]]
+    assert (
+        "root@example.com is another staff member's: only a superuser verifies it."
+        in told
+    )
+    roots.refresh_from_db()
+    bobs.refresh_from_db()
+    assert (roots.verified, bobs.verified) == (False, True)

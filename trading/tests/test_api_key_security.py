@@ -121,6 +121,17 @@ def test_an_ipv4_allow_list_knows_its_clients_through_a_dual_stack_socket(alice)
     assert code_of(other) == (403, "ip_not_allowed")
 
 
+def test_an_allow_list_entry_spelt_as_mapped_ipv6_knows_its_ipv4_clients(alice):
+    client, api_key = key_client(alice, "read", allowed_ips="::ffff:127.0.9.0/120")
+
+    plain = client.get(f"{V1}/balances/", REMOTE_ADDR="127.0.9.9")
+    other = client.get(f"{V1}/balances/", REMOTE_ADDR="127.0.8.9")
+
+    assert api_key.allowed_ips == "127.0.9.0/24"
+    assert plain.status_code == 200
+    assert code_of(other) == (403, "ip_not_allowed")
+
+
 # -- Expiry and last use ------------------------------------------------------
 
 
