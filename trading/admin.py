@@ -54,7 +54,7 @@ from trading.money import plain
 from trading.notices import withdrawal_decided_notice
 from trading.orders import command_refusal, commands_wait, order_cancel
 from trading.services import (
-    deposit_credit,
+    deposit_credit_or_get,
     market_create,
     withdrawal_approve,
     withdrawal_process_start,
@@ -372,7 +372,8 @@ class UserChoiceField(forms.ModelChoiceField):
 class DepositCreditForm(forms.Form):
     user = UserChoiceField(queryset=get_user_model().objects.all())
     token = forms.ModelChoiceField(queryset=Token.objects.all())
-    amount = forms.DecimalField(**AMOUNT, min_value=0, widget=PlainNumberInput)
+    # No minimum here: the service refuses 0 and below with one message.
+    amount = forms.DecimalField(**AMOUNT, widget=PlainNumberInput)
     reference = forms.CharField(
         max_length=100, help_text="The external id of the transfer, e.g. its hash."
     )
@@ -403,29 +404,25 @@ class DepositAdmin(ReadOnlyAdmin):
         return may_credit and users.has_view_permission(request)
 
     def add_view(self, request, form_url="", extra_context=None) -> HttpResponse:
-        """Credit a deposit through ``deposit_credit`` (idempotent on reference)."""
+        """Credit a deposit through ``deposit_credit_or_get`` (idempotent on
+        reference)."""
         if not self.has_add_permission(request):
             raise PermissionDenied
         form = DepositCreditForm(request.POST or None, admin_site=self.admin_site)
         if request.method == "POST" and form.is_valid():
-            reference = form.cleaned_data["reference"]
-            # Whether this credit is a repetition. Two identical credits sent
-            # at the same moment could both read "new" here; the service still
-            # credits once, only the second message would be wrong.
-            repeated = Deposit.objects.filter(reference=reference).exists()
             try:
-                deposit = deposit_credit(**form.cleaned_data)
+                deposit, credited = deposit_credit_or_get(**form.cleaned_data)
             except TradingError as error:
                 form.add_error(None, error.message)
             else:
-                if repeated:
-                    self.message_user(
-                        request, _repeat_message(deposit), messages.WARNING
-                    )
-                else:
+                if credited:
                     self.log_addition(request, deposit, [{"added": {}}])
                     self.message_user(
                         request, f"{deposit} is credited.", messages.SUCCESS
+                    )
+                else:
+                    self.message_user(
+                        request, _repeat_message(deposit), messages.WARNING
                     )
                 return redirect("admin:trading_deposit_changelist")
         context = {

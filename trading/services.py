@@ -269,6 +269,19 @@ def deposit_credit(
     user's balance (available + locked) to ``AMOUNT_LIMIT`` or more raises
     ``InvalidAmount``.
     """
+    deposit, _ = deposit_credit_or_get(
+        user=user, token=token, amount=amount, reference=reference
+    )
+    return deposit
+
+
+@exact
+def deposit_credit_or_get(
+    *, user: AbstractBaseUser, token: Token, amount: Decimal, reference: str
+) -> tuple[Deposit, bool]:
+    """``deposit_credit``, and whether this call credited the deposit (False:
+    an identical repeat, the first one returned), even when the first and a
+    repeat are sent at once."""
     amount = _amount_check(amount, name="amount", step=unit(token.decimals))
     reference = _reference_check(reference)
     try:
@@ -277,7 +290,7 @@ def deposit_credit(
             if existing is not None:
                 return _deposit_same_or_raise(
                     existing, user=user, token=token, amount=amount
-                )
+                ), False
             deposit = Deposit.objects.create(
                 user=user, token=token, amount=amount, reference=reference
             )
@@ -300,13 +313,15 @@ def deposit_credit(
                 target=_available(user.pk),
             )
             journal.write(kind=LedgerTransaction.Kind.DEPOSIT, deposit=deposit)
-            return deposit
+            return deposit, True
     except IntegrityError:
         # A concurrent credit with the same reference committed first.
         existing = Deposit.objects.filter(reference=reference).first()
         if existing is None:
             raise
-        return _deposit_same_or_raise(existing, user=user, token=token, amount=amount)
+        return _deposit_same_or_raise(
+            existing, user=user, token=token, amount=amount
+        ), False
 
 
 def _withdrawal_same_or_raise(

@@ -72,6 +72,19 @@ def test_a_credit_finer_than_the_token_is_refused_not_rounded(staff_client, alic
     assert not Deposit.objects.exists()
 
 
+@pytest.mark.parametrize("amount", ["-1", "0", "-0.5"])
+def test_a_credit_of_zero_or_less_is_refused_with_the_services_message(
+    staff_client, alice, btc, amount
+):
+    response = credit(staff_client, alice, btc, amount)
+
+    page = response.content.decode()
+    assert response.status_code == 200
+    assert "The amount must be a positive number." in page
+    assert "greater than or equal to" not in page
+    assert not Deposit.objects.exists()
+
+
 @pytest.mark.reliability("access-staff")
 def test_staff_without_the_permission_cannot_credit(client, alice, btc, mfa_enable):
     clerk = get_user_model().objects.create_user(
