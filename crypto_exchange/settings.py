@@ -303,6 +303,9 @@ STATICFILES_DIRS = [BASE_DIR / "static"]
 WITHDRAWAL_ADDRESS_DELAY_HOURS = _env_or_improperly_configured(
     env.int, "WITHDRAWAL_ADDRESS_DELAY_HOURS", default=24
 )
+# true: a withdrawal is requested only by a user whose identity staff approved
+# (verification); withdrawals requested before stay as they are.
+IDENTITY_REQUIRED_TO_WITHDRAW = _bool("IDENTITY_REQUIRED_TO_WITHDRAW", default=False)
 
 # A signed API request is accepted this many seconds either side of its
 # timestamp, and a copy of it is refused (trading.api_keys).

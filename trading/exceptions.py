@@ -148,6 +148,18 @@ class EmailNotVerified(TradingError):
     )
 
 
+class IdentityNotVerified(TradingError):
+    """A withdrawal by a user whose identity staff have not approved, while
+    ``IDENTITY_REQUIRED_TO_WITHDRAW`` is on."""
+
+    code = "identity_unverified"
+    default_message = (
+        "Verify your identity before you withdraw: send your ID documents on "
+        "the identity verification page (/accounts/verification/); you can "
+        "withdraw once staff approve them."
+    )
+
+
 class BalanceLimitExceeded(TradingError):
     code = "balance_limit"
     default_message = (

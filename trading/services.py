@@ -76,6 +76,7 @@ from trading.exceptions import (
     AddressAlreadySaved,
     AddressNotAllowed,
     DuplicateReference,
+    IdentityNotVerified,
     InsufficientBalance,
     InvalidAddress,
     InvalidAmount,
@@ -108,6 +109,8 @@ from trading.money import (
     positive_amount_check,
     unit,
 )
+from verification.models import IdentityVerification
+from verification.selectors import identity_verification_state
 
 Account = LedgerEntry.Account
 
@@ -355,7 +358,10 @@ def withdrawal_request(
     ``DuplicateReference``. A token that is not listed now raises
     ``TokenNotListed`` (an identical repeat is still returned: it withdraws
     nothing more). A request that would take the user past the token's daily
-    limit raises ``WithdrawalLimitExceeded``.
+    limit raises ``WithdrawalLimitExceeded``. With
+    ``IDENTITY_REQUIRED_TO_WITHDRAW`` on, a user whose identity staff have not
+    approved gets ``IdentityNotVerified`` (an identical repeat of an earlier
+    request is still returned).
     """
     withdrawal, _ = withdrawal_request_or_get(
         user=user, token=token, amount=amount, address=address, reference=reference
@@ -387,6 +393,8 @@ def withdrawal_request_or_get(
         with transaction.atomic(durable=True):
             existing = Withdrawal.objects.filter(user=user, reference=reference)
             if (found := existing.first()) is None:
+                if (refusal := withdrawal_identity_refusal(user=user)) is not None:
+                    raise refusal
                 _token_listed_check(token=token, refusal="it cannot be withdrawn.")
                 _withdrawal_address_allowed_check(
                     user=user, token=token, address=address
@@ -427,6 +435,33 @@ def withdrawal_request_or_get(
         return _withdrawal_same_or_raise(
             found, token=token, amount=amount, address=address
         ), False
+
+
+_IDENTITY_REFUSALS = {
+    IdentityVerification.State.PENDING: (
+        "Your identity documents are under review: you can withdraw once staff "
+        "approve them."
+    ),
+    IdentityVerification.State.REJECTED: (
+        "Your identity verification was rejected: send new documents on the "
+        "identity verification page (/accounts/verification/); you can withdraw "
+        "once staff approve them."
+    ),
+}
+
+
+def withdrawal_identity_refusal(
+    *, user: AbstractBaseUser
+) -> IdentityNotVerified | None:
+    """Why ``user`` may not request a withdrawal for want of an approved
+    identity verification (``IDENTITY_REQUIRED_TO_WITHDRAW``), or None. The
+    wallet shows it before the form is sent."""
+    if not settings.IDENTITY_REQUIRED_TO_WITHDRAW:
+        return None
+    state = identity_verification_state(user=user)
+    if state == IdentityVerification.State.APPROVED:
+        return None
+    return IdentityNotVerified(_IDENTITY_REFUSALS.get(state))
 
 
 def _utc_day_start(moment: datetime) -> datetime:

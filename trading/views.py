@@ -28,6 +28,7 @@ from trading.exceptions import (
     DuplicateReference,
     EmailNotVerified,
     FillOrKillNotFilled,
+    IdentityNotVerified,
     InsufficientBalance,
     InvalidAddress,
     InvalidAmount,
@@ -79,6 +80,7 @@ from trading.services import (
     saved_address_remove,
     withdrawal_address_policy_set,
     withdrawal_cancel,
+    withdrawal_identity_refusal,
     withdrawal_request_or_get,
 )
 
@@ -418,6 +420,10 @@ def wallet(request: HttpRequest) -> HttpResponse:
                     address=data["address"],
                     reference=data["reference"],
                 )
+        except IdentityNotVerified as refusal:
+            # Said once, by the notice next to the form, which links to the
+            # verification page.
+            return _wallet_render(request, form=form, identity_refused=refusal)
         except (InvalidAddress, AddressNotAllowed) as refusal:
             form.add_error("address", refusal.message)
         except InsufficientBalance as refusal:
@@ -459,7 +465,10 @@ def _wallet_render(
     *,
     form: WithdrawalForm | None = None,
     address_form: SavedAddressForm | None = None,
+    identity_refused: IdentityNotVerified | None = None,
 ) -> HttpResponse:
+    """The wallet; ``identity_refused``: a withdrawal just refused for want of
+    an approved identity verification (403)."""
     form = form or WithdrawalForm(initial={"reference": uuid.uuid4().hex})
     address_form = address_form or SavedAddressForm()
     policy = withdrawal_address_policy_get(user=request.user)
@@ -475,11 +484,17 @@ def _wallet_render(
         "saved_only": policy.saved_only_at(timezone.now()),
         "address_delay_hours": settings.WITHDRAWAL_ADDRESS_DELAY_HOURS,
         "now": timezone.now(),
+        "identity_refusal": identity_refused
+        or withdrawal_identity_refusal(user=request.user),
+        "identity_refused": identity_refused is not None,
     }
-    invalid = form.errors or address_form.errors
-    return render(
-        request, "trading/wallet.html", context, status=400 if invalid else 200
-    )
+    if identity_refused is not None:
+        status = 403
+    elif form.errors or address_form.errors:
+        status = 400
+    else:
+        status = 200
+    return render(request, "trading/wallet.html", context, status=status)
 
 
 def _wallet_redirect(anchor: str = "") -> HttpResponse:

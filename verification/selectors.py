@@ -22,3 +22,17 @@ def verification_latest(*, user: AbstractBaseUser) -> IdentityVerification | Non
 def verification_can_submit(*, latest: IdentityVerification | None) -> bool:
     """A first submission, or a new one after a rejection."""
     return latest is None or latest.state == IdentityVerification.State.REJECTED
+
+
+def identity_verification_state(*, user: AbstractBaseUser) -> str | None:
+    """The state of the user's latest submission (``IdentityVerification.State``),
+    None before the first. An approved one is always the latest: no other can
+    be sent after it."""
+    if not user.is_authenticated:
+        return None
+    return (
+        IdentityVerification.objects.filter(user=user)
+        .order_by("-submitted_at", "-pk")
+        .values_list("state", flat=True)
+        .first()
+    )

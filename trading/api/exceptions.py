@@ -36,6 +36,7 @@ TRADING_STATUS = {
     trading.OrderNotFound: status.HTTP_404_NOT_FOUND,
     trading.WithdrawalNotFound: status.HTTP_404_NOT_FOUND,
     trading.EmailNotVerified: status.HTTP_403_FORBIDDEN,
+    trading.IdentityNotVerified: status.HTTP_403_FORBIDDEN,
     trading.MarketClosed: status.HTTP_409_CONFLICT,
     trading.TokenNotListed: status.HTTP_409_CONFLICT,
     trading.OrderNotOpen: status.HTTP_409_CONFLICT,

@@ -75,7 +75,9 @@ _ERROR_DESCRIPTIONS = {
     "`insufficient_scope` for an API key without the scope (`trade` for orders, "
     "`withdraw` for withdrawals); `ip_not_allowed` for an API key used from an "
     "address outside its allow-list; `email_unverified` before "
-    "the account's e-mail address is verified; `reauthentication_required` for a "
+    "the account's e-mail address is verified; `identity_unverified` for a "
+    "withdrawal before staff approved the account's identity verification, when "
+    "the exchange requires it; `reauthentication_required` for a "
     "browser session's withdrawal without a recent password confirmation.",
     404: "`not_found`.",
     409: "Conflicts with the current state (`order_not_open`: the order was "
@@ -672,7 +674,9 @@ class WithdrawalListView(PrivateView):
         "`withdrawal_limit_exceeded` (a limit of 0: the token's withdrawals "
         "are suspended). "
         "A token that is not listed now cannot be withdrawn: 409 "
-        "`token_not_listed`.",
+        "`token_not_listed`. Where the exchange requires a verified identity, "
+        "a user whose identity verification staff have not approved is "
+        "refused with 403 `identity_unverified`.",
         request=api.WithdrawalCreateSerializer,
         examples=[
             OpenApiExample(
