@@ -1,3 +1,5 @@
+import hashlib
+
 from allauth.usersessions.internal import usersessionkit
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -14,25 +16,36 @@ SEEN_EVERY_SECONDS = 60
 class SessionActivityMiddleware(AsyncCapable):
     """allauth's session tracking (address, browser, last seen), written at
     most once a minute per session instead of on every request: one cache
-    operation per request rather than a read and a write in the database.
-    It replaces allauth's ``UserSessionsMiddleware``, which is synchronous
-    only, and tracks as it does."""
+    operation per signed-in request rather than a read and a write in the
+    database. It replaces allauth's ``UserSessionsMiddleware``, which is
+    synchronous only, and tracks as it does.
+
+    Only a signed-in request is tracked: a made-up ``sessionid`` loads as no
+    session, so nobody can fill the cache with keys of their own choosing.
+    The cache key holds the session key's digest: a fixed length, whatever
+    the cookie's, and no secret in the cache's key space."""
 
     def call(self, request: HttpRequest):
-        self._track(request)
+        user = getattr(request, "user", None)
+        if user is not None and user.is_authenticated:
+            self._track(request, user)
         return self.get_response(request)
 
     async def acall(self, request: HttpRequest):
-        await sync_to_async(self._track)(request)
+        auser = getattr(request, "auser", None)
+        # The user the view reads too (auser caches it): loaded once.
+        user = await auser() if auser is not None else None
+        if user is not None and user.is_authenticated:
+            await sync_to_async(self._track)(request, user)
         return await self.get_response(request)
 
-    def _track(self, request: HttpRequest) -> None:
-        session = getattr(request, "session", None)
-        key = session.session_key if session is not None else None
-        if key and cache.add(f"usersessions:seen:{key}", True, SEEN_EVERY_SECONDS):
-            usersessionkit.track_activity(
-                request, user=getattr(request, "user", None), session=session
-            )
+    def _track(self, request: HttpRequest, user) -> None:
+        key = request.session.session_key
+        if not key:
+            return
+        seen = "usersessions:seen:" + hashlib.sha256(key.encode()).hexdigest()
+        if cache.add(seen, True, SEEN_EVERY_SECONDS):
+            usersessionkit.track_activity(request, user=user, session=request.session)
 
 
 class PrivateResponseMiddleware(AsyncCapable):

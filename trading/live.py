@@ -15,11 +15,13 @@ A stream (``MarketStream``) speaks Server-Sent Events. Its first event is a
 ``snapshot``, taken after it subscribed (so nothing committed later can be
 missed: every batch publishes after its commit); level updates the snapshot
 already holds are dropped by their ``sequence``, trades by their id. Every
-event's id is ``<book sequence>.<last trade id>``: given back as
-``Last-Event-ID``, the stream sends what was missed (book levels from the
-hub's history, trades and the user's fills among them from the database) or,
-when it cannot, a fresh book or trades snapshot. The user's open orders,
-balances and latest fills are in every snapshot, resumed or not. The
+event's id is ``<book sequence>.<last trade id>``, and on a user's stream
+``.<last fill id>`` after it (a trade's ``trades`` event goes out before its
+``fills``, so the trade alone does not say which fills the client got):
+given back as ``Last-Event-ID``, the stream sends what was missed (book
+levels from the hub's history, trades and the user's fills from the
+database) or, when it cannot, a fresh book or trades snapshot. The user's
+open orders, balances and latest fills are in every snapshot, resumed or not. The
 balances are read again at each of the user's ``balances`` and ``orders``
 messages (an order's reservation is written by its request, which publishes
 nothing) and sent when they changed. A gap in the book's sequence (Redis
@@ -322,16 +324,27 @@ def _json(body: object) -> str:
 
 # ASCII digits only: ASGI decodes headers as latin-1, and str.isdigit() takes
 # '²' (0xb2), which int() refuses.
-_EVENT_ID = re.compile(r"([0-9]{1,18})\.([0-9]{1,18})")
+_EVENT_ID = re.compile(r"([0-9]{1,18})\.([0-9]{1,18})(?:\.([0-9]{1,18}))?")
 
 
-def event_id_parse(value: str) -> tuple[int, int] | None:
-    """``<book sequence>.<last trade id>``, as every event's id reads; None
-    for anything else (no ``Last-Event-ID``)."""
+@dataclass(frozen=True)
+class Position:
+    """Where a client stands, as its last event's id says."""
+
+    sequence: int  # the book's
+    trade: int  # the last trade it got
+    fill: int | None  # its last fill: a user's stream only (None before)
+
+
+def event_id_parse(value: str) -> Position | None:
+    """``<book sequence>.<last trade id>``, followed on a user's stream by
+    ``.<last fill id>``, as every event's id reads; None for anything else
+    (no ``Last-Event-ID``)."""
     found = _EVENT_ID.fullmatch(value.strip())
     if found is None:
         return None
-    return int(found[1]), int(found[2])
+    fill = int(found[3]) if found[3] is not None else None
+    return Position(int(found[1]), int(found[2]), fill)
 
 
 # -- Reads (synchronous: run in a thread through sync_to_async) -----------------
@@ -391,10 +404,20 @@ def market_figures(*, symbol: str) -> dict:
 
 @_reading
 def snapshot_read(
-    *, market, user, with_book: bool, trades_after: int | None
+    *,
+    market,
+    user,
+    with_book: bool,
+    trades_after: int | None,
+    fills_after: int | None,
 ) -> tuple[dict, int, int, int]:
     """What a stream starts with: the snapshot event's body, the book
     sequence and last trade id it is at, and the user's last fill.
+
+    A resuming client is at ``trades_after``, and at ``fills_after`` among
+    the user's fills: those after it up to the last trade are missed, whether
+    or not their trades were (a trade's ``trades`` event goes out before its
+    ``fills``). More of either than can be caught up makes a trades snapshot.
 
     The sequence is read before the levels: a level changed in between is
     already in the snapshot and its update, an absolute total, repeats it.
@@ -419,17 +442,21 @@ def snapshot_read(
             "bids": api.PriceLevelSerializer(book.bids, many=True).data,
             "asks": api.PriceLevelSerializer(book.asks, many=True).data,
         }
-    missed = None
+    fills = trades_for_user(user=user, market=market) if user is not None else None
+    missed = missed_fills = None
     if trades_after is not None:
-        missed = list(
-            Trade.objects.filter(market=market, pk__gt=trades_after).order_by("pk")[
-                : CATCH_UP_TRADES + 1
-            ]
+        missed = _caught_up(
+            Trade.objects.filter(market=market, pk__gt=trades_after).order_by("pk")
         )
-        if len(missed) > CATCH_UP_TRADES:
-            missed = None
-        elif not missed and trades_after > _trade_latest(market):
+        if missed == [] and trades_after > _trade_latest(market):
             missed = None  # a trade id from another database, or the future
+    if missed is not None and fills is not None:
+        last_trade = missed[-1].pk if missed else trades_after
+        missed_fills = _caught_up(
+            fills.filter(pk__gt=fills_after, pk__lte=last_trade).order_by("pk")
+        )
+        if missed_fills is None:
+            missed = None
     if missed is None:
         recent = trades_recent(market=market, limit=RECENT_TRADES)
         body["trades"] = api.TradeSerializer(recent, many=True).data
@@ -446,16 +473,17 @@ def snapshot_read(
             orders_open(user=user, market=market), many=True
         ).data
         body["balances"] = _balances(user)
-        fills = trades_for_user(user=user, market=market)
         if missed is not None:
-            # The user's among the missed trades, so no more than they.
-            body["missed_fills"] = _fills(
-                fills.filter(pk__gt=trades_after, pk__lte=last_trade).order_by("pk"),
-                user=user,
-            )
+            body["missed_fills"] = _fills(missed_fills, user=user)
         body["fills"] = _fills(fills[:RECENT_FILLS], user=user)
         last_fill = body["fills"][0]["id"] if body["fills"] else 0
     return body, sequence, last_trade, last_fill
+
+
+def _caught_up(rows) -> list | None:
+    """``rows``, or None when there are more than a resume sends."""
+    found = list(rows[: CATCH_UP_TRADES + 1])
+    return None if len(found) > CATCH_UP_TRADES else found
 
 
 def _trade_latest(market) -> int:
@@ -545,9 +573,10 @@ class MarketStream:
         self.balances: list[dict] | None = None  # as the client last got them
 
     def _event(self, kind: str, data: str) -> bytes:
-        return (
-            f"id: {self.sequence}.{self.last_trade}\nevent: {kind}\ndata: {data}\n\n"
-        ).encode()
+        position = f"{self.sequence}.{self.last_trade}"
+        if self.user is not None:
+            position += f".{self.last_fill}"
+        return f"id: {position}\nevent: {kind}\ndata: {data}\n\n".encode()
 
     def _end(self, reason: str) -> bytes:
         return self._event("resync", _json({"reason": reason}))
@@ -587,24 +616,32 @@ class MarketStream:
         """The snapshot, and what a resuming client missed."""
         # Taken in the same step as the subscription: with the queue, it
         # holds every level update from the client's sequence on.
-        history = (
-            hub_.book_since(self.market.symbol, self.resume[0]) if self.resume else None
-        )
-        body, sequence, last_trade, self.last_fill = await _read(snapshot_read)(
+        resume = self.resume
+        history = None
+        fills_after = None
+        if resume:
+            history = hub_.book_since(self.market.symbol, resume.sequence)
+            # An id without the fill (an anonymous stream's, or one from
+            # before it was added) had its fills up to its trade.
+            fills_after = resume.trade if resume.fill is None else resume.fill
+        body, sequence, last_trade, last_fill = await _read(snapshot_read)(
             market=self.market,
             user=self.user,
             with_book=history is None,
-            trades_after=self.resume[1] if self.resume else None,
+            trades_after=resume.trade if resume else None,
+            fills_after=fills_after,
         )
         missed = body.pop("missed_trades", None)
         missed_fills = body.pop("missed_fills", None)
         self.balances = body.get("balances")
         # Each event's id is where the client stands once it has it: a
-        # snapshot without the book leaves it at its own sequence, and
-        # without the trades at its own last trade, until the book updates
-        # and trades that follow.
-        self.sequence = sequence if history is None else self.resume[0]
-        self.last_trade = self.resume[1] if missed else last_trade
+        # snapshot without the book leaves it at its own sequence, without
+        # the trades at its own last trade, and before the fills it missed
+        # at its own last fill, until the book updates, trades and fills
+        # that follow.
+        self.sequence = sequence if history is None else resume.sequence
+        self.last_trade = resume.trade if missed else last_trade
+        self.last_fill = fills_after if missed_fills else last_fill
         chunks = [self._event("snapshot", _json(body))]
         if history:
             self.sequence = history[-1]["sequence"]
@@ -613,6 +650,7 @@ class MarketStream:
             self.last_trade = last_trade
             chunks.append(self._event("trades", _json({"trades": missed})))
         if missed_fills:
+            self.last_fill = max(last_fill, missed_fills[-1]["id"])
             chunks.append(self._event("fills", _json({"fills": missed_fills})))
         return b"".join(chunks)
 

@@ -13,7 +13,7 @@ and at every heartbeat (``trading.live``).
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from importlib import import_module
 
 from asgiref.sync import sync_to_async
@@ -81,6 +81,12 @@ def _cors(request: HttpRequest, response: HttpResponse) -> HttpResponse:
     return response
 
 
+async def _no_events() -> AsyncIterator[bytes]:
+    """HEAD's body: none, under the headers of a GET."""
+    for chunk in ():
+        yield chunk
+
+
 # Only read: a write is refused with the API's JSON 405 (CSRF's would be a
 # page of HTML), whoever sends it.
 @csrf_exempt
@@ -143,14 +149,19 @@ async def market_stream_view(request: HttpRequest, symbol: str) -> HttpResponse:
         )
         response["Retry-After"] = str(_UNAVAILABLE_RETRY_SECONDS)
         return _cors(request, response)
-    stream = live.MarketStream(
-        market=market,
-        user=user,
-        last_event_id=request.headers.get("Last-Event-ID", ""),
-        signed_in=_credential_check(request, user, api_key) if user else None,
-    )
+    if request.method == "HEAD":
+        # The stream's headers, and an end: the connection may serve the
+        # client's next request.
+        events = _no_events()
+    else:
+        events = live.MarketStream(
+            market=market,
+            user=user,
+            last_event_id=request.headers.get("Last-Event-ID", ""),
+            signed_in=_credential_check(request, user, api_key) if user else None,
+        ).events()
     response = StreamingHttpResponse(
-        stream.events(), content_type="text/event-stream; charset=utf-8"
+        events, content_type="text/event-stream; charset=utf-8"
     )
     response["Cache-Control"] = "no-cache"
     # nginx passes each event on at once (deploy/nginx.conf says so too).

@@ -20,7 +20,7 @@ from tests.factories import buy, sell
 from trading import live
 from trading.api_keys import api_key_create, api_key_revoke
 from trading.exceptions import InsufficientBalance
-from trading.models import Order, Trade
+from trading.models import MatcherState, Order, Trade
 from trading.services import (
     deposit_credit,
     withdrawal_approve,
@@ -73,11 +73,13 @@ def test_a_matched_order_reaches_the_stream_after_its_batch(
     assert book.data["levels"] == [
         {"sequence": sequence + 1, "side": "sell", "price": "100", "quantity": "0.6"}
     ]
-    assert book.id == f"{sequence + 1}.{trade.pk}"
+    # A user's stream: the last fill sent too, none yet.
+    assert book.id == f"{sequence + 1}.{trade.pk}.0"
     fills = client.until("fills")
     assert [(fill["order_id"], fill["liquidity"]) for fill in fills.data["fills"]] == [
         (taker.pk, "taker")
     ]
+    assert fills.id == f"{sequence + 1}.{trade.pk}.{trade.pk}"
     orders = client.until("orders")
     assert [(order["id"], order["status"]) for order in orders.data["orders"]] == [
         (taker.pk, "filled")
@@ -191,6 +193,24 @@ def test_a_write_to_the_stream_is_a_json_405_with_a_key_or_a_session(
         assert body["error"]["code"] == "method_not_allowed"
 
 
+def test_a_head_of_the_stream_ends_and_its_connection_serves_the_next_request(
+    stream_server, market
+):
+    link = http.client.HTTPConnection("127.0.0.1", stream_server.port, timeout=5)
+    link.request("HEAD", PATH)
+    head = link.getresponse()
+    assert head.read() == b""
+    assert head.status == 200
+    assert head.getheader("Content-Type").startswith("text/event-stream")
+    assert head.getheader("Content-Length") is None  # a GET's never ends
+
+    link.request("GET", "/api/v1/markets/NOPE-USDT/stream/")
+    after = link.getresponse()
+    assert after.status == 404
+    assert json.loads(after.read())["error"]["code"] == "market_not_found"
+    link.close()
+
+
 @pytest.mark.reliability("stream-without-redis")
 def test_without_redis_the_stream_says_it_is_unavailable(
     stream_server, redis_server, market
@@ -273,6 +293,63 @@ def test_resuming_sends_the_fills_made_while_disconnected(
         for fill in fills.data["fills"]
     ] == [(missed.pk, resting.pk, "maker", "0.2")]
     assert fills.id.split(".")[1] == str(missed.pk)
+    again.close()
+
+
+@pytest.mark.reliability("stream-clients")
+def test_a_client_cut_off_between_a_trade_and_its_fill_gets_the_fill_on_resume(
+    monkeypatch, stream_server, market, alice, bob, funded
+):
+    # The snapshot lists the latest fill only, so the one cut off is not in it.
+    monkeypatch.setattr(live, "RECENT_FILLS", 1)
+    headers = key_of(alice)
+    sell(bob, market, "1", "100")
+    client = SseClient(stream_server.port, PATH, headers=headers)
+    client.until("snapshot")
+    buy(alice, market, "0.1", "100")
+    cut = client.until("trades")  # the connection drops before its fills
+    client.close()
+    first = Trade.objects.get()
+    buy(alice, market, "0.2", "100")  # and she trades on meanwhile
+    later = Trade.objects.latest("pk")
+
+    again = SseClient(
+        stream_server.port, PATH, headers={**headers, "Last-Event-ID": cut.id}
+    )
+    snapshot = again.until("snapshot")
+    assert [fill["id"] for fill in snapshot.data["fills"]] == [later.pk]
+    fills = again.until("fills")
+    assert [fill["id"] for fill in fills.data["fills"]] == [first.pk, later.pk]
+    assert fills.id.split(".")[1:] == [str(later.pk), str(later.pk)]
+    again.close()
+
+
+@pytest.mark.reliability("stream-clients")
+def test_a_resume_owed_more_fills_than_it_sends_gets_a_trades_snapshot(
+    monkeypatch, stream_server, market, alice, bob, funded
+):
+    monkeypatch.setattr(live, "CATCH_UP_TRADES", 2)
+    headers = key_of(alice)
+    sell(bob, market, "1", "100")
+    for _ in range(3):
+        buy(alice, market, "0.1", "100")
+    sequence = MatcherState.objects.get(market=market).book_sequence
+    trade = Trade.objects.latest("pk").pk
+
+    # All three trades seen, none of their fills: more than a resume sends.
+    again = SseClient(
+        stream_server.port,
+        PATH,
+        headers={**headers, "Last-Event-ID": f"{sequence}.{trade}.0"},
+    )
+    snapshot = again.until("snapshot")
+    # Its trades say the stream did not catch up: the API has the fills.
+    assert snapshot.data["trades"][0]["id"] == trade
+    buy(alice, market, "0.1", "100")
+    fills = again.until("fills")
+    assert [fill["id"] for fill in fills.data["fills"]] == [
+        Trade.objects.latest("pk").pk
+    ]
     again.close()
 
 
