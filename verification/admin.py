@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
+
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
@@ -13,6 +16,8 @@ from verification.models import IdentityDocumentAccess, IdentityVerification
 from verification.services import (
     VIEW_DOCUMENT_PERMISSION,
     verification_approve,
+    verification_decision_refusal,
+    verification_documents_delete,
     verification_reject,
 )
 from verification.views import document_staff_view
@@ -33,8 +38,9 @@ class IdentityVerificationAdmin(admin.ModelAdmin):
         "decided_at",
         "decided_by",
         "reason",
+        "documents_deleted_at",
     ]
-    actions = ["approve", "reject"]
+    actions = ["approve", "reject", "delete_documents"]
     change_form_template = "admin/verification/identityverification/change_form.html"
 
     def has_add_permission(self, request: HttpRequest) -> bool:
@@ -83,6 +89,30 @@ class IdentityVerificationAdmin(admin.ModelAdmin):
     def reject(self, request: HttpRequest, queryset) -> HttpResponse | None:
         return self._decide(request, queryset, approve=False)
 
+    @admin.action(
+        description="Delete the documents (the decision is kept)",
+        permissions=["decide"],
+    )
+    def delete_documents(self, request: HttpRequest, queryset) -> HttpResponse | None:
+        """Ask to confirm, then delete the documents of the selected approved
+        verifications, each recorded in its history; they stay approved."""
+        if request.POST.get("post") == "yes":
+            self._each(
+                request,
+                decision_rows(request, queryset),
+                partial(verification_documents_delete, staff=request.user),
+                done_message="Deleted the documents; the decision is kept.",
+                summary="Deleted the documents of {done}.",
+            )
+            return None
+        return self._confirmation(
+            request,
+            queryset,
+            action="delete_documents",
+            title="Delete the documents of approved verifications",
+            template="documents_delete_confirmation.html",
+        )
+
     def _decide(
         self, request: HttpRequest, queryset, *, approve: bool
     ) -> HttpResponse | None:
@@ -96,45 +126,91 @@ class IdentityVerificationAdmin(admin.ModelAdmin):
             request.POST if confirmed else None, approve=approve
         )
         if confirmed and form.is_valid():
-            done = 0
-            for verification in queryset.order_by("pk"):
-                try:
-                    if approve:
-                        verification_approve(
-                            verification=verification, staff=request.user
-                        )
-                    else:
-                        verification_reject(
-                            verification=verification,
-                            staff=request.user,
-                            reason=form.cleaned_data["reason"],
-                        )
-                except VerificationError as error:
-                    self.message_user(
-                        request, f"{verification}: {error.message}", messages.ERROR
-                    )
-                else:
-                    self.log_change(
-                        request, verification, "approved" if approve else "rejected"
-                    )
-                    done += 1
-            if done:
-                word = "approved" if approve else "rejected"
-                self.message_user(request, f"{done} {word}.", messages.SUCCESS)
+            word = "approved" if approve else "rejected"
+            if approve:
+                decide = partial(verification_approve, staff=request.user)
+            else:
+                decide = partial(
+                    verification_reject,
+                    staff=request.user,
+                    reason=form.cleaned_data["reason"],
+                )
+            self._each(
+                request,
+                queryset,
+                decide,
+                done_message=word,
+                summary=f"{{done}} {word}.",
+            )
             return None
+        return self._confirmation(
+            request,
+            queryset,
+            action="approve" if approve else "reject",
+            title="Approve verifications" if approve else "Reject verifications",
+            template="decide_confirmation.html",
+            approve=approve,
+            form=form,
+        )
+
+    def _each(
+        self,
+        request: HttpRequest,
+        queryset,
+        change: Callable[..., IdentityVerification],
+        *,
+        done_message: str,
+        summary: str,
+    ) -> None:
+        """``change`` each verification, recording each in its history; one
+        the rules refuse (already decided, one's own) is skipped, named in an
+        error message."""
+        done = 0
+        for verification in queryset.select_related("user").order_by("pk"):
+            try:
+                change(verification=verification)
+            except VerificationError as error:
+                self.message_user(
+                    request, f"{verification}: {error.message}", messages.ERROR
+                )
+            else:
+                self.log_change(request, verification, done_message)
+                done += 1
+        if done:
+            self.message_user(request, summary.format(done=done), messages.SUCCESS)
+
+    def _confirmation(
+        self,
+        request: HttpRequest,
+        queryset,
+        *,
+        action: str,
+        title: str,
+        template: str,
+        **extra,
+    ) -> TemplateResponse:
+        """The page asking to confirm ``action`` on the selected rows; each row
+        ``request.user`` may not act on says why it will be skipped."""
+        selection = decision_confirmation(request, queryset.select_related("user"))
+        objects = list(selection.pop("objects"))
+        for verification in objects:
+            verification.refusal = verification_decision_refusal(
+                verification=verification, staff=request.user
+            )
         context = {
             **self.admin_site.each_context(request),
-            "title": "Approve verifications" if approve else "Reject verifications",
+            "title": title,
             "opts": self.opts,
-            "action": "approve" if approve else "reject",
-            "approve": approve,
-            **decision_confirmation(request, queryset.select_related("user")),
-            "form": form,
+            "action": action,
+            **selection,
+            "objects": objects,
+            "form": None,
             "media": self.media,
+            **extra,
         }
         return TemplateResponse(
             request,
-            "admin/verification/identityverification/decide_confirmation.html",
+            f"admin/verification/identityverification/{template}",
             context,
         )
 

@@ -78,6 +78,11 @@ class IdentityVerification(models.Model):
     reason = models.CharField(
         max_length=500, blank=True, help_text="Why it was rejected; the user sees it."
     )
+    documents_deleted_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="When staff deleted the documents of this approved verification.",
+    )
 
     class Meta:
         ordering = ["-submitted_at", "-pk"]
@@ -94,6 +99,12 @@ class IdentityVerification(models.Model):
             models.CheckConstraint(
                 condition=~models.Q(state="rejected") | ~models.Q(reason=""),
                 name="identity_verification_rejection_has_reason",
+            ),
+            # A rejection deletes them itself; one under review needs them.
+            models.CheckConstraint(
+                condition=models.Q(documents_deleted_at__isnull=True)
+                | models.Q(state="approved"),
+                name="identity_verification_documents_deleted_when_approved",
             ),
             # A user has at most one submission under review or approved.
             models.UniqueConstraint(

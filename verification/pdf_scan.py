@@ -16,6 +16,7 @@ pikepdf only in the child: the web worker never parses a PDF.
 
 from __future__ import annotations
 
+import collections
 import enum
 import io
 import re
@@ -64,8 +65,18 @@ _ACTIVE_NAMES = frozenset(
         "/OnInstantiate",  # the script of 3D artwork
     }
 )
-# Not /URI: a web link does nothing until clicked, viewers ask before they
-# follow it, and ordinary PDFs (statements, exported letters) have links.
+# A URI action (/S /URI) is allowed only as the /A of a link annotation, which
+# runs when staff click the link, and for a web or mail address, which viewers
+# ask before they follow: ordinary PDFs (statements, exported letters) have
+# links. Anywhere else it runs unasked: on opening the file (/OpenAction), on
+# showing a page or moving the mouse over something (/AA), or after another
+# action (/Next), and so tells whoever sent the file that, when and from where
+# staff opened it. A file:, smb: or \\host\share address makes Windows send
+# the staff member's credentials to the share, as /GoToR does; a javascript:
+# or data: address runs in the viewer or the browser.
+_LINK_SCHEMES = re.compile(r"(?:https?|mailto):", re.IGNORECASE)
+# Keys under which an action runs without a click.
+_UNASKED_ACTION_NAMES = frozenset({"/OpenAction", "/AA"})
 
 # A name token in PDF source: a slash, then anything but white space and
 # delimiters, with #xx for any other byte.
@@ -117,7 +128,7 @@ def pdf_scan(content: bytes) -> PdfVerdict:
             # them (or any page) there is nothing to show.
             if not pdf.pages:
                 return PdfVerdict.INVALID
-            active = _has_active_content(pdf)
+            active, packed_names = _has_active_content(pdf)
             # qpdf warns when it rebuilds a damaged file or cannot read an
             # object in it. A viewer may rebuild or read it differently, so
             # then the names written anywhere in the file count too.
@@ -126,44 +137,129 @@ def pdf_scan(content: bytes) -> PdfVerdict:
         return PdfVerdict.ENCRYPTED
     except pikepdf.PdfError:
         return PdfVerdict.INVALID
-    if active or (repaired and _names(content) & _ACTIVE_NAMES):
+    if active or (repaired and _written_active(_names(content) | packed_names)):
         return PdfVerdict.ACTIVE
     return PdfVerdict.PLAIN
 
 
-def _has_active_content(pdf) -> bool:
-    """Whether any object of the file names active content, as a key or value.
+def _written_active(names: set[str]) -> bool:
+    """Whether names written in the source may make a viewer that reads it
+    differently from qpdf run something: an active name, or a URI action in a
+    file that runs actions unasked (which action runs on opening cannot be told
+    from the names alone)."""
+    return bool(
+        names & _ACTIVE_NAMES or ("/URI" in names and names & _UNASKED_ACTION_NAMES)
+    )
+
+
+def _has_active_content(pdf) -> tuple[bool, set[str]]:
+    """Whether any object of the file names active content, as a key or value,
+    or holds a URI action anywhere but as a link's (``_uri_action_refused``);
+    and the names written in its object streams.
 
     Every object the file defines is looked at, whether anything refers to it or
     not, including those packed in object streams; an object nested in another
-    is looked at with it, one referred to by reference on its own. The source of
-    each object stream is searched for names as well.
+    is looked at with it, one referred to by reference on its own (and, if it
+    is an action, where each reference to it is). The source of each object
+    stream is searched for names as well; a URI action in an object it packs
+    that qpdf does not read there (``_unlisted_packed_source``) is refused.
     """
     import pikepdf
 
+    xref = pdf.get_xref_table()
+    packed_names: set[str] = set()
     for top in (pdf.trailer, *pdf.objects):
-        if (
-            isinstance(top, pikepdf.Stream)
-            and top.get("/Type") == pikepdf.Name.ObjStm
-            and _names(top.read_bytes()) & _ACTIVE_NAMES
-        ):
-            return True
+        if isinstance(top, pikepdf.Stream) and top.get("/Type") == pikepdf.Name.ObjStm:
+            source = top.read_bytes()
+            names = _names(source)
+            packed_names |= names
+            if names & _ACTIVE_NAMES or (
+                "/URI" in _names(_unlisted_packed_source(top, source, xref))
+            ):
+                return True, packed_names
         pending = [top]
         while pending:
             item = pending.pop()
             if isinstance(item, pikepdf.Name):
                 # As qpdf writes it: ASCII, any other byte escaped.
                 if item.unparse(resolved=True).decode("ascii") in _ACTIVE_NAMES:
-                    return True
+                    return True, packed_names
             elif isinstance(item, pikepdf.Dictionary | pikepdf.Stream):
+                if _is_uri_action(item) and not _web_address(item.get("/URI")):
+                    return True, packed_names
                 for key, value in item.items():
-                    if key in _ACTIVE_NAMES:
-                        return True
+                    if key in _ACTIVE_NAMES or _uri_action_refused(item, key, value):
+                        return True, packed_names
                     if not _is_reference(value):
                         pending.append(value)
             elif isinstance(item, pikepdf.Array):
+                # An action in an array is one of a list run one after the
+                # other (/Next), not a link's.
+                if any(_is_uri_action(value) for value in item):
+                    return True, packed_names
                 pending.extend(value for value in item if not _is_reference(value))
-    return False
+    return False, packed_names
+
+
+def _is_uri_action(value: object) -> bool:
+    import pikepdf
+
+    return (
+        isinstance(value, pikepdf.Dictionary | pikepdf.Stream)
+        and value.get("/S") == pikepdf.Name.URI
+    )
+
+
+def _uri_action_refused(holder, key: str, value: object) -> bool:
+    """Whether ``value``, held under ``key`` in ``holder``, is a URI action
+    run otherwise than by a click on a link: only a /Link annotation's /A is."""
+    import pikepdf
+
+    return _is_uri_action(value) and not (
+        key == "/A" and holder.get("/Subtype") == pikepdf.Name.Link
+    )
+
+
+def _web_address(uri: object) -> bool:
+    """Whether a URI action's address is a web or mail one, written from its
+    first byte (a viewer may ignore what it would not)."""
+    import pikepdf
+
+    return isinstance(uri, pikepdf.String) and bool(
+        _LINK_SCHEMES.match(bytes(uri).decode("latin-1"))
+    )
+
+
+def _unlisted_packed_source(stream, source: bytes, xref: dict) -> bytes:
+    """The source of the objects the object stream packs that qpdf does not
+    read from it: those the cross-reference table does not place in it, and any
+    object number packed twice. A viewer that rebuilds the table (MuPDF) may
+    read them instead of the objects qpdf read. All of it when its header, the
+    object numbers and offsets, cannot be read as one."""
+    import pikepdf
+
+    try:
+        first = int(stream.get("/First"))
+        header = [int(token) for token in source[:first].split()]
+    except (TypeError, ValueError, pikepdf.PdfError):
+        return source
+    numbers, offsets = header[::2], [first + offset for offset in header[1::2]]
+    if len(numbers) != len(offsets) or offsets != sorted(set(offsets)):
+        return source
+    own_number = stream.objgen[0]
+    packed = collections.Counter(numbers)
+    unlisted = []
+    for index, (number, start) in enumerate(zip(numbers, offsets, strict=True)):
+        entry = xref.get((number, 0))
+        if (
+            packed[number] > 1
+            or entry is None
+            or entry.type != 2
+            or entry.obj_stream_number != own_number
+        ):
+            end = offsets[index + 1] if index + 1 < len(offsets) else len(source)
+            unlisted.append(source[start:end])
+    return b"".join(unlisted)
 
 
 def _names(source: bytes) -> set[str]:

@@ -110,6 +110,21 @@ def _object_delete(storage, name: str) -> None:
             logger.exception("could not queue %s for deletion", name)
 
 
+def verification_decision_refusal(
+    *, verification: IdentityVerification, staff: AbstractBaseUser
+) -> str:
+    """Why ``staff`` may not decide ``verification`` (nor delete its documents),
+    or "" when they may. Nobody decides their own; staff who are not
+    superusers do not decide another staff member's or a superuser's, as they
+    do not change their accounts (``accounts.admin._other_staff``)."""
+    user = verification.user
+    if user.pk == staff.pk:
+        return "It is your own verification: another reviewer decides it."
+    if not staff.is_superuser and (user.is_staff or user.is_superuser):
+        return "It is another staff member's verification: a superuser decides it."
+    return ""
+
+
 def verification_approve(
     *, verification: IdentityVerification, staff: AbstractBaseUser
 ) -> IdentityVerification:
@@ -127,6 +142,52 @@ def verification_reject(
     return _decide(verification=verification, staff=staff, approve=False, reason=reason)
 
 
+def verification_documents_delete(
+    *, verification: IdentityVerification, staff: AbstractBaseUser
+) -> IdentityVerification:
+    """Delete the documents of an approved verification, which stays approved,
+    and record when (the admin's history records who). Their objects are
+    deleted once the transaction commits, by django-cleanup, as on rejection."""
+    with transaction.atomic():
+        locked = _locked_for_decision(verification=verification, staff=staff)
+        if locked.documents_deleted_at is not None:
+            deleted_on = timezone.localdate(locked.documents_deleted_at)
+            raise VerificationError(
+                f"Its documents were already deleted on {deleted_on:%Y-%m-%d}."
+            )
+        if locked.state != IdentityVerification.State.APPROVED:
+            raise VerificationError(
+                f"It is {locked.get_state_display().lower()}, not approved: only "
+                "an approved verification's documents are deleted this way."
+            )
+        _documents_delete(locked)
+        locked.documents_deleted_at = timezone.now()
+        locked.save(update_fields=["documents_deleted_at"])
+    return locked
+
+
+def _locked_for_decision(
+    *, verification: IdentityVerification, staff: AbstractBaseUser
+) -> IdentityVerification:
+    """The verification, locked, once ``staff`` are shown to be allowed to
+    decide it."""
+    locked = (
+        IdentityVerification.objects.select_for_update(of=("self",))
+        .select_related("user")
+        .get(pk=verification.pk)
+    )
+    refusal = verification_decision_refusal(verification=locked, staff=staff)
+    if refusal:
+        raise VerificationError(refusal)
+    return locked
+
+
+def _documents_delete(verification: IdentityVerification) -> None:
+    # One by one, so that post_delete (django-cleanup) sees each file.
+    for document in verification.documents.all():
+        document.delete()
+
+
 def _decide(
     *,
     verification: IdentityVerification,
@@ -135,9 +196,7 @@ def _decide(
     reason: str,
 ) -> IdentityVerification:
     with transaction.atomic():
-        locked = IdentityVerification.objects.select_for_update().get(
-            pk=verification.pk
-        )
+        locked = _locked_for_decision(verification=verification, staff=staff)
         if not locked.is_pending:
             raise VerificationError(f"It was already {locked.get_state_display()}.")
         locked.state = (
@@ -150,9 +209,7 @@ def _decide(
         locked.reason = reason
         locked.save(update_fields=["state", "decided_by", "decided_at", "reason"])
         if not approve:
-            # One by one, so that post_delete (django-cleanup) sees each file.
-            for document in locked.documents.all():
-                document.delete()
+            _documents_delete(locked)
     return locked
 
 

@@ -233,11 +233,19 @@ def test_other_active_content_in_object_streams_is_refused(change):
     assert refusal(pdf_in_object_streams(change)).code == "pdf_active_content"
 
 
-def test_an_object_packed_in_an_object_stream_that_no_table_lists_is_refused():
+@pytest.mark.parametrize(
+    "action",
+    [
+        b"<< /S /JavaScript /JS (app.alert(1)) >>",
+        b"<< /S /URI /URI (https://203.0.113.9/opened?doc=1) >>",
+    ],
+    ids=["script", "web-beacon"],
+)
+def test_an_object_packed_in_an_object_stream_that_no_table_lists_is_refused(action):
     # The catalog opens object 4, the object stream itself, which packs another
     # object 4. qpdf follows the table and never reads the packed one; a viewer
     # that rebuilds the table might.
-    packed = zlib.compress(b"4 0 << /S /JavaScript /JS (app.alert(1)) >>")
+    packed = zlib.compress(b"4 0 " + action)
     stream = (
         b"<< /Type /ObjStm /N 1 /First 4 /Filter /FlateDecode /Length %d >>\n"
         b"stream\n%s\nendstream" % (len(packed), packed)
@@ -304,3 +312,115 @@ def test_encrypted_pdfs_are_refused(user_password):
     refused = refusal(buffer.getvalue())
     assert refused.code == "pdf_encrypted"
     assert "password" in refused.messages[0]
+
+
+def _link(
+    action: bytes, annotation: bytes = b"/Subtype /Link /A 4 0 R", catalog: bytes = b""
+) -> bytes:
+    """A one-page PDF whose page has an annotation (object 5), by default a link
+    running ``action`` (object 4) when clicked."""
+    return pdf_objects(
+        b"<< /Type /Catalog /Pages 2 0 R %s>>" % catalog,
+        PAGES,
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 595 842] /Resources << >>"
+        b" /Annots [5 0 R] >>",
+        action,
+        b"<< /Type /Annot /Rect [0 0 100 20] %s >>" % annotation,
+    )
+
+
+def _page_shown_runs(action: bytes) -> bytes:
+    return pdf_objects(
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        PAGES,
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 595 842] /Resources << >>"
+        b" /AA << /O 4 0 R >> >>",
+        action,
+    )
+
+
+WEB = b"<< /S /URI /URI (https://203.0.113.9/opened?doc=1) >>"
+
+
+@pytest.mark.reliability("upload-types")
+@pytest.mark.parametrize(
+    "content",
+    [
+        pdf_opening_with(b"<< /S /URI /URI (file://203.0.113.9/share/x.pdf) >>"),
+        pdf_opening_with(b"<< /S /URI /URI (\\\\\\\\203.0.113.9\\\\share\\\\x) >>"),
+        pdf_opening_with(b"<< /S /URI /URI (javascript:app.alert\\(1\\)) >>"),
+        pdf_opening_with(WEB),
+        pdf_opening_with(b"<< /S /#55RI /U#52I (https://203.0.113.9/opened) >>"),
+        pdf_opening_with(b"<< /S /GoTo /D [3 0 R /Fit] /Next [" + WEB + b"] >>"),
+        # An unlisted, older-style file, which qpdf repairs.
+        pdf(b"4 0 obj " + WEB + b" endobj\n").replace(
+            b"/Type /Catalog", b"/Type /Catalog /OpenAction 4 0 R"
+        ),
+        _page_shown_runs(WEB),
+        _link(
+            WEB, b"/Subtype /Link /A << /S /GoTo /D [3 0 R /Fit] >> /AA << /E 4 0 R >>"
+        ),
+        _link(b"<< /S /URI /URI (file://203.0.113.9/share/x.pdf) >>"),
+        _link(b"<< /S /URI /URI (smb://203.0.113.9/share) >>"),
+        _link(b"<< /S /URI /URI (\\\\\\\\203.0.113.9\\\\share) >>"),
+        _link(b"<< /S /URI /URI ( https://a.test) >>"),
+        _link(b"<< /S /URI /URI (data:text/html,<script>alert\\(1\\)</script>) >>"),
+        _link(b"<< /S /URI /URI (https://a.test) /Next " + WEB + b" >>"),
+        _link(WEB, b"/Subtype /Widget /FT /Btn /A 4 0 R"),
+    ],
+    ids=[
+        "open-file-url",
+        "open-unc-path",
+        "open-javascript-url",
+        "open-web-beacon",
+        "open-with-escaped-names",
+        "open-then-next",
+        "open-in-a-repaired-file",
+        "page-shown",
+        "link-hovered",
+        "link-to-file-url",
+        "link-to-smb",
+        "link-to-unc-path",
+        "link-with-leading-space",
+        "link-to-data-url",
+        "link-then-next",
+        "form-button",
+    ],
+)
+def test_a_uri_run_without_a_click_or_to_a_file_share_is_refused(content):
+    refused = refusal(content)
+    assert refused.code == "pdf_active_content"
+    assert "scripts, actions or attached files" in refused.messages[0]
+
+
+@pytest.mark.reliability("upload-types")
+def test_a_web_beacon_a_repairing_viewer_may_read_instead_is_refused():
+    # Object 4 twice: qpdf reads the second, a go-to; a viewer that repairs the
+    # file may read the first, an address fetched on opening.
+    content = pdf(
+        b"4 0 obj " + WEB + b" endobj\n4 0 obj << /S /GoTo /D [3 0 R /Fit] >> endobj\n"
+    ).replace(b"/Type /Catalog", b"/Type /Catalog /OpenAction 4 0 R")
+    assert refusal(content).code == "pdf_active_content"
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        _link(b"<< /S /URI /URI (https://bank.example/statement) >>"),
+        _link(b"<< /Type /Action /S /URI /URI (HTTP://bank.example/) >>"),
+        _link(b"<< /S /URI /URI (mailto:help@bank.example) >>"),
+        # Opening at the first page, as exporting programs write it.
+        _link(WEB, catalog=b"/OpenAction [3 0 R /Fit] "),
+        pdf(
+            b"4 0 obj << /Type /Annot /Subtype /Link /Rect [0 0 9 9]"
+            b" /A << /S /URI /URI (https://bank.example/) >> >> endobj\n"
+        ).replace(
+            b"/MediaBox [0 0 595 842]", b"/MediaBox [0 0 595 842] /Annots [4 0 R]"
+        ),
+    ],
+    ids=["https", "http", "mailto", "with-open-destination", "repaired-file"],
+)
+def test_a_link_to_a_web_or_mail_address_is_kept(content):
+    processed = document_process(upload("statement.pdf", content))
+    assert processed.content_type == "application/pdf"
+    assert processed.read() == content

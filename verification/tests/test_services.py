@@ -15,6 +15,7 @@ from verification.models import (
 from verification.services import (
     document_open,
     verification_approve,
+    verification_documents_delete,
     verification_reject,
     verification_submit,
 )
@@ -100,6 +101,26 @@ def test_rejection_deletes_the_objects_after_commit(
     assert not IdentityDocument.objects.exists()
     # A new submission is possible after a rejection.
     verification_submit(user=alice, documents=processed_set())
+
+
+def test_an_approved_verifications_documents_are_deleted_after_commit_kept_approved(
+    any_private_storage, alice, staff, stored_names, django_capture_on_commit_callbacks
+):
+    verification = verification_submit(user=alice, documents=processed_set())
+    verification_approve(verification=verification, staff=staff)
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        kept = verification_documents_delete(verification=verification, staff=staff)
+        assert len(stored_names(any_private_storage, "private")) == 3
+    for callback in callbacks:
+        callback()
+    assert stored_names(any_private_storage, "private") == []
+    assert not IdentityDocument.objects.exists()
+    kept.refresh_from_db()
+    assert (kept.state, kept.decided_by) == ("approved", staff)
+    assert kept.documents_deleted_at is not None
+    # Still verified: no new submission.
+    with pytest.raises(VerificationError, match="already verified"):
+        verification_submit(user=alice, documents=processed_set())
 
 
 def test_a_rejection_needs_a_reason(alice, staff):
