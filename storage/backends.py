@@ -23,11 +23,13 @@ import os
 import pathlib
 import threading
 import time
+import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote, urlsplit
+from xml.etree import ElementTree
 
 import certifi
 import urllib3
@@ -42,6 +44,7 @@ from minio import Minio
 from minio.error import InvalidResponseError, MinioException, S3Error, ServerError
 
 from storage import config
+from storage.bucket import NotAnS3Api, bucket_ensure
 from storage.exceptions import StorageUnavailable
 from storage.names import SEGMENT_MAX_BYTES, random_name
 
@@ -337,9 +340,9 @@ def _signer(public_url: str, access_key: str, secret_key: str, region: str) -> M
 def refuse_writing(mode: str) -> None:
     if _WRITE_FLAGS.intersection(mode):
         raise ValueError(
-            f"MinIOStorage opens files for reading only (mode {mode!r}): stored "
-            "objects never change, since they are served with an immutable "
-            "Cache-Control. Use save(), which stores new content under a new name."
+            f"Stored files open for reading only (mode {mode!r}): they never "
+            "change, since they are served with an immutable Cache-Control. "
+            "Use save(), which stores new content under a new name."
         )
 
 
@@ -804,7 +807,8 @@ class MinIOStorage(Storage):
 
         ``operation`` and ``name`` go into the message ("could not check the
         bucket"). S3's "no such key/bucket" errors pass through for the caller
-        to decide.
+        to decide. An answer that is not S3's (a web page where S3's XML
+        should be) is ``NotAnS3Api``, saying to check MINIO_ENDPOINT.
         """
         try:
             yield
@@ -826,7 +830,16 @@ class MinIOStorage(Storage):
                     f"the server answered {exc.code}: {exc.message}",
                     "Check the bucket and the server's logs.",
                 )
-        except (ServerError, InvalidResponseError) as exc:
+        except (ServerError, InvalidResponseError, ValueError, SyntaxError) as exc:
+            if isinstance(exc, ValueError | SyntaxError):
+                if not _unreadable_answer(exc):
+                    raise
+                exc = NotAnS3Api("it answered with something other than S3's XML")
+            elif isinstance(exc, InvalidResponseError):
+                exc = NotAnS3Api(
+                    f"it answered {exc._code} with "
+                    f"{exc._content_type or 'no Content-Type'}, not S3's XML"
+                )
             error = self._unavailable(
                 operation,
                 name,
@@ -883,8 +896,6 @@ class MinIOStorage(Storage):
         raise error from None
 
     def _ensure_bucket(self) -> None:
-        from storage.bucket import bucket_ensure
-
         with self._bucket_lock, self.errors("create the bucket"):
             bucket_ensure(
                 client=self.client, bucket_name=self.bucket_name, url_mode=self.url_mode
@@ -1070,6 +1081,36 @@ class MinIOStorage(Storage):
             expires=timedelta(seconds=expires),
             response_headers=response_headers,
         )
+
+
+# Where the minio client reads an answer's XML: a ValueError raised there
+# (an element missing, a body that is not UTF-8) means the answer was not S3's.
+_XML_READERS = frozenset({"find", "findtext", "fromxml", "unmarshal"})
+
+
+def _unreadable_answer(exc: ValueError | SyntaxError) -> bool:
+    """Whether the client failed to read a success answer as S3's XML, as it
+    does with a web server that answers 200 to everything (MinIO's console):
+    ``xml.etree``'s ParseError for a body that is not XML, a ValueError for
+    XML without S3's elements. Other ValueErrors (a caller's argument, the
+    content being saved) are not."""
+    if isinstance(exc, ElementTree.ParseError):
+        return True
+    if not isinstance(exc, ValueError):
+        return False
+    in_client = [
+        frame.f_code.co_name
+        for frame, _line in traceback.walk_tb(exc.__traceback__)
+        if frame.f_globals.get("__name__", "").startswith("minio.")
+    ]
+    if not in_client:
+        return False
+    innermost = in_client[-1]
+    return (
+        innermost in _XML_READERS
+        or innermost.startswith(("parse_", "from_"))
+        or isinstance(exc, UnicodeDecodeError)
+    )
 
 
 def _describe(exc: BaseException | None) -> str:

@@ -8,8 +8,14 @@ and raises the ``OSError`` as it is: for a full disk, a server error wherever
 a view did not expect it. Here what was written is removed first, and a full
 disk or quota (ENOSPC, EDQUOT) is the storage app's own error,
 ``StorageFull`` (a ``StorageUnavailable``), which the upload views show as a
-message. Any other ``OSError`` (a name too long, an unreadable upload) is
-raised as itself, as the storage contract has it.
+message. Any other ``OSError`` (an unreadable upload) is raised as itself,
+as the storage contract has it.
+
+What ``MinIOStorage`` refuses is refused here too, so that development
+fails where production would: opening a stored file in a write mode (it
+is served ``immutable``; ``refuse_writing``) and a name longer than object
+storage takes (``check_key_length``: 255 bytes a folder or file name, 1024 in
+all), refused on save with ``SuspiciousFileOperation``.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from django.core.files.base import File
 from django.core.files.storage import FileSystemStorage as DjangoFileSystemStorage
 from django.utils.deconstruct import deconstructible
 
+from storage.backends import check_key_length, refuse_writing
 from storage.exceptions import StorageFull
 from storage.names import random_name
 
@@ -62,9 +69,24 @@ class _Content(File):
         return self._content.chunks(chunk_size)
 
 
+class _StoredFile(File):
+    """A stored file, as ``open()`` returns it: a closed one reopened (as
+    ``FieldFile.open()`` does) is for reading only too."""
+
+    def open(self, mode: str | None = None) -> _StoredFile:
+        if self.closed:
+            refuse_writing(mode or self.mode)
+        return super().open(mode)
+
+
 @deconstructible(path="storage.filesystem.FileSystemStorage")
 class FileSystemStorage(DjangoFileSystemStorage):
+    def _open(self, name: str, mode: str = "rb") -> File:
+        refuse_writing(mode)
+        return _StoredFile(open(self.path(name), mode))
+
     def _save(self, name: str, content: File) -> str:
+        check_key_length(name)
         attempt = _Attempt(names=[name])
         token = _attempt.set(attempt)
         try:

@@ -17,7 +17,11 @@ Private files (identity documents) are copied too, from PRIVATE_MEDIA_ROOT:
 their keys there are the same (``private/...``) as in the bucket, where no
 policy covers them. Only those a row still references are: staff may have
 rejected a document since the first copy, and its object was deleted from the
-bucket then; copying it again from the disk would bring it back.
+bucket then; copying it again from the disk would bring it back. The same
+holds for the folders the app writes avatars and logos to (``profile_pics/``,
+``token_logo/``): a replaced avatar, a removed logo or a deleted account's
+picture was deleted from the bucket, and the copy left in media/ must not come
+back as a public object (``report.unreferenced``).
 
 Links are followed, as the app on local disk follows them (FileSystemStorage
 opens a name through any link): a folder reached through a link is copied
@@ -46,8 +50,8 @@ from minio.error import S3Error
 from minio.helpers import MAX_MULTIPART_COUNT, MIN_PART_SIZE
 
 from storage.backends import MinIOStorage, normalize_key, sniff_content_type
-from storage.bucket import bucket_ensure
-from storage.config import PRIVATE_MEDIA_PREFIX
+from storage.bucket import bucket_ensure, bucket_exists
+from storage.config import PRIVATE_MEDIA_PREFIX, PUBLIC_MEDIA_PREFIXES
 from storage.exceptions import StorageUnavailable
 from storage.orphans import referenced_names
 from storage.services import DEFAULT_AVATAR_CACHE_CONTROL, DEFAULT_AVATAR_NAME
@@ -105,6 +109,9 @@ class MigrationReport:
     bucket_missing: bool = False
     bucket_created: bool = False
     stopped: str = ""  # why the run ended early, if it did
+    # Keys under the app's public folders (profile_pics/, token_logo/) no row
+    # references: deleted by the app, not copied; not failures.
+    unreferenced: list[str] = field(default_factory=list)
     private_source: Path | None = None  # where private files came from
 
     @property
@@ -288,21 +295,23 @@ def media_migrate(
 
     Objects already identical (size, MD5 and headers) are skipped; every
     upload is checked afterwards. Private files no row references are left
-    out (``UNREFERENCED``), so this reads the database when there are any.
+    out (``UNREFERENCED``), and so are files under the app's public folders
+    (``report.unreferenced``), so this reads the database when there are any.
     ``on_result`` is called in the calling thread, in completion order. The
     run stops early, keeping what is done, on Ctrl+C or when the store itself
     fails (``report.stopped`` says why); a failure of one file (unreadable,
     changed meanwhile, verification) is recorded and the run goes on. Raises
-    StorageUnavailable if the bucket cannot be reached.
+    StorageUnavailable if the bucket cannot be reached, or the endpoint does
+    not answer as an S3 API.
     """
     report = media_scan(source=source, private_source=private_source)
-    _unreferenced_private_files_leave(report)
+    _unreferenced_files_leave(report)
     _referenced_left_out(report)
     report.endpoint, report.bucket = storage.endpoint, storage.bucket_name
     report.dry_run = dry_run
 
     with storage.errors("check the bucket"):
-        exists = storage.client.bucket_exists(bucket_name=storage.bucket_name)
+        exists = bucket_exists(client=storage.client, bucket_name=storage.bucket_name)
     report.bucket_missing = not exists
     if not exists and not dry_run and report.files:
         with storage.errors("create the bucket"):
@@ -355,19 +364,25 @@ def media_migrate(
     return report
 
 
-def _unreferenced_private_files_leave(report: MigrationReport) -> None:
-    """Take the private files no row references out of ``report.files``.
+def _unreferenced_files_leave(report: MigrationReport) -> None:
+    """Take the files no row references out of ``report.files``, among the
+    private ones and those under the app's public folders.
 
-    A document staff rejected, or of an account deleted, was deleted from
-    the bucket (or never reached it); the copy still on disk must not bring
-    it back, where no row would ever name it again.
+    The app deletes what it no longer needs (a document staff rejected, a
+    replaced avatar, a removed logo, a deleted account's files) from the
+    bucket, or never put it there; the copy still on disk must not bring it
+    back, where no row would ever name it again. Other files (the default
+    avatar, anything else in the media folder) are copied as they are.
     """
-    private = [f for f in report.files if f.key.startswith(PRIVATE_MEDIA_PREFIX)]
-    if not private:
-        return  # no database query for media alone
-    referenced = referenced_names(prefix=PRIVATE_MEDIA_PREFIX)
-    left = {file.key for file in private if file.key not in referenced}
-    report.ignored += [(key, UNREFERENCED) for key in sorted(left)]
+    managed = (PRIVATE_MEDIA_PREFIX, *PUBLIC_MEDIA_PREFIXES)
+    candidates = [file for file in report.files if file.key.startswith(managed)]
+    if not candidates:
+        return  # no database query for other files alone
+    referenced = referenced_names()
+    left = {file.key for file in candidates if file.key not in referenced}
+    private = sorted(key for key in left if key.startswith(PRIVATE_MEDIA_PREFIX))
+    report.ignored += [(key, UNREFERENCED) for key in private]
+    report.unreferenced += sorted(left.difference(private))
     report.files = [file for file in report.files if file.key not in left]
 
 

@@ -34,6 +34,7 @@ from django.utils import timezone
 from minio.error import S3Error
 
 from storage.backends import MinIOStorage
+from storage.bucket import bucket_exists
 from storage.config import (
     PRIVATE_MEDIA_PREFIX,
     PRIVATE_MEDIA_PREFIXES,
@@ -244,7 +245,9 @@ def _stores_check(storage: Storage) -> None:
         if isinstance(store, MinIOStorage) and store.bucket_name not in checked:
             checked.add(store.bucket_name)
             with store.errors("check the bucket"):
-                exists = store.client.bucket_exists(bucket_name=store.bucket_name)
+                exists = bucket_exists(
+                    client=store.client, bucket_name=store.bucket_name
+                )
             if not exists:
                 raise _no_such_bucket(store)
     folders = [

@@ -21,6 +21,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 
 from storage.backends import MinIOStorage, normalize_key
 from storage.exceptions import StorageUnavailable
+from storage.tests.conftest import CONSOLE_PAGE
 from tests.factories import image_bytes
 
 PNG = image_bytes("PNG", (8, 8), (10, 20, 30))
@@ -411,6 +412,31 @@ def test_server_errors_are_storage_unavailable_after_bounded_retries(
         storage.save("profile_pics/x.txt", ContentFile(b"x"))
 
 
+@pytest.mark.parametrize(
+    "answer",
+    [
+        (200, CONSOLE_PAGE, "text/html"),  # XML enough, none of S3's elements
+        (200, b"Welcome", "text/plain"),  # not XML
+        (200, b"\xff\xfe\x00\x9c", "application/octet-stream"),  # not text
+        (404, CONSOLE_PAGE, "text/html"),  # an error page instead of S3's
+    ],
+    ids=["console-page", "text", "binary", "404-page"],
+)
+@pytest.mark.reliability("store-errors")
+def test_an_endpoint_that_is_not_an_s3_api_is_unavailable_saying_so(
+    minio_options, web_server, answer
+):
+    storage = MinIOStorage(
+        **{**minio_options, "endpoint": web_server(*answer)}, max_retries=0
+    )
+
+    with pytest.raises(StorageUnavailable) as refused:
+        storage.listdir("profile_pics")
+
+    assert "the endpoint does not look like an S3 API" in str(refused.value)
+    assert "MINIO_ENDPOINT" in str(refused.value)
+
+
 @pytest.mark.reliability("store-errors")
 def test_retries_stop_at_the_deadline(minio_options, failing_server):
     # Fifty retries with backoff would take most of a minute.
@@ -441,15 +467,6 @@ def test_opening_for_writing_is_refused_before_any_request(storage, requests_of,
     with pytest.raises(ValueError, match=r"reading only.*Use save\(\)"):
         storage.open("profile_pics/x.txt", mode)
     assert log == []
-
-
-def test_a_closed_file_cannot_be_reopened_for_writing(storage):
-    name = storage.save("profile_pics/w.txt", ContentFile(b"x"))
-    opened = storage.open(name)
-    opened.close()
-
-    with pytest.raises(ValueError, match="reading only"):
-        opened.open("wb")
 
 
 # --- reading: one GET, seeking without requests ------------------------------

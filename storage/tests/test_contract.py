@@ -141,6 +141,16 @@ def test_binary_content_with_every_byte_value_survives(any_storage):
     assert any_storage.open(name).read() == payload
 
 
+def test_listdir_of_a_missing_folder_differs_as_documented(any_storage):
+    # docs/STORAGE.md: an object store has no folders, so the bucket lists a
+    # missing one as empty; the disk raises, as Django's storage does.
+    if getattr(any_storage, "bucket_name", None):
+        assert any_storage.listdir("profile_pics/nothere") == ([], [])
+    else:
+        with pytest.raises(FileNotFoundError):
+            any_storage.listdir("profile_pics/nothere")
+
+
 def test_listdir_of_a_folder_lists_its_subfolders_once(any_storage):
     any_storage.save("token_logo/2026/a.txt", ContentFile(b"a"))
 

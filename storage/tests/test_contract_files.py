@@ -89,6 +89,34 @@ def test_a_closed_binary_file_can_be_reopened_as_text(any_storage, stored):
         assert text.read() == "a\nb"
 
 
+WRITE_MODES = ["w", "wb", "a", "ab", "r+", "rb+", "x"]
+
+
+@pytest.mark.parametrize("mode", WRITE_MODES)
+def test_opening_a_stored_file_for_writing_is_refused_and_leaves_it_whole(
+    any_storage, stored, mode
+):
+    # Served with a year of immutable caching: it must never change.
+    name = stored(b"content")
+
+    with pytest.raises(ValueError, match=r"reading only.*Use save\(\)"):
+        any_storage.open(name, mode)
+
+    assert any_storage.open(name).read() == b"content"
+
+
+@pytest.mark.parametrize("mode", WRITE_MODES)
+def test_a_closed_file_cannot_be_reopened_for_writing(any_storage, stored, mode):
+    name = stored(b"content")
+    opened = any_storage.open(name)
+    opened.close()
+
+    with pytest.raises(ValueError, match="reading only"):
+        opened.open(mode)
+
+    assert any_storage.open(name).read() == b"content"
+
+
 def test_the_context_manager_closes_the_file(any_storage, stored):
     name = stored(b"x")
 

@@ -238,6 +238,29 @@ def test_a_file_removed_while_the_folder_is_walked_is_skipped(
     assert list((media_root / "profile_pics").iterdir()) == []
 
 
+@pytest.mark.parametrize("args", [[], ["--delete"]], ids=["list", "delete"])
+@pytest.mark.reliability("store-errors")
+def test_an_endpoint_that_is_not_an_s3_api_stops_the_command_saying_so(
+    settings, minio_options, web_server, args
+):
+    # MINIO_ENDPOINT on MinIO's console port: 200 and a page to everything,
+    # so a queued deletion would seem done and a listing has no S3 in it.
+    settings.STORAGES = storages_setting(
+        {
+            "BACKEND": "storage.backends.MinIOStorage",
+            "OPTIONS": {**minio_options, "endpoint": web_server(), "max_retries": 0},
+        }
+    )
+    PendingDeletion.objects.create(name="profile_pics/queued.jpg")
+
+    with pytest.raises(CommandError) as stopped:
+        orphans(*args)
+
+    assert "the endpoint does not look like an S3 API" in str(stopped.value)
+    assert "MINIO_ENDPOINT" in str(stopped.value)
+    assert PendingDeletion.objects.filter(name="profile_pics/queued.jpg").exists()
+
+
 @pytest.mark.reliability("store-cleanup")
 def test_a_failed_deletion_is_queued_and_the_command_fails(
     media, monkeypatch, any_storage, two_hours_later

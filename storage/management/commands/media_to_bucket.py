@@ -8,7 +8,7 @@ from django.core.management.base import BaseCommand, CommandError, OutputWrapper
 from django.db import DatabaseError
 
 from storage.backends import MinIOStorage
-from storage.config import validate_private_media_root
+from storage.config import PUBLIC_MEDIA_PREFIXES, validate_private_media_root
 from storage.exceptions import StorageUnavailable
 from storage.migrate_media import (
     HIDDEN,
@@ -19,6 +19,7 @@ from storage.migrate_media import (
 )
 
 MAX_WORKERS = 32  # the storage client's connection pool holds 32 connections
+UNUSED_NAMED = 5  # unreferenced files named in the report; the rest counted
 
 
 class Command(BaseCommand):
@@ -26,13 +27,16 @@ class Command(BaseCommand):
         "Copy every file under the media folder to the MinIO/S3 bucket of the "
         "MINIO_* settings, under the same keys (profile_pics/..., token_logo/..., "
         "default_avatar.jpg), and the private files of PRIVATE_MEDIA_ROOT under "
-        "theirs (private/...), those a row still references. Objects already "
-        "identical (size, MD5, Content-Type and Cache-Control) are skipped, "
-        "objects of the same content with other headers get the app's, and "
-        "every copy is verified, so running it again after an interruption "
-        "continues where it stopped. Links are followed, as the app follows "
-        "them on local disk. Exits 1 if any file failed, or a file a row "
-        "references was left out (a hidden or odd name)."
+        "theirs (private/...). Under profile_pics/, token_logo/ and private/ "
+        "only the files a row still references are copied: the app deleted the "
+        "others (a replaced avatar, a removed logo, a rejected document). "
+        "Objects already identical (size, MD5, Content-Type and Cache-Control) "
+        "are skipped, objects of the same content with other headers get the "
+        "app's, and every copy is verified, so running it again after an "
+        "interruption continues where it stopped. Links are followed, as the "
+        "app follows them on local disk. Exits 1 if any file failed, a file a "
+        "row references was left out (a hidden or odd name), or MINIO_ENDPOINT "
+        "is not an S3 API."
     )
 
     def add_arguments(self, parser) -> None:
@@ -97,8 +101,9 @@ class Command(BaseCommand):
             raise CommandError(str(exc)) from exc
         except DatabaseError as exc:
             raise CommandError(
-                f"The database could not be read ({exc}). It says which identity "
-                "documents to copy: run the command with the app's DATABASE_URL."
+                f"The database could not be read ({exc}). It says which avatars, "
+                "logos and identity documents to copy: run the command with the "
+                "app's DATABASE_URL."
             ) from exc
         finally:
             progress.close()
@@ -122,11 +127,14 @@ class Command(BaseCommand):
         if report.dry_run:
             self.stdout.write(self.style.SUCCESS("Dry run: nothing was written."))
         else:
-            copied = f"{report.source}"
+            copied = (
+                f"{report.source} that the app uses (under "
+                f"{' and '.join(PUBLIC_MEDIA_PREFIXES)}, those a row references)"
+            )
             if report.private_source:
                 copied += (
-                    f" and every private file of {report.private_source} that a "
-                    "row references"
+                    f", and every private file of {report.private_source} that "
+                    "a row references"
                 )
             self.stdout.write(
                 self.style.SUCCESS(
@@ -229,6 +237,14 @@ def report_lines(report: MigrationReport) -> list[str]:
     lines += [f"  {result.key}: {result.reason}" for result in failed]
     if report.not_reached:
         lines.append(f"{'Remaining:':<12}{report.not_reached} (the run stopped first)")
+    if report.unreferenced:
+        lines.append(
+            f"{'Unused:':<12}not referenced by any row, not copied: "
+            f"{len(report.unreferenced)}"
+        )
+        lines += [f"  {key}" for key in report.unreferenced[:UNUSED_NAMED]]
+        if len(report.unreferenced) > UNUSED_NAMED:
+            lines.append(f"  and {len(report.unreferenced) - UNUSED_NAMED} more")
     if report.ignored:
         others = len(report.ignored) - hidden
         lines.append(
