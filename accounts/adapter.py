@@ -25,7 +25,7 @@ from django.template.loader import render_to_string
 from django.utils.html import escape
 from django.utils.safestring import mark_safe
 
-from accounts.selectors import users_for_login
+from accounts.selectors import email_verified_elsewhere, users_for_login
 
 logger = logging.getLogger(__name__)
 
@@ -246,6 +246,9 @@ class AccountAdapter(DefaultAccountAdapter):
             )
             return
         self._mail_user = user
+        # allauth passes no user with some notices (a password reset, an
+        # address changed by a link opened signed out): the greeting names it.
+        context = {"user": user, **(context or {})}
         super().send_notification_mail(template_prefix, user, context, address)
 
     def _notice_address(self, user, email: str | None) -> str | None:
@@ -318,11 +321,19 @@ class AccountAdapter(DefaultAccountAdapter):
             )
 
     def confirmation_link_refusal(self, request, email: str) -> str | None:
-        """Why no confirmation link to ``email`` would be sent now, and when
-        one can be: the address had its last within the ``confirm_email``
-        limit. allauth skips such a request without a word (the link already
-        sent still works), which left the user waiting for a mail that never
-        came. None when a link would be sent."""
+        """Why no confirmation link to ``email`` should be sent to the
+        request's user now, and what to do: another account verified the
+        address first (allauth would mail its owner a link that says so when
+        opened), or the address had its last link within the
+        ``confirm_email`` limit (allauth skips such a request without a word,
+        which left the user waiting for a mail that never came). None when a
+        link would be sent."""
+        if email_verified_elsewhere(user=request.user, email=email):
+            return (
+                f"No link was sent: {email} now belongs to another account, "
+                "which confirmed it first, so it can no longer be confirmed for "
+                "yours. Change your e-mail address to one of your own below."
+            )
         now = time.time()
         retry_at = None
         for rate in allauth_ratelimit.get_rates(

@@ -9,14 +9,15 @@ from allauth.usersessions.admin import UserSessionAdmin
 from allauth.usersessions.models import UserSession
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin import actions as admin_actions
 from django.contrib.auth import get_user_model
 from django.contrib.auth.admin import GroupAdmin, UserAdmin
 from django.contrib.auth.forms import AdminUserCreationForm
 from django.contrib.auth.models import Group
-from django.db import transaction
-from django.db.models import Q, QuerySet
+from django.db import IntegrityError, connection, transaction
+from django.db.models import ProtectedError, Q, QuerySet
 from django.forms.models import BaseInlineFormSet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 
 from accounts.models import Profile, SecurityEvent
 from accounts.services import account_notify, avatar_replace
@@ -112,6 +113,27 @@ PERMISSION_FIELDS = ["is_superuser", "is_staff", "groups", "user_permissions"]
 admin.site.unregister(User)
 
 
+USER_KEPT_MESSAGE = (
+    "Cannot delete this user: a deposit, an order or another record that must "
+    "be kept was added for them while you were confirming. Nothing was deleted."
+)
+USERS_KEPT_MESSAGE = (
+    "Cannot delete the selected users: a deposit, an order or another record "
+    "that must be kept was added for one of them while you were confirming. "
+    "Nothing was deleted."
+)
+
+
+def _deleted_users_unreferenced() -> None:
+    """Raise ``IntegrityError`` now if a row still refers to a user just
+    deleted. PostgreSQL checks the foreign keys at commit (Django makes them
+    deferred): a deposit committed after Django's delete looked for rows that
+    keep the user would fail only the commit, once the admin had said the
+    user was deleted."""
+    if connection.vendor == "postgresql":
+        connection.check_constraints()
+
+
 def _other_staff(request: HttpRequest, user) -> bool:
     """Whether ``user`` is another staff member or a superuser, whom staff who
     are not superusers may only view: setting their password, address or
@@ -128,6 +150,7 @@ def _other_staff(request: HttpRequest, user) -> bool:
 class UserWithAvatarAdmin(UserAdmin):
     add_form = UserAddForm
     inlines = [ProfileInline]
+    actions = ["delete_selected"]
     list_display = ["avatar_thumbnail", *UserAdmin.list_display]
     list_display_links = ["avatar_thumbnail", "username"]
     list_select_related = ["profile"]
@@ -148,6 +171,44 @@ class UserWithAvatarAdmin(UserAdmin):
         return super().has_delete_permission(request, obj) and not _other_staff(
             request, obj
         )
+
+    def delete_view(
+        self, request: HttpRequest, object_id: str, extra_context=None
+    ) -> HttpResponse:
+        """Django's. A row that keeps the user (a deposit credited, an order
+        placed) can be written after the view checked for such rows and
+        before the user is deleted: the delete then raises
+        (``ProtectedError``, or ``IntegrityError`` from
+        ``_deleted_users_unreferenced``) and nothing is deleted. Staff get the
+        usual "Cannot delete" page, naming what keeps the user, instead of a
+        server error."""
+        try:
+            return super().delete_view(request, object_id, extra_context)
+        except (ProtectedError, IntegrityError):
+            self.message_user(request, USER_KEPT_MESSAGE, messages.ERROR)
+            return HttpResponseRedirect(request.get_full_path())
+
+    def delete_model(self, request: HttpRequest, obj) -> None:
+        super().delete_model(request, obj)
+        _deleted_users_unreferenced()
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet) -> None:
+        super().delete_queryset(request, queryset)
+        _deleted_users_unreferenced()
+
+    @admin.action(
+        description=admin_actions.delete_selected.short_description,
+        permissions=["delete"],
+    )
+    def delete_selected(self, request: HttpRequest, queryset: QuerySet):
+        """Django's action, with the race of ``delete_view``: the history's
+        entries are rolled back with the deletion, and staff told."""
+        try:
+            with transaction.atomic():
+                return admin_actions.delete_selected(self, request, queryset)
+        except (ProtectedError, IntegrityError):
+            self.message_user(request, USERS_KEPT_MESSAGE, messages.ERROR)
+            return None
 
     def get_inlines(self, request: HttpRequest, obj=None):
         # A new user's profile is created when the user is saved

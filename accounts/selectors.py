@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from allauth.account.models import EmailAddress
 from allauth.mfa.utils import is_mfa_enabled
@@ -35,12 +35,37 @@ def email_verified(*, user: AbstractBaseUser) -> bool:
     return EmailAddress.objects.filter(user_id=user.pk, verified=True).exists()
 
 
+def email_verified_elsewhere(*, user: AbstractBaseUser, email: str) -> bool:
+    """Whether another account verified ``email`` (in any case) first: no
+    link can confirm it for ``user`` any more."""
+    return (
+        EmailAddress.objects.filter(email__iexact=email, verified=True)
+        .exclude(user_id=user.pk)
+        .exists()
+    )
+
+
+def _email_address_shown(*, user: AbstractBaseUser) -> str:
+    """The address the profile names: the primary one, else the newest one
+    the user added. allauth deletes an unverified primary address when the
+    user changes it, and leaves the new one unverified and not primary."""
+    primary_first = EmailAddress.objects.filter(user_id=user.pk).order_by(
+        "-primary", "-pk"
+    )
+    return primary_first.values_list("email", flat=True).first() or ""
+
+
 @dataclass(frozen=True)
 class SecurityOverview:
     email_verified: bool
     mfa_enabled: bool
     sessions: list[UserSession]
     events: list[SecurityEvent]
+    # The primary address, else the newest added; "" without any.
+    email_address: str = ""
+    # Another account verified ``email_address`` first (read uncached: that
+    # is the other account's row).
+    email_taken: bool = False
 
 
 # The overview is read from the cache until something it shows changes
@@ -50,7 +75,8 @@ SECURITY_OVERVIEW_SECONDS = 300
 
 
 def security_overview(*, user: AbstractBaseUser, events: int = 20) -> SecurityOverview:
-    """What the profile shows about the account's security: the e-mail and
+    """What the profile shows about the account's security: the address, its
+    state (verified, or verified by another account first) and the
     second-factor state, the live sessions (oldest first, each with a
     ``device`` name) and the latest entries of the security log.
 
@@ -64,6 +90,9 @@ def security_overview(*, user: AbstractBaseUser, events: int = 20) -> SecurityOv
     if overview is None:
         overview = _security_overview_read(user=user, events=events)
         cache.set(key, overview, SECURITY_OVERVIEW_SECONDS)
+    if overview.email_address and not overview.email_verified:
+        taken = email_verified_elsewhere(user=user, email=overview.email_address)
+        overview = replace(overview, email_taken=taken)
     return overview
 
 
@@ -87,6 +116,7 @@ def _security_overview_read(*, user: AbstractBaseUser, events: int) -> SecurityO
         item.device = device_describe(item.user_agent)
     return SecurityOverview(
         email_verified=email_verified(user=user),
+        email_address=_email_address_shown(user=user),
         mfa_enabled=is_mfa_enabled(user),
         sessions=sessions,
         events=latest,

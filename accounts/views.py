@@ -54,23 +54,31 @@ class SignupView(AllauthSignupView):
         return super().post(request, *args, **kwargs)
 
 
+NOT_YOUR_ADDRESS_MESSAGE = (
+    "No confirmation link was sent: that address is not on your account. "
+    "Your address is shown below; change it there if it is not the right one."
+)
+
+
 class EmailView(AllauthEmailView):
     """allauth's e-mail page, which also takes the profile's "Send the link
-    again". A confirmation link asked for again within the ``confirm_email``
-    limit is not sent, as in allauth, which says nothing of it: this says so,
-    and when to ask again."""
+    again". allauth sends no link, without a word, to an address that is not
+    the user's or that had one within the ``confirm_email`` limit: this says
+    so (and when to ask again). Nor is one sent to an address another account
+    verified first, which allauth would mail a link that cannot work."""
 
     def post(self, request: HttpRequest, *args, **kwargs) -> HttpResponse:
-        email = request.POST.get("email", "")
-        if (
-            "action_send" in request.POST
-            and EmailAddress.objects.filter(
+        if "action_send" in request.POST:
+            email = request.POST.get("email", "")
+            if not EmailAddress.objects.filter(
                 user_id=request.user.pk, email__iexact=email
-            ).exists()
-        ):
+            ).exists():
+                messages.error(request, NOT_YOUR_ADDRESS_MESSAGE)
+                return redirect(self.get_success_url())
             refusal = get_adapter(request).confirmation_link_refusal(request, email)
             if refusal:
                 messages.warning(request, refusal)
+                return redirect(self.get_success_url())
         return super().post(request, *args, **kwargs)
 
 
@@ -166,6 +174,8 @@ def profile_render(
             "max_upload_size": settings.MAX_UPLOAD_SIZE,
             "max_request_size": settings.MAX_REQUEST_BODY_SIZE,
             "email_verified": security.email_verified,
+            "email_address": security.email_address,
+            "email_taken": security.email_taken,
             "mfa_enabled": security.mfa_enabled,
             "sessions": security.sessions,
             "security_events": security.events,

@@ -1,25 +1,30 @@
-"""Two staff adding one user at once in the admin, and a profile's picture
-changed in the admin while its user changes it: real threads on PostgreSQL,
-each request with its own connection (``tests.threads``)."""
+"""Two staff adding one user at once in the admin, a profile's picture
+changed in the admin while its user changes it, and a user deleted while a
+deposit is credited to them: real threads on PostgreSQL, each request with
+its own connection (``tests.threads``)."""
 
 from __future__ import annotations
 
 import threading
 
 import pytest
+from django.contrib.admin.models import DELETION, LogEntry
 from django.contrib.auth import get_user_model
+from django.db import connection
+from django.db.models.signals import pre_delete, pre_save
 from django.test import Client
 from django.utils import timezone
 
 from accounts.models import Profile
 from accounts.services import avatar_replace
-from tests.factories import jpeg_upload
+from tests.factories import fund, jpeg_upload, user_make
 from tests.threads import (
     posts_at_once,
     posts_held_after_loading,
     refused_page,
     run_together,
 )
+from trading.models import Deposit
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
@@ -184,3 +189,96 @@ def test_a_picture_uploaded_in_the_admin_while_its_user_uploads_one_leaves_one_s
     assert [response.status_code for response in responses] == [302, 302]
     # The staff member's, saved last, replaced the user's.
     assert "staff" in _avatar_stored_alone(profile, any_storage, stored_names)
+
+
+# -- A user deleted while a deposit is credited to them --------------------------
+
+
+def _credited_meanwhile(user, token, *, at: str):
+    """A signal receiver that credits ``user`` a deposit, in a connection of
+    its own, committed before the staff request goes on: ``at`` "check"
+    right after the admin checked for rows that keep the user (its history
+    entry is being written), "delete" right before the user's row is deleted.
+    Django's delete then finds the deposit (``ProtectedError``), or, on
+    PostgreSQL, the foreign key refuses at commit."""
+    done = threading.Event()
+
+    def credit(sender, instance, **kwargs) -> None:
+        about_user = (
+            str(instance.object_id) == str(user.pk)
+            if at == "check"
+            else instance.pk == user.pk
+        )
+        if not about_user or done.is_set():
+            return
+        done.set()
+
+        def work() -> None:
+            try:
+                fund(user, token, "1")
+            finally:
+                connection.close()
+
+        thread = threading.Thread(target=work)
+        thread.start()
+        thread.join(timeout=30)
+
+    return credit
+
+
+@pytest.fixture
+def credit_while_deleting(btc):
+    """``credit_while_deleting(user, at=...)``: for the test, a deposit is
+    credited to ``user`` at that point of a delete (``_credited_meanwhile``)."""
+    connected = []
+
+    def connect(user, *, at: str) -> None:
+        receiver = _credited_meanwhile(user, btc, at=at)
+        signal, sender = (
+            (pre_save, LogEntry) if at == "check" else (pre_delete, get_user_model())
+        )
+        signal.connect(receiver, sender=sender, weak=False)
+        connected.append((signal, receiver, sender))
+
+    yield connect
+    for signal, receiver, sender in connected:
+        signal.disconnect(receiver, sender=sender)
+
+
+@pytest.mark.reliability("race-admin")
+@pytest.mark.parametrize("at", ["check", "delete"])
+@pytest.mark.parametrize("where", ["page", "list"])
+def test_a_user_credited_while_staff_delete_them_is_kept_and_staff_are_told(
+    staff_clients, credit_while_deleting, where, at
+):
+    [staff] = staff_clients(1)
+    victim = user_make("victim")
+    if where == "page":
+        url = back = f"/admin/auth/user/{victim.pk}/delete/"
+        form = {"post": "yes"}
+        said = "this user: a deposit, an order or another record that must be kept "
+        said += "was added for them"
+    else:
+        url = back = "/admin/auth/user/"
+        form = {"action": "delete_selected", "_selected_action": [victim.pk]}
+        form["post"] = "yes"
+        said = "the selected users: a deposit, an order or another record that "
+        said += "must be kept was added for one of them"
+    credit_while_deleting(victim, at=at)
+
+    response = staff.post(url, form, follow=True)
+
+    assert response.redirect_chain == [(back, 302)]
+    page = response.content.decode()
+    assert (
+        f"Cannot delete {said} while you were confirming. Nothing was deleted." in page
+    )
+    assert "Successfully deleted" not in page
+    if where == "page":
+        # The usual page for a user with money on the books: what keeps them.
+        assert "Cannot delete user" in page and "<li>deposit</li>" in page
+    assert get_user_model().objects.filter(pk=victim.pk).exists()
+    assert Deposit.objects.filter(user=victim).count() == 1
+    assert not LogEntry.objects.filter(
+        object_id=str(victim.pk), action_flag=DELETION
+    ).exists()
