@@ -425,8 +425,10 @@ AREAS: dict[str, dict[str, tuple[str, str]]] = {
             "Exactly one outcome, funds released once",
         ),
         "race-deposits": (
-            "Concurrent credits of one deposit reference",
-            "Credited once",
+            "Concurrent credits of one deposit reference, by the service or by "
+            "two staff in the admin",
+            "Credited once; one of the staff is told it was credited and it is "
+            "logged once, the other is told nothing was credited",
         ),
         "race-uploads": (
             "Concurrent first saves and uploads by one user with a removal",
@@ -449,11 +451,13 @@ AREAS: dict[str, dict[str, tuple[str, str]]] = {
             "both past the form's checks (and the services called twice at "
             "once); two save one token at once (a rename and a new logo, two "
             "new logos); a profile saved in the admin, or a picture uploaded "
-            "there, while its user uploads one",
+            "there, while its user uploads one; a user deleted while a deposit "
+            "is credited to them",
             "One is added, the other gets the form back with the usual "
             "“already exists” error, never a 500; each save keeps what the "
             "other changed; no logo or picture left unreferenced, none "
-            "referenced but deleted",
+            "referenced but deleted; the user is kept, and staff told nothing "
+            "was deleted",
         ),
         "race-signup": (
             "Two visitors sign up at once with one username (also in another "
