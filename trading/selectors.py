@@ -22,6 +22,7 @@ from django.db.models import (
     Sum,
     Value,
 )
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from trading.models import (
@@ -167,12 +168,28 @@ def candles(
     return [Candle(start, *values) for start, values in sorted(buckets.items())]
 
 
+TICKER_WINDOW = timedelta(hours=24)
+
+
+def price_at_window_start(*, since: datetime) -> Coalesce:
+    """The price at ``since`` of the market ``OuterRef("pk")``: its last trade
+    at or before ``since`` or, for a market younger than that, its first trade
+    after. The reference of the 24 h change: the first trade of the window
+    would hide a move between the last trade before it and the first in it.
+    Meaningful only when a trade falls in the window."""
+    trades = Trade.objects.filter(market=OuterRef("pk")).values("price")
+    # Both on the (market, created_at) index.
+    before = trades.filter(created_at__lte=since).order_by("-created_at", "-pk")
+    first = trades.filter(created_at__gte=since).order_by("created_at", "pk")
+    return Coalesce(Subquery(before[:1]), Subquery(first[:1]))
+
+
 @dataclass(frozen=True)
 class MarketSummary:
     market: Market
     last_price: Decimal | None
-    change_24h: Decimal | None  # percent, from the first trade of the last 24 h
-    volume_24h: Decimal  # base traded in the last 24 h
+    change_24h: Decimal | None  # percent, from the price 24 h ago
+    quote_volume_24h: Decimal  # quote traded in the last 24 h
 
 
 # How the markets list can be sorted: the ``sort`` query parameter, a key
@@ -181,9 +198,13 @@ MARKET_SORTS = {
     "symbol": lambda summary: summary.market.symbol,
     "price": lambda summary: summary.last_price,
     "change": lambda summary: summary.change_24h,
-    "volume": lambda summary: summary.volume_24h,
+    "volume": lambda summary: summary.quote_volume_24h,
 }
 MARKET_SORT_DEFAULT = "symbol"
+# Amounts of the quote token, which do not compare across quote tokens
+# (2,000 USDT is more than 0.1 BTC): these sort within each quote token, the
+# quote tokens by symbol.
+MARKET_SORTS_PER_QUOTE = frozenset({"price", "volume"})
 
 
 def market_sort_parse(value: str | None) -> str:
@@ -199,17 +220,18 @@ def market_summaries(
     sort: str = MARKET_SORT_DEFAULT,
     token_id: int | None = None,
 ) -> list[MarketSummary]:
-    """Open markets with last price, 24 h change and volume (one query),
-    sorted by ``sort`` (see ``MARKET_SORTS``; markets without a value last,
-    then by symbol); only the markets of ``token_id`` when given. A market is
-    open by its ``effective_status``: not halted, neither token delisted."""
-    since = (now or timezone.now()) - timedelta(hours=24)
+    """Open markets with last price, 24 h change (from the price 24 h ago, as
+    the API's ticker) and quote volume (one query), sorted by ``sort`` (see
+    ``MARKET_SORTS``; markets without a value last, then by symbol); only the
+    markets of ``token_id`` when given. A market is open by its
+    ``effective_status``: not halted, neither token delisted."""
+    since = (now or timezone.now()) - TICKER_WINDOW
     trades = Trade.objects.filter(market=OuterRef("pk"))
-    recent = trades.filter(created_at__gte=since)
     volume = (
-        recent.order_by()
+        trades.filter(created_at__gte=since)
+        .order_by()
         .values("market")
-        .annotate(total=Sum("quantity"))
+        .annotate(total=Sum("quote_amount"))
         .values("total")
     )
     rows = Market.objects.filter(Market.TAKING_ORDERS)
@@ -219,36 +241,38 @@ def market_summaries(
         rows.select_related("base", "quote")
         .annotate(
             last_price=Subquery(trades.order_by("-pk").values("price")[:1]),
-            first_price_24h=Subquery(recent.order_by("pk").values("price")[:1]),
-            volume_24h=Subquery(volume, output_field=DecimalField(**AMOUNT)),
+            open_price_24h=price_at_window_start(since=since),
+            quote_volume_24h=Subquery(volume, output_field=DecimalField(**AMOUNT)),
         )
         .order_by("symbol")
     )
     summaries = []
     for market in rows:
         change = None
-        if market.first_price_24h and market.last_price is not None:
-            change = change_percent(
-                first=market.first_price_24h, last=market.last_price
-            )
+        # A volume means a trade in the window, and so an open price.
+        if market.quote_volume_24h is not None and market.last_price is not None:
+            change = change_percent(first=market.open_price_24h, last=market.last_price)
         summaries.append(
             MarketSummary(
                 market=market,
                 last_price=market.last_price,
                 change_24h=change,
-                volume_24h=market.volume_24h or Decimal(0),
+                quote_volume_24h=market.quote_volume_24h or Decimal(0),
             )
         )
     return _summaries_sorted(summaries, market_sort_parse(sort))
 
 
 def _summaries_sorted(summaries: list[MarketSummary], sort: str) -> list[MarketSummary]:
-    key = MARKET_SORTS[sort.removeprefix("-")]
+    name = sort.removeprefix("-")
+    key = MARKET_SORTS[name]
     descending = sort.startswith("-")
     known = [summary for summary in summaries if key(summary) is not None]
     unknown = [summary for summary in summaries if key(summary) is None]
     # Stable sorts: equal values keep the symbol order of the query.
     known.sort(key=key, reverse=descending)
+    if name in MARKET_SORTS_PER_QUOTE:
+        known.sort(key=lambda summary: summary.market.quote.symbol)
     return known + unknown
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from decimal import Decimal
 
 from django.contrib.auth.base_user import AbstractBaseUser
@@ -12,15 +12,14 @@ from django.utils import timezone
 
 from trading.models import Market, Order, Trade, Withdrawal
 from trading.money import EXACT, ZERO, change_percent
-
-TICKER_WINDOW = timedelta(hours=24)
+from trading.selectors import TICKER_WINDOW, price_at_window_start
 
 
 @dataclass(frozen=True)
 class Ticker:
     market: Market
     last_price: Decimal | None
-    open_price: Decimal | None  # the first trade of the last 24 hours
+    open_price: Decimal | None  # the price 24 hours ago
     high_price: Decimal | None
     low_price: Decimal | None
     change: Decimal | None
@@ -33,14 +32,20 @@ class Ticker:
 
 def ticker_for(*, market: Market, now: datetime | None = None) -> Ticker:
     """The market's last price, 24-hour statistics and best prices (4 queries).
+    The change is from the price 24 hours ago (``price_at_window_start``), as
+    on the markets list; none without a trade in the last 24 hours.
 
     Volumes are SQL sums: exact on PostgreSQL, floating point on SQLite.
     """
     since = (now or timezone.now()) - TICKER_WINDOW
     trades = Trade.objects.filter(market=market)
     last_price = trades.order_by("-pk").values_list("price", flat=True).first()
+    open_price = (
+        Market.objects.filter(pk=market.pk)
+        .values_list(price_at_window_start(since=since), flat=True)
+        .first()
+    )
     window = trades.filter(created_at__gte=since)
-    open_price = window.order_by("pk").values_list("price", flat=True).first()
     stats = window.aggregate(
         high=Max("price"),
         low=Min("price"),
@@ -51,6 +56,8 @@ def ticker_for(*, market: Market, now: datetime | None = None) -> Ticker:
         bid=Max("price", filter=Q(side=Order.Side.BUY)),
         ask=Min("price", filter=Q(side=Order.Side.SELL)),
     )
+    if stats["high"] is None:  # no trade in the window
+        open_price = None
     change = percent = None
     if open_price is not None and last_price is not None:
         change = EXACT.subtract(last_price, open_price)

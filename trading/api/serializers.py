@@ -154,7 +154,12 @@ class TickerSerializer(serializers.Serializer):
     market = serializers.CharField(source="market.symbol")
     last_price = AmountField(allow_null=True)
     open_price = AmountField(
-        allow_null=True, help_text="The first trade of the last 24 hours."
+        allow_null=True,
+        help_text=(
+            "The price 24 hours ago: the last trade at or before then (the"
+            " first trade since for a market younger than 24 hours); null"
+            " without a trade in the last 24 hours."
+        ),
     )
     high_price = AmountField(allow_null=True)
     low_price = AmountField(allow_null=True)

@@ -237,7 +237,10 @@ class TickerView(PublicView):
     @extend_schema(
         tags=["market data"],
         summary="Ticker",
-        description="Last price, 24-hour change and volumes, best bid and ask.",
+        description=(
+            "Last price, change from the price 24 hours ago, 24-hour high, low"
+            " and volumes, best bid and ask."
+        ),
         responses={200: api.TickerSerializer, **_errors(404)},
     )
     def get(self, request: Request, symbol: str) -> Response:

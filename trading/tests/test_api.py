@@ -136,11 +136,13 @@ def test_markets_costs_the_same_queries_for_2_or_20_markets(anonymous, usdt):
     assert len(anonymous.get(f"{V1}/markets/").json()) == 20
 
 
-def test_ticker_shows_last_price_24h_change_volumes_and_best_prices(
+def test_ticker_changes_from_the_price_24h_ago_with_the_windows_volumes_and_book(
     anonymous, market, alice, bob, funded
 ):
+    sell(alice, market, "1", "80")
+    buy(bob, market, "1", "80")
     sell(alice, market, "1", "90")
-    buy(bob, market, "1", "90")  # a day ago, outside the window
+    buy(bob, market, "1", "90")  # the price a day ago, outside the window
     Trade.objects.update(created_at=timezone.now() - timedelta(hours=25))
     sell(alice, market, "1", "100")
     buy(bob, market, "1", "100")
@@ -156,11 +158,11 @@ def test_ticker_shows_last_price_24h_change_volumes_and_best_prices(
     assert response.json() == {
         "market": "BTC-USDT",
         "last_price": "110",
-        "open_price": "100",
+        "open_price": "90",
         "high_price": "110",
         "low_price": "100",
-        "change": "10",
-        "change_percent": "10.00",
+        "change": "20",
+        "change_percent": "22.22",
         "base_volume": "1.5",
         "quote_volume": "155",
         "best_bid": "96",

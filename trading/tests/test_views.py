@@ -187,8 +187,8 @@ def test_the_markets_page_shows_last_price_change_and_volume(client, market):
 
     assert summary.last_price == Decimal("110")
     assert summary.change_24h == Decimal("10")
-    assert summary.volume_24h == Decimal("2")
-    assert "BTC" in page and "+10.00 %" in page and "2 BTC" in page
+    assert summary.quote_volume_24h == Decimal("210")
+    assert "BTC" in page and "+10.00 %" in page and "210 USDT" in page
 
 
 def test_the_markets_of_a_delisted_token_leave_the_lists_and_take_cancels_only(
