@@ -67,14 +67,15 @@ _ACTIVE_NAMES = frozenset(
 )
 # A URI action (/S /URI) is allowed only as the /A of a link annotation, which
 # runs when staff click the link, and for a web or mail address, which viewers
-# ask before they follow: ordinary PDFs (statements, exported letters) have
+# ask before they follow (a tel: one is handed to a phone app, which dials
+# nothing unasked either): ordinary PDFs (statements, exported letters) have
 # links. Anywhere else it runs unasked: on opening the file (/OpenAction), on
 # showing a page or moving the mouse over something (/AA), or after another
 # action (/Next), and so tells whoever sent the file that, when and from where
 # staff opened it. A file:, smb: or \\host\share address makes Windows send
 # the staff member's credentials to the share, as /GoToR does; a javascript:
 # or data: address runs in the viewer or the browser.
-_LINK_SCHEMES = re.compile(r"(?:https?|mailto):", re.IGNORECASE)
+_LINK_SCHEMES = re.compile(r"(?:https?|mailto|tel):", re.IGNORECASE)
 # Keys under which an action runs without a click.
 _UNASKED_ACTION_NAMES = frozenset({"/OpenAction", "/AA"})
 
@@ -82,6 +83,10 @@ _UNASKED_ACTION_NAMES = frozenset({"/OpenAction", "/AA"})
 # delimiters, with #xx for any other byte.
 _NAME = re.compile(rb"/[^\x00\t\n\x0c\r ()<>\[\]{}/%]*")
 _NAME_ESCAPE = re.compile(rb"#([0-9A-Fa-f]{2})")
+# An /OpenAction written as an array is a destination, the page and zoom to
+# open at (Chromium, Word and LibreOffice write one), which runs nothing: an
+# array holding no dictionary, string or comment, any of which could hide one.
+_WRITTEN_DESTINATION = re.compile(rb"[\x00\t\n\x0c\r ]*\[[^\[\]<>()%]*\]")
 
 # qpdf inflates object and cross-reference streams to read the objects in them
 # (page contents and images are never decoded here): without a limit, a 1 MB
@@ -146,7 +151,8 @@ def _written_active(names: set[str]) -> bool:
     """Whether names written in the source may make a viewer that reads it
     differently from qpdf run something: an active name, or a URI action in a
     file that runs actions unasked (which action runs on opening cannot be told
-    from the names alone)."""
+    from the names alone; an /OpenAction that is a destination, ``_names``
+    leaves out)."""
     return bool(
         names & _ACTIVE_NAMES or ("/URI" in names and names & _UNASKED_ACTION_NAMES)
     )
@@ -263,18 +269,27 @@ def _unlisted_packed_source(stream, source: bytes, xref: dict) -> bytes:
 
 
 def _names(source: bytes) -> set[str]:
-    """Every name written in PDF source, ``#xx`` escapes decoded, unparsed.
+    """Every name written in PDF source, ``#xx`` escapes decoded, unparsed,
+    but /OpenAction when each one written is followed by a destination.
 
     For what a viewer may read where qpdf does not: objects that an object stream
     packs but the cross-reference table does not list (a viewer that rebuilds the
     table, as MuPDF does, may read them), and a file qpdf had to repair.
     """
-    return {
-        _NAME_ESCAPE.sub(lambda match: bytes.fromhex(match[1].decode()), name).decode(
-            "latin-1"
-        )
-        for name in set(_NAME.findall(source))
-    }
+    names = {_name_decoded(name) for name in set(_NAME.findall(source))}
+    if "/OpenAction" in names and all(
+        _WRITTEN_DESTINATION.match(source, name.end())
+        for name in _NAME.finditer(source)
+        if _name_decoded(name[0]) == "/OpenAction"
+    ):
+        names.remove("/OpenAction")
+    return names
+
+
+def _name_decoded(name: bytes) -> str:
+    return _NAME_ESCAPE.sub(
+        lambda match: bytes.fromhex(match[1].decode()), name
+    ).decode("latin-1")
 
 
 def _is_reference(value: object) -> bool:

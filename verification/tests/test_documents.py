@@ -356,6 +356,16 @@ WEB = b"<< /S /URI /URI (https://203.0.113.9/opened?doc=1) >>"
         pdf(b"4 0 obj " + WEB + b" endobj\n").replace(
             b"/Type /Catalog", b"/Type /Catalog /OpenAction 4 0 R"
         ),
+        # Two catalogs: qpdf reads the second, opening at a page; a viewer that
+        # repairs the file differently may read the first.
+        pdf(
+            b"4 0 obj " + WEB + b" endobj\n"
+            b"1 0 obj << /Type /Catalog /Pages 2 0 R /OpenAction [3 0 R /Fit] >>"
+            b" endobj\n"
+        ).replace(
+            b"/Type /Catalog /Pages 2 0 R >>",
+            b"/Type /Catalog /Pages 2 0 R /OpenAction 4 0 R >>",
+        ),
         _page_shown_runs(WEB),
         _link(
             WEB, b"/Subtype /Link /A << /S /GoTo /D [3 0 R /Fit] >> /AA << /E 4 0 R >>"
@@ -376,6 +386,7 @@ WEB = b"<< /S /URI /URI (https://203.0.113.9/opened?doc=1) >>"
         "open-with-escaped-names",
         "open-then-next",
         "open-in-a-repaired-file",
+        "open-at-a-page-and-with-an-address-in-a-repaired-file",
         "page-shown",
         "link-hovered",
         "link-to-file-url",
@@ -409,6 +420,7 @@ def test_a_web_beacon_a_repairing_viewer_may_read_instead_is_refused():
         _link(b"<< /S /URI /URI (https://bank.example/statement) >>"),
         _link(b"<< /Type /Action /S /URI /URI (HTTP://bank.example/) >>"),
         _link(b"<< /S /URI /URI (mailto:help@bank.example) >>"),
+        _link(b"<< /S /URI /URI (tel:+441234567) >>"),
         # Opening at the first page, as exporting programs write it.
         _link(WEB, catalog=b"/OpenAction [3 0 R /Fit] "),
         pdf(
@@ -418,9 +430,58 @@ def test_a_web_beacon_a_repairing_viewer_may_read_instead_is_refused():
             b"/MediaBox [0 0 595 842]", b"/MediaBox [0 0 595 842] /Annots [4 0 R]"
         ),
     ],
-    ids=["https", "http", "mailto", "with-open-destination", "repaired-file"],
+    ids=["https", "http", "mailto", "tel", "with-open-destination", "repaired-file"],
 )
-def test_a_link_to_a_web_or_mail_address_is_kept(content):
+def test_a_link_to_a_web_mail_or_phone_address_is_kept(content):
+    processed = document_process(upload("statement.pdf", content))
+    assert processed.content_type == "application/pdf"
+    assert processed.read() == content
+
+
+@pytest.mark.parametrize(
+    "object_streams",
+    [pikepdf.ObjectStreamMode.disable, pikepdf.ObjectStreamMode.generate],
+    ids=["objects", "object-streams"],
+)
+def test_a_repaired_pdf_with_links_opening_at_a_page_is_kept(object_streams):
+    # As Chromium prints a page with links (an action of its own for the last
+    # one), then a gateway adds a line after the header, so every offset is off.
+    document = pikepdf.new()
+    document.add_blank_page()
+    page = document.pages[0]
+    action = document.make_indirect(
+        pikepdf.Dictionary(
+            Type=pikepdf.Name.Action,
+            S=pikepdf.Name.URI,
+            URI=pikepdf.String("https://bank.example/statement"),
+        )
+    )
+    page.Annots = pikepdf.Array(
+        [
+            pikepdf.Dictionary(
+                Type=pikepdf.Name.Annot,
+                Subtype=pikepdf.Name.Link,
+                Rect=[0, 0, 100, 20],
+                A=link_action,
+            )
+            for link_action in (
+                pikepdf.Dictionary(
+                    S=pikepdf.Name.URI, URI=pikepdf.String("mailto:a@bank.example")
+                ),
+                action,
+            )
+        ]
+    )
+    document.Root.OpenAction = pikepdf.Array(
+        [page.obj, pikepdf.Name.XYZ, None, None, 0]
+    )
+    buffer = io.BytesIO()
+    document.save(buffer, object_stream_mode=object_streams)
+    header, rest = buffer.getvalue().split(b"\n", 1)
+    content = header + b"\n% added by a scanner gateway\n" + rest
+    with pikepdf.open(io.BytesIO(content)) as repaired:
+        assert "damaged" in " ".join(repaired.get_warnings())
+
     processed = document_process(upload("statement.pdf", content))
     assert processed.content_type == "application/pdf"
     assert processed.read() == content
