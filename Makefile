@@ -14,10 +14,15 @@ PG_SERVER := /usr/bin/pg_ctlcluster
 # Redis: the live stream's fan-out in `make run` (a throwaway one, nothing
 # on disk), and the tests' own servers (core/tests/redis_server.py).
 REDIS_SERVER := /usr/bin/redis-server
-# `make run`: the live stream (uvicorn, Procfile) on its own port, so the
-# pages of :8000 reach it cross-origin; the Redis it subscribes to.
-DEV_REDIS_URL ?= redis://127.0.0.1:6380/0
-DEV_STREAM := STREAM_ORIGIN=http://127.0.0.1:8001 STREAM_CORS_ORIGINS=http://127.0.0.1:8000 REDIS_URL=$(DEV_REDIS_URL)
+# `make run`'s ports (`make run WEB_PORT=8010` when 8000 is taken), passed to
+# the Procfile: the web server; the live stream (uvicorn) on its own port, so
+# the site's pages reach it cross-origin; the Redis it subscribes to.
+WEB_PORT ?= 8000
+STREAM_PORT ?= 8001
+DEV_REDIS_PORT ?= 6380
+DEV_PORTS := WEB_PORT=$(WEB_PORT) STREAM_PORT=$(STREAM_PORT) DEV_REDIS_PORT=$(DEV_REDIS_PORT)
+DEV_REDIS_URL := redis://127.0.0.1:$(DEV_REDIS_PORT)/0
+DEV_STREAM := STREAM_ORIGIN=http://127.0.0.1:$(STREAM_PORT) STREAM_CORS_ORIGINS=http://127.0.0.1:$(WEB_PORT) REDIS_URL=$(DEV_REDIS_URL)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: run install dev test test-sqlite test-postgres lint format bench bench-load topology s3 setup-minio check check-containers audit reliability vendor
@@ -61,10 +66,16 @@ $(NGINX):
 	$(SUDO) $(NGINX) -s quit 2>/dev/null || true
 
 ## run: the app on SQLite and media/, with demo data, at http://127.0.0.1:8000 (web, matcher, live stream and its Redis: Procfile)
+# honcho stops its processes (each in a session of its own) on SIGINT or
+# SIGTERM only, and a shell killed by a signal passes nothing on. So honcho
+# ignores SIGHUP (a closed terminal), and the shell turns SIGHUP, SIGTERM (an
+# IDE's stop button, `timeout`) and SIGINT into a SIGTERM to honcho and waits
+# until it has stopped them all (twice: a trap ends the first wait).
 run: install $(REDIS_SERVER)
 	DEBUG=true $(BIN)/python manage.py migrate --noinput
 	DEBUG=true $(BIN)/python manage.py seed_demo
-	PATH="$(abspath $(BIN)):$$PATH" DEBUG=true $(DEV_STREAM) $(BIN)/honcho start
+	trap '' HUP; PATH="$(abspath $(BIN)):$$PATH" DEBUG=true $(DEV_PORTS) $(DEV_STREAM) $(BIN)/honcho start & \
+	honcho=$$!; trap 'kill -TERM $$honcho' HUP TERM INT; wait $$honcho; wait $$honcho
 
 ## test: the whole suite, on SQLite and on PostgreSQL (127.0.0.1:5432)
 test: test-sqlite test-postgres

@@ -5,6 +5,7 @@ the test run's (no DATABASE_URL, no ENV_FILE, no MAKEFLAGS)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -51,15 +52,25 @@ def clean_environment(home: Path, *, activated: Path | None = None) -> dict[str,
     }
 
 
-def kill_processes_in(directory: Path) -> None:
-    """Kill what still runs in ``directory``: after a failed test, a server
-    started in a session of its own may outlive its parent."""
+def processes_in(directory: Path) -> dict[int, str]:
+    """What runs in ``directory``: the command line of each process by pid."""
+    found = {}
     for entry in Path("/proc").iterdir():
         try:
             if entry.name.isdigit() and (entry / "cwd").resolve() == directory:
-                os.kill(int(entry.name), signal.SIGKILL)
+                command = (entry / "cmdline").read_bytes().replace(b"\0", b" ")
+                found[int(entry.name)] = command.decode(errors="replace").strip()
         except OSError:
             pass  # gone meanwhile, or not ours to read
+    return found
+
+
+def kill_processes_in(directory: Path) -> None:
+    """Kill what still runs in ``directory``: after a failed test, a server
+    started in a session of its own may outlive its parent."""
+    for pid in processes_in(directory):
+        with contextlib.suppress(OSError):  # gone meanwhile
+            os.kill(pid, signal.SIGKILL)
 
 
 def answers(url: str) -> bool:

@@ -1,4 +1,5 @@
 import io
+import shutil
 from decimal import Decimal
 
 import pytest
@@ -43,6 +44,28 @@ def test_seed_demo_is_idempotent_and_stores_real_pictures(
     demo = get_user_model().objects.get(username="demo")
     assert demo.profile.has_custom_avatar
     assert demo.check_password("demo-pass-2026")
+
+
+def test_seed_demo_draws_again_the_pictures_whose_files_are_gone(
+    settings, media_root, stored_names
+):
+    from django.core.files.storage import default_storage
+
+    _seed(settings)
+    shutil.rmtree(media_root)  # `rm -rf media/`, the database kept
+
+    assert _seed(settings) == []
+
+    pictures = [token.logo for token in Token.objects.order_by("symbol")] + [
+        user.profile.avatar
+        for user in get_user_model().objects.filter(username__in=["demo", "admin"])
+    ]
+    assert sorted(picture.name for picture in pictures) == stored_names(default_storage)
+    sizes = set()
+    for picture in pictures:
+        with picture.open() as stored:
+            sizes.add(Image.open(stored).size)
+    assert sizes == {(200, 200), (300, 300)}  # logos and avatars, resized
 
 
 # -- A database that already holds data -----------------------------------------

@@ -1,8 +1,9 @@
 """Demo data for development: users, tokens and their pictures.
 
-Idempotent: running it again adds only what is missing. Logos and avatars are
-drawn here (no network) and stored through the same services as uploads, so
-they land in whichever storage is configured, resized like any upload.
+Idempotent: running it again adds only what is missing, logos and avatars
+whose files are gone (``media/`` deleted) included. They are drawn here (no
+network) and stored through the same services as uploads, so they land in
+whichever storage is configured, resized like any upload.
 
 On a database that already holds data, what conflicts with it (a demo e-mail
 address used by someone else, BTC listed with fewer decimals than the demo
@@ -159,6 +160,11 @@ def draw_avatar(initial: str, colour: tuple[int, int, int]) -> bytes:
     return _png(image)
 
 
+def _stored(picture) -> bool:
+    """Whether ``picture`` (a FieldFile) names a file its storage holds."""
+    return bool(picture) and picture.storage.exists(picture.name)
+
+
 def _png(image: Image.Image) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, "PNG")
@@ -259,7 +265,7 @@ class Command(BaseCommand):
             if user is None:
                 continue
             users[user.username] = user
-            if not user.profile.has_custom_avatar:
+            if not user.profile.has_custom_avatar or not _stored(user.profile.avatar):
                 colour = DEMO_TOKENS[index * 3][3]
                 picture = draw_avatar(user.username[0], colour)
                 avatar_replace(
@@ -311,7 +317,7 @@ class Command(BaseCommand):
             if token is None:
                 token_create(name=name, symbol=symbol, decimals=decimals, logo=logo)
                 self.stdout.write(f"token {symbol}")
-            elif not token.logo:
+            elif not _stored(token.logo):
                 token_logo_replace(token=token, upload=logo)
 
     def _address_formats(self) -> None:
