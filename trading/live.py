@@ -8,8 +8,11 @@ bounded queue; when it is full the connection has fallen behind, gets nothing
 more, and its stream tells the client to resync and ends (a slow client costs
 at most its queue). The hub also keeps each market's recent book level
 updates, so that a client reconnecting with ``Last-Event-ID`` catches up
-without a snapshot, and after each batch with trades it reads the ticker and
-the current candles once for all of the market's connections.
+without a snapshot. It reads a market's figures once for all of the market's
+connections, and sends each only when it changed since it last did: the
+ticker and the current candles after a batch with trades, the ticker alone
+after a change of the book (its best prices, at most once a second) and on a
+timer (its 24-hour figures move with time alone).
 
 A stream (``MarketStream``) speaks Server-Sent Events. Its first event is a
 ``snapshot``, taken after it subscribed (so nothing committed later can be
@@ -45,6 +48,7 @@ import functools
 import gc
 import json
 import logging
+import math
 import re
 import weakref
 from collections import defaultdict, deque
@@ -71,6 +75,12 @@ SNAPSHOT_DEPTH = 1000  # price levels a side in a snapshot
 RECENT_TRADES = 50
 RECENT_FILLS = 20  # the user's in a snapshot, as many as the market page lists
 FIGURES_DELAY_SECONDS = 0.2  # the ticker and candles follow trades this late
+BOOK_TICKER_SECONDS = 1.0  # book changes read the ticker at most this often
+# Trades leave the 24-hour window with time alone: a market with open streams
+# has its ticker read again this often (``settings.STREAM_TICKER_SECONDS``
+# overrides it). A minute late on a 24-hour window, at one read a minute per
+# market and process; trades and book changes read it at once anyway.
+TICKER_REFRESH_SECONDS = 60.0
 CATCH_UP_TRADES = 1000  # missed trades sent on resume; more: a trades snapshot
 READ_THREADS = 4  # database connections of a stream process, at most
 
@@ -146,14 +156,19 @@ class Hub:
         self.connected = asyncio.Event()
         self.task: asyncio.Task | None = None
         self.beating: asyncio.Task | None = None
-        self.refreshing: dict[str, asyncio.Task] = {}
-        self.stale: set[str] = set()
+        self.ticking: asyncio.Task | None = None
+        self.refreshing: dict[str, asyncio.Task] = {}  # a market's reader
+        self.figures_due: dict[str, float] = {}  # when its next read is due
+        self.candles_due: set[str] = set()  # that read takes the candles too
+        self.ticker_read: dict[str, float] = {}  # when its ticker was last read
+        self.figures_sent: dict[str, dict] = {}  # the ticker and candles sent
 
     async def ready(self, timeout: float) -> bool:
         """Whether the subscription is up, starting it on first use."""
         if self.task is None:
             self.task = _background(self._run())
             self.beating = _background(self._beat())
+            self.ticking = _background(self._tick())
         try:
             await asyncio.wait_for(self.connected.wait(), timeout)
         except TimeoutError:
@@ -168,6 +183,9 @@ class Hub:
             subscription.end("unavailable")
             return subscription
         self.markets[symbol].add(subscription)
+        # Its snapshot may hold newer figures than those last sent (with
+        # nothing sent since): the next read goes out whatever it holds.
+        self.figures_sent.pop(symbol, None)
         if user_id is not None:
             self.users[user_id].add(subscription)
         return subscription
@@ -182,6 +200,9 @@ class Hub:
                 found.discard(subscription)
                 if not found:
                     del registry[key]
+        if subscription.symbol not in self.markets:
+            self.figures_sent.pop(subscription.symbol, None)
+            self.ticker_read.pop(subscription.symbol, None)
 
     def book_since(self, symbol: str, sequence: int) -> list[dict] | None:
         """The level updates after ``sequence``, or None when the history
@@ -229,6 +250,17 @@ class Hub:
                 for subscription in subscriptions:
                     subscription.heartbeat()
 
+    async def _tick(self) -> None:
+        """Trades leave the 24-hour window with time alone, without a message
+        saying so: every market with open streams has its ticker read again
+        this often (once for the process, not per connection)."""
+        while True:
+            await asyncio.sleep(
+                getattr(settings, "STREAM_TICKER_SECONDS", TICKER_REFRESH_SECONDS)
+            )
+            for symbol in list(self.markets):
+                self._figures_refresh(symbol, wait=0.0)
+
     def _lose_everything(self) -> None:
         """Messages may be lost from here on: every stream must resync."""
         self.connected.clear()
@@ -255,8 +287,14 @@ class Hub:
         body = json.loads(text)
         if kind == "book":
             self._remember(symbol, body["levels"])
-        elif kind == "trades" and targets:
-            self._figures_refresh(symbol)
+        if kind == "trades" and targets:
+            self._figures_refresh(symbol, wait=FIGURES_DELAY_SECONDS, candles=True)
+        elif kind == "book" and targets:
+            # The best prices may have moved: at most once a second, however
+            # busy the book.
+            next_read = self.ticker_read.get(symbol, -math.inf) + BOOK_TICKER_SECONDS
+            wait = next_read - asyncio.get_running_loop().time()
+            self._figures_refresh(symbol, wait=max(FIGURES_DELAY_SECONDS, wait))
         if targets:
             message = Message(kind, body, text)
             for subscription in targets:
@@ -269,33 +307,58 @@ class Hub:
                 history.clear()  # a gap: only what follows it is contiguous
             history.append(level)
 
-    def _figures_refresh(self, symbol: str) -> None:
-        """Read the ticker and candles once, however many batches arrive
-        while a read is under way (then once more after it)."""
-        if symbol in self.refreshing:
-            self.stale.add(symbol)
-            return
-        self.refreshing[symbol] = _background(self._figures_send(symbol))
+    def _figures_refresh(
+        self, symbol: str, *, wait: float, candles: bool = False
+    ) -> None:
+        """Read the market's ticker (and its candles) within ``wait`` seconds,
+        once for however many calls come before the read starts (and once
+        more after it for those that come while it is under way)."""
+        due = asyncio.get_running_loop().time() + wait
+        if due < self.figures_due.get(symbol, math.inf):
+            self.figures_due[symbol] = due
+        if candles:
+            self.candles_due.add(symbol)
+        if symbol not in self.refreshing:
+            self.refreshing[symbol] = _background(self._figures_send(symbol))
 
     async def _figures_send(self, symbol: str) -> None:
+        loop = asyncio.get_running_loop()
         try:
-            # After the batch's own events have gone out to every connection,
-            # and once for the batches of a burst.
-            await asyncio.sleep(FIGURES_DELAY_SECONDS)
-            while True:
-                self.stale.discard(symbol)
-                figures = await _read(market_figures)(symbol=symbol)
-                for kind in ("ticker", "candles"):
-                    body = {kind: figures[kind]}
-                    message = Message(kind, body, _json(body))
-                    for subscription in self.markets.get(symbol, ()):
-                        subscription.put(message)
-                if symbol not in self.stale:
-                    return
+            while symbol in self.figures_due:
+                # After the batch's own events have gone out to every
+                # connection; in short naps, as a trade brings the read forward.
+                wait = self.figures_due[symbol] - loop.time()
+                if wait > 0:
+                    await asyncio.sleep(min(wait, FIGURES_DELAY_SECONDS))
+                    continue
+                del self.figures_due[symbol]
+                with_candles = symbol in self.candles_due
+                self.candles_due.discard(symbol)
+                self.ticker_read[symbol] = loop.time()
+                figures = await _read(market_figures)(
+                    symbol=symbol, with_candles=with_candles
+                )
+                self._figures_put(symbol, figures)
         except Exception:
             log.exception("ticker not refreshed", extra={"market": symbol})
         finally:
             del self.refreshing[symbol]
+
+    def _figures_put(self, symbol: str, figures: dict) -> None:
+        """Each of ``figures`` that changed since it was last sent, to every
+        stream of the market."""
+        targets = self.markets.get(symbol)
+        if not targets:
+            return
+        sent = self.figures_sent.setdefault(symbol, {})
+        for kind, value in figures.items():
+            if sent.get(kind) == value:
+                continue
+            sent[kind] = value
+            body = {kind: value}
+            message = Message(kind, body, _json(body))
+            for subscription in targets:
+                subscription.put(message)
 
 
 def _background(coroutine) -> asyncio.Task:
@@ -385,21 +448,21 @@ def _reading(read):
 
 
 @_reading
-def market_figures(*, symbol: str) -> dict:
-    """The ticker and each interval's current candle, as the REST API has them."""
+def market_figures(*, symbol: str, with_candles: bool = True) -> dict:
+    """The ticker and each interval's current candle (without them: the
+    ticker alone), as the REST API has them."""
     from trading.api import serializers as api
     from trading.api.selectors import ticker_for
     from trading.selectors import CANDLE_INTERVALS, candles, market_get
 
     market = market_get(symbol=symbol)
-    current = {}
-    for interval in CANDLE_INTERVALS:
-        rows = candles(market=market, interval=interval, limit=1)
-        current[interval] = api.CandleSerializer(rows[-1]).data if rows else None
-    return {
-        "ticker": api.TickerSerializer(ticker_for(market=market)).data,
-        "candles": current,
-    }
+    figures = {"ticker": api.TickerSerializer(ticker_for(market=market)).data}
+    if with_candles:
+        current = figures["candles"] = {}
+        for interval in CANDLE_INTERVALS:
+            rows = candles(market=market, interval=interval, limit=1)
+            current[interval] = api.CandleSerializer(rows[-1]).data if rows else None
+    return figures
 
 
 @_reading

@@ -756,6 +756,34 @@
 
   function data(event) { return JSON.parse(event.data); }
 
+  // Live updates that stop say so: when the stream has not been open for
+  // this long (never since the page loaded, or not since an error: it is
+  // down, or refuses this page's origin), a notice asks for a reload, until
+  // the stream opens again. Its live region is on the page, empty, from the
+  // start: one added with its first line may not be announced.
+  var STALE_AFTER = 10000;
+  var staleNotice = document.getElementById("stream-notice");
+  var staleTimer = null;
+
+  function staleSoon() {
+    if (staleTimer === null) staleTimer = setTimeout(staleShow, STALE_AFTER);
+  }
+
+  function staleShow() {
+    staleTimer = null;
+    if (!staleNotice || staleNotice.firstChild) return;
+    var line = document.createElement("p");
+    line.className = "alert alert-warn";
+    line.textContent = "Live updates are not reaching this page; reload it to see the latest.";
+    staleNotice.appendChild(line);
+  }
+
+  function liveAgain() {
+    clearTimeout(staleTimer);
+    staleTimer = null;
+    if (staleNotice) staleNotice.textContent = "";
+  }
+
   function restart() {
     // A fresh connection without Last-Event-ID: a full snapshot.
     if (source) source.close();
@@ -763,10 +791,12 @@
   }
 
   function connect() {
+    staleSoon();
     source = new EventSource(url, { withCredentials: true });
     source.addEventListener("snapshot", function (event) {
       var body = data(event);
       live.setAttribute("data-stream", "open");
+      liveAgain();
       if (body.book) {
         book.buy = new Map(body.book.bids.map(function (l) { return [l.price, l.quantity]; }));
         book.sell = new Map(body.book.asks.map(function (l) { return [l.price, l.quantity]; }));
@@ -818,6 +848,7 @@
     });
     source.addEventListener("error", function () {
       live.setAttribute("data-stream", "reconnecting");
+      staleSoon();
       if (source.readyState === EventSource.CLOSED) {
         // Refused (the stream unavailable for a moment): try again later.
         setTimeout(restart, 5000);
