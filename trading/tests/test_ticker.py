@@ -177,3 +177,8 @@ def test_the_markets_list_shows_the_volume_in_the_quote_token_sorted_per_quote(
     assert note not in home
     assert home_bases == ["ADA", "DOGE", "ETH", "NFT"]
     assert home_volumes == ["20 USDT", "0 USDT", "2,000 USDT", "200 WEI"]
+    # The headers' titles speak of sorting only where the list sorts.
+    sorted_titles = 'title="In the quote token; sorted within each quote token"'
+    assert html.count(sorted_titles) == 2
+    assert sorted_titles not in home
+    assert home.count('title="In the quote token"') == 2
