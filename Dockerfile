@@ -41,11 +41,13 @@ COPY . .
 # collectstatic needs settings, not secrets: the key below is a placeholder set
 # for this one command (no ENV, no file), and every container gets its real
 # SECRET_KEY at run time. media/ and private_media/ (identity documents) are
-# the app user's, so volumes mounted there are writable with USE_MINIO=false.
+# the app user's, so volumes mounted there are writable with USE_MINIO=false;
+# so is the image decode slots' folder, which docker-compose.yml mounts as one
+# volume in every app container of a host (a new volume takes its owner).
 RUN SECRET_KEY=build-only-collectstatic-not-a-secret DEBUG=false USE_MINIO=false \
         python manage.py collectstatic --noinput --verbosity 0 \
-    && mkdir -p media private_media \
-    && chown -R 10001:10001 media private_media
+    && mkdir -p media private_media /var/lib/crypto-exchange/image-decodes \
+    && chown -R 10001:10001 media private_media /var/lib/crypto-exchange
 
 USER 10001:10001
 EXPOSE 8000

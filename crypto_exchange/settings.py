@@ -540,8 +540,15 @@ if IMAGE_UPLOAD_WINDOW_MINUTES < 1:
 # (storage.decode_slots: a flock on one of that many files in the folder, so
 # every process sharing the folder shares the slots); an upload that finds
 # none free is refused with "try again in a few seconds".
+# By default half the CPUs this process may run on: sched_getaffinity sees a
+# container's cpuset, os.cpu_count() the whole host (as in gunicorn.conf.py).
+_usable_cpus = (
+    len(os.sched_getaffinity(0))
+    if hasattr(os, "sched_getaffinity")
+    else os.cpu_count() or 2
+)
 IMAGE_DECODE_SLOTS = _env_or_improperly_configured(
-    env.int, "IMAGE_DECODE_SLOTS", default=max(1, (os.cpu_count() or 2) // 2)
+    env.int, "IMAGE_DECODE_SLOTS", default=max(1, _usable_cpus // 2)
 )
 if IMAGE_DECODE_SLOTS < 1:
     raise ImproperlyConfigured("IMAGE_DECODE_SLOTS must be at least 1.")

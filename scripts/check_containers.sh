@@ -6,7 +6,8 @@
 #   3. the rules the compose files promise (pinned images, loopback-only
 #      ports, one-shot migrations, no fixed container names, the image's
 #      HTTP health check only where HTTP is served, nginx and the app
-#      reading the client's address alike, .env.example as the .env
+#      reading the client's address alike, one image decode slots' folder
+#      for every app container of the host, .env.example as the .env
 #      changing none of the stack's defaults, ...);
 #   4. the build context `.dockerignore` leaves: none of the files a
 #      development run leaves beside manage.py (the SQLite database, its WAL
@@ -101,6 +102,7 @@ echo "== compose rules"
 import json
 import pathlib
 import re
+import shlex
 import sys
 
 workdir = pathlib.Path(sys.argv[1])
@@ -115,6 +117,10 @@ def load(name):
     return json.loads((workdir / f"{name}.json").read_text())
 
 
+def serves_http(service):
+    return (service.get("command") or ["gunicorn"])[0] in HTTP_SERVERS
+
+
 def check_health_checks(label, services):
     """The image's HEALTHCHECK asks for /healthz/: a container of the image
     that serves no HTTP (the matcher, a one-shot job) would be unhealthy for
@@ -122,7 +128,7 @@ def check_health_checks(label, services):
     for name, service in services.items():
         if "build" not in service:
             continue
-        server = (service.get("command") or ["gunicorn"])[0] in HTTP_SERVERS
+        server = serves_http(service)
         disabled = (service.get("healthcheck") or {}).get("disable", False)
         if server and disabled:
             problems.append(f"{label}: {name} serves HTTP but has no health check")
@@ -148,6 +154,61 @@ def check_client_address(label, services, expected):
     output = (nginx.get("environment") or {}).get("NGINX_ENVSUBST_OUTPUT_DIR")
     if output != "/etc/nginx":
         problems.append(f"{label}: nginx does not write its template to /etc/nginx")
+
+
+def owned_by_app_user(folder):
+    """Whether the Dockerfile makes ``folder`` the user it runs as: a new
+    named volume takes the owner of the image's folder it is mounted on, and
+    the app's user could not create a slot's file in a folder of root's."""
+    text = pathlib.Path("Dockerfile").read_text().replace("\\\n", " ")
+    users = re.findall(r"^USER\s+(\S+)", text, re.MULTILINE)
+    workdir = (re.findall(r"^WORKDIR\s+(\S+)", text, re.MULTILINE) or ["/"])[-1]
+    runs = [line[4:] for line in text.splitlines() if line.startswith("RUN ")]
+    for run in runs:
+        for command in run.split("&&"):
+            words = shlex.split(command)
+            if words[:1] != ["chown"]:
+                continue
+            options = [word for word in words[1:] if word.startswith("-")]
+            owner, *paths = [word for word in words[1:] if not word.startswith("-")]
+            if users and owner != users[-1]:
+                continue
+            for path in paths:
+                path = str(pathlib.PurePosixPath(workdir, path))
+                below = "-R" in options and folder.startswith(path.rstrip("/") + "/")
+                if folder == path or below:
+                    return True
+    return False
+
+
+def check_decode_slots(label, services):
+    """Every container serving the app decodes images in one of
+    IMAGE_DECODE_SLOTS slots, flocks on files in IMAGE_DECODE_SLOTS_DIR
+    (storage.decode_slots): one volume there for all of them, or each
+    replica of a host would decode that many images at once."""
+    sources, folders = set(), set()
+    for name, service in services.items():
+        if "build" not in service or not serves_http(service):
+            continue
+        folder = (service.get("environment") or {}).get("IMAGE_DECODE_SLOTS_DIR")
+        mounts = {mount["target"]: mount for mount in service.get("volumes", [])}
+        mount = mounts.get(folder) or {}
+        if mount.get("type") != "volume":
+            problems.append(
+                f"{label}: {name} has no volume at IMAGE_DECODE_SLOTS_DIR ({folder}); "
+                f"its replicas would not share the host's image decode slots"
+            )
+            continue
+        sources.add(mount["source"])
+        folders.add(folder)
+    if len(sources) > 1:
+        problems.append(f"{label}: image decode slots in several volumes {sources}")
+    for folder in sorted(folders):
+        if not owned_by_app_user(folder):
+            problems.append(
+                f"Dockerfile: {folder} (IMAGE_DECODE_SLOTS_DIR) is not made the "
+                f"app user's; a new volume there is not writable"
+            )
 
 
 def check_common(label, config):
@@ -197,6 +258,7 @@ for profile in ("minio", "seaweedfs"):
         problems.append(f"{label}: {other} runs too; the profiles must exclude it")
     check_health_checks(label, services)
     check_client_address(label, services, "2")
+    check_decode_slots(label, services)
 
 recipe = load("docker-compose-recipe")["services"]
 for name, service in load("docker-compose-defaults")["services"].items():
@@ -231,7 +293,8 @@ if problems:
     sys.exit(1)
 print(
     "ok: pinned images, loopback-only ports, no container names, one-shot jobs, "
-    "health checks where HTTP is served, one TRUSTED_PROXY_COUNT for app and nginx"
+    "health checks where HTTP is served, one TRUSTED_PROXY_COUNT for app and nginx, "
+    "one image decode slots' volume for every app container"
 )
 EOF
 
