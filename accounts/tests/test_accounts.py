@@ -561,6 +561,34 @@ def test_the_profile_shows_the_log_and_the_sessions(alice_signed_in):
     assert "Firefox on Linux" in page and "This browser" in page
 
 
+def test_the_profile_and_the_sessions_page_say_their_times_are_in_utc(
+    alice_signed_in,
+):
+    from allauth.usersessions.models import UserSession
+
+    from trading.api_keys import api_key_create
+
+    alice = get_user_model().objects.get(username="alice")
+    key, _ = api_key_create(user=alice, name="bot", scopes=["read"], expires_in_days=30)
+    ApiKey.objects.filter(pk=key.pk).update(
+        last_used_at=datetime(2026, 12, 7, 23, 26, tzinfo=UTC),
+        last_used_ip="127.0.0.1",
+    )
+
+    profile = alice_signed_in.get("/accounts/profile/").content.decode()
+    sessions = alice_signed_in.get("/accounts/sessions/").content.decode()
+
+    # Each column of times says so, in its header and, on a phone, its label.
+    for column in ("Last seen", "When", "Expires", "Last used"):
+        assert f'<th scope="col">{column} (UTC)</th>' in profile
+        assert f'data-label="{column} (UTC)"' in profile
+    assert '<td data-label="Last used (UTC)">7 Dec 2026 23:26 from' in profile
+    # allauth's page shows "3 minutes ago", and the time when pointed at.
+    session = UserSession.objects.get(user=alice)
+    for moment in (session.created_at, session.last_seen_at):
+        assert f'title="{moment:%-d %b %Y %H:%M} UTC"' in sessions
+
+
 def test_api_key_and_withdrawal_notices_are_logged_and_mailed_once(
     client, market, reauthenticate, mailoutbox, django_capture_on_commit_callbacks
 ):

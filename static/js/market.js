@@ -130,12 +130,12 @@
   }
 
   var MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
-  // A day and time, in UTC as the server renders "Your trades": "6 Dec 09:30".
+  // A day and time, in UTC as the server renders "Your trades": "6 Dec 2026 09:30".
   function dayClock(iso) {
     var time = document.createElement("time");
     var when = new Date(iso);
     time.dateTime = iso;
-    time.textContent = when.getUTCDate() + " " + MONTHS[when.getUTCMonth()] + " " + when.toISOString().slice(11, 16);
+    time.textContent = when.getUTCDate() + " " + MONTHS[when.getUTCMonth()] + " " + when.getUTCFullYear() + " " + when.toISOString().slice(11, 16);
     return time;
   }
 
@@ -348,7 +348,7 @@
     var td = document.createElement("td");
     td.appendChild(dayClock(fill.created_at));
     tr.appendChild(td);
-    ["Side", "Price", "Amount", "Role", "Time"].forEach(function (label, index) {
+    ["Side", "Price", "Amount", "Role", "Time (UTC)"].forEach(function (label, index) {
       tr.children[index].setAttribute("data-label", label);
     });
     return tr;
@@ -357,7 +357,7 @@
   function renderFills() {
     var box = live.querySelector(".my-trades");
     if (!box) return;
-    var head = '<th scope="col">Side</th><th scope="col" class="num">Price</th><th scope="col" class="num">Amount</th><th scope="col">Role</th><th scope="col">Time</th>';
+    var head = '<th scope="col">Side</th><th scope="col" class="num">Price</th><th scope="col" class="num">Amount</th><th scope="col">Role</th><th scope="col">Time (UTC)</th>';
     box.replaceChildren(box.querySelector("h2"), listOrTable(fills, "You have not traded on this market yet.", head, fillRow));
   }
 
@@ -435,7 +435,12 @@
     var price = dec(field.price.value);
     var spend = dec(field.quote_amount.value);
     var postOnly = type === "limit" && field.post_only.checked;
-    var rate = dec(form.getAttribute(postOnly ? "data-maker-fee" : "data-taker-fee"));
+    var makerRate = dec(form.getAttribute("data-maker-fee"));
+    var takerRate = dec(form.getAttribute("data-taker-fee"));
+    // A limit order pays the taker rate on what crosses the book and the maker
+    // rate on what rests: the estimate takes the higher of the two.
+    var role = postOnly || (type !== "market" && cmp(makerRate, takerRate) > 0) ? "maker" : "taker";
+    var rate = role === "maker" ? makerRate : takerRate;
     var baseUnit = dec(form.getAttribute("data-base-unit"));
     var quoteUnit = dec(form.getAttribute("data-quote-unit"));
     var total = "—", fee = "—";
@@ -465,7 +470,11 @@
       // A buyer pays the fee in what is received (base), a seller in quote.
       var charged = side === "buy" ? ceilTo(mul(received, rate), baseUnit) : ceilTo(mul(value, rate), quoteUnit);
       var token = side === "buy" ? base : quote;
-      var kind = postOnly ? "maker" : type === "market" ? "taker" : "at most, as taker";
+      // A limit buy's fee is on the amount bought, whatever price it fills at;
+      // a limit sell's is on what it receives, more if it fills above its price.
+      var kind = postOnly || type === "market" ? role
+        : side === "buy" ? "at most, as " + role
+        : "as " + role + ", at your limit price; more if it sells higher";
       fee = (approximate ? "≈ " : "") + shown(charged) + " " + token + " (" + rateText(rate) + ", " + kind + ")";
     }
     totalNode.textContent = total;

@@ -197,8 +197,13 @@ def test_a_fill_made_while_the_stream_reconnects_shows_in_your_trades(
     restarted.start()
     try:
         page.get_by_text(f"Your sell order {resting.pk} filled 0.5").wait_for()
+        # Drawn by the script as the server draws it, the zone in the header.
         expect(mine.locator("tbody tr td")).to_have_text(
-            ["Sell", "150", "0.5", "maker", made.created_at.strftime("%-d %b %H:%M")]
+            ["Sell", "150", "0.5", "maker", made.created_at.strftime("%-d %b %Y %H:%M")]
+        )
+        expect(mine.locator("th").last).to_have_text("Time (UTC)")
+        expect(mine.locator("tbody td").last).to_have_attribute(
+            "data-label", "Time (UTC)"
         )
         expect(page.locator("#fill-notices p")).to_have_count(1)
         assert page.evaluate("window.__notReloaded") is True
@@ -222,6 +227,10 @@ def test_a_fill_made_before_the_stream_first_answers_shows_in_your_trades(
     page.goto(f"{live_server.url}/markets/{market.symbol}/")
     mine = page.locator("#market-live .my-trades")
     expect(mine.locator("tbody tr")).to_have_count(1)
+    rendered = Trade.objects.get()
+    day_and_time = rendered.created_at.strftime("%-d %b %Y %H:%M")
+    expect(mine.locator("tbody td:nth-child(5)")).to_have_text([day_and_time])
+    expect(mine.locator("th").last).to_have_text("Time (UTC)")
     while not held:
         page.wait_for_timeout(50)
 
@@ -231,6 +240,11 @@ def test_a_fill_made_before_the_stream_first_answers_shows_in_your_trades(
 
     page.get_by_text(f"Your sell order {resting.pk} filled 0.25").wait_for()
     expect(mine.locator("tbody tr td:nth-child(3)")).to_have_text(["0.25", "0.5"])
+    # Redrawn by the script, the rendered fill reads the same.
+    expect(mine.locator("tbody tr:nth-child(2) td:nth-child(5)")).to_have_text(
+        day_and_time
+    )
+    expect(mine.locator("th").last).to_have_text("Time (UTC)")
     # The fill the page was rendered with is no news.
     expect(page.locator("#fill-notices p")).to_have_count(1)
     page.screenshot_step("filled-before-the-stream")
@@ -577,9 +591,42 @@ def test_clicking_a_price_in_the_book_fills_the_form_and_shows_total_and_fee(
     estimate = page.locator("[data-estimate]")
     expect(estimate).to_contain_text("241 USDT")
     # A buyer's fee is taken from the BTC bought: 2 x 0.2 % at most.
-    expect(estimate).to_contain_text("0.004 BTC")
+    expect(estimate).to_contain_text("0.004 BTC (0.2 %, at most, as taker)")
     assert page.evaluate("window.__notReloaded") is True
     page.screenshot_step("price-picked")
+
+    # A sell at 100 fills at the bid of 119 first: its fee, on the USDT it
+    # receives, is more than at its limit price, and the page says so.
+    page.get_by_label("Sell").check()
+    page.get_by_role("textbox", name="Price").fill("100")
+    expect(estimate).to_contain_text("200 USDT")
+    expect(estimate).to_contain_text(
+        "0.4 USDT (0.2 %, as taker, at your limit price; more if it sells higher)"
+    )
+    expect(estimate).not_to_contain_text("at most")
+
+
+def test_a_limit_order_fee_estimate_takes_the_higher_rate_when_makers_pay_more(
+    page, live_server, btc, usdt
+):
+    market = market_make(btc, usdt, maker_fee=Decimal("0.003"))
+    other = user_make("other")
+    fund(other, market.base, "2")
+    sell(other, market, "2", "120.00")
+    user_make("trader")
+    log_in(page, live_server, "trader")
+    page.goto(f"{live_server.url}/markets/{market.symbol}/")
+    page.get_by_role("textbox", name="Price").fill("100")
+    page.get_by_role("textbox", name="Amount").fill("2")
+
+    # Resting, the buy pays 0.3 % of the 2 BTC: the most it can pay.
+    estimate = page.locator("[data-estimate]")
+    expect(estimate).to_contain_text("0.006 BTC (0.3 %, at most, as maker)")
+    page.get_by_label("Post only").check()
+    expect(estimate).to_contain_text("0.006 BTC (0.3 %, maker)")
+    # A market order never rests: it pays the taker rate.
+    page.get_by_label("Market").check()
+    expect(estimate).to_contain_text("≈ 0.004 BTC (0.2 %, taker)")
 
 
 def test_max_fills_the_amount_from_the_available_balance(page, live_server, market):

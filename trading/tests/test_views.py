@@ -643,6 +643,7 @@ def test_requesting_a_withdrawal_locks_the_amount_and_a_resubmit_counts_once(
     page = client.get("/wallet/").content.decode()
     assert "Pending" in page
     assert '<th scope="col">Date (UTC)</th>' in page  # as every time shown
+    assert 'data-label="Date (UTC)"' in page  # the label on a phone
 
 
 def test_the_wallet_form_sent_again_after_its_token_was_delisted_returns_it(
@@ -792,6 +793,8 @@ def test_cancelling_from_the_wallet_asks_to_confirm_then_releases_the_amount(
 
     assert "Cancel this withdrawal?" in asked.content.decode()
     assert "T-addr-1" in asked.content.decode()
+    requested = f"{pending.created_at:%-d %b %Y %H:%M}"
+    assert f"requested {requested} UTC." in asked.content.decode()
     assert '<form method="post">' in asked.content.decode()
     assert "cancelled; the amount is available again" in done.content.decode()
     pending.refresh_from_db()

@@ -82,6 +82,8 @@ def test_staff_cannot_decide_their_own_verification(
         "It is your own verification: another reviewer decides it. Will be skipped."
         in asked.content.decode()
     )
+    assert '<th scope="col">Sent (UTC)</th>' in asked.content.decode()
+    assert f"<td>{own.submitted_at:%Y-%m-%d %H:%M}</td>" in asked.content.decode()
     assert messages_of(done) == [
         f"Verification #{own.pk} of reviewer: It is your own verification: "
         "another reviewer decides it."
@@ -195,10 +197,11 @@ def test_deleting_an_approved_verifications_documents_keeps_the_decision(
     )
     page = alice_client.get("/accounts/verification/").content.decode()
     deleted_on = f"{timezone.localtime(verification.documents_deleted_at):%-d %b %Y}"
-    assert f"Your documents were deleted on {deleted_on}" in page
+    assert f"Your documents were deleted on {deleted_on} UTC;" in page
     assert "verified" in alice_client.get("/accounts/profile/").content.decode()
     form = staff.get(f"{LIST}{verification.pk}/change/").content.decode()
-    assert "None: deleted on" in form
+    deleted_at = f"{verification.documents_deleted_at:%Y-%m-%d %H:%M}"
+    assert f"None: deleted on {deleted_at} UTC (" in form
 
 
 def test_documents_are_deleted_only_of_approved_verifications_and_only_once(

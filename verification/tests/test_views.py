@@ -19,7 +19,11 @@ from storage.bucket import public_read_policy
 from storage.config import is_public_media_key
 from trading.tests.test_admin import confirmation_posted
 from verification.models import IdentityDocumentAccess, IdentityVerification
-from verification.services import document_presigned_url
+from verification.services import (
+    document_presigned_url,
+    verification_approve,
+    verification_reject,
+)
 from verification.tests.samples import (
     full_set,
     jpeg_with_gps,
@@ -77,6 +81,28 @@ def test_the_page_asks_for_documents_then_shows_the_state(alice_client):
     assert 'name="front"' not in page  # no second submission while pending
     profile = alice_client.get("/accounts/profile/").content.decode()
     assert "under review" in profile and "/accounts/verification/" in profile
+
+
+@pytest.mark.parametrize("decision", ["approve", "reject"])
+def test_the_page_says_its_dates_are_in_utc(alice_client, staff, decision):
+    verification = submit(alice_client)
+    sent = f"{verification.submitted_at:%-d %b %Y %H:%M}"
+    page = alice_client.get("/accounts/verification/").content.decode()
+    assert f"Your documents, sent {sent} UTC, are" in page
+
+    if decision == "approve":
+        decided = verification_approve(verification=verification, staff=staff)
+        IdentityVerification.objects.update(documents_deleted_at=decided.decided_at)
+        shown = [f"(approved {decided.decided_at:%-d %b %Y} UTC)"]
+        shown.append(f"deleted on {decided.decided_at:%-d %b %Y} UTC;")
+    else:
+        decided = verification_reject(
+            verification=verification, staff=staff, reason="The photo is blurred."
+        )
+        shown = [f"rejected</strong> on {decided.decided_at:%-d %b %Y} UTC and"]
+    page = alice_client.get("/accounts/verification/").content.decode()
+    for words in shown:
+        assert words in page
 
 
 def test_refusals_are_form_errors_in_words(alice_client):
