@@ -18,3 +18,12 @@ class PlainNumberInput(forms.NumberInput):
         if isinstance(value, Decimal):
             return plain(value)
         return super().format_value(value)
+
+
+class PlainHiddenInput(forms.HiddenInput):
+    """A hidden input holding an amount as ``PlainNumberInput`` shows it."""
+
+    def format_value(self, value):
+        if isinstance(value, Decimal):
+            return plain(value)
+        return super().format_value(value)

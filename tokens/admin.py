@@ -1,7 +1,12 @@
+from collections import Counter, defaultdict
+from collections.abc import Iterable
+
 from django import forms
 from django.contrib import admin
 from django.db import models
+from django.db.models import Count
 
+from core.forms import changes_against_opened_page
 from core.locks import unique_value_serialize
 from core.widgets import PlainNumberInput
 from storage.html import image_tag
@@ -36,6 +41,11 @@ class TokenForm(forms.ModelForm):
             "entry of the token is counted in that unit. A token with other "
             "decimals is a new token.",
         }
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if not self.instance._state.adding:
+            changes_against_opened_page(self)
 
     def clean(self):
         data = super().clean()
@@ -83,14 +93,24 @@ class TokenAdmin(admin.ModelAdmin):
             for name, value in form.cleaned_data.items()
         }
         if change:
-            # Only what this form changed: another staff member may have
-            # saved the token since the page's row was read.
+            # Only what this staff member changed on the page: another may
+            # have saved the token since it was opened.
             changes = {name: values[name] for name in form.changed_data}
             token_update(token=obj, changes=changes)
             return
         created = token_create(**values)
         obj.pk = created.pk
         obj.refresh_from_db()
+
+    def get_deleted_objects(self, objs, request):
+        # Rows that keep a token's amounts (balances, the ledger) or trade it
+        # (markets) protect it. Django would list each such row, and call it
+        # a permission the staff member lacks, since those admins delete
+        # nothing; the templates say what uses the token and what to do.
+        in_use = _tokens_in_use(objs)
+        if in_use:
+            return [], {}, set(), in_use
+        return super().get_deleted_objects(objs, request)
 
     @admin.display(description="Logo")
     def logo_thumbnail(self, token: Token) -> str:
@@ -104,3 +124,34 @@ class TokenAdmin(admin.ModelAdmin):
         if not token.logo:
             return "No logo yet."
         return image_tag(token.logo.url, alt=f"{token.symbol} logo", size=100)
+
+
+def _tokens_in_use(tokens: Iterable[Token]) -> list[str]:
+    """For each of ``tokens`` that rows protect from deletion, a sentence
+    counting them: "BTC is used by 1 market and 3 balances." """
+    tokens = list(tokens)
+    uses: dict[int, Counter] = defaultdict(Counter)
+    for relation in Token._meta.get_fields(include_hidden=True):
+        reverse = relation.auto_created and not relation.concrete
+        if not reverse or relation.on_delete not in (models.PROTECT, models.RESTRICT):
+            continue
+        name = relation.field.name
+        rows = (
+            relation.related_model._base_manager.filter(**{f"{name}__in": tokens})
+            .values(name)
+            .annotate(count=Count("pk"))
+            .order_by()
+        )
+        for row in rows:
+            uses[row[name]][relation.related_model._meta] += row["count"]
+    sentences = []
+    for token in tokens:
+        if counts := uses.get(token.pk):
+            named = [_counted(count, opts) for opts, count in counts.items()]
+            listed = ", ".join(named[:-1]) + " and " if len(named) > 1 else ""
+            sentences.append(f"{token.symbol} is used by {listed}{named[-1]}.")
+    return sentences
+
+
+def _counted(count: int, opts) -> str:
+    return f"{count} {opts.verbose_name if count == 1 else opts.verbose_name_plural}"

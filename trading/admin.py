@@ -32,6 +32,7 @@ from django.utils import timezone
 from django.utils.text import capfirst
 
 from accounts.admin_site import decision_confirmation, decision_rows, user_label
+from core.forms import changes_against_opened_page
 from core.locks import unique_value_serialize
 from core.widgets import PlainNumberInput
 from tokens.models import Token
@@ -151,6 +152,11 @@ class MarketForm(forms.ModelForm):
     is shown for the whole form, naming the field, where Django would raise
     ``ValueError`` (a 500) for a field the form does not have."""
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if not self.instance._state.adding:
+            changes_against_opened_page(self)
+
     def clean(self):
         data = super().clean()
         base, quote = data.get("base"), data.get("quote")
@@ -235,7 +241,9 @@ class MarketAdmin(PlainAmountsAdmin):
 
     def save_model(self, request, obj, form, change):
         if change:
-            super().save_model(request, obj, form, change)
+            # Only what this staff member changed on the page: another may
+            # have halted the market or set its fees since it was opened.
+            obj.save(update_fields=form.changed_data)
             return
         created = market_create(
             **{
@@ -637,6 +645,11 @@ class AddressFormatForm(forms.ModelForm):
         model = AddressFormat
         fields = ["token", "network", "pattern", "checksum", "description"]
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if not self.instance._state.adding:
+            changes_against_opened_page(self)
+
     def clean(self):
         data = super().clean()
         if data.get("token") and data.get("network"):
@@ -689,6 +702,15 @@ class AddressFormatAdmin(admin.ModelAdmin):
             },
         )
     ]
+
+    def save_model(self, request, obj, form, change):
+        if change:
+            # Only what this staff member changed on the page: another may
+            # have edited the format since it was opened. The example is
+            # not stored.
+            obj.save(update_fields=[n for n in form.changed_data if n != "example"])
+            return
+        super().save_model(request, obj, form, change)
 
 
 @admin.register(SavedAddress)

@@ -14,11 +14,12 @@ from django.urls import resolve
 
 from accounts.tests.totp import AuthenticatorApp
 from tests.factories import balance, buy, fund, sell, token_make
+from tests.forms import form_values
 from tokens.models import Token
 from trading.matcher import drain
 from trading.models import Deposit, LedgerEntry, Market, Order, Withdrawal
 from trading.orders import order_cancel
-from trading.services import withdrawal_request
+from trading.services import address_format_ensure, withdrawal_request
 
 pytestmark = pytest.mark.django_db
 
@@ -192,6 +193,8 @@ def test_deciding_asks_to_confirm_showing_what_is_decided(
     )
     for shown in ("alice", "2 ", "BTC", "bc1q", "w-1"):
         assert shown in page
+    assert '<th scope="col">Requested (UTC)</th>' in page
+    assert f"<td>{pending.created_at:%Y-%m-%d %H:%M}</td>" in page
     assert 'name="post" value="yes"' in page
     assert f'name="_selected_action" value="{pending.pk}"' in page
     assert ('name="reason"' in page) == (action == "reject")
@@ -794,6 +797,45 @@ def test_staff_change_a_market_fee_from_the_form_showing_plain_amounts(
     assert response.status_code == 302
     market.refresh_from_db()
     assert (market.maker_fee, market.price_step) == (D("0.0005"), D("0.01"))
+
+
+def test_a_market_saved_from_a_page_opened_before_a_halt_stays_halted(
+    staff_clients, market
+):
+    url = f"/admin/trading/market/{market.pk}/change/"
+    first, second = staff_clients(2)
+    opened_by_first = form_values(first.get(url))
+    halting = form_values(second.get(url))
+    halting.update(status="halted", taker_fee="0.003")
+    assert second.post(url, halting).status_code == 302
+
+    response = first.post(url, {**opened_by_first, "maker_fee": "0.0005"})
+
+    assert response.status_code == 302
+    market.refresh_from_db()
+    assert market.status == Market.Status.HALTED
+    assert (market.maker_fee, market.taker_fee) == (D("0.0005"), D("0.003"))
+
+
+def test_an_address_format_saved_from_a_page_opened_before_an_edit_keeps_it(
+    staff_clients, btc
+):
+    address_format, _ = address_format_ensure(
+        token=btc, network="Bitcoin", pattern=r"bc1[a-z0-9]{8,87}", description="Native"
+    )
+    url = f"/admin/trading/addressformat/{address_format.pk}/change/"
+    first, second = staff_clients(2)
+    opened_by_first = form_values(first.get(url))
+    editing = form_values(second.get(url))
+    editing["pattern"] = r"(bc1|tb1)[a-z0-9]{8,87}"
+    assert second.post(url, editing).status_code == 302
+
+    response = first.post(url, {**opened_by_first, "description": "SegWit"})
+
+    assert response.status_code == 302
+    address_format.refresh_from_db()
+    assert address_format.pattern == r"(bc1|tb1)[a-z0-9]{8,87}"
+    assert address_format.description == "SegWit"
 
 
 @pytest.mark.reliability("number-abuse")
