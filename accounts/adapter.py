@@ -11,6 +11,7 @@ import smtplib
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from email.utils import make_msgid, parseaddr
 from typing import Any
 
 from allauth.account.adapter import DefaultAccountAdapter
@@ -18,6 +19,7 @@ from allauth.account.models import EmailAddress
 from allauth.core import ratelimit
 from allauth.core.internal import ratelimit as allauth_ratelimit
 from django.conf import settings
+from django.contrib import messages
 from django.core.cache import cache
 from django.core.exceptions import ImproperlyConfigured, ValidationError
 from django.core.mail import EmailMessage, EmailMultiAlternatives
@@ -41,8 +43,32 @@ MAIL_REFUSED = (
 )
 
 
+# Once a mail is lost because the server could not be used, every worker and
+# instance skips the server for this many seconds (a mark in the shared
+# cache), losing its mails at once instead of each request waiting
+# EMAIL_TIMEOUT for a server that does not answer. Then the next mail tries
+# it again.
+MAIL_SERVER_REST_SECONDS = 30
+MAIL_SERVER_DOWN_KEY = "accounts:mail-server-down"
+
+CONFIRMATION_LOST_MESSAGE = (
+    "The confirmation e-mail to {email} could not be sent right now. Please ask "
+    "for the link again in a few minutes (Send the link again, on your profile)."
+)
+
+
 class MailServerGivenUp(OSError):
     """Not tried: the mail server could not be used earlier in this request."""
+
+
+class MailServerSkipped(MailServerGivenUp):
+    """Not tried: the mail server could not be used by some request less than
+    ``MAIL_SERVER_REST_SECONDS`` ago."""
+
+
+def mail_lost_to(request, email: str) -> bool:
+    """Whether a mail to ``email`` was lost in this request."""
+    return email.lower() in getattr(request, "mails_lost_to", set())
 
 
 def client_address(request) -> str | None:
@@ -282,22 +308,35 @@ class AccountAdapter(DefaultAccountAdapter):
         account made, a withdrawal requested), which must neither fail nor be
         rolled back for it. The loss is logged at ERROR, ``notice lost``, with
         the user and the template, never the text (a link in it may confirm
-        or reset), and ``mail_lost`` tells the sender.
+        or reset); ``mail_lost`` tells the sender, and the request remembers
+        the address (``mail_lost_to``).
 
-        Once a mail of a request is lost because the server could not be used
-        (down, or silent for ``EMAIL_TIMEOUT``), the request's other mails are
-        lost at once: a request waits for a silent server once, however many
-        mails it sends (staff deciding many withdrawals in one action).
+        Once a mail is lost because the server could not be used (down, or
+        silent for ``EMAIL_TIMEOUT``), the request's other mails are lost at
+        once, and so are every request's for ``MAIL_SERVER_REST_SECONDS``
+        (``MailServerSkipped``), in every worker: a silent server costs one
+        request the wait, not each one that mails (staff deciding many
+        withdrawals in one action, anyone asking for a password reset).
         """
         request = self.request
         try:
             if getattr(request, "mail_server_given_up", False):
                 raise MailServerGivenUp
+            if cache.get(MAIL_SERVER_DOWN_KEY):
+                raise MailServerSkipped
             super().send_mail(template_prefix, email, context)
         except MAIL_UNAVAILABLE as error:
-            if request is not None and not isinstance(error, MAIL_REFUSED):
-                request.mail_server_given_up = True
+            if not isinstance(error, MAIL_REFUSED):
+                if request is not None:
+                    request.mail_server_given_up = True
+                # A skipped mail does not make the rest longer.
+                if not isinstance(error, MailServerGivenUp):
+                    cache.set(MAIL_SERVER_DOWN_KEY, True, MAIL_SERVER_REST_SECONDS)
             self.mail_lost = True
+            if request is not None:
+                request.mails_lost_to = getattr(request, "mails_lost_to", set()) | {
+                    email.lower()
+                }
             user = context.get("user") or self._mail_user
             logger.error(
                 "notice lost",
@@ -307,6 +346,29 @@ class AccountAdapter(DefaultAccountAdapter):
                     "error": type(error).__name__,
                 },
             )
+
+    def add_message(
+        self,
+        request,
+        level: int,
+        message_template: str | None = None,
+        message_context: dict[str, Any] | None = None,
+        extra_tags: str = "",
+        message: str | None = None,
+    ) -> None:
+        """allauth's, saying so when the confirmation e-mail it announces was
+        lost (``send_mail``) rather than that it was sent."""
+        email = (message_context or {}).get("email")
+        if (
+            message_template == "account/messages/email_confirmation_sent.txt"
+            and email
+            and mail_lost_to(request, email)
+        ):
+            level = messages.WARNING
+            message = CONFIRMATION_LOST_MESSAGE.format(email=email)
+        super().add_message(
+            request, level, message_template, message_context, extra_tags, message
+        )
 
     def send_confirmation_mail(self, request, emailconfirmation, signup: bool) -> None:
         """allauth's; a link that was lost does not count against the
@@ -372,12 +434,14 @@ class AccountAdapter(DefaultAccountAdapter):
         context: dict[str, Any],
         headers: dict[str, str] | None = None,
     ) -> EmailMessage:
-        """Every mail in plain text and, in the site's look, in HTML.
+        """Every mail in plain text and, in the site's look, in HTML, with a
+        Message-ID in the sender's domain.
 
         A mail with a template of its own in HTML keeps it; the others get
         their text set in one layout (``templates/email/layout.html``).
         """
         message = super().render_mail(template_prefix, email, context, headers)
+        message.extra_headers.setdefault("Message-ID", _message_id(message.from_email))
         if isinstance(message, EmailMultiAlternatives) and not message.alternatives:
             linked = _links_in(context)
             html = render_to_string(
@@ -393,6 +457,16 @@ class AccountAdapter(DefaultAccountAdapter):
             )
             message.attach_alternative(html, "text/html")
         return message
+
+
+def _message_id(from_email: str) -> str:
+    """A new Message-ID in the domain of the address mails come from.
+
+    Django would make it with the machine's name (``DNS_NAME``), in a
+    container a random one such as ``3f2a9c1d7e4b``, which spam filters hold
+    against a mail."""
+    domain = parseaddr(from_email)[1].rpartition("@")[2]
+    return make_msgid(domain=domain or None)
 
 
 def _links_in(context: dict[str, Any]) -> Callable[[str], str]:

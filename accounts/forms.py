@@ -14,6 +14,7 @@ from django.core.exceptions import ValidationError
 from django.core.validators import MaxLengthValidator
 from django.db import IntegrityError
 
+from accounts.adapter import mail_lost_to
 from core.locks import unique_value_serialize
 from storage.fields import ProcessedImageFormField
 from storage.images import AVATAR
@@ -123,6 +124,10 @@ class LoginForm(AllauthLoginForm):
         login.widget.attrs["maxlength"] = LOGIN_MAX_LENGTH
 
 
+# Set in the session of a visitor whose last password reset e-mail was lost.
+RESET_MAIL_LOST_SESSION_KEY = "password_reset_mail_lost"
+
+
 class ResetPasswordForm(AllauthResetPasswordForm):
     """allauth's, with every mail counted against the address's limit
     (``reset_password``: 3 per address in 15 minutes).
@@ -133,7 +138,15 @@ class ResetPasswordForm(AllauthResetPasswordForm):
     multiply the mails to someone's inbox. Each mail after the request's
     first takes a place of the same per-address limit, the account whose own
     address it is first, then the oldest, and none is sent once the limit is
-    full."""
+    full.
+
+    A mail to the address that was lost (``notice lost``, accounts.adapter)
+    gives the places back, and the page after says it could not be sent
+    (``RESET_MAIL_LOST_SESSION_KEY``, read by
+    ``account/password_reset_done.html``) instead of allauth's "We have sent
+    you an email". Only where that does not tell whether the address has an
+    account: where an address without one is mailed too
+    (``ACCOUNT_EMAIL_UNKNOWN_ACCOUNTS``, on by default) or told so at once."""
 
     def save(self, request, **kwargs) -> str:
         address = self.cleaned_data["email"].lower()
@@ -156,7 +169,22 @@ class ResetPasswordForm(AllauthResetPasswordForm):
             ):
                 break
             self.users.append(user)
-        return super().save(request, **kwargs)
+        email = super().save(request, **kwargs)
+        if mail_lost_to(request, address) and (
+            allauth_account_settings.EMAIL_UNKNOWN_ACCOUNTS
+            or not allauth_account_settings.PREVENT_ENUMERATION
+        ):
+            ratelimit.clear(
+                request,
+                app="allauth.account",
+                action="reset_password",
+                config=_per_address_rates("reset_password"),
+                key=address,
+            )
+            request.session[RESET_MAIL_LOST_SESSION_KEY] = True
+        else:
+            request.session.pop(RESET_MAIL_LOST_SESSION_KEY, None)
+        return email
 
 
 def _per_address_rates(action: str) -> dict[str, str]:

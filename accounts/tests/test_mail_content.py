@@ -75,6 +75,28 @@ def test_an_api_key_name_is_text_in_the_body_never_in_the_subject_nor_a_link(
     assert links(mail.html) == []
 
 
+def test_every_mail_has_a_message_id_in_the_domain_it_is_sent_from(
+    settings, mailoutbox, django_capture_on_commit_callbacks
+):
+    settings.DEFAULT_FROM_EMAIL = "Crypto Exchange <no-reply@exchange.example>"
+    user_make("alice")
+    # The site's own notice (a new browser) and one of allauth's (a reset).
+    with django_capture_on_commit_callbacks(execute=True):
+        for browser in (FIREFOX, LURE):
+            Client(HTTP_USER_AGENT=browser).post(
+                "/accounts/login/", {"login": "alice", "password": PASSWORD}
+            )
+    Client().post("/accounts/password/reset/", {"email": "alice@example.com"})
+
+    assert [mail.subject for mail in mailoutbox] == [
+        "[Crypto Exchange] New sign-in from Unknown device",
+        "[Crypto Exchange] Password Reset Email",
+    ]
+    ids = [mail.message()["Message-ID"] for mail in mailoutbox]
+    assert all(re.fullmatch(r"<[^@<>]+@exchange\.example>", id_) for id_ in ids), ids
+    assert len(set(ids)) == 2
+
+
 def test_a_link_the_app_sends_is_still_a_link(smtp_server):
     sign_up(Client(), "newbie")
 

@@ -5,15 +5,18 @@ SMTP server, and to a closed loopback port while it is "down"."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from allauth.account.models import EmailAddress
 from allauth.mfa.models import Authenticator
 from django.contrib.auth import get_user_model
 from django.test import Client
 
+from accounts import adapter
 from accounts.models import SecurityEvent
 from accounts.services import NEW_BROWSER_NOT_MAILED
-from accounts.tests.mail import lost_notices, mail_server_down
+from accounts.tests.mail import lost_notices, mail_server_down, mail_server_silent
 from accounts.tests.totp import totp_code
 from tests.factories import PASSWORD, sign_up, user_make
 
@@ -34,6 +37,26 @@ def log_in(client: Client):
 
 def signed_in(client: Client) -> bool:
     return client.get("/accounts/profile/").status_code == 200
+
+
+def reset_asked(client: Client, email: str) -> str:
+    """Ask for a password reset link for ``email``; the page answered."""
+    response = client.post("/accounts/password/reset/", {"email": email}, follow=True)
+    assert response.status_code == 200
+    return response.content.decode()
+
+
+def lost_errors(caplog) -> list[str]:
+    """Why each ``notice lost`` was lost, in order."""
+    return [
+        record.error
+        for record in caplog.records
+        if record.getMessage() == "notice lost"
+    ]
+
+
+RESET_SENT = "We have sent you an email."
+RESET_LOST = "The e-mail could not be sent right now."
 
 
 @pytest.mark.reliability("mail-down")
@@ -117,6 +140,11 @@ def test_a_sign_up_whose_link_is_lost_makes_the_account_and_may_ask_again(
         response = sign_up(client, "newbie")
 
     assert response.status_code == 302
+    page = client.get(response.url, follow=True).content.decode()
+    assert (
+        "The confirmation e-mail to newbie@example.com could not be sent right now."
+    ) in page
+    assert "Confirmation email sent" not in page
     assert signed_in(client)
     newbie = get_user_model().objects.get(username="newbie")
     assert not EmailAddress.objects.get(user=newbie).verified
@@ -164,3 +192,80 @@ def test_a_new_browser_whose_mail_is_lost_is_announced_at_its_next_sign_in(
 
     assert len(smtp_server.messages) == 1
     assert SecurityEvent.objects.filter(user=alice, kind=Kind.SIGN_IN).count() == 4
+
+
+@pytest.mark.reliability("mail-down")
+def test_a_silent_mail_server_is_waited_for_once_then_skipped_for_a_while(
+    settings, smtp_server, caplog, monkeypatch
+):
+    """Every request (every worker, through the shared cache) skips a server
+    that did not answer, for ``MAIL_SERVER_REST_SECONDS``; then it is tried
+    again."""
+    user_make("alice"), user_make("bob")
+    monkeypatch.setattr(adapter, "MAIL_SERVER_REST_SECONDS", 2)
+
+    with mail_server_silent(settings) as connections:
+        reset_asked(Client(), "alice@example.com")
+        assert len(connections) == 1
+        reset_asked(Client(), "bob@example.com")
+        assert len(connections) == 1
+        assert lost_errors(caplog) == ["SMTPServerDisconnected", "MailServerSkipped"]
+
+        time.sleep(2.5)  # the rest is over
+        reset_asked(Client(), "bob@example.com")
+        assert len(connections) == 2
+
+    assert lost_errors(caplog)[2:] == ["SMTPServerDisconnected"]
+    assert smtp_server.messages == []
+
+
+@pytest.mark.reliability("mail-down")
+def test_a_reset_whose_mail_is_lost_says_so_and_does_not_use_up_the_limit(
+    settings, smtp_server, caplog
+):
+    """Three requests within the address's limit (``reset_password``,
+    3 per 15 minutes) whose mails are lost leave it whole."""
+    alice = user_make("alice")
+    client = Client()
+
+    with mail_server_down(settings):
+        for _ in range(3):
+            page = reset_asked(client, "alice@example.com")
+            assert RESET_LOST in page and RESET_SENT not in page
+
+    assert lost_notices(caplog) == [(alice.pk, "account/email/password_reset_key")] * 3
+    page = reset_asked(client, "alice@example.com")
+    assert RESET_SENT in page and RESET_LOST not in page
+    mail = smtp_server.wait_for("Password Reset", to="alice@example.com")
+    assert "/accounts/password/reset/key/" in mail.text
+
+
+@pytest.mark.reliability("mail-down")
+def test_a_lost_reset_mail_reads_alike_for_an_address_with_no_account(
+    settings, smtp_server
+):
+    user_make("alice")
+
+    with mail_server_down(settings):
+        known = reset_asked(Client(), "alice@example.com")
+        unknown = reset_asked(Client(), "nobody@example.com")
+
+    # allauth mails an address with no account that it has none.
+    assert RESET_LOST in known and RESET_LOST in unknown
+
+
+@pytest.mark.reliability("mail-down")
+def test_a_lost_reset_mail_is_not_told_where_no_account_would_be_mailed(
+    settings, smtp_server
+):
+    """Without allauth's mail to an address with no account, nothing is sent
+    to one to be lost: saying that the mail was lost would tell that the
+    address has an account."""
+    settings.ACCOUNT_EMAIL_UNKNOWN_ACCOUNTS = False
+    user_make("alice")
+
+    with mail_server_down(settings):
+        known = reset_asked(Client(), "alice@example.com")
+        unknown = reset_asked(Client(), "nobody@example.com")
+
+    assert RESET_SENT in known and RESET_SENT in unknown
