@@ -12,7 +12,7 @@ class AccountsConfig(AppConfig):
         from django.contrib.auth import signals as auth_signals
         from django.db.models.signals import post_save
 
-        from accounts import signals
+        from accounts import checks, signals  # noqa: F401 (checks: registers them)
 
         post_save.connect(
             signals.profile_create_for_new_user,

@@ -35,7 +35,19 @@ def _env_or_improperly_configured(read, name, **kwargs):
     # scheme; name the variable so that a typo in .env is found at once.
     try:
         return read(name, **kwargs)
-    except (ValueError, TypeError, ImproperlyConfigured) as exc:
+    except (ValueError, TypeError) as exc:
+        if name.endswith("_URL"):
+            # A "/", "#" or "?" in the password ends the host early, and the
+            # parser's message then quotes the password as the port: neither
+            # the message nor the chained error may be printed.
+            raise ImproperlyConfigured(
+                f"{name} could not be read as a URL such as "
+                "scheme://user:password@host:port (is the port a number?); "
+                "percent-encode special characters in the user name and "
+                "password (/ as %2F, # as %23, ? as %3F, @ as %40)."
+            ) from None
+        raise ImproperlyConfigured(f"{name} has an invalid value: {exc}") from exc
+    except ImproperlyConfigured as exc:
         raise ImproperlyConfigured(f"{name} has an invalid value: {exc}") from exc
 
 

@@ -555,7 +555,7 @@ def _withdrawal_end(
     by: AbstractBaseUser,
     reason: str = "",
     owner: AbstractBaseUser | None = None,
-) -> Withdrawal:
+) -> tuple[Withdrawal, bool]:
     """End an open withdrawal: approved (only once it is being sent), its
     locked amount goes to custody; rejected (pending or being sent) or
     cancelled (pending only), back to the owner's available balance.
@@ -565,14 +565,15 @@ def _withdrawal_end(
     start of sending racing, the first to lock the row decides and the others
     find it changed. A withdrawal being sent is approved or rejected only by
     who started sending it. With ``owner``, someone else's withdrawal is not
-    found.
+    found. Returns the withdrawal and whether this call ended it (False: a
+    repeated cancel).
     """
     with transaction.atomic(durable=True):
         withdrawal = withdrawal_lock(withdrawal_id=withdrawal.pk)
         if owner is not None and withdrawal.user_id != owner.pk:
             raise WithdrawalNotFound()
         if withdrawal.status == status == Withdrawal.Status.CANCELLED:
-            return withdrawal  # a repeated cancel releases nothing again
+            return withdrawal, False  # a repeated cancel releases nothing again
         if withdrawal.status == Withdrawal.Status.PROCESSING and (
             status == Withdrawal.Status.CANCELLED
         ):
@@ -626,7 +627,7 @@ def _withdrawal_end(
         withdrawal.reason = reason
         withdrawal.save(update_fields=["status", "decided_at", "decided_by", "reason"])
         journal.write(kind=_WITHDRAWAL_ENDS[status], withdrawal=withdrawal)
-        return withdrawal
+        return withdrawal, True
 
 
 @exact
@@ -638,9 +639,10 @@ def withdrawal_approve(
     Only a withdrawal being sent (``withdrawal_process_start``); a pending one
     raises ``WithdrawalNotProcessing``, an ended one ``WithdrawalNotPending``.
     """
-    return _withdrawal_end(
+    withdrawal, _ = _withdrawal_end(
         withdrawal=withdrawal, status=Withdrawal.Status.APPROVED, by=staff
     )
+    return withdrawal
 
 
 @exact
@@ -652,21 +654,26 @@ def withdrawal_reject(
 
     ``reason`` is shown to the owner in the wallet and the mail.
     """
-    return _withdrawal_end(
+    withdrawal, _ = _withdrawal_end(
         withdrawal=withdrawal,
         status=Withdrawal.Status.REJECTED,
         by=staff,
         reason=reason.strip(),
     )
+    return withdrawal
 
 
 @exact
-def withdrawal_cancel(*, user: AbstractBaseUser, withdrawal: Withdrawal) -> Withdrawal:
+def withdrawal_cancel(
+    *, user: AbstractBaseUser, withdrawal: Withdrawal
+) -> tuple[Withdrawal, bool]:
     """The owner takes back a pending request: the locked amount becomes
-    available again.
+    available again. Returns the withdrawal and whether this call cancelled
+    it, so that of two cancels sent at once (a double click) only one tells
+    the owner.
 
-    Idempotent: cancelling a cancelled withdrawal returns it and releases
-    nothing. One that staff are sending, approved or rejected raises
+    Idempotent: cancelling a cancelled withdrawal returns it (and False) and
+    releases nothing. One that staff are sending, approved or rejected raises
     ``WithdrawalNotPending``; another user's, ``WithdrawalNotFound``.
     """
     return _withdrawal_end(

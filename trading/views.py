@@ -584,17 +584,18 @@ def withdrawal_cancel_view(request: HttpRequest, withdrawal_id: int) -> HttpResp
         Withdrawal.objects.select_related("token"), pk=withdrawal_id, user=request.user
     )
     if request.method == "POST":
-        # Two cancels racing may both see it pending and both mail; the
-        # funds are released once all the same.
-        was_pending = withdrawal.status == Withdrawal.Status.PENDING
         recovery = "Look at it on the wallet page, or cancel it again: that is safe."
         try:
             with service_call(request, recovery=recovery):
-                withdrawal = withdrawal_cancel(user=request.user, withdrawal=withdrawal)
+                withdrawal, cancelled = withdrawal_cancel(
+                    user=request.user, withdrawal=withdrawal
+                )
         except TradingError as refusal:
             messages.error(request, refusal.message)
         else:
-            if was_pending:
+            # Of two cancels sent at once (a double click) only the one that
+            # cancelled mails.
+            if cancelled:
                 notice_after_commit(
                     withdrawal_decided_notice, request=request, withdrawal=withdrawal
                 )

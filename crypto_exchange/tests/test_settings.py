@@ -194,6 +194,26 @@ def test_list_settings_take_items_written_with_a_space_after_the_comma(
         ("EMAIL_TIMEOUT", "0", "at least 1"),
         ("EMAIL_URL", "notaurl", "Invalid email schema"),
         ("EMAIL_URL", "smtp+tsl://user:s3cret-db-password@mail.example.com", "tsl"),
+        # A "/", "#" or "?" in a password ends the host early: the parser's
+        # error quoted the password as the port.
+        (
+            "EMAIL_URL",
+            "smtp+tls://AKIA:s3cret-db-password/x@smtp.example.com:587",
+            "percent-encode special characters in the user name and password "
+            "(/ as %2F, # as %23, ? as %3F, @ as %40)",
+        ),
+        ("EMAIL_URL", "smtp+tls://u:s3cret-db-password#x@mail.example.com", "%23"),
+        ("EMAIL_URL", "smtp+tls://u:s3cret-db-password?x@mail.example.com", "%3F"),
+        (
+            "DATABASE_URL",
+            "postgres://exchange:s3cret-db-password/x@db.example.com:5432/x",
+            "percent-encode special characters",
+        ),
+        (
+            "DATABASE_URL",
+            "postgres://exchange:s3cret-db-password?x@db.example.com:5432/x",
+            "percent-encode special characters",
+        ),
         # The "://" forgotten: start-up and /healthz/ passed, every log-in failed.
         ("REDIS_URL", "redis//127.0.0.1:6379/0", "redis://127.0.0.1:6379/0"),
         ("REDIS_URL", "http://:s3cret-db-password@127.0.0.1:6379/0", "redis://"),

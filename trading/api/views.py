@@ -769,14 +769,14 @@ class WithdrawalDetailView(PrivateView):
     )
     def delete(self, request: Request, pk: int) -> Response:
         withdrawal = self._own_withdrawal(request, pk)
-        # Two cancels racing may both see it pending and both mail; the
-        # funds are released once all the same.
-        was_pending = withdrawal.status == Withdrawal.Status.PENDING
         recovery = f"Look at it (GET /api/v1/withdrawals/{pk}/), or send the "
         recovery += "cancel again: that is safe."
         with service_call(request, recovery=recovery):
-            withdrawal = withdrawal_cancel(user=request.user, withdrawal=withdrawal)
-        if was_pending:
+            withdrawal, cancelled = withdrawal_cancel(
+                user=request.user, withdrawal=withdrawal
+            )
+        # Of two cancels sent at once only the one that cancelled mails.
+        if cancelled:
             notice_after_commit(
                 withdrawal_decided_notice, request=request, withdrawal=withdrawal
             )

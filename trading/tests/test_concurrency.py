@@ -812,6 +812,70 @@ def test_a_cancel_racing_staff_starting_to_send_ends_in_exactly_one_of_them(
         assert ledger_problems() == []
 
 
+def _first_withdrawal_load_waits_for_the_other(barrier: threading.Barrier):
+    """Each thread, once it has read a withdrawal for the first time, waits
+    for the other to have read it too: both requests see it pending."""
+    loaded = threading.local()
+
+    def hold(sender, instance, **kwargs) -> None:
+        if not getattr(loaded, "once", False):
+            loaded.once = True
+            barrier.wait()
+
+    return hold
+
+
+@pytest.mark.parametrize("surface", ["wallet", "api"])
+@pytest.mark.reliability("race-cancel")
+def test_two_cancels_of_one_withdrawal_at_once_mail_the_owner_once(surface, mailoutbox):
+    from django.db.models.signals import post_init
+    from django.test import Client
+
+    btc = token_make("BTC", decimals=8)
+    alice = user_make("alice")
+    fund(alice, btc, "5")
+    withdrawal = withdrawal_request(
+        user=alice, token=btc, amount=D(1), address="bc1q", reference="w-1"
+    )
+    mailoutbox.clear()
+    if surface == "wallet":
+        browser = Client()
+        browser.force_login(alice)
+        url = f"/wallet/withdrawals/{withdrawal.pk}/cancel/"
+
+        def cancel():
+            return browser.post(url)
+    else:
+        browser = _browser(alice)
+        url = f"/api/v1/withdrawals/{withdrawal.pk}/"
+
+        def cancel():
+            return browser.delete(url)
+
+    # A double click: both requests read the withdrawal pending before
+    # either cancels it.
+    hold = _first_withdrawal_load_waits_for_the_other(threading.Barrier(2, timeout=10))
+    post_init.connect(hold, sender=Withdrawal, dispatch_uid="cancel-race")
+    try:
+        results = run_together(cancel, cancel)
+    finally:
+        post_init.disconnect(sender=Withdrawal, dispatch_uid="cancel-race")
+
+    assert [status for status, _ in results] == ["ok", "ok"], results
+    responses = [response for _, response in results]
+    if surface == "wallet":
+        assert [r.status_code for r in responses] == [302, 302]
+    else:
+        assert [r.status_code for r in responses] == [200, 200]
+        assert [r.json()["status"] for r in responses] == ["cancelled"] * 2
+    withdrawal.refresh_from_db()
+    assert withdrawal.status == Withdrawal.Status.CANCELLED
+    assert balance(alice, btc) == (D(5), D(0))
+    assert [m.subject for m in mailoutbox] == [
+        "[Crypto Exchange] Withdrawal of 1 BTC cancelled"
+    ]
+
+
 @pytest.mark.reliability("race-cancel")
 def test_two_staff_starting_to_send_one_withdrawal_at_once_leave_it_to_one(
     staff_clients,

@@ -65,8 +65,9 @@ def test_cancelling_releases_the_locked_amount_through_the_ledger(alice, btc):
     fund(alice, btc, "5")
     withdrawal = request(alice, btc, "2")
 
-    cancelled = withdrawal_cancel(user=alice, withdrawal=withdrawal)
+    cancelled, did_cancel = withdrawal_cancel(user=alice, withdrawal=withdrawal)
 
+    assert did_cancel is True
     assert cancelled.status == Withdrawal.Status.CANCELLED
     assert cancelled.decided_at is not None
     assert cancelled.decided_by == alice
@@ -87,10 +88,11 @@ def test_cancelling_twice_returns_the_cancelled_withdrawal_and_releases_once(
     fund(alice, btc, "5")
     withdrawal = request(alice, btc, "2")
     request(alice, btc, "1", reference="other")  # stays locked
-    first = withdrawal_cancel(user=alice, withdrawal=withdrawal)
+    first, first_cancelled = withdrawal_cancel(user=alice, withdrawal=withdrawal)
 
-    again = withdrawal_cancel(user=alice, withdrawal=withdrawal)
+    again, again_cancelled = withdrawal_cancel(user=alice, withdrawal=withdrawal)
 
+    assert (first_cancelled, again_cancelled) == (True, False)
     assert again.pk == first.pk
     assert (again.status, again.decided_at) == (first.status, first.decided_at)
     assert balance(alice, btc) == (D(4), D(1))

@@ -1,0 +1,71 @@
+"""The accounts app's system checks (``manage.py check --deploy``) about the
+mail it sends."""
+
+from __future__ import annotations
+
+import pytest
+from django.core import checks
+
+SMTP = "django.core.mail.backends.smtp.EmailBackend"
+
+
+def _deploy_warnings() -> dict[str, checks.CheckMessage]:
+    return {
+        message.id: message
+        for message in checks.run_checks(include_deployment_checks=True)
+    }
+
+
+@pytest.mark.parametrize(
+    "sender",
+    [
+        "Crypto Exchange <no-reply@localhost>",  # the default
+        "no-reply@exchange",
+        "Crypto Exchange <no-reply@mail.localhost>",
+        "no-reply",
+    ],
+)
+def test_a_sender_without_a_real_domain_is_reported_when_mail_goes_out_by_smtp(
+    settings, sender
+):
+    settings.EMAIL_BACKEND = SMTP
+    settings.DEFAULT_FROM_EMAIL = sender
+
+    warning = _deploy_warnings()["accounts.W001"]
+
+    assert warning.level == checks.WARNING
+    assert f"DEFAULT_FROM_EMAIL is {sender!r}" in warning.msg
+    assert "every mail" in warning.msg
+    assert "DEFAULT_FROM_EMAIL=Crypto Exchange <no-reply@" in warning.hint
+
+
+@pytest.mark.parametrize(
+    ("backend", "sender"),
+    [
+        (SMTP, "Crypto Exchange <no-reply@exchange.example.com>"),
+        (SMTP, "no-reply@Example.COM"),
+        # Mail printed or kept for the tests: any sender does.
+        ("django.core.mail.backends.console.EmailBackend", "no-reply@localhost"),
+        ("django.core.mail.backends.locmem.EmailBackend", "no-reply@localhost"),
+    ],
+)
+def test_a_real_sender_or_mail_kept_local_passes_the_deploy_check(
+    settings, backend, sender
+):
+    settings.EMAIL_BACKEND = backend
+    settings.DEFAULT_FROM_EMAIL = sender
+
+    assert "accounts.W001" not in _deploy_warnings()
+
+
+def test_the_sender_is_checked_by_manage_py_check_deploy_only(run_python):
+    env = {
+        "DJANGO_SETTINGS_MODULE": "crypto_exchange.settings",
+        "EMAIL_URL": "smtp+tls://user:password@smtp.example.com:587",
+    }
+
+    deploy = run_python(["manage.py", "check", "--deploy"], env)
+    plain = run_python(["manage.py", "check"], env)
+
+    assert "(accounts.W001) DEFAULT_FROM_EMAIL is" in deploy.stderr
+    assert "accounts.W001" not in plain.stderr + plain.stdout
