@@ -78,13 +78,20 @@ _BAD_REQUESTS = {
 }
 
 
-def bad_request(request: HttpRequest, exception: Exception) -> HttpResponse:
+MALFORMED_REQUEST = "The request is malformed."
+
+
+def bad_request_reason(exception: Exception) -> tuple[str, str | None]:
+    """The API's code for a request found malformed, and what to tell the
+    client: None when there is no more to say than ``MALFORMED_REQUEST``."""
     known = (a for cls, a in _BAD_REQUESTS.items() if isinstance(exception, cls))
-    code, message = next(known, ("bad_request", None))
+    return next(known, ("bad_request", None))
+
+
+def bad_request(request: HttpRequest, exception: Exception) -> HttpResponse:
+    code, message = bad_request_reason(exception)
     if wants_json(request):
-        return api_error(
-            status=400, code=code, message=message or "The request is malformed."
-        )
+        return api_error(status=400, code=code, message=message or MALFORMED_REQUEST)
     # Without the request, as Django renders it: what made the request bad
     # (its Host header, say) must not break the page that says so.
     page = loader.get_template("400.html").render({"message": message})

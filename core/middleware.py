@@ -33,7 +33,14 @@ from django.http import Http404, HttpRequest, HttpResponse
 from whitenoise.middleware import WhiteNoiseMiddleware
 
 from core.database import UNAVAILABLE, WriteWatch, watch_connection, watching
-from core.errors import NullCharacter, database_unavailable, refusal, wants_json
+from core.errors import (
+    NullCharacter,
+    bad_request,
+    database_unavailable,
+    page_not_found,
+    refusal,
+    wants_json,
+)
 
 _FORMS = ("application/x-www-form-urlencoded", "multipart/form-data")
 
@@ -114,10 +121,16 @@ class RequestGuardMiddleware(AsyncCapable):
 
     def _door(self, request: HttpRequest):
         """None when the request may go on, else what answers it."""
+        # Answered here, not raised: with DEBUG on (make run) Django would
+        # answer a raised one with its HTML debug page, even under /api/.
         if "\x00" in request.path_info:
-            raise Http404("NUL in the path")
+            return functools.partial(
+                page_not_found, exception=Http404("NUL in the path")
+            )
         if b"\x00" in unquote_to_bytes(request.META.get("QUERY_STRING", "")):
-            raise NullCharacter("NUL in the query string")
+            return functools.partial(
+                bad_request, exception=NullCharacter("NUL in the query string")
+            )
         refused = _body_refusal(request)
         if refused is not None:
             return refused
@@ -128,7 +141,7 @@ class RequestGuardMiddleware(AsyncCapable):
         }
         return None
 
-    def process_view(self, request: HttpRequest, view, args, kwargs) -> None:
+    def process_view(self, request: HttpRequest, view, args, kwargs):
         # Forms are parsed here, once the URL is known to exist; CSRF's check
         # would parse them next anyway (the same cached request.POST). The API
         # reads JSON only (a form is its 415) and its serializers check fields.
@@ -138,7 +151,8 @@ class RequestGuardMiddleware(AsyncCapable):
             "\x00" in name or any("\x00" in value for value in values)
             for name, values in request.POST.lists()
         ):
-            raise NullCharacter("NUL in a form field")
+            return bad_request(request, NullCharacter("NUL in a form field"))
+        return None
 
 
 def _body_refusal(request: HttpRequest):

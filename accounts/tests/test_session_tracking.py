@@ -58,7 +58,7 @@ def stream_get(server: StreamServer, headers: dict[str, str]) -> int:
     link = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
     link.request("GET", STREAM, headers=headers)
     response = link.getresponse()
-    assert json.loads(response.read())["error"]["code"] == "market_not_found"
+    assert json.loads(response.read())["error"]["code"] == "not_found"
     link.close()
     return response.status
 

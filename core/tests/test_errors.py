@@ -61,6 +61,24 @@ def test_api_fields_over_the_memory_limit_are_a_json_400(alice, key_client, fund
 
 
 @pytest.mark.reliability("huge-bodies")
+def test_with_debug_on_what_django_cannot_read_is_still_a_json_400(
+    settings, alice, key_client, funded
+):
+    """As under make run, where Django answers these with its debug page."""
+    settings.DEBUG = True
+    client = key_client(alice, "trade")
+    body = json.dumps(order(client_order_id="x" * FIELDS_LIMIT))
+    query = "&".join(f"f{number}=1" for number in range(1001))
+
+    too_large = client.post("/api/v1/orders/", body, content_type="application/json")
+    too_many = client.get(f"/api/v1/markets/BTC-USDT/trades/?{query}")
+
+    api_error(too_large, 400, "too_large")
+    api_error(too_many, 400, "too_many_fields")
+    assert not Order.objects.exists()
+
+
+@pytest.mark.reliability("huge-bodies")
 def test_form_fields_over_the_memory_limit_are_the_bad_request_page(client, db):
     response = client.post(
         "/accounts/login/",

@@ -75,6 +75,22 @@ def test_a_nul_in_an_api_query_is_a_json_400(market, path):
     api_error(APIClient().get(path), 400, "null_character")
 
 
+@pytest.mark.reliability("nul-bytes")
+def test_with_debug_on_a_nul_is_still_refused_in_the_clients_format(
+    settings, client, as_alice, market, funded
+):
+    """As under make run: a raised refusal would be Django's debug page there."""
+    settings.DEBUG = True
+    fields = {"book-label": "Cold", "book-token": "BTC\x00", "book-address": "x"}
+
+    api_error(APIClient().get("/api/v1/markets/%00/ticker/"), 404, "not_found")
+    api_error(APIClient().get("/api/v1/markets/?x=%00"), 400, "null_character")
+    error_page(client.get("/markets/%00/"), 404)
+    assert "NUL character" in error_page(client.get("/tokens/?q=%00"), 400)
+    error_page(as_alice.post("/wallet/addresses/", fields), 400)
+    assert not SavedAddress.objects.exists()
+
+
 @pytest.mark.parametrize("encoding", ["multipart", "urlencoded"])
 @pytest.mark.reliability("nul-bytes")
 def test_a_nul_in_a_form_field_is_refused_and_saves_nothing(as_alice, encoding, funded):

@@ -124,7 +124,8 @@ class CsrfSessionScheme(OpenApiAuthenticationExtension):
             "in": "cookie",
             "name": settings.SESSION_COOKIE_NAME,
             "description": (
-                "The signed-in browser session. POST and DELETE also need the "
-                "`csrftoken` cookie's value in the `X-CSRFToken` header."
+                "The signed-in browser session. Every method but GET, HEAD and "
+                "OPTIONS (POST, PATCH, DELETE) also needs the `csrftoken` "
+                "cookie's value in the `X-CSRFToken` header."
             ),
         }

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 
 from allauth.core.exceptions import ReauthenticationRequired
-from django.core.exceptions import ObjectDoesNotExist
+from django.core.exceptions import BadRequest, ObjectDoesNotExist, SuspiciousOperation
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404
@@ -20,7 +20,7 @@ from rest_framework.settings import api_settings
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from core.database import UNAVAILABLE, unavailable_error
-from core.errors import error_body
+from core.errors import MALFORMED_REQUEST, bad_request_reason, error_body
 from trading import exceptions as trading
 
 logger = logging.getLogger(__name__)
@@ -83,6 +83,19 @@ def exception_handler(exc: Exception, context: dict) -> Response | None:
             error_body(code, message),
             status=status.HTTP_503_SERVICE_UNAVAILABLE,
             headers={"Retry-After": "5", "Cache-Control": "no-store"},
+        )
+    if isinstance(exc, BadRequest | SuspiciousOperation):
+        # Raised while reading the request (a body over
+        # DATA_UPLOAD_MAX_MEMORY_SIZE, too many query fields). Left to Django,
+        # it is handler400's JSON only with DEBUG off: with DEBUG on (make
+        # run), Django answers its HTML debug page instead.
+        code, message = bad_request_reason(exc)
+        # Where Django logs those it answers (django.core.handlers.exception).
+        security_logger = logging.getLogger(f"django.security.{type(exc).__name__}")
+        security_logger.error(str(exc), extra={"status_code": 400})
+        return Response(
+            error_body(code, message or MALFORMED_REQUEST),
+            status=status.HTTP_400_BAD_REQUEST,
         )
     if isinstance(exc, DjangoValidationError):
         exc = exceptions.ValidationError(as_serializer_error(exc))

@@ -136,8 +136,8 @@ async def market_stream_view(request: HttpRequest, symbol: str) -> HttpResponse:
             request,
             api_error(
                 status=404,
-                code="market_not_found",
-                message=f"There is no market {symbol}.",
+                code="not_found",
+                message=f"There is no market {symbol!r}.",
             ),
         )
     if not settings.REDIS_URL or not await live.hub().ready(settings.REDIS_TIMEOUT):

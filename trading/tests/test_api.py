@@ -360,6 +360,32 @@ def test_a_session_post_without_the_csrf_token_is_refused(market, alice, funded)
 
 
 @pytest.mark.reliability("csrf-api")
+def test_every_unsafe_method_the_schema_has_needs_the_csrf_header_it_documents(
+    anonymous, market, alice, funded
+):
+    schema = anonymous.get("/api/schema/", HTTP_ACCEPT="application/json").json()
+    unsafe = {
+        method.upper()
+        for operations in schema["paths"].values()
+        for method in operations
+        if method in ("post", "put", "patch", "delete")
+    }
+    cookie_auth = schema["components"]["securitySchemes"]["cookieAuth"]
+    order = buy(alice, market, "0.5", "100")
+    client = APIClient(enforce_csrf_checks=True)
+    client.force_login(alice)
+
+    amended = client.patch(f"{V1}/orders/{order.pk}/", {"price": "101"}, format="json")
+    cancelled = client.delete(f"{V1}/orders/{order.pk}/")
+
+    assert {"POST", "PATCH", "DELETE"} <= unsafe
+    assert all(method in cookie_auth["description"] for method in unsafe)
+    assert error_of(amended) == error_of(cancelled) == (403, "csrf_failed")
+    order.refresh_from_db()
+    assert (order.price, order.is_open) == (D("100"), True)
+
+
+@pytest.mark.reliability("csrf-api")
 def test_a_session_post_with_the_csrf_token_is_accepted(market, alice, funded):
     client = APIClient(enforce_csrf_checks=True)
     client.force_login(alice)

@@ -170,10 +170,14 @@ def test_a_key_used_from_an_address_it_does_not_allow_gets_a_403(
     assert client.json()["error"]["code"] == "ip_not_allowed"
 
 
-def test_an_unknown_market_is_a_json_404(stream_server):
+def test_an_unknown_market_is_the_rest_apis_json_404(stream_server):
     client = SseClient(stream_server.port, "/api/v1/markets/NOPE-USDT/stream/")
-    assert client.status == 404
-    assert client.json()["error"]["code"] == "market_not_found"
+    rest = Client().get("/api/v1/markets/NOPE-USDT/ticker/")
+    unknown = {"code": "not_found", "message": "There is no market 'NOPE-USDT'."}
+
+    assert client.status == rest.status_code == 404
+    # The same stable code, and wording, as every REST endpoint of a market.
+    assert client.json() == rest.json() == {"error": unknown}
 
 
 @pytest.mark.reliability("malformed-requests")
@@ -207,7 +211,7 @@ def test_a_head_of_the_stream_ends_and_its_connection_serves_the_next_request(
     link.request("GET", "/api/v1/markets/NOPE-USDT/stream/")
     after = link.getresponse()
     assert after.status == 404
-    assert json.loads(after.read())["error"]["code"] == "market_not_found"
+    assert json.loads(after.read())["error"]["code"] == "not_found"
     link.close()
 
 
