@@ -12,7 +12,7 @@ from django.contrib import admin, messages
 from django.contrib.admin import actions as admin_actions
 from django.contrib.auth import get_user_model
 from django.contrib.auth.admin import GroupAdmin, UserAdmin
-from django.contrib.auth.forms import AdminUserCreationForm
+from django.contrib.auth.forms import AdminUserCreationForm, UserChangeForm
 from django.contrib.auth.models import Group
 from django.db import IntegrityError, connection, transaction
 from django.db.models import ProtectedError, Q, QuerySet
@@ -21,6 +21,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 
 from accounts.models import Profile, SecurityEvent
 from accounts.services import account_notify, avatar_replace
+from core.forms import changes_against_opened_page
 from core.locks import unique_value_serialize
 from storage.html import image_tag
 
@@ -40,6 +41,11 @@ def _profile_changes_save(*, profile: Profile, form: forms.ModelForm) -> None:
 
 
 class ProfileForm(forms.ModelForm):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if not self.instance._state.adding:
+            changes_against_opened_page(self)
+
     def clean_user(self):
         user = self.cleaned_data.get("user")
         if user is not None and self.instance._state.adding:
@@ -106,6 +112,34 @@ class UserAddForm(AdminUserCreationForm):
         return super().clean_username()
 
 
+class UserChangeOnPageForm(UserChangeForm):
+    """Django's, comparing what is posted with the values the page was
+    opened with (``changes_against_opened_page``): a page opened before
+    another staff member suspended the user, or took away a group or staff
+    status, saves none of that back."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        changes_against_opened_page(self)
+
+
+def _many_changes_save(*, form: forms.ModelForm, name: str) -> None:
+    """Add and remove, of the many-to-many field ``name``, what was added and
+    removed on the page, as it posts back the choices it was opened with:
+    another staff member may have changed them since."""
+    bound = form[name]
+    opened = bound.field.hidden_widget().value_from_datadict(
+        form.data, form.files, bound.html_initial_name
+    )
+    opened = {str(pk) for pk in opened or []}
+    chosen = {str(obj.pk): obj for obj in form.cleaned_data[name]}
+    related = getattr(form.instance, name)
+    related.remove(
+        *[obj for obj in related.all() if str(obj.pk) in opened - chosen.keys()]
+    )
+    related.add(*[obj for pk, obj in chosen.items() if pk not in opened])
+
+
 # What a user may do in the admin: granted by superusers only, so that staff
 # who may change users (or groups) cannot give themselves, or anyone, more.
 PERMISSION_FIELDS = ["is_superuser", "is_staff", "groups", "user_permissions"]
@@ -149,6 +183,7 @@ def _other_staff(request: HttpRequest, user) -> bool:
 @admin.register(User)
 class UserWithAvatarAdmin(UserAdmin):
     add_form = UserAddForm
+    form = UserChangeOnPageForm
     inlines = [ProfileInline]
     actions = ["delete_selected"]
     list_display = ["avatar_thumbnail", *UserAdmin.list_display]
@@ -160,6 +195,28 @@ class UserWithAvatarAdmin(UserAdmin):
         if request.user.is_superuser:
             return readonly
         return [*readonly, *PERMISSION_FIELDS]
+
+    def save_model(self, request: HttpRequest, obj, form, change: bool) -> None:
+        if not change:
+            super().save_model(request, obj, form, change)
+            return
+        # Only what this staff member changed on the page: another may have
+        # suspended the user since it was opened. Groups and permissions are
+        # saved by save_related.
+        many = {field.name for field in obj._meta.many_to_many}
+        obj.save(update_fields=[n for n in form.changed_data if n not in many])
+
+    def save_related(self, request: HttpRequest, form, formsets, change: bool):
+        if not change:
+            super().save_related(request, form, formsets, change)
+            return
+        # Not form.save_m2m(): it sets every group and permission the page
+        # shows, undoing what another staff member changed since.
+        for field in form.instance._meta.many_to_many:
+            if field.name in form.changed_data:
+                _many_changes_save(form=form, name=field.name)
+        for formset in formsets:
+            self.save_formset(request, form, formset, change=change)
 
     def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
         # Also the password page's check (UserAdmin.user_change_password).

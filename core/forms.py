@@ -19,7 +19,9 @@ def changes_against_opened_page(form: forms.BaseForm) -> None:
     file or its "Clear" box is ticked, whatever the page was opened with.
     """
     for field in form.fields.values():
-        if isinstance(field, forms.FileField):
+        # A disabled field is never posted, so never changed, and its value
+        # must not be on the page (the user form's password hash).
+        if isinstance(field, forms.FileField) or field.disabled:
             continue
         field.show_hidden_initial = True
         if isinstance(field, forms.DecimalField):
