@@ -4,7 +4,8 @@
 
 PORT (default 8000) and WEB_CONCURRENCY (default 2 x CPUs + 1, at most 8) are
 the usual platform variables; FORWARDED_ALLOW_IPS lists the proxies whose
-X-Forwarded-Proto gunicorn believes. Any other setting can be overridden
+forwarder headers gunicorn believes (never a scheme header: Django's
+TRUST_X_FORWARDED_PROTO decides HTTPS). Any other setting can be overridden
 without a new image through GUNICORN_CMD_ARGS, e.g. "--timeout 60".
 """
 
@@ -64,6 +65,15 @@ max_requests_jitter = 100
 # with random names, so a shared directory is safe here.
 worker_tmp_dir = "/dev/shm"  # noqa: S108
 
+# Whether a request came over HTTPS is Django's to decide, from
+# TRUST_X_FORWARDED_PROTO (SECURE_PROXY_SSL_HEADER) alone: gunicorn's default
+# scheme headers (X-Forwarded-Proto, -Ssl, -Protocol) are believed from any
+# FORWARDED_ALLOW_IPS address even with that setting off: through nginx on
+# loopback a client chose its own scheme, and two that disagreed got
+# gunicorn's own HTML 400.
+secure_scheme_headers = {}
+# The proxies gunicorn takes its forwarder headers (SCRIPT_NAME, PATH_INFO)
+# from; nothing the stack runs sends them.
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "").strip() or "127.0.0.1"
 
 # The control socket (gunicorn 25.1+) is a management interface nobody uses in

@@ -3,6 +3,7 @@ import hashlib
 from allauth.usersessions.internal import usersessionkit
 from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.contrib.auth import SESSION_KEY
 from django.core.cache import cache
 from django.http import HttpRequest
 from django.utils.cache import patch_cache_control
@@ -50,7 +51,8 @@ class SessionActivityMiddleware(AsyncCapable):
 
 class PrivateResponseMiddleware(AsyncCapable):
     """``Cache-Control: private, no-store`` on every answer to a signed-in
-    request, page or API (an API key signs in too: DRF sets request.user).
+    request, page or API: a session holding a user, or an API key (any
+    ``Authorization`` header), whether or not the view looked at them.
 
     One rule rather than a decorator per view: every page a signed-in user
     sees carries something of theirs (the navigation's name, balances, orders,
@@ -103,5 +105,15 @@ def _has_credentials(request: HttpRequest) -> bool:
 
 
 def _signed_in(request: HttpRequest) -> bool:
+    # What the request carries, not request.user alone: a public API view
+    # authenticates nobody, and DRF then sets request.user to AnonymousUser
+    # for a signed-in browser and an API key alike. Any Authorization header
+    # counts, whether or not a view checked it. Reading the session adds
+    # Vary: Cookie, as a private answer should have.
+    if "HTTP_AUTHORIZATION" in request.META:
+        return True
+    session = getattr(request, "session", None)
+    if session is not None and SESSION_KEY in session:
+        return True
     user = getattr(request, "user", None)
     return bool(user is not None and user.is_authenticated)

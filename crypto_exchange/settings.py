@@ -166,9 +166,10 @@ MIDDLEWARE = [
     # WhiteNoise, able to serve ASGI too.
     "core.middleware.StaticFilesMiddleware",
     "storage.middleware.MediaOriginCSPMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
     # Before the session: a refused request reads none (NUL bytes, bodies
-    # over MAX_REQUEST_BODY_SIZE); after the headers' middleware, so that its
-    # answers carry them.
+    # over MAX_REQUEST_BODY_SIZE); after the headers' middleware (security,
+    # policy, frame options), so that its answers carry them.
     "core.middleware.RequestGuardMiddleware",
     # Around everything that reads or writes the database (sessions, users,
     # views): a lost connection is answered with what it may have changed.
@@ -181,7 +182,6 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "allauth.account.middleware.AccountMiddleware",
     "accounts.middleware.SessionActivityMiddleware",
-    "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "storage.middleware.StorageUnavailableMiddleware",
 ]
 

@@ -1,7 +1,7 @@
 """The app under gunicorn.conf.py, as the Docker image runs it, on a free
 loopback port: no request can forge a line of the access log or of the app's
-own log, no ``Server`` header is sent, and a body over the limit is refused
-before it is read."""
+own log, no ``Server`` header is sent, only TRUST_X_FORWARDED_PROTO lets a
+header say HTTPS, and a body over the limit is refused before it is read."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,9 +81,10 @@ class Server:
         return response
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("gunicorn")
+@contextmanager
+def gunicorn(directory: Path, **settings: str):
+    """gunicorn with gunicorn.conf.py on a free loopback port, production
+    settings but for ``settings``."""
     port = free_port()
     log = directory / "gunicorn.log"
     static_root = plain_static_root(directory)
@@ -93,13 +95,13 @@ def server(tmp_path_factory):
         "PYTHONPATH": str(ROOT),
         "DEBUG": "false",
         "SECRET_KEY": "a-test-secret-key-of-the-server-tests-3c9e1b",
-        "PLAIN_HTTP": "true",
         "ALLOWED_HOSTS": "127.0.0.1",
         "STATIC_ROOT": str(static_root),
         # Nothing these requests do reads the database.
         "DATABASE_URL": f"sqlite:///{directory / 'db.sqlite3'}",
         "WEB_CONCURRENCY": "1",
     }
+    env.update(settings)
     with log.open("w") as output:
         process = subprocess.Popen(
             [
@@ -131,6 +133,12 @@ def server(tmp_path_factory):
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=40)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    with gunicorn(tmp_path_factory.mktemp("gunicorn"), PLAIN_HTTP="true") as running:
+        yield running
 
 
 def request(path: bytes, *headers: bytes, method: bytes = b"GET") -> bytes:
@@ -215,6 +223,59 @@ def test_no_server_header_is_sent(server, path):
     assert response.status in (200, 404)
     assert response.getheader("Server") is None
     assert response.getheader("Date")
+
+
+# --- The scheme ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def https_only_server(tmp_path_factory):
+    """PLAIN_HTTP and TRUST_X_FORWARDED_PROTO unset: HTTPS only, and no header
+    says a request came over HTTPS."""
+    with gunicorn(tmp_path_factory.mktemp("https-only")) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def proxied_server(tmp_path_factory):
+    with gunicorn(
+        tmp_path_factory.mktemp("proxied"), TRUST_X_FORWARDED_PROTO="true"
+    ) as running:
+        yield running
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        [b"X-Forwarded-Proto: https"],
+        [b"X-Forwarded-Ssl: on"],
+        [b"X-Forwarded-Protocol: ssl"],
+        [b"X-Forwarded-Proto: http", b"X-Forwarded-Ssl: on"],
+    ],
+)
+def test_without_trust_x_forwarded_proto_no_header_skips_the_https_redirect(
+    https_only_server, headers
+):
+    """The requests come from 127.0.0.1, which gunicorn.conf.py's
+    FORWARDED_ALLOW_IPS trusts by default: gunicorn's own scheme headers
+    would make each of them HTTPS (or, contradicting, its HTML 400)."""
+    response = https_only_server.send(request(b"/markets/", *headers))
+
+    assert response.status == 301
+    assert response.getheader("Location") == "https://127.0.0.1/markets/"
+
+
+def test_with_trust_x_forwarded_proto_its_https_is_served(proxied_server):
+    served = proxied_server.send(
+        request(b"/accounts/login/", b"X-Forwarded-Proto: https")
+    )
+    other_header = proxied_server.send(
+        request(b"/accounts/login/", b"X-Forwarded-Ssl: on")
+    )
+
+    assert served.status == 200
+    assert served.getheader("Strict-Transport-Security")
+    assert other_header.status == 301
 
 
 # --- Request bodies ------------------------------------------------------------

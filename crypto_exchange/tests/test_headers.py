@@ -9,6 +9,7 @@ import re
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.test import Client
 from playwright.sync_api import expect
 from rest_framework.test import APIClient
 
@@ -52,6 +53,7 @@ SIGNED_IN_PAGES = [
     "/accounts/sessions/",
     "/api/docs/",
 ]
+PUBLIC_API = [("/api/v1/markets/", 200), ("/api/v1/no-such-thing/", 404)]
 PRIVATE_API = [
     "/api/v1/balances/",
     "/api/v1/orders/",
@@ -132,6 +134,17 @@ def test_error_pages_carry_the_policy(client, db):
     assert policy_of(response) == POLICY
 
 
+@pytest.mark.parametrize("path", ["/?q=%00", "/api/v1/markets/?q=%00"])
+def test_the_request_guards_answers_carry_the_security_headers(client, db, path):
+    """Answered before the session or the view; without nginx in front too."""
+    response = client.get(path)
+
+    assert response.status_code == 400
+    assert response["X-Frame-Options"] == "DENY"
+    assert response["X-Content-Type-Options"] == "nosniff"
+    assert policy_of(response)["frame-ancestors"] == "'none'"
+
+
 @pytest.mark.parametrize("path", PRIVATE_API)
 def test_private_api_answers_are_never_stored_with_a_session_or_a_key(
     member_client, member, path
@@ -145,11 +158,34 @@ def test_private_api_answers_are_never_stored_with_a_session_or_a_key(
         assert {"private", "no-store"} <= cache_directives(response)
 
 
-def test_a_public_api_answer_stays_cacheable_for_anonymous_callers(client, market):
-    response = client.get("/api/v1/markets/")
+@pytest.mark.parametrize(("path", "status"), PUBLIC_API)
+def test_public_api_answers_are_never_stored_with_a_session_or_a_key(
+    member_client, member, path, status
+):
+    """A public view authenticates nobody (DRF then makes request.user
+    anonymous): what the request carries decides."""
+    _, key = api_key_create(user=member, name="bot", scopes=["read"])
+    with_key = APIClient()
+    with_key.credentials(HTTP_AUTHORIZATION=f"Api-Key {key}")
 
-    assert response.status_code == 200
-    assert "no-store" not in cache_directives(response)
+    for response in (member_client.get(path), with_key.get(path)):
+        assert response.status_code == status, response.content
+        assert {"private", "no-store"} <= cache_directives(response)
+
+
+@pytest.mark.parametrize(("path", "status"), PUBLIC_API)
+def test_a_public_api_answer_stays_cacheable_for_anonymous_callers(
+    client, market, path, status
+):
+    visitor = Client()
+    session = visitor.session  # a session of a visitor, holding no user
+    session["seen"] = True
+    session.save()
+
+    for response in (client.get(path), visitor.get(path)):
+        assert response.status_code == status
+        assert "no-store" not in cache_directives(response)
+        assert "private" not in cache_directives(response)
 
 
 def test_media_keep_their_public_caching_for_a_signed_in_user(
