@@ -150,11 +150,18 @@ class AccountAdapter(DefaultAccountAdapter):
                 attempt.rollback()
         return user
 
-    def account_attempt_count(self, request, user) -> allauth_ratelimit.RateLimitUsage:
-        """Count an attempt to sign in to the account, a password or a
-        second-factor code, before it is checked; refused while the account
-        has failed too often of late, from any address
-        (``login_failed_account``).
+    def account_attempt_count(
+        self, request, user, *, second_factor: bool = False
+    ) -> allauth_ratelimit.RateLimitUsage:
+        """Count an attempt to sign in to the account, a password or (with
+        ``second_factor``) a second-factor code at log-in or when confirming
+        who you are, before it is checked; refused while the account has
+        failed too often of late, from any address (``login_failed_account``).
+
+        Codes are counted under a key of their own: a password reset lifts
+        the password failures' lock (``accounts.signals.on_password_reset``)
+        but not the codes', so holding the mailbox without the phone gives no
+        more code guesses.
 
         Counted first, atomically in the cache every instance shares, so that
         attempts made at once cannot all pass a check that is still open: the
@@ -166,7 +173,9 @@ class AccountAdapter(DefaultAccountAdapter):
             request,
             app="allauth.account",
             action="login_failed_account",
-            key=_account_key(user),
+            key=f"second-factor:{_account_key(user)}"
+            if second_factor
+            else _account_key(user),
         )
         if not attempt:
             raise self.validation_error("too_many_login_attempts")

@@ -1,5 +1,5 @@
-"""System checks of the accounts app, which sends the site's mail
-(``manage.py check --deploy``)."""
+"""System checks of the accounts app, which sends the site's mail and counts
+failed log-ins (``manage.py check --deploy``)."""
 
 from __future__ import annotations
 
@@ -42,5 +42,33 @@ def sender_address_refused_by_mail_servers(
                 "<no-reply@exchange.example.com>."
             ),
             id="accounts.W001",
+        )
+    ]
+
+
+# The cache each process keeps in its own memory: Django's default, the
+# settings' choice without REDIS_URL.
+_PER_PROCESS_CACHE = "django.core.cache.backends.locmem.LocMemCache"
+
+
+@checks.register(deploy=True)
+def log_in_limits_counted_per_process(
+    app_configs, **kwargs
+) -> list[checks.CheckMessage]:
+    """The log-in limits, the mark of a used authenticator code and the
+    throttles live in the cache: kept in each process's memory, every
+    gunicorn worker counts on its own, so three workers let three times the
+    wrong codes through and take a used code once more."""
+    if settings.DEBUG or settings.CACHES["default"]["BACKEND"] != _PER_PROCESS_CACHE:
+        return []
+    return [
+        checks.Warning(
+            "The cache is each process's own memory (REDIS_URL is not set): "
+            "the log-in limits (failed passwords and two-factor codes per "
+            "account), the protection against using an authenticator code "
+            "twice and the throttles then apply per worker process, so with "
+            "several workers or instances each one allows the limit again.",
+            hint="Set REDIS_URL, e.g. REDIS_URL=redis://127.0.0.1:6379/0.",
+            id="accounts.W002",
         )
     ]

@@ -8,6 +8,7 @@ from allauth.account.models import EmailAddress
 from allauth.core import context
 from allauth.core.internal import ratelimit
 from allauth.mfa.base.forms import AuthenticateForm as MfaAuthenticateForm
+from allauth.mfa.base.forms import ReauthenticateForm as MfaReauthenticateForm
 from django import forms
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
@@ -87,15 +88,14 @@ class AvatarForm(forms.Form):
     )
 
 
-class AuthenticateForm(MfaAuthenticateForm):
-    """allauth's second-factor step at log-in, refused while the account is
-    locked: codes count against the account like passwords
-    (``account_attempt_count``), so guesses spread over many addresses, each
-    under its own limit, stop at the account's."""
+class _AccountCountedCode:
+    """allauth's code check, refused while the account's codes are locked
+    (``AccountAdapter.account_attempt_count``): guesses spread over many addresses,
+    each under allauth's own per-address limit, stop at the account's."""
 
     def clean_code(self) -> str:
         attempt = get_adapter(context.request).account_attempt_count(
-            context.request, self.user
+            context.request, self.user, second_factor=True
         )
         try:
             code = super().clean_code()
@@ -107,6 +107,16 @@ class AuthenticateForm(MfaAuthenticateForm):
             raise
         attempt.rollback()
         return code
+
+
+class AuthenticateForm(_AccountCountedCode, MfaAuthenticateForm):
+    """allauth's second-factor step at log-in (``MFA_FORMS``)."""
+
+
+class ReauthenticateForm(_AccountCountedCode, MfaReauthenticateForm):
+    """allauth's code asked again before a withdrawal, an API key, a change of
+    address or password, or turning 2FA off (``MFA_FORMS``): a signed-in
+    session, stolen, guesses no faster than a log-in."""
 
 
 # The longest name or address an account can have (an e-mail address).

@@ -40,8 +40,9 @@ def on_password_changed(sender, request, user, **kwargs) -> None:
 def on_password_reset(sender, request, user, **kwargs) -> None:
     security_event_record(user=user, kind=Kind.PASSWORD_RESET, request=request)
     sessions_end_others(request=request, user=user)
-    # The owner proved it by e-mail: lift the account's log-in lock, as
-    # allauth lifts its own.
+    # The owner proved it by e-mail: lift the lock of wrong passwords, as
+    # allauth lifts its own. Not that of wrong codes (accounts.adapter
+    # .AccountAdapter.account_attempt_count): the mailbox is no second factor.
     ratelimit.clear(request, action="login_failed_account", key=f"user:{user.pk}")
 
 
@@ -80,8 +81,8 @@ def on_authenticator_removed(sender, request, user, authenticator, **kwargs) -> 
 
 
 def on_mfa_authentication_failed(sender, request, user, authenticator, **kwargs):
-    # At log-in the code counts against the account already, as a password
-    # does (accounts.forms.AuthenticateForm).
+    # The code counts against the account already, at log-in and when
+    # confirming who you are (AccountAdapter.account_attempt_count).
     security_event_record(
         user=user,
         kind=Kind.SIGN_IN_FAILED,

@@ -480,7 +480,10 @@ ALLAUTH_TRUSTED_PROXY_COUNT = _env_or_improperly_configured(
 MFA_SUPPORTED_TYPES = ["totp", "recovery_codes"]
 # Encrypts the TOTP secrets and recovery-code seeds it stores (SECRET_KEY).
 MFA_ADAPTER = "accounts.mfa.MFAAdapter"
-MFA_FORMS = {"authenticate": "accounts.forms.AuthenticateForm"}
+MFA_FORMS = {
+    "authenticate": "accounts.forms.AuthenticateForm",
+    "reauthenticate": "accounts.forms.ReauthenticateForm",
+}
 MFA_TOTP_ISSUER = "Crypto Exchange"
 USERSESSIONS_TRACK_ACTIVITY = True
 # Logs every ending of sessions, allauth's Sessions page's too.

@@ -21,6 +21,7 @@ from allauth.mfa.totp.internal.auth import TOTP, generate_totp_secret
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core import signing
+from django.test import Client, override_settings
 
 from accounts.models import SecurityEvent
 from accounts.tests.totp import TOTP_STEP, current_code, totp_code
@@ -32,6 +33,17 @@ NEW_PASSWORD = "purple-monkey-dishwasher-4"
 LINK_REFUSED = "This email confirmation link expired or is invalid."
 RESET_REFUSED = "The password reset link was invalid"
 INCORRECT_CODE = "Incorrect code."
+LOCKED = (
+    "Too many failed log-in attempts for this account or from your address. "
+    f"Try again in {settings.LOGIN_FAILURE_WINDOW_MINUTES} minutes."
+)
+ASKS_FOR_A_CODE = (
+    "Enter the code from your authenticator app, or one of your recovery codes."
+)
+LOST_BOTH = (
+    "Lost both? Contact us: staff can turn two-factor authentication off once "
+    "they have checked it is you."
+)
 
 
 def page_text(response) -> str:
@@ -333,6 +345,9 @@ def test_a_code_used_once_is_refused_the_second_time(client, bob, secret):
 def test_a_recovery_code_works_once(client, bob, secret):
     first = unused_recovery_codes(bob)[0]
     password_step(client, bob)
+    page = page_text(client.get("/accounts/2fa/authenticate/"))
+    assert ASKS_FOR_A_CODE in page
+    assert LOST_BOTH in page
     assert code_step(client, first).status_code == 302
     assert signed_in(client)
     client.post("/accounts/logout/")
@@ -345,3 +360,90 @@ def test_a_recovery_code_works_once(client, bob, secret):
     assert INCORRECT_CODE in page_text(response)
     assert not signed_in(client)
     assert unused_recovery_codes(bob) == left
+
+
+def wrong_code(secret: str) -> str:
+    return f"{(int(totp_code(secret)) + 1) % 10**6:06d}"
+
+
+def lock_the_code_step(bob, secret) -> None:
+    """As many wrong codes at log-in as the account allows, each from an
+    address of its own."""
+    guesser = Client()
+    password_step(guesser, bob)
+    for number in range(settings.LOGIN_FAILURES_PER_ACCOUNT):
+        response = guesser.post(
+            "/accounts/2fa/authenticate/",
+            {"code": wrong_code(secret)},
+            REMOTE_ADDR=f"198.51.100.{number + 1}",
+        )
+        assert INCORRECT_CODE in page_text(response)
+
+
+REAUTHENTICATE = "/accounts/2fa/reauthenticate/"
+
+
+@pytest.mark.reliability("auth-codes")
+def test_wrong_codes_when_confirming_who_you_are_lock_the_account(bob, secret):
+    # A stolen signed-in session guessing from many addresses, paced under
+    # allauth's limit per user and minute (lifted here rather than waited for).
+    rates = {**settings.ACCOUNT_RATE_LIMITS, "reauthenticate": ""}
+    stolen = Client()
+    stolen.force_login(bob)
+    with override_settings(ACCOUNT_RATE_LIMITS=rates):
+        for number in range(settings.LOGIN_FAILURES_PER_ACCOUNT):
+            response = stolen.post(
+                REAUTHENTICATE,
+                {"code": wrong_code(secret)},
+                REMOTE_ADDR=f"198.51.100.{number + 1}",
+            )
+            assert INCORRECT_CODE in page_text(response)
+
+        refused = stolen.post(
+            REAUTHENTICATE, {"code": current_code(secret)}, REMOTE_ADDR="203.0.113.9"
+        )
+
+    assert refused.status_code == 200
+    assert LOCKED in page_text(refused)
+    asked = stolen.post("/api/keys/create/", {"name": "bot", "scopes": ["read"]})
+    assert asked["Location"].startswith(REAUTHENTICATE)
+    owner = Client(REMOTE_ADDR="203.0.113.10")
+    password_step(owner, bob)
+    assert LOCKED in page_text(code_step(owner, current_code(secret)))
+    assert not signed_in(owner)
+
+
+@pytest.mark.reliability("auth-codes")
+def test_a_password_reset_does_not_lift_the_lock_of_wrong_codes(
+    client, bob, secret, mailoutbox, django_capture_on_commit_callbacks
+):
+    # The mailbox is no second factor: a reset each time would give as many
+    # code guesses again.
+    lock_the_code_step(bob, secret)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        client.post("/accounts/password/reset/", {"email": bob.email})
+    (mail,) = [m for m in mailoutbox if "Password Reset" in m.subject]
+    link = link_path(mail, r"/accounts/password/reset/key/[^/\s]+/")
+    assert reset_password(client, link, NEW_PASSWORD).status_code == 302
+    assert password_is(bob, NEW_PASSWORD)
+
+    owner = Client(REMOTE_ADDR="203.0.113.9")
+    response = owner.post(
+        "/accounts/login/", {"login": bob.username, "password": NEW_PASSWORD}
+    )
+    assert response["Location"] == "/accounts/2fa/authenticate/"
+    assert LOCKED in page_text(code_step(owner, current_code(secret)))
+    assert not signed_in(owner)
+
+
+def test_confirming_who_you_are_takes_a_recovery_code_and_says_so(client, bob, secret):
+    client.force_login(bob)
+    page = page_text(client.get(REAUTHENTICATE))
+    assert ASKS_FOR_A_CODE in page
+    assert LOST_BOTH in page
+
+    response = client.post(REAUTHENTICATE, {"code": unused_recovery_codes(bob)[0]})
+
+    assert response.status_code == 302
+    assert len(unused_recovery_codes(bob)) == 9
