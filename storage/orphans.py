@@ -23,13 +23,13 @@ from __future__ import annotations
 import itertools
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django.apps import apps
 from django.core.files.storage import Storage, default_storage
-from django.db import DatabaseError, models
+from django.db import DatabaseError, models, transaction
 from django.utils import timezone
 from minio.error import S3Error
 
@@ -66,11 +66,15 @@ def _file_fields() -> Iterator[tuple[type[models.Model], str]]:
                 yield model, model_field.name
 
 
+def _referencing_rows(model: type[models.Model], field_name: str) -> models.QuerySet:
+    return model._default_manager.exclude(**{field_name: ""})
+
+
 def referenced_names(*, prefix: str = "") -> set[str]:
     """Every file name a row of any model references (starting with ``prefix``)."""
     names: set[str] = set()
     for model, field_name in _file_fields():
-        rows = model._default_manager.exclude(**{field_name: ""})
+        rows = _referencing_rows(model, field_name)
         if prefix:
             rows = rows.filter(**{f"{field_name}__startswith": prefix})
         names.update(rows.values_list(field_name, flat=True).iterator())
@@ -365,3 +369,128 @@ def _through_a_link(storage: Storage, name: str) -> bool:
         if _is_link(storage, folder):
             return True
     return False
+
+
+# --- Rows whose file is gone --------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MissingFile:
+    """A row whose file field names an object the storage does not hold."""
+
+    model: str  # app_label.ModelName
+    pk: object
+    field_name: str
+    name: str
+    row: str  # the row as the admin names it
+    advice: str  # what --repair does, or what to do about it
+    repairable: bool = False
+
+
+@dataclass
+class MissingReport:
+    checked: int = 0
+    missing: list[MissingFile] = field(default_factory=list)
+    repaired: list[MissingFile] = field(default_factory=list)
+    # Default files (the default avatar) missing, with how many rows use them.
+    defaults_missing: dict[str, int] = field(default_factory=dict)
+
+
+def _missing_repairs() -> dict[tuple[str, str], tuple[Callable, str]]:
+    """(model label, field) -> (the service that makes the row whole without
+    its file, what it does). Imported here: those apps build on storage."""
+    from accounts.services import avatar_remove
+    from tokens.services import token_logo_remove
+
+    return {
+        ("accounts.Profile", "avatar"): (
+            lambda row: avatar_remove(profile=row),
+            "set back to the default avatar",
+        ),
+        ("tokens.Token", "logo"): (
+            lambda row: token_logo_remove(token=row),
+            "logo cleared (the initial letter shows)",
+        ),
+    }
+
+
+_MISSING_ADVICE = {
+    "verification.IdentityDocument": "ask the user to send their documents again",
+}
+
+
+def media_missing_collect(
+    *, repair: bool, storage: Storage | None = None
+) -> MissingReport:
+    """Find the rows whose file field names an object that does not exist
+    (after restoring the database and the bucket from different times); with
+    ``repair``, make the rows that can do without their file whole again
+    through their services (an avatar goes back to the default, a token logo
+    is cleared). Identity documents are only listed: only their user can
+    send them again.
+
+    Rows naming their field's default (the default avatar) are not listed
+    one by one: the default object is checked once. Every object under the
+    media folders is listed first; a name missing from that listing is
+    looked up again (an upload may have written it since). Raises
+    StorageUnavailable when the bucket cannot be listed (or does not exist),
+    MediaFoldersUnsafe when a media folder on disk cannot be.
+    """
+    storage = storage or default_storage
+    _stores_check(storage)
+    listed = {name for name, _ in _media_objects(storage, OrphanReport())}
+    looked_up: dict[str, bool] = {}
+
+    def exists(name: str) -> bool:
+        if name in listed:
+            return True
+        if name not in looked_up:
+            looked_up[name] = _storage_of(name, storage).exists(name)
+        return looked_up[name]
+
+    repairs = _missing_repairs()
+    report = MissingReport()
+    for model, field_name in _file_fields():
+        label = model._meta.label
+        default = model._meta.get_field(field_name).default
+        default = default if isinstance(default, str) else ""
+        rows = _referencing_rows(model, field_name).values_list("pk", field_name)
+        for pk, name in rows.order_by("pk").iterator():
+            report.checked += 1
+            if exists(name):
+                continue
+            if name == default:
+                report.defaults_missing[name] = report.defaults_missing.get(name, 0) + 1
+                continue
+            row = model._default_manager.filter(pk=pk).first()
+            fix, done = repairs.get((label, field_name), (None, ""))
+            item = MissingFile(
+                model=label,
+                pk=pk,
+                field_name=field_name,
+                name=name,
+                row=str(row) if row is not None else f"{label} #{pk}",
+                advice=done if fix else _MISSING_ADVICE.get(label, ""),
+                repairable=fix is not None,
+            )
+            report.missing.append(item)
+            if repair and fix and _missing_repair(model, pk, field_name, name, fix):
+                report.repaired.append(item)
+    return report
+
+
+def _missing_repair(
+    model: type[models.Model], pk: object, field_name: str, name: str, fix: Callable
+) -> bool:
+    """Repair the row if it still names the missing file: its owner may have
+    uploaded a new one since it was read, which must be kept."""
+    with transaction.atomic():
+        row = (
+            model._default_manager.select_for_update()
+            .filter(pk=pk, **{field_name: name})
+            .first()
+        )
+        if row is None:
+            return False
+        fix(row)
+    return True

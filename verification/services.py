@@ -11,6 +11,7 @@ from allauth.account.adapter import get_adapter
 from django.conf import settings
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.core.exceptions import PermissionDenied
+from django.core.files.base import File
 from django.core.files.storage import Storage
 from django.db import DatabaseError, IntegrityError, transaction
 from django.http import HttpRequest
@@ -221,6 +222,8 @@ class DocumentDelivery:
 
     access: IdentityDocumentAccess
     presigned_url: str = ""
+    # To stream: the file, open; the response that sends it closes it.
+    content: File | None = None
 
 
 def document_open(
@@ -228,7 +231,12 @@ def document_open(
 ) -> DocumentDelivery:
     """Record that ``request.user`` opens ``document`` and say how to deliver it.
 
-    Refuses anyone without the ``view_identity_document`` permission.
+    Refuses anyone without the ``view_identity_document`` permission. The
+    file is looked for first (opened to stream, its existence checked to
+    presign), so an opening is recorded only for a file there is to deliver:
+    raises FileNotFoundError when the object is gone (a restore of the
+    database and the bucket from different times), StorageUnavailable when
+    the store does not answer.
     """
     staff = request.user
     if not (
@@ -237,7 +245,36 @@ def document_open(
         raise PermissionDenied("Opening identity documents needs a permission.")
     storage = document.file.storage
     presign = _presignable(storage)
-    access = IdentityDocumentAccess.objects.create(
+    content = None
+    if presign:
+        if not storage.exists(document.file.name):
+            raise FileNotFoundError(document.file.name)
+    else:
+        content = storage.open(document.file.name, "rb")
+    try:
+        access = _access_record(request=request, document=document, presign=presign)
+    except BaseException:
+        if content is not None:
+            content.close()
+        raise
+    if not presign:
+        return DocumentDelivery(access=access, content=content)
+    return DocumentDelivery(
+        access=access,
+        presigned_url=document_presigned_url(
+            storage=storage,
+            key=document.file.name,
+            expiry=settings.IDENTITY_DOCUMENT_URL_EXPIRY,
+            attachment=document.content_type == "application/pdf",
+        ),
+    )
+
+
+def _access_record(
+    *, request: HttpRequest, document: IdentityDocument, presign: bool
+) -> IdentityDocumentAccess:
+    staff = request.user
+    return IdentityDocumentAccess.objects.create(
         staff=staff,
         staff_username=staff.get_username(),
         document=document,
@@ -248,17 +285,6 @@ def document_open(
             IdentityDocumentAccess.Delivery.PRESIGNED
             if presign
             else IdentityDocumentAccess.Delivery.STREAM
-        ),
-    )
-    if not presign:
-        return DocumentDelivery(access=access)
-    return DocumentDelivery(
-        access=access,
-        presigned_url=document_presigned_url(
-            storage=storage,
-            key=document.file.name,
-            expiry=settings.IDENTITY_DOCUMENT_URL_EXPIRY,
-            attachment=document.content_type == "application/pdf",
         ),
     )
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import FileResponse, Http404, HttpRequest, HttpResponse
+from django.http import FileResponse, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.cache import cache_control, never_cache
 from django.views.decorators.http import require_http_methods, require_safe
@@ -70,22 +70,28 @@ def verification_page(request: HttpRequest) -> HttpResponse:
 @never_cache
 def document_staff_view(request: HttpRequest, pk: int) -> HttpResponse:
     """Staff only (mounted in the admin): record the opening, then redirect to
-    a short-lived presigned URL or stream the file."""
+    a short-lived presigned URL or stream the file. A file missing from
+    storage gets a page saying so, and no opening is recorded."""
     document = get_object_or_404(
         IdentityDocument.objects.select_related("verification__user"), pk=pk
     )
-    delivery = document_open(request=request, document=document)
+    try:
+        delivery = document_open(request=request, document=document)
+    except FileNotFoundError:
+        return render(
+            request,
+            "verification/document_missing.html",
+            {"document": document},
+            status=404,
+        )
+    except StorageUnavailable:
+        return HttpResponse(
+            "File storage is unavailable.", status=503, content_type="text/plain"
+        )
     if delivery.presigned_url:
         response = redirect(delivery.presigned_url)
     else:
-        try:
-            content = document.file.storage.open(document.file.name, "rb")
-        except FileNotFoundError:
-            raise Http404("The document's file is missing.") from None
-        except StorageUnavailable:
-            return HttpResponse(
-                "File storage is unavailable.", status=503, content_type="text/plain"
-            )
+        content = delivery.content
         response = FileResponse(
             content,
             content_type=document.content_type,

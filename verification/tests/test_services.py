@@ -164,6 +164,7 @@ def test_opening_needs_the_permission_and_is_recorded(alice, reviewer):
     reviewer = get_user_model().objects.get(pk=reviewer.pk)  # no cached permissions
     request.user = reviewer
     delivery = document_open(request=request, document=document)
+    delivery.content.close()  # opened to stream (local storage)
     access = IdentityDocumentAccess.objects.get()
     assert access == delivery.access
     assert (access.staff, access.document, access.ip_address) == (

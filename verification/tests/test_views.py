@@ -353,6 +353,33 @@ def test_staff_open_a_document_and_each_opening_is_recorded(
     )
 
 
+def test_a_document_whose_file_is_gone_says_so_and_records_no_opening(
+    site_storage, alice_client, mfa_enable
+):
+    # A database restored from a later time than the bucket names documents
+    # the bucket never got back.
+    verification = submit(alice_client)
+    document = verification.documents.get(kind="front")
+    document.file.storage.delete(document.file.name)
+    staff = reviewer_client(mfa_enable, may_open=True)
+
+    response = staff.get(open_url(document))
+
+    assert response.status_code == 404
+    page = " ".join(response.content.decode().split())
+    assert (
+        "The file of this document is missing from storage (deleted, or not "
+        "restored from a backup). Ask the user to send their documents again."
+    ) in page
+    assert f"/admin/verification/identityverification/{verification.pk}/" in page
+    assert "no-store" in response["Cache-Control"]
+    assert not IdentityDocumentAccess.objects.exists()
+    # The other documents still open, and are recorded.
+    other = verification.documents.get(kind="selfie")
+    assert staff.get(open_url(other)).status_code in (200, 302)
+    assert IdentityDocumentAccess.objects.get().document == other
+
+
 @pytest.mark.reliability("private-documents")
 def test_staff_without_the_permission_are_refused_and_see_no_link(
     alice_client, mfa_enable

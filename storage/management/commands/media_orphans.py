@@ -1,11 +1,15 @@
+from django.conf import settings
+from django.core.files.storage import default_storage
 from django.core.management.base import BaseCommand, CommandError
 
+from storage.backends import MinIOStorage
 from storage.exceptions import StorageUnavailable
 from storage.orphans import (
     DEFAULT_GRACE_MINUTES,
     MAX_GRACE_MINUTES,
     MIN_GRACE_MINUTES,
     MediaFoldersUnsafe,
+    media_missing_collect,
     media_orphans_collect,
 )
 
@@ -18,7 +22,11 @@ class Command(BaseCommand):
         "while the store was down). Objects younger than --grace-minutes may be "
         "uploads in flight and are left alone, so it is safe to run at any time; "
         f"a grace period under {MIN_GRACE_MINUTES} minutes is refused. "
-        "On local disk, links to folders are not followed (they are listed)."
+        "On local disk, links to folders are not followed (they are listed). "
+        "With --missing, list instead the rows whose file is missing from "
+        "storage (a database and a bucket restored from different times), and "
+        "exit 1 if any; --missing --repair sets such avatars back to the default "
+        "and clears such token logos (identity documents are only listed)."
     )
 
     def add_arguments(self, parser) -> None:
@@ -28,7 +36,20 @@ class Command(BaseCommand):
         parser.add_argument(
             "--dry-run",
             action="store_true",
-            help="with --delete: only report what would be removed",
+            help="with --delete or --repair: only report what would be changed",
+        )
+        parser.add_argument(
+            "--missing",
+            action="store_true",
+            help="list the rows whose file is missing from storage instead",
+        )
+        parser.add_argument(
+            "--repair",
+            action="store_true",
+            help=(
+                "with --missing: set avatars whose file is missing back to the "
+                "default avatar and clear such token logos"
+            ),
         )
         parser.add_argument(
             "--grace-minutes",
@@ -41,6 +62,16 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, **options) -> None:
+        if options["repair"] and not options["missing"]:
+            raise CommandError("--repair goes with --missing.")
+        if options["missing"]:
+            if options["delete"]:
+                raise CommandError(
+                    "--missing lists rows without objects, --delete removes "
+                    "objects without rows: run them one after the other."
+                )
+            self._missing(repair=options["repair"] and not options["dry_run"])
+            return
         if options["grace_minutes"] < MIN_GRACE_MINUTES:
             raise CommandError(
                 f"--grace-minutes must be at least {MIN_GRACE_MINUTES}: an upload "
@@ -89,3 +120,59 @@ class Command(BaseCommand):
                 f"{len(report.failed)} objects could not be deleted; "
                 "they are queued and retried on the next run."
             )
+
+    def _missing(self, *, repair: bool) -> None:
+        try:
+            report = media_missing_collect(repair=repair)
+        except (StorageUnavailable, MediaFoldersUnsafe) as exc:
+            raise CommandError(str(exc)) from exc
+        for item in report.missing:
+            if item in report.repaired:
+                state, advice = "repaired", item.advice
+            elif item.repairable and repair:
+                state, advice = "missing", "changed since it was read: run again"
+            elif item.repairable:
+                state, advice = "missing", f"--repair: {item.advice}"
+            else:
+                state = "missing"
+                advice = item.advice or "restore the object from a backup"
+            self.stdout.write(
+                f"{state:<15} {item.model} #{item.pk} {item.field_name} "
+                f"{item.name} ({item.row}): {advice}"
+            )
+        for name, rows in report.defaults_missing.items():
+            self.stdout.write(
+                f"{'missing':<15} {name}, the default of {rows} "
+                f"{'row' if rows == 1 else 'rows'}: "
+                f"{_default_restore_advice(name)}"
+            )
+        left = len(report.missing) - len(report.repaired)
+        self.stdout.write(
+            f"checked {report.checked}, missing {len(report.missing)}, "
+            f"repaired {len(report.repaired)}, default files missing "
+            f"{len(report.defaults_missing)}"
+        )
+        if not repair and any(item.repairable for item in report.missing):
+            self.stdout.write("Nothing was changed (run with --repair to repair).")
+        if left or report.defaults_missing:
+            problems = []
+            if left:
+                problems.append(
+                    f"{left} row names a file missing from storage"
+                    if left == 1
+                    else f"{left} rows name a file missing from storage"
+                )
+            if report.defaults_missing:
+                problems.append("a default file is missing")
+            raise CommandError(f"{' and '.join(problems)}: see the lines above.")
+
+
+def _default_restore_advice(name: str) -> str:
+    if isinstance(default_storage, MinIOStorage):
+        return (
+            "run `python manage.py setup_minio`, which uploads the default avatar again"
+        )
+    return (
+        f"copy {name} from the repository's media/ folder into MEDIA_ROOT "
+        f"({settings.MEDIA_ROOT})"
+    )
