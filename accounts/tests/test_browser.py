@@ -14,6 +14,9 @@ from django.core.files.storage import default_storage
 from PIL import Image
 from playwright.sync_api import expect
 
+from accounts.services import avatar_replace
+from tests.factories import image_bytes, jpeg_upload
+
 pytestmark = pytest.mark.django_db(transaction=True)
 
 PASSWORD = "correct-horse-battery-9"
@@ -47,6 +50,19 @@ def all_images_loaded(page) -> bool:
         """Array.from(document.images)
              .filter(i => i.getAttribute("src"))
              .every(i => i.complete && i.naturalWidth > 0)"""
+    )
+
+
+def broken_images(page) -> list[str]:
+    """The pictures shown as a broken-image icon: a source, not hidden, and
+    nothing in it once the browser has tried (lazy ones scrolled into view)."""
+    page.evaluate("window.scrollTo(0, document.body.scrollHeight)")
+    page.wait_for_function("() => Array.from(document.images).every(i => i.complete)")
+    return page.evaluate(
+        """Array.from(document.images)
+             .filter(i => i.getAttribute("src") && !i.hidden)
+             .filter(i => i.naturalWidth === 0)
+             .map(i => i.outerHTML)"""
     )
 
 
@@ -90,6 +106,42 @@ def test_sign_up_and_replace_the_avatar_with_a_big_photo(
     assert (picture.format, picture.size) == ("JPEG", (300, 300))
     assert not picture.getexif()
     assert "comment" not in picture.info and "exif" not in picture.info
+
+
+def test_an_avatar_whose_file_is_gone_shows_a_letter_until_a_new_one(
+    page, live_server, site_storage, tmp_path
+):
+    def letters_shown():
+        assert broken_images(page) == []
+        for place in (".nav-profile", ".profile-picture"):
+            letter = page.locator(place).get_by_role("img", name="Your profile picture")
+            expect(letter).to_have_text("A")
+            expect(letter).to_have_class(re.compile(r"\bavatar\b.*token-logo-empty"))
+
+    # The default picture deleted from the store by hand.
+    default_storage.delete("default_avatar.jpg")
+    sign_up(page, live_server, "alice")
+    letters_shown()
+    page.screenshot_step("default-gone")
+
+    # A database restored newer than the bucket: the row names a file the
+    # store no longer has.
+    profile = get_user_model().objects.get().profile
+    avatar_replace(profile=profile, upload=jpeg_upload())
+    default_storage.delete(profile.avatar.name)
+    page.reload()
+    letters_shown()
+    page.screenshot_step("picture-gone")
+
+    # A new picture takes the letter's place, without reloading.
+    (tmp_path / "me.jpg").write_bytes(image_bytes("JPEG", (400, 300)))
+    page.get_by_label("New picture").set_input_files(tmp_path / "me.jpg")
+    page.get_by_role("button", name="Upload picture").click()
+    expect(page.get_by_text("Your profile picture was updated.")).to_be_visible()
+    expect(page.locator("#avatar-current")).to_be_visible()
+    expect(page.locator(".nav-profile img")).to_be_visible()
+    expect(page.locator(".token-logo-empty")).to_have_count(0)
+    assert broken_images(page) == []
 
 
 @pytest.mark.parametrize(

@@ -1,12 +1,25 @@
-"""Staff add a token with its logo in the admin; the token list shows it."""
+"""Staff add a token with its logo in the admin; the token list shows it.
+Every picture loads, and one whose file is gone shows as no picture."""
 
 import io
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.core.files.storage import default_storage
 from PIL import Image, ImageDraw
+from playwright.sync_api import expect
 
+from accounts.tests.test_browser import broken_images
 from accounts.tests.totp import AuthenticatorApp
+from tests.factories import (
+    PASSWORD,
+    fund,
+    market_make,
+    png_upload,
+    token_make,
+    user_make,
+)
+from tokens.services import token_logo_replace
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -100,3 +113,50 @@ def test_every_image_on_every_page_loads_with_an_image_type(
             response = page.request.get(source)
             assert response.status == 200, (path, source)
             assert response.headers["content-type"].startswith("image/"), source
+
+
+def test_a_logo_whose_file_is_gone_shows_as_no_logo_not_a_broken_image(
+    page, live_server, site_storage
+):
+    btc, usdt = token_make("BTC"), token_make("USDT", decimals=6)
+    for token in (btc, usdt):
+        token_logo_replace(token=token, upload=png_upload())
+    market_make(btc, usdt)
+    fund(user_make("holder"), btc, "1")
+    # A database restored newer than the bucket: the row names a file the
+    # store no longer has.
+    default_storage.delete(btc.logo.name)
+    page.goto(f"{live_server.url}/accounts/login/")
+    page.locator('input[name="login"]').fill("holder")
+    page.locator('input[name="password"]').fill(PASSWORD)
+    page.get_by_role("button", name="Sign In").click()
+    page.wait_for_url("**/accounts/profile/")
+
+    for path in ("/", "/tokens/"):
+        page.goto(f"{live_server.url}{path}")
+        assert broken_images(page) == [], path
+        # The letter the card shows for a token without a logo.
+        letter = page.get_by_role("link", name="BTC BTC token").locator("span").first
+        expect(letter).to_have_text("B")
+        expect(letter).to_have_class("token-logo token-logo-empty")
+        expect(letter).to_have_attribute("aria-hidden", "true")
+        usdt_logo = page.get_by_role("link", name="USDT USDT token").locator("img")
+        expect(usdt_logo).to_be_visible()
+    page.screenshot_step("tokens")
+
+    page.goto(f"{live_server.url}/tokens/BTC/")
+    assert broken_images(page) == []
+    expect(page.locator(".token-detail img")).to_have_count(0)
+    expect(page.get_by_role("heading", name="BTC token BTC")).to_be_visible()
+
+    # One logo left beside the market (USDT's), none beside the balance.
+    page.goto(f"{live_server.url}/markets/")
+    assert broken_images(page) == []
+    market = page.locator("tbody tr").filter(has_text="BTC / USDT")
+    expect(market.locator("img")).to_have_count(1)
+    page.goto(f"{live_server.url}/wallet/")
+    assert broken_images(page) == []
+    balances = page.get_by_role("region", name="Balances")
+    expect(balances.get_by_role("row").filter(has_text="BTC token")).to_have_count(1)
+    expect(balances.locator("img")).to_have_count(0)
+    page.screenshot_step("wallet")
