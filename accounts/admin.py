@@ -21,7 +21,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 
 from accounts.models import Profile, SecurityEvent
 from accounts.services import account_notify, avatar_replace
-from core.forms import changes_against_opened_page
+from core.forms import ChangesOnPageForm
 from core.locks import unique_value_serialize
 from storage.html import image_tag
 
@@ -40,12 +40,7 @@ def _profile_changes_save(*, profile: Profile, form: forms.ModelForm) -> None:
         profile.save(update_fields=[*fields, "updated_at"])
 
 
-class ProfileForm(forms.ModelForm):
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        if not self.instance._state.adding:
-            changes_against_opened_page(self)
-
+class ProfileForm(ChangesOnPageForm):
     def clean_user(self):
         user = self.cleaned_data.get("user")
         if user is not None and self.instance._state.adding:
@@ -112,15 +107,11 @@ class UserAddForm(AdminUserCreationForm):
         return super().clean_username()
 
 
-class UserChangeOnPageForm(UserChangeForm):
+class UserChangeOnPageForm(ChangesOnPageForm, UserChangeForm):
     """Django's, comparing what is posted with the values the page was
-    opened with (``changes_against_opened_page``): a page opened before
-    another staff member suspended the user, or took away a group or staff
-    status, saves none of that back."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        changes_against_opened_page(self)
+    opened with (``ChangesOnPageForm``): a page opened before another staff
+    member suspended the user, or took away a group or staff status, saves
+    none of that back."""
 
 
 def _many_changes_save(*, form: forms.ModelForm, name: str) -> None:

@@ -151,7 +151,8 @@ class ResetPasswordForm(AllauthResetPasswordForm):
     full.
 
     A mail to the address that was lost (``notice lost``, accounts.adapter)
-    gives the places back, and the page after says it could not be sent
+    clears the address's count (as a lost confirmation link does: allauth
+    can clear a limit, not give one place back), and the page after says it could not be sent
     (``RESET_MAIL_LOST_SESSION_KEY``, read by
     ``account/password_reset_done.html``) instead of allauth's "We have sent
     you an email". Only where that does not tell whether the address has an

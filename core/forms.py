@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django import forms
+from django.core.exceptions import FieldDoesNotExist
 
 from core.widgets import PlainHiddenInput
 
@@ -26,3 +27,35 @@ def changes_against_opened_page(form: forms.BaseForm) -> None:
         field.show_hidden_initial = True
         if isinstance(field, forms.DecimalField):
             field.hidden_widget = PlainHiddenInput
+
+
+class ChangesOnPageForm(forms.ModelForm):
+    """A model form of an admin page that, on a change page, changes only
+    what was changed on the page (``changes_against_opened_page``).
+
+    Its other fields are cleaned as the row is now, not as the page showed
+    it: what is checked (unique together, the form's and the model's rules
+    across fields) is the row this save makes, another staff member's save
+    since the page was opened included. The admin's ``save_model`` writes
+    ``changed_data`` alone."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if not self.instance._state.adding:
+            changes_against_opened_page(self)
+
+    def clean(self):
+        data = super().clean()
+        if self.instance._state.adding:
+            return data
+        changed = set(self.changed_data)
+        for name, field in self.fields.items():
+            if name in changed or name not in data or not field.show_hidden_initial:
+                continue
+            try:
+                model_field = self.instance._meta.get_field(name)
+            except FieldDoesNotExist:
+                continue  # a field of the form alone
+            if model_field.concrete and not model_field.many_to_many:
+                data[name] = getattr(self.instance, model_field.name)
+        return data

@@ -21,7 +21,19 @@ class PlainNumberInput(forms.NumberInput):
 
 
 class PlainHiddenInput(forms.HiddenInput):
-    """A hidden input holding an amount as ``PlainNumberInput`` shows it."""
+    """A hidden input holding an amount as ``PlainNumberInput`` shows it.
+
+    Read back, a value that is no finite number reads as empty: a forged
+    ``sNaN`` would make comparing it with the amount raise (a 500), where
+    an empty one counts as changed."""
+
+    def value_from_datadict(self, data, files, name):
+        value = super().value_from_datadict(data, files, name)
+        try:
+            finite = Decimal(value).is_finite()
+        except (TypeError, ValueError, ArithmeticError):
+            return value
+        return value if finite else ""
 
     def format_value(self, value):
         if isinstance(value, Decimal):

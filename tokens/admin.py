@@ -1,12 +1,11 @@
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 
-from django import forms
 from django.contrib import admin
 from django.db import models
 from django.db.models import Count
 
-from core.forms import changes_against_opened_page
+from core.forms import ChangesOnPageForm
 from core.locks import unique_value_serialize
 from core.widgets import PlainNumberInput
 from storage.html import image_tag
@@ -19,7 +18,7 @@ from tokens.services import token_create, token_update
 FIXED_ONCE_ADDED = ["symbol", "decimals"]
 
 
-class TokenForm(forms.ModelForm):
+class TokenForm(ChangesOnPageForm):
     class Meta:
         model = Token
         fields = [
@@ -41,11 +40,6 @@ class TokenForm(forms.ModelForm):
             "entry of the token is counted in that unit. A token with other "
             "decimals is a new token.",
         }
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        if not self.instance._state.adding:
-            changes_against_opened_page(self)
 
     def clean(self):
         data = super().clean()

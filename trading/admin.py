@@ -32,7 +32,7 @@ from django.utils import timezone
 from django.utils.text import capfirst
 
 from accounts.admin_site import decision_confirmation, decision_rows, user_label
-from core.forms import changes_against_opened_page
+from core.forms import ChangesOnPageForm
 from core.locks import unique_value_serialize
 from core.widgets import PlainNumberInput
 from tokens.models import Token
@@ -145,17 +145,12 @@ class ReadOnlyAdmin(PlainAmountsAdmin):
         return False
 
 
-class MarketForm(forms.ModelForm):
+class MarketForm(ChangesOnPageForm):
     """The market admin's form. ``Market.clean`` checks the pair and steps
     against the tokens' units; on a change page those are read-only, so an
     error it names them by (data from before the tokens' decimals were fixed)
     is shown for the whole form, naming the field, where Django would raise
     ``ValueError`` (a 500) for a field the form does not have."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        if not self.instance._state.adding:
-            changes_against_opened_page(self)
 
     def clean(self):
         data = super().clean()
@@ -633,7 +628,7 @@ class LedgerEntryAdmin(ReadOnlyAdmin):
     search_fields = ["user__username"]
 
 
-class AddressFormatForm(forms.ModelForm):
+class AddressFormatForm(ChangesOnPageForm):
     example = forms.CharField(
         required=False,
         max_length=255,
@@ -644,11 +639,6 @@ class AddressFormatForm(forms.ModelForm):
     class Meta:
         model = AddressFormat
         fields = ["token", "network", "pattern", "checksum", "description"]
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        if not self.instance._state.adding:
-            changes_against_opened_page(self)
 
     def clean(self):
         data = super().clean()

@@ -838,6 +838,45 @@ def test_an_address_format_saved_from_a_page_opened_before_an_edit_keeps_it(
     assert address_format.description == "SegWit"
 
 
+def test_a_stale_page_is_checked_against_the_row_it_would_make(staff_clients, btc):
+    # Another staff member moved the format to a token that has the network
+    # this page renames it to: the pair is taken, said on the form.
+    ltc = token_make("LTC")
+    address_format_ensure(
+        token=ltc, network="Lightning", pattern=r"ln[a-z0-9]{8,80}", description="LN"
+    )
+    moved, _ = address_format_ensure(
+        token=btc, network="Bitcoin", pattern=r"bc1[a-z0-9]{8,87}", description="BTC"
+    )
+    url = f"/admin/trading/addressformat/{moved.pk}/change/"
+    first, second = staff_clients(2)
+    opened_by_first = form_values(first.get(url))
+    moving = form_values(second.get(url))
+    moving.update(token=str(ltc.pk), network="Litecoin")
+    assert second.post(url, moving).status_code == 302
+
+    response = first.post(url, {**opened_by_first, "network": "Lightning"})
+
+    assert response.status_code == 200
+    assert "already exists" in response.content.decode()
+    moved.refresh_from_db()
+    assert (moved.token, moved.network) == (ltc, "Litecoin")
+
+
+@pytest.mark.parametrize("forged", ["sNaN", "-sNaN", "NaN", "Infinity", "abc"])
+def test_a_forged_opened_page_amount_is_no_500(staff_client, market, forged):
+    url = f"/admin/trading/market/{market.pk}/change/"
+    page = form_values(staff_client.get(url))
+
+    response = staff_client.post(
+        url, {**page, "initial-maker_fee": forged, "maker_fee": "0.0005"}
+    )
+
+    assert response.status_code == 302
+    market.refresh_from_db()
+    assert market.maker_fee == D("0.0005")
+
+
 @pytest.mark.reliability("number-abuse")
 def test_a_negative_minimum_order_value_is_refused_by_the_market_form(
     staff_client, market
