@@ -1,16 +1,53 @@
+import re
+from decimal import Decimal
+
 from django import forms
 from django.contrib.auth.base_user import AbstractBaseUser
+from django.core.exceptions import ValidationError
 from django.db.models import Q
 
 from tokens.models import Token
-from trading.models import AMOUNT, Market, Order, Withdrawal
+from trading.models import AMOUNT, AddressFormat, Market, Order, Withdrawal
+
+_PLAIN_AMOUNT = r"([0-9]+(\.[0-9]*)?|\.[0-9]+)"
 
 
-def _amount_field(label: str, *, required: bool = True) -> forms.DecimalField:
-    return forms.DecimalField(
+class PlainAmountField(forms.DecimalField):
+    """An amount written as the API takes it: ASCII digits and at most one
+    decimal point, above 0. Django's field reads anything Python's Decimal
+    does (``1e2``, ``+1``, ``1_0``, other scripts' digits), which the market
+    page's estimate cannot: an order would be placed for an amount the trader
+    never saw written out."""
+
+    default_error_messages = {
+        "invalid": "Write the amount in digits with one decimal point, like 0.25 "
+        "(no commas, spaces, signs or exponents).",
+        "not_positive": "Enter an amount greater than 0.",
+    }
+    _plain = re.compile(_PLAIN_AMOUNT, re.ASCII)
+    _negative = re.compile(f"-{_PLAIN_AMOUNT}", re.ASCII)
+
+    def to_python(self, value: object) -> Decimal | None:
+        text = "" if value is None else str(value).strip()
+        if not text:
+            return None
+        if self._plain.fullmatch(text):
+            return Decimal(text)
+        code = "not_positive" if self._negative.fullmatch(text) else "invalid"
+        raise ValidationError(self.error_messages[code], code=code)
+
+    def validate(self, value: Decimal | None) -> None:
+        super().validate(value)
+        if value is not None and value <= 0:
+            raise ValidationError(
+                self.error_messages["not_positive"], code="not_positive"
+            )
+
+
+def _amount_field(label: str, *, required: bool = True) -> PlainAmountField:
+    return PlainAmountField(
         label=label,
         required=required,
-        min_value=0,
         max_digits=AMOUNT["max_digits"],
         decimal_places=AMOUNT["decimal_places"],
         widget=forms.TextInput(attrs={"inputmode": "decimal", "autocomplete": "off"}),
@@ -63,6 +100,13 @@ class OrderForm(forms.Form):
     def clean(self):
         data = super().clean()
         kind = data.get("type")
+
+        def missing(*names: str) -> bool:
+            # A field that failed its own checks already says what is wrong.
+            return all(
+                data.get(name) is None and name not in self.errors for name in names
+            )
+
         data["time_in_force"] = data.get("time_in_force") or Order.TimeInForce.GTC
         # The page hides the fields an order type does not use (a market
         # order has no price, time in force or post-only); whatever they
@@ -77,12 +121,12 @@ class OrderForm(forms.Form):
                 "A post-only order waits in the book: choose good till cancelled.",
             )
         if kind in (Order.Type.LIMIT, Order.Type.STOP_LIMIT):
-            if data.get("price") is None:
+            if missing("price"):
                 self.add_error("price", "A limit order needs a price.")
             data["quote_amount"] = data["protection_price"] = None
         if kind != Order.Type.STOP_LIMIT:
             data["stop_price"] = None
-        elif data.get("stop_price") is None:
+        elif missing("stop_price"):
             self.add_error("stop_price", "A stop-limit order needs a stop price.")
         if kind == Order.Type.MARKET:
             data["price"] = None
@@ -92,15 +136,15 @@ class OrderForm(forms.Form):
             if data.get("quote_amount") is not None:
                 # A market buy by the amount to spend; no quantity, no cap.
                 data["quantity"] = data["protection_price"] = None
-            elif data.get("side") == Order.Side.BUY and (
-                data.get("protection_price") is None
+            elif data.get("side") == Order.Side.BUY and missing(
+                "protection_price", "quote_amount"
             ):
                 self.add_error(
                     "protection_price",
                     "A market buy by amount needs the highest price you accept "
                     "(or give the quote amount to spend instead).",
                 )
-        if data.get("quantity") is None and data.get("quote_amount") is None:
+        if missing("quantity", "quote_amount"):
             self.add_error("quantity", "Give the amount to trade.")
         return data
 

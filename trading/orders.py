@@ -946,6 +946,16 @@ def order_refusal(order: Order) -> TradingError | None:
             f"{grouped(market.min_notional)} {market.quote.symbol}; it was not "
             "placed."
         )
+    elif reason == Reason.BELOW_MIN_NOTIONAL and order.protection_price is not None:
+        # The matcher swept the book only up to the cap: what it found there
+        # (perhaps nothing) was worth less than the minimum.
+        message = (
+            "Too little is offered at or below your price limit of "
+            f"{grouped(order.protection_price)} {market.quote.symbol}: less "
+            f"than the market's minimum value of {grouped(market.min_notional)} "
+            f"{market.quote.symbol}. The order was not placed; raise your price "
+            "limit or wait for more sellers."
+        )
     elif reason == Reason.BELOW_MIN_NOTIONAL:
         message = (
             "The book could fill this order for less than the market's minimum "

@@ -249,6 +249,8 @@ def _refusal_field(refusal: TradingError, data: dict) -> str | None:
         InvalidAmount | PrecisionTooHigh | BelowMinNotional | InsufficientBalance,
     ):
         return None
+    if isinstance(refusal, BelowMinNotional) and data.get("protection_price"):
+        return "protection_price"  # the book held too little up to the cap
     if match := _REFUSED_AMOUNT.match(refusal.message):
         return match["name"].replace(" ", "_")
     return "quote_amount" if data.get("quote_amount") is not None else "quantity"
@@ -344,6 +346,11 @@ def _order_outcome(order: Order) -> str:
         what = f"Buy {market.base.symbol} for {grouped(order.quote_amount)} "
         what += market.quote.symbol
     filled = grouped(order.filled_quantity)
+    if order.status == Order.Status.ACCEPTED and order.type == Order.Type.MARKET:
+        return (
+            f"{what}: accepted, and waiting for the matcher. It fills when the "
+            "matcher takes it, and shows in your trades then."
+        )
     if order.status == Order.Status.ACCEPTED:
         return (
             f"{what}: accepted, and waiting for the matcher. It shows under your "
@@ -358,6 +365,21 @@ def _order_outcome(order: Order) -> str:
     if order.cancel_reason not in _CANCEL_WHY:
         return f"{what}: {filled} filled, the rest cancelled."
     why, advice = _CANCEL_WHY[order.cancel_reason]
+    if (
+        order.cancel_reason == Order.CancelReason.UNFILLED
+        and order.protection_price is not None
+    ):
+        # A capped market buy stops at its cap, not where the book ends.
+        limit = f"{grouped(order.protection_price)} {market.quote.symbol}"
+        if order.filled_quantity:
+            return (
+                f"{what}: {filled} filled; the rest was cancelled: nothing more "
+                f"was offered at or below your price limit of {limit}."
+            )
+        return (
+            f"{what}: cancelled, nothing filled: nothing was offered at or below "
+            f"your price limit of {limit}."
+        )
     if order.filled_quantity:
         return f"{what}: {filled} filled; the rest was cancelled because {why}.{advice}"
     return f"{what}: cancelled because {why}; nothing filled.{advice}"

@@ -300,6 +300,11 @@
       ["price", "quantity", "filled_quantity"].forEach(function (name) {
         row.querySelector('[data-field="' + name + '"]').textContent = order[name] === null ? "—" : group(order[name]);
       });
+      // A market order has no price, and one by quote amount no quantity.
+      if (order.type === "market") row.querySelector('[data-field="price"]').textContent = "Market";
+      if (order.quantity === null && order.quote_amount !== null) {
+        row.querySelector('[data-field="quantity"]').textContent = "spend " + group(order.quote_amount) + " " + quote;
+      }
       row.querySelector('[data-field="id"]').textContent = String(order.id);
       var cancel = row.querySelector("form");
       cancel.action = cancel.getAttribute("action").replace(/\/0\/cancel\/$/, "/" + order.id + "/cancel/");
@@ -401,10 +406,11 @@
   }
 
   // What a market order of `quantity` base (or spending `spend` quote) would
-  // take from the book now: {quantity, value} (value in quote).
-  function sweep(side, quantity, spend) {
+  // take from the book now, never above a buy's `cap` (its protection price,
+  // or null): {quantity, value (in quote), capped (stopped at the cap)}.
+  function sweep(side, quantity, spend, cap) {
     var amountStep = dec(form.getAttribute("data-amount-step"));
-    var taken = ZERO, value = ZERO;
+    var taken = ZERO, value = ZERO, capped = false;
     var opposite = levels(side === "buy" ? "sell" : "buy");
     for (var i = 0; i < opposite.length; i++) {
       var level = opposite[i];
@@ -417,10 +423,14 @@
         if (cmp(mul(level.p, take), budget) > 0) take = divDown(budget, level.p, amountStep);
       }
       if (!positive(take)) break;
+      if (cap && cmp(level.p, cap) > 0) {
+        capped = true;
+        break;
+      }
       taken = add(taken, take);
       value = add(value, mul(level.p, take));
     }
-    return { quantity: taken, value: value };
+    return { quantity: taken, value: value, capped: capped };
   }
 
   function rateText(rate) { return plain(mul(rate, { n: 100n, s: 0 })) + " %"; }
@@ -451,17 +461,20 @@
         value = mul(price, quantity);
       }
     } else if (side === "buy" && positive(spend)) {
-      var bought = sweep("buy", null, spend);
+      var bought = sweep("buy", null, spend, null);
       received = bought.quantity;
       value = spend;
       approximate = true;
       if (!positive(bought.quantity)) short = " (no sell order in the book)";
     } else if (positive(quantity)) {
-      var swept = sweep(side, quantity, null);
+      var cap = dec(field.protection_price.value);
+      var swept = sweep(side, quantity, null, side === "buy" && positive(cap) ? cap : null);
       received = swept.quantity;
       value = swept.value;
       approximate = true;
-      if (cmp(swept.quantity, quantity) < 0) short = " (the book holds " + shown(swept.quantity) + " " + base + ")";
+      if (swept.capped && !positive(swept.quantity)) short = " (nothing offered at or below your price)";
+      else if (swept.capped) short = " for " + shown(swept.quantity) + " " + base + " at or below your price";
+      else if (cmp(swept.quantity, quantity) < 0) short = " (the book holds " + shown(swept.quantity) + " " + base + ")";
     }
     if (value !== null) {
       total = (approximate ? "≈ " : "") + shown(value) + " " + quote + short;

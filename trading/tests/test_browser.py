@@ -17,7 +17,9 @@ from tests.factories import (
     token_make,
     user_make,
 )
+from trading.matcher import drain
 from trading.models import Order, Trade
+from trading.orders import order_place
 from trading.tests.streaming import StreamServer
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -627,6 +629,56 @@ def test_a_limit_order_fee_estimate_takes_the_higher_rate_when_makers_pay_more(
     # A market order never rests: it pays the taker rate.
     page.get_by_label("Market").check()
     expect(estimate).to_contain_text("≈ 0.004 BTC (0.2 %, taker)")
+
+
+def test_a_capped_market_buy_estimates_only_what_is_offered_under_its_cap(
+    page, live_server, market
+):
+    other = user_make("other")
+    fund(other, market.base, "2")
+    sell(other, market, "0.5", "100.00")
+    sell(other, market, "1", "200.00")
+    user_make("trader")
+    log_in(page, live_server, "trader")
+    page.goto(f"{live_server.url}/markets/{market.symbol}/")
+    page.get_by_label("Market").check()
+    page.get_by_role("textbox", name="Amount").fill("1")
+    cap = page.get_by_role("textbox", name="Pay at most per unit")
+    estimate = page.locator("[data-estimate]")
+
+    # The matcher stops at 150: 0.5 BTC at 100, not the 1 BTC at 200 above.
+    cap.fill("150")
+    expect(estimate).to_contain_text("≈ 50 USDT for 0.5 BTC at or below your price")
+    cap.fill("90")
+    expect(estimate).to_contain_text("(nothing offered at or below your price)")
+    cap.fill("200")
+    expect(estimate).to_contain_text("≈ 150 USDT")
+    expect(estimate).not_to_contain_text("your price")
+
+
+def test_a_market_order_waiting_for_the_matcher_shows_as_market_in_your_orders(
+    settings, live_stream, page, live_server, market
+):
+    settings.ORDER_MATCH_INLINE = False  # the matcher is stopped
+    trader = user_make("trader")
+    fund(trader, market.quote, "1000")
+    order_place(
+        user=trader,
+        market=market,
+        side=Order.Side.BUY,
+        type=Order.Type.MARKET,
+        quote_amount=Decimal("100"),
+    )
+    log_in(page, live_server, "trader")
+
+    page.goto(f"{live_server.url}/markets/{market.symbol}/")
+    page.locator('#market-live[data-stream="open"]').wait_for()
+
+    # As the stream's snapshot redraws it: no price, the amount to spend.
+    mine = page.locator("#market-live .my-orders tbody tr td:nth-child(-n+4)")
+    expect(mine).to_have_text(["Buy accepted", "Market", "spend 100 USDT", "0"])
+    page.screenshot_step("market-order-accepted")
+    drain(market_id=market.pk)
 
 
 def test_max_fills_the_amount_from_the_available_balance(page, live_server, market):

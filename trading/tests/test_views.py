@@ -21,6 +21,7 @@ from tests.factories import (
     user_make,
 )
 from trading.charts import candle_chart
+from trading.matcher import drain
 from trading.models import Order, Withdrawal
 from trading.selectors import Candle, market_summaries
 
@@ -400,7 +401,7 @@ def test_a_refused_withdrawals_errors_are_read_out_with_their_fields(
 
     assert response.status_code == 400
     page = Page(response)
-    assert "Enter a number." in page.description("amount")
+    assert "Write the amount in digits" in page.description("amount")
     assert "This field is required." in page.description("address")
     assert page.dangling_descriptions() == []
 
@@ -420,6 +421,118 @@ def test_an_incomplete_order_keeps_what_was_typed_and_says_what_is_missing(
     assert page.checked("side") == "sell"
     assert page.checked("post_only") == "on"
     assert not Order.objects.exists()
+
+
+def _order_errors(response) -> dict[str, list[str]]:
+    """The order form's errors, field by field."""
+    found = re.findall(
+        r'<ul class="errors" id="id_(\w+)_error">(.*?)</ul>',
+        response.content.decode(),
+        re.S,
+    )
+    return {name: re.findall(r"<li>(.*?)</li>", items) for name, items in found}
+
+
+PLAIN_ONLY = (
+    "Write the amount in digits with one decimal point, like 0.25 "
+    "(no commas, spaces, signs or exponents)."
+)
+POSITIVE = "Enter an amount greater than 0."
+
+
+@pytest.mark.parametrize(
+    ("typed", "errors"),
+    [
+        ({"price": "100", "quantity": "1,5"}, {"quantity": [PLAIN_ONLY]}),
+        ({"price": "60,000", "quantity": "1"}, {"price": [PLAIN_ONLY]}),
+        ({"price": "100", "quantity": "1e2"}, {"quantity": [PLAIN_ONLY]}),
+        ({"price": "100", "quantity": "-1"}, {"quantity": [POSITIVE]}),
+        ({"price": "100", "quantity": "0"}, {"quantity": [POSITIVE]}),
+        ({"price": "-0", "quantity": "1"}, {"price": [POSITIVE]}),
+        (
+            {"type": "stop_limit", "stop_price": "+1", "price": "1", "quantity": "1"},
+            {"stop_price": [PLAIN_ONLY]},
+        ),
+        ({"type": "market", "quote_amount": "1,5"}, {"quote_amount": [PLAIN_ONLY]}),
+        (
+            {"type": "market", "quantity": "1", "protection_price": "6e4"},
+            {"protection_price": [PLAIN_ONLY]},
+        ),
+    ],
+)
+def test_a_mistyped_amount_gets_one_error_and_no_false_missing_value_error(
+    client, trader, market, typed, errors
+):
+    sent = {"side": "buy", "type": "limit", "time_in_force": "GTC"} | typed
+
+    response = client.post(f"/markets/{market.symbol}/orders/", sent)
+
+    assert response.status_code == 400
+    assert _order_errors(response) == errors
+    assert not Order.objects.exists()
+
+
+def test_a_capped_market_buy_says_its_price_limit_stopped_it(client, trader, market):
+    seller = user_make("seller")
+    fund(seller, market.base, "2")
+    sell(seller, market, "0.5", "100")
+    sell(seller, market, "1", "200")
+
+    response = client.post(
+        f"/markets/{market.symbol}/orders/",
+        {"side": "buy", "type": "market", "quantity": "1", "protection_price": "150"},
+        follow=True,
+    )
+
+    assert (
+        "Buy 1 BTC: 0.5 filled; the rest was cancelled: nothing more was offered "
+        "at or below your price limit of 150 USDT." in Page(response).text
+    )
+
+
+def test_a_capped_market_buy_with_nothing_under_its_cap_is_refused_by_the_cap(
+    client, trader, market
+):
+    seller = user_make("seller")
+    fund(seller, market.base, "1")
+    sell(seller, market, "1", "200")
+
+    response = client.post(
+        f"/markets/{market.symbol}/orders/",
+        {"side": "buy", "type": "market", "quantity": "1", "protection_price": "100"},
+    )
+
+    assert response.status_code == 400
+    assert (
+        "Too little is offered at or below your price limit of 100 USDT: less "
+        "than the market's minimum value of 1 USDT."
+    ) in Page(response).field_text("protection_price")
+    assert balance(trader, market.quote) == (Decimal("100000"), Decimal("0"))
+
+
+def test_a_market_order_the_matcher_has_not_taken_says_it_fills_not_rests(
+    settings, client, trader, market
+):
+    settings.ORDER_MATCH_INLINE = False  # no matcher answers
+    settings.ORDER_RESULT_WAIT_SECONDS = 0
+
+    response = client.post(
+        f"/markets/{market.symbol}/orders/",
+        {"side": "buy", "type": "market", "quote_amount": "100"},
+        follow=True,
+    )
+
+    page = Page(response)
+    assert (
+        "Buy BTC for 100 USDT: accepted, and waiting for the matcher. It fills "
+        "when the matcher takes it, and shows in your trades then."
+    ) in page.text
+    assert "once it rests" not in page.text
+    # Its open-orders row names what it is: a market order spending 100 USDT
+    # (the empty row is the script's template).
+    assert page.texts("td", **{"data-label": "Price"}) == ["Market", ""]
+    assert page.texts("td", **{"data-label": "Amount"}) == ["spend 100 USDT", ""]
+    drain(market_id=market.pk)
 
 
 def test_the_next_order_starts_on_the_side_and_type_of_the_last(client, trader, market):
