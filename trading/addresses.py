@@ -5,7 +5,10 @@ expression that must match the whole address, and optionally one of the
 checksums below. ``address_canonical`` accepts an address that fits one of
 them and returns it in its canonical spelling (Bech32 in lower case, EIP-55
 addresses with their checksum case), or raises ``InvalidAddress`` saying what
-is wrong. A token without formats accepts any address.
+is wrong. A token without formats accepts any address in printable ASCII.
+Whatever the formats, an address with a space, a line break or an invisible
+character (a zero-width space, a text-direction control) is refused: it would
+display as another address.
 
 The checksums, each after its specification:
 
@@ -38,6 +41,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+import unicodedata
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
@@ -243,6 +247,69 @@ def eip55_check(address: str) -> None:
         )
 
 
+# -- Characters -------------------------------------------------------------
+
+# Unicode's text-direction controls: one of them makes the text after it
+# display reversed or moved, so an address or a label reads as another.
+_DIRECTION_CONTROLS = frozenset(
+    "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+)
+_LINE_BREAKS = frozenset("\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029")
+
+
+def _invisible_described(char: str) -> str | None:
+    """What ``char`` is if it does not show as itself (a space, a line break,
+    an invisible or control character), else None."""
+    code = f"U+{ord(char):04X}"
+    category = unicodedata.category(char)
+    if char == " ":
+        return "a space"
+    if char == "\t":
+        return f"a tab ({code})"
+    if char in _LINE_BREAKS or category in ("Zl", "Zp"):
+        return f"a line break ({code})"
+    if category == "Zs":
+        return f"a special space ({code})"
+    if char in _DIRECTION_CONTROLS:
+        return f"an invisible text-direction character ({code})"
+    if category in ("Cc", "Cf"):
+        return f"an invisible character ({code})"
+    if category == "Cs":
+        return f"a code ({code}) that is not a character"
+    return None
+
+
+def text_character_problem(text: str, *, spaces_allowed: bool) -> str | None:
+    """None if every character of ``text`` shows as itself, else the first
+    that does not and where, like "an invisible character (U+200B) at
+    position 35". Spaces (Unicode's space separators) pass if allowed; line
+    breaks, control and format characters (Cc, Cf, Zl, Zp) never do."""
+    for position, char in enumerate(text, start=1):
+        if spaces_allowed and unicodedata.category(char) == "Zs":
+            continue
+        if (described := _invisible_described(char)) is not None:
+            return f"{described} at position {position}"
+    return None
+
+
+def _non_ascii_problem(address: str) -> str | None:
+    """The first character of ``address`` outside ASCII and where, else None:
+    the addresses of all common networks are plain ASCII, and a look-alike
+    letter of another alphabet makes a different address that reads the same."""
+    for position, char in enumerate(address, start=1):
+        if char.isascii():
+            continue
+        code = f"U+{ord(char):04X}"
+        if not char.isalpha():
+            kind = "a character"
+        elif unicodedata.name(char, "").startswith("LATIN"):
+            kind = "an accented letter"
+        else:
+            kind = "a non-Latin letter"
+        return f"{kind} '{char}' ({code}) at position {position}"
+    return None
+
+
 # -- Formats ----------------------------------------------------------------
 
 CHECKS = {
@@ -377,9 +444,22 @@ def _format_problem(address: str, address_format: AddressFormat) -> str | None:
 def address_canonical(
     *, token: Token, address: object, formats: Iterable[AddressFormat] | None = None
 ) -> str:
-    """The address as the token's network spells it canonically, or
+    """The address as the first network it fits spells it canonically, or
+    ``InvalidAddress`` saying what is wrong (see ``address_networks``)."""
+    spellings = address_networks(token=token, address=address, formats=formats)
+    return next(iter(spellings.values()))
+
+
+def address_networks(
+    *, token: Token, address: object, formats: Iterable[AddressFormat] | None = None
+) -> dict[str, str]:
+    """The networks whose format the address fits, in the formats' order,
+    each with the address as that network spells it canonically (a token
+    without formats: ``{"": address}``), or
     ``InvalidAddress`` saying what is wrong. ``formats`` defaults to the
-    token's ``AddressFormat`` rows; none means any address is accepted."""
+    token's ``AddressFormat`` rows; none means any address in printable
+    ASCII is accepted. Characters outside ASCII pass only a format whose
+    pattern allows them."""
     if not isinstance(address, str) or not address.strip():
         raise InvalidAddress("Enter the destination address.")
     address = address.strip()
@@ -388,29 +468,52 @@ def address_canonical(
             f"An address has at most {ADDRESS_MAX_LENGTH} characters; this one "
             f"has {len(address)}."
         )
+    # With or without formats: such characters display as nothing, or turn
+    # the text around them, so the address reads as another one.
+    if invisible := text_character_problem(address, spaces_allowed=False):
+        raise InvalidAddress(
+            f"This is not a valid address for {token.symbol}: it contains "
+            f"{invisible}. Type or paste it again without it."
+        )
+    non_ascii = _non_ascii_problem(address)
     if formats is None:
         formats = token.address_formats.all()
     formats = list(formats)
     if not formats:
-        return address
-    if any(char.isspace() for char in address):
-        raise InvalidAddress(
-            f"This is not a {token.symbol} address: it contains a space or a "
-            "line break. Copy it again, in one piece."
-        )
+        if non_ascii:
+            raise _non_ascii_refusal(token=token, problem=non_ascii)
+        return {"": address}
     matching = [f for f in formats if _pattern_fits(f.pattern, address)]
     if not matching:
+        if non_ascii:
+            raise _non_ascii_refusal(token=token, problem=non_ascii)
         expected = "; or ".join(f"{f.description} ({f.network})" for f in formats)
         raise InvalidAddress(
-            f"This is not a {token.symbol} address: it should be {expected}."
+            f"This is not a valid address for {token.symbol}: it should be {expected}."
         )
     problems = []
+    fitting = {}
     for address_format in matching:
         problem = _format_problem(address, address_format)
         if problem is None:
-            return _canonical(address, address_format.checksum)
-        problems.append(problem)
+            fitting[address_format.network] = _canonical(
+                address, address_format.checksum
+            )
+        else:
+            problems.append(problem)
+    if fitting:
+        return fitting
+    if non_ascii:
+        raise _non_ascii_refusal(token=token, problem=non_ascii)
     raise InvalidAddress(
-        f"This is not a valid {token.symbol} address: {problems[0]}. Copy it "
+        f"This is not a valid address for {token.symbol}: {problems[0]}. Copy it "
         "again from where it comes from."
+    )
+
+
+def _non_ascii_refusal(*, token: Token, problem: str) -> InvalidAddress:
+    return InvalidAddress(
+        f"This is not a valid address for {token.symbol}: it contains {problem}. "
+        "Addresses use only Latin letters, digits and punctuation: type or paste "
+        "it again from where it comes from."
     )

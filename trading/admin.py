@@ -61,6 +61,7 @@ from trading.services import (
     withdrawal_process_start,
     withdrawal_reject,
 )
+from trading.templatetags.address_display import address_marked
 
 
 @functools.cache
@@ -454,7 +455,8 @@ class WithdrawalAdmin(ReadOnlyAdmin):
         "user",
         "token",
         "amount",
-        "address",
+        "address_shown",
+        "network",
         "status",
         "created_at",
         "processing_by",
@@ -468,7 +470,8 @@ class WithdrawalAdmin(ReadOnlyAdmin):
         "user",
         "token",
         "amount",
-        "address",
+        "address_shown",
+        "network",
         "reference",
         "status",
         "created_at",
@@ -481,6 +484,11 @@ class WithdrawalAdmin(ReadOnlyAdmin):
     # Staff start sending before they send, so that the user cannot cancel a
     # withdrawal whose coins are on their way, and approve once they are sent.
     actions = ["start_sending", "approve", "reject"]
+
+    @admin.display(description="Address", ordering="address")
+    def address_shown(self, withdrawal: Withdrawal) -> str:
+        # What is stored, every hidden or look-alike character shown escaped.
+        return address_marked(withdrawal.address)
 
     def has_decide_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("trading.change_withdrawal")

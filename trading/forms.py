@@ -166,11 +166,34 @@ class WithdrawalForm(forms.Form):
             }
         ),
     )
+    network = forms.ChoiceField(
+        label="Network",
+        required=False,
+        help_text="Needed only when the address is valid on several of the "
+        "token's networks (like an 0x address): the coins are sent on this one.",
+    )
     # One per form shown: submitting the same form twice withdraws once.
     reference = forms.CharField(widget=forms.HiddenInput, max_length=64)
 
     def __init__(self, *args, user: AbstractBaseUser | None = None, **kwargs) -> None:
         super().__init__(*args, **kwargs)
+        # The tokens with more than one network, each with its networks; the
+        # service refuses a network that is not the token's or the address's.
+        networks: dict[str, list[str]] = {}
+        for symbol, network in AddressFormat.objects.filter(
+            token__is_active=True
+        ).values_list("token__symbol", "network"):
+            networks.setdefault(symbol, []).append(network)
+        choices = [
+            (symbol, [(network, network) for network in names])
+            for symbol, names in networks.items()
+            if len(names) > 1
+        ]
+        if choices:
+            only = ("", "The address's only network")
+            self.fields["network"].choices = [only, *choices]
+        else:
+            del self.fields["network"]
         if user is None or not self.is_bound:
             return
         # The form sent again after staff delisted its token must still find

@@ -660,6 +660,16 @@ class Withdrawal(models.Model):
     token = models.ForeignKey(Token, on_delete=models.PROTECT, related_name="+")
     amount = models.DecimalField(**AMOUNT)
     address = models.CharField(max_length=255)
+    # The database default lets the code before the column insert withdrawals
+    # while a rolling upgrade runs.
+    network = models.CharField(
+        max_length=60,
+        blank=True,
+        default="",
+        db_default="",
+        help_text="The address format's network the coins go out on, as named "
+        "when requested; empty when the token had no formats.",
+    )
     reference = models.CharField(
         max_length=100, help_text="The user's idempotency key for the request."
     )

@@ -30,6 +30,7 @@ def _withdrawal_context(withdrawal: Withdrawal) -> dict:
         "amount": grouped(withdrawal.amount),
         "token": withdrawal.token.symbol,
         "address": withdrawal.address,
+        "network": withdrawal.network,
         "reference": withdrawal.reference,
     }
 

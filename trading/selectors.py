@@ -282,8 +282,8 @@ WALLET_HISTORY_PAGE = 25
 def wallet_history(*, user: AbstractBaseUser) -> QuerySet:
     """The user's deposits and withdrawals in one list, newest first: rows of
     ``kind`` ("deposit" or "withdrawal"), ``id``, ``amount``, ``created_at``,
-    ``symbol``, ``status``, ``address`` and ``reason`` (a deposit is
-    "credited"). One query per slice, however long the history."""
+    ``symbol``, ``status``, ``to_address``, ``to_network`` and ``why`` (a
+    deposit is "credited"). One query per slice, however long the history."""
     text = CharField()
     deposits = Deposit.objects.filter(user=user).values(
         "id",
@@ -293,6 +293,7 @@ def wallet_history(*, user: AbstractBaseUser) -> QuerySet:
         symbol=F("token__symbol"),
         state=Value("credited", output_field=text),
         to_address=Value("", output_field=text),
+        to_network=Value("", output_field=text),
         why=Value("", output_field=text),
     )
     withdrawals = Withdrawal.objects.filter(user=user).values(
@@ -303,6 +304,7 @@ def wallet_history(*, user: AbstractBaseUser) -> QuerySet:
         symbol=F("token__symbol"),
         state=F("status"),
         to_address=F("address"),
+        to_network=F("network"),
         why=F("reason"),
     )
     return deposits.union(withdrawals, all=True).order_by("-created_at", "-kind", "-id")

@@ -71,7 +71,11 @@ from accounts.locks import user_serialize
 from core.locks import unique_value_serialize
 from tokens.models import Token
 from trading import events
-from trading.addresses import address_canonical
+from trading.addresses import (
+    address_canonical,
+    address_networks,
+    text_character_problem,
+)
 from trading.exceptions import (
     AddressAlreadySaved,
     AddressNotAllowed,
@@ -328,13 +332,19 @@ def deposit_credit_or_get(
 
 
 def _withdrawal_same_or_raise(
-    withdrawal: Withdrawal, *, token: Token, amount: Decimal, address: str
+    withdrawal: Withdrawal,
+    *,
+    token: Token,
+    amount: Decimal,
+    address: str,
+    network: str,
 ) -> Withdrawal:
-    if (withdrawal.token_id, withdrawal.amount, withdrawal.address) == (
-        token.pk,
-        amount,
-        address,
-    ):
+    if (
+        withdrawal.token_id,
+        withdrawal.amount,
+        withdrawal.address,
+        withdrawal.network,
+    ) == (token.pk, amount, address, network):
         return withdrawal
     raise DuplicateReference(
         f"Withdrawal reference {withdrawal.reference!r} is already used by a "
@@ -350,8 +360,14 @@ def withdrawal_request(
     amount: Decimal,
     address: str,
     reference: str,
+    network: str = "",
 ) -> Withdrawal:
     """Ask to send coins out; the amount stays locked until staff decide.
+
+    The withdrawal records the network the address is for: the one the
+    address fits among the token's address formats, or, if it fits several
+    (an 0x address on two EVM chains), ``network``, which must then name one
+    of them (``InvalidAddress`` otherwise).
 
     ``reference`` is the user's idempotency key, unique per user: an identical
     repeat returns the first request, a different one raises
@@ -364,7 +380,12 @@ def withdrawal_request(
     request is still returned).
     """
     withdrawal, _ = withdrawal_request_or_get(
-        user=user, token=token, amount=amount, address=address, reference=reference
+        user=user,
+        token=token,
+        amount=amount,
+        address=address,
+        reference=reference,
+        network=network,
     )
     return withdrawal
 
@@ -377,6 +398,7 @@ def withdrawal_request_or_get(
     amount: Decimal,
     address: str,
     reference: str,
+    network: str = "",
 ) -> tuple[Withdrawal, bool]:
     """``withdrawal_request``, and whether this call made the withdrawal
     (False: an identical repeat, the first one returned), even when the
@@ -388,7 +410,9 @@ def withdrawal_request_or_get(
             "A withdrawal reference has 1 to 100 characters: letters, digits and "
             '". _ : / -".'
         )
-    address = address_canonical(token=token, address=address)
+    address, network = _withdrawal_address_network(
+        token=token, address=address, network=network
+    )
     try:
         with transaction.atomic(durable=True):
             existing = Withdrawal.objects.filter(user=user, reference=reference)
@@ -405,7 +429,7 @@ def withdrawal_request_or_get(
                 found = existing.first()
             if found is not None:
                 return _withdrawal_same_or_raise(
-                    found, token=token, amount=amount, address=address
+                    found, token=token, amount=amount, address=address, network=network
                 ), False
             _withdrawal_daily_limit_check(user=user, token=token, amount=amount)
             _balance_require(balances[(user.pk, token.pk)], amount, token)
@@ -414,6 +438,7 @@ def withdrawal_request_or_get(
                 token=token,
                 amount=amount,
                 address=address,
+                network=network,
                 reference=reference,
             )
             journal = _Journal(balances=balances)
@@ -433,8 +458,44 @@ def withdrawal_request_or_get(
         if found is None:
             raise
         return _withdrawal_same_or_raise(
-            found, token=token, amount=amount, address=address
+            found, token=token, amount=amount, address=address, network=network
         ), False
+
+
+def _withdrawal_address_network(
+    *, token: Token, address: str, network: str
+) -> tuple[str, str]:
+    """The address in its canonical spelling and the network the coins go out
+    on (empty for a token without address formats), or ``InvalidAddress``."""
+    formats = list(token.address_formats.all())
+    spellings = address_networks(token=token, address=address, formats=formats)
+    network = network.strip() if isinstance(network, str) else ""
+    if "" in spellings:  # no formats: any address, on no network in particular
+        if network:
+            raise InvalidAddress(
+                f"No networks are set up for {token.symbol}: leave the network empty."
+            )
+        return spellings[""], ""
+    if not network:
+        if len(spellings) == 1:
+            [(network, address)] = spellings.items()
+            return address, network
+        raise InvalidAddress(
+            f"This address is valid on {' and '.join(spellings)}: choose the network."
+        )
+    if network in spellings:
+        return spellings[network], network
+    by_network = {f.network: f for f in formats}
+    if network not in by_network:
+        raise InvalidAddress(
+            f"{token.symbol} is not sent on “{network}”: choose "
+            f"{' or '.join(by_network)}."
+        )
+    raise InvalidAddress(
+        f"This address is not valid for {token.symbol} on {network}: it should "
+        f"be {by_network[network].description}. It is one on "
+        f"{' or '.join(spellings)}: check the network and the address."
+    )
 
 
 _IDENTITY_REFUSALS = {
@@ -784,6 +845,16 @@ def saved_address_add(
         raise ValidationError(
             {"label": "Give the address a label of 1 to 60 characters."}
         )
+    # The label is shown in the owner's security mail and on every page that
+    # lists the book: a line break or a text-direction control would let it
+    # forge lines there or turn the address next to it around.
+    if problem := text_character_problem(label, spaces_allowed=True):
+        raise ValidationError(
+            {
+                "label": f"The label contains {problem}. Use letters, digits, "
+                "punctuation and spaces only."
+            }
+        )
     address = address_canonical(token=token, address=address)
     try:
         with transaction.atomic(durable=True):
@@ -793,6 +864,15 @@ def saved_address_add(
             user_serialize(user_id=user.pk)
             if entry := _saved_entry(user=user, token=token, address=address):
                 raise _already_saved(entry, token=token)
+            if SavedAddress.objects.filter(
+                user=user, token=token, label__iexact=label
+            ).exists():
+                raise ValidationError(
+                    {
+                        "label": f"You already have an address labelled "
+                        f"“{label}” for {token.symbol}: choose another label."
+                    }
+                )
             if SavedAddress.objects.filter(user=user).count() >= MAX_SAVED_ADDRESSES:
                 raise AddressNotAllowed(
                     f"An address book holds at most {MAX_SAVED_ADDRESSES} "

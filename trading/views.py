@@ -441,6 +441,7 @@ def wallet(request: HttpRequest) -> HttpResponse:
                     amount=data["amount"],
                     address=data["address"],
                     reference=data["reference"],
+                    network=data.get("network", ""),
                 )
         except IdentityNotVerified as refusal:
             # Said once, by the notice next to the form, which links to the

@@ -430,6 +430,10 @@ class WithdrawalSerializer(serializers.Serializer):
     token = serializers.CharField(source="token.symbol")
     amount = AmountField()
     address = serializers.CharField()
+    network = serializers.CharField(
+        help_text="The network the coins go out on, like `Ethereum, ERC-20`; "
+        "empty for a token without address formats."
+    )
     reference = serializers.CharField()
     status = serializers.ChoiceField(
         choices=Withdrawal.Status.choices,
@@ -449,6 +453,16 @@ class WithdrawalCreateSerializer(serializers.Serializer):
     token = TextField(max_length=12, help_text="Like BTC.")
     amount = AmountField()
     address = TextField(max_length=255)
+    network = TextField(
+        required=False,
+        allow_blank=True,
+        max_length=60,
+        help_text="The network to send on, like `BNB Smart Chain, BEP-20`. "
+        "Needed only when the address is valid on several of the token's "
+        "networks (an 0x address on two EVM chains): such a request without it "
+        "is refused with `invalid_address`, naming them. Left out: the one "
+        "network the address is valid on.",
+    )
     reference = TextField(
         max_length=100,
         validators=[client_id_characters],

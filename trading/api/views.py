@@ -724,6 +724,7 @@ class WithdrawalListView(PrivateView):
                 amount=data["amount"],
                 address=data["address"],
                 reference=reference,
+                network=data.get("network", ""),
             )
         # A repeat announces it too: the first may have been stopped between
         # its commit and its notice. ``once`` keeps it to one.

@@ -305,7 +305,7 @@ def test_a_stored_pattern_the_engine_cannot_run_refuses_addresses_without_a_cras
 
 @pytest.mark.django_db
 def test_an_address_that_is_not_valid_text_is_refused_without_a_crash(btc, btc_formats):
-    with pytest.raises(InvalidAddress, match="it should be"):
+    with pytest.raises(InvalidAddress, match=r"U\+D800\) that is not a character"):
         address_canonical(token=btc, address="bc1q\ud800", formats=btc_formats)
 
 
@@ -339,15 +339,17 @@ def test_an_address_of_another_network_gets_what_it_should_look_like(btc, btc_fo
         address_canonical(token=btc, address=EIP55_CHECKSUMMED[0], formats=btc_formats)
 
     assert refusal.value.message == (
-        "This is not a BTC address: it should be bc1 followed by letters and "
-        "digits (Bitcoin, SegWit); or 1 or 3 followed by 25 to 34 letters and "
-        "digits (Bitcoin, legacy)."
+        "This is not a valid address for BTC: it should be bc1 followed by "
+        "letters and digits (Bitcoin, SegWit); or 1 or 3 followed by 25 to 34 "
+        "letters and digits (Bitcoin, legacy)."
     )
 
 
 @pytest.mark.django_db
 def test_a_typo_gets_the_checksum_message(btc, btc_formats):
-    with pytest.raises(InvalidAddress, match=r"not a valid BTC address: its checksum"):
+    with pytest.raises(
+        InvalidAddress, match=r"not a valid address for BTC: its checksum"
+    ):
         address_canonical(
             token=btc, address=BITCOIN_LEGACY[0][:-1] + "b", formats=btc_formats
         )
@@ -369,7 +371,7 @@ def test_bech32_is_stored_in_lower_case(btc, btc_formats):
     [
         ("", "Enter the destination address."),
         ("1" * 256, "at most 255 characters"),
-        ("1A1zP1eP5QGefi2D MPTfTL5SLmv7DivfNa", "contains a space"),
+        ("1A1zP1eP5QGefi2D MPTfTL5SLmv7DivfNa", "contains a space at position 17"),
     ],
 )
 @pytest.mark.reliability("hostile-addresses")
@@ -379,7 +381,7 @@ def test_empty_long_and_broken_addresses_say_so(btc, btc_formats, address, messa
 
 
 @pytest.mark.django_db
-def test_a_token_without_formats_accepts_any_address(btc):
-    assert address_canonical(token=btc, address="anything at all") == (
-        "anything at all"
+def test_a_token_without_formats_accepts_any_address_in_printable_ascii(btc):
+    assert address_canonical(token=btc, address="any-thing:at_all?dt=7") == (
+        "any-thing:at_all?dt=7"
     )

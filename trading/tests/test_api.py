@@ -1164,6 +1164,7 @@ def test_a_withdrawal_request_locks_the_amount(as_alice, alice, btc, funded):
         "token": "BTC",
         "amount": "1.5",
         "address": "bc1qexample",
+        "network": "",
         "reference": "w-1",
         "status": "pending",
         "decided_at": None,

@@ -7,6 +7,7 @@ import pytest
 from django.db import connection
 from django.db.migrations.exceptions import IrreversibleError
 from django.db.migrations.executor import MigrationExecutor
+from django.utils import timezone
 
 from tests.factories import fund
 from trading.models import Order, Withdrawal
@@ -75,6 +76,9 @@ def test_unapplying_the_being_sent_state_names_the_withdrawals_being_sent(
 
     with pytest.raises(IrreversibleError) as refused:
         unapply_0015(executor)
+    # The migrations after 0015 were unapplied before it refused.
+    executor.loader.build_graph()
+    executor.migrate(executor.loader.graph.leaf_nodes())
 
     assert str(refused.value) == (
         "Withdrawals are being sent, a state the code before trading 0015 does "
@@ -90,3 +94,23 @@ def test_unapplying_the_being_sent_state_names_the_withdrawals_being_sent(
     with connection.cursor() as cursor:
         cursor.execute("SELECT status FROM trading_withdrawal ORDER BY id")
         assert cursor.fetchall() == [("rejected",), ("pending",)]
+
+
+@pytest.mark.django_db
+def test_the_code_before_the_network_column_still_requests_withdrawals(alice, btc):
+    OldWithdrawal = code_before("trading", "0017_withdrawal_network").get_model(
+        "trading", "Withdrawal"
+    )
+
+    # Ended, so that it locks nothing the invariants would look for.
+    requested = OldWithdrawal.objects.create(
+        user_id=alice.pk,
+        token_id=btc.pk,
+        amount=D("1"),
+        address="bc1q",
+        reference="r",
+        status="cancelled",
+        decided_at=timezone.now(),
+    )
+
+    assert Withdrawal.objects.get(pk=requested.pk).network == ""

@@ -266,7 +266,11 @@ def test_saving_an_address_mails_the_owner_its_label_and_when_it_is_usable(
     saved = SavedAddress.objects.get(user=alice)
     mail = smtp_server.wait_for("USDT withdrawal address saved")
     assert mail.to == "alice@example.com"
-    assert '"Cold wallet": 0x5aAeb6…1BeAed.' in mail.text
+    # The address first, the label in quotes: a label cannot pass for it.
+    assert (
+        "An address for USDT, 0x5aAeb6…1BeAed, was saved in your address book "
+        'with the label "Cold wallet".'
+    ) in " ".join(mail.text.split())
     assert EVM not in mail.text
     assert f"{saved.usable_from:%Y-%m-%d %H:%M} UTC" in mail.text
     assert logged(alice, Kind.ADDRESS_SAVED) == [f"USDT Cold wallet: {EVM}"]

@@ -153,7 +153,7 @@ def test_malformed_addresses_are_refused_by_the_service_and_change_nothing(
             user=rich, token=seeded[symbol], amount=D(1), address=address, reference="r"
         )
 
-    assert f"{symbol} address" in refusal.value.message
+    assert f"address for {symbol}:" in refusal.value.message
     _nothing_written(rich, seeded[symbol], entries)
 
 
@@ -178,7 +178,7 @@ def test_malformed_addresses_are_shown_next_to_the_wallet_field(
 
     assert response.status_code == 400
     [error] = response.context["form"].errors["address"]
-    assert message in error and f"{symbol} address" in error
+    assert message in error and f"address for {symbol}:" in error
     assert 'id="id_address_error"' in response.content.decode()
     _nothing_written(rich, seeded[symbol], entries)
 
