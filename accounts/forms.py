@@ -152,8 +152,8 @@ class ResetPasswordForm(AllauthResetPasswordForm):
 
     A mail to the address that was lost (``notice lost``, accounts.adapter)
     clears the address's count (as a lost confirmation link does: allauth
-    can clear a limit, not give one place back), and the page after says it could not be sent
-    (``RESET_MAIL_LOST_SESSION_KEY``, read by
+    can clear a limit, not give one place back), and the page after says it
+    could not be sent (``RESET_MAIL_LOST_SESSION_KEY``, read by
     ``account/password_reset_done.html``) instead of allauth's "We have sent
     you an email". Only where that does not tell whether the address has an
     account: where an address without one is mailed too

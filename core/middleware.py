@@ -30,6 +30,7 @@ from urllib.parse import unquote_to_bytes
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
 from django.conf import settings
 from django.http import Http404, HttpRequest, HttpResponse
+from django.utils.log import log_response
 from whitenoise.middleware import WhiteNoiseMiddleware
 
 from core.database import UNAVAILABLE, WriteWatch, watch_connection, watching
@@ -125,11 +126,11 @@ class RequestGuardMiddleware(AsyncCapable):
         # answer a raised one with its HTML debug page, even under /api/.
         if "\x00" in request.path_info:
             return functools.partial(
-                page_not_found, exception=Http404("NUL in the path")
+                _refusal, page_not_found, Http404("NUL in the path")
             )
         if b"\x00" in unquote_to_bytes(request.META.get("QUERY_STRING", "")):
             return functools.partial(
-                bad_request, exception=NullCharacter("NUL in the query string")
+                _refusal, bad_request, NullCharacter("NUL in the query string")
             )
         refused = _body_refusal(request)
         if refused is not None:
@@ -151,8 +152,16 @@ class RequestGuardMiddleware(AsyncCapable):
             "\x00" in name or any("\x00" in value for value in values)
             for name, values in request.POST.lists()
         ):
-            return bad_request(request, NullCharacter("NUL in a form field"))
+            return _refusal(bad_request, NullCharacter("NUL in a form field"), request)
         return None
+
+
+def _refusal(handler, exception: Exception, request: HttpRequest) -> HttpResponse:
+    """``handler``'s answer to ``exception``, logged with its reason ("NUL in
+    the query string: /path"), where Django would log only "Bad Request"."""
+    response = handler(request, exception)
+    log_response("%s: %s", exception, request.path, response=response, request=request)
+    return response
 
 
 def _body_refusal(request: HttpRequest):

@@ -75,6 +75,23 @@ def test_a_nul_in_an_api_query_is_a_json_400(market, path):
     api_error(APIClient().get(path), 400, "null_character")
 
 
+@pytest.mark.parametrize(
+    ("path", "reason"),
+    [
+        ("/tokens/?q=%00", "NUL in the query string: /tokens/"),
+        ("/api/v1/markets/?x=%00", "NUL in the query string: /api/v1/markets/"),
+        ("/tokens/%00/", "NUL in the path: /tokens/\\x00/"),
+    ],
+)
+def test_a_nul_refusal_is_logged_once_with_its_reason(
+    client, market, caplog, path, reason
+):
+    with caplog.at_level("WARNING", logger="django.request"):
+        client.get(path)
+
+    assert [record.getMessage() for record in caplog.records] == [reason]
+
+
 @pytest.mark.reliability("nul-bytes")
 def test_with_debug_on_a_nul_is_still_refused_in_the_clients_format(
     settings, client, as_alice, market, funded

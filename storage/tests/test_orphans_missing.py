@@ -88,6 +88,8 @@ def test_repair_gives_avatars_the_default_clears_logos_and_lists_documents(
 ):
     dry, _ = missing("--repair", "--dry-run")
     assert "repaired 0" in dry
+    assert "would be repaired: logo cleared (the initial letter shows)" in dry
+    assert "Nothing was changed (dry run)." in dry
 
     report, error = missing("--repair")
 

@@ -13,6 +13,7 @@ from django.core.exceptions import BadRequest, ObjectDoesNotExist, SuspiciousOpe
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404
+from django.utils.log import log_response
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.serializers import as_serializer_error
@@ -90,13 +91,22 @@ def exception_handler(exc: Exception, context: dict) -> Response | None:
         # it is handler400's JSON only with DEBUG off: with DEBUG on (make
         # run), Django answers its HTML debug page instead.
         code, message = bad_request_reason(exc)
-        # Where Django logs those it answers (django.core.handlers.exception).
-        security_logger = logging.getLogger(f"django.security.{type(exc).__name__}")
-        security_logger.error(str(exc), extra={"status_code": 400})
-        return Response(
+        response = Response(
             error_body(code, message or MALFORMED_REQUEST),
             status=status.HTTP_400_BAD_REQUEST,
         )
+        request = context["request"]
+        # Logged as Django logs those it answers itself
+        # (django.core.handlers.exception.response_for_exception).
+        if isinstance(exc, SuspiciousOperation):
+            logging.getLogger(f"django.security.{type(exc).__name__}").error(
+                str(exc), exc_info=exc, extra={"status_code": 400, "request": request}
+            )
+        else:
+            log_response(
+                "%s: %s", exc, request.path, response=response, request=request
+            )
+        return response
     if isinstance(exc, DjangoValidationError):
         exc = exceptions.ValidationError(as_serializer_error(exc))
     elif isinstance(exc, Http404 | ObjectDoesNotExist):

@@ -70,7 +70,10 @@ class Command(BaseCommand):
                     "--missing lists rows without objects, --delete removes "
                     "objects without rows: run them one after the other."
                 )
-            self._missing(repair=options["repair"] and not options["dry_run"])
+            self._missing(
+                repair=options["repair"] and not options["dry_run"],
+                dry_run=options["repair"] and options["dry_run"],
+            )
             return
         if options["grace_minutes"] < MIN_GRACE_MINUTES:
             raise CommandError(
@@ -121,16 +124,21 @@ class Command(BaseCommand):
                 "they are queued and retried on the next run."
             )
 
-    def _missing(self, *, repair: bool) -> None:
+    def _missing(self, *, repair: bool, dry_run: bool) -> None:
         try:
             report = media_missing_collect(repair=repair)
         except (StorageUnavailable, MediaFoldersUnsafe) as exc:
             raise CommandError(str(exc)) from exc
+        changed = []
         for item in report.missing:
             if item in report.repaired:
                 state, advice = "repaired", item.advice
             elif item.repairable and repair:
-                state, advice = "missing", "changed since it was read: run again"
+                # Its row names another file now (a new upload): not missing.
+                changed.append(item)
+                state, advice = "changed", "names another file now, left as it is"
+            elif item.repairable and dry_run:
+                state, advice = "missing", f"would be repaired: {item.advice}"
             elif item.repairable:
                 state, advice = "missing", f"--repair: {item.advice}"
             else:
@@ -146,13 +154,15 @@ class Command(BaseCommand):
                 f"{'row' if rows == 1 else 'rows'}: "
                 f"{_default_restore_advice(name)}"
             )
-        left = len(report.missing) - len(report.repaired)
+        left = len(report.missing) - len(report.repaired) - len(changed)
         self.stdout.write(
             f"checked {report.checked}, missing {len(report.missing)}, "
             f"repaired {len(report.repaired)}, default files missing "
             f"{len(report.defaults_missing)}"
         )
-        if not repair and any(item.repairable for item in report.missing):
+        if dry_run:
+            self.stdout.write("Nothing was changed (dry run).")
+        elif not repair and any(item.repairable for item in report.missing):
             self.stdout.write("Nothing was changed (run with --repair to repair).")
         if left or report.defaults_missing:
             problems = []
