@@ -150,15 +150,16 @@ AREAS: dict[str, dict[str, tuple[str, str]]] = {
         "mail-down": (
             "The mail server refusing connections (a closed loopback port), or "
             "taking them and never answering, while users change passwords, "
-            "turn 2FA off, sign up, confirm a new e-mail address, sign in from a "
-            "new browser, make and revoke API keys, save addresses, turn 'saved "
-            "addresses only' off, request and cancel withdrawals, and staff "
-            "approve them",
+            "turn 2FA off, sign up, ask for a password reset, confirm a new "
+            "e-mail address, sign in from a new browser, make and revoke API "
+            "keys, save addresses, turn 'saved addresses only' off, request and "
+            "cancel withdrawals, and staff approve them",
             "Each action is done and answered as done; the lost notice is "
-            "logged at ERROR naming the user and the notice; a new browser "
-            "whose notice was lost is announced at its next sign-in; a request "
-            "waits for a silent server once (EMAIL_TIMEOUT), its other mails "
-            "given up at once",
+            "logged at ERROR naming the user and the notice; a lost sign-up link "
+            "or reset mail is said to be lost, not sent, and does not use up its "
+            "limit; a new browser whose notice was lost is announced at its next "
+            "sign-in; a silent server is waited for once (EMAIL_TIMEOUT), then "
+            "every request skips it for 30 s",
         ),
     },
     "Disk full": {
