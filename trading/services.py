@@ -339,12 +339,12 @@ def _withdrawal_same_or_raise(
     address: str,
     network: str,
 ) -> Withdrawal:
-    if (
-        withdrawal.token_id,
-        withdrawal.amount,
-        withdrawal.address,
-        withdrawal.network,
-    ) == (token.pk, amount, address, network):
+    # A request made before withdrawals recorded their network has none.
+    if (withdrawal.token_id, withdrawal.amount, withdrawal.address) == (
+        token.pk,
+        amount,
+        address,
+    ) and withdrawal.network in ("", network):
         return withdrawal
     raise DuplicateReference(
         f"Withdrawal reference {withdrawal.reference!r} is already used by a "

@@ -181,6 +181,19 @@ def test_a_repeat_on_another_network_is_a_different_request(alice, usdt):
     assert balance(alice, usdt) == (D(99), D(1))
 
 
+def test_a_repeat_of_a_request_made_before_networks_were_recorded_is_the_same(
+    alice, usdt
+):
+    first = _withdraw(alice, usdt, EVM, network=ERC20)
+    # Requested before this version, which records no network.
+    Withdrawal.objects.filter(pk=first.pk).update(network="")
+
+    repeat = _withdraw(alice, usdt, EVM, network=ERC20)
+
+    assert repeat.pk == first.pk
+    assert balance(alice, usdt) == (D(99), D(1))
+
+
 # -- The wallet -----------------------------------------------------------------
 
 
