@@ -34,6 +34,17 @@ Patterns are written in Python's syntax but matched by RE2, which takes time
 linear in the address whatever the pattern (Python's ``re`` backtracks, and
 patterns like ``(a|a)*`` take it exponential time); ``address_pattern_validate``
 accepts only patterns both understand and small enough to match quickly.
+
+Memos
+-----
+Some networks (the XRP Ledger, Stellar, Cosmos chains, EOS, TON) identify
+the recipient at an exchange or custodian by a memo sent with the
+transaction (a "destination tag" on the XRP Ledger), the address being
+shared by all its customers. A format with a ``memo_name`` takes one,
+matching its ``memo_pattern`` when set (``[0-9]{1,10}`` for XRP Ledger tags:
+whether a tag is within 32 bits is the recipient's concern);
+``memo_canonical`` refuses one a network does not take or that is not
+written as the network writes them.
 """
 
 from __future__ import annotations
@@ -49,7 +60,7 @@ import re2
 from Crypto.Hash import keccak
 from django.core.exceptions import ValidationError
 
-from trading.exceptions import InvalidAddress
+from trading.exceptions import InvalidAddress, InvalidMemo
 
 if TYPE_CHECKING:
     from tokens.models import Token
@@ -58,6 +69,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 ADDRESS_MAX_LENGTH = 255
+MEMO_MAX_LENGTH = 256  # Cosmos's limit, the largest of the common networks
 PATTERN_MAX_LENGTH = 500
 
 # RE2's memory budget per pattern also caps the size of its compiled program:
@@ -516,4 +528,72 @@ def _non_ascii_refusal(*, token: Token, problem: str) -> InvalidAddress:
         f"This is not a valid address for {token.symbol}: it contains {problem}. "
         "Addresses use only Latin letters, digits and punctuation: type or paste "
         "it again from where it comes from."
+    )
+
+
+# -- Memos ------------------------------------------------------------------
+
+
+def memo_name_in_text(memo_name: str) -> str:
+    """A format's memo name inside a sentence: "Destination tag" becomes
+    "destination tag"; an acronym (like "ID") stays as it is."""
+    if memo_name[:1].isupper() and not memo_name[1:2].isupper():
+        return memo_name[:1].lower() + memo_name[1:]
+    return memo_name
+
+
+def memo_canonical(
+    *, token: Token, memo: object, formats: Iterable[AddressFormat]
+) -> str:
+    """The memo without its surrounding spaces ("" for none) if it is valid
+    on one of ``formats``, the networks the coins may go out on (none: a
+    token without formats, which takes no memo), or ``InvalidMemo`` saying
+    what is wrong: a memo for a network that takes none, longer than
+    ``MEMO_MAX_LENGTH``, with a character outside printable ASCII (a line
+    break, an invisible or text-direction character, a look-alike letter),
+    or not matching the network's ``memo_pattern``."""
+    if not isinstance(memo, str):
+        raise InvalidMemo("A memo is text.")
+    memo = memo.strip()
+    if not memo:
+        return ""
+    formats = list(formats)
+    taking = [f for f in formats if f.memo_name]
+    if not taking:
+        if not formats:
+            raise InvalidMemo(
+                f"No networks are set up for {token.symbol}, so its addresses "
+                "take no memo: leave the memo empty."
+            )
+        networks = " or ".join(f.network for f in formats)
+        raise InvalidMemo(
+            f"{token.symbol} on {networks} takes no memo: leave the memo empty."
+        )
+    if len(memo) > MEMO_MAX_LENGTH:
+        raise InvalidMemo(
+            f"A memo has at most {MEMO_MAX_LENGTH} characters; this one has "
+            f"{len(memo)}."
+        )
+    # Shown to staff next to the address they send to, and in the mails: a
+    # character that does not show as itself would make it read as another.
+    if problem := text_character_problem(memo, spaces_allowed=True):
+        raise InvalidMemo(
+            f"The memo contains {problem}. Type or paste it again without it."
+        )
+    if problem := _non_ascii_problem(memo):
+        raise InvalidMemo(
+            f"The memo contains {problem}. Memos use only Latin letters, digits, "
+            "punctuation and spaces: type or paste it again from where it comes "
+            "from."
+        )
+    for address_format in taking:
+        if not address_format.memo_pattern or _pattern_fits(
+            address_format.memo_pattern, memo
+        ):
+            return memo
+    first = taking[0]
+    raise InvalidMemo(
+        f"This is not a valid {memo_name_in_text(first.memo_name)} for "
+        f"{first.network}: it must match the pattern {first.memo_pattern}. Copy "
+        "it again from the recipient's deposit instructions."
     )

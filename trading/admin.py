@@ -456,6 +456,7 @@ class WithdrawalAdmin(ReadOnlyAdmin):
         "token",
         "amount",
         "address_shown",
+        "memo_shown",
         "network",
         "status",
         "created_at",
@@ -465,12 +466,13 @@ class WithdrawalAdmin(ReadOnlyAdmin):
     ]
     list_select_related = ["user", "token", "processing_by", "decided_by"]
     list_filter = ["status", "token"]
-    search_fields = ["reference", "user__username", "address"]
+    search_fields = ["reference", "user__username", "address", "memo"]
     fields = readonly_fields = [
         "user",
         "token",
         "amount",
         "address_shown",
+        "memo_shown",
         "network",
         "reference",
         "status",
@@ -489,6 +491,11 @@ class WithdrawalAdmin(ReadOnlyAdmin):
     def address_shown(self, withdrawal: Withdrawal) -> str:
         # What is stored, every hidden or look-alike character shown escaped.
         return address_marked(withdrawal.address)
+
+    @admin.display(description="Memo", ordering="memo", empty_value="—")
+    def memo_shown(self, withdrawal: Withdrawal) -> str | None:
+        # Next to the address: sent without it, the coins may be lost.
+        return address_marked(withdrawal.memo) if withdrawal.memo else None
 
     def has_decide_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("trading.change_withdrawal")
@@ -646,7 +653,15 @@ class AddressFormatForm(ChangesOnPageForm):
 
     class Meta:
         model = AddressFormat
-        fields = ["token", "network", "pattern", "checksum", "description"]
+        fields = [
+            "token",
+            "network",
+            "pattern",
+            "checksum",
+            "description",
+            "memo_name",
+            "memo_pattern",
+        ]
 
     def clean(self):
         data = super().clean()
@@ -678,7 +693,7 @@ class AddressFormatForm(ChangesOnPageForm):
 @admin.register(AddressFormat)
 class AddressFormatAdmin(admin.ModelAdmin):
     form = AddressFormatForm
-    list_display = ["token", "network", "pattern", "checksum"]
+    list_display = ["token", "network", "pattern", "checksum", "memo_name"]
     list_select_related = ["token"]
     list_filter = ["checksum", "token"]
     search_fields = ["token__symbol", "network"]
@@ -698,7 +713,18 @@ class AddressFormatAdmin(admin.ModelAdmin):
                     "example",
                 ],
             },
-        )
+        ),
+        (
+            "Memo",
+            {
+                "description": "Networks like the XRP Ledger, Stellar or Cosmos "
+                "chains send a memo (a destination tag) with each transaction, "
+                "which exchanges need to credit the recipient. Name it, and "
+                "users must give one with each withdrawal or say that the "
+                "recipient needs none.",
+                "fields": ["memo_name", "memo_pattern"],
+            },
+        ),
     ]
 
     def save_model(self, request, obj, form, change):
@@ -713,7 +739,15 @@ class AddressFormatAdmin(admin.ModelAdmin):
 
 @admin.register(SavedAddress)
 class SavedAddressAdmin(ReadOnlyAdmin):
-    list_display = ["user", "token", "label", "address", "created_at", "usable_from"]
+    list_display = [
+        "user",
+        "token",
+        "label",
+        "address",
+        "memo",
+        "created_at",
+        "usable_from",
+    ]
     list_select_related = ["user", "token"]
     list_filter = ["token"]
-    search_fields = ["user__username", "address", "label"]
+    search_fields = ["user__username", "address", "memo", "label"]

@@ -104,6 +104,25 @@ class InvalidAddress(TradingError):
     default_message = "A withdrawal address of 1 to 255 characters is required."
 
 
+class InvalidMemo(TradingError):
+    """A memo (destination tag) the network does not take, or not written
+    as the network writes them."""
+
+    code = "invalid_memo"
+    default_message = "This memo is not valid for the address's network."
+
+
+class MemoRequired(TradingError):
+    """A withdrawal on a network that takes a memo, without one and without
+    saying that the recipient needs none: a forgotten destination tag loses
+    the coins at the recipient's exchange."""
+
+    code = "memo_required"
+    default_message = (
+        "This network takes a memo: give the recipient's, or say that they need none."
+    )
+
+
 class AddressNotAllowed(TradingError):
     code = "address_not_allowed"
     default_message = (

@@ -7,6 +7,7 @@ from django.core.exceptions import ValidationError
 from django.db.models import Q
 
 from tokens.models import Token
+from trading.addresses import MEMO_MAX_LENGTH, memo_name_in_text
 from trading.models import AMOUNT, AddressFormat, Market, Order, Withdrawal
 
 _PLAIN_AMOUNT = r"([0-9]+(\.[0-9]*)?|\.[0-9]+)"
@@ -149,6 +150,36 @@ class OrderForm(forms.Form):
         return data
 
 
+MEMO_LABEL = "Memo / destination tag"
+
+
+def _memo_field_label(fields: dict, *, only_if_taken: tuple[str, ...]) -> None:
+    """Name the memo field as the networks that take one do, and say which
+    they are; without such a network, remove ``only_if_taken``."""
+    taking = list(
+        AddressFormat.objects.filter(token__is_active=True)
+        .exclude(memo_name="")
+        .values_list("token__symbol", "network", "memo_name")
+    )
+    if not taking:
+        for name in only_if_taken:
+            del fields[name]
+        return
+    names = {memo_name for _, _, memo_name in taking}
+    if len(names) == 1:
+        fields["memo"].label = names.pop()
+        where = ", ".join(f"{network} ({symbol})" for symbol, network, _ in taking)
+    else:
+        where = "; ".join(
+            f"{network} ({symbol}): {memo_name_in_text(memo_name)}"
+            for symbol, network, memo_name in taking
+        )
+    fields["memo"].help_text = (
+        f"Only for networks that need one: {where}. Copy it from the "
+        "recipient's deposit instructions."
+    )
+
+
 class WithdrawalForm(forms.Form):
     token = forms.ModelChoiceField(
         queryset=Token.objects.filter(is_active=True), to_field_name="symbol"
@@ -172,11 +203,24 @@ class WithdrawalForm(forms.Form):
         help_text="Needed only when the address is valid on several of the "
         "token's networks (like an 0x address): the coins are sent on this one.",
     )
+    memo = forms.CharField(
+        label=MEMO_LABEL,
+        required=False,
+        max_length=MEMO_MAX_LENGTH,
+        widget=forms.TextInput(attrs={"autocomplete": "off", "spellcheck": "false"}),
+    )
+    no_memo = forms.BooleanField(
+        label="The recipient needs no memo",
+        required=False,
+        help_text="A personal wallet needs none; an exchange or custodian "
+        "usually does, to credit the coins to the right customer.",
+    )
     # One per form shown: submitting the same form twice withdraws once.
     reference = forms.CharField(widget=forms.HiddenInput, max_length=64)
 
     def __init__(self, *args, user: AbstractBaseUser | None = None, **kwargs) -> None:
         super().__init__(*args, **kwargs)
+        _memo_field_label(self.fields, only_if_taken=("memo", "no_memo"))
         # The tokens with more than one network, each with its networks; the
         # service refuses a network that is not the token's or the address's.
         networks: dict[str, list[str]] = {}
@@ -209,6 +253,19 @@ class WithdrawalForm(forms.Form):
                 Q(is_active=True) | Q(pk=earlier)
             )
 
+    def clean(self):
+        data = super().clean()
+        if "memo" not in self.fields:
+            return data  # no network takes one: none
+        if data.get("memo") and data.get("no_memo"):
+            self.add_error(
+                "memo",
+                "Give the memo, or tick “The recipient needs no memo”, not both.",
+            )
+        elif not data.get("memo") and not data.get("no_memo"):
+            data["memo"] = None  # not said: refused if the network takes one
+        return data
+
 
 class SavedAddressForm(forms.Form):
     prefix = "book"
@@ -222,6 +279,16 @@ class SavedAddressForm(forms.Form):
         max_length=255,
         widget=forms.TextInput(attrs={"autocomplete": "off", "spellcheck": "false"}),
     )
+    memo = forms.CharField(
+        label=MEMO_LABEL,
+        required=False,
+        max_length=MEMO_MAX_LENGTH,
+        widget=forms.TextInput(attrs={"autocomplete": "off", "spellcheck": "false"}),
+    )
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        _memo_field_label(self.fields, only_if_taken=("memo",))
 
 
 class WithdrawalAddressPolicyForm(forms.Form):

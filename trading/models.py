@@ -17,7 +17,7 @@ from django.db import models
 from django.db.models import F, Q
 
 from tokens.models import Token
-from trading.addresses import address_pattern_validate
+from trading.addresses import MEMO_MAX_LENGTH, address_pattern_validate
 from trading.money import exact, plain, unit
 
 # What a client's own id of an order or a withdrawal (``client_order_id``,
@@ -670,6 +670,14 @@ class Withdrawal(models.Model):
         help_text="The address format's network the coins go out on, as named "
         "when requested; empty when the token had no formats.",
     )
+    memo = models.CharField(
+        max_length=MEMO_MAX_LENGTH,
+        blank=True,
+        default="",
+        db_default="",
+        help_text="The memo or destination tag sent with the coins, which the "
+        "recipient's exchange needs to credit them; empty when none.",
+    )
     reference = models.CharField(
         max_length=100, help_text="The user's idempotency key for the request."
     )
@@ -1016,12 +1024,42 @@ class AddressFormat(models.Model):
         help_text="How the address looks, completing “it should be …” in the "
         "message a wrong address gets, e.g. 0x followed by 40 hex digits.",
     )
+    # The database defaults let the code before these columns add formats
+    # while a rolling upgrade runs.
+    memo_name = models.CharField(
+        max_length=40,
+        blank=True,
+        default="",
+        db_default="",
+        help_text="For a network whose transactions carry a memo that tells the "
+        "recipient's exchange or custodian which customer to credit: its name "
+        "there, e.g. Destination tag (XRP Ledger) or Memo (Stellar, Cosmos). "
+        "Users then give one with each withdrawal, or say that the recipient "
+        "needs none. Empty: this network takes no memo.",
+    )
+    memo_pattern = models.CharField(
+        max_length=500,
+        blank=True,
+        default="",
+        db_default="",
+        validators=[address_pattern_validate],
+        help_text="A Python regular expression the whole memo must match, e.g. "
+        "[0-9]{1,10} for XRP Ledger destination tags; a wrong memo's message "
+        f"quotes it. Empty: any printable ASCII text up to {MEMO_MAX_LENGTH} "
+        "characters. Needs a memo name.",
+    )
 
     class Meta:
         ordering = ["token__symbol", "pk"]
         constraints = [
             models.UniqueConstraint(
                 fields=["token", "network"], name="address_format_network_per_token"
+            ),
+            models.CheckConstraint(
+                condition=~Q(memo_name="") | Q(memo_pattern=""),
+                name="address_format_memo_pattern_named",
+                violation_error_message="A memo pattern needs a memo name: name "
+                "the memo (like Destination tag), or leave the pattern empty.",
             ),
         ]
 
@@ -1040,6 +1078,15 @@ class SavedAddress(models.Model):
     )
     token = models.ForeignKey(Token, on_delete=models.PROTECT, related_name="+")
     address = models.CharField(max_length=255)
+    # Two customers of one exchange share its address, each with their memo.
+    memo = models.CharField(
+        max_length=MEMO_MAX_LENGTH,
+        blank=True,
+        default="",
+        db_default="",
+        help_text="The memo or destination tag saved with the address; empty "
+        "when none.",
+    )
     label = models.CharField(max_length=60)
     created_at = models.DateTimeField(auto_now_add=True)
     usable_from = models.DateTimeField()
@@ -1049,7 +1096,8 @@ class SavedAddress(models.Model):
         ordering = ["token__symbol", "label", "pk"]
         constraints = [
             models.UniqueConstraint(
-                fields=["user", "token", "address"], name="saved_address_unique"
+                fields=["user", "token", "address", "memo"],
+                name="saved_address_unique",
             ),
         ]
 

@@ -31,6 +31,7 @@ def _withdrawal_context(withdrawal: Withdrawal) -> dict:
         "token": withdrawal.token.symbol,
         "address": withdrawal.address,
         "network": withdrawal.network,
+        "memo": withdrawal.memo,
         "reference": withdrawal.reference,
     }
 
@@ -118,6 +119,8 @@ def saved_address_notice(
     detail = (
         f"{saved_address.token.symbol} {saved_address.label}: {saved_address.address}"
     )
+    if saved_address.memo:
+        detail += f" memo {saved_address.memo}"
     if not added:
         security_event_record(
             user=saved_address.user,
@@ -135,6 +138,7 @@ def saved_address_notice(
             "token": saved_address.token.symbol,
             "label": saved_address.label,
             "address": _address_shortened(saved_address.address),
+            "memo": _address_shortened(saved_address.memo),
             "usable_from": _moment(saved_address.usable_from),
         },
         detail=detail,

@@ -282,7 +282,7 @@ WALLET_HISTORY_PAGE = 25
 def wallet_history(*, user: AbstractBaseUser) -> QuerySet:
     """The user's deposits and withdrawals in one list, newest first: rows of
     ``kind`` ("deposit" or "withdrawal"), ``id``, ``amount``, ``created_at``,
-    ``symbol``, ``status``, ``to_address``, ``to_network`` and ``why`` (a
+    ``symbol``, ``status``, ``to_address``, ``to_network``, ``to_memo`` and ``why`` (a
     deposit is "credited"). One query per slice, however long the history."""
     text = CharField()
     deposits = Deposit.objects.filter(user=user).values(
@@ -294,6 +294,7 @@ def wallet_history(*, user: AbstractBaseUser) -> QuerySet:
         state=Value("credited", output_field=text),
         to_address=Value("", output_field=text),
         to_network=Value("", output_field=text),
+        to_memo=Value("", output_field=text),
         why=Value("", output_field=text),
     )
     withdrawals = Withdrawal.objects.filter(user=user).values(
@@ -305,6 +306,7 @@ def wallet_history(*, user: AbstractBaseUser) -> QuerySet:
         state=F("status"),
         to_address=F("address"),
         to_network=F("network"),
+        to_memo=F("memo"),
         why=F("reason"),
     )
     return deposits.union(withdrawals, all=True).order_by("-created_at", "-kind", "-id")

@@ -74,6 +74,8 @@ from trading import events
 from trading.addresses import (
     address_canonical,
     address_networks,
+    memo_canonical,
+    memo_name_in_text,
     text_character_problem,
 )
 from trading.exceptions import (
@@ -85,6 +87,7 @@ from trading.exceptions import (
     InvalidAddress,
     InvalidAmount,
     InvalidReference,
+    MemoRequired,
     PrecisionTooHigh,
     TokenNotListed,
     WithdrawalLimitExceeded,
@@ -338,13 +341,19 @@ def _withdrawal_same_or_raise(
     amount: Decimal,
     address: str,
     network: str,
+    memo: str | None,
 ) -> Withdrawal:
-    # A request made before withdrawals recorded their network has none.
-    if (withdrawal.token_id, withdrawal.amount, withdrawal.address) == (
-        token.pk,
-        amount,
-        address,
-    ) and withdrawal.network in ("", network):
+    # A request made before withdrawals recorded their network has none; one
+    # made before memos has memo "", which a repeat without a memo matches.
+    if (
+        withdrawal.token_id,
+        withdrawal.amount,
+        withdrawal.address,
+        withdrawal.memo,
+    ) == (token.pk, amount, address, memo or "") and withdrawal.network in (
+        "",
+        network,
+    ):
         return withdrawal
     raise DuplicateReference(
         f"Withdrawal reference {withdrawal.reference!r} is already used by a "
@@ -361,6 +370,7 @@ def withdrawal_request(
     address: str,
     reference: str,
     network: str = "",
+    memo: str | None = None,
 ) -> Withdrawal:
     """Ask to send coins out; the amount stays locked until staff decide.
 
@@ -368,6 +378,12 @@ def withdrawal_request(
     address fits among the token's address formats, or, if it fits several
     (an 0x address on two EVM chains), ``network``, which must then name one
     of them (``InvalidAddress`` otherwise).
+
+    ``memo`` is the memo (destination tag) sent with the coins, "" for none,
+    None for not said. A network whose format has a ``memo_name`` needs it
+    said: None raises ``MemoRequired``, since a forgotten tag loses the coins
+    at the recipient's exchange. A memo the network does not take or writes
+    otherwise raises ``InvalidMemo``.
 
     ``reference`` is the user's idempotency key, unique per user: an identical
     repeat returns the first request, a different one raises
@@ -386,6 +402,7 @@ def withdrawal_request(
         address=address,
         reference=reference,
         network=network,
+        memo=memo,
     )
     return withdrawal
 
@@ -399,6 +416,7 @@ def withdrawal_request_or_get(
     address: str,
     reference: str,
     network: str = "",
+    memo: str | None = None,
 ) -> tuple[Withdrawal, bool]:
     """``withdrawal_request``, and whether this call made the withdrawal
     (False: an identical repeat, the first one returned), even when the
@@ -410,18 +428,27 @@ def withdrawal_request_or_get(
             "A withdrawal reference has 1 to 100 characters: letters, digits and "
             '". _ : / -".'
         )
-    address, network = _withdrawal_address_network(
+    address, network, address_format = _withdrawal_address_network(
         token=token, address=address, network=network
     )
+    if memo is not None:
+        memo = memo_canonical(
+            token=token,
+            memo=memo,
+            formats=[] if address_format is None else [address_format],
+        )
     try:
         with transaction.atomic(durable=True):
             existing = Withdrawal.objects.filter(user=user, reference=reference)
             if (found := existing.first()) is None:
+                # Only for a new request: a repeat without a memo still finds
+                # one made before memos were asked for.
+                memo = _withdrawal_memo_said(address_format, memo=memo)
                 if (refusal := withdrawal_identity_refusal(user=user)) is not None:
                     raise refusal
                 _token_listed_check(token=token, refusal="it cannot be withdrawn.")
                 _withdrawal_address_allowed_check(
-                    user=user, token=token, address=address
+                    user=user, token=token, address=address, memo=memo
                 )
                 balances = balances_lock(user_ids=[user.pk], token_ids=[token.pk])
                 # A repeat sent at once waited for the first's lock: it finds
@@ -429,7 +456,12 @@ def withdrawal_request_or_get(
                 found = existing.first()
             if found is not None:
                 return _withdrawal_same_or_raise(
-                    found, token=token, amount=amount, address=address, network=network
+                    found,
+                    token=token,
+                    amount=amount,
+                    address=address,
+                    network=network,
+                    memo=memo,
                 ), False
             _withdrawal_daily_limit_check(user=user, token=token, amount=amount)
             _balance_require(balances[(user.pk, token.pk)], amount, token)
@@ -439,6 +471,7 @@ def withdrawal_request_or_get(
                 amount=amount,
                 address=address,
                 network=network,
+                memo=memo,
                 reference=reference,
             )
             journal = _Journal(balances=balances)
@@ -458,34 +491,58 @@ def withdrawal_request_or_get(
         if found is None:
             raise
         return _withdrawal_same_or_raise(
-            found, token=token, amount=amount, address=address, network=network
+            found,
+            token=token,
+            amount=amount,
+            address=address,
+            network=network,
+            memo=memo,
         ), False
+
+
+def _withdrawal_memo_said(
+    address_format: AddressFormat | None, *, memo: str | None
+) -> str:
+    """The memo of a new withdrawal ("" for none), or ``MemoRequired`` when
+    its network takes one and the user did not say whether there is one."""
+    if memo is not None:
+        return memo
+    if address_format is None or not address_format.memo_name:
+        return ""
+    name = memo_name_in_text(address_format.memo_name)
+    raise MemoRequired(
+        f"{address_format.network} takes a {name} with each transaction: "
+        f"exchanges and custodians usually need it to credit the coins to the "
+        f"right customer, and without it they may be lost. Give the recipient's "
+        f"{name}, or say that they need none (a personal wallet)."
+    )
 
 
 def _withdrawal_address_network(
     *, token: Token, address: str, network: str
-) -> tuple[str, str]:
-    """The address in its canonical spelling and the network the coins go out
-    on (empty for a token without address formats), or ``InvalidAddress``."""
+) -> tuple[str, str, AddressFormat | None]:
+    """The address in its canonical spelling, the network the coins go out
+    on (empty for a token without address formats) and its format, or
+    ``InvalidAddress``."""
     formats = list(token.address_formats.all())
     spellings = address_networks(token=token, address=address, formats=formats)
     network = network.strip() if isinstance(network, str) else ""
+    by_network = {f.network: f for f in formats}
     if "" in spellings:  # no formats: any address, on no network in particular
         if network:
             raise InvalidAddress(
                 f"No networks are set up for {token.symbol}: leave the network empty."
             )
-        return spellings[""], ""
+        return spellings[""], "", None
     if not network:
         if len(spellings) == 1:
             [(network, address)] = spellings.items()
-            return address, network
+            return address, network, by_network[network]
         raise InvalidAddress(
             f"This address is valid on {' and '.join(spellings)}: choose the network."
         )
     if network in spellings:
-        return spellings[network], network
-    by_network = {f.network: f for f in formats}
+        return spellings[network], network, by_network[network]
     if network not in by_network:
         raise InvalidAddress(
             f"{token.symbol} is not sent on “{network}”: choose "
@@ -757,6 +814,8 @@ def address_format_ensure(
     pattern: str,
     checksum: str = "",
     description: str,
+    memo_name: str = "",
+    memo_pattern: str = "",
 ) -> tuple[AddressFormat, bool]:
     """The token's format for ``network``, created (validated like the admin
     does) if missing; an existing one is left as staff may have edited it."""
@@ -772,6 +831,8 @@ def address_format_ensure(
             pattern=pattern,
             checksum=checksum,
             description=description,
+            memo_name=memo_name,
+            memo_pattern=memo_pattern,
         )
         address_format.full_clean()
         address_format.save()
@@ -787,20 +848,29 @@ def _moment(value: datetime) -> str:
 
 
 def _withdrawal_address_allowed_check(
-    *, user: AbstractBaseUser, token: Token, address: str
+    *, user: AbstractBaseUser, token: Token, address: str, memo: str
 ) -> None:
     """When the user allows only saved addresses: the address must be in the
-    book for this token and past its delay."""
+    book for this token with this memo (another customer of the same
+    exchange has another), and past its delay."""
     now = timezone.now()
     policy = WithdrawalAddressPolicy.objects.filter(user=user).first()
     if policy is None or not policy.saved_only_at(now):
         return
-    if (entry := _saved_entry(user=user, token=token, address=address)) is None:
+    entry = _saved_entry(user=user, token=token, address=address, memo=memo)
+    if entry is None:
+        what = f"address with memo {memo}" if memo else "address"
+        other_memo = (
+            SavedAddress.objects.filter(user=user, token=token, address=address)
+            .exclude(memo=memo)
+            .exists()
+        )
         raise AddressNotAllowed(
             f"You allow withdrawals only to saved addresses, and this "
-            f"{token.symbol} address is not in your address book. Save it "
-            f"first: it can be used {settings.WITHDRAWAL_ADDRESS_DELAY_HOURS} "
-            "hours later."
+            f"{token.symbol} {what} is not in your address book"
+            + (" (it is saved with another memo, or none)" if other_memo else "")
+            + f". Save it first: it can be used "
+            f"{settings.WITHDRAWAL_ADDRESS_DELAY_HOURS} hours later."
         )
     if entry.usable_from > now:
         raise AddressNotAllowed(
@@ -811,13 +881,13 @@ def _withdrawal_address_allowed_check(
 
 
 def _saved_entry(
-    *, user: AbstractBaseUser, token: Token, address: str
+    *, user: AbstractBaseUser, token: Token, address: str, memo: str
 ) -> SavedAddress | None:
-    """The user's book entry for ``address`` (canonical): saved in these
-    characters, or in a spelling that the token's formats, changed since it
-    was saved, now make the same (a format added to a token that had none
-    lowercases its bech32 addresses)."""
-    entries = list(SavedAddress.objects.filter(user=user, token=token))
+    """The user's book entry for ``address`` (canonical) with ``memo``:
+    saved in these characters, or in a spelling that the token's formats,
+    changed since it was saved, now make the same (a format added to a token
+    that had none lowercases its bech32 addresses)."""
+    entries = list(SavedAddress.objects.filter(user=user, token=token, memo=memo))
     if exact := [entry for entry in entries if entry.address == address]:
         return exact[0]
     formats = list(token.address_formats.all())
@@ -834,12 +904,20 @@ def _saved_entry(
 
 
 def saved_address_add(
-    *, user: AbstractBaseUser, token: Token, address: str, label: str
+    *,
+    user: AbstractBaseUser,
+    token: Token,
+    address: str,
+    label: str,
+    memo: str = "",
 ) -> SavedAddress:
     """Save a destination in the user's address book; it is usable for
     withdrawals ``WITHDRAWAL_ADDRESS_DELAY_HOURS`` later. The token must be
     listed now (``TokenNotListed``), the address must fit the token's formats
-    (``InvalidAddress``) and not be saved already (``AddressAlreadySaved``)."""
+    (``InvalidAddress``), the memo one of the networks it fits
+    (``InvalidMemo``), and the two not be saved already
+    (``AddressAlreadySaved``): one address may be saved with several memos,
+    one per customer of the exchange it belongs to."""
     label = label.strip() if isinstance(label, str) else ""
     if not 0 < len(label) <= 60:
         raise ValidationError(
@@ -855,14 +933,21 @@ def saved_address_add(
                 "punctuation and spaces only."
             }
         )
-    address = address_canonical(token=token, address=address)
+    formats = list(token.address_formats.all())
+    spellings = address_networks(token=token, address=address, formats=formats)
+    address = next(iter(spellings.values()))
+    # A saved address records no network: the memo must suit one it fits.
+    memo = memo_canonical(
+        token=token, memo=memo, formats=[f for f in formats if f.network in spellings]
+    )
     try:
         with transaction.atomic(durable=True):
             _token_listed_check(token=token, refusal="its addresses cannot be saved.")
             # One addition at a time per user, so additions at once cannot
             # all count the same entries (accounts.locks.user_serialize).
             user_serialize(user_id=user.pk)
-            if entry := _saved_entry(user=user, token=token, address=address):
+            entry = _saved_entry(user=user, token=token, address=address, memo=memo)
+            if entry is not None:
                 raise _already_saved(entry, token=token)
             if SavedAddress.objects.filter(
                 user=user, token=token, label__iexact=label
@@ -882,18 +967,21 @@ def saved_address_add(
                 user=user,
                 token=token,
                 address=address,
+                memo=memo,
                 label=label,
                 usable_from=timezone.now() + _address_delay(),
             )
     except IntegrityError:
-        if (entry := _saved_entry(user=user, token=token, address=address)) is None:
+        entry = _saved_entry(user=user, token=token, address=address, memo=memo)
+        if entry is None:
             raise
         raise _already_saved(entry, token=token) from None
 
 
 def _already_saved(entry: SavedAddress, *, token: Token) -> AddressAlreadySaved:
+    what = f"address with memo {entry.memo}" if entry.memo else "address"
     return AddressAlreadySaved(
-        f"This {token.symbol} address is already in your address book as "
+        f"This {token.symbol} {what} is already in your address book as "
         f"“{entry.label}”."
     )
 

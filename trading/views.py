@@ -32,6 +32,8 @@ from trading.exceptions import (
     InsufficientBalance,
     InvalidAddress,
     InvalidAmount,
+    InvalidMemo,
+    MemoRequired,
     PostOnlyWouldTake,
     PrecisionTooHigh,
     TradingError,
@@ -442,6 +444,7 @@ def wallet(request: HttpRequest) -> HttpResponse:
                     address=data["address"],
                     reference=data["reference"],
                     network=data.get("network", ""),
+                    memo=data.get("memo", ""),
                 )
         except IdentityNotVerified as refusal:
             # Said once, by the notice next to the form, which links to the
@@ -449,6 +452,10 @@ def wallet(request: HttpRequest) -> HttpResponse:
             return _wallet_render(request, form=form, identity_refused=refusal)
         except (InvalidAddress, AddressNotAllowed) as refusal:
             form.add_error("address", refusal.message)
+        except (InvalidMemo, MemoRequired) as refusal:
+            # No memo field: staff gave a network a memo since the form was
+            # built; the page shown now has it.
+            form.add_error("memo" if "memo" in form.fields else None, refusal.message)
         except InsufficientBalance as refusal:
             form.add_error("amount", refusal.message)
         except DuplicateReference:
@@ -539,6 +546,11 @@ def saved_address_create(request: HttpRequest) -> HttpResponse:
                 token=data["token"],
                 address=data["address"],
                 label=data["label"],
+                memo=data.get("memo", ""),
+            )
+        except InvalidMemo as refusal:
+            address_form.add_error(
+                "memo" if "memo" in address_form.fields else None, refusal.message
             )
         except TradingError as refusal:
             address_form.add_error("address", refusal.message)

@@ -42,11 +42,13 @@ class SavedAddressListView(PrivateView):
     @extend_schema(
         tags=["withdrawals"],
         summary="Save a withdrawal address",
-        description="The address must fit the token's address formats. It is "
+        description="The address must fit the token's address formats, and a "
+        "`memo` one of the networks it fits (400 `invalid_memo`). It is "
         "usable for withdrawals under the saved-addresses-only setting from "
         "`usable_from` on (24 hours later by default). A token that is not "
         "listed now is refused with 409 `token_not_listed`, an address already "
-        "in the book with 409 `address_already_saved`, and any address once "
+        "in the book with the same memo with 409 `address_already_saved`, and "
+        "any address once "
         f"the book holds {MAX_SAVED_ADDRESSES} with 422 `address_not_allowed`.",
         request=api.SavedAddressCreateSerializer,
         responses={
@@ -68,6 +70,7 @@ class SavedAddressListView(PrivateView):
             token=token,
             address=data["address"],
             label=data["label"],
+            memo=data.get("memo", ""),
         )
         saved_address_notice(request=request, saved_address=saved, added=True)
         return Response(

@@ -34,6 +34,8 @@ TRADING_STATUS = {
     trading.InvalidOrder: status.HTTP_400_BAD_REQUEST,
     trading.InvalidReference: status.HTTP_400_BAD_REQUEST,
     trading.InvalidAddress: status.HTTP_400_BAD_REQUEST,
+    trading.InvalidMemo: status.HTTP_400_BAD_REQUEST,
+    trading.MemoRequired: status.HTTP_400_BAD_REQUEST,
     trading.OrderNotFound: status.HTTP_404_NOT_FOUND,
     trading.WithdrawalNotFound: status.HTTP_404_NOT_FOUND,
     trading.EmailNotVerified: status.HTTP_403_FORBIDDEN,

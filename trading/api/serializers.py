@@ -12,6 +12,7 @@ from drf_spectacular.extensions import OpenApiSerializerFieldExtension
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from trading.addresses import MEMO_MAX_LENGTH
 from trading.models import CLIENT_ID, Market, Order, Withdrawal
 from trading.money import plain
 from trading.selectors import CANDLE_INTERVALS
@@ -434,6 +435,9 @@ class WithdrawalSerializer(serializers.Serializer):
         help_text="The network the coins go out on, like `Ethereum, ERC-20`; "
         "empty for a token without address formats."
     )
+    memo = serializers.CharField(
+        help_text="The memo (destination tag) sent with the coins; empty when none."
+    )
     reference = serializers.CharField()
     status = serializers.ChoiceField(
         choices=Withdrawal.Status.choices,
@@ -463,6 +467,18 @@ class WithdrawalCreateSerializer(serializers.Serializer):
         "is refused with `invalid_address`, naming them. Left out: the one "
         "network the address is valid on.",
     )
+    memo = TextField(
+        required=False,
+        allow_blank=True,
+        max_length=MEMO_MAX_LENGTH,
+        help_text="The memo sent with the coins (the XRP Ledger's destination "
+        "tag, Stellar's or Cosmos's memo), which the recipient's exchange needs "
+        'to credit them; `""` when the recipient needs none. **Required** '
+        "on a network that takes one: left out, the request is refused with "
+        "400 `memo_required`, as a forgotten tag loses the coins. A memo on a "
+        "network that takes none, or not written as the network writes them, "
+        "is refused with 400 `invalid_memo`.",
+    )
     reference = TextField(
         max_length=100,
         validators=[client_id_characters],
@@ -474,6 +490,11 @@ class SavedAddressSerializer(serializers.Serializer):
     id = serializers.IntegerField()
     token = serializers.CharField(source="token.symbol")
     address = serializers.CharField()
+    memo = serializers.CharField(
+        help_text="The memo (destination tag) saved with the address; empty "
+        "when none. Under the saved-addresses-only setting a withdrawal must "
+        "carry the same memo."
+    )
     label = serializers.CharField()
     created_at = serializers.DateTimeField()
     usable_from = serializers.DateTimeField(
@@ -485,4 +506,11 @@ class SavedAddressSerializer(serializers.Serializer):
 class SavedAddressCreateSerializer(serializers.Serializer):
     token = TextField(max_length=12, help_text="Like BTC.")
     address = TextField(max_length=255)
+    memo = TextField(
+        required=False,
+        allow_blank=True,
+        max_length=MEMO_MAX_LENGTH,
+        help_text="The recipient's memo (destination tag), if their network "
+        "takes one; the same address may be saved with several memos.",
+    )
     label = TextField(max_length=60)

@@ -679,7 +679,9 @@ class WithdrawalListView(PrivateView):
         "A token that is not listed now cannot be withdrawn: 409 "
         "`token_not_listed`. Where the exchange requires a verified identity, "
         "a user whose identity verification staff have not approved is "
-        "refused with 403 `identity_unverified`.",
+        "refused with 403 `identity_unverified`. On a network that takes a "
+        'memo (a destination tag), `memo` is required, `""` saying that '
+        "the recipient needs none: without it, 400 `memo_required`.",
         request=api.WithdrawalCreateSerializer,
         examples=[
             OpenApiExample(
@@ -691,7 +693,18 @@ class WithdrawalListView(PrivateView):
                     "address": "bc1qar0srrr7xfkvy5l643lydnw9re59gtzzwf5mdq",
                     "reference": "w-2026-12-05-1",
                 },
-            )
+            ),
+            OpenApiExample(
+                "Withdraw XRP to an exchange, with its destination tag",
+                request_only=True,
+                value={
+                    "token": "XRP",
+                    "amount": "25",
+                    "address": "rHb9CJAWyB4rj91VRWn96DkukG4bwdtyTh",
+                    "memo": "3052514",
+                    "reference": "w-2026-12-05-2",
+                },
+            ),
         ],
         responses={
             201: api.WithdrawalSerializer,
@@ -725,6 +738,8 @@ class WithdrawalListView(PrivateView):
                 address=data["address"],
                 reference=reference,
                 network=data.get("network", ""),
+                # Left out: not said, refused on a network that takes a memo.
+                memo=data.get("memo"),
             )
         # A repeat announces it too: the first may have been stopped between
         # its commit and its notice. ``once`` keeps it to one.

@@ -1165,6 +1165,7 @@ def test_a_withdrawal_request_locks_the_amount(as_alice, alice, btc, funded):
         "amount": "1.5",
         "address": "bc1qexample",
         "network": "",
+        "memo": "",
         "reference": "w-1",
         "status": "pending",
         "decided_at": None,

@@ -10,7 +10,7 @@ from django.db.migrations.executor import MigrationExecutor
 from django.utils import timezone
 
 from tests.factories import fund
-from trading.models import Order, Withdrawal
+from trading.models import AddressFormat, Order, SavedAddress, Withdrawal
 from trading.services import (
     withdrawal_process_start,
     withdrawal_reject,
@@ -114,3 +114,36 @@ def test_the_code_before_the_network_column_still_requests_withdrawals(alice, bt
     )
 
     assert Withdrawal.objects.get(pk=requested.pk).network == ""
+
+
+@pytest.mark.django_db
+def test_the_code_before_memos_still_requests_withdrawals_and_saves_addresses(
+    alice, btc
+):
+    old = code_before("trading", "0018_withdrawal_memos")
+
+    requested = old.get_model("trading", "Withdrawal").objects.create(
+        user_id=alice.pk,
+        token_id=btc.pk,
+        amount=D("1"),
+        address="bc1q",
+        reference="r",
+        status="cancelled",
+        decided_at=timezone.now(),
+    )
+    saved = old.get_model("trading", "SavedAddress").objects.create(
+        user_id=alice.pk,
+        token_id=btc.pk,
+        address="bc1q",
+        label="Cold",
+        usable_from=timezone.now(),
+    )
+    added = old.get_model("trading", "AddressFormat").objects.create(
+        token_id=btc.pk, network="Bitcoin", pattern="bc1q", description="bc1q"
+    )
+
+    assert Withdrawal.objects.get(pk=requested.pk).memo == ""
+    assert SavedAddress.objects.get(pk=saved.pk).memo == ""
+    assert AddressFormat.objects.values_list("memo_name", "memo_pattern").get(
+        pk=added.pk
+    ) == ("", "")
