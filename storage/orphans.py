@@ -23,7 +23,7 @@ from __future__ import annotations
 import itertools
 import logging
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -396,22 +396,10 @@ class MissingReport:
     defaults_missing: dict[str, int] = field(default_factory=dict)
 
 
-def _missing_repairs() -> dict[tuple[str, str], tuple[Callable, str]]:
-    """(model label, field) -> (the service that makes the row whole without
-    its file, what it does). Imported here: those apps build on storage."""
-    from accounts.services import avatar_remove
-    from tokens.services import token_logo_remove
-
-    return {
-        ("accounts.Profile", "avatar"): (
-            lambda row: avatar_remove(profile=row),
-            "set back to the default avatar",
-        ),
-        ("tokens.Token", "logo"): (
-            lambda row: token_logo_remove(token=row),
-            "logo cleared (the initial letter shows)",
-        ),
-    }
+# (model label, field) -> (the service that makes a row whole without its
+# file, what it does). Built by the caller, which knows the apps that build on
+# storage (media_orphans, in the exchange app).
+MissingRepairs = Mapping[tuple[str, str], tuple[Callable[[models.Model], object], str]]
 
 
 _MISSING_ADVICE = {
@@ -420,14 +408,14 @@ _MISSING_ADVICE = {
 
 
 def media_missing_collect(
-    *, repair: bool, storage: Storage | None = None
+    *, repair: bool, repairs: MissingRepairs, storage: Storage | None = None
 ) -> MissingReport:
     """Find the rows whose file field names an object that does not exist
     (after restoring the database and the bucket from different times); with
     ``repair``, make the rows that can do without their file whole again
-    through their services (an avatar goes back to the default, a token logo
-    is cleared). Identity documents are only listed: only their user can
-    send them again.
+    through the services ``repairs`` names (an avatar goes back to the
+    default, a token logo is cleared). Other rows (identity documents) are
+    only listed: only their user can send them again.
 
     Rows naming their field's default (the default avatar) are not listed
     one by one: the default object is checked once. Every object under the
@@ -448,7 +436,6 @@ def media_missing_collect(
             looked_up[name] = _storage_of(name, storage).exists(name)
         return looked_up[name]
 
-    repairs = _missing_repairs()
     report = MissingReport()
     for model, field_name in _file_fields():
         label = model._meta.label

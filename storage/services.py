@@ -79,7 +79,8 @@ def bucket_setup(
     Once the store has shown it is an S3 API (the test object), a lifecycle
     rule has it abort multipart uploads left unfinished
     (``bucket_lifecycle_apply``). The default avatar is uploaded from the
-    first of ``default_avatar`` that exists, unless the bucket holds one.
+    first of ``default_avatar`` that exists, unless the bucket holds one
+    stored with the app's Content-Type and Cache-Control.
     Idempotent. Raises StorageUnavailable with an actionable message when
     the server is unreachable, refuses the credentials, cannot make the
     bucket or does not answer as an S3 API does;
@@ -199,30 +200,65 @@ def _probe_remove(storage: MinIOStorage, probe: str) -> None:
 
 def _default_avatar_upload(storage: MinIOStorage, sources: list[Path]) -> str | None:
     """What was done about the default avatar; None when the bucket has none
-    and none of ``sources`` exists."""
+    and none of ``sources`` exists.
+
+    One the bucket holds is uploaded again when its Content-Type or
+    Cache-Control is not what the app gives it (``mc cp`` of media/ leaves
+    none, or a generic type): browsers would fetch it on every page.
+    """
     client = storage.client
+    source = next((path for path in sources if path.is_file()), None)
     try:
         with storage.errors("look up", DEFAULT_AVATAR_NAME):
-            client.stat_object(
+            stored = client.stat_object(
                 bucket_name=storage.bucket_name, object_name=DEFAULT_AVATAR_NAME
             )
-        return f"{DEFAULT_AVATAR_NAME} present"
     except S3Error:
-        pass
-    source = next((path for path in sources if path.is_file()), None)
-    if source is None:
+        stored = None
+    if stored is None and source is None:
         return None
+    head = b""
+    if source is not None:
+        with source.open("rb") as avatar:
+            head = avatar.read(16)
+    wanted = {
+        # What media_to_bucket gives it too, from the content.
+        "Content-Type": sniff_content_type(head, DEFAULT_AVATAR_NAME),
+        "Cache-Control": DEFAULT_AVATAR_CACHE_CONTROL,
+    }
+    if stored is not None:
+        found = {
+            "Content-Type": stored.content_type or "",
+            "Cache-Control": (stored.metadata or {}).get("Cache-Control") or "",
+        }
+        if source is None:  # no content to tell its type from
+            del wanted["Content-Type"]
+        wrong = ", ".join(
+            f"{name} {found[name] or 'not set'}, not {value}"
+            for name, value in wanted.items()
+            if found[name] != value
+        )
+        if not wrong:
+            return f"{DEFAULT_AVATAR_NAME} present"
+        if source is None:
+            return (
+                f"{DEFAULT_AVATAR_NAME} present, but its headers are wrong "
+                f"({wrong}): put {DEFAULT_AVATAR_NAME} in MEDIA_ROOT and run "
+                "this again to upload it with the right ones"
+            )
     with storage.errors("upload", DEFAULT_AVATAR_NAME), source.open("rb") as avatar:
-        head = avatar.read(16)
-        avatar.seek(0)
         client.put_object(
             bucket_name=storage.bucket_name,
             object_name=DEFAULT_AVATAR_NAME,
             data=avatar,
             length=source.stat().st_size,
-            # What media_to_bucket gives it too, from the content.
-            content_type=sniff_content_type(head, DEFAULT_AVATAR_NAME),
-            metadata={"Cache-Control": DEFAULT_AVATAR_CACHE_CONTROL},
+            content_type=wanted["Content-Type"],
+            metadata={"Cache-Control": wanted["Cache-Control"]},
+        )
+    if stored is not None:
+        return (
+            f"{DEFAULT_AVATAR_NAME} headers fixed ({wrong}): uploaded again "
+            f"from {source}"
         )
     return f"{DEFAULT_AVATAR_NAME} uploaded from {source}"
 

@@ -243,8 +243,10 @@ PRODUCTION_ENV = {
     "DEBUG": "false",
     "SECRET_KEY": "k" * 20 + "-production-secret-" + "x" * 20,
     "ALLOWED_HOSTS": "exchange.example.com",
-    # A shared cache (accounts.W002 without one); the check connects to none.
+    # A shared cache (accounts.W002 without one) and database (exchange.W001
+    # without one); the check connects to neither.
     "REDIS_URL": "redis://127.0.0.1:6379/0",
+    "DATABASE_URL": "postgres://exchange@db:5432/exchange",
 }
 PRINT_HTTPS_SETTINGS = (
     "import django, json; django.setup(); from django.conf import settings as s; "

@@ -80,6 +80,52 @@ def test_second_run_changes_nothing_and_says_so(
     assert keys == ["default_avatar.jpg"]
 
 
+@pytest.mark.parametrize(
+    "content_type, cache_control",
+    [("image/jpeg", None), ("binary/octet-stream", "public, max-age=86400")],
+    ids=["no-cache-control", "generic-type"],
+)
+def test_a_default_avatar_copied_with_other_headers_gets_the_apps_again(
+    run_python, env, s3_client, bucket_name, content_type, cache_control
+):
+    assert setup_minio(run_python, env).returncode == 0
+    wanted = s3_client.stat_object(bucket_name=bucket_name, object_name=AVATAR)
+    # What `mc cp --recursive media/ ...` leaves over it.
+    s3_client.fput_object(
+        bucket_name=bucket_name,
+        object_name=AVATAR,
+        file_path=str(DEFAULT_AVATAR),
+        content_type=content_type,
+        metadata={"Cache-Control": cache_control} if cache_control else None,
+    )
+
+    result = setup_minio(run_python, env)
+
+    assert result.returncode == 0, result.stderr
+    assert f"{AVATAR} headers fixed" in result.stdout
+    fixed = s3_client.stat_object(bucket_name=bucket_name, object_name=AVATAR)
+    assert fixed.content_type == wanted.content_type == "image/jpeg"
+    assert fixed.metadata["Cache-Control"] == wanted.metadata["Cache-Control"]
+    assert fixed.metadata["Cache-Control"] == "public, max-age=86400"
+    assert object_bytes(s3_client, bucket_name, AVATAR) == DEFAULT_AVATAR.read_bytes()
+
+    again = setup_minio(run_python, env)
+
+    assert again.returncode == 0, again.stderr
+    assert f"{AVATAR} present" in again.stdout
+    assert "headers fixed" not in again.stdout
+    unchanged = s3_client.stat_object(bucket_name=bucket_name, object_name=AVATAR)
+    assert unchanged.last_modified == fixed.last_modified
+
+
+def test_help_names_the_script_itself(run_python, env):
+    result = run_python(["scripts/setup_minio.py", "--help"], env)
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("usage: setup_minio.py ")
+    assert "manage.py" not in result.stdout.splitlines()[0]
+
+
 @pytest.mark.reliability("private-documents")
 def test_presigned_mode_grants_no_anonymous_access(
     run_python, env, s3_client, bucket_name

@@ -16,10 +16,11 @@ class Command(BaseCommand):
         "Check the object store (connection, credentials, bucket) and bootstrap "
         "it: create the bucket, set its access policy for the URL mode (its own "
         "statement only), a rule aborting unfinished uploads after a day, and "
-        "upload the default avatar (from MEDIA_ROOT, else the repository's "
-        "media/). Safe to run any number of times; fails when a kept policy "
-        "statement lets anyone reach private/, or the bucket has no default "
-        "avatar and there is none to upload."
+        "upload the default avatar when missing or stored with other headers "
+        "(from MEDIA_ROOT, else the repository's media/). Safe to run any "
+        "number of times; fails when a kept policy statement lets anyone reach "
+        "private/, or the bucket has no default avatar and there is none to "
+        "upload."
     )
 
     def handle(self, *args, **options) -> None:

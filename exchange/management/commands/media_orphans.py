@@ -2,6 +2,7 @@ from django.conf import settings
 from django.core.files.storage import default_storage
 from django.core.management.base import BaseCommand, CommandError
 
+from accounts.services import avatar_remove
 from storage.backends import MinIOStorage
 from storage.exceptions import StorageUnavailable
 from storage.orphans import (
@@ -9,9 +10,23 @@ from storage.orphans import (
     MAX_GRACE_MINUTES,
     MIN_GRACE_MINUTES,
     MediaFoldersUnsafe,
+    MissingRepairs,
     media_missing_collect,
     media_orphans_collect,
 )
+from tokens.services import token_logo_remove
+
+# Here rather than in storage, which the apps build on and imports none of them.
+MISSING_REPAIRS: MissingRepairs = {
+    ("accounts.Profile", "avatar"): (
+        lambda row: avatar_remove(profile=row),
+        "set back to the default avatar",
+    ),
+    ("tokens.Token", "logo"): (
+        lambda row: token_logo_remove(token=row),
+        "logo cleared (the initial letter shows)",
+    ),
+}
 
 
 class Command(BaseCommand):
@@ -126,7 +141,7 @@ class Command(BaseCommand):
 
     def _missing(self, *, repair: bool, dry_run: bool) -> None:
         try:
-            report = media_missing_collect(repair=repair)
+            report = media_missing_collect(repair=repair, repairs=MISSING_REPAIRS)
         except (StorageUnavailable, MediaFoldersUnsafe) as exc:
             raise CommandError(str(exc)) from exc
         changed = []
