@@ -276,6 +276,14 @@ def staff_clients(db, mfa_enable):
 
 
 @pytest.fixture
+def desk(db):
+    """A group of staff named "desk", with no permissions yet."""
+    from django.contrib.auth.models import Group
+
+    return Group.objects.create(name="desk")
+
+
+@pytest.fixture
 def redis_server(tmp_path):
     """A Redis of the test's own (core/tests/redis_server.py): the machine's
     is shared with other runs, whose processes use the same keys and

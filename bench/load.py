@@ -53,16 +53,15 @@ from pathlib import Path
 from bench import report
 from bench.report import Run, machine_cpu, process_cpu, process_stat, table
 from scripts import s3_server
+from scripts.browser import Browser, client_address, csrf_token
 from scripts.topology import (
     DEFAULT_POSTGRES_URL,
     NGINX,
     SCENARIO_UPLOAD_RATE,
     Topology,
     TopologyError,
-    client_address,
     parse_key_values,
 )
-from scripts.topology.browser import Browser, csrf_token
 
 HEADING = "## Load through nginx"
 ROOT = Path(__file__).resolve().parent.parent
@@ -91,12 +90,12 @@ def seed() -> None:
 
     from accounts.selectors import profile_for_user
     from accounts.services import avatar_replace
-    from scripts.topology.browser import colour, image_bytes
+    from scripts.browser import colour, upload_file
     from tokens.services import token_create
     from trading.services import market_create
 
     def image(number: int, kind: str) -> ContentFile:
-        name, _, data = image_bytes(colour(number), kind=kind)
+        name, _, data = upload_file(colour(number), kind=kind)
         return ContentFile(data, name=name)
 
     tokens = [

@@ -24,8 +24,7 @@ from locust import FastHttpUser, constant, task
 from requests.cookies import create_cookie
 from urllib3 import encode_multipart_formdata
 
-from scripts.topology import client_address
-from scripts.topology.browser import colour, image_bytes
+from scripts.browser import client_address, colour, upload_file
 
 SESSIONS = json.loads(Path(os.environ["LOAD_SESSIONS"]).read_text())
 SYMBOLS = os.environ["LOAD_SYMBOLS"].split(",")
@@ -36,7 +35,7 @@ if os.environ.get("LOAD_UPLOAD"):
     ]
     ANSWERS = (200, 503)
 else:
-    UPLOADS = [image_bytes(colour(number), kind="avatar") for number in range(8)]
+    UPLOADS = [upload_file(colour(number), kind="avatar") for number in range(8)]
     ANSWERS = (200,)
 _members = itertools.count()
 _visitors = itertools.count(len(SESSIONS))  # after the members' addresses

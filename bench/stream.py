@@ -26,17 +26,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import platform
 import re
 import resource
 import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 from bench import report
+from bench.report import percentile
 
 ROOT = Path(__file__).resolve().parent.parent
 SECTION_HEADING = "## Live stream"
@@ -52,9 +51,8 @@ def proc_status(pid: int, field: str) -> int:
     raise RuntimeError(f"no {field}")
 
 
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+def ms(latencies: list[float], share: float) -> str:
+    return f"{percentile(latencies, share):.1f} ms"
 
 
 class Client:
@@ -203,10 +201,9 @@ def main() -> int:
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
     from core.tests.redis_server import RedisServer
-    from trading.tests.streaming import free_port
+    from scripts.processes import free_port
 
-    load_before = os.getloadavg()[0]
-
+    bench = report.Run("bench.stream", SECTION_HEADING)
     with tempfile.TemporaryDirectory(prefix="bench-stream-") as folder:
         directory = Path(folder)
         redis = RedisServer(directory)
@@ -255,31 +252,23 @@ def main() -> int:
             server.wait(15)
             redis.stop()
 
-    load = os.getloadavg()[0]
     latencies = results["latencies"]
-    p50, p99 = percentile(latencies, 0.5), percentile(latencies, 0.99)
-    python = f"{platform.python_implementation()} {platform.python_version()}"
-    machine = f"{os.cpu_count()} CPUs, {python}"
-    text = (
-        f"{SECTION_HEADING}\n\n"
-        f"`python -m bench.stream` ({datetime.now(UTC):%Y-%m-%d}, {machine}, the "
-        "load generator on the same cores; method in the module's docstring). "
-        f"{args.clients} anonymous streams of one market on one uvicorn process, "
-        f"{args.trades} trades one at a time; the machine's load average was "
-        f"{load_before:.1f} before and {load:.1f} at the end (other work shares "
-        "these cores).\n\n"
-        "| Measure | Value |\n|---|---|\n"
-        f"| Batch start to `trades` event at the client, p50 | {p50:.1f} ms |\n"
-        f"| Batch start to `trades` event at the client, p99 | {p99:.1f} ms |\n"
-        f"| Events measured (missing) | {len(latencies)} ({results['missing']}) |\n"
-        f"| Memory per connection (VmRSS) | {results['kib_per_connection']:.1f} KiB |\n"
-        f"| Threads of the stream process at {args.clients + 1} streams | "
-        f"{results['threads']} |\n"
-        f"| Stream process VmRSS, 1 then {args.clients + 1} streams | "
-        f"{results['rss_before_mib']:.1f} MiB, {results['rss_after_mib']:.1f} MiB |\n"
-    )
-    print(text)
-    report.section_write(text, heading=SECTION_HEADING)
+    streams = args.clients + 1
+    rows = [
+        ("Anonymous streams of one market, one uvicorn process", f"{args.clients}"),
+        ("Trades, one at a time", f"{args.trades}"),
+        ("Batch start to `trades` event at the client, p50", ms(latencies, 0.5)),
+        ("Batch start to `trades` event at the client, p99", ms(latencies, 0.99)),
+        ("Events measured (missing)", f"{len(latencies)} ({results['missing']})"),
+        ("Memory per connection (VmRSS)", f"{results['kib_per_connection']:.1f} KiB"),
+        (f"Threads of the stream process at {streams} streams", results["threads"]),
+        (
+            f"Stream process VmRSS, 1 then {streams} streams",
+            f"{results['rss_before_mib']:.1f} MiB, {results['rss_after_mib']:.1f} MiB",
+        ),
+    ]
+    table = report.table([{"Measure": m, "Value": v} for m, v in rows], left=2)
+    bench.write(table, ("Django", "uvicorn"))
     return 0
 
 

@@ -445,11 +445,15 @@ def main(argv: list[str] | None = None) -> int:
     met = [ratio >= TARGET_RATIO, p99 < TARGET_P99, drain.orders >= TARGET_DRAIN]
     for key in ("sat", "four", "together", "paced"):
         runs[key].row["÷ pgbench tps"] = f"{runs[key].orders / mean:.3f}"
-    legend = f"pgbench (scale 10, `-c {CLIENTS} -j {CLIENTS} -T {round(seconds)} -M "
-    legend += f"prepared`) just before and after the first run: {tps[0]:,.0f} and "
-    legend += f"{tps[1]:,.0f} tps."
+    options = f"`-c {CLIENTS} -j {CLIENTS} -T {round(seconds)} -M prepared`"
+    when = ("just before the first run", "just after it")
+    pgbench_rows = [
+        {f"pgbench, scale 10, {options}": w, "tps": f"{t:,.0f}"}
+        for w, t in zip(when, tps, strict=True)
+    ]
     targets = report.targets(zip(TARGETS, got, met, strict=True))
-    lines = [*targets, "", *report.table([r.row for r in runs.values()]), "", legend]
+    lines = [*targets, "", *report.table([r.row for r in runs.values()]), ""]
+    lines += report.table(pgbench_rows)
     software = "PostgreSQL {} on loopback, `shared_buffers` {}, `synchronous_commit` {}"
     bench.write(lines, ("Django", "psycopg"), [software.format(*postgres)])
     return 0

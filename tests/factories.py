@@ -14,9 +14,11 @@ from allauth.account.models import EmailAddress
 from django.contrib.auth import get_user_model
 from django.core.files.uploadedfile import SimpleUploadedFile
 from PIL import Image
+from rest_framework.test import APIClient
 
 from tokens.models import Token
 from tokens.services import token_create
+from trading.api_keys import api_key_create
 from trading.matcher import drain
 from trading.models import Balance, LedgerEntry, Market, Order
 from trading.orders import (
@@ -56,6 +58,41 @@ def sign_up(client, username: str, *, password: str = PASSWORD, **fields):
             **fields,
         },
     )
+
+
+def browser_log_in(page, live_server, username: str) -> None:
+    """Log ``username`` in through the log-in page in a real browser (with
+    PASSWORD, which the user is given first); back on the profile page."""
+    user = get_user_model().objects.get(username=username)
+    user.set_password(PASSWORD)
+    user.save()
+    page.goto(f"{live_server.url}/accounts/login/")
+    page.locator('input[name="login"]').fill(username)
+    page.locator('input[name="password"]').fill(PASSWORD)
+    page.get_by_role("button", name="Sign In").click()
+    page.wait_for_url("**/accounts/profile/")
+
+
+def signed_in(client) -> bool:
+    """Whether ``client`` is signed in: its profile page opens (a visitor is
+    sent to the log-in page instead)."""
+    return client.get("/accounts/profile/").status_code == 200
+
+
+def key_client(
+    user, *scopes: str, enforce_csrf_checks: bool = False, **options
+) -> APIClient:
+    """An API client authenticated with a new key of ``user``'s with
+    ``scopes`` (read by default); ``options`` go to ``api_key_create``. A key
+    that can withdraw must name the addresses it is used from: by default the
+    test client's, 127.0.0.1."""
+    scopes = scopes or ("read",)
+    if "withdraw" in scopes:
+        options.setdefault("allowed_ips", "127.0.0.1")
+    _, key = api_key_create(user=user, name="bot", scopes=scopes, **options)
+    client = APIClient(enforce_csrf_checks=enforce_csrf_checks)
+    client.credentials(HTTP_AUTHORIZATION=f"Api-Key {key}")
+    return client
 
 
 def token_make(symbol: str, *, decimals: int = 8) -> Token:

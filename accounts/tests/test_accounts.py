@@ -23,6 +23,7 @@ from tests.factories import (
     PASSWORD,
     fund,
     sign_up,
+    signed_in,
     user_make,
 )
 from trading.models import ApiKey, Order, Withdrawal
@@ -41,10 +42,6 @@ def log_in(login: str, password: str = PASSWORD, *, user_agent: str = FIREFOX):
     client = Client(HTTP_USER_AGENT=user_agent)
     response = client.post("/accounts/login/", {"login": login, "password": password})
     return client, response
-
-
-def signed_in(client: Client) -> bool:
-    return client.get("/accounts/profile/").status_code == 200
 
 
 def password_change(client: Client):

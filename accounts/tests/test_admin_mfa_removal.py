@@ -13,17 +13,13 @@ from django.test import Client
 
 from accounts.models import SecurityEvent
 from accounts.tests.totp import current_code
-from tests.factories import PASSWORD, user_make
+from tests.factories import PASSWORD, signed_in, user_make
 
 # The mail is sent after the removal commits, as in production.
 pytestmark = pytest.mark.django_db(transaction=True)
 
 AUTHENTICATORS = "/admin/mfa/authenticator/"
 TOTP_OFF_SUBJECT = "Authenticator App Deactivated"
-
-
-def signed_in(client: Client) -> bool:
-    return client.get("/accounts/profile/").status_code == 200
 
 
 def password_step(client: Client, user):

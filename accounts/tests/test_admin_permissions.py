@@ -92,11 +92,6 @@ def grants(group: Group, withdrawals: Permission) -> dict:
 
 
 @pytest.fixture
-def desk() -> Group:
-    return Group.objects.create(name="desk")
-
-
-@pytest.fixture
 def withdrawals() -> Permission:
     return Permission.objects.get(codename="change_withdrawal")
 

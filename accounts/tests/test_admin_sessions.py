@@ -10,7 +10,7 @@ from allauth.usersessions.models import UserSession
 from django.test import Client
 
 from accounts.models import SecurityEvent
-from tests.factories import PASSWORD, user_make
+from tests.factories import PASSWORD, signed_in, user_make
 
 pytestmark = pytest.mark.django_db
 
@@ -26,10 +26,6 @@ def signed_in_client(user) -> Client:
     client.post("/accounts/login/", {"login": user.username, "password": PASSWORD})
     assert signed_in(client)
     return client
-
-
-def signed_in(client: Client) -> bool:
-    return client.get("/accounts/profile/").status_code == 200
 
 
 def endings_logged(user) -> list[tuple]:

@@ -24,11 +24,6 @@ def _last_change_message(client: Client) -> str:
     return LogEntry.objects.filter(user_id=user).latest("pk").get_change_message()
 
 
-@pytest.fixture
-def desk() -> Group:
-    return Group.objects.create(name="desk")
-
-
 def _suspend(values: dict) -> None:
     del values["is_active"]
 

@@ -38,7 +38,7 @@ def password_change(client: Client) -> None:
     assert response.status_code == 302, response.content.decode()[:500]
 
 
-def signed_in(user) -> Client:
+def signed_in_client(user) -> Client:
     client = Client()
     response = client.post(
         "/accounts/login/", {"login": user.username, "password": PASSWORD}
@@ -57,7 +57,7 @@ def test_a_password_change_is_not_mailed_to_an_unverified_address(
 ):
     alice = user_make("alice", verified=False)
 
-    password_change(signed_in(alice))
+    password_change(signed_in_client(alice))
 
     alice.refresh_from_db()
     assert alice.check_password(NEW_PASSWORD)
@@ -68,7 +68,7 @@ def test_a_password_change_is_not_mailed_to_an_unverified_address(
 def test_a_password_change_is_mailed_to_a_verified_address(smtp_server, notices_logged):
     alice = user_make("alice")
 
-    password_change(signed_in(alice))
+    password_change(signed_in_client(alice))
 
     assert [(mail.envelope_to, mail.subject) for mail in smtp_server.messages] == [
         (["alice@example.com"], "[Crypto Exchange] Password Changed")
@@ -80,7 +80,7 @@ def test_an_address_change_is_mailed_to_the_verified_old_address(
     smtp_server, reauthenticate, notices_logged
 ):
     alice = user_make("alice")
-    client = signed_in(alice)
+    client = signed_in_client(alice)
     reauthenticate(client, PASSWORD)
     client.post("/accounts/email/", {"email": "new@example.com", "action_add": ""})
 

@@ -25,7 +25,7 @@ from django.test import Client, override_settings
 
 from accounts.models import SecurityEvent
 from accounts.tests.totp import TOTP_STEP, current_code, totp_code
-from tests.factories import PASSWORD, sign_up
+from tests.factories import PASSWORD, sign_up, signed_in
 
 pytestmark = pytest.mark.django_db
 
@@ -57,10 +57,6 @@ def link_path(mail, pattern: str) -> str:
     found = re.search(rf"https?://\S+{pattern}", mail.body)
     assert found, mail.body
     return urlsplit(found.group(0)).path
-
-
-def signed_in(client) -> bool:
-    return "_auth_user_id" in client.session
 
 
 @pytest.fixture

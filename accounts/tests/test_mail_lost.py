@@ -18,7 +18,7 @@ from accounts.models import SecurityEvent
 from accounts.services import NEW_BROWSER_NOT_MAILED
 from accounts.tests.mail import lost_notices, mail_server_down, mail_server_silent
 from accounts.tests.totp import totp_code
-from tests.factories import PASSWORD, sign_up, user_make
+from tests.factories import PASSWORD, sign_up, signed_in, user_make
 
 # The mails are sent after real commits, as in production.
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -33,10 +33,6 @@ SAFARI = (
 
 def log_in(client: Client):
     return client.post("/accounts/login/", {"login": "alice", "password": PASSWORD})
-
-
-def signed_in(client: Client) -> bool:
-    return client.get("/accounts/profile/").status_code == 200
 
 
 def reset_asked(client: Client, email: str) -> str:

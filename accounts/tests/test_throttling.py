@@ -19,7 +19,6 @@ shorter), so the test of "until the window passes" waits for it.
 
 from __future__ import annotations
 
-import ctypes
 import html
 import http.client
 import json
@@ -41,6 +40,7 @@ import pytest
 from allauth.core.internal.ratelimit import parse_rates
 
 from core.tests.processes import free_port
+from scripts.processes import die_with_parent
 
 pytestmark = pytest.mark.postgres
 
@@ -72,16 +72,6 @@ USERNAME_TAKEN = "A user with that username already exists."
 
 
 # --- Two instances behind one address -----------------------------------------
-
-
-_libc = ctypes.CDLL(None, use_errno=True)
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:
-    # Runs in the child before exec: should pytest be killed outright, the
-    # kernel stops the server too.
-    _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 @dataclass
@@ -245,7 +235,8 @@ def instances(django_db_setup, redis_url, tmp_path_factory):
                 stderr=subprocess.DEVNULL,
                 start_new_session=True,
                 # Not thread-safe in general; no thread runs at this point.
-                preexec_fn=_die_with_parent,
+                # Should pytest be killed outright, the server stops too.
+                preexec_fn=die_with_parent,
             )
         settings_read = subprocess.run(
             [sys.executable, "-c", PRINT_RATE_LIMITS],

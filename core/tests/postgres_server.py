@@ -12,7 +12,7 @@ if pytest is killed outright; a restart is what ``pg_ctl restart -m fast``
 from __future__ import annotations
 
 import contextlib
-import ctypes
+import functools
 import glob
 import os
 import pwd
@@ -27,22 +27,14 @@ from pathlib import Path
 import pytest
 
 from core.tests.processes import free_port
+from scripts.processes import die_with_parent
 
-_libc = ctypes.CDLL(None, use_errno=True)
-_PR_SET_PDEATHSIG = 1
 START_TIMEOUT = 60.0
 STOP_SIGNALS = {
     "smart": signal.SIGTERM,
     "fast": signal.SIGINT,
     "immediate": signal.SIGQUIT,
 }
-
-
-def _die_with_parent() -> None:
-    # Runs in the child after it took the postgres user's identity (a change
-    # of identity clears the setting): should pytest be killed outright, the
-    # kernel stops the server (immediate shutdown) too.
-    _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGQUIT)
 
 
 def postgres_bindir() -> Path:
@@ -105,7 +97,9 @@ class PostgresServer:
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
-            preexec_fn=_die_with_parent,
+            # Set after the child took the postgres user's identity: should
+            # pytest be killed outright, the server shuts down immediately.
+            preexec_fn=functools.partial(die_with_parent, signal.SIGQUIT),
             **self._user,
         )
         log.close()

@@ -5,18 +5,12 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from scripts.processes import ROOT, free_port
 
-
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+__all__ = ["free_port", "plain_static_root", "process_pause"]
 
 
 def plain_static_root(directory: Path) -> Path:

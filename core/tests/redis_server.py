@@ -4,7 +4,7 @@ kills, pauses and starts again (never the machine's shared one)."""
 from __future__ import annotations
 
 import contextlib
-import ctypes
+import functools
 import shutil
 import signal
 import socket
@@ -16,15 +16,7 @@ from pathlib import Path
 import pytest
 
 from core.tests.processes import free_port
-
-_libc = ctypes.CDLL(None, use_errno=True)
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:
-    # Runs in the child before exec: should pytest be killed outright, the
-    # kernel stops the server too.
-    _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+from scripts.processes import die_with_parent
 
 
 class RedisServer:
@@ -55,7 +47,8 @@ class RedisServer:
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
-            preexec_fn=_die_with_parent,
+            # Should pytest be killed outright, the server stops too.
+            preexec_fn=functools.partial(die_with_parent, signal.SIGKILL),
         )
         log.close()
         deadline = time.monotonic() + 10

@@ -15,13 +15,11 @@ import time
 from http.cookies import SimpleCookie
 
 import pytest
-from allauth.account.models import EmailAddress
-from django.contrib.auth import get_user_model
 from django.test import Client
 
+from tests.factories import PASSWORD, user_make
 from trading.api_keys import api_key_create, request_signature
 
-PASSWORD = "a-long-pass-2026"
 LOCKED = "Too many failed log-in attempts for this account or from your address."
 RETRY_AFTER = 0.3
 REDIS_TIMEOUT = "0.3"
@@ -54,17 +52,7 @@ def app_on_redis(settings, redis_server, run_python):
     return redis_server
 
 
-def user_make(username: str):
-    user = get_user_model().objects.create_user(
-        username, email=f"{username}@example.com", password=PASSWORD
-    )
-    EmailAddress.objects.create(
-        user=user, email=user.email, primary=True, verified=True
-    )
-    return user
-
-
-def signed_in(username: str, password: str = PASSWORD) -> tuple[Client, int]:
+def log_in_attempt(username: str, password: str = PASSWORD) -> tuple[Client, int]:
     client = Client()
     response = client.post(
         "/accounts/login/", {"login": username, "password": password}
@@ -111,15 +99,15 @@ def test_pages_log_in_and_the_api_answer_while_redis_is_down_and_use_it_once_bac
     _, read_key = api_key_create(
         user=alice, name="reader", scopes=["read"], require_signature=True
     )
-    before, status = signed_in("alice")
+    before, status = log_in_attempt("alice")
     assert status == 302
 
     app_on_redis.kill()
     pages = {path: Client().get(path).status_code for path in ("/", "/tokens/")}
     still_signed_in = is_signed_in(before, "alice")
-    during, status_during = signed_in("bob")
+    during, status_during = log_in_attempt("bob")
     for _ in range(5):
-        signed_in("carol", "a-wrong-password")
+        log_in_attempt("carol", "a-wrong-password")
     locked_out = Client().post(
         "/accounts/login/", {"login": "carol", "password": PASSWORD}
     )
@@ -140,7 +128,7 @@ def test_pages_log_in_and_the_api_answer_while_redis_is_down_and_use_it_once_bac
 
     app_on_redis.start()  # empty, as the machine's Redis after a restart
     after_retry()
-    after, status_after = signed_in("alice")
+    after, status_after = log_in_attempt("alice")
 
     assert status_after == 302 and is_signed_in(after, "alice")
     assert is_signed_in(during, "bob")  # signed in while Redis was away
@@ -160,7 +148,7 @@ def test_a_session_ended_while_redis_was_unreachable_stays_ended_once_it_answers
     # and other instances may still reach it: it must hold no copy of the
     # session that could sign the browser in again.
     user_make("alice")
-    browser, status = signed_in("alice")
+    browser, status = log_in_attempt("alice")
     assert status == 302 and is_signed_in(browser, "alice")
     old_cookie = browser.cookies["sessionid"].value
     assert not redis_keys(app_on_redis, "*django.contrib.sessions*")

@@ -45,22 +45,22 @@ import pytest
 import redis
 
 from scripts import topology as topology_module
+from scripts.browser import (
+    Browser,
+    Response,
+    client_address,
+    colour,
+    csrf_token,
+    img_src,
+    upload_file,
+)
 from scripts.tests.traffic import image_check
 from scripts.topology import (
     DEFAULT_AVATAR,
     SCENARIO_UPLOAD_RATE,
     Instance,
     Topology,
-    client_address,
     parse_key_values,
-)
-from scripts.topology.browser import (
-    Browser,
-    Response,
-    colour,
-    csrf_token,
-    image_bytes,
-    img_src,
 )
 from scripts.topology.nginx import DEPLOY_NGINX_CONF
 
@@ -264,7 +264,7 @@ class Scenario:
             rgb = colour(next(self.colours))
             fields = {"symbol": symbol, "name": f"Token {symbol}", "decimals": "8"}
             fields |= {"description": "", "is_active": "on", "_save": "Save"}
-            files = {"logo": image_bytes(rgb, kind="logo")}
+            files = {"logo": upload_file(rgb, kind="logo")}
             done = staff.form(paths[attempt % TOKENS], fields, files=files)
             page = expect(staff.browser.get(f"/tokens/{symbol}/"), 200)
             key = self.key(img_src(page, "token-logo-large"))
@@ -282,7 +282,7 @@ class Scenario:
         if page.status == 200:
             fields = {"csrfmiddlewaretoken": csrf_token(page)}
             headers = {"X_Requested_With": "XMLHttpRequest"} if xhr else {}
-            files = {"avatar": image_bytes(rgb, kind="avatar")}
+            files = {"avatar": upload_file(rgb, kind="avatar")}
             response = user.browser.post(
                 "/accounts/profile/", fields, files=files, **headers
             )

@@ -31,15 +31,10 @@ from dataclasses import dataclass
 import psycopg
 import pytest
 
+from scripts.browser import Browser, Response
+from scripts.processes import STOP_TIMEOUT
 from scripts.tests.traffic import WAIT_TIMEOUT, Member, Sent, Traffic
-from scripts.topology import (
-    DEFAULT_AVATAR,
-    SCENARIO_UPLOAD_RATE,
-    STOP_TIMEOUT,
-    Instance,
-    Topology,
-)
-from scripts.topology.browser import Browser, Response
+from scripts.topology import DEFAULT_AVATAR, SCENARIO_UPLOAD_RATE, Instance, Topology
 
 pytestmark = pytest.mark.postgres
 

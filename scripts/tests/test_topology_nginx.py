@@ -29,19 +29,10 @@ from pathlib import Path
 
 import pytest
 
-from scripts.topology import (
-    NGINX,
-    ROOT,
-    Topology,
-    _spawn,
-    _terminate,
-    _wait_ready,
-    client_address,
-    free_ports,
-    parse_key_values,
-)
+from scripts.browser import Browser, client_address, csrf_token
+from scripts.processes import ROOT, free_ports, spawn, terminate, wait_ready
+from scripts.topology import NGINX, Topology, parse_key_values
 from scripts.topology import nginx as topology_nginx
-from scripts.topology.browser import Browser, csrf_token
 
 pytestmark = pytest.mark.postgres
 
@@ -182,12 +173,12 @@ def nginx_before(topology: Topology, *, trusted_proxy_count: int) -> Iterator[Ng
     )
     command = [NGINX, "-p", str(directory), "-c", str(conf)]
     command += ["-e", str(directory / "error.log"), "-g", "daemon off;"]
-    process = _spawn(command, env=topology.env, log_path=directory / "output.log")
+    process = spawn(command, env=topology.env, log_path=directory / "output.log")
     try:
-        _wait_ready(process, port, "/healthz/", directory / "error.log")
+        wait_ready(process, port, "/healthz/", directory / "error.log")
         yield Nginx(port, directory / "access.log")
     finally:
-        _terminate(process, signal.SIGQUIT)
+        terminate(process, signal.SIGQUIT)
 
 
 def app_record(topology: Topology, request_id: str) -> dict[str, str]:

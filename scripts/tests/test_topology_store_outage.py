@@ -29,13 +29,13 @@ import pytest
 from conftest import S3_ACCESS_KEY, S3_SECRET_KEY
 from core.tests.processes import process_pause
 from scripts import s3_server as s3_server_module
+from scripts.browser import Browser
 from scripts.tests.traffic import Member, Sent, Traffic, image_check
 from scripts.topology import (
     DEFAULT_AVATAR,
     SCENARIO_UPLOAD_RATE,
     Topology,
 )
-from scripts.topology.browser import Browser
 
 pytestmark = pytest.mark.postgres
 

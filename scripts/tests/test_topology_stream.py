@@ -20,8 +20,9 @@ from dataclasses import dataclass
 import psycopg
 import pytest
 
-from scripts.topology import LOOPBACK, Topology, client_address
-from scripts.topology.browser import Browser, Response
+from scripts.browser import Browser, Response, client_address
+from scripts.processes import LOOPBACK
+from scripts.topology import Topology
 from trading.tests.streaming import Event, SseClient
 
 pytestmark = pytest.mark.postgres

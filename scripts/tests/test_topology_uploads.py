@@ -15,14 +15,15 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from scripts.topology import Topology, client_address, parse_key_values
-from scripts.topology.browser import (
+from scripts.browser import (
     Browser,
     Response,
+    client_address,
     colour,
     csrf_token,
-    image_bytes,
+    upload_file,
 )
+from scripts.topology import Topology, parse_key_values
 from scripts.topology.nginx import DEPLOY_NGINX_CONF
 
 pytestmark = pytest.mark.postgres
@@ -57,7 +58,7 @@ def _avatar_post(
     return browser.post(
         "/accounts/profile/",
         {"csrfmiddlewaretoken": token},
-        files={"avatar": image_bytes(colour(number), kind="avatar")},
+        files={"avatar": upload_file(colour(number), kind="avatar")},
         timeout=timeout,
         X_Requested_With="XMLHttpRequest",
     )

@@ -16,15 +16,16 @@ import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from scripts.topology import Topology, client_address
-from scripts.topology.browser import (
+from scripts.browser import (
     Browser,
     Response,
+    client_address,
     colour,
     csrf_token,
-    image_bytes,
     img_src,
+    upload_file,
 )
+from scripts.topology import Topology
 
 WAIT_TIMEOUT = 90.0
 
@@ -88,7 +89,7 @@ class Member:
         response = self.browser.post(
             "/accounts/profile/",
             {"csrfmiddlewaretoken": csrf_token(page.response)},
-            files={"avatar": image_bytes(rgb, kind="avatar")},
+            files={"avatar": upload_file(rgb, kind="avatar")},
             **({"X_Requested_With": "XMLHttpRequest"} if xhr else {}),
         )
         key = None

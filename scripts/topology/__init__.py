@@ -12,14 +12,13 @@ process, and Debian's nginx running ``deploy/nginx.conf`` itself
 the ``with`` block ends, however it ends; a child outlives no killed parent.
 
 The instances trust two proxies (``TRUSTED_PROXY_COUNT=2``), as if a load
-balancer stood in front of nginx; ``browser.Browser`` sends what it would.
+balancer stood in front of nginx; ``scripts.browser`` sends what it would.
 Used by ``scripts/tests/test_topology*.py`` and ``bench/load.py``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import itertools
 import os
 import re
@@ -36,14 +35,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import requests
-
+from scripts import processes
+from scripts.processes import LOOPBACK, free_ports, spawn, terminate, wait_ready
 from scripts.topology import nginx
 
-ROOT = Path(__file__).resolve().parents[2]
 PYTHON = Path(sys.executable)
 NGINX = "/usr/sbin/nginx"
-LOOPBACK = "127.0.0.1"
 DEFAULT_POSTGRES_URL = "postgres://postgres@127.0.0.1:5432/postgres"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379"
 APP_CACHE_KEYS = "crypto-exchange:*"  # the cache KEY_PREFIX of settings.py
@@ -58,82 +55,10 @@ STREAM_COMMAND = [
     *("--loop", "uvloop", "--http", "httptools"),
     *("--timeout-graceful-shutdown", "5", "--no-access-log"),
 ]
-READY_TIMEOUT = 90.0
-STOP_TIMEOUT = 40.0  # gunicorn's graceful_timeout is 25 s
 # Tests and benchmarks upload many avatars per client on purpose;
 # deploy/nginx.conf's per-client limit (6 a minute) is tested on its own.
 SCENARIO_UPLOAD_RATE = "100r/s"
-
-
-class TopologyError(RuntimeError):
-    """A part of the topology could not start, or stopped by itself."""
-
-
-_prctl = ctypes.CDLL(None, use_errno=True).prctl
-
-
-def _die_with_parent() -> None:
-    # In the child before exec: if the parent is killed outright, the kernel
-    # sends the child SIGTERM (PR_SET_PDEATHSIG).
-    _prctl(1, signal.SIGTERM)
-
-
-def _spawn(command: list[str], *, env: dict[str, str], log_path: Path):
-    with log_path.open("ab") as log:
-        return subprocess.Popen(
-            command,
-            cwd=ROOT,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # Ctrl-C reaches the parent only
-            preexec_fn=_die_with_parent,  # nothing spawns while threads run
-        )
-
-
-def _terminate(process: subprocess.Popen | None, sig: int = signal.SIGTERM) -> None:
-    if process is None or process.poll() is not None:
-        return
-    process.send_signal(sig)
-    try:
-        process.wait(timeout=STOP_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(timeout=10)
-
-
-def _status(port: int, path: str) -> int | None:
-    try:
-        return requests.get(f"http://{LOOPBACK}:{port}{path}", timeout=5).status_code
-    except requests.RequestException:
-        return None
-
-
-def _wait_ready(process: subprocess.Popen, port: int, path: str, log: Path) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT
-    while _status(port, path) != 200:
-        if process.poll() is not None or time.monotonic() > deadline:
-            tail = log.read_text(errors="replace")[-3000:] if log.exists() else ""
-            raise TopologyError(f"{process.args[:3]} not ready on {port}:\n{tail}")
-        time.sleep(0.1)
-
-
-def free_ports(count: int) -> list[int]:
-    ports: set[int] = set()
-    while len(ports) < count:
-        with socket.socket() as probe:
-            probe.bind((LOOPBACK, 0))
-            ports.add(probe.getsockname()[1])
-    return sorted(ports)
-
-
-def client_address(number: int) -> str:
-    """A loopback address per simulated client: 127.0.1.1, 127.0.1.2, ...
-    (never 127.0.0.X, where the load balancer and nginx would be)."""
-    if not 0 <= number < 255 * 254:
-        raise ValueError(f"no loopback client address number {number}")
-    return f"127.0.{number // 254 + 1}.{number % 254 + 1}"
+TopologyError = processes.ServerError  # a part did not start, or stopped
 
 
 _KEY_VALUE = re.compile(r'(\w+)=("(?:[^"\\]|\\.)*"|\S*)')
@@ -254,14 +179,14 @@ class Topology:
             self._stack.callback(self.instance_stop, instance)
             self.instance_start(instance, wait=False)
         for instance in self.instances:
-            _wait_ready(instance.process, instance.port, "/readyz/", instance.log_path)
-        _wait_ready(stream, self.stream_port, "/healthz/", self.stream_log_path)
+            wait_ready(instance.process, instance.port, "/readyz/", instance.log_path)
+        wait_ready(stream, self.stream_port, "/healthz/", self.stream_log_path)
         self._nginx_start()
         self.log(f"ready on {self.url} in {time.monotonic() - started:.1f} s")
 
     def _run(self, command: list[str], log_name: str) -> subprocess.Popen:
-        process = _spawn(command, env=self.env, log_path=self.directory / log_name)
-        self._stack.callback(_terminate, process)
+        process = spawn(command, env=self.env, log_path=self.directory / log_name)
+        self._stack.callback(terminate, process)
         return process
 
     def _s3_start(self) -> None:
@@ -381,13 +306,13 @@ class Topology:
         # gunicorn.conf.py binds 0.0.0.0 (in a container); the command line wins.
         command += ["crypto_exchange.wsgi:application", "--bind", instance.address]
         env = {**self.env, "PORT": str(instance.port)}
-        instance.process = _spawn(command, env=env, log_path=instance.log_path)
+        instance.process = spawn(command, env=env, log_path=instance.log_path)
         if wait:
-            _wait_ready(instance.process, instance.port, "/readyz/", instance.log_path)
+            wait_ready(instance.process, instance.port, "/readyz/", instance.log_path)
 
     def instance_stop(self, instance: Instance) -> None:
         """SIGTERM: gunicorn finishes the requests its workers hold, then exits."""
-        _terminate(instance.process)
+        terminate(instance.process)
 
     def _nginx_start(self) -> None:
         directory = self.directory / "nginx"
@@ -407,12 +332,12 @@ class Topology:
         )
         command = [NGINX, "-p", str(directory), "-c", str(self.nginx_conf)]
         command += ["-e", str(directory / "error.log"), "-g", "daemon off;"]
-        self.nginx_process = _spawn(
+        self.nginx_process = spawn(
             command, env=self.env, log_path=directory / "output.log"
         )
         # SIGQUIT: the requests in progress are finished.
-        self._stack.callback(_terminate, self.nginx_process, signal.SIGQUIT)
-        _wait_ready(
+        self._stack.callback(terminate, self.nginx_process, signal.SIGQUIT)
+        wait_ready(
             self.nginx_process, self.nginx_port, "/healthz/", directory / "error.log"
         )
 
@@ -436,18 +361,7 @@ class Topology:
         return self.python("manage.py", *args, env=env)
 
     def python(self, *args: str, env: dict[str, str] | None = None) -> str:
-        result = subprocess.run(
-            [str(PYTHON), *args],
-            cwd=ROOT,
-            env={**self.env, **(env or {})},
-            capture_output=True,
-            text=True,
-            timeout=600,
-            preexec_fn=_die_with_parent,
-        )
-        if result.returncode != 0:
-            raise TopologyError(f"`python {' '.join(args)}`: {result.stderr}")
-        return result.stdout
+        return processes.run([str(PYTHON), *args], env={**self.env, **(env or {})})
 
     def minio_client(self):
         from minio import Minio

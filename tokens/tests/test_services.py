@@ -5,18 +5,18 @@ from django.core.exceptions import ValidationError
 from django.core.files.uploadedfile import SimpleUploadedFile
 from PIL import Image
 
+from tests.factories import png_upload
 from tokens.models import Token
 from tokens.services import token_create, token_logo_replace
 
 pytestmark = pytest.mark.django_db
 
 
-def png_upload(size=(800, 800), transparent=True) -> SimpleUploadedFile:
-    image = Image.new("RGBA", size, (0, 0, 0, 0) if transparent else (9, 9, 9, 255))
-    image.paste((247, 147, 26, 255), (200, 200, 600, 600))
-    buffer = io.BytesIO()
-    image.save(buffer, "PNG")
-    return SimpleUploadedFile("btc.png", buffer.getvalue(), content_type="image/png")
+def logo_upload(*, transparent: bool = True) -> SimpleUploadedFile:
+    """An 800 px square PNG with an alpha channel: fully transparent, or with
+    every pixel opaque."""
+    colour = (247, 147, 26, 0 if transparent else 255)
+    return png_upload((800, 800), "btc.png", colour=colour)
 
 
 def stored_image(storage, name) -> Image.Image:
@@ -25,7 +25,7 @@ def stored_image(storage, name) -> Image.Image:
 
 
 def test_token_with_a_transparent_logo_keeps_it_as_a_200_square_png(any_storage):
-    token = token_create(name="Bitcoin", symbol="BTC", logo=png_upload())
+    token = token_create(name="Bitcoin", symbol="BTC", logo=logo_upload())
 
     assert token.logo.name.startswith("token_logo/") and token.logo.name.endswith(
         ".png"
@@ -36,7 +36,9 @@ def test_token_with_a_transparent_logo_keeps_it_as_a_200_square_png(any_storage)
 
 
 def test_an_opaque_logo_becomes_a_jpeg(any_storage):
-    token = token_create(name="Ether", symbol="ETH", logo=png_upload(transparent=False))
+    token = token_create(
+        name="Ether", symbol="ETH", logo=logo_upload(transparent=False)
+    )
 
     assert token.logo.name.endswith(".jpg")
     assert stored_image(any_storage, token.logo.name).format == "JPEG"
@@ -44,7 +46,7 @@ def test_an_opaque_logo_becomes_a_jpeg(any_storage):
 
 def test_an_invalid_token_writes_no_logo(any_storage, stored_names):
     with pytest.raises(ValidationError) as refused:
-        token_create(name="Bad", symbol="bad lower", logo=png_upload())
+        token_create(name="Bad", symbol="bad lower", logo=logo_upload())
 
     assert "symbol" in refused.value.message_dict
     assert not Token.objects.exists()
@@ -54,11 +56,11 @@ def test_an_invalid_token_writes_no_logo(any_storage, stored_names):
 def test_replacing_and_deleting_remove_old_logos_after_commit(
     any_storage, django_capture_on_commit_callbacks
 ):
-    token = token_create(name="Solana", symbol="SOL", logo=png_upload())
+    token = token_create(name="Solana", symbol="SOL", logo=logo_upload())
     first = token.logo.name
 
     with django_capture_on_commit_callbacks(execute=True):
-        token_logo_replace(token=token, upload=png_upload(transparent=False))
+        token_logo_replace(token=token, upload=logo_upload(transparent=False))
     assert not any_storage.exists(first)
 
     second = token.logo.name

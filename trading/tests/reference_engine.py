@@ -11,9 +11,13 @@ order and balance.
 from __future__ import annotations
 
 import math
+import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from fractions import Fraction
+
+from trading.exceptions import TradingError
 
 ZERO = Decimal(0)
 
@@ -284,3 +288,64 @@ class ReferenceEngine:
         for order in self.book(side):
             levels[order.price] = levels.get(order.price, ZERO) + order.remaining
         return list(levels.items())
+
+
+def outcome(call: Callable) -> tuple:
+    """("ok", result) or ("refused", code), for either engine."""
+    try:
+        return "ok", call()
+    except Refused as refused:
+        return "refused", refused.code
+    except TradingError as error:
+        return "refused", error.code
+
+
+def reference_state(order: RefOrder) -> tuple:
+    """What both engines must agree on about an order."""
+    return (
+        order.status,
+        order.cancel_reason,
+        order.filled,
+        order.executed_value,
+        order.fee,
+        order.locked,
+    )
+
+
+def random_order(
+    rng: random.Random, mid: Decimal, *, client_order_ids: bool = False
+) -> dict:
+    """A request as a client sends it, sometimes a wrong one; with
+    ``client_order_ids``, a fifth of them under one of four client order ids
+    (None otherwise)."""
+    side = rng.choice(["buy", "sell"])
+    if rng.random() < 0.15:
+        kind, price = "market", None
+        time_in_force = rng.choice(["GTC", "IOC", "FOK"])
+    else:
+        kind = "limit"
+        price = mid + Decimal("0.5") * rng.randint(-6, 6)
+        time_in_force = rng.choices(["GTC", "IOC", "FOK"], [70, 15, 15])[0]
+        if rng.random() < 0.02:
+            price += Decimal("0.25")  # off the price step
+    quantity = Decimal(rng.randint(1, 300)) * Decimal("0.01")
+    if rng.random() < 0.02:
+        quantity += Decimal("0.005")  # off the amount step
+    elif rng.random() < 0.01:
+        quantity = -quantity
+    post_only = kind == "limit" and rng.random() < 0.1
+    if time_in_force != "GTC" and rng.random() < 0.9:
+        post_only = False  # mostly valid: post-only is GTC only
+    request = {
+        "side": side,
+        "type": kind,
+        "quantity": quantity,
+        "price": price,
+        "time_in_force": time_in_force,
+        "post_only": post_only or (kind == "market" and rng.random() < 0.01),
+    }
+    if client_order_ids:
+        request["client_order_id"] = (
+            f"c{rng.randrange(4)}" if rng.random() < 0.2 else None
+        )
+    return request

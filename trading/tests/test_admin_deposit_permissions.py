@@ -28,14 +28,14 @@ def clerk(mfa_enable):
     return clerk
 
 
-def signed_in(user) -> Client:
+def signed_in_client(user) -> Client:
     client = Client()
     client.force_login(user)
     return client
 
 
 def test_staff_who_may_not_view_users_are_not_offered_the_credit_page(clerk):
-    client = signed_in(clerk)
+    client = signed_in_client(clerk)
 
     listing = client.get(DEPOSITS)
 
@@ -47,7 +47,7 @@ def test_staff_who_may_not_view_users_are_not_offered_the_credit_page(clerk):
 @pytest.mark.parametrize("codename", ["view_user", "change_user"])
 def test_staff_who_may_see_users_credit_deposits(clerk, codename, alice):
     clerk.user_permissions.add(Permission.objects.get(codename=codename))
-    client = signed_in(clerk)
+    client = signed_in_client(clerk)
 
     assert CREDIT_URL in client.get(DEPOSITS).content.decode()
     assert client.get(CREDIT_URL).status_code == 200

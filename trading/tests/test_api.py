@@ -23,6 +23,7 @@ from tests.factories import (
     balance,
     buy,
     fund,
+    key_client,
     market_make,
     sell,
     token_make,
@@ -41,17 +42,6 @@ V1 = "/api/v1"
 @pytest.fixture
 def anonymous():
     return APIClient()
-
-
-def key_client(
-    user, *scopes: str, enforce_csrf_checks: bool = False, allowed_ips: str = ""
-) -> APIClient:
-    _, key = api_key_create(
-        user=user, name="bot", scopes=scopes or ["read"], allowed_ips=allowed_ips
-    )
-    client = APIClient(enforce_csrf_checks=enforce_csrf_checks)
-    client.credentials(HTTP_AUTHORIZATION=f"Api-Key {key}")
-    return client
 
 
 def limit_order(**fields) -> dict:

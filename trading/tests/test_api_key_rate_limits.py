@@ -9,8 +9,7 @@ from rest_framework.test import APIClient
 from rest_framework.throttling import SimpleRateThrottle
 
 from core.tests import test_redis_down
-from tests.factories import user_make
-from trading.api_keys import api_key_create
+from tests.factories import key_client, user_make
 
 pytestmark = pytest.mark.django_db
 
@@ -34,13 +33,6 @@ def rates(monkeypatch):
         )
 
     return set_rates
-
-
-def key_client(user) -> APIClient:
-    _, key = api_key_create(user=user, name="bot", scopes=["read"])
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Api-Key {key}")
-    return client
 
 
 def statuses(client, path: str, count: int, **headers) -> list[int]:

@@ -14,7 +14,7 @@ from django.test import AsyncClient
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from tests.factories import PASSWORD, balance
+from tests.factories import PASSWORD, balance, key_client
 from trading.api_keys import api_key_create, request_signature
 from trading.models import ApiKey, Withdrawal
 
@@ -32,13 +32,6 @@ def withdrawal(reference: str = "w-1") -> dict:
     }
 
 
-def key_client(user, *scopes: str, **options) -> tuple[APIClient, ApiKey]:
-    api_key, key = api_key_create(user=user, name="bot", scopes=scopes, **options)
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Api-Key {key}")
-    return client, api_key
-
-
 def code_of(response) -> tuple[int, str]:
     return response.status_code, response.json()["error"]["code"]
 
@@ -48,7 +41,7 @@ def code_of(response) -> tuple[int, str]:
 
 @pytest.mark.reliability("key-scope")
 def test_a_trade_key_cannot_withdraw(alice, funded, btc):
-    client, _ = key_client(alice, "trade")
+    client = key_client(alice, "trade")
 
     response = client.post(f"{V1}/withdrawals/", withdrawal(), format="json")
 
@@ -84,8 +77,8 @@ def test_a_malformed_allow_list_is_refused_naming_the_entry(alice):
 
 @pytest.mark.reliability("key-address")
 def test_a_withdraw_key_works_from_inside_its_allow_list_only(alice, funded):
-    inside, _ = key_client(alice, "withdraw", allowed_ips="127.0.0.0/30")
-    outside, _ = key_client(alice, "withdraw", allowed_ips="127.0.0.2")
+    inside = key_client(alice, "withdraw", allowed_ips="127.0.0.0/30")
+    outside = key_client(alice, "withdraw", allowed_ips="127.0.0.2")
 
     refused = outside.post(f"{V1}/withdrawals/", withdrawal("w-1"), format="json")
     accepted = inside.post(f"{V1}/withdrawals/", withdrawal("w-2"), format="json")
@@ -97,7 +90,8 @@ def test_a_withdraw_key_works_from_inside_its_allow_list_only(alice, funded):
 
 @pytest.mark.reliability("key-address")
 def test_a_forged_forwarded_for_counts_only_behind_a_trusted_proxy(alice, settings):
-    client, api_key = key_client(alice, "read", allowed_ips="127.0.9.9")
+    client = key_client(alice, "read", allowed_ips="127.0.9.9")
+    api_key = ApiKey.objects.get(user=alice)
 
     settings.ALLAUTH_TRUSTED_PROXY_COUNT = 0
     forged = client.get(f"{V1}/balances/", HTTP_X_FORWARDED_FOR="127.0.9.9")
@@ -112,7 +106,7 @@ def test_a_forged_forwarded_for_counts_only_behind_a_trusted_proxy(alice, settin
 
 @pytest.mark.reliability("key-address")
 def test_an_ipv4_allow_list_knows_its_clients_through_a_dual_stack_socket(alice):
-    client, _ = key_client(alice, "read", allowed_ips="127.0.9.9")
+    client = key_client(alice, "read", allowed_ips="127.0.9.9")
 
     mapped = client.get(f"{V1}/balances/", REMOTE_ADDR="::ffff:127.0.9.9")
     other = client.get(f"{V1}/balances/", REMOTE_ADDR="::ffff:127.0.9.8")
@@ -122,7 +116,8 @@ def test_an_ipv4_allow_list_knows_its_clients_through_a_dual_stack_socket(alice)
 
 
 def test_an_allow_list_entry_spelt_as_mapped_ipv6_knows_its_ipv4_clients(alice):
-    client, api_key = key_client(alice, "read", allowed_ips="::ffff:127.0.9.0/120")
+    client = key_client(alice, "read", allowed_ips="::ffff:127.0.9.0/120")
+    api_key = ApiKey.objects.get(user=alice)
 
     plain = client.get(f"{V1}/balances/", REMOTE_ADDR="127.0.9.9")
     other = client.get(f"{V1}/balances/", REMOTE_ADDR="127.0.8.9")
@@ -137,7 +132,8 @@ def test_an_allow_list_entry_spelt_as_mapped_ipv6_knows_its_ipv4_clients(alice):
 
 @pytest.mark.reliability("key-invalid")
 def test_an_expired_key_is_refused(alice):
-    client, api_key = key_client(alice, "read", expires_in_days=30)
+    client = key_client(alice, "read", expires_in_days=30)
+    api_key = ApiKey.objects.get(user=alice)
     ApiKey.objects.filter(pk=api_key.pk).update(
         expires_at=timezone.now() - timedelta(seconds=1)
     )
@@ -146,9 +142,7 @@ def test_an_expired_key_is_refused(alice):
 
 
 def test_the_profile_shows_expiry_allow_list_and_last_use(client, alice):
-    api_client, _ = key_client(
-        alice, "read", allowed_ips="127.0.0.1", expires_in_days=90
-    )
+    api_client = key_client(alice, "read", allowed_ips="127.0.0.1", expires_in_days=90)
     api_client.get(f"{V1}/balances/")
     client.force_login(alice)
 
@@ -164,7 +158,8 @@ def test_the_profile_shows_expiry_allow_list_and_last_use(client, alice):
 
 
 def test_revoking_asks_first_then_revokes(client, alice):
-    _, api_key = key_client(alice, "read")
+    key_client(alice, "read")
+    api_key = ApiKey.objects.get(user=alice)
     client.force_login(alice)
 
     asked = client.get(f"/api/keys/{api_key.pk}/revoke/")

@@ -10,6 +10,7 @@ from playwright.sync_api import expect
 
 from tests.factories import (
     balance,
+    browser_log_in,
     buy,
     fund,
     market_make,
@@ -25,26 +26,13 @@ from trading.tests.streaming import StreamServer
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def log_in(page, live_server, username):
-    from django.contrib.auth import get_user_model
-
-    user = get_user_model().objects.get(username=username)
-    user.set_password("trade-pass-2026")
-    user.save()
-    page.goto(f"{live_server.url}/accounts/login/")
-    page.locator('input[name="login"]').fill(username)
-    page.locator('input[name="password"]').fill("trade-pass-2026")
-    page.get_by_role("button", name="Sign In").click()
-    page.wait_for_url("**/accounts/profile/")
-
-
 def maker_watching(page, live_server, market):
     """A maker with a sell of 2 at 150 resting, signed in on the market page
     with its stream open; the maker and the order."""
     maker = user_make("maker")
     fund(maker, market.base, "2")
     resting = sell(maker, market, "2", "150.00")
-    log_in(page, live_server, "maker")
+    browser_log_in(page, live_server, "maker")
     page.goto(f"{live_server.url}/markets/{market.symbol}/")
     page.locator('#market-live[data-stream="open"]').wait_for()
     return maker, resting
@@ -64,7 +52,7 @@ def test_place_and_cancel_an_order_and_see_the_book_refresh(
 ):
     trader = user_make("trader")
     fund(trader, market.quote, "10000")
-    log_in(page, live_server, "trader")
+    browser_log_in(page, live_server, "trader")
 
     page.goto(f"{live_server.url}/markets/{market.symbol}/")
     page.get_by_label("Buy").check()
@@ -223,7 +211,7 @@ def test_a_fill_made_before_the_stream_first_answers_shows_in_your_trades(
     taker = user_make("taker")
     fund(taker, market.quote, "1000")
     buy(taker, market, "0.5", "150.00")  # before the page: rendered
-    log_in(page, live_server, "maker")
+    browser_log_in(page, live_server, "maker")
     held = []
     page.route("**/stream/", lambda route: held.append(route))
     page.goto(f"{live_server.url}/markets/{market.symbol}/")
@@ -485,7 +473,7 @@ def test_an_order_error_keeps_what_was_typed_next_to_the_field_in_view_and_focus
 ):
     trader = user_make("trader")
     fund(trader, market.base, "5")
-    log_in(page, live_server, "trader")
+    browser_log_in(page, live_server, "trader")
     # A phone: the order form is a screen and more below the top of the page.
     page.set_viewport_size({"width": 375, "height": 740})
     page.goto(f"{live_server.url}/markets/{market.symbol}/")
@@ -541,7 +529,7 @@ def test_a_market_order_hides_price_time_in_force_and_post_only(
     page, live_server, market
 ):
     user_make("trader")
-    log_in(page, live_server, "trader")
+    browser_log_in(page, live_server, "trader")
     page.goto(f"{live_server.url}/markets/{market.symbol}/")
     price = page.get_by_role("textbox", name="Price")
     time_in_force = page.get_by_label("Time in force")
@@ -581,7 +569,7 @@ def test_clicking_a_price_in_the_book_fills_the_form_and_shows_total_and_fee(
     sell(other, market, "3", "120.50")
     buy(other, market, "1", "119.00")
     user_make("trader")
-    log_in(page, live_server, "trader")
+    browser_log_in(page, live_server, "trader")
     page.goto(f"{live_server.url}/markets/{market.symbol}/")
     expect(page.locator("tbody.spread")).to_have_text("Spread 1.5 (1.24 %)")
     page.evaluate("window.__notReloaded = true")
@@ -616,7 +604,7 @@ def test_a_limit_order_fee_estimate_takes_the_higher_rate_when_makers_pay_more(
     fund(other, market.base, "2")
     sell(other, market, "2", "120.00")
     user_make("trader")
-    log_in(page, live_server, "trader")
+    browser_log_in(page, live_server, "trader")
     page.goto(f"{live_server.url}/markets/{market.symbol}/")
     page.get_by_role("textbox", name="Price").fill("100")
     page.get_by_role("textbox", name="Amount").fill("2")
@@ -639,7 +627,7 @@ def test_a_capped_market_buy_estimates_only_what_is_offered_under_its_cap(
     sell(other, market, "0.5", "100.00")
     sell(other, market, "1", "200.00")
     user_make("trader")
-    log_in(page, live_server, "trader")
+    browser_log_in(page, live_server, "trader")
     page.goto(f"{live_server.url}/markets/{market.symbol}/")
     page.get_by_label("Market").check()
     page.get_by_role("textbox", name="Amount").fill("1")
@@ -669,7 +657,7 @@ def test_a_market_order_waiting_for_the_matcher_shows_as_market_in_your_orders(
         type=Order.Type.MARKET,
         quote_amount=Decimal("100"),
     )
-    log_in(page, live_server, "trader")
+    browser_log_in(page, live_server, "trader")
 
     page.goto(f"{live_server.url}/markets/{market.symbol}/")
     page.locator('#market-live[data-stream="open"]').wait_for()
@@ -685,7 +673,7 @@ def test_max_fills_the_amount_from_the_available_balance(page, live_server, mark
     trader = user_make("trader")
     fund(trader, market.quote, "12345.67")
     fund(trader, market.base, "2.5")
-    log_in(page, live_server, "trader")
+    browser_log_in(page, live_server, "trader")
     page.goto(f"{live_server.url}/markets/{market.symbol}/")
     amount = page.get_by_role("textbox", name="Amount")
     max_button = page.get_by_role("button", name="Max")

@@ -5,10 +5,11 @@ import re
 from decimal import Decimal
 
 import pytest
-from django.contrib.auth import get_user_model
 from playwright.sync_api import expect
 
 from tests.factories import (
+    PASSWORD,
+    browser_log_in,
     buy,
     fund,
     market_make,
@@ -22,7 +23,6 @@ from trading.services import saved_address_add, withdrawal_request
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-PASSWORD = "pages-pass-2026"
 PHONE = {"width": 375, "height": 740}
 # A phone, a tablet upright (where two columns are narrow), a laptop.
 WIDTHS = (375, 768, 1280)
@@ -100,17 +100,6 @@ OVERFLOW = """() => {
 }"""
 
 
-def log_in(page, live_server, username):
-    user = get_user_model().objects.get(username=username)
-    user.set_password(PASSWORD)
-    user.save()
-    page.goto(f"{live_server.url}/accounts/login/")
-    page.locator('input[name="login"]').fill(username)
-    page.locator('input[name="password"]').fill(PASSWORD)
-    page.get_by_role("button", name="Sign In").click()
-    page.wait_for_url("**/accounts/profile/")
-
-
 @pytest.fixture
 def btc_usdt():
     return market_make(token_make("BTC"), token_make("USDT", decimals=6))
@@ -174,7 +163,7 @@ def test_no_page_scrolls_sideways_or_hides_a_column_on_a_phone_tablet_or_laptop(
                     hidden[f"{who} {width} {path}"] = off_to_the_side
 
     look_at(VISITOR_PAGES, "visitor")
-    log_in(page, live_server, trader.username)
+    browser_log_in(page, live_server, trader.username)
     withdrawal = Withdrawal.objects.filter(user=trader).first()
     cancel = f"/wallet/withdrawals/{withdrawal.pk}/cancel/"
     look_at([*SIGNED_IN_PAGES, *ACCOUNT_PAGES, cancel], "member")
@@ -188,7 +177,7 @@ def test_no_page_scrolls_sideways_or_hides_a_column_on_a_phone_tablet_or_laptop(
 def test_the_wallet_lists_deposits_and_withdrawals_by_date_and_cancels_one(
     page, live_server, trader
 ):
-    log_in(page, live_server, trader.username)
+    browser_log_in(page, live_server, trader.username)
     page.goto(f"{live_server.url}/wallet/")
     history = page.get_by_role("table", name="Your deposits and withdrawals")
     rows = history.locator("tbody tr")
@@ -260,7 +249,7 @@ def test_a_refused_api_key_form_comes_back_as_typed_with_the_reason_by_the_field
     page, live_server, site_storage
 ):
     user_make("payer")
-    log_in(page, live_server, "payer")
+    browser_log_in(page, live_server, "payer")
     form = page.locator("form.api-key-form")
     form.get_by_label("Name").fill("payout bot")
     form.get_by_label("Trade: place and cancel orders").check()

@@ -346,13 +346,22 @@ def _pause(match, *, after: bool, seen: threading.Event, until: Callable) -> Cal
 
 
 def _client_order_id_lookup(sql: str) -> bool:
-    return sql.lstrip().startswith("SELECT") and (
-        '"trading_order"."client_order_id"' in sql
+    """A read of orders filtered by client order id."""
+    select, _, where = sql.partition(" WHERE ")
+    return (
+        select.lstrip().upper().startswith("SELECT")
+        and "trading_order" in select
+        and re.search(r'client_order_id"?\s*=', where) is not None
     )
 
 
 def _balances_locked_by_a_batch(sql: str) -> bool:
-    return "trading_balance" in sql and "FOR NO KEY UPDATE" in sql
+    """The batch's row lock on balances, whichever lock strength it takes."""
+    return (
+        sql.lstrip().upper().startswith("SELECT")
+        and "trading_balance" in sql
+        and re.search(r"\bFOR\s+(NO\s+KEY\s+)?UPDATE\b", sql, re.IGNORECASE) is not None
+    )
 
 
 def _repeat_race(*, batch_waits_for_the_repeat: bool):
@@ -415,6 +424,11 @@ def _repeat_race(*, batch_waits_for_the_repeat: bool):
 
     results = run_together(repeat, first)
     drain(market_id=market.pk)
+    staged = {"the repeat looked for the id": looked.is_set()}
+    if batch_waits_for_the_repeat:
+        staged["the batch paused before locking balances"] = batch_half_written.is_set()
+        staged["the repeat sent its write"] = repeat_writes.is_set()
+    assert all(staged.values()), f"the race was not staged: {staged}"
     return results, market
 
 

@@ -18,7 +18,12 @@ import pytest
 from trading.engine import MarketSpec, Side, Status
 from trading.money import unit
 from trading.tests.engine_exchange import BASE, QUOTE, Exchange, NotEnough
-from trading.tests.reference_engine import ReferenceEngine, Refused
+from trading.tests.reference_engine import (
+    ReferenceEngine,
+    outcome,
+    random_order,
+    reference_state,
+)
 
 SEEDS = [int(seed) for seed in os.environ.get("ENGINE_SEEDS", "1,2,3").split(",")]
 OPERATIONS = 4000
@@ -44,59 +49,11 @@ SPEC = MarketSpec(
 ASSETS = {BASE: "base", QUOTE: "quote"}
 
 
-def random_order(rng: random.Random, mid: D) -> dict:
-    """A request as a client sends it, sometimes a wrong one."""
-    side = rng.choice(["buy", "sell"])
-    if rng.random() < 0.15:
-        kind, price = "market", None
-        time_in_force = rng.choice(["GTC", "IOC", "FOK"])
-    else:
-        kind = "limit"
-        price = mid + D("0.5") * rng.randint(-6, 6)
-        time_in_force = rng.choices(["GTC", "IOC", "FOK"], [70, 15, 15])[0]
-        if rng.random() < 0.02:
-            price += D("0.25")  # off the price step
-    quantity = D(rng.randint(1, 300)) * D("0.01")
-    if rng.random() < 0.02:
-        quantity += D("0.005")  # off the amount step
-    elif rng.random() < 0.01:
-        quantity = -quantity
-    post_only = kind == "limit" and rng.random() < 0.1
-    if time_in_force != "GTC" and rng.random() < 0.9:
-        post_only = False  # mostly valid: post-only is GTC only
-    return {
-        "side": side,
-        "type": kind,
-        "quantity": quantity,
-        "price": price,
-        "time_in_force": time_in_force,
-        "post_only": post_only or (kind == "market" and rng.random() < 0.01),
-    }
-
-
 def engine_fields(request: dict) -> dict:
     fields = {k: v for k, v in request.items() if k not in ("side", "type")}
     if request["type"] == "market" and request["side"] == "buy":
         fields["protection_price"] = NO_PROTECTION
     return fields
-
-
-def outcome(call):
-    try:
-        return "ok", call()
-    except Refused as refused:
-        return "refused", refused.code
-
-
-def reference_state(order):
-    return (
-        order.status,
-        order.cancel_reason,
-        order.filled,
-        order.executed_value,
-        order.fee,
-        order.locked,
-    )
 
 
 def engine_state(update):

@@ -655,7 +655,8 @@ def test_an_amend_whose_trade_would_take_a_balance_to_10_18_is_refused(
 def test_the_api_answers_202_with_the_orders_url_when_the_matcher_is_late(
     settings, market, alice, funded
 ):
-    from trading.tests.test_api import key_client, limit_order
+    from tests.factories import key_client
+    from trading.tests.test_api import limit_order
 
     settings.ORDER_MATCH_INLINE = False
     settings.ORDER_RESULT_WAIT_SECONDS = 0.05
@@ -678,7 +679,8 @@ def test_the_api_answers_202_with_the_orders_url_when_the_matcher_is_late(
 
 
 def test_the_api_acknowledges_at_once_when_asked(market, alice, funded):
-    from trading.tests.test_api import key_client, limit_order
+    from tests.factories import key_client
+    from trading.tests.test_api import limit_order
 
     client = key_client(alice, "trade")
 
@@ -690,7 +692,8 @@ def test_the_api_acknowledges_at_once_when_asked(market, alice, funded):
 
 
 def test_the_api_amends_and_cancels_all(market, alice, usdt, funded):
-    from trading.tests.test_api import key_client, limit_order
+    from tests.factories import key_client
+    from trading.tests.test_api import limit_order
 
     client = key_client(alice, "trade")
     order = client.post("/api/v1/orders/", limit_order(), format="json").json()

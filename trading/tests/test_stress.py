@@ -10,12 +10,16 @@ from functools import partial
 import pytest
 
 from tests.factories import fees, fund, market_make, token_make, user_make
-from trading.exceptions import TradingError
 from trading.matcher import drain
 from trading.models import Balance, Order, Trade
 from trading.orders import command_refusal, order_cancel, order_place
 from trading.selectors import order_book
-from trading.tests.reference_engine import ReferenceEngine, Refused
+from trading.tests.reference_engine import (
+    ReferenceEngine,
+    outcome,
+    random_order,
+    reference_state,
+)
 
 OPERATIONS = 3000
 # Market buys by quantity name a protection price; this one is never reached,
@@ -33,41 +37,6 @@ MARKET = {
 }
 
 
-def outcome(call):
-    """("ok", result) or ("refused", code), for either engine."""
-    try:
-        return "ok", call()
-    except Refused as refused:
-        return "refused", refused.code
-    except TradingError as error:
-        return "refused", error.code
-
-
-def random_order(rng: random.Random, mid: D) -> dict:
-    side = rng.choice(["buy", "sell"])
-    if rng.random() < 0.12:
-        kind, price = "market", None
-        time_in_force = rng.choice(["GTC", "IOC", "FOK"])
-    else:
-        kind = "limit"
-        price = mid + D("0.5") * rng.randint(-8, 8)
-        time_in_force = rng.choices(["GTC", "IOC", "FOK"], [70, 15, 15])[0]
-        if rng.random() < 0.03:
-            price += D("0.25")  # off the price step
-    quantity = D(rng.randint(1, 300)) * D("0.01")
-    if rng.random() < 0.03:
-        quantity += D("0.005")  # off the amount step
-    return {
-        "side": side,
-        "type": kind,
-        "quantity": quantity,
-        "price": price,
-        "time_in_force": time_in_force,
-        "post_only": kind == "limit" and time_in_force == "GTC" and rng.random() < 0.1,
-        "client_order_id": f"c{rng.randrange(4)}" if rng.random() < 0.2 else None,
-    }
-
-
 def real_fields(request: dict) -> dict:
     if request["type"] == "market" and request["side"] == "buy":
         return {**request, "protection_price": NO_PROTECTION}
@@ -82,17 +51,6 @@ def order_state(order: Order) -> tuple:
         order.executed_value,
         order.fee,
         order.locked,
-    )
-
-
-def reference_state(ref) -> tuple:
-    return (
-        ref.status,
-        ref.cancel_reason,
-        ref.filled,
-        ref.executed_value,
-        ref.fee,
-        ref.locked,
     )
 
 
@@ -176,7 +134,7 @@ def test_random_orders_and_cancels_match_the_reference_engine():
         if user.pk in last_request and rng.random() < 0.03:
             request = last_request[user.pk]  # a client retrying
         else:
-            request = random_order(rng, mid)
+            request = random_order(rng, mid, client_order_ids=True)
         last_request[user.pk] = request
         if request["client_order_id"] is not None:
             batch_check(step)

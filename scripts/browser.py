@@ -1,4 +1,5 @@
-"""A browser for the topology's tests and benchmarks, on ``requests``.
+"""A browser for the loopback topology's tests and the load benchmark, on
+``requests``, and the pictures they upload.
 
 It keeps cookies (per host, any port, as browsers do), posts forms with the
 Origin header, never follows redirects, opens a connection per request, and
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 
 import requests
 
-from scripts.topology import LOOPBACK
+from scripts.processes import LOOPBACK
 
 REQUEST_TIMEOUT = 60.0
 
@@ -157,6 +158,14 @@ class Browser:
         )
 
 
+def client_address(number: int) -> str:
+    """A loopback address per simulated client: 127.0.1.1, 127.0.1.2, ...
+    (never 127.0.0.X, where the load balancer and nginx would be)."""
+    if not 0 <= number < 255 * 254:
+        raise ValueError(f"no loopback client address number {number}")
+    return f"127.0.{number // 254 + 1}.{number % 254 + 1}"
+
+
 def csrf_token(page: Response) -> str:
     found = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.text)
     if not found:
@@ -179,7 +188,7 @@ def colour(number: int) -> tuple[int, int, int]:
     return round(red * 255), round(green * 255), round(blue * 255)
 
 
-def image_bytes(rgb: tuple[int, int, int], *, kind: str) -> tuple[str, str, bytes]:
+def upload_file(rgb: tuple[int, int, int], *, kind: str) -> tuple[str, str, bytes]:
     """A photo-sized JPEG (``avatar``) or a PNG with transparency around one
     colour (``logo``), as (file name, content type, bytes)."""
     from PIL import Image
