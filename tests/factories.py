@@ -102,7 +102,10 @@ def token_make(symbol: str, *, decimals: int = 8) -> Token:
 def demo_address_formats(token: Token, symbol: str | None = None) -> Token:
     """``token`` with the address formats seed_demo gives the token
     ``symbol`` (its own by default)."""
-    from exchange.management.commands.seed_demo import DEMO_ADDRESS_FORMATS
+    from exchange.management.commands.seed_demo import (
+        DEMO_ADDRESS_FORMATS,
+        demo_memo_options,
+    )
     from trading.services import address_format_ensure
 
     for network, pattern, checksum, description in DEMO_ADDRESS_FORMATS[
@@ -114,6 +117,7 @@ def demo_address_formats(token: Token, symbol: str | None = None) -> Token:
             pattern=pattern,
             checksum=checksum,
             description=description,
+            **demo_memo_options(network),
         )
     return token
 

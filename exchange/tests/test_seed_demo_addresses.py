@@ -28,3 +28,16 @@ def test_seed_demo_gives_every_token_address_formats_once(settings):
             "checksum", flat=True
         )
     ) == {"segwit", "base58check"}
+
+
+def test_the_demo_xrp_withdrawals_ask_for_a_destination_tag(settings):
+    settings.DEBUG = True
+
+    call_command("seed_demo", stdout=io.StringIO())
+
+    assert AddressFormat.objects.filter(memo_name="").count() > 0
+    assert list(
+        AddressFormat.objects.exclude(memo_name="").values_list(
+            "token__symbol", "memo_name", "memo_pattern"
+        )
+    ) == [("XRP", "Destination tag", "[0-9]{1,10}")]

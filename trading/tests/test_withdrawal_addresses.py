@@ -134,7 +134,12 @@ def test_real_addresses_of_every_seeded_token_are_accepted(
     rich, seeded, symbol, address
 ):
     withdrawal = withdrawal_request(
-        user=rich, token=seeded[symbol], amount=D(1), address=address, reference="r"
+        user=rich,
+        token=seeded[symbol],
+        amount=D(1),
+        address=address,
+        memo="" if symbol == "XRP" else None,  # the demo's XRP takes a tag
+        reference="r",
     )
 
     assert balance(rich, seeded[symbol]) == (D(9), D(1))

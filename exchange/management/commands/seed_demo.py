@@ -133,6 +133,18 @@ DEMO_ADDRESS_FORMATS = {
     ],
 }
 
+# Networks whose recipients at an exchange are told apart by a memo (the
+# name staff give it, and the pattern a memo of that network matches).
+DEMO_MEMOS = {"XRP Ledger": ("Destination tag", "[0-9]{1,10}")}
+
+
+def demo_memo_options(network: str) -> dict[str, str]:
+    """``address_format_ensure``'s memo options for the demo ``network``."""
+    if network not in DEMO_MEMOS:
+        return {}
+    memo_name, memo_pattern = DEMO_MEMOS[network]
+    return {"memo_name": memo_name, "memo_pattern": memo_pattern}
+
 
 DEMO_MARKETS = [
     ("BTC", Decimal("64000")),
@@ -330,6 +342,7 @@ class Command(BaseCommand):
                     pattern=pattern,
                     checksum=checksum,
                     description=description,
+                    **demo_memo_options(network),
                 )
                 if created:
                     self.stdout.write(f"address format {symbol} on {network}")
