@@ -548,15 +548,24 @@ def memo_canonical(
     """The memo without its surrounding spaces ("" for none) if it is valid
     on one of ``formats``, the networks the coins may go out on (none: a
     token without formats, which takes no memo), or ``InvalidMemo`` saying
-    what is wrong: a memo for a network that takes none, longer than
-    ``MEMO_MAX_LENGTH``, with a character outside printable ASCII (a line
-    break, an invisible or text-direction character, a look-alike letter),
-    or not matching the network's ``memo_pattern``."""
+    what is wrong: a memo of spaces alone (only "" is none), a memo for a
+    network that takes none, longer than ``MEMO_MAX_LENGTH``, with a
+    character outside printable ASCII (a line break, an invisible or
+    text-direction character, a look-alike letter), or not matching the
+    network's ``memo_pattern`` (described in words by its
+    ``memo_description`` when staff gave one)."""
     if not isinstance(memo, str):
         raise InvalidMemo("A memo is text.")
+    if memo == "":
+        return ""
     memo = memo.strip()
     if not memo:
-        return ""
+        # Only "" says "no memo": spaces alone are more likely a paste that
+        # lost the memo than a decision that the recipient needs none.
+        raise InvalidMemo(
+            "The memo is blank: give the memo, or leave it empty if the "
+            "recipient needs none."
+        )
     formats = list(formats)
     taking = [f for f in formats if f.memo_name]
     if not taking:
@@ -592,8 +601,14 @@ def memo_canonical(
         ):
             return memo
     first = taking[0]
+    name = memo_name_in_text(first.memo_name)
+    if first.memo_description:
+        raise InvalidMemo(
+            f"A {name} for {first.network} is {first.memo_description}; this "
+            "one is not. Copy it again from the recipient's deposit instructions."
+        )
     raise InvalidMemo(
-        f"This is not a valid {memo_name_in_text(first.memo_name)} for "
-        f"{first.network}: it must match the pattern {first.memo_pattern}. Copy "
-        "it again from the recipient's deposit instructions."
+        f"This is not a valid {name} for {first.network}: it must match the "
+        f"pattern {first.memo_pattern}. Copy it again from the recipient's "
+        "deposit instructions."
     )

@@ -61,7 +61,7 @@ from trading.services import (
     withdrawal_process_start,
     withdrawal_reject,
 )
-from trading.templatetags.address_display import address_marked
+from trading.templatetags.address_display import address_marked, memo_marked
 
 
 @functools.cache
@@ -495,7 +495,7 @@ class WithdrawalAdmin(ReadOnlyAdmin):
     @admin.display(description="Memo", ordering="memo", empty_value="—")
     def memo_shown(self, withdrawal: Withdrawal) -> str | None:
         # Next to the address: sent without it, the coins may be lost.
-        return address_marked(withdrawal.memo) if withdrawal.memo else None
+        return memo_marked(withdrawal.memo) if withdrawal.memo else None
 
     def has_decide_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("trading.change_withdrawal")
@@ -722,7 +722,7 @@ class AddressFormatAdmin(admin.ModelAdmin):
                 "which exchanges need to credit the recipient. Name it, and "
                 "users must give one with each withdrawal or say that the "
                 "recipient needs none.",
-                "fields": ["memo_name", "memo_pattern"],
+                "fields": ["memo_name", "memo_pattern", "memo_description"],
             },
         ),
     ]

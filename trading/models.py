@@ -1044,9 +1044,17 @@ class AddressFormat(models.Model):
         db_default="",
         validators=[address_pattern_validate],
         help_text="A Python regular expression the whole memo must match, e.g. "
-        "[0-9]{1,10} for XRP Ledger destination tags; a wrong memo's message "
-        f"quotes it. Empty: any printable ASCII text up to {MEMO_MAX_LENGTH} "
-        "characters. Needs a memo name.",
+        "[0-9]{1,10} for XRP Ledger destination tags. Empty: any printable "
+        f"ASCII text up to {MEMO_MAX_LENGTH} characters. Needs a memo name.",
+    )
+    memo_description = models.CharField(
+        max_length=150,
+        blank=True,
+        default="",
+        db_default="",
+        help_text="How the memo looks, completing “a destination tag is …” in "
+        "the message a wrong memo gets, e.g. a number of 1 to 10 digits. "
+        "Empty: the message quotes the memo pattern.",
     )
 
     class Meta:

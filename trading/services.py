@@ -816,6 +816,7 @@ def address_format_ensure(
     description: str,
     memo_name: str = "",
     memo_pattern: str = "",
+    memo_description: str = "",
 ) -> tuple[AddressFormat, bool]:
     """The token's format for ``network``, created (validated like the admin
     does) if missing; an existing one is left as staff may have edited it."""
@@ -833,6 +834,7 @@ def address_format_ensure(
             description=description,
             memo_name=memo_name,
             memo_pattern=memo_pattern,
+            memo_description=memo_description,
         )
         address_format.full_clean()
         address_format.save()

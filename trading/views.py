@@ -12,6 +12,7 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
 from django.db.models import Q
+from django.forms import Form
 from django.http import Http404, HttpRequest, HttpResponse, QueryDict
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -444,7 +445,7 @@ def wallet(request: HttpRequest) -> HttpResponse:
                     address=data["address"],
                     reference=data["reference"],
                     network=data.get("network", ""),
-                    memo=data.get("memo", ""),
+                    memo=data.get("memo", _memo_posted(request, form)),
                 )
         except IdentityNotVerified as refusal:
             # Said once, by the notice next to the form, which links to the
@@ -527,6 +528,13 @@ def _wallet_render(
     return render(request, "trading/wallet.html", context, status=status)
 
 
+def _memo_posted(request: HttpRequest, form: Form) -> str:
+    """The memo a form without a memo field was sent with: staff removed the
+    last network taking one while the page was open, and the service refuses
+    it rather than sending the coins without it."""
+    return request.POST.get(form.add_prefix("memo"), "").strip()
+
+
 def _wallet_redirect(anchor: str = "") -> HttpResponse:
     return redirect(reverse("trading:wallet") + (f"#{anchor}" if anchor else ""))
 
@@ -546,7 +554,7 @@ def saved_address_create(request: HttpRequest) -> HttpResponse:
                 token=data["token"],
                 address=data["address"],
                 label=data["label"],
-                memo=data.get("memo", ""),
+                memo=data.get("memo", _memo_posted(request, address_form)),
             )
         except InvalidMemo as refusal:
             address_form.add_error(

@@ -38,6 +38,6 @@ def test_the_demo_xrp_withdrawals_ask_for_a_destination_tag(settings):
     assert AddressFormat.objects.filter(memo_name="").count() > 0
     assert list(
         AddressFormat.objects.exclude(memo_name="").values_list(
-            "token__symbol", "memo_name", "memo_pattern"
+            "token__symbol", "memo_name", "memo_pattern", "memo_description"
         )
-    ) == [("XRP", "Destination tag", "[0-9]{1,10}")]
+    ) == [("XRP", "Destination tag", "[0-9]{1,10}", "a number of 1 to 10 digits")]

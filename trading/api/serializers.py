@@ -106,6 +106,10 @@ class TextField(serializers.CharField):
         return super().to_internal_value(data)
 
 
+# A destination tag is a number, which a program may well send as one.
+MEMO_ERRORS = {"invalid": 'A memo is a JSON string, like "memo": "123".'}
+
+
 class JsonBooleanField(serializers.BooleanField):
     """``true`` or ``false`` in a request body. DRF's BooleanField also takes
     ``"yes"``, ``1`` or ``"off"`` (HTML forms), which the schema, saying
@@ -470,7 +474,10 @@ class WithdrawalCreateSerializer(serializers.Serializer):
     memo = TextField(
         required=False,
         allow_blank=True,
+        # Only "" says "no memo": spaces alone are refused, not trimmed to it.
+        trim_whitespace=False,
         max_length=MEMO_MAX_LENGTH,
+        error_messages=MEMO_ERRORS,
         help_text="The memo sent with the coins (the XRP Ledger's destination "
         "tag, Stellar's or Cosmos's memo), which the recipient's exchange needs "
         'to credit them; `""` when the recipient needs none. **Required** '
@@ -509,7 +516,10 @@ class SavedAddressCreateSerializer(serializers.Serializer):
     memo = TextField(
         required=False,
         allow_blank=True,
+        # Only "" says "no memo": spaces alone are refused, not trimmed to it.
+        trim_whitespace=False,
         max_length=MEMO_MAX_LENGTH,
+        error_messages=MEMO_ERRORS,
         help_text="The recipient's memo (destination tag), if their network "
         "takes one; the same address may be saved with several memos.",
     )

@@ -147,3 +147,37 @@ def test_the_code_before_memos_still_requests_withdrawals_and_saves_addresses(
     assert AddressFormat.objects.values_list("memo_name", "memo_pattern").get(
         pk=added.pk
     ) == ("", "")
+
+
+def test_xrp_ledger_formats_added_before_memos_ask_for_a_destination_tag(executor, btc):
+    executor.loader.build_graph()
+    executor.migrate([("trading", "0017_withdrawal_network")])
+    OldFormat = executor.loader.project_state(
+        ("trading", "0017_withdrawal_network")
+    ).apps.get_model("trading", "AddressFormat")
+    xrp, bitcoin = (
+        OldFormat.objects.create(
+            token_id=btc.pk,
+            network=network,
+            pattern=pattern,
+            checksum=checksum,
+            description=pattern,
+        )
+        for network, pattern, checksum in [
+            ("XRP Ledger", "r[1-9A-HJ-NP-Za-km-z]{24,34}", "base58check_xrp"),
+            ("Bitcoin", "bc1q[0-9a-z]{38}", "segwit"),
+        ]
+    )
+
+    executor.loader.build_graph()
+    executor.migrate(executor.loader.graph.leaf_nodes())
+
+    memos = AddressFormat.objects.values_list(
+        "memo_name", "memo_pattern", "memo_description"
+    )
+    assert memos.get(pk=xrp.pk) == (
+        "Destination tag",
+        "[0-9]{1,10}",
+        "a number of 1 to 10 digits",
+    )
+    assert memos.get(pk=bitcoin.pk) == ("", "", "")

@@ -32,6 +32,7 @@ pytestmark = pytest.mark.django_db
 
 XRP_ADDRESS = "rHb9CJAWyB4rj91VRWn96DkukG4bwdtyTh"
 BTC_ADDRESS = "bc1qar0srrr7xfkvy5l643lydnw9re59gtzzwf5mdq"
+ATOM_ADDRESS = "cosmos1hsk6jryyqjfhp5dhc55tc9jtckygx0eph6dd02"
 TAG = "3052514"
 NEEDED = (
     "XRP Ledger takes a destination tag with each transaction: exchanges and "
@@ -51,6 +52,22 @@ def xrp(alice):
         description="r followed by 24 to 34 letters and digits",
         memo_name="Destination tag",
         memo_pattern="[0-9]{1,10}",
+    )
+    fund(alice, token, "100")
+    return token
+
+
+@pytest.fixture
+def atom(alice):
+    """ATOM on the Cosmos Hub, with memos of any text; alice has 100."""
+    token = token_make("ATOM", decimals=6)
+    address_format_ensure(
+        token=token,
+        network="Cosmos Hub",
+        pattern=r"cosmos1[0-9a-z]{38}",
+        checksum="bech32",
+        description="cosmos1 followed by 38 letters and digits",
+        memo_name="Memo",
     )
     fund(alice, token, "100")
     return token
@@ -159,22 +176,10 @@ def test_a_memo_not_written_as_the_network_writes_them_is_refused(
     _nothing_locked(alice, xrp)
 
 
-def test_without_a_pattern_a_memo_is_any_printable_text_up_to_256(alice):
-    token = token_make("ATOM", decimals=6)
-    address_format_ensure(
-        token=token,
-        network="Cosmos Hub",
-        pattern=r"cosmos1[0-9a-z]{38}",
-        checksum="bech32",
-        description="cosmos1 followed by 38 letters and digits",
-        memo_name="Memo",
-    )
-    fund(alice, token, "100")
-    address = "cosmos1hsk6jryyqjfhp5dhc55tc9jtckygx0eph6dd02"
-
-    given = _withdraw(alice, token, address, memo="Customer 42 / invoice #7")
+def test_without_a_pattern_a_memo_is_any_printable_text_up_to_256(alice, atom):
+    given = _withdraw(alice, atom, ATOM_ADDRESS, memo="Customer 42 / invoice #7")
     with pytest.raises(InvalidMemo, match="at most 256 characters; this one has 257"):
-        _withdraw(alice, token, address, memo="x" * 257, reference="r-2")
+        _withdraw(alice, atom, ATOM_ADDRESS, memo="x" * 257, reference="r-2")
 
     assert given.memo == "Customer 42 / invoice #7"
 
@@ -500,20 +505,129 @@ def test_the_user_is_mailed_the_memo_when_the_withdrawal_ends(
     assert f"on XRP Ledger with memo {TAG} (reference r-1) was cancelled" in (sent.body)
 
 
-def test_the_memo_field_has_a_generic_label_when_networks_name_it_apart(wallet, xrp):
-    atom = token_make("ATOM", decimals=6)
-    address_format_ensure(
-        token=atom,
-        network="Cosmos Hub",
-        pattern=r"cosmos1[0-9a-z]{38}",
-        description="cosmos1 followed by 38 letters and digits",
-        memo_name="Memo",
-    )
-
+def test_the_memo_field_has_a_generic_label_when_networks_name_it_apart(
+    wallet, xrp, atom
+):
     page = wallet.get("/wallet/").content.decode()
 
     assert '<label for="id_memo">Memo / destination tag</label>' in page
     assert (
         "Only for networks that need one: Cosmos Hub (ATOM): memo; XRP Ledger "
         "(XRP): destination tag." in page
+    )
+
+
+# -- Review fixes ---------------------------------------------------------------
+
+
+def test_a_memo_posted_after_the_last_memo_network_went_is_refused(
+    wallet, alice, bitcoin
+):
+    # The page was opened while a network took a memo; staff removed it since.
+    withdrawn = wallet.post(
+        "/wallet/",
+        {
+            "token": "BTC",
+            "amount": "10",
+            "address": BTC_ADDRESS,
+            "memo": TAG,
+            "reference": "r",
+        },
+    )
+    saved = wallet.post(
+        "/wallet/addresses/",
+        {
+            "book-label": "Kraken",
+            "book-token": "BTC",
+            "book-address": BTC_ADDRESS,
+            "book-memo": TAG,
+        },
+    )
+
+    assert withdrawn.status_code == 400
+    assert "takes no memo: leave the memo empty." in withdrawn.content.decode()
+    _nothing_locked(alice, bitcoin)
+    assert "takes no memo: leave the memo empty." in saved.content.decode()
+    assert not SavedAddress.objects.filter(user=alice).exists()
+
+
+def test_staff_see_the_spaces_of_a_memo_as_spaces(staff_client, alice, atom):
+    withdrawal = _withdraw(alice, atom, ATOM_ADDRESS, memo="for alice")
+
+    listed = staff_client.get("/admin/trading/withdrawal/").content.decode()
+    asked = staff_client.post(
+        "/admin/trading/withdrawal/",
+        {"action": "start_sending", "_selected_action": [withdrawal.pk]},
+    ).content.decode()
+
+    assert '<td class="field-memo_shown">for alice</td>' in listed
+    assert "<td><code>for alice</code></td>" in asked
+
+
+@pytest.mark.parametrize("memo", ["   ", "\n", "\t", "\u00a0", "\u3000"])
+def test_a_blank_looking_memo_is_not_taken_for_none(api, alice, xrp, memo):
+    with pytest.raises(InvalidMemo) as refusal:
+        _withdraw(alice, xrp, memo=memo)
+    refused = _withdraw_api(api, token="XRP", address=XRP_ADDRESS, memo=memo)
+    saved = api.post(
+        "/api/v1/addresses/",
+        {"token": "XRP", "address": XRP_ADDRESS, "label": "Kraken", "memo": memo},
+        format="json",
+    )
+
+    assert refusal.value.message.startswith("The memo is blank")
+    assert refused.status_code == 400
+    assert refused.json()["error"]["code"] == "invalid_memo"
+    assert refused.json()["error"]["message"].startswith("The memo is blank")
+    assert saved.status_code == 400
+    _nothing_locked(alice, xrp)
+    assert not SavedAddress.objects.filter(user=alice).exists()
+
+
+def test_a_real_memo_loses_its_surrounding_spaces(api, alice, xrp):
+    made = _withdraw_api(api, token="XRP", address=XRP_ADDRESS, memo=f" {TAG}\n")
+
+    assert made.status_code == 201 and made.json()["memo"] == TAG
+
+
+def test_a_wrong_memo_is_told_how_the_memo_looks(alice, xrp):
+    AddressFormat.objects.filter(token=xrp).update(
+        memo_description="a number of 1 to 10 digits"
+    )
+
+    with pytest.raises(InvalidMemo) as refusal:
+        _withdraw(alice, xrp, memo="12a")
+
+    assert refusal.value.message == (
+        "A destination tag for XRP Ledger is a number of 1 to 10 digits; this "
+        "one is not. Copy it again from the recipient's deposit instructions."
+    )
+
+
+def test_the_api_says_a_memo_sent_as_a_number_must_be_a_string(api, alice, xrp):
+    withdrawn = _withdraw_api(api, token="XRP", address=XRP_ADDRESS, memo=123)
+    saved = api.post(
+        "/api/v1/addresses/",
+        {"token": "XRP", "address": XRP_ADDRESS, "label": "Kraken", "memo": 123},
+        format="json",
+    )
+
+    for refused in (withdrawn, saved):
+        assert refused.status_code == 400
+        assert 'A memo is a JSON string, like "memo": "123".' in str(refused.json())
+    _nothing_locked(alice, xrp)
+
+
+def test_the_cancel_page_of_an_ended_withdrawal_shows_network_and_memo(
+    wallet, alice, xrp
+):
+    withdrawal = _withdraw(alice, xrp, memo=TAG)
+    wallet.post(f"/wallet/withdrawals/{withdrawal.pk}/cancel/")
+
+    page = wallet.get(f"/wallet/withdrawals/{withdrawal.pk}/cancel/")
+
+    assert "This withdrawal is cancelled" in page.content.decode()
+    assert (
+        f"to <code>{XRP_ADDRESS}</code> on XRP Ledger with memo <code>{TAG}</code>."
+        in page.content.decode()
     )

@@ -134,16 +134,23 @@ DEMO_ADDRESS_FORMATS = {
 }
 
 # Networks whose recipients at an exchange are told apart by a memo (the
-# name staff give it, and the pattern a memo of that network matches).
-DEMO_MEMOS = {"XRP Ledger": ("Destination tag", "[0-9]{1,10}")}
+# name staff give it, the pattern a memo of that network matches, and how it
+# looks in words for a wrong memo's message).
+DEMO_MEMOS = {
+    "XRP Ledger": ("Destination tag", "[0-9]{1,10}", "a number of 1 to 10 digits")
+}
 
 
 def demo_memo_options(network: str) -> dict[str, str]:
     """``address_format_ensure``'s memo options for the demo ``network``."""
     if network not in DEMO_MEMOS:
         return {}
-    memo_name, memo_pattern = DEMO_MEMOS[network]
-    return {"memo_name": memo_name, "memo_pattern": memo_pattern}
+    memo_name, memo_pattern, memo_description = DEMO_MEMOS[network]
+    return {
+        "memo_name": memo_name,
+        "memo_pattern": memo_pattern,
+        "memo_description": memo_description,
+    }
 
 
 DEMO_MARKETS = [
